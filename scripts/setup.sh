@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what ocibuild's demo, tests and benchmark need, and says what it does.
+# Idempotent: a second run checks and does nothing. Needs root for apt-get (it is, in CI).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+# Debian packages: the real parts (sandbox, registry, independent readers, base image material).
+need_pkgs=()
+check() { command -v "$1" >/dev/null 2>&1 || need_pkgs+=("$2"); }
+check bwrap bubblewrap
+check docker-registry docker-registry
+check skopeo skopeo
+check umoci umoci
+check oci-image-tool oci-image-tool
+check qemu-aarch64-static qemu-user-static
+check htpasswd apache2-utils
+check openssl openssl
+check git git
+dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=("busybox-static")
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    say "missing Debian packages: ${need_pkgs[*]} (run as root, or install them: apt-get install ${need_pkgs[*]})"
+    exit 1
+  fi
+  say "installing Debian packages: ${need_pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+# The Distribution package may start its own service on :5000; ocibuild never uses it.
+
+# Node modules, from the lock file.
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  say "installing node modules (npm ci)"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+# The TypeScript build (dist/), rebuilt when any source is newer.
+if [ ! -f dist/index.js ] || [ -n "$(find src tsconfig.json -newer dist/index.js -print -quit 2>/dev/null)" ]; then
+  say "building TypeScript (tsc)"
+  npx tsc -p tsconfig.json
+fi

@@ -1,0 +1,31 @@
+import { ExitCode, isOcibuildError } from "../errors.js";
+import type { CliIO } from "./io.js";
+
+/** Usage errors (bad flags) exit 2; everything else 1. */
+export const USAGE_CODES = new Set(["USAGE", "USAGE_UNKNOWN_FLAG", "USAGE_MISSING_VALUE", "USAGE_BAD_VALUE", "USAGE_MISSING_ARGUMENT"]);
+
+/** Render an error as `error[CODE]: message` (+ location and snippet), no stack unless debug. */
+export function formatError(e: unknown, debug = false): string {
+  if (isOcibuildError(e)) {
+    let out = `error[${e.code}]: ${e.message}\n`;
+    if (e.file !== undefined && !e.message.includes(`${e.file}:`)) {
+      out += ` --> ${e.file}${e.line !== undefined ? `:${e.line}` : ""}${e.column !== undefined ? `:${e.column}` : ""}\n`;
+    }
+    if (e.snippet !== undefined) {
+      const gutter = e.line !== undefined ? String(e.line) : "";
+      for (const [i, l] of e.snippet.split("\n").entries()) {
+        out += `${i === 0 ? gutter.padStart(4) : "    "} | ${l}\n`;
+      }
+    }
+    if (e.hint) out += `hint: ${e.hint}\n`;
+    if (debug && e.stack) out += `${e.stack}\n`;
+    return out;
+  }
+  const err = e instanceof Error ? e : new Error(String(e));
+  return `error[INTERNAL]: ${err.message}\n${debug ? `${err.stack}\n` : "(this is a bug in ocibuild; run with --debug for details)\n"}`;
+}
+
+export function renderError(e: unknown, io: CliIO, debug = false): number {
+  io.stderr.write(formatError(e, debug));
+  return isOcibuildError(e) && USAGE_CODES.has(e.code) ? ExitCode.USAGE : ExitCode.FAILURE;
+}

@@ -1,0 +1,118 @@
+/**
+ * A small declarative flag parser shared by every command. Supports `--name value`,
+ * `--name=value`, `-n value`, `-nvalue` for short flags, booleans (`--flag`,
+ * `--flag=false`), repeatable flags, and `--` to end flags. Unknown flags fail
+ * with USAGE_UNKNOWN_FLAG naming the flag: nothing is silently ignored.
+ */
+import { OcibuildError } from "../errors.js";
+
+export interface FlagSpec {
+  /** Long names without dashes; the first is the canonical key. */
+  names: string[];
+  /** Short single-letter aliases without the dash. */
+  short?: string[];
+  type: "string" | "boolean";
+  repeatable?: boolean;
+  description?: string;
+  /** Shown in --help for string flags. */
+  valueName?: string;
+}
+
+export interface ParsedFlags {
+  /** Canonical name -> value(s). Repeatable flags are arrays. */
+  values: Record<string, string | boolean | string[] | undefined>;
+  positionals: string[];
+}
+
+export function parseFlags(args: string[], specs: FlagSpec[]): ParsedFlags {
+  const byLong = new Map<string, FlagSpec>();
+  const byShort = new Map<string, FlagSpec>();
+  for (const s of specs) {
+    for (const n of s.names) byLong.set(n, s);
+    for (const n of s.short ?? []) byShort.set(n, s);
+  }
+  const values: ParsedFlags["values"] = {};
+  const positionals: string[] = [];
+  const set = (spec: FlagSpec, v: string | boolean, shown: string) => {
+    const key = spec.names[0]!;
+    if (spec.repeatable) {
+      const arr = (values[key] as string[] | undefined) ?? [];
+      arr.push(String(v));
+      values[key] = arr;
+    } else {
+      if (values[key] !== undefined && spec.type === "string" && values[key] !== v) {
+        // Last one wins, as with docker's CLI, but we keep it simple and explicit.
+      }
+      values[key] = v;
+    }
+    void shown;
+  };
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === "--") {
+      positionals.push(...args.slice(i + 1));
+      break;
+    }
+    if (a.startsWith("--")) {
+      const eq = a.indexOf("=");
+      const name = eq >= 0 ? a.slice(2, eq) : a.slice(2);
+      const spec = byLong.get(name);
+      if (!spec) throw new OcibuildError("USAGE_UNKNOWN_FLAG", `unknown flag: --${name}`, { hint: "run with --help to list the supported flags" });
+      if (spec.type === "boolean") {
+        if (eq >= 0) {
+          const v = a.slice(eq + 1).toLowerCase();
+          if (!["true", "false", "1", "0"].includes(v)) throw new OcibuildError("USAGE_BAD_VALUE", `flag --${name} takes true or false, not "${a.slice(eq + 1)}"`);
+          set(spec, v === "true" || v === "1", a);
+        } else set(spec, true, a);
+        continue;
+      }
+      let v: string | undefined;
+      if (eq >= 0) v = a.slice(eq + 1);
+      else {
+        v = args[++i];
+        if (v === undefined) throw new OcibuildError("USAGE_MISSING_VALUE", `flag --${name} needs a value`);
+      }
+      set(spec, v, a);
+      continue;
+    }
+    if (a.startsWith("-") && a.length > 1) {
+      const letter = a[1]!;
+      const spec = byShort.get(letter);
+      if (!spec) throw new OcibuildError("USAGE_UNKNOWN_FLAG", `unknown flag: -${letter}`, { hint: "run with --help to list the supported flags" });
+      if (spec.type === "boolean") {
+        if (a.length > 2) throw new OcibuildError("USAGE_BAD_VALUE", `flag -${letter} takes no value`);
+        set(spec, true, a);
+        continue;
+      }
+      let v: string | undefined = a.length > 2 ? a.slice(2).replace(/^=/, "") : args[++i];
+      if (v === undefined) throw new OcibuildError("USAGE_MISSING_VALUE", `flag -${letter} needs a value`);
+      set(spec, v, a);
+      continue;
+    }
+    positionals.push(a);
+  }
+  return { values, positionals };
+}
+
+export function str(p: ParsedFlags, name: string): string | undefined {
+  const v = p.values[name];
+  return typeof v === "string" ? v : undefined;
+}
+export function bool(p: ParsedFlags, name: string): boolean {
+  return p.values[name] === true;
+}
+export function list(p: ParsedFlags, name: string): string[] {
+  const v = p.values[name];
+  return Array.isArray(v) ? v : typeof v === "string" ? [v] : [];
+}
+
+export function helpText(usage: string, specs: FlagSpec[], examples: string[] = []): string {
+  const lines = [usage, "", "Flags:"];
+  for (const s of specs) {
+    const names = [...(s.short ?? []).map((n) => `-${n}`), ...s.names.map((n) => `--${n}`)].join(", ");
+    const val = s.type === "string" ? ` ${s.valueName ?? "VALUE"}` : "";
+    lines.push(`  ${(names + val).padEnd(40)} ${s.description ?? ""}${s.repeatable ? " (repeatable)" : ""}`);
+  }
+  if (examples.length) lines.push("", "Examples:", ...examples.map((e) => `  ${e}`));
+  return lines.join("\n") + "\n";
+}

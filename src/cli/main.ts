@@ -1,0 +1,55 @@
+import { ExitCode } from "../errors.js";
+import { renderError } from "./errors.js";
+import { type CliIO, type Command, processIO } from "./io.js";
+
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  build: async () => (await import("./commands/build.js")).buildCommand,
+  parse: async () => (await import("./commands/parse.js")).parseCommand,
+  inspect: async () => (await import("./commands/inspect.js")).inspectCommand,
+  copy: async () => (await import("./commands/copy.js")).copyCommand,
+  pull: async () => (await import("./commands/copy.js")).pullCommand,
+  push: async () => (await import("./commands/copy.js")).pushCommand,
+};
+
+const USAGE = `Usage: ocibuild [build] [flags] CONTEXT
+       ocibuild COMMAND [flags]
+
+Commands:
+  build     Build an image from a Dockerfile (the default command)
+  parse     Print the parsed Dockerfile in BuildKit's AST dump format
+  inspect   Show an image's manifest, index or config
+  copy      Copy an image or index between registries and OCI layouts
+  pull      Pull an image into an OCI layout
+  push      Push an image from an OCI layout
+
+Run 'ocibuild COMMAND --help' for a command's flags.
+`;
+
+export async function main(argv: string[], io: CliIO = processIO()): Promise<number> {
+  const ac = new AbortController();
+  const onSignal = () => ac.abort(new Error("interrupted"));
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  const debug = argv.includes("--debug");
+  const args = argv.filter((a) => a !== "--debug");
+  try {
+    if (args.length === 0 || args[0] === "--help" || args[0] === "-h" || args[0] === "help") {
+      (args.length === 0 ? io.stderr : io.stdout).write(USAGE);
+      return args.length === 0 ? ExitCode.USAGE : ExitCode.OK;
+    }
+    if (args[0] === "--version" || args[0] === "version") {
+      const { VERSION } = await import("../version.js");
+      io.stdout.write(`ocibuild ${VERSION}\n`);
+      return ExitCode.OK;
+    }
+    const name = args[0] !== undefined && Object.hasOwn(COMMANDS, args[0]) ? args[0] : "build";
+    const rest = name === args[0] ? args.slice(1) : args;
+    const command = await COMMANDS[name]!();
+    return await command(rest, io, ac.signal);
+  } catch (e) {
+    return renderError(e, io, debug);
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  }
+}

@@ -1,0 +1,60 @@
+/**
+ * Errors are values with a stable `code`. Every failure a user can cause or meet
+ * (bad Dockerfile, bad reference, registry refusal, hostile layer) is an
+ * OcibuildError; anything else reaching the CLI is a bug and is reported as such.
+ */
+export interface ErrorLocation {
+  /** File the error is about (a Dockerfile, a layer, a context path). */
+  file?: string;
+  /** 1-based line. */
+  line?: number;
+  /** 1-based column. */
+  column?: number;
+  /** The offending source line, shown under the message. */
+  snippet?: string;
+}
+
+export interface OcibuildErrorOptions extends ErrorLocation {
+  cause?: unknown;
+  /** Whether retrying the same operation could succeed (network, 5xx, 429). */
+  retryable?: boolean;
+  /** A suggestion shown after the message ("did you mean COPY?"). */
+  hint?: string;
+  /** Extra structured data (HTTP status, registry error list...). Never credentials. */
+  details?: Record<string, unknown>;
+}
+
+export class OcibuildError extends Error {
+  readonly code: string;
+  readonly retryable: boolean;
+  readonly hint?: string;
+  readonly file?: string;
+  readonly line?: number;
+  readonly column?: number;
+  readonly snippet?: string;
+  readonly details?: Record<string, unknown>;
+
+  constructor(code: string, message: string, options: OcibuildErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "OcibuildError";
+    this.code = code;
+    this.retryable = options.retryable ?? false;
+    this.hint = options.hint;
+    this.file = options.file;
+    this.line = options.line;
+    this.column = options.column;
+    this.snippet = options.snippet;
+    this.details = options.details;
+  }
+}
+
+export function isOcibuildError(e: unknown): e is OcibuildError {
+  return e instanceof OcibuildError;
+}
+
+/** Exit codes shared by every command. */
+export const ExitCode = {
+  OK: 0,
+  FAILURE: 1,
+  USAGE: 2,
+} as const;
