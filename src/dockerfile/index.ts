@@ -1,0 +1,17 @@
+/**
+ * The Dockerfile front end: text -> directives, AST (BuildKit's Node), typed
+ * instructions, stage plan; variable expansion; .dockerignore matching.
+ * No I/O and no environment reads anywhere below this folder.
+ */
+export type * from "./instructions.js";
+export { INSTRUCTION_NAMES } from "./instructions.js";
+export type { Node } from "./ast.js";
+export { dumpAst, goQuote } from "./ast.js";
+export type { ParseResult, ParseWarning, ParseOptions, Directives } from "./parse.js";
+export { parseDockerfile } from "./parse.js";
+export type { ExpandOptions } from "./shell-words.js";
+export { expandWord, expandWords } from "./shell-words.js";
+export type { Platform, StagePlanOptions, Stage, StagePlan } from "./stages.js";
+export { planStages, platformArgs, PROXY_ARGS } from "./stages.js";
+export type { IgnorePattern, IgnoreMatcher } from "./dockerignore.js";
+export { parseDockerignore, createIgnoreMatcher } from "./dockerignore.js";
