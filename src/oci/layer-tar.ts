@@ -1,0 +1,211 @@
+/**
+ * A small, deterministic POSIX.1-2001 (PAX) tar encoder for layer entries.
+ *
+ * Every header is a ustar header; anything ustar cannot carry exactly (paths or
+ * link targets over 100 bytes or not ASCII, ids and sizes over the octal field
+ * limits, negative or huge mtimes, long or non-ASCII user/group names, xattrs)
+ * goes into a preceding PAX extended header ('x') whose records are sorted by key.
+ * No global headers, no atime/ctime, no GNU extensions, no padding to a 10 KiB
+ * record: the output depends on the entries and nothing else (no pid, no clock).
+ */
+import { OcibuildError } from "../errors.js";
+import type { EntryType, LayerEntry } from "./layer.js";
+
+export const BLOCK = 512;
+
+const TYPEFLAG: Record<EntryType, string> = {
+  file: "0",
+  hardlink: "1",
+  symlink: "2",
+  char: "3",
+  block: "4",
+  directory: "5",
+  fifo: "6",
+};
+
+/** Largest value an octal field of `width` bytes holds with its trailing NUL. */
+function octalMax(width: number): number {
+  return 8 ** (width - 1) - 1;
+}
+
+function isAscii(s: string): boolean {
+  // Printable ASCII only; control characters and NUL go to PAX records as well.
+  return /^[\x20-\x7e]*$/.test(s);
+}
+
+function invalid(path: string, msg: string): never {
+  throw new OcibuildError("LAYER_ENTRY_INVALID", `invalid layer entry "${path}": ${msg}`, {
+    hint: "entry paths are relative, '/'-separated, without '.', '..' or empty components and without a trailing '/'",
+  });
+}
+
+/** Checks an entry before any byte of it is written; throws LAYER_ENTRY_INVALID. */
+export function validateEntry(e: LayerEntry): void {
+  const p = e.path;
+  if (typeof p !== "string" || p === "") invalid(String(p), "empty path");
+  if (p.includes("\0")) invalid(p, "path contains a NUL byte");
+  if (p.startsWith("/")) invalid(p, "path is absolute");
+  for (const part of p.split("/")) {
+    if (part === "" || part === "." || part === "..") invalid(p, `path has a "${part}" component`);
+  }
+  if (!Object.hasOwn(TYPEFLAG, e.type)) invalid(p, `unknown entry type ${JSON.stringify(e.type)}`);
+  if (!Number.isInteger(e.mode) || e.mode < 0) invalid(p, `mode ${e.mode} is not a non-negative integer`);
+  for (const [k, v] of [["uid", e.uid], ["gid", e.gid]] as const) {
+    if (!Number.isSafeInteger(v) || v < 0) invalid(p, `${k} ${v} is not a non-negative integer`);
+  }
+  if (!(e.mtime instanceof Date) || Number.isNaN(e.mtime.getTime())) invalid(p, "mtime is not a valid Date");
+  if (e.type === "file") {
+    if (e.size === undefined || !Number.isSafeInteger(e.size) || e.size < 0) invalid(p, "a file needs a non-negative integer size");
+    if (e.size > 0 && e.open === undefined) invalid(p, "a non-empty file needs open()");
+  }
+  if (e.type === "symlink" || e.type === "hardlink") {
+    if (typeof e.linkname !== "string" || e.linkname === "") invalid(p, `a ${e.type} needs a linkname`);
+    if (e.linkname.includes("\0")) invalid(p, "linkname contains a NUL byte");
+  }
+  if (e.type === "char" || e.type === "block") {
+    for (const [k, v] of [["devmajor", e.devmajor ?? 0], ["devminor", e.devminor ?? 0]] as const) {
+      if (!Number.isInteger(v) || v < 0 || v > octalMax(8)) invalid(p, `${k} ${v} is out of range`);
+    }
+  }
+  for (const k of Object.keys(e.xattrs ?? {})) {
+    if (k === "" || k.includes("=") || k.includes("\0")) invalid(p, `xattr name ${JSON.stringify(k)} cannot be stored in a PAX record`);
+  }
+}
+
+/** One PAX record, "<len> <key>=<value>\n", where <len> counts the whole record in bytes. */
+function paxRecord(key: string, value: Buffer): Buffer {
+  const body = Buffer.concat([Buffer.from(` ${key}=`, "utf8"), value, Buffer.from("\n")]);
+  let len = body.length + 1;
+  while (String(len).length + body.length !== len) len = String(len).length + body.length;
+  return Buffer.concat([Buffer.from(String(len), "utf8"), body]);
+}
+
+function putString(h: Buffer, off: number, width: number, s: string): void {
+  // Callers only pass ASCII that fits (or a deliberate truncation), so latin1 is byte-exact.
+  h.write(s.slice(0, width), off, width, "latin1");
+}
+
+function putOctal(h: Buffer, off: number, width: number, n: number): void {
+  putString(h, off, width, n.toString(8).padStart(width - 1, "0"));
+  h[off + width - 1] = 0;
+}
+
+/** Truncate to at most `width` ASCII bytes (non-ASCII replaced), for fields a PAX record overrides. */
+function asciiFit(s: string, width: number): string {
+  return s.replace(/[^\x20-\x7e]/g, "_").slice(0, width);
+}
+
+interface HeaderFields {
+  name: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtime: number;
+  typeflag: string;
+  linkname: string;
+  uname: string;
+  gname: string;
+  devmajor: number;
+  devminor: number;
+}
+
+function ustarHeader(f: HeaderFields): Buffer {
+  const h = Buffer.alloc(BLOCK);
+  putString(h, 0, 100, f.name);
+  putOctal(h, 100, 8, f.mode);
+  putOctal(h, 108, 8, f.uid);
+  putOctal(h, 116, 8, f.gid);
+  putOctal(h, 124, 12, f.size);
+  putOctal(h, 136, 12, f.mtime);
+  h.fill(0x20, 148, 156); // checksum is computed with its own field as spaces
+  putString(h, 156, 1, f.typeflag);
+  putString(h, 157, 100, f.linkname);
+  putString(h, 257, 6, "ustar");
+  h[262] = 0;
+  putString(h, 263, 2, "00");
+  putString(h, 265, 32, f.uname);
+  putString(h, 297, 32, f.gname);
+  putOctal(h, 329, 8, f.devmajor);
+  putOctal(h, 337, 8, f.devminor);
+  let sum = 0;
+  for (const b of h) sum += b;
+  putOctal(h, 148, 7, sum);
+  h[155] = 0x20;
+  return h;
+}
+
+function padding(size: number): Buffer {
+  const rem = size % BLOCK;
+  return rem === 0 ? Buffer.alloc(0) : Buffer.alloc(BLOCK - rem);
+}
+
+/**
+ * The header block(s) for an entry: an optional PAX extended header with its
+ * records, then the ustar header. `mtimeSec` is the (already clamped) mtime in
+ * whole seconds. Returns the bytes to write before the entry's content.
+ */
+export function encodeHeader(e: LayerEntry, mtimeSec: number): Buffer {
+  const size = e.type === "file" ? (e.size ?? 0) : 0;
+  const name = e.type === "directory" ? `${e.path}/` : e.path;
+  const linkname = e.type === "symlink" || e.type === "hardlink" ? (e.linkname ?? "") : "";
+  const uname = e.uname ?? "";
+  const gname = e.gname ?? "";
+  const pax = new Map<string, Buffer>();
+
+  if (Buffer.byteLength(name) > 100 || !isAscii(name)) pax.set("path", Buffer.from(name, "utf8"));
+  if (Buffer.byteLength(linkname) > 100 || !isAscii(linkname)) pax.set("linkpath", Buffer.from(linkname, "utf8"));
+  if (e.uid > octalMax(8)) pax.set("uid", Buffer.from(String(e.uid)));
+  if (e.gid > octalMax(8)) pax.set("gid", Buffer.from(String(e.gid)));
+  if (size > octalMax(12)) pax.set("size", Buffer.from(String(size)));
+  if (mtimeSec < 0 || mtimeSec > octalMax(12)) pax.set("mtime", Buffer.from(String(mtimeSec)));
+  if (Buffer.byteLength(uname) > 32 || !isAscii(uname)) pax.set("uname", Buffer.from(uname, "utf8"));
+  if (Buffer.byteLength(gname) > 32 || !isAscii(gname)) pax.set("gname", Buffer.from(gname, "utf8"));
+  for (const [k, v] of Object.entries(e.xattrs ?? {})) pax.set(`SCHILY.xattr.${k}`, Buffer.from(v));
+
+  const header = ustarHeader({
+    name: asciiFit(name, 100),
+    mode: e.mode & 0o7777,
+    uid: Math.min(e.uid, octalMax(8)),
+    gid: Math.min(e.gid, octalMax(8)),
+    size: Math.min(size, octalMax(12)),
+    mtime: Math.min(Math.max(mtimeSec, 0), octalMax(12)),
+    typeflag: TYPEFLAG[e.type],
+    linkname: asciiFit(linkname, 100),
+    uname: asciiFit(uname, 32),
+    gname: asciiFit(gname, 32),
+    devmajor: e.devmajor ?? 0,
+    devminor: e.devminor ?? 0,
+  });
+  if (pax.size === 0) return header;
+
+  const keys = [...pax.keys()].sort();
+  const body = Buffer.concat(keys.map((k) => paxRecord(k, pax.get(k)!)));
+  // The extended header's own name is informational; derive it from the entry, never from the host.
+  const slash = e.path.lastIndexOf("/");
+  const paxName = asciiFit(`${slash < 0 ? "" : e.path.slice(0, slash + 1)}PaxHeaders.0/${e.path.slice(slash + 1)}`, 100);
+  const xheader = ustarHeader({
+    name: paxName,
+    mode: 0o644,
+    uid: 0,
+    gid: 0,
+    size: body.length,
+    mtime: 0,
+    typeflag: "x",
+    linkname: "",
+    uname: "",
+    gname: "",
+    devmajor: 0,
+    devminor: 0,
+  });
+  return Buffer.concat([xheader, body, padding(body.length), header]);
+}
+
+export function contentPadding(size: number): Buffer {
+  return padding(size);
+}
+
+/** Two zero blocks: the end-of-archive marker. */
+export function endOfArchive(): Buffer {
+  return Buffer.alloc(2 * BLOCK);
+}
