@@ -1,0 +1,151 @@
+/**
+ * Path resolution inside a root directory that may contain hostile symlinks.
+ * Every component is looked up with lstat; a symlink met on the way is resolved
+ * as the process inside the root would see it (absolute targets start at the
+ * root) and must stay inside it; a target that climbs above the root with `..`
+ * is refused. Nothing here ever follows a link with the host's view of "/".
+ */
+import { lstat, mkdir, readlink } from "node:fs/promises";
+import type { Stats } from "node:fs";
+import { join } from "node:path";
+import { OcibuildError } from "../errors.js";
+
+const MAX_LINKS = 40;
+
+/**
+ * Split a tar entry name or an archive-internal path into components.
+ * "./a/b/" -> ["a","b"]; "." -> []. Absolute paths and `..` components are refused.
+ */
+export function splitEntryPath(name: string, what = "entry"): string[] {
+  if (name.includes("\0")) throw unsafe(`${what} "${name.replace(/\0/g, "\\0")}" contains a NUL byte`, name);
+  if (name.startsWith("/")) throw unsafe(`${what} "${name}" is an absolute path`, name);
+  const out: string[] = [];
+  for (const c of name.split("/")) {
+    if (c === "" || c === ".") continue;
+    if (c === "..") throw unsafe(`${what} "${name}" contains a ".." component`, name);
+    out.push(c);
+  }
+  return out;
+}
+
+export function unsafe(message: string, path?: string): OcibuildError {
+  return new OcibuildError("ROOTFS_UNSAFE_PATH", `refusing unsafe path: ${message}`, {
+    details: path === undefined ? undefined : { path },
+    hint: "the layer or path tries to reach outside the root filesystem; it may be corrupt or hostile",
+  });
+}
+
+async function lstatOrNull(p: string): Promise<Stats | null> {
+  try {
+    return await lstat(p);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return null;
+    if (code === "ENOTDIR") return null;
+    throw e;
+  }
+}
+
+export interface ResolvedDir {
+  /** Absolute host path of a real directory inside root. */
+  hostPath: string;
+  /** Its root-relative components after resolving symlinks. */
+  comps: string[];
+}
+
+/**
+ * Resolve `comps` (root-relative, already validated) to a real directory inside
+ * `root`, following symlinks as the root sees them. With `create`, missing
+ * directories are made (mode 0755, owned by the caller, or by `owner`).
+ * Returns null when a component is missing and `create` is false.
+ */
+export async function resolveDirInRoot(
+  root: string,
+  comps: readonly string[],
+  opts: { create?: boolean; onCreate?: (hostPath: string) => Promise<void> } = {},
+): Promise<ResolvedDir | null> {
+  const queue = [...comps];
+  const cur: string[] = [];
+  let links = 0;
+  while (queue.length > 0) {
+    const c = queue.shift()!;
+    if (c === "" || c === ".") continue;
+    if (c === "..") {
+      // Only reachable through a symlink target: climbing above the root is an escape.
+      if (cur.length === 0) throw unsafe(`a symlink under "${comps.join("/")}" points above the root`, comps.join("/"));
+      cur.pop();
+      continue;
+    }
+    const host = join(root, ...cur, c);
+    const st = await lstatOrNull(host);
+    if (st === null) {
+      if (!opts.create) return null;
+      await mkdir(host, { mode: 0o755 });
+      if (opts.onCreate) await opts.onCreate(host);
+      cur.push(c);
+      continue;
+    }
+    if (st.isSymbolicLink()) {
+      if (++links > MAX_LINKS) {
+        throw new OcibuildError("ROOTFS_SYMLINK_LOOP", `too many levels of symbolic links resolving "${comps.join("/")}"`, {
+          details: { path: comps.join("/") },
+        });
+      }
+      const target = await readlink(host);
+      if (target.startsWith("/")) cur.length = 0;
+      queue.unshift(...target.split("/"));
+      continue;
+    }
+    if (!st.isDirectory()) {
+      throw new OcibuildError("ROOTFS_NOT_A_DIRECTORY", `"${[...cur, c].join("/")}" is not a directory (resolving "${comps.join("/")}")`, {
+        details: { path: comps.join("/") },
+      });
+    }
+    cur.push(c);
+  }
+  return { hostPath: join(root, ...cur), comps: cur };
+}
+
+/**
+ * Resolve a root-relative path for lookup: parents are resolved inside the root,
+ * the last component is not followed (lstat semantics). Null when missing.
+ */
+export async function resolveNoFollow(root: string, comps: readonly string[]): Promise<{ hostPath: string; stats: Stats } | null> {
+  if (comps.length === 0) return { hostPath: root, stats: await lstat(root) };
+  let parent: ResolvedDir | null;
+  try {
+    parent = await resolveDirInRoot(root, comps.slice(0, -1));
+  } catch (e) {
+    if (e instanceof OcibuildError && e.code === "ROOTFS_NOT_A_DIRECTORY") return null;
+    throw e;
+  }
+  if (parent === null) return null;
+  const hostPath = join(parent.hostPath, comps[comps.length - 1]!);
+  const stats = await lstatOrNull(hostPath);
+  return stats === null ? null : { hostPath, stats };
+}
+
+/** Resolve a root-relative path following every symlink (inside the root). Null when missing. */
+export async function resolveFollow(root: string, comps: readonly string[]): Promise<{ hostPath: string; stats: Stats } | null> {
+  let links = 0;
+  let cur: readonly string[] = comps;
+  for (;;) {
+    const r = await resolveNoFollow(root, cur);
+    if (r === null || !r.stats.isSymbolicLink()) return r;
+    if (++links > MAX_LINKS) {
+      throw new OcibuildError("ROOTFS_SYMLINK_LOOP", `too many levels of symbolic links resolving "${comps.join("/")}"`);
+    }
+    const target = await readlink(r.hostPath);
+    const base = target.startsWith("/") ? [] : cur.slice(0, -1);
+    // Normalise lexically; ".." above the root is an escape.
+    const next = [...base];
+    for (const c of target.split("/")) {
+      if (c === "" || c === ".") continue;
+      if (c === "..") {
+        if (next.length === 0) throw unsafe(`symlink "${cur.join("/")}" points above the root`, cur.join("/"));
+        next.pop();
+      } else next.push(c);
+    }
+    cur = next;
+  }
+}

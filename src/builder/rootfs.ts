@@ -1,0 +1,349 @@
+/**
+ * Root filesystems: applying OCI layer tars to a directory, safely.
+ *
+ * extractLayer() applies one layer to `root`, in one of two forms:
+ *  - "apply" (default): a flattened rootfs; whiteouts delete what lower layers made.
+ *  - "overlay": the layer on its own, as an overlayfs lowerdir: `.wh.name` becomes a
+ *    char 0/0 device and `.wh..wh..opq` the overlay "opaque" xattr on its directory.
+ *
+ * The layer is hostile until proven otherwise: entry names with `..` or a leading
+ * "/", hardlinks whose target is outside, and writes through a symlink that leaves
+ * the root are refused with ROOTFS_UNSAFE_PATH, and nothing is written outside.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { constants as fsc } from "node:fs";
+import { chmod, lchown, link, lstat, lutimes, mkdir, open, readdir, rename, rm, symlink } from "node:fs/promises";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import * as zlib from "node:zlib";
+import tar from "tar-stream";
+import type { DiffID } from "../oci/digest.js";
+import { hexOf } from "../oci/digest.js";
+import { OcibuildError } from "../errors.js";
+import { resolveDirInRoot, resolveNoFollow, splitEntryPath, unsafe } from "./rootfs-path.js";
+import { mknod, opaqueXattrName, setXattrs, type XattrOp } from "./rootfs-native.js";
+
+export type WhiteoutForm = "apply" | "overlay";
+
+export interface ExtractOptions {
+  signal?: AbortSignal;
+  onWarning?: (msg: string) => void;
+  /** The layer's media type; compression is also sniffed from the magic bytes. */
+  mediaType?: string;
+  /** "apply" (default) deletes whited-out paths; "overlay" keeps whiteouts in overlayfs form. */
+  whiteouts?: WhiteoutForm;
+}
+
+const WH_PREFIX = ".wh.";
+const WH_OPAQUE = ".wh..wh..opq";
+
+interface DeferredDir {
+  hostPath: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  mtime: Date;
+}
+
+function decompressorFor(head: Buffer, mediaType: string | undefined): NodeJS.ReadWriteStream | null {
+  if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) return zlib.createGunzip();
+  if (head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528) {
+    const z = zlib as unknown as { createZstdDecompress?: () => NodeJS.ReadWriteStream };
+    if (typeof z.createZstdDecompress === "function") return z.createZstdDecompress();
+    throw new OcibuildError("ROOTFS_LAYER_COMPRESSION_UNSUPPORTED", `the layer is zstd-compressed${mediaType ? ` (${mediaType})` : ""}, which this Node.js (${process.version}) cannot decompress`, {
+      hint: "use Node.js 22.15 or newer for zstd layers, or a gzip variant of the image",
+    });
+  }
+  if (head.length >= 3 && head.toString("latin1", 0, 3) === "BZh") {
+    throw new OcibuildError("ROOTFS_LAYER_COMPRESSION_UNSUPPORTED", "the layer is bzip2-compressed, which OCI layers may not be");
+  }
+  if (head.length >= 6 && head[0] === 0xfd && head.toString("latin1", 1, 6) === "7zXZ\0") {
+    throw new OcibuildError("ROOTFS_LAYER_COMPRESSION_UNSUPPORTED", "the layer is xz-compressed, which OCI layers may not be");
+  }
+  return null;
+}
+
+/** Read the first bytes, pick a decompressor, and return the stream of tar bytes. */
+async function tarBytes(input: NodeJS.ReadableStream, mediaType: string | undefined): Promise<{ source: Readable; decompressor: NodeJS.ReadWriteStream | null }> {
+  const src = input instanceof Readable ? input : new Readable().wrap(input);
+  const it = (src as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+  let head = Buffer.alloc(0);
+  let done = false;
+  while (head.length < 6) {
+    const r = await it.next();
+    if (r.done) {
+      done = true;
+      break;
+    }
+    head = Buffer.concat([head, Buffer.from(r.value)]);
+  }
+  const decompressor = decompressorFor(head, mediaType);
+  async function* rest(): AsyncGenerator<Buffer> {
+    if (head.length > 0) yield head;
+    if (done) return;
+    for (;;) {
+      const r = await it.next();
+      if (r.done) return;
+      yield Buffer.from(r.value);
+    }
+  }
+  return { source: Readable.from(rest()), decompressor };
+}
+
+function xattrsOf(header: tar.Header): XattrOp[] {
+  const out: XattrOp[] = [];
+  const pax = header.pax as Record<string, string> | null | undefined;
+  if (!pax) return out;
+  for (const [k, v] of Object.entries(pax)) {
+    if (k.startsWith("SCHILY.xattr.")) out.push({ path: "", name: k.slice("SCHILY.xattr.".length), value: Buffer.from(v, "utf8") });
+    else if (k.startsWith("LIBARCHIVE.xattr.")) out.push({ path: "", name: decodeURIComponent(k.slice("LIBARCHIVE.xattr.".length)), value: Buffer.from(v, "base64") });
+  }
+  return out;
+}
+
+async function removeExisting(hostPath: string): Promise<void> {
+  await rm(hostPath, { recursive: true, force: true });
+}
+
+/**
+ * Extract one layer tar stream (gzip or plain; zstd where supported) into `root`,
+ * applying the OCI rules. See the module comment for the two whiteout forms.
+ */
+export async function extractLayer(root: string, tarStream: NodeJS.ReadableStream, opts: ExtractOptions = {}): Promise<void> {
+  const { signal } = opts;
+  const form: WhiteoutForm = opts.whiteouts ?? "apply";
+  const warn = opts.onWarning ?? (() => {});
+  const isRoot = process.getuid?.() === 0;
+  signal?.throwIfAborted();
+
+  const { source, decompressor } = await tarBytes(tarStream, opts.mediaType);
+  const extract = tar.extract();
+  const piped = (decompressor ? pipeline(source, decompressor, extract, { signal }) : pipeline(source, extract, { signal })).catch((e: unknown) => {
+    extract.destroy(e as Error);
+    throw e;
+  });
+  piped.catch(() => {});
+
+  const created = new Set<string>();
+  const dirs: DeferredDir[] = [];
+  const xattrs: XattrOp[] = [];
+
+  const applyOwner = async (hostPath: string, uid: number, gid: number) => {
+    if (isRoot) await lchown(hostPath, uid, gid);
+  };
+
+  try {
+    for await (const entry of extract) {
+      signal?.throwIfAborted();
+      const h = entry.header as tar.Header;
+      const type = h.type ?? "file";
+      if (type !== "file" && type !== "contiguous-file") entry.resume();
+      const comps = splitEntryPath(h.name, "layer entry");
+      const rel = comps.join("/");
+      const base = comps[comps.length - 1];
+      const mode = (h.mode ?? 0o644) & 0o7777;
+      const uid = h.uid ?? 0;
+      const gid = h.gid ?? 0;
+      const mtime = h.mtime ?? new Date(0);
+
+      // Whiteouts.
+      if (base !== undefined && base.startsWith(WH_PREFIX)) {
+        entry.resume();
+        const parentComps = comps.slice(0, -1);
+        if (base === WH_OPAQUE) {
+          if (form === "overlay") {
+            const dir = await resolveDirInRoot(root, parentComps, { create: true });
+            xattrs.push({ path: dir!.hostPath, name: opaqueXattrName(), value: Buffer.from("y") });
+          } else {
+            const dir = await resolveDirInRoot(root, parentComps);
+            if (dir !== null) {
+              for (const name of await readdir(dir.hostPath)) {
+                const childRel = [...parentComps, name].join("/");
+                if (!created.has(childRel)) await removeExisting(join(dir.hostPath, name));
+              }
+            }
+          }
+          continue;
+        }
+        const target = base.slice(WH_PREFIX.length);
+        if (target === "" || target === "." || target === ".." || target.startsWith(WH_PREFIX)) {
+          throw unsafe(`whiteout "${h.name}" names "${target}"`, h.name);
+        }
+        const targetRel = [...parentComps, target].join("/");
+        if (form === "overlay") {
+          const dir = await resolveDirInRoot(root, parentComps, { create: true });
+          const hostPath = join(dir!.hostPath, target);
+          await removeExisting(hostPath);
+          await mknod(hostPath, "char", 0, 0, 0, signal);
+        } else {
+          if (created.has(targetRel)) {
+            warn(`layer both adds and whites out "${targetRel}"; keeping the added entry`);
+            continue;
+          }
+          const dir = await resolveDirInRoot(root, parentComps);
+          if (dir !== null) await removeExisting(join(dir.hostPath, target));
+        }
+        continue;
+      }
+
+      // The root directory itself ("./").
+      if (comps.length === 0) {
+        if (type !== "directory") throw unsafe(`entry "${h.name}" would replace the root with a ${type}`, h.name);
+        dirs.push({ hostPath: root, mode, uid, gid, mtime });
+        continue;
+      }
+
+      const parent = await resolveDirInRoot(root, comps.slice(0, -1), { create: true });
+      const hostPath = join(parent!.hostPath, base!);
+      const existing = await lstat(hostPath).catch(() => null);
+      created.add(rel);
+
+      if (type === "directory") {
+        if (existing === null || !existing.isDirectory()) {
+          if (existing !== null) await removeExisting(hostPath);
+          await mkdir(hostPath, { mode: 0o700 });
+        }
+        dirs.push({ hostPath, mode, uid, gid, mtime });
+        for (const x of xattrsOf(h)) xattrs.push({ ...x, path: hostPath });
+        continue;
+      }
+      if (existing !== null) await removeExisting(hostPath);
+
+      switch (type) {
+        case "file":
+        case "contiguous-file": {
+          const fh = await open(hostPath, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+          await pipeline(entry, fh.createWriteStream(), { signal });
+          await applyOwner(hostPath, uid, gid);
+          await chmod(hostPath, mode);
+          await lutimes(hostPath, mtime, mtime);
+          break;
+        }
+        case "symlink": {
+          await symlink(h.linkname ?? "", hostPath);
+          await applyOwner(hostPath, uid, gid);
+          await lutimes(hostPath, mtime, mtime);
+          break;
+        }
+        case "link": {
+          const targetComps = splitEntryPath(h.linkname ?? "", "hardlink target");
+          if (targetComps.length === 0) throw unsafe(`hardlink "${h.name}" points at the root`, h.name);
+          const target = await resolveNoFollow(root, targetComps);
+          if (target === null) {
+            throw new OcibuildError("ROOTFS_HARDLINK_TARGET_MISSING", `hardlink "${h.name}" points at "${h.linkname}", which is not in the layer before it`, {
+              details: { path: h.name, linkname: h.linkname },
+            });
+          }
+          if (target.stats.isDirectory()) throw unsafe(`hardlink "${h.name}" points at directory "${h.linkname}"`, h.name);
+          await link(target.hostPath, hostPath);
+          break;
+        }
+        case "character-device":
+        case "block-device":
+        case "fifo": {
+          const kind = type === "fifo" ? "fifo" : type === "character-device" ? "char" : "block";
+          try {
+            await mknod(hostPath, kind, mode, h.devmajor ?? 0, h.devminor ?? 0, signal);
+          } catch (e) {
+            if (e instanceof OcibuildError && e.code === "ROOTFS_MKNOD_FAILED") {
+              warn(`skipped ${kind === "fifo" ? "fifo" : "device node"} "${rel}": ${e.message}`);
+              created.delete(rel);
+              continue;
+            }
+            throw e;
+          }
+          await applyOwner(hostPath, uid, gid);
+          await chmod(hostPath, mode);
+          await lutimes(hostPath, mtime, mtime);
+          break;
+        }
+        default:
+          warn(`skipped "${rel}": unsupported tar entry type ${type}`);
+          created.delete(rel);
+          continue;
+      }
+      if (type !== "link") for (const x of xattrsOf(h)) xattrs.push({ ...x, path: hostPath });
+    }
+    await piped;
+  } catch (e) {
+    source.destroy();
+    extract.destroy();
+    await piped.catch(() => {});
+    if (signal?.aborted) throw new OcibuildError("ROOTFS_ABORTED", "layer extraction was aborted", { cause: signal.reason });
+    if (e instanceof OcibuildError) throw e;
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new OcibuildError("ROOTFS_EXTRACT_FAILED", `cannot extract layer into ${root}: ${(e as Error).message}`, {
+      cause: e,
+      details: code ? { errno: code } : undefined,
+    });
+  }
+
+  for (const msg of await setXattrs(xattrs, signal)) warn(msg);
+  // Directory metadata last: creating children changes a directory's mtime.
+  for (let i = dirs.length - 1; i >= 0; i--) {
+    const d = dirs[i]!;
+    await applyOwner(d.hostPath, d.uid, d.gid);
+    await chmod(d.hostPath, d.mode);
+    await lutimes(d.hostPath, d.mtime, d.mtime);
+  }
+}
+
+/** OCI ChainID of a stack of layers (bottom first). */
+export function chainId(diffIds: DiffID[]): string {
+  if (diffIds.length === 0) throw new OcibuildError("ROOTFS_EMPTY_CHAIN", "a chain ID needs at least one layer");
+  let chain: string = diffIds[0]!;
+  for (const d of diffIds.slice(1)) chain = `sha256:${createHash("sha256").update(`${chain} ${d}`).digest("hex")}`;
+  return chain;
+}
+
+/**
+ * A content-addressed store of extracted layers, each on its own in overlay form
+ * (whiteouts as char 0/0, opaque dirs as the overlay xattr), ready to be an
+ * overlayfs lowerdir. A stage root is the overlay of its layers' directories.
+ * Extraction goes to a temp dir and is renamed into place: a reader never sees a
+ * half-extracted layer, and two processes racing for the same layer both end up
+ * using the one that was renamed first.
+ */
+export class LayerStore {
+  constructor(readonly dir: string) {}
+
+  /** Where the layer with this DiffID lives (whether or not it is there yet). */
+  layerDir(diffId: DiffID): string {
+    return join(this.dir, "layers", hexOf(diffId));
+  }
+
+  async has(diffId: DiffID): Promise<boolean> {
+    return (await lstat(this.layerDir(diffId)).catch(() => null))?.isDirectory() ?? false;
+  }
+
+  async ensureLayer(
+    diffId: DiffID,
+    openLayer: (signal?: AbortSignal) => Promise<NodeJS.ReadableStream>,
+    opts: { mediaType?: string; signal?: AbortSignal; onWarning?: (msg: string) => void } = {},
+  ): Promise<string> {
+    const final = this.layerDir(diffId);
+    if (await this.has(diffId)) return final;
+    const tmpRoot = join(this.dir, "tmp");
+    await mkdir(tmpRoot, { recursive: true });
+    await mkdir(join(this.dir, "layers"), { recursive: true });
+    const tmp = join(tmpRoot, `${hexOf(diffId).slice(0, 16)}-${randomBytes(6).toString("hex")}`);
+    await mkdir(tmp, { mode: 0o755 });
+    try {
+      const stream = await openLayer(opts.signal);
+      await extractLayer(tmp, stream, { ...opts, whiteouts: "overlay" });
+      try {
+        await rename(tmp, final);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code !== "ENOTEMPTY" && code !== "EEXIST") throw e;
+        // Another process finished first: use its copy.
+        await rm(tmp, { recursive: true, force: true });
+      }
+      return final;
+    } catch (e) {
+      await rm(tmp, { recursive: true, force: true });
+      throw e;
+    }
+  }
+}

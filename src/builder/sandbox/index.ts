@@ -1,0 +1,92 @@
+/**
+ * The RUN executor interface. An executor runs one command inside a prepared,
+ * writable root filesystem (the merged overlay of a stage) and reports how it
+ * ended. It never decides what the change means: the caller snapshots the root
+ * afterwards (src/builder/snapshot.ts), excluding `RunResult.createdPaths`.
+ */
+
+export interface RunMount {
+  type: "bind" | "tmpfs";
+  /** Host path (bind only). */
+  source?: string;
+  /** Absolute path inside the root. */
+  target: string;
+  readonly?: boolean;
+}
+
+export interface RunSpec {
+  /** The merged rootfs (writable). */
+  root: string;
+  /** argv, already including the shell for shell form. */
+  args: string[];
+  /** KEY=VALUE. PATH and HOME are added as Docker does when missing. */
+  env: string[];
+  /** Absolute working directory inside the root; created if missing, owned by uid:gid. */
+  cwd: string;
+  uid: number;
+  gid: number;
+  additionalGids: number[];
+  /** HOME to set when `env` has none (from resolveUser); defaults to "/root" for uid 0, else "/". */
+  home?: string;
+  network: "default" | "none" | "host";
+  hostname?: string;
+  signal?: AbortSignal;
+  onOutput?: (stream: "stdout" | "stderr", chunk: Buffer) => void;
+  /** For RUN --mount. */
+  extraMounts?: RunMount[];
+}
+
+export interface RunResult {
+  /** Exit status of the command (128+n when it died of signal n inside the sandbox). */
+  exitCode: number;
+  /** Set when the sandbox itself was killed (abort): the signal name. */
+  signal?: string;
+  /** The last ~40 lines of combined output, for error messages. */
+  tail: string;
+  /**
+   * Root-relative paths ("etc", "etc/resolv.conf", "proc") that did not exist in the
+   * root before the run and were created only as mount points. Pass them to
+   * snapshotChanges' `exclude` so they do not end up in the layer.
+   */
+  createdPaths: string[];
+}
+
+export interface Executor {
+  readonly name: string;
+  available(): Promise<{ ok: boolean; reason?: string }>;
+  run(spec: RunSpec): Promise<RunResult>;
+}
+
+/** Docker's default PATH for a Linux container when the image sets none. */
+export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/**
+ * The environment a command sees, as Docker builds it: `env` as given, plus PATH
+ * and HOME when missing (HOME from passwd, "/root" for root, "/" otherwise).
+ */
+export function effectiveEnv(spec: Pick<RunSpec, "env" | "uid" | "home">): string[] {
+  const out = [...spec.env];
+  const has = (k: string) => out.some((e) => e.startsWith(`${k}=`));
+  if (!has("PATH")) out.push(`PATH=${DEFAULT_PATH}`);
+  if (!has("HOME")) out.push(`HOME=${spec.home ?? (spec.uid === 0 ? "/root" : "/")}`);
+  return out;
+}
+
+/** Keeps the last `maxLines` lines of a byte stream (for error messages). */
+export class OutputTail {
+  private lines: string[] = [];
+  private partial = "";
+  constructor(private readonly maxLines = 40) {}
+  push(chunk: Buffer): void {
+    const text = this.partial + chunk.toString("utf8");
+    const parts = text.split("\n");
+    this.partial = parts.pop() ?? "";
+    for (const l of parts) this.lines.push(l);
+    if (this.lines.length > this.maxLines) this.lines.splice(0, this.lines.length - this.maxLines);
+    if (this.partial.length > 64 * 1024) this.partial = this.partial.slice(-64 * 1024);
+  }
+  toString(): string {
+    const all = this.partial ? [...this.lines, this.partial] : this.lines;
+    return all.slice(-this.maxLines).join("\n");
+  }
+}
