@@ -1,0 +1,283 @@
+/**
+ * RegistryClient: the OCI distribution API on top of Transport. Manifests and
+ * blobs are verified against their digests; pushes skip existing blobs, mount
+ * across repositories, and upload monolithically or in chunks.
+ */
+import pLimit from "p-limit";
+import { OcibuildError } from "../../errors.js";
+import { type Digest, digestOf, isDigestString, parseDigest } from "../digest.js";
+import {
+  type AnyManifest,
+  type Blob,
+  type Descriptor,
+  type ImageConfig,
+  type ImageIndex,
+  type ImageManifest,
+  type Platform,
+  parseImageConfig,
+  parseManifest,
+} from "../manifest.js";
+import { MANIFEST_ACCEPT } from "../media-types.js";
+import { type ImageReference, withDigest } from "../reference.js";
+import { readBlob } from "./blob-reader.js";
+import { hostPlatform, selectPlatform } from "./platform.js";
+import { type HttpResponse, Transport, hostOf } from "./transport.js";
+import type { RegistryOptions, Scope } from "./types.js";
+import { type BlobOpener, tryMount, upload } from "./upload.js";
+
+/** Manifests larger than this are refused (containerd's limit). */
+export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+const DEFAULT_CHUNK = 16 * 1024 * 1024;
+
+function pullScope(ref: ImageReference): Scope[] {
+  return [{ repository: ref.repository, actions: ["pull"] }];
+}
+
+export class RegistryClient {
+  readonly transport: Transport;
+  /** Bounds parallel blob transfers (default 4). */
+  readonly limit: ReturnType<typeof pLimit>;
+  readonly options: RegistryOptions;
+
+  constructor(opts: RegistryOptions = {}) {
+    this.options = opts;
+    this.transport = new Transport(opts);
+    this.limit = pLimit(Math.max(1, opts.concurrency ?? 4));
+  }
+
+  /** Where to pull a reference from: mirrors first for docker.io, then the origin. */
+  private pullRegistries(ref: ImageReference): string[] {
+    if (ref.registry !== "docker.io" || !this.options.registryMirrors?.length) return [ref.registry];
+    return [...this.options.registryMirrors.map(hostOf), ref.registry];
+  }
+
+  /** Try each pull registry in turn (mirrors fall back to the origin). */
+  private async fromAny<T>(ref: ImageReference, fn: (registry: string) => Promise<T>): Promise<T> {
+    const regs = this.pullRegistries(ref);
+    let last: unknown;
+    for (const r of regs) {
+      try {
+        return await fn(r);
+      } catch (e) {
+        last = e;
+        if (e instanceof OcibuildError && e.code === "ABORTED") throw e;
+      }
+    }
+    throw last;
+  }
+
+  async ping(registry: string, signal?: AbortSignal): Promise<void> {
+    const res = await this.transport.request({ method: "GET", registry, path: "/v2/", what: `ping ${registry}`, signal });
+    await res.body.dump().catch(() => {});
+  }
+
+  private async readManifestBody(res: HttpResponse, ref: ImageReference, registry: string): Promise<Uint8Array> {
+    const declared = Number(res.header("content-length") ?? "NaN");
+    if (Number.isFinite(declared) && declared > MAX_MANIFEST_BYTES) {
+      res.body.destroy();
+      throw new OcibuildError("MANIFEST_TOO_LARGE", `manifest of ${ref} on ${registry} is ${declared} bytes (limit ${MAX_MANIFEST_BYTES})`);
+    }
+    const chunks: Buffer[] = [];
+    let n = 0;
+    for await (const c of res.body as AsyncIterable<Buffer>) {
+      n += c.length;
+      if (n > MAX_MANIFEST_BYTES) {
+        res.body.destroy();
+        throw new OcibuildError("MANIFEST_TOO_LARGE", `manifest of ${ref} on ${registry} is larger than ${MAX_MANIFEST_BYTES} bytes`);
+      }
+      chunks.push(c);
+    }
+    return new Uint8Array(Buffer.concat(chunks));
+  }
+
+  /** GET a manifest or index. Verified against ref.digest (or the registry's Docker-Content-Digest). */
+  getManifest(ref: ImageReference, opts: { signal?: AbortSignal } = {}): Promise<AnyManifest> {
+    return this.fromAny(ref, async (registry) => {
+      const what = `get manifest ${ref.familiar}`;
+      for (let attempt = 1; ; attempt++) {
+        const res = await this.transport.request({
+          method: "GET",
+          registry,
+          path: `/v2/${ref.repository}/manifests/${ref.digest ?? ref.tag ?? "latest"}`,
+          headers: { accept: MANIFEST_ACCEPT },
+          scopes: pullScope(ref),
+          what,
+          signal: opts.signal,
+        });
+        let bytes: Uint8Array;
+        try {
+          bytes = await this.readManifestBody(res, ref, registry);
+        } catch (e) {
+          if (!(e instanceof OcibuildError) && attempt < this.transport.attempts && !opts.signal?.aborted) continue;
+          throw e instanceof OcibuildError ? e : new OcibuildError("REGISTRY_UNREACHABLE", `${what}: reading the manifest from ${registry} failed: ${(e as Error).message}`, { cause: e, retryable: true });
+        }
+        const got = digestOf(bytes);
+        const expected = ref.digest ?? (() => {
+          const h = res.header("docker-content-digest");
+          return h && h.startsWith("sha256:") && isDigestString(h) ? (h as Digest) : undefined;
+        })();
+        if (expected !== undefined && got !== expected) {
+          throw new OcibuildError("DIGEST_MISMATCH", `manifest of ${ref} from ${registry} does not match its digest: expected ${expected}, got ${got}`, {
+            details: { registry, expected, got },
+          });
+        }
+        const ct = res.header("content-type")?.split(";")[0]?.trim();
+        return parseManifest(bytes, ct);
+      }
+    });
+  }
+
+  /** HEAD a manifest: its descriptor, or undefined when the registry does not have it. */
+  headManifest(ref: ImageReference, opts: { signal?: AbortSignal } = {}): Promise<Descriptor | undefined> {
+    return this.fromAny(ref, async (registry) => {
+      const res = await this.transport.request({
+        method: "HEAD",
+        registry,
+        path: `/v2/${ref.repository}/manifests/${ref.digest ?? ref.tag ?? "latest"}`,
+        headers: { accept: MANIFEST_ACCEPT },
+        scopes: pullScope(ref),
+        what: `head manifest ${ref.familiar}`,
+        signal: opts.signal,
+        ok: [200, 404],
+      });
+      await res.body.dump().catch(() => {});
+      if (res.status === 404) return undefined;
+      const d = res.header("docker-content-digest");
+      const size = Number(res.header("content-length"));
+      const mediaType = res.header("content-type")?.split(";")[0]?.trim();
+      if (!d || !isDigestString(d) || !Number.isFinite(size) || !mediaType) {
+        const m = await this.getManifest(ref, opts);
+        return { mediaType: m.blob.mediaType, digest: m.blob.digest, size: m.blob.bytes.length };
+      }
+      return { mediaType, digest: parseDigest(d), size };
+    });
+  }
+
+  /**
+   * Resolve to a single-platform image: the manifest (picked from an index by
+   * platform, default this host's), its config, and the index if there was one.
+   */
+  async getImage(
+    ref: ImageReference,
+    opts: { platform?: Platform; signal?: AbortSignal } = {},
+  ): Promise<{ manifest: Blob<ImageManifest>; config: Blob<ImageConfig>; index?: Blob<ImageIndex> }> {
+    let m = await this.getManifest(ref, opts);
+    let index: Blob<ImageIndex> | undefined;
+    for (let depth = 0; m.kind === "index"; depth++) {
+      if (depth > 3) throw new OcibuildError("MANIFEST_INVALID", `${ref} nests indexes too deeply`);
+      index ??= m.blob;
+      const desc = selectPlatform(m.blob.parsed, opts.platform ?? hostPlatform(), ref.familiar);
+      m = await this.getManifest(withDigest(ref, desc.digest), opts);
+    }
+    const manifest = m.blob;
+    const cd = manifest.parsed.config;
+    const bytes = await this.getBlobBytes(ref, cd.digest, { size: cd.size, signal: opts.signal });
+    const config = parseImageConfig(bytes, cd.mediaType);
+    return index ? { manifest, config, index } : { manifest, config };
+  }
+
+  /** A blob's bytes as a stream, verified against `d` (and `size`) while streaming; resumes after resets. */
+  getBlob(ref: ImageReference, d: Digest, opts: { size?: number; signal?: AbortSignal } = {}): Promise<NodeJS.ReadableStream> {
+    return this.fromAny(ref, (registry) =>
+      readBlob(this.transport, {
+        registry,
+        repository: ref.repository,
+        digest: d,
+        size: opts.size,
+        what: `get blob ${d} of ${ref.familiar}`,
+        signal: opts.signal,
+        onBytes: this.options.onProgress ? (n) => this.options.onProgress?.({ kind: "pull", digest: d, bytes: n, total: opts.size }) : undefined,
+      }),
+    );
+  }
+
+  /** A small blob (a config) in memory, verified. */
+  async getBlobBytes(ref: ImageReference, d: Digest, opts: { size?: number; signal?: AbortSignal } = {}): Promise<Uint8Array> {
+    if (opts.size !== undefined && opts.size > MAX_MANIFEST_BYTES * 4) {
+      throw new OcibuildError("BLOB_TOO_LARGE", `blob ${d} is ${opts.size} bytes: too large to read into memory`);
+    }
+    const s = await this.getBlob(ref, d, opts);
+    const chunks: Buffer[] = [];
+    for await (const c of s as AsyncIterable<Buffer>) chunks.push(c);
+    return new Uint8Array(Buffer.concat(chunks));
+  }
+
+  async blobExists(ref: ImageReference, d: Digest, signal?: AbortSignal): Promise<boolean> {
+    const res = await this.transport.request({
+      method: "HEAD",
+      registry: ref.registry,
+      path: `/v2/${ref.repository}/blobs/${d}`,
+      scopes: pullScope(ref),
+      what: `check blob ${d} in ${ref.familiar}`,
+      signal,
+      ok: [200, 404],
+    });
+    await res.body.dump().catch(() => {});
+    return res.status === 200;
+  }
+
+  /**
+   * Make `desc` present in ref's repository: skip if it exists, mount it from one of
+   * `mountFrom` (repositories of the same registry), else upload it (chunked when
+   * larger than the chunk size). `open` may be called more than once (retries).
+   */
+  async pushBlob(
+    ref: ImageReference,
+    desc: Descriptor,
+    open: BlobOpener,
+    opts: { mountFrom?: string[]; signal?: AbortSignal } = {},
+  ): Promise<"exists" | "mounted" | "uploaded"> {
+    if (await this.blobExists(ref, desc.digest, opts.signal)) {
+      this.options.onProgress?.({ kind: "exists", digest: desc.digest, bytes: desc.size, total: desc.size });
+      return "exists";
+    }
+    const ctx = {
+      transport: this.transport,
+      registry: ref.registry,
+      repository: ref.repository,
+      chunkSize: Math.max(1, this.options.chunkSize ?? DEFAULT_CHUNK),
+      signal: opts.signal,
+      onProgress: this.options.onProgress,
+    };
+    let session: string | undefined;
+    if (opts.mountFrom?.length) {
+      const m = await tryMount(ctx, desc, opts.mountFrom);
+      if (m.mounted) return "mounted";
+      session = m.session;
+    }
+    await upload(ctx, desc, open, session);
+    return "uploaded";
+  }
+
+  /** PUT a manifest or index by ref.tag (or by its digest when ref has no tag). Returns its digest. */
+  async putManifest(ref: ImageReference, blob: Blob, signal?: AbortSignal): Promise<Digest> {
+    const target = ref.tag ?? blob.digest;
+    if (ref.digest !== undefined && ref.tag === undefined && ref.digest !== blob.digest) {
+      throw new OcibuildError("DIGEST_MISMATCH", `cannot push a manifest with digest ${blob.digest} as ${ref}`);
+    }
+    const res = await this.transport.request({
+      method: "PUT",
+      registry: ref.registry,
+      path: `/v2/${ref.repository}/manifests/${target}`,
+      headers: { "content-type": blob.mediaType },
+      body: () => blob.bytes,
+      scopes: [{ repository: ref.repository, actions: ["pull", "push"] }],
+      what: `push manifest ${ref.name}:${target}`,
+      signal,
+      ok: [200, 201, 202, 204],
+    });
+    await res.body.dump().catch(() => {});
+    const d = res.header("docker-content-digest");
+    if (d && d.startsWith("sha256:") && d !== blob.digest) {
+      throw new OcibuildError("DIGEST_MISMATCH", `registry ${ref.registry} stored the manifest as ${d}, but its bytes hash to ${blob.digest}`, {
+        details: { registry: ref.registry },
+      });
+    }
+    return blob.digest;
+  }
+
+  /** Release connections. */
+  close(): Promise<void> {
+    return this.transport.close();
+  }
+}

@@ -1,0 +1,314 @@
+/**
+ * HTTP to registries: scheme choice (HTTPS first; plain HTTP for insecure and
+ * loopback registries, like Docker), per-host TLS (system CAs,
+ * NODE_EXTRA_CA_CERTS, per-registry CA files, skip-verify), the challenge/auth
+ * flow, redirects, and retries with exponential backoff, jitter and Retry-After.
+ */
+import { readFile } from "node:fs/promises";
+import { rootCertificates } from "node:tls";
+import type { Readable } from "node:stream";
+import { Agent, type Dispatcher, request } from "undici";
+import { OcibuildError } from "../../errors.js";
+import { VERSION } from "../../version.js";
+import { Authenticator, type TokenSender } from "../auth/authenticator.js";
+import { CredentialStore } from "../auth/config.js";
+import { httpError, isCertificateError, isRetryableNetworkError, isRetryableStatus, networkError, readErrorBody } from "./errors.js";
+import type { RegistryOptions, Scope } from "./types.js";
+
+export type Method = "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE";
+type BodyReadable = Dispatcher.ResponseData["body"];
+
+export interface HttpRequest {
+  method: Method;
+  /** The logical registry (host[:port]; "docker.io" is served by registry-1.docker.io). */
+  registry: string;
+  /** A path ("/v2/...") or a URL (absolute, or relative as in a Location header). */
+  path: string;
+  headers?: Record<string, string>;
+  /** Called once per attempt so that a retry re-sends the whole body. */
+  body?: () => Uint8Array | string | Readable | Promise<Uint8Array | string | Readable>;
+  scopes?: Scope[];
+  /** What we were doing, for messages ("GET manifest of app:v1"). */
+  what: string;
+  signal?: AbortSignal;
+  /** Retry on network errors, 429 and 5xx (default true). */
+  retry?: boolean;
+  /** Statuses handed back to the caller; others become errors. Default: 2xx. */
+  ok?: number[];
+  /** Follow 3xx (default: GET and HEAD). */
+  followRedirects?: boolean;
+}
+
+export interface HttpResponse {
+  status: number;
+  url: URL;
+  headers: Record<string, string | string[] | undefined>;
+  body: BodyReadable;
+  header(name: string): string | undefined;
+}
+
+const SYSTEM_CA_BUNDLES = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
+
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/:[0-9]+$/, "").replace(/^\[|\]$/g, "").toLowerCase();
+  return h === "localhost" || h.endsWith(".localhost") || h === "::1" || /^127\.\d+\.\d+\.\d+$/.test(h);
+}
+
+/** "docker.io" -> "registry-1.docker.io"; a mirror URL "https://m.example/" -> "m.example". */
+export function hostOf(registry: string): string {
+  if (registry === "docker.io") return "registry-1.docker.io";
+  return registry.replace(/^[a-z]+:\/\//i, "").replace(/\/.*$/, "");
+}
+
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const t = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(signal!.reason);
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/** Retry-After as milliseconds (delta-seconds or an HTTP date), or undefined. */
+export function parseRetryAfter(v: string | undefined, now = Date.now()): number | undefined {
+  if (!v) return undefined;
+  if (/^\s*\d+\s*$/.test(v)) return Number(v) * 1000;
+  const t = Date.parse(v);
+  return Number.isNaN(t) ? undefined : Math.max(0, t - now);
+}
+
+function firstHeader(h: string | string[] | undefined): string | undefined {
+  return Array.isArray(h) ? h[0] : h;
+}
+
+function abortError(signal: AbortSignal): OcibuildError {
+  return new OcibuildError("ABORTED", "the operation was interrupted", { cause: signal.reason });
+}
+
+export class Transport {
+  readonly auth: Authenticator;
+  readonly attempts: number;
+  private readonly baseDelay: number;
+  private readonly maxDelay: number;
+  private readonly agents = new Map<string, Promise<Agent>>();
+  private readonly bases = new Map<string, Promise<string>>();
+  private readonly userAgent: string;
+
+  constructor(private readonly opts: RegistryOptions = {}) {
+    this.attempts = Math.max(1, opts.retry?.attempts ?? 5);
+    this.baseDelay = opts.retry?.baseDelayMs ?? 250;
+    this.maxDelay = opts.retry?.maxDelayMs ?? 10_000;
+    this.userAgent = opts.userAgent ?? `ocibuild/${VERSION}`;
+    const sender: TokenSender = (url, init) => this.sendToken(url, init);
+    this.auth = new Authenticator(new CredentialStore({ authConfigPath: opts.authConfigPath, env: opts.env ?? {} }), sender);
+  }
+
+  /** Backoff before attempt `n` (1-based retry count): exponential with jitter, capped. */
+  backoff(n: number): number {
+    const exp = Math.min(this.maxDelay, this.baseDelay * 2 ** (n - 1));
+    return Math.round(exp / 2 + (Math.random() * exp) / 2);
+  }
+
+  private inList(list: string[] | undefined, host: string): boolean {
+    return (list ?? []).some((h) => hostOf(h).toLowerCase() === host.toLowerCase());
+  }
+
+  /** May this host be spoken to over plain HTTP? */
+  mayUseHttp(host: string): boolean {
+    return isLoopbackHost(host) || this.inList(this.opts.insecureRegistries, host) || (this.opts.registryMirrors ?? []).some((m) => m.startsWith("http://") && hostOf(m) === host);
+  }
+
+  private skipVerify(host: string): boolean {
+    return this.opts.skipTlsVerify === true || this.inList(this.opts.skipTlsVerifyRegistries, host) || this.inList(this.opts.insecureRegistries, host);
+  }
+
+  private dispatcher(host: string): Promise<Agent> {
+    let p = this.agents.get(host);
+    if (!p) {
+      p = this.makeAgent(host);
+      this.agents.set(host, p);
+    }
+    return p;
+  }
+
+  private async makeAgent(host: string): Promise<Agent> {
+    const ca: string[] = [...rootCertificates];
+    for (const f of SYSTEM_CA_BUNDLES) {
+      try {
+        ca.push(await readFile(f, "utf8"));
+        break;
+      } catch {
+        /* not on this system */
+      }
+    }
+    const extra = this.opts.env?.NODE_EXTRA_CA_CERTS;
+    if (extra) {
+      try {
+        ca.push(await readFile(extra, "utf8"));
+      } catch (e) {
+        throw new OcibuildError("REGISTRY_CERTIFICATE_UNREADABLE", `cannot read NODE_EXTRA_CA_CERTS file ${extra}: ${(e as Error).message}`, { cause: e });
+      }
+    }
+    const certs = this.opts.registryCertificates ?? {};
+    const own = Object.entries(certs).find(([h]) => hostOf(h).toLowerCase() === host.toLowerCase())?.[1];
+    if (own) {
+      try {
+        ca.push(await readFile(own, "utf8"));
+      } catch (e) {
+        throw new OcibuildError("REGISTRY_CERTIFICATE_UNREADABLE", `cannot read the CA certificate ${own} given for ${host}: ${(e as Error).message}`, { cause: e });
+      }
+    }
+    return new Agent({ connect: { ca, rejectUnauthorized: !this.skipVerify(host) } });
+  }
+
+  /** The base URL (scheme://host) for a registry, probing HTTPS then HTTP where plain HTTP is allowed. */
+  base(registry: string, signal?: AbortSignal): Promise<string> {
+    const host = hostOf(registry);
+    let p = this.bases.get(host);
+    if (!p) {
+      p = this.probe(host, signal);
+      this.bases.set(host, p);
+      p.catch(() => this.bases.delete(host));
+    }
+    return p;
+  }
+
+  private async probe(host: string, signal?: AbortSignal): Promise<string> {
+    if (!this.mayUseHttp(host)) return `https://${host}`;
+    try {
+      const res = await request(`https://${host}/v2/`, {
+        method: "GET",
+        headers: { "user-agent": this.userAgent },
+        dispatcher: await this.dispatcher(host),
+        signal,
+        headersTimeout: 30_000,
+      });
+      await res.body.dump();
+      return `https://${host}`;
+    } catch (e) {
+      if (signal?.aborted) throw abortError(signal);
+      // The server speaks TLS but its certificate is not trusted: stay on HTTPS and let
+      // the real request report it (a plain-HTTP retry would only confuse).
+      if (isCertificateError(e)) return `https://${host}`;
+      return `http://${host}`;
+    }
+  }
+
+  async request(req: HttpRequest): Promise<HttpResponse> {
+    const { registry, signal } = req;
+    const base = await this.base(registry, signal);
+    const baseUrl = new URL(base);
+    let url = new URL(req.path, base);
+    const scopes = req.scopes ?? [];
+    const retry = req.retry !== false;
+    const follow = req.followRedirects ?? (req.method === "GET" || req.method === "HEAD");
+    let attempt = 1;
+    let authRetried = false;
+    let redirects = 0;
+    for (;;) {
+      if (signal?.aborted) throw abortError(signal);
+      const sameHost = url.host === baseUrl.host;
+      const headers: Record<string, string> = { "user-agent": this.userAgent, ...req.headers };
+      let res: Dispatcher.ResponseData;
+      try {
+        if (sameHost && this.auth.knowsChallenge(registry)) {
+          const a = await this.auth.authorize(registry, scopes, signal);
+          if (a) headers.authorization = a;
+        }
+        const body = req.body ? await req.body() : undefined;
+        res = await request(url, { method: req.method, headers, body, dispatcher: await this.dispatcher(url.host), signal });
+      } catch (e) {
+        if (signal?.aborted) throw abortError(signal);
+        if (retry && attempt < this.attempts && isRetryableNetworkError(e)) {
+          await sleep(this.backoff(attempt++), signal);
+          continue;
+        }
+        throw networkError(registry, req.what, e);
+      }
+      const status = res.statusCode;
+      if (status === 401 && sameHost && !authRetried) {
+        authRetried = true;
+        const www = res.headers["www-authenticate"];
+        await res.body.dump().catch(() => {});
+        if (this.auth.learn(registry, www)) {
+          this.auth.invalidate(registry, scopes);
+          continue;
+        }
+        throw httpError(registry, req.what, status, "");
+      }
+      if (status === 401 && sameHost) {
+        const text = await readErrorBody(res.body);
+        const cred = await this.auth.credentials.get(registry, signal).catch(() => undefined);
+        const err = httpError(registry, req.what, status, text);
+        throw new OcibuildError(
+          "REGISTRY_UNAUTHORIZED",
+          cred ? `authentication to ${registry} failed: the credentials from ${cred.source} were refused (${req.what})` : err.message,
+          { details: err.details, hint: err.hint },
+        );
+      }
+      if (retry && isRetryableStatus(status) && attempt < this.attempts) {
+        const after = parseRetryAfter(firstHeader(res.headers["retry-after"]));
+        await res.body.dump().catch(() => {});
+        const delay = after !== undefined ? Math.min(after, 60_000) : this.backoff(attempt);
+        attempt++;
+        await sleep(delay, signal);
+        continue;
+      }
+      if (follow && status >= 300 && status < 400 && status !== 304 && res.headers.location !== undefined) {
+        await res.body.dump().catch(() => {});
+        if (++redirects > 10) throw new OcibuildError("REGISTRY_REDIRECT_LOOP", `${req.what}: too many redirects from ${registry}`, { details: { registry } });
+        url = new URL(firstHeader(res.headers.location)!, url);
+        continue;
+      }
+      const ok = req.ok ? req.ok.includes(status) : status >= 200 && status < 300;
+      if (!ok) {
+        const text = req.method === "HEAD" ? "" : await readErrorBody(res.body);
+        if (req.method === "HEAD") await res.body.dump().catch(() => {});
+        throw httpError(registry, req.what, status, text);
+      }
+      const h = res.headers;
+      return { status, url, headers: h, body: res.body, header: (name: string) => firstHeader(h[name.toLowerCase()]) };
+    }
+  }
+
+  /** A token endpoint request, with the realm host's TLS settings and retries on transient failures. */
+  private async sendToken(url: URL, init: Parameters<TokenSender>[1]): Promise<{ status: number; text: string }> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const res = await request(url, {
+          method: init.method,
+          headers: { "user-agent": this.userAgent, ...init.headers },
+          body: init.body,
+          dispatcher: await this.dispatcher(url.host),
+          signal: init.signal,
+        });
+        if (isRetryableStatus(res.statusCode) && attempt < this.attempts) {
+          const after = parseRetryAfter(firstHeader(res.headers["retry-after"]));
+          await res.body.dump().catch(() => {});
+          await sleep(after !== undefined ? Math.min(after, 60_000) : this.backoff(attempt), init.signal);
+          continue;
+        }
+        return { status: res.statusCode, text: await res.body.text() };
+      } catch (e) {
+        if (init.signal?.aborted) throw abortError(init.signal);
+        if (attempt < this.attempts && isRetryableNetworkError(e)) {
+          await sleep(this.backoff(attempt), init.signal);
+          continue;
+        }
+        throw networkError(url.host, `getting a token from ${url.origin}`, e);
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    const agents = [...this.agents.values()];
+    this.agents.clear();
+    await Promise.all(agents.map(async (a) => (await a).close().catch(() => {})));
+  }
+}

@@ -1,0 +1,47 @@
+import type { Digest } from "../digest.js";
+
+export interface RetryOptions {
+  /** Total attempts including the first (default 5). */
+  attempts?: number;
+  /** First backoff delay (default 250 ms); doubles each time, with jitter. */
+  baseDelayMs?: number;
+  /** Cap for one backoff delay (default 10 s). Retry-After is honoured up to 60 s. */
+  maxDelayMs?: number;
+}
+
+export interface ProgressEvent {
+  kind: "push" | "pull" | "mount" | "exists";
+  digest: Digest;
+  bytes: number;
+  total?: number;
+}
+
+export interface RegistryOptions {
+  /** Registries (host[:port]) that may be reached over plain HTTP. Loopback always may, like Docker. */
+  insecureRegistries?: string[];
+  /** Do not verify TLS certificates of any registry. */
+  skipTlsVerify?: boolean;
+  /** Do not verify TLS certificates of these registries (host[:port]). */
+  skipTlsVerifyRegistries?: string[];
+  /** host[:port] -> path of a PEM file with CA certificates trusted for that registry. */
+  registryCertificates?: Record<string, string>;
+  /** Mirrors (host[:port] or URL) tried first for docker.io pulls, falling back to the origin. */
+  registryMirrors?: string[];
+  /** An explicit docker config.json / podman auth.json; otherwise the usual places are searched. */
+  authConfigPath?: string;
+  /** Injected environment (DOCKER_CONFIG, REGISTRY_AUTH_FILE, HOME, PATH, NODE_EXTRA_CA_CERTS...). */
+  env?: Record<string, string | undefined>;
+  /** Parallel blob transfers (default 4). */
+  concurrency?: number;
+  retry?: RetryOptions;
+  /** Uploads larger than this use chunked PATCH uploads (default 16 MiB). */
+  chunkSize?: number;
+  userAgent?: string;
+  onProgress?: (ev: ProgressEvent) => void;
+}
+
+/** An access scope for token auth: repository:NAME:ACTIONS. */
+export interface Scope {
+  repository: string;
+  actions: ("pull" | "push")[];
+}
