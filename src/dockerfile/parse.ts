@@ -1,25 +1,26 @@
+/**
+ * parseDockerfile: text -> directives, AST, typed instructions and warnings.
+ */
 import { OcibuildError } from "../errors.js";
 import type { Node } from "./ast.js";
+import { convertNode } from "./convert.js";
+import { type ParseWarning, dockerfileError } from "./diagnostics.js";
 import type { Instruction } from "./instructions.js";
+import { LineParseError } from "./line-parsers.js";
+import { type Directives, parseAst } from "./parser.js";
 
-export interface ParseWarning {
-  code: string;
-  message: string;
-  line?: number;
-}
-
-export interface Directives {
-  syntax?: string;
-  escape: "\\" | "`";
-  check?: string;
-}
+export type { ParseWarning } from "./diagnostics.js";
+export type { Directives } from "./parser.js";
 
 export interface ParseResult {
   directives: Directives;
+  /** BuildKit-shaped root node (children = instructions). */
   ast: Node;
+  /** Every instruction in file order (global ARGs, then each FROM and its stage). */
   instructions: Instruction[];
   warnings: ParseWarning[];
   file: string;
+  /** Source lines without terminators, for error snippets. */
   lines: string[];
 }
 
@@ -28,7 +29,68 @@ export interface ParseOptions {
   file?: string;
 }
 
+/** Frontends ocibuild implements itself; any other `# syntax=` image is reported and ignored. */
+const BUILTIN_SYNTAX = /^(?:(?:docker\.io\/)?docker\/dockerfile(?:-upstream)?)(?::[A-Za-z0-9._-]+)?(?:@sha256:[0-9a-f]{64})?$/;
+
+/**
+ * Parse a Dockerfile. Throws OcibuildError with a DOCKERFILE_* code, the file and
+ * line, the offending lines as a snippet, and a hint where one helps.
+ */
 export function parseDockerfile(text: string, opts: ParseOptions = {}): ParseResult {
-  void text;
-  throw new OcibuildError("DOCKERFILE_UNIMPLEMENTED", `parser not written yet (${opts.file ?? "Dockerfile"})`);
+  const file = opts.file ?? "Dockerfile";
+  const parsed = parseAst(text, file);
+  const ctx = { file, lines: parsed.lines };
+  const warnings = [...parsed.warnings];
+  const syntax = parsed.directives.syntax;
+  if (syntax !== undefined) {
+    const image = syntax.split(" ")[0]!;
+    if (!BUILTIN_SYNTAX.test(image)) {
+      warnings.push({
+        code: "DOCKERFILE_SYNTAX_IGNORED",
+        message: `# syntax=${syntax}: ocibuild cannot run external frontends; parsing as a standard Dockerfile`,
+        line: directiveLine(parsed.lines, "syntax"),
+      });
+    }
+  }
+  const instructions: Instruction[] = [];
+  let seenFrom = false;
+  for (const child of parsed.ast.children) {
+    const range = { startLine: child.startLine, endLine: child.endLine };
+    let instr: Instruction;
+    try {
+      instr = convertNode(child, range);
+    } catch (e) {
+      if (e instanceof LineParseError) {
+        throw dockerfileError(e.code, e.message, ctx, range.startLine, range.endLine, { hint: e.hint });
+      }
+      if (e instanceof OcibuildError) throw dockerfileError(e.code, e.message, ctx, range.startLine, range.endLine, { cause: e });
+      throw e;
+    }
+    if (instr.kind === "from") seenFrom = true;
+    else if (!seenFrom && instr.kind !== "arg") {
+      throw dockerfileError(
+        "DOCKERFILE_NO_STAGE",
+        `${child.value.toUpperCase()} before the first FROM: no build stage in current context`,
+        ctx,
+        range.startLine,
+        range.endLine,
+        { hint: "only ARG may come before the first FROM" },
+      );
+    }
+    if (instr.kind === "maintainer") {
+      warnings.push({
+        code: "DOCKERFILE_MAINTAINER_DEPRECATED",
+        message: "MAINTAINER instruction is deprecated in favor of using label",
+        line: range.startLine,
+      });
+    }
+    instructions.push(instr);
+  }
+  return { directives: parsed.directives, ast: parsed.ast, instructions, warnings, file, lines: parsed.lines };
+}
+
+function directiveLine(lines: string[], key: string): number | undefined {
+  const re = new RegExp(`^\\s*#\\s*${key}\\s*=`, "i");
+  const i = lines.findIndex((l) => re.test(l));
+  return i < 0 ? undefined : i + 1;
 }

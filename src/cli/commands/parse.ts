@@ -1,0 +1,99 @@
+/**
+ * `ocibuild parse FILE|-`: print a Dockerfile's AST in BuildKit's dump format
+ * (byte-identical to BuildKit's parser golden files). Warnings go to stderr,
+ * once each. With --check, also convert to typed instructions and validate
+ * them as a build would (unknown instructions, flags, argument counts).
+ */
+import { readFile } from "node:fs/promises";
+import { resolve } from "node:path";
+import { OcibuildError } from "../../errors.js";
+import { dumpAst, parseAst, parseDockerfile } from "../../dockerfile/index.js";
+import type { ParseWarning } from "../../dockerfile/index.js";
+import { type FlagSpec, bool, helpText, parseFlags } from "../flags.js";
+import type { CliIO, Command } from "../io.js";
+
+const SPECS: FlagSpec[] = [
+  { names: ["check"], type: "boolean", description: "Also validate every instruction (flags, arguments) as a build would" },
+  { names: ["help"], short: ["h"], type: "boolean", description: "Show this help" },
+];
+
+const USAGE = "Usage: ocibuild parse [--check] FILE\n       ocibuild parse [--check] -    (read the Dockerfile from stdin)";
+
+export const parseCommand: Command = async (args, io, signal) => {
+  const flags = parseFlags(args, SPECS);
+  if (bool(flags, "help")) {
+    io.stdout.write(helpText(USAGE, SPECS, ["ocibuild parse Dockerfile", "cat Dockerfile | ocibuild parse -"]));
+    return 0;
+  }
+  if (flags.positionals.length !== 1) {
+    throw new OcibuildError(
+      flags.positionals.length === 0 ? "USAGE_MISSING_ARGUMENT" : "USAGE",
+      flags.positionals.length === 0 ? "parse needs a Dockerfile path, or - for stdin" : "parse takes exactly one Dockerfile",
+      { hint: USAGE },
+    );
+  }
+  const target = flags.positionals[0]!;
+  const file = target === "-" ? "<stdin>" : target;
+  const bytes = target === "-" ? await readStdin(io, signal) : await readDockerfile(resolve(io.cwd, target), target, signal);
+  const text = new TextDecoder("utf-8").decode(bytes);
+  const result = bool(flags, "check") ? parseDockerfile(text, { file }) : parseAst(text, file);
+  printWarnings(result.warnings, file, io);
+  io.stdout.write(`${dumpAst(result.ast)}\n`);
+  return 0;
+};
+
+function printWarnings(warnings: ParseWarning[], file: string, io: CliIO): void {
+  const seen = new Set<string>();
+  for (const w of warnings) {
+    const line = `warning[${w.code}]: ${w.line !== undefined ? `${file}:${w.line}: ` : ""}${w.message}\n`;
+    if (seen.has(line)) continue;
+    seen.add(line);
+    io.stderr.write(line);
+  }
+}
+
+async function readDockerfile(path: string, shown: string, signal: AbortSignal): Promise<Buffer> {
+  try {
+    return await readFile(path, { signal });
+  } catch (e) {
+    if (signal.aborted) throw e;
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new OcibuildError(
+      code === "ENOENT" ? "DOCKERFILE_NOT_FOUND" : "DOCKERFILE_READ",
+      code === "ENOENT" ? `${shown}: no such file` : `${shown}: cannot read: ${(e as Error).message}`,
+      { file: shown, cause: e },
+    );
+  }
+}
+
+async function readStdin(io: CliIO, signal: AbortSignal): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  const stream = io.stdin;
+  await new Promise<void>((resolvePromise, reject) => {
+    const onAbort = () => {
+      cleanup();
+      reject(signal.reason instanceof Error ? signal.reason : new Error("aborted"));
+    };
+    const onData = (c: Buffer | string) => chunks.push(typeof c === "string" ? Buffer.from(c) : c);
+    const onEnd = () => {
+      cleanup();
+      resolvePromise();
+    };
+    const onError = (e: Error) => {
+      cleanup();
+      reject(new OcibuildError("DOCKERFILE_READ", `cannot read stdin: ${e.message}`, { cause: e }));
+    };
+    const cleanup = () => {
+      signal.removeEventListener("abort", onAbort);
+      stream.off("data", onData);
+      stream.off("end", onEnd);
+      stream.off("error", onError);
+    };
+    if (signal.aborted) return onAbort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    stream.on("data", onData);
+    stream.on("end", onEnd);
+    stream.on("error", onError);
+  });
+  return Buffer.concat(chunks);
+}
