@@ -1,0 +1,195 @@
+/**
+ * A stage's writable root: overlayfs over read-only layer directories with a
+ * fresh upperdir, or, where overlayfs cannot be mounted, a materialised copy
+ * of the merged tree ("copy" mode; snapshot.ts then diffs it against the lower
+ * view, giving the same layer).
+ */
+import { spawn } from "node:child_process";
+import { constants as fsc } from "node:fs";
+import { chmod, copyFile, lchown, link, lstat, lutimes, mkdir, readlink, rm, symlink } from "node:fs/promises";
+import { join } from "node:path";
+import { OcibuildError } from "../errors.js";
+import { LowerView, type LowerEntry } from "./rootfs-lowerview.js";
+import { mknod } from "./rootfs-native.js";
+
+export interface MountedRoot {
+  /** The merged tree to run in and to read from. */
+  merged: string;
+  /**
+   * Overlay mode: the upperdir (this step's change in overlay form; reusable as a
+   * lowerdir of the next step once unmounted). Copy mode: equals `merged` (the
+   * whole tree; NOT usable as a lowerdir: store the snapshot's layer instead).
+   */
+  upper: string;
+  /** Overlay workdir ("" in copy mode). */
+  work: string;
+  mode: "overlay" | "copy";
+  /** Unmounts (overlay) and removes the workdir; leaves upper (and merged copy) in place. Idempotent. */
+  unmount(): Promise<void>;
+}
+
+export interface MountOptions {
+  signal?: AbortSignal;
+  onLog?: (msg: string) => void;
+  /** Skip overlayfs and materialise a copy. */
+  forceCopy?: boolean;
+  /**
+   * Above this many lower layers, the bottom ones are flattened into one copied
+   * directory first (overlayfs stacks at most 500, and each costs lookups). Default 128.
+   */
+  maxLowerDirs?: number;
+}
+
+function run(cmd: string, args: string[], cwd?: string, signal?: AbortSignal): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd, stdio: ["ignore", "ignore", "pipe"], signal });
+    let stderr = "";
+    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code, stderr }));
+  });
+}
+
+function devNumbers(rdev: number): { major: number; minor: number } {
+  return { major: (rdev >>> 8) & 0xfff, minor: (rdev & 0xff) | ((rdev >>> 12) & 0xfff00) };
+}
+
+/**
+ * Copy the merged view of `lowerDirs` (bottom first) into `dest` (an empty dir),
+ * keeping modes, owners, mtimes, symlinks, hardlinks (within the copy) and
+ * device nodes; whiteouts are resolved away.
+ */
+export async function materialize(lowerDirs: string[], dest: string, opts: { signal?: AbortSignal; onWarning?: (msg: string) => void } = {}): Promise<void> {
+  const view = await LowerView.open(lowerDirs, opts.signal);
+  const isRoot = process.getuid?.() === 0;
+  const links = new Map<string, string>();
+  const dirMeta: { path: string; e: LowerEntry }[] = [];
+
+  const meta = async (path: string, e: LowerEntry, isLink: boolean) => {
+    if (isRoot) await lchown(path, e.stats.uid, e.stats.gid);
+    if (!isLink) await chmod(path, e.stats.mode & 0o7777);
+    await lutimes(path, e.stats.atimeMs / 1000, e.stats.mtimeMs / 1000);
+  };
+
+  const walk = async (comps: string[], destDir: string): Promise<void> => {
+    const names = (await view.list(comps)) ?? [];
+    names.sort();
+    for (const name of names) {
+      opts.signal?.throwIfAborted();
+      const c = [...comps, name];
+      const e = await view.lookup(c);
+      if (e === null) continue;
+      const out = join(destDir, name);
+      const st = e.stats;
+      if (st.isDirectory()) {
+        await mkdir(out, { mode: 0o700 });
+        await walk(c, out);
+        dirMeta.push({ path: out, e });
+      } else if (st.isFile()) {
+        const key = `${st.dev}:${st.ino}`;
+        const prior = st.nlink > 1 ? links.get(key) : undefined;
+        if (prior !== undefined) {
+          await link(prior, out);
+          continue;
+        }
+        await copyFile(e.hostPath, out, fsc.COPYFILE_FICLONE);
+        await meta(out, e, false);
+        if (st.nlink > 1) links.set(key, out);
+      } else if (st.isSymbolicLink()) {
+        await symlink(await readlink(e.hostPath), out);
+        await meta(out, e, true);
+      } else if (st.isCharacterDevice() || st.isBlockDevice() || st.isFIFO()) {
+        const { major, minor } = devNumbers(st.rdev);
+        try {
+          await mknod(out, st.isFIFO() ? "fifo" : st.isCharacterDevice() ? "char" : "block", st.mode, major, minor, opts.signal);
+          await meta(out, e, false);
+        } catch (err) {
+          opts.onWarning?.(`skipped device node "${c.join("/")}": ${(err as Error).message}`);
+        }
+      }
+    }
+  };
+  await walk([], dest);
+  for (const d of dirMeta) await meta(d.path, d.e, false);
+  const top = await view.lookup([]);
+  if (top !== null) await meta(dest, top, false);
+}
+
+export async function mountRoot(lowerDirs: string[], scratchDir: string, opts: MountOptions = {}): Promise<MountedRoot> {
+  const { signal } = opts;
+  const log = opts.onLog ?? (() => {});
+  signal?.throwIfAborted();
+  const merged = join(scratchDir, "merged");
+  const upper = join(scratchDir, "upper");
+  const work = join(scratchDir, "work");
+  await mkdir(merged, { recursive: true });
+
+  let lowers = [...lowerDirs];
+  if (!opts.forceCopy) {
+    const max = opts.maxLowerDirs ?? 128;
+    if (lowers.length > max) {
+      const flat = join(scratchDir, "flat");
+      const cut = lowers.length - max + 1;
+      log(`flattening the bottom ${cut} of ${lowers.length} layers into one directory (overlay stacking limit)`);
+      await rm(flat, { recursive: true, force: true });
+      await mkdir(flat);
+      await materialize(lowers.slice(0, cut), flat, { signal, onWarning: log });
+      lowers = [flat, ...lowers.slice(cut)];
+    }
+    await mkdir(upper, { recursive: true });
+    await mkdir(work, { recursive: true });
+    // Short relative names keep the mount options under the page-size limit however deep scratchDir is.
+    const l = join(scratchDir, "l");
+    await rm(l, { recursive: true, force: true });
+    await mkdir(l);
+    if (lowers.length === 0) {
+      await mkdir(join(scratchDir, "empty"), { recursive: true });
+      lowers = [join(scratchDir, "empty")];
+    }
+    for (let i = 0; i < lowers.length; i++) await symlink(lowers[i]!, join(l, String(i)));
+    const lowerOpt = lowers.map((_, i) => `l/${lowers.length - 1 - i}`).join(":");
+    const o = [`lowerdir=${lowerOpt}`, "upperdir=upper", "workdir=work", "index=off", "metacopy=off", "redirect_dir=off"];
+    if (process.getuid?.() !== 0) o.push("userxattr");
+    let failure: string;
+    try {
+      const r = await run("mount", ["-t", "overlay", "overlay", "-o", o.join(","), "merged"], scratchDir, signal);
+      failure = r.code === 0 ? "" : r.stderr.trim() || `mount exited with ${r.code}`;
+    } catch (e) {
+      if (signal?.aborted) throw new OcibuildError("ROOTFS_ABORTED", "mounting the stage root was aborted", { cause: e });
+      failure = (e as Error).message;
+    }
+    if (failure === "") {
+      log(`root: overlayfs with ${lowers.length} lower layer(s) at ${merged}`);
+      let mounted = true;
+      return {
+        merged,
+        upper,
+        work,
+        mode: "overlay",
+        async unmount() {
+          if (!mounted) return;
+          const r = await run("umount", [merged]);
+          if (r.code !== 0) {
+            const lazy = await run("umount", ["-l", merged]);
+            if (lazy.code !== 0) {
+              throw new OcibuildError("ROOTFS_UNMOUNT_FAILED", `cannot unmount ${merged}: ${r.stderr.trim()}`, { details: { path: merged } });
+            }
+          }
+          mounted = false;
+          await rm(work, { recursive: true, force: true });
+          await rm(join(scratchDir, "l"), { recursive: true, force: true });
+        },
+      };
+    }
+    log(`root: overlayfs unavailable (${failure}); falling back to copy mode (same layers, slower)`);
+    await rm(upper, { recursive: true, force: true });
+    await rm(work, { recursive: true, force: true });
+    await rm(l, { recursive: true, force: true });
+    lowers = [...lowerDirs];
+  } else {
+    log("root: copy mode (forced)");
+  }
+  await materialize(lowers, merged, { signal, onWarning: log });
+  log(`root: copy of ${lowerDirs.length} layer(s) at ${merged}`);
+  return { merged, upper: merged, work: "", mode: "copy", async unmount() {} };
+}

@@ -1,0 +1,273 @@
+/**
+ * The change a step made to its root, as layer entries.
+ *
+ * Both root modes give the same entries, because both compare the merged tree
+ * with the lower view (rootfs-lowerview.ts) instead of trusting overlay's own
+ * bookkeeping: in overlay mode the upperdir only tells where to look (a path
+ * absent from it is unchanged), in copy mode everything is compared. Rules:
+ *  - a path only in the merged tree is added (directories with their whole subtree);
+ *  - a path whose type, mode, owner, link target, device or content differ is
+ *    included; a copy-up that changed nothing (touch, chmod to the same mode) is not;
+ *  - a lower path missing from the merged tree becomes `.wh.name`; when a directory
+ *    lost lower entries and kept none of them unchanged (rm -rf d && mkdir d), it
+ *    becomes opaque (`.wh..wh..opq`) and its whole content is included;
+ *  - directories are included as parents of anything included below them.
+ * Entries come out sorted (parents first, names in byte order) with hardlinks
+ * between included files kept. Read them (and stream them into writeLayer)
+ * BEFORE unmounting the root: file contents are opened from the merged tree.
+ */
+import type { Stats } from "node:fs";
+import { createReadStream } from "node:fs";
+import { lstat, open, readdir, readlink } from "node:fs/promises";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import type { EntryType, LayerEntry } from "../oci/layer.js";
+import { OcibuildError } from "../errors.js";
+import type { MountedRoot } from "./overlay.js";
+import { LowerView, type LowerEntry } from "./rootfs-lowerview.js";
+
+export interface SnapshotOptions {
+  /**
+   * Root-relative paths ("etc/resolv.conf", "/proc" also accepted) left out of the
+   * layer: mount points the sandbox created. An excluded directory is still
+   * included if something below it (not excluded) changed.
+   */
+  exclude?: string[];
+  signal?: AbortSignal;
+}
+
+async function lstatOrNull(p: string): Promise<Stats | null> {
+  try {
+    return await lstat(p);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR") return null;
+    throw e;
+  }
+}
+
+function typeOf(st: Stats): EntryType | null {
+  if (st.isFile()) return "file";
+  if (st.isDirectory()) return "directory";
+  if (st.isSymbolicLink()) return "symlink";
+  if (st.isCharacterDevice()) return "char";
+  if (st.isBlockDevice()) return "block";
+  if (st.isFIFO()) return "fifo";
+  return null; // sockets are not representable in a layer
+}
+
+async function sameContent(a: string, b: string, size: number): Promise<boolean> {
+  if (size === 0) return true;
+  const fa = await open(a, "r");
+  const fb = await open(b, "r");
+  try {
+    const bufA = Buffer.allocUnsafe(64 * 1024);
+    const bufB = Buffer.allocUnsafe(64 * 1024);
+    let pos = 0;
+    while (pos < size) {
+      const [ra, rb] = await Promise.all([fa.read(bufA, 0, bufA.length, pos), fb.read(bufB, 0, bufB.length, pos)]);
+      if (ra.bytesRead !== rb.bytesRead) return false;
+      if (ra.bytesRead === 0) return true;
+      if (!bufA.subarray(0, ra.bytesRead).equals(bufB.subarray(0, rb.bytesRead))) return false;
+      pos += ra.bytesRead;
+    }
+    return true;
+  } finally {
+    await fa.close();
+    await fb.close();
+  }
+}
+
+interface Item {
+  entry: LayerEntry;
+  /** dev:ino for files that have other links. */
+  inode?: string;
+}
+
+/** Compare a path in the merged tree with the same path in the lower view. */
+async function unchanged(m: Stats, mPath: string, l: LowerEntry): Promise<boolean> {
+  const ls = l.stats;
+  if (typeOf(m) !== typeOf(ls)) return false;
+  if ((m.mode & 0o7777) !== (ls.mode & 0o7777) || m.uid !== ls.uid || m.gid !== ls.gid) return false;
+  if (m.isSymbolicLink()) return (await readlink(mPath)) === (await readlink(l.hostPath));
+  if (m.isCharacterDevice() || m.isBlockDevice()) return m.rdev === ls.rdev;
+  if (m.isFile()) {
+    if (m.size !== ls.size) return false;
+    if (Math.floor(m.mtimeMs) === Math.floor(ls.mtimeMs)) return true;
+    return sameContent(mPath, l.hostPath, m.size);
+  }
+  return true;
+}
+
+function devNumbers(rdev: number): { devmajor: number; devminor: number } {
+  return { devmajor: (rdev >>> 8) & 0xfff, devminor: (rdev & 0xff) | ((rdev >>> 12) & 0xfff00) };
+}
+
+async function entryFor(rel: string, hostPath: string, st: Stats): Promise<Item | null> {
+  const type = typeOf(st);
+  if (type === null) return null;
+  const entry: LayerEntry = { path: rel, type, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: st.mtime };
+  const item: Item = { entry };
+  if (type === "file") {
+    entry.size = st.size;
+    entry.open = (signal?: AbortSignal) => createReadStream(hostPath, { signal });
+    if (st.nlink > 1) item.inode = `${st.dev}:${st.ino}`;
+  } else if (type === "symlink") {
+    entry.linkname = await readlink(hostPath);
+  } else if (type === "char" || type === "block") {
+    Object.assign(entry, devNumbers(st.rdev));
+  }
+  return item;
+}
+
+function whiteout(rel: string, mtime: Date): Item {
+  return {
+    entry: { path: rel, type: "file", mode: 0, uid: 0, gid: 0, mtime, size: 0, open: () => Readable.from([]) },
+  };
+}
+
+function joinRel(comps: readonly string[]): string {
+  return comps.join("/");
+}
+
+function byteOrder(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+}
+
+export async function* snapshotChanges(root: MountedRoot, lowerDirs: string[], opts: SnapshotOptions = {}): AsyncIterable<LayerEntry> {
+  const { signal } = opts;
+  const view = await LowerView.open(lowerDirs, signal);
+  const excluded = new Set((opts.exclude ?? []).map((p) => p.split("/").filter((c) => c !== "" && c !== ".").join("/")));
+  const overlay = root.mode === "overlay";
+
+  const inUpper = async (comps: readonly string[]): Promise<boolean> => {
+    if (!overlay) return true;
+    return (await lstatOrNull(join(root.upper, ...comps))) !== null;
+  };
+
+  /** Everything at and under `comps` in the merged tree. */
+  const full = async (comps: string[], st: Stats): Promise<Item[]> => {
+    signal?.throwIfAborted();
+    const rel = joinRel(comps);
+    const hostPath = join(root.merged, ...comps);
+    const self = await entryFor(rel, hostPath, st);
+    const below: Item[] = [];
+    if (st.isDirectory()) {
+      const names = (await readdir(hostPath)).sort(byteOrder);
+      for (const name of names) {
+        const c = [...comps, name];
+        const cst = await lstatOrNull(join(hostPath, name));
+        if (cst !== null) below.push(...(await full(c, cst)));
+      }
+    }
+    return withSelf(rel, self, below);
+  };
+
+  const withSelf = (rel: string, self: Item | null, below: Item[]): Item[] => {
+    if (self === null) return below;
+    if (excluded.has(rel) && (self.entry.type !== "directory" || below.length === 0)) return below;
+    return [self, ...below];
+  };
+
+  /**
+   * The change under directory `comps`, present as a directory in both trees.
+   * Returns the items below it (not itself).
+   */
+  const diffDir = async (comps: string[]): Promise<Item[]> => {
+    signal?.throwIfAborted();
+    const hostDir = join(root.merged, ...comps);
+    const mergedNames = await readdir(hostDir);
+    const lowerNames = (await view.list(comps)) ?? [];
+    const mergedSet = new Set(mergedNames);
+    const lowerSet = new Set(lowerNames);
+    const names = [...new Set([...mergedNames, ...lowerNames])].sort(byteOrder);
+    const changes = new Map<string, Item[]>();
+    const deleted: string[] = [];
+    let keptUnchanged = false;
+    for (const name of names) {
+      const c = [...comps, name];
+      const rel = joinRel(c);
+      const mPath = join(hostDir, name);
+      const m = mergedSet.has(name) ? await lstatOrNull(mPath) : null;
+      if (m === null) {
+        if (lowerSet.has(name) && !excluded.has(rel)) deleted.push(name);
+        continue;
+      }
+      if (!lowerSet.has(name)) {
+        changes.set(name, await full(c, m));
+        continue;
+      }
+      if (!(await inUpper(c))) {
+        keptUnchanged = true;
+        continue;
+      }
+      const l = await view.lookup(c);
+      if (l === null) {
+        changes.set(name, await full(c, m));
+        continue;
+      }
+      if (m.isDirectory() && l.stats.isDirectory()) {
+        const below = await diffDir(c);
+        const same = await unchanged(m, mPath, l);
+        if (same && below.length === 0) keptUnchanged = true;
+        else changes.set(name, withSelf(rel, await entryFor(rel, mPath, m), below));
+        continue;
+      }
+      if (await unchanged(m, mPath, l)) {
+        keptUnchanged = true;
+        continue;
+      }
+      changes.set(name, await full(c, m));
+    }
+    if (deleted.length === 0) return [...changes.values()].flat();
+    const dirMtime = (await lstat(hostDir)).mtime;
+    if (!keptUnchanged) {
+      // Nothing of the lower directory survives as it was: make it opaque and include all of it.
+      const out: Item[] = [whiteout(joinRel([...comps, ".wh..wh..opq"]), dirMtime)];
+      for (const name of mergedNames.sort(byteOrder)) {
+        const c = [...comps, name];
+        const st = await lstatOrNull(join(hostDir, name));
+        if (st !== null) out.push(...(await full(c, st)));
+      }
+      return out;
+    }
+    const keyed: [string, Item[]][] = [...changes];
+    for (const name of deleted) keyed.push([`.wh.${name}`, [whiteout(joinRel([...comps, `.wh.${name}`]), dirMtime)]]);
+    keyed.sort((a, b) => byteOrder(a[0], b[0]));
+    return keyed.flatMap(([, items]) => items);
+  };
+
+  let items: Item[];
+  try {
+    const rootSt = await lstat(root.merged);
+    if (view.empty) {
+      const names = (await readdir(root.merged)).sort(byteOrder);
+      items = [];
+      for (const name of names) {
+        const st = await lstatOrNull(join(root.merged, name));
+        if (st !== null) items.push(...(await full([name], st)));
+      }
+    } else {
+      items = await diffDir([]);
+    }
+    void rootSt;
+  } catch (e) {
+    if (signal?.aborted) throw new OcibuildError("SNAPSHOT_ABORTED", "snapshot was aborted", { cause: signal.reason });
+    if (e instanceof OcibuildError) throw e;
+    throw new OcibuildError("SNAPSHOT_FAILED", `cannot compute the change in ${root.merged}: ${(e as Error).message}`, { cause: e });
+  }
+
+  const firstLink = new Map<string, string>();
+  for (const item of items) {
+    if (item.inode !== undefined) {
+      const first = firstLink.get(item.inode);
+      if (first !== undefined) {
+        const { path, mode, uid, gid, mtime } = item.entry;
+        yield { path, type: "hardlink", mode, uid, gid, mtime, linkname: first };
+        continue;
+      }
+      firstLink.set(item.inode, item.entry.path);
+    }
+    yield item.entry;
+  }
+}
