@@ -5,7 +5,7 @@
  * the offset the registry reports. The source is verified against its digest
  * while it is sent: a blob that does not match is never committed.
  */
-import { Readable } from "node:stream";
+import { Readable, Transform } from "node:stream";
 import { OcibuildError } from "../../errors.js";
 import { type Digest, VerifyingStream } from "../digest.js";
 import type { Descriptor } from "../manifest.js";
@@ -135,11 +135,16 @@ async function monolithic(ctx: UploadContext, desc: Descriptor, open: BlobOpener
     headers: { "content-type": "application/octet-stream", "content-length": String(desc.size) },
     body: async () => {
       const s = await openVerified(open, desc, ctx.signal);
-      s.on("data", (c: Buffer) => {
-        sent += c.length;
-        ctx.onProgress?.({ kind: "push", digest: desc.digest, bytes: sent, total: desc.size });
+      if (!ctx.onProgress) return s;
+      const counter = new Transform({
+        transform(c: Buffer, _enc, cb) {
+          sent += c.length;
+          ctx.onProgress?.({ kind: "push", digest: desc.digest, bytes: sent, total: desc.size });
+          cb(null, c);
+        },
       });
-      return s;
+      s.on("error", (e) => counter.destroy(e));
+      return s.pipe(counter);
     },
     scopes: pushScopes(ctx.repository),
     what,
