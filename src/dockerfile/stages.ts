@@ -1,6 +1,14 @@
-import { OcibuildError } from "../errors.js";
+/**
+ * Stages and build arguments: global ARGs (before the first FROM) with
+ * --build-arg overrides and the automatic platform args, FROM expansion, named
+ * stages, --target, the stage dependency graph (FROM, COPY --from, RUN --mount
+ * from=), reachability and a dependency order. Pure: no I/O.
+ */
+import { type SourceContext, type ParseWarning, dockerfileError, suggest } from "./diagnostics.js";
 import type { FromInstr, Instruction } from "./instructions.js";
-import type { ParseResult, ParseWarning } from "./parse.js";
+import type { ParseResult } from "./parse.js";
+import { OcibuildError } from "../errors.js";
+import { expandWord } from "./shell-words.js";
 
 export interface Platform {
   os: string;
@@ -9,7 +17,9 @@ export interface Platform {
 }
 
 export interface StagePlanOptions {
+  /** --build-arg values. */
   buildArgs?: Record<string, string>;
+  /** --target: a stage name. Default: the last stage. */
   target?: string;
   buildPlatform: Platform;
   targetPlatform: Platform;
@@ -17,24 +27,36 @@ export interface StagePlanOptions {
 
 export interface Stage {
   index: number;
+  /** `AS name`, lower-cased. */
   name?: string;
+  /** FROM image after expansion with the global args (a stage name when baseStage is set). */
   base: string;
+  /** Set when FROM names an earlier stage. */
   baseStage?: number;
+  /** Expanded FROM --platform. */
   platform?: string;
+  /** The instructions after FROM, up to the next FROM. */
   instructions: Instruction[];
   from: FromInstr;
+  /** Stages this one needs (FROM, COPY --from, RUN --mount from=), by index, sorted, no duplicates. */
   dependsOn: number[];
+  /** ARG values visible in FROM lines (automatic platform args + global ARGs); an in-stage `ARG X` without value takes X from here. */
   globalArgs: Record<string, string>;
 }
 
 export interface StagePlan {
+  /** All stages, in file order. */
   stages: Stage[];
+  /** Index of the target stage. */
   target: number;
+  /** Stages the target needs, dependencies first, the target last; unreachable stages are left out. */
   order: number[];
   warnings: ParseWarning[];
+  /** --build-arg keys no ARG declares (proxy and platform args excepted). */
   unusedBuildArgs: string[];
 }
 
+/** Predefined proxy args: usable without an ARG, and kept out of the image history. */
 export const PROXY_ARGS: string[] = [
   "HTTP_PROXY",
   "http_proxy",
@@ -48,14 +70,278 @@ export const PROXY_ARGS: string[] = [
   "all_proxy",
 ];
 
-export function platformArgs(build: Platform, target: Platform): Record<string, string> {
-  void build;
-  void target;
-  throw new OcibuildError("DOCKERFILE_UNIMPLEMENTED", "not written yet");
+export function formatPlatform(p: Platform): string {
+  return `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ""}`;
 }
 
+/** The automatic platform args (BUILDPLATFORM ... TARGETVARIANT). */
+export function platformArgs(build: Platform, target: Platform): Record<string, string> {
+  return {
+    BUILDPLATFORM: formatPlatform(build),
+    BUILDOS: build.os,
+    BUILDARCH: build.architecture,
+    BUILDVARIANT: build.variant ?? "",
+    TARGETPLATFORM: formatPlatform(target),
+    TARGETOS: target.os,
+    TARGETARCH: target.architecture,
+    TARGETVARIANT: target.variant ?? "",
+  };
+}
+
+const AUTOMATIC_ARGS = new Set([...Object.keys(platformArgs({ os: "", architecture: "" }, { os: "", architecture: "" })), "TARGETSTAGE"]);
+
 export function planStages(parsed: ParseResult, opts: StagePlanOptions): StagePlan {
-  void parsed;
-  void opts;
-  throw new OcibuildError("DOCKERFILE_UNIMPLEMENTED", "not written yet");
+  const ctx: SourceContext = { file: parsed.file, lines: parsed.lines };
+  const escapeToken = parsed.directives.escape;
+  const buildArgs = opts.buildArgs ?? {};
+  const warnings: ParseWarning[] = [];
+  const at = (i: Instruction) => [i.range.startLine, i.range.endLine] as const;
+
+  // Split into global ARGs and stages.
+  const globalArgInstrs: Instruction[] = [];
+  const raw: { from: FromInstr; instructions: Instruction[] }[] = [];
+  for (const instr of parsed.instructions) {
+    if (instr.kind === "from") raw.push({ from: instr, instructions: [] });
+    else if (raw.length === 0) globalArgInstrs.push(instr);
+    else raw[raw.length - 1]!.instructions.push(instr);
+  }
+  if (raw.length === 0) {
+    throw new OcibuildError("DOCKERFILE_NO_STAGE", `${parsed.file}: the Dockerfile has no FROM: no stages to build`, {
+      file: parsed.file,
+      hint: "add a FROM instruction",
+    });
+  }
+
+  // Global scope: automatic args (overridable), then ARGs before the first FROM.
+  const globalArgs: Record<string, string> = {};
+  const automatic: Record<string, string> = {
+    ...platformArgs(opts.buildPlatform, opts.targetPlatform),
+    TARGETSTAGE: opts.target ?? "default",
+  };
+  for (const [k, v] of Object.entries(automatic)) globalArgs[k] = Object.hasOwn(buildArgs, k) ? buildArgs[k]! : v;
+  const declared = new Set<string>();
+  for (const instr of globalArgInstrs) {
+    if (instr.kind !== "arg") continue;
+    for (const a of instr.args) {
+      declared.add(a.key);
+      let value: string | undefined;
+      if (Object.hasOwn(buildArgs, a.key)) value = buildArgs[a.key];
+      else if (a.value !== undefined) value = expandOrFail(a.value, globalArgs, escapeToken, ctx, instr);
+      if (value !== undefined) globalArgs[a.key] = value;
+    }
+  }
+
+  // Stages: expand FROM, resolve bases to earlier stages.
+  const byName = new Map<string, number>();
+  const stages: Stage[] = raw.map((r, index) => {
+    const unset = new Set<string>();
+    const base = expandOrFail(r.from.image, globalArgs, escapeToken, ctx, r.from, (n) => unset.add(n));
+    if (base === "") {
+      throw dockerfileError("DOCKERFILE_FROM", `base name (${r.from.image}) should not be blank`, ctx, ...at(r.from), {
+        hint: unset.size > 0 ? `declare ${[...unset].join(", ")} with ARG before the first FROM, or pass --build-arg` : undefined,
+      });
+    }
+    let platform: string | undefined;
+    if (r.from.platform !== undefined) {
+      platform = expandOrFail(r.from.platform, globalArgs, escapeToken, ctx, r.from, (n) => unset.add(n));
+      if (platform === "") {
+        throw dockerfileError("DOCKERFILE_FROM", `empty platform value from expression ${r.from.platform}`, ctx, ...at(r.from));
+      }
+    }
+    for (const n of unset) {
+      if (!declared.has(n)) {
+        warnings.push({
+          code: "DOCKERFILE_UNDEFINED_ARG_IN_FROM",
+          message: `FROM argument '${n}' is not declared`,
+          line: r.from.range.startLine,
+        });
+      }
+    }
+    const baseStage = byName.get(base.toLowerCase());
+    const name = r.from.stageName;
+    if (name !== undefined) {
+      if (byName.has(name)) {
+        warnings.push({
+          code: "DOCKERFILE_DUPLICATE_STAGE_NAME",
+          message: `Duplicate stage name "${name}", stage names should be unique`,
+          line: r.from.range.startLine,
+        });
+      }
+      byName.set(name, index);
+    }
+    return {
+      index,
+      name,
+      base,
+      baseStage,
+      platform,
+      instructions: r.instructions,
+      from: r.from,
+      dependsOn: baseStage === undefined ? [] : [baseStage],
+      globalArgs: { ...globalArgs },
+    };
+  });
+
+  // Dependencies from COPY --from and RUN --mount from= (names resolve against all stages).
+  for (const stage of stages) {
+    const deps = new Set(stage.dependsOn);
+    for (const instr of stage.instructions) {
+      for (const ref of stageRefs(instr, ctx)) {
+        const dep = resolveRef(ref, stages, byName, ctx, instr);
+        if (dep !== undefined) deps.add(dep);
+      }
+    }
+    stage.dependsOn = [...deps].sort((a, b) => a - b);
+  }
+
+  // Target.
+  let target = stages.length - 1;
+  if (opts.target !== undefined) {
+    const t = byName.get(opts.target.toLowerCase());
+    if (t === undefined) {
+      const near = suggest(opts.target, [...byName.keys()], false);
+      throw new OcibuildError("DOCKERFILE_BAD_TARGET", `target stage "${opts.target}" could not be found`, {
+        file: parsed.file,
+        hint:
+          near !== undefined
+            ? `did you mean ${near}?`
+            : byName.size > 0
+              ? `stages: ${[...byName.keys()].join(", ")}`
+              : "the Dockerfile has no named stages (use FROM image AS name)",
+      });
+    }
+    target = t;
+  }
+
+  const order = dependencyOrder(stages, target, ctx);
+
+  const consumed = new Set(declared);
+  for (const i of order) {
+    for (const instr of stages[i]!.instructions) if (instr.kind === "arg") for (const a of instr.args) consumed.add(a.key);
+  }
+  const unusedBuildArgs = Object.keys(buildArgs)
+    .filter((k) => !consumed.has(k) && !PROXY_ARGS.includes(k) && !AUTOMATIC_ARGS.has(k))
+    .filter((k) => !k.startsWith("BUILDKIT_") && k !== "SOURCE_DATE_EPOCH")
+    .sort();
+
+  return { stages, target, order, warnings, unusedBuildArgs };
+}
+
+function expandOrFail(
+  word: string,
+  env: Record<string, string>,
+  escapeToken: "\\" | "`",
+  ctx: SourceContext,
+  instr: Instruction,
+  onUnset?: (name: string) => void,
+): string {
+  try {
+    return expandWord(word, env, { escapeToken, onUnset });
+  } catch (e) {
+    if (e instanceof OcibuildError) {
+      throw dockerfileError(e.code, e.message, ctx, instr.range.startLine, instr.range.endLine, { cause: e });
+    }
+    throw e;
+  }
+}
+
+/** Raw stage references of an instruction: COPY --from, RUN --mount ...,from=. */
+function stageRefs(instr: Instruction, ctx: SourceContext): { value: string; index: boolean }[] {
+  if (instr.kind === "copy" && instr.from !== undefined) {
+    let expanded: string;
+    try {
+      expanded = expandWord(instr.from, {});
+    } catch {
+      expanded = "";
+    }
+    if (expanded !== instr.from) {
+      throw dockerfileError(
+        "DOCKERFILE_COPY_FROM",
+        "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround",
+        ctx,
+        instr.range.startLine,
+        instr.range.endLine,
+      );
+    }
+    return [{ value: instr.from, index: /^[+-]?[0-9]+$/.test(instr.from) }];
+  }
+  if (instr.kind === "run") {
+    const out: { value: string; index: boolean }[] = [];
+    for (const m of instr.mounts) {
+      for (const field of splitCsv(m)) {
+        const eq = field.indexOf("=");
+        if (eq > 0 && field.slice(0, eq).trim().toLowerCase() === "from") out.push({ value: field.slice(eq + 1), index: false });
+      }
+    }
+    return out;
+  }
+  return [];
+}
+
+/** A mount spec's comma-separated fields, honouring double quotes like Go's encoding/csv. */
+function splitCsv(s: string): string[] {
+  const out: string[] = [];
+  let cur = "";
+  let quoted = false;
+  for (let i = 0; i < s.length; i++) {
+    const ch = s[i]!;
+    if (ch === '"') {
+      if (quoted && s[i + 1] === '"') {
+        cur += '"';
+        i++;
+      } else quoted = !quoted;
+    } else if (ch === "," && !quoted) {
+      out.push(cur);
+      cur = "";
+    } else cur += ch;
+  }
+  out.push(cur);
+  return out;
+}
+
+function resolveRef(
+  ref: { value: string; index: boolean },
+  stages: Stage[],
+  byName: Map<string, number>,
+  ctx: SourceContext,
+  instr: Instruction,
+): number | undefined {
+  if (ref.index) {
+    const n = Number(ref.value);
+    if (!Number.isSafeInteger(n) || n < 0 || n >= stages.length) {
+      throw dockerfileError("DOCKERFILE_UNKNOWN_STAGE", `invalid stage index ${ref.value}`, ctx, instr.range.startLine, instr.range.endLine, {
+        hint: `stage indexes run from 0 to ${stages.length - 1}`,
+      });
+    }
+    return n;
+  }
+  // An unknown name is an image reference (COPY --from=alpine:3 ...), as in BuildKit.
+  return byName.get(ref.value.toLowerCase());
+}
+
+/** Reachable stages from `target`, dependencies first; a cycle is an error naming its line. */
+function dependencyOrder(stages: Stage[], target: number, ctx: SourceContext): number[] {
+  const state = new Map<number, "visiting" | "done">();
+  const order: number[] = [];
+  const visit = (i: number, path: number[]) => {
+    const s = state.get(i);
+    if (s === "done") return;
+    if (s === "visiting") {
+      const cycle = [...path.slice(path.indexOf(i)), i].map((k) => stages[k]!.name ?? `stage-${k}`);
+      const from = stages[path[path.length - 1]!]!;
+      throw dockerfileError(
+        "DOCKERFILE_STAGE_CYCLE",
+        `circular dependency detected on stage: ${stages[i]!.name ?? `stage-${i}`} (${cycle.join(" -> ")})`,
+        ctx,
+        from.from.range.startLine,
+        from.from.range.endLine,
+      );
+    }
+    state.set(i, "visiting");
+    for (const d of stages[i]!.dependsOn) visit(d, [...path, i]);
+    state.set(i, "done");
+    order.push(i);
+  };
+  visit(target, []);
+  return order;
 }
