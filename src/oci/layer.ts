@@ -126,10 +126,33 @@ async function* fileContent(e: LayerEntry, signal: AbortSignal | undefined): Asy
   }
 }
 
+/** Chunks smaller than this are gathered before being passed on: fewer, larger writes through hash and gzip. */
+const COALESCE_BYTES = 64 * 1024;
+
+async function* rawTarChunks(
+  entries: Iterable<LayerEntry> | AsyncIterable<LayerEntry>,
+  epoch: number | undefined,
+  signal: AbortSignal | undefined,
+): AsyncGenerator<Buffer> {
+  for await (const e of entries) {
+    checkAborted(signal, "writing the layer");
+    validateEntry(e);
+    yield encodeHeader(e, mtimeSeconds(e, epoch));
+    if (e.type === "file") {
+      yield* fileContent(e, signal);
+      const pad = contentPadding(e.size ?? 0);
+      if (pad.length > 0) yield pad;
+    }
+  }
+  yield endOfArchive();
+}
+
 /**
  * The tar stream of `entries` as chunks (headers, content, padding, end marker),
- * in entry order. Exposed for uncompressed layers and golden tests; writeLayer
- * is the one-pass tar+gzip+hash path.
+ * in entry order; small pieces are gathered into chunks of about 64 KiB (headers
+ * of many small files would otherwise each be a separate write). Exposed for
+ * uncompressed layers and golden tests; writeLayer is the one-pass
+ * tar+gzip+hash path.
  */
 export async function* tarChunks(
   entries: Iterable<LayerEntry> | AsyncIterable<LayerEntry>,
@@ -139,17 +162,25 @@ export async function* tarChunks(
   if (epoch !== undefined && (!Number.isSafeInteger(epoch) || epoch < 0)) {
     throw new OcibuildError("LAYER_OPTIONS_INVALID", `sourceDateEpoch ${epoch} is not a non-negative integer number of seconds`);
   }
-  for await (const e of entries) {
-    checkAborted(opts.signal, "writing the layer");
-    validateEntry(e);
-    yield encodeHeader(e, mtimeSeconds(e, epoch));
-    if (e.type === "file") {
-      yield* fileContent(e, opts.signal);
-      const pad = contentPadding(e.size ?? 0);
-      if (pad.length > 0) yield pad;
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  for await (const chunk of rawTarChunks(entries, epoch, opts.signal)) {
+    if (chunk.length >= COALESCE_BYTES) {
+      if (pendingBytes > 0) yield Buffer.concat(pending, pendingBytes);
+      pending = [];
+      pendingBytes = 0;
+      yield chunk;
+      continue;
+    }
+    pending.push(chunk);
+    pendingBytes += chunk.length;
+    if (pendingBytes >= COALESCE_BYTES) {
+      yield Buffer.concat(pending, pendingBytes);
+      pending = [];
+      pendingBytes = 0;
     }
   }
-  yield endOfArchive();
+  if (pendingBytes > 0) yield Buffer.concat(pending, pendingBytes);
 }
 
 function aborted(signal: AbortSignal | undefined, err: unknown): boolean {
