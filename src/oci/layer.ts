@@ -236,13 +236,27 @@ export async function writeLayerToDir(
   checkAborted(opts.signal, "writing the layer");
   await mkdir(dir, { recursive: true });
   const tmp = join(dir, `.tmp-layer-${randomBytes(8).toString("hex")}`);
+  const file = createWriteStream(tmp, { flags: "wx" });
   try {
-    const written = await writeLayer(entries, createWriteStream(tmp, { flags: "wx" }), opts);
+    const written = await writeLayer(entries, file, opts);
     const path = join(dir, written.digest.slice("sha256:".length));
     await rename(tmp, path);
     return { ...written, path };
   } catch (err) {
-    await rm(tmp, { force: true });
+    await removeTemp(file, tmp);
     throw err;
   }
+}
+
+/**
+ * Internal (not for src/index.ts). Removes a temp file once its write stream is closed: a stream destroyed while
+ * its open() is still pending would otherwise create the file after the rm.
+ */
+export async function removeTemp(stream: NodeJS.WritableStream & { closed?: boolean; destroy?: () => void }, path: string): Promise<void> {
+  if (stream.closed !== true) {
+    const closed = new Promise<void>((resolve) => stream.once("close", () => resolve()));
+    stream.destroy?.();
+    await closed;
+  }
+  await rm(path, { force: true });
 }

@@ -9,11 +9,11 @@ import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { access, mkdir, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { Readable, Transform, type TransformCallback } from "node:stream";
+import { PassThrough, Readable, Transform, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { OcibuildError, isOcibuildError } from "../errors.js";
 import { type Digest, VerifyingStream, algorithmOf, hexOf, isDigestString } from "./digest.js";
-import { checkAborted } from "./layer.js";
+import { type LayerEntry, type LayerWriteOptions, type WrittenLayer, checkAborted, removeTemp, writeLayer } from "./layer.js";
 import { type Descriptor, type ImageIndex, parseManifest } from "./manifest.js";
 import { MediaType } from "./media-types.js";
 
@@ -177,8 +177,9 @@ export class OciLayout {
     const digester = new Digester(algorithm);
     const tmp = tmpName(this.dir);
     const source = src instanceof Uint8Array ? Readable.from([Buffer.from(src.buffer, src.byteOffset, src.byteLength)]) : src;
+    const file = createWriteStream(tmp, { flags: "wx" });
     try {
-      await pipeline(source, digester, createWriteStream(tmp, { flags: "wx" }), signal ? { signal } : {});
+      await pipeline(source, digester, file, signal ? { signal } : {});
       const digest = `${algorithm}:${digester.hex}` as Digest;
       if (expected && digest !== expected.digest) {
         throw new OcibuildError("DIGEST_MISMATCH", `blob content does not match its digest: expected ${expected.digest}, got ${digest}`, {
@@ -192,9 +193,25 @@ export class OciLayout {
       await rename(tmp, this.blobPath(digest));
       return { digest, size: digester.size };
     } catch (err) {
-      await rm(tmp, { force: true });
+      await removeTemp(file, tmp);
       throw abortedErr(signal, err, "writing a blob") ?? ioError("LAYOUT_WRITE_FAILED", "cannot write blob", err, this.dir);
     }
+  }
+
+  /**
+   * Writes a layer straight into the layout in one pass (tar -> gzip -> hashes ->
+   * blob temp file -> rename). On failure nothing is left; the layer writer's
+   * error is the one reported.
+   */
+  async writeLayer(entries: Iterable<LayerEntry> | AsyncIterable<LayerEntry>, opts: LayerWriteOptions = {}): Promise<WrittenLayer> {
+    const pipe = new PassThrough();
+    const [layer, blob] = await Promise.allSettled([writeLayer(entries, pipe, opts), this.writeBlob(pipe, undefined, opts.signal)]);
+    if (layer.status === "rejected") throw layer.reason;
+    if (blob.status === "rejected") throw blob.reason;
+    if (blob.value.digest !== layer.value.digest || blob.value.size !== layer.value.size) {
+      throw new OcibuildError("LAYOUT_WRITE_FAILED", `layer blob ${blob.value.digest} does not match the written layer ${layer.value.digest}`);
+    }
+    return layer.value;
   }
 
   /** The blob's bytes, verified against `d` while streaming (the stream errors with DIGEST_MISMATCH at the end if they differ). */

@@ -8,6 +8,7 @@ import { isOcibuildError } from "../../src/errors.js";
 import { type Digest, digestOf } from "../../src/oci/digest.js";
 import { OciLayout, REF_NAME_ANNOTATION, parseLayoutRef } from "../../src/oci/layout.js";
 import { MediaType } from "../../src/oci/media-types.js";
+import { gunzipSync } from "node:zlib";
 
 let tmp: string;
 beforeEach(async () => {
@@ -142,6 +143,27 @@ describe("OciLayout: blobs", () => {
     const absent = digestOf("never written");
     expect(await codeOf(drain(layout.readBlob(absent)))).toBe("LAYOUT_BLOB_NOT_FOUND");
     expect(await codeOf(layout.readBlobBytes(absent))).toBe("LAYOUT_BLOB_NOT_FOUND");
+  });
+});
+
+describe("OciLayout.writeLayer", () => {
+  const base = { uid: 0, gid: 0, mtime: new Date(0), mode: 0o644 };
+  it("streams a layer into a blob whose digest and DiffID match the bytes on disk", async () => {
+    const layout = await OciLayout.create(tmp);
+    const body = Buffer.from("layer content\n");
+    const w = await layout.writeLayer([{ ...base, path: "f", type: "file", size: body.length, open: () => Readable.from([body]) }]);
+    const gz = await readFile(layout.blobPath(w.digest));
+    expect(`sha256:${hex(gz)}`).toBe(w.digest);
+    expect(`sha256:${hex(gunzipSync(gz))}`).toBe(w.diffId);
+    expect(gz.length).toBe(w.size);
+  });
+
+  it("a failing layer leaves no blob and no temp file, and reports the layer error", async () => {
+    const layout = await OciLayout.create(tmp);
+    const liar = { ...base, path: "f", type: "file" as const, size: 100, open: () => Readable.from([Buffer.from("short")]) };
+    expect(await codeOf(layout.writeLayer([liar]))).toBe("LAYER_SIZE_MISMATCH");
+    expect((await readdir(tmp)).sort()).toEqual(["blobs", "index.json", "oci-layout"]);
+    expect(await readdir(join(tmp, "blobs/sha256"))).toEqual([]);
   });
 });
 
