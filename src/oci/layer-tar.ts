@@ -39,15 +39,19 @@ function invalid(path: string, msg: string): never {
   });
 }
 
+function checkPath(entry: string, p: string, what: string): void {
+  if (typeof p !== "string" || p === "") invalid(String(entry), `empty ${what}`);
+  if (p.includes("\0")) invalid(entry, `${what} contains a NUL byte`);
+  if (p.startsWith("/")) invalid(entry, `${what} is absolute`);
+  for (const part of p.split("/")) {
+    if (part === "" || part === "." || part === "..") invalid(entry, `${what} has a "${part}" component`);
+  }
+}
+
 /** Checks an entry before any byte of it is written; throws LAYER_ENTRY_INVALID. */
 export function validateEntry(e: LayerEntry): void {
   const p = e.path;
-  if (typeof p !== "string" || p === "") invalid(String(p), "empty path");
-  if (p.includes("\0")) invalid(p, "path contains a NUL byte");
-  if (p.startsWith("/")) invalid(p, "path is absolute");
-  for (const part of p.split("/")) {
-    if (part === "" || part === "." || part === "..") invalid(p, `path has a "${part}" component`);
-  }
+  checkPath(p, p, "path");
   if (!Object.hasOwn(TYPEFLAG, e.type)) invalid(p, `unknown entry type ${JSON.stringify(e.type)}`);
   if (!Number.isInteger(e.mode) || e.mode < 0) invalid(p, `mode ${e.mode} is not a non-negative integer`);
   for (const [k, v] of [["uid", e.uid], ["gid", e.gid]] as const) {
@@ -61,6 +65,8 @@ export function validateEntry(e: LayerEntry): void {
   if (e.type === "symlink" || e.type === "hardlink") {
     if (typeof e.linkname !== "string" || e.linkname === "") invalid(p, `a ${e.type} needs a linkname`);
     if (e.linkname.includes("\0")) invalid(p, "linkname contains a NUL byte");
+    // A hardlink names another entry of the layer, so its target obeys the path rules.
+    if (e.type === "hardlink") checkPath(p, e.linkname, "hardlink target");
   }
   if (e.type === "char" || e.type === "block") {
     for (const [k, v] of [["devmajor", e.devmajor ?? 0], ["devminor", e.devminor ?? 0]] as const) {

@@ -140,6 +140,10 @@ describe("OciLayout: blobs", () => {
     expect(await codeOf(drain(layout.readBlob(digest)))).toBe("DIGEST_MISMATCH");
     expect(await codeOf(layout.readBlobBytes(digest))).toBe("DIGEST_MISMATCH");
 
+    const ac = new AbortController();
+    ac.abort();
+    expect(await codeOf(drain(layout.readBlob(digest, ac.signal)))).toBe("ABORTED");
+
     const absent = digestOf("never written");
     expect(await codeOf(drain(layout.readBlob(absent)))).toBe("LAYOUT_BLOB_NOT_FOUND");
     expect(await codeOf(layout.readBlobBytes(absent))).toBe("LAYOUT_BLOB_NOT_FOUND");
