@@ -101,7 +101,7 @@ async function extractAll(tar: Buffer): Promise<Extracted[]> {
   const done = (async () => {
     for await (const entry of ex) {
       const h = entry.header as typeof entry.header & { pax?: Record<string, string> };
-      const body = await collect(entry);
+      const body = await collect(entry as AsyncIterable<Buffer>);
       out.push({
         name: h.name,
         type: h.type ?? "",
