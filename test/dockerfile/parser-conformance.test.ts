@@ -1,0 +1,43 @@
+/**
+ * BuildKit's parser golden files (../shared/conformance/buildkit/parser/<case>):
+ * our AST dump, and `ocibuild parse FILE`, must print `result` byte for byte.
+ */
+import { readFileSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { main } from "../../src/cli/main.js";
+import { dumpAst, parseAst } from "../../src/dockerfile/index.js";
+import { captureIO } from "./cli-io.js";
+import { conformanceBuildkitDir } from "./conformance-dir.js";
+
+const dir = conformanceBuildkitDir();
+const cases = dir === undefined ? [] : readdirSync(join(dir, "parser")).sort();
+
+describe.skipIf(dir === undefined)("BuildKit parser conformance (needs ../shared/conformance)", () => {
+  it("has all the cases", () => expect(cases.length).toBeGreaterThanOrEqual(30));
+
+  describe.each(cases)("%s", (name) => {
+    const caseDir = join(dir ?? "", "parser", name);
+    const expected = () => readFileSync(join(caseDir, "result"), "utf8");
+
+    it("parseAst + dumpAst equals result", () => {
+      const text = readFileSync(join(caseDir, "Dockerfile"), "utf8");
+      expect(`${dumpAst(parseAst(text).ast)}\n`).toBe(expected());
+    });
+
+    it("`ocibuild parse FILE` prints result", async () => {
+      const cap = captureIO({ cwd: caseDir });
+      const code = await main(["parse", "Dockerfile"], cap.io);
+      expect(cap.stderr()).not.toMatch(/^error/m);
+      expect(code).toBe(0);
+      expect(cap.stdout()).toBe(expected());
+    });
+  });
+
+  it("`ocibuild parse -` reads stdin", async () => {
+    const caseDir = join(dir ?? "", "parser", cases[0]!);
+    const cap = captureIO({ stdin: readFileSync(join(caseDir, "Dockerfile")) });
+    expect(await main(["parse", "-"], cap.io)).toBe(0);
+    expect(cap.stdout()).toBe(readFileSync(join(caseDir, "result"), "utf8"));
+  });
+});
