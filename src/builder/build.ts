@@ -1,0 +1,241 @@
+/**
+ * The build: Dockerfile -> stage plan -> each reachable stage in dependency order
+ * (independent stages in parallel) -> image -> outputs. Steps live in steps/; this
+ * file only orchestrates.
+ */
+import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { availableParallelism } from "node:os";
+import { join, resolve } from "node:path";
+import pLimit from "p-limit";
+import { OcibuildError } from "../errors.js";
+import { createIgnoreMatcher, parseDockerfile, parseDockerignore, planStages, type Stage } from "../dockerfile/index.js";
+import { OciLayout } from "../oci/layout.js";
+import { descriptorOf, type Descriptor, type Platform } from "../oci/manifest.js";
+import { parseReference, type ImageReference } from "../oci/reference.js";
+import { RegistryClient, hostPlatform, parsePlatform } from "../oci/registry/index.js";
+import type { RegistryOptions } from "../oci/registry/index.js";
+import { imageState, scratchState } from "./base.js";
+import type { BuildEvent, EventSink } from "./events.js";
+import { assembleImage, imageSize, type BuiltImage } from "./image.js";
+import { pushImage, writeLayout } from "./output.js";
+import { LayerStore } from "./rootfs.js";
+import { BwrapExecutor } from "./sandbox/bwrap.js";
+import type { Executor } from "./sandbox/index.js";
+import type { SourceTree } from "./sources.js";
+import type { StageState } from "./stage-state.js";
+import type { StepContext } from "./step-context.js";
+import { executeStep } from "./steps/index.js";
+
+export type BuildOutput = { type: "registry" } | { type: "oci"; dest: string; tag?: string };
+
+export interface BuildOptions {
+  /** The build context directory. */
+  context: string;
+  /** Dockerfile path (default: CONTEXT/Dockerfile). */
+  dockerfile?: string;
+  /** Dockerfile text (e.g. from stdin); wins over `dockerfile`. */
+  dockerfileText?: string;
+  /** Image references to tag (and push, unless push is false). */
+  tags?: string[];
+  buildArgs?: Record<string, string>;
+  target?: string;
+  /** One platform, "os/arch[/variant]" (default: the host's). */
+  platform?: string;
+  labels?: Record<string, string>;
+  /** Push to the tags' registries (default true when tags are given). */
+  push?: boolean;
+  outputs?: BuildOutput[];
+  registry?: RegistryOptions;
+  /** Cache directory (content store, extracted layers). */
+  cacheDir?: string;
+  /** Clamp times to this (SOURCE_DATE_EPOCH, seconds). */
+  sourceDateEpoch?: number;
+  compressionLevel?: number;
+  /** RUN executor (default: bubblewrap). */
+  executor?: Executor;
+  /** Use copy-and-compare snapshots even where overlayfs works. */
+  forceCopySnapshots?: boolean;
+  /** Environment for defaults (HOME, XDG_CACHE_HOME); default process.env. */
+  env?: Record<string, string | undefined>;
+  signal?: AbortSignal;
+  onEvent?: EventSink;
+}
+
+export interface StepReport {
+  stage: string;
+  instruction: string;
+  line: number;
+  cached: boolean;
+  reason?: string;
+  seconds: number;
+  layer: string | null;
+}
+
+export interface BuildResult {
+  /** Manifest digest. */
+  digest: string;
+  descriptor: Descriptor;
+  image: BuiltImage;
+  /** References pushed or written. */
+  references: string[];
+  size: number;
+  steps: StepReport[];
+  warnings: string[];
+}
+
+export function defaultCacheDir(env: Record<string, string | undefined>): string {
+  if (env.XDG_CACHE_HOME) return join(env.XDG_CACHE_HOME, "ocibuild");
+  return join(env.HOME ?? "/root", ".cache", "ocibuild");
+}
+
+async function readDockerfile(opts: BuildOptions): Promise<{ text: string; name: string; path?: string }> {
+  if (opts.dockerfileText !== undefined) return { text: opts.dockerfileText, name: "Dockerfile" };
+  const path = resolve(opts.dockerfile ?? join(opts.context, "Dockerfile"));
+  try {
+    return { text: await readFile(path, "utf8"), name: opts.dockerfile ?? "Dockerfile", path };
+  } catch (e) {
+    throw new OcibuildError("BUILD_DOCKERFILE_NOT_FOUND", `cannot read Dockerfile ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file: path, cause: e });
+  }
+}
+
+async function contextTree(root: string, dockerfilePath: string | undefined): Promise<SourceTree> {
+  const candidates = dockerfilePath ? [`${dockerfilePath}.dockerignore`, join(root, ".dockerignore")] : [join(root, ".dockerignore")];
+  for (const c of candidates) {
+    const text = await readFile(c, "utf8").catch(() => undefined);
+    if (text !== undefined) return { root, ignore: createIgnoreMatcher(parseDockerignore(text)), label: "the build context" };
+  }
+  return { root, label: "the build context" };
+}
+
+function timeOf(epoch: number | undefined): Date {
+  return epoch !== undefined ? new Date(epoch * 1000) : new Date();
+}
+
+export async function build(opts: BuildOptions): Promise<BuildResult> {
+  const env = opts.env ?? process.env;
+  const emit: EventSink = opts.onEvent ?? (() => {});
+  const contextDir = resolve(opts.context);
+  const df = await readDockerfile(opts);
+  const parsed = parseDockerfile(df.text, { file: df.name });
+  const warnings = parsed.warnings.map((w) => `${df.name}${w.line ? `:${w.line}` : ""}: ${w.message}`);
+  const host = hostPlatform();
+  const targetPlatform: Platform = opts.platform ? parsePlatform(opts.platform) : host;
+  const buildArgs = opts.buildArgs ?? {};
+  const plan = planStages(parsed, { buildArgs, target: opts.target, buildPlatform: host, targetPlatform });
+  for (const w of plan.warnings) warnings.push(`${df.name}${w.line ? `:${w.line}` : ""}: ${w.message}`);
+  const tags = (opts.tags ?? []).map((t) => parseReference(t));
+
+  const cacheDir = resolve(opts.cacheDir ?? defaultCacheDir(env));
+  await mkdir(join(cacheDir, "tmp"), { recursive: true });
+  const scratchDir = await mkdtemp(join(cacheDir, "tmp", "build-"));
+  const registry = new RegistryClient({ ...opts.registry, env: opts.registry?.env ?? env });
+  try {
+    const content = await OciLayout.create(join(cacheDir, "content"), opts.signal);
+    const layerStore = new LayerStore(join(cacheDir, "rootfs"));
+    const executor = opts.executor ?? new BwrapExecutor();
+    const steps: StepReport[] = [];
+    const stagePromises = new Map<number, Promise<StageState>>();
+    const used = new Set<string>();
+    const limit = pLimit(Math.max(1, availableParallelism()));
+    const tree = await contextTree(contextDir, df.path);
+
+    const findStage = (nameOrIndex: string): Stage | undefined => {
+      const lower = nameOrIndex.toLowerCase();
+      return plan.stages.find((s) => s.name?.toLowerCase() === lower) ?? (/^\d+$/.test(nameOrIndex) ? plan.stages[Number(nameOrIndex)] : undefined);
+    };
+
+    const baseCtx = {
+      file: df.name,
+      lines: parsed.lines,
+      content,
+      layerStore,
+      scratchDir,
+      context: tree,
+      registry,
+      executor,
+      sourceDateEpoch: opts.sourceDateEpoch,
+      compressionLevel: opts.compressionLevel,
+      forceCopySnapshots: opts.forceCopySnapshots,
+      signal: opts.signal,
+      emit: (e: BuildEvent) => emit(e),
+      stage: (n: string) => {
+        const s = findStage(n);
+        return s ? runStage(s) : undefined;
+      },
+      image: (ref: string, platform: Platform) => imageState(ref, platform, registry, opts.signal),
+    } satisfies StepContext;
+
+    const runStage = (stage: Stage): Promise<StageState> => {
+      let p = stagePromises.get(stage.index);
+      if (!p) {
+        p = (async () => {
+          await Promise.all(stage.dependsOn.filter((d) => d !== stage.index).map((d) => runStage(plan.stages[d]!)));
+          return limit(() => executeStage(stage));
+        })();
+        stagePromises.set(stage.index, p);
+      }
+      return p;
+    };
+
+    const executeStage = async (stage: Stage): Promise<StageState> => {
+      const label = stage.name ?? String(stage.index);
+      const platform = stage.platform ? parsePlatform(stage.platform) : targetPlatform;
+      let state: StageState;
+      if (stage.baseStage !== undefined) state = { ...(await runStage(plan.stages[stage.baseStage]!)), args: {}, cmdSet: false };
+      else if (stage.base.toLowerCase() === "scratch") state = scratchState(platform);
+      else state = await imageState(stage.base, platform, registry, opts.signal);
+      const total = stage.instructions.length;
+      for (const [i, instr] of stage.instructions.entries()) {
+        opts.signal?.throwIfAborted();
+        const text = parsed.lines.slice(instr.range.startLine - 1, instr.range.endLine).join("\n").trim();
+        emit({ type: "step-start", stage: label, step: i + 1, total, instruction: text, line: instr.range.startLine });
+        const started = performance.now();
+        const ctx: StepContext = { ...baseCtx, current: { stage: label, instruction: instr } };
+        const before = state.layers.length;
+        state = await executeStep(state, instr, ctx, { buildArgs, globalArgs: stage.globalArgs, used }, i + 1);
+        const seconds = (performance.now() - started) / 1000;
+        const layer = state.layers.length > before ? state.layers[state.layers.length - 1]!.descriptor.digest : null;
+        const shown = state.history[state.history.length - 1]?.created_by?.replace(/ # ocibuild$/, "") ?? text;
+        steps.push({ stage: label, instruction: shown, line: instr.range.startLine, cached: false, seconds, layer });
+        emit({ type: "step-end", stage: label, step: i + 1, total, instruction: shown, line: instr.range.startLine, cached: false, seconds, layer });
+      }
+      return state;
+    };
+
+    const finalState = await runStage(plan.stages[plan.target]!);
+    for (const k of Object.keys(buildArgs)) {
+      if (!used.has(k) && plan.unusedBuildArgs.includes(k)) warnings.push(`build arg ${k} was not consumed by any ARG`);
+    }
+    for (const w of warnings) emit({ type: "log", level: "warn", message: w });
+    const img = assembleImage(finalState, { created: timeOf(opts.sourceDateEpoch), labels: opts.labels });
+    const references: string[] = [];
+    const src = { content, registry, signal: opts.signal };
+    const push = opts.push ?? tags.length > 0;
+    if (push && tags.length > 0) {
+      await pushImage(img, tags, src, { concurrency: opts.registry?.concurrency, onEvent: emit });
+      for (const t of tags) references.push(`${t.name}${t.tag ? `:${t.tag}` : ""}@${img.manifest.digest}`);
+    }
+    for (const out of opts.outputs ?? []) {
+      if (out.type === "oci") {
+        await writeLayout(img, out.dest, out.tag ?? tags[0]?.tag, src);
+        references.push(`oci:${out.dest}${out.tag ?? tags[0]?.tag ? `:${out.tag ?? tags[0]?.tag}` : ""}`);
+      }
+    }
+    const result: BuildResult = {
+      digest: img.manifest.digest,
+      descriptor: descriptorOf(img.manifest),
+      image: img,
+      references,
+      size: imageSize(img),
+      steps,
+      warnings,
+    };
+    emit({ type: "result", digest: result.digest, references, size: result.size });
+    return result;
+  } finally {
+    await registry.close().catch(() => {});
+    await rm(scratchDir, { recursive: true, force: true });
+  }
+}
+
+export type { ImageReference, BuildEvent, EventSink };

@@ -1,0 +1,140 @@
+/**
+ * Filesystem access for steps: a stage's layers as overlay lowerdirs, a writable
+ * merged root whose change becomes the step's layer, and a read-only view for
+ * COPY --from. Base layers are pulled once into the content store and extracted
+ * once per DiffID into the layer store.
+ */
+import { mkdir, mkdtemp, rename, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { OcibuildError } from "../errors.js";
+import { writeLayerToDir } from "../oci/layer.js";
+import { parseReference } from "../oci/reference.js";
+import { MediaType } from "../oci/media-types.js";
+import { mountRoot } from "./overlay.js";
+import { snapshotChanges } from "./snapshot.js";
+import type { LayerRecord, StageState } from "./stage-state.js";
+import type { StepContext } from "./step-context.js";
+
+/** Make sure a layer's compressed blob is in the content store (pulling a base layer once). */
+export async function ensureBlob(layer: LayerRecord, ctx: StepContext): Promise<void> {
+  if (await ctx.content.hasBlob(layer.descriptor.digest)) return;
+  if (layer.source.kind !== "registry") {
+    throw new OcibuildError("BUILD_LAYER_MISSING", `layer ${layer.descriptor.digest} is missing from the content store ${ctx.content.dir}`);
+  }
+  const ref = parseReference(layer.source.ref);
+  const stream = await ctx.registry.getBlob(ref, layer.descriptor.digest, { size: layer.descriptor.size, signal: ctx.signal });
+  await ctx.content.writeBlob(stream, { digest: layer.descriptor.digest, size: layer.descriptor.size }, ctx.signal);
+}
+
+/** The stage's layers as single-layer directories, bottom first. */
+export async function lowerDirs(state: StageState, ctx: StepContext): Promise<string[]> {
+  const dirs: string[] = [];
+  for (const layer of state.layers) {
+    if (layer.dir) {
+      dirs.push(layer.dir);
+      continue;
+    }
+    await ensureBlob(layer, ctx);
+    const dir = await ctx.layerStore.ensureLayer(layer.diffId, async (signal) => ctx.content.readBlob(layer.descriptor.digest, signal), {
+      mediaType: layer.descriptor.mediaType,
+      signal: ctx.signal,
+      onWarning: (m) => ctx.emit({ type: "log", level: "warn", message: m }),
+    });
+    dirs.push(dir);
+  }
+  return dirs;
+}
+
+export interface MutationResult {
+  /** Root-relative paths to leave out of the layer (mount points made for the step). */
+  exclude?: string[];
+}
+
+/**
+ * Run `fn` on a writable merged root of the stage and turn what it changed into a
+ * layer. Returns the new layer, or undefined when nothing changed (BuildKit also
+ * drops empty layers; the history entry is then marked empty_layer).
+ */
+export async function mutateRoot(
+  state: StageState,
+  ctx: StepContext,
+  fn: (merged: string) => Promise<MutationResult | void>,
+): Promise<LayerRecord | undefined> {
+  const lowers = await lowerDirs(state, ctx);
+  await mkdir(ctx.scratchDir, { recursive: true });
+  const scratch = await mkdtemp(join(ctx.scratchDir, "step-"));
+  try {
+    const mounted = await mountRoot(lowers, scratch, {
+      signal: ctx.signal,
+      forceCopy: ctx.forceCopySnapshots,
+      onLog: (m) => ctx.emit({ type: "log", level: "info", message: m }),
+    });
+    let exclude: string[] = [];
+    try {
+      exclude = (await fn(mounted.merged))?.exclude ?? [];
+      let count = 0;
+      const entries = (async function* () {
+        for await (const e of snapshotChanges(mounted, lowers, { exclude, signal: ctx.signal })) {
+          count++;
+          yield e;
+        }
+      })();
+      const written = await writeLayerToDir(entries, join(ctx.content.dir, "blobs", "sha256"), {
+        compressionLevel: ctx.compressionLevel,
+        sourceDateEpoch: ctx.sourceDateEpoch,
+        signal: ctx.signal,
+      });
+      if (count === 0) {
+        await rm(written.path, { force: true }).catch(() => {});
+        return undefined;
+      }
+      await mounted.unmount();
+      let dir: string | undefined;
+      if (mounted.mode === "overlay") {
+        // The upperdir is this layer in overlay form: keep it as the layer's directory.
+        for (const p of exclude) await rm(join(mounted.upper, p.replace(/^\/+/, "")), { recursive: true, force: true });
+        const target = ctx.layerStore.layerDir(written.diffId);
+        await mkdir(join(ctx.layerStore.dir, "layers"), { recursive: true });
+        try {
+          await rename(mounted.upper, target);
+        } catch (e) {
+          const code = (e as NodeJS.ErrnoException).code;
+          if (code !== "ENOTEMPTY" && code !== "EEXIST") throw e;
+        }
+        dir = target;
+      }
+      return {
+        descriptor: { mediaType: MediaType.OCI_LAYER_GZIP, digest: written.digest, size: written.size },
+        diffId: written.diffId,
+        source: { kind: "local" },
+        dir,
+      };
+    } finally {
+      await mounted.unmount();
+    }
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
+}
+
+/** Run `fn` with a merged view of the stage's filesystem (for reading: COPY --from). */
+export async function withRootView<T>(state: StageState, ctx: StepContext, fn: (root: string) => Promise<T>): Promise<T> {
+  const lowers = await lowerDirs(state, ctx);
+  await mkdir(ctx.scratchDir, { recursive: true });
+  const scratch = await mkdtemp(join(ctx.scratchDir, "view-"));
+  try {
+    if (lowers.length === 0) {
+      const empty = join(scratch, "empty");
+      await mkdir(empty);
+      return await fn(empty);
+    }
+    const mounted = await mountRoot(lowers, scratch, { signal: ctx.signal, forceCopy: ctx.forceCopySnapshots });
+    try {
+      return await fn(mounted.merged);
+    } finally {
+      await mounted.unmount();
+    }
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,62 @@
+/**
+ * A built stage as an OCI image: config, manifest, and a way to open each blob.
+ * The config and manifest are serialised once; their digests are of those bytes.
+ */
+import type { Digest } from "../oci/digest.js";
+import { MediaType } from "../oci/media-types.js";
+import { type Blob, type Descriptor, encodeJson, descriptorOf, type ImageConfig, type ImageManifest } from "../oci/manifest.js";
+import type { LayerRecord, StageState } from "./stage-state.js";
+
+export interface BuiltImage {
+  readonly config: Blob<ImageConfig>;
+  readonly manifest: Blob<ImageManifest>;
+  readonly layers: readonly LayerRecord[];
+}
+
+/** Docker layer media types become their OCI equivalents in an OCI manifest (same bytes). */
+function ociLayerDescriptor(d: Descriptor): Descriptor {
+  const mediaType = d.mediaType === MediaType.DOCKER_LAYER_GZIP ? MediaType.OCI_LAYER_GZIP : d.mediaType;
+  const out: Descriptor = { mediaType, digest: d.digest, size: d.size };
+  if (d.annotations) out.annotations = d.annotations;
+  if (d.urls) out.urls = d.urls;
+  return out;
+}
+
+export interface AssembleOptions {
+  /** The image's creation time (SOURCE_DATE_EPOCH or now). */
+  created: Date;
+  /** Extra labels (--label), applied last. */
+  labels?: Record<string, string>;
+}
+
+export function assembleImage(state: StageState, opts: AssembleOptions): BuiltImage {
+  const created = opts.created.toISOString().replace(/\.\d{3}Z$/, "Z");
+  const baseHistory = state.baseConfig?.history?.length ?? 0;
+  const history = state.history.map((h, i) => (i < baseHistory || h.created ? h : { created, ...h }));
+  const container = { ...state.config };
+  if (opts.labels && Object.keys(opts.labels).length > 0) container.Labels = { ...(container.Labels ?? {}), ...opts.labels };
+  const config: ImageConfig = {
+    created,
+    ...(state.author ?? state.baseConfig?.author ? { author: state.author ?? state.baseConfig?.author } : {}),
+    architecture: state.platform.architecture,
+    os: state.platform.os,
+    ...(state.platform.variant ? { variant: state.platform.variant } : {}),
+    config: container,
+    rootfs: { type: "layers", diff_ids: state.layers.map((l) => l.diffId) },
+    history,
+  };
+  const configBlob = encodeJson(MediaType.OCI_CONFIG, config);
+  const manifest: ImageManifest = {
+    schemaVersion: 2,
+    mediaType: MediaType.OCI_MANIFEST,
+    config: descriptorOf(configBlob),
+    layers: state.layers.map((l) => ociLayerDescriptor(l.descriptor)),
+  };
+  return { config: configBlob, manifest: encodeJson(MediaType.OCI_MANIFEST, manifest), layers: state.layers };
+}
+
+export function imageSize(img: BuiltImage): number {
+  return img.config.bytes.length + img.manifest.bytes.length + img.layers.reduce((n, l) => n + l.descriptor.size, 0);
+}
+
+export type { Digest };

@@ -1,0 +1,92 @@
+/**
+ * Where a built image goes: registry references (blobs pushed in parallel, base
+ * layers mounted from their repository when it is on the same registry, manifest
+ * last) and OCI layout directories (written next to the target and renamed into
+ * place when the directory is new, so a failed build leaves no half layout).
+ */
+import { rename, rm, stat } from "node:fs/promises";
+import { Readable } from "node:stream";
+import pLimit from "p-limit";
+import { OciLayout } from "../oci/layout.js";
+import { descriptorOf, type Descriptor } from "../oci/manifest.js";
+import { parseReference, withTag, type ImageReference } from "../oci/reference.js";
+import type { RegistryClient } from "../oci/registry/index.js";
+import type { BuiltImage } from "./image.js";
+import type { LayerRecord } from "./stage-state.js";
+import type { EventSink } from "./events.js";
+
+export interface BlobSource {
+  content: OciLayout;
+  registry: RegistryClient;
+  signal?: AbortSignal;
+}
+
+/** Open a layer's compressed bytes: from the content store, else from its registry. */
+export async function openLayer(layer: LayerRecord, src: BlobSource, signal?: AbortSignal): Promise<NodeJS.ReadableStream> {
+  if (await src.content.hasBlob(layer.descriptor.digest)) return src.content.readBlob(layer.descriptor.digest, signal);
+  if (layer.source.kind === "registry") {
+    return src.registry.getBlob(parseReference(layer.source.ref), layer.descriptor.digest, { size: layer.descriptor.size, signal });
+  }
+  return src.content.readBlob(layer.descriptor.digest, signal);
+}
+
+export async function pushImage(
+  img: BuiltImage,
+  refs: ImageReference[],
+  src: BlobSource,
+  opts: { concurrency?: number; onEvent?: EventSink },
+): Promise<void> {
+  const limit = pLimit(Math.max(1, opts.concurrency ?? 4));
+  const byRepo = new Map<string, ImageReference>();
+  for (const r of refs) if (!byRepo.has(r.name)) byRepo.set(r.name, r);
+  for (const [, repoRef] of byRepo) {
+    const tasks = img.layers.map((layer, i) =>
+      limit(async () => {
+        const desc = img.manifest.parsed.layers[i]!;
+        const mountFrom =
+          layer.source.kind === "registry" && parseReference(layer.source.ref).registry === repoRef.registry
+            ? [parseReference(layer.source.ref).repository]
+            : undefined;
+        const status = await src.registry.pushBlob(repoRef, desc, (signal) => openLayer(layer, src, signal), { mountFrom, signal: src.signal });
+        opts.onEvent?.({ type: "push", reference: repoRef.name, digest: desc.digest, status, size: desc.size });
+      }),
+    );
+    await Promise.all(tasks);
+    const cfg = descriptorOf(img.config);
+    const status = await src.registry.pushBlob(repoRef, cfg, () => bytesStream(img.config.bytes), { signal: src.signal });
+    opts.onEvent?.({ type: "push", reference: repoRef.name, digest: cfg.digest, status, size: cfg.size });
+  }
+  // Manifests last, once every blob they name is in place.
+  for (const r of refs) {
+    await src.registry.putManifest(r.tag ? r : withTag(r, "latest"), img.manifest, src.signal);
+  }
+}
+
+function bytesStream(bytes: Uint8Array): NodeJS.ReadableStream {
+  return Readable.from([Buffer.from(bytes)]);
+}
+
+/** Write the image into an OCI layout (created if needed) under `tag` (org.opencontainers.image.ref.name). */
+export async function writeLayout(img: BuiltImage, dir: string, tag: string | undefined, src: BlobSource): Promise<Descriptor> {
+  const exists = await stat(dir).then(
+    () => true,
+    () => false,
+  );
+  const target = exists ? dir : `${dir}.ocibuild-tmp-${process.pid}-${Date.now()}`;
+  try {
+    const layout = await OciLayout.create(target, src.signal);
+    for (const layer of img.layers) {
+      if (await layout.hasBlob(layer.descriptor.digest)) continue;
+      await layout.writeBlob(await openLayer(layer, src, src.signal), { digest: layer.descriptor.digest, size: layer.descriptor.size }, src.signal);
+    }
+    await layout.writeBlob(img.config.bytes, { digest: img.config.digest, size: img.config.bytes.length }, src.signal);
+    await layout.writeBlob(img.manifest.bytes, { digest: img.manifest.digest, size: img.manifest.bytes.length }, src.signal);
+    const desc = descriptorOf(img.manifest);
+    await layout.addManifest(desc, tag, src.signal);
+    if (!exists) await rename(target, dir);
+    return desc;
+  } catch (e) {
+    if (!exists) await rm(target, { recursive: true, force: true });
+    throw e;
+  }
+}

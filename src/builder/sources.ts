@@ -1,0 +1,155 @@
+/**
+ * Selecting COPY/ADD sources in a tree (the build context, or another stage's or
+ * image's root) with Docker's rules: paths are relative to the tree's root and can
+ * never leave it (".." is clamped at the root, symlinks resolve root-relative),
+ * wildcards match with Go's filepath.Match per path component, and paths that
+ * .dockerignore excludes do not exist.
+ */
+import { lstat, readdir } from "node:fs/promises";
+import type { Stats } from "node:fs";
+import { OcibuildError } from "../errors.js";
+import type { IgnoreMatcher } from "../dockerfile/index.js";
+import { resolveFollow, resolveNoFollow } from "./rootfs-path.js";
+
+export interface SourceTree {
+  /** Absolute host path of the tree's root. */
+  root: string;
+  /** .dockerignore of the build context; absent for stages and images. */
+  ignore?: IgnoreMatcher;
+  /** For messages: "build context", "stage build", "image alpine:3". */
+  label: string;
+}
+
+export interface SourceMatch {
+  /** Root-relative path of what was selected ("" for the root itself). */
+  rel: string;
+  /** Host path of the (symlink-resolved) file or directory to copy. */
+  hostPath: string;
+  stats: Stats;
+}
+
+/** Lexically clean a source path against the root: "../a/./b/" -> "a/b". */
+export function cleanSourcePath(p: string): string[] {
+  const out: string[] = [];
+  for (const c of p.split("/")) {
+    if (c === "" || c === ".") continue;
+    if (c === "..") out.pop();
+    else out.push(c);
+  }
+  return out;
+}
+
+const MAGIC = /[*?[\\]/;
+
+export function hasWildcard(p: string): boolean {
+  return MAGIC.test(p);
+}
+
+/** Go's filepath.Match for one path component, compiled to a RegExp. Throws on a bad pattern. */
+export function componentMatcher(pattern: string): RegExp {
+  let re = "^";
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i]!;
+    if (c === "*") re += "[^/]*";
+    else if (c === "?") re += "[^/]";
+    else if (c === "\\") {
+      i++;
+      if (i >= pattern.length) throw badPattern(pattern);
+      re += escapeRe(pattern[i]!);
+    } else if (c === "[") {
+      let j = i + 1;
+      let cls = "";
+      if (pattern[j] === "^" || pattern[j] === "!") {
+        cls += "^";
+        j++;
+      }
+      let first = true;
+      for (; j < pattern.length && (pattern[j] !== "]" || first); j++) {
+        first = false;
+        let ch = pattern[j]!;
+        if (ch === "\\") {
+          j++;
+          if (j >= pattern.length) throw badPattern(pattern);
+          ch = pattern[j]!;
+        }
+        cls += ch === "]" || ch === "\\" || ch === "^" ? `\\${ch}` : ch === "-" ? "-" : escapeRe(ch);
+      }
+      if (j >= pattern.length) throw badPattern(pattern);
+      if (cls === "" || cls === "^") throw badPattern(pattern);
+      re += `[${cls}]`;
+      i = j;
+    } else re += escapeRe(c);
+  }
+  return new RegExp(`${re}$`, "s");
+}
+
+function escapeRe(c: string): string {
+  return /[.*+?^${}()|[\]\\/-]/.test(c) ? `\\${c}` : c;
+}
+
+function badPattern(p: string): OcibuildError {
+  return new OcibuildError("BUILD_SOURCE_PATTERN_INVALID", `invalid source pattern "${p}"`);
+}
+
+function isIgnored(tree: SourceTree, rel: string): boolean {
+  return rel !== "" && tree.ignore !== undefined && tree.ignore.ignores(rel);
+}
+
+/**
+ * Select the sources a COPY/ADD source string names. Without wildcards: exactly that
+ * path (symlinks followed inside the root), or an empty list when it does not exist
+ * or is ignored. With wildcards: every matching path, sorted.
+ */
+export async function selectSources(tree: SourceTree, source: string): Promise<SourceMatch[]> {
+  const comps = cleanSourcePath(source);
+  if (!comps.some((c) => hasWildcard(c))) {
+    const rel = comps.join("/");
+    if (isIgnored(tree, rel)) return [];
+    const r = await resolveFollow(tree.root, comps);
+    if (r === null) return [];
+    return [{ rel, hostPath: r.hostPath, stats: r.stats }];
+  }
+  const out: SourceMatch[] = [];
+  await walkPattern(tree, [], comps, out);
+  out.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
+  return out;
+}
+
+async function walkPattern(tree: SourceTree, done: string[], rest: string[], out: SourceMatch[]): Promise<void> {
+  if (rest.length === 0) {
+    const rel = done.join("/");
+    if (isIgnored(tree, rel)) return;
+    const r = await resolveFollow(tree.root, done);
+    if (r) out.push({ rel, hostPath: r.hostPath, stats: r.stats });
+    return;
+  }
+  const [head, ...tail] = rest as [string, ...string[]];
+  if (!hasWildcard(head)) {
+    await walkPattern(tree, [...done, head], tail, out);
+    return;
+  }
+  const re = componentMatcher(head);
+  const dir = await resolveFollow(tree.root, done);
+  if (!dir || !dir.stats.isDirectory()) return;
+  const names = await readdir(dir.hostPath);
+  for (const name of names.sort()) {
+    if (!re.test(name)) continue;
+    const next = [...done, name];
+    if (tail.length > 0) {
+      // Only descend through directories (following symlinks inside the root).
+      const st = await resolveNoFollow(tree.root, next);
+      if (!st) continue;
+    }
+    await walkPattern(tree, next, tail, out);
+  }
+}
+
+/** lstat that returns null for a missing path. */
+export async function lstatOrNull(p: string): Promise<Stats | null> {
+  try {
+    return await lstat(p);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT" || (e as NodeJS.ErrnoException).code === "ENOTDIR") return null;
+    throw e;
+  }
+}

@@ -1,0 +1,38 @@
+/**
+ * What a step may use besides its stage state: where to put things, how to reach
+ * registries and other stages, and how to report. Passed explicitly; no globals.
+ */
+import type { Executor } from "./sandbox/index.js";
+import type { LayerStore } from "./rootfs.js";
+import type { OciLayout } from "../oci/layout.js";
+import type { RegistryClient } from "../oci/registry/index.js";
+import type { SourceTree } from "./sources.js";
+import type { StageState } from "./stage-state.js";
+import type { Instruction } from "../dockerfile/index.js";
+import type { BuildEvent } from "./events.js";
+
+export interface StepContext {
+  /** The Dockerfile's display name and lines, for located errors. */
+  readonly file: string;
+  readonly lines: readonly string[];
+  /** Content store for blobs (layers we write, base layers we pull). */
+  readonly content: OciLayout;
+  /** Extracted single-layer directories, ready as overlay lowerdirs. */
+  readonly layerStore: LayerStore;
+  /** Per-build scratch space (removed at the end). */
+  readonly scratchDir: string;
+  readonly context: SourceTree;
+  readonly registry: RegistryClient;
+  readonly executor: Executor;
+  /** Final state of another stage (by name or index) for COPY --from / RUN --mount from=. */
+  stage(nameOrIndex: string): Promise<StageState> | undefined;
+  /** An image used directly as a COPY --from source. */
+  image(reference: string, platform: StageState["platform"]): Promise<StageState>;
+  readonly sourceDateEpoch?: number;
+  readonly compressionLevel?: number;
+  readonly forceCopySnapshots?: boolean;
+  readonly signal?: AbortSignal;
+  emit(event: BuildEvent): void;
+  /** The stage and instruction now running (for events). */
+  readonly current?: { stage: string; instruction: Instruction };
+}
