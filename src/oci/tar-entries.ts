@@ -12,7 +12,7 @@
  * read: Node has no xattr API and shelling out per file is not cheap.
  */
 import { createReadStream, type BigIntStats } from "node:fs";
-import { lstat, readdir, readlink } from "node:fs/promises";
+import { lstat, readdir, readlink, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { OcibuildError } from "../errors.js";
 import { checkAborted, type LayerEntry } from "./layer.js";
@@ -59,7 +59,8 @@ export async function* walkDirectory(root: string, opts: WalkOptions = {}): Asyn
   const prefix = normalisePrefix(opts.prefix);
   let rootStat: BigIntStats;
   try {
-    rootStat = await lstat(root, { bigint: true });
+    // The root itself is the caller's choice and may be a symlink to a directory; nothing below it is followed.
+    rootStat = await stat(root, { bigint: true });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") {
       throw new OcibuildError("LAYER_WALK_NOT_FOUND", `directory "${root}" does not exist`, { file: root, cause: err });

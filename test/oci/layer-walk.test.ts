@@ -124,6 +124,15 @@ describe("walkDirectory", () => {
     expect(await codeOf(walkDirectory(tree, { prefix: "../x" }))).toBe("LAYER_ENTRY_INVALID");
   });
 
+  it("follows a symlinked root (the caller's choice) but nothing below it", async () => {
+    const alias = join(root, "alias");
+    await symlink(tree, alias);
+    const viaAlias = await all(walkDirectory(alias));
+    const direct = await all(walkDirectory(tree));
+    expect(viaAlias.map((e) => [e.path, e.type])).toEqual(direct.map((e) => [e.path, e.type]));
+    expect(viaAlias.find((e) => e.path === "abs-link")?.type).toBe("symlink");
+  });
+
   it("stops with ABORTED when the signal fires", async () => {
     const ac = new AbortController();
     const it = walkDirectory(tree, { signal: ac.signal })[Symbol.asyncIterator]();
