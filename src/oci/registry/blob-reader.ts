@@ -8,7 +8,7 @@ import { PassThrough, type Readable, pipeline } from "node:stream";
 import { OcibuildError } from "../../errors.js";
 import { type Digest, VerifyingStream } from "../digest.js";
 import { isRetryableNetworkError, networkError } from "./errors.js";
-import { type HttpResponse, sleep, type Transport } from "./transport.js";
+import { type HttpResponse, reasonOf, sleep, type Transport } from "./transport.js";
 import type { Scope } from "./types.js";
 
 export interface BlobReadSpec {
@@ -81,7 +81,9 @@ async function* chunks(t: Transport, spec: BlobReadSpec, first: HttpResponse): A
       if (spec.signal?.aborted) throw new OcibuildError("ABORTED", "the operation was interrupted", { cause: spec.signal.reason });
       if (isRetryableNetworkError(e) && retries + 1 < t.attempts) {
         retries++;
-        await sleep(t.backoff(retries), spec.signal);
+        const delayMs = t.backoff(retries);
+        t.retrying({ registry: spec.registry, what: `${spec.what} (resuming at byte ${offset})`, attempt: retries, delayMs, reason: reasonOf(e) });
+        await sleep(delayMs, spec.signal);
         continue;
       }
       throw networkError(spec.registry, `${spec.what} (after ${offset} bytes)`, e);

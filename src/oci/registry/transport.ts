@@ -13,7 +13,7 @@ import { VERSION } from "../../version.js";
 import { Authenticator, type TokenSender } from "../auth/authenticator.js";
 import { CredentialStore } from "../auth/config.js";
 import { httpError, isCertificateError, isRetryableNetworkError, isRetryableStatus, networkError, readErrorBody } from "./errors.js";
-import type { RegistryOptions, Scope } from "./types.js";
+import type { RegistryOptions, RetryEvent, Scope } from "./types.js";
 
 export type Method = "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE";
 type BodyReadable = Dispatcher.ResponseData["body"];
@@ -87,6 +87,15 @@ function firstHeader(h: string | string[] | undefined): string | undefined {
   return Array.isArray(h) ? h[0] : h;
 }
 
+/** A short reason for a transport failure: its code, else its message. */
+export function reasonOf(e: unknown): string {
+  for (let cur: unknown = e, depth = 0; cur && depth < 5; cur = (cur as { cause?: unknown }).cause, depth++) {
+    const code = (cur as { code?: unknown }).code;
+    if (typeof code === "string") return code;
+  }
+  return (e as Error)?.message ?? String(e);
+}
+
 function abortError(signal: AbortSignal): OcibuildError {
   return new OcibuildError("ABORTED", "the operation was interrupted", { cause: signal.reason });
 }
@@ -107,6 +116,11 @@ export class Transport {
     this.userAgent = opts.userAgent ?? `ocibuild/${VERSION}`;
     const sender: TokenSender = (url, init) => this.sendToken(url, init);
     this.auth = new Authenticator(new CredentialStore({ authConfigPath: opts.authConfigPath, env: opts.env ?? {} }), sender);
+  }
+
+  /** Report a retry to RegistryOptions.onRetry. */
+  retrying(ev: RetryEvent): void {
+    this.opts.onRetry?.(ev);
   }
 
   /** Backoff before attempt `n` (1-based retry count): exponential with jitter, capped. */
@@ -226,7 +240,10 @@ export class Transport {
       } catch (e) {
         if (signal?.aborted) throw abortError(signal);
         if (retry && attempt < this.attempts && isRetryableNetworkError(e)) {
-          await sleep(this.backoff(attempt++), signal);
+          const delayMs = this.backoff(attempt);
+          this.retrying({ registry, what: req.what, attempt, delayMs, reason: reasonOf(e) });
+          attempt++;
+          await sleep(delayMs, signal);
           continue;
         }
         throw networkError(registry, req.what, e);
@@ -256,6 +273,7 @@ export class Transport {
         const after = parseRetryAfter(firstHeader(res.headers["retry-after"]));
         await res.body.dump().catch(() => {});
         const delay = after !== undefined ? Math.min(after, 60_000) : this.backoff(attempt);
+        this.retrying({ registry, what: req.what, attempt, delayMs: delay, reason: `HTTP ${status}`, status });
         attempt++;
         await sleep(delay, signal);
         continue;

@@ -38,6 +38,19 @@ export interface RegistryOptions {
   chunkSize?: number;
   userAgent?: string;
   onProgress?: (ev: ProgressEvent) => void;
+  /** Told before each retry: what failed and how long we wait (Retry-After or backoff). */
+  onRetry?: (ev: RetryEvent) => void;
+}
+
+export interface RetryEvent {
+  registry: string;
+  what: string;
+  /** The attempt that failed (1-based). */
+  attempt: number;
+  delayMs: number;
+  /** "HTTP 503", "ECONNRESET", ... (never credentials). */
+  reason: string;
+  status?: number;
 }
 
 /** An access scope for token auth: repository:NAME:ACTIONS. */

@@ -10,7 +10,7 @@ import { OcibuildError } from "../../errors.js";
 import { type Digest, VerifyingStream } from "../digest.js";
 import type { Descriptor } from "../manifest.js";
 import { isRetryableNetworkError } from "./errors.js";
-import { type HttpResponse, sleep, type Transport } from "./transport.js";
+import { type HttpResponse, reasonOf, sleep, type Transport } from "./transport.js";
 import type { ProgressEvent, Scope } from "./types.js";
 
 export type BlobOpener = (signal?: AbortSignal) => NodeJS.ReadableStream | Promise<NodeJS.ReadableStream>;
@@ -120,7 +120,9 @@ export async function upload(ctx: UploadContext, desc: Descriptor, open: BlobOpe
     } catch (e) {
       session = undefined;
       if (ctx.signal?.aborted || !isRetryableNetworkError(e) || attempt >= max) throw e;
-      await sleep(ctx.transport.backoff(attempt), ctx.signal);
+      const delayMs = ctx.transport.backoff(attempt);
+      ctx.transport.retrying({ registry: ctx.registry, what: `${what} (restarting)`, attempt, delayMs, reason: reasonOf(e) });
+      await sleep(delayMs, ctx.signal);
     }
   }
 }
@@ -216,7 +218,9 @@ async function chunked(ctx: UploadContext, desc: Descriptor, open: BlobOpener, w
           from = chunk.length;
         } catch (e) {
           if (ctx.signal?.aborted || !isRetryableNetworkError(e) || attempt >= ctx.transport.attempts) throw e;
-          await sleep(ctx.transport.backoff(attempt), ctx.signal);
+          const delayMs = ctx.transport.backoff(attempt);
+          ctx.transport.retrying({ registry: ctx.registry, what: `${what} (resuming at byte ${start})`, attempt, delayMs, reason: reasonOf(e) });
+          await sleep(delayMs, ctx.signal);
           // Ask the registry how much it has, and resume from there.
           const have = await status(ctx, loc, what);
           if (have === undefined || have.received < chunkStart || have.received > chunkStart + chunk.length) {

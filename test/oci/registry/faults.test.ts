@@ -1,0 +1,224 @@
+import { randomBytes } from "node:crypto";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { OcibuildError } from "../../../src/errors.js";
+import { copyImage } from "../../../src/oci/copy.js";
+import { digestOf } from "../../../src/oci/digest.js";
+import { MediaType } from "../../../src/oci/media-types.js";
+import { parseReference } from "../../../src/oci/reference.js";
+import { RegistryClient, type RetryEvent } from "../../../src/oci/registry/index.js";
+import { type FaultProxy, startFaultProxy } from "../../helpers/fault-proxy.js";
+import { haveRegistry, startRegistry, type TestRegistry } from "../../helpers/registry.js";
+import { collect, imageOf, pushImage, type TestImage } from "./images.js";
+
+async function filesUnder(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (e.isFile()) out.push(join(e.parentPath, e.name).slice(dir.length + 1));
+  }
+  return out.sort();
+}
+
+describe.skipIf(!haveRegistry())("faults injected by a proxy in front of the real registry (needs docker-registry)", () => {
+  let reg: TestRegistry;
+  let proxy: FaultProxy;
+  let tmp: string;
+  let img: TestImage;
+  let big: Buffer;
+  const retries: RetryEvent[] = [];
+  const client = () => new RegistryClient({ retry: { attempts: 4, baseDelayMs: 5, maxDelayMs: 20 }, onRetry: (e) => retries.push(e), chunkSize: 64 * 1024 });
+
+  beforeAll(async () => {
+    reg = await startRegistry();
+    proxy = await startFaultProxy(reg);
+    tmp = await mkdtemp(join(tmpdir(), "ocibuild-faults-"));
+    // A layer big enough to be cut in the middle: incompressible content.
+    img = await imageOf("amd64", { "data.bin": randomBytes(200 * 1024) });
+    big = randomBytes(256 * 1024 + 99);
+    const c = new RegistryClient();
+    await pushImage(c, parseReference(`${reg.host}/f/app:v1`), img);
+    await c.close();
+  });
+  afterEach(() => {
+    proxy.clear();
+    retries.length = 0;
+  });
+  afterAll(async () => {
+    await proxy?.stop();
+    await reg?.stop();
+    if (tmp) await rm(tmp, { recursive: true, force: true });
+  });
+
+  const ref = () => parseReference(`${proxy.host}/f/app:v1`);
+  const layer = () => img.layers[0]!.desc;
+
+  it("retries 500 and 503 on a manifest GET, then succeeds", async () => {
+    proxy.add({ method: "GET", path: /\/manifests\/v1$/, fault: { kind: "status", status: 500 } });
+    proxy.add({ method: "GET", path: /\/manifests\/v1$/, fault: { kind: "status", status: 503 } });
+    const c = client();
+    const m = await c.getManifest(ref());
+    await c.close();
+    expect(m.blob.digest).toBe(img.manifest.digest);
+    expect(proxy.log.filter((r) => r.path.endsWith("/manifests/v1")).map((r) => r.fault ?? "ok")).toEqual(["status", "status", "ok"]);
+    expect(retries.map((r) => r.status)).toEqual([500, 503]);
+  });
+
+  it("honours Retry-After on 429", async () => {
+    proxy.add({ method: "GET", path: /\/manifests\/v1$/, fault: { kind: "status", status: 429, headers: { "retry-after": "1" }, body: '{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}' } });
+    const c = client();
+    const m = await c.getManifest(ref());
+    await c.close();
+    expect(m.blob.digest).toBe(img.manifest.digest);
+    expect(retries).toHaveLength(1);
+    expect(retries[0]).toMatchObject({ status: 429, delayMs: 1000, reason: "HTTP 429" });
+  });
+
+  it("gives up on a registry that keeps failing, keeping the status and the registry's error list", async () => {
+    proxy.add({ method: "GET", path: /\/manifests\/v1$/, times: Infinity, fault: { kind: "status", status: 503 } });
+    const c = client();
+    const err = (await c.getManifest(ref()).catch((e: unknown) => e)) as OcibuildError;
+    await c.close();
+    expect(err.code).toBe("REGISTRY_SERVER_ERROR");
+    expect(err.retryable).toBe(true);
+    expect(err.details).toMatchObject({ status: 503, registry: proxy.host, errors: [{ code: "UNAVAILABLE", message: "injected 503" }] });
+    expect(proxy.log.filter((r) => r.path.endsWith("/manifests/v1"))).toHaveLength(4);
+  });
+
+  it("resumes a blob download with Range after a connection reset mid-blob", async () => {
+    proxy.add({ method: "GET", path: /\/blobs\/sha256:/, fault: { kind: "reset-mid-body", afterBytes: 50_000 } });
+    const c = client();
+    const got = await collect(await c.getBlob(ref(), layer().digest, { size: layer().size }));
+    await c.close();
+    expect(digestOf(got)).toBe(layer().digest);
+    const gets = proxy.log.filter((r) => r.path.includes(layer().digest));
+    expect(gets).toHaveLength(2);
+    expect(gets[0]!.fault).toBe("reset-mid-body");
+    expect(gets[1]!.range).toMatch(/^bytes=\d+-$/);
+    expect(Number(gets[1]!.range!.slice(6, -1))).toBeGreaterThan(0);
+  });
+
+  it("resumes after a truncated body", async () => {
+    proxy.add({ method: "GET", path: /\/blobs\/sha256:/, fault: { kind: "truncate", afterBytes: 30_000 } });
+    const c = client();
+    const got = await collect(await c.getBlob(ref(), layer().digest, { size: layer().size }));
+    await c.close();
+    expect(digestOf(got)).toBe(layer().digest);
+    expect(retries).toHaveLength(1);
+  });
+
+  it("fails cleanly when every attempt is truncated, leaving nothing half-written in the layout", async () => {
+    proxy.add({ method: "GET", path: new RegExp(layer().digest), times: Infinity, fault: { kind: "truncate", afterBytes: 10_000 } });
+    const dir = join(tmp, "truncated");
+    const c = client();
+    const err = (await copyImage(ref().toString(), `oci:${dir}:v1`, { client: c }).catch((e: unknown) => e)) as OcibuildError;
+    await c.close();
+    expect(err.code).toBe("REGISTRY_UNREACHABLE");
+    expect(err.message).toContain(layer().digest);
+    const files = await filesUnder(dir);
+    expect(files).not.toContain(`blobs/sha256/${layer().digest.slice(7)}`);
+    expect(files.filter((f) => f.includes("tmp"))).toEqual([]);
+    // The image was not recorded in index.json.
+    expect(files.filter((f) => f.startsWith("blobs/sha256/") && f.endsWith(img.manifest.digest.slice(7)))).toEqual([]);
+  });
+
+  it("never retries a blob whose bytes do not match its digest into success", async () => {
+    proxy.add({ method: "GET", path: new RegExp(layer().digest), times: Infinity, fault: { kind: "corrupt", at: 1234 } });
+    const dir = join(tmp, "corrupt");
+    const c = client();
+    const err = (await copyImage(ref().toString(), `oci:${dir}:v1`, { client: c }).catch((e: unknown) => e)) as OcibuildError;
+    await c.close();
+    expect(err.code).toBe("DIGEST_MISMATCH");
+    expect(proxy.log.filter((r) => r.path.includes(layer().digest))).toHaveLength(1);
+    expect(await filesUnder(dir)).not.toContain(`blobs/sha256/${layer().digest.slice(7)}`);
+    expect((await filesUnder(dir)).filter((f) => f.includes("tmp"))).toEqual([]);
+  });
+
+  it("retries a manifest PUT that fails with 500", async () => {
+    proxy.add({ method: "PUT", path: /\/manifests\//, fault: { kind: "status", status: 500 } });
+    const c = client();
+    await pushImage(c, parseReference(`${proxy.host}/f/put-retry:v1`), img);
+    await c.close();
+    expect(proxy.log.filter((r) => r.method === "PUT" && r.path.includes("/manifests/")).map((r) => r.fault ?? "ok")).toEqual(["status", "ok"]);
+    const check = new RegistryClient();
+    expect((await check.getManifest(parseReference(`${reg.host}/f/put-retry:v1`))).blob.digest).toBe(img.manifest.digest);
+    await check.close();
+  });
+
+  it("restarts a monolithic upload whose PUT was cut off", async () => {
+    const data = randomBytes(10_000);
+    const desc = { mediaType: MediaType.OCI_LAYER_GZIP, digest: digestOf(data), size: data.length };
+    proxy.add({ method: "PUT", path: /\/blobs\/uploads\//, fault: { kind: "reset" } });
+    const c = client();
+    let opened = 0;
+    const r = await c.pushBlob(parseReference(`${proxy.host}/f/mono:v1`), desc, () => {
+      opened++;
+      return Readable.from([data]);
+    });
+    await c.close();
+    expect(r).toBe("uploaded");
+    expect(opened).toBe(2);
+    expect(proxy.log.filter((x) => x.method === "POST")).toHaveLength(2);
+    const check = new RegistryClient();
+    expect(digestOf(await collect(await check.getBlob(parseReference(`${reg.host}/f/mono:v1`), desc.digest)))).toBe(desc.digest);
+    await check.close();
+  });
+
+  it("resumes an interrupted chunked upload from the offset the registry reports", async () => {
+    const desc = { mediaType: MediaType.OCI_LAYER_GZIP, digest: digestOf(big), size: big.length };
+    // The third PATCH is dropped before it reaches the registry.
+    proxy.add({ method: "PATCH", path: /\/blobs\/uploads\//, skip: 2, fault: { kind: "reset" } });
+    const c = client();
+    const r = await c.pushBlob(parseReference(`${proxy.host}/f/chunked:v1`), desc, () => Readable.from([big]));
+    await c.close();
+    expect(r).toBe("uploaded");
+    // One upload session; the upload status was asked; the lost chunk was sent again from its start.
+    expect(proxy.log.filter((x) => x.method === "POST")).toHaveLength(1);
+    expect(proxy.log.filter((x) => x.method === "GET" && x.path.includes("/blobs/uploads/"))).toHaveLength(1);
+    const ranges = proxy.log.filter((x) => x.method === "PATCH").map((x) => `${x.contentRange}${x.fault ? " reset" : ""}`);
+    expect(ranges).toEqual(["0-65535", "65536-131071", "131072-196607 reset", "131072-196607", "196608-262143", `262144-${big.length - 1}`]);
+    const check = new RegistryClient();
+    const back = await collect(await check.getBlob(parseReference(`${reg.host}/f/chunked:v1`), desc.digest, { size: desc.size }));
+    await check.close();
+    expect(back.equals(big)).toBe(true);
+  });
+
+  it("retries a chunk answered with 503 from the offset the registry reports", async () => {
+    const other = randomBytes(150 * 1024);
+    const desc = { mediaType: MediaType.OCI_LAYER_GZIP, digest: digestOf(other), size: other.length };
+    proxy.add({ method: "PATCH", path: /\/blobs\/uploads\//, skip: 1, fault: { kind: "status", status: 503 } });
+    const c = client();
+    const r = await c.pushBlob(parseReference(`${proxy.host}/f/chunked2:v1`), desc, () => Readable.from([other]));
+    await c.close();
+    expect(r).toBe("uploaded");
+    expect(proxy.log.filter((x) => x.method === "POST")).toHaveLength(1);
+    expect(proxy.log.filter((x) => x.method === "PATCH").map((x) => x.contentRange)).toEqual(["0-65535", "65536-131071", "65536-131071", `131072-${other.length - 1}`]);
+    const check = new RegistryClient();
+    const back = await collect(await check.getBlob(parseReference(`${reg.host}/f/chunked2:v1`), desc.digest, { size: desc.size }));
+    await check.close();
+    expect(back.equals(other)).toBe(true);
+  });
+
+  it("restarts a chunked upload that the registry cannot resume after a chunk was cut in the middle", async () => {
+    const other = randomBytes(150 * 1024);
+    const desc = { mediaType: MediaType.OCI_LAYER_GZIP, digest: digestOf(other), size: other.length };
+    proxy.add({ method: "PATCH", path: /\/blobs\/uploads\//, skip: 1, fault: { kind: "reset-mid-request", afterBytes: 20_000 } });
+    const c = client();
+    let opened = 0;
+    const r = await c.pushBlob(parseReference(`${proxy.host}/f/chunked3:v1`), desc, () => {
+      opened++;
+      return Readable.from([other]);
+    });
+    await c.close();
+    expect(r).toBe("uploaded");
+    // Registry 2.8 cancels an upload whose size no longer matches its state: a new session, the source read again.
+    expect(opened).toBe(2);
+    expect(proxy.log.filter((x) => x.method === "POST")).toHaveLength(2);
+    const check = new RegistryClient();
+    const back = await collect(await check.getBlob(parseReference(`${reg.host}/f/chunked3:v1`), desc.digest, { size: desc.size }));
+    await check.close();
+    expect(back.equals(other)).toBe(true);
+  });
+});
