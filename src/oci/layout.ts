@@ -32,6 +32,16 @@ function ioError(code: string, what: string, err: unknown, file: string): Ocibui
   return new OcibuildError(code, `${what}: ${(err as Error).message}`, { file, cause: err });
 }
 
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch (err) {
+    if (isNotFound(err)) return false;
+    throw ioError("LAYOUT_READ_FAILED", `cannot check ${path}`, err, path);
+  }
+}
+
 function isNotFound(err: unknown): boolean {
   return (err as NodeJS.ErrnoException | null)?.code === "ENOENT";
 }
@@ -90,7 +100,8 @@ export class OciLayout {
     }
     try {
       await mkdir(dir, { recursive: true });
-      const existing = (await readdir(dir)).filter((n) => !n.startsWith(".tmp-"));
+      // blobs/ and index.json without oci-layout are what an interrupted create leaves: carry on.
+      const existing = (await readdir(dir)).filter((n) => !n.startsWith(".tmp-") && n !== "blobs" && n !== "index.json");
       if (existing.length > 0) {
         throw new OcibuildError("LAYOUT_DIR_NOT_EMPTY", `"${dir}" is not empty and is not an OCI layout (no oci-layout file)`, {
           file: dir,
@@ -101,8 +112,10 @@ export class OciLayout {
     } catch (err) {
       throw ioError("LAYOUT_WRITE_FAILED", `cannot create OCI layout "${dir}"`, err, dir);
     }
-    const empty: ImageIndex = { schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: [] };
-    await atomicWrite(dir, join(dir, "index.json"), `${JSON.stringify(empty)}\n`, signal);
+    if (!(await exists(join(dir, "index.json")))) {
+      const empty: ImageIndex = { schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: [] };
+      await atomicWrite(dir, join(dir, "index.json"), `${JSON.stringify(empty)}\n`, signal);
+    }
     // oci-layout last: its presence marks a complete layout.
     await atomicWrite(dir, join(dir, "oci-layout"), `${JSON.stringify({ imageLayoutVersion: LAYOUT_VERSION })}\n`, signal);
     return layout;

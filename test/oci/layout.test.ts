@@ -64,6 +64,16 @@ describe("OciLayout: create and open", () => {
     expect(await codeOf(OciLayout.open(v2))).toBe("LAYOUT_VERSION_UNSUPPORTED");
   });
 
+  it("create completes a layout left half-created (blobs/ and index.json, no oci-layout yet)", async () => {
+    const dir = join(tmp, "half");
+    await mkdir(join(dir, "blobs/sha256"), { recursive: true });
+    const index = { schemaVersion: 2, manifests: [{ mediaType: MediaType.OCI_MANIFEST, digest: digestOf("m"), size: 1 }] };
+    await writeFile(join(dir, "index.json"), JSON.stringify(index));
+    const layout = await OciLayout.create(dir);
+    expect((await layout.index()).manifests).toHaveLength(1);
+    await expect(OciLayout.open(dir)).resolves.toBeInstanceOf(OciLayout);
+  });
+
   it("open requires an existing layout", async () => {
     expect(await codeOf(OciLayout.open(join(tmp, "missing")))).toBe("LAYOUT_NOT_FOUND");
     expect(await codeOf(OciLayout.open(tmp))).toBe("LAYOUT_NOT_FOUND");
