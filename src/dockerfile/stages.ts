@@ -183,15 +183,16 @@ export function planStages(parsed: ParseResult, opts: StagePlanOptions): StagePl
   });
 
   // Dependencies from COPY --from and RUN --mount from= (names resolve against all stages).
+  // edges[i] maps a dependency to the instruction that introduced it (for error lines).
+  const edges: Map<number, Instruction>[] = stages.map((s) => new Map(s.dependsOn.map((d) => [d, s.from])));
   for (const stage of stages) {
-    const deps = new Set(stage.dependsOn);
     for (const instr of stage.instructions) {
       for (const ref of stageRefs(instr, ctx)) {
         const dep = resolveRef(ref, stages, byName, ctx, instr);
-        if (dep !== undefined) deps.add(dep);
+        if (dep !== undefined && !edges[stage.index]!.has(dep)) edges[stage.index]!.set(dep, instr);
       }
     }
-    stage.dependsOn = [...deps].sort((a, b) => a - b);
+    stage.dependsOn = [...edges[stage.index]!.keys()].sort((a, b) => a - b);
   }
 
   // Target.
@@ -213,7 +214,7 @@ export function planStages(parsed: ParseResult, opts: StagePlanOptions): StagePl
     target = t;
   }
 
-  const order = dependencyOrder(stages, target, ctx);
+  const order = dependencyOrder(stages, edges, target, ctx);
 
   const consumed = new Set(declared);
   for (const i of order) {
@@ -319,22 +320,24 @@ function resolveRef(
   return byName.get(ref.value.toLowerCase());
 }
 
-/** Reachable stages from `target`, dependencies first; a cycle is an error naming its line. */
-function dependencyOrder(stages: Stage[], target: number, ctx: SourceContext): number[] {
+/** Reachable stages from `target`, dependencies first; a cycle is an error naming the line that closes it. */
+function dependencyOrder(stages: Stage[], edges: Map<number, Instruction>[], target: number, ctx: SourceContext): number[] {
   const state = new Map<number, "visiting" | "done">();
   const order: number[] = [];
+  const label = (k: number) => stages[k]!.name ?? `stage-${k}`;
   const visit = (i: number, path: number[]) => {
     const s = state.get(i);
     if (s === "done") return;
     if (s === "visiting") {
-      const cycle = [...path.slice(path.indexOf(i)), i].map((k) => stages[k]!.name ?? `stage-${k}`);
-      const from = stages[path[path.length - 1]!]!;
+      const cycle = [...path.slice(path.indexOf(i)), i].map(label);
+      const closing = edges[path[path.length - 1]!]!.get(i)!;
       throw dockerfileError(
         "DOCKERFILE_STAGE_CYCLE",
-        `circular dependency detected on stage: ${stages[i]!.name ?? `stage-${i}`} (${cycle.join(" -> ")})`,
+        `circular dependency detected on stage: ${label(i)} (${cycle.join(" -> ")})`,
         ctx,
-        from.from.range.startLine,
-        from.from.range.endLine,
+        closing.range.startLine,
+        closing.range.endLine,
+        { hint: "a stage cannot use itself, directly or through other stages" },
       );
     }
     state.set(i, "visiting");
