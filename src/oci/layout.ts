@@ -158,7 +158,8 @@ export class OciLayout {
     return join(this.dir, "blobs", algorithmOf(d), hexOf(d));
   }
 
-  async hasBlob(d: Digest): Promise<boolean> {
+  async hasBlob(d: Digest, signal?: AbortSignal): Promise<boolean> {
+    checkAborted(signal, "checking a blob");
     try {
       await access(this.blobPath(d));
       return true;
@@ -180,7 +181,7 @@ export class OciLayout {
     signal?: AbortSignal,
   ): Promise<{ digest: Digest; size: number }> {
     checkAborted(signal, "writing a blob");
-    if (expected && (await this.hasBlob(expected.digest))) {
+    if (expected && (await this.hasBlob(expected.digest, signal))) {
       // Release the caller's stream (a file, an HTTP body) since it will not be read.
       if (!(src instanceof Uint8Array)) (src as { destroy?: () => void }).destroy?.();
       const size = src instanceof Uint8Array ? src.byteLength : (expected.size ?? (await stat(this.blobPath(expected.digest))).size);
