@@ -105,7 +105,8 @@ function lit(ch: string): string {
 function bracket(chars: string[], start: number): [string, number] {
   let i = start + 1;
   let out = "[";
-  if (chars[i] === "^" || chars[i] === "!") {
+  // Go syntax: only `^` negates (Docker passes the class to Go's regexp unchanged, so `!` is literal)
+  if (chars[i] === "^") {
     out += "^";
     i++;
   }
