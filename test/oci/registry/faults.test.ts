@@ -221,4 +221,26 @@ describe.skipIf(!haveRegistry())("faults injected by a proxy in front of the rea
     await check.close();
     expect(back.equals(other)).toBe(true);
   });
+
+  it("refuses a manifest whose bytes do not match its digest, and leaves the destination registry without the image", async () => {
+    proxy.add({ method: "GET", path: new RegExp(`/manifests/${img.manifest.digest}$`), times: Infinity, fault: { kind: "corrupt", at: 20 } });
+    const c = client();
+    const err = (await c.getManifest(parseReference(`${proxy.host}/f/app@${img.manifest.digest}`)).catch((e: unknown) => e)) as OcibuildError;
+    expect(err.code).toBe("DIGEST_MISMATCH");
+    expect(err.message).toContain(img.manifest.digest);
+    // By tag: the registry's Docker-Content-Digest header is checked.
+    proxy.add({ method: "GET", path: /\/manifests\/v1$/, fault: { kind: "corrupt", at: 20 } });
+    const err2 = (await c.getManifest(ref()).catch((e: unknown) => e)) as OcibuildError;
+    expect(err2.code).toBe("DIGEST_MISMATCH");
+    // A copy whose layer arrives corrupt pushes no manifest at the destination.
+    proxy.clear();
+    proxy.add({ method: "GET", path: new RegExp(layer().digest), times: Infinity, fault: { kind: "corrupt", at: 5 } });
+    const err3 = (await copyImage(ref().toString(), `${reg.host}/f/never:v1`, { client: c }).catch((e: unknown) => e)) as OcibuildError;
+    expect(err3.code).toBe("DIGEST_MISMATCH");
+    const check = new RegistryClient();
+    expect(await check.headManifest(parseReference(`${reg.host}/f/never:v1`))).toBeUndefined();
+    expect(await check.blobExists(parseReference(`${reg.host}/f/never:v1`), layer().digest)).toBe(false);
+    await check.close();
+    await c.close();
+  });
 });
