@@ -17,6 +17,8 @@ export type Fault =
   | { kind: "truncate"; afterBytes: number }
   /** Forward `afterBytes` bytes of the request body, then reset both connections. */
   | { kind: "reset-mid-request"; afterBytes: number }
+  /** Answer 307 with Location `to` + the request path (e.g. the registry's own address: another host). */
+  | { kind: "redirect"; to: string }
   /** Forward, flipping one bit of the body at `at`. */
   | { kind: "corrupt"; at: number };
 
@@ -117,6 +119,11 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
         return;
       case "reset":
         req.socket.resetAndDestroy();
+        return;
+      case "redirect":
+        req.resume();
+        res.writeHead(307, { location: `${fault.to}${req.url ?? ""}` });
+        res.end();
         return;
       case "reset-mid-request": {
         const up = httpRequest({ host: "127.0.0.1", port: target.port, method: req.method, path: req.url, headers: req.headers });

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -98,6 +98,15 @@ describe.skipIf(!haveRegistry())("faults injected by a proxy in front of the rea
     expect(gets[0]!.fault).toBe("reset-mid-body");
     expect(gets[1]!.range).toMatch(/^bytes=\d+-$/);
     expect(Number(gets[1]!.range!.slice(6, -1))).toBeGreaterThan(0);
+  });
+
+  it("follows a blob redirect to another host", async () => {
+    proxy.add({ method: "GET", path: /\/blobs\/sha256:/, fault: { kind: "redirect", to: `http://localhost:${reg.port}` } });
+    const c = client();
+    const got = await collect(await c.getBlob(ref(), layer().digest, { size: layer().size }));
+    await c.close();
+    expect(digestOf(got)).toBe(layer().digest);
+    expect(proxy.log.filter((r) => r.path.includes(layer().digest)).map((r) => r.fault)).toEqual(["redirect"]);
   });
 
   it("resumes after a truncated body", async () => {
@@ -242,5 +251,19 @@ describe.skipIf(!haveRegistry())("faults injected by a proxy in front of the rea
     expect(await check.blobExists(parseReference(`${reg.host}/f/never:v1`), layer().digest)).toBe(false);
     await check.close();
     await c.close();
+  });
+
+  it("stops on abort with ABORTED, leaving no temp files or partial blobs in the layout", async () => {
+    const dir = join(tmp, "aborted");
+    const ac = new AbortController();
+    const c = new RegistryClient({ onProgress: (e) => e.kind === "pull" && e.digest === layer().digest && ac.abort(new Error("test abort")) });
+    const err = (await copyImage(ref().toString(), `oci:${dir}:v1`, { client: c, signal: ac.signal }).catch((e: unknown) => e)) as OcibuildError;
+    await c.close();
+    expect(err.code).toBe("ABORTED");
+    const files = await filesUnder(dir);
+    expect(files).not.toContain(`blobs/sha256/${layer().digest.slice(7)}`);
+    expect(files.filter((f) => f.includes("tmp"))).toEqual([]);
+    const index = JSON.parse(await readFile(join(dir, "index.json"), "utf8")) as { manifests: unknown[] };
+    expect(index.manifests).toEqual([]);
   });
 });
