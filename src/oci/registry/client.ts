@@ -21,7 +21,7 @@ import { MANIFEST_ACCEPT } from "../media-types.js";
 import { type ImageReference, withDigest } from "../reference.js";
 import { readBlob } from "./blob-reader.js";
 import { hostPlatform, selectPlatform } from "./platform.js";
-import { type HttpResponse, Transport, hostOf } from "./transport.js";
+import { type HttpResponse, Transport, hostOf, reasonOf, sleep } from "./transport.js";
 import type { RegistryOptions, Scope } from "./types.js";
 import { type BlobOpener, tryMount, upload } from "./upload.js";
 
@@ -108,7 +108,12 @@ export class RegistryClient {
         try {
           bytes = await this.readManifestBody(res, ref, registry);
         } catch (e) {
-          if (!(e instanceof OcibuildError) && attempt < this.transport.attempts && !opts.signal?.aborted) continue;
+          if (!(e instanceof OcibuildError) && attempt < this.transport.attempts && !opts.signal?.aborted) {
+            const delayMs = this.transport.backoff(attempt);
+            this.transport.retrying({ registry, what, attempt, delayMs, reason: reasonOf(e) });
+            await sleep(delayMs, opts.signal);
+            continue;
+          }
           throw e instanceof OcibuildError ? e : new OcibuildError("REGISTRY_UNREACHABLE", `${what}: reading the manifest from ${registry} failed: ${(e as Error).message}`, { cause: e, retryable: true });
         }
         const got = digestOf(bytes);

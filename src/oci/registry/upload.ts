@@ -113,12 +113,15 @@ export async function upload(ctx: UploadContext, desc: Descriptor, open: BlobOpe
   const what = `upload ${desc.digest} to ${ctx.registry}/${ctx.repository}`;
   const max = ctx.transport.attempts;
   for (let attempt = 1; ; attempt++) {
+    const current: { location?: string } = { location: session };
     try {
-      if (desc.size <= ctx.chunkSize) await monolithic(ctx, desc, open, what, session);
-      else await chunked(ctx, desc, open, what, session);
+      if (desc.size <= ctx.chunkSize) await monolithic(ctx, desc, open, what, current);
+      else await chunked(ctx, desc, open, what, current);
       return;
     } catch (e) {
       session = undefined;
+      // Leave nothing behind: cancel the abandoned session (best effort, not when interrupted).
+      if (current.location && !ctx.signal?.aborted) await cancel(ctx, current.location);
       if (ctx.signal?.aborted || !isRetryableNetworkError(e) || attempt >= max) throw e;
       const delayMs = ctx.transport.backoff(attempt);
       ctx.transport.retrying({ registry: ctx.registry, what: `${what} (restarting)`, attempt, delayMs, reason: reasonOf(e) });
@@ -127,8 +130,9 @@ export async function upload(ctx: UploadContext, desc: Descriptor, open: BlobOpe
   }
 }
 
-async function monolithic(ctx: UploadContext, desc: Descriptor, open: BlobOpener, what: string, session?: string): Promise<void> {
-  const loc = session ?? (await startSession(ctx, what)).session;
+async function monolithic(ctx: UploadContext, desc: Descriptor, open: BlobOpener, what: string, current: { location?: string }): Promise<void> {
+  const loc = current.location ?? (await startSession(ctx, what)).session;
+  current.location = loc;
   let sent = 0;
   const res = await ctx.transport.request({
     method: "PUT",
@@ -183,9 +187,10 @@ function rangeEnd(v: string | undefined): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
-async function chunked(ctx: UploadContext, desc: Descriptor, open: BlobOpener, what: string, session?: string): Promise<void> {
-  const started = session ? { session, minChunk: 0 } : await startSession(ctx, what);
+async function chunked(ctx: UploadContext, desc: Descriptor, open: BlobOpener, what: string, current: { location?: string }): Promise<void> {
+  const started = current.location ? { session: current.location, minChunk: 0 } : await startSession(ctx, what);
   let loc = started.session;
+  current.location = loc;
   const size = Math.max(ctx.chunkSize, started.minChunk);
   const src = await openVerified(open, desc, ctx.signal);
   let offset = 0; // bytes the registry has
@@ -215,6 +220,7 @@ async function chunked(ctx: UploadContext, desc: Descriptor, open: BlobOpener, w
           });
           await res.body.dump().catch(() => {});
           loc = location(res, what, ctx.registry);
+          current.location = loc;
           from = chunk.length;
         } catch (e) {
           if (ctx.signal?.aborted || !isRetryableNetworkError(e) || attempt >= ctx.transport.attempts) throw e;
@@ -227,6 +233,7 @@ async function chunked(ctx: UploadContext, desc: Descriptor, open: BlobOpener, w
             throw new OcibuildError("REGISTRY_UPLOAD_LOST", `${what}: the registry lost the interrupted upload`, { retryable: true, cause: e });
           }
           loc = have.location;
+          current.location = loc;
           from = have.received - chunkStart;
         }
       }
@@ -247,6 +254,7 @@ async function chunked(ctx: UploadContext, desc: Descriptor, open: BlobOpener, w
     ok: [201, 204],
   });
   await res.body.dump().catch(() => {});
+  current.location = undefined;
 }
 
 /** GET the upload session: how many bytes the registry has (Range: 0-N means N+1). */
