@@ -8,7 +8,7 @@ import { availableParallelism } from "node:os";
 import { join, resolve } from "node:path";
 import pLimit from "p-limit";
 import { OcibuildError } from "../errors.js";
-import { createIgnoreMatcher, parseDockerfile, parseDockerignore, planStages, type Stage } from "../dockerfile/index.js";
+import { createIgnoreMatcher, parseDockerfile, parseDockerignore, planStages, type Instruction, type Stage } from "../dockerfile/index.js";
 import { OciLayout } from "../oci/layout.js";
 import { descriptorOf, type Descriptor, type Platform } from "../oci/manifest.js";
 import { parseReference, type ImageReference } from "../oci/reference.js";
@@ -107,13 +107,33 @@ async function contextTree(root: string, dockerfilePath: string | undefined): Pr
   return { root, label: "the build context" };
 }
 
+/** The step as the report shows it: RUN as written, the others as expanded into history. */
+function reportText(instr: Instruction, state: StageState): string {
+  if (instr.kind === "run") return `RUN ${instr.command.form === "exec" ? JSON.stringify(instr.command.args) : instr.command.text.replace(/\s+/g, " ").trim()}`;
+  return state.history[state.history.length - 1]?.created_by?.replace(/ # ocibuild$/, "") ?? instr.original;
+}
+
+/** Overlay/copy mode is worth saying once per build, not once per step. */
+function onceMode(emit: EventSink): EventSink {
+  let said = false;
+  return (e) => {
+    if (e.type === "log" && /^root: (overlayfs with|copy of|copy mode)/.test(e.message)) {
+      if (said) return;
+      said = true;
+      emit({ type: "log", level: "info", message: e.message.startsWith("root: overlayfs") ? "root filesystems: overlayfs snapshots" : "root filesystems: copy-and-compare snapshots" });
+      return;
+    }
+    emit(e);
+  };
+}
+
 function timeOf(epoch: number | undefined): Date {
   return epoch !== undefined ? new Date(epoch * 1000) : new Date();
 }
 
 export async function build(opts: BuildOptions): Promise<BuildResult> {
   const env = opts.env ?? process.env;
-  const emit: EventSink = opts.onEvent ?? (() => {});
+  const emit: EventSink = onceMode(opts.onEvent ?? (() => {}));
   const contextDir = resolve(opts.context);
   const df = await readDockerfile(opts);
   const parsed = parseDockerfile(df.text, { file: df.name });
@@ -187,7 +207,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       const total = stage.instructions.length;
       for (const [i, instr] of stage.instructions.entries()) {
         opts.signal?.throwIfAborted();
-        const text = parsed.lines.slice(instr.range.startLine - 1, instr.range.endLine).join("\n").trim();
+        const text = instr.original.replace(/\s+/g, " ").trim();
         emit({ type: "step-start", stage: label, step: i + 1, total, instruction: text, line: instr.range.startLine });
         const started = performance.now();
         const ctx: StepContext = { ...baseCtx, current: { stage: label, instruction: instr } };
@@ -195,7 +215,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         state = await executeStep(state, instr, ctx, { buildArgs, globalArgs: stage.globalArgs, used }, i + 1);
         const seconds = (performance.now() - started) / 1000;
         const layer = state.layers.length > before ? state.layers[state.layers.length - 1]!.descriptor.digest : null;
-        const shown = state.history[state.history.length - 1]?.created_by?.replace(/ # ocibuild$/, "") ?? text;
+        const shown = reportText(instr, state);
         steps.push({ stage: label, instruction: shown, line: instr.range.startLine, cached: false, seconds, layer });
         emit({ type: "step-end", stage: label, step: i + 1, total, instruction: shown, line: instr.range.startLine, cached: false, seconds, layer });
       }

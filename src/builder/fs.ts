@@ -7,7 +7,6 @@
 import { mkdir, mkdtemp, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { OcibuildError } from "../errors.js";
-import { writeLayerToDir } from "../oci/layer.js";
 import { parseReference } from "../oci/reference.js";
 import { MediaType } from "../oci/media-types.js";
 import { mountRoot } from "./overlay.js";
@@ -79,15 +78,13 @@ export async function mutateRoot(
           yield e;
         }
       })();
-      const written = await writeLayerToDir(entries, join(ctx.content.dir, "blobs", "sha256"), {
+      const written = await ctx.content.writeLayer(entries, {
         compressionLevel: ctx.compressionLevel,
         sourceDateEpoch: ctx.sourceDateEpoch,
         signal: ctx.signal,
       });
-      if (count === 0) {
-        await rm(written.path, { force: true }).catch(() => {});
-        return undefined;
-      }
+      // Nothing changed: no layer (the empty blob stays in the content store, harmless).
+      if (count === 0) return undefined;
       await mounted.unmount();
       let dir: string | undefined;
       if (mounted.mode === "overlay") {

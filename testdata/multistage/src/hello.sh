@@ -1,0 +1,3 @@
+#!/bin/sh
+cat /opt/hello/greeting
+echo "running as $(id -un)"
