@@ -45,6 +45,9 @@ export interface FaultProxy {
   host: string;
   port: number;
   log: LoggedRequest[];
+  /** Most requests matching `trackInFlight` seen at the same time. */
+  maxInFlight(): number;
+  trackInFlight(re: RegExp): void;
   add(rule: FaultRule): void;
   clear(): void;
   stop(): Promise<void>;
@@ -53,6 +56,9 @@ export interface FaultProxy {
 export async function startFaultProxy(target: { port: number }): Promise<FaultProxy> {
   const rules: (FaultRule & { left: number; toSkip: number })[] = [];
   const log: LoggedRequest[] = [];
+  let tracked: RegExp | undefined;
+  let inFlight = 0;
+  let maxInFlight = 0;
 
   const forward = (req: IncomingMessage, res: ServerResponse, fault: Fault | undefined) => {
     const up = httpRequest(
@@ -102,6 +108,11 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
     if (typeof req.headers.range === "string") entry.range = req.headers.range;
     if (typeof req.headers["content-range"] === "string") entry.contentRange = req.headers["content-range"];
     log.push(entry);
+    if (tracked?.test(req.url ?? "")) {
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      res.on("close", () => inFlight--);
+    }
     const rule = rules.find((r) => r.left > 0 && (!r.method || r.method === req.method) && r.path.test(req.url ?? ""));
     if (!rule) return forward(req, res, undefined);
     if (rule.toSkip > 0) {
@@ -154,6 +165,12 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
     host: `127.0.0.1:${port}`,
     port,
     log,
+    maxInFlight: () => maxInFlight,
+    trackInFlight: (re) => {
+      tracked = re;
+      inFlight = 0;
+      maxInFlight = 0;
+    },
     add: (rule) => rules.push({ ...rule, left: rule.times ?? 1, toSkip: rule.skip ?? 0 }),
     clear: () => {
       rules.length = 0;

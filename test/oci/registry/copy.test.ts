@@ -101,6 +101,10 @@ describe.skipIf(!haveRegistry() || !haveSkopeo)("copy, pull, push, inspect betwe
     expect(await main(["push", `oci:${dir}:v1`, `${b.host}/pushed/multi:v3`], p.io)).toBe(0);
     expect(p.out().trim()).toBe(indexDigest);
     expect(digestOf(await skopeoRaw(`${b.host}/pushed/multi:v3`))).toBe(indexDigest);
+    // inspect reads layouts too.
+    const li = captureIO();
+    expect(await main(["inspect", "--raw", `oci:${dir}:v1`], li.io)).toBe(0);
+    expect(digestOf(li.outBytes())).toBe(indexDigest);
     if (haveUmoci) {
       // umoci wants a single image manifest: pull one platform to its own layout.
       const one = join(tmp, "one");

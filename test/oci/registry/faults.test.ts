@@ -266,4 +266,26 @@ describe.skipIf(!haveRegistry())("faults injected by a proxy in front of the rea
     const index = JSON.parse(await readFile(join(dir, "index.json"), "utf8")) as { manifests: unknown[] };
     expect(index.manifests).toEqual([]);
   });
+
+  it("bounds parallel blob transfers by --jobs", async () => {
+    const many = await Promise.all([1, 2, 3, 4, 5, 6].map((i) => imageOf("amd64", { [`f${i}`]: randomBytes(40_000) })));
+    // One image with six layers, pushed straight to the registry.
+    const layers = many.map((m) => m.layers[0]!);
+    const config = many[0]!.config;
+    const manifest = { schemaVersion: 2, mediaType: MediaType.OCI_MANIFEST, config: { mediaType: MediaType.OCI_CONFIG, digest: config.digest, size: config.bytes.length }, layers: layers.map((l) => l.desc) };
+    const direct = new RegistryClient();
+    const src = parseReference(`${reg.host}/f/six:v1`);
+    for (const l of layers) await direct.pushBlob(src, l.desc, () => Readable.from([Buffer.from(l.bytes)]));
+    await direct.pushBlob(src, { mediaType: MediaType.OCI_CONFIG, digest: config.digest, size: config.bytes.length }, () => Readable.from([Buffer.from(config.bytes)]));
+    const { encodeJson } = await import("../../../src/oci/manifest.js");
+    await direct.putManifest(src, encodeJson(MediaType.OCI_MANIFEST, manifest));
+    await direct.close();
+    proxy.trackInFlight(/\/blobs\/sha256:/);
+    const c = new RegistryClient({ concurrency: 2 });
+    const r = await copyImage(`${proxy.host}/f/six:v1`, `oci:${join(tmp, "six")}:v1`, { client: c });
+    await c.close();
+    expect(r.blobs.uploaded).toBe(7);
+    expect(proxy.maxInFlight()).toBeGreaterThanOrEqual(1);
+    expect(proxy.maxInFlight()).toBeLessThanOrEqual(2);
+  });
 });
