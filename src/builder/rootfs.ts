@@ -119,7 +119,10 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
 
   const { source, decompressor } = await tarBytes(tarStream, opts.mediaType);
   const extract = tar.extract();
+  let current: { destroy(e?: Error): void } | undefined;
   const piped = (decompressor ? pipeline(source, decompressor, extract, { signal }) : pipeline(source, extract, { signal })).catch((e: unknown) => {
+    // A broken stream (truncated gzip) must also end the entry being written, or its consumer waits forever.
+    current?.destroy(e as Error);
     extract.destroy(e as Error);
     throw e;
   });
@@ -136,6 +139,7 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
   try {
     for await (const entry of extract) {
       signal?.throwIfAborted();
+      current = entry;
       const h = entry.header as tar.Header;
       const type = h.type ?? "file";
       if (type !== "file" && type !== "contiguous-file") entry.resume();
@@ -214,7 +218,16 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
         case "file":
         case "contiguous-file": {
           const fh = await open(hostPath, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
-          await pipeline(entry, fh.createWriteStream(), { signal });
+          // tar-stream entries are streamx streams: iterate them rather than handing them to node's pipeline.
+          try {
+            for await (const chunk of entry as AsyncIterable<Buffer>) {
+              signal?.throwIfAborted();
+              let off = 0;
+              while (off < chunk.length) off += (await fh.write(chunk, off, chunk.length - off)).bytesWritten;
+            }
+          } finally {
+            await fh.close();
+          }
           await applyOwner(hostPath, uid, gid);
           await chmod(hostPath, mode);
           await lutimes(hostPath, mtime, mtime);

@@ -1,0 +1,250 @@
+/**
+ * RUN with bubblewrap: new mount, PID, IPC and UTS namespaces (and network with
+ * `network: "none"`), the stage root bind-mounted as "/", a fresh /proc, a
+ * minimal /dev, the host's /etc/resolv.conf and /etc/hosts read-only, /tmp as
+ * the image has it, Docker's default capability set, --die-with-parent.
+ *
+ * Users: as root without a user namespace bwrap cannot change uid itself, and
+ * a user namespace would record files as owned by the outside uid. So the
+ * command is started through the host's setpriv(1), which the image need not
+ * contain: setpriv, its libraries and the dynamic loader are bind-mounted into
+ * the sandbox's private /dev tmpfs (never into the layer) and run through the
+ * loader; setpriv switches to uid/gid/groups and execs the command from the
+ * image.
+ */
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { constants as osConstants } from "node:os";
+import { chown, realpath } from "node:fs/promises";
+import { basename, delimiter, isAbsolute, join } from "node:path";
+import { OcibuildError } from "../../errors.js";
+import { resolveDirInRoot, resolveNoFollow } from "../rootfs-path.js";
+import { effectiveEnv, OutputTail, type Executor, type RunResult, type RunSpec } from "./index.js";
+
+/** Docker's default capabilities for a container (and so for RUN). */
+export const DOCKER_DEFAULT_CAPS = [
+  "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
+  "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+];
+
+const HELPER_DIR = "/dev/.ocibuild";
+
+export interface BwrapOptions {
+  /** bwrap binary; default: found on the host PATH. */
+  bwrap?: string;
+  /** setpriv binary used to switch users; default: found on the host PATH. */
+  setpriv?: string;
+  /** Host files to bind read-only at the same path (default /etc/resolv.conf and /etc/hosts when present). */
+  hostFiles?: string[];
+}
+
+function which(name: string): string | undefined {
+  if (isAbsolute(name)) return existsSync(name) ? name : undefined;
+  for (const dir of (process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(delimiter)) {
+    if (dir === "") continue;
+    const p = join(dir, name);
+    if (existsSync(p)) return p;
+  }
+  return undefined;
+}
+
+function exec(cmd: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
+    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+interface UserSwitch {
+  /** bwrap arguments binding the helper files. */
+  binds: string[];
+  /** argv prefix that runs setpriv through the host's loader. */
+  prefix: string[];
+}
+
+function splitComps(p: string): string[] {
+  return p.split("/").filter((c) => c !== "" && c !== ".");
+}
+
+export class BwrapExecutor implements Executor {
+  readonly name = "bwrap";
+  private readonly bwrapPath: string | undefined;
+  private readonly setprivPath: string | undefined;
+  private readonly hostFiles: string[];
+  private availability?: Promise<{ ok: boolean; reason?: string }>;
+  private userSwitch?: Promise<UserSwitch>;
+
+  constructor(opts: BwrapOptions = {}) {
+    this.bwrapPath = which(opts.bwrap ?? "bwrap");
+    this.setprivPath = which(opts.setpriv ?? "setpriv");
+    this.hostFiles = (opts.hostFiles ?? ["/etc/resolv.conf", "/etc/hosts"]).filter((f) => existsSync(f));
+  }
+
+  available(): Promise<{ ok: boolean; reason?: string }> {
+    this.availability ??= (async () => {
+      if (this.bwrapPath === undefined) return { ok: false, reason: "bwrap (bubblewrap) is not installed (Debian: apt-get install bubblewrap)" };
+      try {
+        const r = await exec(this.bwrapPath, ["--ro-bind", "/", "/", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--proc", "/proc", "--dev", "/dev", "--", "true"]);
+        if (r.code !== 0) return { ok: false, reason: `bwrap cannot create a sandbox here: ${r.stderr.trim() || `exit ${r.code}`}` };
+      } catch (e) {
+        return { ok: false, reason: `bwrap cannot be run: ${(e as Error).message}` };
+      }
+      return { ok: true };
+    })();
+    return this.availability;
+  }
+
+  private prepareUserSwitch(): Promise<UserSwitch> {
+    this.userSwitch ??= (async () => {
+      const setpriv = this.setprivPath;
+      if (setpriv === undefined) {
+        throw new OcibuildError("SANDBOX_USER_SWITCH_UNSUPPORTED", "running as a non-root USER needs setpriv on the host (Debian: util-linux)");
+      }
+      const r = await exec("ldd", [setpriv]).catch((e: Error) => ({ code: -1, stdout: "", stderr: e.message }));
+      if (r.code !== 0) throw new OcibuildError("SANDBOX_USER_SWITCH_UNSUPPORTED", `cannot list the libraries of ${setpriv}: ${r.stderr.trim()}`);
+      const binds: string[] = ["--ro-bind", await realpath(setpriv), `${HELPER_DIR}/setpriv`];
+      let loader: string | undefined;
+      for (const line of r.stdout.split("\n")) {
+        const t = line.trim();
+        const arrow = /^(\S+)\s+=>\s+(\/\S+)/.exec(t);
+        if (arrow) {
+          binds.push("--ro-bind", await realpath(arrow[2]!), `${HELPER_DIR}/lib/${basename(arrow[1]!)}`);
+          continue;
+        }
+        const interp = /^(\/\S+)\s+\(/.exec(t);
+        if (interp) loader = await realpath(interp[1]!);
+      }
+      if (loader === undefined) {
+        throw new OcibuildError("SANDBOX_USER_SWITCH_UNSUPPORTED", `${setpriv} is not a dynamically linked program this executor knows how to carry into the sandbox`);
+      }
+      binds.push("--ro-bind", loader, `${HELPER_DIR}/ld.so`);
+      return { binds, prefix: [`${HELPER_DIR}/ld.so`, "--library-path", `${HELPER_DIR}/lib`, `${HELPER_DIR}/setpriv`] };
+    })();
+    return this.userSwitch;
+  }
+
+  /** Paths under root that bwrap will have to create as mount points. */
+  private async missingMountPoints(root: string, targets: string[]): Promise<string[]> {
+    const created = new Set<string>();
+    for (const t of targets) {
+      const comps = splitComps(t);
+      for (let i = 1; i <= comps.length; i++) {
+        const prefix = comps.slice(0, i);
+        if ((await resolveNoFollow(root, prefix).catch(() => null)) === null) created.add(prefix.join("/"));
+      }
+    }
+    return [...created].sort();
+  }
+
+  async run(spec: RunSpec): Promise<RunResult> {
+    const { signal } = spec;
+    signal?.throwIfAborted();
+    const avail = await this.available();
+    if (!avail.ok) throw new OcibuildError("SANDBOX_UNAVAILABLE", avail.reason ?? "bwrap is not usable here");
+    if (spec.args.length === 0) throw new OcibuildError("SANDBOX_NO_COMMAND", "RUN needs a command");
+    if (!isAbsolute(spec.cwd)) throw new OcibuildError("SANDBOX_BAD_CWD", `working directory "${spec.cwd}" is not absolute`);
+
+    const root = spec.root;
+    const args: string[] = ["--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--json-status-fd", "3"];
+    if (spec.network === "none") args.push("--unshare-net");
+    if (spec.hostname !== undefined) args.push("--hostname", spec.hostname);
+    args.push("--bind", root, "/", "--proc", "/proc", "--dev", "/dev");
+
+    const targets = ["proc", "dev"];
+    for (const f of this.hostFiles) {
+      // A symlink in the image (resolv.conf -> ../run/...) would make bwrap create its target: leave those alone.
+      const inRoot = await resolveNoFollow(root, splitComps(f)).catch(() => null);
+      if (inRoot?.stats.isSymbolicLink()) continue;
+      if (inRoot !== null && !inRoot.stats.isFile()) continue;
+      args.push("--ro-bind", f, f);
+      targets.push(f);
+    }
+    for (const m of spec.extraMounts ?? []) {
+      if (!isAbsolute(m.target)) throw new OcibuildError("SANDBOX_BAD_MOUNT", `mount target "${m.target}" is not absolute`);
+      if (m.type === "tmpfs") args.push("--tmpfs", m.target);
+      else {
+        if (m.source === undefined) throw new OcibuildError("SANDBOX_BAD_MOUNT", `bind mount at "${m.target}" has no source`);
+        args.push(m.readonly ? "--ro-bind" : "--bind", m.source, m.target);
+      }
+      targets.push(m.target);
+    }
+    const createdPaths = await this.missingMountPoints(root, targets);
+
+    // The working directory, created as Docker does (owned by the user).
+    const isRoot = process.getuid?.() === 0;
+    const cwd = await resolveDirInRoot(root, splitComps(spec.cwd), {
+      create: true,
+      onCreate: async (p) => {
+        if (isRoot) await chown(p, spec.uid, spec.gid);
+      },
+    });
+    void cwd;
+    args.push("--chdir", spec.cwd);
+
+    let argv = spec.args;
+    if (spec.uid !== 0 || spec.gid !== 0 || spec.additionalGids.length > 0) {
+      const sw = await this.prepareUserSwitch();
+      args.push(...sw.binds);
+      const groups = spec.additionalGids.length > 0 ? `--groups=${spec.additionalGids.join(",")}` : "--clear-groups";
+      argv = [...sw.prefix, `--reuid=${spec.uid}`, `--regid=${spec.gid}`, groups, "--", ...spec.args];
+    }
+    if (isRoot) for (const c of DOCKER_DEFAULT_CAPS) args.push("--cap-add", c);
+    args.push("--", ...argv);
+
+    const env: Record<string, string> = {};
+    for (const kv of effectiveEnv(spec)) {
+      const i = kv.indexOf("=");
+      if (i > 0) env[kv.slice(0, i)] = kv.slice(i + 1);
+    }
+
+    const tail = new OutputTail(40);
+    const bwrap = this.bwrapPath!;
+    const outcome = await new Promise<{ code: number | null; sig: NodeJS.Signals | null; status: string; stderrHead: string }>((resolve, reject) => {
+      const child = spawn(bwrap, args, { env, stdio: ["ignore", "pipe", "pipe", "pipe"] });
+      let status = "";
+      let stderrHead = "";
+      const onAbort = () => child.kill("SIGKILL");
+      signal?.addEventListener("abort", onAbort, { once: true });
+      child.stdout!.on("data", (d: Buffer) => {
+        tail.push(d);
+        spec.onOutput?.("stdout", d);
+      });
+      child.stderr!.on("data", (d: Buffer) => {
+        tail.push(d);
+        if (stderrHead.length < 4096) stderrHead += d.toString("utf8");
+        spec.onOutput?.("stderr", d);
+      });
+      const statusPipe = child.stdio[3] as NodeJS.ReadableStream;
+      statusPipe.setEncoding("utf8");
+      statusPipe.on("data", (d: string) => (status += d));
+      child.on("error", (e) => {
+        signal?.removeEventListener("abort", onAbort);
+        reject(new OcibuildError("SANDBOX_SPAWN_FAILED", `cannot start bwrap: ${e.message}`, { cause: e }));
+      });
+      child.on("close", (code, sig) => {
+        signal?.removeEventListener("abort", onAbort);
+        resolve({ code, sig, status, stderrHead });
+      });
+    });
+
+    if (signal?.aborted) throw new OcibuildError("SANDBOX_ABORTED", "RUN was interrupted", { cause: signal.reason });
+    if (outcome.sig !== null) return { exitCode: 128 + (signalNumber(outcome.sig) ?? 0), signal: outcome.sig, tail: tail.toString(), createdPaths };
+    if (!outcome.status.includes('"child-pid"')) {
+      throw new OcibuildError("SANDBOX_SETUP_FAILED", `bwrap could not set up the sandbox: ${outcome.stderrHead.trim() || `exit ${outcome.code}`}`, {
+        details: { exitCode: outcome.code },
+      });
+    }
+    const exit = /"exit-code"\s*:\s*(\d+)/.exec(outcome.status);
+    const exitCode = exit ? Number(exit[1]) : (outcome.code ?? 1);
+    return { exitCode, tail: tail.toString(), createdPaths };
+  }
+}
+
+function signalNumber(sig: NodeJS.Signals): number | undefined {
+  return osConstants.signals[sig];
+}

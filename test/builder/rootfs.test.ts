@@ -1,0 +1,314 @@
+import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
+import { lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { OcibuildError } from "../../src/errors.js";
+import type { DiffID } from "../../src/oci/digest.js";
+import { chainId, extractLayer, LayerStore } from "../../src/builder/rootfs.js";
+import { findOpaqueDirs } from "../../src/builder/rootfs-native.js";
+import { haveTool, isRoot, makeTar, streamOf, type TarSpec } from "../../testdata/builder/fixtures.js";
+
+let base: string;
+let root: string;
+let outside: string;
+
+beforeEach(async () => {
+  base = await mkdtemp(join(tmpdir(), "ocibuild-rootfs-"));
+  root = join(base, "root");
+  outside = join(base, "outside");
+  await mkdir(root);
+  await mkdir(outside);
+  await writeFile(join(outside, "canary"), "safe");
+});
+afterEach(async () => {
+  await rm(base, { recursive: true, force: true });
+});
+
+async function extract(specs: TarSpec[], opts: { gzip?: boolean; whiteouts?: "apply" | "overlay"; warnings?: string[] } = {}): Promise<void> {
+  const buf = await makeTar(specs, opts.gzip ?? false);
+  await extractLayer(root, streamOf(buf), { whiteouts: opts.whiteouts, onWarning: (m) => opts.warnings?.push(m) });
+}
+
+async function expectCanaryUntouched(): Promise<void> {
+  expect(await readFile(join(outside, "canary"), "utf8")).toBe("safe");
+  expect((await readdir(outside)).sort()).toEqual(["canary"]);
+  expect((await readdir(base)).filter((n) => n !== "store").sort()).toEqual(["outside", "root"]);
+}
+
+async function codeOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (e) {
+    expect(e).toBeInstanceOf(OcibuildError);
+    return (e as OcibuildError).code;
+  }
+  return "NO ERROR";
+}
+
+describe("extractLayer: ordinary layers", () => {
+  it.each([false, true])("extracts files, dirs, symlinks and hardlinks with modes, owners and mtimes (gzip=%s)", async (gzip) => {
+    const mtime = new Date("2023-05-06T07:08:09Z");
+    await extract(
+      [
+        { name: "./", type: "directory", mode: 0o755 },
+        { name: "usr/", type: "directory", mode: 0o750, uid: 12, gid: 34, mtime },
+        { name: "usr/bin/tool", content: "#!/bin/sh\necho tool\n", mode: 0o4755, uid: 5, gid: 6, mtime },
+        { name: "usr/bin/alias", type: "link", linkname: "usr/bin/tool" },
+        { name: "lib", type: "symlink", linkname: "usr/lib", uid: 7, gid: 8 },
+        { name: "abs", type: "symlink", linkname: "/etc/passwd" },
+        { name: "etc/conf", content: "x=1\n", mode: 0o600 },
+      ],
+      { gzip },
+    );
+    const tool = await lstat(join(root, "usr/bin/tool"));
+    expect(await readFile(join(root, "usr/bin/tool"), "utf8")).toBe("#!/bin/sh\necho tool\n");
+    expect(tool.mode & 0o7777).toBe(isRoot ? 0o4755 : 0o755 & tool.mode);
+    expect(tool.mtime.getTime()).toBe(mtime.getTime());
+    if (isRoot) expect([tool.uid, tool.gid]).toEqual([5, 6]);
+    const alias = await lstat(join(root, "usr/bin/alias"));
+    expect(alias.ino).toBe(tool.ino);
+    expect(await readlink(join(root, "lib"))).toBe("usr/lib");
+    expect(await readlink(join(root, "abs"))).toBe("/etc/passwd");
+    const usr = await lstat(join(root, "usr"));
+    expect(usr.mode & 0o7777).toBe(0o750);
+    expect(usr.mtime.getTime()).toBe(mtime.getTime());
+    if (isRoot) expect([usr.uid, usr.gid]).toEqual([12, 34]);
+    expect((await lstat(join(root, "etc/conf"))).mode & 0o777).toBe(0o600);
+    // Implicit parent created for etc/conf.
+    expect((await lstat(join(root, "etc"))).isDirectory()).toBe(true);
+  });
+
+  it("refuses to create children under a lower file without the layer's directory entry", async () => {
+    await extract([{ name: "a", content: "file" }]);
+    expect(await codeOf(extract([{ name: "a/inner", content: "x" }]))).toBe("ROOTFS_NOT_A_DIRECTORY");
+  });
+
+  it("replaces a lower file by a directory and a directory by a file", async () => {
+    await extract([{ name: "a", content: "file" }, { name: "b/c", content: "in dir" }]);
+    await extract([{ name: "a/", type: "directory" }, { name: "a/inner", content: "now a dir" }, { name: "b", content: "now a file" }]);
+    expect(await readFile(join(root, "a/inner"), "utf8")).toBe("now a dir");
+    expect(await readFile(join(root, "b"), "utf8")).toBe("now a file");
+  });
+
+  it("applies whiteouts and opaque directories to lower content only", async () => {
+    await extract([
+      { name: "gone", content: "x" },
+      { name: "keep", content: "k" },
+      { name: "dir/old1", content: "1" },
+      { name: "dir/old2", content: "2" },
+      { name: "dir/sub/deep", content: "3" },
+      { name: "tree/a", content: "a" },
+    ]);
+    const warnings: string[] = [];
+    await extract(
+      [
+        { name: ".wh.gone" },
+        { name: "dir/new", content: "n" },
+        { name: "dir/.wh..wh..opq" },
+        { name: ".wh.tree" },
+        { name: "fresh", content: "f" },
+        { name: ".wh.fresh" },
+      ],
+      { warnings },
+    );
+    expect((await readdir(root)).sort()).toEqual(["dir", "fresh", "keep"]);
+    expect(await readdir(join(root, "dir"))).toEqual(["new"]);
+    expect(warnings.join("\n")).toMatch(/fresh/);
+  });
+
+  it("refuses zstd layers on a Node.js without zstd with a coded error", async () => {
+    const zstdMagic = Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0, 0]);
+    const code = await codeOf(extractLayer(root, Readable.from([zstdMagic])));
+    const zlib = await import("node:zlib");
+    expect(code).toBe("createZstdDecompress" in zlib ? "ROOTFS_EXTRACT_FAILED" : "ROOTFS_LAYER_COMPRESSION_UNSUPPORTED");
+  });
+
+  it("fails a truncated gzip layer with a coded error", async () => {
+    const buf = await makeTar([{ name: "f", content: "x".repeat(10000) }], true);
+    const code = await codeOf(extractLayer(root, streamOf(buf.subarray(0, buf.length - 20))));
+    expect(code).toBe("ROOTFS_EXTRACT_FAILED");
+  });
+
+  describe.skipIf(!isRoot)("device nodes and fifos (needs root)", () => {
+    it("creates char devices and fifos", async () => {
+      await extract([
+        { name: "dev/null", type: "character-device", devmajor: 1, devminor: 3, mode: 0o666 },
+        { name: "run/pipe", type: "fifo", mode: 0o600 },
+      ]);
+      const n = await lstat(join(root, "dev/null"));
+      expect(n.isCharacterDevice()).toBe(true);
+      expect(n.rdev).toBe((1 << 8) | 3);
+      expect((await lstat(join(root, "run/pipe"))).isFIFO()).toBe(true);
+    });
+  });
+
+  describe.skipIf(!isRoot || !haveTool("python3"))("overlay form (needs root and python3 for xattrs)", () => {
+    it("keeps whiteouts as char 0/0 devices and opaque dirs as the overlay xattr", async () => {
+      await extract(
+        [
+          { name: "etc/.wh.removed" },
+          { name: "var/cache/.wh..wh..opq" },
+          { name: "var/cache/kept", content: "k" },
+          { name: "x", content: "1", pax: { "SCHILY.xattr.user.note": "hello" } },
+        ],
+        { whiteouts: "overlay" },
+      );
+      const wh = await lstat(join(root, "etc/removed"));
+      expect(wh.isCharacterDevice()).toBe(true);
+      expect(wh.rdev).toBe(0);
+      expect(await findOpaqueDirs(root)).toEqual(new Set(["var/cache"]));
+      expect(await readFile(join(root, "var/cache/kept"), "utf8")).toBe("k");
+    });
+  });
+});
+
+describe("extractLayer: hostile layers never write outside the root", () => {
+  const cases: [string, TarSpec[], string][] = [
+    ["path traversal with ..", [{ name: "../outside/canary", content: "pwned" }], "ROOTFS_UNSAFE_PATH"],
+    ["traversal hidden in the middle", [{ name: "a/../../outside/new", content: "pwned" }], "ROOTFS_UNSAFE_PATH"],
+    ["absolute path", [{ name: `${"/"}${"tmp"}/ocibuild-abs-${process.pid}`, content: "pwned" }], "ROOTFS_UNSAFE_PATH"],
+    [
+      "symlink escape then write through it",
+      [
+        { name: "evil", type: "symlink", linkname: "../outside" },
+        { name: "evil/canary", content: "pwned" },
+      ],
+      "ROOTFS_UNSAFE_PATH",
+    ],
+    [
+      "symlink escape two levels deep",
+      [
+        { name: "a/b", type: "symlink", linkname: "../../../outside" },
+        { name: "a/b/new", content: "pwned" },
+      ],
+      "ROOTFS_UNSAFE_PATH",
+    ],
+    [
+      "symlink chain escaping",
+      [
+        { name: "one", type: "symlink", linkname: "two/.." },
+        { name: "two", type: "symlink", linkname: ".." },
+        { name: "one/outside/new", content: "pwned" },
+      ],
+      "ROOTFS_UNSAFE_PATH",
+    ],
+    [
+      "hardlink to outside",
+      [{ name: "stolen", type: "link", linkname: "../outside/canary" }],
+      "ROOTFS_UNSAFE_PATH",
+    ],
+    [
+      "hardlink to an absolute host path",
+      [{ name: "stolen", type: "link", linkname: "/etc/passwd" }],
+      "ROOTFS_UNSAFE_PATH",
+    ],
+    [
+      "hardlink through an escaping symlink",
+      [
+        { name: "evil", type: "symlink", linkname: "../outside" },
+        { name: "stolen", type: "link", linkname: "evil/canary" },
+      ],
+      "ROOTFS_UNSAFE_PATH",
+    ],
+    ["whiteout pointing outside", [{ name: "../outside/.wh.canary" }], "ROOTFS_UNSAFE_PATH"],
+    [
+      "whiteout through an escaping symlink",
+      [
+        { name: "evil", type: "symlink", linkname: "../outside" },
+        { name: "evil/.wh.canary" },
+      ],
+      "ROOTFS_UNSAFE_PATH",
+    ],
+    ["whiteout of ..", [{ name: "sub/.wh.." }], "ROOTFS_UNSAFE_PATH"],
+    [
+      "symlink loop",
+      [
+        { name: "a", type: "symlink", linkname: "b" },
+        { name: "b", type: "symlink", linkname: "a" },
+        { name: "a/x", content: "loop" },
+      ],
+      "ROOTFS_SYMLINK_LOOP",
+    ],
+    ["hardlink to a missing file", [{ name: "l", type: "link", linkname: "nothing" }], "ROOTFS_HARDLINK_TARGET_MISSING"],
+  ];
+
+  it.each(cases)("%s: coded error, canary untouched", async (_name, specs, code) => {
+    expect(await codeOf(extract(specs))).toBe(code);
+    await expectCanaryUntouched();
+    expect(existsSync(`/tmp/ocibuild-abs-${process.pid}`)).toBe(false);
+  });
+
+  it.skipIf(!isRoot)("the same hostile layers fail in overlay form too", async () => {
+    for (const [, specs, code] of cases) {
+      await rm(root, { recursive: true, force: true });
+      await mkdir(root);
+      expect(await codeOf(extract(specs, { whiteouts: "overlay" }))).toBe(code);
+      await expectCanaryUntouched();
+    }
+  });
+
+  it("follows an absolute symlink as the root sees it (inside the root, never the host)", async () => {
+    await extract([
+      { name: "hostdir", type: "symlink", linkname: outside },
+      { name: "hostdir/canary", content: "inside" },
+    ]);
+    await expectCanaryUntouched();
+    expect(await readFile(join(root, outside, "canary"), "utf8")).toBe("inside");
+  });
+
+  it("a lower layer's escaping symlink cannot be used by a later layer", async () => {
+    await extract([{ name: "evil", type: "symlink", linkname: "../../outside" }]);
+    expect(await codeOf(extract([{ name: "evil/canary", content: "pwned" }]))).toBe("ROOTFS_UNSAFE_PATH");
+    await expectCanaryUntouched();
+  });
+});
+
+describe("chainId", () => {
+  const a = `sha256:${"a".repeat(64)}` as DiffID;
+  const b = `sha256:${"b".repeat(64)}` as DiffID;
+  const c = `sha256:${"c".repeat(64)}` as DiffID;
+  it("is the DiffID for one layer and the OCI recursion above", () => {
+    expect(chainId([a])).toBe(a);
+    const ab = `sha256:${createHash("sha256").update(`${a} ${b}`).digest("hex")}`;
+    expect(chainId([a, b])).toBe(ab);
+    expect(chainId([a, b, c])).toBe(`sha256:${createHash("sha256").update(`${ab} ${c}`).digest("hex")}`);
+    expect(chainId([b, a])).not.toBe(ab);
+  });
+  it("refuses an empty chain", () => {
+    expect(() => chainId([])).toThrow(OcibuildError);
+  });
+});
+
+describe.skipIf(!isRoot)("LayerStore (needs root for whiteout devices)", () => {
+  const diffId = `sha256:${"1".repeat(64)}` as DiffID;
+
+  it("extracts a layer once, atomically, in overlay form", async () => {
+    const store = new LayerStore(join(base, "store"));
+    const buf = await makeTar([{ name: "hello", content: "hi" }, { name: ".wh.old" }], true);
+    let opens = 0;
+    const open = async () => {
+      opens++;
+      return streamOf(buf);
+    };
+    const [d1, d2] = await Promise.all([store.ensureLayer(diffId, open), store.ensureLayer(diffId, open)]);
+    expect(d1).toBe(d2);
+    const d3 = await store.ensureLayer(diffId, open);
+    expect(d3).toBe(d1);
+    expect(opens).toBeLessThanOrEqual(2);
+    expect(await readFile(join(d1, "hello"), "utf8")).toBe("hi");
+    expect((await lstat(join(d1, "old"))).isCharacterDevice()).toBe(true);
+    expect(await readdir(join(base, "store", "tmp"))).toEqual([]);
+  });
+
+  it("leaves nothing behind when a layer fails", async () => {
+    const store = new LayerStore(join(base, "store"));
+    const bad = await makeTar([{ name: "../escape", content: "x" }]);
+    await expect(store.ensureLayer(diffId, async () => streamOf(bad))).rejects.toMatchObject({ code: "ROOTFS_UNSAFE_PATH" });
+    expect(await store.has(diffId)).toBe(false);
+    expect(await readdir(join(base, "store", "tmp"))).toEqual([]);
+    await expectCanaryUntouched();
+  });
+});
