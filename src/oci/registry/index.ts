@@ -3,3 +3,4 @@ export type { RegistryOptions, RetryOptions, ProgressEvent, RetryEvent, Scope } 
 export { parsePlatform, formatPlatform, normalizePlatform, platformMatches, hostPlatform, selectPlatform } from "./platform.js";
 export { isLoopbackHost } from "./transport.js";
 export type { BlobOpener } from "./upload.js";
+export { pushImage, type PushableImage, type PushResult } from "./push.js";

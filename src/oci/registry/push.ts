@@ -1,0 +1,57 @@
+/**
+ * Push one built image (config, layers, manifest) to one or more references:
+ * blobs in parallel (bounded by the client's limit), skipping what exists and
+ * mounting from an earlier target of the same registry; the manifest last.
+ */
+import type { Digest } from "../digest.js";
+import type { Blob, Descriptor, ImageManifest } from "../manifest.js";
+import type { ImageReference } from "../reference.js";
+import { Readable } from "node:stream";
+import type { RegistryClient } from "./client.js";
+import type { BlobOpener } from "./upload.js";
+
+export interface PushableImage {
+  manifest: Blob<ImageManifest>;
+  config: Blob;
+  /** Each layer's descriptor and a way to (re)open its compressed bytes. */
+  layers: { desc: Descriptor; open: BlobOpener }[];
+}
+
+export interface PushResult {
+  digest: Digest;
+  blobs: { uploaded: number; mounted: number; exists: number };
+}
+
+export async function pushImage(
+  client: RegistryClient,
+  refs: ImageReference[],
+  image: PushableImage,
+  opts: { mountFrom?: string[]; signal?: AbortSignal } = {},
+): Promise<PushResult> {
+  const stats = { uploaded: 0, mounted: 0, exists: 0 };
+  const cfg = image.manifest.parsed.config;
+  const blobs: { desc: Descriptor; open: BlobOpener }[] = [
+    { desc: cfg, open: () => Readable.from([Buffer.from(image.config.bytes)]) },
+    ...image.layers,
+  ];
+  const done: ImageReference[] = [];
+  for (const ref of refs) {
+    const mountFrom = [
+      ...done.filter((r) => r.registry === ref.registry && r.repository !== ref.repository).map((r) => r.repository),
+      ...(opts.mountFrom ?? []),
+    ];
+    const results = await Promise.allSettled(
+      blobs.map((b) =>
+        client.limit(async () => {
+          const outcome = await client.pushBlob(ref, b.desc, b.open, { mountFrom, signal: opts.signal });
+          stats[outcome]++;
+        }),
+      ),
+    );
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed) throw failed.reason;
+    await client.putManifest(ref, image.manifest, opts.signal);
+    done.push(ref);
+  }
+  return { digest: image.manifest.digest, blobs: stats };
+}
