@@ -11,6 +11,7 @@ import { Agent, type Dispatcher, request } from "undici";
 import { OcibuildError } from "../../errors.js";
 import { VERSION } from "../../version.js";
 import { Authenticator, type TokenSender } from "../auth/authenticator.js";
+import { parseChallenges } from "../auth/challenge.js";
 import { CredentialStore } from "../auth/config.js";
 import { httpError, isCertificateError, isRetryableNetworkError, isRetryableStatus, networkError, readErrorBody } from "./errors.js";
 import type { RegistryOptions, RetryEvent, Scope } from "./types.js";
@@ -85,6 +86,23 @@ export function parseRetryAfter(v: string | undefined, now = Date.now()): number
 
 function firstHeader(h: string | string[] | undefined): string | undefined {
   return Array.isArray(h) ? h[0] : h;
+}
+
+/** "repository:a/b:pull,push repository:c:pull" -> scopes (other resource types are ignored). */
+export function scopesFromChallenge(param: string | undefined): Scope[] {
+  const out: Scope[] = [];
+  for (const part of (param ?? "").split(" ")) {
+    const m = /^repository:(.+):([a-z*,]+)$/.exec(part);
+    if (!m) continue;
+    const actions = m[2]!.split(",").filter((a): a is "pull" | "push" => a === "pull" || a === "push");
+    if (actions.length) out.push({ repository: m[1]!, actions });
+  }
+  return out;
+}
+
+function mergeScopes(a: Scope[], b: Scope[]): Scope[] {
+  const fresh = b.filter((s) => !a.some((x) => x.repository === s.repository && s.actions.every((act) => x.actions.includes(act))));
+  return fresh.length ? [...a, ...fresh] : a;
 }
 
 /** A short reason for a transport failure: its code, else its message. */
@@ -219,7 +237,7 @@ export class Transport {
     const base = await this.base(registry, signal);
     const baseUrl = new URL(base);
     let url = new URL(req.path, base);
-    const scopes = req.scopes ?? [];
+    let scopes = req.scopes ?? [];
     const retry = req.retry !== false;
     const follow = req.followRedirects ?? (req.method === "GET" || req.method === "HEAD");
     let attempt = 1;
@@ -255,6 +273,8 @@ export class Transport {
         await res.body.dump().catch(() => {});
         if (this.auth.learn(registry, www)) {
           this.auth.invalidate(registry, scopes);
+          // The registry may name the scope it wants (insufficient_scope): ask for that too.
+          scopes = mergeScopes(scopes, scopesFromChallenge(parseChallenges(www)[0]?.params.scope));
           continue;
         }
         throw httpError(registry, req.what, status, "");

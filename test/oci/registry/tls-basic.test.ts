@@ -3,6 +3,8 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { randomBytes } from "node:crypto";
+import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { main } from "../../../src/cli/main.js";
 import type { OcibuildError } from "../../../src/errors.js";
@@ -13,7 +15,7 @@ import { RegistryClient } from "../../../src/oci/registry/index.js";
 import { haveRegistry, startRegistry, type TestRegistry } from "../../helpers/registry.js";
 import { haveHtpasswd, haveOpenssl, htpasswdConfig, makeCA, makeHtpasswd, type TestCA, writeDockerConfig } from "../../helpers/registry-tls.js";
 import { captureIO } from "./cli-io.js";
-import { imageOf, indexOf, pushImage, type TestImage } from "./images.js";
+import { collect, imageOf, indexOf, pushImage, type TestImage } from "./images.js";
 
 const run = promisify(execFile);
 const USER = "ci-bot";
@@ -119,5 +121,18 @@ describe.skipIf(!haveRegistry() || !haveOpenssl() || !haveHtpasswd())("TLS with 
     await run("cp", [ca.caCert, join(certDir, "ca.crt")]);
     const { stdout } = await run("skopeo", ["inspect", "--raw", "--cert-dir", certDir, "--creds", `${USER}:${PASSWORD}`, `docker://${reg.host}/secure/multi-copy:v1`]);
     expect(digestOf(stdout)).toBe(idx.digest);
+  });
+
+  it("uploads a blob in chunks (PATCH with Content-Range) and reads it back", async () => {
+    const pushes: number[] = [];
+    const client = new RegistryClient({ authConfigPath: goodConfig, registryCertificates: { [reg.host]: ca.caCert }, chunkSize: 4096, onProgress: (e) => e.kind === "push" && pushes.push(e.bytes) });
+    const data = randomBytes(10_000);
+    const desc = { mediaType: "application/octet-stream", digest: digestOf(data), size: data.length };
+    const ref = parseReference(`${reg.host}/chunks/blob:v1`);
+    expect(await client.pushBlob(ref, desc, () => Readable.from([data]))).toBe("uploaded");
+    expect(pushes).toEqual([4096, 8192, 10_000]);
+    const back = await collect(await client.getBlob(ref, desc.digest, { size: desc.size }));
+    expect(back.equals(data)).toBe(true);
+    await client.close();
   });
 });

@@ -1,6 +1,8 @@
 import { mkdir, mkdtemp, rm, writeFile, chmod } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { main } from "../../../src/cli/main.js";
 import type { OcibuildError } from "../../../src/errors.js";
@@ -12,7 +14,7 @@ import { haveRegistry, startRegistry, type TestRegistry } from "../../helpers/re
 import { haveOpenssl, makeSelfSigned, writeDockerConfig } from "../../helpers/registry-tls.js";
 import { startTokenServer, type TokenServer } from "../../helpers/token-server.js";
 import { captureIO } from "./cli-io.js";
-import { imageOf, indexOf, pushImage } from "./images.js";
+import { collect, imageOf, indexOf, pushImage } from "./images.js";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 
@@ -142,5 +144,18 @@ describe.skipIf(!haveRegistry() || !haveOpenssl())("token auth with Distribution
     expect(c.err()).toContain("REGISTRY_UNAUTHORIZED");
     expect(c.err()).toContain(`authentication to ${reg.host} failed`);
     expect(c.out() + c.err()).not.toContain(PASSWORD);
+  });
+
+  it("uploads a blob in chunks (PATCH with Content-Range) and reads it back", async () => {
+    const pushes: number[] = [];
+    const client = new RegistryClient({ env: { DOCKER_CONFIG: cfgDir }, chunkSize: 4096, onProgress: (e) => e.kind === "push" && pushes.push(e.bytes) });
+    const data = randomBytes(10_000);
+    const desc = { mediaType: "application/octet-stream", digest: digestOf(data), size: data.length };
+    const ref = parseReference(`${reg.host}/chunks/blob:v1`);
+    expect(await client.pushBlob(ref, desc, () => Readable.from([data]))).toBe("uploaded");
+    expect(pushes).toEqual([4096, 8192, 10_000]);
+    const back = await collect(await client.getBlob(ref, desc.digest, { size: desc.size }));
+    expect(back.equals(data)).toBe(true);
+    await client.close();
   });
 });
