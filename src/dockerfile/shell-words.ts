@@ -6,6 +6,7 @@
  * passed in, never read from the process.
  */
 import { OcibuildError } from "../errors.js";
+import { PatternError, replacePattern, trimPrefix, trimSuffix } from "./shell-pattern.js";
 import { isSpace } from "./text.js";
 
 export interface ExpandOptions {
@@ -308,7 +309,7 @@ class Lexer {
           greedy = true;
           pattern = pattern.slice(1);
         }
-        return ch === "%" ? trimSuffix(pattern, val, greedy) : trimPrefix(pattern, val, greedy);
+        return patternOp(() => (ch === "%" ? trimSuffix(pattern, val, greedy) : trimPrefix(pattern, val, greedy)));
       }
       default:
         throw new LexError(`unsupported modifier (${chs}) in substitution`);
@@ -334,13 +335,7 @@ class Lexer {
     }
     const value = this.lookup(name);
     if (value === undefined && this.modes.skipUnsetEnv) return `\${${name}/${pattern}/${replacement}}`;
-    const re = shellPatternToRegex(pattern, true, false, replaceAll);
-    const val = value ?? "";
-    if (replaceAll) return replaceAllGo(re, val, replacement);
-    re.lastIndex = 0;
-    const m = re.exec(val);
-    if (m === null) return val;
-    return val.slice(0, m.index) + replacement + val.slice(m.index + m[0].length);
+    return patternOp(() => replacePattern(pattern, value ?? "", replacement, replaceAll));
   }
 
   private processName(): string {
@@ -371,136 +366,11 @@ function isSpecialParam(ch: string): boolean {
   return "@*#?-$!0".includes(ch);
 }
 
-/**
- * A shell pattern (`*`, `?`, `\` escapes; no bracket expressions) as a RegExp.
- * Non-greedy `*` unless greedy; anchored at the start when asked.
- */
-function shellPatternToRegex(pattern: string, greedy: boolean, anchored: boolean, global = false): RegExp {
-  const chars = Array.from(pattern);
-  let out = anchored ? "^" : "";
-  // Go's `.` matches anything but \n; JS's also refuses \r, U+2028 and U+2029.
-  const star = greedy ? "[^\\n]*" : "[^\\n]*?";
-  for (let i = 0; i < chars.length; i++) {
-    let tok = chars[i]!;
-    switch (tok) {
-      case "*":
-        out += star;
-        continue;
-      case "?":
-        out += "[^\\n]";
-        continue;
-      case "\\": {
-        const nextCh = chars[i + 1];
-        if (nextCh === "}" || nextCh === "/") continue;
-        out += "\\";
-        i++;
-        tok = chars[i] ?? "";
-        if (tok !== "*" && tok !== "?" && tok !== "\\") {
-          throw new LexError(`invalid pattern (${pattern}) in substitution: invalid escape '\\${tok}'`);
-        }
-        break;
-      }
-      case "[":
-      case "]":
-      case "{":
-      case "}":
-      case ".":
-      case "+":
-      case "(":
-      case ")":
-      case "|":
-      case "^":
-      case "$":
-        out += "\\";
-        break;
-    }
-    out += tok;
+function patternOp(fn: () => string): string {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof PatternError) throw new LexError(e.message);
+    throw e;
   }
-  return new RegExp(out, global ? "gu" : "u");
-}
-
-function trimPrefix(pattern: string, value: string, greedy: boolean): string {
-  const re = shellPatternToRegex(pattern, greedy, true);
-  const m = re.exec(value);
-  return m === null ? value : value.slice(m.index + m[0].length);
-}
-
-/** Reverse a pattern but keep `\x` escapes in front of what they escape. */
-function reversePattern(pattern: string): string {
-  const runes = Array.from(pattern);
-  const out: string[] = new Array<string>(runes.length);
-  const last = runes.length - 1;
-  for (let i = 0; i <= last; ) {
-    const tok = runes[i]!;
-    const o = last - i;
-    if (tok === "\\" && i !== last) {
-      out[o - 1] = tok;
-      out[o] = runes[i + 1]!;
-      i += 2;
-    } else {
-      out[o] = tok;
-      i++;
-    }
-  }
-  return out.join("");
-}
-
-function trimSuffix(pattern: string, value: string, greedy: boolean): string {
-  // shortest/longest rightmost match == leftmost match on the reversed strings
-  const rev = (s: string) => Array.from(s).reverse().join("");
-  return rev(trimPrefix(reversePattern(pattern), rev(value), greedy));
-}
-
-/** Go's Regexp.ReplaceAllString: `$0`/`${0}` is the match, other `$name` empty, `$$` a dollar. */
-function replaceAllGo(re: RegExp, value: string, template: string): string {
-  // Go skips an empty match that abuts the previous match; JS does not.
-  let out = "";
-  let pos = 0;
-  let copied = 0;
-  let prevEnd = -1;
-  while (pos <= value.length) {
-    re.lastIndex = pos;
-    const m = re.exec(value);
-    if (m === null) break;
-    const start = m.index;
-    const end = start + m[0].length;
-    const accept = !(end === start && start === prevEnd);
-    if (end === pos) {
-      const cp = value.codePointAt(pos);
-      pos += cp === undefined ? 1 : cp > 0xffff ? 2 : 1;
-    } else {
-      pos = end;
-    }
-    prevEnd = end;
-    if (accept) {
-      out += value.slice(copied, start) + expandGoTemplate(template, m[0]);
-      copied = end;
-    }
-  }
-  return out + value.slice(copied);
-}
-
-function expandGoTemplate(template: string, match: string): string {
-  let out = "";
-  let rest = template;
-  for (;;) {
-    const at = rest.indexOf("$");
-    if (at < 0) break;
-    out += rest.slice(0, at);
-    rest = rest.slice(at + 1);
-    if (rest.startsWith("$")) {
-      out += "$";
-      rest = rest.slice(1);
-      continue;
-    }
-    const m = rest.startsWith("{") ? /^\{([\p{L}\p{Nd}_]+)\}/u.exec(rest) : /^([\p{L}\p{Nd}_]+)/u.exec(rest);
-    if (m === null) {
-      out += "$";
-      continue;
-    }
-    rest = rest.slice(m[0].length);
-    const name = m[1]!;
-    if (/^[0-9]+$/.test(name) && name.length < 9 && Number(name) === 0) out += match;
-  }
-  return out + rest;
 }
