@@ -8,6 +8,7 @@ import { OcibuildError } from "../errors.js";
 import type { Digest } from "./digest.js";
 import { OciLayout, parseLayoutRef } from "./layout.js";
 import { type AnyManifest, type Blob, type Descriptor, type ImageManifest, type Platform, parseImageConfig, parseManifest } from "./manifest.js";
+import { MediaType } from "./media-types.js";
 import { type ImageReference, parseReference, parseReferenceNoDefault, withDigest } from "./reference.js";
 import { RegistryClient } from "./registry/client.js";
 import { hostPlatform, selectPlatform } from "./registry/platform.js";
@@ -117,6 +118,10 @@ async function layoutDest(dir: string, refName: string | undefined, text: string
   };
 }
 
+function isForeign(d: Descriptor): boolean {
+  return (d.urls?.length ?? 0) > 0 && (d.mediaType === MediaType.DOCKER_FOREIGN_LAYER_GZIP || d.mediaType.includes(".nondistributable."));
+}
+
 export interface CopyOptions {
   /** Copy every image of an index (the default when neither all nor platform is given). */
   all?: boolean;
@@ -173,7 +178,8 @@ export async function copyImage(src: string, dst: string, opts: CopyOptions = {}
       return p;
     };
     const copyManifestBlobs = async (m: Blob<ImageManifest>): Promise<void> => {
-      const descs = [m.parsed.config, ...m.parsed.layers];
+      // Foreign (non-distributable) layers stay where their URLs point, as docker and crane do.
+      const descs = [m.parsed.config, ...m.parsed.layers.filter((l) => !isForeign(l))];
       const results = await Promise.allSettled(descs.map(copyBlob));
       const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
       if (failed) throw failed.reason;

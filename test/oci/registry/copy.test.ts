@@ -7,6 +7,9 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { main } from "../../../src/cli/main.js";
 import { copyImage, inspect } from "../../../src/oci/copy.js";
+import { OciLayout } from "../../../src/oci/layout.js";
+import { descriptorOf, encodeJson } from "../../../src/oci/manifest.js";
+import { MediaType } from "../../../src/oci/media-types.js";
 import { digestOf } from "../../../src/oci/digest.js";
 import { parseReference } from "../../../src/oci/reference.js";
 import { RegistryClient } from "../../../src/oci/registry/index.js";
@@ -153,5 +156,21 @@ describe.skipIf(!haveRegistry() || !haveSkopeo)("copy, pull, push, inspect betwe
     const bad = captureIO();
     expect(await main(["inspect", "Not/Valid"], bad.io)).toBe(1);
     expect(bad.err()).toContain("REFERENCE_INVALID");
+  });
+
+  it("copies between layouts and leaves foreign layers where their URLs point", async () => {
+    const img = await imageOf("amd64", { f: "foreign test\n" });
+    const src = await OciLayout.create(join(tmp, "foreign-src"));
+    for (const [d, bytes] of img.blobs) await src.writeBlob(bytes, { digest: d, size: bytes.length });
+    const foreign = { mediaType: MediaType.DOCKER_FOREIGN_LAYER_GZIP, digest: digestOf("not here"), size: 8, urls: ["https://example.invalid/layer"] };
+    const manifest = encodeJson(MediaType.OCI_MANIFEST, { ...img.manifest.parsed, layers: [foreign, ...img.manifest.parsed.layers] });
+    await src.writeBlob(manifest.bytes, { digest: manifest.digest, size: manifest.bytes.length });
+    await src.addManifest(descriptorOf(manifest), "v1");
+    const r = await copyImage(`oci:${join(tmp, "foreign-src")}:v1`, `oci:${join(tmp, "foreign-dst")}:copied`, {});
+    expect(r.digest).toBe(manifest.digest);
+    expect(r.blobs.uploaded).toBe(2);
+    const dst = await OciLayout.open(join(tmp, "foreign-dst"));
+    expect((await dst.resolve("copied"))?.digest).toBe(manifest.digest);
+    expect(await dst.hasBlob(foreign.digest)).toBe(false);
   });
 });
