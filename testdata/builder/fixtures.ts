@@ -4,7 +4,7 @@
  */
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { copyFile, mkdir, symlink, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { gzipSync } from "node:zlib";
@@ -43,7 +43,8 @@ export function canOverlay(): boolean {
 export async function makeBusyboxRoot(dir: string, opts: { passwd?: string; group?: string } = {}): Promise<void> {
   await mkdir(join(dir, "bin"), { recursive: true });
   await mkdir(join(dir, "etc"), { recursive: true });
-  await mkdir(join(dir, "tmp"), { recursive: true, mode: 0o1777 });
+  await mkdir(join(dir, "tmp"), { recursive: true });
+  await chmod(join(dir, "tmp"), 0o1777);
   await copyFile(BUSYBOX, join(dir, "bin", "busybox"));
   for (const a of APPLETS) await symlink("busybox", join(dir, "bin", a));
   await writeFile(

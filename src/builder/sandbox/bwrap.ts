@@ -241,6 +241,8 @@ export class BwrapExecutor implements Executor {
     }
     const exit = /"exit-code"\s*:\s*(\d+)/.exec(outcome.status);
     const exitCode = exit ? Number(exit[1]) : (outcome.code ?? 1);
+    // bwrap reports a command it could not exec with status 1; a shell (and setpriv) says 127.
+    if (exitCode === 1 && /^bwrap: execvp /m.test(outcome.stderrHead)) return { exitCode: 127, tail: tail.toString(), createdPaths };
     return { exitCode, tail: tail.toString(), createdPaths };
   }
 }

@@ -1,0 +1,202 @@
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { lstat, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { LayerEntry } from "../../src/oci/layer.js";
+import { mountRoot, type MountedRoot } from "../../src/builder/overlay.js";
+import { BwrapExecutor } from "../../src/builder/sandbox/bwrap.js";
+import type { RunSpec } from "../../src/builder/sandbox/index.js";
+import { effectiveEnv, OutputTail } from "../../src/builder/sandbox/index.js";
+import { snapshotChanges } from "../../src/builder/snapshot.js";
+import { resolveUser } from "../../src/builder/users.js";
+import { canOverlay, haveBusyboxStatic, haveTool, isRoot, makeBusyboxRoot } from "../../testdata/builder/fixtures.js";
+
+describe("sandbox helpers", () => {
+  it("adds PATH and HOME as Docker does, without overriding the image's", () => {
+    expect(effectiveEnv({ env: ["A=1"], uid: 0 })).toEqual(["A=1", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"]);
+    expect(effectiveEnv({ env: ["PATH=/x"], uid: 1000 })).toEqual(["PATH=/x", "HOME=/"]);
+    expect(effectiveEnv({ env: ["HOME=/h"], uid: 1000, home: "/home/app" })).toContain("HOME=/h");
+    expect(effectiveEnv({ env: [], uid: 1000, home: "/home/app" })).toContain("HOME=/home/app");
+  });
+  it("keeps the last lines of output", () => {
+    const t = new OutputTail(3);
+    t.push(Buffer.from("1\n2\n3"));
+    t.push(Buffer.from("\n4\n5"));
+    expect(t.toString()).toBe("3\n4\n5");
+  });
+});
+
+const executor = new BwrapExecutor();
+const bwrapOk = isRoot && haveTool("bwrap") && haveBusyboxStatic() && canOverlay() && haveTool("python3");
+
+describe.skipIf(!bwrapOk)("BwrapExecutor (needs root, bwrap, overlayfs, busybox-static, python3)", () => {
+  let base: string;
+  let lower: string;
+  const mounted: MountedRoot[] = [];
+  let n = 0;
+
+  beforeAll(async () => {
+    expect(await executor.available()).toEqual({ ok: true });
+    base = await mkdtemp(join(tmpdir(), "ocibuild-sandbox-"));
+    lower = join(base, "lower");
+    await makeBusyboxRoot(lower);
+  });
+  afterEach(async () => {
+    for (const m of mounted.splice(0)) await m.unmount();
+  });
+  afterAll(async () => {
+    if (base) await rm(base, { recursive: true, force: true });
+  });
+
+  async function fresh(): Promise<MountedRoot> {
+    const r = await mountRoot([lower], join(base, `s${n++}`));
+    mounted.push(r);
+    return r;
+  }
+
+  async function run(root: MountedRoot, script: string, extra: Partial<RunSpec> = {}) {
+    let out = "";
+    const res = await executor.run({
+      root: root.merged,
+      args: ["/bin/sh", "-c", script],
+      env: [],
+      cwd: "/",
+      uid: 0,
+      gid: 0,
+      additionalGids: [],
+      network: "default",
+      onOutput: (_s, c) => (out += c.toString()),
+      ...extra,
+    });
+    return { ...res, out };
+  }
+
+  async function changes(root: MountedRoot, exclude: string[]): Promise<LayerEntry[]> {
+    const out: LayerEntry[] = [];
+    for await (const e of snapshotChanges(root, [lower], { exclude })) out.push(e);
+    return out;
+  }
+
+  it("propagates the exit code and streams output", async () => {
+    const root = await fresh();
+    const r = await run(root, "echo to-out; echo to-err >&2; exit 7");
+    expect(r.exitCode).toBe(7);
+    expect(r.out).toContain("to-out");
+    expect(r.out).toContain("to-err");
+    expect(r.tail).toContain("to-err");
+    expect((await run(root, "true")).exitCode).toBe(0);
+  });
+
+  it("cannot see or change the host outside its root: writes to / land in the layer", async () => {
+    const root = await fresh();
+    const tag = `ocibuild-canary-${randomBytes(4).toString("hex")}`;
+    const hostFile = join(base, `${tag}.host`);
+    await writeFile(hostFile, "host secret");
+    const r = await run(root, `echo written > /${tag}; cat ${hostFile} || echo no-host-file; ls /work/main 2>/dev/null || echo no-host-tree; echo tmp > /tmp/${tag}`);
+    expect(r.exitCode).toBe(0);
+    expect(r.out).toContain("no-host-file");
+    expect(r.out).toContain("no-host-tree");
+    expect(r.out).not.toContain("host secret");
+    expect(existsSync(`/${tag}`)).toBe(false);
+    expect(existsSync(`/tmp/${tag}`)).toBe(false);
+    expect(await readFile(join(root.upper, tag), "utf8")).toBe("written\n");
+    const entries = await changes(root, r.createdPaths);
+    expect(entries.map((e) => e.path).sort()).toEqual(["tmp", `tmp/${tag}`, tag].sort());
+  });
+
+  it("reports the mount points it had to create so the layer does not keep them", async () => {
+    const root = await fresh();
+    const r = await run(root, "test -d /proc/self && test -c /dev/null && echo ok");
+    expect(r.out).toContain("ok");
+    expect(r.createdPaths).toEqual(expect.arrayContaining(["dev", "proc"]));
+    if (existsSync("/etc/resolv.conf")) expect(r.createdPaths).toContain("etc/resolv.conf");
+    expect(await changes(root, r.createdPaths)).toEqual([]);
+  });
+
+  it("shares the network by default and has only lo with network=none", async () => {
+    const root = await fresh();
+    const none = await run(root, "ip -o link | cut -d: -f2 | tr -d ' '", { network: "none" });
+    expect(none.exitCode).toBe(0);
+    expect(none.out.trim().split("\n")).toEqual(["lo"]);
+    const hostIfaces = (await readdir("/sys/class/net")).sort();
+    const shared = await run(root, "ls /sys/class/net 2>/dev/null || ip -o link | cut -d: -f2 | tr -d ' '");
+    expect(shared.out.trim().split(/\s+/).sort()).toEqual(hostIfaces);
+  });
+
+  it("runs as the USER resolved from the image: uid, gid, supplementary groups, HOME, owned files", async () => {
+    const root = await fresh();
+    const u = await resolveUser(root.merged, "app");
+    expect(u).toMatchObject({ uid: 1000, gid: 1000, home: "/home/app" });
+    const r = await run(root, "id -u; id -g; id -G; echo $HOME; pwd; touch /tmp/by-app", {
+      ...u,
+      cwd: "/work/dir",
+    });
+    expect(r.exitCode).toBe(0);
+    const lines = r.out.trim().split("\n");
+    expect(lines[0]).toBe("1000");
+    expect(lines[1]).toBe("1000");
+    expect(lines[2]!.split(" ").map(Number).sort((a, b) => a - b)).toEqual([10, 50, 1000]);
+    expect(lines[3]).toBe("/home/app");
+    expect(lines[4]).toBe("/work/dir");
+    const st = await lstat(join(root.upper, "tmp/by-app"));
+    expect([st.uid, st.gid]).toEqual([1000, 1000]);
+    const wd = await lstat(join(root.upper, "work/dir"));
+    expect([wd.uid, wd.gid]).toEqual([1000, 1000]);
+    // Unprivileged: cannot write where root owns.
+    const denied = await run(root, "echo x > /etc/owned-by-root", { ...u });
+    expect(denied.exitCode).not.toBe(0);
+  });
+
+  it("runs with a numeric uid:gid that is not in passwd", async () => {
+    const root = await fresh();
+    const u = await resolveUser(root.merged, "4242:4343");
+    const r = await run(root, "id -u; id -g; echo $HOME", { ...u });
+    expect(r.out.trim().split("\n")).toEqual(["4242", "4343", "/"]);
+  });
+
+  it("sets the hostname in its own UTS namespace", async () => {
+    const root = await fresh();
+    const r = await run(root, "hostname", { hostname: "buildkitsandbox" });
+    expect(r.out.trim()).toBe("buildkitsandbox");
+  });
+
+  it("runs exec form directly; a missing program exits 127 as in a shell", async () => {
+    const root = await fresh();
+    const ok = await executor.run({ root: root.merged, args: ["echo", "exec", "form"], env: [], cwd: "/", uid: 0, gid: 0, additionalGids: [], network: "default" });
+    expect(ok.tail).toBe("exec form");
+    const missing = await executor.run({ root: root.merged, args: ["/no/such/program"], env: [], cwd: "/", uid: 0, gid: 0, additionalGids: [], network: "default" });
+    expect(missing.exitCode).toBe(127);
+    expect(missing.tail).toMatch(/no\/such\/program.*No such file/);
+    const missingAsUser = await executor.run({ root: root.merged, args: ["/no/such/program"], env: [], cwd: "/", uid: 1000, gid: 1000, additionalGids: [], network: "default" });
+    expect(missingAsUser.exitCode).toBe(127);
+  });
+
+  it("a working directory that is a file is refused", async () => {
+    const root = await fresh();
+    await mkdir(join(root.merged, "w"));
+    await writeFile(join(root.merged, "w/file"), "");
+    await expect(run(root, "true", { cwd: "/w/file/sub" })).rejects.toMatchObject({ code: "ROOTFS_NOT_A_DIRECTORY" });
+  });
+
+  it("an abort kills the sandbox", async () => {
+    const root = await fresh();
+    const ac = new AbortController();
+    const p = executor.run({
+      root: root.merged,
+      args: ["/bin/sh", "-c", "echo started; sleep 600"],
+      env: [],
+      cwd: "/",
+      uid: 0,
+      gid: 0,
+      additionalGids: [],
+      network: "default",
+      signal: ac.signal,
+      onOutput: (_s, c) => {
+        if (c.toString().includes("started")) ac.abort();
+      },
+    });
+    await expect(p).rejects.toMatchObject({ code: "SANDBOX_ABORTED" });
+  });
+});
