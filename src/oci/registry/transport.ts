@@ -63,14 +63,14 @@ export function hostOf(registry: string): string {
 
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
+    if (signal?.aborted) return reject(abortError(signal));
     const t = setTimeout(() => {
       signal?.removeEventListener("abort", onAbort);
       resolve();
     }, ms);
     const onAbort = () => {
       clearTimeout(t);
-      reject(signal!.reason);
+      reject(abortError(signal!));
     };
     signal?.addEventListener("abort", onAbort, { once: true });
   });
@@ -228,6 +228,8 @@ export class Transport {
       // The server speaks TLS but its certificate is not trusted: stay on HTTPS and let
       // the real request report it (a plain-HTTP retry would only confuse).
       if (isCertificateError(e)) return `https://${host}`;
+      // Nothing listening (yet): use HTTP now, but probe again next time.
+      if (reasonOf(e) === "ECONNREFUSED") queueMicrotask(() => this.bases.delete(host));
       return `http://${host}`;
     }
   }

@@ -11,7 +11,7 @@ import { MediaType } from "../../../src/oci/media-types.js";
 import { parseReference } from "../../../src/oci/reference.js";
 import { RegistryClient, type RetryEvent } from "../../../src/oci/registry/index.js";
 import { type FaultProxy, startFaultProxy } from "../../helpers/fault-proxy.js";
-import { haveRegistry, startRegistry, type TestRegistry } from "../../helpers/registry.js";
+import { freePort, haveRegistry, startRegistry, type TestRegistry } from "../../helpers/registry.js";
 import { collect, imageOf, pushImage, type TestImage } from "./images.js";
 
 async function filesUnder(dir: string): Promise<string[]> {
@@ -287,5 +287,17 @@ describe.skipIf(!haveRegistry())("faults injected by a proxy in front of the rea
     expect(r.blobs.uploaded).toBe(7);
     expect(proxy.maxInFlight()).toBeGreaterThanOrEqual(1);
     expect(proxy.maxInFlight()).toBeLessThanOrEqual(2);
+  });
+
+  it("reports a registry nobody listens on as unreachable, retryable, after retrying", async () => {
+    const port = await freePort();
+    const c = client();
+    const err = (await c.getManifest(parseReference(`127.0.0.1:${port}/x/y:v1`)).catch((e: unknown) => e)) as OcibuildError;
+    await c.close();
+    expect(err.code).toBe("REGISTRY_UNREACHABLE");
+    expect(err.retryable).toBe(true);
+    expect(err.message).toContain(`127.0.0.1:${port}`);
+    expect(err.message).toContain("ECONNREFUSED");
+    expect(retries.map((r) => r.reason)).toEqual(["ECONNREFUSED", "ECONNREFUSED", "ECONNREFUSED"]);
   });
 });
