@@ -17,3 +17,5 @@ export type { Platform, StagePlanOptions, Stage, StagePlan } from "./stages.js";
 export { planStages, platformArgs, PROXY_ARGS } from "./stages.js";
 export type { IgnorePattern, IgnoreMatcher } from "./dockerignore.js";
 export { parseDockerignore, createIgnoreMatcher } from "./dockerignore.js";
+export type { ExpandContext, ArgScope } from "./expand.js";
+export { expandInstruction, expandHeredoc, resolveArgs } from "./expand.js";

@@ -27,6 +27,8 @@ export interface LexModes {
   rawEscapes?: boolean;
   /** Leave references to unset variables as written. */
   skipUnsetEnv?: boolean;
+  /** Treat quotes as ordinary characters (heredoc bodies). */
+  skipProcessQuotes?: boolean;
   onUsed?: (name: string) => void;
   onUnset?: (name: string) => void;
 }
@@ -148,7 +150,8 @@ class Lexer {
           this.next();
           return { result, words: words.finish() };
         }
-        if (ch === "$" || ch === "<" || ch === "'" || ch === '"') {
+        const quote = (ch === "'" || ch === '"') && !this.modes.skipProcessQuotes;
+        if (ch === "$" || ch === "<" || quote) {
           const tmp =
             ch === "$"
               ? this.processDollar()
