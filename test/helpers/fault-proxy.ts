@@ -19,6 +19,8 @@ export type Fault =
   | { kind: "reset-mid-request"; afterBytes: number }
   /** Answer 307 with Location `to` + the request path (e.g. the registry's own address: another host). */
   | { kind: "redirect"; to: string }
+  /** Forward, adding these headers to the response. */
+  | { kind: "add-headers"; headers: Record<string, string> }
   /** Forward, flipping one bit of the body at `at`. */
   | { kind: "corrupt"; at: number };
 
@@ -64,8 +66,8 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
     const up = httpRequest(
       { host: "127.0.0.1", port: target.port, method: req.method, path: req.url, headers: req.headers },
       (ur) => {
-        if (!fault) {
-          res.writeHead(ur.statusCode ?? 502, ur.headers);
+        if (!fault || fault.kind === "add-headers") {
+          res.writeHead(ur.statusCode ?? 502, { ...ur.headers, ...(fault?.headers ?? {}) });
           ur.pipe(res);
           return;
         }

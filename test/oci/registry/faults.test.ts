@@ -300,4 +300,14 @@ describe.skipIf(!haveRegistry())("faults injected by a proxy in front of the rea
     expect(err.message).toContain("ECONNREFUSED");
     expect(retries.map((r) => r.reason)).toEqual(["ECONNREFUSED", "ECONNREFUSED", "ECONNREFUSED"]);
   });
+
+  it("honours the registry's minimum chunk size (OCI-Chunk-Min-Length)", async () => {
+    const data = randomBytes(20_000);
+    const desc = { mediaType: MediaType.OCI_LAYER_GZIP, digest: digestOf(data), size: data.length };
+    proxy.add({ method: "POST", path: /\/blobs\/uploads\/$/, fault: { kind: "add-headers", headers: { "oci-chunk-min-length": "8192" } } });
+    const c = new RegistryClient({ chunkSize: 1000 });
+    expect(await c.pushBlob(parseReference(`${proxy.host}/f/minchunk:v1`), desc, () => Readable.from([data]))).toBe("uploaded");
+    await c.close();
+    expect(proxy.log.filter((x) => x.method === "PATCH").map((x) => x.contentRange)).toEqual(["0-8191", "8192-16383", "16384-19999"]);
+  });
 });
