@@ -33,7 +33,15 @@ export function registryOptionsFrom(p: ParsedFlags, io: CliIO): RegistryOptions 
     }
     certs[v.slice(0, eq)] = v.slice(eq + 1);
   }
+  const short = (d: string) => d.slice(0, 19);
   const opts: RegistryOptions = {
+    // One plain line per blob outcome and per retry: what was reused, what moved, what failed.
+    onProgress: (ev) => {
+      if (ev.kind === "exists") io.stderr.write(`${short(ev.digest)} already there\n`);
+      else if (ev.kind === "mount") io.stderr.write(`${short(ev.digest)} mounted\n`);
+      else if (ev.total !== undefined && ev.bytes === ev.total) io.stderr.write(`${short(ev.digest)} ${ev.kind === "push" ? "pushed" : "pulled"} (${ev.bytes} bytes)\n`);
+    },
+    onRetry: (ev) => io.stderr.write(`retrying ${ev.what} in ${(ev.delayMs / 1000).toFixed(1)}s (${ev.reason})\n`),
     insecureRegistries: list(p, "insecure-registry"),
     registryCertificates: certs,
     skipTlsVerify: bool(p, "skip-tls-verify"),

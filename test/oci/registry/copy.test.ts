@@ -59,6 +59,8 @@ describe.skipIf(!haveRegistry() || !haveSkopeo)("copy, pull, push, inspect betwe
     const c = captureIO();
     const code = await main(["copy", `${a.host}/src/multi:v1`, `${b.host}/dst/multi:v1`], c.io);
     expect(c.err()).toContain("3 manifests");
+    // One line per blob moved: 2 configs and 2 layers.
+    expect(c.err().match(/^sha256:[0-9a-f]{12} pushed \(\d+ bytes\)$/gm)).toHaveLength(4);
     expect(code).toBe(0);
     expect(c.out().trim()).toBe(indexDigest);
     const raw = await skopeoRaw(`${b.host}/dst/multi:v1`);
