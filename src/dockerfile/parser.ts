@@ -30,7 +30,28 @@ export interface AstResult {
   lines: string[];
 }
 
-const DIRECTIVE_RE = /^([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*([^\n]+?)[\t\n\f\r ]*$/;
+const DIRECTIVE_KEY_RE = /^([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=/;
+const GO_SPACE = /[\t\n\f\r ]/;
+/** Go's bufio.Scanner default limit: a line (with its newline) must fit in 64 KiB. */
+const MAX_LINE_BYTES = 64 * 1024;
+
+/**
+ * BuildKit's `^([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$` without backtracking (a JS
+ * RegExp is quadratic on long runs of spaces): [key, value] or undefined.
+ */
+function matchDirective(line: string): [string, string] | undefined {
+  const m = DIRECTIVE_KEY_RE.exec(line);
+  if (m === null || line.includes("\n")) return undefined;
+  let i = m[0].length;
+  while (i < line.length && GO_SPACE.test(line[i]!)) i++;
+  if (i === line.length) {
+    // all blank after '=': `\s*` gives one character back to `(.+?)`
+    return i > m[0].length ? [m[1]!, line[i - 1]!] : undefined;
+  }
+  let end = line.length;
+  while (end > i && GO_SPACE.test(line[end - 1]!)) end--;
+  return [m[1]!, line.slice(i, end)];
+}
 const HEREDOC_RE = /^(\d*)<<(-?)[\t\n\f\r ]*([^<]*)$/;
 const HEREDOC_INSTRUCTIONS = new Set(["add", "copy", "run"]);
 
@@ -49,19 +70,19 @@ class DirectiveState {
       this.done = true;
       return false;
     }
-    const m = DIRECTIVE_RE.exec(trimLeftSpace(line.slice(1)));
-    if (m === null) {
+    const m = matchDirective(trimLeftSpace(line.slice(1)));
+    if (m === undefined) {
       this.done = true;
       return false;
     }
-    const key = m[1]!.toLowerCase();
+    const key = m[0].toLowerCase();
     if (key !== "syntax" && key !== "escape" && key !== "check") {
       this.done = true;
       return false;
     }
     if (this.seen.has(key)) throw new LineParseError("DOCKERFILE_DIRECTIVE", `only one ${key} parser directive can be used`);
     this.seen.add(key);
-    const value = m[2]!;
+    const value = m[1];
     if (key === "escape") {
       if (value !== "`" && value !== "\\") {
         throw new LineParseError("DOCKERFILE_DIRECTIVE", `invalid escape token '${value}' does not match \` or \\`, {
@@ -133,6 +154,15 @@ export function parseAst(input: string, file = "Dockerfile"): AstResult {
     if (d.continuation.test(line)) return { text: line.replace(d.continuation, "$1"), eol: false };
     return { text: line, eol: true };
   };
+
+  for (let k = 0; k < tokens.length; k++) {
+    if (tokens[k]!.length * 3 > MAX_LINE_BYTES && Buffer.byteLength(tokens[k]!, "utf8") > MAX_LINE_BYTES) {
+      throw dockerfileError("DOCKERFILE_LINE_TOO_LONG", `dockerfile line greater than max allowed size of ${MAX_LINE_BYTES - 1}`, {
+        ...ctx,
+        lines: [],
+      }, k + 1, k + 1, { hint: "split the line with continuation lines" });
+    }
+  }
 
   while (i < tokens.length) {
     const raw = tokens[i++]!;

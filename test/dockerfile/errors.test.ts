@@ -57,6 +57,15 @@ describe("Dockerfile error goldens", () => {
   });
 });
 
+describe("line length", () => {
+  it("a line over Go's 64 KiB scanner limit is an error naming it; one just under is fine", () => {
+    const long = `FROM alpine\nRUN echo ${"x".repeat(70_000)}\n`;
+    expect(parseError(long)).toMatchObject({ code: "DOCKERFILE_LINE_TOO_LONG", line: 2 });
+    const ok = `FROM alpine\nRUN echo ${"é".repeat(30_000)}\n`;
+    expect(parseError(ok)).toBeUndefined();
+  });
+});
+
 describe("`ocibuild parse` on a bad Dockerfile", () => {
   const tmp = mkdtempSync(join(tmpdir(), "ocibuild-parse-"));
   afterAll(() => rmSync(tmp, { recursive: true, force: true }));
