@@ -8,9 +8,9 @@
  *  - a path only in the merged tree is added (directories with their whole subtree);
  *  - a path whose type, mode, owner, link target, device or content differ is
  *    included; a copy-up that changed nothing (touch, chmod to the same mode) is not;
- *  - a lower path missing from the merged tree becomes `.wh.name`; when a directory
- *    lost lower entries and kept none of them unchanged (rm -rf d && mkdir d), it
- *    becomes opaque (`.wh..wh..opq`) and its whole content is included;
+ *  - a lower path missing from the merged tree becomes `.wh.name`; a directory
+ *    (other than the root) that lost every lower entry (rm -rf d && mkdir d)
+ *    becomes opaque (`.wh..wh..opq`) instead, followed by its new content;
  *  - directories are included as parents of anything included below them.
  * Entries come out sorted (parents first, names in byte order) with hardlinks
  * between included files kept. Read them (and stream them into writeLayer)
@@ -183,7 +183,6 @@ export async function* snapshotChanges(root: MountedRoot, lowerDirs: string[], o
     const names = [...new Set([...mergedNames, ...lowerNames])].sort(byteOrder);
     const changes = new Map<string, Item[]>();
     const deleted: string[] = [];
-    let keptUnchanged = false;
     for (const name of names) {
       const c = [...comps, name];
       const rel = joinRel(c);
@@ -198,7 +197,6 @@ export async function* snapshotChanges(root: MountedRoot, lowerDirs: string[], o
         continue;
       }
       if (!(await inUpper(c))) {
-        keptUnchanged = true;
         continue;
       }
       const l = await view.lookup(c);
@@ -209,27 +207,19 @@ export async function* snapshotChanges(root: MountedRoot, lowerDirs: string[], o
       if (m.isDirectory() && l.stats.isDirectory()) {
         const below = await diffDir(c);
         const same = await unchanged(m, mPath, l);
-        if (same && below.length === 0) keptUnchanged = true;
-        else changes.set(name, withSelf(rel, await entryFor(rel, mPath, m), below));
+        if (!same || below.length > 0) changes.set(name, withSelf(rel, await entryFor(rel, mPath, m), below));
         continue;
       }
       if (await unchanged(m, mPath, l)) {
-        keptUnchanged = true;
         continue;
       }
       changes.set(name, await full(c, m));
     }
     if (deleted.length === 0) return [...changes.values()].flat();
     const dirMtime = (await lstat(hostDir)).mtime;
-    if (!keptUnchanged) {
-      // Nothing of the lower directory survives as it was: make it opaque and include all of it.
-      const out: Item[] = [whiteout(joinRel([...comps, ".wh..wh..opq"]), dirMtime)];
-      for (const name of mergedNames.sort(byteOrder)) {
-        const c = [...comps, name];
-        const st = await lstatOrNull(join(hostDir, name));
-        if (st !== null) out.push(...(await full(c, st)));
-      }
-      return out;
+    if (comps.length > 0 && deleted.length === lowerNames.length) {
+      // Every lower entry is gone (rm -rf d && mkdir d): an opaque directory; what it holds now is all new.
+      return [whiteout(joinRel([...comps, ".wh..wh..opq"]), dirMtime), ...[...changes.values()].flat()];
     }
     const keyed: [string, Item[]][] = [...changes];
     for (const name of deleted) keyed.push([`.wh.${name}`, [whiteout(joinRel([...comps, `.wh.${name}`]), dirMtime)]]);
@@ -239,7 +229,6 @@ export async function* snapshotChanges(root: MountedRoot, lowerDirs: string[], o
 
   let items: Item[];
   try {
-    const rootSt = await lstat(root.merged);
     if (view.empty) {
       const names = (await readdir(root.merged)).sort(byteOrder);
       items = [];
@@ -250,7 +239,6 @@ export async function* snapshotChanges(root: MountedRoot, lowerDirs: string[], o
     } else {
       items = await diffDir([]);
     }
-    void rootSt;
   } catch (e) {
     if (signal?.aborted) throw new OcibuildError("SNAPSHOT_ABORTED", "snapshot was aborted", { cause: signal.reason });
     if (e instanceof OcibuildError) throw e;
