@@ -159,4 +159,12 @@ describe.skipIf(!haveRegistry())("registry client against an open registry (need
     expect(r.blobs).toEqual({ uploaded: 2, mounted: 2, exists: 2 });
     for (const ref of refs) expect((await client.headManifest(ref))?.digest).toBe(img.manifest.digest);
   });
+
+  it("pushes and pulls an empty blob", async () => {
+    const empty = Buffer.alloc(0);
+    const desc = { mediaType: "application/octet-stream", digest: digestOf(empty), size: 0 };
+    const ref = parseReference(`${reg.host}/test/empty:v1`);
+    expect(await client.pushBlob(ref, desc, () => Readable.from([]))).toBe("uploaded");
+    expect((await collect(await client.getBlob(ref, desc.digest, { size: 0 }))).length).toBe(0);
+  });
 });
