@@ -1,10 +1,184 @@
 /**
  * ocibuild: a daemonless OCI image builder and registry client.
- * Everything the CLI does is available here as a typed API.
+ *
+ * Everything the CLI does is available here as a typed API:
+ *
+ * ```ts
+ * import { build, buildEvents, copy, inspect, parseDockerfile, expandWord } from "ocibuild";
+ * ```
+ *
+ * The options mirror the CLI flags (see docs/library.md for the mapping), every
+ * call takes an `AbortSignal`, and a build's events are the same objects
+ * `--progress=json` prints, as an `onEvent` callback or an async iterator.
  */
+import { join, resolve } from "node:path";
+import { build as runBuilder, defaultCacheDir, type BuildOptions as BuilderOptions, type BuildResult } from "./builder/build.js";
+import { eventQueue, type BuildEvent, type EventSink } from "./builder/events.js";
+import { writeOutputs, type BuildOutput } from "./builder/output.js";
+import { isOcibuildError } from "./errors.js";
+import { copyImage, inspect as inspectImage, type CopyOptions, type CopyResult, type InspectOptions, type InspectResult } from "./oci/copy.js";
+import { OciLayout } from "./oci/layout.js";
+import { parseReference } from "./oci/reference.js";
+import { RegistryClient, type ProgressEvent, type RegistryOptions } from "./oci/registry/index.js";
+
 export { OcibuildError, isOcibuildError, ExitCode } from "./errors.js";
 export type { ErrorLocation, OcibuildErrorOptions } from "./errors.js";
 export { VERSION } from "./version.js";
 export * from "./oci/digest.js";
 export * from "./oci/media-types.js";
 export * from "./oci/manifest.js";
+export { parseReference } from "./oci/reference.js";
+export type { ImageReference } from "./oci/reference.js";
+export { parseDockerfile, expandWord, expandWords, planStages, parseDockerignore, createIgnoreMatcher, dumpAst } from "./dockerfile/index.js";
+export type { ParseResult, ParseWarning, ParseOptions, ExpandOptions, StagePlan, Stage, StagePlanOptions, Instruction } from "./dockerfile/index.js";
+export { validateEvent, isBuildEvent, EVENT_SCHEMAS } from "./builder/events.js";
+export type { BuildEvent, BuildEventType, EventSink } from "./builder/events.js";
+export type { BuildOutput } from "./builder/output.js";
+export type { BuildResult, StepReport } from "./builder/build.js";
+export type { RegistryOptions, ProgressEvent } from "./oci/registry/index.js";
+export type { CopyOptions, CopyResult, InspectOptions, InspectResult } from "./oci/copy.js";
+
+/**
+ * Options of {@link build}: the builder's options (context, dockerfile, tags,
+ * buildArgs, target, platform, labels, push, registry, cacheDir,
+ * sourceDateEpoch, signal, onEvent, ...) with every output kind the CLI's
+ * `--output` knows (`oci`, `oci-archive`, `docker-archive`, `registry`).
+ */
+export type BuildOptions = Omit<BuilderOptions, "outputs"> & {
+  /** Where to write the image besides the registry (each written atomically). */
+  outputs?: BuildOutput[];
+};
+
+/** Progress events from the registry client, thinned to about 20 per blob (plus start and end). */
+function progressSink(emit: EventSink): (ev: ProgressEvent) => void {
+  const last = new Map<string, number>();
+  return (ev) => {
+    const key = `${ev.kind}:${ev.digest}`;
+    const prev = last.get(key);
+    const step = Math.max(1 << 20, Math.floor((ev.total ?? 0) / 20));
+    const final = ev.total !== undefined && ev.bytes >= ev.total;
+    if (prev !== undefined && !final && ev.bytes - prev < step) return;
+    if (prev !== undefined && final && prev >= ev.bytes) return;
+    last.set(key, ev.bytes);
+    emit({ type: "progress", action: ev.kind, digest: ev.digest, bytes: ev.bytes, ...(ev.total !== undefined ? { total: ev.total } : {}) });
+  };
+}
+
+/**
+ * Builds an image from a Dockerfile and a context, pushes it to `tags` (unless
+ * `push: false`) and writes `outputs`. Resolves to the build's result (digest,
+ * descriptor, references, size, per-step report), the same structure
+ * `--metadata-file` is made from. Rejects with an {@link OcibuildError} on
+ * failure; `signal` cancels (nothing half-written is left behind).
+ *
+ * @example
+ * const r = await build({ context: ".", tags: ["127.0.0.1:5000/app:dev"], onEvent: (e) => console.log(e.type) });
+ */
+export async function build(opts: BuildOptions): Promise<BuildResult> {
+  const emit: EventSink = opts.onEvent ?? (() => {});
+  const registry: RegistryOptions = { ...opts.registry };
+  const userProgress = opts.registry?.onProgress;
+  const sink = progressSink(emit);
+  registry.onProgress = (ev) => {
+    userProgress?.(ev);
+    sink(ev);
+  };
+  const fileOutputs = (opts.outputs ?? []).filter((o) => o.type !== "registry");
+  const wantsRegistry = (opts.outputs ?? []).some((o) => o.type === "registry");
+  // The builder's own result event waits until every output is written.
+  let held: Extract<BuildEvent, { type: "result" }> | undefined;
+  const onEvent: EventSink = (e) => {
+    if (e.type === "result") held = e;
+    else emit(e);
+  };
+  const { outputs: _outputs, ...rest } = opts;
+  void _outputs;
+  const inner: BuilderOptions = { ...rest, registry, onEvent, push: opts.push ?? (wantsRegistry || undefined) };
+  const result = await runBuilder(inner);
+  if (fileOutputs.length > 0) {
+    const env = opts.env ?? process.env;
+    const cacheDir = resolve(opts.cacheDir ?? defaultCacheDir(env));
+    const content = await OciLayout.open(join(cacheDir, "content"), opts.signal);
+    const client = new RegistryClient({ ...registry, env: registry.env ?? env });
+    try {
+      const tags = (opts.tags ?? []).map((t) => parseReference(t));
+      const written = await writeOutputs(result.image, fileOutputs, tags, { content, registry: client, signal: opts.signal });
+      for (const reference of written) emit({ type: "output-written", reference });
+      result.references.push(...written);
+    } finally {
+      await client.close().catch(() => {});
+    }
+  }
+  emit(held ? { ...held, references: [...result.references] } : { type: "result", digest: result.digest, references: [...result.references], size: result.size });
+  return result;
+}
+
+/** A build whose events are an async iterator; see {@link buildEvents}. */
+export interface BuildWithEvents {
+  /** Every event of the build, in order, ending after `result` (or after an `error` event on failure). */
+  events: AsyncIterable<BuildEvent>;
+  /** The build's result; rejects with the build's error. */
+  result: Promise<BuildResult>;
+}
+
+/**
+ * Starts a build and returns its events as an async iterator next to its result.
+ * The events are the objects `--progress=json` prints; on failure the last one
+ * is `{ type: "error", code, message }` and `result` rejects.
+ *
+ * @example
+ * const { events, result } = buildEvents({ context: ".", push: false });
+ * for await (const e of events) if (e.type === "step-end") console.log(e.instruction, e.cached);
+ * console.log((await result).digest);
+ */
+export function buildEvents(opts: BuildOptions): BuildWithEvents {
+  const q = eventQueue<BuildEvent>();
+  const user = opts.onEvent;
+  const result = build({
+    ...opts,
+    onEvent: (e) => {
+      user?.(e);
+      q.push(e);
+    },
+  }).then(
+    (r) => {
+      q.end();
+      return r;
+    },
+    (err: unknown) => {
+      q.push({ type: "error", code: isOcibuildError(err) ? err.code : "INTERNAL", message: err instanceof Error ? err.message : String(err) });
+      q.end();
+      throw err;
+    },
+  );
+  // The caller may only iterate events; the rejection is still reported through `result`.
+  result.catch(() => {});
+  return { events: q.iterable, result };
+}
+
+/**
+ * Copies an image, or a whole index with all its platforms, from `src` to `dst`
+ * byte for byte (digests preserved). Each is a registry reference or
+ * `oci:DIR[:TAG]`. Blobs already at the destination are skipped; blobs in
+ * another repository of the same registry are mounted.
+ *
+ * @example
+ * const r = await copy("127.0.0.1:5000/app:v1", "oci:./app-layout:v1");
+ * console.log(r.digest, r.blobs);
+ */
+export function copy(src: string, dst: string, opts: CopyOptions = {}): Promise<CopyResult> {
+  return copyImage(src, dst, opts);
+}
+
+/**
+ * The manifest or index `ref` names (a registry reference or `oci:DIR[:TAG]`),
+ * with its digest, media type and exact bytes; with `platform`, that platform's
+ * image from an index; with `config: true`, the image config.
+ *
+ * @example
+ * const m = await inspect("127.0.0.1:5000/app:v1");
+ * console.log(m.kind, m.digest);
+ */
+export function inspect(ref: string, opts: InspectOptions = {}): Promise<InspectResult> {
+  return inspectImage(ref, opts);
+}

@@ -1,19 +1,36 @@
 /**
  * Where a built image goes: registry references (blobs pushed in parallel, base
  * layers mounted from their repository when it is on the same registry, manifest
- * last) and OCI layout directories (written next to the target and renamed into
- * place when the directory is new, so a failed build leaves no half layout).
+ * last), OCI layout directories (written next to the target and renamed into
+ * place when the directory is new, so a failed build leaves no half layout),
+ * and single-file archives (oci-archive, docker-archive; temp name then rename).
  */
 import { rename, rm, stat } from "node:fs/promises";
 import { Readable } from "node:stream";
 import pLimit from "p-limit";
+import { writeDockerArchive } from "../oci/docker-archive.js";
 import { OciLayout } from "../oci/layout.js";
+import { type ArchiveImage, writeOciArchive } from "../oci/oci-archive.js";
 import { descriptorOf, type Descriptor } from "../oci/manifest.js";
 import { parseReference, withTag, type ImageReference } from "../oci/reference.js";
 import type { RegistryClient } from "../oci/registry/index.js";
 import type { BuiltImage } from "./image.js";
 import type { LayerRecord } from "./stage-state.js";
 import type { EventSink } from "./events.js";
+
+/**
+ * One place a build writes its image to (the CLI's `--output`, repeatable):
+ * - `registry`: push to every tag (the default when tags are given);
+ * - `oci`: an OCI image layout directory, the manifest named `tag` in index.json;
+ * - `oci-archive`: the same layout as one tar file;
+ * - `docker-archive`: a `docker save` tar that `docker load`/`podman load` read,
+ *   named by `tags` (default: the build's tags).
+ */
+export type BuildOutput =
+  | { type: "registry" }
+  | { type: "oci"; dest: string; tag?: string }
+  | { type: "oci-archive"; dest: string; tag?: string }
+  | { type: "docker-archive"; dest: string; tags?: string[] };
 
 export interface BlobSource {
   content: OciLayout;
@@ -89,4 +106,53 @@ export async function writeLayout(img: BuiltImage, dir: string, tag: string | un
     if (!exists) await rm(target, { recursive: true, force: true });
     throw e;
   }
+}
+
+/** The image as the archive writers see it: each layer opened from the content store or its registry. */
+export function archiveImage(img: BuiltImage, src: BlobSource): ArchiveImage {
+  return {
+    manifest: img.manifest,
+    config: img.config,
+    layers: img.layers.map((layer, i) => ({
+      descriptor: img.manifest.parsed.layers[i] ?? layer.descriptor,
+      diffId: layer.diffId,
+      open: (signal?: AbortSignal) => openLayer(layer, src, signal ?? src.signal),
+    })),
+  };
+}
+
+/**
+ * Writes `img` to every file output in `outputs` (oci, oci-archive,
+ * docker-archive; `registry` outputs are pushes and are skipped here). `tags`
+ * are the build's tags: the default layout ref name and docker-archive RepoTags.
+ * Returns what was written, as references ("oci:DIR:TAG", "docker-archive:FILE").
+ */
+export async function writeOutputs(img: BuiltImage, outputs: readonly BuildOutput[], tags: readonly ImageReference[], src: BlobSource): Promise<string[]> {
+  const written: string[] = [];
+  for (const out of outputs) {
+    src.signal?.throwIfAborted();
+    switch (out.type) {
+      case "registry":
+        break;
+      case "oci": {
+        const tag = out.tag ?? tags[0]?.tag;
+        await writeLayout(img, out.dest, tag, src);
+        written.push(`oci:${out.dest}${tag ? `:${tag}` : ""}`);
+        break;
+      }
+      case "oci-archive": {
+        const tag = out.tag ?? tags[0]?.tag;
+        await writeOciArchive(out.dest, archiveImage(img, src), { tag, signal: src.signal });
+        written.push(`oci-archive:${out.dest}${tag ? `:${tag}` : ""}`);
+        break;
+      }
+      case "docker-archive": {
+        const names = out.tags ?? tags.map((t) => t.toString());
+        await writeDockerArchive(out.dest, archiveImage(img, src), { repoTags: names, signal: src.signal });
+        written.push(`docker-archive:${out.dest}`);
+        break;
+      }
+    }
+  }
+  return written;
 }

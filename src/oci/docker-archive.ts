@@ -1,0 +1,140 @@
+/**
+ * `docker-archive:FILE`: the tar `docker save` writes and `docker load`,
+ * `podman load` and `skopeo ... docker-archive:FILE` read:
+ *
+ *     <diffid-hex>/layer.tar   each layer, uncompressed (its sha256 is its DiffID)
+ *     <config-hex>.json        the image config (the same bytes as in the registry)
+ *     manifest.json            [{"Config", "RepoTags", "Layers"}]
+ *     repositories             {"name": {"tag": "<top layer id>"}} (legacy loaders)
+ *
+ * Layers are stored uncompressed, as `docker save` does, so every loader accepts
+ * them. A compressed layer is decompressed once into a temp file (its size must
+ * be in the tar header before its bytes), its DiffID checked on the way, then
+ * streamed into the archive and removed: memory stays flat, disk holds one layer.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdir, rm } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import { Transform, type TransformCallback } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { createGunzip } from "node:zlib";
+import { OcibuildError, isOcibuildError } from "../errors.js";
+import { type LayerEntry, checkAborted } from "./layer.js";
+import { MediaType } from "./media-types.js";
+import { type ArchiveImage, type ArchiveLayer, dirEntry, fileEntry, writeTarFile } from "./oci-archive.js";
+import { parseReference } from "./reference.js";
+
+export interface DockerArchiveOptions {
+  /** Image names for RepoTags ("app:v1", "registry.example.com/team/app:v1"); each must have a tag. */
+  repoTags?: string[];
+  signal?: AbortSignal;
+}
+
+/** What `docker save` calls RepoTags: the familiar form of each reference with its tag. */
+export function repoTagsOf(refs: string[]): string[] {
+  return refs.map((r) => {
+    const ref = parseReference(r);
+    if (ref.digest !== undefined) {
+      throw new OcibuildError("OUTPUT_INVALID_TAG", `a docker archive names images by tag, not by digest: "${r}"`, { hint: "use -t NAME:TAG" });
+    }
+    return ref.familiar; // parseReference gives "latest" when no tag is written
+  });
+}
+
+class Sha256Counter extends Transform {
+  private readonly hash = createHash("sha256");
+  size = 0;
+  hex = "";
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.hash.update(chunk);
+    this.size += chunk.length;
+    cb(null, chunk);
+  }
+  override _flush(cb: TransformCallback): void {
+    this.hex = this.hash.digest("hex");
+    cb();
+  }
+}
+
+const GZIP_TYPES = new Set<string>([MediaType.OCI_LAYER_GZIP, MediaType.DOCKER_LAYER_GZIP]);
+
+/** Decompresses a gzip layer to `path`, checking that the result's sha256 is the layer's DiffID. */
+async function uncompressTo(layer: ArchiveLayer, path: string, signal?: AbortSignal): Promise<number> {
+  const counter = new Sha256Counter();
+  try {
+    await pipeline(await layer.open(signal), createGunzip(), counter, createWriteStream(path, { flags: "wx" }), signal ? { signal } : {});
+  } catch (err) {
+    if (signal?.aborted) throw new OcibuildError("ABORTED", "writing the docker archive was interrupted", { cause: signal.reason });
+    if (isOcibuildError(err)) throw err;
+    throw new OcibuildError("LAYER_DECOMPRESS_FAILED", `cannot decompress layer ${layer.descriptor.digest}: ${(err as Error).message}`, { cause: err });
+  }
+  if (`sha256:${counter.hex}` !== layer.diffId) {
+    throw new OcibuildError("LAYER_DIFFID_MISMATCH", `layer ${layer.descriptor.digest} uncompresses to sha256:${counter.hex}, but the config says ${layer.diffId}`, {
+      details: { digest: layer.descriptor.digest, expected: layer.diffId, actual: `sha256:${counter.hex}` },
+    });
+  }
+  return counter.size;
+}
+
+/**
+ * Writes `img` as a docker-archive tar to `path` (temp name, then rename), with
+ * `repoTags` as the names `docker load` gives it. Returns the archive's
+ * manifest.json entry.
+ */
+export async function writeDockerArchive(path: string, img: ArchiveImage, opts: DockerArchiveOptions = {}): Promise<{ Config: string; RepoTags: string[]; Layers: string[] }> {
+  checkAborted(opts.signal, "writing the docker archive");
+  const repoTags = repoTagsOf(opts.repoTags ?? []);
+  for (const l of img.layers) {
+    if (!GZIP_TYPES.has(l.descriptor.mediaType) && l.descriptor.mediaType !== MediaType.OCI_LAYER) {
+      throw new OcibuildError("OUTPUT_UNSUPPORTED_LAYER", `layer ${l.descriptor.digest} has media type ${l.descriptor.mediaType}, which a docker archive cannot hold`, {
+        hint: "docker archives take gzip or uncompressed layers; use an oci: or oci-archive: output",
+      });
+    }
+  }
+  const configName = `${img.config.digest.slice("sha256:".length)}.json`;
+  const layerNames = img.layers.map((l) => `${l.diffId.slice("sha256:".length)}/layer.tar`);
+  const manifest = { Config: configName, RepoTags: repoTags, Layers: layerNames };
+  const manifestBytes = Buffer.from(`${JSON.stringify([manifest])}\n`);
+  const repositories: Record<string, Record<string, string>> = {};
+  const top = img.layers.length > 0 ? img.layers[img.layers.length - 1]!.diffId.slice("sha256:".length) : undefined;
+  if (top !== undefined) {
+    for (const t of repoTags) {
+      const colon = t.lastIndexOf(":");
+      (repositories[t.slice(0, colon)] ??= {})[t.slice(colon + 1)] = top;
+    }
+  }
+  const repositoriesBytes = Buffer.from(`${JSON.stringify(repositories)}\n`);
+  const tmpDir = join(dirname(path), `.${basename(path)}.layers-${randomBytes(6).toString("hex")}`);
+  const signal = opts.signal;
+
+  async function* entries(): AsyncGenerator<LayerEntry> {
+    const seen = new Set<string>();
+    for (const [i, l] of img.layers.entries()) {
+      const name = layerNames[i]!;
+      if (seen.has(name)) continue;
+      seen.add(name);
+      yield dirEntry(name.slice(0, name.indexOf("/")));
+      if (l.descriptor.mediaType === MediaType.OCI_LAYER) {
+        yield fileEntry(name, l.descriptor.size, (s) => l.open(s));
+        continue;
+      }
+      await mkdir(tmpDir, { recursive: true });
+      const tmp = join(tmpDir, String(i));
+      const size = await uncompressTo(l, tmp, signal);
+      yield fileEntry(name, size, () => createReadStream(tmp));
+      // The consumer asked for the next entry: this layer's bytes are in the archive.
+      await rm(tmp, { force: true });
+    }
+    yield fileEntry(configName, img.config.bytes.length, img.config.bytes);
+    yield fileEntry("manifest.json", manifestBytes.length, manifestBytes);
+    yield fileEntry("repositories", repositoriesBytes.length, repositoriesBytes);
+  }
+
+  try {
+    await writeTarFile(path, entries(), { signal, what: "docker archive" });
+  } finally {
+    await rm(tmpDir, { recursive: true, force: true });
+  }
+  return manifest;
+}

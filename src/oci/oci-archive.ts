@@ -1,0 +1,117 @@
+/**
+ * Image archives as single tar files, written in one streaming pass to a temp
+ * name and renamed into place (a failed or interrupted write leaves nothing):
+ *
+ * - `oci-archive:FILE`: a tar of an OCI image layout (oci-layout, index.json,
+ *   blobs/sha256/...), what `skopeo inspect oci-archive:FILE` and buildx's
+ *   `type=oci,dest=FILE` read and write. Blobs are the registry's bytes, so the
+ *   manifest digest is the same as in a registry.
+ *
+ * The tar itself comes from layer.ts's deterministic PAX encoder (sorted,
+ * fixed owners and times), so the same image always gives the same archive.
+ */
+import { randomBytes } from "node:crypto";
+import { createWriteStream } from "node:fs";
+import { rename } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { OcibuildError, isOcibuildError } from "../errors.js";
+import type { DiffID } from "./digest.js";
+import { type LayerEntry, checkAborted, removeTemp, tarChunks } from "./layer.js";
+import { REF_NAME_ANNOTATION } from "./layout.js";
+import type { Blob, Descriptor, ImageConfig, ImageIndex, ImageManifest } from "./manifest.js";
+import { MediaType } from "./media-types.js";
+
+/** One layer of an image being archived: its descriptor, DiffID and a way to open its (compressed) bytes. */
+export interface ArchiveLayer {
+  readonly descriptor: Descriptor;
+  readonly diffId: DiffID;
+  open(signal?: AbortSignal): Promise<NodeJS.ReadableStream> | NodeJS.ReadableStream;
+}
+
+/** What an archive writer needs of an image: the exact manifest and config bytes and its layers, in order. */
+export interface ArchiveImage {
+  readonly manifest: Blob<ImageManifest>;
+  readonly config: Blob<ImageConfig>;
+  readonly layers: readonly ArchiveLayer[];
+}
+
+const EPOCH = new Date(0);
+
+/** A directory entry for an archive (root-owned, 0755, time 0). */
+export function dirEntry(path: string): LayerEntry {
+  return { path, type: "directory", mode: 0o755, uid: 0, gid: 0, mtime: EPOCH };
+}
+
+/** A regular-file entry for an archive whose content comes from `open` (or fixed bytes). */
+export function fileEntry(path: string, size: number, open: Uint8Array | ((signal?: AbortSignal) => Promise<NodeJS.ReadableStream> | NodeJS.ReadableStream)): LayerEntry {
+  const opener = open instanceof Uint8Array ? () => Readable.from([Buffer.from(open)]) : open;
+  return { path, type: "file", mode: 0o644, uid: 0, gid: 0, mtime: EPOCH, size, open: opener };
+}
+
+/**
+ * Streams `entries` as a tar to `path`: written to a temp file beside it, renamed
+ * into place when complete; on failure or abort the temp file is removed.
+ */
+export async function writeTarFile(
+  path: string,
+  entries: Iterable<LayerEntry> | AsyncIterable<LayerEntry>,
+  opts: { signal?: AbortSignal; what?: string } = {},
+): Promise<void> {
+  const what = opts.what ?? "archive";
+  checkAborted(opts.signal, `writing the ${what}`);
+  const tmp = join(dirname(path), `.${basename(path)}.tmp-${randomBytes(6).toString("hex")}`);
+  let file: ReturnType<typeof createWriteStream>;
+  try {
+    file = createWriteStream(tmp, { flags: "wx" });
+  } catch (err) {
+    throw new OcibuildError("OUTPUT_WRITE_FAILED", `cannot write ${what} ${path}: ${(err as Error).message}`, { file: path, cause: err });
+  }
+  try {
+    await pipeline(Readable.from(tarChunks(entries, { signal: opts.signal })), file, opts.signal ? { signal: opts.signal } : {});
+    await rename(tmp, path);
+  } catch (err) {
+    await removeTemp(file, tmp);
+    if (opts.signal?.aborted) throw new OcibuildError("ABORTED", `writing the ${what} ${path} was interrupted`, { cause: opts.signal.reason });
+    if (isOcibuildError(err)) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new OcibuildError("OUTPUT_WRITE_FAILED", `cannot write ${what} ${path}: ${code ?? (err as Error).message}`, { file: path, cause: err });
+  }
+}
+
+function blobName(digest: string): string {
+  const [alg, hex] = digest.split(":");
+  return `blobs/${alg}/${hex}`;
+}
+
+/**
+ * Writes `img` as an OCI archive (a tar of an OCI image layout) to `path`. With
+ * `tag`, the manifest in index.json carries it as org.opencontainers.image.ref.name.
+ */
+export async function writeOciArchive(path: string, img: ArchiveImage, opts: { tag?: string; signal?: AbortSignal } = {}): Promise<Descriptor> {
+  const desc: Descriptor = { mediaType: img.manifest.mediaType, digest: img.manifest.digest, size: img.manifest.bytes.length };
+  if (opts.tag !== undefined) desc.annotations = { [REF_NAME_ANNOTATION]: opts.tag };
+  const index: ImageIndex = { schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: [desc] };
+  const indexBytes = Buffer.from(`${JSON.stringify(index)}\n`);
+  const layoutBytes = Buffer.from(`${JSON.stringify({ imageLayoutVersion: "1.0.0" })}\n`);
+  // Blobs sorted by name, each once (an image may repeat a layer).
+  const blobs = new Map<string, LayerEntry>();
+  blobs.set(blobName(img.config.digest), fileEntry(blobName(img.config.digest), img.config.bytes.length, img.config.bytes));
+  blobs.set(blobName(img.manifest.digest), fileEntry(blobName(img.manifest.digest), img.manifest.bytes.length, img.manifest.bytes));
+  for (const l of img.layers) {
+    const name = blobName(l.descriptor.digest);
+    if (!blobs.has(name)) blobs.set(name, fileEntry(name, l.descriptor.size, (s) => l.open(s)));
+  }
+  const algs = [...new Set([...blobs.keys()].map((n) => n.split("/")[1]!))].sort();
+  const entries: LayerEntry[] = [
+    dirEntry("blobs"),
+    ...algs.flatMap((a) => [dirEntry(`blobs/${a}`), ...[...blobs.entries()].filter(([n]) => n.startsWith(`blobs/${a}/`)).sort(([x], [y]) => (x < y ? -1 : 1)).map(([, e]) => e)]),
+    fileEntry("index.json", indexBytes.length, indexBytes),
+    fileEntry("oci-layout", layoutBytes.length, layoutBytes),
+  ];
+  await writeTarFile(path, entries, { signal: opts.signal, what: "OCI archive" });
+  const { annotations: _a, ...plain } = desc;
+  void _a;
+  return plain;
+}
