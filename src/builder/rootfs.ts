@@ -12,7 +12,7 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { constants as fsc } from "node:fs";
-import { chmod, lchown, link, lstat, lutimes, mkdir, open, readdir, rename, rm, symlink } from "node:fs/promises";
+import { chmod, lchown, link, lstat, lutimes, mkdir, open, readdir, rename, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -91,12 +91,24 @@ async function tarBytes(input: NodeJS.ReadableStream, mediaType: string | undefi
   return { source: Readable.from(rest()), decompressor };
 }
 
-function xattrsOf(header: tar.Header): XattrOp[] {
+function xattrsOf(header: tar.Header, warn: (msg: string) => void): XattrOp[] {
   const out: XattrOp[] = [];
   const pax = header.pax as Record<string, string> | null | undefined;
   if (!pax) return out;
   for (const [k, v] of Object.entries(pax)) {
-    if (k.startsWith("SCHILY.xattr.")) out.push({ path: "", name: k.slice("SCHILY.xattr.".length), value: Buffer.from(v, "utf8") });
+    if (/^(SCHILY|LIBARCHIVE)\.xattr\.(trusted|user)\.overlay\./.test(k)) {
+      // Overlay's own bookkeeping (opaque, redirect, origin) is never taken from a layer.
+      warn(`ignored overlay attribute ${k} on "${header.name}"`);
+      continue;
+    }
+    if (k.startsWith("SCHILY.xattr.")) {
+      // tar-stream hands PAX values over as UTF-8 text: a binary value (security.capability) arrives damaged.
+      if (v.includes("\ufffd")) {
+        warn(`skipped xattr ${k.slice("SCHILY.xattr.".length)} of "${header.name}": its binary value cannot be read back intact`);
+        continue;
+      }
+      out.push({ path: "", name: k.slice("SCHILY.xattr.".length), value: Buffer.from(v, "utf8") });
+    }
     else if (k.startsWith("LIBARCHIVE.xattr.")) out.push({ path: "", name: decodeURIComponent(k.slice("LIBARCHIVE.xattr.".length)), value: Buffer.from(v, "base64") });
   }
   return out;
@@ -104,6 +116,20 @@ function xattrsOf(header: tar.Header): XattrOp[] {
 
 async function removeExisting(hostPath: string): Promise<void> {
   await rm(hostPath, { recursive: true, force: true });
+}
+
+/**
+ * An opaque directory hides everything the lower layers put under it: remove
+ * all of it except what this layer created (recursing into directories this layer
+ * made or re-declared, whose lower content is hidden as well).
+ */
+async function clearLower(hostDir: string, rel: string, created: Set<string>): Promise<void> {
+  for (const name of await readdir(hostDir)) {
+    const childRel = rel === "" ? name : `${rel}/${name}`;
+    const hostPath = join(hostDir, name);
+    if (!created.has(childRel)) await removeExisting(hostPath);
+    else if ((await lstat(hostPath)).isDirectory()) await clearLower(hostPath, childRel, created);
+  }
 }
 
 /**
@@ -117,7 +143,14 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
   const isRoot = process.getuid?.() === 0;
   signal?.throwIfAborted();
 
-  const { source, decompressor } = await tarBytes(tarStream, opts.mediaType);
+  let sniffedSource: Awaited<ReturnType<typeof tarBytes>>;
+  try {
+    sniffedSource = await tarBytes(tarStream, opts.mediaType);
+  } catch (e) {
+    if (e instanceof OcibuildError) throw e;
+    throw new OcibuildError("ROOTFS_EXTRACT_FAILED", `cannot read the layer: ${(e as Error).message}`, { cause: e });
+  }
+  const { source, decompressor } = sniffedSource;
   const extract = tar.extract();
   let current: { destroy(e?: Error): void } | undefined;
   const piped = (decompressor ? pipeline(source, decompressor, extract, { signal }) : pipeline(source, extract, { signal })).catch((e: unknown) => {
@@ -161,12 +194,7 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
             xattrs.push({ path: dir!.hostPath, name: opaqueXattrName(), value: Buffer.from("y") });
           } else {
             const dir = await resolveDirInRoot(root, parentComps);
-            if (dir !== null) {
-              for (const name of await readdir(dir.hostPath)) {
-                const childRel = [...parentComps, name].join("/");
-                if (!created.has(childRel)) await removeExisting(join(dir.hostPath, name));
-              }
-            }
+            if (dir !== null) await clearLower(dir.hostPath, parentComps.join("/"), created);
           }
           continue;
         }
@@ -179,7 +207,14 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
           const dir = await resolveDirInRoot(root, parentComps, { create: true });
           const hostPath = join(dir!.hostPath, target);
           await removeExisting(hostPath);
-          await mknod(hostPath, "char", 0, 0, 0, signal);
+          try {
+            await mknod(hostPath, "char", 0, 0, 0, signal);
+          } catch (e) {
+            if (!(e instanceof OcibuildError) || e.code !== "ROOTFS_MKNOD_FAILED") throw e;
+            // Unprivileged: keep the OCI marker; LowerView (copy mode) understands it.
+            await writeFile(join(dir!.hostPath, base), "", { flag: "wx" });
+            warn(`kept whiteout "${h.name}" as a marker file (cannot create whiteout devices here: overlay mode unavailable)`);
+          }
         } else {
           if (created.has(targetRel)) {
             warn(`layer both adds and whites out "${targetRel}"; keeping the added entry`);
@@ -201,7 +236,7 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
       const parent = await resolveDirInRoot(root, comps.slice(0, -1), { create: true });
       const hostPath = join(parent!.hostPath, base!);
       const existing = await lstat(hostPath).catch(() => null);
-      created.add(rel);
+      for (let i = 1; i <= comps.length; i++) created.add(comps.slice(0, i).join("/"));
 
       if (type === "directory") {
         if (existing === null || !existing.isDirectory()) {
@@ -209,7 +244,7 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
           await mkdir(hostPath, { mode: 0o700 });
         }
         dirs.push({ hostPath, mode, uid, gid, mtime });
-        for (const x of xattrsOf(h)) xattrs.push({ ...x, path: hostPath });
+        for (const x of xattrsOf(h, warn)) xattrs.push({ ...x, path: hostPath });
         continue;
       }
       if (existing !== null) await removeExisting(hostPath);
@@ -276,7 +311,7 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
           created.delete(rel);
           continue;
       }
-      if (type !== "link") for (const x of xattrsOf(h)) xattrs.push({ ...x, path: hostPath });
+      if (type !== "link") for (const x of xattrsOf(h, warn)) xattrs.push({ ...x, path: hostPath });
     }
     await piped;
   } catch (e) {

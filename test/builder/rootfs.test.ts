@@ -266,6 +266,44 @@ describe("extractLayer: hostile layers never write outside the root", () => {
   });
 });
 
+describe("extractLayer: details", () => {
+  it("keeps what the same layer added under an opaque directory, implicit parents included", async () => {
+    await extract([{ name: "d/", type: "directory" }, { name: "d/old", content: "old" }, { name: "d/sub/", type: "directory" }, { name: "d/sub/old", content: "o" }]);
+    await extract([{ name: "d/sub/new", content: "new" }, { name: "d/.wh..wh..opq" }]);
+    expect(await readdir(join(root, "d"))).toEqual(["sub"]);
+    // The lower d/sub/old is hidden too: the opaque directory hides all lower content below it.
+    expect(await readdir(join(root, "d/sub"))).toEqual(["new"]);
+  });
+
+  it("never takes overlay attributes from a layer", async () => {
+    const warnings: string[] = [];
+    await extract([{ name: "d/", type: "directory", pax: { "SCHILY.xattr.trusted.overlay.opaque": "y" } }], { warnings });
+    expect(warnings.join("\n")).toMatch(/ignored overlay attribute SCHILY.xattr.trusted.overlay.opaque/);
+  });
+
+  it("stops with ROOTFS_ABORTED when aborted, and a failing source is a coded error", async () => {
+    const ac = new AbortController();
+    const big = await makeTar(Array.from({ length: 50 }, (_, i) => ({ name: `f${i}`, content: "x".repeat(1000) })));
+    let sent = 0;
+    const src = new Readable({
+      read() {
+        if (sent >= big.length) return void this.push(null);
+        const chunk = big.subarray(sent, sent + 4096);
+        sent += chunk.length;
+        if (sent > 20000) ac.abort();
+        this.push(chunk);
+      },
+    });
+    await expect(extractLayer(root, src, { signal: ac.signal })).rejects.toMatchObject({ code: "ROOTFS_ABORTED" });
+    const failing = new Readable({
+      read() {
+        this.destroy(new Error("connection reset"));
+      },
+    });
+    await expect(extractLayer(root, failing)).rejects.toMatchObject({ code: "ROOTFS_EXTRACT_FAILED" });
+  });
+});
+
 describe("chainId", () => {
   const a = `sha256:${"a".repeat(64)}` as DiffID;
   const b = `sha256:${"b".repeat(64)}` as DiffID;
