@@ -102,7 +102,8 @@ export class Authenticator {
   }
 
   private async fetch(registry: string, challenge: Challenge, scopes: Scope[], signal?: AbortSignal): Promise<CachedToken> {
-    const cred = await this.credentials.get(registry, signal);
+    // The repository asked for first (the target of a push) picks podman's repository-specific entries.
+    const cred = await this.credentials.get(registry, signal, scopes[0]?.repository);
     if (challenge.scheme === "basic") {
       if (!cred || cred.username === undefined || cred.password === undefined) {
         throw new OcibuildError("REGISTRY_UNAUTHORIZED", `registry ${registry} requires a user name and password (Basic auth) and none is configured`, {

@@ -40,6 +40,35 @@ export function normalizeAuthKey(key: string): string {
   return HUB_ALIASES.includes(k) ? "docker.io" : k;
 }
 
+/**
+ * A key's host and, for podman's repository-specific keys ("quay.io/org/app",
+ * written without a scheme), its repository path. Keys with a scheme
+ * ("https://index.docker.io/v1/") are host-only, as Docker writes them.
+ */
+export function authKeyScope(key: string): { host: string; path?: string } {
+  const k = key.trim();
+  if (/^[a-z]+:\/\//i.test(k)) return { host: normalizeAuthKey(k) };
+  const slash = k.indexOf("/");
+  if (slash < 0 || slash === k.length - 1) return { host: normalizeAuthKey(k) };
+  return { host: normalizeAuthKey(k.slice(0, slash)), path: k.slice(slash + 1).replace(/\/+$/, "") };
+}
+
+/** The entry of `entries` that best matches host+repository: the longest repository path, then host-only. */
+function bestMatch<T>(entries: Record<string, T> | undefined, host: string, repository: string | undefined): T | undefined {
+  let best: { len: number; value: T } | undefined;
+  for (const [k, value] of Object.entries(entries ?? {})) {
+    const scope = authKeyScope(k);
+    if (scope.host !== host) continue;
+    let len = 0;
+    if (scope.path !== undefined) {
+      if (repository === undefined || !(repository === scope.path || repository.startsWith(`${scope.path}/`))) continue;
+      len = scope.path.length;
+    }
+    if (!best || len > best.len) best = { len, value };
+  }
+  return best?.value;
+}
+
 export interface CredentialStoreOptions {
   authConfigPath?: string;
   env?: Record<string, string | undefined>;
@@ -87,23 +116,31 @@ export class CredentialStore {
     return this.files;
   }
 
-  /** Credentials for a registry host ("docker.io", "ghcr.io", "127.0.0.1:5000"), or undefined for anonymous. */
-  get(registry: string, signal?: AbortSignal): Promise<Credential | undefined> {
-    const key = normalizeAuthKey(registry);
+  /**
+   * Credentials for a registry host ("docker.io", "ghcr.io", "127.0.0.1:5000") and
+   * optionally a repository (podman's repository-specific entries), or undefined for anonymous.
+   */
+  get(registry: string, signal?: AbortSignal, repository?: string): Promise<Credential | undefined> {
+    const host = normalizeAuthKey(registry);
+    const key = `${host}/${repository ?? ""}`;
     let p = this.cache.get(key);
     if (!p) {
-      p = this.lookup(key, signal);
+      p = this.lookup(host, repository, signal);
       this.cache.set(key, p);
       p.catch(() => this.cache.delete(key));
     }
     return p;
   }
 
-  private async lookup(key: string, signal?: AbortSignal): Promise<Credential | undefined> {
+  private async lookup(key: string, repository: string | undefined, signal?: AbortSignal): Promise<Credential | undefined> {
     for (const { path, config } of await this.load()) {
-      const helper = Object.entries(config.credHelpers ?? {}).find(([k]) => normalizeAuthKey(k) === key)?.[1];
+      const helper = bestMatch(config.credHelpers, key, repository);
       if (helper) return this.runHelper(helper, key, signal);
-      const entry = Object.entries(config.auths ?? {}).find(([k]) => normalizeAuthKey(k) === key)?.[1];
+      const entry = bestMatch(
+        Object.fromEntries(Object.entries(config.auths ?? {}).filter(([, e]) => e.auth || e.username || e.identitytoken || e.registrytoken)),
+        key,
+        repository,
+      );
       if (entry && (entry.auth || entry.username || entry.identitytoken || entry.registrytoken)) {
         return decodeEntry(entry, path, key);
       }

@@ -1,3 +1,3 @@
 export { Authenticator, scopeStrings, type TokenSender } from "./authenticator.js";
 export { type Challenge, parseChallenges } from "./challenge.js";
-export { type Credential, CredentialStore, type CredentialStoreOptions, normalizeAuthKey } from "./config.js";
+export { type Credential, CredentialStore, type CredentialStoreOptions, normalizeAuthKey, authKeyScope } from "./config.js";

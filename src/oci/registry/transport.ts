@@ -283,7 +283,7 @@ export class Transport {
       }
       if (status === 401 && sameHost) {
         const text = await readErrorBody(res.body);
-        const cred = await this.auth.credentials.get(registry, signal).catch(() => undefined);
+        const cred = await this.auth.credentials.get(registry, signal, scopes[0]?.repository).catch(() => undefined);
         const err = httpError(registry, req.what, status, text);
         throw new OcibuildError(
           "REGISTRY_UNAUTHORIZED",

@@ -91,6 +91,29 @@ describe("CredentialStore", () => {
     expect(await s.get("b.example")).toMatchObject({ username: "docker", password: "2" });
   });
 
+  it("prefers podman's repository-specific entries, the longest match first", async () => {
+    const f = join(dir, "podman-auth.json");
+    await writeFile(
+      f,
+      JSON.stringify({
+        auths: {
+          "quay.io": { auth: b64("host:1") },
+          "quay.io/org": { auth: b64("org:2") },
+          "quay.io/org/app": { auth: b64("app:3") },
+          "https://registry.example/v1/": { auth: b64("docker-style:4") },
+        },
+      }),
+    );
+    const s = new CredentialStore({ authConfigPath: f });
+    expect((await s.get("quay.io", undefined, "org/app"))?.username).toBe("app");
+    expect((await s.get("quay.io", undefined, "org/app-two"))?.username).toBe("org");
+    expect((await s.get("quay.io", undefined, "org/app/sub"))?.username).toBe("app");
+    expect((await s.get("quay.io", undefined, "other/x"))?.username).toBe("host");
+    expect((await s.get("quay.io"))?.username).toBe("host");
+    // A scheme means Docker's host-only key: "/v1/" is not a namespace.
+    expect((await s.get("registry.example", undefined, "any/repo"))?.username).toBe("docker-style");
+  });
+
   it("runs credHelpers, then credsStore, reading <token> users as identity tokens", async () => {
     const bin = join(dir, "bin");
     await mkdir(bin, { recursive: true });
