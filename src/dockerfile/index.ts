@@ -8,7 +8,7 @@ export { INSTRUCTION_NAMES } from "./instructions.js";
 export type { Node } from "./ast.js";
 export { dumpAst, goQuote, nodeArgs } from "./ast.js";
 export type { ParseResult, ParseWarning, ParseOptions, Directives } from "./parse.js";
-export { parseDockerfile } from "./parse.js";
+export { parseDockerfile, parseOnbuildTriggers } from "./parse.js";
 export type { AstResult } from "./parser.js";
 export { parseAst } from "./parser.js";
 export type { ExpandOptions } from "./shell-words.js";

@@ -94,3 +94,41 @@ function directiveLine(lines: string[], key: string): number | undefined {
   const i = lines.findIndex((l) => re.test(l));
   return i < 0 ? undefined : i + 1;
 }
+
+/**
+ * Parse the ONBUILD triggers a base image carries (its config's OnBuild list), as
+ * BuildKit does when a stage starts from that image. Each trigger is parsed as a
+ * one-instruction Dockerfile; ONBUILD, FROM and MAINTAINER are refused. Errors name
+ * `file` (e.g. "base image alpine:3 ONBUILD") and the trigger's 1-based index as the line.
+ */
+export function parseOnbuildTriggers(triggers: readonly string[], opts: { file?: string } = {}): Instruction[] {
+  const file = opts.file ?? "ONBUILD";
+  const ctx = { file, lines: triggers.map((t) => t.split("\n")[0]!) };
+  const out: Instruction[] = [];
+  triggers.forEach((trigger, index) => {
+    const line = index + 1;
+    let children: Node[];
+    try {
+      children = parseAst(trigger, file).ast.children;
+    } catch (e) {
+      if (e instanceof OcibuildError) {
+        const bare = e.message.startsWith(`${file}:`) ? e.message.slice(file.length + 1).replace(/^\d+:/, "").trimStart() : e.message;
+        throw dockerfileError(e.code, bare, ctx, line, line, { cause: e, hint: e.hint });
+      }
+      throw e;
+    }
+    for (const child of children) {
+      const kind = child.value.toLowerCase();
+      if (kind === "onbuild" || kind === "from" || kind === "maintainer") {
+        throw dockerfileError("DOCKERFILE_ONBUILD", `${kind.toUpperCase()} isn't allowed as an ONBUILD trigger`, ctx, line, line);
+      }
+      try {
+        out.push(convertNode(child, { startLine: line, endLine: line }));
+      } catch (e) {
+        if (e instanceof LineParseError) throw dockerfileError(e.code, e.message, ctx, line, line, { hint: e.hint });
+        throw e;
+      }
+    }
+  });
+  return out;
+}

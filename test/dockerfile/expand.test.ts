@@ -65,3 +65,25 @@ describe("resolveArgs", () => {
     ]);
   });
 });
+
+describe("parseOnbuildTriggers", () => {
+  it("parses an image's triggers into instructions, heredocs included", async () => {
+    const { parseOnbuildTriggers } = await import("../../src/dockerfile/index.js");
+    const out = parseOnbuildTriggers(["RUN echo hi", "COPY <<X /x\nhello\nX", "ENV A=b"]);
+    expect(out).toMatchObject([
+      { kind: "run", command: { form: "shell", text: "echo hi" }, range: { startLine: 1 } },
+      { kind: "copy", dest: "/x", heredocs: [{ name: "X", content: "hello\n" }], range: { startLine: 2 } },
+      { kind: "env", pairs: [{ key: "A", value: "b" }] },
+    ]);
+  });
+
+  it("refuses FROM/ONBUILD/MAINTAINER triggers and reports bad ones by index", async () => {
+    const { parseOnbuildTriggers } = await import("../../src/dockerfile/index.js");
+    expect(() => parseOnbuildTriggers(["RUN a", "FROM x"], { file: "alpine ONBUILD" })).toThrow(
+      expect.objectContaining({ code: "DOCKERFILE_ONBUILD", line: 2, message: "alpine ONBUILD:2: FROM isn't allowed as an ONBUILD trigger" }),
+    );
+    expect(() => parseOnbuildTriggers(["RUN <<EOF"])).toThrow(
+      expect.objectContaining({ code: "DOCKERFILE_HEREDOC", line: 1, message: expect.stringMatching(/^ONBUILD:1: unterminated heredoc/) }),
+    );
+  });
+});
