@@ -60,6 +60,23 @@ if cmd == "set":
             os.setxattr(op["p"], op["n"], base64.b64decode(op["v"]), follow_symlinks=False)
         except OSError as e:
             print(json.dumps({"p": op["p"], "n": op["n"], "e": e.strerror or str(e)}))
+elif cmd == "get":
+    skip = ("trusted.overlay.", "user.overlay.", "security.selinux")
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        p = json.loads(line)
+        found = {}
+        try:
+            for n in os.listxattr(p, follow_symlinks=False):
+                if n.startswith(skip):
+                    continue
+                found[n] = base64.b64encode(os.getxattr(p, n, follow_symlinks=False)).decode()
+        except OSError:
+            pass
+        if found:
+            print(json.dumps({"p": p, "x": found}))
 elif cmd == "opaque":
     root = sys.argv[2]
     for dp, dns, fns in os.walk(root):
@@ -106,6 +123,30 @@ export async function setXattrs(ops: XattrOp[], signal?: AbortSignal): Promise<s
       const f = JSON.parse(l) as { p: string; n: string; e: string };
       return `cannot set xattr ${f.n} on ${f.p}: ${f.e}`;
     });
+}
+
+/**
+ * Extended attributes of `paths` (never following a final symlink), without
+ * overlayfs' own and SELinux labels. Paths with none are absent from the result.
+ */
+export async function getXattrs(paths: string[], signal?: AbortSignal): Promise<Map<string, Record<string, Buffer>>> {
+  const out = new Map<string, Record<string, Buffer>>();
+  if (paths.length === 0) return out;
+  let r: ExecResult;
+  try {
+    r = await exec("python3", ["-c", PY, "get"], paths.map((p) => JSON.stringify(p)).join("\n") + "\n", signal);
+  } catch (e) {
+    throw pythonMissing(e);
+  }
+  if (r.code !== 0) throw new OcibuildError("ROOTFS_XATTR_FAILED", `reading extended attributes failed: ${r.stderr.trim()}`);
+  for (const l of r.stdout.split("\n")) {
+    if (l.trim() === "") continue;
+    const f = JSON.parse(l) as { p: string; x: Record<string, string> };
+    const x: Record<string, Buffer> = {};
+    for (const [k, v] of Object.entries(f.x)) x[k] = Buffer.from(v, "base64");
+    out.set(f.p, x);
+  }
+  return out;
 }
 
 /** Root-relative paths ("" for the root itself) of directories marked overlay-opaque under `dir`. */

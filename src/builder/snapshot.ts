@@ -25,6 +25,7 @@ import type { EntryType, LayerEntry } from "../oci/layer.js";
 import { OcibuildError } from "../errors.js";
 import type { MountedRoot } from "./overlay.js";
 import { LowerView, type LowerEntry } from "./rootfs-lowerview.js";
+import { getXattrs } from "./rootfs-native.js";
 
 export interface SnapshotOptions {
   /**
@@ -80,6 +81,8 @@ async function sameContent(a: string, b: string, size: number): Promise<boolean>
 
 interface Item {
   entry: LayerEntry;
+  /** Where to read its xattrs from (not for whiteouts). */
+  hostPath?: string;
   /** dev:ino for files that have other links. */
   inode?: string;
 }
@@ -107,7 +110,7 @@ async function entryFor(rel: string, hostPath: string, st: Stats): Promise<Item 
   const type = typeOf(st);
   if (type === null) return null;
   const entry: LayerEntry = { path: rel, type, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: st.mtime };
-  const item: Item = { entry };
+  const item: Item = { entry, hostPath };
   if (type === "file") {
     entry.size = st.size;
     entry.open = (signal?: AbortSignal) => createReadStream(hostPath, { signal });
@@ -243,6 +246,13 @@ export async function* snapshotChanges(root: MountedRoot, lowerDirs: string[], o
     if (signal?.aborted) throw new OcibuildError("SNAPSHOT_ABORTED", "snapshot was aborted", { cause: signal.reason });
     if (e instanceof OcibuildError) throw e;
     throw new OcibuildError("SNAPSHOT_FAILED", `cannot compute the change in ${root.merged}: ${(e as Error).message}`, { cause: e });
+  }
+
+  // Extended attributes (file capabilities, user.*) of what is included, in one batch.
+  const xattrs = await getXattrs(items.flatMap((i) => (i.hostPath === undefined ? [] : [i.hostPath])), signal);
+  for (const item of items) {
+    const x = item.hostPath === undefined ? undefined : xattrs.get(item.hostPath);
+    if (x !== undefined) item.entry.xattrs = x;
   }
 
   const firstLink = new Map<string, string>();

@@ -9,6 +9,7 @@ import { writeLayer } from "../../src/oci/layer.js";
 import { extractLayer, LayerStore } from "../../src/builder/rootfs.js";
 import { materialize, mountRoot, type MountedRoot } from "../../src/builder/overlay.js";
 import { snapshotChanges } from "../../src/builder/snapshot.js";
+import { setXattrs } from "../../src/builder/rootfs-native.js";
 import { canOverlay, haveTool, isRoot, makeTar, streamOf, type TarSpec } from "../../testdata/builder/fixtures.js";
 
 const old = new Date("2020-01-01T00:00:00Z");
@@ -153,6 +154,22 @@ describe.skipIf(!isRoot || !haveTool("python3"))("snapshotChanges (needs root fo
         await writeFile(join(root.merged, "made/real"), "real");
         const entries = await collect(snapshotChanges(root, lowers, { exclude: ["made", "made/mount"] }));
         expect(summary(entries)).toEqual(["made directory 755", "made/real file 644"]);
+      });
+
+      it("carries extended attributes of included files (file capabilities survive)", async () => {
+        const root = await mountRoot(lowers, join(base, "s"), { forceCopy: m.forceCopy });
+        mounted.push(root);
+        await writeFile(join(root.merged, "capped"), "bin");
+        // cap_net_bind_service=+ep, as setcap writes it (VFS_CAP_REVISION_2).
+        const cap = Buffer.from("0000000202040000000000000000000000000000", "hex");
+        const warnings = await setXattrs([
+          { path: join(root.merged, "capped"), name: "security.capability", value: cap },
+          { path: join(root.merged, "capped"), name: "user.note", value: Buffer.from("hi") },
+        ]);
+        expect(warnings).toEqual([]);
+        const entries = await collect(snapshotChanges(root, lowers));
+        expect(entries.map((e) => e.path)).toEqual(["capped"]);
+        expect(entries[0]!.xattrs).toEqual({ "security.capability": cap, "user.note": Buffer.from("hi") });
       });
 
       it("a rm of every lower entry of a directory gives an opaque directory", async () => {
