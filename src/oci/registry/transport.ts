@@ -4,7 +4,8 @@
  * NODE_EXTRA_CA_CERTS, per-registry CA files, skip-verify), the challenge/auth
  * flow, redirects, and retries with exponential backoff, jitter and Retry-After.
  */
-import { readFile } from "node:fs/promises";
+import { readFile, readdir } from "node:fs/promises";
+import { join } from "node:path";
 import { rootCertificates } from "node:tls";
 import type { Readable } from "node:stream";
 import { Agent, type Dispatcher, request } from "undici";
@@ -48,6 +49,7 @@ export interface HttpResponse {
   header(name: string): string | undefined;
 }
 
+const DEFAULT_CERTS_DIRS = ["/etc/docker/certs.d", "/etc/containers/certs.d"];
 const SYSTEM_CA_BUNDLES = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
 
 export function isLoopbackHost(host: string): boolean {
@@ -194,6 +196,21 @@ export class Transport {
         ca.push(await readFile(own, "utf8"));
       } catch (e) {
         throw new OcibuildError("REGISTRY_CERTIFICATE_UNREADABLE", `cannot read the CA certificate ${own} given for ${host}: ${(e as Error).message}`, { cause: e });
+      }
+    }
+    for (const d of this.opts.certsDirs ?? DEFAULT_CERTS_DIRS) {
+      let names: string[];
+      try {
+        names = await readdir(join(d, host));
+      } catch {
+        continue;
+      }
+      for (const n of names.filter((x) => x.endsWith(".crt")).sort()) {
+        try {
+          ca.push(await readFile(join(d, host, n), "utf8"));
+        } catch (e) {
+          throw new OcibuildError("REGISTRY_CERTIFICATE_UNREADABLE", `cannot read the CA certificate ${join(d, host, n)}: ${(e as Error).message}`, { cause: e });
+        }
       }
     }
     return new Agent({ connect: { ca, rejectUnauthorized: !this.skipVerify(host) } });

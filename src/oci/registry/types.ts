@@ -25,6 +25,11 @@ export interface RegistryOptions {
   skipTlsVerifyRegistries?: string[];
   /** host[:port] -> path of a PEM file with CA certificates trusted for that registry. */
   registryCertificates?: Record<string, string>;
+  /**
+   * Directories laid out like Docker's certs.d: DIR/HOST[:PORT]/*.crt are CA certificates
+   * trusted for that registry. Default: /etc/docker/certs.d and /etc/containers/certs.d.
+   */
+  certsDirs?: string[];
   /** Mirrors (host[:port] or URL) tried first for docker.io pulls, falling back to the origin. */
   registryMirrors?: string[];
   /** An explicit docker config.json / podman auth.json; otherwise the usual places are searched. */

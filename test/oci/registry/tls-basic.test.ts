@@ -65,10 +65,17 @@ describe.skipIf(!haveRegistry() || !haveOpenssl() || !haveHtpasswd())("TLS with 
     await client.close();
   });
 
-  it("trusts the CA from NODE_EXTRA_CA_CERTS in the injected environment, and --skip-tls-verify-registry", async () => {
+  it("trusts the CA from NODE_EXTRA_CA_CERTS in the injected environment, from a certs.d directory, and --skip-tls-verify-registry", async () => {
     const viaEnv = new RegistryClient({ env: { NODE_EXTRA_CA_CERTS: ca.caCert, DOCKER_CONFIG: join(dir, "good") } });
     expect((await viaEnv.getManifest(parseReference(`${reg.host}/secure/app:v1`))).blob.digest).toBe(img.manifest.digest);
     await viaEnv.close();
+    // Docker's certs.d layout: DIR/HOST:PORT/ca.crt
+    const certsD = join(dir, "certs.d-layout");
+    await run("mkdir", ["-p", join(certsD, reg.host)]);
+    await run("cp", [ca.caCert, join(certsD, reg.host, "ca.crt")]);
+    const viaCertsD = new RegistryClient({ authConfigPath: goodConfig, certsDirs: [certsD] });
+    expect((await viaCertsD.getManifest(parseReference(`${reg.host}/secure/app:v1`))).blob.digest).toBe(img.manifest.digest);
+    await viaCertsD.close();
     const skip = new RegistryClient({ authConfigPath: goodConfig, skipTlsVerifyRegistries: [reg.host] });
     expect((await skip.getManifest(parseReference(`${reg.host}/secure/app:v1`))).blob.digest).toBe(img.manifest.digest);
     await skip.close();
