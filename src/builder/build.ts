@@ -12,7 +12,7 @@ import { createIgnoreMatcher, parseDockerfile, parseDockerignore, planStages, ty
 import { OciLayout } from "../oci/layout.js";
 import { descriptorOf, type Descriptor, type Platform } from "../oci/manifest.js";
 import { parseReference, type ImageReference } from "../oci/reference.js";
-import { RegistryClient, hostPlatform, parsePlatform } from "../oci/registry/index.js";
+import { RegistryClient, formatPlatform, hostPlatform, parsePlatform } from "../oci/registry/index.js";
 import type { RegistryOptions } from "../oci/registry/index.js";
 import { imageState, scratchState } from "./base.js";
 import type { BuildEvent, EventSink } from "./events.js";
@@ -24,7 +24,12 @@ import type { Executor } from "./sandbox/index.js";
 import type { SourceTree } from "./sources.js";
 import type { StageState } from "./stage-state.js";
 import type { StepContext } from "./step-context.js";
-import { executeStep } from "./steps/index.js";
+import { cachedStep, layerChain, slotOf, type CacheContext } from "./cached-step.js";
+import { FileHasher } from "../cache/file-hash.js";
+import { KEY_VERSION } from "../cache/key.js";
+import { LocalCacheStore } from "../cache/local.js";
+import { RegistryCacheStore } from "../cache/registry.js";
+import type { CacheStore } from "../cache/store.js";
 
 export type BuildOutput = { type: "registry" } | { type: "oci"; dest: string; tag?: string };
 
@@ -46,8 +51,17 @@ export interface BuildOptions {
   push?: boolean;
   outputs?: BuildOutput[];
   registry?: RegistryOptions;
-  /** Cache directory (content store, extracted layers). */
+  /** Cache directory (content store, extracted layers, cache entries). */
   cacheDir?: string;
+  /** Do not look up cache entries (still write them unless noCacheWrite). */
+  noCache?: boolean;
+  noCacheWrite?: boolean;
+  /** A registry repository holding shared cache entries (kaniko's --cache-repo). */
+  cacheRepo?: string;
+  /** Entries older than this many seconds are not used (default two weeks). */
+  cacheTtlSeconds?: number;
+  /** Compute keys and report what would be cached or rebuilt, executing nothing. */
+  dryRun?: boolean;
   /** Clamp times to this (SOURCE_DATE_EPOCH, seconds). */
   sourceDateEpoch?: number;
   compressionLevel?: number;
@@ -71,6 +85,13 @@ export interface StepReport {
   layer: string | null;
 }
 
+export interface CacheSummary {
+  hits: number;
+  misses: number;
+  secondsSaved: number;
+  bytesReused: number;
+}
+
 export interface BuildResult {
   /** Manifest digest. */
   digest: string;
@@ -80,8 +101,11 @@ export interface BuildResult {
   references: string[];
   size: number;
   steps: StepReport[];
+  cache: CacheSummary;
   warnings: string[];
 }
+
+export const DEFAULT_CACHE_TTL_SECONDS = 14 * 24 * 3600;
 
 export function defaultCacheDir(env: Record<string, string | undefined>): string {
   if (env.XDG_CACHE_HOME) return join(env.XDG_CACHE_HOME, "ocibuild");
@@ -127,9 +151,6 @@ function onceMode(emit: EventSink): EventSink {
   };
 }
 
-function timeOf(epoch: number | undefined): Date {
-  return epoch !== undefined ? new Date(epoch * 1000) : new Date();
-}
 
 export async function build(opts: BuildOptions): Promise<BuildResult> {
   const env = opts.env ?? process.env;
@@ -153,7 +174,10 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const content = await OciLayout.create(join(cacheDir, "content"), opts.signal);
     const layerStore = new LayerStore(join(cacheDir, "rootfs"));
     const executor = opts.executor ?? new BwrapExecutor();
-    const steps: StepReport[] = [];
+    const hasher = new FileHasher(join(cacheDir, "cache", `v${KEY_VERSION}`, "stat-cache.json"));
+    const ttl = opts.cacheTtlSeconds ?? DEFAULT_CACHE_TTL_SECONDS;
+    const stores: CacheStore[] = [new LocalCacheStore(join(cacheDir, "cache", `v${KEY_VERSION}`), content, ttl)];
+    if (opts.cacheRepo) stores.push(new RegistryCacheStore(parseReference(opts.cacheRepo), registry, content, ttl));
     const stagePromises = new Map<number, Promise<StageState>>();
     const used = new Set<string>();
     const limit = pLimit(Math.max(1, availableParallelism()));
@@ -197,57 +221,111 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       return p;
     };
 
+    const stageKeys = new Map<number, string>();
+    const stageUnknown = new Set<number>();
+    const stageSteps = new Map<number, StepReport[]>();
+    const summary: CacheSummary = { hits: 0, misses: 0, secondsSaved: 0, bytesReused: 0 };
+    const project = tags[0]?.name ?? contextDir;
+    const cache: CacheContext = {
+      stores,
+      noLookup: opts.noCache ?? false,
+      noWrite: opts.noCacheWrite ?? false,
+      dryRun: opts.dryRun ?? false,
+      hashFile: (path, st) => hasher.hashFile(path, st, opts.signal),
+      stageChain: (n) => {
+        const st = findStage(n);
+        if (!st) return undefined;
+        return runStage(st).then((done) => (stageUnknown.has(st.index) ? `unknown:${st.index}` : layerChain(done)));
+      },
+    };
+
     const executeStage = async (stage: Stage): Promise<StageState> => {
       const label = stage.name ?? String(stage.index);
       const platform = stage.platform ? parsePlatform(stage.platform) : targetPlatform;
       let state: StageState;
-      if (stage.baseStage !== undefined) state = { ...(await runStage(plan.stages[stage.baseStage]!)), args: {}, cmdSet: false };
-      else if (stage.base.toLowerCase() === "scratch") state = scratchState(platform);
-      else state = await imageState(stage.base, platform, registry, opts.signal);
+      let base: string;
+      let unknown = false;
+      if (stage.baseStage !== undefined) {
+        state = { ...(await runStage(plan.stages[stage.baseStage]!)), args: {}, cmdSet: false };
+        base = `stage:${stageKeys.get(stage.baseStage) ?? ""}`;
+        unknown = stageUnknown.has(stage.baseStage);
+      } else if (stage.base.toLowerCase() === "scratch") {
+        state = scratchState(platform);
+        base = "scratch";
+      } else {
+        state = await imageState(stage.base, platform, registry, opts.signal);
+        base = state.baseName;
+      }
       const total = stage.instructions.length;
+      const reports: StepReport[] = [];
+      stageSteps.set(stage.index, reports);
+      let prevKey = base;
+      const platformText = formatPlatform(platform);
       for (const [i, instr] of stage.instructions.entries()) {
         opts.signal?.throwIfAborted();
         const text = instr.original.replace(/\s+/g, " ").trim();
         emit({ type: "step-start", stage: label, step: i + 1, total, instruction: text, line: instr.range.startLine });
-        const started = performance.now();
         const ctx: StepContext = { ...baseCtx, current: { stage: label, instruction: instr } };
         const before = state.layers.length;
-        state = await executeStep(state, instr, ctx, { buildArgs, globalArgs: stage.globalArgs, used }, i + 1);
-        const seconds = (performance.now() - started) / 1000;
+        const started = performance.now();
+        const out = await cachedStep(state, instr, ctx, cache, {
+          args: { buildArgs, globalArgs: stage.globalArgs, used },
+          step: i + 1,
+          slot: slotOf(project, label, i, platformText),
+          prevKey,
+          base,
+          parentUnknown: unknown,
+        });
+        const seconds = out.cached ? 0 : (performance.now() - started) / 1000;
+        state = out.state;
+        prevKey = out.key;
+        if (out.unknown) unknown = true;
+        if (out.cached) {
+          summary.hits++;
+          summary.secondsSaved += out.savedSeconds;
+          summary.bytesReused += out.reusedBytes;
+        } else summary.misses++;
         const layer = state.layers.length > before ? state.layers[state.layers.length - 1]!.descriptor.digest : null;
         const shown = reportText(instr, state);
-        steps.push({ stage: label, instruction: shown, line: instr.range.startLine, cached: false, seconds, layer });
-        emit({ type: "step-end", stage: label, step: i + 1, total, instruction: shown, line: instr.range.startLine, cached: false, seconds, layer });
+        const report: StepReport = { stage: label, instruction: shown, line: instr.range.startLine, cached: out.cached, seconds, layer };
+        if (!out.cached) report.reason = out.reason;
+        reports.push(report);
+        emit({ type: "step-end", stage: label, step: i + 1, total, instruction: shown, line: instr.range.startLine, cached: out.cached, ...(out.reason && !out.cached ? { reason: out.reason } : {}), seconds, layer });
       }
+      stageKeys.set(stage.index, prevKey);
+      if (unknown) stageUnknown.add(stage.index);
       return state;
     };
 
     const finalState = await runStage(plan.stages[plan.target]!);
-    for (const k of Object.keys(buildArgs)) {
-      if (!used.has(k) && plan.unusedBuildArgs.includes(k)) warnings.push(`build arg ${k} was not consumed by any ARG`);
-    }
+    await hasher.save().catch(() => {});
+    const steps = plan.order.flatMap((i) => stageSteps.get(i) ?? []);
+    for (const k of plan.unusedBuildArgs) warnings.push(`build arg ${k} was not consumed by any ARG`);
     for (const w of warnings) emit({ type: "log", level: "warn", message: w });
-    const img = assembleImage(finalState, { created: timeOf(opts.sourceDateEpoch), labels: opts.labels });
+    const img = assembleImage(finalState, { sourceDateEpoch: opts.sourceDateEpoch, labels: opts.labels });
     const references: string[] = [];
     const src = { content, registry, signal: opts.signal };
-    const push = opts.push ?? tags.length > 0;
+    const dryRun = opts.dryRun ?? false;
+    const push = !dryRun && (opts.push ?? tags.length > 0);
     if (push && tags.length > 0) {
       await pushImage(img, tags, src, { concurrency: opts.registry?.concurrency, onEvent: emit });
       for (const t of tags) references.push(`${t.name}${t.tag ? `:${t.tag}` : ""}@${img.manifest.digest}`);
     }
-    for (const out of opts.outputs ?? []) {
+    for (const out of dryRun ? [] : (opts.outputs ?? [])) {
       if (out.type === "oci") {
         await writeLayout(img, out.dest, out.tag ?? tags[0]?.tag, src);
         references.push(`oci:${out.dest}${out.tag ?? tags[0]?.tag ? `:${out.tag ?? tags[0]?.tag}` : ""}`);
       }
     }
     const result: BuildResult = {
-      digest: img.manifest.digest,
+      // A dry run that would rebuild something cannot know the digest.
+      digest: dryRun && stageUnknown.size > 0 ? "" : img.manifest.digest,
       descriptor: descriptorOf(img.manifest),
       image: img,
       references,
       size: imageSize(img),
       steps,
+      cache: summary,
       warnings,
     };
     emit({ type: "result", digest: result.digest, references, size: result.size });

@@ -4,7 +4,7 @@
  */
 import type { Digest } from "../oci/digest.js";
 import { MediaType } from "../oci/media-types.js";
-import { type Blob, type Descriptor, encodeJson, descriptorOf, type ImageConfig, type ImageManifest } from "../oci/manifest.js";
+import { type Blob, type Descriptor, encodeJson, descriptorOf, type HistoryEntry, type ImageConfig, type ImageManifest } from "../oci/manifest.js";
 import type { LayerRecord, StageState } from "./stage-state.js";
 
 export interface BuiltImage {
@@ -23,16 +23,25 @@ function ociLayerDescriptor(d: Descriptor): Descriptor {
 }
 
 export interface AssembleOptions {
-  /** The image's creation time (SOURCE_DATE_EPOCH or now). */
-  created: Date;
+  /** SOURCE_DATE_EPOCH: the image's creation time and every new history entry's. Otherwise the newest history time. */
+  sourceDateEpoch?: number;
   /** Extra labels (--label), applied last. */
   labels?: Record<string, string>;
 }
 
 export function assembleImage(state: StageState, opts: AssembleOptions): BuiltImage {
-  const created = opts.created.toISOString().replace(/\.\d{3}Z$/, "Z");
   const baseHistory = state.baseConfig?.history?.length ?? 0;
-  const history = state.history.map((h, i) => (i < baseHistory || h.created ? h : { created, ...h }));
+  const iso = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, "Z");
+  let created: string;
+  let history: HistoryEntry[] = [...state.history];
+  if (opts.sourceDateEpoch !== undefined) {
+    created = iso(new Date(opts.sourceDateEpoch * 1000));
+    history = state.history.map((h, i) => (i < baseHistory ? h : { ...h, created }));
+  } else {
+    const times = state.history.slice(baseHistory).map((h) => h.created).filter((t): t is string => t !== undefined);
+    created = times.sort().at(-1) ?? state.baseConfig?.created ?? iso(new Date());
+    history = state.history.map((h, i) => (i < baseHistory || h.created ? h : { created, ...h }));
+  }
   const container = { ...state.config };
   if (opts.labels && Object.keys(opts.labels).length > 0) container.Labels = { ...(container.Labels ?? {}), ...opts.labels };
   const config: ImageConfig = {

@@ -47,7 +47,23 @@ export function copyText(instr: CopyInstr | AddInstr, sources: string[], dest: s
   return [instr.kind.toUpperCase(), ...flags, ...sources, dest].join(" ");
 }
 
-export async function copyStep(state: StageState, instr: CopyInstr | AddInstr, ctx: StepContext): Promise<StageState> {
+/** A COPY/ADD with its arguments expanded and (for the context) its sources selected. */
+export interface CopyPrep {
+  instr: CopyInstr | AddInstr;
+  text: string;
+  sources: string[];
+  destRaw: string;
+  dest: string;
+  destIsDir: boolean;
+  chown?: string;
+  modeFn?: ModeFn;
+  exclude?: IgnoreMatcher;
+  from?: string;
+  /** Context sources, selected (per source string). */
+  matches?: SourceMatch[][];
+}
+
+export async function prepareCopy(state: StageState, instr: CopyInstr | AddInstr, ctx: StepContext): Promise<CopyPrep> {
   const env = expansionEnv(state);
   const loc = { file: ctx.file, lines: [...ctx.lines] };
   const fail = (code: string, msg: string, hint?: string) => dockerfileError(code, msg, loc, instr.range.startLine, instr.range.endLine, { hint });
@@ -74,41 +90,87 @@ export async function copyStep(state: StageState, instr: CopyInstr | AddInstr, c
     throw fail("BUILD_CHMOD_INVALID", (e as Error).message);
   }
   const exclude = instr.excludes.length > 0 ? createIgnoreMatcher(parseDockerignore(instr.excludes.map(expand).join("\n"))) : undefined;
+  const prep: CopyPrep = { instr, text, sources, destRaw, dest, destIsDir, chown, modeFn, exclude, from };
+  if (from === undefined) prep.matches = await selectAll(prep, ctx.context, true, ctx);
+  return prep;
+}
 
-  const run = async (tree: SourceTree, contextSource: boolean): Promise<StageState> => {
-    const matches: SourceMatch[][] = [];
-    for (const s of sources) {
-      const m = (await selectSources(tree, s)).filter((x) => !exclude || !exclude.ignores(x.rel));
-      if (m.length === 0) {
-        const hint = contextSource ? "check the path, and that .dockerignore does not exclude it" : undefined;
-        throw fail("BUILD_COPY_SOURCE_NOT_FOUND", `${instr.kind.toUpperCase()} source "${s}" not found in ${tree.label}`, hint);
-      }
-      matches.push(m);
+async function selectAll(prep: CopyPrep, tree: SourceTree, contextSource: boolean, ctx: StepContext): Promise<SourceMatch[][]> {
+  const { instr } = prep;
+  const loc = { file: ctx.file, lines: [...ctx.lines] };
+  const fail = (code: string, msg: string, hint?: string) => dockerfileError(code, msg, loc, instr.range.startLine, instr.range.endLine, { hint });
+  const matches: SourceMatch[][] = [];
+  for (const s of prep.sources) {
+    const m = (await selectSources(tree, s)).filter((x) => !prep.exclude || !prep.exclude.ignores(x.rel));
+    if (m.length === 0) {
+      const hint = contextSource ? "check the path, and that .dockerignore does not exclude it" : undefined;
+      throw fail("BUILD_COPY_SOURCE_NOT_FOUND", `${instr.kind.toUpperCase()} source "${s}" not found in ${tree.label}`, hint);
     }
+    matches.push(m);
+  }
+  const total = matches.reduce((n, m) => n + m.length, 0);
+  if ((prep.sources.length > 1 || total > 1) && !prep.destIsDir) {
+    const anyFile = matches.flat().some((m) => !m.stats.isDirectory());
+    if (anyFile || prep.sources.length > 1) {
+      throw fail("BUILD_COPY_DEST_NOT_DIR", `when copying more than one source, the destination "${prep.destRaw}" must be a directory ending in "/"`);
+    }
+  }
+  return matches;
+}
+
+/**
+ * The content part of a COPY's cache key: for context sources, a hash of every
+ * file the copy reads (path, type, mode, link target, bytes; never mtime), walked
+ * exactly as the copy walks; for --from, the source stage's or image's identity.
+ */
+export async function copyKeyFiles(prep: CopyPrep, ctx: StepContext, hashFile: (path: string, st: Stats) => Promise<string>): Promise<Record<string, string>> {
+  const files: Record<string, string> = {};
+  const plan: CopyPlan = { contextSource: true, exclude: prep.exclude };
+  for (const list of prep.matches ?? []) {
+    for (const m of list) {
+      for await (const e of walkMatch(ctx.context, m, plan, ctx.signal)) {
+        const st = e.stats;
+        const mode = (st.mode & 0o7777).toString(8);
+        let v: string;
+        if (st.isDirectory()) v = `dir:${mode}`;
+        else if (st.isSymbolicLink()) v = `link:${await readlink(e.hostPath)}`;
+        else if (st.isFile()) v = `file:${mode}:${await hashFile(e.hostPath, st)}`;
+        else continue;
+        files[e.srcRel === "" ? "." : e.srcRel] = v;
+      }
+    }
+  }
+  return files;
+}
+
+export async function executeCopy(state: StageState, prep: CopyPrep, ctx: StepContext): Promise<StageState> {
+  const run = async (tree: SourceTree, contextSource: boolean, matches: SourceMatch[][]): Promise<StageState> => {
     const total = matches.reduce((n, m) => n + m.length, 0);
-    if ((sources.length > 1 || total > 1) && !destIsDir) {
-      const anyFile = matches.flat().some((m) => !m.stats.isDirectory());
-      if (anyFile || sources.length > 1) {
-        throw fail("BUILD_COPY_DEST_NOT_DIR", `when copying more than one source, the destination "${destRaw}" must be a directory ending in "/"`);
-      }
-    }
     const layer = await mutateRoot(state, ctx, async (root) => {
       let owner: Owner | undefined;
-      if (chown !== undefined) owner = await chownOwner(root, chown);
+      if (prep.chown !== undefined) owner = await chownOwner(root, prep.chown);
       else if (contextSource) owner = { uid: 0, gid: 0 };
-      const plan: CopyPlan = { owner, contextSource, modeFn, exclude };
+      const plan: CopyPlan = { owner, contextSource, modeFn: prep.modeFn, exclude: prep.exclude };
+      const intoDir = prep.destIsDir || prep.sources.length > 1 || total > 1;
       for (const list of matches) {
-        for (const m of list) await copyOne(tree, m, root, dest, destIsDir || sources.length > 1 || total > 1, instr.parents, plan, ctx.signal);
+        for (const m of list) await copyOne(tree, m, root, prep.dest, intoDir, prep.instr.parents, plan, ctx.signal);
       }
     });
-    const entry = { created_by: `${text} # ocibuild`, comment: "ocibuild.dockerfile.v0" };
+    const entry = { created_by: `${prep.text} # ocibuild`, comment: "ocibuild.dockerfile.v0" };
     return layer ? addLayer(state, layer, entry) : addHistory(state, { ...entry, empty_layer: true });
   };
 
-  if (from === undefined) return run(ctx.context, true);
-  const stage = ctx.stage(from);
-  const srcState = stage ? await stage : await ctx.image(from, state.platform);
-  return withRootView(srcState, ctx, (root) => run({ root, label: stage ? `stage ${from}` : `image ${from}` }, false));
+  if (prep.from === undefined) return run(ctx.context, true, prep.matches ?? []);
+  const stage = ctx.stage(prep.from);
+  const srcState = stage ? await stage : await ctx.image(prep.from, state.platform);
+  return withRootView(srcState, ctx, async (root) => {
+    const tree: SourceTree = { root, label: stage ? `stage ${prep.from}` : `image ${prep.from}` };
+    return run(tree, false, await selectAll(prep, tree, false, ctx));
+  });
+}
+
+export async function copyStep(state: StageState, instr: CopyInstr | AddInstr, ctx: StepContext): Promise<StageState> {
+  return executeCopy(state, await prepareCopy(state, instr, ctx), ctx);
 }
 
 async function chownOwner(root: string, spec: string): Promise<Owner> {
@@ -139,8 +201,8 @@ async function copyOne(
   if (m.stats.isDirectory()) {
     // A directory source: its contents go into dest (created as a directory).
     const target = await resolveDirInRoot(root, destComps, { create: true, onCreate: created });
+    await copyTree(tree, m, target!.hostPath, plan, signal);
     await applyMeta(target!.hostPath, m.stats, plan, true);
-    await copyTree(tree, m.hostPath, m.rel, target!.hostPath, plan, signal);
     return;
   }
   let fileComps: string[];
@@ -154,30 +216,59 @@ async function copyOne(
   await copyEntry(m.hostPath, m.stats, join(parent!.hostPath, fileComps[fileComps.length - 1]!), plan);
 }
 
-async function copyTree(tree: SourceTree, srcDir: string, rel: string, dstDir: string, plan: CopyPlan, signal?: AbortSignal): Promise<void> {
-  signal?.throwIfAborted();
-  const names = (await readdir(srcDir)).sort();
-  for (const name of names) {
-    const childRel = rel === "" ? name : `${rel}/${name}`;
-    if (plan.contextSource && tree.ignore?.ignores(childRel)) {
-      const st = await lstat(join(srcDir, name));
-      // An ignored directory may still hold re-included paths ("!dir/keep").
-      if (!st.isDirectory() || !tree.ignore.mayMatchUnder(childRel)) continue;
-    }
-    if (plan.exclude?.ignores(childRel)) continue;
-    const src = join(srcDir, name);
-    const st = await lstat(src);
-    const dst = join(dstDir, name);
-    if (st.isDirectory()) {
-      const existing = await lstat(dst).catch(() => null);
-      if (existing && !existing.isDirectory()) await rm(dst, { force: true });
-      if (!existing || !existing.isDirectory()) await mkdir(dst);
-      await copyTree(tree, src, childRel, dst, plan, signal);
-      await applyMeta(dst, st, plan, true);
-    } else {
-      await copyEntry(src, st, dst, plan);
+interface Walked {
+  /** Path below the match ("" for the match itself). */
+  rel: string;
+  /** Path in the source tree. */
+  srcRel: string;
+  hostPath: string;
+  stats: Stats;
+}
+
+/**
+ * Everything a copy of `m` reads, parents before children, names sorted, with
+ * .dockerignore (context) and --exclude applied. Used by the copy and by its
+ * cache key alike, so both see the same files.
+ */
+async function* walkMatch(tree: SourceTree, m: SourceMatch, plan: CopyPlan, signal?: AbortSignal): AsyncGenerator<Walked> {
+  yield { rel: "", srcRel: m.rel, hostPath: m.hostPath, stats: m.stats };
+  if (!m.stats.isDirectory()) return;
+  async function* below(dir: string, rel: string, srcRel: string): AsyncGenerator<Walked> {
+    signal?.throwIfAborted();
+    for (const name of (await readdir(dir)).sort()) {
+      const childSrc = srcRel === "" ? name : `${srcRel}/${name}`;
+      const childRel = rel === "" ? name : `${rel}/${name}`;
+      const hostPath = join(dir, name);
+      const st = await lstat(hostPath);
+      if (plan.exclude?.ignores(childSrc)) continue;
+      const ignored = plan.contextSource && tree.ignore?.ignores(childSrc);
+      // An ignored directory may still hold re-included paths ("!dir/keep"): walk it without yielding it.
+      if (ignored && !(st.isDirectory() && tree.ignore!.mayMatchUnder(childSrc))) continue;
+      if (!ignored) yield { rel: childRel, srcRel: childSrc, hostPath, stats: st };
+      if (st.isDirectory()) yield* below(hostPath, childRel, childSrc);
     }
   }
+  yield* below(m.hostPath, "", m.rel);
+}
+
+async function copyTree(tree: SourceTree, m: SourceMatch, dstDir: string, plan: CopyPlan, signal?: AbortSignal): Promise<void> {
+  const dirs: { path: string; stats: Stats }[] = [];
+  for await (const e of walkMatch(tree, m, plan, signal)) {
+    if (e.rel === "") continue;
+    const dst = join(dstDir, e.rel);
+    if (e.stats.isDirectory()) {
+      const existing = await lstat(dst).catch(() => null);
+      if (existing && !existing.isDirectory()) await rm(dst, { force: true });
+      if (!existing || !existing.isDirectory()) await mkdir(dst, { recursive: true });
+      dirs.push({ path: dst, stats: e.stats });
+    } else {
+      // A re-included file under an ignored directory: its parent exists only if created here.
+      await mkdir(join(dst, ".."), { recursive: true });
+      await copyEntry(e.hostPath, e.stats, dst, plan);
+    }
+  }
+  // Directory metadata last (children change a directory's mtime), deepest first.
+  for (const d of dirs.reverse()) await applyMeta(d.path, d.stats, plan, true);
 }
 
 async function copyEntry(src: string, st: Stats, dst: string, plan: CopyPlan): Promise<void> {
@@ -198,6 +289,7 @@ async function copyEntry(src: string, st: Stats, dst: string, plan: CopyPlan): P
   }
   // Sockets, fifos and device nodes in a source tree are not copied.
 }
+
 
 async function applyMeta(path: string, st: Stats, plan: CopyPlan, isDir: boolean, isLink = false): Promise<void> {
   const uid = plan.owner ? plan.owner.uid : st.uid;

@@ -1,0 +1,211 @@
+/**
+ * One instruction with the cache around it: compute the key from exactly the
+ * inputs the step uses, reuse a verified entry when there is one, otherwise run
+ * the step and store what it produced. Every step comes back with a report line:
+ * cached or built, and for a miss the input that changed.
+ */
+import { createHash } from "node:crypto";
+import type { Stats } from "node:fs";
+import { posix } from "node:path";
+import { expandWord, type Instruction } from "../dockerfile/index.js";
+import { cacheKey, explainMiss, KEY_VERSION, type KeyInputs } from "../cache/key.js";
+import type { CacheHit, CacheRecord, CacheStore } from "../cache/store.js";
+import { formatPlatform } from "../oci/registry/index.js";
+import { chainId } from "./rootfs.js";
+import { addHistory, addLayer, envRecord, expansionEnv, shellOf, withConfig, workdirOf, type LayerRecord, type StageState } from "./stage-state.js";
+import type { StepContext } from "./step-context.js";
+import type { ArgSources } from "./steps/arg.js";
+import { copyKeyFiles, executeCopy, prepareCopy, type CopyPrep } from "./steps/copy.js";
+import { executeStep } from "./steps/index.js";
+import { runArgs } from "./steps/run.js";
+
+export interface CacheContext {
+  /** Stores in lookup order (local first). Empty: no cache at all. */
+  stores: CacheStore[];
+  /** Skip lookups (--no-cache). */
+  noLookup: boolean;
+  /** Skip writes (--no-cache-write). */
+  noWrite: boolean;
+  /** Compute and report only, executing nothing that touches a filesystem (--dry-run). */
+  dryRun: boolean;
+  hashFile: (path: string, st: Stats) => Promise<string>;
+  /** Final ChainIDs of stages, for COPY --from keys. */
+  stageChain: (nameOrIndex: string) => Promise<string> | undefined;
+}
+
+export interface StepOutcome {
+  state: StageState;
+  key: string;
+  cached: boolean;
+  reason?: string;
+  /** Seconds the step took when it was built (for hits: saved). */
+  savedSeconds: number;
+  reusedBytes: number;
+  /** Dry run: the step's result is unknown (it would run). */
+  unknown?: boolean;
+}
+
+const FS_KINDS = new Set(["run", "copy", "add", "workdir"]);
+
+export function layerChain(state: StageState): string {
+  return state.layers.length === 0 ? "" : chainId(state.layers.map((l) => l.diffId));
+}
+
+export function slotOf(project: string, stage: string, index: number, platform: string): string {
+  return createHash("sha256").update(`${project}\n${stage}\n${index}\n${platform}`).digest("hex");
+}
+
+interface StepSpec {
+  inputs: KeyInputs;
+  /** Run the step for real. */
+  execute: () => Promise<StageState>;
+  /** The state a hit leads to. */
+  applyHit: (rec: CacheRecord, layer: LayerRecord | undefined) => StageState;
+}
+
+async function fsSpec(state: StageState, instr: Instruction, ctx: StepContext, cache: CacheContext, args: ArgSources, step: number, base: string): Promise<StepSpec> {
+  const platform = formatPlatform(state.platform);
+  const common = { v: KEY_VERSION, platform, parent: layerChain(state), base };
+  const hitWith = (s: StageState) => (rec: CacheRecord, layer: LayerRecord | undefined) =>
+    layer ? addLayer(s, layer, rec.history) : addHistory(s, { ...rec.history, empty_layer: true });
+  switch (instr.kind) {
+    case "run": {
+      const flags = [instr.network ? `--network=${instr.network}` : "", instr.security ? `--security=${instr.security}` : ""].filter(Boolean);
+      return {
+        inputs: {
+          ...common,
+          instruction: ["RUN", ...flags, JSON.stringify(runArgs(state, instr))].join(" "),
+          shell: shellOf(state),
+          user: state.config.User ?? "",
+          workdir: workdirOf(state),
+          env: envRecord(state),
+          args: { ...state.args },
+          network: instr.network ?? "default",
+        },
+        execute: () => executeStep(state, instr, ctx, args, step),
+        applyHit: hitWith(state),
+      };
+    }
+    case "workdir": {
+      const dir = posix.resolve(workdirOf(state), expandWord(instr.path, expansionEnv(state)));
+      const next = withConfig(state, { WorkingDir: dir });
+      return {
+        inputs: { ...common, instruction: `WORKDIR ${dir}`, user: state.config.User ?? "" },
+        execute: () => executeStep(state, instr, ctx, args, step),
+        applyHit: hitWith(next),
+      };
+    }
+    case "copy":
+    case "add": {
+      const prep: CopyPrep = await prepareCopy(state, instr, ctx);
+      const inputs: KeyInputs = { ...common, instruction: prep.text, workdir: workdirOf(state) };
+      if (prep.from === undefined) inputs.files = await copyKeyFiles(prep, ctx, cache.hashFile);
+      else {
+        const chain = cache.stageChain(prep.from);
+        inputs.source = chain ? `stage:${await chain}` : `image:${(await ctx.image(prep.from, state.platform)).baseName}`;
+      }
+      return { inputs, execute: () => executeCopy(state, prep, ctx), applyHit: hitWith(state) };
+    }
+    default:
+      throw new Error(`not a filesystem step: ${instr.kind}`);
+  }
+}
+
+/** Lookup in each store, in order; a corrupt entry is reported and skipped. */
+async function lookup(cache: CacheContext, key: string, ctx: StepContext) {
+  let corrupt: string | undefined;
+  for (const store of cache.stores) {
+    const r = await store.get(key, ctx.signal);
+    if (r.corrupt) {
+      corrupt = r.corrupt;
+      ctx.emit({ type: "log", level: "warn", message: `${store.name} cache: ${r.corrupt}; removed, the step is rebuilt` });
+    }
+    if (r.hit) {
+      // A registry hit is remembered locally (the layer stays in the registry until needed).
+      if (store !== cache.stores[0] && !cache.noWrite) await cache.stores[0]?.put(r.hit.record, ctx.signal).catch(() => {});
+      return { hit: r.hit, corrupt };
+    }
+  }
+  return { corrupt };
+}
+
+async function previousFor(cache: CacheContext, slot: string, ctx: StepContext): Promise<CacheRecord | undefined> {
+  for (const store of cache.stores) {
+    const p = await store.previous(slot, ctx.signal).catch(() => undefined);
+    if (p) return p;
+  }
+  return undefined;
+}
+
+async function store(cache: CacheContext, rec: CacheRecord, ctx: StepContext): Promise<void> {
+  if (cache.noWrite || cache.dryRun) return;
+  for (const s of cache.stores) {
+    try {
+      await s.put(rec, ctx.signal);
+    } catch (e) {
+      ctx.emit({ type: "log", level: "warn", message: `could not write the ${s.name} cache entry: ${(e as Error).message}` });
+    }
+  }
+}
+
+export async function cachedStep(
+  state: StageState,
+  instr: Instruction,
+  ctx: StepContext,
+  cache: CacheContext,
+  opts: { args: ArgSources; step: number; slot: string; prevKey: string; base: string; parentUnknown: boolean },
+): Promise<StepOutcome> {
+  const started = performance.now();
+  let spec: StepSpec;
+  let metaState: StageState | undefined;
+  if (FS_KINDS.has(instr.kind)) {
+    spec = await fsSpec(state, instr, ctx, cache, opts.args, opts.step, opts.base);
+  } else {
+    // Metadata steps are pure and cheap: always run; the key chains on the previous step.
+    metaState = await executeStep(state, instr, ctx, opts.args, opts.step);
+    const text = metaState.history[metaState.history.length - 1]?.created_by ?? instr.original;
+    const done = metaState;
+    spec = {
+      inputs: { v: KEY_VERSION, platform: formatPlatform(state.platform), parent: opts.prevKey, base: opts.base, instruction: text },
+      execute: async () => done,
+      applyHit: (rec) => ({ ...done, history: [...done.history.slice(0, -1), rec.history] }),
+    };
+  }
+  const key = cacheKey(spec.inputs);
+  const found: { hit?: CacheHit; corrupt?: string } = cache.noLookup ? {} : await lookup(cache, key, ctx);
+  if (found.hit) {
+    const rec = found.hit.record;
+    const layer: LayerRecord | undefined = rec.layer
+      ? {
+          descriptor: { mediaType: rec.layer.mediaType, digest: rec.layer.digest, size: rec.layer.size },
+          diffId: rec.layer.diffId,
+          source: found.hit.source,
+        }
+      : undefined;
+    return { state: spec.applyHit(rec, layer), key, cached: true, savedSeconds: rec.seconds, reusedBytes: rec.layer?.size ?? 0 };
+  }
+  let reason: string;
+  if (cache.noLookup) reason = "cache disabled (--no-cache)";
+  else if (found.corrupt) reason = `${found.corrupt}`;
+  else if (opts.parentUnknown && FS_KINDS.has(instr.kind)) reason = "parent step rebuilt";
+  else {
+    const prev = await previousFor(cache, opts.slot, ctx);
+    reason = prev ? explainMiss(prev.inputs, spec.inputs) : "no previous entry";
+  }
+  if (cache.dryRun && FS_KINDS.has(instr.kind)) {
+    return { state, key, cached: false, reason, savedSeconds: 0, reusedBytes: 0, unknown: true };
+  }
+  const executed = await spec.execute();
+  const seconds = (performance.now() - started) / 1000;
+  const added = executed.layers.length > state.layers.length ? executed.layers[executed.layers.length - 1]! : undefined;
+  // The step's history entry carries the time it was built; a later hit reuses it, so a
+  // fully cached rebuild yields the same config, and so the same image digest.
+  const created = new Date().toISOString().replace(/\.\d{3}Z$/, "Z");
+  const last = executed.history[executed.history.length - 1] ?? { created_by: instr.original };
+  const history = { created, created_by: last.created_by, comment: last.comment, ...(added ? {} : { empty_layer: true }) };
+  const next: StageState = { ...executed, history: [...executed.history.slice(0, -1), history] };
+  const rec: CacheRecord = { key, slot: opts.slot, inputs: spec.inputs, history, seconds, created };
+  if (added) rec.layer = { mediaType: added.descriptor.mediaType, digest: added.descriptor.digest, diffId: added.diffId, size: added.descriptor.size };
+  await store(cache, rec, ctx);
+  return { state: next, key, cached: false, reason, savedSeconds: 0, reusedBytes: 0 };
+}

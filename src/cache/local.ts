@@ -1,0 +1,108 @@
+/**
+ * The local cache store: one JSON record per key under DIR/records, the latest
+ * record per slot under DIR/slots, layer blobs in the build's content store.
+ * Writes are temp + rename (safe with two builds at once); reads verify the record
+ * against its key and the layer blob against its digest: a corrupt entry is a miss
+ * and is removed, never a wrong image.
+ */
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { pipeline } from "node:stream/promises";
+import type { OciLayout } from "../oci/layout.js";
+import { type CacheRecord, type CacheStore, type LookupResult, expired, validRecord } from "./store.js";
+
+export class LocalCacheStore implements CacheStore {
+  readonly name = "local";
+  constructor(
+    readonly dir: string,
+    private readonly content: OciLayout,
+    private readonly ttlSeconds?: number,
+  ) {}
+
+  private recordPath(key: string): string {
+    return join(this.dir, "records", `${key}.json`);
+  }
+
+  private slotPath(slot: string): string {
+    return join(this.dir, "slots", `${slot}.json`);
+  }
+
+  async get(key: string, signal?: AbortSignal): Promise<LookupResult> {
+    const path = this.recordPath(key);
+    let text: string;
+    try {
+      text = await readFile(path, { encoding: "utf8", signal });
+    } catch {
+      return {};
+    }
+    let rec: unknown;
+    try {
+      rec = JSON.parse(text);
+    } catch {
+      await rm(path, { force: true });
+      return { corrupt: "cache record was not valid JSON" };
+    }
+    if (!validRecord(rec, key)) {
+      await rm(path, { force: true });
+      return { corrupt: "cache record did not match its key" };
+    }
+    if (expired(rec, this.ttlSeconds)) return {};
+    if (rec.layer) {
+      const problem = await this.verifyBlob(rec.layer.digest, rec.layer.size, signal);
+      if (problem) {
+        await rm(path, { force: true });
+        await rm(this.content.blobPath(rec.layer.digest), { force: true });
+        return { corrupt: `cached layer ${rec.layer.digest.slice(0, 19)} ${problem}` };
+      }
+    }
+    return { hit: { record: rec, source: { kind: "local" }, store: this.name } };
+  }
+
+  /** Re-hash the blob: a cache hit must never hand out bytes that are not what the key promised. */
+  private async verifyBlob(digest: string, size: number, signal?: AbortSignal): Promise<string | undefined> {
+    const h = createHash("sha256");
+    let n = 0;
+    try {
+      await pipeline(createReadStream(this.content.blobPath(digest as never), { signal }), async function* (src: AsyncIterable<Buffer>) {
+        for await (const c of src) {
+          h.update(c);
+          n += c.length;
+        }
+      });
+    } catch {
+      return "is missing";
+    }
+    if (n !== size) return `has ${n} bytes, expected ${size}`;
+    if (`sha256:${h.digest("hex")}` !== digest) return "does not match its digest";
+    return undefined;
+  }
+
+  async previous(slot: string): Promise<CacheRecord | undefined> {
+    try {
+      const rec = JSON.parse(await readFile(this.slotPath(slot), "utf8")) as CacheRecord;
+      return validRecord(rec, rec.key) ? rec : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async put(record: CacheRecord): Promise<void> {
+    const text = JSON.stringify(record);
+    await this.atomicWrite(this.recordPath(record.key), text);
+    await this.atomicWrite(this.slotPath(record.slot), text);
+  }
+
+  private async atomicWrite(path: string, text: string): Promise<void> {
+    await mkdir(join(path, ".."), { recursive: true });
+    const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+    try {
+      await writeFile(tmp, text);
+      await rename(tmp, path);
+    } catch (e) {
+      await rm(tmp, { force: true });
+      throw e;
+    }
+  }
+}
