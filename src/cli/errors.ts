@@ -2,7 +2,7 @@ import { ExitCode, isOcibuildError } from "../errors.js";
 import type { CliIO } from "./io.js";
 
 /** Usage errors (bad flags) exit 2; everything else 1. */
-export const USAGE_CODES = new Set(["USAGE", "USAGE_UNKNOWN_FLAG", "USAGE_MISSING_VALUE", "USAGE_BAD_VALUE", "USAGE_MISSING_ARGUMENT"]);
+export const USAGE_CODES = new Set(["USAGE", "USAGE_UNKNOWN_FLAG", "USAGE_UNSUPPORTED_FLAG", "USAGE_MISSING_VALUE", "USAGE_BAD_VALUE", "USAGE_MISSING_ARGUMENT"]);
 
 /** Render an error as `error[CODE]: message` (+ location and snippet), no stack unless debug. */
 export function formatError(e: unknown, debug = false): string {

@@ -1,52 +1,112 @@
 /**
- * Rendering build events: `plain` (one line per event, for CI logs) and `json`
- * (one JSON object per line, with a `type` field).
+ * Rendering build events: `plain` (one line per event, for CI logs), `json`
+ * (one JSON object per line, each a BuildEvent), `tty` (a live view, see
+ * tty.ts) and `quiet`. `auto` is tty when the progress stream is a terminal.
  */
-import type { BuildEvent } from "../builder/events.js";
 import type { BuildResult } from "../builder/build.js";
+import type { BuildEvent } from "../builder/events.js";
+import { formatBytes, shortDigest } from "./format.js";
+import { createTtyRenderer, type TtyOptions } from "./tty.js";
 
-export type ProgressMode = "plain" | "json" | "quiet";
+export { formatBytes, shortDigest };
 
-export function createRenderer(mode: ProgressMode, out: NodeJS.WritableStream): (e: BuildEvent) => void {
-  if (mode === "json") return (e) => out.write(`${JSON.stringify(e)}\n`);
-  if (mode === "quiet") return () => {};
+export type ProgressMode = "plain" | "json" | "tty" | "quiet";
+
+export type { Renderer } from "./tty.js";
+import type { Renderer } from "./tty.js";
+
+type Stream = NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
+
+/** `--progress` to a mode: auto picks tty when `out` is a terminal, plain otherwise. */
+export function resolveProgressMode(requested: string, out: Stream, quiet = false): ProgressMode {
+  if (quiet) return "quiet";
+  if (requested === "auto") return out.isTTY === true ? "tty" : "plain";
+  return requested as ProgressMode;
+}
+
+/** One line per event; RUN output prefixed with its step, split on newlines (partial lines held). */
+function plainRenderer(out: Stream): Renderer {
   const partial = new Map<string, string>();
-  return (e) => {
-    switch (e.type) {
-      case "step-start":
-        out.write(`[${e.stage} ${e.step}/${e.total}] ${e.instruction.split("\n")[0]}\n`);
-        break;
-      case "step-end":
-        out.write(`[${e.stage} ${e.step}/${e.total}] ${e.cached ? "CACHED" : "DONE"} ${e.seconds.toFixed(2)}s${e.layer ? ` ${e.layer.slice(0, 19)}` : ""}\n`);
-        break;
-      case "output": {
-        const key = `${e.stage}/${e.step}/${e.stream}`;
-        const text = (partial.get(key) ?? "") + e.text;
-        const lines = text.split("\n");
-        partial.set(key, lines.pop() ?? "");
-        for (const l of lines) out.write(`[${e.stage} ${e.step}] ${l}\n`);
-        break;
+  const flush = (key: string, prefix: string) => {
+    const rest = partial.get(key);
+    if (rest) out.write(`${prefix} ${rest}\n`);
+    partial.delete(key);
+  };
+  return {
+    onEvent(e) {
+      switch (e.type) {
+        case "step-start":
+          out.write(`[${e.stage} ${e.step}/${e.total}] ${e.instruction.split("\n")[0]}\n`);
+          break;
+        case "step-end": {
+          for (const s of ["stdout", "stderr"]) flush(`${e.stage}/${e.step}/${s}`, `[${e.stage} ${e.step}/${e.total}]`);
+          const why = !e.cached && e.reason ? ` (${e.reason})` : "";
+          out.write(`[${e.stage} ${e.step}/${e.total}] ${e.cached ? "CACHED" : "DONE"} ${e.seconds.toFixed(2)}s${e.layer ? ` layer ${shortDigest(e.layer)}` : ""}${why}\n`);
+          break;
+        }
+        case "output": {
+          const key = `${e.stage}/${e.step}/${e.stream}`;
+          const lines = ((partial.get(key) ?? "") + e.text).split("\n");
+          partial.set(key, lines.pop() ?? "");
+          for (const l of lines) out.write(`[${e.stage} ${e.step}] ${l}\n`);
+          break;
+        }
+        case "log":
+          out.write(`${e.level === "warn" ? "warning: " : ""}${e.message}\n`);
+          break;
+        case "push":
+          out.write(`push ${e.reference} ${shortDigest(e.digest)} ${e.status} ${formatBytes(e.size)}\n`);
+          break;
+        case "output-written":
+          out.write(`wrote ${e.reference}\n`);
+          break;
+        case "error":
+          out.write(`error[${e.code}]: ${e.message}\n`);
+          break;
+        case "progress":
+        case "result":
+          break;
       }
-      case "log":
-        out.write(`${e.level === "warn" ? "warning: " : ""}${e.message}\n`);
-        break;
-      case "push":
-        out.write(`push ${e.reference} ${e.digest.slice(0, 19)} ${e.status}\n`);
-        break;
-      case "result":
-        break;
-    }
+    },
+    close() {
+      for (const [key, rest] of partial) if (rest) out.write(`[${key.split("/").slice(0, 2).join(" ")}] ${rest}\n`);
+      partial.clear();
+    },
   };
 }
 
-/** The end-of-build summary: references with digest, size, and the per-step report. */
+/** A renderer for `mode` writing to `out`. */
+export function createRenderer(mode: ProgressMode, out: Stream, tty: TtyOptions = {}): Renderer {
+  switch (mode) {
+    case "json":
+      return { onEvent: (e) => out.write(`${JSON.stringify(e)}\n`), close() {} };
+    case "quiet":
+      return { onEvent() {}, close() {} };
+    case "tty":
+      return createTtyRenderer(out, tty);
+    case "plain":
+      return plainRenderer(out);
+  }
+}
+
+function cacheSummary(result: BuildResult): { hits: number; total: number; secondsSaved: number } {
+  const hits = result.steps.filter((s) => s.cached).length;
+  let secondsSaved = 0;
+  for (const s of result.steps) {
+    const saved = (s as { secondsSaved?: unknown }).secondsSaved;
+    if (typeof saved === "number") secondsSaved += saved;
+  }
+  return { hits, total: result.steps.length, secondsSaved };
+}
+
+/** The end-of-build summary: references with digest, size, cache hits and time saved, and the per-step report. */
 export function summary(result: BuildResult): string {
   const lines: string[] = [];
   lines.push(`digest: ${result.digest}`);
   for (const r of result.references) lines.push(`image: ${r}`);
   lines.push(`size: ${formatBytes(result.size)}`);
-  const cached = result.steps.filter((s) => s.cached).length;
-  lines.push(`steps: ${result.steps.length}, cached: ${cached}/${result.steps.length}`);
+  const c = cacheSummary(result);
+  lines.push(`steps: ${c.total}, cached: ${c.hits}/${c.total}${c.secondsSaved > 0 ? `, time saved: ${c.secondsSaved.toFixed(1)}s` : ""}`);
   for (const s of result.steps) {
     const status = s.cached ? "CACHED" : "BUILT ";
     const why = s.cached ? "" : ` (${s.reason ?? "no cache entry"})`;
@@ -55,9 +115,4 @@ export function summary(result: BuildResult): string {
   return `${lines.join("\n")}\n`;
 }
 
-export function formatBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
-  if (n < 1024 * 1024 * 1024) return `${(n / 1024 / 1024).toFixed(1)} MiB`;
-  return `${(n / 1024 / 1024 / 1024).toFixed(2)} GiB`;
-}
+export { cacheSummary };

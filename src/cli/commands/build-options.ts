@@ -1,0 +1,297 @@
+/**
+ * `ocibuild build` flags -> library BuildOptions, with docker build, buildx and
+ * kaniko spellings. Pure apart from reading stdin for `-f -`: tests call
+ * parseBuildArgs directly. A flag we recognise but do not support fails with
+ * USAGE_UNSUPPORTED_FLAG naming it; an unknown flag fails with
+ * USAGE_UNKNOWN_FLAG (both exit 2): nothing is silently ignored.
+ */
+import { resolve } from "node:path";
+import { OcibuildError } from "../../errors.js";
+import type { BuildOptions } from "../../index.js";
+import type { BuildOutput } from "../../builder/output.js";
+import { parseLayoutRef } from "../../oci/layout.js";
+import { parseReference } from "../../oci/reference.js";
+import { type FlagSpec, type ParsedFlags, bool, list, parseFlags, str } from "../flags.js";
+import type { CliIO } from "../io.js";
+import { REGISTRY_FLAGS, registryOptionsFrom } from "./copy.js";
+
+export const BUILD_SPECS: FlagSpec[] = [
+  { names: ["tag", "destination"], short: ["t", "d"], type: "string", repeatable: true, valueName: "REF", description: "Name and tag the image (and push it there unless --no-push)" },
+  { names: ["file", "dockerfile"], short: ["f"], type: "string", valueName: "PATH", description: "Dockerfile path (default CONTEXT/Dockerfile; - reads stdin)" },
+  { names: ["context"], short: ["c"], type: "string", valueName: "DIR", description: "Build context (kaniko's dir://DIR or a path); or the positional CONTEXT" },
+  { names: ["build-arg"], type: "string", repeatable: true, valueName: "KEY[=VALUE]", description: "Set a build argument (no value: taken from the environment)" },
+  { names: ["target"], type: "string", valueName: "STAGE", description: "Build this stage" },
+  { names: ["platform", "custom-platform"], type: "string", valueName: "OS/ARCH[/VARIANT]", description: "Target platform (default: the host's)" },
+  { names: ["label"], type: "string", repeatable: true, valueName: "KEY=VALUE", description: "Add a label to the image" },
+  { names: ["no-push"], type: "boolean", description: "Build (and write --output) without pushing" },
+  { names: ["push"], type: "boolean", description: "Push to every -t (the default when tags are given; buildx spelling)" },
+  { names: ["output"], short: ["o"], type: "string", repeatable: true, valueName: "OUT", description: "oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE, type=oci|docker|registry[,dest=...][,tar=false]" },
+  { names: ["oci-layout-path"], type: "string", valueName: "DIR", description: "kaniko: also write an OCI layout to DIR" },
+  { names: ["tar-path"], type: "string", valueName: "FILE", description: "kaniko: also write a docker-archive tar (docker load) to FILE" },
+  { names: ["cache-dir"], type: "string", valueName: "DIR", description: "Cache directory (default $XDG_CACHE_HOME/ocibuild or ~/.cache/ocibuild)" },
+  { names: ["no-cache"], type: "boolean", description: "Do not reuse cached steps (build every step)" },
+  { names: ["digest-file"], type: "string", valueName: "FILE", description: "Write the image digest to FILE" },
+  { names: ["image-name-with-digest-file"], type: "string", valueName: "FILE", description: "Write NAME@DIGEST for each -t, one per line" },
+  { names: ["image-name-tag-with-digest-file"], type: "string", valueName: "FILE", description: "Write NAME:TAG@DIGEST for each -t, one per line" },
+  { names: ["iidfile"], type: "string", valueName: "FILE", description: "Write the image ID (manifest digest) to FILE" },
+  { names: ["metadata-file"], type: "string", valueName: "FILE", description: "Write build metadata (digest, descriptor, steps, cache) as JSON" },
+  { names: ["progress"], type: "string", valueName: "MODE", description: "auto, tty, plain or json (auto: tty on a terminal, else plain)" },
+  { names: ["quiet"], short: ["q"], type: "boolean", description: "Print only the digest" },
+  { names: ["reproducible"], type: "boolean", description: "Clamp timestamps to 0 unless SOURCE_DATE_EPOCH is set" },
+  { names: ["compression-level"], type: "string", valueName: "0-9", description: "gzip level for new layers (default 6)" },
+  { names: ["network"], type: "string", valueName: "MODE", description: "Network for RUN: default or host (RUN --network=none per step)" },
+  // Recognised, not supported yet: each fails naming itself (see UNSUPPORTED).
+  { names: ["cache-repo"], type: "string", valueName: "REPO", description: "(not supported yet) registry-backed cache" },
+  { names: ["cache-ttl"], type: "string", valueName: "DURATION", description: "(not supported yet) cache entry lifetime" },
+  { names: ["secret"], type: "string", repeatable: true, valueName: "id=ID,src=PATH", description: "(not supported yet) RUN --mount=type=secret" },
+  { names: ["ssh"], type: "string", repeatable: true, valueName: "ID", description: "(not supported yet) RUN --mount=type=ssh" },
+  { names: ["cache-from"], type: "string", repeatable: true, valueName: "SRC", description: "(not supported yet) buildx cache import" },
+  { names: ["cache-to"], type: "string", repeatable: true, valueName: "DST", description: "(not supported yet) buildx cache export" },
+  { names: ["load"], type: "boolean", description: "(not supported: there is no daemon) use --output docker-archive:FILE and docker load" },
+  { names: ["help"], short: ["h"], type: "boolean", description: "Show this help" },
+  ...REGISTRY_FLAGS.filter((f) => f.names[0] !== "help"),
+];
+
+/** Flags we parse only to refuse with a precise message. */
+const UNSUPPORTED: Record<string, string> = {
+  "cache-repo": "the registry-backed cache is not available in this version",
+  "cache-ttl": "the registry-backed cache is not available in this version",
+  secret: "RUN --mount=type=secret is not supported yet",
+  ssh: "RUN --mount=type=ssh is not supported yet",
+  "cache-from": "use --cache-dir (a local cache directory)",
+  "cache-to": "use --cache-dir (a local cache directory)",
+  load: "ocibuild has no daemon to load into; write --output docker-archive:FILE and run `docker load -i FILE`",
+};
+
+export const BUILD_USAGE = `Usage: ocibuild [build] [flags] CONTEXT
+
+Builds the image described by CONTEXT/Dockerfile (or -f) without a daemon and
+pushes it to every -t/--destination, or writes it with --output. docker build,
+buildx and kaniko flag spellings are accepted.`;
+
+export const BUILD_EXAMPLES = [
+  "ocibuild -t registry.example.com/team/app:v1 .",
+  "ocibuild -f docker/Dockerfile --build-arg VERSION=1.2 --target app -t 127.0.0.1:5000/app:dev .",
+  "ocibuild --no-push --output oci:./out:dev .",
+  "ocibuild --no-push -t app:v1 --output docker-archive:app.tar . && docker load -i app.tar",
+  "ocibuild -o type=oci,dest=app.oci.tar -t app:v1 --no-push .",
+  "ocibuild --context dir:///workspace --destination registry.lan/app:v1 --digest-file /workspace/digest   # kaniko spelling",
+  "ocibuild --progress=json -t 127.0.0.1:5000/app:ci . > events.jsonl",
+];
+
+/** What the build command will do: library options plus the files the CLI writes afterwards. */
+export interface BuildInvocation {
+  help: boolean;
+  options: BuildOptions;
+  progress: "auto" | "tty" | "plain" | "json";
+  quiet: boolean;
+  files: {
+    digest?: string;
+    imageNameWithDigest?: string;
+    imageNameTagWithDigest?: string;
+    iid?: string;
+    metadata?: string;
+  };
+}
+
+function splitArchive(v: string, prefix: string): { path: string; ref?: string } {
+  const rest = v.slice(prefix.length);
+  const colon = rest.indexOf(":");
+  const path = colon < 0 ? rest : rest.slice(0, colon);
+  const ref = colon < 0 ? undefined : rest.slice(colon + 1);
+  if (path === "") throw new OcibuildError("USAGE_BAD_VALUE", `--output ${v}: missing the file name`);
+  return ref === undefined || ref === "" ? { path } : { path, ref };
+}
+
+/** Parses one `--output` value (docker/skopeo transport form or buildx key=value form). */
+export function parseOutput(v: string, cwd: string): BuildOutput {
+  if (v.startsWith("oci:")) {
+    const { dir, ref } = parseLayoutRef(v);
+    if (dir === "") throw new OcibuildError("USAGE_BAD_VALUE", `--output ${v}: missing the directory`);
+    return ref === undefined ? { type: "oci", dest: resolve(cwd, dir) } : { type: "oci", dest: resolve(cwd, dir), tag: ref };
+  }
+  if (v.startsWith("oci-archive:")) {
+    const { path, ref } = splitArchive(v, "oci-archive:");
+    return ref === undefined ? { type: "oci-archive", dest: resolve(cwd, path) } : { type: "oci-archive", dest: resolve(cwd, path), tag: ref };
+  }
+  if (v.startsWith("docker-archive:")) {
+    const { path, ref } = splitArchive(v, "docker-archive:");
+    return ref === undefined ? { type: "docker-archive", dest: resolve(cwd, path) } : { type: "docker-archive", dest: resolve(cwd, path), tags: [ref] };
+  }
+  if (v.includes("=")) {
+    const kv: Record<string, string> = {};
+    for (const part of v.split(",")) {
+      const eq = part.indexOf("=");
+      if (eq <= 0) throw new OcibuildError("USAGE_BAD_VALUE", `--output ${v}: "${part}" is not KEY=VALUE`);
+      kv[part.slice(0, eq).trim()] = part.slice(eq + 1).trim();
+    }
+    const known = new Set(["type", "dest", "tar", "name", "push"]);
+    for (const k of Object.keys(kv)) {
+      if (!known.has(k)) throw new OcibuildError("USAGE_BAD_VALUE", `--output ${v}: unsupported key "${k}"`, { hint: "keys: type, dest, tar, name, push" });
+    }
+    const tar = kv.tar === undefined || kv.tar === "true";
+    const names = kv.name ? kv.name.split(/[ ,]+/).filter(Boolean) : undefined;
+    switch (kv.type) {
+      case "registry":
+        return { type: "registry" };
+      case "image":
+        if (kv.push === "true") return { type: "registry" };
+        break;
+      case "oci":
+      case "docker": {
+        if (!kv.dest) throw new OcibuildError("USAGE_BAD_VALUE", `--output ${v}: type=${kv.type} needs dest=PATH (there is no daemon to load into)`);
+        const dest = resolve(cwd, kv.dest);
+        if (kv.type === "docker") {
+          if (!tar) throw new OcibuildError("USAGE_BAD_VALUE", `--output ${v}: type=docker is always a tar`);
+          return names ? { type: "docker-archive", dest, tags: names } : { type: "docker-archive", dest };
+        }
+        const tag = names?.[0] !== undefined ? (parseReference(names[0]).tag ?? "latest") : undefined;
+        if (!tar) return tag ? { type: "oci", dest, tag } : { type: "oci", dest };
+        return tag ? { type: "oci-archive", dest, tag } : { type: "oci-archive", dest };
+      }
+    }
+    throw new OcibuildError("USAGE_BAD_VALUE", `--output ${v}: type=${kv.type ?? "(none)"} is not supported`, {
+      hint: "supported: type=registry, type=oci,dest=FILE[,tar=false], type=docker,dest=FILE",
+    });
+  }
+  throw new OcibuildError("USAGE_BAD_VALUE", `unsupported --output "${v}"`, {
+    hint: "use oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], type=oci|docker,dest=PATH or type=registry",
+  });
+}
+
+function parseKeyValues(values: string[], flag: string, env?: Record<string, string | undefined>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const v of values) {
+    const i = v.indexOf("=");
+    if (i < 0) {
+      if (env === undefined) throw new OcibuildError("USAGE_BAD_VALUE", `--${flag} "${v}" must be KEY=VALUE`);
+      const fromEnv = env[v];
+      if (fromEnv !== undefined) out[v] = fromEnv;
+      continue;
+    }
+    if (i === 0) throw new OcibuildError("USAGE_BAD_VALUE", `--${flag} "${v}" has an empty key`);
+    out[v.slice(0, i)] = v.slice(i + 1);
+  }
+  return out;
+}
+
+async function readStdin(stream: NodeJS.ReadableStream): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream as AsyncIterable<Buffer>) chunks.push(Buffer.from(c));
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+/** Errors from parsing a flag's value (a bad reference or layout name) are usage errors. */
+function asUsage<T>(f: () => T, flag: string): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof OcibuildError && !e.code.startsWith("USAGE")) {
+      throw new OcibuildError("USAGE_BAD_VALUE", `${flag}: ${e.message}`, { hint: e.hint, cause: e });
+    }
+    throw e;
+  }
+}
+
+function rejectUnsupported(p: ParsedFlags): void {
+  for (const [name, why] of Object.entries(UNSUPPORTED)) {
+    const v = p.values[name];
+    if (v === undefined || v === false) continue;
+    throw new OcibuildError("USAGE_UNSUPPORTED_FLAG", `flag --${name} is not supported: ${why}`, { details: { flag: `--${name}` } });
+  }
+  const network = str(p, "network");
+  if (network !== undefined && network !== "default" && network !== "host") {
+    throw new OcibuildError("USAGE_UNSUPPORTED_FLAG", `flag --network=${network} is not supported: use default or host (RUN --network=none works per step)`, {
+      details: { flag: "--network" },
+    });
+  }
+}
+
+/** Parses `ocibuild build` arguments against the injected environment and working directory. */
+export async function parseBuildArgs(args: string[], io: CliIO): Promise<BuildInvocation> {
+  const p = parseFlags(args, BUILD_SPECS);
+  const files: BuildInvocation["files"] = {};
+  if (bool(p, "help")) return { help: true, options: { context: io.cwd }, progress: "auto", quiet: false, files };
+  rejectUnsupported(p);
+  const cwd = io.cwd;
+  let contextArg = str(p, "context");
+  if (contextArg?.startsWith("dir://")) contextArg = contextArg.slice("dir://".length);
+  if (contextArg !== undefined && /^[a-z0-9]+:\/\//.test(contextArg)) {
+    throw new OcibuildError("USAGE_BAD_VALUE", `--context ${contextArg}: only local directories (a path or dir://PATH) are supported`);
+  }
+  if (p.positionals.length > 1) throw new OcibuildError("USAGE", `expected one CONTEXT, got ${p.positionals.length}: ${p.positionals.join(" ")}`);
+  if (p.positionals.length === 1 && contextArg !== undefined && resolve(cwd, p.positionals[0]!) !== resolve(cwd, contextArg)) {
+    throw new OcibuildError("USAGE", `two build contexts given: ${p.positionals[0]} and --context ${contextArg}`);
+  }
+  const context = p.positionals[0] ?? contextArg;
+  if (context === undefined) throw new OcibuildError("USAGE_MISSING_ARGUMENT", "missing build CONTEXT (a directory, e.g. '.')", { hint: "ocibuild [flags] CONTEXT (run ocibuild build --help)" });
+
+  const progress = str(p, "progress") ?? "auto";
+  if (!["auto", "plain", "json", "tty"].includes(progress)) throw new OcibuildError("USAGE_BAD_VALUE", `--progress must be auto, tty, plain or json, not "${progress}"`);
+
+  const outputs = list(p, "output").map((o) => asUsage(() => parseOutput(o, cwd), `--output ${o}`));
+  const layoutPath = str(p, "oci-layout-path");
+  if (layoutPath) outputs.push({ type: "oci", dest: resolve(cwd, layoutPath) });
+  const tarPath = str(p, "tar-path");
+  if (tarPath) outputs.push({ type: "docker-archive", dest: resolve(cwd, tarPath) });
+
+  const level = str(p, "compression-level");
+  if (level !== undefined && !/^[0-9]$/.test(level)) throw new OcibuildError("USAGE_BAD_VALUE", `--compression-level must be 0-9, not "${level}"`);
+  const platform = str(p, "platform");
+  if (platform?.includes(",")) {
+    throw new OcibuildError("USAGE_UNSUPPORTED_FLAG", `--platform ${platform}: building several platforms at once is not supported yet; build each platform separately`, {
+      details: { flag: "--platform" },
+    });
+  }
+
+  let sourceDateEpoch: number | undefined;
+  const sde = io.env.SOURCE_DATE_EPOCH;
+  if (sde !== undefined && sde !== "") {
+    if (!/^\d+$/.test(sde)) throw new OcibuildError("USAGE_BAD_VALUE", `SOURCE_DATE_EPOCH must be whole seconds, not "${sde}"`);
+    sourceDateEpoch = Number(sde);
+  } else if (bool(p, "reproducible")) sourceDateEpoch = 0;
+
+  const tags = list(p, "tag");
+  for (const t of tags) asUsage(() => parseReference(t), `-t ${t}`); // a bad -t is a usage error before any work
+  const noPush = bool(p, "no-push");
+  if (noPush && bool(p, "push")) throw new OcibuildError("USAGE_BAD_VALUE", "--push and --no-push contradict each other");
+  const wantsRegistry = outputs.some((o) => o.type === "registry") || bool(p, "push");
+  if (wantsRegistry && tags.length === 0) throw new OcibuildError("USAGE_MISSING_ARGUMENT", "pushing (--push or --output type=registry) needs at least one -t/--tag");
+  if (wantsRegistry && noPush) throw new OcibuildError("USAGE_BAD_VALUE", "--output type=registry and --no-push contradict each other");
+
+  files.digest = str(p, "digest-file");
+  files.imageNameWithDigest = str(p, "image-name-with-digest-file");
+  files.imageNameTagWithDigest = str(p, "image-name-tag-with-digest-file");
+  files.iid = str(p, "iidfile");
+  files.metadata = str(p, "metadata-file");
+  for (const [flag, v] of [["image-name-with-digest-file", files.imageNameWithDigest], ["image-name-tag-with-digest-file", files.imageNameTagWithDigest]] as const) {
+    if (v !== undefined && tags.length === 0) throw new OcibuildError("USAGE_MISSING_ARGUMENT", `--${flag} needs at least one -t/--destination`);
+  }
+  for (const k of Object.keys(files) as (keyof typeof files)[]) {
+    if (files[k] === undefined) delete files[k];
+    else files[k] = resolve(cwd, files[k]!);
+  }
+
+  const file = str(p, "file");
+  const cacheDir = str(p, "cache-dir");
+  const options: BuildOptions = {
+    context: resolve(cwd, context),
+    tags,
+    buildArgs: parseKeyValues(list(p, "build-arg"), "build-arg", io.env),
+    labels: parseKeyValues(list(p, "label"), "label"),
+    push: !noPush && tags.length > 0,
+    outputs: outputs.filter((o) => o.type !== "registry"),
+    registry: registryOptionsFrom(p, io),
+    env: io.env,
+  };
+  if (file === "-") options.dockerfileText = await readStdin(io.stdin);
+  else if (file !== undefined) options.dockerfile = resolve(cwd, file);
+  const target = str(p, "target");
+  if (target !== undefined) options.target = target;
+  if (platform !== undefined) options.platform = platform;
+  if (cacheDir !== undefined) options.cacheDir = resolve(cwd, cacheDir);
+  if (sourceDateEpoch !== undefined) options.sourceDateEpoch = sourceDateEpoch;
+  if (level !== undefined) options.compressionLevel = Number(level);
+  if (bool(p, "no-cache")) Object.assign(options, { noCache: true });
+  return { help: false, options, progress: progress as BuildInvocation["progress"], quiet: bool(p, "quiet"), files };
+}

@@ -1,0 +1,14 @@
+/** Small text formatters shared by the renderers and summaries. */
+
+/** 1536 -> "1.5 KiB". */
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  if (n < 1024 * 1024 * 1024) return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+  return `${(n / 1024 / 1024 / 1024).toFixed(2)} GiB`;
+}
+
+/** "sha256:0123456789abcdef..." -> "0123456789ab", as docker shows image IDs. */
+export function shortDigest(d: string): string {
+  return d.replace(/^sha256:/, "").slice(0, 12);
+}
