@@ -39,7 +39,7 @@ function plainRenderer(out: Stream): Renderer {
           out.write(`[${e.stage} ${e.step}/${e.total}] ${e.instruction.split("\n")[0]}\n`);
           break;
         case "step-end": {
-          for (const s of ["stdout", "stderr"]) flush(`${e.stage}/${e.step}/${s}`, `[${e.stage} ${e.step}/${e.total}]`);
+          for (const s of ["stdout", "stderr"]) flush(`${e.stage}/${e.step}/${s}`, `[${e.stage} ${e.step}]`);
           const why = !e.cached && e.reason ? ` (${e.reason})` : "";
           out.write(`[${e.stage} ${e.step}/${e.total}] ${e.cached ? "CACHED" : "DONE"} ${e.seconds.toFixed(2)}s${e.layer ? ` layer ${shortDigest(e.layer)}` : ""}${why}\n`);
           break;
