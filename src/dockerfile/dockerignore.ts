@@ -83,7 +83,7 @@ export function parseDockerignore(text: string): IgnorePattern[] {
 function validate(pattern: string, line: number, raw: string): void {
   try {
     compile(pattern);
-    for (const part of pattern.split("/")) if (!part.includes("**")) globRegex(part);
+    for (const part of pattern.split("/")) if (!part.includes("**")) globProgram(part);
   } catch (e) {
     throw new OcibuildError("DOCKERIGNORE_BAD_PATTERN", `.dockerignore:${line}: syntax error in pattern ${JSON.stringify(pattern)}`, {
       line: line || undefined,
@@ -94,41 +94,118 @@ function validate(pattern: string, line: number, raw: string): void {
   }
 }
 
-type Compiled = { type: "exact" | "prefix" | "suffix"; text: string } | { type: "regexp"; re: RegExp };
+/**
+ * Patterns compile to a tiny NFA (predicates, splits, jumps) run by set simulation:
+ * linear in the path length, where a backtracking RegExp for `*a*a*a...` or many
+ * `**` can take exponential time on an unlucky path. Same language as
+ * patternmatcher's Go regexps.
+ */
+type Inst = { op: "pred"; test: (ch: string) => boolean } | { op: "split"; x: number; y: number } | { op: "jmp"; x: number } | { op: "match" };
 
-/** Escape a literal character for a JS regular expression with the u flag. */
-function lit(ch: string): string {
-  return /[\\^$.*+?()[\]{}|/-]/.test(ch) ? `\\${ch}` : ch;
+class Program {
+  readonly insts: Inst[] = [];
+  pred(test: (ch: string) => boolean): void {
+    this.insts.push({ op: "pred", test });
+  }
+  /** test* */
+  star(test: (ch: string) => boolean): void {
+    const l = this.insts.length;
+    this.insts.push({ op: "split", x: l + 1, y: l + 3 }, { op: "pred", test }, { op: "jmp", x: l });
+  }
+  /** (?:[^\n]*\/)? */
+  optionalDirs(): void {
+    const l = this.insts.length;
+    // l: split(l+1, l+5); l+1: split(l+2, l+4); l+2: [^\n]; l+3: jmp l+1; l+4: '/'; l+5: ...
+    this.insts.push(
+      { op: "split", x: l + 1, y: l + 5 },
+      { op: "split", x: l + 2, y: l + 4 },
+      { op: "pred", test: notNewline },
+      { op: "jmp", x: l + 1 },
+      { op: "pred", test: (c) => c === "/" },
+    );
+  }
+  /** A program that matches nothing. */
+  nothing(): this {
+    this.insts.push({ op: "pred", test: () => false });
+    return this;
+  }
+  /** Whether the whole of `s` matches. */
+  matches(s: string): boolean {
+    const insts = [...this.insts, { op: "match" } as Inst];
+    let current = new Set<number>();
+    const add = (set: Set<number>, pc: number) => {
+      if (set.has(pc)) return;
+      set.add(pc);
+      const inst = insts[pc]!;
+      if (inst.op === "jmp") add(set, inst.x);
+      else if (inst.op === "split") {
+        add(set, inst.x);
+        add(set, inst.y);
+      }
+    };
+    add(current, 0);
+    for (const ch of s) {
+      const next = new Set<number>();
+      for (const pc of current) {
+        const inst = insts[pc]!;
+        if (inst.op === "pred" && inst.test(ch)) add(next, pc + 1);
+      }
+      current = next;
+      if (current.size === 0) return false;
+    }
+    for (const pc of current) if (insts[pc]!.op === "match") return true;
+    return false;
+  }
 }
 
-/** Copy a Go bracket expression starting at chars[i] ('[') into a JS class; returns [js, nextIndex]. */
-function bracket(chars: string[], start: number): [string, number] {
+const notSlash = (c: string) => c !== "/";
+const notNewline = (c: string) => c !== "\n";
+
+/** A Go bracket expression at chars[start] ('['): its predicate and the index after `]`. */
+function bracket(chars: string[], start: number): [(ch: string) => boolean, number] {
   let i = start + 1;
-  let out = "[";
   // Go syntax: only `^` negates (Docker passes the class to Go's regexp unchanged, so `!` is literal)
-  if (chars[i] === "^") {
-    out += "^";
-    i++;
-  }
+  const negated = chars[i] === "^";
+  if (negated) i++;
+  const ranges: [number, number][] = [];
   let first = true;
-  for (; i < chars.length; i++) {
-    const ch = chars[i]!;
-    if (ch === "]" && !first) return [`${out}]`, i + 1];
-    first = false;
+  const readChar = (): number => {
+    let ch = chars[i]!;
     if (ch === "\\") {
       i++;
-      if (i >= chars.length) break;
-      out += lit(chars[i]!);
-    } else if (ch === "-") out += "-";
-    else out += lit(ch);
+      if (i >= chars.length) throw new Error("trailing backslash in class");
+      ch = chars[i]!;
+    }
+    i++;
+    return ch.codePointAt(0)!;
+  };
+  while (i < chars.length) {
+    if (chars[i] === "]" && !first) {
+      const test = (ch: string) => {
+        const cp = ch.codePointAt(0)!;
+        const inside = ranges.some(([lo, hi]) => cp >= lo && cp <= hi);
+        return negated ? !inside : inside;
+      };
+      return [test, i + 1];
+    }
+    first = false;
+    const lo = readChar();
+    if (chars[i] === "-" && i + 1 < chars.length && chars[i + 1] !== "]") {
+      i++;
+      const hi = readChar();
+      if (hi < lo) throw new Error("bad character range");
+      ranges.push([lo, hi]);
+    } else ranges.push([lo, lo]);
   }
   throw new Error("unclosed [");
 }
 
-/** moby/patternmatcher's Pattern.compile, producing a JS matcher. */
+type Compiled = { type: "exact" | "prefix" | "suffix"; text: string } | { type: "regexp"; prog: Program };
+
+/** moby/patternmatcher's Pattern.compile: classify the pattern, building an NFA for the general case. */
 function compile(pattern: string): Compiled {
   const chars = Array.from(pattern);
-  let re = "^";
+  const prog = new Program();
   let type: "exact" | "prefix" | "suffix" | "regexp" = "exact";
   for (let i = 0, k = 0; i < chars.length; k++) {
     const ch = chars[i++]!;
@@ -139,36 +216,37 @@ function compile(pattern: string): Compiled {
         if (i >= chars.length) {
           if (type === "exact") type = "prefix";
           else {
-            re += "[^\\n]*";
+            prog.star(notNewline);
             type = "regexp";
           }
         } else {
-          re += "(?:[^\\n]*/)?";
+          prog.optionalDirs();
           type = "regexp";
         }
         if (k === 0) type = "suffix";
       } else {
-        re += "[^/]*";
+        prog.star(notSlash);
         type = "regexp";
       }
     } else if (ch === "?") {
-      re += "[^/]";
+      prog.pred(notSlash);
       type = "regexp";
     } else if (ch === "\\") {
-      if (i < chars.length) {
-        re += lit(chars[i++]!);
-        type = "regexp";
-      } else re += "\\\\";
+      // a trailing backslash makes Go's regexp invalid: no path matches (validate() reports it)
+      if (i >= chars.length) return { type: "regexp", prog: new Program().nothing() };
+      const lit = chars[i++]!;
+      prog.pred((c) => c === lit);
+      type = "regexp";
     } else if (ch === "[") {
-      const [cls, next] = bracket(chars, i - 1);
-      re += cls;
+      const [test, next] = bracket(chars, i - 1);
+      prog.pred(test);
       i = next;
       type = "regexp";
     } else {
-      re += lit(ch);
+      prog.pred((c) => c === ch);
     }
   }
-  if (type === "regexp") return { type, re: new RegExp(`${re}$`, "u") };
+  if (type === "regexp") return { type, prog };
   return { type, text: pattern };
 }
 
@@ -184,28 +262,29 @@ function matchCompiled(c: Compiled, path: string): boolean {
       return suffix.startsWith("/") && path === suffix.slice(1);
     }
     case "regexp":
-      return c.re.test(path);
+      return c.prog.matches(path);
   }
 }
 
 /** Go filepath.Match for one path component (no `/` inside). */
-function globRegex(component: string): RegExp {
+function globProgram(component: string): Program {
   const chars = Array.from(component);
-  let re = "^";
+  const prog = new Program();
   for (let i = 0; i < chars.length; ) {
     const ch = chars[i++]!;
-    if (ch === "*") re += "[^/]*";
-    else if (ch === "?") re += "[^/]";
+    if (ch === "*") prog.star(notSlash);
+    else if (ch === "?") prog.pred(notSlash);
     else if (ch === "\\") {
       if (i >= chars.length) throw new Error("trailing backslash");
-      re += lit(chars[i++]!);
+      const lit = chars[i++]!;
+      prog.pred((c) => c === lit);
     } else if (ch === "[") {
-      const [cls, next] = bracket(chars, i - 1);
-      re += cls;
+      const [test, next] = bracket(chars, i - 1);
+      prog.pred(test);
       i = next;
-    } else re += lit(ch);
+    } else prog.pred((c) => c === ch);
   }
-  return new RegExp(`${re}$`, "u");
+  return prog;
 }
 
 export function createIgnoreMatcher(patterns: IgnorePattern[]): IgnoreMatcher {
@@ -245,7 +324,7 @@ export function createIgnoreMatcher(patterns: IgnorePattern[]): IgnoreMatcher {
       for (let i = 0; i < dirParts.length; i++) {
         const part = p.dirs[i];
         if (part === undefined || part.includes("**")) break;
-        if (!globRegex(part).test(dirParts[i]!)) {
+        if (!globProgram(part).matches(dirParts[i]!)) {
           possible = false;
           break;
         }

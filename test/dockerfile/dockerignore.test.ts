@@ -67,3 +67,76 @@ describe("parseDockerignore", () => {
     expect(m.mayMatchUnder("dir")).toBe(false);
   });
 });
+
+/** Reference: patternmatcher's translation to a regular expression, run by JS's RegExp. */
+function refMatches(pattern: string, path: string): boolean {
+  const chars = Array.from(pattern);
+  let re = "^";
+  let type = "exact";
+  for (let i = 0, k = 0; i < chars.length; k++) {
+    const ch = chars[i++]!;
+    if (ch === "*" && chars[i] === "*") {
+      i++;
+      if (chars[i] === "/") i++;
+      if (i >= chars.length) {
+        if (type === "exact") type = "prefix";
+        else (re += "[^\\n]*"), (type = "regexp");
+      } else (re += "(?:[^\\n]*/)?"), (type = "regexp");
+      if (k === 0) type = "suffix";
+    } else if (ch === "*") (re += "[^/]*"), (type = "regexp");
+    else if (ch === "?") (re += "[^/]"), (type = "regexp");
+    else if (ch === "[") {
+      const close = chars.indexOf("]", i + 1);
+      re += chars.slice(i - 1, close + 1).join("");
+      i = close + 1;
+      type = "regexp";
+    } else re += ch === "." ? "\\." : ch;
+  }
+  const test = (p: string) => {
+    if (type === "exact") return p === pattern;
+    if (type === "prefix") return p.startsWith(pattern.slice(0, -2));
+    if (type === "suffix" && !/[*?[]/.test(pattern.slice(2))) {
+      const suffix = pattern.slice(2);
+      return p.endsWith(suffix) || (suffix.startsWith("/") && p === suffix.slice(1));
+    }
+    return new RegExp(`${re}$`, "u").test(p);
+  };
+  if (test(path)) return true;
+  const parts = path.split("/").slice(0, -1);
+  for (let i = 0; i < parts.length; i++) if (test(parts.slice(0, i + 1).join("/"))) return true;
+  return false;
+}
+
+describe("pattern matching", () => {
+  it("agrees with a RegExp reference on 4000 random patterns and paths (seed 0xd1ce)", () => {
+    let a = 0xd1ce;
+    const rand = () => {
+      a = (Math.imul(a, 1103515245) + 12345) >>> 0;
+      return a / 4294967296;
+    };
+    const tokens = ["a", "b", "/", "*", "?", "**", "**/", "[ab]", "[^a]", "a.b"];
+    const paths = ["a", "b", "ab", "a/b", "a/b/a", "b/a/ab", "aa/bb/a.b", "a.b", "ba/ab/b/a"];
+    for (let n = 0; n < 4000; n++) {
+      let p = "";
+      const len = 1 + Math.floor(rand() * 5);
+      for (let i = 0; i < len; i++) p += tokens[Math.floor(rand() * tokens.length)];
+      let patterns;
+      try {
+        patterns = parseDockerignore(`${p}\n`);
+      } catch {
+        continue;
+      }
+      if (patterns.length !== 1) continue;
+      const m = createIgnoreMatcher(patterns);
+      const cleaned = patterns[0]!.pattern;
+      for (const path of paths) expect(m.ignores(path), JSON.stringify({ cleaned, path })).toBe(refMatches(cleaned, path));
+    }
+  });
+
+  it("pathological patterns finish (linear-time matcher)", () => {
+    const m = createIgnoreMatcher(parseDockerignore(`${"*a".repeat(20)}*b\n${"**/".repeat(12)}x\n`));
+    expect(m.ignores("a".repeat(200))).toBe(false);
+    expect(m.ignores(`${"ab/".repeat(60)}y`)).toBe(false);
+    expect(m.ignores(`${"ab/".repeat(60)}x`)).toBe(true);
+  });
+});
