@@ -14,15 +14,14 @@ import { createHash, randomBytes } from "node:crypto";
 import { constants as fsc } from "node:fs";
 import { chmod, lchown, link, lstat, lutimes, mkdir, open, readdir, rename, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
+import { pipeline as pipelineCb, Readable } from "node:stream";
 import * as zlib from "node:zlib";
-import tar from "tar-stream";
 import type { DiffID } from "../oci/digest.js";
 import { hexOf } from "../oci/digest.js";
 import { OcibuildError } from "../errors.js";
 import { resolveDirInRoot, resolveNoFollow, splitEntryPath, unsafe } from "./rootfs-path.js";
 import { mknod, opaqueXattrName, setXattrs, type XattrOp } from "./rootfs-native.js";
+import { readTar, type TarHeader } from "./rootfs-tar.js";
 
 export type WhiteoutForm = "apply" | "overlay";
 
@@ -64,8 +63,8 @@ function decompressorFor(head: Buffer, mediaType: string | undefined): NodeJS.Re
   return null;
 }
 
-/** Read the first bytes, pick a decompressor, and return the stream of tar bytes. */
-async function tarBytes(input: NodeJS.ReadableStream, mediaType: string | undefined): Promise<{ source: Readable; decompressor: NodeJS.ReadWriteStream | null }> {
+/** Read the first bytes, pick a decompressor, and return the tar bytes as a stream. */
+async function tarBytes(input: NodeJS.ReadableStream, mediaType: string | undefined): Promise<Readable> {
   const src = input instanceof Readable ? input : new Readable().wrap(input);
   const it = (src as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
   let head = Buffer.alloc(0);
@@ -88,28 +87,25 @@ async function tarBytes(input: NodeJS.ReadableStream, mediaType: string | undefi
       yield Buffer.from(r.value);
     }
   }
-  return { source: Readable.from(rest()), decompressor };
+  const source = Readable.from(rest());
+  if (decompressor === null) return source;
+  // Callback form: an error anywhere destroys the chain, so iterating the output throws it.
+  return pipelineCb(source, decompressor, () => {}) as unknown as Readable;
 }
 
-function xattrsOf(header: tar.Header, warn: (msg: string) => void): XattrOp[] {
+function xattrsOf(header: TarHeader, warn: (msg: string) => void): XattrOp[] {
   const out: XattrOp[] = [];
-  const pax = header.pax as Record<string, string> | null | undefined;
-  if (!pax) return out;
-  for (const [k, v] of Object.entries(pax)) {
-    if (/^(SCHILY|LIBARCHIVE)\.xattr\.(trusted|user)\.overlay\./.test(k)) {
+  for (const [k, v] of header.pax) {
+    const schily = k.startsWith("SCHILY.xattr.");
+    const libarchive = k.startsWith("LIBARCHIVE.xattr.");
+    if (!schily && !libarchive) continue;
+    const name = schily ? k.slice("SCHILY.xattr.".length) : decodeURIComponent(k.slice("LIBARCHIVE.xattr.".length));
+    if (/^(trusted|user)\.overlay\./.test(name)) {
       // Overlay's own bookkeeping (opaque, redirect, origin) is never taken from a layer.
       warn(`ignored overlay attribute ${k} on "${header.name}"`);
       continue;
     }
-    if (k.startsWith("SCHILY.xattr.")) {
-      // tar-stream hands PAX values over as UTF-8 text: a binary value (security.capability) arrives damaged.
-      if (v.includes("\ufffd")) {
-        warn(`skipped xattr ${k.slice("SCHILY.xattr.".length)} of "${header.name}": its binary value cannot be read back intact`);
-        continue;
-      }
-      out.push({ path: "", name: k.slice("SCHILY.xattr.".length), value: Buffer.from(v, "utf8") });
-    }
-    else if (k.startsWith("LIBARCHIVE.xattr.")) out.push({ path: "", name: decodeURIComponent(k.slice("LIBARCHIVE.xattr.".length)), value: Buffer.from(v, "base64") });
+    out.push({ path: "", name, value: schily ? v : Buffer.from(v.toString("latin1"), "base64") });
   }
   return out;
 }
@@ -143,23 +139,15 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
   const isRoot = process.getuid?.() === 0;
   signal?.throwIfAborted();
 
-  let sniffedSource: Awaited<ReturnType<typeof tarBytes>>;
+  let tarStreamBytes: Readable;
   try {
-    sniffedSource = await tarBytes(tarStream, opts.mediaType);
+    tarStreamBytes = await tarBytes(tarStream, opts.mediaType);
   } catch (e) {
     if (e instanceof OcibuildError) throw e;
     throw new OcibuildError("ROOTFS_EXTRACT_FAILED", `cannot read the layer: ${(e as Error).message}`, { cause: e });
   }
-  const { source, decompressor } = sniffedSource;
-  const extract = tar.extract();
-  let current: { destroy(e?: Error): void } | undefined;
-  const piped = (decompressor ? pipeline(source, decompressor, extract, { signal }) : pipeline(source, extract, { signal })).catch((e: unknown) => {
-    // A broken stream (truncated gzip) must also end the entry being written, or its consumer waits forever.
-    current?.destroy(e as Error);
-    extract.destroy(e as Error);
-    throw e;
-  });
-  piped.catch(() => {});
+  const onAbort = () => tarStreamBytes.destroy(new OcibuildError("ROOTFS_ABORTED", "layer extraction was aborted"));
+  signal?.addEventListener("abort", onAbort, { once: true });
 
   const created = new Set<string>();
   const dirs: DeferredDir[] = [];
@@ -170,23 +158,18 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
   };
 
   try {
-    for await (const entry of extract) {
+    for await (const entry of readTar(tarStreamBytes as AsyncIterable<Buffer>)) {
       signal?.throwIfAborted();
-      current = entry;
-      const h = entry.header as tar.Header;
-      const type = h.type ?? "file";
-      if (type !== "file" && type !== "contiguous-file") entry.resume();
+      const h = entry.header;
+      const type = h.type;
       const comps = splitEntryPath(h.name, "layer entry");
       const rel = comps.join("/");
       const base = comps[comps.length - 1];
-      const mode = (h.mode ?? 0o644) & 0o7777;
-      const uid = h.uid ?? 0;
-      const gid = h.gid ?? 0;
-      const mtime = h.mtime ?? new Date(0);
+      const mode = h.mode & 0o7777;
+      const { uid, gid, mtime } = h;
 
       // Whiteouts.
       if (base !== undefined && base.startsWith(WH_PREFIX)) {
-        entry.resume();
         const parentComps = comps.slice(0, -1);
         if (base === WH_OPAQUE) {
           if (form === "overlay") {
@@ -250,12 +233,10 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
       if (existing !== null) await removeExisting(hostPath);
 
       switch (type) {
-        case "file":
-        case "contiguous-file": {
+        case "file": {
           const fh = await open(hostPath, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
-          // tar-stream entries are streamx streams: iterate them rather than handing them to node's pipeline.
           try {
-            for await (const chunk of entry as AsyncIterable<Buffer>) {
+            for await (const chunk of entry.body) {
               signal?.throwIfAborted();
               let off = 0;
               while (off < chunk.length) off += (await fh.write(chunk, off, chunk.length - off)).bytesWritten;
@@ -269,13 +250,13 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
           break;
         }
         case "symlink": {
-          await symlink(h.linkname ?? "", hostPath);
+          await symlink(h.linkname, hostPath);
           await applyOwner(hostPath, uid, gid);
           await lutimes(hostPath, mtime, mtime);
           break;
         }
         case "link": {
-          const targetComps = splitEntryPath(h.linkname ?? "", "hardlink target");
+          const targetComps = splitEntryPath(h.linkname, "hardlink target");
           if (targetComps.length === 0) throw unsafe(`hardlink "${h.name}" points at the root`, h.name);
           const target = await resolveNoFollow(root, targetComps);
           if (target === null) {
@@ -292,7 +273,7 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
         case "fifo": {
           const kind = type === "fifo" ? "fifo" : type === "character-device" ? "char" : "block";
           try {
-            await mknod(hostPath, kind, mode, h.devmajor ?? 0, h.devminor ?? 0, signal);
+            await mknod(hostPath, kind, mode, h.devmajor, h.devminor, signal);
           } catch (e) {
             if (e instanceof OcibuildError && e.code === "ROOTFS_MKNOD_FAILED") {
               warn(`skipped ${kind === "fifo" ? "fifo" : "device node"} "${rel}": ${e.message}`);
@@ -307,17 +288,15 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
           break;
         }
         default:
-          warn(`skipped "${rel}": unsupported tar entry type ${type}`);
+          warn(`skipped "${rel}": unsupported tar entry type "${h.flag}"`);
           created.delete(rel);
           continue;
       }
       if (type !== "link") for (const x of xattrsOf(h, warn)) xattrs.push({ ...x, path: hostPath });
     }
-    await piped;
   } catch (e) {
-    source.destroy();
-    extract.destroy();
-    await piped.catch(() => {});
+    signal?.removeEventListener("abort", onAbort);
+    tarStreamBytes.destroy();
     if (signal?.aborted) throw new OcibuildError("ROOTFS_ABORTED", "layer extraction was aborted", { cause: signal.reason });
     if (e instanceof OcibuildError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
@@ -326,6 +305,7 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
       details: code ? { errno: code } : undefined,
     });
   }
+  signal?.removeEventListener("abort", onAbort);
 
   for (const msg of await setXattrs(xattrs, signal)) warn(msg);
   // Directory metadata last: creating children changes a directory's mtime.
