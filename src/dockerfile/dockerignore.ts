@@ -5,6 +5,7 @@
  * it or any parent directory matches. Pure: the caller reads the file(s); when
  * both `.dockerignore` and `<Dockerfile>.dockerignore` exist, pass the latter.
  */
+import { basename, dirname, join } from "node:path";
 import { OcibuildError } from "../errors.js";
 
 export interface IgnorePattern {
@@ -335,4 +336,12 @@ export function createIgnoreMatcher(patterns: IgnorePattern[]): IgnoreMatcher {
   };
 
   return { ignores, mayMatchUnder };
+}
+
+/**
+ * Where to look for the ignore file, first hit wins: `<Dockerfile name>.dockerignore`
+ * beside the Dockerfile, then `.dockerignore` at the context root (pure: no I/O).
+ */
+export function ignoreFileCandidates(dockerfilePath: string, contextDir: string): string[] {
+  return [join(dirname(dockerfilePath), `${basename(dockerfilePath)}.dockerignore`), join(contextDir, ".dockerignore")];
 }

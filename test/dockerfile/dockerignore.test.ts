@@ -140,3 +140,10 @@ describe("pattern matching", () => {
     expect(m.ignores(`${"ab/".repeat(60)}x`)).toBe(true);
   });
 });
+
+describe("ignoreFileCandidates", () => {
+  it("prefers <Dockerfile>.dockerignore beside the Dockerfile, then the context's .dockerignore", async () => {
+    const { ignoreFileCandidates } = await import("../../src/dockerfile/index.js");
+    expect(ignoreFileCandidates("/src/build/app.Dockerfile", "/src")).toEqual(["/src/build/app.Dockerfile.dockerignore", "/src/.dockerignore"]);
+  });
+});
