@@ -10,7 +10,7 @@ import { chmod, copyFile, lchown, link, lstat, lutimes, mkdir, readlink, rm, sym
 import { join } from "node:path";
 import { OcibuildError } from "../errors.js";
 import { LowerView, type LowerEntry } from "./rootfs-lowerview.js";
-import { mknod } from "./rootfs-native.js";
+import { getXattrs, mknod, setXattrs, type XattrOp } from "./rootfs-native.js";
 
 export interface MountedRoot {
   /** The merged tree to run in and to read from. */
@@ -56,14 +56,15 @@ function devNumbers(rdev: number): { major: number; minor: number } {
 
 /**
  * Copy the merged view of `lowerDirs` (bottom first) into `dest` (an empty dir),
- * keeping modes, owners, mtimes, symlinks, hardlinks (within the copy) and
- * device nodes; whiteouts are resolved away.
+ * keeping modes, owners, mtimes, xattrs, symlinks, hardlinks (within the copy)
+ * and device nodes; whiteouts are resolved away.
  */
 export async function materialize(lowerDirs: string[], dest: string, opts: { signal?: AbortSignal; onWarning?: (msg: string) => void } = {}): Promise<void> {
   const view = await LowerView.open(lowerDirs, opts.signal);
   const isRoot = process.getuid?.() === 0;
   const links = new Map<string, string>();
   const dirMeta: { path: string; e: LowerEntry }[] = [];
+  const copied: { from: string; to: string }[] = [];
 
   const meta = async (path: string, e: LowerEntry, isLink: boolean) => {
     if (isRoot) await lchown(path, e.stats.uid, e.stats.gid);
@@ -85,6 +86,7 @@ export async function materialize(lowerDirs: string[], dest: string, opts: { sig
         await mkdir(out, { mode: 0o700 });
         await walk(c, out);
         dirMeta.push({ path: out, e });
+        copied.push({ from: e.hostPath, to: out });
       } else if (st.isFile()) {
         const key = `${st.dev}:${st.ino}`;
         const prior = st.nlink > 1 ? links.get(key) : undefined;
@@ -94,6 +96,7 @@ export async function materialize(lowerDirs: string[], dest: string, opts: { sig
         }
         await copyFile(e.hostPath, out, fsc.COPYFILE_FICLONE);
         await meta(out, e, false);
+        copied.push({ from: e.hostPath, to: out });
         if (st.nlink > 1) links.set(key, out);
       } else if (st.isSymbolicLink()) {
         await symlink(await readlink(e.hostPath), out);
@@ -110,6 +113,11 @@ export async function materialize(lowerDirs: string[], dest: string, opts: { sig
     }
   };
   await walk([], dest);
+  // Extended attributes (file capabilities...) in two batched calls.
+  const found = await getXattrs(copied.map((c) => c.from), opts.signal);
+  const ops: XattrOp[] = [];
+  for (const c of copied) for (const [name, value] of Object.entries(found.get(c.from) ?? {})) ops.push({ path: c.to, name, value });
+  for (const w of await setXattrs(ops, opts.signal)) opts.onWarning?.(w);
   for (const d of dirMeta) await meta(d.path, d.e, false);
   const top = await view.lookup([]);
   if (top !== null) await meta(dest, top, false);

@@ -129,6 +129,41 @@ function whiteout(rel: string, mtime: Date): Item {
   };
 }
 
+function sameXattrs(a: Record<string, Buffer> | undefined, b: Record<string, Buffer> | undefined): boolean {
+  const ka = Object.keys(a ?? {}).sort();
+  const kb = Object.keys(b ?? {}).sort();
+  if (ka.join("\0") !== kb.join("\0")) return false;
+  return ka.every((k) => a![k]!.equals(b![k]!));
+}
+
+/**
+ * Paths present in both trees whose xattrs differ (setcap on a file from a lower
+ * layer changes nothing else). Overlay mode looks only at what the upperdir holds;
+ * copy mode at everything. Two batched reads, whatever the number of files.
+ */
+async function xattrChanges(root: MountedRoot, view: LowerView, signal?: AbortSignal): Promise<Set<string>> {
+  const scanBase = root.mode === "overlay" ? root.upper : root.merged;
+  const pairs: { rel: string; merged: string; lower: string }[] = [];
+  const walk = async (comps: string[]): Promise<void> => {
+    signal?.throwIfAborted();
+    for (const name of await readdir(join(scanBase, ...comps))) {
+      const c = [...comps, name];
+      const st = await lstatOrNull(join(scanBase, ...c));
+      if (st === null || (st.isCharacterDevice() && st.rdev === 0)) continue;
+      const l = await view.lookup(c);
+      if (l !== null && typeOf(l.stats) === typeOf(st)) pairs.push({ rel: joinRel(c), merged: join(root.merged, ...c), lower: l.hostPath });
+      if (st.isDirectory()) await walk(c);
+    }
+  };
+  await walk([]);
+  const out = new Set<string>();
+  if (pairs.length === 0) return out;
+  const mx = await getXattrs(pairs.map((p) => p.merged), signal);
+  const lx = await getXattrs(pairs.map((p) => p.lower), signal);
+  for (const p of pairs) if (!sameXattrs(mx.get(p.merged), lx.get(p.lower))) out.add(p.rel);
+  return out;
+}
+
 function joinRel(comps: readonly string[]): string {
   return comps.join("/");
 }
@@ -142,6 +177,7 @@ export async function* snapshotChanges(root: MountedRoot, lowerDirs: string[], o
   const view = await LowerView.open(lowerDirs, signal);
   const excluded = new Set((opts.exclude ?? []).map((p) => p.split("/").filter((c) => c !== "" && c !== ".").join("/")));
   const overlay = root.mode === "overlay";
+  const xattrChanged = view.empty ? new Set<string>() : await xattrChanges(root, view, signal);
 
   const inUpper = async (comps: readonly string[]): Promise<boolean> => {
     if (!overlay) return true;
@@ -209,13 +245,11 @@ export async function* snapshotChanges(root: MountedRoot, lowerDirs: string[], o
       }
       if (m.isDirectory() && l.stats.isDirectory()) {
         const below = await diffDir(c);
-        const same = await unchanged(m, mPath, l);
+        const same = !xattrChanged.has(rel) && (await unchanged(m, mPath, l));
         if (!same || below.length > 0) changes.set(name, withSelf(rel, await entryFor(rel, mPath, m), below));
         continue;
       }
-      if (await unchanged(m, mPath, l)) {
-        continue;
-      }
+      if (!xattrChanged.has(rel) && (await unchanged(m, mPath, l))) continue;
       changes.set(name, await full(c, m));
     }
     if (deleted.length === 0) return [...changes.values()].flat();

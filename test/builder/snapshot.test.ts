@@ -9,7 +9,7 @@ import { writeLayer } from "../../src/oci/layer.js";
 import { extractLayer, LayerStore } from "../../src/builder/rootfs.js";
 import { materialize, mountRoot, type MountedRoot } from "../../src/builder/overlay.js";
 import { snapshotChanges } from "../../src/builder/snapshot.js";
-import { setXattrs } from "../../src/builder/rootfs-native.js";
+import { getXattrs, setXattrs } from "../../src/builder/rootfs-native.js";
 import { canOverlay, haveTool, isRoot, makeTar, streamOf, type TarSpec } from "../../testdata/builder/fixtures.js";
 
 const old = new Date("2020-01-01T00:00:00Z");
@@ -32,7 +32,7 @@ const LAYER1: TarSpec[] = [
   { name: "touched/", type: "directory" },
   { name: "touched/f", content: "touch only", mtime: old },
   { name: "same/", type: "directory" },
-  { name: "same/f", content: "same bytes", mtime: old },
+  { name: "same/f", content: "same bytes", mtime: old, pax: { "SCHILY.xattr.user.origin": "layer1" } },
   { name: "gone/", type: "directory" },
   { name: "gone/f", content: "removed by layer 2", mtime: old },
   { name: "link", type: "symlink", linkname: "keep/a" },
@@ -131,6 +131,8 @@ describe.skipIf(!isRoot || !haveTool("python3"))("snapshotChanges (needs root fo
         expect((await readdir(join(root.merged, "keep"))).sort()).toEqual(["a", "b"]);
         expect(await readdir(join(root.merged, "gone"))).toEqual([]);
         expect(await readlink(join(root.merged, "link"))).toBe("keep/a");
+        const x = await getXattrs([join(root.merged, "same/f")]);
+        expect(x.get(join(root.merged, "same/f"))).toEqual({ "user.origin": Buffer.from("layer1") });
         expect(await collect(snapshotChanges(root, lowers))).toEqual([]);
       });
 
@@ -170,6 +172,16 @@ describe.skipIf(!isRoot || !haveTool("python3"))("snapshotChanges (needs root fo
         const entries = await collect(snapshotChanges(root, lowers));
         expect(entries.map((e) => e.path)).toEqual(["capped"]);
         expect(entries[0]!.xattrs).toEqual({ "security.capability": cap, "user.note": Buffer.from("hi") });
+      });
+
+      it("a capability set on a lower file (setcap, nothing else changed) is a change", async () => {
+        const root = await mountRoot(lowers, join(base, "s"), { forceCopy: m.forceCopy });
+        mounted.push(root);
+        const cap = Buffer.from("0000000202040000000000000000000000000000", "hex");
+        expect(await setXattrs([{ path: join(root.merged, "keep/a"), name: "security.capability", value: cap }])).toEqual([]);
+        const entries = await collect(snapshotChanges(root, lowers));
+        expect(summary(entries)).toEqual(["keep directory 755", "keep/a file 644"]);
+        expect(entries[1]!.xattrs).toEqual({ "security.capability": cap });
       });
 
       it("a rm of every lower entry of a directory gives an opaque directory", async () => {
