@@ -15,7 +15,7 @@ import { join, resolve } from "node:path";
 import { build as runBuilder, defaultCacheDir, type BuildOptions as BuilderOptions, type BuildResult } from "./builder/build.js";
 import { eventQueue, type BuildEvent, type EventSink } from "./builder/events.js";
 import { writeOutputs, type BuildOutput } from "./builder/output.js";
-import { isOcibuildError } from "./errors.js";
+import { OcibuildError, isOcibuildError } from "./errors.js";
 import { copyImage, inspect as inspectImage, type CopyOptions, type CopyResult, type InspectOptions, type InspectResult } from "./oci/copy.js";
 import { OciLayout } from "./oci/layout.js";
 import { parseReference } from "./oci/reference.js";
@@ -48,6 +48,12 @@ export type BuildOptions = Omit<BuilderOptions, "outputs"> & {
   /** Where to write the image besides the registry (each written atomically). */
   outputs?: BuildOutput[];
 };
+
+/** A cancelled build rejects with OcibuildError("ABORTED"), whatever the step that noticed it threw. */
+function asAbort(e: unknown, signal: AbortSignal | undefined): unknown {
+  if (!signal?.aborted || (isOcibuildError(e) && e.code === "ABORTED")) return e;
+  return new OcibuildError("ABORTED", "the build was cancelled", { cause: signal.reason ?? e });
+}
 
 /** Progress events from the registry client, thinned to about 20 per blob (plus start and end). */
 function progressSink(emit: EventSink): (ev: ProgressEvent) => void {
@@ -94,7 +100,12 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const { outputs: _outputs, ...rest } = opts;
   void _outputs;
   const inner: BuilderOptions = { ...rest, registry, onEvent, push: opts.push ?? (wantsRegistry || undefined) };
-  const result = await runBuilder(inner);
+  let result: BuildResult;
+  try {
+    result = await runBuilder(inner);
+  } catch (e) {
+    throw asAbort(e, opts.signal);
+  }
   if (fileOutputs.length > 0) {
     const env = opts.env ?? process.env;
     const cacheDir = resolve(opts.cacheDir ?? defaultCacheDir(env));
@@ -105,6 +116,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       const written = await writeOutputs(result.image, fileOutputs, tags, { content, registry: client, signal: opts.signal });
       for (const reference of written) emit({ type: "output-written", reference });
       result.references.push(...written);
+    } catch (e) {
+      throw asAbort(e, opts.signal);
     } finally {
       await client.close().catch(() => {});
     }
