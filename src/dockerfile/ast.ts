@@ -83,9 +83,12 @@ export function goQuote(s: string): string {
         out += '\\"';
         continue;
     }
-    if (cp >= 0xd800 && cp <= 0xdfff) {
-      // a lone surrogate cannot come from valid UTF-8; Go would print the replacement rune
-      out += "\\ufffd";
+    if (cp >= 0xdc80 && cp <= 0xdcff) {
+      // a raw invalid byte (see decodeUtf8Lossless): Go prints it as \xNN
+      out += `\\x${(cp - 0xdc00).toString(16).padStart(2, "0")}`;
+    } else if (cp >= 0xd800 && cp <= 0xdfff) {
+      // any other lone surrogate: Go would hold U+FFFD (printable)
+      out += "\ufffd";
     } else if (PRINTABLE.test(ch)) {
       out += ch;
     } else if (cp < 0x80) {

@@ -21,3 +21,4 @@ export type { ExpandContext, ArgScope } from "./expand.js";
 export { expandInstruction, expandHeredoc, resolveArgs } from "./expand.js";
 export type { SourceContext } from "./diagnostics.js";
 export { dockerfileError, suggest } from "./diagnostics.js";
+export { decodeUtf8Lossless } from "./text.js";

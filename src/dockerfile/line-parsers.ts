@@ -6,6 +6,7 @@
 import { type Node, newNode } from "./ast.js";
 import {
   fromByteString,
+  replaceLoneSurrogates,
   isSpace,
   splitWhitespace2,
   splitWhitespaceAll,
@@ -282,7 +283,7 @@ function parseJSON(input: string): { next?: Node; json: true } {
         hint: 'write every element as a string: ["a", "b"]',
       });
     }
-    values.push(v);
+    values.push(replaceLoneSurrogates(v));
   }
   return { next: chain(values), json: true };
 }

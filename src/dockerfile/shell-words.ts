@@ -7,7 +7,7 @@
  */
 import { OcibuildError } from "../errors.js";
 import { PatternError, replacePattern, trimPrefix, trimSuffix } from "./shell-pattern.js";
-import { isSpace } from "./text.js";
+import { escapedByte, isSpace } from "./text.js";
 
 export interface ExpandOptions {
   /** Escape character of the Dockerfile (`# escape=`); default backslash. */
@@ -119,7 +119,8 @@ class Lexer {
     private readonly env: Record<string, string>,
     private readonly modes: LexModes,
   ) {
-    this.chars = Array.from(word);
+    // Go's text/scanner reads each invalid UTF-8 byte as U+FFFD
+    this.chars = Array.from(word, (c) => (escapedByte(c) !== undefined ? "\ufffd" : c));
     // Go's text/scanner drops a byte-order mark at the very start.
     if (this.chars[0] === "\ufeff") this.pos = 1;
     this.rawEscapes = modes.rawEscapes ?? false;

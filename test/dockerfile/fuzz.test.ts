@@ -10,6 +10,7 @@ import { describe, expect, it } from "vitest";
 import { isOcibuildError } from "../../src/errors.js";
 import {
   createIgnoreMatcher,
+  decodeUtf8Lossless,
   dumpAst,
   expandWord,
   expandWords,
@@ -143,6 +144,25 @@ describe("front end fuzzing", () => {
       const input = mutate(seeds[Math.floor(rand() * seeds.length)]!, rand);
       const bad = exercise(input);
       if (bad !== undefined) expect.fail(`iteration ${i}: ${String(bad)}\ninput: ${JSON.stringify(input)}`);
+    }
+  });
+
+  it("decodeUtf8Lossless round-trips any bytes and agrees with TextDecoder on valid UTF-8", () => {
+    const rand = rng(SEED ^ 0x51ed);
+    for (let i = 0; i < ITERATIONS; i++) {
+      const len = Math.floor(rand() * 40);
+      const bytes = Buffer.alloc(len);
+      for (let k = 0; k < len; k++) bytes[k] = rand() < 0.5 ? Math.floor(rand() * 128) : 0x80 + Math.floor(rand() * 128);
+      const text = decodeUtf8Lossless(bytes);
+      const back = Buffer.concat(
+        Array.from(text, (ch) => {
+          const c = ch.charCodeAt(0);
+          return ch.length === 1 && c >= 0xdc80 && c <= 0xdcff ? Buffer.from([c - 0xdc00]) : Buffer.from(ch, "utf8");
+        }),
+      );
+      expect(back.equals(bytes), bytes.toString("hex")).toBe(true);
+      const valid = Buffer.from(bytes.toString("utf8"), "utf8");
+      expect(decodeUtf8Lossless(valid)).toBe(new TextDecoder("utf-8", { ignoreBOM: true }).decode(valid));
     }
   });
 });

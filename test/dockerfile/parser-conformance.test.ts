@@ -41,3 +41,21 @@ describe.skipIf(dir === undefined)("BuildKit parser conformance (needs ../shared
     expect(cap.stdout()).toBe(readFileSync(join(caseDir, "result"), "utf8"));
   });
 });
+
+describe("dumps of invalid UTF-8 (Go prints raw bytes as \\xNN)", () => {
+  it("keeps bytes in values, turns them into U+FFFD inside JSON, and reads flags byte-wise like BuildKit", async () => {
+    const bytes = Buffer.concat([
+      Buffer.from("FROM a\nLABEL a="),
+      Buffer.from([0xe9, 0x74, 0xe9]),
+      Buffer.from('\nCMD ["'),
+      Buffer.from([0xff]),
+      Buffer.from('"]\nCOPY --chown='),
+      Buffer.from([0xe9]),
+      Buffer.from(" a b\n"),
+    ]);
+    const cap = captureIO({ stdin: bytes });
+    expect(await main(["parse", "-"], cap.io)).toBe(0);
+    expect(cap.stdout()).toBe('(from "a")\n(label "a" "\\xe9t\\xe9" "=")\n(cmd "\ufffd")\n(copy ["--chown=\u00e9"] "a" "b")\n');
+  });
+});
+

@@ -7,7 +7,7 @@
 import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { OcibuildError } from "../../errors.js";
-import { dumpAst, parseAst, parseDockerfile } from "../../dockerfile/index.js";
+import { decodeUtf8Lossless, dumpAst, parseAst, parseDockerfile } from "../../dockerfile/index.js";
 import type { ParseWarning } from "../../dockerfile/index.js";
 import { type FlagSpec, bool, helpText, parseFlags } from "../flags.js";
 import type { CliIO, Command } from "../io.js";
@@ -35,7 +35,8 @@ export const parseCommand: Command = async (args, io, signal) => {
   const target = flags.positionals[0]!;
   const file = target === "-" ? "<stdin>" : target;
   const bytes = target === "-" ? await readStdin(io, signal) : await readDockerfile(resolve(io.cwd, target), target, signal);
-  const text = new TextDecoder("utf-8").decode(bytes);
+  // keep invalid UTF-8 bytes (Go prints them as \xNN) instead of replacing them with U+FFFD
+  const text = decodeUtf8Lossless(bytes);
   const result = bool(flags, "check") ? parseDockerfile(text, { file }) : parseAst(text, file);
   printWarnings(result.warnings, file, io);
   io.stdout.write(`${dumpAst(result.ast)}\n`);
