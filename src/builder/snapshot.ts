@@ -18,7 +18,7 @@
  */
 import type { Stats } from "node:fs";
 import { createReadStream } from "node:fs";
-import { lstat, open, readdir, readlink } from "node:fs/promises";
+import { lstat, open, readdir, readlink, rmdir, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import type { EntryType, LayerEntry } from "../oci/layer.js";
@@ -303,3 +303,33 @@ export async function* snapshotChanges(root: MountedRoot, lowerDirs: string[], o
     yield item.entry;
   }
 }
+
+/**
+ * Remove the excluded mount points from an upperdir that is kept as the layer's
+ * directory, with the same rule as snapshotChanges: excluded files go; an
+ * excluded directory goes only when nothing else is left in it. Deepest first.
+ * Never follows a symlink: a path whose parent is not a real directory (the RUN
+ * replaced it) is left alone.
+ */
+export async function pruneExcluded(upper: string, exclude: string[]): Promise<void> {
+  const paths = [...new Set(exclude.map((p) => p.split("/").filter((c) => c !== "" && c !== ".")))]
+    .filter((c) => c.length > 0 && !c.includes(".."))
+    .sort((a, b) => b.length - a.length);
+  for (const comps of paths) {
+    let real = true;
+    for (let i = 1; i < comps.length && real; i++) {
+      const st = await lstatOrNull(join(upper, ...comps.slice(0, i)));
+      real = st !== null && st.isDirectory();
+    }
+    if (!real) continue;
+    const hostPath = join(upper, ...comps);
+    const st = await lstatOrNull(hostPath);
+    if (st === null) continue;
+    if (st.isDirectory()) {
+      await rmdir(hostPath).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== "ENOTEMPTY" && e.code !== "EEXIST") throw e;
+      });
+    } else await unlink(hostPath);
+  }
+}
+

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { mountRoot, type MountedRoot } from "../../src/builder/overlay.js";
-import { snapshotChanges } from "../../src/builder/snapshot.js";
+import { pruneExcluded, snapshotChanges } from "../../src/builder/snapshot.js";
 import type { LayerEntry } from "../../src/oci/layer.js";
 import { canOverlay, haveTool } from "../../testdata/builder/fixtures.js";
 
@@ -97,5 +97,29 @@ describe.skipIf(!canOverlay() || !haveTool("python3"))("mountRoot with many laye
     const second: string[] = [];
     for await (const e of snapshotChanges(step2, chain)) second.push(e.path);
     expect(second).toEqual(["stack", "stack/f0", "top"]);
+  });
+
+  it("pruneExcluded removes mount points from a kept upperdir but not real content, and never follows symlinks", async () => {
+    const lowers = await layers(1);
+    const root = await mountRoot(lowers, join(base, "scratch"));
+    mounted.push(root);
+    await mkdir(join(root.merged, "proc"));
+    await mkdir(join(root.merged, "etc"));
+    await writeFile(join(root.merged, "etc/resolv.conf"), "");
+    await writeFile(join(root.merged, "etc/real"), "real");
+    const victim = join(base, "victim");
+    await mkdir(victim);
+    await writeFile(join(victim, "hosts"), "keep me");
+    const { symlink } = await import("node:fs/promises");
+    await symlink(victim, join(root.merged, "sneaky"));
+    const exclude = ["proc", "etc", "etc/resolv.conf", "sneaky/hosts"];
+    const paths: string[] = [];
+    for await (const e of snapshotChanges(root, lowers, { exclude })) paths.push(e.path);
+    expect(paths).toEqual(["etc", "etc/real", "sneaky"]);
+    await root.unmount();
+    await pruneExcluded(root.upper, exclude);
+    expect((await readdir(root.upper)).sort()).toEqual(["etc", "sneaky"]);
+    expect(await readdir(join(root.upper, "etc"))).toEqual(["real"]);
+    expect(await readFile(join(victim, "hosts"), "utf8")).toBe("keep me");
   });
 });
