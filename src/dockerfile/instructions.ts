@@ -15,7 +15,11 @@ export interface SourceRange {
 export interface Heredoc {
   /** The delimiter word, without quotes or `-`. */
   name: string;
-  /** Body text (lines after the instruction up to the delimiter), tabs stripped for `<<-`. */
+  /**
+   * Body text: the lines after the instruction up to the delimiter, each with its line
+   * ending. In typed instructions, leading tabs are already stripped for `<<-`; the AST
+   * (Node.heredocs) keeps the raw text, as BuildKit's parser does.
+   */
   content: string;
   /** False when the delimiter was quoted (`<<"EOF"`, `<<'EOF'`): no variable expansion. */
   expand: boolean;
@@ -43,6 +47,7 @@ export interface FromInstr extends Base {
 
 export interface RunInstr extends Base {
   kind: "run";
+  /** Never expanded by the builder (the shell does it); exec form is the JSON array. */
   command: CommandForm;
   heredocs: Heredoc[];
   mounts: string[];
@@ -61,6 +66,7 @@ export interface EntrypointInstr extends Base {
 }
 
 interface CopyLike extends Base {
+  /** Source paths (raw); here-document sources (`<<EOF`) are in `heredocs` instead, named by their delimiter. */
   sources: string[];
   dest: string;
   from?: string;
@@ -88,6 +94,7 @@ export interface KeyValue {
   value: string;
 }
 
+/** ENV/LABEL pair, raw: quotes and `$VAR`s are resolved by expandInstruction (key and value). */
 export interface EnvInstr extends Base {
   kind: "env";
   pairs: KeyValue[];
