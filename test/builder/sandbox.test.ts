@@ -25,6 +25,10 @@ describe("sandbox helpers", () => {
     t.push(Buffer.from("1\n2\n3"));
     t.push(Buffer.from("\n4\n5"));
     expect(t.toString()).toBe("3\n4\n5");
+    const euro = Buffer.from("\n€\n");
+    t.push(euro.subarray(0, 2));
+    t.push(euro.subarray(2));
+    expect(t.toString()).toBe("4\n5\n€");
   });
 });
 
@@ -178,6 +182,39 @@ describe.skipIf(!bwrapOk)("BwrapExecutor (needs root, bwrap, overlayfs, busybox-
     await mkdir(join(root.merged, "w"));
     await writeFile(join(root.merged, "w/file"), "");
     await expect(run(root, "true", { cwd: "/w/file/sub" })).rejects.toMatchObject({ code: "ROOTFS_NOT_A_DIRECTORY" });
+  });
+
+  it("mounts tmpfs and read-only binds for RUN --mount, and reports their mount points", async () => {
+    const root = await fresh();
+    const ctxDir = join(base, `ctx-${n}`);
+    await mkdir(ctxDir);
+    await writeFile(join(ctxDir, "input"), "from the context");
+    const r = await run(root, "cat /mnt/ctx/input; echo x > /mnt/ctx/new && echo wrote-ro; echo t > /run/cache/t && cat /run/cache/t", {
+      extraMounts: [
+        { type: "bind", source: ctxDir, target: "/mnt/ctx", readonly: true },
+        { type: "tmpfs", target: "/run/cache" },
+      ],
+    });
+    expect(r.out).toContain("from the context");
+    expect(r.out).not.toContain("wrote-ro");
+    expect(r.out).toContain("t\n");
+    expect(r.createdPaths).toEqual(expect.arrayContaining(["mnt", "mnt/ctx", "run", "run/cache"]));
+    expect(await readdir(ctxDir)).toEqual(["input"]);
+    expect(await changes(root, r.createdPaths)).toEqual([]);
+  });
+
+  it("gives the same layer on a copy-mode root", async () => {
+    const layers: string[][] = [];
+    for (const forceCopy of [false, true]) {
+      const root = await mountRoot([lower], join(base, `s${n++}`), { forceCopy });
+      mounted.push(root);
+      expect(root.mode).toBe(forceCopy ? "copy" : "overlay");
+      const r = await run(root, "rm /bin/wc; mkdir -p /opt/app; echo hi > /opt/app/x; chmod 600 /etc/group; ln -s x /opt/app/y");
+      expect(r.exitCode).toBe(0);
+      layers.push((await changes(root, r.createdPaths)).map((e) => `${e.path} ${e.type} ${e.mode.toString(8)}`));
+    }
+    expect(layers[0]).toEqual(["bin directory 755", "bin/.wh.wc file 0", "etc directory 755", "etc/group file 600", "opt directory 755", "opt/app directory 755", "opt/app/x file 644", "opt/app/y symlink 777"]);
+    expect(layers[1]).toEqual(layers[0]);
   });
 
   it("an abort kills the sandbox", async () => {

@@ -4,6 +4,7 @@
  * ended. It never decides what the change means: the caller snapshots the root
  * afterwards (src/builder/snapshot.ts), excluding `RunResult.createdPaths`.
  */
+import { StringDecoder } from "node:string_decoder";
 
 export interface RunMount {
   type: "bind" | "tmpfs";
@@ -76,9 +77,11 @@ export function effectiveEnv(spec: Pick<RunSpec, "env" | "uid" | "home">): strin
 export class OutputTail {
   private lines: string[] = [];
   private partial = "";
+  /** Keeps a UTF-8 character split across two chunks whole. */
+  private readonly decoder = new StringDecoder("utf8");
   constructor(private readonly maxLines = 40) {}
   push(chunk: Buffer): void {
-    const text = this.partial + chunk.toString("utf8");
+    const text = this.partial + this.decoder.write(chunk);
     const parts = text.split("\n");
     this.partial = parts.pop() ?? "";
     for (const l of parts) this.lines.push(l);
