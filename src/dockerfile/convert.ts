@@ -73,7 +73,6 @@ export function convertNode(node: Node, range: SourceRange): Instruction {
     }
     case "run": {
       const flags = flagsFor({ mount: "strings", network: "string", security: "string", device: "strings" });
-      if (args.length === 0) fail("DOCKERFILE_ARGUMENTS", "RUN requires at least one argument");
       return {
         kind,
         ...base(flags),
