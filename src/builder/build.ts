@@ -131,11 +131,6 @@ async function contextTree(root: string, dockerfilePath: string | undefined): Pr
   return { root, label: "the build context" };
 }
 
-/** The step as the report shows it: RUN as written, the others as expanded into history. */
-function reportText(instr: Instruction, state: StageState): string {
-  if (instr.kind === "run") return `RUN ${instr.command.form === "exec" ? JSON.stringify(instr.command.args) : instr.command.text.replace(/\s+/g, " ").trim()}`;
-  return state.history[state.history.length - 1]?.created_by?.replace(/ # ocibuild$/, "") ?? instr.original;
-}
 
 /** Overlay/copy mode is worth saying once per build, not once per step. */
 function onceMode(emit: EventSink): EventSink {
@@ -286,7 +281,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
           summary.bytesReused += out.reusedBytes;
         } else summary.misses++;
         const layer = state.layers.length > before ? state.layers[state.layers.length - 1]!.descriptor.digest : null;
-        const shown = reportText(instr, state);
+        const shown = out.instruction.replace(/ # ocibuild$/, "");
         const report: StepReport = { stage: label, instruction: shown, line: instr.range.startLine, cached: out.cached, seconds, layer };
         if (!out.cached) report.reason = out.reason;
         reports.push(report);

@@ -43,6 +43,8 @@ export interface StepOutcome {
   reusedBytes: number;
   /** Dry run: the step's result is unknown (it would run). */
   unknown?: boolean;
+  /** The step as the report shows it: RUN as written, the others expanded. */
+  instruction: string;
 }
 
 const FS_KINDS = new Set(["run", "copy", "add", "workdir"]);
@@ -165,13 +167,23 @@ export async function cachedStep(
     metaState = await executeStep(state, instr, ctx, opts.args, opts.step);
     const text = metaState.history[metaState.history.length - 1]?.created_by ?? instr.original;
     const done = metaState;
+    const inputs: KeyInputs = { v: KEY_VERSION, platform: formatPlatform(state.platform), parent: opts.prevKey, base: opts.base, instruction: text };
+    if (instr.kind === "arg") {
+      // An ARG's key is its text as written plus the values it takes, so a changed value is named.
+      inputs.instruction = instr.original;
+      inputs.args = Object.fromEntries(instr.args.filter((a) => Object.hasOwn(done.args, a.key)).map((a) => [a.key, done.args[a.key]!]));
+    }
     spec = {
-      inputs: { v: KEY_VERSION, platform: formatPlatform(state.platform), parent: opts.prevKey, base: opts.base, instruction: text },
+      inputs,
       execute: async () => done,
       applyHit: (rec) => ({ ...done, history: [...done.history.slice(0, -1), rec.history] }),
     };
   }
   const key = cacheKey(spec.inputs);
+  const shown =
+    instr.kind === "run"
+      ? `RUN ${instr.command.form === "exec" ? JSON.stringify(instr.command.args) : instr.command.text.replace(/\s+/g, " ").trim()}`
+      : metaState?.history[metaState.history.length - 1]?.created_by ?? spec.inputs.instruction;
   const found: { hit?: CacheHit; corrupt?: string } = cache.noLookup ? {} : await lookup(cache, key, ctx);
   if (found.hit) {
     const rec = found.hit.record;
@@ -182,7 +194,7 @@ export async function cachedStep(
           source: found.hit.source,
         }
       : undefined;
-    return { state: spec.applyHit(rec, layer), key, cached: true, savedSeconds: rec.seconds, reusedBytes: rec.layer?.size ?? 0 };
+    return { state: spec.applyHit(rec, layer), key, cached: true, savedSeconds: rec.seconds, reusedBytes: rec.layer?.size ?? 0, instruction: shown };
   }
   let reason: string;
   if (cache.noLookup) reason = "cache disabled (--no-cache)";
@@ -193,7 +205,7 @@ export async function cachedStep(
     reason = prev ? explainMiss(prev.inputs, spec.inputs) : "no previous entry";
   }
   if (cache.dryRun && FS_KINDS.has(instr.kind)) {
-    return { state, key, cached: false, reason, savedSeconds: 0, reusedBytes: 0, unknown: true };
+    return { state, key, cached: false, reason, savedSeconds: 0, reusedBytes: 0, unknown: true, instruction: shown };
   }
   const executed = await spec.execute();
   const seconds = (performance.now() - started) / 1000;
@@ -207,5 +219,5 @@ export async function cachedStep(
   const rec: CacheRecord = { key, slot: opts.slot, inputs: spec.inputs, history, seconds, created };
   if (added) rec.layer = { mediaType: added.descriptor.mediaType, digest: added.descriptor.digest, diffId: added.diffId, size: added.descriptor.size };
   await store(cache, rec, ctx);
-  return { state: next, key, cached: false, reason, savedSeconds: 0, reusedBytes: 0 };
+  return { state: next, key, cached: false, reason, savedSeconds: 0, reusedBytes: 0, instruction: shown };
 }

@@ -1,0 +1,30 @@
+import { describe, expect, it } from "vitest";
+import { cacheKey, canonicalJson, explainMiss, KEY_VERSION, type KeyInputs } from "../../src/cache/key.js";
+
+const base: KeyInputs = { v: KEY_VERSION, platform: "linux/amd64", parent: "sha256:aa", base: "scratch", instruction: "COPY a /a" };
+
+describe("cache keys", () => {
+  it("are the same for the same inputs whatever the key order, and differ for any change", () => {
+    const a = cacheKey({ ...base, env: { A: "1", B: "2" } });
+    const b = cacheKey({ ...base, env: { B: "2", A: "1" } });
+    expect(a).toBe(b);
+    expect(a).toMatch(/^[a-f0-9]{64}$/);
+    expect(cacheKey({ ...base, env: { A: "1", B: "3" } })).not.toBe(a);
+    expect(cacheKey({ ...base, v: KEY_VERSION + 1, env: { A: "1", B: "2" } })).not.toBe(a);
+    expect(cacheKey({ ...base, platform: "linux/arm64", env: { A: "1", B: "2" } })).not.toBe(a);
+  });
+
+  it("canonical JSON leaves out undefined fields", () => {
+    expect(canonicalJson({ b: 1, a: undefined, c: [1, { z: 1, y: 2 }] })).toBe('{"b":1,"c":[1,{"y":2,"z":1}]}');
+  });
+
+  it("explains a miss by the input that changed", () => {
+    expect(explainMiss({ ...base, files: { "src/app.py": "1", "x": "1" } }, { ...base, files: { "src/app.py": "2", "x": "1" } })).toBe("src/app.py changed");
+    expect(explainMiss({ ...base, files: { x: "1" } }, { ...base, files: { x: "1", y: "1" } })).toBe("y added");
+    expect(explainMiss({ ...base, args: { VERSION: "1.0" } }, { ...base, args: { VERSION: "1.1" } })).toBe('build arg VERSION changed ("1.0" -> "1.1")');
+    expect(explainMiss(base, { ...base, instruction: "COPY b /b" })).toBe("instruction text changed");
+    expect(explainMiss(base, { ...base, base: "img@sha256:bb", parent: "x" })).toBe("base image changed (scratch -> img@sha256:bb)");
+    expect(explainMiss(base, { ...base, parent: "sha256:cc" })).toBe("parent step rebuilt");
+    expect(explainMiss({ ...base, env: { A: "1" } }, { ...base, env: {} })).toBe("ENV A removed");
+  });
+});
