@@ -13,7 +13,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { constants as fsc } from "node:fs";
 import { chmod, lchown, link, lstat, lutimes, mkdir, open, readdir, rename, rm, symlink, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { isAbsolute, join, relative, sep } from "node:path";
 import { pipeline as pipelineCb, Readable } from "node:stream";
 import * as zlib from "node:zlib";
 import type { DiffID } from "../oci/digest.js";
@@ -108,6 +108,25 @@ function xattrsOf(header: TarHeader, warn: (msg: string) => void): XattrOp[] {
     out.push({ path: "", name, value: schily ? v : Buffer.from(v.toString("latin1"), "base64") });
   }
   return out;
+}
+
+/**
+ * Whether `hostPath` (under `root`) is reached through real directories only and
+ * is not itself a symlink (and is a directory, with `dir`).
+ */
+async function isPlainPath(root: string, hostPath: string, dir = false): Promise<boolean> {
+  const rel = relative(root, hostPath);
+  if (rel.startsWith("..") || isAbsolute(rel)) return false;
+  const comps = rel === "" ? [] : rel.split(sep);
+  let cur = root;
+  for (let i = 0; i < comps.length; i++) {
+    cur = join(cur, comps[i]!);
+    const st = await lstat(cur).catch(() => null);
+    if (st === null || st.isSymbolicLink()) return false;
+    if (i < comps.length - 1 && !st.isDirectory()) return false;
+    if (i === comps.length - 1 && dir && !st.isDirectory()) return false;
+  }
+  return true;
 }
 
 async function removeExisting(hostPath: string): Promise<void> {
@@ -307,10 +326,15 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
   }
   signal?.removeEventListener("abort", onAbort);
 
-  for (const msg of await setXattrs(xattrs, signal)) warn(msg);
+  // Deferred work re-checks its paths: a later entry may have replaced a directory
+  // (or one of its parents) by a symlink, and chmod/setxattr must not follow it.
+  const safeXattrs: XattrOp[] = [];
+  for (const x of xattrs) if (await isPlainPath(root, x.path)) safeXattrs.push(x);
+  for (const msg of await setXattrs(safeXattrs, signal)) warn(msg);
   // Directory metadata last: creating children changes a directory's mtime.
   for (let i = dirs.length - 1; i >= 0; i--) {
     const d = dirs[i]!;
+    if (!(await isPlainPath(root, d.hostPath, true))) continue;
     await applyOwner(d.hostPath, d.uid, d.gid);
     await chmod(d.hostPath, d.mode);
     await lutimes(d.hostPath, d.mtime, d.mtime);

@@ -250,6 +250,23 @@ describe("extractLayer: hostile layers never write outside the root", () => {
     }
   });
 
+  it("a directory replaced by an escaping symlink later in the layer does not get its mode, owner or xattrs applied outside", async () => {
+    const { stat } = await import("node:fs/promises");
+    const before = await stat(outside);
+    await extract([
+      { name: "a/", type: "directory", mode: 0o700, uid: 4321, pax: { "SCHILY.xattr.user.pwned": "yes" } },
+      { name: "a/b/", type: "directory", mode: 0o701 },
+      { name: "a", type: "symlink", linkname: "../outside" },
+    ]);
+    const after = await stat(outside);
+    expect([after.mode, after.uid, after.mtimeMs]).toEqual([before.mode, before.uid, before.mtimeMs]);
+    if (haveTool("python3")) {
+      const { getXattrs } = await import("../../src/builder/rootfs-native.js");
+      expect((await getXattrs([outside])).size).toBe(0);
+    }
+    await expectCanaryUntouched();
+  });
+
   it("follows an absolute symlink as the root sees it (inside the root, never the host)", async () => {
     await extract([
       { name: "hostdir", type: "symlink", linkname: outside },
