@@ -106,7 +106,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   } catch (e) {
     throw asAbort(e, opts.signal);
   }
-  if (fileOutputs.length > 0) {
+  if (fileOutputs.length > 0 && !opts.dryRun) {
     const env = opts.env ?? process.env;
     const cacheDir = resolve(opts.cacheDir ?? defaultCacheDir(env));
     const content = await OciLayout.open(join(cacheDir, "content"), opts.signal);

@@ -89,14 +89,10 @@ export function createRenderer(mode: ProgressMode, out: Stream, tty: TtyOptions 
   }
 }
 
-function cacheSummary(result: BuildResult): { hits: number; total: number; secondsSaved: number } {
-  const hits = result.steps.filter((s) => s.cached).length;
-  let secondsSaved = 0;
-  for (const s of result.steps) {
-    const saved = (s as { secondsSaved?: unknown }).secondsSaved;
-    if (typeof saved === "number") secondsSaved += saved;
-  }
-  return { hits, total: result.steps.length, secondsSaved };
+/** Cache hits, total steps, seconds and bytes saved, as the builder counted them. */
+export function cacheSummary(result: BuildResult): { hits: number; misses: number; total: number; secondsSaved: number; bytesReused: number } {
+  const c = result.cache;
+  return { hits: c.hits, misses: c.misses, total: c.hits + c.misses, secondsSaved: c.secondsSaved, bytesReused: c.bytesReused };
 }
 
 /** The end-of-build summary: references with digest, size, cache hits and time saved, and the per-step report. */
@@ -106,7 +102,8 @@ export function summary(result: BuildResult): string {
   for (const r of result.references) lines.push(`image: ${r}`);
   lines.push(`size: ${formatBytes(result.size)}`);
   const c = cacheSummary(result);
-  lines.push(`steps: ${c.total}, cached: ${c.hits}/${c.total}${c.secondsSaved > 0 ? `, time saved: ${c.secondsSaved.toFixed(1)}s` : ""}`);
+  const saved = c.hits > 0 ? `, time saved: ${c.secondsSaved.toFixed(1)}s, reused: ${formatBytes(c.bytesReused)}` : "";
+  lines.push(`steps: ${result.steps.length}, cached: ${c.hits}/${c.total}${saved}`);
   for (const s of result.steps) {
     const status = s.cached ? "CACHED" : "BUILT ";
     const why = s.cached ? "" : ` (${s.reason ?? "no cache entry"})`;
@@ -115,4 +112,13 @@ export function summary(result: BuildResult): string {
   return `${lines.join("\n")}\n`;
 }
 
-export { cacheSummary };
+/** The `--dry-run` report: what would be cached and what rebuilt, with the reason for each rebuild. */
+export function dryRunSummary(result: BuildResult): string {
+  const c = cacheSummary(result);
+  const lines = [`dry run: ${c.hits}/${c.total} steps would be cached, ${c.misses} rebuilt`];
+  for (const s of result.steps) {
+    lines.push(`  ${s.cached ? "CACHED " : "REBUILD"} [${s.stage}] line ${s.line}: ${s.instruction}${s.cached ? "" : ` (${s.reason ?? "no previous entry"})`}`);
+  }
+  if (result.digest) lines.push(`digest (everything cached): ${result.digest}`);
+  return `${lines.join("\n")}\n`;
+}

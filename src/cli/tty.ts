@@ -66,7 +66,8 @@ export function createTtyRenderer(out: NodeJS.WritableStream & { columns?: numbe
   let frame = 0;
   let closed = false;
 
-  const width = () => Math.max(20, (out.columns ?? 80) - 1);
+  // A pty without a size (e.g. under script(1)) reports 0 columns: assume 80.
+  const width = () => Math.max(20, (out.columns !== undefined && out.columns > 0 ? out.columns : 80) - 1);
   const fit = (line: string) => {
     const chars = [...line.replace(/[\x00-\x1f\x7f]/g, " ")];
     return chars.length > width() ? `${chars.slice(0, width() - 1).join("")}…` : chars.join("");

@@ -83,6 +83,21 @@ describe.skipIf(!isRoot)("--progress modes on a real build (needs root for overl
     expect(c.stderr()).toMatch(/^error\[BUILD_COPY_SOURCE_NOT_FOUND\]/m);
   });
 
+  it("a rebuild: CACHED marks in the tty view and hits/time saved in the summary; --dry-run reports without building", async () => {
+    const first = capture(false);
+    expect(await main(args(), first.io)).toBe(0);
+    const digest = /^digest: (sha256:[a-f0-9]{64})$/m.exec(first.stdout())![1]!;
+    const c = capture(true);
+    expect(await main(args(), c.io)).toBe(0);
+    expect(c.stderr()).toMatch(/✔ \[0 1\/2\] COPY a\.txt \/a\.txt {2}CACHED/);
+    expect(c.stdout()).toMatch(/^steps: 2, cached: 2\/2, time saved: \d+\.\ds, reused: /m);
+    const d = capture(false);
+    expect(await main(["--dry-run", "--digest-file", join(work, "never"), ...args()], d.io)).toBe(0);
+    expect(d.stdout()).toContain("dry run: 2/2 steps would be cached, 0 rebuilt");
+    expect(d.stdout()).toContain(`digest (everything cached): ${digest}`);
+    await expect(import("node:fs/promises").then((f) => f.stat(join(work, "never")))).rejects.toThrow();
+  });
+
   it("quiet: only the digest on stdout", async () => {
     const c = capture(true);
     expect(await main(["-q", ...args()], c.io)).toBe(0);

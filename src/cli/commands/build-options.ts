@@ -29,7 +29,11 @@ export const BUILD_SPECS: FlagSpec[] = [
   { names: ["oci-layout-path"], type: "string", valueName: "DIR", description: "kaniko: also write an OCI layout to DIR" },
   { names: ["tar-path"], type: "string", valueName: "FILE", description: "kaniko: also write a docker-archive tar (docker load) to FILE" },
   { names: ["cache-dir"], type: "string", valueName: "DIR", description: "Cache directory (default $XDG_CACHE_HOME/ocibuild or ~/.cache/ocibuild)" },
-  { names: ["no-cache"], type: "boolean", description: "Do not reuse cached steps (build every step)" },
+  { names: ["no-cache"], type: "boolean", description: "Do not reuse cached steps (build every step; still write the cache)" },
+  { names: ["no-cache-write"], type: "boolean", description: "Do not write cache entries" },
+  { names: ["cache-repo"], type: "string", valueName: "REPO", description: "Also keep cache entries in this registry repository (shared by CI runners)" },
+  { names: ["cache-ttl"], type: "string", valueName: "DURATION", description: "Ignore cache entries older than this (e.g. 336h, 7d; default two weeks)" },
+  { names: ["dry-run"], type: "boolean", description: "Report which steps would be cached or rebuilt, and why, executing nothing" },
   { names: ["digest-file"], type: "string", valueName: "FILE", description: "Write the image digest to FILE" },
   { names: ["image-name-with-digest-file"], type: "string", valueName: "FILE", description: "Write NAME@DIGEST for each -t, one per line" },
   { names: ["image-name-tag-with-digest-file"], type: "string", valueName: "FILE", description: "Write NAME:TAG@DIGEST for each -t, one per line" },
@@ -41,8 +45,6 @@ export const BUILD_SPECS: FlagSpec[] = [
   { names: ["compression-level"], type: "string", valueName: "0-9", description: "gzip level for new layers (default 6)" },
   { names: ["network"], type: "string", valueName: "MODE", description: "Network for RUN: default or host (RUN --network=none per step)" },
   // Recognised, not supported yet: each fails naming itself (see UNSUPPORTED).
-  { names: ["cache-repo"], type: "string", valueName: "REPO", description: "(not supported yet) registry-backed cache" },
-  { names: ["cache-ttl"], type: "string", valueName: "DURATION", description: "(not supported yet) cache entry lifetime" },
   { names: ["secret"], type: "string", repeatable: true, valueName: "id=ID,src=PATH", description: "(not supported yet) RUN --mount=type=secret" },
   { names: ["ssh"], type: "string", repeatable: true, valueName: "ID", description: "(not supported yet) RUN --mount=type=ssh" },
   { names: ["cache-from"], type: "string", repeatable: true, valueName: "SRC", description: "(not supported yet) buildx cache import" },
@@ -54,12 +56,10 @@ export const BUILD_SPECS: FlagSpec[] = [
 
 /** Flags we parse only to refuse with a precise message. */
 const UNSUPPORTED: Record<string, string> = {
-  "cache-repo": "the registry-backed cache is not available in this version",
-  "cache-ttl": "the registry-backed cache is not available in this version",
   secret: "RUN --mount=type=secret is not supported yet",
   ssh: "RUN --mount=type=ssh is not supported yet",
-  "cache-from": "use --cache-dir (a local cache directory)",
-  "cache-to": "use --cache-dir (a local cache directory)",
+  "cache-from": "use --cache-repo REPO (and --cache-dir DIR)",
+  "cache-to": "use --cache-repo REPO (and --cache-dir DIR)",
   load: "ocibuild has no daemon to load into; write --output docker-archive:FILE and run `docker load -i FILE`",
 };
 
@@ -181,6 +181,17 @@ async function readStdin(stream: NodeJS.ReadableStream): Promise<string> {
   return Buffer.concat(chunks).toString("utf8");
 }
 
+const DURATION_UNITS: Record<string, number> = { ms: 0.001, s: 1, m: 60, h: 3600, d: 86400, w: 7 * 86400 };
+
+/** Go-style durations as kaniko takes them ("336h", "1h30m", "90s"), plus d and w; whole seconds. */
+export function parseDuration(v: string, flag: string): number {
+  const parts = [...v.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h|d|w)/g)];
+  if (parts.length === 0 || parts.map((p) => p[0]).join("") !== v) {
+    throw new OcibuildError("USAGE_BAD_VALUE", `--${flag} takes a duration like 336h, 1h30m or 7d, not "${v}"`);
+  }
+  return Math.round(parts.reduce((sum, p) => sum + Number(p[1]) * DURATION_UNITS[p[2]!]!, 0));
+}
+
 /** Errors from parsing a flag's value (a bad reference or layout name) are usage errors. */
 function asUsage<T>(f: () => T, flag: string): T {
   try {
@@ -292,6 +303,19 @@ export async function parseBuildArgs(args: string[], io: CliIO): Promise<BuildIn
   if (cacheDir !== undefined) options.cacheDir = resolve(cwd, cacheDir);
   if (sourceDateEpoch !== undefined) options.sourceDateEpoch = sourceDateEpoch;
   if (level !== undefined) options.compressionLevel = Number(level);
-  if (bool(p, "no-cache")) Object.assign(options, { noCache: true });
+  if (bool(p, "no-cache")) options.noCache = true;
+  if (bool(p, "no-cache-write")) options.noCacheWrite = true;
+  const cacheRepo = str(p, "cache-repo");
+  if (cacheRepo !== undefined) {
+    asUsage(() => parseReference(cacheRepo), `--cache-repo ${cacheRepo}`);
+    options.cacheRepo = cacheRepo;
+  }
+  const ttl = str(p, "cache-ttl");
+  if (ttl !== undefined) options.cacheTtlSeconds = parseDuration(ttl, "cache-ttl");
+  if (bool(p, "dry-run")) {
+    options.dryRun = true;
+    options.push = false;
+    options.outputs = [];
+  }
   return { help: false, options, progress: progress as BuildInvocation["progress"], quiet: bool(p, "quiet"), files };
 }

@@ -12,7 +12,7 @@ import { build } from "../../index.js";
 import { parseReference } from "../../oci/reference.js";
 import { helpText } from "../flags.js";
 import type { Command } from "../io.js";
-import { cacheSummary, createRenderer, resolveProgressMode, summary } from "../progress.js";
+import { cacheSummary, createRenderer, dryRunSummary, resolveProgressMode, summary } from "../progress.js";
 import { BUILD_EXAMPLES, BUILD_SPECS, BUILD_USAGE, type BuildInvocation, parseBuildArgs } from "./build-options.js";
 
 async function writeAtomic(path: string, text: string, signal?: AbortSignal): Promise<void> {
@@ -39,7 +39,7 @@ export function buildMetadata(result: BuildResult, tags: string[]): Record<strin
     "ocibuild.references": result.references,
     "ocibuild.size": result.size,
     "ocibuild.steps": result.steps.map((s) => ({ ...s, ...(s.cached ? { reason: undefined } : { reason: s.reason ?? "no previous entry" }) })),
-    "ocibuild.cache": { hits: c.hits, misses: c.total - c.hits, secondsSaved: c.secondsSaved },
+    "ocibuild.cache": { hits: c.hits, misses: c.misses, secondsSaved: c.secondsSaved, bytesReused: c.bytesReused },
   };
 }
 
@@ -73,6 +73,11 @@ export const buildCommand: Command = async (args, io, signal) => {
     throw e;
   } finally {
     renderer.close();
+  }
+  if (inv.options.dryRun) {
+    // Nothing was built: no digest files, only the report (stdout, or the json result event).
+    if (mode !== "json") io.stdout.write(dryRunSummary(result));
+    return 0;
   }
   await writeResultFiles(inv, result, signal);
   if (mode === "quiet") io.stdout.write(`${result.digest}\n`);
