@@ -4,6 +4,10 @@ import { type CliIO, type Command, processIO } from "./io.js";
 
 const COMMANDS: Record<string, () => Promise<Command>> = {
   build: async () => (await import("./commands/build.js")).buildCommand,
+  plan: async () => {
+    const { buildCommand } = await import("./commands/build.js");
+    return (args, io, signal) => buildCommand(["--dry-run", ...args], io, signal);
+  },
   parse: async () => (await import("./commands/parse.js")).parseCommand,
   inspect: async () => (await import("./commands/inspect.js")).inspectCommand,
   copy: async () => (await import("./commands/copy.js")).copyCommand,
@@ -16,6 +20,7 @@ const USAGE = `Usage: ocibuild [build] [flags] CONTEXT
 
 Commands:
   build     Build an image from a Dockerfile (the default command)
+  plan      Show which steps a build would take from the cache and why the others rebuild (build --dry-run)
   parse     Print the parsed Dockerfile in BuildKit's AST dump format
   inspect   Show an image's manifest, index or config
   copy      Copy an image or index between registries and OCI layouts
