@@ -157,6 +157,32 @@ describe.skipIf(!ready)("build outputs read back by skopeo, umoci and oci-image-
     }
   });
 
+  it("archives are reproducible: two --no-cache builds with one SOURCE_DATE_EPOCH give byte-identical archives", async () => {
+    const sums: string[][] = [];
+    for (const n of [1, 2]) {
+      const r = await cli(
+        ["--no-push", "--no-cache", "-t", "repro/app:v1", "--build-arg", `BASE=${reg.host}/base/busybox:latest`, "--cache-dir", p("cache"),
+          "-o", `docker-archive:${p(`repro${n}.docker.tar`)}`, "-o", `oci-archive:${p(`repro${n}.oci.tar`)}`, p("ctx")],
+        { env: { SOURCE_DATE_EPOCH: "1700000000" } },
+      );
+      expect(r.stderr).not.toMatch(/error\[/);
+      expect(r.code).toBe(0);
+      const h = async (f: string) => createHash("sha256").update(await readFile(p(f))).digest("hex");
+      sums.push([await h(`repro${n}.docker.tar`), await h(`repro${n}.oci.tar`)]);
+    }
+    expect(sums[1]).toEqual(sums[0]);
+  });
+
+  it("a registry error names the code and carries the registry's message; exit 1", async () => {
+    await mkdir(p("ctx-missing"));
+    await writeFile(p("ctx-missing/Dockerfile"), `FROM ${reg.host}/no/such-image:v9\nRUN true\n`);
+    const r = await cli(["--no-push", "--cache-dir", p("cache"), p("ctx-missing")]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^error\[REGISTRY_[A-Z_]+\]: .*no\/such-image.*\n/m);
+    expect(r.stderr).toMatch(/MANIFEST_UNKNOWN|NAME_UNKNOWN/);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
   it("no temp files are left next to the outputs", async () => {
     const names = await readdir(work);
     expect(names.filter((n) => n.includes(".tmp-") || n.includes(".layers-") || n.includes("ocibuild-tmp"))).toEqual([]);
