@@ -156,15 +156,20 @@ export async function mountRoot(lowerDirs: string[], scratchDir: string, opts: M
     }
     for (let i = 0; i < lowers.length; i++) await symlink(lowers[i]!, join(l, String(i)));
     const lowerOpt = lowers.map((_, i) => `l/${lowers.length - 1 - i}`).join(":");
-    const o = [`lowerdir=${lowerOpt}`, "upperdir=upper", "workdir=work", "index=off", "metacopy=off", "redirect_dir=off"];
-    if (process.getuid?.() !== 0) o.push("userxattr");
-    let failure: string;
-    try {
-      const r = await run("mount", ["-t", "overlay", "overlay", "-o", o.join(","), "merged"], scratchDir, signal);
-      failure = r.code === 0 ? "" : r.stderr.trim() || `mount exited with ${r.code}`;
-    } catch (e) {
-      if (signal?.aborted) throw new OcibuildError("ROOTFS_ABORTED", "mounting the stage root was aborted", { cause: e });
-      failure = (e as Error).message;
+    const basic = [`lowerdir=${lowerOpt}`, "upperdir=upper", "workdir=work"];
+    if (process.getuid?.() !== 0) basic.push("userxattr");
+    // Plain copy-up semantics (whole files, no redirects, no index) keep the upperdir a
+    // self-contained change; kernels that do not know an option get the plain mount.
+    let failure = "";
+    for (const o of [[...basic, "index=off", "metacopy=off", "redirect_dir=off"], basic]) {
+      try {
+        const r = await run("mount", ["-t", "overlay", "overlay", "-o", o.join(","), "merged"], scratchDir, signal);
+        failure = r.code === 0 ? "" : r.stderr.trim() || `mount exited with ${r.code}`;
+      } catch (e) {
+        if (signal?.aborted) throw new OcibuildError("ROOTFS_ABORTED", "mounting the stage root was aborted", { cause: e });
+        failure = (e as Error).message;
+      }
+      if (failure === "") break;
     }
     if (failure === "") {
       log(`root: overlayfs with ${lowers.length} lower layer(s) at ${merged}`);
@@ -189,7 +194,7 @@ export async function mountRoot(lowerDirs: string[], scratchDir: string, opts: M
         },
       };
     }
-    log(`root: overlayfs unavailable (${failure}); falling back to copy mode (same layers, slower)`);
+    log(`root: overlayfs unavailable (${failure.replace(/\s*\n\s*/g, " ")}); falling back to copy mode (same layers, slower)`);
     await rm(upper, { recursive: true, force: true });
     await rm(work, { recursive: true, force: true });
     await rm(l, { recursive: true, force: true });

@@ -122,4 +122,22 @@ describe.skipIf(!canOverlay() || !haveTool("python3"))("mountRoot with many laye
     expect(await readdir(join(root.upper, "etc"))).toEqual(["real"]);
     expect(await readFile(join(victim, "hosts"), "utf8")).toBe("keep me");
   });
+
+  it("falls back to copy mode, and says so, when overlayfs refuses the mount", async () => {
+    const lowers = await layers(2);
+    // An overlayfs cannot be the upper filesystem of another: a real mount failure.
+    const outer = await mountRoot(lowers, join(base, "outer"));
+    mounted.push(outer);
+    const logs: string[] = [];
+    const inner = await mountRoot(lowers, join(outer.merged, "scratch"), { onLog: (l) => logs.push(l) });
+    expect(inner.mode).toBe("copy");
+    expect(logs.join("\n")).toMatch(/overlayfs unavailable \(.+\); falling back to copy mode/);
+    expect(await readFile(join(inner.merged, "top"), "utf8")).toBe("1");
+    await writeFile(join(inner.merged, "top"), "changed");
+    const paths: string[] = [];
+    for await (const e of snapshotChanges(inner, lowers)) paths.push(e.path);
+    expect(paths).toEqual(["top"]);
+    await inner.unmount();
+  });
 });
+
