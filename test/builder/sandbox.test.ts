@@ -153,6 +153,18 @@ describe.skipIf(!bwrapOk)("BwrapExecutor (needs root, bwrap, overlayfs, busybox-
     expect(denied.exitCode).not.toBe(0);
   });
 
+  it("root in RUN has Docker's capabilities: chown to any owner, mknod, setuid bits land in the layer", async () => {
+    const root = await fresh();
+    const r = await run(root, "touch /owned && chown 123:456 /owned && chmod 4755 /owned && mknod /null c 1 3 && echo done");
+    expect(r.out).toContain("done");
+    const entries = await changes(root, r.createdPaths);
+    expect(entries.map((e) => [e.path, e.type, e.uid, e.gid, e.mode.toString(8)])).toEqual([
+      ["null", "char", 0, 0, "644"],
+      ["owned", "file", 123, 456, "4755"],
+    ]);
+    expect(entries[0]).toMatchObject({ devmajor: 1, devminor: 3 });
+  });
+
   it("runs with a numeric uid:gid that is not in passwd", async () => {
     const root = await fresh();
     const u = await resolveUser(root.merged, "4242:4343");
