@@ -105,13 +105,19 @@ type Inst = { op: "pred"; test: (ch: string) => boolean } | { op: "split"; x: nu
 
 class Program {
   readonly insts: Inst[] = [];
-  pred(test: (ch: string) => boolean): void {
+  /** Literal characters per token, null for wildcards/classes: for a quick prefix/suffix filter. */
+  private readonly lits: (string | null)[] = [];
+  private compiled?: { insts: Inst[]; closures: number[][]; start: number[]; prefix: string; suffix: string; literal: boolean };
+
+  pred(test: (ch: string) => boolean, literal: string | null = null): void {
     this.insts.push({ op: "pred", test });
+    this.lits.push(literal);
   }
   /** test* */
   star(test: (ch: string) => boolean): void {
     const l = this.insts.length;
     this.insts.push({ op: "split", x: l + 1, y: l + 3 }, { op: "pred", test }, { op: "jmp", x: l });
+    this.lits.push(null);
   }
   /** (?:[^\n]*\/)? */
   optionalDirs(): void {
@@ -124,38 +130,68 @@ class Program {
       { op: "jmp", x: l + 1 },
       { op: "pred", test: (c) => c === "/" },
     );
+    this.lits.push(null);
   }
   /** A program that matches nothing. */
   nothing(): this {
-    this.insts.push({ op: "pred", test: () => false });
+    this.pred(() => false);
     return this;
   }
-  /** Whether the whole of `s` matches. */
-  matches(s: string): boolean {
+
+  private compile() {
+    if (this.compiled !== undefined) return this.compiled;
     const insts = [...this.insts, { op: "match" } as Inst];
-    let current = new Set<number>();
-    const add = (set: Set<number>, pc: number) => {
-      if (set.has(pc)) return;
-      set.add(pc);
-      const inst = insts[pc]!;
-      if (inst.op === "jmp") add(set, inst.x);
-      else if (inst.op === "split") {
-        add(set, inst.x);
-        add(set, inst.y);
-      }
-    };
-    add(current, 0);
+    // epsilon closure of every pc: the pred/match instructions reachable through jumps and splits
+    const closures = insts.map((_, pc) => {
+      const out: number[] = [];
+      const seen = new Set<number>();
+      const walk = (p: number) => {
+        if (seen.has(p)) return;
+        seen.add(p);
+        const inst = insts[p]!;
+        if (inst.op === "jmp") walk(inst.x);
+        else if (inst.op === "split") {
+          walk(inst.x);
+          walk(inst.y);
+        } else out.push(p);
+      };
+      walk(pc);
+      return out;
+    });
+    let i = 0;
+    let prefix = "";
+    while (i < this.lits.length && this.lits[i] !== null) prefix += this.lits[i++];
+    const literal = i === this.lits.length;
+    let suffix = "";
+    for (let j = this.lits.length - 1; !literal && j >= 0 && this.lits[j] !== null; j--) suffix = this.lits[j] + suffix;
+    this.compiled = { insts, closures, start: closures[0]!, prefix, suffix, literal };
+    return this.compiled;
+  }
+
+  /** Whether the whole of `s` matches (set simulation, linear in `s`). */
+  matches(s: string): boolean {
+    const { insts, closures, start, prefix, suffix, literal } = this.compile();
+    if (literal) return s === prefix;
+    if (!s.startsWith(prefix) || !s.endsWith(suffix) || s.length < prefix.length + suffix.length) return false;
+    const mark = new Int32Array(insts.length).fill(-1);
+    let current = start;
+    let step = 0;
     for (const ch of s) {
-      const next = new Set<number>();
+      const next: number[] = [];
       for (const pc of current) {
         const inst = insts[pc]!;
-        if (inst.op === "pred" && inst.test(ch)) add(next, pc + 1);
+        if (inst.op !== "pred" || !inst.test(ch)) continue;
+        for (const q of closures[pc + 1]!) {
+          if (mark[q] === step) continue;
+          mark[q] = step;
+          next.push(q);
+        }
       }
+      if (next.length === 0) return false;
       current = next;
-      if (current.size === 0) return false;
+      step++;
     }
-    for (const pc of current) if (insts[pc]!.op === "match") return true;
-    return false;
+    return current.some((pc) => insts[pc]!.op === "match");
   }
 }
 
@@ -236,7 +272,7 @@ function compile(pattern: string): Compiled {
       // a trailing backslash makes Go's regexp invalid: no path matches (validate() reports it)
       if (i >= chars.length) return { type: "regexp", prog: new Program().nothing() };
       const lit = chars[i++]!;
-      prog.pred((c) => c === lit);
+      prog.pred((c) => c === lit, lit);
       type = "regexp";
     } else if (ch === "[") {
       const [test, next] = bracket(chars, i - 1);
@@ -244,7 +280,7 @@ function compile(pattern: string): Compiled {
       i = next;
       type = "regexp";
     } else {
-      prog.pred((c) => c === ch);
+      prog.pred((c) => c === ch, ch);
     }
   }
   if (type === "regexp") return { type, prog };
@@ -278,15 +314,18 @@ function globProgram(component: string): Program {
     else if (ch === "\\") {
       if (i >= chars.length) throw new Error("trailing backslash");
       const lit = chars[i++]!;
-      prog.pred((c) => c === lit);
+      prog.pred((c) => c === lit, lit);
     } else if (ch === "[") {
       const [test, next] = bracket(chars, i - 1);
       prog.pred(test);
       i = next;
-    } else prog.pred((c) => c === ch);
+    } else prog.pred((c) => c === ch, ch);
   }
   return prog;
 }
+
+/** `.` or `..` segments, empty segments, a leading or trailing slash: only then is cleaning needed. */
+const NEEDS_CLEAN = /(?:^|\/)\.\.?(?:\/|$)|\/\/|^\/|\/$/;
 
 export function createIgnoreMatcher(patterns: IgnorePattern[]): IgnoreMatcher {
   const compiled = patterns
@@ -299,17 +338,16 @@ export function createIgnoreMatcher(patterns: IgnorePattern[]): IgnoreMatcher {
   const hasExclusions = compiled.some((p) => p.exclusion);
 
   const ignores = (relPath: string): boolean => {
-    const file = cleanPath(relPath.replace(/^\.\//, ""));
+    const file = NEEDS_CLEAN.test(relPath) ? cleanPath(relPath) : relPath;
     if (file === "." || file === "") return false;
-    const slash = file.lastIndexOf("/");
-    const parentDirs = slash < 0 ? [] : file.slice(0, slash).split("/");
+    // the parent directories as paths: "a", "a/b", ... (computed once, tried by every pattern)
+    const parents: string[] = [];
+    for (let at = file.indexOf("/"); at >= 0; at = file.indexOf("/", at + 1)) parents.push(file.slice(0, at));
     let matched = false;
     for (const p of compiled) {
       if (p.exclusion !== matched) continue;
       let match = matchCompiled(p.matcher, file);
-      for (let i = 0; !match && i < parentDirs.length; i++) {
-        match = matchCompiled(p.matcher, parentDirs.slice(0, i + 1).join("/"));
-      }
+      for (let i = 0; !match && i < parents.length; i++) match = matchCompiled(p.matcher, parents[i]!);
       if (match) matched = !p.exclusion;
     }
     return matched;

@@ -147,3 +147,11 @@ describe("ignoreFileCandidates", () => {
     expect(ignoreFileCandidates("/src/build/app.Dockerfile", "/src")).toEqual(["/src/build/app.Dockerfile.dockerignore", "/src/.dockerignore"]);
   });
 });
+
+describe("path cleaning in ignores()", () => {
+  it("treats ./a, a//b, a/./b, a/x/../b and a trailing slash like their clean forms", () => {
+    const m = createIgnoreMatcher(parseDockerignore("a/b\n"));
+    for (const p of ["a/b", "./a/b", "a//b", "a/./b", "a/x/../b", "a/b/"]) expect(m.ignores(p), p).toBe(true);
+    for (const p of ["a", ".", "..", "b/a/b"]) expect(m.ignores(p), p).toBe(false);
+  });
+});
