@@ -25,6 +25,7 @@ import { MediaType } from "./media-types.js";
 import { type ArchiveImage, type ArchiveLayer, dirEntry, fileEntry, writeTarFile } from "./oci-archive.js";
 import { parseReference } from "./reference.js";
 
+/** Options of writeDockerArchive. */
 export interface DockerArchiveOptions {
   /** Image names for RepoTags ("app:v1", "registry.example.com/team/app:v1"); each must have a tag. */
   repoTags?: string[];
