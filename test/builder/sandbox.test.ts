@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { lstat, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { lstat, mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -227,6 +227,26 @@ describe.skipIf(!bwrapOk)("BwrapExecutor (needs root, bwrap, overlayfs, busybox-
     }
     expect(layers[0]).toEqual(["bin directory 755", "bin/.wh.wc file 0", "etc directory 755", "etc/group file 600", "opt directory 755", "opt/app directory 755", "opt/app/x file 644", "opt/app/y symlink 777"]);
     expect(layers[1]).toEqual(layers[0]);
+  });
+
+  it("never lets bwrap create mount points through an image symlink (which it would resolve against the host)", async () => {
+    const root = await fresh();
+    const victim = join(base, `victim-${n}`);
+    await mkdir(victim);
+    // bwrap builds mounts before pivoting: the host's / is then at /oldroot.
+    await rm(join(root.merged, "etc"), { recursive: true });
+    await symlink(`/oldroot${victim}`, join(root.merged, "etc"));
+    const r = await run(root, "echo ran");
+    expect(r.out).toContain("ran");
+    expect(await readdir(victim)).toEqual([]);
+
+    await rm(join(root.merged, "etc"));
+    await mkdir(join(root.merged, "etc"));
+    await rm(join(root.merged, "proc"), { recursive: true, force: true });
+    await symlink(`/oldroot${victim}`, join(root.merged, "proc"));
+    await expect(run(root, "true")).rejects.toMatchObject({ code: "SANDBOX_UNSAFE_MOUNT" });
+    await expect(run(root, "true", { extraMounts: [{ type: "tmpfs", target: "/etc/x/../../proc/y" }] })).rejects.toMatchObject({ code: "SANDBOX_UNSAFE_MOUNT" });
+    expect(await readdir(victim)).toEqual([]);
   });
 
   it("an abort kills the sandbox", async () => {

@@ -15,10 +15,10 @@
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { constants as osConstants } from "node:os";
-import { chown, realpath } from "node:fs/promises";
+import { chown, lstat, realpath } from "node:fs/promises";
 import { basename, delimiter, isAbsolute, join } from "node:path";
 import { OcibuildError } from "../../errors.js";
-import { resolveDirInRoot, resolveNoFollow } from "../rootfs-path.js";
+import { resolveDirInRoot } from "../rootfs-path.js";
 import { effectiveEnv, OutputTail, type Executor, type RunResult, type RunSpec } from "./index.js";
 
 /** Docker's default capabilities for a container (and so for RUN). */
@@ -128,17 +128,28 @@ export class BwrapExecutor implements Executor {
     return this.userSwitch;
   }
 
-  /** Paths under root that bwrap will have to create as mount points. */
-  private async missingMountPoints(root: string, targets: string[]): Promise<string[]> {
-    const created = new Set<string>();
-    for (const t of targets) {
-      const comps = splitComps(t);
-      for (let i = 1; i <= comps.length; i++) {
-        const prefix = comps.slice(0, i);
-        if ((await resolveNoFollow(root, prefix).catch(() => null)) === null) created.add(prefix.join("/"));
+  /**
+   * Check a mount target inside the root. bwrap sets mounts up before it pivots
+   * into the root, so a symlink on the way (a hostile layer's `proc -> /oldroot/tmp`)
+   * would make it create or cover paths outside: such targets are refused.
+   * Returns the root-relative paths bwrap will create, or "symlink".
+   */
+  private async inspectTarget(root: string, target: string): Promise<string[] | "symlink"> {
+    const comps = splitComps(target);
+    const created: string[] = [];
+    let cur = root;
+    for (let i = 0; i < comps.length; i++) {
+      if (created.length > 0) {
+        created.push(comps.slice(0, i + 1).join("/"));
+        continue;
       }
+      cur = join(cur, comps[i]!);
+      const st = await lstat(cur).catch(() => null);
+      if (st === null) created.push(comps.slice(0, i + 1).join("/"));
+      else if (st.isSymbolicLink()) return "symlink";
+      else if (i < comps.length - 1 && !st.isDirectory()) return "symlink";
     }
-    return [...created].sort();
+    return created;
   }
 
   async run(spec: RunSpec): Promise<RunResult> {
@@ -155,35 +166,47 @@ export class BwrapExecutor implements Executor {
     if (spec.hostname !== undefined) args.push("--hostname", spec.hostname);
     args.push("--bind", root, "/", "--proc", "/proc", "--dev", "/dev");
 
-    const targets = ["proc", "dev"];
+    const created = new Set<string>();
+    const requireTarget = async (target: string, what: string) => {
+      const r = await this.inspectTarget(root, target);
+      if (r === "symlink") {
+        throw new OcibuildError("SANDBOX_UNSAFE_MOUNT", `cannot mount ${what} at ${target}: the image has a symlink or a non-directory on that path`, {
+          details: { target },
+          hint: "a mount target must be a real path in the image; a symlink there could point outside the root",
+        });
+      }
+      for (const c of r) created.add(c);
+    };
+    await requireTarget("/proc", "/proc");
+    await requireTarget("/dev", "/dev");
     for (const f of this.hostFiles) {
-      // A symlink in the image (resolv.conf -> ../run/...) would make bwrap create its target: leave those alone.
-      const inRoot = await resolveNoFollow(root, splitComps(f)).catch(() => null);
-      if (inRoot?.stats.isSymbolicLink()) continue;
-      if (inRoot !== null && !inRoot.stats.isFile()) continue;
+      // The image's own resolv.conf/hosts as a symlink (-> ../run/...) or under one: leave it alone.
+      const r = await this.inspectTarget(root, f);
+      if (r === "symlink") continue;
+      const inRoot = await lstat(join(root, f)).catch(() => null);
+      if (inRoot !== null && !inRoot.isFile()) continue;
+      for (const c of r) created.add(c);
       args.push("--ro-bind", f, f);
-      targets.push(f);
     }
     for (const m of spec.extraMounts ?? []) {
       if (!isAbsolute(m.target)) throw new OcibuildError("SANDBOX_BAD_MOUNT", `mount target "${m.target}" is not absolute`);
+      await requireTarget(m.target, m.type === "tmpfs" ? "a tmpfs" : m.source ?? "a bind mount");
       if (m.type === "tmpfs") args.push("--tmpfs", m.target);
       else {
         if (m.source === undefined) throw new OcibuildError("SANDBOX_BAD_MOUNT", `bind mount at "${m.target}" has no source`);
         args.push(m.readonly ? "--ro-bind" : "--bind", m.source, m.target);
       }
-      targets.push(m.target);
     }
-    const createdPaths = await this.missingMountPoints(root, targets);
+    const createdPaths = [...created].sort();
 
     // The working directory, created as Docker does (owned by the user).
     const isRoot = process.getuid?.() === 0;
-    const cwd = await resolveDirInRoot(root, splitComps(spec.cwd), {
+    await resolveDirInRoot(root, splitComps(spec.cwd), {
       create: true,
       onCreate: async (p) => {
         if (isRoot) await chown(p, spec.uid, spec.gid);
       },
     });
-    void cwd;
     args.push("--chdir", spec.cwd);
 
     let argv = spec.args;
