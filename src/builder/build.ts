@@ -8,7 +8,7 @@ import { availableParallelism } from "node:os";
 import { join, resolve } from "node:path";
 import pLimit from "p-limit";
 import { OcibuildError } from "../errors.js";
-import { createIgnoreMatcher, parseDockerfile, parseDockerignore, planStages, type Instruction, type Stage } from "../dockerfile/index.js";
+import { createIgnoreMatcher, ignoreFileCandidates, parseDockerfile, parseDockerignore, planStages, type Stage } from "../dockerfile/index.js";
 import { OciLayout } from "../oci/layout.js";
 import { descriptorOf, type Descriptor, type Platform } from "../oci/manifest.js";
 import { parseReference, type ImageReference } from "../oci/reference.js";
@@ -123,7 +123,7 @@ async function readDockerfile(opts: BuildOptions): Promise<{ text: string; name:
 }
 
 async function contextTree(root: string, dockerfilePath: string | undefined): Promise<SourceTree> {
-  const candidates = dockerfilePath ? [`${dockerfilePath}.dockerignore`, join(root, ".dockerignore")] : [join(root, ".dockerignore")];
+  const candidates = dockerfilePath ? ignoreFileCandidates(dockerfilePath, root) : [join(root, ".dockerignore")];
   for (const c of candidates) {
     const text = await readFile(c, "utf8").catch(() => undefined);
     if (text !== undefined) return { root, ignore: createIgnoreMatcher(parseDockerignore(text)), label: "the build context" };
@@ -174,7 +174,6 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const stores: CacheStore[] = [new LocalCacheStore(join(cacheDir, "cache", `v${KEY_VERSION}`), content, ttl)];
     if (opts.cacheRepo) stores.push(new RegistryCacheStore(parseReference(opts.cacheRepo), registry, content, ttl));
     const stagePromises = new Map<number, Promise<StageState>>();
-    const used = new Set<string>();
     const limit = pLimit(Math.max(1, availableParallelism()));
     const tree = await contextTree(contextDir, df.path);
 
@@ -186,6 +185,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const baseCtx = {
       file: df.name,
       lines: parsed.lines,
+      escapeToken: parsed.directives.escape,
       content,
       layerStore,
       scratchDir,
@@ -264,7 +264,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         const before = state.layers.length;
         const started = performance.now();
         const out = await cachedStep(state, instr, ctx, cache, {
-          args: { buildArgs, globalArgs: stage.globalArgs, used },
+          args: { buildArgs, globalArgs: stage.globalArgs, escapeToken: parsed.directives.escape },
           step: i + 1,
           slot: slotOf(project, label, i, platformText),
           prevKey,

@@ -7,7 +7,7 @@
 import { createHash } from "node:crypto";
 import type { Stats } from "node:fs";
 import { posix } from "node:path";
-import { expandWord, type Instruction } from "../dockerfile/index.js";
+import { expandInstruction, type Instruction } from "../dockerfile/index.js";
 import { cacheKey, explainMiss, KEY_VERSION, type KeyInputs } from "../cache/key.js";
 import type { CacheHit, CacheRecord, CacheStore } from "../cache/store.js";
 import { formatPlatform } from "../oci/registry/index.js";
@@ -89,7 +89,7 @@ async function fsSpec(state: StageState, instr: Instruction, ctx: StepContext, c
       };
     }
     case "workdir": {
-      const dir = posix.resolve(workdirOf(state), expandWord(instr.path, expansionEnv(state)));
+      const dir = posix.resolve(workdirOf(state), instr.path);
       const next = withConfig(state, { WorkingDir: dir });
       return {
         inputs: { ...common, instruction: `WORKDIR ${dir}`, user: state.config.User ?? "" },
@@ -158,6 +158,9 @@ export async function cachedStep(
   opts: { args: ArgSources; step: number; slot: string; prevKey: string; base: string; parentUnknown: boolean },
 ): Promise<StepOutcome> {
   const started = performance.now();
+  // Expand once, exactly the arguments BuildKit expands; every step and key below sees the result.
+  const raw = instr;
+  instr = instr.kind === "arg" ? instr : expandInstruction(instr, { env: expansionEnv(state), escapeToken: ctx.escapeToken });
   let spec: StepSpec;
   let metaState: StageState | undefined;
   if (FS_KINDS.has(instr.kind)) {
@@ -170,7 +173,7 @@ export async function cachedStep(
     const inputs: KeyInputs = { v: KEY_VERSION, platform: formatPlatform(state.platform), parent: opts.prevKey, base: opts.base, instruction: text };
     if (instr.kind === "arg") {
       // An ARG's key is its text as written plus the values it takes, so a changed value is named.
-      inputs.instruction = instr.original;
+      inputs.instruction = raw.original;
       inputs.args = Object.fromEntries(instr.args.filter((a) => Object.hasOwn(done.args, a.key)).map((a) => [a.key, done.args[a.key]!]));
     }
     spec = {

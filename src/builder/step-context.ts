@@ -15,6 +15,8 @@ export interface StepContext {
   /** The Dockerfile's display name and lines, for located errors. */
   readonly file: string;
   readonly lines: readonly string[];
+  /** The Dockerfile's escape token (`# escape=`), for every expansion. */
+  readonly escapeToken: "\\" | "`";
   /** Content store for blobs (layers we write, base layers we pull). */
   readonly content: OciLayout;
   /** Extracted single-layer directories, ready as overlay lowerdirs. */

@@ -1,32 +1,24 @@
 /**
- * ARG inside a stage: declares variables visible to the following instructions.
- * The value is the --build-arg when given, else a global ARG of the same name
- * (declared before the first FROM) when re-declared without a default, else the
- * default (expanded); an ARG with none of these stays unset.
+ * ARG inside a stage: declares variables visible to the following instructions,
+ * with BuildKit's rules (resolveArgs): the --build-arg wins, else the default
+ * (expanded), else a global ARG of the same name; with none, the ARG stays unset.
  */
-import { expandWord, type ArgInstr } from "../../dockerfile/index.js";
+import { resolveArgs, type ArgInstr } from "../../dockerfile/index.js";
 import { addHistory, expansionEnv, type StageState } from "../stage-state.js";
 
 export interface ArgSources {
   buildArgs: Readonly<Record<string, string>>;
   globalArgs: Readonly<Record<string, string>>;
-  /** Names of build args that were consumed (for the unused-build-arg warning). */
-  used: Set<string>;
+  escapeToken?: "\\" | "`";
 }
 
 export function argStep(state: StageState, instr: ArgInstr, src: ArgSources): StageState {
   const args: Record<string, string> = { ...state.args };
   const shown: string[] = [];
-  for (const { key, value } of instr.args) {
-    let v: string | undefined;
-    if (Object.hasOwn(src.buildArgs, key)) {
-      v = src.buildArgs[key];
-      src.used.add(key);
-    } else if (value !== undefined) v = expandWord(value, expansionEnv({ ...state, args }));
-    else if (Object.hasOwn(src.globalArgs, key)) v = src.globalArgs[key];
-    if (v !== undefined) {
-      args[key] = v;
-      shown.push(`${key}=${v}`);
+  for (const { key, value } of resolveArgs(instr, { buildArgs: { ...src.buildArgs }, globalArgs: { ...src.globalArgs }, env: expansionEnv(state), escapeToken: src.escapeToken })) {
+    if (value !== undefined) {
+      args[key] = value;
+      shown.push(`${key}=${value}`);
     } else {
       delete args[key];
       shown.push(key);

@@ -1,12 +1,13 @@
 /**
  * Instructions that only change the image config (and history): ENV, LABEL,
  * EXPOSE, USER, CMD, ENTRYPOINT, STOPSIGNAL, VOLUME, HEALTHCHECK, SHELL, ONBUILD,
- * MAINTAINER, ARG. Arguments are expanded exactly where BuildKit expands them.
+ * MAINTAINER. The instruction arrives expanded (expandInstruction: exactly the
+ * arguments BuildKit expands).
  */
-import { expandWord, expandWords, type Instruction, type CommandForm, type HealthcheckInstr } from "../../dockerfile/index.js";
+import type { Instruction, CommandForm, HealthcheckInstr } from "../../dockerfile/index.js";
 import { dockerfileError } from "../../dockerfile/diagnostics.js";
 import type { HealthConfig } from "../../oci/manifest.js";
-import { addHistory, expansionEnv, setEnv, shellOf, withConfig, type StageState } from "../stage-state.js";
+import { addHistory, setEnv, shellOf, withConfig, type StageState } from "../stage-state.js";
 import type { StepContext } from "../step-context.js";
 
 type ConfigInstr = Extract<
@@ -27,17 +28,14 @@ function commandText(kind: string, args: string[]): string {
 }
 
 export function configStep(state: StageState, instr: ConfigInstr, ctx: StepContext): StageState {
-  const env = expansionEnv(state);
   const loc = { file: ctx.file, lines: [...ctx.lines] };
-  const ex = (w: string) => expandWord(w, env);
   switch (instr.kind) {
     case "env": {
       let list = state.config.Env ?? [];
       const parts: string[] = [];
       for (const { key, value } of instr.pairs) {
-        const v = ex(value);
-        list = setEnv(list, key, v);
-        parts.push(`${key}=${v}`);
+        list = setEnv(list, key, value);
+        parts.push(`${key}=${value}`);
       }
       return nop(withConfig(state, { Env: list }), `ENV ${parts.join(" ")}`);
     }
@@ -45,32 +43,27 @@ export function configStep(state: StageState, instr: ConfigInstr, ctx: StepConte
       const labels = { ...(state.config.Labels ?? {}) };
       const parts: string[] = [];
       for (const { key, value } of instr.pairs) {
-        const k = ex(key);
-        const v = ex(value);
-        labels[k] = v;
-        parts.push(`${k}=${v}`);
+        labels[key] = value;
+        parts.push(`${key}=${value}`);
       }
       return nop(withConfig(state, { Labels: labels }), `LABEL ${parts.join(" ")}`);
     }
     case "expose": {
       const ports = { ...(state.config.ExposedPorts ?? {}) };
       const shown: string[] = [];
-      for (const raw of instr.ports) {
-        for (const word of expandWords(raw, env)) {
-          for (const p of exposedPorts(word)) {
-            if (p === null) {
-              throw dockerfileError("DOCKERFILE_INVALID_PORT", `invalid port "${word}" in EXPOSE`, loc, instr.range.startLine, instr.range.endLine);
-            }
-            ports[p] = {};
-            shown.push(p);
+      for (const word of instr.ports) {
+        for (const p of exposedPorts(word)) {
+          if (p === null) {
+            throw dockerfileError("DOCKERFILE_INVALID_PORT", `invalid port "${word}" in EXPOSE`, loc, instr.range.startLine, instr.range.endLine);
           }
+          ports[p] = {};
+          shown.push(p);
         }
       }
       return nop(withConfig(state, { ExposedPorts: ports }), `EXPOSE ${shown.join(" ")}`);
     }
     case "user": {
-      const u = ex(instr.user);
-      return nop(withConfig(state, { User: u }), `USER ${u}`);
+      return nop(withConfig(state, { User: instr.user }), `USER ${instr.user}`);
     }
     case "cmd": {
       const args = commandArgs(state, instr.command);
@@ -83,7 +76,7 @@ export function configStep(state: StageState, instr: ConfigInstr, ctx: StepConte
       return nop(withConfig(state, patch), commandText("ENTRYPOINT", args));
     }
     case "stopsignal": {
-      const sig = ex(instr.signal);
+      const sig = instr.signal;
       if (!/^(SIG[A-Z0-9+-]+|[A-Z0-9+-]+|\d+)$/.test(sig)) {
         throw dockerfileError("DOCKERFILE_INVALID_SIGNAL", `invalid STOPSIGNAL "${sig}"`, loc, instr.range.startLine, instr.range.endLine);
       }
@@ -92,8 +85,7 @@ export function configStep(state: StageState, instr: ConfigInstr, ctx: StepConte
     case "volume": {
       const vols = { ...(state.config.Volumes ?? {}) };
       const shown: string[] = [];
-      for (const raw of instr.paths) {
-        const v = ex(raw);
+      for (const v of instr.paths) {
         if (v.trim() === "") {
           throw dockerfileError("DOCKERFILE_EMPTY_VOLUME", "VOLUME specified can not be an empty string", loc, instr.range.startLine, instr.range.endLine);
         }
@@ -109,8 +101,7 @@ export function configStep(state: StageState, instr: ConfigInstr, ctx: StepConte
     case "onbuild":
       return nop(withConfig(state, { OnBuild: [...(state.config.OnBuild ?? []), instr.triggerText] }), `ONBUILD ${instr.triggerText}`);
     case "maintainer": {
-      const name = ex(instr.name);
-      return { ...nop(state, `MAINTAINER ${name}`), author: name };
+      return { ...nop(state, `MAINTAINER ${instr.name}`), author: instr.name };
     }
   }
 }

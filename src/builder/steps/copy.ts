@@ -9,19 +9,21 @@
  *    keep their owner; mtimes are kept; --chmod applies to files and directories.
  */
 import { constants as fsc } from "node:fs";
-import { chmod, copyFile, lchown, lstat, lutimes, mkdir, readdir, readlink, rm, symlink } from "node:fs/promises";
+import { chmod, copyFile, lchown, lstat, lutimes, mkdir, readdir, readlink, rm, symlink, writeFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
 import type { Stats } from "node:fs";
 import { basename, join, posix } from "node:path";
 import { OcibuildError } from "../../errors.js";
-import { createIgnoreMatcher, expandWord, parseDockerignore, type AddInstr, type CopyInstr, type IgnoreMatcher } from "../../dockerfile/index.js";
+import { createIgnoreMatcher, parseDockerignore, type AddInstr, type CopyInstr, type IgnoreMatcher } from "../../dockerfile/index.js";
 import { dockerfileError } from "../../dockerfile/diagnostics.js";
 import { parseChmod, type ModeFn } from "../chmod.js";
 import { mutateRoot, withRootView } from "../fs.js";
 import { resolveDirInRoot, resolveNoFollow } from "../rootfs-path.js";
 import { selectSources, type SourceMatch, type SourceTree } from "../sources.js";
-import { addHistory, addLayer, expansionEnv, workdirOf, type StageState } from "../stage-state.js";
+import { addHistory, addLayer, workdirOf, type StageState } from "../stage-state.js";
 import type { StepContext } from "../step-context.js";
 import { resolveUser } from "../users.js";
+import { archiveKind, download, extractArchive, isGitSource, isRemoteSource, type Download } from "./add.js";
 
 interface Owner {
   uid: number;
@@ -33,6 +35,8 @@ interface CopyPlan {
   contextSource: boolean;
   modeFn?: ModeFn;
   exclude?: IgnoreMatcher;
+  /** ADD: local tar archives are extracted into the destination. */
+  extract?: boolean;
 }
 
 /** The expanded text of the instruction, as history records it. */
@@ -61,36 +65,58 @@ export interface CopyPrep {
   from?: string;
   /** Context sources, selected (per source string). */
   matches?: SourceMatch[][];
+  /** COPY <<EOF: file name -> content (already expanded when the delimiter was unquoted). */
+  heredocs: { name: string; content: string }[];
+  /** ADD of URLs: downloaded files. */
+  downloads: Download[];
 }
 
+/** `instr` arrives expanded (expandInstruction); --from is never expanded (BuildKit refuses variables there). */
 export async function prepareCopy(state: StageState, instr: CopyInstr | AddInstr, ctx: StepContext): Promise<CopyPrep> {
-  const env = expansionEnv(state);
   const loc = { file: ctx.file, lines: [...ctx.lines] };
   const fail = (code: string, msg: string, hint?: string) => dockerfileError(code, msg, loc, instr.range.startLine, instr.range.endLine, { hint });
-  const expand = (w: string) => expandWord(w, env);
-  const sources = instr.sources.map(expand);
-  const destRaw = expand(instr.dest);
-  const chown = instr.chown !== undefined ? expand(instr.chown) : undefined;
-  const chmodSpec = instr.chmod !== undefined ? expand(instr.chmod) : undefined;
-  const from = instr.from !== undefined ? expand(instr.from) : undefined;
+  const sources = instr.sources;
+  const destRaw = instr.dest;
+  const chown = instr.chown;
+  const chmodSpec = instr.chmod;
+  const from = instr.from;
   const text = copyText(instr, sources, destRaw);
 
+  const downloads: Download[] = [];
+  let local = sources;
   if (instr.kind === "add") {
-    const remote = sources.find((s) => /^[a-z][a-z0-9+.-]*:\/\//i.test(s) || s.startsWith("git@"));
-    if (remote !== undefined) throw fail("BUILD_UNSUPPORTED", `ADD of a remote source (${remote}) is not supported yet`);
+    const git = sources.find(isGitSource);
+    if (git !== undefined) throw fail("BUILD_UNSUPPORTED", `ADD of a git repository (${git}) is not supported yet`);
+    local = sources.filter((s) => !isRemoteSource(s));
+    for (const url of sources.filter(isRemoteSource)) {
+      try {
+        await mkdir(ctx.scratchDir, { recursive: true });
+        downloads.push(await download(url, ctx.scratchDir, instr.checksum, ctx.signal));
+      } catch (e) {
+        if (e instanceof OcibuildError) throw fail(e.code, e.message);
+        throw e;
+      }
+    }
+  } else {
+    const url = sources.find((s) => /^[a-z][a-z0-9+.-]*:\/\//i.test(s));
+    if (url !== undefined) throw fail("DOCKERFILE_COPY_URL", `COPY cannot fetch ${url}; use ADD for URLs`);
   }
-  if (instr.heredocs.length > 0) throw fail("BUILD_UNSUPPORTED", `${instr.kind.toUpperCase()} with a heredoc source is not supported yet`);
 
   const dest = posix.isAbsolute(destRaw) ? destRaw : posix.join(workdirOf(state), destRaw);
-  const destIsDir = destRaw.endsWith("/") || destRaw === "." || destRaw.endsWith("/.");
+  const count = sources.length + instr.heredocs.length;
+  const destIsDir = destRaw.endsWith("/") || destRaw === "." || destRaw.endsWith("/.") ;
   let modeFn: ModeFn | undefined;
   try {
     modeFn = chmodSpec !== undefined ? parseChmod(chmodSpec) : undefined;
   } catch (e) {
     throw fail("BUILD_CHMOD_INVALID", (e as Error).message);
   }
-  const exclude = instr.excludes.length > 0 ? createIgnoreMatcher(parseDockerignore(instr.excludes.map(expand).join("\n"))) : undefined;
-  const prep: CopyPrep = { instr, text, sources, destRaw, dest, destIsDir, chown, modeFn, exclude, from };
+  const exclude = instr.excludes.length > 0 ? createIgnoreMatcher(parseDockerignore(instr.excludes.join("\n"))) : undefined;
+  const heredocs = instr.heredocs.map((h) => ({ name: h.name, content: h.content }));
+  if (count > 1 && !destIsDir) {
+    throw fail("BUILD_COPY_DEST_NOT_DIR", `when copying more than one source, the destination "${destRaw}" must be a directory ending in "/"`);
+  }
+  const prep: CopyPrep = { instr, text, sources: local, destRaw, dest, destIsDir, chown, modeFn, exclude, from, heredocs, downloads };
   if (from === undefined) prep.matches = await selectAll(prep, ctx.context, true, ctx);
   return prep;
 }
@@ -125,6 +151,8 @@ async function selectAll(prep: CopyPrep, tree: SourceTree, contextSource: boolea
  */
 export async function copyKeyFiles(prep: CopyPrep, ctx: StepContext, hashFile: (path: string, st: Stats) => Promise<string>): Promise<Record<string, string>> {
   const files: Record<string, string> = {};
+  for (const h of prep.heredocs) files[`<<${h.name}`] = createHash("sha256").update(h.content).digest("hex");
+  for (const d of prep.downloads) files[d.url] = d.sha256;
   const plan: CopyPlan = { contextSource: true, exclude: prep.exclude };
   for (const list of prep.matches ?? []) {
     for (const m of list) {
@@ -150,11 +178,14 @@ export async function executeCopy(state: StageState, prep: CopyPrep, ctx: StepCo
       let owner: Owner | undefined;
       if (prep.chown !== undefined) owner = await chownOwner(root, prep.chown);
       else if (contextSource) owner = { uid: 0, gid: 0 };
-      const plan: CopyPlan = { owner, contextSource, modeFn: prep.modeFn, exclude: prep.exclude };
+      const plan: CopyPlan = { owner, contextSource, modeFn: prep.modeFn, exclude: prep.exclude, extract: prep.instr.kind === "add" };
       const intoDir = prep.destIsDir || prep.sources.length > 1 || total > 1;
       for (const list of matches) {
         for (const m of list) await copyOne(tree, m, root, prep.dest, intoDir, prep.instr.parents, plan, ctx.signal);
       }
+      const created = plan.owner ? { ...plan, extract: false } : { ...plan, owner: { uid: 0, gid: 0 }, extract: false };
+      for (const d of prep.downloads) await copyOne(tree, d.match, root, prep.dest, intoDir, false, created, ctx.signal);
+      for (const h of prep.heredocs) await writeHeredoc(root, prep, h, created);
     });
     const entry = { created_by: `${prep.text} # ocibuild`, comment: "ocibuild.dockerfile.v0" };
     return layer ? addLayer(state, layer, entry) : addHistory(state, { ...entry, empty_layer: true });
@@ -204,6 +235,14 @@ async function copyOne(
     await copyTree(tree, m, target!.hostPath, plan, signal);
     await applyMeta(target!.hostPath, m.stats, plan, true);
     return;
+  }
+  if (plan.extract && m.stats.isFile()) {
+    const kind = await archiveKind(m.hostPath);
+    if (kind !== undefined) {
+      const target = await resolveDirInRoot(root, destComps, { create: true, onCreate: created });
+      await extractArchive(m.hostPath, kind, target!.hostPath, signal);
+      return;
+    }
   }
   let fileComps: string[];
   if (parents) fileComps = destComps;
@@ -269,6 +308,27 @@ async function copyTree(tree: SourceTree, m: SourceMatch, dstDir: string, plan: 
   }
   // Directory metadata last (children change a directory's mtime), deepest first.
   for (const d of dirs.reverse()) await applyMeta(d.path, d.stats, plan, true);
+}
+
+/** COPY <<NAME dest: the body becomes a file (0644 unless --chmod), named NAME when dest is a directory. */
+async function writeHeredoc(root: string, prep: CopyPrep, h: { name: string; content: string }, plan: CopyPlan): Promise<void> {
+  const destComps = splitPath(prep.dest);
+  const existing = await resolveNoFollow(root, destComps).catch(() => null);
+  const intoDir = prep.destIsDir || (existing !== null && existing.stats.isDirectory()) || destComps.length === 0;
+  const comps = intoDir ? [...destComps, h.name] : destComps;
+  const parent = await resolveDirInRoot(root, comps.slice(0, -1), {
+    create: true,
+    onCreate: async (p) => {
+      if (plan.owner) await lchown(p, plan.owner.uid, plan.owner.gid);
+    },
+  });
+  const path = join(parent!.hostPath, comps[comps.length - 1]!);
+  const old = await lstat(path).catch(() => null);
+  if (old?.isDirectory()) throw new OcibuildError("BUILD_COPY_OVER_DIRECTORY", `cannot write the heredoc ${h.name} over the directory ${prep.dest}`);
+  if (old) await rm(path, { force: true });
+  await writeFile(path, h.content, { mode: 0o644 });
+  await lchown(path, plan.owner?.uid ?? 0, plan.owner?.gid ?? 0);
+  await chmod(path, plan.modeFn ? plan.modeFn(0o644, false) : 0o644);
 }
 
 async function copyEntry(src: string, st: Stats, dst: string, plan: CopyPlan): Promise<void> {

@@ -7,7 +7,8 @@ import { posix } from "node:path";
 import type { RunInstr } from "../../dockerfile/index.js";
 import { dockerfileError } from "../../dockerfile/diagnostics.js";
 import { mutateRoot } from "../fs.js";
-import { addHistory, addLayer, envRecord, shellOf, workdirOf, type StageState } from "../stage-state.js";
+import type { Executor, RemoteRunResult } from "../sandbox/index.js";
+import { addHistory, addLayer, envRecord, shellOf, workdirOf, type LayerRecord, type StageState } from "../stage-state.js";
 import type { StepContext } from "../step-context.js";
 import { resolveUser } from "../users.js";
 import { PROXY_ARGS } from "../../dockerfile/index.js";
@@ -34,7 +35,15 @@ export async function runStep(state: StageState, instr: RunInstr, ctx: StepConte
   const envList = Object.entries(runEnv).map(([k, v]) => `${k}=${v}`);
   const cwd = posix.resolve("/", workdirOf(state));
   const stage = ctx.current?.stage ?? "";
-  const layer = await mutateRoot(state, ctx, async (root) => {
+  const onOutput = (stream: "stdout" | "stderr", chunk: Buffer) => ctx.emit({ type: "output", stage, step, stream, text: chunk.toString("utf8") });
+  const failed = (result: { exitCode: number; signal?: string; tail: string }) => {
+    const cmd = instr.command.form === "exec" ? JSON.stringify(instr.command.args) : instr.command.text;
+    const tail = result.tail.trim() === "" ? "" : `\n--- last lines of output ---\n${result.tail}`;
+    return fail("BUILD_RUN_FAILED", `RUN ${cmd} failed with exit code ${result.exitCode}${result.signal ? ` (${result.signal})` : ""}${tail}`);
+  };
+  const layer = ctx.executor.runRemote
+    ? await runRemoteStep(ctx.executor.runRemote.bind(ctx.executor), state, ctx, { args, envList, cwd, network, onOutput, failed, text: instr.original })
+    : await mutateRoot(state, ctx, async (root) => {
     const user = await resolveUser(root, state.config.User);
     const result = await ctx.executor.run({
       root,
@@ -47,13 +56,9 @@ export async function runStep(state: StageState, instr: RunInstr, ctx: StepConte
       home: user.home,
       network,
       signal: ctx.signal,
-      onOutput: (stream, chunk) => ctx.emit({ type: "output", stage, step, stream, text: chunk.toString("utf8") }),
+      onOutput,
     });
-    if (result.exitCode !== 0) {
-      const cmd = instr.command.form === "exec" ? JSON.stringify(instr.command.args) : instr.command.text;
-      const tail = result.tail.trim() === "" ? "" : `\n--- last lines of output ---\n${result.tail}`;
-      throw fail("BUILD_RUN_FAILED", `RUN ${cmd} failed with exit code ${result.exitCode}${result.signal ? ` (${result.signal})` : ""}${tail}`);
-    }
+    if (result.exitCode !== 0) throw failed(result);
     return { exclude: result.createdPaths };
   });
   // History shows the command, with the build args it saw (not proxy args), as docker does.
@@ -63,4 +68,32 @@ export async function runStep(state: StageState, instr: RunInstr, ctx: StepConte
   const argPrefix = visibleArgs.length > 0 ? `|${visibleArgs.length} ${visibleArgs.join(" ")} ` : "";
   const entry = { created_by: `RUN ${argPrefix}${args.join(" ")} # ocibuild`, comment: "ocibuild.dockerfile.v0" };
   return layer ? addLayer(state, layer, entry) : addHistory(state, { ...entry, empty_layer: true });
+}
+
+/**
+ * An executor that works on images (remote BuildKit): no local root is prepared;
+ * the user is resolved by the executor inside the step's filesystem.
+ */
+async function runRemoteStep(
+  runRemote: NonNullable<Executor["runRemote"]>,
+  state: StageState,
+  ctx: StepContext,
+  s: { args: string[]; envList: string[]; cwd: string; network: "default" | "none" | "host"; text: string; onOutput: (stream: "stdout" | "stderr", chunk: Buffer) => void; failed: (r: RemoteRunResult) => Error },
+): Promise<LayerRecord | undefined> {
+  const result = await runRemote({
+    state,
+    args: s.args,
+    env: s.envList,
+    cwd: s.cwd,
+    user: state.config.User ?? "",
+    network: s.network,
+    description: s.text.replace(/\s+/g, " ").trim(),
+    content: ctx.content,
+    registry: ctx.registry,
+    signal: ctx.signal,
+    onOutput: s.onOutput,
+    onLog: (message) => ctx.emit({ type: "log", level: "info", message }),
+  });
+  if (result.exitCode !== 0) throw s.failed(result);
+  return result.layer;
 }

@@ -1,20 +1,19 @@
 /**
- * WORKDIR: relative paths join the previous working directory; the directory is
+ * WORKDIR (expanded): relative paths join the previous working directory; the directory is
  * created (owned by the current USER, as BuildKit does) when it does not exist,
  * which makes a layer; otherwise only the config changes.
  */
 import { lchown } from "node:fs/promises";
 import { posix } from "node:path";
-import { expandWord, type WorkdirInstr } from "../../dockerfile/index.js";
+import type { WorkdirInstr } from "../../dockerfile/index.js";
 import { mutateRoot } from "../fs.js";
 import { resolveDirInRoot } from "../rootfs-path.js";
-import { addHistory, addLayer, expansionEnv, withConfig, workdirOf, type StageState } from "../stage-state.js";
+import { addHistory, addLayer, withConfig, workdirOf, type StageState } from "../stage-state.js";
 import type { StepContext } from "../step-context.js";
 import { resolveUser } from "../users.js";
 
 export async function workdirStep(state: StageState, instr: WorkdirInstr, ctx: StepContext): Promise<StageState> {
-  const raw = expandWord(instr.path, expansionEnv(state));
-  const dir = posix.resolve(workdirOf(state), raw);
+  const dir = posix.resolve(workdirOf(state), instr.path);
   const next = withConfig(state, { WorkingDir: dir });
   const text = `WORKDIR ${dir}`;
   const comps = dir.split("/").filter((c) => c !== "");
