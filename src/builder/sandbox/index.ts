@@ -5,6 +5,9 @@
  * afterwards (src/builder/snapshot.ts), excluding `RunResult.createdPaths`.
  */
 import { StringDecoder } from "node:string_decoder";
+import type { OciLayout } from "../../oci/layout.js";
+import type { RegistryClient } from "../../oci/registry/index.js";
+import type { LayerRecord, StageState } from "../stage-state.js";
 
 export interface RunMount {
   type: "bind" | "tmpfs";
@@ -52,10 +55,45 @@ export interface RunResult {
   createdPaths: string[];
 }
 
+/**
+ * One RUN for an executor that works on images rather than on a local root (the
+ * remote BuildKit executor): it gets the step's input layers and returns the layer
+ * the command produced, already in the build's content store, its digest and
+ * DiffID checked.
+ */
+export interface RemoteRunSpec {
+  /** The stage state before the step: platform, config, and the layers so far. */
+  state: StageState;
+  args: string[];
+  /** KEY=VALUE (PATH added when missing; HOME left to the executor, which resolves the user). */
+  env: string[];
+  cwd: string;
+  /** The image config's User as written ("" for root); resolved by the executor in the root. */
+  user: string;
+  network: "default" | "none" | "host";
+  /** The step as shown in progress ("RUN ..."). */
+  description: string;
+  content: OciLayout;
+  registry: RegistryClient;
+  signal?: AbortSignal;
+  onOutput?: (stream: "stdout" | "stderr", chunk: Buffer) => void;
+  onLog?: (message: string) => void;
+}
+
+export interface RemoteRunResult {
+  exitCode: number;
+  signal?: string;
+  tail: string;
+  /** The new layer; undefined when the command changed nothing. */
+  layer?: LayerRecord;
+}
+
 export interface Executor {
   readonly name: string;
   available(): Promise<{ ok: boolean; reason?: string }>;
   run(spec: RunSpec): Promise<RunResult>;
+  /** When present, RUN uses this instead of `run` and never prepares a local root. */
+  runRemote?(spec: RemoteRunSpec): Promise<RemoteRunResult>;
 }
 
 /** Docker's default PATH for a Linux container when the image sets none. */

@@ -1,0 +1,90 @@
+/**
+ * LLB (BuildKit's low-level build definition) for one RUN: an image source (the
+ * step's input image, staged in a registry) or scratch, an exec op that mounts it
+ * writable at "/" and runs the command, and the terminal op naming its output.
+ * Encoded by hand from pb.Op / pb.ExecOp / pb.Definition's field numbers. Each op's
+ * identity is the sha256 of its encoded bytes, which is how inputs refer to it.
+ */
+import { createHash } from "node:crypto";
+import { encodePlatform, type Platform } from "./messages.js";
+import { ProtoWriter } from "./proto.js";
+
+/** pb.NetMode */
+export const NetMode = { sandbox: 0, host: 1, none: 2 } as const;
+/** pb.MountType */
+const MountType = { bind: 0, tmpfs: 4 } as const;
+/** pb.Mount input/output "none" (InputIndex/OutputIndex -1). */
+const NONE = -1;
+
+export interface ExecSpec {
+  /** `docker-image://...@sha256:...`, or undefined for scratch. */
+  image?: string;
+  platform: Platform;
+  args: string[];
+  env: string[];
+  cwd: string;
+  /** As in the image config: "", "name", "uid", "name:group", "uid:gid". The daemon resolves it in the root. */
+  user: string;
+  network: keyof typeof NetMode;
+  hostname?: string;
+  tmpfs?: string[];
+  /** Shown in the daemon's progress (llb.customname). */
+  description?: string;
+}
+
+export interface LlbDefinition {
+  /** Encoded pb.Definition. */
+  bytes: Buffer;
+  /** Digest of the exec op (the vertex whose logs are the command's output). */
+  execDigest: string;
+}
+
+function opDigest(bytes: Buffer): string {
+  return `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+}
+
+function input(digest: string, index = 0): ProtoWriter {
+  return new ProtoWriter().string(1, digest).int(2, index);
+}
+
+export function execDefinition(spec: ExecSpec): LlbDefinition {
+  const ops: Buffer[] = [];
+  const metadata = new Map<string, ProtoWriter>();
+  const inputs: ProtoWriter[] = [];
+  if (spec.image !== undefined) {
+    const source = new ProtoWriter().string(1, spec.image);
+    const op = new ProtoWriter().message(3, source).message(10, encodePlatform(spec.platform)).finish();
+    ops.push(op);
+    inputs.push(input(opDigest(op)));
+  }
+  const meta = new ProtoWriter()
+    .strings(1, spec.args)
+    .strings(2, spec.env)
+    .string(3, spec.cwd)
+    .string(4, spec.user)
+    .string(7, spec.hostname);
+  const mounts: ProtoWriter[] = [
+    // The root: input 0 (or nothing, for scratch), writable, its result is output 0.
+    new ProtoWriter().int(1, spec.image !== undefined ? 0 : NONE).string(3, "/").int(4, 0),
+  ];
+  for (const t of spec.tmpfs ?? []) {
+    mounts.push(new ProtoWriter().int(1, NONE).string(3, t).int(4, NONE).int(6, MountType.tmpfs).message(19, new ProtoWriter()));
+  }
+  const exec = new ProtoWriter().message(1, meta);
+  for (const m of mounts) exec.message(2, m);
+  exec.int(3, NetMode[spec.network]);
+  const execOp = new ProtoWriter();
+  for (const i of inputs) execOp.message(1, i);
+  const execBytes = execOp.message(2, exec).message(10, encodePlatform(spec.platform)).finish();
+  ops.push(execBytes);
+  const execDigest = opDigest(execBytes);
+  if (spec.description) {
+    metadata.set(execDigest, new ProtoWriter().stringMap(2, { "llb.customname": spec.description }));
+  }
+  // The terminal op: only an input, the definition's result.
+  ops.push(new ProtoWriter().message(1, input(execDigest)).finish());
+  const def = new ProtoWriter();
+  for (const op of ops) def.bytes(1, op);
+  def.messageMap(2, metadata);
+  return { bytes: def.finish(), execDigest };
+}
