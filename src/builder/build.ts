@@ -8,7 +8,7 @@ import { availableParallelism } from "node:os";
 import { join, resolve } from "node:path";
 import pLimit from "p-limit";
 import { OcibuildError } from "../errors.js";
-import { createIgnoreMatcher, ignoreFileCandidates, parseDockerfile, parseDockerignore, planStages, type Stage } from "../dockerfile/index.js";
+import { createIgnoreMatcher, ignoreFileCandidates, parseDockerfile, parseDockerignore, parseOnbuildTriggers, planStages, type Stage } from "../dockerfile/index.js";
 import { OciLayout } from "../oci/layout.js";
 import { descriptorOf, type Descriptor, type Platform } from "../oci/manifest.js";
 import { parseReference, type ImageReference } from "../oci/reference.js";
@@ -22,7 +22,7 @@ import { LayerStore } from "./rootfs.js";
 import { BwrapExecutor } from "./sandbox/bwrap.js";
 import type { Executor } from "./sandbox/index.js";
 import type { SourceTree } from "./sources.js";
-import type { StageState } from "./stage-state.js";
+import { withConfig, type StageState } from "./stage-state.js";
 import type { StepContext } from "./step-context.js";
 import { cachedStep, layerChain, slotOf, type CacheContext } from "./cached-step.js";
 import { FileHasher } from "../cache/file-hash.js";
@@ -251,12 +251,18 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         state = await imageState(stage.base, platform, registry, opts.signal);
         base = state.baseName;
       }
-      const total = stage.instructions.length;
+      // ONBUILD triggers of the base run first, as if written right after FROM; the child does not inherit them.
+      const triggers = state.config.OnBuild?.length
+        ? parseOnbuildTriggers(state.config.OnBuild, { file: `ONBUILD of ${stage.base}` }).map((t) => ({ ...t, range: stage.from.range, original: `ONBUILD ${t.original}` }))
+        : [];
+      if (triggers.length > 0) state = withConfig(state, { OnBuild: null });
+      const instructions = [...triggers, ...stage.instructions];
+      const total = instructions.length;
       const reports: StepReport[] = [];
       stageSteps.set(stage.index, reports);
       let prevKey = base;
       const platformText = formatPlatform(platform);
-      for (const [i, instr] of stage.instructions.entries()) {
+      for (const [i, instr] of instructions.entries()) {
         opts.signal?.throwIfAborted();
         const text = instr.original.replace(/\s+/g, " ").trim();
         emit({ type: "step-start", stage: label, step: i + 1, total, instruction: text, line: instr.range.startLine });
@@ -266,7 +272,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         const out = await cachedStep(state, instr, ctx, cache, {
           args: { buildArgs, globalArgs: stage.globalArgs, escapeToken: parsed.directives.escape },
           step: i + 1,
-          slot: slotOf(project, label, i, platformText),
+          slot: slotOf(project, label, i - triggers.length, platformText),
           prevKey,
           base,
           parentUnknown: unknown,
