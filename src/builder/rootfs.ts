@@ -30,6 +30,12 @@ export interface ExtractOptions {
   onWarning?: (msg: string) => void;
   /** The layer's media type; compression is also sniffed from the magic bytes. */
   mediaType?: string;
+  /**
+   * The layer's DiffID: the uncompressed tar is hashed as it is read and a
+   * mismatch fails with ROOTFS_DIFFID_MISMATCH (after extraction: extract into a
+   * temp dir, as LayerStore does, when the result must not be used).
+   */
+  diffId?: DiffID;
   /** "apply" (default) deletes whited-out paths; "overlay" keeps whiteouts in overlayfs form. */
   whiteouts?: WhiteoutForm;
 }
@@ -168,6 +174,17 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
   const onAbort = () => tarStreamBytes.destroy(new OcibuildError("ROOTFS_ABORTED", "layer extraction was aborted"));
   signal?.addEventListener("abort", onAbort, { once: true });
 
+  // Every tar byte passes through here: hashed for the DiffID check, and drained to
+  // the end after the archive's end marker so a damaged gzip trailer is noticed.
+  const hash = opts.diffId !== undefined ? createHash("sha256") : undefined;
+  const source = (tarStreamBytes as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+  const pull = async (): Promise<IteratorResult<Buffer>> => {
+    const r = await source.next();
+    if (!r.done) hash?.update(r.value);
+    return r;
+  };
+  const tarInput: AsyncIterable<Buffer> = { [Symbol.asyncIterator]: () => ({ next: pull }) };
+
   const created = new Set<string>();
   const dirs: DeferredDir[] = [];
   const xattrs: XattrOp[] = [];
@@ -177,7 +194,7 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
   };
 
   try {
-    for await (const entry of readTar(tarStreamBytes as AsyncIterable<Buffer>)) {
+    for await (const entry of readTar(tarInput)) {
       signal?.throwIfAborted();
       const h = entry.header;
       const type = h.type;
@@ -313,6 +330,7 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
       }
       if (type !== "link") for (const x of xattrsOf(h, warn)) xattrs.push({ ...x, path: hostPath });
     }
+    while (!(await pull()).done) signal?.throwIfAborted();
   } catch (e) {
     signal?.removeEventListener("abort", onAbort);
     tarStreamBytes.destroy();
@@ -325,6 +343,15 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
     });
   }
   signal?.removeEventListener("abort", onAbort);
+  if (hash !== undefined) {
+    const got = `sha256:${hash.digest("hex")}`;
+    if (got !== opts.diffId) {
+      throw new OcibuildError("ROOTFS_DIFFID_MISMATCH", `the layer's uncompressed content is ${got}, but its DiffID says ${opts.diffId}`, {
+        details: { expected: opts.diffId, actual: got },
+        hint: "the blob is corrupt or does not belong to this image",
+      });
+    }
+  }
 
   // Deferred work re-checks its paths: a later entry may have replaced a directory
   // (or one of its parents) by a symlink, and chmod/setxattr must not follow it.
@@ -383,7 +410,7 @@ export class LayerStore {
     await mkdir(tmp, { mode: 0o755 });
     try {
       const stream = await openLayer(opts.signal);
-      await extractLayer(tmp, stream, { ...opts, whiteouts: "overlay" });
+      await extractLayer(tmp, stream, { ...opts, diffId, whiteouts: "overlay" });
       try {
         await rename(tmp, final);
       } catch (e) {

@@ -9,7 +9,7 @@ import { OcibuildError } from "../../src/errors.js";
 import type { DiffID } from "../../src/oci/digest.js";
 import { chainId, extractLayer, LayerStore } from "../../src/builder/rootfs.js";
 import { findOpaqueDirs } from "../../src/builder/rootfs-native.js";
-import { haveTool, isRoot, makeTar, streamOf, type TarSpec } from "../../testdata/builder/fixtures.js";
+import { haveTool, isRoot, makeLayer, makeTar, streamOf, type TarSpec } from "../../testdata/builder/fixtures.js";
 
 let base: string;
 let root: string;
@@ -124,6 +124,12 @@ describe("extractLayer: ordinary layers", () => {
     const code = await codeOf(extractLayer(root, Readable.from([zstdMagic])));
     const zlib = await import("node:zlib");
     expect(code).toBe("createZstdDecompress" in zlib ? "ROOTFS_EXTRACT_FAILED" : "ROOTFS_LAYER_COMPRESSION_UNSUPPORTED");
+  });
+
+  it("notices a damaged gzip trailer after the tar's end marker", async () => {
+    const buf = await makeTar([{ name: "f", content: "x" }], true);
+    buf[buf.length - 5] = buf[buf.length - 5]! ^ 0xff; // CRC/size trailer
+    expect(await codeOf(extractLayer(root, streamOf(buf)))).toBe("ROOTFS_EXTRACT_FAILED");
   });
 
   it("fails a truncated gzip layer with a coded error", async () => {
@@ -338,15 +344,13 @@ describe("chainId", () => {
 });
 
 describe.skipIf(!isRoot)("LayerStore (needs root for whiteout devices)", () => {
-  const diffId = `sha256:${"1".repeat(64)}` as DiffID;
-
   it("extracts a layer once, atomically, in overlay form", async () => {
     const store = new LayerStore(join(base, "store"));
-    const buf = await makeTar([{ name: "hello", content: "hi" }, { name: ".wh.old" }], true);
+    const { gz, diffId } = await makeLayer([{ name: "hello", content: "hi" }, { name: ".wh.old" }]);
     let opens = 0;
     const open = async () => {
       opens++;
-      return streamOf(buf);
+      return streamOf(gz);
     };
     const [d1, d2] = await Promise.all([store.ensureLayer(diffId, open), store.ensureLayer(diffId, open)]);
     expect(d1).toBe(d2);
@@ -358,10 +362,19 @@ describe.skipIf(!isRoot)("LayerStore (needs root for whiteout devices)", () => {
     expect(await readdir(join(base, "store", "tmp"))).toEqual([]);
   });
 
+  it("refuses a blob whose content does not match the DiffID, and stores nothing", async () => {
+    const store = new LayerStore(join(base, "store"));
+    const { gz } = await makeLayer([{ name: "hello", content: "hi" }]);
+    const other = await makeLayer([{ name: "hello", content: "ho" }]);
+    await expect(store.ensureLayer(other.diffId, async () => streamOf(gz))).rejects.toMatchObject({ code: "ROOTFS_DIFFID_MISMATCH" });
+    expect(await store.has(other.diffId)).toBe(false);
+    expect(await readdir(join(base, "store", "tmp"))).toEqual([]);
+  });
+
   it("leaves nothing behind when a layer fails", async () => {
     const store = new LayerStore(join(base, "store"));
-    const bad = await makeTar([{ name: "../escape", content: "x" }]);
-    await expect(store.ensureLayer(diffId, async () => streamOf(bad))).rejects.toMatchObject({ code: "ROOTFS_UNSAFE_PATH" });
+    const { gz, diffId } = await makeLayer([{ name: "../escape", content: "x" }]);
+    await expect(store.ensureLayer(diffId, async () => streamOf(gz))).rejects.toMatchObject({ code: "ROOTFS_UNSAFE_PATH" });
     expect(await store.has(diffId)).toBe(false);
     expect(await readdir(join(base, "store", "tmp"))).toEqual([]);
     await expectCanaryUntouched();

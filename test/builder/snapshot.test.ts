@@ -3,14 +3,13 @@ import { chmod, link, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, sy
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import type { DiffID } from "../../src/oci/digest.js";
 import type { LayerEntry } from "../../src/oci/layer.js";
 import { writeLayer } from "../../src/oci/layer.js";
 import { extractLayer, LayerStore } from "../../src/builder/rootfs.js";
 import { materialize, mountRoot, type MountedRoot } from "../../src/builder/overlay.js";
 import { snapshotChanges } from "../../src/builder/snapshot.js";
 import { getXattrs, setXattrs } from "../../src/builder/rootfs-native.js";
-import { canOverlay, haveTool, isRoot, makeTar, streamOf, type TarSpec } from "../../testdata/builder/fixtures.js";
+import { canOverlay, haveTool, isRoot, makeLayer, streamOf, type TarSpec } from "../../testdata/builder/fixtures.js";
 
 const old = new Date("2020-01-01T00:00:00Z");
 
@@ -103,11 +102,11 @@ describe.skipIf(!isRoot || !haveTool("python3"))("snapshotChanges (needs root fo
   beforeEach(async () => {
     base = await mkdtemp(join(tmpdir(), "ocibuild-snap-"));
     const store = new LayerStore(join(base, "store"));
-    const t1 = await makeTar(LAYER1, true);
-    const t2 = await makeTar(LAYER2, true);
+    const l1 = await makeLayer(LAYER1);
+    const l2 = await makeLayer(LAYER2);
     lowers = [
-      await store.ensureLayer(`sha256:${"1".repeat(64)}` as DiffID, async () => streamOf(t1)),
-      await store.ensureLayer(`sha256:${"2".repeat(64)}` as DiffID, async () => streamOf(t2)),
+      await store.ensureLayer(l1.diffId, async () => streamOf(l1.gz)),
+      await store.ensureLayer(l2.diffId, async () => streamOf(l2.gz)),
     ];
   });
   afterEach(async () => {

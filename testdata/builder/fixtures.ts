@@ -3,12 +3,14 @@
  * busybox root filesystems and hand-made (possibly hostile) layer tars.
  */
 import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { chmod, copyFile, mkdir, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { gzipSync } from "node:zlib";
 import tar from "tar-stream";
+import type { DiffID } from "../../src/oci/digest.js";
 
 export const BUSYBOX = "/bin/busybox";
 export const APPLETS = ["sh", "id", "echo", "ls", "cat", "ip", "touch", "rm", "mkdir", "chmod", "chown", "stat", "hostname", "sleep", "pwd", "env", "printf", "test", "true", "false", "mv", "ln", "wc"];
@@ -109,3 +111,10 @@ export function streamOf(buf: Buffer): Readable {
   if (parts.length > 0 && parts[0]!.length > 2) parts.splice(0, 1, parts[0]!.subarray(0, 1), parts[0]!.subarray(1));
   return Readable.from(parts);
 }
+
+/** A gzipped layer and its real DiffID (sha256 of the uncompressed tar). */
+export async function makeLayer(specs: TarSpec[]): Promise<{ gz: Buffer; diffId: DiffID }> {
+  const raw = await makeTar(specs, false);
+  return { gz: gzipSync(raw), diffId: `sha256:${createHash("sha256").update(raw).digest("hex")}` as DiffID };
+}
+
