@@ -1,0 +1,155 @@
+// Micro-figures: layer write throughput against gzip alone on the same bytes,
+// context hashing throughput (FileHasher cold and warm), and the peak RSS of a
+// large layer write (in a child process, so nothing else is counted).
+import { createReadStream, createWriteStream } from "node:fs";
+import { lstat, mkdtemp, readdir, rm, stat } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { createGzip } from "node:zlib";
+import { median, run } from "./util.mjs";
+
+/** A Writable that drops what it gets and counts it. */
+function sink() {
+  let bytes = 0;
+  const w = new Writable({
+    highWaterMark: 1 << 20,
+    write(chunk, _enc, cb) {
+      bytes += chunk.length;
+      cb();
+    },
+  });
+  w.bytes = () => bytes;
+  return w;
+}
+
+/**
+ * tar+gzip+sha256 via writeLayer(walkDirectory(dir)) against `gzip -LEVEL` alone
+ * (GNU gzip, one core) and node:zlib alone, on the tar stream of the same tree.
+ */
+export async function layerThroughput(dist, dir, tmpRoot, { runs, levels }) {
+  const { writeLayer, tarChunks } = await import(join(dist, "oci/layer.js"));
+  const { walkDirectory } = await import(join(dist, "oci/tar-entries.js"));
+  const tmp = await mkdtemp(join(tmpRoot, "micro-layer-"));
+  try {
+    const tarPath = join(tmp, "layer.tar");
+    await pipeline(tarChunks(walkDirectory(dir)), createWriteStream(tarPath));
+    const tarBytes = (await stat(tarPath)).size;
+    const out = { data: dir, tarBytes, levels: {} };
+    for (const level of levels) {
+      const t = { writeLayer: [], gzip: [], zlib: [], sha256: [], walkTar: [] };
+      let gzBytes = 0;
+      for (let i = 0; i < runs; i++) {
+        // Alternate the order so a warmer page cache does not favour one side.
+        const order = i % 2 ? ["gzip", "writeLayer"] : ["writeLayer", "gzip"];
+        for (const which of order) {
+          if (which === "writeLayer") {
+            const s = sink();
+            const t0 = performance.now();
+            const w = await writeLayer(walkDirectory(dir), s, { compressionLevel: level });
+            t.writeLayer.push(performance.now() - t0);
+            gzBytes = w.size;
+          } else {
+            const r = await run("sh", ["-c", `gzip -n -${level} -c < '${tarPath}' > /dev/null`]);
+            t.gzip.push(r.ms);
+          }
+        }
+      }
+      {
+        const t0 = performance.now();
+        await pipeline(createReadStream(tarPath, { highWaterMark: 1 << 16 }), createGzip({ level }), sink());
+        t.zlib.push(performance.now() - t0);
+      }
+      {
+        const t0 = performance.now();
+        const h = createHash("sha256");
+        for await (const c of createReadStream(tarPath, { highWaterMark: 1 << 16 })) h.update(c);
+        h.digest();
+        t.sha256.push(performance.now() - t0);
+      }
+      {
+        const t0 = performance.now();
+        const s = sink();
+        await pipeline(tarChunks(walkDirectory(dir)), s);
+        t.walkTar.push(performance.now() - t0);
+      }
+      const mbps = (ms) => tarBytes / 1e6 / (ms / 1000);
+      const m = Object.fromEntries(Object.entries(t).map(([k, v]) => [k, median(v)]));
+      out.levels[level] = {
+        ms: m,
+        mbPerSec: Object.fromEntries(Object.entries(m).map(([k, v]) => [k, mbps(v)])),
+        gzipBytes: gzBytes,
+        ratioToGzip: m.gzip / m.writeLayer,
+        samples: t,
+      };
+    }
+    return out;
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+}
+
+async function listFiles(root) {
+  const files = [];
+  const walk = async (d) => {
+    for (const n of (await readdir(d)).sort()) {
+      const p = join(d, n);
+      const st = await lstat(p);
+      if (st.isDirectory()) await walk(p);
+      else if (st.isFile()) files.push([p, st]);
+    }
+  };
+  await walk(root);
+  return files;
+}
+
+/** FileHasher over every file of `dir`: cold (empty stat cache) and warm (a new hasher reading the saved cache). */
+export async function contextHashing(dist, dir, tmpRoot, { runs }) {
+  const { FileHasher } = await import(join(dist, "cache/file-hash.js"));
+  const tmp = await mkdtemp(join(tmpRoot, "micro-hash-"));
+  try {
+    const t = { walk: [], cold: [], warm: [], save: [] };
+    let files = [];
+    for (let i = 0; i < runs; i++) {
+      const state = join(tmp, `stat-cache-${i}.json`);
+      let t0 = performance.now();
+      files = await listFiles(dir);
+      t.walk.push(performance.now() - t0);
+      t0 = performance.now();
+      const cold = new FileHasher(state);
+      for (const [p, st] of files) await cold.hashFile(p, st);
+      t.cold.push(performance.now() - t0);
+      t0 = performance.now();
+      await cold.save();
+      t.save.push(performance.now() - t0);
+      t0 = performance.now();
+      const warm = new FileHasher(state);
+      for (const [p, st] of files) await warm.hashFile(p, st);
+      t.warm.push(performance.now() - t0);
+      if (warm.bytesRead !== 0) throw new Error(`warm FileHasher read ${warm.bytesRead} bytes; its stat cache did not hit`);
+    }
+    const bytes = files.reduce((a, [, st]) => a + st.size, 0);
+    const m = Object.fromEntries(Object.entries(t).map(([k, v]) => [k, median(v)]));
+    return {
+      data: dir,
+      files: files.length,
+      bytes,
+      ms: m,
+      filesPerSec: { cold: files.length / (m.cold / 1000), warm: files.length / (m.warm / 1000) },
+      mbPerSecCold: bytes / 1e6 / (m.cold / 1000),
+      samples: t,
+    };
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+}
+
+/** Peak RSS of writeLayer for `bytes` of generated content, and of a tiny layer for the baseline. */
+export async function layerPeakRss(benchDir, dist, bytes) {
+  const child = join(benchDir, "lib/rss-child.mjs");
+  const one = async (n) => JSON.parse((await run(process.execPath, [child, dist, String(n)])).stdout);
+  const base = await one(1 << 20);
+  const big = await one(bytes);
+  return { baseline: base, large: big, growthMiB: (big.maxRssKiB - base.maxRssKiB) / 1024 };
+}

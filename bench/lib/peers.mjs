@@ -1,0 +1,170 @@
+// The builders under test, behind one shape:
+//   { name, version, note?, reset(scenario), build(scenario, ref, base) -> { ms, parts, steps? }, stop() }
+// `reset` makes the next build cold (nothing of this scenario or its base cached);
+// `build` builds the scenario's context and pushes the image to `ref` in the harness's registry.
+import { existsSync } from "node:fs";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { run, say, which } from "./util.mjs";
+
+/** Unmounts anything still mounted under `dir` (deepest first), then removes it. */
+async function removeTree(dir) {
+  const mounts = (await readFile("/proc/self/mounts", "utf8"))
+    .split("\n")
+    .map((l) => l.split(" ")[1])
+    .filter((m) => m && (m === dir || m.startsWith(`${dir}/`)))
+    .sort((a, b) => b.length - a.length);
+  for (const m of mounts) await run("umount", ["-l", m], { allowFail: true });
+  await rm(dir, { recursive: true, force: true });
+}
+
+/** ocibuild, as a user runs it: a fresh CLI process per build (node bin/ocibuild). */
+export async function ocibuildPeer(repoRoot, work, opts) {
+  const dirs = new Map();
+  const cacheOf = (s) => join(work, "ocibuild", s.id);
+  const version = (await run(process.execPath, [join(repoRoot, "bin/ocibuild"), "--version"], { allowFail: true })).stdout.trim();
+  return {
+    name: "ocibuild",
+    version,
+    async reset(s) {
+      await removeTree(cacheOf(s));
+    },
+    async build(s, ref, base, tag) {
+      const cacheDir = cacheOf(s);
+      dirs.set(s.id, cacheDir);
+      const nodeArgs = [];
+      if (opts.profileDir && tag) {
+        const d = join(opts.profileDir, tag);
+        await mkdir(d, { recursive: true });
+        nodeArgs.push("--cpu-prof", `--cpu-prof-dir=${d}`);
+      }
+      const args = [...nodeArgs, join(repoRoot, "bin/ocibuild"), "build", "--progress", "json", "--cache-dir", cacheDir, "--build-arg", `BASE=${base}`, "-t", ref, s.dir];
+      const r = await run(process.execPath, args);
+      const steps = [];
+      let pushed;
+      for (const line of r.stdout.split("\n")) {
+        if (!line.startsWith("{")) continue;
+        let e;
+        try {
+          e = JSON.parse(line);
+        } catch {
+          continue;
+        }
+        if (e.type === "step-end") steps.push({ stage: e.stage, instruction: e.instruction, cached: e.cached, seconds: e.seconds });
+        if (e.type === "result") pushed = e.digest;
+      }
+      return { ms: r.ms, parts: { build: r.ms }, steps, digest: pushed };
+    },
+    async stop() {},
+  };
+}
+
+/** buildah bud --layers --isolation chroot, overlay storage in its own root; then buildah push. */
+export async function buildahPeer(work) {
+  const bin = await which("buildah");
+  if (!bin) return { name: "buildah", unavailable: "buildah is not installed (apt-get install buildah)" };
+  const version = (await run(bin, ["--version"], { allowFail: true })).stdout.trim();
+  const rootOf = (s) => join(work, "buildah", s.id);
+  const g = (s) => ["--root", join(rootOf(s), "root"), "--runroot", join(rootOf(s), "run"), "--storage-driver", "overlay"];
+  // A quick check that it can build here at all (overlay in this kernel, chroot isolation).
+  const probe = join(work, "buildah-probe");
+  await removeTree(probe);
+  await mkdir(join(probe, "ctx"), { recursive: true });
+  await writeFile(join(probe, "ctx/Dockerfile"), "FROM scratch\nCOPY Dockerfile /x\n");
+  const ok = await run(bin, ["--root", join(probe, "root"), "--runroot", join(probe, "run"), "--storage-driver", "overlay", "bud", "--layers", "--isolation", "chroot", "-t", "localhost/probe:1", join(probe, "ctx")], { allowFail: true });
+  await run(bin, ["--root", join(probe, "root"), "--runroot", join(probe, "run"), "--storage-driver", "overlay", "rmi", "-a", "-f"], { allowFail: true });
+  await removeTree(probe);
+  if (ok.code !== 0) return { name: "buildah", unavailable: `buildah cannot build here: ${(ok.stderr || ok.stdout).trim().split("\n").slice(-2).join(" ")}` };
+  return {
+    name: "buildah",
+    version,
+    async reset(s) {
+      if (existsSync(rootOf(s))) await run(bin, [...g(s), "rmi", "-a", "-f"], { allowFail: true });
+      await removeTree(rootOf(s));
+    },
+    async build(s, ref, base) {
+      const b = await run(bin, [...g(s), "bud", "--layers", "--isolation", "chroot", "--tls-verify=false", "--build-arg", `BASE=${base}`, "-f", join(s.dir, "Dockerfile"), "-t", ref, s.dir]);
+      const p = await run(bin, [...g(s), "push", "--tls-verify=false", ref, `docker://${ref}`]);
+      return { ms: b.ms + p.ms, parts: { build: b.ms, push: p.ms } };
+    },
+    async stop() {},
+  };
+}
+
+/**
+ * BuildKit through buildctl: BUILDKIT_HOST if set, else a buildkitd from PATH started
+ * here on a unix socket with the harness's registry marked http/insecure. Cold = after
+ * `buildctl prune --all` (the daemon itself stays warm: BuildKit's strongest case).
+ */
+export async function buildkitPeer(work, registryHost) {
+  const buildctl = await which("buildctl");
+  if (!buildctl) return { name: "buildkit", unavailable: "buildctl is not on PATH (and BUILDKIT_HOST needs it too)" };
+  let addr = process.env.BUILDKIT_HOST;
+  let daemon;
+  const dir = join(work, "buildkit");
+  if (!addr) {
+    const buildkitd = await which("buildkitd");
+    if (!buildkitd) return { name: "buildkit", unavailable: "no BUILDKIT_HOST and no buildkitd on PATH" };
+    await removeTree(dir);
+    await mkdir(dir, { recursive: true });
+    const runtime = (await which("runc")) ?? (await which("crun"));
+    const config = `[worker.oci]\n  enabled = true\n  gc = false\n${runtime ? `  binary = "${runtime}"\n` : ""}[worker.containerd]\n  enabled = false\n[registry."${registryHost}"]\n  http = true\n  insecure = true\n`;
+    await writeFile(join(dir, "buildkitd.toml"), config);
+    addr = `unix://${join(dir, "buildkitd.sock")}`;
+    const { spawn } = await import("node:child_process");
+    let log = "";
+    daemon = spawn(buildkitd, ["--config", join(dir, "buildkitd.toml"), "--root", join(dir, "root"), "--addr", addr], { stdio: ["ignore", "pipe", "pipe"] });
+    daemon.stdout.on("data", (d) => (log = (log + d).slice(-8000)));
+    daemon.stderr.on("data", (d) => (log = (log + d).slice(-8000)));
+    let up = false;
+    for (let i = 0; i < 150 && daemon.exitCode === null; i++) {
+      const r = await run(buildctl, ["--addr", addr, "debug", "workers"], { allowFail: true });
+      if (r.code === 0 && r.stdout.split("\n").length > 1) {
+        up = true;
+        break;
+      }
+      await new Promise((res) => setTimeout(res, 200));
+    }
+    if (!up) {
+      daemon.kill("SIGKILL");
+      return { name: "buildkit", unavailable: `buildkitd did not start: ${log.trim().split("\n").slice(-3).join(" ")}` };
+    }
+    say(`buildkitd started on ${addr}`);
+  }
+  const version = (await run(buildctl, ["--version"], { allowFail: true })).stdout.trim();
+  const ctl = (args, o) => run(buildctl, ["--addr", addr, ...args], o);
+  return {
+    name: "buildkit",
+    version: daemon ? `${version} (buildkitd started by the harness)` : `${version} (BUILDKIT_HOST=${addr})`,
+    async reset() {
+      await ctl(["prune", "--all"], { allowFail: true });
+    },
+    async build(s, ref, base) {
+      const r = await ctl([
+        "build",
+        "--frontend",
+        "dockerfile.v0",
+        "--local",
+        `context=${s.dir}`,
+        "--local",
+        `dockerfile=${s.dir}`,
+        "--opt",
+        `build-arg:BASE=${base}`,
+        "--output",
+        `type=image,name=${ref},push=true,registry.insecure=true`,
+      ]);
+      return { ms: r.ms, parts: { build: r.ms } };
+    },
+    async stop() {
+      if (daemon && daemon.exitCode === null) {
+        const exited = new Promise((r) => daemon.once("exit", r));
+        daemon.kill("SIGTERM");
+        await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+        if (daemon.exitCode === null) daemon.kill("SIGKILL");
+      }
+      if (daemon) await removeTree(dir).catch(() => {});
+    },
+  };
+}
+
+export { removeTree };

@@ -1,0 +1,70 @@
+// Aggregation (medians, ratios against the targets) and the stdout table.
+import { fmtRatio, fmtSec, median } from "./util.mjs";
+
+/** rows: [{ scenario, title, phase, samples: { peer: [ms|NaN] } }] -> rows with medians and ratios. */
+export function aggregate(rows, targets) {
+  return rows.map((r) => {
+    const med = Object.fromEntries(Object.entries(r.samples).map(([p, v]) => [p, median(v)]));
+    const ratio = {};
+    const target = targets[`${r.scenario}/${r.phase}`] ?? {};
+    const met = {};
+    for (const p of Object.keys(med)) {
+      if (p === "ocibuild") continue;
+      ratio[p] = med.ocibuild / med[p];
+      if (target[p] !== undefined && Number.isFinite(ratio[p])) met[p] = ratio[p] <= target[p];
+    }
+    return { ...r, median: med, ratio, target, met };
+  });
+}
+
+function pad(s, n, right = false) {
+  s = String(s);
+  return right ? s.padStart(n) : s.padEnd(n);
+}
+
+export function table(rows, peers) {
+  const others = peers.filter((p) => p !== "ocibuild");
+  const head = [pad("scenario", 52), pad("phase", 7), pad("ocibuild", 9, true)];
+  for (const p of others) head.push(pad(p, 9, true), pad("ratio (target)", 20));
+  const lines = [head.join("  ")];
+  for (const r of rows) {
+    const cells = [pad(`${r.scenario} ${r.title}`.slice(0, 52), 52), pad(r.phase, 7), pad(fmtSec(r.median.ocibuild), 9, true)];
+    for (const p of others) {
+      const t = r.target[p];
+      const verdict = r.met[p] === undefined ? "" : r.met[p] ? " ok" : " MISS";
+      cells.push(pad(fmtSec(r.median[p]), 9, true), pad(`${fmtRatio(r.ratio[p])}${t !== undefined ? ` (<=${t}${verdict})` : ""}`, 20));
+    }
+    lines.push(cells.join("  "));
+  }
+  return lines.join("\n");
+}
+
+export function microLines(micro) {
+  const out = [];
+  if (micro.layer) {
+    const mb = (micro.layer.tarBytes / 1e6).toFixed(0);
+    for (const [level, l] of Object.entries(micro.layer.levels)) {
+      const r = l.mbPerSec;
+      out.push(
+        `layer write, level ${level}, ${mb} MB tar of ${micro.layer.data}: writeLayer ${r.writeLayer.toFixed(1)} MB/s, gzip -${level} alone ${r.gzip.toFixed(1)} MB/s ` +
+          `-> ${fmtRatio(l.ratioToGzip)} of gzip (target >=0.9${l.ratioToGzip >= 0.9 ? " ok" : " MISS"}); node:zlib alone ${r.zlib.toFixed(1)} MB/s, sha256 ${r.sha256.toFixed(0)} MB/s, walk+tar ${r.walkTar.toFixed(0)} MB/s, ` +
+          `gzip size ${((l.gzipBytes / micro.layer.tarBytes) * 100).toFixed(1)}% of tar`,
+      );
+    }
+  }
+  if (micro.hashing) {
+    const h = micro.hashing;
+    out.push(
+      `context hashing (FileHasher), ${h.files} files, ${(h.bytes / 1e6).toFixed(0)} MB: cold ${fmtSec(h.ms.cold)} (${h.filesPerSec.cold.toFixed(0)} files/s, ${h.mbPerSecCold.toFixed(0)} MB/s), ` +
+        `warm ${fmtSec(h.ms.warm)} (${h.filesPerSec.warm.toFixed(0)} files/s); walk+lstat alone ${fmtSec(h.ms.walk)}, save ${fmtSec(h.ms.save)}`,
+    );
+  }
+  if (micro.rss) {
+    const r = micro.rss;
+    out.push(
+      `peak RSS of a ${(r.large.bytes / 2 ** 30).toFixed(2)} GiB layer write: ${(r.large.maxRssKiB / 1024).toFixed(0)} MiB (a 1 MiB layer: ${(r.baseline.maxRssKiB / 1024).toFixed(0)} MiB; ` +
+        `growth ${r.growthMiB.toFixed(0)} MiB), ${((r.large.tarBytes / 1e6) / (r.large.ms / 1000)).toFixed(1)} MB/s`,
+    );
+  }
+  return out;
+}

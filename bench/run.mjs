@@ -1,0 +1,251 @@
+#!/usr/bin/env node
+// `npm run bench [-- flags]`: ocibuild side by side with buildah and BuildKit (issue 9).
+//
+//   --quick            smaller contexts and data, 1 run (unless --runs)
+//   --runs N           runs per scenario and builder (default 3; medians are reported)
+//   --only s1,s3       scenarios to run (default all: s1 s2 s3 s4)
+//   --peers LIST       builders (default ocibuild,buildah,buildkit; absent ones are skipped with a note)
+//   --no-micro         skip the micro-figures; --micro-only: only them
+//   --profile          after the timed runs, one more ocibuild run per scenario under
+//                      node --cpu-prof, summarised (bench/results/profiles/)
+//   --rss-bytes N      size of the peak-RSS layer (default 1 GiB, quick 256 MiB)
+//
+// Everything is made here: a local registry (Debian's docker-registry on a free port),
+// a busybox base and a Debian minbase base (mmdebstrap, cached in .cache/bench), the
+// build contexts (generated, cached). Output: a table on stdout and
+// bench/results/latest.json. Needs root (bubblewrap/overlay for ocibuild, buildah's overlay storage).
+import { existsSync } from "node:fs";
+import { mkdir, rm } from "node:fs/promises";
+import { cpus, release, totalmem } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { pushBases } from "./lib/bases.mjs";
+import { summariseDir } from "./lib/cpuprofile.mjs";
+import { contextHashing, layerPeakRss, layerThroughput } from "./lib/micro.mjs";
+import { buildahPeer, buildkitPeer, ocibuildPeer, removeTree } from "./lib/peers.mjs";
+import { aggregate, microLines, table } from "./lib/report.mjs";
+import { prepareScenarios, TARGETS } from "./lib/scenarios.mjs";
+import { fmtSec, run, say, writeAtomic } from "./lib/util.mjs";
+
+const benchDir = dirname(fileURLToPath(import.meta.url));
+const repoRoot = dirname(benchDir);
+const dist = join(repoRoot, "dist");
+
+function parseArgs(argv) {
+  const o = { quick: false, runs: undefined, only: undefined, peers: ["ocibuild", "buildah", "buildkit"], micro: true, scenarios: true, profile: false, rssBytes: undefined };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const val = () => {
+      const v = argv[++i];
+      if (v === undefined) usage(`${a} needs a value`);
+      return v;
+    };
+    if (a === "--quick") o.quick = true;
+    else if (a === "--runs") o.runs = Number(val());
+    else if (a === "--only") o.only = val().split(",");
+    else if (a === "--peers") o.peers = ["ocibuild", ...val().split(",").filter((p) => p !== "ocibuild")];
+    else if (a === "--no-micro") o.micro = false;
+    else if (a === "--micro-only") o.scenarios = false;
+    else if (a === "--profile") o.profile = true;
+    else if (a === "--rss-bytes") o.rssBytes = Number(val());
+    else if (a === "--help" || a === "-h") usage();
+    else usage(`unknown flag ${a}`);
+  }
+  o.runs ??= o.quick ? 1 : 3;
+  if (!Number.isInteger(o.runs) || o.runs < 1) usage("--runs must be a positive integer");
+  o.rssBytes ??= o.quick ? 256 << 20 : 1 << 30;
+  return o;
+}
+
+function usage(err) {
+  if (err) process.stderr.write(`bench: ${err}\n`);
+  process.stderr.write("usage: npm run bench -- [--quick] [--runs N] [--only s1,s2,s3,s4] [--peers buildah,buildkit] [--no-micro|--micro-only] [--profile] [--rss-bytes N]\n");
+  process.exit(err ? 2 : 0);
+}
+
+const opts = parseArgs(process.argv.slice(2));
+const mode = opts.quick ? "quick" : "full";
+if (!existsSync(join(dist, "index.js"))) {
+  say("dist/ is missing: run `npm run bench` (it runs scripts/setup.sh, which builds it) or `npm run build`");
+  process.exit(1);
+}
+if (process.getuid?.() !== 0) say("not root: ocibuild falls back to copy snapshots and buildah may not run; numbers will not match the issue's setting");
+
+const cacheDir = join(repoRoot, ".cache", "bench");
+const work = join(cacheDir, "work");
+const resultsDir = join(benchDir, "results");
+await mkdir(work, { recursive: true });
+const ac = new AbortController();
+process.once("SIGINT", () => ac.abort(new Error("interrupted")));
+
+const results = {
+  date: new Date().toISOString(),
+  mode,
+  runs: opts.runs,
+  machine: { cpus: cpus().length, cpu: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30), kernel: release(), node: process.version },
+  builders: {},
+  notes: [],
+  scenarios: [],
+  micro: {},
+  profiles: [],
+};
+
+const { startRegistry } = await import(join(dist, "testing/registry.js"));
+const reg = await startRegistry();
+const peers = [];
+let exitCode = 0;
+try {
+  say(`registry on ${reg.url}`);
+  if (opts.scenarios) {
+    const bases = await pushBases(dist, reg, cacheDir, ac.signal);
+    say(`bases pushed: ${bases.busybox}, ${bases.debian}`);
+    let scenarios = await prepareScenarios(cacheDir, mode);
+    if (opts.only) scenarios = scenarios.filter((s) => opts.only.includes(s.id));
+
+    const profileDir = join(resultsDir, "profiles");
+    const candidates = {
+      ocibuild: () => ocibuildPeer(repoRoot, work, {}),
+      buildah: () => buildahPeer(work),
+      buildkit: () => buildkitPeer(work, reg.host),
+    };
+    for (const name of opts.peers) {
+      const p = await candidates[name]?.();
+      if (!p) usage(`unknown builder ${name}`);
+      if (p.unavailable) {
+        results.notes.push(`${name} skipped: ${p.unavailable}`);
+        say(`${name} skipped: ${p.unavailable}`);
+        continue;
+      }
+      results.builders[name] = p.version;
+      peers.push(p);
+    }
+    const names = peers.map((p) => p.name);
+    const rows = scenarios.flatMap((s) => s.phases.map((phase) => ({ scenario: s.id, title: s.title, phase, samples: Object.fromEntries(names.map((n) => [n, []])), ocibuildSteps: [], errors: [] })));
+    const rowOf = (s, phase) => rows.find((r) => r.scenario === s.id && r.phase === phase);
+
+    for (let i = 0; i < opts.runs; i++) {
+      for (const [si, s] of scenarios.entries()) {
+        // Alternate who goes first, so neither side always gets the warmer page cache.
+        const order = peers.map((_, k) => peers[(k + i + si) % peers.length]);
+        for (const p of order) {
+          const repo = `${reg.host}/bench/${s.id}-${p.name}-r${i}`;
+          let broken = false;
+          for (const phase of s.phases) {
+            const row = rowOf(s, phase);
+            if (broken) {
+              row.samples[p.name].push(NaN);
+              continue;
+            }
+            if (phase === "cold") await p.reset(s);
+            if (phase === "change") await s.change();
+            const ref = `${repo}:${phase}`;
+            const base = s.base === "debian" ? bases.debian : bases.busybox;
+            try {
+              const r = await p.build(s, ref, base);
+              row.samples[p.name].push(r.ms);
+              if (p.name === "ocibuild") row.ocibuildSteps.push({ ms: r.ms, steps: r.steps });
+              if (i === 0) {
+                // The image really is in the registry (once per builder and phase, untimed).
+                await run("skopeo", ["inspect", "--tls-verify=false", "--raw", `docker://${ref}`]);
+              }
+              say(`run ${i + 1}/${opts.runs} ${s.id} ${phase} ${p.name}: ${fmtSec(r.ms)}`);
+            } catch (e) {
+              broken = true;
+              row.samples[p.name].push(NaN);
+              row.errors.push(`${p.name} run ${i + 1}: ${e.message.slice(0, 2000)}`);
+              say(`run ${i + 1}/${opts.runs} ${s.id} ${phase} ${p.name} FAILED: ${e.message.split("\n")[0]}`);
+              exitCode = 1;
+            }
+          }
+        }
+      }
+    }
+    const agg = aggregate(rows, TARGETS);
+    for (const r of agg) {
+      // The ocibuild run closest to the median, with its per-step seconds: where the time went.
+      const med = r.median.ocibuild;
+      const closest = r.ocibuildSteps.filter((x) => Number.isFinite(x.ms)).sort((a, b) => Math.abs(a.ms - med) - Math.abs(b.ms - med))[0];
+      r.ocibuildMedianRun = closest ? { ms: closest.ms, stepsSeconds: closest.steps.reduce((a, s) => a + s.seconds, 0), steps: closest.steps } : undefined;
+      delete r.ocibuildSteps;
+    }
+    results.scenarios = agg;
+
+    if (opts.profile) {
+      const oc = await ocibuildPeer(repoRoot, work, { profileDir });
+      await rm(profileDir, { recursive: true, force: true });
+      for (const s of scenarios) {
+        await oc.reset(s);
+        for (const phase of s.phases) {
+          if (phase === "change") await s.change();
+          const tag = `${s.id}-${phase}`;
+          const base = s.base === "debian" ? bases.debian : bases.busybox;
+          const r = await oc.build(s, `${reg.host}/bench/${s.id}-profile:${phase}`, base, tag);
+          const summaries = await summariseDir(join(profileDir, tag), repoRoot, 12);
+          results.profiles.push({ scenario: s.id, phase, ms: r.ms, steps: r.steps, summaries });
+          say(`profiled ${s.id} ${phase}: ${fmtSec(r.ms)}`);
+        }
+      }
+    }
+  }
+
+  if (opts.micro) {
+    const tmpRoot = join(work, "micro");
+    await mkdir(tmpRoot, { recursive: true });
+    const rootfs = join(cacheDir, "debian-rootfs");
+    const layerData = existsSync(rootfs) ? join(rootfs, opts.quick ? "usr/bin" : "usr") : join(repoRoot, "node_modules");
+    say(`micro: layer write throughput on ${layerData}`);
+    results.micro.layer = await layerThroughput(dist, layerData, tmpRoot, { runs: opts.quick ? 1 : 3, levels: opts.quick ? [6] : [1, 6] });
+    const ctx = join(cacheDir, "contexts", `s4-large-context-${mode}`);
+    if (existsSync(ctx)) {
+      say(`micro: context hashing on ${ctx}`);
+      results.micro.hashing = await contextHashing(dist, ctx, tmpRoot, { runs: opts.quick ? 1 : 3 });
+    }
+    say(`micro: peak RSS of a ${opts.rssBytes} byte layer write`);
+    results.micro.rss = await layerPeakRss(benchDir, dist, opts.rssBytes);
+    await rm(tmpRoot, { recursive: true, force: true });
+  }
+} catch (e) {
+  exitCode = 1;
+  say(`failed: ${e.stack ?? e}`);
+  results.notes.push(`harness failed: ${e.message}`);
+} finally {
+  for (const p of peers) await p.stop().catch(() => {});
+  await reg.stop();
+  await removeTree(join(work, "buildah-probe")).catch(() => {});
+}
+
+// Output: the table, the micro-figures, notes, and the JSON file (temp name + rename).
+const lines = [];
+lines.push(`ocibuild benchmark (${mode}, ${opts.runs} run${opts.runs > 1 ? "s" : ""}, medians; ${results.machine.cpus} CPUs, node ${process.version}, ${results.date})`);
+for (const [n, v] of Object.entries(results.builders)) lines.push(`  ${n}: ${v}`);
+if (results.scenarios.length) {
+  lines.push("");
+  lines.push(table(results.scenarios, peers.map((p) => p.name)));
+  for (const r of results.scenarios) {
+    const m = r.ocibuildMedianRun;
+    if (m) {
+      const slow = [...m.steps].sort((a, b) => b.seconds - a.seconds).slice(0, 3).map((s) => `${s.instruction.slice(0, 40)} ${s.cached ? "CACHED" : `${s.seconds.toFixed(2)}s`}`);
+      lines.push(`  ${r.scenario}/${r.phase} ocibuild: ${fmtSec(m.ms)} total, ${m.stepsSeconds.toFixed(2)}s in steps, ${((m.ms / 1000) - m.stepsSeconds).toFixed(2)}s outside (start, base, push); slowest: ${slow.join("; ")}`);
+    }
+    for (const e of r.errors) lines.push(`  ERROR ${r.scenario}/${r.phase}: ${e.split("\n")[0]}`);
+  }
+}
+if (Object.keys(results.micro).length) {
+  lines.push("");
+  lines.push(...microLines(results.micro));
+}
+for (const p of results.profiles) {
+  lines.push("");
+  lines.push(`profile ${p.scenario}/${p.phase} (${fmtSec(p.ms)} wall):`);
+  for (const s of p.summaries) {
+    lines.push(`  ${s.totalMs} ms sampled, ${s.idleMs} ms idle (waiting on I/O and child processes)`);
+    lines.push(`  by file: ${s.byFile.slice(0, 8).map((f) => `${f.where} ${f.ms}`).join(", ")}`);
+    lines.push(`  by function: ${s.byFunction.slice(0, 8).map((f) => `${f.where} ${f.ms}`).join(", ")}`);
+    lines.push(`  top self: ${s.topSelf.slice(0, 8).map((f) => `${f.where} ${f.ms}`).join(", ")}`);
+  }
+}
+for (const n of results.notes) lines.push(`note: ${n}`);
+process.stdout.write(lines.join("\n") + "\n");
+await writeAtomic(join(resultsDir, "latest.json"), JSON.stringify(results, (k, v) => (typeof v === "number" && !Number.isFinite(v) ? null : v), 2) + "\n");
+say(`results written to ${join(resultsDir, "latest.json")}`);
+process.exit(exitCode);
