@@ -235,7 +235,11 @@ export class BuildkitExecutor implements Executor {
       });
     }
     if (outLayers.length === ours.length) return { exitCode: 0, tail: tail.toString() };
-    const layer = await importLayer(spec.registry, spec.content, this.staging, outLayers[ours.length]!, outDiffs[ours.length]!, signal);
+    const layer = await importLayer(spec.registry, spec.content, this.staging, outLayers[ours.length]!, outDiffs[ours.length]!, {
+      compressionLevel: spec.compressionLevel,
+      sourceDateEpoch: spec.sourceDateEpoch,
+      signal,
+    });
     return layer ? { exitCode: 0, tail: tail.toString(), layer } : { exitCode: 0, tail: tail.toString() };
   }
 

@@ -75,6 +75,9 @@ export interface RemoteRunSpec {
   description: string;
   content: OciLayout;
   registry: RegistryClient;
+  /** For the layer written into `content` (as the local path writes its layers). */
+  compressionLevel?: number;
+  sourceDateEpoch?: number;
   signal?: AbortSignal;
   onOutput?: (stream: "stdout" | "stderr", chunk: Buffer) => void;
   onLog?: (message: string) => void;

@@ -90,6 +90,8 @@ async function runRemoteStep(
     description: s.text.replace(/\s+/g, " ").trim(),
     content: ctx.content,
     registry: ctx.registry,
+    compressionLevel: ctx.compressionLevel,
+    sourceDateEpoch: ctx.sourceDateEpoch,
     signal: ctx.signal,
     onOutput: s.onOutput,
     onLog: (message) => ctx.emit({ type: "log", level: "info", message }),

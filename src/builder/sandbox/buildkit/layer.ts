@@ -1,24 +1,45 @@
 /**
- * Bringing a layer the BuildKit daemon produced into the build: download it into
- * the content store (its digest checked while streaming), then one pass over the
- * stored blob computes the DiffID (gunzip -> sha256) and counts the tar entries,
- * so the DiffID the daemon's config claims is checked and an empty diff is known.
+ * Bringing a layer the BuildKit daemon produced into the build, in one streaming
+ * pass: registry blob -> digest check -> gunzip -> DiffID check (against the
+ * daemon's config) -> tar entries -> our layer writer (tar -> gzip -> hashes ->
+ * content store). Re-encoding makes it our layer like any other: our entry
+ * encoding, SOURCE_DATE_EPOCH clamping, and none of the runtime's mount-point
+ * stubs (the OCI runtime creates /dev, /proc and /sys in a root that lacks them;
+ * the bubblewrap executor leaves the same mount points out).
  */
 import { createHash } from "node:crypto";
-import { Transform, type TransformCallback } from "node:stream";
+import { Readable, Transform, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
-import { extract } from "tar-stream";
 import { OcibuildError } from "../../../errors.js";
-import { type DiffID, type Digest } from "../../../oci/digest.js";
+import { VerifyingStream } from "../../../oci/digest.js";
+import type { EntryType, LayerEntry } from "../../../oci/layer.js";
 import type { OciLayout } from "../../../oci/layout.js";
 import type { Descriptor } from "../../../oci/manifest.js";
 import { MediaType } from "../../../oci/media-types.js";
 import type { ImageReference } from "../../../oci/reference.js";
 import type { RegistryClient } from "../../../oci/registry/index.js";
+import { readTar, type TarEntry, type TarEntryType } from "../../rootfs-tar.js";
 import type { LayerRecord } from "../../stage-state.js";
 
 const GZIP_TYPES = new Set<string>([MediaType.OCI_LAYER_GZIP, MediaType.DOCKER_LAYER_GZIP]);
+
+/**
+ * Directories the OCI runtime mounts over (procfs, the /dev tmpfs, sysfs). When one
+ * shows up in a diff it was created as a mount point: a command cannot create or
+ * change the directory under a live mount.
+ */
+export const RUNTIME_MOUNT_STUBS = new Set(["dev", "proc", "sys"]);
+
+const TYPES: Partial<Record<TarEntryType, EntryType>> = {
+  file: "file",
+  link: "hardlink",
+  symlink: "symlink",
+  "character-device": "char",
+  "block-device": "block",
+  directory: "directory",
+  fifo: "fifo",
+};
 
 class Sha256Pass extends Transform {
   private readonly h = createHash("sha256");
@@ -33,28 +54,44 @@ class Sha256Pass extends Transform {
   }
 }
 
-/** DiffID and entry count of a gzip layer in the content store, in one streaming pass. */
-export async function inspectLayerBlob(content: OciLayout, digest: Digest, signal?: AbortSignal): Promise<{ diffId: DiffID; entries: number }> {
-  const hash = new Sha256Pass();
-  const ex = extract();
-  let entries = 0;
-  ex.on("entry", (_h, stream, next) => {
-    entries++;
-    stream.on("end", next);
-    stream.resume();
-  });
-  try {
-    await pipeline(content.readBlob(digest, signal), createGunzip(), hash, ex, signal ? { signal } : {});
-  } catch (e) {
-    if (signal?.aborted) throw new OcibuildError("BUILDKIT_ABORTED", "reading the daemon's layer was cancelled", { cause: e });
-    throw new OcibuildError("BUILDKIT_LAYER_INVALID", `the layer ${digest} from the BuildKit daemon is not a gzip tar: ${(e as Error).message}`, { cause: e });
+function cleanPath(p: string): string {
+  return p.replace(/^(\.?\/)+/, "").replace(/\/+$/, "");
+}
+
+/** A daemon tar entry as one of ours; undefined for a mount-point stub. */
+export function toLayerEntry(e: TarEntry): LayerEntry | undefined {
+  const h = e.header;
+  const path = cleanPath(h.name);
+  if (path === "" || (h.type === "directory" && RUNTIME_MOUNT_STUBS.has(path))) return undefined;
+  const type = TYPES[h.type];
+  if (!type) {
+    throw new OcibuildError("BUILDKIT_LAYER_INVALID", `the daemon's layer has an entry of unsupported tar type '${h.flag}': ${path}`);
   }
-  return { diffId: `sha256:${hash.hex}` as DiffID, entries };
+  const xattrs: Record<string, Buffer> = {};
+  for (const [k, v] of h.pax) if (k.startsWith("SCHILY.xattr.")) xattrs[k.slice("SCHILY.xattr.".length)] = v;
+  const out: LayerEntry = { path, type, mode: h.mode & 0o7777, uid: h.uid, gid: h.gid, mtime: h.mtime };
+  if (Object.keys(xattrs).length > 0) out.xattrs = xattrs;
+  if (type === "file") {
+    out.size = h.size;
+    out.open = () => Readable.from(e.body);
+  } else if (type === "symlink") out.linkname = h.linkname;
+  else if (type === "hardlink") out.linkname = cleanPath(h.linkname);
+  else if (type === "char" || type === "block") {
+    out.devmajor = h.devmajor;
+    out.devminor = h.devminor;
+  }
+  return out;
+}
+
+export interface ImportOptions {
+  compressionLevel?: number;
+  sourceDateEpoch?: number;
+  signal?: AbortSignal;
 }
 
 /**
- * Download `desc` from `repo` into the content store and check it against the
- * DiffID the daemon's image config lists. Returns undefined for an empty diff.
+ * Stream `desc` from `repo` into the content store as our layer, checking its
+ * digest and the DiffID the daemon's config claims. Undefined for an empty diff.
  */
 export async function importLayer(
   registry: RegistryClient,
@@ -62,25 +99,54 @@ export async function importLayer(
   repo: ImageReference,
   desc: Descriptor,
   claimedDiffId: string,
-  signal?: AbortSignal,
+  opts: ImportOptions = {},
 ): Promise<LayerRecord | undefined> {
+  const { signal } = opts;
   if (!GZIP_TYPES.has(desc.mediaType)) {
     throw new OcibuildError("BUILDKIT_LAYER_UNSUPPORTED", `the BuildKit daemon produced a layer of type ${desc.mediaType}; ocibuild asks for gzip layers`, {
       details: { digest: desc.digest },
     });
   }
-  const stream = await registry.getBlob(repo, desc.digest, { size: desc.size, signal });
-  await content.writeBlob(stream, { digest: desc.digest, size: desc.size }, signal);
-  const { diffId, entries } = await inspectLayerBlob(content, desc.digest, signal);
+  const body = await registry.getBlob(repo, desc.digest, { size: desc.size, signal });
+  const tarHash = new Sha256Pass();
+  const piping = pipeline(body, new VerifyingStream(desc.digest, desc.size), createGunzip(), tarHash, signal ? { signal } : {});
+  piping.catch(() => {});
+  // Our own iterator over the tar bytes: readTar stops at the end-of-archive
+  // block, and the rest (padding) must still be read for the DiffID.
+  const chunks = (async function* () {
+    for await (const c of tarHash) yield c as Buffer;
+  })();
+  const view: AsyncIterable<Buffer> = { [Symbol.asyncIterator]: () => ({ next: () => chunks.next() }) };
+  let count = 0;
+  const entries = (async function* () {
+    for await (const e of readTar(view)) {
+      const le = toLayerEntry(e);
+      if (!le) continue;
+      count++;
+      yield le;
+    }
+  })();
+  let written;
+  try {
+    written = await content.writeLayer(entries, { compressionLevel: opts.compressionLevel, sourceDateEpoch: opts.sourceDateEpoch, signal });
+    for (;;) if ((await chunks.next()).done) break;
+    await piping;
+  } catch (e) {
+    (body as Readable).destroy?.();
+    if (signal?.aborted) throw new OcibuildError("BUILDKIT_ABORTED", "importing the daemon's layer was cancelled", { cause: e });
+    if (e instanceof OcibuildError && e.code !== "LAYER_WRITE_FAILED") throw e;
+    throw new OcibuildError("BUILDKIT_LAYER_INVALID", `the layer ${desc.digest} from the BuildKit daemon could not be read: ${(e as Error).message}`, { cause: e });
+  }
+  const diffId = `sha256:${tarHash.hex}`;
   if (diffId !== claimedDiffId) {
     throw new OcibuildError("BUILDKIT_DIFFID_MISMATCH", `the layer ${desc.digest} from the BuildKit daemon decompresses to ${diffId}, but its config claims ${claimedDiffId}`, {
       details: { digest: desc.digest, claimed: claimedDiffId, actual: diffId },
     });
   }
-  if (entries === 0) return undefined;
+  if (count === 0) return undefined;
   return {
-    descriptor: { mediaType: MediaType.OCI_LAYER_GZIP, digest: desc.digest, size: desc.size },
-    diffId,
+    descriptor: { mediaType: written.mediaType, digest: written.digest, size: written.size },
+    diffId: written.diffId,
     source: { kind: "local" },
   };
 }

@@ -1,0 +1,208 @@
+/**
+ * The remote BuildKit executor against a real buildkitd (OCI/runc worker, unix
+ * socket, its own root) and a real registry: the busybox multi-stage build gives
+ * the same files, modes and owners as the bubblewrap executor; RUN output reaches
+ * the progress events; a failing RUN names its Dockerfile line and exit code; a
+ * rebuild is fully cached without one call to the daemon; `buildkit info` lists
+ * the daemon's platforms.
+ */
+import { lstat, mkdir, mkdtemp, readdir, readlink, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { build, type BuildResult } from "../../src/builder/build.js";
+import type { BuildEvent } from "../../src/builder/events.js";
+import { BuildkitExecutor } from "../../src/builder/sandbox/buildkit.js";
+import { main } from "../../src/cli/main.js";
+import { buildkitCommand } from "../../src/cli/commands/buildkit.js";
+import { OcibuildError } from "../../src/errors.js";
+import { hostPlatform } from "../../src/oci/registry/index.js";
+import { pushBusyboxBase } from "../../src/testing/busybox.js";
+import { captureIO } from "../dockerfile/cli-io.js";
+import { buildkitdMissing, startBuildkitd, type TestBuildkitd } from "../helpers/buildkitd.js";
+import { haveRegistry, startRegistry, type TestRegistry } from "../helpers/registry.js";
+import { have, run } from "../helpers/tools.js";
+
+const MULTISTAGE = resolve(__dirname, "../../testdata/multistage");
+const missing = buildkitdMissing() ?? (!haveRegistry() ? "docker-registry is not installed" : undefined) ?? (!have("bwrap") ? "bwrap is not installed" : undefined) ?? (!have("skopeo") || !have("umoci") ? "skopeo and umoci are needed to unpack images" : undefined);
+
+interface Entry {
+  path: string;
+  type: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  link?: string;
+}
+
+/** Every path of an unpacked root with its type, permission bits, owner and link target. */
+async function listTree(root: string, rel = ""): Promise<Entry[]> {
+  const out: Entry[] = [];
+  for (const name of (await readdir(join(root, rel))).sort()) {
+    const p = rel ? `${rel}/${name}` : name;
+    const st = await lstat(join(root, p));
+    const type = st.isDirectory() ? "dir" : st.isSymbolicLink() ? "symlink" : st.isFile() ? "file" : "other";
+    const e: Entry = { path: p, type, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
+    if (type === "symlink") e.link = await readlink(join(root, p));
+    out.push(e);
+    if (type === "dir") out.push(...(await listTree(root, p)));
+  }
+  return out;
+}
+
+describe.skipIf(missing !== undefined)(`remote BuildKit executor against a real buildkitd (${missing ?? "needs buildkitd, runc, root, docker-registry, bwrap, skopeo, umoci"})`, () => {
+  let reg: TestRegistry;
+  let bk: TestBuildkitd;
+  let work: string;
+  let base: string;
+  let staging: string;
+
+  beforeAll(async () => {
+    reg = await startRegistry();
+    bk = await startBuildkitd({ insecureRegistries: [reg.host] });
+    work = await mkdtemp(join(tmpdir(), "ocibuild-bk-"));
+    base = `${reg.host}/base/busybox:latest`;
+    staging = `${reg.host}/ci/staging`;
+    await pushBusyboxBase({ reference: base, workDir: join(work, "base"), cacheDir: join(work, "base-cache") });
+  }, 300_000);
+  afterAll(async () => {
+    await bk?.stop();
+    await reg?.stop();
+    if (work) await rm(work, { recursive: true, force: true });
+  });
+
+  const executor = () => new BuildkitExecutor({ address: bk.address, stagingRepo: staging });
+
+  async function unpack(ref: string, name: string): Promise<string> {
+    await run("skopeo", ["copy", "--src-tls-verify=false", `docker://${ref}`, `oci:${join(work, name)}:v1`]);
+    await run("umoci", ["unpack", "--image", `${join(work, name)}:v1`, join(work, `${name}-bundle`)]);
+    return join(work, `${name}-bundle`, "rootfs");
+  }
+
+  describe("the busybox multi-stage build", () => {
+    let viaBuildkit: BuildResult;
+    let viaBwrap: BuildResult;
+    let ex: BuildkitExecutor;
+    const bkCache = () => join(work, "cache-bk");
+
+    beforeAll(async () => {
+      ex = executor();
+      try {
+        viaBuildkit = await build({ context: MULTISTAGE, buildArgs: { BASE: base }, tags: [`${reg.host}/test/ms:buildkit`], cacheDir: bkCache(), executor: ex });
+      } finally {
+        ex.close();
+      }
+      viaBwrap = await build({ context: MULTISTAGE, buildArgs: { BASE: base }, tags: [`${reg.host}/test/ms:bwrap`], cacheDir: join(work, "cache-bwrap") });
+    }, 600_000);
+
+    it("ran its RUN steps on the daemon", () => {
+      expect(ex.calls).toBeGreaterThan(0);
+      const runs = viaBuildkit.steps.filter((s) => s.instruction.startsWith("RUN"));
+      expect(runs.length).toBe(4);
+      expect(runs.every((s) => !s.cached)).toBe(true);
+    });
+
+    it("gives the same file list, modes and owners as the bubblewrap executor", async () => {
+      const a = await listTree(await unpack(`${reg.host}/test/ms:buildkit`, "bk"));
+      const b = await listTree(await unpack(`${reg.host}/test/ms:bwrap`, "bw"));
+      // Sanity: the trees hold what the Dockerfile made, so an equality of two empty lists cannot pass.
+      expect(a.find((e) => e.path === "home/app/work/made-by-app")).toMatchObject({ uid: 1000, gid: 1000 });
+      expect(a.find((e) => e.path === "opt/hello/link")).toMatchObject({ type: "symlink", link: "greeting" });
+      expect(a.some((e) => e.path === "bin/vi")).toBe(false);
+      const fmt = (e: Entry) => `${e.path} ${e.type} ${e.mode.toString(8)} ${e.uid}:${e.gid}${e.link ? ` -> ${e.link}` : ""}`;
+      expect(a.map(fmt)).toEqual(b.map(fmt));
+    }, 120_000);
+
+    it("a second build is fully cached and makes no call to the daemon", async () => {
+      const again = executor();
+      try {
+        const r = await build({ context: MULTISTAGE, buildArgs: { BASE: base }, tags: [`${reg.host}/test/ms:buildkit2`], cacheDir: bkCache(), executor: again });
+        expect(r.steps.length).toBeGreaterThan(0);
+        expect(r.steps.filter((s) => !s.cached)).toEqual([]);
+        expect(r.digest).toBe(viaBuildkit.digest);
+        expect(again.calls).toBe(0);
+      } finally {
+        again.close();
+      }
+    }, 120_000);
+  });
+
+  it("RUN output reaches the progress events, stdout and stderr apart", async () => {
+    const ctx = join(work, "ctx-output");
+    await mkdir(ctx, { recursive: true });
+    await writeFile(join(ctx, "Dockerfile"), `FROM ${base}\nRUN echo "out: hello from buildkit" && echo "err: to stderr" >&2 && echo made > /made\n`);
+    const events: BuildEvent[] = [];
+    const ex = executor();
+    try {
+      const r = await build({ context: ctx, cacheDir: join(work, "cache-output"), executor: ex, onEvent: (e) => events.push(e) });
+      expect(r.steps.at(-1)?.layer).toMatch(/^sha256:/);
+    } finally {
+      ex.close();
+    }
+    const text = (stream: string) => events.filter((e): e is Extract<BuildEvent, { type: "output" }> => e.type === "output" && e.stream === stream).map((e) => e.text).join("");
+    expect(text("stdout")).toContain("out: hello from buildkit");
+    expect(text("stderr")).toContain("err: to stderr");
+    expect(events.some((e) => e.type === "output" && e.step === 1)).toBe(true);
+  }, 180_000);
+
+  it("a failing RUN reports the Dockerfile line, the command and the exit code", async () => {
+    const ctx = join(work, "ctx-fail");
+    await mkdir(ctx, { recursive: true });
+    await writeFile(join(ctx, "Dockerfile"), `FROM ${base}\nRUN echo fine\nRUN echo "about to fail" && exit 7\nRUN echo never\n`);
+    const ex = executor();
+    let err: unknown;
+    try {
+      await build({ context: ctx, cacheDir: join(work, "cache-fail"), executor: ex });
+    } catch (e) {
+      err = e;
+    } finally {
+      ex.close();
+    }
+    expect(err).toBeInstanceOf(OcibuildError);
+    const e = err as OcibuildError;
+    expect(e.code).toBe("BUILD_RUN_FAILED");
+    expect(e.line).toBe(3);
+    expect(e.message).toContain("exit code 7");
+    expect(e.message).toContain('echo "about to fail" && exit 7');
+    expect(e.message).toContain("about to fail");
+  }, 180_000);
+
+  it("a platform the daemon's workers cannot run fails clearly", async () => {
+    const ex = executor();
+    try {
+      const other = hostPlatform().architecture === "s390x" ? "ppc64le" : "s390x";
+      await expect(
+        ex.runRemote({
+          state: { platform: { os: "linux", architecture: other }, config: {}, layers: [], history: [], args: {}, baseName: "scratch" },
+          args: ["/bin/true"],
+          env: [],
+          cwd: "/",
+          user: "",
+          network: "default",
+          description: "RUN true",
+          content: undefined as never,
+          registry: undefined as never,
+        }),
+      ).rejects.toMatchObject({ code: "BUILDKIT_PLATFORM_UNSUPPORTED" });
+    } finally {
+      ex.close();
+    }
+  });
+
+  it("`ocibuild buildkit info` lists the daemon's version, workers and platforms", async () => {
+    const cap = captureIO();
+    const code = await buildkitCommand(["info", "--buildkit-addr", bk.address], cap.io, new AbortController().signal);
+    expect(code).toBe(0);
+    const out = cap.stdout();
+    expect(out).toContain(`daemon:   ${bk.address}`);
+    expect(out).toMatch(/worker: +\S+/);
+    const host = hostPlatform();
+    expect(out).toMatch(new RegExp(`platforms: .*linux/${host.architecture}`));
+    const json = captureIO();
+    json.io.env = { BUILDKIT_HOST: bk.address };
+    expect(await buildkitCommand(["info", "--json"], json.io, new AbortController().signal)).toBe(0);
+    const parsed = JSON.parse(json.stdout());
+    expect(parsed.workers[0].platforms.some((p: { os: string; architecture: string }) => p.os === "linux" && p.architecture === host.architecture)).toBe(true);
+    void main;
+  });
+});
