@@ -11,15 +11,11 @@
  * call takes an `AbortSignal`, and a build's events are the same objects
  * `--progress=json` prints, as an `onEvent` callback or an async iterator.
  */
-import { join, resolve } from "node:path";
-import { build as runBuilder, defaultCacheDir, type BuildOptions as BuilderOptions, type BuildResult } from "./builder/build.js";
+import { build as runBuilder, type BuildOptions as BuilderOptions, type BuildResult } from "./builder/build.js";
 import { eventQueue, type BuildEvent, type EventSink } from "./builder/events.js";
-import { writeOutputs, type BuildOutput } from "./builder/output.js";
 import { OcibuildError, isOcibuildError } from "./errors.js";
 import { copyImage, inspect as inspectImage, type CopyOptions, type CopyResult, type InspectOptions, type InspectResult } from "./oci/copy.js";
-import { OciLayout } from "./oci/layout.js";
-import { parseReference } from "./oci/reference.js";
-import { RegistryClient, type ProgressEvent, type RegistryOptions } from "./oci/registry/index.js";
+import type { ProgressEvent, RegistryOptions } from "./oci/registry/index.js";
 
 export { OcibuildError, isOcibuildError, ExitCode } from "./errors.js";
 export type { ErrorLocation, OcibuildErrorOptions } from "./errors.js";
@@ -44,10 +40,7 @@ export type { CopyOptions, CopyResult, InspectOptions, InspectResult } from "./o
  * sourceDateEpoch, signal, onEvent, ...) with every output kind the CLI's
  * `--output` knows (`oci`, `oci-archive`, `docker-archive`, `registry`).
  */
-export type BuildOptions = Omit<BuilderOptions, "outputs"> & {
-  /** Where to write the image besides the registry (each written atomically). */
-  outputs?: BuildOutput[];
-};
+export type BuildOptions = BuilderOptions;
 
 /** A cancelled build rejects with OcibuildError("ABORTED"), whatever the step that noticed it threw. */
 function asAbort(e: unknown, signal: AbortSignal | undefined): unknown {
@@ -89,41 +82,11 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     userProgress?.(ev);
     sink(ev);
   };
-  const fileOutputs = (opts.outputs ?? []).filter((o) => o.type !== "registry");
-  const wantsRegistry = (opts.outputs ?? []).some((o) => o.type === "registry");
-  // The builder's own result event waits until every output is written.
-  let held: Extract<BuildEvent, { type: "result" }> | undefined;
-  const onEvent: EventSink = (e) => {
-    if (e.type === "result") held = e;
-    else emit(e);
-  };
-  const { outputs: _outputs, ...rest } = opts;
-  void _outputs;
-  const inner: BuilderOptions = { ...rest, registry, onEvent, push: opts.push ?? (wantsRegistry || undefined) };
-  let result: BuildResult;
   try {
-    result = await runBuilder(inner);
+    return await runBuilder({ ...opts, registry, onEvent: emit });
   } catch (e) {
     throw asAbort(e, opts.signal);
   }
-  if (fileOutputs.length > 0 && !opts.dryRun) {
-    const env = opts.env ?? process.env;
-    const cacheDir = resolve(opts.cacheDir ?? defaultCacheDir(env));
-    const content = await OciLayout.open(join(cacheDir, "content"), opts.signal);
-    const client = new RegistryClient({ ...registry, env: registry.env ?? env });
-    try {
-      const tags = (opts.tags ?? []).map((t) => parseReference(t));
-      const written = await writeOutputs(result.image, fileOutputs, tags, { content, registry: client, signal: opts.signal });
-      for (const reference of written) emit({ type: "output-written", reference });
-      result.references.push(...written);
-    } catch (e) {
-      throw asAbort(e, opts.signal);
-    } finally {
-      await client.close().catch(() => {});
-    }
-  }
-  emit(held ? { ...held, references: [...result.references] } : { type: "result", digest: result.digest, references: [...result.references], size: result.size });
-  return result;
 }
 
 /** A build whose events are an async iterator; see {@link buildEvents}. */

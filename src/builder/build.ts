@@ -17,7 +17,7 @@ import type { RegistryOptions } from "../oci/registry/index.js";
 import { imageState, scratchState } from "./base.js";
 import type { BuildEvent, EventSink } from "./events.js";
 import { assembleImage, imageSize, type BuiltImage } from "./image.js";
-import { pushImage, writeLayout } from "./output.js";
+import { pushImage, writeOutputs, type BuildOutput } from "./output.js";
 import { LayerStore } from "./rootfs.js";
 import { BwrapExecutor } from "./sandbox/bwrap.js";
 import type { Executor } from "./sandbox/index.js";
@@ -31,7 +31,6 @@ import { LocalCacheStore } from "../cache/local.js";
 import { RegistryCacheStore } from "../cache/registry.js";
 import type { CacheStore } from "../cache/store.js";
 
-export type BuildOutput = { type: "registry" } | { type: "oci"; dest: string; tag?: string };
 
 export interface BuildOptions {
   /** The build context directory. */
@@ -307,15 +306,15 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const references: string[] = [];
     const src = { content, registry, signal: opts.signal };
     const dryRun = opts.dryRun ?? false;
-    const push = !dryRun && (opts.push ?? tags.length > 0);
+    const push = !dryRun && (opts.push ?? (tags.length > 0 || (opts.outputs ?? []).some((o) => o.type === "registry")));
     if (push && tags.length > 0) {
-      await pushImage(img, tags, src, { concurrency: opts.registry?.concurrency, onEvent: emit });
+      await pushImage(img, tags, src, { onEvent: emit });
       for (const t of tags) references.push(`${t.name}${t.tag ? `:${t.tag}` : ""}@${img.manifest.digest}`);
     }
-    for (const out of dryRun ? [] : (opts.outputs ?? [])) {
-      if (out.type === "oci") {
-        await writeLayout(img, out.dest, out.tag ?? tags[0]?.tag, src);
-        references.push(`oci:${out.dest}${out.tag ?? tags[0]?.tag ? `:${out.tag ?? tags[0]?.tag}` : ""}`);
+    if (!dryRun) {
+      for (const written of await writeOutputs(img, opts.outputs ?? [], tags, src)) {
+        emit({ type: "output-written", reference: written });
+        references.push(written);
       }
     }
     const result: BuildResult = {

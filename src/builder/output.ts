@@ -13,6 +13,7 @@ import { OciLayout } from "../oci/layout.js";
 import { type ArchiveImage, writeOciArchive } from "../oci/oci-archive.js";
 import { descriptorOf, type Descriptor } from "../oci/manifest.js";
 import { parseReference, withTag, type ImageReference } from "../oci/reference.js";
+import { pushImage as pushToRegistry } from "../oci/registry/push.js";
 import type { RegistryClient } from "../oci/registry/index.js";
 import type { BuiltImage } from "./image.js";
 import type { LayerRecord } from "./stage-state.js";
@@ -47,36 +48,22 @@ export async function openLayer(layer: LayerRecord, src: BlobSource, signal?: Ab
   return src.content.readBlob(layer.descriptor.digest, signal);
 }
 
-export async function pushImage(
-  img: BuiltImage,
-  refs: ImageReference[],
-  src: BlobSource,
-  opts: { concurrency?: number; onEvent?: EventSink },
-): Promise<void> {
-  const limit = pLimit(Math.max(1, opts.concurrency ?? 4));
-  const byRepo = new Map<string, ImageReference>();
-  for (const r of refs) if (!byRepo.has(r.name)) byRepo.set(r.name, r);
-  for (const [, repoRef] of byRepo) {
-    const tasks = img.layers.map((layer, i) =>
-      limit(async () => {
-        const desc = img.manifest.parsed.layers[i]!;
-        const mountFrom =
-          layer.source.kind === "registry" && parseReference(layer.source.ref).registry === repoRef.registry
-            ? [parseReference(layer.source.ref).repository]
-            : undefined;
-        const status = await src.registry.pushBlob(repoRef, desc, (signal) => openLayer(layer, src, signal), { mountFrom, signal: src.signal });
-        opts.onEvent?.({ type: "push", reference: repoRef.name, digest: desc.digest, status, size: desc.size });
-      }),
-    );
-    await Promise.all(tasks);
-    const cfg = descriptorOf(img.config);
-    const status = await src.registry.pushBlob(repoRef, cfg, () => bytesStream(img.config.bytes), { signal: src.signal });
-    opts.onEvent?.({ type: "push", reference: repoRef.name, digest: cfg.digest, status, size: cfg.size });
-  }
-  // Manifests last, once every blob they name is in place.
-  for (const r of refs) {
-    await src.registry.putManifest(r.tag ? r : withTag(r, "latest"), img.manifest, src.signal);
-  }
+/** Push the image to every reference: base layers mount from their repository when it is on the same registry. */
+export async function pushImage(img: BuiltImage, refs: ImageReference[], src: BlobSource, opts: { onEvent?: EventSink } = {}): Promise<void> {
+  const layers = img.layers.map((layer, i) => {
+    const desc = img.manifest.parsed.layers[i]!;
+    const from = layer.source.kind === "registry" ? parseReference(layer.source.ref) : undefined;
+    return {
+      desc,
+      open: (signal?: AbortSignal) => openLayer(layer, src, signal),
+      mountFrom: from && refs.some((r) => r.registry === from.registry) ? [from.repository] : undefined,
+    };
+  });
+  const targets = refs.map((r) => (r.tag ? r : withTag(r, "latest")));
+  await pushToRegistry(src.registry, targets, { manifest: img.manifest, config: img.config, layers }, {
+    signal: src.signal,
+    onBlob: (ref, desc, status) => opts.onEvent?.({ type: "push", reference: ref.name, digest: desc.digest, status, size: desc.size }),
+  });
 }
 
 function bytesStream(bytes: Uint8Array): NodeJS.ReadableStream {

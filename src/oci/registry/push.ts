@@ -13,8 +13,8 @@ import type { BlobOpener } from "./upload.js";
 export interface PushableImage {
   manifest: Blob<ImageManifest>;
   config: Blob;
-  /** Each layer's descriptor and a way to (re)open its compressed bytes. */
-  layers: { desc: Descriptor; open: BlobOpener }[];
+  /** Each layer's descriptor, a way to (re)open its compressed bytes, and repositories of the same registry it may be mounted from. */
+  layers: { desc: Descriptor; open: BlobOpener; mountFrom?: string[] }[];
 }
 
 export interface PushResult {
@@ -26,11 +26,16 @@ export async function pushImage(
   client: RegistryClient,
   refs: ImageReference[],
   image: PushableImage,
-  opts: { mountFrom?: string[]; signal?: AbortSignal } = {},
+  opts: {
+    mountFrom?: string[];
+    signal?: AbortSignal;
+    /** Called after each blob, with what happened to it. */
+    onBlob?: (ref: ImageReference, desc: Descriptor, outcome: "exists" | "mounted" | "uploaded") => void;
+  } = {},
 ): Promise<PushResult> {
   const stats = { uploaded: 0, mounted: 0, exists: 0 };
   const cfg = image.manifest.parsed.config;
-  const blobs: { desc: Descriptor; open: BlobOpener }[] = [
+  const blobs: { desc: Descriptor; open: BlobOpener; mountFrom?: string[] }[] = [
     { desc: cfg, open: () => Readable.from([Buffer.from(image.config.bytes)]) },
     ...image.layers,
   ];
@@ -43,8 +48,9 @@ export async function pushImage(
     const results = await Promise.allSettled(
       blobs.map((b) =>
         client.limit(async () => {
-          const outcome = await client.pushBlob(ref, b.desc, b.open, { mountFrom, signal: opts.signal });
+          const outcome = await client.pushBlob(ref, b.desc, b.open, { mountFrom: [...mountFrom, ...(b.mountFrom ?? [])], signal: opts.signal });
           stats[outcome]++;
+          opts.onBlob?.(ref, b.desc, outcome);
         }),
       ),
     );
