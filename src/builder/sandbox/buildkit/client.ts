@@ -134,7 +134,7 @@ export class BuildkitClient {
   }
 
   private unary<Req, Res>(method: string, req: Req, enc: (r: Req) => Buffer, dec: (b: Buffer) => Res, signal?: AbortSignal, what = method): Promise<Res> {
-    signal?.throwIfAborted();
+    if (signal?.aborted) return Promise.reject(abortedError(what, signal));
     this.calls++;
     return new Promise<Res>((resolve, reject) => {
       let onAbort: (() => void) | undefined;
@@ -169,7 +169,7 @@ export class BuildkitClient {
    * finished); rejects on a transport error. Cancelled with `signal`.
    */
   status(ref: string, onStatus: (s: StatusResponse) => void, signal?: AbortSignal): Promise<void> {
-    signal?.throwIfAborted();
+    if (signal?.aborted) return Promise.reject(abortedError("Status", signal));
     this.calls++;
     return new Promise<void>((resolve, reject) => {
       const call = this.client.makeServerStreamRequest(`${CONTROL_SERVICE}/Status`, encodeStatusRequest, decodeStatusResponse, ref, new grpc.Metadata(), {});

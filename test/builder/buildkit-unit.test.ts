@@ -1,0 +1,230 @@
+/**
+ * The BuildKit client's parts that need no daemon: the protobuf codec, the LLB
+ * for one RUN, address parsing, error mapping, the daemon's layer entries, the
+ * executor flags, and an unreachable daemon failing with a clear code.
+ */
+import { createHash } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { BuildkitExecutor, exitCodeOf, parseBuildkitVersion } from "../../src/builder/sandbox/buildkit.js";
+import { BuildkitClient, grpcTarget } from "../../src/builder/sandbox/buildkit/client.js";
+import { toLayerEntry } from "../../src/builder/sandbox/buildkit/layer.js";
+import { execDefinition } from "../../src/builder/sandbox/buildkit/llb.js";
+import { decodeSolveResponse, decodeStatusResponse, encodeSolveRequest } from "../../src/builder/sandbox/buildkit/messages.js";
+import { ProtoWriter, readFields, readMapEntry, toInt } from "../../src/builder/sandbox/buildkit/proto.js";
+import type { TarEntry } from "../../src/builder/rootfs-tar.js";
+import { EXECUTOR_FLAGS, executorFrom } from "../../src/cli/commands/buildkit.js";
+import { parseFlags } from "../../src/cli/flags.js";
+import { captureIO } from "../dockerfile/cli-io.js";
+
+/** Fields of a message as [number, value] pairs; bytes as Buffers, varints as numbers. */
+function fields(buf: Buffer): Array<[number, Buffer | number]> {
+  return [...readFields(buf)].map((f) => [f.field, f.wire === 0 ? toInt(f.varint) : Buffer.from(f.data)]);
+}
+const sub = (buf: Buffer, n: number): Buffer[] => fields(buf).filter(([k]) => k === n).map(([, v]) => v as Buffer);
+const text = (buf: Buffer, n: number): string[] => sub(buf, n).map((b) => b.toString("utf8"));
+
+describe("protobuf wire codec", () => {
+  it("encodes varints like protoc (150 -> 96 01), negatives as ten bytes, and skips proto3 zero values", () => {
+    expect(new ProtoWriter().int(1, 150).finish().toString("hex")).toBe("089601");
+    const neg = new ProtoWriter().int(4, -1).finish();
+    expect(neg.length).toBe(11);
+    expect(fields(neg)).toEqual([[4, -1]]);
+    expect(new ProtoWriter().int(1, 0).string(2, "").bool(3, false).finish().length).toBe(0);
+    expect(new ProtoWriter().string(2, "testing").finish().toString("hex")).toBe("120774657374696e67");
+  });
+
+  it("writes maps as sorted entries and reads them back", () => {
+    const buf = new ProtoWriter().stringMap(4, { push: "true", name: "r/x" }).finish();
+    const entries = sub(buf, 4).map(readMapEntry);
+    expect(entries).toEqual([["name", "r/x"], ["push", "true"]]);
+  });
+
+  it("a SolveRequest carries ref, definition, exporter and its attributes under BuildKit's field numbers", () => {
+    const buf = encodeSolveRequest({ ref: "abc", definition: Buffer.from([1, 2, 3]), exporter: "image", exporterAttrs: { push: "true" } });
+    expect(text(buf, 1)).toEqual(["abc"]);
+    expect(sub(buf, 2)).toEqual([Buffer.from([1, 2, 3])]);
+    expect(text(buf, 3)).toEqual(["image"]);
+    expect(sub(buf, 4).map(readMapEntry)).toEqual([["push", "true"]]);
+  });
+
+  it("decodes a SolveResponse's exporter response and a StatusResponse's logs, skipping unknown fields", () => {
+    const resp = new ProtoWriter().stringMap(1, { "containerimage.digest": "sha256:aa" }).string(99, "future field").finish();
+    expect(decodeSolveResponse(resp).exporterResponse).toEqual({ "containerimage.digest": "sha256:aa" });
+    const log = new ProtoWriter().string(1, "sha256:v").message(2, new ProtoWriter().int(1, 1700000000).int(2, 5e8)).int(3, 2).bytes(4, Buffer.from("oops\n"));
+    const vertex = new ProtoWriter().string(1, "sha256:v").string(3, "RUN x").bool(4, true).string(7, "failed");
+    const status = decodeStatusResponse(new ProtoWriter().message(1, vertex).message(3, log).finish());
+    expect(status.logs).toEqual([{ vertex: "sha256:v", timestamp: new Date(1700000000500), stream: 2, msg: Buffer.from("oops\n") }]);
+    expect(status.vertexes[0]).toMatchObject({ digest: "sha256:v", name: "RUN x", cached: true, error: "failed" });
+  });
+
+  it("rejects a truncated message with a coded error", () => {
+    const bad = Buffer.from([0x12, 0x05, 0x61]);
+    expect(() => [...readFields(bad)]).toThrow(expect.objectContaining({ code: "BUILDKIT_PROTOCOL" }));
+  });
+});
+
+describe("LLB for one RUN", () => {
+  const spec = {
+    image: "docker-image://127.0.0.1:5000/ci/staging@sha256:" + "ab".repeat(32),
+    platform: { os: "linux", architecture: "amd64" },
+    args: ["/bin/sh", "-c", "echo hi", ""],
+    env: ["PATH=/bin", "A=1"],
+    cwd: "/src",
+    user: "app",
+    network: "none" as const,
+    description: "RUN echo hi",
+  };
+
+  it("chains source -> exec -> terminal op by the sha256 of each op's bytes", () => {
+    const def = execDefinition(spec);
+    const ops = sub(def.bytes, 1);
+    expect(ops).toHaveLength(3);
+    const digest = (b: Buffer) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
+    const [source, exec, terminal] = ops as [Buffer, Buffer, Buffer];
+    // The source op: identifier and platform.
+    const src = sub(source, 3)[0]!;
+    expect(text(src, 1)).toEqual([spec.image]);
+    const plat = sub(source, 10)[0]!;
+    expect([text(plat, 1), text(plat, 2)]).toEqual([["amd64"], ["linux"]]);
+    // The exec op takes the source as input 0 and is what the terminal op points at.
+    expect(text(sub(exec, 1)[0]!, 1)).toEqual([digest(source)]);
+    expect(def.execDigest).toBe(digest(exec));
+    expect(text(sub(terminal, 1)[0]!, 1)).toEqual([digest(exec)]);
+    // Metadata names the exec for the daemon's progress.
+    const meta = sub(def.bytes, 2).map((e) => [...readFields(e)]);
+    expect(meta[0]![0]!.data.toString()).toBe(def.execDigest);
+  });
+
+  it("the exec op has argv (empty words kept), env, cwd, user, the network mode and a writable root mount", () => {
+    const exec = sub(execDefinition(spec).bytes, 1)[1]!;
+    const op = sub(exec, 2)[0]!;
+    const meta = sub(op, 1)[0]!;
+    expect(text(meta, 1)).toEqual(spec.args);
+    expect(text(meta, 2)).toEqual(spec.env);
+    expect(text(meta, 3)).toEqual(["/src"]);
+    expect(text(meta, 4)).toEqual(["app"]);
+    expect(fields(op).filter(([k]) => k === 3)).toEqual([[3, 2]]); // NetMode NONE
+    const mounts = sub(op, 2);
+    expect(mounts).toHaveLength(1);
+    // input 0 and output 0 are proto3 defaults (absent); dest "/".
+    expect(fields(mounts[0]!)).toEqual([[3, Buffer.from("/")]]);
+  });
+
+  it("scratch has no source op and mounts nothing (-1) at /; tmpfs mounts have no input or output", () => {
+    const def = execDefinition({ ...spec, image: undefined, network: "sandbox", tmpfs: ["/tmp"] });
+    const ops = sub(def.bytes, 1);
+    expect(ops).toHaveLength(2);
+    const op = sub(ops[0]!, 2)[0]!;
+    expect(fields(op).some(([k]) => k === 3)).toBe(false); // sandbox network is the default
+    const [root, tmp] = sub(op, 2) as [Buffer, Buffer];
+    expect(fields(root)).toEqual([[1, -1], [3, Buffer.from("/")]]);
+    expect(fields(tmp).filter(([k]) => k !== 19)).toEqual([[1, -1], [3, Buffer.from("/tmp")], [4, -1], [6, 4]]);
+  });
+});
+
+describe("addresses, versions, exit codes", () => {
+  it("accepts unix:// and tcp:// addresses and refuses the rest by name", () => {
+    expect(grpcTarget("unix:///run/buildkit/buildkitd.sock")).toBe("unix:///run/buildkit/buildkitd.sock");
+    expect(grpcTarget("tcp://buildkitd:1234")).toBe("buildkitd:1234");
+    for (const bad of ["buildkitd:1234", "unix://relative.sock", "tcp://host", "docker-container://buildx_buildkit_default"]) {
+      expect(() => grpcTarget(bad)).toThrow(expect.objectContaining({ code: "BUILDKIT_BAD_ADDRESS" }));
+    }
+  });
+
+  it("parses daemon versions; development builds are unknown", () => {
+    expect(parseBuildkitVersion("v0.11.6")).toEqual([0, 11, 6]);
+    expect(parseBuildkitVersion("0.12.0-rc1")).toEqual([0, 12, 0]);
+    expect(parseBuildkitVersion("0.0.0+unknown")).toBeUndefined();
+    expect(parseBuildkitVersion("devel")).toBeUndefined();
+  });
+
+  it("reads the exit code from the daemon's failure message", () => {
+    expect(exitCodeOf('process "/bin/sh -c exit 3" did not complete successfully: exit code: 3')).toBe(3);
+    expect(exitCodeOf("failed to compute cache key")).toBeUndefined();
+  });
+});
+
+describe("the daemon's layer entries", () => {
+  const entry = (name: string, type: TarEntry["header"]["type"], extra: Partial<TarEntry["header"]> = {}): TarEntry => ({
+    header: { name, type, flag: "", mode: 0o40755, uid: 0, gid: 0, size: 0, mtime: new Date(0), linkname: "", uname: "", gname: "", devmajor: 0, devminor: 0, pax: new Map(), ...extra },
+    body: (async function* () {})(),
+  });
+
+  it("drops the runtime's mount-point directories, keeps everything else as written", () => {
+    expect(toLayerEntry(entry("proc/", "directory"))).toBeUndefined();
+    expect(toLayerEntry(entry("dev", "directory"))).toBeUndefined();
+    expect(toLayerEntry(entry("sys/", "directory"))).toBeUndefined();
+    // A file called "dev" is not a mount point, nor is a directory below one.
+    expect(toLayerEntry(entry("dev", "file", { size: 0 }))?.path).toBe("dev");
+    expect(toLayerEntry(entry("srv/proc/", "directory"))?.path).toBe("srv/proc");
+    const wh = toLayerEntry(entry("./etc/.wh.motd", "file", { mode: 0o100000 }))!;
+    expect([wh.path, wh.type, wh.mode]).toEqual(["etc/.wh.motd", "file", 0]);
+    const hl = toLayerEntry(entry("a/b", "link", { linkname: "./a/c" }))!;
+    expect([hl.type, hl.linkname]).toEqual(["hardlink", "a/c"]);
+    const x = toLayerEntry(entry("bin/ping", "file", { mode: 0o100755, pax: new Map([["SCHILY.xattr.security.capability", Buffer.from([1, 2])]]) }))!;
+    expect(x.xattrs).toEqual({ "security.capability": Buffer.from([1, 2]) });
+  });
+});
+
+describe("executor flags", () => {
+  const io = () => captureIO().io;
+  const parse = (args: string[]) => parseFlags(args, [...EXECUTOR_FLAGS, { names: ["cache-repo"], type: "string" }]);
+
+  it("bwrap by default; buildkit flags without --executor buildkit are refused", () => {
+    expect(executorFrom(parse([]), io())).toBeUndefined();
+    expect(() => executorFrom(parse(["--buildkit-addr", "tcp://x:1"]), io())).toThrow(expect.objectContaining({ code: "USAGE_BAD_VALUE" }));
+    expect(() => executorFrom(parse(["--executor", "docker"]), io())).toThrow(expect.objectContaining({ code: "USAGE_BAD_VALUE" }));
+  });
+
+  it("--executor buildkit needs a staging repository (or the cache repo) without a tag", () => {
+    expect(() => executorFrom(parse(["--executor", "buildkit"]), io())).toThrow(expect.objectContaining({ code: "USAGE_MISSING_ARGUMENT" }));
+    expect(executorFrom(parse(["--executor", "buildkit", "--cache-repo", "r.example/cache"]), io())).toBeInstanceOf(BuildkitExecutor);
+    expect(() => executorFrom(parse(["--executor", "buildkit", "--buildkit-staging-repo", "r.example/s:tag"]), io())).toThrow(
+      expect.objectContaining({ code: "BUILDKIT_STAGING_REPO_INVALID" }),
+    );
+  });
+});
+
+describe("an unreachable daemon", () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "ocibuild-bk-unit-"));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("fails with BUILDKIT_UNREACHABLE, and the executor reports itself unavailable with the reason", async () => {
+    const address = `unix://${join(dir, "no-daemon.sock")}`;
+    const client = await BuildkitClient.connect({ address });
+    try {
+      await expect(client.listWorkers()).rejects.toMatchObject({ code: "BUILDKIT_UNREACHABLE", retryable: true });
+      expect(client.calls).toBe(1);
+    } finally {
+      client.close();
+    }
+    const ex = new BuildkitExecutor({ address, stagingRepo: "127.0.0.1:1/staging" });
+    try {
+      const a = await ex.available();
+      expect(a.ok).toBe(false);
+      expect(a.reason).toContain(address);
+    } finally {
+      ex.close();
+    }
+  });
+
+  it("an already aborted signal makes no call", async () => {
+    const client = await BuildkitClient.connect({ address: `unix://${join(dir, "x.sock")}` });
+    try {
+      const ac = new AbortController();
+      ac.abort();
+      await expect(client.info(ac.signal)).rejects.toMatchObject({ code: "BUILDKIT_ABORTED" });
+      expect(client.calls).toBe(0);
+    } finally {
+      client.close();
+    }
+  });
+});
