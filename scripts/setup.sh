@@ -18,6 +18,10 @@ check qemu-aarch64-static qemu-user-static
 check htpasswd apache2-utils
 check openssl openssl
 check git git
+check python3 python3-minimal
+check setpriv util-linux
+check xz xz-utils
+check bzip2 bzip2
 dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=("busybox-static")
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

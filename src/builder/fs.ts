@@ -10,7 +10,7 @@ import { OcibuildError } from "../errors.js";
 import { parseReference } from "../oci/reference.js";
 import { MediaType } from "../oci/media-types.js";
 import { mountRoot } from "./overlay.js";
-import { snapshotChanges } from "./snapshot.js";
+import { pruneExcluded, snapshotChanges } from "./snapshot.js";
 import type { LayerRecord, StageState } from "./stage-state.js";
 import type { StepContext } from "./step-context.js";
 
@@ -89,7 +89,8 @@ export async function mutateRoot(
       let dir: string | undefined;
       if (mounted.mode === "overlay") {
         // The upperdir is this layer in overlay form: keep it as the layer's directory.
-        for (const p of exclude) await rm(join(mounted.upper, p.replace(/^\/+/, "")), { recursive: true, force: true });
+        // Same rule as the snapshot: a mount point goes, unless something real was written below it.
+        await pruneExcluded(mounted.upper, exclude);
         const target = ctx.layerStore.layerDir(written.diffId);
         await mkdir(join(ctx.layerStore.dir, "layers"), { recursive: true });
         try {
