@@ -59,6 +59,7 @@ export function microLines(micro) {
         `warm ${fmtSec(h.ms.warm)} (${h.filesPerSec.warm.toFixed(0)} files/s); walk+lstat alone ${fmtSec(h.ms.walk)}, save ${fmtSec(h.ms.save)}`,
     );
   }
+  if (micro.cliStart) out.push(`CLI start-up (ocibuild --version): ${fmtSec(micro.cliStart.ms)}`);
   if (micro.rss) {
     const r = micro.rss;
     out.push(

@@ -1,17 +1,18 @@
 // Child process of the peak-RSS figure: writes one layer of BYTES bytes of generated
-// content (16 files, text-like, streamed in 64 KiB chunks) through writeLayer into a
+// content (16 files, 64 KiB blocks alternately random and text-like, streamed in 64 KiB chunks) through writeLayer into a
 // counting sink, then prints { bytes, gzipBytes, ms, maxRssKiB, vmHwmKiB } as JSON.
 // Usage: node rss-child.mjs DIST_DIR BYTES
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Readable, Writable } from "node:stream";
-import { prng, textBuffer } from "./util.mjs";
+import { prng, randomBuffer, textBuffer } from "./util.mjs";
 
 const [dist, bytesArg] = process.argv.slice(2);
 const total = Number(bytesArg);
 const { writeLayer } = await import(join(dist, "oci/layer.js"));
 
-const pattern = textBuffer(prng(7), 1 << 20);
+const rand = prng(7);
+const pattern = Buffer.concat(Array.from({ length: 16 }, (_, k) => (k % 2 ? textBuffer(rand, 65536) : randomBuffer(rand, 65536))));
 const files = 16;
 const per = Math.floor(total / files);
 
