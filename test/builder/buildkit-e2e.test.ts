@@ -13,15 +13,17 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { build, type BuildResult } from "../../src/builder/build.js";
 import type { BuildEvent } from "../../src/builder/events.js";
 import { BuildkitExecutor } from "../../src/builder/sandbox/buildkit.js";
-import { main } from "../../src/cli/main.js";
 import { buildkitCommand } from "../../src/cli/commands/buildkit.js";
 import { OcibuildError } from "../../src/errors.js";
 import { hostPlatform } from "../../src/oci/registry/index.js";
 import { pushBusyboxBase } from "../../src/testing/busybox.js";
 import { captureIO } from "../dockerfile/cli-io.js";
-import { buildkitdMissing, startBuildkitd, type TestBuildkitd } from "../helpers/buildkitd.js";
+import { buildkitdMissing, makeClientCert, startBuildkitd, type TestBuildkitd } from "../helpers/buildkitd.js";
 import { haveRegistry, startRegistry, type TestRegistry } from "../helpers/registry.js";
 import { have, run } from "../helpers/tools.js";
+import { haveOpenssl, makeCA, type TestCA } from "../helpers/registry-tls.js";
+import { EXECUTOR_FLAGS, executorFrom } from "../../src/cli/commands/buildkit.js";
+import { parseFlags } from "../../src/cli/flags.js";
 
 const MULTISTAGE = resolve(__dirname, "../../testdata/multistage");
 const missing = buildkitdMissing() ?? (!haveRegistry() ? "docker-registry is not installed" : undefined) ?? (!have("bwrap") ? "bwrap is not installed" : undefined) ?? (!have("skopeo") || !have("umoci") ? "skopeo and umoci are needed to unpack images" : undefined);
@@ -86,7 +88,10 @@ describe.skipIf(missing !== undefined)(`remote BuildKit executor against a real 
     const bkCache = () => join(work, "cache-bk");
 
     beforeAll(async () => {
-      ex = executor();
+      // The executor as `ocibuild build --executor buildkit ...` makes it from its flags.
+      const flags = parseFlags(["--executor", "buildkit", "--buildkit-addr", bk.address, "--buildkit-staging-repo", staging], EXECUTOR_FLAGS);
+      ex = executorFrom(flags, captureIO().io)!;
+      expect(ex).toBeInstanceOf(BuildkitExecutor);
       try {
         viaBuildkit = await build({ context: MULTISTAGE, buildArgs: { BASE: base }, tags: [`${reg.host}/test/ms:buildkit`], cacheDir: bkCache(), executor: ex });
       } finally {
@@ -123,6 +128,16 @@ describe.skipIf(missing !== undefined)(`remote BuildKit executor against a real 
         expect(again.calls).toBe(0);
       } finally {
         again.close();
+      }
+      // And with no daemon at all behind the address: still fully cached, still the same image.
+      const nowhere = new BuildkitExecutor({ address: `unix://${join(work, "no-daemon.sock")}`, stagingRepo: staging });
+      try {
+        const r = await build({ context: MULTISTAGE, buildArgs: { BASE: base }, cacheDir: bkCache(), executor: nowhere });
+        expect(r.steps.every((s) => s.cached)).toBe(true);
+        expect(r.digest).toBe(viaBuildkit.digest);
+        expect(nowhere.calls).toBe(0);
+      } finally {
+        nowhere.close();
       }
     }, 120_000);
   });
@@ -167,6 +182,37 @@ describe.skipIf(missing !== undefined)(`remote BuildKit executor against a real 
     expect(e.message).toContain("about to fail");
   }, 180_000);
 
+  it("cancelling the build cancels the daemon's solve (the command stops)", async () => {
+    const ctx = join(work, "ctx-abort");
+    await mkdir(ctx, { recursive: true });
+    const marker = `sleep ${4000 + Math.floor(Math.random() * 999)}`;
+    await writeFile(join(ctx, "Dockerfile"), `FROM ${base}\nRUN echo started && ${marker}\n`);
+    const ac = new AbortController();
+    const ex = executor();
+    let err: unknown;
+    try {
+      await build({
+        context: ctx,
+        cacheDir: join(work, "cache-abort"),
+        executor: ex,
+        signal: ac.signal,
+        onEvent: (e) => {
+          if (e.type === "output" && e.text.includes("started")) ac.abort();
+        },
+      });
+    } catch (e) {
+      err = e;
+    } finally {
+      ex.close();
+    }
+    expect(ac.signal.aborted).toBe(true);
+    expect((err as OcibuildError).code).toMatch(/ABORTED$/);
+    // The daemon kills the container once its solve is cancelled: wait for the process to go.
+    const running = async () => (await run("ps", ["-eo", "args"])).stdout.split("\n").some((l) => l.trim() === marker);
+    for (let i = 0; i < 100 && (await running()); i++) await new Promise((r) => setTimeout(r, 200));
+    expect(await running()).toBe(false);
+  }, 180_000);
+
   it("a platform the daemon's workers cannot run fails clearly", async () => {
     const ex = executor();
     try {
@@ -203,6 +249,48 @@ describe.skipIf(missing !== undefined)(`remote BuildKit executor against a real 
     expect(await buildkitCommand(["info", "--json"], json.io, new AbortController().signal)).toBe(0);
     const parsed = JSON.parse(json.stdout());
     expect(parsed.workers[0].platforms.some((p: { os: string; architecture: string }) => p.os === "linux" && p.architecture === host.architecture)).toBe(true);
-    void main;
+    expect(parsed.version.version).toMatch(/^v?\d+\.\d+\.\d+/);
+  });
+});
+
+describe.skipIf(buildkitdMissing() !== undefined || !haveOpenssl())(`BuildKit over tcp:// with mutual TLS (${buildkitdMissing() ?? (haveOpenssl() ? "" : "needs openssl")})`, () => {
+  let bk: TestBuildkitd;
+  let dir: string;
+  let ca: TestCA;
+  let client: { cert: string; key: string };
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "ocibuild-bk-tls-"));
+    ca = await makeCA(dir);
+    client = await makeClientCert(dir, ca);
+    bk = await startBuildkitd({
+      insecureRegistries: [],
+      tls: { cert: ca.serverCert, key: ca.serverKey, ca: ca.caCert },
+      clientTls: { ca: ca.caCert, cert: client.cert, key: client.key },
+    });
+  }, 120_000);
+  afterAll(async () => {
+    await bk?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it("`buildkit info` connects with --buildkit-ca/--buildkit-cert/--buildkit-key", async () => {
+    const cap = captureIO();
+    const code = await buildkitCommand(["info", "--buildkit-addr", bk.address, "--buildkit-ca", ca.caCert, "--buildkit-cert", client.cert, "--buildkit-key", client.key], cap.io, new AbortController().signal);
+    expect(cap.stderr()).toBe("");
+    expect(code).toBe(0);
+    expect(cap.stdout()).toMatch(/platforms: .*linux\//);
+  });
+
+  it("without a client certificate the daemon refuses the connection, and the error says where", async () => {
+    const ex = new BuildkitExecutor({ address: bk.address, ca: ca.caCert, stagingRepo: "127.0.0.1:1/x" });
+    try {
+      const err = await ex.info().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(OcibuildError);
+      expect((err as OcibuildError).code).toBe("BUILDKIT_TLS");
+      expect((err as OcibuildError).message).toContain(bk.address);
+    } finally {
+      ex.close();
+    }
   });
 });

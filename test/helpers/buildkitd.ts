@@ -3,12 +3,16 @@
  * socket in a temp dir, and the test registries marked http/insecure in its
  * config. Stopped (SIGTERM, then SIGKILL) and cleaned up by stop().
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { promisify } from "node:util";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BuildkitClient } from "../../src/builder/sandbox/buildkit/client.js";
+import { freePort } from "./registry.js";
 import { have, isRoot } from "./tools.js";
+
+const pexec = promisify(execFile);
 
 /** Why buildkitd tests cannot run here, or undefined when they can. */
 export function buildkitdMissing(): string | undefined {
@@ -26,16 +30,24 @@ export interface TestBuildkitd {
   stop(): Promise<void>;
 }
 
-export async function startBuildkitd(opts: { insecureRegistries: string[] }): Promise<TestBuildkitd> {
+export interface BuildkitdOptions {
+  insecureRegistries: string[];
+  /** Listen on tcp://127.0.0.1:PORT with TLS, requiring client certificates signed by `ca`. */
+  tls?: { cert: string; key: string; ca: string };
+  /** Client credentials the readiness probe uses with `tls`. */
+  clientTls?: { cert: string; key: string; ca: string };
+}
+
+export async function startBuildkitd(opts: BuildkitdOptions): Promise<TestBuildkitd> {
   const dir = await mkdtemp(join(tmpdir(), "ocibuild-buildkitd-"));
-  const sock = join(dir, "buildkitd.sock");
-  const address = `unix://${sock}`;
+  const address = opts.tls ? `tcp://127.0.0.1:${await freePort()}` : `unix://${join(dir, "buildkitd.sock")}`;
   const registries = opts.insecureRegistries.map((h) => `[registry."${h}"]\n  http = true\n  insecure = true\n`).join("\n");
+  const tls = opts.tls ? `\n[grpc.tls]\n  cert = "${opts.tls.cert}"\n  key = "${opts.tls.key}"\n  ca = "${opts.tls.ca}"\n` : "";
   const config = `root = "${join(dir, "root")}"
 
 [grpc]
   address = ["${address}"]
-
+${tls}
 [worker.oci]
   enabled = true
   gc = false
@@ -61,7 +73,7 @@ ${registries}`;
     await rm(dir, { recursive: true, force: true }).catch(() => {});
   };
   // Ready when ListWorkers answers with a worker (polling; no fixed sleep decides the outcome).
-  const client = await BuildkitClient.connect({ address });
+  const client = await BuildkitClient.connect({ address, ...(opts.clientTls ?? {}) });
   try {
     for (let i = 0; i < 300; i++) {
       if (exited) throw new Error(`buildkitd exited during start-up:\n${log}`);
@@ -76,4 +88,16 @@ ${registries}`;
   } finally {
     client.close();
   }
+}
+
+/** A client certificate signed by the test CA (for buildkitd's mutual TLS). */
+export async function makeClientCert(dir: string, ca: { caCert: string; caKey: string }): Promise<{ cert: string; key: string }> {
+  const key = join(dir, "client.key");
+  const csr = join(dir, "client.csr");
+  const cert = join(dir, "client.pem");
+  const ext = join(dir, "client.ext");
+  await pexec("openssl", ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=ocibuild-client"]);
+  await writeFile(ext, "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n");
+  await pexec("openssl", ["x509", "-req", "-in", csr, "-CA", ca.caCert, "-CAkey", ca.caKey, "-CAcreateserial", "-out", cert, "-days", "2", "-extfile", ext]);
+  return { cert, key };
 }

@@ -85,6 +85,16 @@ export function mapGrpcError(e: unknown, address: string, what: string): Ocibuil
   if (e instanceof OcibuildError) return e;
   const err = e as grpc.ServiceError;
   const details = { grpcCode: err.code, address };
+  const text = err.details || err.message;
+  // A transport-level TLS failure (never a command's own failure, whose text may say anything).
+  const tlsFailure = /SSL routines|bad certificate|certificate verify failed|self[- ]signed certificate|handshake failure/i.test(text);
+  if (tlsFailure && (err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.UNKNOWN || err.code === grpc.status.INTERNAL) && !/did not complete successfully/.test(text)) {
+    return new OcibuildError("BUILDKIT_TLS", `TLS with the BuildKit daemon at ${address} failed: ${text.trim()}`, {
+      details,
+      cause: e,
+      hint: "check --buildkit-ca (the daemon's CA) and --buildkit-cert/--buildkit-key (a client certificate the daemon's CA signed)",
+    });
+  }
   switch (err.code) {
     case grpc.status.UNAVAILABLE:
       return new OcibuildError("BUILDKIT_UNREACHABLE", `cannot reach the BuildKit daemon at ${address}: ${err.details || err.message}`, {
@@ -104,7 +114,7 @@ export function mapGrpcError(e: unknown, address: string, what: string): Ocibuil
     case grpc.status.DEADLINE_EXCEEDED:
       return new OcibuildError("BUILDKIT_TIMEOUT", `${what} on the BuildKit daemon timed out`, { details, cause: e, retryable: true });
     default:
-      return new OcibuildError("BUILDKIT_ERROR", `BuildKit ${what} failed: ${err.details || err.message}`, { details, cause: e });
+      return new OcibuildError("BUILDKIT_ERROR", `BuildKit ${what} failed: ${text}`, { details, cause: e });
   }
 }
 
