@@ -145,12 +145,16 @@ describe.skipIf(missing !== undefined)(`remote BuildKit executor against a real 
   it("RUN output reaches the progress events, stdout and stderr apart", async () => {
     const ctx = join(work, "ctx-output");
     await mkdir(ctx, { recursive: true });
-    await writeFile(join(ctx, "Dockerfile"), `FROM ${base}\nRUN echo "out: hello from buildkit" && echo "err: to stderr" >&2 && echo made > /made\n`);
+    await writeFile(join(ctx, "Dockerfile"), `FROM ${base}\nRUN echo "out: hello from buildkit" && echo "err: to stderr" >&2 && echo made > /made\nRUN true\n`);
     const events: BuildEvent[] = [];
     const ex = executor();
     try {
       const r = await build({ context: ctx, cacheDir: join(work, "cache-output"), executor: ex, onEvent: (e) => events.push(e) });
-      expect(r.steps.at(-1)?.layer).toMatch(/^sha256:/);
+      expect(r.steps.map((st) => st.instruction)).toEqual([expect.stringContaining("RUN echo"), "RUN true"]);
+      expect(r.steps[0]!.layer).toMatch(/^sha256:/);
+      // A command that changes nothing adds no layer (as with bubblewrap).
+      expect(r.steps[1]!.layer).toBeNull();
+      expect(r.image.layers.length).toBe(2);
     } finally {
       ex.close();
     }
@@ -158,6 +162,7 @@ describe.skipIf(missing !== undefined)(`remote BuildKit executor against a real 
     expect(text("stdout")).toContain("out: hello from buildkit");
     expect(text("stderr")).toContain("err: to stderr");
     expect(events.some((e) => e.type === "output" && e.step === 1)).toBe(true);
+    expect(events.some((e) => e.type === "output" && e.step === 2)).toBe(false);
   }, 180_000);
 
   it("a failing RUN reports the Dockerfile line, the command and the exit code", async () => {
