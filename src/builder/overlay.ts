@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { OcibuildError } from "../errors.js";
 import { LowerView, type LowerEntry } from "./rootfs-lowerview.js";
 import { getXattrs, mknod, setXattrs, type XattrOp } from "./rootfs-native.js";
+import { NativeCallError, nativeHelper } from "./native-helper.js";
 
 export interface MountedRoot {
   /** The merged tree to run in and to read from. */
@@ -48,6 +49,46 @@ function run(cmd: string, args: string[], cwd?: string, signal?: AbortSignal): P
     child.on("error", reject);
     child.on("close", (code) => resolve({ code, stderr }));
   });
+}
+
+/**
+ * mount(2) of an overlay at `cwd`/merged with the given option string (relative
+ * paths resolve against `cwd`). Through the helper (no process per mount), else
+ * the mount command. Returns "" on success, otherwise the reason.
+ */
+async function mountOverlay(cwd: string, data: string, signal?: AbortSignal): Promise<string> {
+  try {
+    await nativeHelper().call("mount", { cwd, source: "overlay", target: "merged", fstype: "overlay", data }, signal);
+    return "";
+  } catch (e) {
+    if (e instanceof NativeCallError && e.errno !== "") return e.message;
+    if (signal?.aborted) throw e;
+    // No helper, or it cannot make system calls (no ctypes): the mount command.
+  }
+  const r = await run("mount", ["-t", "overlay", "overlay", "-o", data, "merged"], cwd, signal);
+  return r.code === 0 ? "" : r.stderr.trim() || `mount exited with ${r.code}`;
+}
+
+/** umount(2) (lazily, MNT_DETACH, when busy), through the helper or the umount command. */
+async function unmountOverlay(target: string): Promise<string> {
+  const helper = nativeHelper();
+  try {
+    await helper.call("umount", { target, flags: 0 });
+    return "";
+  } catch (e) {
+    if (e instanceof NativeCallError && e.errno !== "") {
+      try {
+        await helper.call("umount", { target, flags: 2 });
+        return "";
+      } catch (e2) {
+        return (e2 as Error).message;
+      }
+    }
+  }
+  const r = await run("umount", [target]);
+  if (r.code === 0) return "";
+  const lazy = await run("umount", ["-l", target]);
+  return lazy.code === 0 ? "" : r.stderr.trim();
 }
 
 function devNumbers(rdev: number): { major: number; minor: number } {
@@ -163,8 +204,7 @@ export async function mountRoot(lowerDirs: string[], scratchDir: string, opts: M
     let failure = "";
     for (const o of [[...basic, "index=off", "metacopy=off", "redirect_dir=off"], basic]) {
       try {
-        const r = await run("mount", ["-t", "overlay", "overlay", "-o", o.join(","), "merged"], scratchDir, signal);
-        failure = r.code === 0 ? "" : r.stderr.trim() || `mount exited with ${r.code}`;
+        failure = await mountOverlay(scratchDir, o.join(","), signal);
       } catch (e) {
         if (signal?.aborted) throw new OcibuildError("ROOTFS_ABORTED", "mounting the stage root was aborted", { cause: e });
         failure = (e as Error).message;
@@ -181,12 +221,9 @@ export async function mountRoot(lowerDirs: string[], scratchDir: string, opts: M
         mode: "overlay",
         async unmount() {
           if (!mounted) return;
-          const r = await run("umount", [merged]);
-          if (r.code !== 0) {
-            const lazy = await run("umount", ["-l", merged]);
-            if (lazy.code !== 0) {
-              throw new OcibuildError("ROOTFS_UNMOUNT_FAILED", `cannot unmount ${merged}: ${r.stderr.trim()}`, { details: { path: merged } });
-            }
+          const failed = await unmountOverlay(merged);
+          if (failed !== "") {
+            throw new OcibuildError("ROOTFS_UNMOUNT_FAILED", `cannot unmount ${merged}: ${failed}`, { details: { path: merged } });
           }
           mounted = false;
           await rm(work, { recursive: true, force: true });

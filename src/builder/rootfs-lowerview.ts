@@ -10,7 +10,7 @@
 import type { Stats } from "node:fs";
 import { lstat, readdir } from "node:fs/promises";
 import { join } from "node:path";
-import { findOpaqueDirs } from "./rootfs-native.js";
+import { areOpaque } from "./rootfs-native.js";
 
 const WH_PREFIX = ".wh.";
 const WH_OPAQUE = ".wh..wh..opq";
@@ -45,23 +45,32 @@ export class LowerView {
   private constructor(
     /** Top first. */
     private readonly layers: string[],
-    private readonly opaque: Set<string>[],
+    private readonly signal: AbortSignal | undefined,
   ) {}
 
-  /** `lowerDirs` bottom first, as given to mountRoot. */
+  /**
+   * `lowerDirs` bottom first, as given to mountRoot. Nothing is scanned up front:
+   * whether a directory is opaque is asked (in one batch per directory level)
+   * only for the directories a lookup passes through, so the cost follows what
+   * is looked at, not the size or number of the layers.
+   */
   static async open(lowerDirs: string[], signal?: AbortSignal): Promise<LowerView> {
-    const top = [...lowerDirs].reverse();
-    const opaque = await Promise.all(top.map((d) => findOpaqueDirs(d, signal)));
-    return new LowerView(top, opaque);
+    signal?.throwIfAborted();
+    return new LowerView([...lowerDirs].reverse(), signal);
   }
 
   get empty(): boolean {
     return this.layers.length === 0;
   }
 
-  private async isOpaque(layer: number, hostDir: string, rel: string): Promise<boolean> {
-    if (this.opaque[layer]!.has(rel)) return true;
-    return (await lstatOrNull(join(hostDir, WH_OPAQUE))) !== null;
+  /** How many of `dirs` (in order) show through before, and including, the first opaque one. */
+  private async untilOpaque(dirs: string[]): Promise<number> {
+    if (dirs.length === 0) return 0;
+    const marked = await areOpaque(dirs, this.signal);
+    for (let i = 0; i < dirs.length; i++) {
+      if (marked[i] || (await lstatOrNull(join(dirs[i]!, WH_OPAQUE))) !== null) return i + 1;
+    }
+    return dirs.length;
   }
 
   private async isWhiteout(hostDir: string, name: string, st: Stats | null): Promise<boolean> {
@@ -76,11 +85,8 @@ export class LowerView {
     if (cached !== undefined) return cached;
     let result: Contributor[] | null;
     if (comps.length === 0) {
-      result = [];
-      for (let i = 0; i < this.layers.length; i++) {
-        result.push({ layer: i, hostPath: this.layers[i]! });
-        if (await this.isOpaque(i, this.layers[i]!, "")) break;
-      }
+      const all = this.layers.map((hostPath, layer) => ({ layer, hostPath }));
+      result = all.slice(0, await this.untilOpaque(this.layers));
     } else {
       const parent = await this.dirContributors(comps.slice(0, -1));
       result = null;
@@ -94,8 +100,8 @@ export class LowerView {
           if (st === null) continue;
           if (!st.isDirectory()) break;
           found.push({ layer: c.layer, hostPath: hp });
-          if (await this.isOpaque(c.layer, hp, key)) break;
         }
+        found.length = await this.untilOpaque(found.map((f) => f.hostPath));
         result = found.length > 0 ? found : null;
       }
     }
@@ -128,7 +134,8 @@ export class LowerView {
     if (contributors === null) return null;
     const decided = new Map<string, boolean>();
     for (const c of contributors) {
-      for (const name of await readdir(c.hostPath)) {
+      for (const d of await readdir(c.hostPath, { withFileTypes: true })) {
+        const name = d.name;
         if (name === WH_OPAQUE) continue;
         if (name.startsWith(WH_PREFIX)) {
           const hidden = name.slice(WH_PREFIX.length);
@@ -136,6 +143,11 @@ export class LowerView {
           continue;
         }
         if (decided.has(name)) continue;
+        // Only a char device can be a whiteout; everything else shows without a stat.
+        if (!d.isCharacterDevice()) {
+          decided.set(name, true);
+          continue;
+        }
         const st = await lstatOrNull(join(c.hostPath, name));
         decided.set(name, st !== null && !isWhiteoutDevice(st));
       }

@@ -1,93 +1,55 @@
 /**
  * The few filesystem calls Node has no API for: mknod (device nodes, fifos,
- * overlay whiteouts) and extended attributes. mknod goes through coreutils'
- * `mknod`; xattrs through a short python3 program (os.setxattr/os.getxattr),
- * batched so that a whole layer costs one process. Paths handed here are
- * already resolved inside the root by the caller; nothing follows a final symlink.
+ * overlay whiteouts) and extended attributes. All go through the one long-lived
+ * helper process (native-helper.ts), batched where the caller has many paths;
+ * mknod falls back to coreutils' `mknod` where the helper cannot run. Paths handed
+ * here are already resolved inside the root by the caller; nothing follows a
+ * final symlink.
  */
 import { spawn } from "node:child_process";
 import { OcibuildError } from "../errors.js";
-
-interface ExecResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function exec(cmd: string, args: string[], input?: string, signal?: AbortSignal): Promise<ExecResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"], signal });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
-    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-    child.stdin.on("error", () => {});
-    child.stdin.end(input ?? "");
-  });
-}
+import { NativeCallError, nativeHelper } from "./native-helper.js";
 
 export type NodeKind = "char" | "block" | "fifo";
 
-/** mknod(2) through coreutils. Throws OcibuildError ROOTFS_MKNOD_FAILED with the tool's message. */
-export async function mknod(hostPath: string, kind: NodeKind, mode: number, major = 0, minor = 0, signal?: AbortSignal): Promise<void> {
-  const args = ["-m", (mode & 0o7777).toString(8), "--", hostPath, kind === "char" ? "c" : kind === "block" ? "b" : "p"];
-  if (kind !== "fifo") args.push(String(major), String(minor));
-  let r: ExecResult;
-  try {
-    r = await exec("mknod", args, undefined, signal);
-  } catch (e) {
-    throw new OcibuildError("ROOTFS_MKNOD_FAILED", `cannot run mknod for ${hostPath}: ${(e as Error).message}`, { cause: e });
-  }
-  if (r.code !== 0) {
-    throw new OcibuildError("ROOTFS_MKNOD_FAILED", `mknod ${hostPath} failed: ${r.stderr.trim()}`, {
-      details: { path: hostPath, kind, major, minor },
-    });
-  }
+function isUnavailable(e: unknown): boolean {
+  return e instanceof OcibuildError && e.code === "ROOTFS_HELPER_UNAVAILABLE";
 }
 
-const PY = String.raw`
-import os, sys, json, base64
-cmd = sys.argv[1]
-if cmd == "set":
-    for line in sys.stdin:
-        line = line.strip()
-        if not line:
-            continue
-        op = json.loads(line)
-        try:
-            os.setxattr(op["p"], op["n"], base64.b64decode(op["v"]), follow_symlinks=False)
-        except OSError as e:
-            print(json.dumps({"p": op["p"], "n": op["n"], "e": e.strerror or str(e)}))
-elif cmd == "get":
-    skip = ("trusted.overlay.", "user.overlay.", "security.selinux")
-    for line in sys.stdin:
-        line = line.strip()
-        if not line:
-            continue
-        p = json.loads(line)
-        found = {}
-        try:
-            for n in os.listxattr(p, follow_symlinks=False):
-                if n.startswith(skip):
-                    continue
-                found[n] = base64.b64encode(os.getxattr(p, n, follow_symlinks=False)).decode()
-        except OSError:
-            pass
-        if found:
-            print(json.dumps({"p": p, "x": found}))
-elif cmd == "opaque":
-    root = sys.argv[2]
-    for dp, dns, fns in os.walk(root):
-        for n in ("trusted.overlay.opaque", "user.overlay.opaque"):
-            try:
-                if os.getxattr(dp, n, follow_symlinks=False) == b"y":
-                    print(json.dumps(os.path.relpath(dp, root)))
-                    break
-            except OSError:
-                pass
-`;
+/** coreutils mknod, for machines without python3. */
+function mknodTool(args: string[], signal?: AbortSignal): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("mknod", args, { stdio: ["ignore", "ignore", "pipe"], signal });
+    let stderr = "";
+    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code, stderr }));
+  });
+}
+
+/** mknod(2) with exactly `mode` (no umask). Throws OcibuildError ROOTFS_MKNOD_FAILED with the system's message. */
+export async function mknod(hostPath: string, kind: NodeKind, mode: number, major = 0, minor = 0, signal?: AbortSignal): Promise<void> {
+  const details = { path: hostPath, kind, major, minor };
+  try {
+    await nativeHelper().call("mknod", { path: hostPath, kind, mode: mode & 0o7777, major, minor }, signal);
+    return;
+  } catch (e) {
+    if (e instanceof NativeCallError) {
+      throw new OcibuildError("ROOTFS_MKNOD_FAILED", `mknod ${hostPath} failed: ${e.message}`, { details: { ...details, errno: e.errno } });
+    }
+    if (!isUnavailable(e)) throw e;
+  }
+  const args = ["-m", (mode & 0o7777).toString(8), "--", hostPath, kind === "char" ? "c" : kind === "block" ? "b" : "p"];
+  if (kind !== "fifo") args.push(String(major), String(minor));
+  let r: { code: number | null; stderr: string };
+  try {
+    r = await mknodTool(args, signal);
+  } catch (e) {
+    if (signal?.aborted) throw new OcibuildError("ROOTFS_ABORTED", "mknod was aborted", { cause: signal.reason });
+    throw new OcibuildError("ROOTFS_MKNOD_FAILED", `cannot run mknod for ${hostPath}: ${(e as Error).message}`, { cause: e });
+  }
+  if (r.code !== 0) throw new OcibuildError("ROOTFS_MKNOD_FAILED", `mknod ${hostPath} failed: ${r.stderr.trim()}`, { details });
+}
 
 export interface XattrOp {
   path: string;
@@ -95,11 +57,16 @@ export interface XattrOp {
   value: Buffer;
 }
 
-function pythonMissing(e: unknown): OcibuildError {
-  return new OcibuildError("ROOTFS_XATTR_UNSUPPORTED", `extended attributes need python3, which could not be run: ${(e as Error).message}`, {
-    cause: e,
-    hint: "install python3 (Debian: apt-get install python3-minimal)",
-  });
+function helperFailed(what: string, e: unknown): unknown {
+  if (e instanceof NativeCallError) return new OcibuildError("ROOTFS_XATTR_FAILED", `${what} failed: ${e.message}`, { cause: e });
+  if (isUnavailable(e)) {
+    const u = e as OcibuildError;
+    return new OcibuildError("ROOTFS_XATTR_UNSUPPORTED", `extended attributes need python3, which could not be run: ${u.message}`, {
+      cause: e,
+      hint: "install python3 (Debian: apt-get install python3-minimal)",
+    });
+  }
+  return e;
 }
 
 /**
@@ -108,21 +75,13 @@ function pythonMissing(e: unknown): OcibuildError {
  */
 export async function setXattrs(ops: XattrOp[], signal?: AbortSignal): Promise<string[]> {
   if (ops.length === 0) return [];
-  const input = ops.map((o) => JSON.stringify({ p: o.path, n: o.name, v: o.value.toString("base64") })).join("\n") + "\n";
-  let r: ExecResult;
+  let failed: { p: string; n: string; e: string }[];
   try {
-    r = await exec("python3", ["-c", PY, "set"], input, signal);
+    failed = await nativeHelper().call("set", { ops: ops.map((o) => ({ p: o.path, n: o.name, v: o.value.toString("base64") })) }, signal);
   } catch (e) {
-    throw pythonMissing(e);
+    throw helperFailed("setting extended attributes", e);
   }
-  if (r.code !== 0) throw new OcibuildError("ROOTFS_XATTR_FAILED", `setting extended attributes failed: ${r.stderr.trim()}`);
-  return r.stdout
-    .split("\n")
-    .filter((l) => l.trim() !== "")
-    .map((l) => {
-      const f = JSON.parse(l) as { p: string; n: string; e: string };
-      return `cannot set xattr ${f.n} on ${f.p}: ${f.e}`;
-    });
+  return failed.map((f) => `cannot set xattr ${f.n} on ${f.p}: ${f.e}`);
 }
 
 /**
@@ -132,39 +91,39 @@ export async function setXattrs(ops: XattrOp[], signal?: AbortSignal): Promise<s
 export async function getXattrs(paths: string[], signal?: AbortSignal): Promise<Map<string, Record<string, Buffer>>> {
   const out = new Map<string, Record<string, Buffer>>();
   if (paths.length === 0) return out;
-  let r: ExecResult;
+  let found: Record<string, Record<string, string>>;
   try {
-    r = await exec("python3", ["-c", PY, "get"], paths.map((p) => JSON.stringify(p)).join("\n") + "\n", signal);
+    found = await nativeHelper().call("get", { paths }, signal);
   } catch (e) {
-    throw pythonMissing(e);
+    throw helperFailed("reading extended attributes", e);
   }
-  if (r.code !== 0) throw new OcibuildError("ROOTFS_XATTR_FAILED", `reading extended attributes failed: ${r.stderr.trim()}`);
-  for (const l of r.stdout.split("\n")) {
-    if (l.trim() === "") continue;
-    const f = JSON.parse(l) as { p: string; x: Record<string, string> };
+  for (const [p, xs] of Object.entries(found)) {
     const x: Record<string, Buffer> = {};
-    for (const [k, v] of Object.entries(f.x)) x[k] = Buffer.from(v, "base64");
-    out.set(f.p, x);
+    for (const [k, v] of Object.entries(xs)) x[k] = Buffer.from(v, "base64");
+    out.set(p, x);
   }
   return out;
 }
 
+/** For each directory in `paths`, whether it is marked overlay-opaque (either namespace). One round trip. */
+export async function areOpaque(paths: string[], signal?: AbortSignal): Promise<boolean[]> {
+  if (paths.length === 0) return [];
+  try {
+    return await nativeHelper().call<boolean[]>("opaque", { paths }, signal);
+  } catch (e) {
+    throw helperFailed("reading overlay attributes", e);
+  }
+}
+
 /** Root-relative paths ("" for the root itself) of directories marked overlay-opaque under `dir`. */
 export async function findOpaqueDirs(dir: string, signal?: AbortSignal): Promise<Set<string>> {
-  let r: ExecResult;
+  let found: string[];
   try {
-    r = await exec("python3", ["-c", PY, "opaque", dir], undefined, signal);
+    found = await nativeHelper().call<string[]>("opaque-walk", { root: dir }, signal);
   } catch (e) {
-    throw pythonMissing(e);
+    throw helperFailed(`reading overlay attributes under ${dir}`, e);
   }
-  if (r.code !== 0) throw new OcibuildError("ROOTFS_XATTR_FAILED", `reading overlay attributes under ${dir} failed: ${r.stderr.trim()}`);
-  const out = new Set<string>();
-  for (const l of r.stdout.split("\n")) {
-    if (l.trim() === "") continue;
-    const rel = JSON.parse(l) as string;
-    out.add(rel === "." ? "" : rel);
-  }
-  return out;
+  return new Set(found.map((rel) => (rel === "." ? "" : rel)));
 }
 
 /** The overlay xattr that marks a directory opaque, for the mounter's privilege. */

@@ -25,7 +25,7 @@ import type { EntryType, LayerEntry } from "../oci/layer.js";
 import { OcibuildError } from "../errors.js";
 import type { MountedRoot } from "./overlay.js";
 import { LowerView, type LowerEntry } from "./rootfs-lowerview.js";
-import { getXattrs } from "./rootfs-native.js";
+import { areOpaque, getXattrs } from "./rootfs-native.js";
 
 export interface SnapshotOptions {
   /**
@@ -209,29 +209,56 @@ export async function* snapshotChanges(root: MountedRoot, lowerDirs: string[], o
   };
 
   /**
+   * The names to compare in directory `comps`, and whether a name is visible in
+   * the lower view. Overlay mode, when this step's upper directory is not opaque:
+   * only the names the upperdir holds (everything else is the lower entry, shown
+   * unchanged), so the cost follows the change and not the size of the directory
+   * or the number of layers. Otherwise (copy mode, or a directory the step
+   * replaced wholesale) every name of both trees.
+   */
+  const candidates = async (comps: string[]): Promise<{ names: string[]; inLower: (name: string) => Promise<boolean>; lowerNames: () => Promise<string[]> }> => {
+    const listLower = async () => (await view.list(comps)) ?? [];
+    if (overlay) {
+      const upperDir = join(root.upper, ...comps);
+      const [opaque] = await areOpaque([upperDir], signal);
+      if (!opaque) {
+        return {
+          names: (await readdir(upperDir)).sort(byteOrder),
+          inLower: async (name) => (await view.lookup([...comps, name])) !== null,
+          lowerNames: listLower,
+        };
+      }
+    }
+    const mergedNames = await readdir(join(root.merged, ...comps));
+    const lowerNames = await listLower();
+    const lowerSet = new Set(lowerNames);
+    return {
+      names: [...new Set([...mergedNames, ...lowerNames])].sort(byteOrder),
+      inLower: async (name) => lowerSet.has(name),
+      lowerNames: async () => lowerNames,
+    };
+  };
+
+  /**
    * The change under directory `comps`, present as a directory in both trees.
    * Returns the items below it (not itself).
    */
   const diffDir = async (comps: string[]): Promise<Item[]> => {
     signal?.throwIfAborted();
     const hostDir = join(root.merged, ...comps);
-    const mergedNames = await readdir(hostDir);
-    const lowerNames = (await view.list(comps)) ?? [];
-    const mergedSet = new Set(mergedNames);
-    const lowerSet = new Set(lowerNames);
-    const names = [...new Set([...mergedNames, ...lowerNames])].sort(byteOrder);
+    const { names, inLower, lowerNames } = await candidates(comps);
     const changes = new Map<string, Item[]>();
     const deleted: string[] = [];
     for (const name of names) {
       const c = [...comps, name];
       const rel = joinRel(c);
       const mPath = join(hostDir, name);
-      const m = mergedSet.has(name) ? await lstatOrNull(mPath) : null;
+      const m = await lstatOrNull(mPath);
       if (m === null) {
-        if (lowerSet.has(name) && !excluded.has(rel)) deleted.push(name);
+        if (!excluded.has(rel) && (await inLower(name))) deleted.push(name);
         continue;
       }
-      if (!lowerSet.has(name)) {
+      if (!(await inLower(name))) {
         changes.set(name, await full(c, m));
         continue;
       }
@@ -254,7 +281,7 @@ export async function* snapshotChanges(root: MountedRoot, lowerDirs: string[], o
     }
     if (deleted.length === 0) return [...changes.values()].flat();
     const dirMtime = (await lstat(hostDir)).mtime;
-    if (comps.length > 0 && deleted.length === lowerNames.length) {
+    if (comps.length > 0 && deleted.length === (await lowerNames()).length) {
       // Every lower entry is gone (rm -rf d && mkdir d): an opaque directory; what it holds now is all new.
       return [whiteout(joinRel([...comps, ".wh..wh..opq"]), dirMtime), ...[...changes.values()].flat()];
     }
