@@ -34,7 +34,20 @@ if [ "${#need_pkgs[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
 fi
 
-# The Distribution package may start its own service on :5000; ocibuild never uses it.
+# Debian's arm64 busybox-static, unpacked (not installed: it conflicts with the amd64 one),
+# for the multi-platform base images the tests and the demo build.
+arm_bb=.cache/debs/busybox-arm64/bin/busybox
+if [ ! -x "$arm_bb" ] && [ "$(id -u)" = 0 ]; then
+  say "fetching Debian's busybox-static:arm64 into .cache/debs"
+  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    dpkg --add-architecture arm64
+    apt-get update -qq
+  fi
+  mkdir -p .cache/debs
+  ( cd .cache/debs && { apt-get download busybox-static:arm64 >/dev/null 2>&1 || { apt-get update -qq && apt-get download busybox-static:arm64 >/dev/null; }; } )
+  rm -rf .cache/debs/busybox-arm64
+  dpkg-deb -x .cache/debs/busybox-static_*_arm64.deb .cache/debs/busybox-arm64
+fi
 
 # Node modules, from the lock file.
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

@@ -1,36 +1,35 @@
 /**
- * The build: Dockerfile -> stage plan -> each reachable stage in dependency order
- * (independent stages in parallel) -> image -> outputs. Steps live in steps/; this
- * file only orchestrates.
+ * The build: Dockerfile -> stage plan per target platform -> stages (StageRunner:
+ * dependency order, independent and shared stages once, in parallel) -> images
+ * (and an index for several platforms) -> pushes and outputs. Steps live in
+ * steps/; this file only orchestrates.
  */
 import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import { join, resolve } from "node:path";
 import pLimit from "p-limit";
 import { OcibuildError } from "../errors.js";
-import { createIgnoreMatcher, ignoreFileCandidates, parseDockerfile, parseDockerignore, parseOnbuildTriggers, planStages, type Stage } from "../dockerfile/index.js";
+import { createIgnoreMatcher, ignoreFileCandidates, parseDockerfile, parseDockerignore, planStages } from "../dockerfile/index.js";
 import { OciLayout } from "../oci/layout.js";
 import { descriptorOf, type Descriptor, type Platform } from "../oci/manifest.js";
 import { parseReference, type ImageReference } from "../oci/reference.js";
-import { RegistryClient, formatPlatform, hostPlatform, parsePlatform } from "../oci/registry/index.js";
+import { RegistryClient, formatPlatform, hostPlatform, normalizePlatform, parsePlatform } from "../oci/registry/index.js";
 import type { RegistryOptions } from "../oci/registry/index.js";
-import { imageState, scratchState } from "./base.js";
 import type { BuildEvent, EventSink } from "./events.js";
-import { assembleImage, imageSize, type BuiltImage } from "./image.js";
-import { pushImage, writeOutputs, type BuildOutput } from "./output.js";
+import { artifactSize, assembleImage, assembleIndex, topBlob, type BuiltArtifact, type BuiltImage } from "./image.js";
+import { pushArtifact, writeOutputs, type BuildOutput } from "./output.js";
 import { LayerStore } from "./rootfs.js";
 import { BwrapExecutor } from "./sandbox/bwrap.js";
 import type { Executor } from "./sandbox/index.js";
 import type { SourceTree } from "./sources.js";
-import { withConfig, type StageState } from "./stage-state.js";
-import type { StepContext } from "./step-context.js";
-import { cachedStep, layerChain, slotOf, type CacheContext } from "./cached-step.js";
+import { StageRunner, type CacheSummary, type StepReport } from "./stage-runner.js";
 import { FileHasher } from "../cache/file-hash.js";
 import { KEY_VERSION } from "../cache/key.js";
 import { LocalCacheStore } from "../cache/local.js";
 import { RegistryCacheStore } from "../cache/registry.js";
 import type { CacheStore } from "../cache/store.js";
 
+export type { CacheSummary, StepReport };
 
 export interface BuildOptions {
   /** The build context directory. */
@@ -43,7 +42,7 @@ export interface BuildOptions {
   tags?: string[];
   buildArgs?: Record<string, string>;
   target?: string;
-  /** One platform, "os/arch[/variant]" (default: the host's). */
+  /** Target platforms, "os/arch[/variant]", comma-separated (default: the host's). Several give an OCI index. */
   platform?: string;
   labels?: Record<string, string>;
   /** Push to the tags' registries (default true when tags are given). */
@@ -74,28 +73,16 @@ export interface BuildOptions {
   onEvent?: EventSink;
 }
 
-export interface StepReport {
-  stage: string;
-  instruction: string;
-  line: number;
-  cached: boolean;
-  reason?: string;
-  seconds: number;
-  layer: string | null;
-}
 
-export interface CacheSummary {
-  hits: number;
-  misses: number;
-  secondsSaved: number;
-  bytesReused: number;
-}
 
 export interface BuildResult {
-  /** Manifest digest. */
+  /** Digest of the manifest, or of the index for several platforms. */
   digest: string;
   descriptor: Descriptor;
+  /** The (first platform's) image. */
   image: BuiltImage;
+  /** Every platform's image, and the index over them when there are several. */
+  artifact: BuiltArtifact;
   /** References pushed or written. */
   references: string[];
   size: number;
@@ -146,6 +133,18 @@ function onceMode(emit: EventSink): EventSink {
 }
 
 
+/** "linux/amd64,linux/arm64" -> normalised platforms, duplicates removed; default the host's. */
+export function parsePlatformList(value: string | undefined, host: Platform): Platform[] {
+  if (value === undefined || value.trim() === "") return [host];
+  const out: Platform[] = [];
+  for (const part of value.split(",").map((p) => p.trim()).filter(Boolean)) {
+    const p = normalizePlatform(parsePlatform(part));
+    if (!out.some((q) => formatPlatform(q) === formatPlatform(p))) out.push(p);
+  }
+  if (out.length === 0) throw new OcibuildError("USAGE_BAD_VALUE", `--platform "${value}" names no platform`);
+  return out;
+}
+
 export async function build(opts: BuildOptions): Promise<BuildResult> {
   const env = opts.env ?? process.env;
   const emit: EventSink = onceMode(opts.onEvent ?? (() => {}));
@@ -154,11 +153,20 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const parsed = parseDockerfile(df.text, { file: df.name });
   const warnings = parsed.warnings.map((w) => `${df.name}${w.line ? `:${w.line}` : ""}: ${w.message}`);
   const host = hostPlatform();
-  const targetPlatform: Platform = opts.platform ? parsePlatform(opts.platform) : host;
+  const targets = parsePlatformList(opts.platform, host);
   const buildArgs = opts.buildArgs ?? {};
-  const plan = planStages(parsed, { buildArgs, target: opts.target, buildPlatform: host, targetPlatform });
-  for (const w of plan.warnings) warnings.push(`${df.name}${w.line ? `:${w.line}` : ""}: ${w.message}`);
+  const plans = targets.map((target) => ({ target, plan: planStages(parsed, { buildArgs, target: opts.target, buildPlatform: host, targetPlatform: target }) }));
+  for (const w of plans[0]!.plan.warnings) warnings.push(`${df.name}${w.line ? `:${w.line}` : ""}: ${w.message}`);
+  for (const k of plans[0]!.plan.unusedBuildArgs) warnings.push(`build arg ${k} was not consumed by any ARG`);
   const tags = (opts.tags ?? []).map((t) => parseReference(t));
+  const dryRun = opts.dryRun ?? false;
+  const singleOnly = (opts.outputs ?? []).find((o) => o.type === "docker-archive" || o.type === "oci-archive");
+  if (targets.length > 1 && singleOnly) {
+    throw new OcibuildError(
+      "USAGE_BAD_VALUE",
+      `a ${singleOnly.type} output holds one platform, but ${targets.length} were asked for (${targets.map(formatPlatform).join(", ")}); pick one with --platform, or use --output oci:DIR`,
+    );
+  }
 
   const cacheDir = resolve(opts.cacheDir ?? defaultCacheDir(env));
   await mkdir(join(cacheDir, "tmp"), { recursive: true });
@@ -166,166 +174,74 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const registry = new RegistryClient({ ...opts.registry, env: opts.registry?.env ?? env });
   try {
     const content = await OciLayout.create(join(cacheDir, "content"), opts.signal);
-    const layerStore = new LayerStore(join(cacheDir, "rootfs"));
-    const executor = opts.executor ?? new BwrapExecutor();
     const hasher = new FileHasher(join(cacheDir, "cache", `v${KEY_VERSION}`, "stat-cache.json"));
     const ttl = opts.cacheTtlSeconds ?? DEFAULT_CACHE_TTL_SECONDS;
     const stores: CacheStore[] = [new LocalCacheStore(join(cacheDir, "cache", `v${KEY_VERSION}`), content, ttl)];
     if (opts.cacheRepo) stores.push(new RegistryCacheStore(parseReference(opts.cacheRepo), registry, content, ttl));
-    const stagePromises = new Map<number, Promise<StageState>>();
-    const limit = pLimit(Math.max(1, availableParallelism()));
-    const tree = await contextTree(contextDir, df.path);
-
-    const findStage = (nameOrIndex: string): Stage | undefined => {
-      const lower = nameOrIndex.toLowerCase();
-      return plan.stages.find((s) => s.name?.toLowerCase() === lower) ?? (/^\d+$/.test(nameOrIndex) ? plan.stages[Number(nameOrIndex)] : undefined);
-    };
-
-    const baseCtx = {
-      file: df.name,
-      lines: parsed.lines,
-      escapeToken: parsed.directives.escape,
-      content,
-      layerStore,
-      scratchDir,
-      context: tree,
+    const runner = new StageRunner({
+      parsed,
+      buildArgs,
+      host,
+      multiPlatform: targets.length > 1,
+      project: tags[0]?.name ?? contextDir,
+      ctx: {
+        file: df.name,
+        lines: parsed.lines,
+        escapeToken: parsed.directives.escape,
+        content,
+        layerStore: new LayerStore(join(cacheDir, "rootfs")),
+        scratchDir,
+        context: await contextTree(contextDir, df.path),
+        registry,
+        executor: opts.executor ?? new BwrapExecutor(),
+        sourceDateEpoch: opts.sourceDateEpoch,
+        compressionLevel: opts.compressionLevel,
+        forceCopySnapshots: opts.forceCopySnapshots,
+        signal: opts.signal,
+        emit,
+      },
+      cache: {
+        stores,
+        noLookup: opts.noCache ?? false,
+        noWrite: opts.noCacheWrite ?? false,
+        dryRun,
+        hashFile: (path, st) => hasher.hashFile(path, st, opts.signal),
+      },
       registry,
-      executor,
-      sourceDateEpoch: opts.sourceDateEpoch,
-      compressionLevel: opts.compressionLevel,
-      forceCopySnapshots: opts.forceCopySnapshots,
+      limit: pLimit(Math.max(1, availableParallelism())),
+      emit,
       signal: opts.signal,
-      emit: (e: BuildEvent) => emit(e),
-      stage: (n: string) => {
-        const s = findStage(n);
-        return s ? runStage(s) : undefined;
-      },
-      image: (ref: string, platform: Platform) => imageState(ref, platform, registry, opts.signal),
-    } satisfies StepContext;
-
-    const runStage = (stage: Stage): Promise<StageState> => {
-      let p = stagePromises.get(stage.index);
-      if (!p) {
-        p = (async () => {
-          await Promise.all(stage.dependsOn.filter((d) => d !== stage.index).map((d) => runStage(plan.stages[d]!)));
-          return limit(() => executeStage(stage));
-        })();
-        stagePromises.set(stage.index, p);
-      }
-      return p;
-    };
-
-    const stageKeys = new Map<number, string>();
-    const stageUnknown = new Set<number>();
-    const stageSteps = new Map<number, StepReport[]>();
-    const summary: CacheSummary = { hits: 0, misses: 0, secondsSaved: 0, bytesReused: 0 };
-    const project = tags[0]?.name ?? contextDir;
-    const cache: CacheContext = {
-      stores,
-      noLookup: opts.noCache ?? false,
-      noWrite: opts.noCacheWrite ?? false,
-      dryRun: opts.dryRun ?? false,
-      hashFile: (path, st) => hasher.hashFile(path, st, opts.signal),
-      stageChain: (n) => {
-        const st = findStage(n);
-        if (!st) return undefined;
-        return runStage(st).then((done) => (stageUnknown.has(st.index) ? `unknown:${st.index}` : layerChain(done)));
-      },
-    };
-
-    const executeStage = async (stage: Stage): Promise<StageState> => {
-      const label = stage.name ?? String(stage.index);
-      const platform = stage.platform ? parsePlatform(stage.platform) : targetPlatform;
-      let state: StageState;
-      let base: string;
-      let unknown = false;
-      if (stage.baseStage !== undefined) {
-        state = { ...(await runStage(plan.stages[stage.baseStage]!)), args: {}, cmdSet: false };
-        base = `stage:${stageKeys.get(stage.baseStage) ?? ""}`;
-        unknown = stageUnknown.has(stage.baseStage);
-      } else if (stage.base.toLowerCase() === "scratch") {
-        state = scratchState(platform);
-        base = "scratch";
-      } else {
-        state = await imageState(stage.base, platform, registry, opts.signal);
-        base = state.baseName;
-      }
-      // ONBUILD triggers of the base run first, as if written right after FROM; the child does not inherit them.
-      const triggers = state.config.OnBuild?.length
-        ? parseOnbuildTriggers(state.config.OnBuild, { file: `ONBUILD of ${stage.base}` }).map((t) => ({ ...t, range: stage.from.range, original: `ONBUILD ${t.original}` }))
-        : [];
-      if (triggers.length > 0) state = withConfig(state, { OnBuild: null });
-      const instructions = [...triggers, ...stage.instructions];
-      const total = instructions.length;
-      const reports: StepReport[] = [];
-      stageSteps.set(stage.index, reports);
-      let prevKey = base;
-      const platformText = formatPlatform(platform);
-      for (const [i, instr] of instructions.entries()) {
-        opts.signal?.throwIfAborted();
-        const text = instr.original.replace(/\s+/g, " ").trim();
-        emit({ type: "step-start", stage: label, step: i + 1, total, instruction: text, line: instr.range.startLine });
-        const ctx: StepContext = { ...baseCtx, current: { stage: label, instruction: instr } };
-        const before = state.layers.length;
-        const started = performance.now();
-        const out = await cachedStep(state, instr, ctx, cache, {
-          args: { buildArgs, globalArgs: stage.globalArgs, escapeToken: parsed.directives.escape },
-          step: i + 1,
-          slot: slotOf(project, label, i - triggers.length, platformText),
-          prevKey,
-          base,
-          parentUnknown: unknown,
-        });
-        const seconds = out.cached ? 0 : (performance.now() - started) / 1000;
-        state = out.state;
-        prevKey = out.key;
-        if (out.unknown) unknown = true;
-        if (out.cached) {
-          summary.hits++;
-          summary.secondsSaved += out.savedSeconds;
-          summary.bytesReused += out.reusedBytes;
-        } else summary.misses++;
-        const layer = state.layers.length > before ? state.layers[state.layers.length - 1]!.descriptor.digest : null;
-        const shown = out.instruction.replace(/ # ocibuild$/, "");
-        const report: StepReport = { stage: label, instruction: shown, line: instr.range.startLine, cached: out.cached, seconds, layer };
-        if (!out.cached) report.reason = out.reason;
-        reports.push(report);
-        emit({ type: "step-end", stage: label, step: i + 1, total, instruction: shown, line: instr.range.startLine, cached: out.cached, ...(out.reason && !out.cached ? { reason: out.reason } : {}), seconds, layer });
-      }
-      stageKeys.set(stage.index, prevKey);
-      if (unknown) stageUnknown.add(stage.index);
-      return state;
-    };
-
-    const finalState = await runStage(plan.stages[plan.target]!);
+    });
+    const finals = await Promise.all(plans.map(({ plan, target }) => runner.final(plan, target)));
     await hasher.save().catch(() => {});
-    const steps = plan.order.flatMap((i) => stageSteps.get(i) ?? []);
-    for (const k of plan.unusedBuildArgs) warnings.push(`build arg ${k} was not consumed by any ARG`);
+    const steps = await runner.reports(plans);
     for (const w of warnings) emit({ type: "log", level: "warn", message: w });
-    const img = assembleImage(finalState, { sourceDateEpoch: opts.sourceDateEpoch, labels: opts.labels });
+    const images = finals.map((f, i) => ({ platform: targets[i]!, image: assembleImage(f.state, { sourceDateEpoch: opts.sourceDateEpoch, labels: opts.labels }) }));
+    const artifact: BuiltArtifact = images.length > 1 ? { images, index: assembleIndex(images) } : { images };
+    const top = topBlob(artifact);
     const references: string[] = [];
     const src = { content, registry, signal: opts.signal };
-    const dryRun = opts.dryRun ?? false;
     const push = !dryRun && (opts.push ?? (tags.length > 0 || (opts.outputs ?? []).some((o) => o.type === "registry")));
     if (push && tags.length > 0) {
-      await pushImage(img, tags, src, { onEvent: emit });
-      for (const t of tags) references.push(`${t.name}${t.tag ? `:${t.tag}` : ""}@${img.manifest.digest}`);
+      await pushArtifact(artifact, tags, src, { onEvent: emit });
+      for (const t of tags) references.push(`${t.name}:${t.tag ?? "latest"}@${top.digest}`);
     }
     if (!dryRun) {
-      for (const written of await writeOutputs(img, opts.outputs ?? [], tags, src)) {
+      for (const written of await writeOutputs(artifact, opts.outputs ?? [], tags, src)) {
         emit({ type: "output-written", reference: written });
         references.push(written);
       }
     }
     const result: BuildResult = {
       // A dry run that would rebuild something cannot know the digest.
-      digest: dryRun && stageUnknown.size > 0 ? "" : img.manifest.digest,
-      descriptor: descriptorOf(img.manifest),
-      image: img,
+      digest: dryRun && finals.some((f) => f.unknown) ? "" : top.digest,
+      descriptor: descriptorOf(top),
+      image: images[0]!.image,
+      artifact,
       references,
-      size: imageSize(img),
+      size: artifactSize(artifact),
       steps,
-      cache: summary,
+      cache: runner.summary,
       warnings,
     };
     emit({ type: "result", digest: result.digest, references, size: result.size });

@@ -9,9 +9,9 @@
 /** A build event. `type` tells which one; every other field is plain JSON. */
 export type BuildEvent =
   | { type: "log"; level: "info" | "warn"; message: string }
-  | { type: "step-start"; stage: string; step: number; total: number; instruction: string; line: number }
-  | { type: "step-end"; stage: string; step: number; total: number; instruction: string; line: number; cached: boolean; reason?: string; seconds: number; layer: string | null }
-  | { type: "output"; stage: string; step: number; stream: "stdout" | "stderr"; text: string }
+  | { type: "step-start"; stage: string; step: number; total: number; instruction: string; line: number; platform?: string; emulated?: boolean }
+  | { type: "step-end"; stage: string; step: number; total: number; instruction: string; line: number; cached: boolean; reason?: string; seconds: number; layer: string | null; platform?: string }
+  | { type: "output"; stage: string; step: number; stream: "stdout" | "stderr"; text: string; platform?: string }
   | { type: "push"; reference: string; digest: string; status: "exists" | "mounted" | "uploaded"; size: number }
   | { type: "progress"; action: "push" | "pull" | "mount" | "exists"; digest: string; bytes: number; total?: number }
   | { type: "output-written"; reference: string }
@@ -39,7 +39,15 @@ const s = (kind: FieldKind, optional = false): FieldSpec => ({ kind, optional })
  */
 export const EVENT_SCHEMAS = {
   log: { level: s({ enum: ["info", "warn"] }), message: s("string") },
-  "step-start": { stage: s("string"), step: s("number"), total: s("number"), instruction: s("string"), line: s("number") },
+  "step-start": {
+    stage: s("string"),
+    step: s("number"),
+    total: s("number"),
+    instruction: s("string"),
+    line: s("number"),
+    platform: s("string", true),
+    emulated: s("boolean", true),
+  },
   "step-end": {
     stage: s("string"),
     step: s("number"),
@@ -50,8 +58,9 @@ export const EVENT_SCHEMAS = {
     reason: s("string", true),
     seconds: s("number"),
     layer: s("string|null"),
+    platform: s("string", true),
   },
-  output: { stage: s("string"), step: s("number"), stream: s({ enum: ["stdout", "stderr"] }), text: s("string") },
+  output: { stage: s("string"), step: s("number"), stream: s({ enum: ["stdout", "stderr"] }), text: s("string"), platform: s("string", true) },
   push: { reference: s("string"), digest: s("string"), status: s({ enum: ["exists", "mounted", "uploaded"] }), size: s("number") },
   progress: { action: s({ enum: ["push", "pull", "mount", "exists"] }), digest: s("string"), bytes: s("number"), total: s("number", true) },
   "output-written": { reference: s("string") },

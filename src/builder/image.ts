@@ -4,7 +4,7 @@
  */
 import type { Digest } from "../oci/digest.js";
 import { MediaType } from "../oci/media-types.js";
-import { type Blob, type Descriptor, encodeJson, descriptorOf, type HistoryEntry, type ImageConfig, type ImageManifest } from "../oci/manifest.js";
+import { type Blob, type Descriptor, encodeJson, descriptorOf, type HistoryEntry, type ImageConfig, type ImageIndex, type ImageManifest, type Platform } from "../oci/manifest.js";
 import type { LayerRecord, StageState } from "./stage-state.js";
 
 export interface BuiltImage {
@@ -62,6 +62,33 @@ export function assembleImage(state: StageState, opts: AssembleOptions): BuiltIm
     layers: state.layers.map((l) => ociLayerDescriptor(l.descriptor)),
   };
   return { config: configBlob, manifest: encodeJson(MediaType.OCI_MANIFEST, manifest), layers: state.layers };
+}
+
+/** What a build produced: one image, or one per platform under an OCI index. */
+export interface BuiltArtifact {
+  readonly images: readonly { platform: Platform; image: BuiltImage }[];
+  readonly index?: Blob<ImageIndex>;
+}
+
+/** The manifest or index that names the whole artifact (what a tag points to). */
+export function topBlob(a: BuiltArtifact): Blob {
+  return a.index ?? a.images[0]!.image.manifest;
+}
+
+export function assembleIndex(images: { platform: Platform; image: BuiltImage }[]): Blob<ImageIndex> {
+  const index: ImageIndex = {
+    schemaVersion: 2,
+    mediaType: MediaType.OCI_INDEX,
+    manifests: images.map(({ platform, image }) => ({
+      ...descriptorOf(image.manifest),
+      platform: { architecture: platform.architecture, os: platform.os, ...(platform.variant ? { variant: platform.variant } : {}) },
+    })),
+  };
+  return encodeJson(MediaType.OCI_INDEX, index);
+}
+
+export function artifactSize(a: BuiltArtifact): number {
+  return (a.index?.bytes.length ?? 0) + a.images.reduce((n, i) => n + imageSize(i.image), 0);
 }
 
 export function imageSize(img: BuiltImage): number {

@@ -12,10 +12,12 @@ import { writeDockerArchive } from "../oci/docker-archive.js";
 import { OciLayout } from "../oci/layout.js";
 import { type ArchiveImage, writeOciArchive } from "../oci/oci-archive.js";
 import { descriptorOf, type Descriptor } from "../oci/manifest.js";
-import { parseReference, withTag, type ImageReference } from "../oci/reference.js";
+import { parseReference, withDigest, withTag, type ImageReference } from "../oci/reference.js";
+import { formatPlatform } from "../oci/registry/platform.js";
+import { OcibuildError } from "../errors.js";
 import { pushImage as pushToRegistry } from "../oci/registry/push.js";
 import type { RegistryClient } from "../oci/registry/index.js";
-import type { BuiltImage } from "./image.js";
+import { topBlob, type BuiltArtifact, type BuiltImage } from "./image.js";
 import type { LayerRecord } from "./stage-state.js";
 import type { EventSink } from "./events.js";
 
@@ -48,7 +50,7 @@ export async function openLayer(layer: LayerRecord, src: BlobSource, signal?: Ab
   return src.content.readBlob(layer.descriptor.digest, signal);
 }
 
-/** Push the image to every reference: base layers mount from their repository when it is on the same registry. */
+/** Push one image to every reference (by tag, or by digest for a reference without one). */
 export async function pushImage(img: BuiltImage, refs: ImageReference[], src: BlobSource, opts: { onEvent?: EventSink } = {}): Promise<void> {
   const layers = img.layers.map((layer, i) => {
     const desc = img.manifest.parsed.layers[i]!;
@@ -59,19 +61,32 @@ export async function pushImage(img: BuiltImage, refs: ImageReference[], src: Bl
       mountFrom: from && refs.some((r) => r.registry === from.registry) ? [from.repository] : undefined,
     };
   });
-  const targets = refs.map((r) => (r.tag ? r : withTag(r, "latest")));
-  await pushToRegistry(src.registry, targets, { manifest: img.manifest, config: img.config, layers }, {
+  await pushToRegistry(src.registry, refs, { manifest: img.manifest, config: img.config, layers }, {
     signal: src.signal,
     onBlob: (ref, desc, status) => opts.onEvent?.({ type: "push", reference: ref.name, digest: desc.digest, status, size: desc.size }),
   });
+}
+
+/** Push what the build made: a single image by tag, or every platform's image by digest and then the index by tag. */
+export async function pushArtifact(a: BuiltArtifact, refs: ImageReference[], src: BlobSource, opts: { onEvent?: EventSink } = {}): Promise<void> {
+  const tagged = refs.map((r) => (r.tag ? r : withTag(r, "latest")));
+  if (!a.index) {
+    await pushImage(a.images[0]!.image, tagged, src, opts);
+    return;
+  }
+  for (const { image } of a.images) {
+    await pushImage(image, tagged.map((r) => withDigest(r, image.manifest.digest)), src, opts);
+  }
+  // The index last, once every manifest it names is in place.
+  for (const r of tagged) await src.registry.putManifest(r, a.index, src.signal);
 }
 
 function bytesStream(bytes: Uint8Array): NodeJS.ReadableStream {
   return Readable.from([Buffer.from(bytes)]);
 }
 
-/** Write the image into an OCI layout (created if needed) under `tag` (org.opencontainers.image.ref.name). */
-export async function writeLayout(img: BuiltImage, dir: string, tag: string | undefined, src: BlobSource): Promise<Descriptor> {
+/** Write the artifact into an OCI layout (created if needed): every image's blobs, then the top manifest or index under `tag`. */
+export async function writeLayout(a: BuiltArtifact, dir: string, tag: string | undefined, src: BlobSource): Promise<Descriptor> {
   const exists = await stat(dir).then(
     () => true,
     () => false,
@@ -79,13 +94,17 @@ export async function writeLayout(img: BuiltImage, dir: string, tag: string | un
   const target = exists ? dir : `${dir}.ocibuild-tmp-${process.pid}-${Date.now()}`;
   try {
     const layout = await OciLayout.create(target, src.signal);
-    for (const layer of img.layers) {
-      if (await layout.hasBlob(layer.descriptor.digest)) continue;
-      await layout.writeBlob(await openLayer(layer, src, src.signal), { digest: layer.descriptor.digest, size: layer.descriptor.size }, src.signal);
+    for (const { image: img } of a.images) {
+      for (const layer of img.layers) {
+        if (await layout.hasBlob(layer.descriptor.digest)) continue;
+        await layout.writeBlob(await openLayer(layer, src, src.signal), { digest: layer.descriptor.digest, size: layer.descriptor.size }, src.signal);
+      }
+      await layout.writeBlob(img.config.bytes, { digest: img.config.digest, size: img.config.bytes.length }, src.signal);
+      await layout.writeBlob(img.manifest.bytes, { digest: img.manifest.digest, size: img.manifest.bytes.length }, src.signal);
     }
-    await layout.writeBlob(img.config.bytes, { digest: img.config.digest, size: img.config.bytes.length }, src.signal);
-    await layout.writeBlob(img.manifest.bytes, { digest: img.manifest.digest, size: img.manifest.bytes.length }, src.signal);
-    const desc = descriptorOf(img.manifest);
+    const top = topBlob(a);
+    if (a.index) await layout.writeBlob(a.index.bytes, { digest: a.index.digest, size: a.index.bytes.length }, src.signal);
+    const desc = descriptorOf(top);
     await layout.addManifest(desc, tag, src.signal);
     if (!exists) await rename(target, dir);
     return desc;
@@ -114,8 +133,14 @@ export function archiveImage(img: BuiltImage, src: BlobSource): ArchiveImage {
  * are the build's tags: the default layout ref name and docker-archive RepoTags.
  * Returns what was written, as references ("oci:DIR:TAG", "docker-archive:FILE").
  */
-export async function writeOutputs(img: BuiltImage, outputs: readonly BuildOutput[], tags: readonly ImageReference[], src: BlobSource): Promise<string[]> {
+export async function writeOutputs(a: BuiltArtifact, outputs: readonly BuildOutput[], tags: readonly ImageReference[], src: BlobSource): Promise<string[]> {
   const written: string[] = [];
+  const img = a.images[0]!.image;
+  const single = (kind: string) => {
+    if (a.index) {
+      throw new OcibuildError("USAGE_BAD_VALUE", `a ${kind} output holds one platform, but ${a.images.length} were built (${a.images.map((i) => formatPlatform(i.platform)).join(", ")}); pick one with --platform, or use --output oci:DIR`);
+    }
+  };
   for (const out of outputs) {
     src.signal?.throwIfAborted();
     switch (out.type) {
@@ -123,17 +148,19 @@ export async function writeOutputs(img: BuiltImage, outputs: readonly BuildOutpu
         break;
       case "oci": {
         const tag = out.tag ?? tags[0]?.tag;
-        await writeLayout(img, out.dest, tag, src);
+        await writeLayout(a, out.dest, tag, src);
         written.push(`oci:${out.dest}${tag ? `:${tag}` : ""}`);
         break;
       }
       case "oci-archive": {
+        single("oci-archive");
         const tag = out.tag ?? tags[0]?.tag;
         await writeOciArchive(out.dest, archiveImage(img, src), { tag, signal: src.signal });
         written.push(`oci-archive:${out.dest}${tag ? `:${tag}` : ""}`);
         break;
       }
       case "docker-archive": {
+        single("docker-archive");
         const names = out.tags ?? tags.map((t) => t.toString());
         await writeDockerArchive(out.dest, archiveImage(img, src), { repoTags: names, signal: src.signal });
         written.push(`docker-archive:${out.dest}`);

@@ -13,6 +13,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   copy: async () => (await import("./commands/copy.js")).copyCommand,
   pull: async () => (await import("./commands/copy.js")).pullCommand,
   push: async () => (await import("./commands/copy.js")).pushCommand,
+  setup: async () => (await import("./commands/setup.js")).setupCommand,
 };
 
 const USAGE = `Usage: ocibuild [build] [flags] CONTEXT
@@ -26,6 +27,7 @@ Commands:
   copy      Copy an image or index between registries and OCI layouts
   pull      Pull an image into an OCI layout
   push      Push an image from an OCI layout
+  setup     setup binfmt: register qemu handlers for foreign-platform RUN steps (root)
 
 Run 'ocibuild COMMAND --help' for a command's flags.
 `;

@@ -6,6 +6,8 @@
  * USAGE_UNKNOWN_FLAG (both exit 2): nothing is silently ignored.
  */
 import { resolve } from "node:path";
+import { parsePlatformList } from "../../builder/build.js";
+import { hostPlatform } from "../../oci/registry/index.js";
 import { OcibuildError } from "../../errors.js";
 import type { BuildOptions } from "../../index.js";
 import type { BuildOutput } from "../../builder/output.js";
@@ -249,10 +251,12 @@ export async function parseBuildArgs(args: string[], io: CliIO): Promise<BuildIn
   const level = str(p, "compression-level");
   if (level !== undefined && !/^[0-9]$/.test(level)) throw new OcibuildError("USAGE_BAD_VALUE", `--compression-level must be 0-9, not "${level}"`);
   const platform = str(p, "platform");
-  if (platform?.includes(",")) {
-    throw new OcibuildError("USAGE_UNSUPPORTED_FLAG", `--platform ${platform}: building several platforms at once is not supported yet; build each platform separately`, {
-      details: { flag: "--platform" },
-    });
+  if (platform !== undefined) {
+    try {
+      parsePlatformList(platform, hostPlatform());
+    } catch (e) {
+      throw new OcibuildError("USAGE_BAD_VALUE", `--platform ${platform}: ${(e as Error).message}`);
+    }
   }
 
   let sourceDateEpoch: number | undefined;

@@ -1,0 +1,218 @@
+/**
+ * Runs the stages of one or more platform plans: each stage once per distinct
+ * input (a stage that does not depend on the target platform, such as
+ * `FROM --platform=$BUILDPLATFORM ... AS build` without TARGET* args, is built
+ * once for every target), its dependencies first, independent stages in
+ * parallel (bounded by CPUs), every instruction through the cache.
+ */
+import type pLimit from "p-limit";
+import { parseOnbuildTriggers, type ParseResult, type Stage, type StagePlan } from "../dockerfile/index.js";
+import type { Platform } from "../oci/manifest.js";
+import { formatPlatform, parsePlatform } from "../oci/registry/index.js";
+import type { RegistryClient } from "../oci/registry/index.js";
+import { imageState, scratchState } from "./base.js";
+import { cachedStep, layerChain, slotOf, type CacheContext } from "./cached-step.js";
+import { emulationError, emulationStatus, runsNatively } from "./emulation.js";
+import type { BuildEvent, EventSink } from "./events.js";
+import { withConfig, type StageState } from "./stage-state.js";
+import type { StepContext } from "./step-context.js";
+
+export interface StepReport {
+  stage: string;
+  /** The platform the step ran for (multi-platform builds). */
+  platform?: string;
+  instruction: string;
+  line: number;
+  cached: boolean;
+  reason?: string;
+  seconds: number;
+  layer: string | null;
+}
+
+export interface CacheSummary {
+  hits: number;
+  misses: number;
+  secondsSaved: number;
+  bytesReused: number;
+}
+
+interface StageDone {
+  state: StageState;
+  /** Key of the stage's last step (the identity a `FROM stage` child chains on). */
+  key: string;
+  /** Dry run: something in the stage would run, so its result is not known. */
+  unknown: boolean;
+  reports: StepReport[];
+}
+
+export interface RunnerOptions {
+  parsed: ParseResult;
+  buildArgs: Record<string, string>;
+  host: Platform;
+  /** Label steps with their platform (several targets). */
+  multiPlatform: boolean;
+  project: string;
+  ctx: Omit<StepContext, "stage" | "image" | "current">;
+  cache: Omit<CacheContext, "stageChain">;
+  registry: RegistryClient;
+  limit: ReturnType<typeof pLimit>;
+  emit: EventSink;
+  signal?: AbortSignal;
+}
+
+export class StageRunner {
+  private readonly memo = new Map<string, Promise<StageDone>>();
+  private readonly keys = new Map<string, string>();
+  readonly summary: CacheSummary = { hits: 0, misses: 0, secondsSaved: 0, bytesReused: 0 };
+
+  constructor(private readonly o: RunnerOptions) {}
+
+  /** What distinguishes one execution of a stage from another: its own platform and inputs, and its dependencies'. */
+  private memoKey(plan: StagePlan, stage: Stage, target: Platform): string {
+    const id = `${formatPlatform(target)}#${stage.index}`;
+    const known = this.keys.get(id);
+    if (known) return known;
+    const usesTarget = stage.instructions.some((i) => i.kind === "arg" && i.args.some((a) => a.key.startsWith("TARGET")));
+    const deps = stage.dependsOn.filter((d) => d !== stage.index).map((d) => this.memoKey(plan, plan.stages[d]!, target));
+    const key = `${stage.index}|${stage.platform ?? formatPlatform(target)}|${stage.base}|${usesTarget ? formatPlatform(target) : ""}|${deps.join(",")}`;
+    this.keys.set(id, key);
+    return key;
+  }
+
+  private run(plan: StagePlan, stage: Stage, target: Platform): Promise<StageDone> {
+    const key = this.memoKey(plan, stage, target);
+    let p = this.memo.get(key);
+    if (!p) {
+      p = (async () => {
+        await Promise.all(stage.dependsOn.filter((d) => d !== stage.index).map((d) => this.run(plan, plan.stages[d]!, target)));
+        return this.o.limit(() => this.execute(plan, stage, target));
+      })();
+      this.memo.set(key, p);
+    }
+    return p;
+  }
+
+  /** The final state of `plan`'s target stage for `target`. */
+  async final(plan: StagePlan, target: Platform): Promise<{ state: StageState; unknown: boolean }> {
+    const done = await this.run(plan, plan.stages[plan.target]!, target);
+    return { state: done.state, unknown: done.unknown };
+  }
+
+  /** Every step report of the given plans, in plan order; a shared stage once. */
+  async reports(plans: { plan: StagePlan; target: Platform }[]): Promise<StepReport[]> {
+    const seen = new Set<string>();
+    const out: StepReport[] = [];
+    for (const { plan, target } of plans) {
+      for (const i of plan.order) {
+        const key = this.memoKey(plan, plan.stages[i]!, target);
+        if (seen.has(key) || !this.memo.has(key)) continue;
+        seen.add(key);
+        out.push(...(await this.memo.get(key)!).reports);
+      }
+    }
+    return out;
+  }
+
+  private findStage(plan: StagePlan, nameOrIndex: string): Stage | undefined {
+    const lower = nameOrIndex.toLowerCase();
+    return plan.stages.find((s) => s.name?.toLowerCase() === lower) ?? (/^\d+$/.test(nameOrIndex) ? plan.stages[Number(nameOrIndex)] : undefined);
+  }
+
+  private async execute(plan: StagePlan, stage: Stage, target: Platform): Promise<StageDone> {
+    const o = this.o;
+    const platform = stage.platform ? parsePlatform(stage.platform) : target;
+    const platformText = formatPlatform(platform);
+    const label = stage.name ?? String(stage.index);
+    let state: StageState;
+    let base: string;
+    let unknown = false;
+    if (stage.baseStage !== undefined) {
+      const parent = await this.run(plan, plan.stages[stage.baseStage]!, target);
+      state = { ...parent.state, args: {}, cmdSet: false };
+      base = `stage:${parent.key}`;
+      unknown = parent.unknown;
+    } else if (stage.base.toLowerCase() === "scratch") {
+      state = scratchState(platform);
+      base = "scratch";
+    } else {
+      state = await imageState(stage.base, platform, o.registry, o.signal);
+      base = state.baseName;
+    }
+    // ONBUILD triggers of the base run first, as if written right after FROM; the child does not inherit them.
+    const triggers = state.config.OnBuild?.length
+      ? parseOnbuildTriggers(state.config.OnBuild, { file: `ONBUILD of ${stage.base}` }).map((t) => ({ ...t, range: stage.from.range, original: `ONBUILD ${t.original}` }))
+      : [];
+    if (triggers.length > 0) state = withConfig(state, { OnBuild: null });
+    const instructions = [...triggers, ...stage.instructions];
+    const emulated = !runsNatively(platform, o.host);
+    if (emulated && !o.cache.dryRun && instructions.some((i) => i.kind === "run")) {
+      const status = await emulationStatus(platform);
+      if (!status.ok) throw emulationError(platform, status);
+    }
+    const tag = o.multiPlatform ? { platform: platformText } : {};
+    const ctx: Omit<StepContext, "current"> = {
+      ...o.ctx,
+      emit: o.multiPlatform ? (e: BuildEvent) => o.emit(e.type === "output" ? { ...e, ...tag } : e) : o.emit,
+      stage: (n) => {
+        const s = this.findStage(plan, n);
+        return s ? this.run(plan, s, target).then((d) => d.state) : undefined;
+      },
+      image: (ref, p) => imageState(ref, p, o.registry, o.signal),
+    };
+    const cache: CacheContext = {
+      ...o.cache,
+      stageChain: (n) => {
+        const s = this.findStage(plan, n);
+        if (!s) return undefined;
+        return this.run(plan, s, target).then((d) => (d.unknown ? `unknown:${d.key}` : layerChain(d.state)));
+      },
+    };
+    const reports: StepReport[] = [];
+    const total = instructions.length;
+    let prevKey = base;
+    for (const [i, instr] of instructions.entries()) {
+      o.signal?.throwIfAborted();
+      const text = instr.original.replace(/\s+/g, " ").trim();
+      const runEmulated = emulated && instr.kind === "run" ? { emulated: true } : {};
+      o.emit({ type: "step-start", stage: label, step: i + 1, total, instruction: text, line: instr.range.startLine, ...tag, ...runEmulated });
+      const before = state.layers.length;
+      const started = performance.now();
+      const out = await cachedStep(state, instr, { ...ctx, current: { stage: label, instruction: instr } }, cache, {
+        args: { buildArgs: o.buildArgs, globalArgs: stage.globalArgs, escapeToken: o.parsed.directives.escape },
+        step: i + 1,
+        slot: slotOf(o.project, label, i - triggers.length, platformText),
+        prevKey,
+        base,
+        parentUnknown: unknown,
+      });
+      const seconds = out.cached ? 0 : (performance.now() - started) / 1000;
+      state = out.state;
+      prevKey = out.key;
+      if (out.unknown) unknown = true;
+      if (out.cached) {
+        this.summary.hits++;
+        this.summary.secondsSaved += out.savedSeconds;
+        this.summary.bytesReused += out.reusedBytes;
+      } else this.summary.misses++;
+      const layer = state.layers.length > before ? state.layers[state.layers.length - 1]!.descriptor.digest : null;
+      const shown = out.instruction.replace(/ # ocibuild$/, "");
+      const report: StepReport = { stage: label, ...tag, instruction: shown, line: instr.range.startLine, cached: out.cached, seconds, layer };
+      if (!out.cached) report.reason = out.reason;
+      reports.push(report);
+      o.emit({
+        type: "step-end",
+        stage: label,
+        step: i + 1,
+        total,
+        instruction: shown,
+        line: instr.range.startLine,
+        cached: out.cached,
+        ...(out.reason && !out.cached ? { reason: out.reason } : {}),
+        seconds,
+        layer,
+        ...tag,
+      });
+    }
+    return { state, key: prevKey, unknown, reports };
+  }
+}
