@@ -21,12 +21,12 @@ import { captureIO } from "../dockerfile/cli-io.js";
 import { buildkitdMissing, makeClientCert, startBuildkitd, type TestBuildkitd } from "../helpers/buildkitd.js";
 import { haveRegistry, startRegistry, type TestRegistry } from "../helpers/registry.js";
 import { have, run } from "../helpers/tools.js";
-import { haveOpenssl, makeCA, type TestCA } from "../helpers/registry-tls.js";
+import { haveHtpasswd, haveOpenssl, htpasswdConfig, makeCA, makeHtpasswd, writeDockerConfig, type TestCA } from "../helpers/registry-tls.js";
 import { EXECUTOR_FLAGS, executorFrom } from "../../src/cli/commands/buildkit.js";
 import { parseFlags } from "../../src/cli/flags.js";
 
 const MULTISTAGE = resolve(__dirname, "../../testdata/multistage");
-const missing = buildkitdMissing() ?? (!haveRegistry() ? "docker-registry is not installed" : undefined) ?? (!have("bwrap") ? "bwrap is not installed" : undefined) ?? (!have("skopeo") || !have("umoci") ? "skopeo and umoci are needed to unpack images" : undefined);
+const missing = buildkitdMissing() ?? (!haveRegistry() ? "docker-registry is not installed" : undefined) ?? (!haveHtpasswd() ? "htpasswd is not installed" : undefined) ?? (!have("bwrap") ? "bwrap is not installed" : undefined) ?? (!have("skopeo") || !have("umoci") ? "skopeo and umoci are needed to unpack images" : undefined);
 
 interface Entry {
   path: string;
@@ -59,10 +59,17 @@ describe.skipIf(missing !== undefined)(`remote BuildKit executor against a real 
   let base: string;
   let staging: string;
 
+  let authReg: TestRegistry;
+  let authConfig: string;
+
   beforeAll(async () => {
-    reg = await startRegistry();
-    bk = await startBuildkitd({ insecureRegistries: [reg.host] });
     work = await mkdtemp(join(tmpdir(), "ocibuild-bk-"));
+    reg = await startRegistry();
+    // A second registry that needs a login, for credentials passed over the session.
+    await mkdir(join(work, "auth"));
+    authReg = await startRegistry({ extraConfig: htpasswdConfig(await makeHtpasswd(join(work, "auth"), { ci: "s3cret" })) });
+    authConfig = await writeDockerConfig(join(work, "auth"), { [authReg.host]: { username: "ci", password: "s3cret" } });
+    bk = await startBuildkitd({ insecureRegistries: [reg.host, authReg.host] });
     base = `${reg.host}/base/busybox:latest`;
     staging = `${reg.host}/ci/staging`;
     await pushBusyboxBase({ reference: base, workDir: join(work, "base"), cacheDir: join(work, "base-cache") });
@@ -70,6 +77,7 @@ describe.skipIf(missing !== undefined)(`remote BuildKit executor against a real 
   afterAll(async () => {
     await bk?.stop();
     await reg?.stop();
+    await authReg?.stop();
     if (work) await rm(work, { recursive: true, force: true });
   });
 
@@ -185,6 +193,33 @@ describe.skipIf(missing !== undefined)(`remote BuildKit executor against a real 
     expect(e.message).toContain("exit code 7");
     expect(e.message).toContain('echo "about to fail" && exit 7');
     expect(e.message).toContain("about to fail");
+  }, 180_000);
+
+  it("the daemon gets ocibuild's registry credentials over the session (a staging repo that needs a login)", async () => {
+    const ctx = join(work, "ctx-auth");
+    await mkdir(ctx, { recursive: true });
+    await writeFile(join(ctx, "Dockerfile"), `FROM ${base}\nRUN echo private > /private\n`);
+    const stagingRepo = `${authReg.host}/ci/staging`;
+    const ok = new BuildkitExecutor({ address: bk.address, stagingRepo, credentials: { authConfigPath: authConfig } });
+    try {
+      const r = await build({ context: ctx, cacheDir: join(work, "cache-auth"), executor: ok, registry: { authConfigPath: authConfig } });
+      expect(r.steps[0]!.layer).toMatch(/^sha256:/);
+    } finally {
+      ok.close();
+    }
+    // The same build when the daemon is given no credentials: the daemon is refused, and says so.
+    await writeFile(join(work, "auth", "empty.json"), "{}");
+    const anon = new BuildkitExecutor({ address: bk.address, stagingRepo, credentials: { authConfigPath: join(work, "auth", "empty.json") } });
+    let err: unknown;
+    try {
+      await build({ context: ctx, cacheDir: join(work, "cache-auth-anon"), executor: anon, registry: { authConfigPath: authConfig } });
+    } catch (e) {
+      err = e;
+    } finally {
+      anon.close();
+    }
+    expect((err as OcibuildError).code).toBe("BUILDKIT_SOLVE_FAILED");
+    expect((err as OcibuildError).message).toMatch(/401|unauthori[sz]ed/i);
   }, 180_000);
 
   it("cancelling the build cancels the daemon's solve (the command stops)", async () => {

@@ -21,6 +21,8 @@ import { assembleImage } from "../image.js";
 import { pushImage } from "../output.js";
 import { BuildkitClient, type BuildkitConnectOptions } from "./buildkit/client.js";
 import { importLayer } from "./buildkit/layer.js";
+import { openSession } from "./buildkit/session.js";
+import { CredentialStore, type CredentialStoreOptions } from "../../oci/auth/index.js";
 import { execDefinition } from "./buildkit/llb.js";
 import type { BuildkitVersion, StatusResponse, WorkerRecord } from "./buildkit/messages.js";
 import { DEFAULT_PATH, OutputTail, type Executor, type RemoteRunResult, type RemoteRunSpec, type RunResult, type RunSpec } from "./index.js";
@@ -32,6 +34,11 @@ export interface BuildkitExecutorOptions extends BuildkitConnectOptions {
    * The daemon needs pull and push access (its own registry config and credentials).
    */
   stagingRepo: string;
+  /**
+   * Where the daemon's registry credentials come from (docker config.json, credential
+   * helpers), served to it over the session. Default: none (anonymous registry access).
+   */
+  credentials?: CredentialStoreOptions;
 }
 
 /** Oldest daemon we talk to: Info, push-by-digest and the Status log stream as used here. */
@@ -179,6 +186,7 @@ export class BuildkitExecutor implements Executor {
       }
       for (const w of s.warnings) spec.onLog?.(`buildkit warning: ${w.short}`);
     };
+    const session = openSession(client, { credentials: (host, sig) => this.credentialsFor(host, sig), signal });
     const statusAbort = new AbortController();
     const stopStatus = () => statusAbort.abort();
     signal?.addEventListener("abort", stopStatus, { once: true });
@@ -188,6 +196,7 @@ export class BuildkitExecutor implements Executor {
       const res = await client.solve(
         {
           ref,
+          session: session.id,
           definition: def.bytes,
           exporter: "image",
           exporterAttrs: {
@@ -215,6 +224,7 @@ export class BuildkitExecutor implements Executor {
       throw e;
     } finally {
       signal?.removeEventListener("abort", stopStatus);
+      session.close();
     }
     await settle(status, statusAbort);
 
@@ -241,6 +251,16 @@ export class BuildkitExecutor implements Executor {
       signal,
     });
     return layer ? { exitCode: 0, tail: tail.toString(), layer } : { exitCode: 0, tail: tail.toString() };
+  }
+
+  private creds?: CredentialStore;
+  private async credentialsFor(host: string, signal?: AbortSignal): Promise<{ username: string; secret: string } | undefined> {
+    if (!this.opts.credentials) return undefined;
+    this.creds ??= new CredentialStore(this.opts.credentials);
+    const c = await this.creds.get(host, signal);
+    if (c?.identityToken) return { username: "", secret: c.identityToken };
+    if (c?.username !== undefined && c.password !== undefined) return { username: c.username, secret: c.password };
+    return undefined;
   }
 
   /** Close the connection (pending calls fail). */

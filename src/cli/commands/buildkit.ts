@@ -60,7 +60,8 @@ export function executorFrom(p: ParsedFlags, io: CliIO): BuildkitExecutor | unde
       hint: "e.g. --buildkit-staging-repo registry.example.com/ci/ocibuild-staging",
     });
   }
-  return new BuildkitExecutor({ ...connectOptions(p, io), stagingRepo });
+  // The daemon gets the same registry credentials as ocibuild (over the session).
+  return new BuildkitExecutor({ ...connectOptions(p, io), stagingRepo, credentials: { authConfigPath: str(p, "authfile"), env: io.env } });
 }
 
 const INFO_SPECS: FlagSpec[] = [

@@ -13,7 +13,9 @@ import {
   decodeInfoResponse,
   decodeListWorkersResponse,
   decodeSolveResponse,
+  decodeBytesMessage,
   decodeStatusResponse,
+  encodeBytesMessage,
   encodeEmpty,
   encodeSolveRequest,
   encodeStatusRequest,
@@ -195,6 +197,15 @@ export class BuildkitClient {
       call.on("error", (e: grpc.ServiceError) => done(e.code === grpc.status.CANCELLED && !signal?.aborted ? undefined : e));
       call.on("end", () => done());
     });
+  }
+
+  /**
+   * The raw Session stream (chunks of the daemon's h2c connection back to us, each
+   * a BytesMessage); see session.ts. `md` carries the session's id and methods.
+   */
+  sessionStream(md: grpc.Metadata): grpc.ClientDuplexStream<Buffer, Buffer> {
+    this.calls++;
+    return this.client.makeBidiStreamRequest(`${CONTROL_SERVICE}/Session`, encodeBytesMessage, decodeBytesMessage, md, {});
   }
 
   close(): void {

@@ -202,3 +202,14 @@ export function decodeInfoResponse(buf: Buffer): BuildkitVersion | undefined {
   for (const f of readFields(buf)) if (f.field === 1) return decodeVersion(f.data);
   return undefined;
 }
+
+/** BytesMessage { bytes data = 1 }: one chunk of a session's byte stream. */
+export function encodeBytesMessage(data: Buffer): Buffer {
+  return new ProtoWriter().bytes(1, data).finish();
+}
+
+export function decodeBytesMessage(buf: Buffer): Buffer {
+  let out = Buffer.alloc(0);
+  for (const f of readFields(buf)) if (f.field === 1) out = Buffer.from(f.data);
+  return out;
+}
