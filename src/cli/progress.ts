@@ -5,7 +5,7 @@
  */
 import type { BuildResult } from "../builder/build.js";
 import type { BuildEvent } from "../builder/events.js";
-import { formatBytes, shortDigest } from "./format.js";
+import { formatBytes, shortDigest, stageLabel } from "./format.js";
 import { createTtyRenderer, type TtyOptions } from "./tty.js";
 
 export { formatBytes, shortDigest };
@@ -36,19 +36,19 @@ function plainRenderer(out: Stream): Renderer {
     onEvent(e) {
       switch (e.type) {
         case "step-start":
-          out.write(`[${e.stage} ${e.step}/${e.total}] ${e.instruction.split("\n")[0]}\n`);
+          out.write(`[${stageLabel(e)} ${e.step}/${e.total}] ${e.instruction.split("\n")[0]}${e.type === "step-start" && e.emulated ? " (emulated)" : ""}\n`);
           break;
         case "step-end": {
-          for (const s of ["stdout", "stderr"]) flush(`${e.stage}/${e.step}/${s}`, `[${e.stage} ${e.step}]`);
+          for (const s of ["stdout", "stderr"]) flush(`${stageLabel(e)}/${e.step}/${s}`, `[${stageLabel(e)} ${e.step}]`);
           const why = !e.cached && e.reason ? ` (${e.reason})` : "";
-          out.write(`[${e.stage} ${e.step}/${e.total}] ${e.cached ? "CACHED" : "DONE"} ${e.seconds.toFixed(2)}s${e.layer ? ` layer ${shortDigest(e.layer)}` : ""}${why}\n`);
+          out.write(`[${stageLabel(e)} ${e.step}/${e.total}] ${e.cached ? "CACHED" : "DONE"} ${e.seconds.toFixed(2)}s${e.layer ? ` layer ${shortDigest(e.layer)}` : ""}${why}\n`);
           break;
         }
         case "output": {
-          const key = `${e.stage}/${e.step}/${e.stream}`;
+          const key = `${stageLabel(e)}/${e.step}/${e.stream}`;
           const lines = ((partial.get(key) ?? "") + e.text).split("\n");
           partial.set(key, lines.pop() ?? "");
-          for (const l of lines) out.write(`[${e.stage} ${e.step}] ${l}\n`);
+          for (const l of lines) out.write(`[${stageLabel(e)} ${e.step}] ${l}\n`);
           break;
         }
         case "log":
@@ -107,7 +107,7 @@ export function summary(result: BuildResult): string {
   for (const s of result.steps) {
     const status = s.cached ? "CACHED" : "BUILT ";
     const why = s.cached ? "" : ` (${s.reason ?? "no cache entry"})`;
-    lines.push(`  ${status} [${s.stage}] line ${s.line}: ${s.instruction}${why} ${s.seconds.toFixed(2)}s`);
+    lines.push(`  ${status} [${stageLabel(s)}] line ${s.line}: ${s.instruction}${why} ${s.seconds.toFixed(2)}s`);
   }
   return `${lines.join("\n")}\n`;
 }
@@ -117,7 +117,7 @@ export function dryRunSummary(result: BuildResult): string {
   const c = cacheSummary(result);
   const lines = [`dry run: ${c.hits}/${c.total} steps would be cached, ${c.misses} rebuilt`];
   for (const s of result.steps) {
-    lines.push(`  ${s.cached ? "CACHED " : "REBUILD"} [${s.stage}] line ${s.line}: ${s.instruction}${s.cached ? "" : ` (${s.reason ?? "no previous entry"})`}`);
+    lines.push(`  ${s.cached ? "CACHED " : "REBUILD"} [${stageLabel(s)}] line ${s.line}: ${s.instruction}${s.cached ? "" : ` (${s.reason ?? "no previous entry"})`}`);
   }
   if (result.digest) lines.push(`digest (everything cached): ${result.digest}`);
   return `${lines.join("\n")}\n`;

@@ -14,7 +14,7 @@
  * interval, so tests drive it deterministically with a fake TTY stream.
  */
 import type { BuildEvent } from "../builder/events.js";
-import { formatBytes, shortDigest } from "./format.js";
+import { formatBytes, shortDigest, stageLabel } from "./format.js";
 
 /** Receives events; `close()` ends the view (stops timers, leaves the final frame). */
 export interface Renderer {
@@ -106,16 +106,16 @@ export function createTtyRenderer(out: NodeJS.WritableStream & { columns?: numbe
     const t = now();
     switch (e.type) {
       case "step-start":
-        steps.set(`${e.stage}/${e.step}`, { label: `[${e.stage} ${e.step}/${e.total}] ${e.instruction.split("\n")[0]}`, started: t, tail: [], partial: "" });
+        steps.set(`${stageLabel(e)}/${e.step}`, { label: `[${stageLabel(e)} ${e.step}/${e.total}] ${e.instruction.split("\n")[0]}${e.type === "step-start" && e.emulated ? " (emulated)" : ""}`, started: t, tail: [], partial: "" });
         break;
       case "step-end": {
-        steps.delete(`${e.stage}/${e.step}`);
+        steps.delete(`${stageLabel(e)}/${e.step}`);
         const mark = e.cached ? "CACHED" : secs(e.seconds * 1000);
-        commit(`${DONE} [${e.stage} ${e.step}/${e.total}] ${e.instruction.split("\n")[0]}  ${mark}`);
+        commit(`${DONE} [${stageLabel(e)} ${e.step}/${e.total}] ${e.instruction.split("\n")[0]}  ${mark}`);
         break;
       }
       case "output": {
-        const s = steps.get(`${e.stage}/${e.step}`);
+        const s = steps.get(`${stageLabel(e)}/${e.step}`);
         if (!s) break;
         const lines = (s.partial + e.text).split("\n");
         s.partial = lines.pop() ?? "";
