@@ -44,23 +44,23 @@ export async function runStep(state: StageState, instr: RunInstr, ctx: StepConte
   const layer = ctx.executor.runRemote
     ? await runRemoteStep(ctx.executor.runRemote.bind(ctx.executor), state, ctx, { args, envList, cwd, network, onOutput, failed, text: instr.original })
     : await mutateRoot(state, ctx, async (root) => {
-    const user = await resolveUser(root, state.config.User);
-    const result = await ctx.executor.run({
-      root,
-      args,
-      env: envList,
-      cwd,
-      uid: user.uid,
-      gid: user.gid,
-      additionalGids: user.additionalGids,
-      home: user.home,
-      network,
-      signal: ctx.signal,
-      onOutput,
-    });
-    if (result.exitCode !== 0) throw failed(result);
-    return { exclude: result.createdPaths };
-  });
+        const user = await resolveUser(root, state.config.User);
+        const result = await ctx.executor.run({
+          root,
+          args,
+          env: envList,
+          cwd,
+          uid: user.uid,
+          gid: user.gid,
+          additionalGids: user.additionalGids,
+          home: user.home,
+          network,
+          signal: ctx.signal,
+          onOutput,
+        });
+        if (result.exitCode !== 0) throw failed(result);
+        return { exclude: result.createdPaths };
+      });
   // History shows the command, with the build args it saw (not proxy args), as docker does.
   const visibleArgs = Object.entries(state.args)
     .filter(([k]) => !PROXY_ARGS.includes(k) && !Object.hasOwn(env, k))
