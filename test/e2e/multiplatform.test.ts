@@ -81,6 +81,10 @@ describe.skipIf(!ready)("multi-platform build (needs root on amd64, bwrap, docke
     const r = await cli(["--no-push", "--platform", "linux/amd64,linux/arm64", "--build-arg", `BASE=${base}`, "--output", `oci:${out}:v1`, "--cache-dir", join(work, "cache"), CTX]);
     expect(r.stderr).not.toMatch(/error\[/);
     expect(r.code).toBe(0);
+    // Each platform's steps are labelled; the arm64 RUN is marked as emulated, the amd64 one is not.
+    expect(r.stderr).toMatch(/\[1 linux\/arm64\/v8 \d\/\d\] RUN uname -m .*\(emulated\)/);
+    expect(r.stderr).toMatch(/\[1 linux\/amd64 \d\/\d\] RUN uname -m [^\n]*\n/);
+    expect(r.stderr).not.toMatch(/\[1 linux\/amd64 \d\/\d\] RUN uname -m [^\n]*\(emulated\)/);
     const index = JSON.parse(await readFile(join(out, "index.json"), "utf8"));
     expect(index.manifests[0].mediaType).toBe("application/vnd.oci.image.index.v1+json");
     expect(index.manifests[0].digest).toBe(result.digest);
