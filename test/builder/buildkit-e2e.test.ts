@@ -6,7 +6,7 @@
  * rebuild is fully cached without one call to the daemon; `buildkit info` lists
  * the daemon's platforms.
  */
-import { lstat, mkdir, mkdtemp, readdir, readlink, rm, writeFile } from "node:fs/promises";
+import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -116,8 +116,16 @@ describe.skipIf(missing !== undefined)(`remote BuildKit executor against a real 
     });
 
     it("gives the same file list, modes and owners as the bubblewrap executor", async () => {
-      const a = await listTree(await unpack(`${reg.host}/test/ms:buildkit`, "bk"));
-      const b = await listTree(await unpack(`${reg.host}/test/ms:bwrap`, "bw"));
+      const rootA = await unpack(`${reg.host}/test/ms:buildkit`, "bk");
+      const rootB = await unpack(`${reg.host}/test/ms:bwrap`, "bw");
+      const a = await listTree(rootA);
+      const b = await listTree(rootB);
+      // What the RUN as USER app saw (uid, gid, groups, HOME, cwd) is the same too.
+      for (const f of ["uid", "gid", "groups", "home", "cwd"]) {
+        const got = await readFile(join(rootA, "home/app/work", f), "utf8");
+        expect(got, f).toBe(await readFile(join(rootB, "home/app/work", f), "utf8"));
+      }
+      expect(await readFile(join(rootA, "home/app/work/home"), "utf8")).toBe("/home/app\n");
       // Sanity: the trees hold what the Dockerfile made, so an equality of two empty lists cannot pass.
       expect(a.find((e) => e.path === "home/app/work/made-by-app")).toMatchObject({ uid: 1000, gid: 1000 });
       expect(a.find((e) => e.path === "opt/hello/link")).toMatchObject({ type: "symlink", link: "greeting" });
