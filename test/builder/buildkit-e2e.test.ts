@@ -301,7 +301,8 @@ describe.skipIf(missing !== undefined)(`remote BuildKit executor against a real 
   });
 });
 
-describe.skipIf(buildkitdMissing() !== undefined || !haveOpenssl())(`BuildKit over tcp:// with mutual TLS (${buildkitdMissing() ?? (haveOpenssl() ? "" : "needs openssl")})`, () => {
+const tlsMissing = buildkitdMissing() ?? (haveOpenssl() ? undefined : "openssl is not installed");
+describe.skipIf(tlsMissing !== undefined)(`BuildKit over tcp:// with mutual TLS (${tlsMissing ?? "needs buildkitd, runc, root, openssl"})`, () => {
   let bk: TestBuildkitd;
   let dir: string;
   let ca: TestCA;
