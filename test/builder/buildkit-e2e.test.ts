@@ -179,6 +179,9 @@ describe.skipIf(missing !== undefined)(`remote BuildKit executor against a real 
     expect(text("stderr")).toContain("err: to stderr");
     expect(events.some((e) => e.type === "output" && e.step === 1)).toBe(true);
     expect(events.some((e) => e.type === "output" && e.step === 2)).toBe(false);
+    // The daemon's own work shows up as log lines.
+    const logs = events.filter((e): e is Extract<BuildEvent, { type: "log" }> => e.type === "log").map((e) => e.message);
+    expect(logs.some((m) => /^buildkit: export/i.test(m))).toBe(true);
   }, 180_000);
 
   it("a failing RUN reports the Dockerfile line, the command and the exit code", async () => {

@@ -178,7 +178,20 @@ export class BuildkitExecutor implements Executor {
     // 3. Solve, following the Status stream for the command's output.
     const ref = `ocibuild-${randomBytes(12).toString("hex")}`;
     const tail = new OutputTail();
+    const seen = new Set<string>();
     const onStatus = (s: StatusResponse) => {
+      // The daemon's own steps (pulling the input, exporting the result) as log lines, once each.
+      for (const v of s.vertexes) {
+        if (v.digest === def.execDigest || !v.name) continue;
+        if (v.started && !seen.has(v.digest)) {
+          seen.add(v.digest);
+          spec.onLog?.(`buildkit: ${v.name}${v.cached ? " (cached)" : ""}`);
+        }
+        if (v.error && !seen.has(`${v.digest} error`)) {
+          seen.add(`${v.digest} error`);
+          spec.onLog?.(`buildkit: ${v.name}: ${v.error}`);
+        }
+      }
       for (const l of s.logs) {
         if (l.msg.length === 0) continue;
         tail.push(l.msg);

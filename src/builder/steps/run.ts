@@ -11,18 +11,58 @@ import type { Executor, RemoteRunResult } from "../sandbox/index.js";
 import { addHistory, addLayer, envRecord, shellOf, workdirOf, type LayerRecord, type StageState } from "../stage-state.js";
 import type { StepContext } from "../step-context.js";
 import { resolveUser } from "../users.js";
+import { parseMounts, type MountSpec } from "../mounts.js";
+import { prepareRunMounts } from "../run-mounts.js";
+import { OcibuildError } from "../../errors.js";
+import { chmod, mkdir, mkdtemp, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { RunMount } from "../sandbox/index.js";
 import { PROXY_ARGS } from "../../dockerfile/index.js";
 
+/** The shebang line of a heredoc body, if any ("#!/usr/bin/env python3"). */
+function shebang(content: string): string | undefined {
+  return content.startsWith("#!") ? content.slice(0, content.indexOf("\n") < 0 ? undefined : content.indexOf("\n")) : undefined;
+}
+
+/** Where a sole heredoc with a shebang is put to be run as a script. */
+export const HEREDOC_SCRIPT_DIR = "/dev/pipes";
+
+/**
+ * The command a RUN executes, as BuildKit runs it: exec form as is; shell form
+ * through SHELL; a RUN that is only a heredoc runs its body with the shell (or,
+ * with a shebang, as a script); heredocs after a command are given to the shell
+ * with their bodies, so it feeds them to the command as here-documents.
+ */
 export function runArgs(state: StageState, instr: RunInstr): string[] {
-  return instr.command.form === "exec" ? [...instr.command.args] : [...shellOf(state), instr.command.text];
+  if (instr.command.form === "exec") return [...instr.command.args];
+  const text = instr.command.text;
+  const shell = shellOf(state);
+  if (instr.heredocs.length === 0) return [...shell, text];
+  const sole = instr.heredocs.length === 1 && /^<<-?(["']?)([A-Za-z0-9_.-]+)\1$/.test(text.trim());
+  if (sole) {
+    const h = instr.heredocs[0]!;
+    if (shebang(h.content)) return [`${HEREDOC_SCRIPT_DIR}/${h.name}`];
+    return [...shell, h.content];
+  }
+  const script = [text, ...instr.heredocs.map((h) => `${h.content}${h.content.endsWith("\n") || h.content === "" ? "" : "\n"}${h.name}`)].join("\n");
+  return [...shell, script];
 }
 
 export async function runStep(state: StageState, instr: RunInstr, ctx: StepContext, step: number): Promise<StageState> {
   const loc = { file: ctx.file, lines: [...ctx.lines] };
   const fail = (code: string, msg: string, hint?: string) => dockerfileError(code, msg, loc, instr.range.startLine, instr.range.endLine, { hint });
-  if (instr.mounts.length > 0) throw fail("BUILD_UNSUPPORTED", "RUN --mount is not supported yet");
-  if (instr.heredocs.length > 0) throw fail("BUILD_UNSUPPORTED", "RUN with a heredoc is not supported yet");
-  if (instr.security !== undefined && instr.security !== "sandbox") throw fail("BUILD_UNSUPPORTED", `RUN --security=${instr.security} is not supported`);
+  let mountSpecs: MountSpec[];
+  try {
+    mountSpecs = parseMounts(instr.mounts);
+  } catch (e) {
+    throw fail((e as OcibuildError).code ?? "DOCKERFILE_INVALID_MOUNT", (e as Error).message);
+  }
+  const security = instr.security ?? "sandbox";
+  if (security !== "sandbox" && security !== "insecure") throw fail("DOCKERFILE_INVALID_SECURITY", `invalid RUN --security=${security} (sandbox or insecure)`);
+  if (security === "insecure" && !ctx.allow.has("security.insecure")) {
+    throw fail("BUILD_ENTITLEMENT_REQUIRED", "RUN --security=insecure needs the security.insecure entitlement", { hint: "pass --allow security.insecure if you trust this Dockerfile" }.hint);
+  }
+  if (ctx.executor.runRemote && mountSpecs.length > 0) throw fail("BUILD_UNSUPPORTED", `RUN --mount is not supported with the ${ctx.executor.name} executor yet`);
   const network = instr.network ?? "default";
   if (network !== "default" && network !== "none" && network !== "host") throw fail("DOCKERFILE_INVALID_NETWORK", `invalid RUN --network=${network} (default, none or host)`);
   const avail = await ctx.executor.available();
@@ -41,25 +81,39 @@ export async function runStep(state: StageState, instr: RunInstr, ctx: StepConte
     const tail = result.tail.trim() === "" ? "" : `\n--- last lines of output ---\n${result.tail}`;
     return fail("BUILD_RUN_FAILED", `RUN ${cmd} failed with exit code ${result.exitCode}${result.signal ? ` (${result.signal})` : ""}${tail}`);
   };
+  if (ctx.executor.runRemote && (instr.mounts.length > 0 || (instr.security !== undefined && instr.security !== "sandbox"))) {
+    // Never run a step without what it asked for: the remote executor sends neither mounts nor privileges yet.
+    throw fail("BUILD_UNSUPPORTED", `RUN ${instr.mounts.length > 0 ? "--mount" : `--security=${instr.security}`} is not supported by the ${ctx.executor.name} executor yet`);
+  }
   const layer = ctx.executor.runRemote
     ? await runRemoteStep(ctx.executor.runRemote.bind(ctx.executor), state, ctx, { args, envList, cwd, network, onOutput, failed, text: instr.original })
     : await mutateRoot(state, ctx, async (root) => {
         const user = await resolveUser(root, state.config.User);
-        const result = await ctx.executor.run({
-          root,
-          args,
-          env: envList,
-          cwd,
-          uid: user.uid,
-          gid: user.gid,
-          additionalGids: user.additionalGids,
-          home: user.home,
-          network,
-          signal: ctx.signal,
-          onOutput,
+        const prepared = await prepareRunMounts(mountSpecs, state, ctx).catch((e: unknown) => {
+          throw e instanceof OcibuildError ? fail(e.code, e.message, e.hint) : e;
         });
-        if (result.exitCode !== 0) throw failed(result);
-        return { exclude: result.createdPaths };
+        try {
+          const extra = [...prepared.mounts, ...(await heredocScripts(instr, ctx))];
+          const result = await ctx.executor.run({
+            root,
+            args,
+            env: [...envList, ...Object.entries(prepared.env).map(([k, v]) => `${k}=${v}`)],
+            cwd,
+            uid: user.uid,
+            gid: user.gid,
+            additionalGids: user.additionalGids,
+            home: user.home,
+            network,
+            privileged: security === "insecure",
+            extraMounts: extra,
+            signal: ctx.signal,
+            onOutput,
+          });
+          if (result.exitCode !== 0) throw failed(result);
+          return { exclude: result.createdPaths };
+        } finally {
+          await prepared.release();
+        }
       });
   // History shows the command, with the build args it saw (not proxy args), as docker does.
   const visibleArgs = Object.entries(state.args)
@@ -98,4 +152,17 @@ async function runRemoteStep(
   });
   if (result.exitCode !== 0) throw s.failed(result);
   return result.layer;
+}
+
+/** A sole heredoc with a shebang is run as a script: its body, executable, bound at /dev/pipes/NAME. */
+async function heredocScripts(instr: RunInstr, ctx: StepContext): Promise<RunMount[]> {
+  const args = instr.command.form === "shell" && instr.heredocs.length === 1 && /^<<-?(["']?)([A-Za-z0-9_.-]+)\1$/.test(instr.command.text.trim());
+  const h = instr.heredocs[0];
+  if (!args || !h || !shebang(h.content)) return [];
+  await mkdir(ctx.scratchDir, { recursive: true });
+  const dir = await mkdtemp(join(ctx.scratchDir, "heredoc-"));
+  const file = join(dir, h.name);
+  await writeFile(file, h.content);
+  await chmod(file, 0o755);
+  return [{ type: "bind", source: file, target: `${HEREDOC_SCRIPT_DIR}/${h.name}`, readonly: true }];
 }
