@@ -15,6 +15,7 @@
  * coded error; the next request starts a fresh one.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { accessSync, constants as fsc } from "node:fs";
 import type { Socket } from "node:net";
 import { OcibuildError } from "../errors.js";
 
@@ -26,8 +27,9 @@ libc = None
 def getlibc():
     global libc
     if libc is None:
-        import ctypes, ctypes.util
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        import ctypes
+        # The interpreter's own symbols include libc's (no find_library: it runs ldconfig).
+        libc = ctypes.CDLL(None, use_errno=True)
     return libc
 def oserr(e):
     import errno as E
@@ -137,7 +139,7 @@ interface Pending {
 export interface NativeHelperOptions {
   /** Exit after this long without requests (default 2000 ms). */
   idleMs?: number;
-  /** The python interpreter (default "python3"). */
+  /** The python interpreter (default: /usr/bin/python3 when present, else python3 from PATH). */
   python?: string;
 }
 
@@ -153,7 +155,7 @@ export class NativeHelper {
 
   constructor(opts: NativeHelperOptions = {}) {
     this.idleMs = opts.idleMs ?? 2000;
-    this.python = opts.python ?? "python3";
+    this.python = opts.python ?? defaultPython();
   }
 
   /** Whether a helper process is running now (for tests and diagnostics). */
@@ -281,6 +283,21 @@ export class NativeHelper {
     child.stdin.end();
     // stdin closing ends the loop; the exit handler clears the state.
     child.unref();
+  }
+}
+
+/**
+ * The system interpreter when there is one: it is what the distribution's
+ * python3 package installs, and it skips PATH shims (pyenv, virtualenv wrappers)
+ * that cost a chain of shell processes at start-up. The helper needs only the
+ * standard library, so any python3 works.
+ */
+function defaultPython(): string {
+  try {
+    accessSync("/usr/bin/python3", fsc.X_OK);
+    return "/usr/bin/python3";
+  } catch {
+    return "python3";
   }
 }
 

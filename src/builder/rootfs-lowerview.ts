@@ -8,7 +8,7 @@
  * merged tree where overlayfs cannot be mounted.
  */
 import type { Stats } from "node:fs";
-import { lstat, readdir } from "node:fs/promises";
+import { lstatSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { areOpaque } from "./rootfs-native.js";
 
@@ -29,9 +29,16 @@ export function isWhiteoutDevice(st: Stats): boolean {
   return st.isCharacterDevice() && st.rdev === 0;
 }
 
-async function lstatOrNull(p: string): Promise<Stats | null> {
+/**
+ * Metadata reads here are synchronous on purpose: a lookup is a handful of
+ * lstat calls per layer on immutable local directories, a few microseconds each
+ * when made directly and a hundred or more each when queued through libuv's
+ * thread pool under load; the event loop is never held for long (one directory
+ * listing at most).
+ */
+function lstatOrNull(p: string): Stats | null {
   try {
-    return await lstat(p);
+    return lstatSync(p);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === "ENOENT" || code === "ENOTDIR") return null;
@@ -41,6 +48,7 @@ async function lstatOrNull(p: string): Promise<Stats | null> {
 
 export class LowerView {
   private readonly contributors = new Map<string, Contributor[] | null>();
+  private readonly entries = new Map<string, LowerEntry | null>();
 
   private constructor(
     /** Top first. */
@@ -68,14 +76,14 @@ export class LowerView {
     if (dirs.length === 0) return 0;
     const marked = await areOpaque(dirs, this.signal);
     for (let i = 0; i < dirs.length; i++) {
-      if (marked[i] || (await lstatOrNull(join(dirs[i]!, WH_OPAQUE))) !== null) return i + 1;
+      if (marked[i] || (lstatOrNull(join(dirs[i]!, WH_OPAQUE))) !== null) return i + 1;
     }
     return dirs.length;
   }
 
-  private async isWhiteout(hostDir: string, name: string, st: Stats | null): Promise<boolean> {
+  private isWhiteout(hostDir: string, name: string, st: Stats | null): boolean {
     if (st !== null) return isWhiteoutDevice(st);
-    return (await lstatOrNull(join(hostDir, WH_PREFIX + name))) !== null;
+    return (lstatOrNull(join(hostDir, WH_PREFIX + name))) !== null;
   }
 
   /** The layers (top first) in which `comps` is a directory that shows through; null if not a dir. */
@@ -95,8 +103,8 @@ export class LowerView {
         const found: Contributor[] = [];
         for (const c of parent) {
           const hp = join(c.hostPath, name);
-          const st = await lstatOrNull(hp);
-          if (await this.isWhiteout(c.hostPath, name, st)) break;
+          const st = lstatOrNull(hp);
+          if (this.isWhiteout(c.hostPath, name, st)) break;
           if (st === null) continue;
           if (!st.isDirectory()) break;
           found.push({ layer: c.layer, hostPath: hp });
@@ -111,9 +119,19 @@ export class LowerView {
 
   /** The visible entry at `comps` (not following a final symlink), or null. */
   async lookup(comps: readonly string[]): Promise<LowerEntry | null> {
+    const key = comps.join("/");
+    let e = this.entries.get(key);
+    if (e === undefined) {
+      e = await this.find(comps);
+      this.entries.set(key, e);
+    }
+    return e;
+  }
+
+  private async find(comps: readonly string[]): Promise<LowerEntry | null> {
     if (comps.length === 0) {
       const top = this.layers[0];
-      return top === undefined ? null : { hostPath: top, stats: await lstat(top) };
+      return top === undefined ? null : { hostPath: top, stats: lstatSync(top) };
     }
     const parent = await this.dirContributors(comps.slice(0, -1));
     if (parent === null) return null;
@@ -121,8 +139,8 @@ export class LowerView {
     if (name.startsWith(WH_PREFIX)) return null;
     for (const c of parent) {
       const hp = join(c.hostPath, name);
-      const st = await lstatOrNull(hp);
-      if (await this.isWhiteout(c.hostPath, name, st)) return null;
+      const st = lstatOrNull(hp);
+      if (this.isWhiteout(c.hostPath, name, st)) return null;
       if (st !== null) return { hostPath: hp, stats: st };
     }
     return null;
@@ -134,7 +152,7 @@ export class LowerView {
     if (contributors === null) return null;
     const decided = new Map<string, boolean>();
     for (const c of contributors) {
-      for (const d of await readdir(c.hostPath, { withFileTypes: true })) {
+      for (const d of readdirSync(c.hostPath, { withFileTypes: true })) {
         const name = d.name;
         if (name === WH_OPAQUE) continue;
         if (name.startsWith(WH_PREFIX)) {
@@ -148,7 +166,7 @@ export class LowerView {
           decided.set(name, true);
           continue;
         }
-        const st = await lstatOrNull(join(c.hostPath, name));
+        const st = lstatOrNull(join(c.hostPath, name));
         decided.set(name, st !== null && !isWhiteoutDevice(st));
       }
     }
