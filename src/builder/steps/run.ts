@@ -60,7 +60,7 @@ export async function runStep(state: StageState, instr: RunInstr, ctx: StepConte
   const security = instr.security ?? "sandbox";
   if (security !== "sandbox" && security !== "insecure") throw fail("DOCKERFILE_INVALID_SECURITY", `invalid RUN --security=${security} (sandbox or insecure)`);
   if (security === "insecure" && !ctx.allow.has("security.insecure")) {
-    throw fail("BUILD_ENTITLEMENT_REQUIRED", "RUN --security=insecure needs the security.insecure entitlement", { hint: "pass --allow security.insecure if you trust this Dockerfile" }.hint);
+    throw fail("BUILD_ENTITLEMENT_REQUIRED", "RUN --security=insecure needs the security.insecure entitlement", "pass --allow security.insecure if you trust this Dockerfile");
   }
   if (ctx.executor.runRemote && mountSpecs.length > 0) throw fail("BUILD_UNSUPPORTED", `RUN --mount is not supported with the ${ctx.executor.name} executor yet`);
   const network = instr.network ?? "default";
@@ -81,10 +81,8 @@ export async function runStep(state: StageState, instr: RunInstr, ctx: StepConte
     const tail = result.tail.trim() === "" ? "" : `\n--- last lines of output ---\n${result.tail}`;
     return fail("BUILD_RUN_FAILED", `RUN ${cmd} failed with exit code ${result.exitCode}${result.signal ? ` (${result.signal})` : ""}${tail}`);
   };
-  if (ctx.executor.runRemote && (instr.mounts.length > 0 || (instr.security !== undefined && instr.security !== "sandbox"))) {
-    // Never run a step without what it asked for: the remote executor sends neither mounts nor privileges yet.
-    throw fail("BUILD_UNSUPPORTED", `RUN ${instr.mounts.length > 0 ? "--mount" : `--security=${instr.security}`} is not supported by the ${ctx.executor.name} executor yet`);
-  }
+  // Never run a step without what it asked for: the remote executor does not send privileges yet.
+  if (ctx.executor.runRemote && security === "insecure") throw fail("BUILD_UNSUPPORTED", `RUN --security=insecure is not supported with the ${ctx.executor.name} executor yet`);
   const layer = ctx.executor.runRemote
     ? await runRemoteStep(ctx.executor.runRemote.bind(ctx.executor), state, ctx, { args, envList, cwd, network, onOutput, failed, text: instr.original })
     : await mutateRoot(state, ctx, async (root) => {
