@@ -264,6 +264,23 @@ describe.skipIf(missing !== undefined)(`remote BuildKit executor against a real 
     expect(await running()).toBe(false);
   }, 180_000);
 
+  it("a RUN heredoc runs on the daemon; one with a #! line (a script mount) is refused by name", async () => {
+    const ctx = join(work, "ctx-heredoc");
+    await mkdir(ctx, { recursive: true });
+    await writeFile(join(ctx, "Dockerfile"), `FROM ${base}\nRUN <<EOT\necho "from a heredoc" > /heredoc\ncat /heredoc\nEOT\n`);
+    const events: BuildEvent[] = [];
+    const ex = executor();
+    try {
+      const r = await build({ context: ctx, cacheDir: join(work, "cache-heredoc"), executor: ex, onEvent: (e) => events.push(e) });
+      expect(r.steps[0]!.layer).toMatch(/^sha256:/);
+      await writeFile(join(ctx, "Dockerfile"), `FROM ${base}\nRUN <<EOT\n#!/bin/sh\necho script\nEOT\n`);
+      await expect(build({ context: ctx, cacheDir: join(work, "cache-heredoc"), executor: ex })).rejects.toMatchObject({ code: "BUILD_UNSUPPORTED", line: 2 });
+    } finally {
+      ex.close();
+    }
+    expect(events.filter((e) => e.type === "output").map((e) => (e as { text: string }).text).join("")).toContain("from a heredoc");
+  }, 180_000);
+
   it("a platform the daemon's workers cannot run fails clearly", async () => {
     const ex = executor();
     try {

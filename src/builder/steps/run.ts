@@ -63,7 +63,7 @@ export async function runStep(state: StageState, instr: RunInstr, ctx: StepConte
     throw fail("BUILD_ENTITLEMENT_REQUIRED", "RUN --security=insecure needs the security.insecure entitlement", "pass --allow security.insecure if you trust this Dockerfile");
   }
   if (ctx.executor.runRemote && mountSpecs.length > 0) throw fail("BUILD_UNSUPPORTED", `RUN --mount is not supported with the ${ctx.executor.name} executor yet`);
-  const network = instr.network ?? "default";
+  const network = instr.network ?? ctx.defaultNetwork;
   if (network !== "default" && network !== "none" && network !== "host") throw fail("DOCKERFILE_INVALID_NETWORK", `invalid RUN --network=${network} (default, none or host)`);
   const avail = await ctx.executor.available();
   if (!avail.ok) throw fail("SANDBOX_UNAVAILABLE", `cannot run RUN steps: ${avail.reason}`);
@@ -83,6 +83,9 @@ export async function runStep(state: StageState, instr: RunInstr, ctx: StepConte
   };
   // Never run a step without what it asked for: the remote executor does not send privileges yet.
   if (ctx.executor.runRemote && security === "insecure") throw fail("BUILD_UNSUPPORTED", `RUN --security=insecure is not supported with the ${ctx.executor.name} executor yet`);
+  if (ctx.executor.runRemote && args[0]?.startsWith(`${HEREDOC_SCRIPT_DIR}/`)) {
+    throw fail("BUILD_UNSUPPORTED", `a RUN heredoc with a #! line is not supported with the ${ctx.executor.name} executor yet`, "drop the #! line to run the heredoc with the shell");
+  }
   const layer = ctx.executor.runRemote
     ? await runRemoteStep(ctx.executor.runRemote.bind(ctx.executor), state, ctx, { args, envList, cwd, network, onOutput, failed, text: instr.original })
     : await mutateRoot(state, ctx, async (root) => {
