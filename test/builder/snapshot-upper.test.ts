@@ -1,0 +1,129 @@
+/**
+ * Overlay snapshots look only at the names the step's upperdir holds (and at every
+ * name of a directory the step made opaque). These edits are the cases where that
+ * shortcut could differ from comparing the whole merged tree (copy mode): every
+ * entry of a lower directory deleted while the directory stays, a directory
+ * replaced wholesale, one change among many lower files spread over several layers,
+ * lower whiteouts and opaque directories below the change.
+ */
+import { Writable } from "node:stream";
+import { chmod, mkdir, mkdtemp, readdir, rm, utimes, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { mountRoot, type MountedRoot } from "../../src/builder/overlay.js";
+import { snapshotChanges } from "../../src/builder/snapshot.js";
+import { mknod, setXattrs } from "../../src/builder/rootfs-native.js";
+import { writeLayer, type LayerEntry } from "../../src/oci/layer.js";
+import { canOverlay, haveTool } from "../../testdata/builder/fixtures.js";
+
+const old = new Date("2020-01-01T00:00:00Z");
+
+async function file(path: string, text: string): Promise<void> {
+  await writeFile(path, text);
+  await utimes(path, old, old);
+}
+
+/** Three lower layers in overlay form: many files in one directory across layers, a whiteout, an opaque dir. */
+async function makeLowers(base: string): Promise<string[]> {
+  const l = [join(base, "l0"), join(base, "l1"), join(base, "l2")];
+  for (const d of l) await mkdir(join(d, "big"), { recursive: true });
+  for (let i = 0; i < 150; i++) await file(join(l[i % 3]!, "big", `f${String(i).padStart(3, "0")}`), `v${i}`);
+  await mkdir(join(l[0]!, "empty-me"));
+  for (const n of ["a", "b", "c"]) await file(join(l[0]!, "empty-me", n), n);
+  await mkdir(join(l[1]!, "empty-me"));
+  await file(join(l[1]!, "empty-me", "d"), "d");
+  await mkdir(join(l[0]!, "replace/sub"), { recursive: true });
+  await file(join(l[0]!, "replace/sub/x"), "x");
+  await file(join(l[0]!, "replace/y"), "y");
+  // Layer 1 deletes big/f000 (whiteout device) and replaces "shadow" wholesale (opaque).
+  await mknod(join(l[1]!, "big", "f000"), "char", 0, 0, 0);
+  await mkdir(join(l[0]!, "shadow"));
+  await file(join(l[0]!, "shadow", "hidden"), "h");
+  await mkdir(join(l[1]!, "shadow"));
+  await file(join(l[1]!, "shadow", "shown"), "s");
+  expect(await setXattrs([{ path: join(l[1]!, "shadow"), name: "trusted.overlay.opaque", value: Buffer.from("y") }])).toEqual([]);
+  await mkdir(join(l[2]!, "deep/a/b"), { recursive: true });
+  await file(join(l[2]!, "deep/a/b/leaf"), "leaf");
+  return l;
+}
+
+async function edit(m: string): Promise<void> {
+  // Every lower entry of a directory deleted, the directory kept.
+  for (const n of await readdir(join(m, "empty-me"))) await rm(join(m, "empty-me", n));
+  // A directory replaced wholesale.
+  await rm(join(m, "replace"), { recursive: true });
+  await mkdir(join(m, "replace"));
+  await writeFile(join(m, "replace/new"), "new");
+  // One change among many, one deletion, a touch that changes nothing.
+  await writeFile(join(m, "big/f077"), "changed");
+  await rm(join(m, "big/f100"));
+  await utimes(join(m, "big/f050"), new Date(), new Date());
+  // A name the lower layers deleted comes back; the opaque dir gets a file.
+  await writeFile(join(m, "big/f000"), "back");
+  await writeFile(join(m, "shadow/hidden"), "again");
+  // A deep change and a chmod of a lower directory.
+  await writeFile(join(m, "deep/a/b/leaf2"), "2");
+  await chmod(join(m, "deep/a"), 0o700);
+}
+
+const EXPECTED = [
+  "big directory 755",
+  "big/f000 file 644",
+  "big/.wh.f100 file 0",
+  "big/f077 file 644",
+  "deep directory 755",
+  "deep/a directory 700",
+  "deep/a/b directory 755",
+  "deep/a/b/leaf2 file 644",
+  "empty-me directory 755",
+  "empty-me/.wh..wh..opq file 0",
+  "replace directory 755",
+  "replace/.wh..wh..opq file 0",
+  "replace/new file 644",
+  "shadow directory 755",
+  "shadow/hidden file 644",
+];
+
+describe.skipIf(!canOverlay() || !haveTool("python3"))("overlay snapshots walk the upperdir (needs root and overlayfs)", () => {
+  let base: string;
+  const mounted: MountedRoot[] = [];
+  beforeEach(async () => {
+    base = await mkdtemp(join(tmpdir(), "ocibuild-upper-"));
+  });
+  afterEach(async () => {
+    for (const m of mounted.splice(0)) await m.unmount();
+    await rm(base, { recursive: true, force: true });
+  });
+
+  it("gives the same entries and the same layer bytes as comparing the whole tree (copy mode)", async () => {
+    const lowers = await makeLowers(base);
+    const results: { summary: string[]; diffId: string }[] = [];
+    for (const forceCopy of [false, true]) {
+      const root = await mountRoot(lowers, join(base, forceCopy ? "copy" : "overlay"), { forceCopy });
+      mounted.push(root);
+      expect(root.mode).toBe(forceCopy ? "copy" : "overlay");
+      await edit(root.merged);
+      const entries: LayerEntry[] = [];
+      for await (const e of snapshotChanges(root, lowers)) entries.push(e);
+      const summary = entries.map((e) => `${e.path} ${e.type} ${e.mode.toString(8)}`);
+      const sink = new Writable({ write: (_c, _e, cb) => cb() });
+      const written = await writeLayer(snapshotChanges(root, lowers), sink, { sourceDateEpoch: 1000 });
+      results.push({ summary, diffId: written.diffId });
+    }
+    const sorted = (s: string[]) => [...s].sort();
+    expect(sorted(results[0]!.summary)).toEqual(sorted(EXPECTED));
+    expect(results[0]!.summary).toEqual(results[1]!.summary);
+    expect(results[0]!.diffId).toBe(results[1]!.diffId);
+  });
+
+  it("a step that changes nothing gives no entries, whatever the number of lower layers", async () => {
+    const lowers = await makeLowers(base);
+    const root = await mountRoot(lowers, join(base, "s"));
+    mounted.push(root);
+    await utimes(join(root.merged, "big/f001"), new Date(), new Date());
+    const entries: LayerEntry[] = [];
+    for await (const e of snapshotChanges(root, lowers)) entries.push(e);
+    expect(entries.map((e) => e.path)).toEqual([]);
+  });
+});
