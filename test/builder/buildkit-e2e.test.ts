@@ -184,6 +184,28 @@ describe.skipIf(missing !== undefined)(`remote BuildKit executor against a real 
     expect(logs.some((m) => /^buildkit: export/i.test(m))).toBe(true);
   }, 180_000);
 
+  it("--no-cache runs the command on the daemon again: the daemon's own cache never answers for ours", async () => {
+    const ctx = join(work, "ctx-nocache");
+    await mkdir(ctx, { recursive: true });
+    await writeFile(join(ctx, "Dockerfile"), `FROM ${base}\nRUN echo "ran: $(cat /proc/sys/kernel/random/uuid)" && touch /x\n`);
+    const runOnce = async (noCache: boolean) => {
+      const out: string[] = [];
+      const ex = executor();
+      try {
+        const r = await build({ context: ctx, cacheDir: join(work, "cache-nocache"), executor: ex, noCache, onEvent: (e) => e.type === "output" && out.push(e.text) });
+        expect(r.steps[0]!.cached).toBe(false);
+      } finally {
+        ex.close();
+      }
+      return out.join("");
+    };
+    const first = await runOnce(false);
+    const second = await runOnce(true);
+    expect(first).toMatch(/ran: [0-9a-f-]{36}/);
+    expect(second).toMatch(/ran: [0-9a-f-]{36}/);
+    expect(second).not.toBe(first);
+  }, 180_000);
+
   it("a failing RUN reports the Dockerfile line, the command and the exit code", async () => {
     const ctx = join(work, "ctx-fail");
     await mkdir(ctx, { recursive: true });

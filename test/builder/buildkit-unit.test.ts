@@ -93,9 +93,13 @@ describe("LLB for one RUN", () => {
     expect(text(sub(exec, 1)[0]!, 1)).toEqual([digest(source)]);
     expect(def.execDigest).toBe(digest(exec));
     expect(text(sub(terminal, 1)[0]!, 1)).toEqual([digest(exec)]);
-    // Metadata names the exec for the daemon's progress.
-    const meta = sub(def.bytes, 2).map((e) => [...readFields(e)]);
-    expect(meta[0]![0]!.data.toString()).toBe(def.execDigest);
+    // Metadata for the exec: ignore the daemon's cache (ours decided), and its progress name.
+    const entries = sub(def.bytes, 2);
+    expect(entries).toHaveLength(1);
+    expect(text(entries[0]!, 1)).toEqual([def.execDigest]);
+    const opMeta = sub(entries[0]!, 2)[0]!;
+    expect(fields(opMeta).filter(([k]) => k === 1)).toEqual([[1, 1]]);
+    expect(sub(opMeta, 2).map(readMapEntry)).toEqual([["llb.customname", "RUN echo hi"]]);
   });
 
   it("the exec op has argv (empty words kept), env, cwd, user, the network mode and a writable root mount", () => {

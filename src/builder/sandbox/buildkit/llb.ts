@@ -30,6 +30,8 @@ export interface ExecSpec {
   tmpfs?: string[];
   /** Shown in the daemon's progress (llb.customname). */
   description?: string;
+  /** Run even when the daemon has a cached result for this exact op (default true). */
+  ignoreCache?: boolean;
 }
 
 export interface LlbDefinition {
@@ -78,9 +80,11 @@ export function execDefinition(spec: ExecSpec): LlbDefinition {
   const execBytes = execOp.message(2, exec).message(10, encodePlatform(spec.platform)).finish();
   ops.push(execBytes);
   const execDigest = opDigest(execBytes);
-  if (spec.description) {
-    metadata.set(execDigest, new ProtoWriter().stringMap(2, { "llb.customname": spec.description }));
-  }
+  // OpMetadata: ignore_cache (ocibuild's cache already decided this step runs, so
+  // the daemon must not answer it from its own cache) and the progress name.
+  const execMeta = new ProtoWriter().bool(1, spec.ignoreCache ?? true);
+  if (spec.description) execMeta.stringMap(2, { "llb.customname": spec.description });
+  metadata.set(execDigest, execMeta);
   // The terminal op: only an input, the definition's result.
   ops.push(new ProtoWriter().message(1, input(execDigest)).finish());
   const def = new ProtoWriter();
