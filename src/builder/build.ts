@@ -23,6 +23,7 @@ import { BwrapExecutor } from "./sandbox/bwrap.js";
 import type { Executor } from "./sandbox/index.js";
 import type { SourceTree } from "./sources.js";
 import { StageRunner, type CacheSummary, type StepReport } from "./stage-runner.js";
+import { resolveSecrets, startSshAgents, type SecretSpec, type SshAgents, type SshSpec } from "./secrets.js";
 import { FileHasher } from "../cache/file-hash.js";
 import { KEY_VERSION } from "../cache/key.js";
 import { LocalCacheStore } from "../cache/local.js";
@@ -60,6 +61,14 @@ export interface BuildOptions {
   cacheTtlSeconds?: number;
   /** Compute keys and report what would be cached or rebuilt, executing nothing. */
   dryRun?: boolean;
+  /** Secrets for RUN --mount=type=secret (--secret). */
+  secrets?: SecretSpec[];
+  /** ssh agents for RUN --mount=type=ssh (--ssh). */
+  ssh?: SshSpec[];
+  /** Entitlements (--allow): "security.insecure" permits RUN --security=insecure. */
+  allow?: string[];
+  /** Network for RUN steps without --network (default: shared with the host, like docker build). */
+  network?: "default" | "none" | "host";
   /** Clamp times to this (SOURCE_DATE_EPOCH, seconds). */
   sourceDateEpoch?: number;
   compressionLevel?: number;
@@ -172,7 +181,10 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   await mkdir(join(cacheDir, "tmp"), { recursive: true });
   const scratchDir = await mkdtemp(join(cacheDir, "tmp", "build-"));
   const registry = new RegistryClient({ ...opts.registry, env: opts.registry?.env ?? env });
+  let agents: SshAgents | undefined;
   try {
+    const secrets = await resolveSecrets(opts.secrets ?? [], env, contextDir);
+    agents = await startSshAgents(opts.ssh ?? [], env, scratchDir);
     const content = await OciLayout.create(join(cacheDir, "content"), opts.signal);
     const hasher = new FileHasher(join(cacheDir, "cache", `v${KEY_VERSION}`, "stat-cache.json"));
     const ttl = opts.cacheTtlSeconds ?? DEFAULT_CACHE_TTL_SECONDS;
@@ -191,6 +203,12 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         content,
         layerStore: new LayerStore(join(cacheDir, "rootfs")),
         scratchDir,
+        mountCacheDir: join(cacheDir, "mounts"),
+        gitCacheDir: join(cacheDir, "git"),
+        secrets,
+        sshAgents: agents.sockets,
+        allow: new Set(opts.allow ?? []),
+        defaultNetwork: opts.network ?? "default",
         context: await contextTree(contextDir, df.path),
         registry,
         executor: opts.executor ?? new BwrapExecutor(),
@@ -247,6 +265,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     emit({ type: "result", digest: result.digest, references, size: result.size });
     return result;
   } finally {
+    await agents?.stop();
     await registry.close().catch(() => {});
     await rm(scratchDir, { recursive: true, force: true });
   }

@@ -12,10 +12,14 @@ import { cacheKey, explainMiss, KEY_VERSION, type KeyInputs } from "../cache/key
 import type { CacheHit, CacheRecord, CacheStore } from "../cache/store.js";
 import { formatPlatform } from "../oci/registry/index.js";
 import { chainId } from "./rootfs.js";
+import { withRootView } from "./fs.js";
+import { resolveUser } from "./users.js";
 import { addHistory, addLayer, envRecord, expansionEnv, shellOf, withConfig, workdirOf, type LayerRecord, type StageState } from "./stage-state.js";
 import type { StepContext } from "./step-context.js";
 import type { ArgSources } from "./steps/arg.js";
-import { copyKeyFiles, executeCopy, prepareCopy, type CopyPrep } from "./steps/copy.js";
+import { copyKeyFiles, executeCopy, hashMatches, prepareCopy, type CopyPrep } from "./steps/copy.js";
+import { parseMounts, type MountSpec } from "./mounts.js";
+import { selectSources } from "./sources.js";
 import { executeStep } from "./steps/index.js";
 import { runArgs } from "./steps/run.js";
 
@@ -72,17 +76,19 @@ async function fsSpec(state: StageState, instr: Instruction, ctx: StepContext, c
     layer ? addLayer(s, layer, rec.history) : addHistory(s, { ...rec.history, empty_layer: true });
   switch (instr.kind) {
     case "run": {
-      const flags = [instr.network ? `--network=${instr.network}` : "", instr.security ? `--security=${instr.security}` : ""].filter(Boolean);
+      const flags = [instr.network ? `--network=${instr.network}` : "", instr.security ? `--security=${instr.security}` : "", ...instr.mounts.map((m) => `--mount=${m}`)].filter(Boolean);
+      const mounted = await mountKeyInputs(instr.mounts, ctx, cache, state);
       return {
         inputs: {
           ...common,
+          ...mounted,
           instruction: ["RUN", ...flags, JSON.stringify(runArgs(state, instr))].join(" "),
           shell: shellOf(state),
           user: state.config.User ?? "",
           workdir: workdirOf(state),
           env: envRecord(state),
           args: { ...state.args },
-          network: instr.network ?? "default",
+          network: instr.network ?? ctx.defaultNetwork,
         },
         execute: () => executeStep(state, instr, ctx, args, step),
         applyHit: hitWith(state),
@@ -100,17 +106,67 @@ async function fsSpec(state: StageState, instr: Instruction, ctx: StepContext, c
     case "copy":
     case "add": {
       const prep: CopyPrep = await prepareCopy(state, instr, ctx);
-      const inputs: KeyInputs = { ...common, instruction: prep.text, workdir: workdirOf(state) };
+      // COPY --link: the layer is made on an empty tree, so its key does not chain on the layers below.
+      const inputs: KeyInputs = { ...common, ...(instr.link ? { parent: "link", base: "link" } : {}), instruction: prep.text, workdir: workdirOf(state) };
       if (prep.from === undefined) inputs.files = await copyKeyFiles(prep, ctx, cache.hashFile);
       else {
         const chain = cache.stageChain(prep.from);
         inputs.source = chain ? `stage:${await chain}` : `image:${(await ctx.image(prep.from, state.platform)).baseName}`;
       }
-      return { inputs, execute: () => executeCopy(state, prep, ctx), applyHit: hitWith(state) };
+      return { inputs, execute: () => (instr.link ? linkedCopy(state, prep, ctx) : executeCopy(state, prep, ctx)), applyHit: hitWith(state) };
     }
     default:
       throw new Error(`not a filesystem step: ${instr.kind}`);
   }
+}
+
+/**
+ * What RUN --mount contributes to the key: the content of bind sources from the
+ * context, and the identity of stages or images mounted from. Cache mounts,
+ * tmpfs, secrets and ssh sockets never enter the key (their ids are in the text).
+ */
+async function mountKeyInputs(specs: readonly string[], ctx: StepContext, cache: CacheContext, state: StageState): Promise<Pick<KeyInputs, "files" | "source">> {
+  if (specs.length === 0) return {};
+  let parsed: MountSpec[];
+  try {
+    parsed = parseMounts(specs);
+  } catch {
+    return {}; // the step itself reports the bad spec with its line
+  }
+  const files: Record<string, string> = {};
+  const sources: string[] = [];
+  for (const m of parsed) {
+    if (m.type !== "bind" && !(m.type === "cache" && m.from !== undefined)) continue;
+    if (m.from === undefined) {
+      const matches = await selectSources(ctx.context, m.source);
+      for (const [k, v] of Object.entries(await hashMatches(ctx.context, matches, cache.hashFile, undefined, ctx.signal))) files[`mount ${m.target}: ${k}`] = v;
+    } else {
+      const chain = cache.stageChain(m.from);
+      sources.push(`${m.target}=${chain ? `stage:${await chain}` : `image:${(await ctx.image(m.from, state.platform)).baseName}`}`);
+    }
+  }
+  return { ...(Object.keys(files).length > 0 ? { files } : {}), ...(sources.length > 0 ? { source: sources.join(";") } : {}) };
+}
+
+/**
+ * COPY --link: copy onto an empty tree and put the result on top of the stage as
+ * an independent layer (BuildKit's semantics). Names in --chown are resolved in
+ * the stage's own /etc/passwd first, since the empty tree has none.
+ */
+async function linkedCopy(state: StageState, prep: CopyPrep, ctx: StepContext): Promise<StageState> {
+  let p = prep;
+  if (prep.chown !== undefined && !/^\d+(:\d+)?$/.test(prep.chown)) {
+    const spec = prep.chown;
+    const ids = await withRootView(state, ctx, async (root) => {
+      const u = await resolveUser(root, spec);
+      return spec.includes(":") ? `${u.uid}:${u.gid}` : `${u.uid}:${u.uid}`;
+    });
+    p = { ...prep, chown: ids };
+  }
+  const alone = await executeCopy({ ...state, layers: [], history: [] }, p, ctx);
+  const layer = alone.layers[0];
+  const entry = alone.history[alone.history.length - 1]!;
+  return layer ? addLayer(state, layer, entry) : addHistory(state, { ...entry, empty_layer: true });
 }
 
 /** Lookup in each store, in order; a corrupt entry is reported and skipped. */

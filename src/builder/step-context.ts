@@ -23,6 +23,18 @@ export interface StepContext {
   readonly layerStore: LayerStore;
   /** Per-build scratch space (removed at the end). */
   readonly scratchDir: string;
+  /** Where ADD keeps fetched git repositories. */
+  readonly gitCacheDir: string;
+  /** Where RUN --mount=type=cache directories persist across builds. */
+  readonly mountCacheDir: string;
+  /** --secret values by id (never written anywhere but a private temp file for the step). */
+  readonly secrets: ReadonlyMap<string, Buffer>;
+  /** --ssh agent sockets by id. */
+  readonly sshAgents: ReadonlyMap<string, string>;
+  /** --allow entitlements ("security.insecure"). */
+  readonly allow: ReadonlySet<string>;
+  /** Network for RUN steps that do not say (--network). */
+  readonly defaultNetwork: "default" | "none" | "host";
   readonly context: SourceTree;
   readonly registry: RegistryClient;
   readonly executor: Executor;

@@ -191,7 +191,7 @@ export class BwrapExecutor implements Executor {
     for (const m of spec.extraMounts ?? []) {
       if (!isAbsolute(m.target)) throw new OcibuildError("SANDBOX_BAD_MOUNT", `mount target "${m.target}" is not absolute`);
       await requireTarget(m.target, m.type === "tmpfs" ? "a tmpfs" : m.source ?? "a bind mount");
-      if (m.type === "tmpfs") args.push("--tmpfs", m.target);
+      if (m.type === "tmpfs") args.push(...(m.size !== undefined ? ["--size", String(m.size)] : []), "--tmpfs", m.target);
       else {
         if (m.source === undefined) throw new OcibuildError("SANDBOX_BAD_MOUNT", `bind mount at "${m.target}" has no source`);
         args.push(m.readonly ? "--ro-bind" : "--bind", m.source, m.target);
@@ -216,7 +216,8 @@ export class BwrapExecutor implements Executor {
       const groups = spec.additionalGids.length > 0 ? `--groups=${spec.additionalGids.join(",")}` : "--clear-groups";
       argv = [...sw.prefix, `--reuid=${spec.uid}`, `--regid=${spec.gid}`, groups, "--", ...spec.args];
     }
-    if (isRoot) for (const c of DOCKER_DEFAULT_CAPS) args.push("--cap-add", c);
+    if (isRoot && spec.privileged) args.push("--cap-add", "ALL");
+    else if (isRoot) for (const c of DOCKER_DEFAULT_CAPS) args.push("--cap-add", c);
     args.push("--", ...argv);
 
     const env: Record<string, string> = {};

@@ -16,6 +16,8 @@ export interface RunMount {
   /** Absolute path inside the root. */
   target: string;
   readonly?: boolean;
+  /** tmpfs only: size limit in bytes. */
+  size?: number;
 }
 
 export interface RunSpec {
@@ -38,6 +40,8 @@ export interface RunSpec {
   onOutput?: (stream: "stdout" | "stderr", chunk: Buffer) => void;
   /** For RUN --mount. */
   extraMounts?: RunMount[];
+  /** RUN --security=insecure: every capability (the caller checks that it was allowed). */
+  privileged?: boolean;
 }
 
 export interface RunResult {

@@ -21,9 +21,6 @@ export function isRemoteSource(s: string): boolean {
   return /^https?:\/\//i.test(s);
 }
 
-export function isGitSource(s: string): boolean {
-  return /^git@|^git:\/\/|\.git(#|$)/i.test(s) || /^[a-z]+:\/\/.*\.git(#.*)?$/i.test(s);
-}
 
 export interface Download {
   match: SourceMatch;

@@ -23,7 +23,8 @@ import { selectSources, type SourceMatch, type SourceTree } from "../sources.js"
 import { addHistory, addLayer, workdirOf, type StageState } from "../stage-state.js";
 import type { StepContext } from "../step-context.js";
 import { resolveUser } from "../users.js";
-import { archiveKind, download, extractArchive, isGitSource, isRemoteSource, type Download } from "./add.js";
+import { archiveKind, download, extractArchive, isRemoteSource, type Download } from "./add.js";
+import { checkoutGit, parseGitSource } from "./git.js";
 
 interface Owner {
   uid: number;
@@ -48,6 +49,8 @@ export function copyText(instr: CopyInstr | AddInstr, sources: string[], dest: s
   if (instr.link) flags.push("--link");
   if (instr.parents) flags.push("--parents");
   for (const e of instr.excludes) flags.push(`--exclude=${e}`);
+  if (instr.kind === "add" && instr.keepGitDir) flags.push("--keep-git-dir");
+  if (instr.kind === "add" && instr.checksum !== undefined) flags.push(`--checksum=${instr.checksum}`);
   return [instr.kind.toUpperCase(), ...flags, ...sources, dest].join(" ");
 }
 
@@ -69,6 +72,8 @@ export interface CopyPrep {
   heredocs: { name: string; content: string }[];
   /** ADD of URLs: downloaded files. */
   downloads: Download[];
+  /** ADD of git repositories: checked-out trees at a commit. */
+  gits: { url: string; commit: string; match: SourceMatch }[];
 }
 
 /** `instr` arrives expanded (expandInstruction); --from is never expanded (BuildKit refuses variables there). */
@@ -83,12 +88,26 @@ export async function prepareCopy(state: StageState, instr: CopyInstr | AddInstr
   const text = copyText(instr, sources, destRaw);
 
   const downloads: Download[] = [];
+  const gits: CopyPrep["gits"] = [];
   let local = sources;
   if (instr.kind === "add") {
-    const git = sources.find(isGitSource);
-    if (git !== undefined) throw fail("BUILD_UNSUPPORTED", `ADD of a git repository (${git}) is not supported yet`);
-    local = sources.filter((s) => !isRemoteSource(s));
-    for (const url of sources.filter(isRemoteSource)) {
+    for (const s of sources) {
+      const g = parseGitSource(s);
+      if (!g) continue;
+      try {
+        await mkdir(ctx.scratchDir, { recursive: true });
+        const co = await checkoutGit(g, ctx.gitCacheDir, ctx.scratchDir, instr.keepGitDir ?? false, ctx.signal);
+        if (instr.checksum !== undefined && !co.commit.startsWith(instr.checksum.replace(/^sha1:/, ""))) {
+          throw new OcibuildError("BUILD_ADD_CHECKSUM_MISMATCH", `ADD ${s}: resolved to commit ${co.commit}, but --checksum says ${instr.checksum}`);
+        }
+        gits.push({ url: s, commit: co.commit, match: { rel: "", hostPath: co.dir, stats: await lstat(co.dir) } });
+      } catch (e) {
+        if (e instanceof OcibuildError) throw fail(e.code, e.message, e.hint);
+        throw e;
+      }
+    }
+    local = sources.filter((s) => !isRemoteSource(s) && !parseGitSource(s));
+    for (const url of sources.filter((s) => isRemoteSource(s) && !parseGitSource(s))) {
       try {
         await mkdir(ctx.scratchDir, { recursive: true });
         downloads.push(await download(url, ctx.scratchDir, instr.checksum, ctx.signal));
@@ -116,7 +135,7 @@ export async function prepareCopy(state: StageState, instr: CopyInstr | AddInstr
   if (count > 1 && !destIsDir) {
     throw fail("BUILD_COPY_DEST_NOT_DIR", `when copying more than one source, the destination "${destRaw}" must be a directory ending in "/"`);
   }
-  const prep: CopyPrep = { instr, text, sources: local, destRaw, dest, destIsDir, chown, modeFn, exclude, from, heredocs, downloads };
+  const prep: CopyPrep = { instr, text, sources: local, destRaw, dest, destIsDir, chown, modeFn, exclude, from, heredocs, downloads, gits };
   if (from === undefined) prep.matches = await selectAll(prep, ctx.context, true, ctx);
   return prep;
 }
@@ -153,19 +172,31 @@ export async function copyKeyFiles(prep: CopyPrep, ctx: StepContext, hashFile: (
   const files: Record<string, string> = {};
   for (const h of prep.heredocs) files[`<<${h.name}`] = createHash("sha256").update(h.content).digest("hex");
   for (const d of prep.downloads) files[d.url] = d.sha256;
-  const plan: CopyPlan = { contextSource: true, exclude: prep.exclude };
-  for (const list of prep.matches ?? []) {
-    for (const m of list) {
-      for await (const e of walkMatch(ctx.context, m, plan, ctx.signal)) {
-        const st = e.stats;
-        const mode = (st.mode & 0o7777).toString(8);
-        let v: string;
-        if (st.isDirectory()) v = `dir:${mode}`;
-        else if (st.isSymbolicLink()) v = `link:${await readlink(e.hostPath)}`;
-        else if (st.isFile()) v = `file:${mode}:${await hashFile(e.hostPath, st)}`;
-        else continue;
-        files[e.srcRel === "" ? "." : e.srcRel] = v;
-      }
+  for (const g of prep.gits) files[`git ${g.url}`] = g.commit;
+  Object.assign(files, await hashMatches(ctx.context, (prep.matches ?? []).flat(), hashFile, prep.exclude, ctx.signal));
+  return files;
+}
+
+/** Content hashes of everything a copy (or a bind mount) of `matches` reads, keyed by path in the tree. */
+export async function hashMatches(
+  tree: SourceTree,
+  matches: readonly SourceMatch[],
+  hashFile: (path: string, st: Stats) => Promise<string>,
+  exclude?: IgnoreMatcher,
+  signal?: AbortSignal,
+): Promise<Record<string, string>> {
+  const files: Record<string, string> = {};
+  const plan: CopyPlan = { contextSource: true, exclude };
+  for (const m of matches) {
+    for await (const e of walkMatch(tree, m, plan, signal)) {
+      const st = e.stats;
+      const mode = (st.mode & 0o7777).toString(8);
+      let v: string;
+      if (st.isDirectory()) v = `dir:${mode}`;
+      else if (st.isSymbolicLink()) v = `link:${await readlink(e.hostPath)}`;
+      else if (st.isFile()) v = `file:${mode}:${await hashFile(e.hostPath, st)}`;
+      else continue;
+      files[e.srcRel === "" ? "." : e.srcRel] = v;
     }
   }
   return files;
@@ -186,6 +217,7 @@ export async function executeCopy(state: StageState, prep: CopyPrep, ctx: StepCo
       const created = plan.owner ? { ...plan, extract: false } : { ...plan, owner: { uid: 0, gid: 0 }, extract: false };
       for (const d of prep.downloads) await copyOne(tree, d.match, root, prep.dest, intoDir, false, created, ctx.signal);
       for (const h of prep.heredocs) await writeHeredoc(root, prep, h, created);
+      for (const g of prep.gits) await copyOne({ root: g.match.hostPath, label: g.url }, g.match, root, prep.dest, true, false, { ...created, contextSource: false }, ctx.signal);
     });
     const entry = { created_by: `${prep.text} # ocibuild`, comment: "ocibuild.dockerfile.v0" };
     return layer ? addLayer(state, layer, entry) : addHistory(state, { ...entry, empty_layer: true });

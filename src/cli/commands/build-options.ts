@@ -7,6 +7,7 @@
  */
 import { resolve } from "node:path";
 import { parsePlatformList } from "../../builder/build.js";
+import { parseSecretFlag, parseSshFlag } from "../../builder/secrets.js";
 import { hostPlatform } from "../../oci/registry/index.js";
 import { OcibuildError } from "../../errors.js";
 import type { BuildOptions } from "../../index.js";
@@ -45,10 +46,11 @@ export const BUILD_SPECS: FlagSpec[] = [
   { names: ["quiet"], short: ["q"], type: "boolean", description: "Print only the digest" },
   { names: ["reproducible"], type: "boolean", description: "Clamp timestamps to 0 unless SOURCE_DATE_EPOCH is set" },
   { names: ["compression-level"], type: "string", valueName: "0-9", description: "gzip level for new layers (default 6)" },
-  { names: ["network"], type: "string", valueName: "MODE", description: "Network for RUN: default or host (RUN --network=none per step)" },
-  // Recognised, not supported yet: each fails naming itself (see UNSUPPORTED).
-  { names: ["secret"], type: "string", repeatable: true, valueName: "id=ID,src=PATH", description: "(not supported yet) RUN --mount=type=secret" },
-  { names: ["ssh"], type: "string", repeatable: true, valueName: "ID", description: "(not supported yet) RUN --mount=type=ssh" },
+  { names: ["network"], type: "string", valueName: "MODE", description: "Default network for RUN: default, none or host (RUN --network overrides)" },
+  { names: ["secret"], type: "string", repeatable: true, valueName: "id=ID,src=PATH|env=VAR", description: "A secret for RUN --mount=type=secret (never stored in the image or cache)" },
+  { names: ["ssh"], type: "string", repeatable: true, valueName: "ID[=SOCKET|KEY[,KEY]]", description: "An ssh agent for RUN --mount=type=ssh (default: $SSH_AUTH_SOCK)" },
+  { names: ["allow"], type: "string", repeatable: true, valueName: "ENTITLEMENT", description: "Allow security.insecure (RUN --security=insecure)" },
+  // Recognised, not supported: each fails naming itself (see UNSUPPORTED).
   { names: ["cache-from"], type: "string", repeatable: true, valueName: "SRC", description: "(not supported yet) buildx cache import" },
   { names: ["cache-to"], type: "string", repeatable: true, valueName: "DST", description: "(not supported yet) buildx cache export" },
   { names: ["load"], type: "boolean", description: "(not supported: there is no daemon) use --output docker-archive:FILE and docker load" },
@@ -58,8 +60,6 @@ export const BUILD_SPECS: FlagSpec[] = [
 
 /** Flags we parse only to refuse with a precise message. */
 const UNSUPPORTED: Record<string, string> = {
-  secret: "RUN --mount=type=secret is not supported yet",
-  ssh: "RUN --mount=type=ssh is not supported yet",
   "cache-from": "use --cache-repo REPO (and --cache-dir DIR)",
   "cache-to": "use --cache-repo REPO (and --cache-dir DIR)",
   load: "ocibuild has no daemon to load into; write --output docker-archive:FILE and run `docker load -i FILE`",
@@ -213,10 +213,11 @@ function rejectUnsupported(p: ParsedFlags): void {
     throw new OcibuildError("USAGE_UNSUPPORTED_FLAG", `flag --${name} is not supported: ${why}`, { details: { flag: `--${name}` } });
   }
   const network = str(p, "network");
-  if (network !== undefined && network !== "default" && network !== "host") {
-    throw new OcibuildError("USAGE_UNSUPPORTED_FLAG", `flag --network=${network} is not supported: use default or host (RUN --network=none works per step)`, {
-      details: { flag: "--network" },
-    });
+  if (network !== undefined && network !== "default" && network !== "none" && network !== "host") {
+    throw new OcibuildError("USAGE_BAD_VALUE", `--network=${network}: use default, none or host`, { details: { flag: "--network" } });
+  }
+  for (const a of list(p, "allow")) {
+    if (a !== "security.insecure" && a !== "network.host") throw new OcibuildError("USAGE_BAD_VALUE", `--allow ${a}: known entitlements are security.insecure and network.host`);
   }
 }
 
@@ -314,6 +315,14 @@ export async function parseBuildArgs(args: string[], io: CliIO): Promise<BuildIn
     asUsage(() => parseReference(cacheRepo), `--cache-repo ${cacheRepo}`);
     options.cacheRepo = cacheRepo;
   }
+  const secrets = list(p, "secret").map((v) => asUsage(() => parseSecretFlag(v), `--secret ${v.replace(/(src|source|env)=[^,]*/g, "$1=…")}`));
+  if (secrets.length > 0) options.secrets = secrets.map((s) => (s.src !== undefined ? { ...s, src: resolve(cwd, s.src) } : s));
+  const ssh = list(p, "ssh").map(parseSshFlag);
+  if (ssh.length > 0) options.ssh = ssh.map((s) => ({ ...s, paths: s.paths.map((x) => resolve(cwd, x)) }));
+  const allow = list(p, "allow");
+  if (allow.length > 0) options.allow = allow;
+  const net = str(p, "network");
+  if (net !== undefined) options.network = net as "default" | "none" | "host";
   const ttl = str(p, "cache-ttl");
   if (ttl !== undefined) options.cacheTtlSeconds = parseDuration(ttl, "cache-ttl");
   if (bool(p, "dry-run")) {
