@@ -150,6 +150,7 @@ export class NativeHelper {
   private buf = "";
   private stderr = "";
   private idleTimer: NodeJS.Timeout | null = null;
+  private closeWhenIdle = false;
   private readonly idleMs: number;
   private readonly python: string;
 
@@ -181,6 +182,7 @@ export class NativeHelper {
     const gone = (e: OcibuildError) => {
       if (this.child !== child) return;
       this.child = null;
+      this.closeWhenIdle = false;
       this.clearIdle();
       const all = [...this.pending.values()];
       this.pending.clear();
@@ -240,6 +242,10 @@ export class NativeHelper {
       (child.stdout as unknown as Socket).ref();
       return;
     }
+    if (this.closeWhenIdle) {
+      this.close();
+      return;
+    }
     child.unref();
     for (const s of [child.stdout, child.stderr, child.stdin]) (s as unknown as Socket).unref();
     if (this.idleTimer === null) {
@@ -275,13 +281,28 @@ export class NativeHelper {
     });
   }
 
-  /** Stop the helper once it has answered what is pending. Safe at any time; a later call starts a new one. */
+  /** Start the helper now (at the beginning of a build) so the first real call does not wait for it. Never throws. */
+  warm(): void {
+    this.call("ping", {}).catch(() => {});
+  }
+
+  /**
+   * Stop the helper once it has answered what is pending. Safe at any time; a
+   * later call starts a new one. The process is detached at once when idle, so a
+   * call racing with the idle exit goes to a fresh helper, never to one that is
+   * shutting down.
+   */
   close(): void {
     this.clearIdle();
     const child = this.child;
     if (child === null) return;
+    if (this.pending.size > 0) {
+      this.closeWhenIdle = true;
+      return;
+    }
+    this.closeWhenIdle = false;
+    this.child = null;
     child.stdin.end();
-    // stdin closing ends the loop; the exit handler clears the state.
     child.unref();
   }
 }
@@ -316,7 +337,12 @@ export function nativeHelper(): NativeHelper {
   return shared;
 }
 
-/** Stop the shared helper now (call when a build ends; it also stops by itself when idle). */
+/** Stop the shared helper (call when a build ends; it also stops by itself when idle). */
 export function closeNativeHelper(): void {
   shared.close();
+}
+
+/** Start the shared helper in the background (call when a build starts). */
+export function warmNativeHelper(): void {
+  shared.warm();
 }
