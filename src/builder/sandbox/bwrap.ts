@@ -216,8 +216,12 @@ export class BwrapExecutor implements Executor {
       const groups = spec.additionalGids.length > 0 ? `--groups=${spec.additionalGids.join(",")}` : "--clear-groups";
       argv = [...sw.prefix, `--reuid=${spec.uid}`, `--regid=${spec.gid}`, groups, "--", ...spec.args];
     }
+    // As root, bwrap keeps every capability unless told otherwise: drop them all, then give Docker's set back.
     if (isRoot && spec.privileged) args.push("--cap-add", "ALL");
-    else if (isRoot) for (const c of DOCKER_DEFAULT_CAPS) args.push("--cap-add", c);
+    else if (isRoot) {
+      args.push("--cap-drop", "ALL");
+      for (const c of DOCKER_DEFAULT_CAPS) args.push("--cap-add", c);
+    }
     args.push("--", ...argv);
 
     const env: Record<string, string> = {};
