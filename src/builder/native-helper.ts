@@ -210,7 +210,10 @@ export class NativeHelper {
   }
 
   private onData(d: string): void {
+    // Only a chunk with a newline can complete an answer (answers can be long: scan the new part only).
+    const complete = d.includes("\n");
     this.buf += d;
+    if (!complete) return;
     let nl: number;
     while ((nl = this.buf.indexOf("\n")) >= 0) {
       const line = this.buf.slice(0, nl);
@@ -220,6 +223,9 @@ export class NativeHelper {
       try {
         msg = JSON.parse(line) as typeof msg;
       } catch {
+        // Not our protocol: the helper is broken; its exit fails what is pending and the next call restarts it.
+        this.stderr = `${this.stderr}\nunreadable answer: ${line.slice(0, 200)}`.slice(-4000);
+        this.child?.kill("SIGKILL");
         continue;
       }
       const p = this.pending.get(msg.i);
