@@ -7,7 +7,7 @@
  */
 import { chmod, chown, cp, mkdir, mkdtemp, open, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { createHash } from "node:crypto";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { OcibuildError } from "../errors.js";
 import { formatPlatform } from "../oci/registry/index.js";
 import { lowerDirs } from "./fs.js";
@@ -35,26 +35,35 @@ async function lockDir(dir: string, signal?: AbortSignal): Promise<() => Promise
   inProcessLocks.set(dir, prev.then(() => mine));
   await prev;
   const lockFile = `${dir}.lock`;
-  for (;;) {
-    signal?.throwIfAborted();
-    try {
-      const fh = await open(lockFile, "wx");
-      await fh.writeFile(String(process.pid));
-      await fh.close();
-      break;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-      // A lock left by a dead process is stale.
-      const pid = Number(await readFile(lockFile, "utf8").catch(() => "0"));
-      let alive = pid > 0;
+  try {
+    await mkdir(dirname(dir), { recursive: true });
+    for (;;) {
+      signal?.throwIfAborted();
       try {
-        if (alive) process.kill(pid, 0);
-      } catch {
-        alive = false;
+        const fh = await open(lockFile, "wx");
+        await fh.writeFile(String(process.pid));
+        await fh.close();
+        break;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+        // A lock left by a dead process is stale.
+        const text = await readFile(lockFile, "utf8").catch(() => null);
+        if (text === null) continue; // released meanwhile
+        const pid = Number(text);
+        // An empty file is a lock being written right now: its owner is alive.
+        let alive = text === "" || pid > 0;
+        try {
+          if (alive && pid > 0) process.kill(pid, 0);
+        } catch {
+          alive = false;
+        }
+        if (!alive) await rm(lockFile, { force: true });
+        else await new Promise((r) => setTimeout(r, 100));
       }
-      if (!alive) await rm(lockFile, { force: true });
-      else await new Promise((r) => setTimeout(r, 100));
     }
+  } catch (e) {
+    releaseLocal(); // never leave the in-process chain blocked
+    throw e;
   }
   return async () => {
     await rm(lockFile, { force: true });

@@ -64,6 +64,21 @@ describe.skipIf(!ready)("RUN --mount, secrets, ssh, network, heredocs, ADD git, 
     await expect(stat(join(root, "var/cache/app"))).rejects.toThrow();
   });
 
+  it("sharing=locked serialises two concurrent builds using the same cache mount", async () => {
+    const step = (n: string) =>
+      `ARG BASE\nFROM \${BASE}\nRUN --mount=type=cache,target=/c,id=locked-test,sharing=locked sh -c 'echo start-${n} >> /c/log; sleep 1; echo end-${n} >> /c/log'\n`;
+    const a = await context("locked-a", step("a"));
+    const b = await context("locked-b", step("b"));
+    await Promise.all([build({ context: a, buildArgs: { BASE: base }, cacheDir, push: false, noCache: true }), build({ context: b, buildArgs: { BASE: base }, cacheDir, push: false, noCache: true })]);
+    const reader = await context("locked-read", `ARG BASE\nFROM \${BASE}\nRUN --mount=type=cache,target=/c,id=locked-test,sharing=locked cp /c/log /log\n`);
+    const root = await buildUnpack("locked-read", reader, { noCache: true });
+    const lines = (await readFile(join(root, "log"), "utf8")).trim().split("\n");
+    expect(lines).toHaveLength(4);
+    // Never interleaved: each start is followed by its own end.
+    expect(lines[1]).toBe(lines[0]!.replace("start", "end"));
+    expect(lines[3]).toBe(lines[2]!.replace("start", "end"));
+  });
+
   it("a bind mount from another stage, and a tmpfs with a size", async () => {
     const dir = await context(
       "bindtmpfs",
