@@ -63,9 +63,14 @@ export function diffIdOf(data: Uint8Array | string): DiffID {
  * After 'finish'/'end', `digest` and `size` are set.
  */
 export class HashingStream extends Transform {
-  private readonly hash: Hash = createHash("sha256");
+  private readonly hash: Hash;
   size = 0;
   private hex?: string;
+
+  constructor(readonly algorithm = "sha256") {
+    super();
+    this.hash = createHash(algorithm);
+  }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.hash.update(chunk);
@@ -78,7 +83,7 @@ export class HashingStream extends Transform {
     cb();
   }
 
-  /** sha256 hex of everything that passed; throws if read before the stream ended. */
+  /** Hex digest of everything that passed; throws if read before the stream ended. */
   get hexDigest(): string {
     if (this.hex === undefined) throw new Error("HashingStream: digest read before end of stream");
     return this.hex;

@@ -12,14 +12,14 @@
  * be in the tar header before its bytes), its DiffID checked on the way, then
  * streamed into the archive and removed: memory stays flat, disk holds one layer.
  */
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import { Transform, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import { OcibuildError, isOcibuildError } from "../errors.js";
+import { HashingStream } from "./digest.js";
 import { type LayerEntry, checkAborted } from "./layer.js";
 import { MediaType } from "./media-types.js";
 import { type ArchiveImage, type ArchiveLayer, dirEntry, fileEntry, writeTarFile } from "./oci-archive.js";
@@ -43,26 +43,12 @@ export function repoTagsOf(refs: string[]): string[] {
   });
 }
 
-class Sha256Counter extends Transform {
-  private readonly hash = createHash("sha256");
-  size = 0;
-  hex = "";
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.hash.update(chunk);
-    this.size += chunk.length;
-    cb(null, chunk);
-  }
-  override _flush(cb: TransformCallback): void {
-    this.hex = this.hash.digest("hex");
-    cb();
-  }
-}
 
 const GZIP_TYPES = new Set<string>([MediaType.OCI_LAYER_GZIP, MediaType.DOCKER_LAYER_GZIP]);
 
 /** Decompresses a gzip layer to `path`, checking that the result's sha256 is the layer's DiffID. */
 async function uncompressTo(layer: ArchiveLayer, path: string, signal?: AbortSignal): Promise<number> {
-  const counter = new Sha256Counter();
+  const counter = new HashingStream();
   try {
     await pipeline(await layer.open(signal), createGunzip(), counter, createWriteStream(path, { flags: "wx" }), signal ? { signal } : {});
   } catch (err) {
@@ -70,9 +56,9 @@ async function uncompressTo(layer: ArchiveLayer, path: string, signal?: AbortSig
     if (isOcibuildError(err)) throw err;
     throw new OcibuildError("LAYER_DECOMPRESS_FAILED", `cannot decompress layer ${layer.descriptor.digest}: ${(err as Error).message}`, { cause: err });
   }
-  if (`sha256:${counter.hex}` !== layer.diffId) {
-    throw new OcibuildError("LAYER_DIFFID_MISMATCH", `layer ${layer.descriptor.digest} uncompresses to sha256:${counter.hex}, but the config says ${layer.diffId}`, {
-      details: { digest: layer.descriptor.digest, expected: layer.diffId, actual: `sha256:${counter.hex}` },
+  if (`sha256:${counter.hexDigest}` !== layer.diffId) {
+    throw new OcibuildError("LAYER_DIFFID_MISMATCH", `layer ${layer.descriptor.digest} uncompresses to sha256:${counter.hexDigest}, but the config says ${layer.diffId}`, {
+      details: { digest: layer.descriptor.digest, expected: layer.diffId, actual: `sha256:${counter.hexDigest}` },
     });
   }
   return counter.size;

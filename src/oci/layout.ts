@@ -9,10 +9,10 @@ import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { access, mkdir, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { PassThrough, Readable, Transform, type TransformCallback } from "node:stream";
+import { PassThrough, Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { OcibuildError, isOcibuildError } from "../errors.js";
-import { type Digest, VerifyingStream, algorithmOf, hexOf, isDigestString } from "./digest.js";
+import { type Digest, HashingStream, VerifyingStream, algorithmOf, hexOf, isDigestString } from "./digest.js";
 import { type LayerEntry, type LayerWriteOptions, type WrittenLayer, checkAborted, removeTemp, writeLayer } from "./layer.js";
 import { type Descriptor, type ImageIndex, parseManifest } from "./manifest.js";
 import { MediaType } from "./media-types.js";
@@ -66,24 +66,6 @@ async function atomicWrite(dir: string, path: string, data: Uint8Array | string,
 }
 
 /** Counts and hashes bytes passing through with the given algorithm. */
-class Digester extends Transform {
-  private readonly hash;
-  size = 0;
-  hex = "";
-  constructor(readonly algorithm: string) {
-    super();
-    this.hash = createHash(algorithm);
-  }
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.hash.update(chunk);
-    this.size += chunk.length;
-    cb(null, chunk);
-  }
-  override _flush(cb: TransformCallback): void {
-    this.hex = this.hash.digest("hex");
-    cb();
-  }
-}
 
 export class OciLayout {
   private indexChain: Promise<unknown> = Promise.resolve();
@@ -188,13 +170,13 @@ export class OciLayout {
       return { digest: expected.digest, size };
     }
     const algorithm = expected ? algorithmOf(expected.digest) : "sha256";
-    const digester = new Digester(algorithm);
+    const digester = new HashingStream(algorithm);
     const tmp = tmpName(this.dir);
     const source = src instanceof Uint8Array ? Readable.from([Buffer.from(src.buffer, src.byteOffset, src.byteLength)]) : src;
     const file = createWriteStream(tmp, { flags: "wx" });
     try {
       await pipeline(source, digester, file, signal ? { signal } : {});
-      const digest = `${algorithm}:${digester.hex}` as Digest;
+      const digest = `${algorithm}:${digester.hexDigest}` as Digest;
       if (expected && digest !== expected.digest) {
         throw new OcibuildError("DIGEST_MISMATCH", `blob content does not match its digest: expected ${expected.digest}, got ${digest}`, {
           details: { expected: expected.digest, actual: digest },
