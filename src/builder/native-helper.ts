@@ -164,6 +164,11 @@ export class NativeHelper {
     return this.child !== null;
   }
 
+  /** Calls sent and not answered yet. */
+  get pendingCalls(): number {
+    return this.pending.size;
+  }
+
   /** The running helper's pid, if any. */
   get pid(): number | undefined {
     return this.child?.pid;

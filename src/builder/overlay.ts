@@ -57,8 +57,14 @@ function run(cmd: string, args: string[], cwd?: string, signal?: AbortSignal): P
  * the mount command. Returns "" on success, otherwise the reason.
  */
 async function mountOverlay(cwd: string, data: string, signal?: AbortSignal): Promise<string> {
+  signal?.throwIfAborted();
   try {
-    await nativeHelper().call("mount", { cwd, source: "overlay", target: "merged", fstype: "overlay", data }, signal);
+    // No signal here: an abort must not leave a mount nobody knows about; it is checked right after.
+    await nativeHelper().call("mount", { cwd, source: "overlay", target: "merged", fstype: "overlay", data });
+    if (signal?.aborted) {
+      await unmountOverlay(join(cwd, "merged"));
+      signal.throwIfAborted();
+    }
     return "";
   } catch (e) {
     if (e instanceof NativeCallError && e.errno !== "") return e.message;
@@ -167,7 +173,7 @@ export async function materialize(lowerDirs: string[], dest: string, opts: { sig
 export async function mountRoot(lowerDirs: string[], scratchDir: string, opts: MountOptions = {}): Promise<MountedRoot> {
   const { signal } = opts;
   const log = opts.onLog ?? (() => {});
-  signal?.throwIfAborted();
+  if (signal?.aborted) throw new OcibuildError("ROOTFS_ABORTED", "mounting the stage root was aborted", { cause: signal.reason });
   const merged = join(scratchDir, "merged");
   const upper = join(scratchDir, "upper");
   const work = join(scratchDir, "work");

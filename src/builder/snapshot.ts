@@ -4,7 +4,10 @@
  * Both root modes give the same entries, because both compare the merged tree
  * with the lower view (rootfs-lowerview.ts) instead of trusting overlay's own
  * bookkeeping: in overlay mode the upperdir only tells where to look (a path
- * absent from it is unchanged), in copy mode everything is compared. Rules:
+ * absent from it is unchanged, so only the upperdir's names are visited, or every
+ * name of a directory the step made opaque), in copy mode everything is compared.
+ * The cost of an overlay snapshot follows the size of the change, not of the
+ * image or the number of its layers. Rules:
  *  - a path only in the merged tree is added (directories with their whole subtree);
  *  - a path whose type, mode, owner, link target, device or content differ is
  *    included; a copy-up that changed nothing (touch, chmod to the same mode) is not;

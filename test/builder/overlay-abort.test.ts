@@ -1,0 +1,77 @@
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { OcibuildError } from "../../src/errors.js";
+import { mountRoot } from "../../src/builder/overlay.js";
+import { nativeHelper } from "../../src/builder/native-helper.js";
+import { findOpaqueDirs } from "../../src/builder/rootfs-native.js";
+import { canOverlay, haveTool } from "../../testdata/builder/fixtures.js";
+
+async function mountsUnder(dir: string): Promise<string[]> {
+  const info = await readFile("/proc/self/mountinfo", "utf8");
+  return info
+    .split("\n")
+    .map((l) => l.split(" ")[4] ?? "")
+    .filter((p) => p.startsWith(dir));
+}
+
+describe.skipIf(!canOverlay() || !haveTool("python3"))("mountRoot and cancellation (needs root and overlayfs)", () => {
+  let base: string;
+  beforeEach(async () => {
+    base = await mkdtemp(join(tmpdir(), "ocibuild-abort-"));
+    await mkdir(join(base, "lower"));
+    await writeFile(join(base, "lower", "f"), "f");
+  });
+  afterEach(async () => {
+    expect(await mountsUnder(base)).toEqual([]);
+    await rm(base, { recursive: true, force: true });
+  });
+
+  it("an already-aborted signal fails with ROOTFS_ABORTED before anything is mounted", async () => {
+    const ac = new AbortController();
+    ac.abort();
+    const e = await mountRoot([join(base, "lower")], join(base, "s"), { signal: ac.signal }).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(OcibuildError);
+    expect((e as OcibuildError).code).toBe("ROOTFS_ABORTED");
+  });
+
+  it("an abort while the mount call is queued in the helper still leaves nothing mounted", async () => {
+    const helper = nativeHelper();
+    await helper.call("ping", {});
+    // Keep the helper busy (it answers in order), so the mount request waits behind this walk.
+    const busy = findOpaqueDirs("/usr");
+    const ac = new AbortController();
+    const p = mountRoot([join(base, "lower")], join(base, "s"), { signal: ac.signal });
+    while (helper.pendingCalls < 2) await new Promise((r) => setImmediate(r));
+    ac.abort();
+    const e = await p.catch((x: unknown) => x);
+    await busy;
+    // The helper has now handled everything sent before this ping, the mount included.
+    await helper.call("ping", {});
+    expect(await mountsUnder(base)).toEqual([]);
+    expect((e as OcibuildError).code).toBe("ROOTFS_ABORTED");
+  });
+
+  it("an abort at any point either completes the mount (caller unmounts) or fails with ROOTFS_ABORTED leaving nothing mounted", async () => {
+    const outcomes = new Set<string>();
+    for (let delay = 0; delay < 12; delay++) {
+      const ac = new AbortController();
+      const p = mountRoot([join(base, "lower")], join(base, `s${delay}`), { signal: ac.signal });
+      // Abort after a varying number of event-loop turns, so it lands at different stages.
+      for (let i = 0; i < delay; i++) await new Promise((r) => setImmediate(r));
+      ac.abort();
+      try {
+        const root = await p;
+        outcomes.add("mounted");
+        await root.unmount();
+      } catch (e) {
+        expect(e).toBeInstanceOf(OcibuildError);
+        expect((e as OcibuildError).code).toBe("ROOTFS_ABORTED");
+        outcomes.add("aborted");
+      }
+      expect(await mountsUnder(base)).toEqual([]);
+    }
+    expect(outcomes.has("aborted")).toBe(true);
+  });
+});
