@@ -12,10 +12,15 @@ import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { build, type BuildResult } from "../../src/builder/build.js";
 import type { BuildEvent } from "../../src/builder/events.js";
-import { BuildkitExecutor } from "../../src/builder/sandbox/buildkit.js";
+import { BuildkitExecutor, type RemoteMount } from "../../src/builder/sandbox/buildkit.js";
+import { imageState } from "../../src/builder/base.js";
+import { readTar } from "../../src/builder/rootfs-tar.js";
+import type { StageState } from "../../src/builder/stage-state.js";
+import { OciLayout } from "../../src/oci/layout.js";
+import { RegistryClient, hostPlatform } from "../../src/oci/registry/index.js";
+import { createGunzip } from "node:zlib";
 import { buildkitCommand } from "../../src/cli/commands/buildkit.js";
 import { OcibuildError } from "../../src/errors.js";
-import { hostPlatform } from "../../src/oci/registry/index.js";
 import { pushBusyboxBase } from "../../src/testing/busybox.js";
 import { captureIO } from "../dockerfile/cli-io.js";
 import { buildkitdMissing, makeClientCert, startBuildkitd, type TestBuildkitd } from "../helpers/buildkitd.js";
@@ -302,6 +307,80 @@ describe.skipIf(missing !== undefined)(`remote BuildKit executor against a real 
     }
     expect(events.filter((e) => e.type === "output").map((e) => (e as { text: string }).text).join("")).toContain("from a heredoc");
   }, 180_000);
+
+  describe("RUN mounts on the daemon (secret over the session, cache, tmpfs)", () => {
+    let content: OciLayout;
+    let registry: RegistryClient;
+    let state: StageState;
+    beforeAll(async () => {
+      content = await OciLayout.create(join(work, "mounts-content"));
+      registry = new RegistryClient({});
+      state = await imageState(base, hostPlatform(), registry);
+    });
+    afterAll(async () => {
+      await registry?.close();
+    });
+
+    const mounts: RemoteMount[] = [
+      { type: "secret", id: "token", target: "/run/secrets/token", required: true, mode: 0o400, uid: 0, gid: 0 },
+      { type: "secret", id: "token", env: "TOKEN_ENV", required: true, mode: 0o400, uid: 0, gid: 0 },
+      { type: "cache", target: "/var/cache/app", id: "app-cache", sharing: "locked", source: "/", mode: 0o755, uid: 0, gid: 0, readonly: false },
+      { type: "tmpfs", target: "/scratch" },
+    ];
+    const script = [
+      'echo "file=$(cat /run/secrets/token) env=$TOKEN_ENV"',
+      'echo "runs=$(echo x >> /var/cache/app/runs && wc -l < /var/cache/app/runs)"',
+      'echo "scratch=$(grep " /scratch " /proc/mounts | cut -d" " -f3)"',
+      "echo kept > /kept && echo tmp > /scratch/tmp",
+    ].join(" && ");
+    const runStep = async (ex: BuildkitExecutor, secrets: Map<string, Buffer>, env: string[] = []) => {
+      const out: string[] = [];
+      const r = await ex.runRemote({
+        state, args: ["/bin/sh", "-c", script], env, cwd: "/", user: "", network: "default", description: "RUN --mount test",
+        content, registry, mounts, secrets, onOutput: (_s, c) => out.push(c.toString()),
+      });
+      return { r, out: out.join("") };
+    };
+
+    it("gives the command the secret (file and env), a persistent cache and a tmpfs, and keeps all three out of the layer", async () => {
+      const ex = executor();
+      try {
+        const secret = "s3cr3t-" + Math.random().toString(36).slice(2);
+        const first = await runStep(ex, new Map([["token", Buffer.from(secret)]]));
+        expect(first.r.exitCode).toBe(0);
+        expect(first.out).toContain(`file=${secret} env=${secret}`);
+        expect(first.out).toContain("runs=1");
+        expect(first.out).toContain("scratch=tmpfs");
+        // Another step (a different env) with the same cache id sees what the first left there.
+        const second = await runStep(ex, new Map([["token", Buffer.from(secret)]]), ["ROUND=2"]);
+        expect(second.out).toContain("runs=2");
+        // The layer: /kept, and nothing of the mounts (nor their mount points).
+        const layer = first.r.layer!;
+        const paths: string[] = [];
+        for await (const e of readTar(content.readBlob(layer.descriptor.digest).pipe(createGunzip()) as AsyncIterable<Buffer>)) {
+          paths.push(e.header.name.replace(/\/$/, ""));
+          for await (const chunk of e.body) expect(chunk.toString("latin1")).not.toContain(secret);
+        }
+        expect(paths).toContain("kept");
+        expect(paths.filter((p) => /^(run|var|scratch)(\/|$)/.test(p))).toEqual([]);
+      } finally {
+        ex.close();
+      }
+    }, 180_000);
+
+    it("a missing required secret fails before the daemon is asked; bind and ssh mounts are refused by name", async () => {
+      const ex = executor();
+      try {
+        await expect(runStep(ex, new Map())).rejects.toMatchObject({ code: "BUILDKIT_SECRET_MISSING" });
+        await expect(
+          ex.runRemote({ state, args: ["true"], env: [], cwd: "/", user: "", network: "default", description: "RUN", content, registry, mounts: [{ type: "bind", target: "/src" }] }),
+        ).rejects.toMatchObject({ code: "BUILDKIT_MOUNT_UNSUPPORTED" });
+        expect(ex.calls).toBe(0);
+      } finally {
+        ex.close();
+      }
+    });
+  });
 
   it("a platform the daemon's workers cannot run fails clearly", async () => {
     const ex = executor();

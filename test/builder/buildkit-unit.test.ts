@@ -117,8 +117,28 @@ describe("LLB for one RUN", () => {
     expect(fields(mounts[0]!)).toEqual([[3, Buffer.from("/")]]);
   });
 
+  it("cache, secret and tmpfs mounts and secret env carry BuildKit's mount types and options", () => {
+    const def = execDefinition({
+      ...spec,
+      mounts: [
+        { type: "cache", target: "/root/.cache", id: "pip", sharing: "locked" },
+        { type: "secret", target: "/run/secrets/token", id: "token", uid: 1000, gid: 50, mode: 0o400, optional: false },
+        { type: "tmpfs", target: "/scratch", size: 1 << 20 },
+      ],
+      secretEnv: [{ id: "token", name: "TOKEN", optional: true }],
+    });
+    const op = sub(sub(def.bytes, 1)[1]!, 2)[0]!;
+    const [, cache, secret, tmpfs] = sub(op, 2) as [Buffer, Buffer, Buffer, Buffer];
+    expect(fields(cache).filter(([k]) => k !== 20)).toEqual([[1, -1], [3, Buffer.from("/root/.cache")], [4, -1], [6, 3]]);
+    expect(fields(sub(cache, 20)[0]!)).toEqual([[1, Buffer.from("pip")], [2, 2]]);
+    expect(fields(secret).filter(([k]) => k !== 21)).toEqual([[1, -1], [3, Buffer.from("/run/secrets/token")], [4, -1], [6, 1]]);
+    expect(fields(sub(secret, 21)[0]!)).toEqual([[1, Buffer.from("token")], [2, 1000], [3, 50], [4, 0o400]]);
+    expect(fields(sub(tmpfs, 19)[0]!)).toEqual([[1, 1 << 20]]);
+    expect(fields(sub(op, 5)[0]!)).toEqual([[1, Buffer.from("token")], [2, Buffer.from("TOKEN")], [3, 1]]);
+  });
+
   it("scratch has no source op and mounts nothing (-1) at /; tmpfs mounts have no input or output", () => {
-    const def = execDefinition({ ...spec, image: undefined, network: "sandbox", tmpfs: ["/tmp"] });
+    const def = execDefinition({ ...spec, image: undefined, network: "sandbox", mounts: [{ type: "tmpfs", target: "/tmp" }] });
     const ops = sub(def.bytes, 1);
     expect(ops).toHaveLength(2);
     const op = sub(ops[0]!, 2)[0]!;

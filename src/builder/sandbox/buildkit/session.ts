@@ -3,6 +3,8 @@
  * stream of byte chunks over which the daemon dials back and speaks gRPC (h2c)
  * to us. We serve, on node:http2 over that stream:
  * - grpc.health.v1.Health/Check (the daemon checks the session is alive);
+ * - moby.buildkit.secrets.v1.Secrets/GetSecret: RUN --mount=type=secret values,
+ *   which so never appear in the LLB definition, a registry or the daemon's cache;
  * - moby.filesync.v1.Auth/Credentials: registry credentials for a host, from the
  *   same docker config ocibuild uses, so the daemon can pull the staged input and
  *   push its result to a registry that needs a login. GetTokenAuthority answers
@@ -32,7 +34,8 @@ export interface BuildkitSession {
 
 const HEALTH_CHECK = "/grpc.health.v1.Health/Check";
 const AUTH = "/moby.filesync.v1.Auth";
-const METHODS = [HEALTH_CHECK, `${AUTH}/Credentials`, `${AUTH}/FetchToken`, `${AUTH}/GetTokenAuthority`, `${AUTH}/VerifyTokenAuthority`];
+const GET_SECRET = "/moby.buildkit.secrets.v1.Secrets/GetSecret";
+const METHODS = [HEALTH_CHECK, `${AUTH}/Credentials`, `${AUTH}/FetchToken`, `${AUTH}/GetTokenAuthority`, `${AUTH}/VerifyTokenAuthority`, GET_SECRET];
 
 /** gRPC status codes we answer with. */
 const Status = { OK: 0, NOT_FOUND: 5, INTERNAL: 13, UNIMPLEMENTED: 12 } as const;
@@ -59,7 +62,7 @@ function stringField(msg: Buffer, field: number): string {
 
 type Handler = (req: Buffer, signal: AbortSignal) => Promise<Buffer | { status: number; message: string }>;
 
-function handlers(credentials: SessionCredentials): Map<string, Handler> {
+function handlers(credentials: SessionCredentials, secrets: ReadonlyMap<string, Buffer>): Map<string, Handler> {
   const unimplemented: Handler = async () => ({ status: Status.UNIMPLEMENTED, message: "not provided by ocibuild" });
   return new Map<string, Handler>([
     // HealthCheckResponse { status = SERVING (1) }
@@ -72,6 +75,15 @@ function handlers(credentials: SessionCredentials): Map<string, Handler> {
         return new ProtoWriter().string(1, c?.username).string(2, c?.secret).finish();
       },
     ],
+    [
+      // GetSecretRequest { ID = 1 } -> GetSecretResponse { data = 1 }; NotFound lets the daemon apply `required`.
+      GET_SECRET,
+      async (req) => {
+        const id = stringField(req, 1);
+        const value = secrets.get(id);
+        return value === undefined ? { status: Status.NOT_FOUND, message: `secret ${id} not found` } : new ProtoWriter().bytes(1, value).finish();
+      },
+    ],
     [`${AUTH}/GetTokenAuthority`, unimplemented],
     [`${AUTH}/FetchToken`, unimplemented],
     [`${AUTH}/VerifyTokenAuthority`, unimplemented],
@@ -82,7 +94,10 @@ function handlers(credentials: SessionCredentials): Map<string, Handler> {
  * Open a session on the daemon. Pass its `id` as SolveRequest.session; close it
  * when the solve is over (or aborted).
  */
-export function openSession(client: BuildkitClient, opts: { credentials: SessionCredentials; signal?: AbortSignal }): BuildkitSession {
+export function openSession(
+  client: BuildkitClient,
+  opts: { credentials: SessionCredentials; secrets?: ReadonlyMap<string, Buffer>; signal?: AbortSignal },
+): BuildkitSession {
   const id = randomBytes(16).toString("hex");
   const md = new grpc.Metadata();
   md.set("x-docker-expose-session-uuid", id);
@@ -110,7 +125,7 @@ export function openSession(client: BuildkitClient, opts: { credentials: Session
   call.on("error", () => socket.destroy());
   socket.on("error", () => {});
 
-  const table = handlers(opts.credentials);
+  const table = handlers(opts.credentials, opts.secrets ?? new Map());
   const server = http2.createServer();
   server.on("stream", (stream, headers) => {
     const path = String(headers[":path"] ?? "");
