@@ -203,7 +203,7 @@ export class BuildkitExecutor implements Executor {
     });
   }
 
-  async runRemote(spec: RemoteRunSpec & BuildkitRunExtras): Promise<RemoteRunResult> {
+  async runRemote(spec: Omit<RemoteRunSpec, "mounts"> & BuildkitRunExtras): Promise<RemoteRunResult> {
     const { state, signal } = spec;
     const secrets = spec.secrets ?? new Map<string, Buffer>();
     const extra = llbMounts(spec.mounts ?? [], secrets);

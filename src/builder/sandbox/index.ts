@@ -7,6 +7,7 @@
 import { StringDecoder } from "node:string_decoder";
 import type { OciLayout } from "../../oci/layout.js";
 import type { RegistryClient } from "../../oci/registry/index.js";
+import type { MountSpec } from "../mounts.js";
 import type { LayerRecord, StageState } from "../stage-state.js";
 
 export interface RunMount {
@@ -77,6 +78,10 @@ export interface RemoteRunSpec {
   network: "default" | "none" | "host";
   /** The step as shown in progress ("RUN ..."). */
   description: string;
+  /** RUN --mount specs; the executor provides what it can and refuses the rest by name. */
+  mounts?: readonly MountSpec[];
+  /** --secret values by id, for secret mounts (served to the runtime, never written anywhere). */
+  secrets?: ReadonlyMap<string, Buffer>;
   content: OciLayout;
   registry: RegistryClient;
   /** For the layer written into `content` (as the local path writes its layers). */

@@ -62,7 +62,8 @@ export async function runStep(state: StageState, instr: RunInstr, ctx: StepConte
   if (security === "insecure" && !ctx.allow.has("security.insecure")) {
     throw fail("BUILD_ENTITLEMENT_REQUIRED", "RUN --security=insecure needs the security.insecure entitlement", "pass --allow security.insecure if you trust this Dockerfile");
   }
-  if (ctx.executor.runRemote && mountSpecs.length > 0) throw fail("BUILD_UNSUPPORTED", `RUN --mount is not supported with the ${ctx.executor.name} executor yet`);
+  const remoteUnsupported = ctx.executor.runRemote ? mountSpecs.find((m) => m.type === "bind" || m.type === "ssh") : undefined;
+  if (remoteUnsupported) throw fail("BUILD_UNSUPPORTED", `RUN --mount=type=${remoteUnsupported.type} is not supported with the ${ctx.executor.name} executor yet (tmpfs, cache and secret are)`);
   const network = instr.network ?? ctx.defaultNetwork;
   if (network !== "default" && network !== "none" && network !== "host") throw fail("DOCKERFILE_INVALID_NETWORK", `invalid RUN --network=${network} (default, none or host)`);
   const avail = await ctx.executor.available();
@@ -87,7 +88,10 @@ export async function runStep(state: StageState, instr: RunInstr, ctx: StepConte
     throw fail("BUILD_UNSUPPORTED", `a RUN heredoc with a #! line is not supported with the ${ctx.executor.name} executor yet`, "drop the #! line to run the heredoc with the shell");
   }
   const layer = ctx.executor.runRemote
-    ? await runRemoteStep(ctx.executor.runRemote.bind(ctx.executor), state, ctx, { args, envList, cwd, network, onOutput, failed, text: instr.original })
+    ? await runRemoteStep(ctx.executor.runRemote.bind(ctx.executor), state, ctx, { args, envList, cwd, network, onOutput, failed, text: instr.original, mounts: mountSpecs }).catch((e: unknown) => {
+        // Mount and secret problems are about this Dockerfile line.
+        throw e instanceof OcibuildError && /^BUILDKIT_(MOUNT|SECRET)_/.test(e.code) ? fail(e.code, e.message, e.hint) : e;
+      })
     : await mutateRoot(state, ctx, async (root) => {
         const user = await resolveUser(root, state.config.User);
         const prepared = await prepareRunMounts(mountSpecs, state, ctx).catch((e: unknown) => {
@@ -133,7 +137,7 @@ async function runRemoteStep(
   runRemote: NonNullable<Executor["runRemote"]>,
   state: StageState,
   ctx: StepContext,
-  s: { args: string[]; envList: string[]; cwd: string; network: "default" | "none" | "host"; text: string; onOutput: (stream: "stdout" | "stderr", chunk: Buffer) => void; failed: (r: RemoteRunResult) => Error },
+  s: { args: string[]; envList: string[]; cwd: string; network: "default" | "none" | "host"; text: string; mounts: MountSpec[]; onOutput: (stream: "stdout" | "stderr", chunk: Buffer) => void; failed: (r: RemoteRunResult) => Error },
 ): Promise<LayerRecord | undefined> {
   const result = await runRemote({
     state,
@@ -143,6 +147,8 @@ async function runRemoteStep(
     user: state.config.User ?? "",
     network: s.network,
     description: s.text.replace(/\s+/g, " ").trim(),
+    mounts: s.mounts,
+    secrets: ctx.secrets,
     content: ctx.content,
     registry: ctx.registry,
     compressionLevel: ctx.compressionLevel,
