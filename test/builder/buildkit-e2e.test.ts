@@ -382,6 +382,35 @@ describe.skipIf(missing !== undefined)(`remote BuildKit executor against a real 
     });
   });
 
+  it("a Dockerfile's RUN --mount=type=secret/cache/tmpfs runs on the daemon; bind mounts and missing secrets fail at their line", async () => {
+    const ctx = join(work, "ctx-dfmounts");
+    await mkdir(ctx, { recursive: true });
+    const secretFile = join(work, "secret.txt");
+    const secret = "df-secret-" + Math.random().toString(36).slice(2);
+    await writeFile(secretFile, secret);
+    await writeFile(
+      join(ctx, "Dockerfile"),
+      `FROM ${base}\nRUN --mount=type=secret,id=token,required=true --mount=type=cache,target=/var/cache/x --mount=type=tmpfs,target=/t \\\n    test "$(cat /run/secrets/token)" = "${secret}" && echo secret-ok && echo made > /made\n`,
+    );
+    const events: BuildEvent[] = [];
+    const ex = executor();
+    try {
+      const r = await build({ context: ctx, cacheDir: join(work, "cache-dfmounts"), executor: ex, secrets: [{ id: "token", src: secretFile }], onEvent: (e) => events.push(e) });
+      expect(r.steps[0]!.layer).toMatch(/^sha256:/);
+      expect(events.some((e) => e.type === "output" && e.text.includes("secret-ok"))).toBe(true);
+      // --no-cache runs it on the daemon again, even with a cache mount (which keeps its content).
+      const again: BuildEvent[] = [];
+      await build({ context: ctx, cacheDir: join(work, "cache-dfmounts"), executor: ex, noCache: true, secrets: [{ id: "token", src: secretFile }], onEvent: (e) => again.push(e) });
+      expect(again.some((e) => e.type === "output" && e.text.includes("secret-ok"))).toBe(true);
+      // Without the secret: the step fails at its line, before the daemon runs anything.
+      await expect(build({ context: ctx, cacheDir: join(work, "cache-dfmounts"), executor: ex, noCache: true })).rejects.toMatchObject({ code: "BUILDKIT_SECRET_MISSING", line: 2 });
+      await writeFile(join(ctx, "Dockerfile"), `FROM ${base}\nRUN echo one\nRUN --mount=type=bind,target=/src true\n`);
+      await expect(build({ context: ctx, cacheDir: join(work, "cache-dfmounts"), executor: ex })).rejects.toMatchObject({ code: "BUILD_UNSUPPORTED", line: 3 });
+    } finally {
+      ex.close();
+    }
+  }, 180_000);
+
   it("a platform the daemon's workers cannot run fails clearly", async () => {
     const ex = executor();
     try {

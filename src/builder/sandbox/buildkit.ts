@@ -120,6 +120,12 @@ export function llbMounts(mounts: readonly RemoteMount[], secrets: ReadonlyMap<s
   return { mounts: out, secretEnv };
 }
 
+/** An optional secret mount nobody serves: never mounted, but it makes the op unique. */
+function runNonce(): LlbMount {
+  const id = `ocibuild-run-${randomBytes(16).toString("hex")}`;
+  return { type: "secret", target: `/run/${id}`, id, uid: 0, gid: 0, mode: 0o400, optional: true };
+}
+
 export interface DaemonInfo {
   address: string;
   version?: BuildkitVersion;
@@ -222,6 +228,12 @@ export class BuildkitExecutor implements Executor {
     }
 
     // 2. The step as LLB: PATH as Docker adds it; HOME, groups from the user are the daemon's (runc) job.
+    // Our cache decided that this step runs, so the daemon must not answer it from its
+    // own cache: the exec is marked ignore_cache. The daemon however gives an op that
+    // ignores its cache fresh cache mounts, so a step with a cache mount is made unique
+    // instead, by an optional secret mount no one provides (skipped, invisible to the
+    // command, but part of the daemon's cache key).
+    const hasCacheMount = extra.mounts.some((m) => m.type === "cache");
     const env = spec.env.some((e) => e.startsWith("PATH=")) ? [...spec.env] : [...spec.env, `PATH=${DEFAULT_PATH}`];
     const def = execDefinition({
       image,
@@ -232,12 +244,9 @@ export class BuildkitExecutor implements Executor {
       user: spec.user,
       network: spec.network === "default" ? "sandbox" : spec.network,
       description: spec.description,
-      mounts: extra.mounts,
+      mounts: hasCacheMount ? [...extra.mounts, runNonce()] : extra.mounts,
       secretEnv: extra.secretEnv,
-      // Our cache decided this step runs, so the daemon must not answer it from its
-      // own cache; but the daemon also resets cache mounts for an op that ignores its
-      // cache (BuildKit's --no-cache), so a step with a cache mount lets it decide.
-      ignoreCache: !extra.mounts.some((m) => m.type === "cache"),
+      ignoreCache: !hasCacheMount,
     });
 
     // 3. Solve, following the Status stream for the command's output.
