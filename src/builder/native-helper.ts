@@ -10,7 +10,7 @@
  * Requests are answered in order by a single-threaded python3 program (stdlib
  * only, started with -S -E so no site packages or environment change it). The
  * process is unref'd whenever nothing is pending, so it never keeps Node alive,
- * and it exits on its own after a short idle time or when closeNativeHelper() is
+ * and it exits on its own after an idle time or when closeNativeHelper() is
  * called (end of a build). A helper that dies fails the pending requests with a
  * coded error; the next request starts a fresh one.
  */
@@ -137,7 +137,11 @@ interface Pending {
 }
 
 export interface NativeHelperOptions {
-  /** Exit after this long without requests (default 2000 ms). */
+  /**
+   * Exit after this long without requests (default 30 s: longer than most RUN
+   * steps, so a build keeps one helper; an idle one costs a few MB and never keeps
+   * Node alive).
+   */
   idleMs?: number;
   /** The python interpreter (default: /usr/bin/python3 when present, else python3 from PATH). */
   python?: string;
@@ -155,7 +159,7 @@ export class NativeHelper {
   private readonly python: string;
 
   constructor(opts: NativeHelperOptions = {}) {
-    this.idleMs = opts.idleMs ?? 2000;
+    this.idleMs = opts.idleMs ?? 30_000;
     this.python = opts.python ?? defaultPython();
   }
 
