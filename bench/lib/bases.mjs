@@ -7,7 +7,7 @@
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, readdir, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { run, say } from "./util.mjs";
+import { aptInstall, BenchError, run, say } from "./util.mjs";
 
 const DEBIAN_SUITE = "bookworm";
 const PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -30,9 +30,8 @@ export async function debianRootfs(cacheDir, signal) {
   const dir = join(cacheDir, "debian-rootfs");
   if (existsSync(dir)) return dir;
   if (!existsSync("/usr/bin/mmdebstrap")) {
-    if (process.getuid?.() !== 0) throw new Error("mmdebstrap is missing (apt-get install mmdebstrap)");
     say("installing mmdebstrap (apt-get)");
-    await run("apt-get", ["install", "-y", "-qq", "--no-install-recommends", "mmdebstrap"], { env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" }, signal });
+    if (!(await aptInstall("mmdebstrap", signal))) throw new BenchError("BENCH_MISSING_TOOL", "mmdebstrap is missing: run as root, or apt-get install mmdebstrap");
   }
   const sources = await aptSources();
   const tmp = `${dir}.tmp-${process.pid}`;

@@ -38,7 +38,7 @@ export async function layerThroughput(dist, dir, tmpRoot, { runs, levels }) {
     const tarBytes = (await stat(tarPath)).size;
     const out = { data: dir, tarBytes, levels: {} };
     for (const level of levels) {
-      const t = { writeLayer: [], gzip: [], zlib: [], sha256: [], walkTar: [] };
+      const t = { writeLayer: [], gzip: [], zlib: [], sha256: [], walkTar: [], walk: [] };
       let gzBytes = 0;
       for (let i = 0; i < runs; i++) {
         // Alternate the order so a warmer page cache does not favour one side.
@@ -73,6 +73,14 @@ export async function layerThroughput(dist, dir, tmpRoot, { runs, levels }) {
         const s = sink();
         await pipeline(tarChunks(walkDirectory(dir)), s);
         t.walkTar.push(performance.now() - t0);
+      }
+      {
+        // The walk alone (readdir + lstat per entry, no file content read).
+        const t0 = performance.now();
+        let n = 0;
+        for await (const e of walkDirectory(dir)) n += e.type === "file" ? 1 : 0;
+        t.walk = [performance.now() - t0];
+        out.files = n;
       }
       const mbps = (ms) => tarBytes / 1e6 / (ms / 1000);
       const m = Object.fromEntries(Object.entries(t).map(([k, v]) => [k, median(v)]));

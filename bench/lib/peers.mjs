@@ -5,7 +5,7 @@
 import { existsSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { run, say, which } from "./util.mjs";
+import { aptInstall, run, say, which } from "./util.mjs";
 
 /** Unmounts anything still mounted under `dir` (deepest first), then removes it. */
 async function removeTree(dir) {
@@ -61,8 +61,16 @@ export async function ocibuildPeer(repoRoot, work, opts) {
 
 /** buildah bud --layers --isolation chroot, overlay storage in its own root; then buildah push. */
 export async function buildahPeer(work) {
-  const bin = await which("buildah");
-  if (!bin) return { name: "buildah", unavailable: "buildah is not installed (apt-get install buildah)" };
+  let bin = await which("buildah");
+  if (!bin) {
+    say("installing buildah (apt-get)");
+    try {
+      if (await aptInstall("buildah")) bin = await which("buildah");
+    } catch (e) {
+      return { name: "buildah", unavailable: `buildah is not installed and apt-get failed: ${e.message.split("\n")[0]}` };
+    }
+    if (!bin) return { name: "buildah", unavailable: "buildah is not installed (run as root, or apt-get install buildah)" };
+  }
   const version = (await run(bin, ["--version"], { allowFail: true })).stdout.trim();
   const rootOf = (s) => join(work, "buildah", s.id);
   const g = (s) => ["--root", join(rootOf(s), "root"), "--runroot", join(rootOf(s), "run"), "--storage-driver", "overlay"];

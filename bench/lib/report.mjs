@@ -47,7 +47,7 @@ export function microLines(micro) {
       const r = l.mbPerSec;
       out.push(
         `layer write, level ${level}, ${mb} MB tar of ${micro.layer.data}: writeLayer ${r.writeLayer.toFixed(1)} MB/s, gzip -${level} alone ${r.gzip.toFixed(1)} MB/s ` +
-          `-> ${fmtRatio(l.ratioToGzip)} of gzip (target >=0.9${l.ratioToGzip >= 0.9 ? " ok" : " MISS"}); node:zlib alone ${r.zlib.toFixed(1)} MB/s, sha256 ${r.sha256.toFixed(0)} MB/s, walk+tar ${r.walkTar.toFixed(0)} MB/s, ` +
+          `-> ${fmtRatio(l.ratioToGzip)} of gzip (target >=0.9${l.ratioToGzip >= 0.9 ? " ok" : " MISS"}); node:zlib alone ${r.zlib.toFixed(1)} MB/s, sha256 ${r.sha256.toFixed(0)} MB/s, walk+tar ${r.walkTar.toFixed(0)} MB/s (walk alone ${fmtSec(l.ms.walk)} for ${micro.layer.files} files), ` +
           `gzip size ${((l.gzipBytes / micro.layer.tarBytes) * 100).toFixed(1)}% of tar`,
       );
     }

@@ -113,3 +113,29 @@ export async function writeAtomic(path, data) {
 export const fmtSec = (ms) => (Number.isFinite(ms) ? `${(ms / 1000).toFixed(2)}s` : "-");
 export const fmtRatio = (r) => (Number.isFinite(r) ? `${r.toFixed(2)}x` : "-");
 export const say = (m) => process.stderr.write(`bench: ${m}\n`);
+
+/**
+ * apt-get install PKG (as root only), waiting for another apt/dpkg to let go of its
+ * lock, with one `apt-get update` if the package is unknown. Resolves true when installed.
+ */
+export async function aptInstall(pkg, signal) {
+  if (process.getuid?.() !== 0) return false;
+  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
+  let updated = false;
+  for (let attempt = 0; attempt < 40; attempt++) {
+    const r = await run("apt-get", ["install", "-y", "-qq", "--no-install-recommends", pkg], { env, allowFail: true, signal });
+    if (r.code === 0) return true;
+    const out = r.stderr + r.stdout;
+    if (/Could not get lock|Unable to acquire the dpkg/.test(out)) {
+      await new Promise((res) => setTimeout(res, 5000));
+      continue;
+    }
+    if (!updated && /Unable to locate package|Failed to fetch|404/.test(out)) {
+      updated = true;
+      await run("apt-get", ["update", "-qq"], { env, allowFail: true, signal });
+      continue;
+    }
+    throw new BenchError("BENCH_APT_FAILED", `apt-get install ${pkg} failed:\n${out.trim().split("\n").slice(-5).join("\n")}`);
+  }
+  throw new BenchError("BENCH_APT_FAILED", `apt-get install ${pkg}: the dpkg lock stayed taken`);
+}
