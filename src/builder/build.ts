@@ -19,6 +19,7 @@ import type { BuildEvent, EventSink } from "./events.js";
 import { artifactSize, assembleImage, assembleIndex, topBlob, type BuiltArtifact, type BuiltImage } from "./image.js";
 import { pushArtifact, writeOutputs, type BuildOutput } from "./output.js";
 import { LayerStore } from "./rootfs.js";
+import { closeNativeHelper, warmNativeHelper } from "./native-helper.js";
 import { BwrapExecutor } from "./sandbox/bwrap.js";
 import type { Executor } from "./sandbox/index.js";
 import type { SourceTree } from "./sources.js";
@@ -181,6 +182,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   await mkdir(join(cacheDir, "tmp"), { recursive: true });
   const scratchDir = await mkdtemp(join(cacheDir, "tmp", "build-"));
   const registry = new RegistryClient({ ...opts.registry, env: opts.registry?.env ?? env });
+  // The filesystem helper process starts while the base image is resolved, not at the first step.
+  if (!dryRun) warmNativeHelper();
   let agents: SshAgents | undefined;
   try {
     const secrets = await resolveSecrets(opts.secrets ?? [], env, contextDir);
@@ -195,7 +198,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       buildArgs,
       host,
       multiPlatform: targets.length > 1,
-      project: tags[0]?.name ?? contextDir,
+      // A step's "previous entry" is looked up by project (the first tag's repository, on any registry), stage and position.
+      project: tags[0]?.repository ?? contextDir,
       ctx: {
         file: df.name,
         lines: parsed.lines,
@@ -265,6 +269,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     emit({ type: "result", digest: result.digest, references, size: result.size });
     return result;
   } finally {
+    closeNativeHelper();
     await agents?.stop();
     await registry.close().catch(() => {});
     await rm(scratchDir, { recursive: true, force: true });

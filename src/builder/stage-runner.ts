@@ -125,18 +125,23 @@ export class StageRunner {
     const label = stage.name ?? String(stage.index);
     let state: StageState;
     let base: string;
+    /** What the first metadata step chains on: the base's content identity, not its name. */
+    let baseId: string;
     let unknown = false;
     if (stage.baseStage !== undefined) {
       const parent = await this.run(plan, plan.stages[stage.baseStage]!, target);
       state = { ...parent.state, args: {}, cmdSet: false };
-      base = `stage:${parent.key}`;
+      base = `stage ${stage.baseStage}`;
+      baseId = `stage:${parent.key}`;
       unknown = parent.unknown;
     } else if (stage.base.toLowerCase() === "scratch") {
       state = scratchState(platform);
       base = "scratch";
+      baseId = "scratch";
     } else {
       state = await imageState(stage.base, platform, o.registry, o.signal);
       base = state.baseName;
+      baseId = base.slice(base.lastIndexOf("@") + 1);
     }
     // ONBUILD triggers of the base run first, as if written right after FROM; the child does not inherit them.
     const triggers = state.config.OnBuild?.length
@@ -169,7 +174,7 @@ export class StageRunner {
     };
     const reports: StepReport[] = [];
     const total = instructions.length;
-    let prevKey = base;
+    let prevKey = baseId;
     for (const [i, instr] of instructions.entries()) {
       o.signal?.throwIfAborted();
       const text = instr.original.replace(/\s+/g, " ").trim();

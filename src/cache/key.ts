@@ -13,7 +13,7 @@
 import { createHash } from "node:crypto";
 
 /** Bump when the recipe changes: old entries then simply never match. */
-export const KEY_VERSION = 1;
+export const KEY_VERSION = 2;
 
 export interface KeyInputs {
   v: number;
@@ -21,7 +21,7 @@ export interface KeyInputs {
   platform: string;
   /** Filesystem steps: ChainID of the layers below ("" for none). Metadata steps: the previous step's key or the base's identity. */
   parent: string;
-  /** The base the stage started from ("scratch", "image@sha256:...", "stage NAME"), for the report. */
+  /** The base the stage started from ("scratch", "image@sha256:..."), for the report only: never part of the key (the parent carries the base's content, so the same base from another registry or name still hits). */
   base: string;
   /** The instruction after expansion (kind, flags, arguments). */
   instruction: string;
@@ -53,7 +53,7 @@ export function canonicalJson(v: unknown): string {
 }
 
 export function cacheKey(inputs: KeyInputs): string {
-  return createHash("sha256").update(canonicalJson(inputs)).digest("hex");
+  return createHash("sha256").update(canonicalJson({ ...inputs, base: undefined })).digest("hex");
 }
 
 function diffRecord(what: string, prev: Record<string, string> | undefined, cur: Record<string, string> | undefined): string | undefined {

@@ -14,6 +14,10 @@ describe("cache keys", () => {
     expect(cacheKey({ ...base, platform: "linux/arm64", env: { A: "1", B: "2" } })).not.toBe(a);
   });
 
+  it("the base's name is for the report only: the same base content under another name gives the same key", () => {
+    expect(cacheKey({ ...base, base: "127.0.0.1:5000/busybox@sha256:aa" })).toBe(cacheKey({ ...base, base: "127.0.0.1:6000/busybox@sha256:aa" }));
+  });
+
   it("canonical JSON leaves out undefined fields", () => {
     expect(canonicalJson({ b: 1, a: undefined, c: [1, { z: 1, y: 2 }] })).toBe('{"b":1,"c":[1,{"y":2,"z":1}]}');
   });

@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { build, type BuildOptions } from "../../src/builder/build.js";
+import { KEY_VERSION } from "../../src/cache/key.js";
 import type { BuildEvent } from "../../src/builder/events.js";
 import { pushBusyboxBase } from "../../src/testing/busybox.js";
 import { haveRegistry, startRegistry, type TestRegistry } from "../helpers/registry.js";
@@ -105,7 +106,7 @@ describe.skipIf(!ready)("per-instruction cache (needs root, bwrap, docker-regist
   it("a corrupt cache entry is detected, removed and rebuilt, never used", async () => {
     await build(opts());
     const blobs = join(work, "cache", "content", "blobs", "sha256");
-    const records = join(work, "cache", "cache", "v1", "records");
+    const records = join(work, "cache", "cache", `v${KEY_VERSION}`, "records");
     // Corrupt the layer blob of the "RUN cp deps.txt" step.
     let target: { layer: { digest: string } } | undefined;
     for (const f of await readdir(records)) {
