@@ -4,34 +4,31 @@
  * the same files, modes and owners as the bubblewrap executor; RUN output reaches
  * the progress events; a failing RUN names its Dockerfile line and exit code; a
  * rebuild is fully cached without one call to the daemon; `buildkit info` lists
- * the daemon's platforms.
+ * the daemon's platforms. (Session, mounts, TLS: buildkit-features.test.ts.)
  */
-import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { lstat, mkdir, readdir, readFile, readlink, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { build, type BuildResult } from "../../src/builder/build.js";
 import type { BuildEvent } from "../../src/builder/events.js";
-import { BuildkitExecutor, type RemoteMount } from "../../src/builder/sandbox/buildkit.js";
-import { imageState } from "../../src/builder/base.js";
-import { readTar } from "../../src/builder/rootfs-tar.js";
-import type { StageState } from "../../src/builder/stage-state.js";
-import { OciLayout } from "../../src/oci/layout.js";
-import { RegistryClient, hostPlatform } from "../../src/oci/registry/index.js";
-import { createGunzip } from "node:zlib";
-import { buildkitCommand } from "../../src/cli/commands/buildkit.js";
-import { OcibuildError } from "../../src/errors.js";
-import { pushBusyboxBase } from "../../src/testing/busybox.js";
-import { captureIO } from "../dockerfile/cli-io.js";
-import { buildkitdMissing, makeClientCert, startBuildkitd, type TestBuildkitd } from "../helpers/buildkitd.js";
-import { haveRegistry, startRegistry, type TestRegistry } from "../helpers/registry.js";
-import { have, run } from "../helpers/tools.js";
-import { haveHtpasswd, haveOpenssl, htpasswdConfig, makeCA, makeHtpasswd, writeDockerConfig, type TestCA } from "../helpers/registry-tls.js";
-import { EXECUTOR_FLAGS, executorFrom } from "../../src/cli/commands/buildkit.js";
+import { BuildkitExecutor } from "../../src/builder/sandbox/buildkit.js";
+import { EXECUTOR_FLAGS, buildkitCommand, executorFrom } from "../../src/cli/commands/buildkit.js";
 import { parseFlags } from "../../src/cli/flags.js";
+import { OcibuildError } from "../../src/errors.js";
+import { hostPlatform } from "../../src/oci/registry/index.js";
+import { captureIO } from "../dockerfile/cli-io.js";
+import { buildkitdMissing, startBuildkitFixture, type BuildkitFixture, type TestBuildkitd } from "../helpers/buildkitd.js";
+import { haveRegistry, type TestRegistry } from "../helpers/registry.js";
+import { haveHtpasswd } from "../helpers/registry-tls.js";
+import { have, run } from "../helpers/tools.js";
 
 const MULTISTAGE = resolve(__dirname, "../../testdata/multistage");
-const missing = buildkitdMissing() ?? (!haveRegistry() ? "docker-registry is not installed" : undefined) ?? (!haveHtpasswd() ? "htpasswd is not installed" : undefined) ?? (!have("bwrap") ? "bwrap is not installed" : undefined) ?? (!have("skopeo") || !have("umoci") ? "skopeo and umoci are needed to unpack images" : undefined);
+const missing =
+  buildkitdMissing() ??
+  (!haveRegistry() ? "docker-registry is not installed" : undefined) ??
+  (!haveHtpasswd() ? "htpasswd is not installed" : undefined) ??
+  (!have("bwrap") ? "bwrap is not installed" : undefined) ??
+  (!have("skopeo") || !have("umoci") ? "skopeo and umoci are needed to unpack images" : undefined);
 
 interface Entry {
   path: string;
@@ -58,35 +55,24 @@ async function listTree(root: string, rel = ""): Promise<Entry[]> {
 }
 
 describe.skipIf(missing !== undefined)(`remote BuildKit executor against a real buildkitd (${missing ?? "needs buildkitd, runc, root, docker-registry, bwrap, skopeo, umoci"})`, () => {
+  let fx: BuildkitFixture;
+  let work: string;
   let reg: TestRegistry;
   let bk: TestBuildkitd;
-  let work: string;
   let base: string;
   let staging: string;
-
   let authReg: TestRegistry;
   let authConfig: string;
 
   beforeAll(async () => {
-    work = await mkdtemp(join(tmpdir(), "ocibuild-bk-"));
-    reg = await startRegistry();
-    // A second registry that needs a login, for credentials passed over the session.
-    await mkdir(join(work, "auth"));
-    authReg = await startRegistry({ extraConfig: htpasswdConfig(await makeHtpasswd(join(work, "auth"), { ci: "s3cret" })) });
-    authConfig = await writeDockerConfig(join(work, "auth"), { [authReg.host]: { username: "ci", password: "s3cret" } });
-    bk = await startBuildkitd({ insecureRegistries: [reg.host, authReg.host] });
-    base = `${reg.host}/base/busybox:latest`;
-    staging = `${reg.host}/ci/staging`;
-    await pushBusyboxBase({ reference: base, workDir: join(work, "base"), cacheDir: join(work, "base-cache") });
+    fx = await startBuildkitFixture();
+    ({ work, reg, bk, base, staging, authReg, authConfig } = fx);
   }, 300_000);
   afterAll(async () => {
-    await bk?.stop();
-    await reg?.stop();
-    await authReg?.stop();
-    if (work) await rm(work, { recursive: true, force: true });
+    await fx?.stop();
   });
 
-  const executor = () => new BuildkitExecutor({ address: bk.address, stagingRepo: staging });
+  const executor = () => fx.executor();
 
   async function unpack(ref: string, name: string): Promise<string> {
     await run("skopeo", ["copy", "--src-tls-verify=false", `docker://${ref}`, `oci:${join(work, name)}:v1`]);
@@ -233,33 +219,6 @@ describe.skipIf(missing !== undefined)(`remote BuildKit executor against a real 
     expect(e.message).toContain("about to fail");
   }, 180_000);
 
-  it("the daemon gets ocibuild's registry credentials over the session (a staging repo that needs a login)", async () => {
-    const ctx = join(work, "ctx-auth");
-    await mkdir(ctx, { recursive: true });
-    await writeFile(join(ctx, "Dockerfile"), `FROM ${base}\nRUN echo private > /private\n`);
-    const stagingRepo = `${authReg.host}/ci/staging`;
-    const ok = new BuildkitExecutor({ address: bk.address, stagingRepo, credentials: { authConfigPath: authConfig } });
-    try {
-      const r = await build({ context: ctx, cacheDir: join(work, "cache-auth"), executor: ok, registry: { authConfigPath: authConfig } });
-      expect(r.steps[0]!.layer).toMatch(/^sha256:/);
-    } finally {
-      ok.close();
-    }
-    // The same build when the daemon is given no credentials: the daemon is refused, and says so.
-    await writeFile(join(work, "auth", "empty.json"), "{}");
-    const anon = new BuildkitExecutor({ address: bk.address, stagingRepo, credentials: { authConfigPath: join(work, "auth", "empty.json") } });
-    let err: unknown;
-    try {
-      await build({ context: ctx, cacheDir: join(work, "cache-auth-anon"), executor: anon, registry: { authConfigPath: authConfig } });
-    } catch (e) {
-      err = e;
-    } finally {
-      anon.close();
-    }
-    expect((err as OcibuildError).code).toBe("BUILDKIT_SOLVE_FAILED");
-    expect((err as OcibuildError).message).toMatch(/401|unauthori[sz]ed/i);
-  }, 180_000);
-
   it("cancelling the build cancels the daemon's solve (the command stops)", async () => {
     const ctx = join(work, "ctx-abort");
     await mkdir(ctx, { recursive: true });
@@ -289,126 +248,6 @@ describe.skipIf(missing !== undefined)(`remote BuildKit executor against a real 
     const running = async () => (await run("ps", ["-eo", "args"])).stdout.split("\n").some((l) => l.trim() === marker);
     for (let i = 0; i < 100 && (await running()); i++) await new Promise((r) => setTimeout(r, 200));
     expect(await running()).toBe(false);
-  }, 180_000);
-
-  it("a RUN heredoc runs on the daemon; one with a #! line (a script mount) is refused by name", async () => {
-    const ctx = join(work, "ctx-heredoc");
-    await mkdir(ctx, { recursive: true });
-    await writeFile(join(ctx, "Dockerfile"), `FROM ${base}\nRUN <<EOT\necho "from a heredoc" > /heredoc\ncat /heredoc\nEOT\n`);
-    const events: BuildEvent[] = [];
-    const ex = executor();
-    try {
-      const r = await build({ context: ctx, cacheDir: join(work, "cache-heredoc"), executor: ex, onEvent: (e) => events.push(e) });
-      expect(r.steps[0]!.layer).toMatch(/^sha256:/);
-      await writeFile(join(ctx, "Dockerfile"), `FROM ${base}\nRUN <<EOT\n#!/bin/sh\necho script\nEOT\n`);
-      await expect(build({ context: ctx, cacheDir: join(work, "cache-heredoc"), executor: ex })).rejects.toMatchObject({ code: "BUILD_UNSUPPORTED", line: 2 });
-    } finally {
-      ex.close();
-    }
-    expect(events.filter((e) => e.type === "output").map((e) => (e as { text: string }).text).join("")).toContain("from a heredoc");
-  }, 180_000);
-
-  describe("RUN mounts on the daemon (secret over the session, cache, tmpfs)", () => {
-    let content: OciLayout;
-    let registry: RegistryClient;
-    let state: StageState;
-    beforeAll(async () => {
-      content = await OciLayout.create(join(work, "mounts-content"));
-      registry = new RegistryClient({});
-      state = await imageState(base, hostPlatform(), registry);
-    });
-    afterAll(async () => {
-      await registry?.close();
-    });
-
-    const mounts: RemoteMount[] = [
-      { type: "secret", id: "token", target: "/run/secrets/token", required: true, mode: 0o400, uid: 0, gid: 0 },
-      { type: "secret", id: "token", env: "TOKEN_ENV", required: true, mode: 0o400, uid: 0, gid: 0 },
-      { type: "cache", target: "/var/cache/app", id: "app-cache", sharing: "locked", source: "/", mode: 0o755, uid: 0, gid: 0, readonly: false },
-      { type: "tmpfs", target: "/scratch" },
-    ];
-    const script = [
-      'echo "file=$(cat /run/secrets/token) env=$TOKEN_ENV"',
-      'echo "runs=$(echo x >> /var/cache/app/runs && wc -l < /var/cache/app/runs)"',
-      'echo "scratch=$(grep " /scratch " /proc/mounts | cut -d" " -f3)"',
-      "echo kept > /kept && echo tmp > /scratch/tmp",
-    ].join(" && ");
-    const runStep = async (ex: BuildkitExecutor, secrets: Map<string, Buffer>, env: string[] = []) => {
-      const out: string[] = [];
-      const r = await ex.runRemote({
-        state, args: ["/bin/sh", "-c", script], env, cwd: "/", user: "", network: "default", description: "RUN --mount test",
-        content, registry, mounts, secrets, onOutput: (_s, c) => out.push(c.toString()),
-      });
-      return { r, out: out.join("") };
-    };
-
-    it("gives the command the secret (file and env), a persistent cache and a tmpfs, and keeps all three out of the layer", async () => {
-      const ex = executor();
-      try {
-        const secret = "s3cr3t-" + Math.random().toString(36).slice(2);
-        const first = await runStep(ex, new Map([["token", Buffer.from(secret)]]));
-        expect(first.r.exitCode).toBe(0);
-        expect(first.out).toContain(`file=${secret} env=${secret}`);
-        expect(first.out).toContain("runs=1");
-        expect(first.out).toContain("scratch=tmpfs");
-        // Another step (a different env) with the same cache id sees what the first left there.
-        const second = await runStep(ex, new Map([["token", Buffer.from(secret)]]), ["ROUND=2"]);
-        expect(second.out).toContain("runs=2");
-        // The layer: /kept, and nothing of the mounts (nor their mount points).
-        const layer = first.r.layer!;
-        const paths: string[] = [];
-        for await (const e of readTar(content.readBlob(layer.descriptor.digest).pipe(createGunzip()) as AsyncIterable<Buffer>)) {
-          paths.push(e.header.name.replace(/\/$/, ""));
-          for await (const chunk of e.body) expect(chunk.toString("latin1")).not.toContain(secret);
-        }
-        expect(paths).toContain("kept");
-        expect(paths.filter((p) => /^(run|var|scratch)(\/|$)/.test(p))).toEqual([]);
-      } finally {
-        ex.close();
-      }
-    }, 180_000);
-
-    it("a missing required secret fails before the daemon is asked; bind and ssh mounts are refused by name", async () => {
-      const ex = executor();
-      try {
-        await expect(runStep(ex, new Map())).rejects.toMatchObject({ code: "BUILDKIT_SECRET_MISSING" });
-        await expect(
-          ex.runRemote({ state, args: ["true"], env: [], cwd: "/", user: "", network: "default", description: "RUN", content, registry, mounts: [{ type: "bind", target: "/src" }] }),
-        ).rejects.toMatchObject({ code: "BUILDKIT_MOUNT_UNSUPPORTED" });
-        expect(ex.calls).toBe(0);
-      } finally {
-        ex.close();
-      }
-    });
-  });
-
-  it("a Dockerfile's RUN --mount=type=secret/cache/tmpfs runs on the daemon; bind mounts and missing secrets fail at their line", async () => {
-    const ctx = join(work, "ctx-dfmounts");
-    await mkdir(ctx, { recursive: true });
-    const secretFile = join(work, "secret.txt");
-    const secret = "df-secret-" + Math.random().toString(36).slice(2);
-    await writeFile(secretFile, secret);
-    await writeFile(
-      join(ctx, "Dockerfile"),
-      `FROM ${base}\nRUN --mount=type=secret,id=token,required=true --mount=type=cache,target=/var/cache/x --mount=type=tmpfs,target=/t \\\n    test "$(cat /run/secrets/token)" = "${secret}" && echo secret-ok && echo made > /made\n`,
-    );
-    const events: BuildEvent[] = [];
-    const ex = executor();
-    try {
-      const r = await build({ context: ctx, cacheDir: join(work, "cache-dfmounts"), executor: ex, secrets: [{ id: "token", src: secretFile }], onEvent: (e) => events.push(e) });
-      expect(r.steps[0]!.layer).toMatch(/^sha256:/);
-      expect(events.some((e) => e.type === "output" && e.text.includes("secret-ok"))).toBe(true);
-      // --no-cache runs it on the daemon again, even with a cache mount (which keeps its content).
-      const again: BuildEvent[] = [];
-      await build({ context: ctx, cacheDir: join(work, "cache-dfmounts"), executor: ex, noCache: true, secrets: [{ id: "token", src: secretFile }], onEvent: (e) => again.push(e) });
-      expect(again.some((e) => e.type === "output" && e.text.includes("secret-ok"))).toBe(true);
-      // Without the secret: the step fails at its line, before the daemon runs anything.
-      await expect(build({ context: ctx, cacheDir: join(work, "cache-dfmounts"), executor: ex, noCache: true })).rejects.toMatchObject({ code: "BUILDKIT_SECRET_MISSING", line: 2 });
-      await writeFile(join(ctx, "Dockerfile"), `FROM ${base}\nRUN echo one\nRUN --mount=type=bind,target=/src true\n`);
-      await expect(build({ context: ctx, cacheDir: join(work, "cache-dfmounts"), executor: ex })).rejects.toMatchObject({ code: "BUILD_UNSUPPORTED", line: 3 });
-    } finally {
-      ex.close();
-    }
   }, 180_000);
 
   it("a platform the daemon's workers cannot run fails clearly", async () => {
@@ -448,48 +287,5 @@ describe.skipIf(missing !== undefined)(`remote BuildKit executor against a real 
     const parsed = JSON.parse(json.stdout());
     expect(parsed.workers[0].platforms.some((p: { os: string; architecture: string }) => p.os === "linux" && p.architecture === host.architecture)).toBe(true);
     expect(parsed.version.version).toMatch(/^v?\d+\.\d+\.\d+/);
-  });
-});
-
-const tlsMissing = buildkitdMissing() ?? (haveOpenssl() ? undefined : "openssl is not installed");
-describe.skipIf(tlsMissing !== undefined)(`BuildKit over tcp:// with mutual TLS (${tlsMissing ?? "needs buildkitd, runc, root, openssl"})`, () => {
-  let bk: TestBuildkitd;
-  let dir: string;
-  let ca: TestCA;
-  let client: { cert: string; key: string };
-
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), "ocibuild-bk-tls-"));
-    ca = await makeCA(dir);
-    client = await makeClientCert(dir, ca);
-    bk = await startBuildkitd({
-      insecureRegistries: [],
-      tls: { cert: ca.serverCert, key: ca.serverKey, ca: ca.caCert },
-      clientTls: { ca: ca.caCert, cert: client.cert, key: client.key },
-    });
-  }, 120_000);
-  afterAll(async () => {
-    await bk?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
-  });
-
-  it("`buildkit info` connects with --buildkit-ca/--buildkit-cert/--buildkit-key", async () => {
-    const cap = captureIO();
-    const code = await buildkitCommand(["info", "--buildkit-addr", bk.address, "--buildkit-ca", ca.caCert, "--buildkit-cert", client.cert, "--buildkit-key", client.key], cap.io, new AbortController().signal);
-    expect(cap.stderr()).toBe("");
-    expect(code).toBe(0);
-    expect(cap.stdout()).toMatch(/platforms: .*linux\//);
-  });
-
-  it("without a client certificate the daemon refuses the connection, and the error says where", async () => {
-    const ex = new BuildkitExecutor({ address: bk.address, ca: ca.caCert, stagingRepo: "127.0.0.1:1/x" });
-    try {
-      const err = await ex.info().catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(OcibuildError);
-      expect((err as OcibuildError).code).toBe("BUILDKIT_TLS");
-      expect((err as OcibuildError).message).toContain(bk.address);
-    } finally {
-      ex.close();
-    }
   });
 });

@@ -5,11 +5,14 @@
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { promisify } from "node:util";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { BuildkitExecutor } from "../../src/builder/sandbox/buildkit.js";
 import { BuildkitClient } from "../../src/builder/sandbox/buildkit/client.js";
-import { freePort } from "./registry.js";
+import { pushBusyboxBase } from "../../src/testing/busybox.js";
+import { htpasswdConfig, makeHtpasswd, writeDockerConfig } from "./registry-tls.js";
+import { freePort, startRegistry, type TestRegistry } from "./registry.js";
 import { have, isRoot } from "./tools.js";
 
 const pexec = promisify(execFile);
@@ -100,4 +103,50 @@ export async function makeClientCert(dir: string, ca: { caCert: string; caKey: s
   await writeFile(ext, "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n");
   await pexec("openssl", ["x509", "-req", "-in", csr, "-CA", ca.caCert, "-CAkey", ca.caKey, "-CAcreateserial", "-out", cert, "-days", "2", "-extfile", ext]);
   return { cert, key };
+}
+
+/**
+ * What the BuildKit executor tests share: a registry with the busybox base, a
+ * second registry that needs a login (and a docker config with its credentials),
+ * and a buildkitd that treats both as plain-HTTP registries.
+ */
+export interface BuildkitFixture {
+  work: string;
+  reg: TestRegistry;
+  authReg: TestRegistry;
+  /** docker config.json with credentials for authReg. */
+  authConfig: string;
+  bk: TestBuildkitd;
+  /** The busybox base image reference. */
+  base: string;
+  /** Staging repository on `reg`. */
+  staging: string;
+  executor(): BuildkitExecutor;
+  stop(): Promise<void>;
+}
+
+export async function startBuildkitFixture(): Promise<BuildkitFixture> {
+  const work = await mkdtemp(join(tmpdir(), "ocibuild-bk-"));
+  const started: { stop(): Promise<void> }[] = [];
+  const stop = async () => {
+    for (const s of started.reverse()) await s.stop().catch(() => {});
+    await rm(work, { recursive: true, force: true });
+  };
+  try {
+    const reg = await startRegistry();
+    started.push(reg);
+    await mkdir(join(work, "auth"));
+    const authReg = await startRegistry({ extraConfig: htpasswdConfig(await makeHtpasswd(join(work, "auth"), { ci: "s3cret" })) });
+    started.push(authReg);
+    const authConfig = await writeDockerConfig(join(work, "auth"), { [authReg.host]: { username: "ci", password: "s3cret" } });
+    const bk = await startBuildkitd({ insecureRegistries: [reg.host, authReg.host] });
+    started.push(bk);
+    const base = `${reg.host}/base/busybox:latest`;
+    const staging = `${reg.host}/ci/staging`;
+    await pushBusyboxBase({ reference: base, workDir: join(work, "base"), cacheDir: join(work, "base-cache") });
+    return { work, reg, authReg, authConfig, bk, base, staging, executor: () => new BuildkitExecutor({ address: bk.address, stagingRepo: staging }), stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
 }

@@ -23,7 +23,8 @@ import { BuildkitClient, type BuildkitConnectOptions } from "./buildkit/client.j
 import { importLayer } from "./buildkit/layer.js";
 import { openSession } from "./buildkit/session.js";
 import { CredentialStore, type CredentialStoreOptions } from "../../oci/auth/index.js";
-import { execDefinition, type LlbMount, type LlbSecretEnv } from "./buildkit/llb.js";
+import { execDefinition } from "./buildkit/llb.js";
+import { llbMounts, runNonce, type BuildkitRunExtras } from "./buildkit/mounts.js";
 import type { BuildkitVersion, StatusResponse, WorkerRecord } from "./buildkit/messages.js";
 import { DEFAULT_PATH, OutputTail, type Executor, type RemoteRunResult, type RemoteRunSpec, type RunResult, type RunSpec } from "./index.js";
 
@@ -63,68 +64,7 @@ export function exitCodeOf(message: string): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
-/**
- * RUN --mount as the remote executor takes it (the shape of the RUN step's parsed
- * mounts). tmpfs, cache and secret mounts are provided by the daemon; bind and ssh
- * mounts are refused by name (they would need the context or an agent shipped over).
- */
-export type RemoteMount =
-  | { type: "bind"; target: string }
-  | { type: "ssh"; target: string }
-  | { type: "tmpfs"; target: string; size?: number }
-  | { type: "cache"; target: string; id: string; sharing: "shared" | "private" | "locked"; from?: string; source: string; mode: number; uid: number; gid: number; readonly: boolean }
-  | { type: "secret"; id: string; target?: string; env?: string; required: boolean; mode: number; uid: number; gid: number };
-
-/** What a RUN may add for this executor: its mounts and the build's secrets (served over the session). */
-export interface BuildkitRunExtras {
-  mounts?: readonly RemoteMount[];
-  secrets?: ReadonlyMap<string, Buffer>;
-}
-
-function unsupportedMount(what: string): OcibuildError {
-  return new OcibuildError("BUILDKIT_MOUNT_UNSUPPORTED", `RUN --mount ${what} is not supported with the BuildKit executor`, {
-    hint: "the BuildKit executor supports tmpfs, secret and cache mounts (cache with its default source, owner and mode)",
-  });
-}
-
-/** RUN mounts as LLB mounts and secret env vars; unsupported ones fail by name, missing required secrets fail early. */
-export function llbMounts(mounts: readonly RemoteMount[], secrets: ReadonlyMap<string, Buffer>): { mounts: LlbMount[]; secretEnv: LlbSecretEnv[] } {
-  const out: LlbMount[] = [];
-  const secretEnv: LlbSecretEnv[] = [];
-  for (const m of mounts) {
-    switch (m.type) {
-      case "tmpfs":
-        out.push({ type: "tmpfs", target: m.target, ...(m.size !== undefined ? { size: m.size } : {}) });
-        break;
-      case "cache":
-        if (m.from !== undefined || (m.source !== "/" && m.source !== "") || m.uid !== 0 || m.gid !== 0 || m.mode !== 0o755) {
-          throw unsupportedMount(`type=cache with from, source, uid, gid or mode (${m.target})`);
-        }
-        out.push({ type: "cache", target: m.target, id: m.id, sharing: m.sharing, readonly: m.readonly });
-        break;
-      case "secret": {
-        if (m.required && !secrets.has(m.id)) {
-          throw new OcibuildError("BUILDKIT_SECRET_MISSING", `RUN --mount=type=secret,id=${m.id} is required but no secret ${m.id} was given`, {
-            hint: `pass --secret id=${m.id},src=FILE (or env=VAR)`,
-          });
-        }
-        const target = m.target ?? (m.env === undefined ? `/run/secrets/${m.id}` : undefined);
-        if (target !== undefined) out.push({ type: "secret", target, id: m.id, uid: m.uid, gid: m.gid, mode: m.mode, optional: !m.required });
-        if (m.env !== undefined) secretEnv.push({ id: m.id, name: m.env, optional: !m.required });
-        break;
-      }
-      default:
-        throw unsupportedMount(`type=${m.type} (${m.target})`);
-    }
-  }
-  return { mounts: out, secretEnv };
-}
-
-/** An optional secret mount nobody serves: never mounted, but it makes the op unique. */
-function runNonce(): LlbMount {
-  const id = `ocibuild-run-${randomBytes(16).toString("hex")}`;
-  return { type: "secret", target: `/run/${id}`, id, uid: 0, gid: 0, mode: 0o400, optional: true };
-}
+export { llbMounts, type BuildkitRunExtras, type RemoteMount } from "./buildkit/mounts.js";
 
 export interface DaemonInfo {
   address: string;
