@@ -15,6 +15,7 @@ export type BuildEvent =
   | { type: "push"; reference: string; digest: string; status: "exists" | "mounted" | "uploaded"; size: number }
   | { type: "progress"; action: "push" | "pull" | "mount" | "exists"; digest: string; bytes: number; total?: number }
   | { type: "output-written"; reference: string }
+  | { type: "layer-write"; stage: string; step: number; bytes: number; done: boolean; digest?: string; platform?: string }
   | { type: "error"; code: string; message: string }
   | { type: "result"; digest: string; references: string[]; size: number };
 
@@ -64,6 +65,7 @@ export const EVENT_SCHEMAS = {
   push: { reference: s("string"), digest: s("string"), status: s({ enum: ["exists", "mounted", "uploaded"] }), size: s("number") },
   progress: { action: s({ enum: ["push", "pull", "mount", "exists"] }), digest: s("string"), bytes: s("number"), total: s("number", true) },
   "output-written": { reference: s("string") },
+  "layer-write": { stage: s("string"), step: s("number"), bytes: s("number"), done: s("boolean"), digest: s("string", true), platform: s("string", true) },
   error: { code: s("string"), message: s("string") },
   result: { digest: s("string"), references: s("string[]"), size: s("number") },
 } as const satisfies Record<BuildEventType, Schema>;

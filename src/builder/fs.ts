@@ -72,9 +72,18 @@ export async function mutateRoot(
     try {
       exclude = (await fn(mounted.merged))?.exclude ?? [];
       let count = 0;
+      // Bytes going into the layer (uncompressed), reported about every 4 MiB for the live view.
+      let bytes = 0;
+      let reported = 0;
+      const cur = ctx.current;
       const entries = (async function* () {
         for await (const e of snapshotChanges(mounted, lowers, { exclude, signal: ctx.signal })) {
           count++;
+          bytes += e.size ?? 0;
+          if (cur && bytes - reported >= 4 << 20) {
+            reported = bytes;
+            ctx.emit({ type: "layer-write", stage: cur.stage, step: cur.step, bytes, done: false });
+          }
           yield e;
         }
       })();
@@ -85,6 +94,7 @@ export async function mutateRoot(
       });
       // Nothing changed: no layer (the empty blob stays in the content store, harmless).
       if (count === 0) return undefined;
+      if (cur) ctx.emit({ type: "layer-write", stage: cur.stage, step: cur.step, bytes, done: true, digest: written.digest });
       await mounted.unmount();
       let dir: string | undefined;
       if (mounted.mode === "overlay") {

@@ -157,7 +157,7 @@ export class StageRunner {
     const tag = o.multiPlatform ? { platform: platformText } : {};
     const ctx: Omit<StepContext, "current"> = {
       ...o.ctx,
-      emit: o.multiPlatform ? (e: BuildEvent) => o.emit(e.type === "output" ? { ...e, ...tag } : e) : o.emit,
+      emit: o.multiPlatform ? (e: BuildEvent) => o.emit(e.type === "output" || e.type === "layer-write" ? { ...e, ...tag } : e) : o.emit,
       stage: (n) => {
         const s = this.findStage(plan, n);
         return s ? this.run(plan, s, target).then((d) => d.state) : undefined;
@@ -182,7 +182,7 @@ export class StageRunner {
       o.emit({ type: "step-start", stage: label, step: i + 1, total, instruction: text, line: instr.range.startLine, ...tag, ...runEmulated });
       const before = state.layers.length;
       const started = performance.now();
-      const out = await cachedStep(state, instr, { ...ctx, current: { stage: label, instruction: instr } }, cache, {
+      const out = await cachedStep(state, instr, { ...ctx, current: { stage: label, step: i + 1, instruction: instr } }, cache, {
         args: { buildArgs: o.buildArgs, globalArgs: stage.globalArgs, escapeToken: o.parsed.directives.escape },
         step: i + 1,
         slot: slotOf(o.project, label, i - triggers.length, platformText),

@@ -48,5 +48,5 @@ export interface StepContext {
   readonly signal?: AbortSignal;
   emit(event: BuildEvent): void;
   /** The stage and instruction now running (for events). */
-  readonly current?: { stage: string; instruction: Instruction };
+  readonly current?: { stage: string; step: number; instruction: Instruction };
 }

@@ -64,6 +64,7 @@ function plainRenderer(out: Stream): Renderer {
           out.write(`error[${e.code}]: ${e.message}\n`);
           break;
         case "progress":
+        case "layer-write":
         case "result":
           break;
       }

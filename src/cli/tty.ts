@@ -84,7 +84,8 @@ export function createTtyRenderer(out: NodeJS.WritableStream & { columns?: numbe
     }
     for (const x of transfers.values()) {
       const size = x.total !== undefined ? `${formatBytes(x.bytes)} / ${formatBytes(x.total)}` : formatBytes(x.bytes);
-      lines.push(`${spin} ${x.action} ${shortDigest(x.digest)}  ${size}  ${rate(x.bytes, t - x.started)}`.trimEnd());
+      const what = x.action === "layer" ? `writing layer [${x.digest}]` : `${x.action} ${shortDigest(x.digest)}`;
+      lines.push(`${spin} ${what}  ${size}  ${rate(x.bytes, t - x.started)}`.trimEnd());
     }
     return lines;
   };
@@ -150,6 +151,14 @@ export function createTtyRenderer(out: NodeJS.WritableStream & { columns?: numbe
       case "output-written":
         commit(`${DONE} wrote ${e.reference}`);
         break;
+      case "layer-write": {
+        const key = `layer:${stageLabel(e)}/${e.step}`;
+        const x = transfers.get(key) ?? { action: "layer", digest: `${stageLabel(e)} ${e.step}`, bytes: 0, started: t };
+        x.bytes = e.bytes;
+        if (e.done) transfers.delete(key);
+        else transfers.set(key, x);
+        break;
+      }
       case "error":
         commit(`error[${e.code}]: ${e.message}`);
         break;

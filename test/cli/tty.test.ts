@@ -108,6 +108,19 @@ describe("tty renderer", () => {
     ]);
   });
 
+  it("shows a layer being written with bytes and rate, per platform, until it is done", () => {
+    const { screen, r, advance, emit } = setup();
+    emit({ type: "step-start", stage: "app", step: 2, total: 3, instruction: "RUN make", line: 4, platform: "linux/arm64/v8", emulated: true });
+    expect(screen.text()).toEqual([`${SPINNER[0]} [app linux/arm64/v8 2/3] RUN make (emulated)  0.0s`]);
+    emit({ type: "layer-write", stage: "app", step: 2, bytes: 8 * MiB, done: false, platform: "linux/arm64/v8" });
+    advance(2000);
+    r.tick();
+    expect(screen.text()[1]).toBe(`${SPINNER[1]} writing layer [app linux/arm64/v8 2]  8.0 MiB  4.0 MiB/s`);
+    emit({ type: "layer-write", stage: "app", step: 2, bytes: 9 * MiB, done: true, digest: D1, platform: "linux/arm64/v8" });
+    expect(screen.text()).toHaveLength(1);
+    r.close();
+  });
+
   it("shows parallel stages side by side while they run", () => {
     const { screen, r, emit } = setup();
     emit({ type: "step-start", stage: "a", step: 1, total: 1, instruction: "RUN one", line: 2 });
