@@ -158,3 +158,10 @@ export function copy(src: string, dst: string, opts: CopyOptions = {}): Promise<
 export function inspect(ref: string, opts: InspectOptions = {}): Promise<InspectResult> {
   return inspectImage(ref, opts);
 }
+
+export { BuildkitExecutor } from "./builder/sandbox/buildkit.js";
+export type { BuildkitExecutorOptions, DaemonInfo, RemoteMount } from "./builder/sandbox/buildkit.js";
+export { BwrapExecutor } from "./builder/sandbox/bwrap.js";
+export type { Executor, RunSpec, RunResult, RemoteRunSpec, RemoteRunResult } from "./builder/sandbox/index.js";
+export { setupBinfmt, emulationStatus } from "./builder/emulation.js";
+export { closeNativeHelper } from "./builder/native-helper.js";

@@ -14,6 +14,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   pull: async () => (await import("./commands/copy.js")).pullCommand,
   push: async () => (await import("./commands/copy.js")).pushCommand,
   setup: async () => (await import("./commands/setup.js")).setupCommand,
+  buildkit: async () => (await import("./commands/buildkit.js")).buildkitCommand,
 };
 
 const USAGE = `Usage: ocibuild [build] [flags] CONTEXT
@@ -28,6 +29,7 @@ Commands:
   pull      Pull an image into an OCI layout
   push      Push an image from an OCI layout
   setup     setup binfmt: register qemu handlers for foreign-platform RUN steps (root)
+  buildkit  buildkit info: a BuildKit daemon's version, workers and platforms
 
 Run 'ocibuild COMMAND --help' for a command's flags.
 `;

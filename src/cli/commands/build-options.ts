@@ -8,6 +8,7 @@
 import { resolve } from "node:path";
 import { parsePlatformList } from "../../builder/build.js";
 import { parseSecretFlag, parseSshFlag } from "../../builder/secrets.js";
+import { EXECUTOR_FLAGS, executorFrom } from "./buildkit.js";
 import { hostPlatform } from "../../oci/registry/index.js";
 import { OcibuildError } from "../../errors.js";
 import type { BuildOptions } from "../../index.js";
@@ -56,6 +57,7 @@ export const BUILD_SPECS: FlagSpec[] = [
   { names: ["load"], type: "boolean", description: "(not supported: there is no daemon) use --output docker-archive:FILE and docker load" },
   { names: ["help"], short: ["h"], type: "boolean", description: "Show this help" },
   ...REGISTRY_FLAGS.filter((f) => f.names[0] !== "help"),
+  ...EXECUTOR_FLAGS,
 ];
 
 /** Flags we parse only to refuse with a precise message. */
@@ -330,5 +332,7 @@ export async function parseBuildArgs(args: string[], io: CliIO): Promise<BuildIn
     options.push = false;
     options.outputs = [];
   }
+  const executor = executorFrom(p, io);
+  if (executor) options.executor = executor;
   return { help: false, options, progress: progress as BuildInvocation["progress"], quiet: bool(p, "quiet"), files };
 }
