@@ -9,6 +9,7 @@
 import { lstat, mkdir, readdir, readFile, readlink, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { main } from "../../src/cli/main.js";
 import { build, type BuildResult } from "../../src/builder/build.js";
 import type { BuildEvent } from "../../src/builder/events.js";
 import { BuildkitExecutor } from "../../src/builder/sandbox/buildkit.js";
@@ -148,6 +149,23 @@ describe.skipIf(missing !== undefined)(`remote BuildKit executor against a real 
       }
     }, 120_000);
   });
+
+  it("the CLI runs every RUN step on the daemon: ocibuild --executor buildkit --buildkit-addr ADDR", async () => {
+    const cap = captureIO({ cwd: work });
+    cap.io.env = { PATH: process.env.PATH, HOME: process.env.HOME };
+    const code = await main(
+      ["--executor", "buildkit", "--buildkit-addr", bk.address, "--buildkit-staging-repo", staging, "-t", `${reg.host}/test/ms:cli`, "--build-arg", `BASE=${base}`, "--cache-dir", join(work, "cache-cli"), "--progress", "json", MULTISTAGE],
+      cap.io,
+    );
+    expect(cap.stderr()).not.toMatch(/error\[/);
+    expect(code).toBe(0);
+    const events = cap.stdout().trim().split("\n").map((l) => JSON.parse(l));
+    // The build stage's RUN ran remotely: the daemon's own progress appears as log lines, and the output of uname came back.
+    expect(events.some((e) => e.type === "log" && /buildkit|daemon|solve/i.test(e.message))).toBe(true);
+    expect(events.filter((e) => e.type === "step-end" && e.instruction.startsWith("RUN")).every((e) => e.cached === false)).toBe(true);
+    const root = await unpack(`${reg.host}/test/ms:cli`, "cli");
+    expect(await readFile(join(root, "opt/hello/greeting"), "utf8")).toBe("hello from a multi-stage build\n");
+  }, 600_000);
 
   it("RUN output reaches the progress events, stdout and stderr apart", async () => {
     const ctx = join(work, "ctx-output");
