@@ -18,7 +18,7 @@ import type { RegistryOptions } from "../oci/registry/index.js";
 import type { BuildEvent, EventSink } from "./events.js";
 import { artifactSize, assembleImage, assembleIndex, topBlob, type BuiltArtifact, type BuiltImage } from "./image.js";
 import { pushArtifact, writeOutputs, type BuildOutput } from "./output.js";
-import { LayerStore } from "./rootfs.js";
+import { LayerStore } from "./layer-store.js";
 import { closeNativeHelper, warmNativeHelper } from "./native-helper.js";
 import { BwrapExecutor } from "./sandbox/bwrap.js";
 import type { Executor } from "./sandbox/index.js";

@@ -11,7 +11,7 @@ import { expandInstruction, type Instruction } from "../dockerfile/index.js";
 import { cacheKey, explainMiss, KEY_VERSION, type KeyInputs } from "../cache/key.js";
 import type { CacheHit, CacheRecord, CacheStore } from "../cache/store.js";
 import { formatPlatform } from "../oci/registry/index.js";
-import { chainId } from "./rootfs.js";
+import { chainId } from "./layer-store.js";
 import { withRootView } from "./fs.js";
 import { resolveUser } from "./users.js";
 import { addHistory, addLayer, envRecord, expansionEnv, shellOf, withConfig, workdirOf, type LayerRecord, type StageState } from "./stage-state.js";

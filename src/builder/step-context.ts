@@ -3,7 +3,7 @@
  * registries and other stages, and how to report. Passed explicitly; no globals.
  */
 import type { Executor } from "./sandbox/index.js";
-import type { LayerStore } from "./rootfs.js";
+import type { LayerStore } from "./layer-store.js";
 import type { OciLayout } from "../oci/layout.js";
 import type { RegistryClient } from "../oci/registry/index.js";
 import type { SourceTree } from "./sources.js";

@@ -7,7 +7,8 @@ import { Readable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { OcibuildError } from "../../src/errors.js";
 import type { DiffID } from "../../src/oci/digest.js";
-import { chainId, extractLayer, LayerStore } from "../../src/builder/rootfs.js";
+import { extractLayer } from "../../src/builder/rootfs.js";
+import { chainId, LayerStore } from "../../src/builder/layer-store.js";
 import { findOpaqueDirs } from "../../src/builder/rootfs-native.js";
 import { haveTool, isRoot, makeLayer, makeTar, streamOf, type TarSpec } from "../../testdata/builder/fixtures.js";
 

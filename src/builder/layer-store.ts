@@ -1,0 +1,70 @@
+/**
+ * The layer store: each layer extracted once, on its own, in overlay form, keyed
+ * by DiffID, ready to be an overlayfs lowerdir; and the OCI ChainID of a stack.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { lstat, mkdir, rename, rm } from "node:fs/promises";
+import { join } from "node:path";
+import type { DiffID } from "../oci/digest.js";
+import { hexOf } from "../oci/digest.js";
+import { OcibuildError } from "../errors.js";
+import { extractLayer } from "./rootfs.js";
+
+/** OCI ChainID of a stack of layers (bottom first). */
+export function chainId(diffIds: DiffID[]): string {
+  if (diffIds.length === 0) throw new OcibuildError("ROOTFS_EMPTY_CHAIN", "a chain ID needs at least one layer");
+  let chain: string = diffIds[0]!;
+  for (const d of diffIds.slice(1)) chain = `sha256:${createHash("sha256").update(`${chain} ${d}`).digest("hex")}`;
+  return chain;
+}
+
+/**
+ * A content-addressed store of extracted layers, each on its own in overlay form
+ * (whiteouts as char 0/0, opaque dirs as the overlay xattr), ready to be an
+ * overlayfs lowerdir. A stage root is the overlay of its layers' directories.
+ * Extraction goes to a temp dir and is renamed into place: a reader never sees a
+ * half-extracted layer, and two processes racing for the same layer both end up
+ * using the one that was renamed first.
+ */
+export class LayerStore {
+  constructor(readonly dir: string) {}
+
+  /** Where the layer with this DiffID lives (whether or not it is there yet). */
+  layerDir(diffId: DiffID): string {
+    return join(this.dir, "layers", hexOf(diffId));
+  }
+
+  async has(diffId: DiffID): Promise<boolean> {
+    return (await lstat(this.layerDir(diffId)).catch(() => null))?.isDirectory() ?? false;
+  }
+
+  async ensureLayer(
+    diffId: DiffID,
+    openLayer: (signal?: AbortSignal) => Promise<NodeJS.ReadableStream>,
+    opts: { mediaType?: string; signal?: AbortSignal; onWarning?: (msg: string) => void } = {},
+  ): Promise<string> {
+    const final = this.layerDir(diffId);
+    if (await this.has(diffId)) return final;
+    const tmpRoot = join(this.dir, "tmp");
+    await mkdir(tmpRoot, { recursive: true });
+    await mkdir(join(this.dir, "layers"), { recursive: true });
+    const tmp = join(tmpRoot, `${hexOf(diffId).slice(0, 16)}-${randomBytes(6).toString("hex")}`);
+    await mkdir(tmp, { mode: 0o755 });
+    try {
+      const stream = await openLayer(opts.signal);
+      await extractLayer(tmp, stream, { ...opts, diffId, whiteouts: "overlay" });
+      try {
+        await rename(tmp, final);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code !== "ENOTEMPTY" && code !== "EEXIST") throw e;
+        // Another process finished first: use its copy.
+        await rm(tmp, { recursive: true, force: true });
+      }
+      return final;
+    } catch (e) {
+      await rm(tmp, { recursive: true, force: true });
+      throw e;
+    }
+  }
+}
