@@ -227,6 +227,7 @@ try {
 const lines = [];
 lines.push(`ocibuild benchmark (${mode}, ${opts.runs} run${opts.runs > 1 ? "s" : ""}, medians; ${results.machine.cpus} CPUs, node ${process.version}, ${results.date})`);
 for (const [n, v] of Object.entries(results.builders)) lines.push(`  ${n}: ${v}`);
+lines.push(`  PATH=${results.path}${opts.plainPath ? " (--plain-path)" : ""}`);
 if (results.scenarios.length) {
   lines.push("");
   lines.push(table(results.scenarios, peers.map((p) => p.name)));
