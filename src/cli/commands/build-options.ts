@@ -299,7 +299,9 @@ export async function parseBuildArgs(args: string[], io: CliIO): Promise<BuildIn
     labels: parseKeyValues(list(p, "label"), "label"),
     push: !noPush && tags.length > 0,
     outputs: outputs.filter((o) => o.type !== "registry"),
-    registry: registryOptionsFrom(p, io),
+    // A build reports blob transfers as its own events (push lines, the live view), so the
+    // copy command's one-line-per-blob stderr log is left out here.
+    registry: { ...registryOptionsFrom(p, io), onProgress: undefined },
     env: io.env,
   };
   if (file === "-") options.dockerfileText = await readStdin(io.stdin);
