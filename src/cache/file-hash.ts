@@ -4,11 +4,14 @@
  * A changed file changes its ctime, so a stale hash is never reused.
  */
 import { createHash } from "node:crypto";
-import { createReadStream } from "node:fs";
+import { createReadStream, readFileSync } from "node:fs";
 import type { Stats } from "node:fs";
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { pipeline } from "node:stream/promises";
+
+/** Files up to this size are read in one call. */
+const SMALL_FILE = 256 * 1024;
 
 interface StatEntry {
   ino: number;
@@ -46,9 +49,15 @@ export class FileHasher {
     const e = this.entries.get(path);
     if (e && e.ino === st.ino && e.size === st.size && e.mtime === st.mtimeMs && e.ctime === st.ctimeMs) return e.hash;
     const h = createHash("sha256");
-    await pipeline(createReadStream(path, { signal }), async function* (src: AsyncIterable<Buffer>) {
-      for await (const chunk of src) h.update(chunk);
-    });
+    if (st.size <= SMALL_FILE) {
+      // Small files (most of a context) in one read: a stream costs several thread-pool round trips per file.
+      signal?.throwIfAborted();
+      h.update(readFileSync(path));
+    } else {
+      await pipeline(createReadStream(path, { signal }), async function* (src: AsyncIterable<Buffer>) {
+        for await (const chunk of src) h.update(chunk);
+      });
+    }
     const hash = h.digest("hex");
     this.bytesRead += st.size;
     this.entries.set(path, { ino: st.ino, size: st.size, mtime: st.mtimeMs, ctime: st.ctimeMs, hash });
