@@ -6,7 +6,7 @@
  * is refused. Nothing here ever follows a link with the host's view of "/".
  */
 import { lstat, mkdir, readlink } from "node:fs/promises";
-import type { Stats } from "node:fs";
+import { lstatSync, mkdirSync, readlinkSync, type Stats } from "node:fs";
 import { join } from "node:path";
 import { OcibuildError } from "../errors.js";
 
@@ -104,6 +104,73 @@ export async function resolveDirInRoot(
     cur.push(c);
   }
   return { hostPath: join(root, ...cur), comps: cur };
+}
+
+function lstatOrNullSync(p: string): Stats | null {
+  try {
+    return lstatSync(p);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR") return null;
+    throw e;
+  }
+}
+
+/**
+ * resolveDirInRoot for one extraction's hot loop: synchronous (no thread-pool round
+ * trip per component) and backed by `known`, the root-relative paths (resolved,
+ * "/"-joined) this caller has already seen to be real directories reached through
+ * real directories. A known component costs nothing; every other one is checked
+ * exactly as resolveDirInRoot does, and added to `known` once it is a plain
+ * directory (found or made). The caller must clear `known` whenever it removes or
+ * replaces anything under the root, so a stale entry can never skip a check.
+ */
+export function resolveDirInRootSync(
+  root: string,
+  comps: readonly string[],
+  known: Set<string>,
+  opts: { create?: boolean } = {},
+): ResolvedDir | null {
+  const whole = comps.join("/");
+  if (whole === "" || known.has(whole)) return { hostPath: whole === "" ? root : join(root, whole), comps: [...comps] };
+  const queue = [...comps];
+  const cur: string[] = [];
+  let links = 0;
+  while (queue.length > 0) {
+    const c = queue.shift()!;
+    if (c === "" || c === ".") continue;
+    if (c === "..") {
+      if (cur.length === 0) throw unsafe(`a symlink under "${whole}" points above the root`, whole);
+      cur.pop();
+      continue;
+    }
+    cur.push(c);
+    const rel = cur.join("/");
+    if (known.has(rel)) continue;
+    const host = join(root, rel);
+    const st = lstatOrNullSync(host);
+    if (st === null) {
+      if (!opts.create) return null;
+      mkdirSync(host, { mode: 0o755 });
+      known.add(rel);
+      continue;
+    }
+    if (st.isSymbolicLink()) {
+      cur.pop();
+      if (++links > MAX_LINKS) {
+        throw new OcibuildError("ROOTFS_SYMLINK_LOOP", `too many levels of symbolic links resolving "${whole}"`, { details: { path: whole } });
+      }
+      const target = readlinkSync(host);
+      if (target.startsWith("/")) cur.length = 0;
+      queue.unshift(...target.split("/"));
+      continue;
+    }
+    if (!st.isDirectory()) {
+      throw new OcibuildError("ROOTFS_NOT_A_DIRECTORY", `"${rel}" is not a directory (resolving "${whole}")`, { details: { path: whole } });
+    }
+    known.add(rel);
+  }
+  return { hostPath: cur.length === 0 ? root : join(root, ...cur), comps: cur };
 }
 
 /**

@@ -11,14 +11,16 @@
  * the root are refused with ROOTFS_UNSAFE_PATH, and nothing is written outside.
  */
 import { createHash } from "node:crypto";
-import { constants as fsc } from "node:fs";
-import { chmod, lchown, link, lstat, lutimes, mkdir, open, readdir, rm, symlink, writeFile } from "node:fs/promises";
+import {
+  closeSync, constants as fsc, fchmodSync, fchownSync, futimesSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync,
+  chmodSync, readdirSync, rmSync, symlinkSync, writeFileSync, writeSync, type Stats,
+} from "node:fs";
 import { isAbsolute, join, relative, sep } from "node:path";
 import { pipeline as pipelineCb, Readable } from "node:stream";
 import * as zlib from "node:zlib";
 import type { DiffID } from "../oci/digest.js";
 import { OcibuildError } from "../errors.js";
-import { resolveDirInRoot, resolveNoFollow, splitEntryPath, unsafe } from "./rootfs-path.js";
+import { resolveDirInRootSync, resolveNoFollow, splitEntryPath, unsafe } from "./rootfs-path.js";
 import { mknod, opaqueXattrName, setXattrs, type XattrOp } from "./rootfs-native.js";
 import { readTar, type TarHeader } from "./rootfs-tar.js";
 
@@ -44,6 +46,8 @@ const WH_OPAQUE = ".wh..wh..opq";
 
 interface DeferredDir {
   hostPath: string;
+  /** Root-relative resolved path ("" for the root). */
+  rel: string;
   mode: number;
   uid: number;
   gid: number;
@@ -51,7 +55,8 @@ interface DeferredDir {
 }
 
 function decompressorFor(head: Buffer, mediaType: string | undefined): NodeJS.ReadWriteStream | null {
-  if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) return zlib.createGunzip();
+  // Larger output chunks: fewer round trips through the stream and tar reader per byte.
+  if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) return zlib.createGunzip({ chunkSize: 256 * 1024 });
   if (head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528) {
     const z = zlib as unknown as { createZstdDecompress?: () => NodeJS.ReadWriteStream };
     if (typeof z.createZstdDecompress === "function") return z.createZstdDecompress();
@@ -116,45 +121,48 @@ function xattrsOf(header: TarHeader, warn: (msg: string) => void): XattrOp[] {
 }
 
 /**
- * Whether `hostPath` (under `root`) is reached through real directories only and
- * is not itself a symlink (and is a directory, with `dir`).
+ * Whether `rel` (root-relative, resolved) is reached through real directories only
+ * and is not itself a symlink (and is a directory, with `dir`). Paths in `known`
+ * (plain directories this extraction made or checked, see resolveDirInRootSync) are
+ * answered without a system call; the rest are checked one component at a time.
  */
-async function isPlainPath(root: string, hostPath: string, dir = false): Promise<boolean> {
-  const rel = relative(root, hostPath);
-  if (rel.startsWith("..") || isAbsolute(rel)) return false;
-  const comps = rel === "" ? [] : rel.split(sep);
+function isPlainPath(root: string, rel: string, known: Set<string>, dir = false): boolean {
+  if (rel === "" || known.has(rel)) return true;
+  const comps = rel.split("/");
   let cur = root;
   for (let i = 0; i < comps.length; i++) {
+    const prefix = comps.slice(0, i + 1).join("/");
     cur = join(cur, comps[i]!);
-    const st = await lstat(cur).catch(() => null);
-    if (st === null || st.isSymbolicLink()) return false;
+    if (known.has(prefix)) continue;
+    let st: Stats;
+    try {
+      st = lstatSync(cur);
+    } catch {
+      return false;
+    }
+    if (st.isSymbolicLink()) return false;
     if (i < comps.length - 1 && !st.isDirectory()) return false;
     if (i === comps.length - 1 && dir && !st.isDirectory()) return false;
   }
   return true;
 }
 
-async function removeExisting(hostPath: string): Promise<void> {
-  await rm(hostPath, { recursive: true, force: true });
-}
-
-/**
- * An opaque directory hides everything the lower layers put under it: remove
- * all of it except what this layer created (recursing into directories this layer
- * made or re-declared, whose lower content is hidden as well).
- */
-async function clearLower(hostDir: string, rel: string, created: Set<string>): Promise<void> {
-  for (const name of await readdir(hostDir)) {
-    const childRel = rel === "" ? name : `${rel}/${name}`;
-    const hostPath = join(hostDir, name);
-    if (!created.has(childRel)) await removeExisting(hostPath);
-    else if ((await lstat(hostPath)).isDirectory()) await clearLower(hostPath, childRel, created);
+function lstatOrNull(p: string): Stats | null {
+  try {
+    return lstatSync(p);
+  } catch {
+    return null;
   }
 }
 
 /**
  * Extract one layer tar stream (gzip or plain; zstd where supported) into `root`,
  * applying the OCI rules. See the module comment for the two whiteout forms.
+ *
+ * The loop uses synchronous fs calls on purpose: each entry costs a handful of
+ * small metadata calls, and a thread-pool round trip for each (the async API)
+ * is what made extraction slow; decompression still runs off the main thread and
+ * file bodies are still written chunk by chunk as they arrive (memory flat).
  */
 export async function extractLayer(root: string, tarStream: NodeJS.ReadableStream, opts: ExtractOptions = {}): Promise<void> {
   const { signal } = opts;
@@ -186,11 +194,32 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
 
   const created = new Set<string>();
   const dirs: DeferredDir[] = [];
-  const xattrs: XattrOp[] = [];
+  const xattrs: (XattrOp & { rel: string })[] = [];
+  // Resolved root-relative paths seen to be plain directories during this extraction.
+  // Anything that removes or replaces a path clears it (see remove()).
+  const known = new Set<string>();
 
-  const applyOwner = async (hostPath: string, uid: number, gid: number) => {
-    if (isRoot) await lchown(hostPath, uid, gid);
+  const remove = (hostPath: string) => {
+    rmSync(hostPath, { recursive: true, force: true });
+    known.clear();
   };
+  const removeIfPresent = (hostPath: string) => {
+    if (lstatOrNull(hostPath) !== null) remove(hostPath);
+  };
+  /**
+   * An opaque directory hides everything the lower layers put under it: remove
+   * all of it except what this layer created (recursing into directories this layer
+   * made or re-declared, whose lower content is hidden as well).
+   */
+  const clearLower = (hostDir: string, rel: string) => {
+    for (const name of readdirSync(hostDir)) {
+      const childRel = rel === "" ? name : `${rel}/${name}`;
+      const hostPath = join(hostDir, name);
+      if (!created.has(childRel)) remove(hostPath);
+      else if (lstatSync(hostPath).isDirectory()) clearLower(hostPath, childRel);
+    }
+  };
+  const relOf = (dir: { comps: string[] }, base: string) => (dir.comps.length === 0 ? base : `${dir.comps.join("/")}/${base}`);
 
   try {
     for await (const entry of readTar(tarInput)) {
@@ -208,11 +237,11 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
         const parentComps = comps.slice(0, -1);
         if (base === WH_OPAQUE) {
           if (form === "overlay") {
-            const dir = await resolveDirInRoot(root, parentComps, { create: true });
-            xattrs.push({ path: dir!.hostPath, name: opaqueXattrName(), value: Buffer.from("y") });
+            const dir = resolveDirInRootSync(root, parentComps, known, { create: true })!;
+            xattrs.push({ path: dir.hostPath, rel: dir.comps.join("/"), name: opaqueXattrName(), value: Buffer.from("y") });
           } else {
-            const dir = await resolveDirInRoot(root, parentComps);
-            if (dir !== null) await clearLower(dir.hostPath, parentComps.join("/"), created);
+            const dir = resolveDirInRootSync(root, parentComps, known);
+            if (dir !== null) clearLower(dir.hostPath, parentComps.join("/"));
           }
           continue;
         }
@@ -222,15 +251,15 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
         }
         const targetRel = [...parentComps, target].join("/");
         if (form === "overlay") {
-          const dir = await resolveDirInRoot(root, parentComps, { create: true });
-          const hostPath = join(dir!.hostPath, target);
-          await removeExisting(hostPath);
+          const dir = resolveDirInRootSync(root, parentComps, known, { create: true })!;
+          const hostPath = join(dir.hostPath, target);
+          removeIfPresent(hostPath);
           try {
             await mknod(hostPath, "char", 0, 0, 0, signal);
           } catch (e) {
             if (!(e instanceof OcibuildError) || e.code !== "ROOTFS_MKNOD_FAILED") throw e;
             // Unprivileged: keep the OCI marker; LowerView (copy mode) understands it.
-            await writeFile(join(dir!.hostPath, base), "", { flag: "wx" });
+            writeFileSync(join(dir.hostPath, base), "", { flag: "wx" });
             warn(`kept whiteout "${h.name}" as a marker file (cannot create whiteout devices here: overlay mode unavailable)`);
           }
         } else {
@@ -238,8 +267,8 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
             warn(`layer both adds and whites out "${targetRel}"; keeping the added entry`);
             continue;
           }
-          const dir = await resolveDirInRoot(root, parentComps);
-          if (dir !== null) await removeExisting(join(dir.hostPath, target));
+          const dir = resolveDirInRootSync(root, parentComps, known);
+          if (dir !== null) removeIfPresent(join(dir.hostPath, target));
         }
         continue;
       }
@@ -247,47 +276,54 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
       // The root directory itself ("./").
       if (comps.length === 0) {
         if (type !== "directory") throw unsafe(`entry "${h.name}" would replace the root with a ${type}`, h.name);
-        dirs.push({ hostPath: root, mode, uid, gid, mtime });
+        dirs.push({ hostPath: root, rel: "", mode, uid, gid, mtime });
         continue;
       }
 
-      const parent = await resolveDirInRoot(root, comps.slice(0, -1), { create: true });
-      const hostPath = join(parent!.hostPath, base!);
-      const existing = await lstat(hostPath).catch(() => null);
-      for (let i = 1; i <= comps.length; i++) created.add(comps.slice(0, i).join("/"));
+      const parent = resolveDirInRootSync(root, comps.slice(0, -1), known, { create: true })!;
+      const hostPath = join(parent.hostPath, base!);
+      const hostRel = relOf(parent, base!);
+      const existing = lstatOrNull(hostPath);
+      let prefix = "";
+      for (const c of comps) {
+        prefix = prefix === "" ? c : `${prefix}/${c}`;
+        created.add(prefix);
+      }
 
       if (type === "directory") {
         if (existing === null || !existing.isDirectory()) {
-          if (existing !== null) await removeExisting(hostPath);
-          await mkdir(hostPath, { mode: 0o700 });
+          if (existing !== null) remove(hostPath);
+          mkdirSync(hostPath, { mode: 0o700 });
         }
-        dirs.push({ hostPath, mode, uid, gid, mtime });
-        for (const x of xattrsOf(h, warn)) xattrs.push({ ...x, path: hostPath });
+        known.add(hostRel);
+        dirs.push({ hostPath, rel: hostRel, mode, uid, gid, mtime });
+        for (const x of xattrsOf(h, warn)) xattrs.push({ ...x, path: hostPath, rel: hostRel });
         continue;
       }
-      if (existing !== null) await removeExisting(hostPath);
+      if (existing !== null) remove(hostPath);
 
       switch (type) {
         case "file": {
-          const fh = await open(hostPath, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+          const fd = openSync(hostPath, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
           try {
             for await (const chunk of entry.body) {
               signal?.throwIfAborted();
               let off = 0;
-              while (off < chunk.length) off += (await fh.write(chunk, off, chunk.length - off)).bytesWritten;
+              while (off < chunk.length) off += writeSync(fd, chunk, off, chunk.length - off);
             }
+            // Through the descriptor: the file just made, never whatever the path names now.
+            if (isRoot) fchownSync(fd, uid, gid);
+            fchmodSync(fd, mode);
+            futimesSync(fd, mtime, mtime);
           } finally {
-            await fh.close();
+            closeSync(fd);
           }
-          await applyOwner(hostPath, uid, gid);
-          await chmod(hostPath, mode);
-          await lutimes(hostPath, mtime, mtime);
           break;
         }
         case "symlink": {
-          await symlink(h.linkname, hostPath);
-          await applyOwner(hostPath, uid, gid);
-          await lutimes(hostPath, mtime, mtime);
+          symlinkSync(h.linkname, hostPath);
+          if (isRoot) lchownSync(hostPath, uid, gid);
+          lutimesSync(hostPath, mtime, mtime);
           break;
         }
         case "link": {
@@ -300,7 +336,7 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
             });
           }
           if (target.stats.isDirectory()) throw unsafe(`hardlink "${h.name}" points at directory "${h.linkname}"`, h.name);
-          await link(target.hostPath, hostPath);
+          linkSync(target.hostPath, hostPath);
           break;
         }
         case "character-device":
@@ -317,9 +353,9 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
             }
             throw e;
           }
-          await applyOwner(hostPath, uid, gid);
-          await chmod(hostPath, mode);
-          await lutimes(hostPath, mtime, mtime);
+          if (isRoot) lchownSync(hostPath, uid, gid);
+          chmodSync(hostPath, mode);
+          lutimesSync(hostPath, mtime, mtime);
           break;
         }
         default:
@@ -327,7 +363,7 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
           created.delete(rel);
           continue;
       }
-      if (type !== "link") for (const x of xattrsOf(h, warn)) xattrs.push({ ...x, path: hostPath });
+      if (type !== "link") for (const x of xattrsOf(h, warn)) xattrs.push({ ...x, path: hostPath, rel: hostRel });
     }
     while (!(await pull()).done) signal?.throwIfAborted();
   } catch (e) {
@@ -354,15 +390,25 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
 
   // Deferred work re-checks its paths: a later entry may have replaced a directory
   // (or one of its parents) by a symlink, and chmod/setxattr must not follow it.
-  const safeXattrs: XattrOp[] = [];
-  for (const x of xattrs) if (await isPlainPath(root, x.path)) safeXattrs.push(x);
-  for (const msg of await setXattrs(safeXattrs, signal)) warn(msg);
-  // Directory metadata last: creating children changes a directory's mtime.
-  for (let i = dirs.length - 1; i >= 0; i--) {
-    const d = dirs[i]!;
-    if (!(await isPlainPath(root, d.hostPath, true))) continue;
-    await applyOwner(d.hostPath, d.uid, d.gid);
-    await chmod(d.hostPath, d.mode);
-    await lutimes(d.hostPath, d.mtime, d.mtime);
+  // (Such a replacement cleared `known`, so the check then goes to the filesystem.)
+  try {
+    const safeXattrs: XattrOp[] = [];
+    for (const x of xattrs) if (isPlainPath(root, x.rel, known)) safeXattrs.push({ path: x.path, name: x.name, value: x.value });
+    for (const msg of await setXattrs(safeXattrs, signal)) warn(msg);
+    // Directory metadata last: creating children changes a directory's mtime.
+    for (let i = dirs.length - 1; i >= 0; i--) {
+      const d = dirs[i]!;
+      if (!isPlainPath(root, d.rel, known, true)) continue;
+      if (isRoot) lchownSync(d.hostPath, d.uid, d.gid);
+      chmodSync(d.hostPath, d.mode);
+      lutimesSync(d.hostPath, d.mtime, d.mtime);
+    }
+  } catch (e) {
+    if (e instanceof OcibuildError) throw e;
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new OcibuildError("ROOTFS_EXTRACT_FAILED", `cannot set directory metadata in ${root}: ${(e as Error).message}`, {
+      cause: e,
+      details: code ? { errno: code } : undefined,
+    });
   }
 }

@@ -83,7 +83,8 @@ export class OciLayout {
     try {
       await mkdir(dir, { recursive: true });
       // blobs/ and index.json without oci-layout are what an interrupted create leaves: carry on.
-      const existing = (await readdir(dir)).filter((n) => !n.startsWith(".tmp-") && n !== "blobs" && n !== "index.json");
+      // oci-layout itself may have appeared since the check above: a concurrent create finished.
+      const existing = (await readdir(dir)).filter((n) => !n.startsWith(".tmp-") && n !== "blobs" && n !== "index.json" && n !== "oci-layout");
       if (existing.length > 0) {
         throw new OcibuildError("LAYOUT_DIR_NOT_EMPTY", `"${dir}" is not empty and is not an OCI layout (no oci-layout file)`, {
           file: dir,
