@@ -151,7 +151,7 @@ try {
             try {
               const r = await p.build(s, ref, base);
               row.samples[p.name].push(r.ms);
-              if (p.name === "ocibuild") row.ocibuildSteps.push({ ms: r.ms, steps: r.steps });
+              if (p.name === "ocibuild") row.ocibuildSteps.push({ ms: r.ms, parts: r.parts, steps: r.steps });
               if (i === 0) {
                 // The image really is in the registry (once per builder and phase, untimed).
                 await run("skopeo", ["inspect", "--tls-verify=false", "--raw", `docker://${ref}`]);
@@ -173,7 +173,7 @@ try {
       // The ocibuild run closest to the median, with its per-step seconds: where the time went.
       const med = r.median.ocibuild;
       const closest = r.ocibuildSteps.filter((x) => Number.isFinite(x.ms)).sort((a, b) => Math.abs(a.ms - med) - Math.abs(b.ms - med))[0];
-      r.ocibuildMedianRun = closest ? { ms: closest.ms, stepsSeconds: closest.steps.reduce((a, s) => a + s.seconds, 0), steps: closest.steps } : undefined;
+      r.ocibuildMedianRun = closest ? { ms: closest.ms, parts: closest.parts, stepsSeconds: closest.steps.reduce((a, s) => a + s.seconds, 0), steps: closest.steps } : undefined;
       delete r.ocibuildSteps;
     }
     results.scenarios = agg;
@@ -238,6 +238,14 @@ if (results.scenarios.length) {
       const outside = m.ms / 1000 - m.stepsSeconds;
       const split = outside >= 0 ? `${m.stepsSeconds.toFixed(2)}s in steps, ${outside.toFixed(2)}s outside them (start, base config, push)` : `${m.stepsSeconds.toFixed(2)}s of steps overlapping (parallel stages)`;
       lines.push(`  ${r.scenario}/${r.phase} ocibuild: ${fmtSec(m.ms)} total, ${split}; slowest: ${slow.join("; ")}`);
+      const p = m.parts ?? {};
+      const layered = m.steps.filter((s) => s.atMs?.layerDone !== undefined && s.atMs.layerDone - s.atMs.start > 1000);
+      const split2 = layered.map((s) => {
+        const a = s.atMs;
+        const w = a.firstLayerWrite ?? a.layerDone;
+        return `${s.instruction.slice(0, 24)}: ${fmtSec(w - a.start)} before its layer, ${fmtSec(a.layerDone - w)} writing it, ${fmtSec(a.end - a.layerDone)} after`;
+      });
+      if (p.beforeFirstStep !== undefined) lines.push(`    before the first step ${fmtSec(p.beforeFirstStep)}, after the last ${fmtSec(p.afterLastStep)}${split2.length ? `; ${split2.join("; ")}` : ""}`);
     }
     for (const e of r.errors) lines.push(`  ERROR ${r.scenario}/${r.phase}: ${e.split("\n")[0]}`);
   }

@@ -39,21 +39,59 @@ export async function ocibuildPeer(repoRoot, work, opts) {
         nodeArgs.push("--cpu-prof", `--cpu-prof-dir=${d}`);
       }
       const args = [...nodeArgs, join(repoRoot, "bin/ocibuild"), "build", "--progress", "json", "--cache-dir", cacheDir, "--build-arg", `BASE=${base}`, "-t", ref, s.dir];
-      const r = await run(process.execPath, args);
+      // Each JSON event line is stamped when it arrives, so a step splits into the time
+      // before its layer starts to be written (cache key, copy or RUN, snapshot walk),
+      // writing the layer (tar+gzip+sha256: from the first layer-write event, sent after
+      // 4 MiB, to the last), and after it; the rest of the build is start-up, base
+      // resolution and the push.
+      const t0 = performance.now();
+      const events = [];
+      let partial = "";
+      const onStdout = (d) => {
+        const now = performance.now() - t0;
+        const text = partial + d;
+        const lines = text.split("\n");
+        partial = lines.pop();
+        for (const line of lines) if (line.startsWith("{")) events.push([now, line]);
+      };
+      const r = await run(process.execPath, args, { onStdout });
+      if (partial.startsWith("{")) events.push([performance.now() - t0, partial]);
       const steps = [];
+      const open = new Map();
       let pushed;
-      for (const line of r.stdout.split("\n")) {
-        if (!line.startsWith("{")) continue;
+      let lastStepEnd = 0;
+      for (const [at, line] of events) {
         let e;
         try {
           e = JSON.parse(line);
         } catch {
           continue;
         }
-        if (e.type === "step-end") steps.push({ stage: e.stage, instruction: e.instruction, cached: e.cached, seconds: e.seconds });
+        const key = `${e.stage}/${e.step}`;
+        if (e.type === "step-start") open.set(key, { start: at });
+        if (e.type === "layer-write") {
+          const o = open.get(key);
+          if (o) {
+            o.firstLayerWrite ??= at;
+            if (e.done) o.layerDone = at;
+          }
+        }
+        if (e.type === "step-end") {
+          const o = open.get(key) ?? { start: at };
+          const ms = (x) => (x === undefined ? undefined : Math.round(x));
+          steps.push({
+            stage: e.stage,
+            instruction: e.instruction,
+            cached: e.cached,
+            seconds: e.seconds,
+            atMs: { start: ms(o.start), firstLayerWrite: ms(o.firstLayerWrite), layerDone: ms(o.layerDone), end: ms(at) },
+          });
+          lastStepEnd = Math.max(lastStepEnd, at);
+        }
         if (e.type === "result") pushed = e.digest;
       }
-      return { ms: r.ms, parts: { build: r.ms }, steps, digest: pushed };
+      const firstStep = steps.length ? Math.min(...steps.map((s) => s.atMs.start)) : 0;
+      return { ms: r.ms, parts: { build: r.ms, beforeFirstStep: Math.round(firstStep), afterLastStep: Math.round(r.ms - lastStepEnd) }, steps, digest: pushed };
     },
     async stop() {},
   };
