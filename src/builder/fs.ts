@@ -6,6 +6,7 @@
  */
 import { mkdir, mkdtemp, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
+import { PassThrough, type Readable } from "node:stream";
 import { OcibuildError } from "../errors.js";
 import { parseReference } from "../oci/reference.js";
 import { MediaType } from "../oci/media-types.js";
@@ -16,7 +17,7 @@ import type { StepContext } from "./step-context.js";
 
 /** Make sure a layer's compressed blob is in the content store (pulling a base layer once). */
 export async function ensureBlob(layer: LayerRecord, ctx: StepContext): Promise<void> {
-  if (await ctx.content.hasBlob(layer.descriptor.digest)) return;
+  if (await ctx.content.hasBlob(layer.descriptor.digest, ctx.signal)) return;
   if (layer.source.kind !== "registry") {
     throw new OcibuildError("BUILD_LAYER_MISSING", `layer ${layer.descriptor.digest} is missing from the content store ${ctx.content.dir}`);
   }
@@ -25,19 +26,79 @@ export async function ensureBlob(layer: LayerRecord, ctx: StepContext): Promise<
   await ctx.content.writeBlob(stream, { digest: layer.descriptor.digest, size: layer.descriptor.size }, ctx.signal);
 }
 
+/**
+ * A base layer that is neither in the content store nor extracted: download it once
+ * and feed the bytes to the content store and to the extractor at the same time.
+ * The registry stream and writeBlob both verify the digest; the extracted directory
+ * is only moved into the layer store once the blob is verified and stored.
+ */
+async function pullAndExtract(layer: LayerRecord, ctx: StepContext, onWarning: (m: string) => void): Promise<string> {
+  const ref = parseReference((layer.source as { ref: string }).ref);
+  const { digest, size } = layer.descriptor;
+  const body = (await ctx.registry.getBlob(ref, digest, { size, signal: ctx.signal })) as Readable;
+  const toStore = new PassThrough();
+  const toExtract = new PassThrough();
+  // Any failure on one side stops the other: the source is shared, and a side that
+  // stopped reading would otherwise hold the other back forever.
+  let firstError: Error | undefined;
+  const fail = (err: Error) => {
+    firstError ??= err;
+    body.destroy(err);
+    toStore.destroy(err);
+    toExtract.destroy(err);
+  };
+  body.on("error", fail);
+  // Errors reach the caller through the two promises below; a side that already
+  // finished has no reader left to hear its stream being destroyed.
+  toStore.on("error", () => {});
+  toExtract.on("error", () => {});
+  body.pipe(toStore);
+  body.pipe(toExtract);
+  const stored = ctx.content.writeBlob(toStore, { digest, size }, ctx.signal);
+  stored.catch((e: unknown) => fail(e instanceof Error ? e : new Error(String(e))));
+  try {
+    const dir = await ctx.layerStore.ensureLayer(layer.diffId, async () => toExtract, {
+      mediaType: layer.descriptor.mediaType,
+      signal: ctx.signal,
+      onWarning,
+      beforeCommit: async () => {
+        await stored;
+      },
+    });
+    // Another build may have put the layer in place first, leaving this side unread.
+    toExtract.resume();
+    await stored;
+    return dir;
+  } catch (e) {
+    fail(e instanceof Error ? e : new Error(String(e)));
+    await stored.catch(() => undefined);
+    // The first failure is the cause; the other side only saw its stream cut off.
+    throw firstError ?? e;
+  }
+}
+
 /** The stage's layers as single-layer directories, bottom first. */
 export async function lowerDirs(state: StageState, ctx: StepContext): Promise<string[]> {
   const dirs: string[] = [];
+  const onWarning = (m: string) => ctx.emit({ type: "log", level: "warn", message: m });
   for (const layer of state.layers) {
     if (layer.dir) {
       dirs.push(layer.dir);
+      continue;
+    }
+    if (
+      layer.source.kind === "registry" &&
+      !(await ctx.layerStore.has(layer.diffId)) &&
+      !(await ctx.content.hasBlob(layer.descriptor.digest, ctx.signal))
+    ) {
+      dirs.push(await pullAndExtract(layer, ctx, onWarning));
       continue;
     }
     await ensureBlob(layer, ctx);
     const dir = await ctx.layerStore.ensureLayer(layer.diffId, async (signal) => ctx.content.readBlob(layer.descriptor.digest, signal), {
       mediaType: layer.descriptor.mediaType,
       signal: ctx.signal,
-      onWarning: (m) => ctx.emit({ type: "log", level: "warn", message: m }),
+      onWarning,
     });
     dirs.push(dir);
   }

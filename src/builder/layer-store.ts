@@ -41,7 +41,13 @@ export class LayerStore {
   async ensureLayer(
     diffId: DiffID,
     openLayer: (signal?: AbortSignal) => Promise<NodeJS.ReadableStream>,
-    opts: { mediaType?: string; signal?: AbortSignal; onWarning?: (msg: string) => void } = {},
+    opts: {
+      mediaType?: string;
+      signal?: AbortSignal;
+      onWarning?: (msg: string) => void;
+      /** Awaited after extraction, before the layer is moved into place; a rejection discards it. */
+      beforeCommit?: () => Promise<void>;
+    } = {},
   ): Promise<string> {
     const final = this.layerDir(diffId);
     if (await this.has(diffId)) return final;
@@ -52,7 +58,9 @@ export class LayerStore {
     await mkdir(tmp, { mode: 0o755 });
     try {
       const stream = await openLayer(opts.signal);
-      await extractLayer(tmp, stream, { ...opts, diffId, whiteouts: "overlay" });
+      const { beforeCommit, ...extractOpts } = opts;
+      await extractLayer(tmp, stream, { ...extractOpts, diffId, whiteouts: "overlay" });
+      await beforeCommit?.();
       try {
         await rename(tmp, final);
       } catch (e) {
