@@ -8,8 +8,8 @@
  *  - context files belong to 0:0 unless --chown; files from another stage or image
  *    keep their owner; mtimes are kept; --chmod applies to files and directories.
  */
-import { constants as fsc } from "node:fs";
-import { chmod, copyFile, lchown, lstat, lutimes, mkdir, readdir, readlink, rm, symlink, writeFile } from "node:fs/promises";
+import { chmodSync, constants as fsc, copyFileSync, lchownSync, lstatSync, lutimesSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync } from "node:fs";
+import { chmod, copyFile, lchown, lstat, mkdir, readlink, rm, writeFile } from "node:fs/promises";
 import { createHash } from "node:crypto";
 import type { Stats } from "node:fs";
 import { basename, join, posix } from "node:path";
@@ -265,7 +265,7 @@ async function copyOne(
     // A directory source: its contents go into dest (created as a directory).
     const target = await resolveDirInRoot(root, destComps, { create: true, onCreate: created });
     await copyTree(tree, m, target!.hostPath, plan, signal);
-    await applyMeta(target!.hostPath, m.stats, plan, true);
+    applyMeta(target!.hostPath, m.stats, plan, true);
     return;
   }
   if (plan.extract && m.stats.isFile()) {
@@ -306,11 +306,13 @@ async function* walkMatch(tree: SourceTree, m: SourceMatch, plan: CopyPlan, sign
   if (!m.stats.isDirectory()) return;
   async function* below(dir: string, rel: string, srcRel: string): AsyncGenerator<Walked> {
     signal?.throwIfAborted();
-    for (const name of (await readdir(dir)).sort()) {
+    // Synchronous calls: a context walk is thousands of tiny metadata calls, and a
+    // thread-pool round trip each was most of its time.
+    for (const name of readdirSync(dir).sort()) {
       const childSrc = srcRel === "" ? name : `${srcRel}/${name}`;
       const childRel = rel === "" ? name : `${rel}/${name}`;
       const hostPath = join(dir, name);
-      const st = await lstat(hostPath);
+      const st = lstatSync(hostPath);
       if (plan.exclude?.ignores(childSrc)) continue;
       const ignored = plan.contextSource && tree.ignore?.ignores(childSrc);
       // An ignored directory may still hold re-included paths ("!dir/keep"): walk it without yielding it.
@@ -328,18 +330,18 @@ async function copyTree(tree: SourceTree, m: SourceMatch, dstDir: string, plan: 
     if (e.rel === "") continue;
     const dst = join(dstDir, e.rel);
     if (e.stats.isDirectory()) {
-      const existing = await lstat(dst).catch(() => null);
-      if (existing && !existing.isDirectory()) await rm(dst, { force: true });
-      if (!existing || !existing.isDirectory()) await mkdir(dst, { recursive: true });
+      const existing = lstatOrNullSync(dst);
+      if (existing && !existing.isDirectory()) rmSync(dst, { force: true });
+      if (!existing || !existing.isDirectory()) mkdirSync(dst, { recursive: true });
       dirs.push({ path: dst, stats: e.stats });
     } else {
       // A re-included file under an ignored directory: its parent exists only if created here.
-      await mkdir(join(dst, ".."), { recursive: true });
+      mkdirSync(join(dst, ".."), { recursive: true });
       await copyEntry(e.hostPath, e.stats, dst, plan);
     }
   }
   // Directory metadata last (children change a directory's mtime), deepest first.
-  for (const d of dirs.reverse()) await applyMeta(d.path, d.stats, plan, true);
+  for (const d of dirs.reverse()) applyMeta(d.path, d.stats, plan, true);
 }
 
 /** COPY <<NAME dest: the body becomes a file (0644 unless --chmod), named NAME when dest is a directory. */
@@ -363,33 +365,44 @@ async function writeHeredoc(root: string, prep: CopyPrep, h: { name: string; con
   await chmod(path, plan.modeFn ? plan.modeFn(0o644, false) : 0o644);
 }
 
+/** Files up to this size are copied with one blocking call; bigger ones off the event loop. */
+const SMALL_COPY = 1 << 20;
+
+function lstatOrNullSync(p: string): Stats | null {
+  try {
+    return lstatSync(p);
+  } catch {
+    return null;
+  }
+}
+
 async function copyEntry(src: string, st: Stats, dst: string, plan: CopyPlan): Promise<void> {
-  const existing = await lstat(dst).catch(() => null);
+  const existing = lstatOrNullSync(dst);
   if (existing?.isDirectory()) {
     throw new OcibuildError("BUILD_COPY_OVER_DIRECTORY", `cannot copy the file "${src}" over the existing directory "${dst}"`);
   }
-  if (existing) await rm(dst, { force: true });
+  if (existing) rmSync(dst, { force: true });
   if (st.isSymbolicLink()) {
-    await symlink(await readlink(src), dst);
-    await applyMeta(dst, st, plan, false, true);
+    symlinkSync(readlinkSync(src), dst);
+    applyMeta(dst, st, plan, false, true);
     return;
   }
   if (st.isFile()) {
-    await copyFile(src, dst, fsc.COPYFILE_FICLONE);
-    await applyMeta(dst, st, plan, false);
+    if (st.size <= SMALL_COPY) copyFileSync(src, dst, fsc.COPYFILE_FICLONE);
+    else await copyFile(src, dst, fsc.COPYFILE_FICLONE);
+    applyMeta(dst, st, plan, false);
     return;
   }
   // Sockets, fifos and device nodes in a source tree are not copied.
 }
 
-
-async function applyMeta(path: string, st: Stats, plan: CopyPlan, isDir: boolean, isLink = false): Promise<void> {
+function applyMeta(path: string, st: Stats, plan: CopyPlan, isDir: boolean, isLink = false): void {
   const uid = plan.owner ? plan.owner.uid : st.uid;
   const gid = plan.owner ? plan.owner.gid : st.gid;
-  await lchown(path, uid, gid);
+  lchownSync(path, uid, gid);
   if (!isLink) {
     const mode = plan.modeFn ? plan.modeFn(st.mode & 0o7777, isDir) : st.mode & 0o7777;
-    await chmod(path, mode);
+    chmodSync(path, mode);
   }
-  await lutimes(path, st.atime, st.mtime);
+  lutimesSync(path, st.atime, st.mtime);
 }
