@@ -3,8 +3,11 @@
  * global records, GNU long names), with PAX values kept as raw bytes so binary
  * xattrs (security.capability) arrive intact. Memory stays flat: a file body is
  * handed out as chunks of the input and must be consumed (or is skipped) before
- * the next entry is read.
+ * the next entry is read. tarBytes() turns a layer blob (gzip, plain, or zstd where
+ * Node has it) into the tar byte stream, sniffing the compression from magic bytes.
  */
+import { pipeline as pipelineCb, Readable } from "node:stream";
+import * as zlib from "node:zlib";
 import { OcibuildError } from "../errors.js";
 
 export type TarEntryType = "file" | "link" | "symlink" | "character-device" | "block-device" | "directory" | "fifo" | "other";
@@ -231,4 +234,53 @@ export async function* readTar(input: AsyncIterable<Buffer>): AsyncGenerator<Tar
     pending = { left: () => bodySize - consumed + skipAfter };
     yield { header, body };
   }
+}
+
+function decompressorFor(head: Buffer, mediaType: string | undefined): NodeJS.ReadWriteStream | null {
+  // Larger output chunks: fewer round trips through the stream and tar reader per byte.
+  if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) return zlib.createGunzip({ chunkSize: 256 * 1024 });
+  if (head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528) {
+    const z = zlib as unknown as { createZstdDecompress?: () => NodeJS.ReadWriteStream };
+    if (typeof z.createZstdDecompress === "function") return z.createZstdDecompress();
+    throw new OcibuildError("ROOTFS_LAYER_COMPRESSION_UNSUPPORTED", `the layer is zstd-compressed${mediaType ? ` (${mediaType})` : ""}, which this Node.js (${process.version}) cannot decompress`, {
+      hint: "use Node.js 22.15 or newer for zstd layers, or a gzip variant of the image",
+    });
+  }
+  if (head.length >= 3 && head.toString("latin1", 0, 3) === "BZh") {
+    throw new OcibuildError("ROOTFS_LAYER_COMPRESSION_UNSUPPORTED", "the layer is bzip2-compressed, which OCI layers may not be");
+  }
+  if (head.length >= 6 && head[0] === 0xfd && head.toString("latin1", 1, 6) === "7zXZ\0") {
+    throw new OcibuildError("ROOTFS_LAYER_COMPRESSION_UNSUPPORTED", "the layer is xz-compressed, which OCI layers may not be");
+  }
+  return null;
+}
+
+/** Read the first bytes, pick a decompressor, and return the tar bytes as a stream. */
+export async function tarBytes(input: NodeJS.ReadableStream, mediaType: string | undefined): Promise<Readable> {
+  const src = input instanceof Readable ? input : new Readable().wrap(input);
+  const it = (src as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+  let head = Buffer.alloc(0);
+  let done = false;
+  while (head.length < 6) {
+    const r = await it.next();
+    if (r.done) {
+      done = true;
+      break;
+    }
+    head = Buffer.concat([head, Buffer.from(r.value)]);
+  }
+  const decompressor = decompressorFor(head, mediaType);
+  async function* rest(): AsyncGenerator<Buffer> {
+    if (head.length > 0) yield head;
+    if (done) return;
+    for (;;) {
+      const r = await it.next();
+      if (r.done) return;
+      yield Buffer.from(r.value);
+    }
+  }
+  const source = Readable.from(rest());
+  if (decompressor === null) return source;
+  // Callback form: an error anywhere destroys the chain, so iterating the output throws it.
+  return pipelineCb(source, decompressor, () => {}) as unknown as Readable;
 }
