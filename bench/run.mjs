@@ -218,6 +218,7 @@ try {
   say(`failed: ${e.stack ?? e}`);
   results.notes.push(`harness failed: ${e.message}`);
 } finally {
+  for (const p of peers) for (const n of p.notes ?? []) results.notes.push(`${p.name}: ${n}`);
   for (const p of peers) await p.stop().catch(() => {});
   await reg.stop();
   await removeTree(join(work, "buildah-probe")).catch(() => {});

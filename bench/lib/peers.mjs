@@ -147,6 +147,8 @@ export async function buildkitPeer(work, registryHost) {
   if (!buildctl) return { name: "buildkit", unavailable: "buildctl is not on PATH (and BUILDKIT_HOST needs it too)" };
   let addr = process.env.BUILDKIT_HOST;
   let daemon;
+  let alive = async () => {};
+  const notes = [];
   const dir = join(work, "buildkit");
   if (!addr) {
     const buildkitd = await which("buildkitd");
@@ -158,23 +160,32 @@ export async function buildkitPeer(work, registryHost) {
     await writeFile(join(dir, "buildkitd.toml"), config);
     addr = `unix://${join(dir, "buildkitd.sock")}`;
     const { spawn } = await import("node:child_process");
-    let log = "";
-    daemon = spawn(buildkitd, ["--config", join(dir, "buildkitd.toml"), "--root", join(dir, "root"), "--addr", addr], { stdio: ["ignore", "pipe", "pipe"] });
-    daemon.stdout.on("data", (d) => (log = (log + d).slice(-8000)));
-    daemon.stderr.on("data", (d) => (log = (log + d).slice(-8000)));
-    let up = false;
-    for (let i = 0; i < 150 && daemon.exitCode === null; i++) {
-      const r = await run(buildctl, ["--addr", addr, "debug", "workers"], { allowFail: true });
-      if (r.code === 0 && r.stdout.split("\n").length > 1) {
-        up = true;
-        break;
+    const start = async () => {
+      let log = "";
+      const d = spawn(buildkitd, ["--config", join(dir, "buildkitd.toml"), "--root", join(dir, "root"), "--addr", addr], { stdio: ["ignore", "pipe", "pipe"] });
+      d.stdout.on("data", (x) => (log = (log + x).slice(-8000)));
+      d.stderr.on("data", (x) => (log = (log + x).slice(-8000)));
+      for (let i = 0; i < 150 && d.exitCode === null; i++) {
+        const r = await run(buildctl, ["--addr", addr, "debug", "workers"], { allowFail: true });
+        if (r.code === 0 && r.stdout.split("\n").length > 1) return d;
+        await new Promise((res) => setTimeout(res, 200));
       }
-      await new Promise((res) => setTimeout(res, 200));
+      d.kill("SIGKILL");
+      throw new Error(`buildkitd did not start: ${log.trim().split("\n").slice(-3).join(" ")}`);
+    };
+    try {
+      daemon = await start();
+    } catch (e) {
+      return { name: "buildkit", unavailable: e.message };
     }
-    if (!up) {
-      daemon.kill("SIGKILL");
-      return { name: "buildkit", unavailable: `buildkitd did not start: ${log.trim().split("\n").slice(-3).join(" ")}` };
-    }
+    // Something outside the harness may stop the daemon (e.g. a cleanup that signals every
+    // buildkitd): start it again, and say so in the results.
+    alive = async () => {
+      if (daemon.exitCode === null && daemon.signalCode === null) return;
+      notes.push(`buildkitd exited (${daemon.exitCode ?? daemon.signalCode}) outside the harness's control and was restarted`);
+      say(notes[notes.length - 1]);
+      daemon = await start();
+    };
     say(`buildkitd started on ${addr}`);
   }
   const version = (await run(buildctl, ["--version"], { allowFail: true })).stdout.trim();
@@ -182,10 +193,13 @@ export async function buildkitPeer(work, registryHost) {
   return {
     name: "buildkit",
     version: daemon ? `${version} (buildkitd started by the harness)` : `${version} (BUILDKIT_HOST=${addr})`,
+    notes,
     async reset() {
+      await alive();
       await ctl(["prune", "--all"], { allowFail: true });
     },
     async build(s, ref, base) {
+      await alive();
       const r = await ctl([
         "build",
         "--frontend",
