@@ -117,6 +117,7 @@ async function entryFor(rel: string, hostPath: string, st: Stats): Promise<Item 
   if (type === "file") {
     entry.size = st.size;
     entry.open = (signal?: AbortSignal) => createReadStream(hostPath, { signal });
+    entry.sourcePath = hostPath;
     if (st.nlink > 1) item.inode = `${st.dev}:${st.ino}`;
   } else if (type === "symlink") {
     entry.linkname = await readlink(hostPath);

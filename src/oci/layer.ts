@@ -5,7 +5,7 @@
  * time, and flow through with stream backpressure.
  */
 import { randomBytes } from "node:crypto";
-import { createWriteStream } from "node:fs";
+import { createWriteStream, readFileSync } from "node:fs";
 import { mkdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -40,6 +40,12 @@ export interface LayerEntry {
   xattrs?: Record<string, Buffer>;
   /** File content, opened lazily when the entry is written (one file open at a time). */
   open?: (signal?: AbortSignal) => NodeJS.ReadableStream | Promise<NodeJS.ReadableStream>;
+  /**
+   * The file on disk the content comes from, when there is one: small files are then
+   * read in one call instead of through a stream (the per-file stream set-up, not gzip,
+   * limited layers of many small files).
+   */
+  sourcePath?: string;
 }
 
 export interface LayerWriteOptions {
@@ -90,9 +96,28 @@ function mtimeSeconds(e: LayerEntry, epoch: number | undefined): number {
   return epoch !== undefined && s > epoch ? epoch : s;
 }
 
+/** Files up to this size with a sourcePath are read in one call. */
+const SMALL_FILE = 256 * 1024;
+
 async function* fileContent(e: LayerEntry, signal: AbortSignal | undefined): AsyncGenerator<Buffer> {
   const size = e.size ?? 0;
   if (size === 0) return;
+  if (e.sourcePath !== undefined && size <= SMALL_FILE) {
+    signal?.throwIfAborted();
+    let buf: Buffer;
+    try {
+      buf = readFileSync(e.sourcePath);
+    } catch (err) {
+      throw new OcibuildError("LAYER_CONTENT_READ_FAILED", `cannot read the content of "${e.path}": ${(err as Error).message}`, { cause: err });
+    }
+    if (buf.length !== size) {
+      throw new OcibuildError("LAYER_SIZE_MISMATCH", `"${e.path}" has ${buf.length} bytes of content, but its declared size is ${size}`, {
+        hint: "the file changed while the layer was being written",
+      });
+    }
+    yield buf;
+    return;
+  }
   let stream: NodeJS.ReadableStream;
   try {
     stream = await e.open!(signal);

@@ -117,7 +117,7 @@ export async function* walkDirectory(root: string, opts: WalkOptions = {}): Asyn
         seen.set(key, path);
       }
       if (st.isFile()) {
-        yield { ...base, type: "file", size: Number(st.size), open: (s?: AbortSignal) => createReadStream(abs, s ? { signal: s } : {}) };
+        yield { ...base, type: "file", size: Number(st.size), sourcePath: abs, open: (s?: AbortSignal) => createReadStream(abs, s ? { signal: s } : {}) };
       } else if (st.isSymbolicLink()) {
         let linkname: string;
         try {
