@@ -217,6 +217,17 @@ export class Transport {
   }
 
   /** The base URL (scheme://host) for a registry, probing HTTPS then HTTP where plain HTTP is allowed. */
+  private async speaksPlainRegistry(host: string, signal?: AbortSignal): Promise<boolean> {
+    try {
+      const res = await request(`http://${host}/v2/`, { method: "GET", headers: { "user-agent": this.userAgent }, signal, headersTimeout: 10_000, bodyTimeout: 10_000 });
+      await res.body.dump();
+      return res.headers["docker-distribution-api-version"] !== undefined && (res.statusCode === 200 || res.statusCode === 401);
+    } catch {
+      if (signal?.aborted) throw abortError(signal);
+      return false;
+    }
+  }
+
   base(registry: string, signal?: AbortSignal): Promise<string> {
     const host = hostOf(registry);
     let p = this.bases.get(host);
@@ -230,6 +241,11 @@ export class Transport {
 
   private async probe(host: string, signal?: AbortSignal): Promise<string> {
     if (!this.mayUseHttp(host)) return `https://${host}`;
+    // A loopback registry that answers /v2/ in plain HTTP as a registry (its API version
+    // header) is used over HTTP without building a TLS context first: that context, with
+    // every system CA, cost 100-300 ms of each CLI run. Anything else is probed as Docker
+    // does, HTTPS first. The plain probe carries no credentials.
+    if (isLoopbackHost(host) && (await this.speaksPlainRegistry(host, signal))) return `http://${host}`;
     try {
       const res = await request(`https://${host}/v2/`, {
         method: "GET",
