@@ -8,8 +8,7 @@
  *  - context files belong to 0:0 unless --chown; files from another stage or image
  *    keep their owner; mtimes are kept; --chmod applies to files and directories.
  */
-import { chmodSync, constants as fsc, copyFileSync, lchownSync, lstatSync, lutimesSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync } from "node:fs";
-import { chmod, copyFile, lchown, lstat, mkdir, readlink, rm, writeFile } from "node:fs/promises";
+import { chmod, lchown, lstat, mkdir, rm, writeFile } from "node:fs/promises";
 import { createHash } from "node:crypto";
 import type { Stats } from "node:fs";
 import { basename, join, posix } from "node:path";
@@ -23,22 +22,9 @@ import { selectSources, type SourceMatch, type SourceTree } from "../sources.js"
 import { addHistory, addLayer, workdirOf, type StageState } from "../stage-state.js";
 import type { StepContext } from "../step-context.js";
 import { resolveUser } from "../users.js";
+import { applyMeta, copyEntry, copyTree, hashMatches, type CopyPlan, type Owner } from "../copy-tree.js";
 import { archiveKind, download, extractArchive, isRemoteSource, type Download } from "./add.js";
 import { checkoutGit, parseGitSource } from "./git.js";
-
-interface Owner {
-  uid: number;
-  gid: number;
-}
-
-interface CopyPlan {
-  owner?: Owner; // undefined: keep the source's (stages/images) or 0:0 (context)
-  contextSource: boolean;
-  modeFn?: ModeFn;
-  exclude?: IgnoreMatcher;
-  /** ADD: local tar archives are extracted into the destination. */
-  extract?: boolean;
-}
 
 /** The expanded text of the instruction, as history records it. */
 export function copyText(instr: CopyInstr | AddInstr, sources: string[], dest: string): string {
@@ -177,31 +163,6 @@ export async function copyKeyFiles(prep: CopyPrep, ctx: StepContext, hashFile: (
   return files;
 }
 
-/** Content hashes of everything a copy (or a bind mount) of `matches` reads, keyed by path in the tree. */
-export async function hashMatches(
-  tree: SourceTree,
-  matches: readonly SourceMatch[],
-  hashFile: (path: string, st: Stats) => Promise<string>,
-  exclude?: IgnoreMatcher,
-  signal?: AbortSignal,
-): Promise<Record<string, string>> {
-  const files: Record<string, string> = {};
-  const plan: CopyPlan = { contextSource: true, exclude };
-  for (const m of matches) {
-    for await (const e of walkMatch(tree, m, plan, signal)) {
-      const st = e.stats;
-      const mode = (st.mode & 0o7777).toString(8);
-      let v: string;
-      if (st.isDirectory()) v = `dir:${mode}`;
-      else if (st.isSymbolicLink()) v = `link:${await readlink(e.hostPath)}`;
-      else if (st.isFile()) v = `file:${mode}:${await hashFile(e.hostPath, st)}`;
-      else continue;
-      files[e.srcRel === "" ? "." : e.srcRel] = v;
-    }
-  }
-  return files;
-}
-
 export async function executeCopy(state: StageState, prep: CopyPrep, ctx: StepContext): Promise<StageState> {
   const run = async (tree: SourceTree, contextSource: boolean, matches: SourceMatch[][]): Promise<StageState> => {
     const total = matches.reduce((n, m) => n + m.length, 0);
@@ -287,63 +248,6 @@ async function copyOne(
   await copyEntry(m.hostPath, m.stats, join(parent!.hostPath, fileComps[fileComps.length - 1]!), plan);
 }
 
-interface Walked {
-  /** Path below the match ("" for the match itself). */
-  rel: string;
-  /** Path in the source tree. */
-  srcRel: string;
-  hostPath: string;
-  stats: Stats;
-}
-
-/**
- * Everything a copy of `m` reads, parents before children, names sorted, with
- * .dockerignore (context) and --exclude applied. Used by the copy and by its
- * cache key alike, so both see the same files.
- */
-async function* walkMatch(tree: SourceTree, m: SourceMatch, plan: CopyPlan, signal?: AbortSignal): AsyncGenerator<Walked> {
-  yield { rel: "", srcRel: m.rel, hostPath: m.hostPath, stats: m.stats };
-  if (!m.stats.isDirectory()) return;
-  async function* below(dir: string, rel: string, srcRel: string): AsyncGenerator<Walked> {
-    signal?.throwIfAborted();
-    // Synchronous calls: a context walk is thousands of tiny metadata calls, and a
-    // thread-pool round trip each was most of its time.
-    for (const name of readdirSync(dir).sort()) {
-      const childSrc = srcRel === "" ? name : `${srcRel}/${name}`;
-      const childRel = rel === "" ? name : `${rel}/${name}`;
-      const hostPath = join(dir, name);
-      const st = lstatSync(hostPath);
-      if (plan.exclude?.ignores(childSrc)) continue;
-      const ignored = plan.contextSource && tree.ignore?.ignores(childSrc);
-      // An ignored directory may still hold re-included paths ("!dir/keep"): walk it without yielding it.
-      if (ignored && !(st.isDirectory() && tree.ignore!.mayMatchUnder(childSrc))) continue;
-      if (!ignored) yield { rel: childRel, srcRel: childSrc, hostPath, stats: st };
-      if (st.isDirectory()) yield* below(hostPath, childRel, childSrc);
-    }
-  }
-  yield* below(m.hostPath, "", m.rel);
-}
-
-async function copyTree(tree: SourceTree, m: SourceMatch, dstDir: string, plan: CopyPlan, signal?: AbortSignal): Promise<void> {
-  const dirs: { path: string; stats: Stats }[] = [];
-  for await (const e of walkMatch(tree, m, plan, signal)) {
-    if (e.rel === "") continue;
-    const dst = join(dstDir, e.rel);
-    if (e.stats.isDirectory()) {
-      const existing = lstatOrNullSync(dst);
-      if (existing && !existing.isDirectory()) rmSync(dst, { force: true });
-      if (!existing || !existing.isDirectory()) mkdirSync(dst, { recursive: true });
-      dirs.push({ path: dst, stats: e.stats });
-    } else {
-      // A re-included file under an ignored directory: its parent exists only if created here.
-      mkdirSync(join(dst, ".."), { recursive: true });
-      await copyEntry(e.hostPath, e.stats, dst, plan);
-    }
-  }
-  // Directory metadata last (children change a directory's mtime), deepest first.
-  for (const d of dirs.reverse()) applyMeta(d.path, d.stats, plan, true);
-}
-
 /** COPY <<NAME dest: the body becomes a file (0644 unless --chmod), named NAME when dest is a directory. */
 async function writeHeredoc(root: string, prep: CopyPrep, h: { name: string; content: string }, plan: CopyPlan): Promise<void> {
   const destComps = splitPath(prep.dest);
@@ -365,44 +269,3 @@ async function writeHeredoc(root: string, prep: CopyPrep, h: { name: string; con
   await chmod(path, plan.modeFn ? plan.modeFn(0o644, false) : 0o644);
 }
 
-/** Files up to this size are copied with one blocking call; bigger ones off the event loop. */
-const SMALL_COPY = 1 << 20;
-
-function lstatOrNullSync(p: string): Stats | null {
-  try {
-    return lstatSync(p);
-  } catch {
-    return null;
-  }
-}
-
-async function copyEntry(src: string, st: Stats, dst: string, plan: CopyPlan): Promise<void> {
-  const existing = lstatOrNullSync(dst);
-  if (existing?.isDirectory()) {
-    throw new OcibuildError("BUILD_COPY_OVER_DIRECTORY", `cannot copy the file "${src}" over the existing directory "${dst}"`);
-  }
-  if (existing) rmSync(dst, { force: true });
-  if (st.isSymbolicLink()) {
-    symlinkSync(readlinkSync(src), dst);
-    applyMeta(dst, st, plan, false, true);
-    return;
-  }
-  if (st.isFile()) {
-    if (st.size <= SMALL_COPY) copyFileSync(src, dst, fsc.COPYFILE_FICLONE);
-    else await copyFile(src, dst, fsc.COPYFILE_FICLONE);
-    applyMeta(dst, st, plan, false);
-    return;
-  }
-  // Sockets, fifos and device nodes in a source tree are not copied.
-}
-
-function applyMeta(path: string, st: Stats, plan: CopyPlan, isDir: boolean, isLink = false): void {
-  const uid = plan.owner ? plan.owner.uid : st.uid;
-  const gid = plan.owner ? plan.owner.gid : st.gid;
-  lchownSync(path, uid, gid);
-  if (!isLink) {
-    const mode = plan.modeFn ? plan.modeFn(st.mode & 0o7777, isDir) : st.mode & 0o7777;
-    chmodSync(path, mode);
-  }
-  lutimesSync(path, st.atime, st.mtime);
-}
