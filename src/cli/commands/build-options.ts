@@ -8,7 +8,7 @@
 import { resolve } from "node:path";
 import { parsePlatformList } from "../../builder/build.js";
 import { parseSecretFlag, parseSshFlag } from "../../builder/secrets.js";
-import { EXECUTOR_FLAGS, executorFrom } from "./buildkit.js";
+import { EXECUTOR_FLAGS, executorOptionsFrom } from "./executor-flags.js";
 import { hostPlatform } from "../../oci/registry/index.js";
 import { OcibuildError } from "../../errors.js";
 import type { BuildOptions } from "../../index.js";
@@ -334,7 +334,7 @@ export async function parseBuildArgs(args: string[], io: CliIO): Promise<BuildIn
     options.push = false;
     options.outputs = [];
   }
-  const executor = executorFrom(p, io);
-  if (executor) options.executor = executor;
+  const executorOptions = executorOptionsFrom(p, io);
+  if (executorOptions) options.executor = new (await import("../../builder/sandbox/buildkit.js")).BuildkitExecutor(executorOptions);
   return { help: false, options, progress: progress as BuildInvocation["progress"], quiet: bool(p, "quiet"), files };
 }

@@ -37,7 +37,8 @@ export interface BuildkitConnectOptions {
   serverName?: string;
 }
 
-export const DEFAULT_BUILDKIT_ADDRESS = "unix:///run/buildkit/buildkitd.sock";
+export { DEFAULT_BUILDKIT_ADDRESS } from "./address.js";
+import { DEFAULT_BUILDKIT_ADDRESS } from "./address.js";
 
 /** grpc-js's target for a BUILDKIT_HOST-style address. */
 export function grpcTarget(address: string): string {
