@@ -11,7 +11,7 @@ import { parseSecretFlag, parseSshFlag } from "../../builder/secrets.js";
 import { EXECUTOR_FLAGS, executorOptionsFrom } from "./executor-flags.js";
 import { hostPlatform } from "../../oci/registry/index.js";
 import { OcibuildError } from "../../errors.js";
-import type { BuildOptions } from "../../index.js";
+import type { BuildOptions } from "../../api.js";
 import type { BuildOutput } from "../../builder/output.js";
 import { parseLayoutRef } from "../../oci/layout.js";
 import { parseReference } from "../../oci/reference.js";

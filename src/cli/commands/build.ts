@@ -8,7 +8,7 @@ import { rename, rm, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { BuildResult } from "../../builder/build.js";
 import { OcibuildError, isOcibuildError } from "../../errors.js";
-import { build } from "../../index.js";
+import { build } from "../../api.js";
 import { parseReference } from "../../oci/reference.js";
 import { helpText } from "../flags.js";
 import type { Command } from "../io.js";
