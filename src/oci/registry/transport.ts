@@ -216,7 +216,7 @@ export class Transport {
     return new Agent({ connect: { ca, rejectUnauthorized: !this.skipVerify(host) } });
   }
 
-  /** The base URL (scheme://host) for a registry, probing HTTPS then HTTP where plain HTTP is allowed. */
+  /** Does a registry answer /v2/ over plain HTTP (its API version header, 200 or 401)? */
   private async speaksPlainRegistry(host: string, signal?: AbortSignal): Promise<boolean> {
     try {
       const res = await request(`http://${host}/v2/`, { method: "GET", headers: { "user-agent": this.userAgent }, signal, headersTimeout: 10_000, bodyTimeout: 10_000 });
@@ -228,6 +228,7 @@ export class Transport {
     }
   }
 
+  /** The base URL (scheme://host) for a registry, probing HTTPS then HTTP where plain HTTP is allowed. */
   base(registry: string, signal?: AbortSignal): Promise<string> {
     const host = hostOf(registry);
     let p = this.bases.get(host);
