@@ -11,6 +11,7 @@ import { OcibuildError } from "../errors.js";
 import type { IgnoreMatcher } from "../dockerfile/index.js";
 import type { ModeFn } from "./chmod.js";
 import type { SourceMatch, SourceTree } from "./sources.js";
+import { lstatOrNullSync } from "./fs-util.js";
 
 export interface Owner {
   uid: number;
@@ -111,13 +112,6 @@ export async function copyTree(tree: SourceTree, m: SourceMatch, dstDir: string,
 /** Files up to this size are copied with one blocking call; bigger ones off the event loop. */
 const SMALL_COPY = 1 << 20;
 
-function lstatOrNullSync(p: string): Stats | null {
-  try {
-    return lstatSync(p);
-  } catch {
-    return null;
-  }
-}
 
 export async function copyEntry(src: string, st: Stats, dst: string, plan: CopyPlan): Promise<void> {
   const existing = lstatOrNullSync(dst);

@@ -11,6 +11,7 @@ import type { Stats } from "node:fs";
 import { lstatSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { areOpaque } from "./rootfs-native.js";
+import { lstatOrNullSync as lstatOrNull } from "./fs-util.js";
 
 const WH_PREFIX = ".wh.";
 const WH_OPAQUE = ".wh..wh..opq";
@@ -36,15 +37,6 @@ export function isWhiteoutDevice(st: Stats): boolean {
  * thread pool under load; the event loop is never held for long (one directory
  * listing at most).
  */
-function lstatOrNull(p: string): Stats | null {
-  try {
-    return lstatSync(p);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === "ENOENT" || code === "ENOTDIR") return null;
-    throw e;
-  }
-}
 
 export class LowerView {
   private readonly contributors = new Map<string, Contributor[] | null>();

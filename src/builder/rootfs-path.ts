@@ -6,9 +6,10 @@
  * is refused. Nothing here ever follows a link with the host's view of "/".
  */
 import { lstat, mkdir, readlink } from "node:fs/promises";
-import { lstatSync, mkdirSync, readlinkSync, type Stats } from "node:fs";
+import { mkdirSync, readlinkSync, type Stats } from "node:fs";
 import { join } from "node:path";
 import { OcibuildError } from "../errors.js";
+import { lstatOrNull, lstatOrNullSync } from "./fs-util.js";
 
 const MAX_LINKS = 40;
 
@@ -35,16 +36,6 @@ export function unsafe(message: string, path?: string): OcibuildError {
   });
 }
 
-async function lstatOrNull(p: string): Promise<Stats | null> {
-  try {
-    return await lstat(p);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === "ENOENT") return null;
-    if (code === "ENOTDIR") return null;
-    throw e;
-  }
-}
 
 export interface ResolvedDir {
   /** Absolute host path of a real directory inside root. */
@@ -106,15 +97,6 @@ export async function resolveDirInRoot(
   return { hostPath: join(root, ...cur), comps: cur };
 }
 
-function lstatOrNullSync(p: string): Stats | null {
-  try {
-    return lstatSync(p);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === "ENOENT" || code === "ENOTDIR") return null;
-    throw e;
-  }
-}
 
 /**
  * resolveDirInRoot for one extraction's hot loop: synchronous (no thread-pool round

@@ -19,6 +19,7 @@ import { join } from "node:path";
 import type { Readable } from "node:stream";
 import type { DiffID } from "../oci/digest.js";
 import { OcibuildError } from "../errors.js";
+import { lstatOrNullSync as lstatOrNull } from "./fs-util.js";
 import { resolveDirInRootSync, resolveNoFollow, splitEntryPath, unsafe } from "./rootfs-path.js";
 import { mknod, opaqueXattrName, setXattrs, type XattrOp } from "./rootfs-native.js";
 import { readTar, tarBytes, type TarHeader } from "./rootfs-tar.js";
@@ -97,13 +98,6 @@ function isPlainPath(root: string, rel: string, known: Set<string>, dir = false)
   return true;
 }
 
-function lstatOrNull(p: string): Stats | null {
-  try {
-    return lstatSync(p);
-  } catch {
-    return null;
-  }
-}
 
 /**
  * Extract one layer tar stream (gzip or plain; zstd where supported) into `root`,

@@ -29,6 +29,7 @@ import { OcibuildError } from "../errors.js";
 import type { MountedRoot } from "./overlay.js";
 import { LowerView, type LowerEntry } from "./rootfs-lowerview.js";
 import { areOpaque, getXattrs } from "./rootfs-native.js";
+import { lstatOrNull } from "./fs-util.js";
 
 export interface SnapshotOptions {
   /**
@@ -40,15 +41,6 @@ export interface SnapshotOptions {
   signal?: AbortSignal;
 }
 
-async function lstatOrNull(p: string): Promise<Stats | null> {
-  try {
-    return await lstat(p);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === "ENOENT" || code === "ENOTDIR") return null;
-    throw e;
-  }
-}
 
 function typeOf(st: Stats): EntryType | null {
   if (st.isFile()) return "file";

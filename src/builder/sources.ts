@@ -5,7 +5,7 @@
  * wildcards match with Go's filepath.Match per path component, and paths that
  * .dockerignore excludes do not exist.
  */
-import { lstat, readdir } from "node:fs/promises";
+import { readdir } from "node:fs/promises";
 import type { Stats } from "node:fs";
 import { OcibuildError } from "../errors.js";
 import type { IgnoreMatcher } from "../dockerfile/index.js";
@@ -144,12 +144,3 @@ async function walkPattern(tree: SourceTree, done: string[], rest: string[], out
   }
 }
 
-/** lstat that returns null for a missing path. */
-export async function lstatOrNull(p: string): Promise<Stats | null> {
-  try {
-    return await lstat(p);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT" || (e as NodeJS.ErrnoException).code === "ENOTDIR") return null;
-    throw e;
-  }
-}
