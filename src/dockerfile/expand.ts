@@ -25,24 +25,17 @@ export function expandInstruction<T extends Instruction>(instr: T, ctx: ExpandCo
     case "label":
       return { ...i, pairs: i.pairs.map((p) => ({ key: w(p.key), value: w(p.value) })) } as T;
     case "copy":
-      return {
+    case "add": {
+      const copy = {
         ...i,
         sources: i.sources.map(w),
         dest: w(i.dest),
         chown: opt(i.chown),
         chmod: opt(i.chmod),
         heredocs: i.heredocs.map((h) => expandHeredoc(h, ctx)),
-      } as T;
-    case "add":
-      return {
-        ...i,
-        sources: i.sources.map(w),
-        dest: w(i.dest),
-        chown: opt(i.chown),
-        chmod: opt(i.chmod),
-        checksum: opt(i.checksum),
-        heredocs: i.heredocs.map((h) => expandHeredoc(h, ctx)),
-      } as T;
+      };
+      return (i.kind === "add" ? { ...copy, checksum: opt(i.checksum) } : copy) as T;
+    }
     case "workdir":
       return { ...i, path: w(i.path) } as T;
     case "user":
