@@ -61,3 +61,8 @@ if [ ! -f dist/index.js ] || [ -n "$(find src tsconfig.json -newer dist/index.js
   say "building TypeScript (tsc)"
   npx tsc -p tsconfig.json
 fi
+# The CLI bundle (dist/ocibuild.cjs, see scripts/bundle.mjs), remade after any tsc run.
+if [ ! -f dist/ocibuild.cjs ] || [ -n "$(find dist -name '*.js' -newer dist/ocibuild.cjs -print -quit 2>/dev/null)" ]; then
+  say "bundling the CLI (esbuild)"
+  node scripts/bundle.mjs
+fi

@@ -1,0 +1,102 @@
+/**
+ * bin/ocibuild as users run it: a fresh node process running the bundled CLI
+ * (dist/ocibuild.cjs) through its V8 code cache. The bundle and its loader are
+ * copied into a temporary tree so the cache files it writes can be watched; the
+ * results are compared with the in-process CLI (src/), so the bundle cannot drift
+ * from the modules it is made of.
+ */
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { cli } from "../helpers/tools.js";
+
+const root = resolve(import.meta.dirname, "../..");
+const bundle = join(root, "dist/ocibuild.cjs");
+const exec = promisify(execFile);
+
+async function runBin(binDir: string, args: string[], cwd = root) {
+  try {
+    const r = await exec(process.execPath, [join(binDir, "bin/ocibuild"), ...args], { cwd, env: { ...process.env, NO_COLOR: "1" } });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (e) {
+    const x = e as { code: number; stdout: string; stderr: string };
+    return { code: x.code, stdout: x.stdout, stderr: x.stderr };
+  }
+}
+
+let work: string;
+beforeAll(async () => {
+  if (!existsSync(bundle)) throw new Error(`${bundle} is missing: run \`npm run build\` (npm test builds it through scripts/setup.sh)`);
+  work = await mkdtemp(join(tmpdir(), "ocibuild-bin-"));
+  await mkdir(join(work, "bin"));
+  await mkdir(join(work, "dist/cli"), { recursive: true });
+  await copyFile(join(root, "bin/ocibuild"), join(work, "bin/ocibuild"));
+  await copyFile(join(root, "package.json"), join(work, "package.json"));
+  // A stand-in for tsc's modules, older than the bundle: the loader must not use it.
+  await writeFile(join(work, "dist/cli/main.js"), 'export async function main() { process.stdout.write("from the modules\\n"); return 0; }\n');
+  await utimes(join(work, "dist/cli/main.js"), new Date(1_000_000_000_000), new Date(1_000_000_000_000));
+  await copyFile(bundle, join(work, "dist/ocibuild.cjs"));
+});
+afterAll(async () => {
+  if (work) await rm(work, { recursive: true, force: true });
+});
+
+describe("bin/ocibuild runs the bundle", () => {
+  it("prints what the in-process CLI prints, and exits with its codes", async () => {
+    const dockerfile = join(root, "testdata/hello/Dockerfile");
+    const viaBin = await runBin(work, ["parse", dockerfile]);
+    const inProcess = await cli(["parse", dockerfile]);
+    expect(viaBin.code).toBe(0);
+    expect(viaBin.stdout).toBe(inProcess.stdout);
+    expect(viaBin.stdout).not.toContain("from the modules");
+
+    const missing = await runBin(work, ["parse", join(work, "no-such/Dockerfile")]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain("DOCKERFILE_NOT_FOUND");
+    expect(missing.stderr).not.toMatch(/\n\s+at /); // no stack trace
+
+    const usage = await runBin(work, ["build", "--no-such-flag", "."]);
+    expect(usage.code).toBe(2);
+    expect(usage.stderr).toContain("--no-such-flag");
+  });
+
+  it("writes a code cache per command after a successful run, then reuses it unchanged", async () => {
+    const cacheDir = join(work, "dist/.v8-cache");
+    await rm(cacheDir, { recursive: true, force: true });
+    const dockerfile = join(root, "testdata/hello/Dockerfile");
+    expect((await runBin(work, ["parse", dockerfile])).code).toBe(0);
+    const files = (await readdir(cacheDir)).filter((f) => f.endsWith(".bin"));
+    expect(files).toHaveLength(1);
+    expect(files[0]).toMatch(/^parse-v\d+\.\d+\.\d+-/);
+    const before = await stat(join(cacheDir, files[0]!));
+    const bytes = await readFile(join(cacheDir, files[0]!));
+    // A second run is served from the cache: V8 accepted it, so it is not rewritten.
+    expect((await runBin(work, ["parse", dockerfile])).code).toBe(0);
+    const after = await stat(join(cacheDir, files[0]!));
+    expect(after.mtimeMs).toBe(before.mtimeMs);
+    expect(await readFile(join(cacheDir, files[0]!))).toEqual(bytes);
+    // A failed run writes no cache for its command.
+    expect((await runBin(work, ["inspect", "--no-such-flag"])).code).toBe(2);
+    expect((await readdir(cacheDir)).filter((f) => f.startsWith("inspect-"))).toEqual([]);
+    // A cache V8 refuses (corrupt here; a new Node in life) is replaced, and the run still works.
+    await writeFile(join(cacheDir, files[0]!), Buffer.from("not a code cache"));
+    const r = await runBin(work, ["parse", dockerfile]);
+    expect(r.code).toBe(0);
+    expect((await readFile(join(cacheDir, files[0]!))).length).toBeGreaterThan(1000);
+  });
+
+  it("ignores a bundle older than tsc's modules (a stale bundle after a plain tsc run)", async () => {
+    const main = join(work, "dist/cli/main.js");
+    await utimes(main, new Date(), new Date(Date.now() + 60_000));
+    try {
+      const r = await runBin(work, ["parse", join(root, "testdata/hello/Dockerfile")]);
+      expect(r.stdout).toBe("from the modules\n");
+    } finally {
+      await utimes(main, new Date(1_000_000_000_000), new Date(1_000_000_000_000));
+    }
+  });
+});
