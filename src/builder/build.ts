@@ -19,7 +19,7 @@ import type { BuildEvent, EventSink } from "./events.js";
 import { artifactSize, assembleImage, assembleIndex, topBlob, type BuiltArtifact, type BuiltImage } from "./image.js";
 import { pushArtifact, writeOutputs, type BuildOutput } from "./output.js";
 import { LayerStore } from "./layer-store.js";
-import { closeNativeHelper, warmNativeHelper } from "./native-helper.js";
+import { closeNativeHelper } from "./native-helper.js";
 import { BwrapExecutor } from "./sandbox/bwrap.js";
 import type { Executor } from "./sandbox/index.js";
 import type { SourceTree } from "./sources.js";
@@ -182,8 +182,6 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   await mkdir(join(cacheDir, "tmp"), { recursive: true });
   const scratchDir = await mkdtemp(join(cacheDir, "tmp", "build-"));
   const registry = new RegistryClient({ ...opts.registry, env: opts.registry?.env ?? env });
-  // The filesystem helper process starts while the base image is resolved, not at the first step.
-  if (!dryRun) warmNativeHelper();
   let agents: SshAgents | undefined;
   try {
     const secrets = await resolveSecrets(opts.secrets ?? [], env, contextDir);
