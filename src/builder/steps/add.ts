@@ -12,7 +12,6 @@ import { join, posix } from "node:path";
 import { PassThrough, Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
-import { fetch } from "undici";
 import { OcibuildError } from "../../errors.js";
 import { extractLayer } from "../rootfs.js";
 import type { SourceMatch } from "../sources.js";

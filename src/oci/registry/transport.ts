@@ -5,20 +5,20 @@
  * flow, redirects, and retries with exponential backoff, jitter and Retry-After.
  */
 import { readFile, readdir } from "node:fs/promises";
+import type { Agent } from "node:http";
 import { join } from "node:path";
 import { rootCertificates } from "node:tls";
 import type { Readable } from "node:stream";
-import { Agent, type Dispatcher, request } from "undici";
 import { OcibuildError } from "../../errors.js";
 import { VERSION } from "../../version.js";
 import { Authenticator, type TokenSender } from "../auth/authenticator.js";
 import { parseChallenges } from "../auth/challenge.js";
 import { CredentialStore } from "../auth/config.js";
 import { httpError, isCertificateError, isRetryableNetworkError, isRetryableStatus, networkError, readErrorBody } from "./errors.js";
+import { HostAgents, send, type HttpResult, type ResponseBody } from "./http.js";
 import type { RegistryOptions, RetryEvent, Scope } from "./types.js";
 
 export type Method = "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE";
-type BodyReadable = Dispatcher.ResponseData["body"];
 
 export interface HttpRequest {
   method: Method;
@@ -45,7 +45,7 @@ export interface HttpResponse {
   status: number;
   url: URL;
   headers: Record<string, string | string[] | undefined>;
-  body: BodyReadable;
+  body: ResponseBody;
   header(name: string): string | undefined;
 }
 
@@ -125,7 +125,7 @@ export class Transport {
   readonly attempts: number;
   private readonly baseDelay: number;
   private readonly maxDelay: number;
-  private readonly agents = new Map<string, Promise<Agent>>();
+  private readonly agents = new Map<string, HostAgents>();
   private readonly bases = new Map<string, Promise<string>>();
   private readonly userAgent: string;
 
@@ -162,16 +162,19 @@ export class Transport {
     return this.opts.skipTlsVerify === true || this.inList(this.opts.skipTlsVerifyRegistries, host) || this.inList(this.opts.insecureRegistries, host);
   }
 
-  private dispatcher(host: string): Promise<Agent> {
-    let p = this.agents.get(host);
-    if (!p) {
-      p = this.makeAgent(host);
-      this.agents.set(host, p);
+  /** The connection pools for a URL's host (plain or TLS by its scheme). */
+  private dispatcher(url: URL): Promise<Agent> {
+    let a = this.agents.get(url.host);
+    if (!a) {
+      const host = url.host;
+      a = new HostAgents(() => this.tlsOptions(host));
+      this.agents.set(host, a);
     }
-    return p;
+    return a.forUrl(url);
   }
 
-  private async makeAgent(host: string): Promise<Agent> {
+  /** The CAs to trust for a host and whether to verify it at all (read at its first HTTPS request). */
+  private async tlsOptions(host: string): Promise<{ ca: string[]; rejectUnauthorized: boolean }> {
     const ca: string[] = [...rootCertificates];
     for (const f of SYSTEM_CA_BUNDLES) {
       try {
@@ -213,13 +216,14 @@ export class Transport {
         }
       }
     }
-    return new Agent({ connect: { ca, rejectUnauthorized: !this.skipVerify(host) } });
+    return { ca, rejectUnauthorized: !this.skipVerify(host) };
   }
 
   /** Does a registry answer /v2/ over plain HTTP (its API version header, 200 or 401)? */
   private async speaksPlainRegistry(host: string, signal?: AbortSignal): Promise<boolean> {
     try {
-      const res = await request(`http://${host}/v2/`, { method: "GET", headers: { "user-agent": this.userAgent }, signal, headersTimeout: 10_000, bodyTimeout: 10_000 });
+      const url = new URL(`http://${host}/v2/`);
+      const res = await send(url, await this.dispatcher(url), { method: "GET", headers: { "user-agent": this.userAgent }, signal, idleTimeoutMs: 10_000 });
       await res.body.dump();
       return res.headers["docker-distribution-api-version"] !== undefined && (res.statusCode === 200 || res.statusCode === 401);
     } catch {
@@ -248,13 +252,8 @@ export class Transport {
     // does, HTTPS first. The plain probe carries no credentials.
     if (isLoopbackHost(host) && (await this.speaksPlainRegistry(host, signal))) return `http://${host}`;
     try {
-      const res = await request(`https://${host}/v2/`, {
-        method: "GET",
-        headers: { "user-agent": this.userAgent },
-        dispatcher: await this.dispatcher(host),
-        signal,
-        headersTimeout: 30_000,
-      });
+      const url = new URL(`https://${host}/v2/`);
+      const res = await send(url, await this.dispatcher(url), { method: "GET", headers: { "user-agent": this.userAgent }, signal, idleTimeoutMs: 30_000 });
       await res.body.dump();
       return `https://${host}`;
     } catch (e) {
@@ -283,14 +282,14 @@ export class Transport {
       if (signal?.aborted) throw abortError(signal);
       const sameHost = url.host === baseUrl.host;
       const headers: Record<string, string> = { "user-agent": this.userAgent, ...req.headers };
-      let res: Dispatcher.ResponseData;
+      let res: HttpResult;
       try {
         if (sameHost && this.auth.knowsChallenge(registry)) {
           const a = await this.auth.authorize(registry, scopes, signal);
           if (a) headers.authorization = a;
         }
         const body = req.body ? await req.body() : undefined;
-        res = await request(url, { method: req.method, headers, body, dispatcher: await this.dispatcher(url.host), signal });
+        res = await send(url, await this.dispatcher(url), { method: req.method, headers, body, signal });
       } catch (e) {
         if (signal?.aborted) throw abortError(signal);
         if (retry && attempt < this.attempts && isRetryableNetworkError(e)) {
@@ -355,11 +354,10 @@ export class Transport {
   private async sendToken(url: URL, init: Parameters<TokenSender>[1]): Promise<{ status: number; text: string }> {
     for (let attempt = 1; ; attempt++) {
       try {
-        const res = await request(url, {
+        const res = await send(url, await this.dispatcher(url), {
           method: init.method,
           headers: { "user-agent": this.userAgent, ...init.headers },
           body: init.body,
-          dispatcher: await this.dispatcher(url.host),
           signal: init.signal,
         });
         if (isRetryableStatus(res.statusCode) && attempt < this.attempts) {
@@ -381,8 +379,7 @@ export class Transport {
   }
 
   async close(): Promise<void> {
-    const agents = [...this.agents.values()];
+    for (const a of this.agents.values()) a.close();
     this.agents.clear();
-    await Promise.all(agents.map(async (a) => (await a).close().catch(() => {})));
   }
 }
