@@ -3,6 +3,7 @@
  * layout, skopeo inspects it, umoci unpacks it into a bundle.
  */
 import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { cp, mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -11,6 +12,7 @@ import { PassThrough, Readable } from "node:stream";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OciLayout } from "../../src/oci/layout.js";
+import { GZIP_MEMBER_BYTES } from "../../src/oci/layer-gzip.js";
 import { type LayerEntry, writeLayer } from "../../src/oci/layer.js";
 import { type ImageConfig, type ImageManifest, descriptorOf, encodeJson } from "../../src/oci/manifest.js";
 import { MediaType } from "../../src/oci/media-types.js";
@@ -31,11 +33,33 @@ function entries(): LayerEntry[] {
   ];
 }
 
+/**
+ * A layer of several gzip members (the writer cuts the tar every GZIP_MEMBER_BYTES):
+ * one file of numbered lines, 2.5 members long.
+ */
+function bigEntries(): { entries: LayerEntry[]; body: Buffer } {
+  const lines: string[] = [];
+  for (let i = 0, n = 0; n < 2.5 * GZIP_MEMBER_BYTES; i++) {
+    const line = `line ${i} of a layer cut into several gzip members\n`;
+    lines.push(line);
+    n += line.length;
+  }
+  const body = Buffer.from(lines.join(""));
+  const base = { uid: 0, gid: 0, mtime: MTIME };
+  return {
+    body,
+    entries: [
+      { ...base, path: "app", type: "directory", mode: 0o755 },
+      { ...base, path: "app/big.txt", type: "file", mode: 0o644, size: body.length, open: () => Readable.from([body.subarray(0, 1000), body.subarray(1000)]) },
+    ],
+  };
+}
+
 /** Writes a one-layer image into `dir`, streaming the layer straight into the layout. */
-async function writeImage(dir: string, tag: string) {
+async function writeImage(dir: string, tag: string, layerEntries: LayerEntry[] = entries()) {
   const layout = await OciLayout.create(dir);
   const pipe = new PassThrough();
-  const [layer, blob] = await Promise.all([writeLayer(entries(), pipe), layout.writeBlob(pipe)]);
+  const [layer, blob] = await Promise.all([writeLayer(layerEntries, pipe), layout.writeBlob(pipe)]);
   expect(blob).toEqual({ digest: layer.digest, size: layer.size });
   const config = encodeJson<ImageConfig>(MediaType.OCI_CONFIG, {
     created: MTIME.toISOString(),
@@ -118,5 +142,17 @@ describe.skipIf(!have("umoci") || !isRoot)("umoci unpack (needs umoci and root)"
     const runtime = JSON.parse(await readFile(join(bundle, "config.json"), "utf8")) as { process: { cwd: string; args: string[] } };
     expect(runtime.process.cwd).toBe("/app");
     expect(runtime.process.args).toEqual(["/app/hello.txt"]);
+  });
+
+  it("unpacks an image whose layer is several gzip members to the exact file", async () => {
+    const big = bigEntries();
+    const bigDir = join(tmp, "big-layout");
+    const img = await writeImage(bigDir, "big", big.entries);
+    expect(img.layer.uncompressedSize).toBeGreaterThan(2 * GZIP_MEMBER_BYTES);
+    const bundle = join(tmp, "big-bundle");
+    await run("umoci", ["unpack", "--image", `${bigDir}:big`, bundle]);
+    const got = await readFile(join(bundle, "rootfs/app/big.txt"));
+    expect(got.length).toBe(big.body.length);
+    expect(createHash("sha256").update(got).digest("hex")).toBe(createHash("sha256").update(big.body).digest("hex"));
   });
 });
