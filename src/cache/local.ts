@@ -2,12 +2,13 @@
  * The local cache store: one JSON record per key under DIR/records, the latest
  * record per slot under DIR/slots, layer blobs in the build's content store.
  * Writes are temp + rename (safe with two builds at once); reads verify the record
- * against its key and the layer blob against its digest: a corrupt entry is a miss
- * and is removed, never a wrong image.
+ * against its key and the layer blob against its digest (hashed once per file
+ * identity, see verifyBlob): a corrupt entry is a miss and is removed, never a
+ * wrong image.
  */
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import type { OciLayout } from "../oci/layout.js";
@@ -54,14 +55,50 @@ export class LocalCacheStore implements CacheStore {
       if (problem) {
         await rm(path, { force: true });
         await rm(this.content.blobPath(rec.layer.digest), { force: true });
+        await rm(this.verifiedPath(rec.layer.digest), { force: true });
         return { corrupt: `cached layer ${rec.layer.digest.slice(0, 19)} ${problem}` };
       }
     }
     return { hit: { record: rec, source: { kind: "local" }, store: this.name } };
   }
 
-  /** Re-hash the blob: a cache hit must never hand out bytes that are not what the key promised. */
+  private verifiedPath(digest: string): string {
+    return join(this.dir, "verified", digest.replace(/^sha256:/, ""));
+  }
+
+  /**
+   * The blob's identity on disk: device, inode, size, and modification and change
+   * times in nanoseconds. Any write to the file through the filesystem changes its
+   * ctime (which no program can set back), and a replaced file has another inode.
+   */
+  private async identity(digest: string): Promise<string | undefined> {
+    try {
+      const st = await stat(this.content.blobPath(digest as never), { bigint: true });
+      return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * A cache hit must never hand out bytes that are not what the key promised: the
+   * blob is re-hashed, once. Its identity at that time is remembered (DIR/verified/HEX),
+   * and a later hit on the same, untouched file skips the hashing (for a large layer,
+   * most of a fully cached rebuild); a file written, replaced or truncated since is
+   * hashed again.
+   */
   private async verifyBlob(digest: string, size: number, signal?: AbortSignal): Promise<string | undefined> {
+    const before = await this.identity(digest);
+    if (before === undefined) return "is missing";
+    const marker = this.verifiedPath(digest);
+    if ((await readFile(marker, "utf8").catch(() => "")) === before) return undefined;
+    const problem = await this.hashBlob(digest, size, signal);
+    // Remembered only if the file did not change while it was being read.
+    if (!problem && (await this.identity(digest)) === before) await this.atomicWrite(marker, before).catch(() => {});
+    return problem;
+  }
+
+  private async hashBlob(digest: string, size: number, signal?: AbortSignal): Promise<string | undefined> {
     const h = createHash("sha256");
     let n = 0;
     try {

@@ -124,6 +124,34 @@ describe.skipIf(!ready)("per-instruction cache (needs root, bwrap, docker-regist
     expect(again.digest).toBe(r.digest);
   });
 
+  it("a layer verified once is not re-hashed, but one changed in place since (same size) is caught", async () => {
+    await build(opts());
+    const blobs = join(work, "cache", "content", "blobs", "sha256");
+    const cacheDir = join(work, "cache", "cache", `v${KEY_VERSION}`);
+    let target: { layer: { digest: string; size: number } } | undefined;
+    for (const f of await readdir(join(cacheDir, "records"))) {
+      const rec = JSON.parse(await readFile(join(cacheDir, "records", f), "utf8"));
+      if (rec.inputs.instruction.includes("cp deps.txt deps.installed")) target = rec;
+    }
+    const hex = target!.layer.digest.slice(7);
+    // The hit above hashed the blob and remembered the file it hashed.
+    const marker = join(cacheDir, "verified", hex);
+    const remembered = await readFile(marker, "utf8");
+    expect(remembered).toMatch(/^\d+:\d+:\d+:\d+:\d+$/);
+    expect(byText((await build(opts())).steps, "RUN cp deps.txt").cached).toBe(true);
+    expect(await readFile(marker, "utf8")).toBe(remembered);
+    // Flip one byte in place: same size, same inode; the change time moves, so it is hashed again.
+    const blob = join(blobs, hex);
+    const bytes = await readFile(blob);
+    bytes[bytes.length - 1] ^= 0xff;
+    await writeFile(blob, bytes);
+    const r = await build(opts());
+    const step = byText(r.steps, "RUN cp deps.txt");
+    expect(step.cached).toBe(false);
+    expect(step.reason).toMatch(/does not match its digest/);
+    expect(byText((await build(opts())).steps, "RUN cp deps.txt").cached).toBe(true);
+  });
+
   it("two concurrent builds sharing a cache dir both succeed", async () => {
     const shared = join(work, "shared-cache");
     const [a, b] = await Promise.all([build(opts({ cacheDir: shared, push: false })), build(opts({ cacheDir: shared, push: false }))]);
