@@ -5,7 +5,7 @@
  * back to the exact tar; a layer below one member is what a plain createGzip gives.
  */
 import { execFile, execFileSync } from "node:child_process";
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, existsSync } from "node:fs";
 import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -17,7 +17,7 @@ import { createGunzip, createGzip, gunzipSync, gzipSync } from "node:zlib";
 import { build } from "esbuild";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isOcibuildError } from "../../src/errors.js";
-import { GZIP_MEMBER_BYTES, gzipMembers } from "../../src/oci/layer-gzip.js";
+import { GZIP_MEMBER_BYTES, gzipMembers, looksIncompressible } from "../../src/oci/layer-gzip.js";
 import { type LayerEntry, tarChunks, writeLayer, writeLayerToDir } from "../../src/oci/layer.js";
 
 const pexec = promisify(execFile);
@@ -145,6 +145,8 @@ describe("layer gzip: a layer of several members", () => {
   });
 
   it("is exactly the concatenation of each member-sized piece of the tar gzipped on its own", () => {
+    // (Every piece of this corpus compresses, so each is deflated at the level asked.)
+    for (let off = 0; off < tar.length; off += GZIP_MEMBER_BYTES) expect(looksIncompressible(tar.subarray(off, off + GZIP_MEMBER_BYTES))).toBe(false);
     expect(gz.equals(expectedMembers(tar, 6))).toBe(true);
   });
 
@@ -395,5 +397,50 @@ describe("layer gzip: errors and abort with members in flight", () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("layer gzip: pieces that do not compress are stored", () => {
+  const members = async (input: Buffer, level: number) => collect(gzipMembers(level)(Readable.from([input])));
+  /** Stored output depends on write sizes (see the level 0 test above): a member is createGzip given its piece in one write. */
+  const stored = async (piece: Buffer) => {
+    const one = new Sink();
+    await pipeline(Readable.from([piece]), createGzip({ level: 0 }), one);
+    return one.bytes;
+  };
+  const splitAt = (b: Buffer, n: number) => [b.subarray(0, n), b.subarray(n)];
+
+  it("random bytes: stored (the bytes of gzip level 0), read back exactly, at no size cost", async () => {
+    const random = randomBytes(GZIP_MEMBER_BYTES + 100_000);
+    expect(looksIncompressible(random.subarray(0, GZIP_MEMBER_BYTES))).toBe(true);
+    const out = await members(random, 6);
+    const [a, b] = splitAt(random, GZIP_MEMBER_BYTES);
+    expect(out.equals(Buffer.concat([await stored(a!), await stored(b!)]))).toBe(true);
+    expect(gunzipSync(out).equals(random)).toBe(true);
+    // Deflate at level 6 would not have made it smaller either.
+    expect(out.length).toBeLessThanOrEqual(gzipSync(random, { level: 6 }).length + 64);
+  });
+
+  it("a piece of random bytes with one compressible stretch is deflated as asked", async () => {
+    const piece = randomBytes(GZIP_MEMBER_BYTES);
+    const text = corpus(600_000, 21);
+    text.copy(piece, 1_500_000);
+    expect(looksIncompressible(piece)).toBe(false);
+    expect((await members(piece, 6)).equals(gzipSync(piece, { level: 6 }))).toBe(true);
+  });
+
+  it("each piece is judged on its own: a compressible piece after a random one is deflated", async () => {
+    const input = Buffer.concat([randomBytes(GZIP_MEMBER_BYTES), corpus(GZIP_MEMBER_BYTES, 22)]);
+    const [a, b] = splitAt(input, GZIP_MEMBER_BYTES);
+    const out = await members(input, 6);
+    expect(out.equals(Buffer.concat([await stored(a!), gzipSync(b!, { level: 6 })]))).toBe(true);
+  });
+
+  it("small pieces (under 64 KiB) are always deflated as asked; level 0 stays level 0", async () => {
+    const small = randomBytes(60_000);
+    expect(looksIncompressible(small)).toBe(false);
+    expect((await members(small, 6)).equals(gzipSync(small, { level: 6 }))).toBe(true);
+    const random = randomBytes(200_000);
+    expect((await members(random, 0)).equals(await stored(random))).toBe(true);
   });
 });
