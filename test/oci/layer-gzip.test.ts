@@ -402,10 +402,14 @@ describe("layer gzip: errors and abort with members in flight", () => {
 
 describe("layer gzip: pieces that do not compress are stored", () => {
   const members = async (input: Buffer, level: number) => collect(gzipMembers(level)(Readable.from([input])));
-  /** Stored output depends on write sizes (see the level 0 test above): a member is createGzip given its piece in one write. */
-  const stored = async (piece: Buffer) => {
+  /**
+   * Stored output depends on zlib's buffer sizes (see the level 0 test above): a piece
+   * found incompressible is createGzip({ level: 0 }) given it in one write, with 1 MiB
+   * output buffers; --compression-level 0 keeps zlib's default buffers.
+   */
+  const stored = async (piece: Buffer, chunkSize = 1024 * 1024) => {
     const one = new Sink();
-    await pipeline(Readable.from([piece]), createGzip({ level: 0 }), one);
+    await pipeline(Readable.from([piece]), createGzip({ level: 0, chunkSize }), one);
     return one.bytes;
   };
   const splitAt = (b: Buffer, n: number) => [b.subarray(0, n), b.subarray(n)];
@@ -423,7 +427,7 @@ describe("layer gzip: pieces that do not compress are stored", () => {
 
   it("a piece of random bytes with one compressible stretch is deflated as asked", async () => {
     const piece = randomBytes(GZIP_MEMBER_BYTES);
-    const text = corpus(600_000, 21);
+    const text = corpus(1_000_000, 21);
     text.copy(piece, 1_500_000);
     expect(looksIncompressible(piece)).toBe(false);
     expect((await members(piece, 6)).equals(gzipSync(piece, { level: 6 }))).toBe(true);
@@ -436,11 +440,29 @@ describe("layer gzip: pieces that do not compress are stored", () => {
     expect(out.equals(Buffer.concat([await stored(a!), gzipSync(b!, { level: 6 })]))).toBe(true);
   });
 
+  it("a layer of one big random file is stored, though its tar header and end blocks compress", async () => {
+    const body = randomBytes(2 * GZIP_MEMBER_BYTES + 5_000);
+    const entries = (): LayerEntry[] => [{ path: "b.bin", type: "file", mode: 0o644, uid: 0, gid: 0, mtime: T, size: body.length, open: () => Readable.from([body]) }];
+    const sink = new Sink();
+    const w = await writeLayer(entries(), sink);
+    const tar = await collect(tarChunks(entries()));
+    const pieces: Buffer[] = [];
+    // Two whole pieces stored; the short last one (the file's end, padding, end blocks) deflated.
+    for (let off = 0; off < tar.length; off += GZIP_MEMBER_BYTES) {
+      const piece = tar.subarray(off, off + GZIP_MEMBER_BYTES);
+      pieces.push(piece.length === GZIP_MEMBER_BYTES ? await stored(piece) : gzipSync(piece, { level: 6 }));
+    }
+    expect(pieces).toHaveLength(3);
+    expect(sink.bytes.equals(Buffer.concat(pieces))).toBe(true);
+    expect(w.diffId).toBe(sha256(tar));
+    expect(gunzipSync(sink.bytes).equals(tar)).toBe(true);
+  });
+
   it("small pieces (under 64 KiB) are always deflated as asked; level 0 stays level 0", async () => {
     const small = randomBytes(60_000);
     expect(looksIncompressible(small)).toBe(false);
     expect((await members(small, 6)).equals(gzipSync(small, { level: 6 }))).toBe(true);
     const random = randomBytes(200_000);
-    expect((await members(random, 0)).equals(await stored(random))).toBe(true);
+    expect((await members(random, 0)).equals(await stored(random, 16 * 1024))).toBe(true);
   });
 });
