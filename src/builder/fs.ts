@@ -14,6 +14,7 @@ import { mountRoot } from "./overlay.js";
 import { pruneExcluded, snapshotChanges } from "./snapshot.js";
 import type { LayerRecord, StageState } from "./stage-state.js";
 import type { StepContext } from "./step-context.js";
+import type { LayerStore } from "./layer-store.js";
 
 /** Make sure a layer's compressed blob is in the content store (pulling a base layer once). */
 export async function ensureBlob(layer: LayerRecord, ctx: StepContext): Promise<void> {
@@ -80,29 +81,48 @@ async function pullAndExtract(layer: LayerRecord, ctx: StepContext, onWarning: (
 /** The stage's layers as single-layer directories, bottom first. */
 export async function lowerDirs(state: StageState, ctx: StepContext): Promise<string[]> {
   const dirs: string[] = [];
-  const onWarning = (m: string) => ctx.emit({ type: "log", level: "warn", message: m });
-  for (const layer of state.layers) {
-    if (layer.dir) {
-      dirs.push(layer.dir);
-      continue;
-    }
-    if (
-      layer.source.kind === "registry" &&
-      !(await ctx.layerStore.has(layer.diffId)) &&
-      !(await ctx.content.hasBlob(layer.descriptor.digest, ctx.signal))
-    ) {
-      dirs.push(await pullAndExtract(layer, ctx, onWarning));
-      continue;
-    }
-    await ensureBlob(layer, ctx);
-    const dir = await ctx.layerStore.ensureLayer(layer.diffId, async (signal) => ctx.content.readBlob(layer.descriptor.digest, signal), {
-      mediaType: layer.descriptor.mediaType,
-      signal: ctx.signal,
-      onWarning,
-    });
-    dirs.push(dir);
-  }
+  for (const layer of state.layers) dirs.push(layer.dir ?? (await layerDir(layer, ctx)));
   return dirs;
+}
+
+/** Layers being made ready in this build, per layer store and DiffID. */
+const pending = new WeakMap<LayerStore, Map<string, Promise<string>>>();
+
+/**
+ * The layer's directory in the layer store, pulled and extracted if need be. Stages
+ * running in parallel on the same base ask for the same layers at the same moment:
+ * they share one download and one extraction (before, each pulled and extracted
+ * its own copy and all but one were thrown away).
+ */
+function layerDir(layer: LayerRecord, ctx: StepContext): Promise<string> {
+  let inFlight = pending.get(ctx.layerStore);
+  if (!inFlight) pending.set(ctx.layerStore, (inFlight = new Map()));
+  let p = inFlight.get(layer.diffId);
+  if (!p) {
+    p = readyLayer(layer, ctx);
+    inFlight.set(layer.diffId, p);
+    // Once done the layer store has it (or the next caller tries again after a failure).
+    const done = () => inFlight.delete(layer.diffId);
+    p.then(done, done);
+  }
+  return p;
+}
+
+async function readyLayer(layer: LayerRecord, ctx: StepContext): Promise<string> {
+  const onWarning = (m: string) => ctx.emit({ type: "log", level: "warn", message: m });
+  if (
+    layer.source.kind === "registry" &&
+    !(await ctx.layerStore.has(layer.diffId)) &&
+    !(await ctx.content.hasBlob(layer.descriptor.digest, ctx.signal))
+  ) {
+    return pullAndExtract(layer, ctx, onWarning);
+  }
+  await ensureBlob(layer, ctx);
+  return ctx.layerStore.ensureLayer(layer.diffId, async (signal) => ctx.content.readBlob(layer.descriptor.digest, signal), {
+    mediaType: layer.descriptor.mediaType,
+    signal: ctx.signal,
+    onWarning,
+  });
 }
 
 export interface MutationResult {

@@ -67,6 +67,26 @@ export class StageRunner {
 
   constructor(private readonly o: RunnerOptions) {}
 
+  /** Registry images resolved in this build, by reference and platform. */
+  private readonly images = new Map<string, Promise<StageState>>();
+
+  /**
+   * A registry image's starting state, resolved once per build for each reference and
+   * platform: stages on the same base (often all of them) share one manifest and
+   * config fetch, and see the same digest even if the tag moves during the build.
+   * Each caller gets its own copy of the state.
+   */
+  private async image(ref: string, platform: Platform): Promise<StageState> {
+    const key = `${ref}|${formatPlatform(platform)}`;
+    let p = this.images.get(key);
+    if (!p) {
+      p = imageState(ref, platform, this.o.registry, this.o.signal);
+      this.images.set(key, p);
+      p.catch(() => this.images.delete(key));
+    }
+    return structuredClone(await p);
+  }
+
   /** What distinguishes one execution of a stage from another: its own platform and inputs, and its dependencies'. */
   private memoKey(plan: StagePlan, stage: Stage, target: Platform): string {
     const id = `${formatPlatform(target)}#${stage.index}`;
@@ -139,7 +159,7 @@ export class StageRunner {
       base = "scratch";
       baseId = "scratch";
     } else {
-      state = await imageState(stage.base, platform, o.registry, o.signal);
+      state = await this.image(stage.base, platform);
       base = state.baseName;
       baseId = base.slice(base.lastIndexOf("@") + 1);
     }
@@ -162,7 +182,7 @@ export class StageRunner {
         const s = this.findStage(plan, n);
         return s ? this.run(plan, s, target).then((d) => d.state) : undefined;
       },
-      image: (ref, p) => imageState(ref, p, o.registry, o.signal),
+      image: (ref, p) => this.image(ref, p),
     };
     const cache: CacheContext = {
       ...o.cache,

@@ -3,11 +3,12 @@
  * registry: multi-stage, RUN in bubblewrap, deleting a base file, COPY --from,
  * --chown/--chmod, USER by name, WORKDIR; unpacked by umoci and then run.
  */
-import { lstat, mkdtemp, readFile, readlink, rm, stat } from "node:fs/promises";
+import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { pushBusyboxBase } from "../../src/testing/busybox.js";
+import { startFaultProxy } from "../helpers/fault-proxy.js";
 import { haveRegistry, startRegistry, type TestRegistry } from "../helpers/registry.js";
 import { cli, have, isRoot, run } from "../helpers/tools.js";
 
@@ -93,4 +94,41 @@ describe.skipIf(!ready)("multi-stage build with RUN on a busybox base (needs roo
     ]);
     expect(stdout).toBe("hello from a multi-stage build\nrunning as root\n");
   });
+});
+
+describe.skipIf(!ready)("parallel stages on one base (needs root, bwrap, docker-registry)", () => {
+  it("share one download and one extraction of each base layer", async () => {
+    const reg = await startRegistry();
+    const proxy = await startFaultProxy({ port: reg.port });
+    const work = await mkdtemp(join(tmpdir(), "ocibuild-e2e-par-"));
+    try {
+      const base = `${reg.host}/base/busybox:latest`;
+      await pushBusyboxBase({ reference: base, workDir: join(work, "base"), cacheDir: join(work, "base-cache") });
+      const ctx = join(work, "ctx");
+      await mkdir(ctx);
+      await writeFile(
+        join(ctx, "Dockerfile"),
+        "ARG BASE\nFROM ${BASE} AS a\nRUN echo a > /a\nFROM ${BASE} AS b\nRUN echo b > /b\nFROM ${BASE} AS c\nRUN echo c > /c\n" +
+          "FROM ${BASE}\nCOPY --from=a /a /a\nCOPY --from=b /b /b\nCOPY --from=c /c /c\n",
+      );
+      // Through the proxy, which logs every request; the cache dir is new, so everything is pulled.
+      const viaProxy = `${proxy.host}/base/busybox:latest`;
+      const out = await cli(["--no-push", "--build-arg", `BASE=${viaProxy}`, "--cache-dir", join(work, "cache"), ctx]);
+      expect(out.stderr).not.toMatch(/error\[/);
+      expect(out.code).toBe(0);
+      const blobGets = proxy.log.filter((r) => r.method === "GET" && /\/blobs\/sha256:/.test(r.path)).map((r) => r.path);
+      const layers = new Set(blobGets);
+      expect(layers.size).toBeGreaterThan(0);
+      // Each blob (config and layers) fetched once, though four stages start from the base at once.
+      expect(blobGets.length, blobGets.join("\n")).toBe(layers.size);
+      const extracted = await readdir(join(work, "cache", "rootfs", "layers"));
+      const leftovers = await readdir(join(work, "cache", "rootfs", "tmp")).catch(() => []);
+      expect(leftovers).toEqual([]);
+      expect(extracted.length).toBeGreaterThan(0);
+    } finally {
+      await proxy.stop();
+      await reg.stop();
+      await rm(work, { recursive: true, force: true });
+    }
+  }, 120_000);
 });
