@@ -76,7 +76,9 @@ export async function* walkMatch(tree: SourceTree, m: SourceMatch, plan: CopyPla
     for (const name of readdirSync(dir).sort()) {
       const childSrc = srcRel === "" ? name : `${srcRel}/${name}`;
       const childRel = rel === "" ? name : `${rel}/${name}`;
-      const hostPath = join(dir, name);
+      // (Not path.join: a context walk makes tens of thousands of these, and join's
+      // normalisation was a fifth of the walk; `dir` is already normal.)
+      const hostPath = dir.endsWith("/") ? dir + name : `${dir}/${name}`;
       const st = lstatSync(hostPath);
       if (plan.exclude?.ignores(childSrc)) continue;
       const ignored = plan.contextSource && tree.ignore?.ignores(childSrc);
