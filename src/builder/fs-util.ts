@@ -18,7 +18,9 @@ export async function lstatOrNull(p: string): Promise<Stats | null> {
 
 export function lstatOrNullSync(p: string): Stats | null {
   try {
-    return lstatSync(p);
+    // throwIfNoEntry: a missing path is the common answer in extraction's hot loop,
+    // and building the ENOENT error for it cost more than the lstat itself.
+    return lstatSync(p, { throwIfNoEntry: false }) ?? null;
   } catch (e) {
     if (missing(e)) return null;
     throw e;
