@@ -35,12 +35,25 @@ export interface TarEntry {
   header: TarHeader;
   /** The body; iterate at most once. Unread bytes are skipped when the next entry is requested. */
   body: AsyncIterable<Buffer>;
+  /**
+   * The whole body at once, without waiting, when all of it has already arrived
+   * (then it counts as read: do not iterate `body`); undefined otherwise.
+   */
+  takeBuffered(): Buffer | undefined;
 }
 
 const BLOCK = 512;
 
 function invalid(message: string): OcibuildError {
   return new OcibuildError("ROOTFS_TAR_INVALID", `the layer is not a valid tar archive: ${message}`);
+}
+
+/**
+ * A chunk as a Buffer, without copying: a stream's chunk belongs to its reader once
+ * handed over (the producer never writes to it again), so views of it stay valid.
+ */
+function asBuffer(c: Uint8Array): Buffer {
+  return Buffer.isBuffer(c) ? c : Buffer.from(c.buffer, c.byteOffset, c.byteLength);
 }
 
 /** Pulls exact byte counts out of an async iterable of chunks. */
@@ -53,7 +66,7 @@ class ByteReader {
     while (this.buf.length < n && !this.done) {
       const r = await this.it.next();
       if (r.done) this.done = true;
-      else this.buf = this.buf.length === 0 ? Buffer.from(r.value) : Buffer.concat([this.buf, r.value]);
+      else this.buf = this.buf.length === 0 ? asBuffer(r.value) : Buffer.concat([this.buf, r.value]);
     }
   }
 
@@ -62,6 +75,14 @@ class ByteReader {
     await this.fill(n);
     const out = this.buf.subarray(0, n);
     this.buf = this.buf.subarray(out.length);
+    return out;
+  }
+
+  /** Exactly n bytes if they have already arrived (no waiting), else undefined and nothing is consumed. */
+  takeIfBuffered(n: number): Buffer | undefined {
+    if (this.buf.length < n) return undefined;
+    const out = this.buf.subarray(0, n);
+    this.buf = this.buf.subarray(n);
     return out;
   }
 
@@ -76,7 +97,7 @@ class ByteReader {
           this.done = true;
           continue;
         }
-        this.buf = Buffer.from(r.value);
+        this.buf = asBuffer(r.value);
       }
       const take = this.buf.subarray(0, Math.min(left, this.buf.length));
       this.buf = this.buf.subarray(take.length);
@@ -153,10 +174,10 @@ export async function* readTar(input: AsyncIterable<Buffer>): AsyncGenerator<Tar
   for (;;) {
     if (pending) {
       const left = pending.left();
-      if (left > 0) await r.skip(left);
+      if (left > 0 && r.takeIfBuffered(left) === undefined) await r.skip(left);
       pending = undefined;
     }
-    const block = await r.read(BLOCK);
+    const block = r.takeIfBuffered(BLOCK) ?? (await r.read(BLOCK));
     if (block.length === 0) return; // tolerated: no end-of-archive blocks
     if (block.length < BLOCK) throw invalid("truncated header");
     if (block.every((b) => b === 0)) return; // end of archive (the second zero block is optional to us)
@@ -231,8 +252,17 @@ export async function* readTar(input: AsyncIterable<Buffer>): AsyncGenerator<Tar
         return gen;
       },
     };
+    const takeBuffered = (): Buffer | undefined => {
+      if (started) throw new Error("tar entry body iterated twice");
+      const whole = r.takeIfBuffered(bodySize);
+      if (whole !== undefined) {
+        started = true;
+        consumed = bodySize;
+      }
+      return whole;
+    };
     pending = { left: () => bodySize - consumed + skipAfter };
-    yield { header, body };
+    yield { header, body, takeBuffered };
   }
 }
 
@@ -267,7 +297,7 @@ export async function tarBytes(input: NodeJS.ReadableStream, mediaType: string |
       done = true;
       break;
     }
-    head = Buffer.concat([head, Buffer.from(r.value)]);
+    head = Buffer.concat([head, asBuffer(r.value)]);
   }
   const decompressor = decompressorFor(head, mediaType);
   async function* rest(): AsyncGenerator<Buffer> {
@@ -276,7 +306,7 @@ export async function tarBytes(input: NodeJS.ReadableStream, mediaType: string |
     for (;;) {
       const r = await it.next();
       if (r.done) return;
-      yield Buffer.from(r.value);
+      yield asBuffer(r.value);
     }
   }
   const source = Readable.from(rest());

@@ -97,3 +97,38 @@ describe.skipIf(!isRoot || !haveTool("python3"))("binary xattrs survive writeLay
     expect(x.get(join(root, "bin/ping"))).toEqual({ "security.capability": cap, "user.bin": Buffer.from([0, 1, 255]) });
   });
 });
+
+describe("readTar: takeBuffered and chunking", () => {
+  it("gives the same entries and bodies however the input is cut and however each body is read", async () => {
+    const { makeTar } = await import("../../testdata/builder/fixtures.js");
+    const specs = [0, 1, 100, 511, 512, 513, 1500, 4096, 10_000, 70_000].map((n, i) => ({ name: `f${i}`, content: String.fromCharCode(97 + i).repeat(n) }));
+    const tar = await makeTar([...specs, { name: "d/", type: "directory" }, { name: "l", type: "symlink", linkname: "f1" }]);
+    const want = [...specs.map((s) => `${s.name}=${s.content.length}`), "d/=0", "l=0"];
+    for (const cut of [1, 7, 512, 3000, 65536, tar.length]) {
+      // Uint8Array chunks (not Buffers) as some streams give them.
+      const parts: Uint8Array[] = [];
+      for (let i = 0; i < tar.length; i += cut) parts.push(new Uint8Array(tar.subarray(i, i + cut)));
+      for (const how of ["take", "iterate", "skip"] as const) {
+        const got: string[] = [];
+        let i = 0;
+        for await (const e of readTar(Readable.from(parts))) {
+          const spec = specs.find((s) => s.name === e.header.name);
+          const mode = how === "skip" && i++ % 2 === 0 ? "skip" : how;
+          if (mode === "skip") {
+            got.push(`${e.header.name}=${e.header.type === "file" ? e.header.size : 0}`);
+            continue;
+          }
+          let body = mode === "take" ? e.takeBuffered() : undefined;
+          if (body === undefined) {
+            const chunks: Buffer[] = [];
+            for await (const c of e.body) chunks.push(c);
+            body = Buffer.concat(chunks);
+          } else expect(() => e.takeBuffered()).toThrow(/twice/);
+          if (spec) expect(body.toString()).toBe(spec.content);
+          got.push(`${e.header.name}=${body.length}`);
+        }
+        expect([cut, how, got]).toEqual([cut, how, want]);
+      }
+    }
+  });
+});
