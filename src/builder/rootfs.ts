@@ -44,6 +44,13 @@ export interface ExtractOptions {
 const WH_PREFIX = ".wh.";
 const WH_OPAQUE = ".wh..wh..opq";
 
+const CREATE_FLAGS = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
+
+function writeAllSync(fd: number, data: Buffer): void {
+  let off = 0;
+  while (off < data.length) off += writeSync(fd, data, off, data.length - off);
+}
+
 interface DeferredDir {
   hostPath: string;
   /** Root-relative resolved path ("" for the root). */
@@ -107,6 +114,9 @@ function isPlainPath(root: string, rel: string, known: Set<string>, dir = false)
  * small metadata calls, and a thread-pool round trip for each (the async API)
  * is what made extraction slow; decompression still runs off the main thread and
  * file bodies are still written chunk by chunk as they arrive (memory flat).
+ * (Creating files on the thread pool, several at a time, was measured too: on two
+ * cores it cost more CPU than it saved, and where creating inodes is slow the
+ * kernel's own work does not spread over threads.)
  */
 export async function extractLayer(root: string, tarStream: NodeJS.ReadableStream, opts: ExtractOptions = {}): Promise<void> {
   const { signal } = opts;
@@ -143,9 +153,26 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
   // Anything that removes or replaces a path clears it (see remove()).
   const known = new Set<string>();
 
+  // A root that starts empty holds nothing but what this extraction makes. Then:
+  //  - `fresh`: until the first removal, `known` (directories) and `madeOther`
+  //    (everything else made, by resolved root-relative path) are exactly what is
+  //    under the root, so whether an entry's path exists is answered from them
+  //    instead of an lstat; the first removal ends this for the rest of the layer.
+  //  - owners: a file or symlink made here already belongs to this process (no
+  //    directory here is setgid before the deferred directory metadata, unless the
+  //    root itself is), so chown is skipped when the entry names that owner.
+  const startedEmpty = readdirSync(root).length === 0;
+  let fresh = startedEmpty;
+  const madeOther = new Set<string>();
+  const ownerIsCreator =
+    isRoot && startedEmpty && (lstatSync(root).mode & 0o2000) === 0 ? { uid: process.geteuid!(), gid: process.getegid!() } : undefined;
+  const needsChown = (uid: number, gid: number) =>
+    isRoot && (ownerIsCreator === undefined || uid !== ownerIsCreator.uid || gid !== ownerIsCreator.gid);
+
   const remove = (hostPath: string) => {
     rmSync(hostPath, { recursive: true, force: true });
     known.clear();
+    fresh = false;
   };
   const removeIfPresent = (hostPath: string) => {
     if (lstatOrNull(hostPath) !== null) remove(hostPath);
@@ -200,10 +227,12 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
           removeIfPresent(hostPath);
           try {
             await mknod(hostPath, "char", 0, 0, 0, signal);
+            madeOther.add(relOf(dir, target));
           } catch (e) {
             if (!(e instanceof OcibuildError) || e.code !== "ROOTFS_MKNOD_FAILED") throw e;
             // Unprivileged: keep the OCI marker; LowerView (copy mode) understands it.
             writeFileSync(join(dir.hostPath, base), "", { flag: "wx" });
+            madeOther.add(relOf(dir, base));
             warn(`kept whiteout "${h.name}" as a marker file (cannot create whiteout devices here: overlay mode unavailable)`);
           }
         } else {
@@ -227,7 +256,13 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
       const parent = resolveDirInRootSync(root, comps.slice(0, -1), known, { create: true })!;
       const hostPath = join(parent.hostPath, base!);
       const hostRel = relOf(parent, base!);
-      const existing = lstatOrNull(hostPath);
+      // What is at the path now: null, a directory, or something else.
+      let existing: "dir" | "other" | null;
+      if (fresh) existing = known.has(hostRel) ? "dir" : madeOther.has(hostRel) ? "other" : null;
+      else {
+        const st = lstatOrNull(hostPath);
+        existing = st === null ? null : st.isDirectory() ? "dir" : "other";
+      }
       let prefix = "";
       for (const c of comps) {
         prefix = prefix === "" ? c : `${prefix}/${c}`;
@@ -235,7 +270,7 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
       }
 
       if (type === "directory") {
-        if (existing === null || !existing.isDirectory()) {
+        if (existing !== "dir") {
           if (existing !== null) remove(hostPath);
           mkdirSync(hostPath, { mode: 0o700 });
         }
@@ -248,15 +283,20 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
 
       switch (type) {
         case "file": {
-          const fd = openSync(hostPath, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+          const fd = openSync(hostPath, CREATE_FLAGS, 0o600);
+          madeOther.add(hostRel);
           try {
-            for await (const chunk of entry.body) {
-              signal?.throwIfAborted();
-              let off = 0;
-              while (off < chunk.length) off += writeSync(fd, chunk, off, chunk.length - off);
+            // A body that has already arrived whole (most small files) is written without the async iteration.
+            const whole = entry.takeBuffered();
+            if (whole !== undefined) writeAllSync(fd, whole);
+            else {
+              for await (const chunk of entry.body) {
+                signal?.throwIfAborted();
+                writeAllSync(fd, chunk);
+              }
             }
             // Through the descriptor: the file just made, never whatever the path names now.
-            if (isRoot) fchownSync(fd, uid, gid);
+            if (needsChown(uid, gid)) fchownSync(fd, uid, gid);
             fchmodSync(fd, mode);
             futimesSync(fd, mtime, mtime);
           } finally {
@@ -266,7 +306,8 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
         }
         case "symlink": {
           symlinkSync(h.linkname, hostPath);
-          if (isRoot) lchownSync(hostPath, uid, gid);
+          madeOther.add(hostRel);
+          if (needsChown(uid, gid)) lchownSync(hostPath, uid, gid);
           lutimesSync(hostPath, mtime, mtime);
           break;
         }
@@ -281,6 +322,7 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
           }
           if (target.stats.isDirectory()) throw unsafe(`hardlink "${h.name}" points at directory "${h.linkname}"`, h.name);
           linkSync(target.hostPath, hostPath);
+          madeOther.add(hostRel);
           break;
         }
         case "character-device":
@@ -297,6 +339,7 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
             }
             throw e;
           }
+          madeOther.add(hostRel);
           if (isRoot) lchownSync(hostPath, uid, gid);
           chmodSync(hostPath, mode);
           lutimesSync(hostPath, mtime, mtime);
