@@ -24,14 +24,16 @@ export async function ensureBlob(layer: LayerRecord, ctx: StepContext): Promise<
   }
   const ref = parseReference(layer.source.ref);
   const stream = await ctx.registry.getBlob(ref, layer.descriptor.digest, { size: layer.descriptor.size, signal: ctx.signal });
-  await ctx.content.writeBlob(stream, { digest: layer.descriptor.digest, size: layer.descriptor.size }, ctx.signal);
+  // The registry's stream verifies the digest (it fails instead of ending on a mismatch): not hashed twice.
+  await ctx.content.writeBlob(stream, { digest: layer.descriptor.digest, size: layer.descriptor.size }, ctx.signal, { sourceVerified: true });
 }
 
 /**
  * A base layer that is neither in the content store nor extracted: download it once
  * and feed the bytes to the content store and to the extractor at the same time.
- * The registry stream and writeBlob both verify the digest; the extracted directory
- * is only moved into the layer store once the blob is verified and stored.
+ * The registry stream verifies the digest (it fails instead of ending on a mismatch,
+ * so writeBlob keeps the blob only when it matched); the extracted directory is only
+ * moved into the layer store once the blob is verified and stored.
  */
 async function pullAndExtract(layer: LayerRecord, ctx: StepContext, onWarning: (m: string) => void): Promise<string> {
   const ref = parseReference((layer.source as { ref: string }).ref);
@@ -55,7 +57,8 @@ async function pullAndExtract(layer: LayerRecord, ctx: StepContext, onWarning: (
   toExtract.on("error", () => {});
   body.pipe(toStore);
   body.pipe(toExtract);
-  const stored = ctx.content.writeBlob(toStore, { digest, size }, ctx.signal);
+  // toStore ends only when the body does, which it does only once the digest matched.
+  const stored = ctx.content.writeBlob(toStore, { digest, size }, ctx.signal, { sourceVerified: true });
   stored.catch((e: unknown) => fail(e instanceof Error ? e : new Error(String(e))));
   try {
     const dir = await ctx.layerStore.ensureLayer(layer.diffId, async () => toExtract, {

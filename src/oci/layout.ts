@@ -157,11 +157,18 @@ export class OciLayout {
    * With `expected`, the content must match (DIGEST_MISMATCH otherwise, nothing
    * kept), and a blob already present is not rewritten (a `src` stream is then
    * destroyed unread).
+   *
+   * `sourceVerified`: `src` is a stream that checks its own bytes against
+   * `expected.digest` and fails instead of ending when they differ (as
+   * RegistryClient.getBlob's does), so the blob is kept only if that check passed and
+   * is not hashed a second time here (~45 ms of CPU for a 60 MB base layer); the size
+   * is still checked.
    */
   async writeBlob(
     src: Uint8Array | NodeJS.ReadableStream,
     expected?: { digest: Digest; size?: number },
     signal?: AbortSignal,
+    opts: { sourceVerified?: boolean } = {},
   ): Promise<{ digest: Digest; size: number }> {
     checkAborted(signal, "writing a blob");
     if (expected && (await this.hasBlob(expected.digest, signal))) {
@@ -171,24 +178,27 @@ export class OciLayout {
       return { digest: expected.digest, size };
     }
     const algorithm = expected ? algorithmOf(expected.digest) : "sha256";
-    const digester = new HashingStream(algorithm);
+    const trusted = opts.sourceVerified === true && expected !== undefined && !(src instanceof Uint8Array);
+    const digester = trusted ? undefined : new HashingStream(algorithm);
     const tmp = tmpName(this.dir);
     const source = src instanceof Uint8Array ? Readable.from([Buffer.from(src.buffer, src.byteOffset, src.byteLength)]) : src;
     const file = createWriteStream(tmp, { flags: "wx" });
     try {
-      await pipeline(source, digester, file, signal ? { signal } : {});
-      const digest = `${algorithm}:${digester.hexDigest}` as Digest;
+      if (digester) await pipeline(source, digester, file, signal ? { signal } : {});
+      else await pipeline(source, file, signal ? { signal } : {});
+      const digest = digester ? (`${algorithm}:${digester.hexDigest}` as Digest) : expected!.digest;
+      const size = digester ? digester.size : file.bytesWritten;
       if (expected && digest !== expected.digest) {
         throw new OcibuildError("DIGEST_MISMATCH", `blob content does not match its digest: expected ${expected.digest}, got ${digest}`, {
           details: { expected: expected.digest, actual: digest },
         });
       }
-      if (expected?.size !== undefined && digester.size !== expected.size) {
-        throw new OcibuildError("DIGEST_MISMATCH", `blob ${digest} is ${digester.size} bytes, expected ${expected.size}`);
+      if (expected?.size !== undefined && size !== expected.size) {
+        throw new OcibuildError("DIGEST_MISMATCH", `blob ${digest} is ${size} bytes, expected ${expected.size}`);
       }
       await mkdir(join(this.dir, "blobs", algorithm), { recursive: true });
       await rename(tmp, this.blobPath(digest));
-      return { digest, size: digester.size };
+      return { digest, size };
     } catch (err) {
       await removeTemp(file, tmp);
       throw abortedErr(signal, err, "writing a blob") ?? ioError("LAYOUT_WRITE_FAILED", "cannot write blob", err, this.dir);

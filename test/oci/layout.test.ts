@@ -253,3 +253,36 @@ describe("parseLayoutRef", () => {
     expect(code).toBe("LAYOUT_REF_INVALID");
   });
 });
+
+describe("OciLayout.writeBlob from a source that verifies itself (sourceVerified)", () => {
+  const verified = async (bytes: Buffer, digest: Digest, size?: number) => {
+    const { VerifyingStream } = await import("../../src/oci/digest.js");
+    const { pipeline } = await import("node:stream");
+    const v = new VerifyingStream(digest, size);
+    return pipeline(Readable.from([bytes.subarray(0, 5), bytes.subarray(5)]), v, () => {});
+  };
+
+  it("stores what the source let through, with its size", async () => {
+    const layout = await OciLayout.create(tmp);
+    const data = Buffer.alloc(200_000, 7);
+    const d = digestOf(data);
+    expect(await layout.writeBlob(await verified(data, d, data.length), { digest: d, size: data.length }, undefined, { sourceVerified: true })).toEqual({
+      digest: d,
+      size: data.length,
+    });
+    expect((await readFile(layout.blobPath(d))).equals(data)).toBe(true);
+  });
+
+  it("keeps nothing when the source fails its own check, or when the size is not the expected one", async () => {
+    const layout = await OciLayout.create(tmp);
+    const data = Buffer.from("the bytes that arrived");
+    const claimed = digestOf("the bytes that were promised");
+    expect(await codeOf(layout.writeBlob(await verified(data, claimed), { digest: claimed }, undefined, { sourceVerified: true }))).toBe("DIGEST_MISMATCH");
+    const d = digestOf(data);
+    expect(await codeOf(layout.writeBlob(await verified(data, d), { digest: d, size: data.length + 1 }, undefined, { sourceVerified: true }))).toBe("DIGEST_MISMATCH");
+    // Bytes in memory are always hashed here.
+    expect(await codeOf(layout.writeBlob(data, { digest: claimed }, undefined, { sourceVerified: true }))).toBe("DIGEST_MISMATCH");
+    expect((await readdir(tmp)).sort()).toEqual(["blobs", "index.json", "oci-layout"]);
+    expect(await readdir(join(tmp, "blobs/sha256"))).toEqual([]);
+  });
+});
