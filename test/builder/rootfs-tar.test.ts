@@ -99,12 +99,12 @@ describe.skipIf(!isRoot || !haveTool("python3"))("binary xattrs survive writeLay
 });
 
 describe("readTar: takeBuffered and chunking", () => {
-  it("gives the same entries and bodies however the input is cut and however each body is read", async () => {
+  it("gives the same entries and bodies however the input is cut (7 bytes to whole) and however each body is read", async () => {
     const { makeTar } = await import("../../testdata/builder/fixtures.js");
     const specs = [0, 1, 100, 511, 512, 513, 1500, 4096, 10_000, 70_000].map((n, i) => ({ name: `f${i}`, content: String.fromCharCode(97 + i).repeat(n) }));
     const tar = await makeTar([...specs, { name: "d/", type: "directory" }, { name: "l", type: "symlink", linkname: "f1" }]);
     const want = [...specs.map((s) => `${s.name}=${s.content.length}`), "d/=0", "l=0"];
-    for (const cut of [1, 7, 512, 3000, 65536, tar.length]) {
+    for (const cut of [7, 512, 3000, 65536, tar.length]) {
       // Uint8Array chunks (not Buffers) as some streams give them.
       const parts: Uint8Array[] = [];
       for (let i = 0; i < tar.length; i += cut) parts.push(new Uint8Array(tar.subarray(i, i + cut)));
