@@ -207,6 +207,25 @@ export class RegistryClient {
     return new Uint8Array(Buffer.concat(chunks));
   }
 
+  /**
+   * Does ref's repository itself (never a mirror) already hold the manifest with
+   * digest `d`? Asked with push scope, so the token also serves the push that follows.
+   */
+  async manifestExists(ref: ImageReference, d: Digest, signal?: AbortSignal): Promise<boolean> {
+    const res = await this.transport.request({
+      method: "HEAD",
+      registry: ref.registry,
+      path: `/v2/${ref.repository}/manifests/${d}`,
+      headers: { accept: MANIFEST_ACCEPT },
+      scopes: [{ repository: ref.repository, actions: ["pull", "push"] }],
+      what: `check manifest ${d} in ${ref.familiar}`,
+      signal,
+      ok: [200, 404],
+    });
+    await res.body.dump().catch(() => {});
+    return res.status === 200;
+  }
+
   async blobExists(ref: ImageReference, d: Digest, signal?: AbortSignal): Promise<boolean> {
     const res = await this.transport.request({
       method: "HEAD",

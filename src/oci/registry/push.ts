@@ -1,7 +1,8 @@
 /**
  * Push one built image (config, layers, manifest) to one or more references:
  * blobs in parallel (bounded by the client's limit), skipping what exists and
- * mounting from an earlier target of the same registry; the manifest last.
+ * mounting from an earlier target of the same registry; the manifest last. A
+ * repository that already holds the manifest only gets the tag.
  */
 import type { Digest } from "../digest.js";
 import type { Blob, Descriptor, ImageManifest } from "../manifest.js";
@@ -45,6 +46,18 @@ export async function pushImage(
       ...done.filter((r) => r.registry === ref.registry && r.repository !== ref.repository).map((r) => r.repository),
       ...(opts.mountFrom ?? []),
     ];
+    // The repository already holds this very manifest (a rebuild with nothing changed):
+    // a registry accepts a manifest only once every blob it names is there, so the
+    // blobs need no checking; only the tag is (re)pointed.
+    if (await client.manifestExists(ref, image.manifest.digest, opts.signal)) {
+      for (const b of blobs) {
+        stats.exists++;
+        opts.onBlob?.(ref, b.desc, "exists");
+      }
+      await client.putManifest(ref, image.manifest, opts.signal);
+      done.push(ref);
+      continue;
+    }
     const results = await Promise.allSettled(
       blobs.map((b) =>
         client.limit(async () => {

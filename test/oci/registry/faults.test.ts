@@ -11,6 +11,7 @@ import { MediaType } from "../../../src/oci/media-types.js";
 import { parseReference } from "../../../src/oci/reference.js";
 import { RegistryClient, type RetryEvent } from "../../../src/oci/registry/index.js";
 import { type FaultProxy, startFaultProxy } from "../../helpers/fault-proxy.js";
+import { pushImage as pushLibraryImage } from "../../../src/oci/registry/push.js";
 import { freePort, haveRegistry, startRegistry, type TestRegistry } from "../../helpers/registry.js";
 import { collect, imageOf, pushImage, type TestImage } from "./images.js";
 
@@ -309,5 +310,42 @@ describe.skipIf(!haveRegistry())("faults injected by a proxy in front of the rea
     expect(await c.pushBlob(parseReference(`${proxy.host}/f/minchunk:v1`), desc, () => Readable.from([data]))).toBe("uploaded");
     await c.close();
     expect(proxy.log.filter((x) => x.method === "PATCH").map((x) => x.contentRange)).toEqual(["0-8191", "8192-16383", "16384-19999"]);
+  });
+});
+
+describe.skipIf(!haveRegistry())("pushing an image the repository already holds (needs docker-registry)", () => {
+  it("checks the manifest once and only points the tag; a new image still has its blobs checked", async () => {
+    const reg = await startRegistry();
+    const proxy = await startFaultProxy(reg);
+    const c = new RegistryClient();
+    try {
+      const img = await imageOf("amd64", { "hello.txt": "hello\n" });
+      const pushable = (i: TestImage) => ({
+        manifest: i.manifest,
+        config: i.config,
+        layers: i.layers.map((l) => ({ desc: l.desc, open: () => Readable.from([Buffer.from(l.bytes)]) })),
+      });
+      const first = await pushLibraryImage(c, [parseReference(`${proxy.host}/p/app:v1`)], pushable(img));
+      expect(first.blobs.uploaded).toBe(2);
+      proxy.log.length = 0;
+      const outcomes: string[] = [];
+      const again = await pushLibraryImage(c, [parseReference(`${proxy.host}/p/app:v2`)], pushable(img), { onBlob: (_r, _d, o) => outcomes.push(o) });
+      expect(again.blobs).toEqual({ uploaded: 0, mounted: 0, exists: 2 });
+      expect(outcomes).toEqual(["exists", "exists"]);
+      // One HEAD of the manifest by digest, one PUT of the tag, nothing about blobs.
+      expect(proxy.log.map((r) => `${r.method} ${r.path}`)).toEqual([`HEAD /v2/p/app/manifests/${img.manifest.digest}`, "PUT /v2/p/app/manifests/v2"]);
+      const tagged = await c.headManifest(parseReference(`${reg.host}/p/app:v2`));
+      expect(tagged?.digest).toBe(img.manifest.digest);
+      // Another image in the same repository: its blobs are checked (and uploaded) as usual.
+      proxy.log.length = 0;
+      const other = await imageOf("amd64", { "other.txt": "other\n" });
+      const third = await pushLibraryImage(c, [parseReference(`${proxy.host}/p/app:v3`)], pushable(other));
+      expect(third.blobs.uploaded).toBe(2);
+      expect(proxy.log.some((r) => r.method === "HEAD" && r.path.includes("/blobs/"))).toBe(true);
+    } finally {
+      await c.close();
+      await proxy.stop();
+      await reg.stop();
+    }
   });
 });
