@@ -382,9 +382,14 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
     const safeXattrs: XattrOp[] = [];
     for (const x of xattrs) if (isPlainPath(root, x.rel, known)) safeXattrs.push({ path: x.path, name: x.name, value: x.value });
     for (const msg of await setXattrs(safeXattrs, signal)) warn(msg);
-    // Directory metadata last: creating children changes a directory's mtime.
+    // Directory metadata last: creating children changes a directory's mtime. Deepest
+    // (latest) first; a directory listed twice takes its last entry's metadata, as
+    // containerd applies it.
+    const applied = new Set<string>();
     for (let i = dirs.length - 1; i >= 0; i--) {
       const d = dirs[i]!;
+      if (applied.has(d.hostPath)) continue;
+      applied.add(d.hostPath);
       if (!isPlainPath(root, d.rel, known, true)) continue;
       if (isRoot) lchownSync(d.hostPath, d.uid, d.gid);
       chmodSync(d.hostPath, d.mode);

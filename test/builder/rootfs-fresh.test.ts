@@ -128,6 +128,20 @@ describe("extractLayer into a fresh root: entries that depend on each other", ()
     expect(await readlink(join(root, "s"))).toBe("two");
   });
 
+  it.each([false, true])("a directory listed twice takes its last entry's mode and mtime (onto existing content: %s)", async (existing) => {
+    const t1 = new Date("2020-01-01T00:00:00Z");
+    const t2 = new Date("2021-02-03T04:05:06Z");
+    if (existing) await mkdir(join(root, "dd"), { mode: 0o700 });
+    await extract([
+      { name: "dd/", type: "directory", mode: 0o700, mtime: t1 },
+      ...filler("dd", 5),
+      { name: "dd/", type: "directory", mode: 0o751, mtime: t2 },
+    ]);
+    const st = await lstat(join(root, "dd"));
+    expect(st.mode & 0o7777).toBe(0o751);
+    expect(st.mtime.getTime()).toBe(t2.getTime());
+  });
+
   const kinds: Record<string, TarSpec> = {
     file: { name: "p", content: "the file", mode: 0o640 },
     symlink: { name: "p", type: "symlink", linkname: "the-target" },
