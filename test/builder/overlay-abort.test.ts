@@ -75,3 +75,29 @@ describe.skipIf(!canOverlay() || !haveTool("python3"))("mountRoot and cancellati
     expect(outcomes.has("aborted")).toBe(true);
   });
 });
+
+describe.skipIf(!canOverlay() || !haveTool("python3"))("mountRoot's overlay options (needs root and overlayfs)", () => {
+  it("mounts volatile where the kernel knows it (no sync of the cache's filesystem at each unmount), and unmounts cleanly", async () => {
+    const base = await mkdtemp(join(tmpdir(), "ocibuild-volatile-"));
+    try {
+      await mkdir(join(base, "lower"));
+      await writeFile(join(base, "lower", "f"), "f");
+      const root = await mountRoot([join(base, "lower")], join(base, "s"));
+      try {
+        expect(root.mode).toBe("overlay");
+        const line = (await readFile("/proc/self/mountinfo", "utf8")).split("\n").find((l) => l.split(" ")[4] === root.merged) ?? "";
+        const [major, minor] = (await readFile("/proc/sys/kernel/osrelease", "utf8")).split(".").map(Number);
+        // overlayfs learnt `volatile` in Linux 5.10.
+        if (major! > 5 || (major === 5 && minor! >= 10)) expect(line).toMatch(/[ ,](fsync=)?volatile(,|$)/); // shown as fsync=volatile by newer kernels
+        await writeFile(join(root.merged, "g"), "g");
+        expect(await readFile(join(root.merged, "f"), "utf8")).toBe("f");
+      } finally {
+        await root.unmount();
+      }
+      expect(await readFile(join(base, "s", "upper", "g"), "utf8")).toBe("g");
+      expect(await mountsUnder(base)).toEqual([]);
+    } finally {
+      await rm(base, { recursive: true, force: true });
+    }
+  });
+});
