@@ -91,20 +91,60 @@ export async function* walkMatch(tree: SourceTree, m: SourceMatch, plan: CopyPla
   yield* below(m.hostPath, "", m.rel);
 }
 
+/**
+ * What creating an entry in a directory this copy made gives it, so the copy can skip
+ * the calls that would not change anything: the directory started empty (nothing to
+ * look up or replace), and a new entry belongs to this process's user and to its group,
+ * or to the directory's group when the directory is setgid.
+ */
+interface FreshDir {
+  uid: number;
+  gid: number;
+}
+
 export async function copyTree(tree: SourceTree, m: SourceMatch, dstDir: string, plan: CopyPlan, signal?: AbortSignal): Promise<void> {
   const dirs: { path: string; stats: Stats }[] = [];
+  // Directories that exist (the destination, and each one met or made by the walk), and
+  // those this copy made: a large tree copied to a new place (most COPYs) then costs a
+  // copy and a utimes per file rather than six calls.
+  const present = new Set<string>([dstDir]);
+  const made = new Set<string>();
+  const owners = new Map<string, FreshDir>();
+  const freshDir = (dir: string): FreshDir => {
+    let f = owners.get(dir);
+    if (f) return f;
+    // Asked once per directory: its group and setgid bit as made (metadata is applied at the end).
+    const st = lstatSync(dir);
+    f = { uid: process.geteuid?.() ?? st.uid, gid: st.mode & 0o2000 ? st.gid : (process.getegid?.() ?? st.gid) };
+    owners.set(dir, f);
+    return f;
+  };
   for await (const e of walkMatch(tree, m, plan, signal)) {
     if (e.rel === "") continue;
     const dst = join(dstDir, e.rel);
+    const parent = dst.slice(0, dst.lastIndexOf("/")) || "/";
+    const inFresh = made.has(parent);
     if (e.stats.isDirectory()) {
-      const existing = lstatOrNullSync(dst);
-      if (existing && !existing.isDirectory()) rmSync(dst, { force: true });
-      if (!existing || !existing.isDirectory()) mkdirSync(dst, { recursive: true });
+      if (inFresh) {
+        mkdirSync(dst);
+        made.add(dst);
+      } else {
+        const existing = lstatOrNullSync(dst);
+        if (existing && !existing.isDirectory()) rmSync(dst, { force: true });
+        if (!existing || !existing.isDirectory()) {
+          mkdirSync(dst, { recursive: true });
+          made.add(dst);
+        }
+      }
+      present.add(dst);
       dirs.push({ path: dst, stats: e.stats });
     } else {
       // A re-included file under an ignored directory: its parent exists only if created here.
-      mkdirSync(join(dst, ".."), { recursive: true });
-      await copyEntry(e.hostPath, e.stats, dst, plan);
+      if (!present.has(parent)) {
+        mkdirSync(parent, { recursive: true });
+        present.add(parent);
+      }
+      await copyEntry(e.hostPath, e.stats, dst, plan, inFresh ? freshDir(parent) : undefined);
     }
   }
   // Directory metadata last (children change a directory's mtime), deepest first.
@@ -115,33 +155,47 @@ export async function copyTree(tree: SourceTree, m: SourceMatch, dstDir: string,
 const SMALL_COPY = 1 << 20;
 
 
-export async function copyEntry(src: string, st: Stats, dst: string, plan: CopyPlan): Promise<void> {
-  const existing = lstatOrNullSync(dst);
-  if (existing?.isDirectory()) {
-    throw new OcibuildError("BUILD_COPY_OVER_DIRECTORY", `cannot copy the file "${src}" over the existing directory "${dst}"`);
+/**
+ * Copy one file or symlink to `dst`, with the plan's owner, mode and the source's
+ * times. `fresh`: `dst` is in a directory this copy made (so nothing is there yet),
+ * and what a new entry there is owned by.
+ */
+export async function copyEntry(src: string, st: Stats, dst: string, plan: CopyPlan, fresh?: FreshDir): Promise<void> {
+  if (!fresh) {
+    const existing = lstatOrNullSync(dst);
+    if (existing?.isDirectory()) {
+      throw new OcibuildError("BUILD_COPY_OVER_DIRECTORY", `cannot copy the file "${src}" over the existing directory "${dst}"`);
+    }
+    if (existing) rmSync(dst, { force: true });
   }
-  if (existing) rmSync(dst, { force: true });
   if (st.isSymbolicLink()) {
     symlinkSync(readlinkSync(src), dst);
-    applyMeta(dst, st, plan, false, true);
+    applyMeta(dst, st, plan, false, true, fresh && { ...fresh, mode: -1 });
     return;
   }
   if (st.isFile()) {
     if (st.size <= SMALL_COPY) copyFileSync(src, dst, fsc.COPYFILE_FICLONE);
     else await copyFile(src, dst, fsc.COPYFILE_FICLONE);
-    applyMeta(dst, st, plan, false);
+    // The copy gives the new file the source's mode (libuv's copyfile sets it with fchmod).
+    applyMeta(dst, st, plan, false, false, fresh && { ...fresh, mode: st.mode & 0o7777 });
     return;
   }
   // Sockets, fifos and device nodes in a source tree are not copied.
 }
 
-export function applyMeta(path: string, st: Stats, plan: CopyPlan, isDir: boolean, isLink = false): void {
+/**
+ * Docker's metadata for a copied entry: the plan's owner (else the source's), the mode
+ * (--chmod applied), the source's times. `now`: what the entry already has, when
+ * known (a just-created one), so calls that would change nothing are skipped.
+ */
+export function applyMeta(path: string, st: Stats, plan: CopyPlan, isDir: boolean, isLink = false, now?: { uid: number; gid: number; mode: number }): void {
   const uid = plan.owner ? plan.owner.uid : st.uid;
   const gid = plan.owner ? plan.owner.gid : st.gid;
-  lchownSync(path, uid, gid);
+  if (!now || now.uid !== uid || now.gid !== gid) lchownSync(path, uid, gid);
   if (!isLink) {
     const mode = plan.modeFn ? plan.modeFn(st.mode & 0o7777, isDir) : st.mode & 0o7777;
-    chmodSync(path, mode);
+    // chown clears setuid/setgid on a file, so after one the mode is always set again.
+    if (!now || now.mode !== mode || now.uid !== uid || now.gid !== gid) chmodSync(path, mode);
   }
   lutimesSync(path, st.atime, st.mtime);
 }
