@@ -72,7 +72,8 @@ function asBody(res: IncomingMessage): ResponseBody {
   const body = res as IncomingMessage & ResponseBody;
   body.dump = () =>
     new Promise<void>((resolve) => {
-      if (res.complete || res.destroyed) return resolve();
+      // A body received in full is still read out: the socket goes back to the pool at its end.
+      if (res.destroyed || res.readableEnded) return resolve();
       let n = 0;
       res.on("data", (c: Buffer) => {
         n += c.length;
@@ -109,11 +110,11 @@ export function send(url: URL, agent: http.Agent, o: SendOptions): Promise<HttpR
   return new Promise((resolve, reject) => {
     const mod = url.protocol === "https:" ? https : http;
     let settled = false;
-    const req = mod.request(url, { method: o.method, headers: o.headers, agent, signal: o.signal });
     // One abort listener per request in flight, on the caller's one signal: parallel blob
     // transfers pass Node's default of 10 without any leak (each is removed when its
-    // request closes), so the warning's threshold is raised for that signal.
+    // request closes), so the warning's threshold is raised for that signal first.
     if (o.signal && getMaxListeners(o.signal) < MAX_PARALLEL) setMaxListeners(MAX_PARALLEL, o.signal);
+    const req = mod.request(url, { method: o.method, headers: o.headers, agent, signal: o.signal });
     // Errors after the head reach the body stream (an aborted or truncated body); this
     // listener keeps them from being unhandled on the request too.
     req.on("error", (e) => {
@@ -133,6 +134,11 @@ export function send(url: URL, agent: http.Agent, o: SendOptions): Promise<HttpR
     else if (typeof b === "string" || b instanceof Uint8Array) req.end(b);
     else {
       b.once("error", (e) => req.destroy(e));
+      // A request that ends early (an error, an early answer, a retry) releases its
+      // source (a file stream, say) instead of leaving it open.
+      req.once("close", () => {
+        if (!b.readableEnded) b.destroy();
+      });
       b.pipe(req);
     }
   });
