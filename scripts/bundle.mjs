@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Bundles the CLI into one CommonJS file, dist/ocibuild.cjs, from tsc's output in dist/.
-// Why: a CLI starts from nothing on every build. Loading ~150 ES modules (ours, undici's,
-// tar-stream's) one file at a time cost ~150-250 ms of every run; one file, compiled from
+// Why: a CLI starts from nothing on every build. Loading ~150 ES modules (ours and our
+// dependencies') one file at a time cost ~150-250 ms of every run; one file, compiled from
 // a V8 code cache that bin/ocibuild keeps beside it, costs a fraction of that. The
 // library (dist/index.js) stays tsc's ES modules; only the command line uses the bundle.
 // gRPC is left out (required from node_modules when --executor buildkit loads it).
