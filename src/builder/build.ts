@@ -9,7 +9,7 @@ import { availableParallelism } from "node:os";
 import { join, resolve } from "node:path";
 import pLimit from "p-limit";
 import { OcibuildError } from "../errors.js";
-import { createIgnoreMatcher, ignoreFileCandidates, parseDockerfile, parseDockerignore, planStages } from "../dockerfile/index.js";
+import { createIgnoreMatcher, ignoreFileCandidates, parseDockerfile, parseDockerignore, planStages, type StagePlan } from "../dockerfile/index.js";
 import { OciLayout } from "../oci/layout.js";
 import { descriptorOf, type Descriptor, type Platform } from "../oci/manifest.js";
 import { parseReference, type ImageReference } from "../oci/reference.js";
@@ -23,7 +23,9 @@ import { closeNativeHelper } from "./native-helper.js";
 import { BwrapExecutor } from "./sandbox/bwrap.js";
 import type { Executor } from "./sandbox/index.js";
 import type { SourceTree } from "./sources.js";
-import { StageRunner, type CacheSummary, type StepReport } from "./stage-runner.js";
+import { StageRunner, imageKey, type CacheSummary, type StepReport } from "./stage-runner.js";
+import { imageState } from "./base.js";
+import type { StageState } from "./stage-state.js";
 import { resolveSecrets, startSshAgents, type SecretSpec, type SshAgents, type SshSpec } from "./secrets.js";
 import { FileHasher } from "../cache/file-hash.js";
 import { KEY_VERSION } from "../cache/key.js";
@@ -155,6 +157,25 @@ export function parsePlatformList(value: string | undefined, host: Platform): Pl
   return out;
 }
 
+/** Start resolving the registry base of every stage the plans build, once per reference and platform. */
+function prefetchBases(plans: { plan: StagePlan; target: Platform }[], registry: RegistryClient, signal?: AbortSignal): Map<string, Promise<StageState>> {
+  const images = new Map<string, Promise<StageState>>();
+  for (const { plan, target } of plans) {
+    for (const i of plan.order) {
+      const stage = plan.stages[i]!;
+      if (stage.baseStage !== undefined || stage.base.toLowerCase() === "scratch") continue;
+      const platform = stage.platform ? parsePlatform(stage.platform) : target;
+      const key = imageKey(stage.base, platform);
+      if (images.has(key)) continue;
+      const p = imageState(stage.base, platform, registry, signal);
+      // Awaited by the stage; a build that fails before then must not report it unhandled.
+      p.catch(() => {});
+      images.set(key, p);
+    }
+  }
+  return images;
+}
+
 export async function build(opts: BuildOptions): Promise<BuildResult> {
   const env = opts.env ?? process.env;
   const emit: EventSink = onceMode(opts.onEvent ?? (() => {}));
@@ -184,6 +205,10 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const registry = new RegistryClient({ ...opts.registry, env: opts.registry?.env ?? env });
   let agents: SshAgents | undefined;
   try {
+    // The base images of the stages to build are resolved (manifest and config) while
+    // the rest is set up, not when their stage starts: on a fully cached rebuild those
+    // round trips were most of what came before the first step.
+    const bases = prefetchBases(plans, registry, opts.signal);
     const secrets = await resolveSecrets(opts.secrets ?? [], env, contextDir);
     agents = await startSshAgents(opts.ssh ?? [], env, scratchDir);
     const content = await OciLayout.create(join(cacheDir, "content"), opts.signal);
@@ -228,6 +253,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         hashFile: (path, st) => hasher.hashFile(path, st, opts.signal),
       },
       registry,
+      images: bases,
       limit: pLimit(Math.max(1, availableParallelism())),
       emit,
       signal: opts.signal,

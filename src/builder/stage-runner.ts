@@ -55,9 +55,16 @@ export interface RunnerOptions {
   ctx: Omit<StepContext, "stage" | "image" | "current">;
   cache: Omit<CacheContext, "stageChain">;
   registry: RegistryClient;
+  /** Base images already being resolved (see build.ts prefetchBases), by imageKey. */
+  images?: Map<string, Promise<StageState>>;
   limit: ReturnType<typeof pLimit>;
   emit: EventSink;
   signal?: AbortSignal;
+}
+
+/** How a registry image is known within a build: its reference as written, and the platform. */
+export function imageKey(ref: string, platform: Platform): string {
+  return `${ref}|${formatPlatform(platform)}`;
 }
 
 export class StageRunner {
@@ -65,10 +72,12 @@ export class StageRunner {
   private readonly keys = new Map<string, string>();
   readonly summary: CacheSummary = { hits: 0, misses: 0, secondsSaved: 0, bytesReused: 0 };
 
-  constructor(private readonly o: RunnerOptions) {}
+  constructor(private readonly o: RunnerOptions) {
+    this.images = o.images ?? new Map();
+  }
 
-  /** Registry images resolved in this build, by reference and platform. */
-  private readonly images = new Map<string, Promise<StageState>>();
+  /** Registry images resolved in this build (some started before the runner), by reference and platform. */
+  private readonly images: Map<string, Promise<StageState>>;
 
   /**
    * A registry image's starting state, resolved once per build for each reference and
@@ -77,7 +86,7 @@ export class StageRunner {
    * Each caller gets its own copy of the state.
    */
   private async image(ref: string, platform: Platform): Promise<StageState> {
-    const key = `${ref}|${formatPlatform(platform)}`;
+    const key = imageKey(ref, platform);
     let p = this.images.get(key);
     if (!p) {
       p = imageState(ref, platform, this.o.registry, this.o.signal);
