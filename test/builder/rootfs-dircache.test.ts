@@ -3,25 +3,19 @@
  * layers replace such a directory later in the same layer (by a symlink, a file or
  * a whiteout) and then write below it: the replacement must be seen every time.
  */
-import { lstat, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { lstat, readFile, readdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { OcibuildError } from "../../src/errors.js";
 import { extractLayer } from "../../src/builder/rootfs.js";
-import { makeTar, streamOf, type TarSpec } from "../../testdata/builder/fixtures.js";
+import { makeTar, streamOf, type TarSpec, makeCanaryRoot } from "../../testdata/builder/fixtures.js";
 
 let base: string;
 let root: string;
 let outside: string;
 
 beforeEach(async () => {
-  base = await mkdtemp(join(tmpdir(), "ocibuild-dircache-"));
-  root = join(base, "root");
-  outside = join(base, "outside");
-  await mkdir(root);
-  await mkdir(outside);
-  await writeFile(join(outside, "canary"), "safe");
+  ({ base, root, outside } = await makeCanaryRoot("ocibuild-dircache-"));
 });
 afterEach(async () => {
   await rm(base, { recursive: true, force: true });

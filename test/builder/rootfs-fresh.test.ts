@@ -6,26 +6,20 @@
  * file then a directory of one name, symlinks then writes through them), in a
  * fresh root and on top of an existing one, where every check goes to the disk.
  */
-import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, chmod, chown, symlink, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { lstat, mkdir, readdir, readFile, readlink, rm, stat, chmod, chown, symlink } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { OcibuildError } from "../../src/errors.js";
 import { extractLayer } from "../../src/builder/rootfs.js";
-import { isRoot, makeTar, streamOf, type TarSpec } from "../../testdata/builder/fixtures.js";
+import { isRoot, makeTar, streamOf, type TarSpec, makeCanaryRoot } from "../../testdata/builder/fixtures.js";
 
 let base: string;
 let root: string;
 let outside: string;
 
 beforeEach(async () => {
-  base = await mkdtemp(join(tmpdir(), "ocibuild-fresh-"));
-  root = join(base, "root");
-  outside = join(base, "outside");
-  await mkdir(root);
-  await mkdir(outside);
-  await writeFile(join(outside, "canary"), "safe");
+  ({ base, root, outside } = await makeCanaryRoot("ocibuild-fresh-"));
 });
 afterEach(async () => {
   await rm(base, { recursive: true, force: true });

@@ -1,7 +1,6 @@
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { lstat, mkdir, readFile, readdir, readlink, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -10,19 +9,14 @@ import type { DiffID } from "../../src/oci/digest.js";
 import { extractLayer } from "../../src/builder/rootfs.js";
 import { chainId, LayerStore } from "../../src/builder/layer-store.js";
 import { findOpaqueDirs } from "../../src/builder/rootfs-native.js";
-import { haveTool, isRoot, makeLayer, makeTar, streamOf, type TarSpec } from "../../testdata/builder/fixtures.js";
+import { haveTool, isRoot, makeLayer, makeTar, streamOf, type TarSpec, makeCanaryRoot } from "../../testdata/builder/fixtures.js";
 
 let base: string;
 let root: string;
 let outside: string;
 
 beforeEach(async () => {
-  base = await mkdtemp(join(tmpdir(), "ocibuild-rootfs-"));
-  root = join(base, "root");
-  outside = join(base, "outside");
-  await mkdir(root);
-  await mkdir(outside);
-  await writeFile(join(outside, "canary"), "safe");
+  ({ base, root, outside } = await makeCanaryRoot("ocibuild-rootfs-"));
 });
 afterEach(async () => {
   await rm(base, { recursive: true, force: true });

@@ -5,7 +5,8 @@
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { chmod, copyFile, mkdir, symlink, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir, mkdtemp, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { gzipSync } from "node:zlib";
@@ -118,3 +119,17 @@ export async function makeLayer(specs: TarSpec[]): Promise<{ gz: Buffer; diffId:
   return { gz: gzipSync(raw), diffId: `sha256:${createHash("sha256").update(raw).digest("hex")}` as DiffID };
 }
 
+
+/**
+ * An empty extraction root and, beside it, a directory holding a canary file that no
+ * layer may reach: BASE/root and BASE/outside/canary ("safe"). Remove `base` after.
+ */
+export async function makeCanaryRoot(prefix: string): Promise<{ base: string; root: string; outside: string }> {
+  const base = await mkdtemp(join(tmpdir(), prefix));
+  const root = join(base, "root");
+  const outside = join(base, "outside");
+  await mkdir(root);
+  await mkdir(outside);
+  await writeFile(join(outside, "canary"), "safe");
+  return { base, root, outside };
+}
