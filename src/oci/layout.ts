@@ -65,8 +65,6 @@ async function atomicWrite(dir: string, path: string, data: Uint8Array | string,
   }
 }
 
-/** Counts and hashes bytes passing through with the given algorithm. */
-
 export class OciLayout {
   private indexChain: Promise<unknown> = Promise.resolve();
 
@@ -207,18 +205,27 @@ export class OciLayout {
 
   /**
    * Writes a layer straight into the layout in one pass (tar -> gzip -> hashes ->
-   * blob temp file -> rename). On failure nothing is left; the layer writer's
+   * blob temp file -> rename to its digest). The layer writer's own digest names the
+   * blob: the bytes are hashed once. On failure nothing is left; the layer writer's
    * error is the one reported.
    */
   async writeLayer(entries: Iterable<LayerEntry> | AsyncIterable<LayerEntry>, opts: LayerWriteOptions = {}): Promise<WrittenLayer> {
-    const pipe = new PassThrough();
-    const [layer, blob] = await Promise.allSettled([writeLayer(entries, pipe, opts), this.writeBlob(pipe, undefined, opts.signal)]);
-    if (layer.status === "rejected") throw layer.reason;
-    if (blob.status === "rejected") throw blob.reason;
-    if (blob.value.digest !== layer.value.digest || blob.value.size !== layer.value.size) {
-      throw new OcibuildError("LAYOUT_WRITE_FAILED", `layer blob ${blob.value.digest} does not match the written layer ${layer.value.digest}`);
+    const tmp = tmpName(this.dir);
+    const file = createWriteStream(tmp, { flags: "wx" });
+    let layer: WrittenLayer;
+    try {
+      layer = await writeLayer(entries, file, opts);
+    } catch (err) {
+      await removeTemp(file, tmp);
+      throw err;
     }
-    return layer.value;
+    try {
+      await rename(tmp, this.blobPath(layer.digest));
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw ioError("LAYOUT_WRITE_FAILED", "cannot write blob", err, this.dir);
+    }
+    return layer;
   }
 
   /** The blob's bytes, verified against `d` while streaming (the stream errors with DIGEST_MISMATCH at the end if they differ). */
