@@ -51,7 +51,12 @@ export class LocalCacheStore implements CacheStore {
     }
     if (expired(rec, this.ttlSeconds)) return {};
     if (rec.layer) {
-      const problem = await this.verifyBlob(rec.layer.digest, rec.layer.size, signal);
+      // No blob here: not a local hit, and not corrupt either. A registry cache hit is
+      // remembered locally while its layer stays in the registry; the record still
+      // explains later misses, and the registry store answers for the layer.
+      const id = await this.identity(rec.layer.digest);
+      if (id === undefined) return {};
+      const problem = await this.verifyBlob(rec.layer.digest, rec.layer.size, id, signal);
       if (problem) {
         await rm(path, { force: true });
         await rm(this.content.blobPath(rec.layer.digest), { force: true });
@@ -82,14 +87,13 @@ export class LocalCacheStore implements CacheStore {
 
   /**
    * A cache hit must never hand out bytes that are not what the key promised: the
-   * blob is re-hashed, once. Its identity at that time is remembered (DIR/verified/HEX),
+   * blob (`before`: its identity now) is hashed, once. Its identity then is
+   * remembered (DIR/verified/HEX; put() remembers a blob it stores just written),
    * and a later hit on the same, untouched file skips the hashing (for a large layer,
    * most of a fully cached rebuild); a file written, replaced or truncated since is
    * hashed again.
    */
-  private async verifyBlob(digest: string, size: number, signal?: AbortSignal): Promise<string | undefined> {
-    const before = await this.identity(digest);
-    if (before === undefined) return "is missing";
+  private async verifyBlob(digest: string, size: number, before: string, signal?: AbortSignal): Promise<string | undefined> {
     const marker = this.verifiedPath(digest);
     if ((await readFile(marker, "utf8").catch(() => "")) === before) return undefined;
     const problem = await this.hashBlob(digest, size, signal);
@@ -129,6 +133,13 @@ export class LocalCacheStore implements CacheStore {
     const text = JSON.stringify(record);
     await this.atomicWrite(this.recordPath(record.key), text);
     await this.atomicWrite(this.slotPath(record.slot), text);
+    // A blob in the content store was hashed as it was written (a layer just built,
+    // or one pulled and checked): remembered as verified, so the first hit on it does
+    // not hash it again.
+    if (record.layer) {
+      const id = await this.identity(record.layer.digest);
+      if (id !== undefined) await this.atomicWrite(this.verifiedPath(record.layer.digest), id).catch(() => {});
+    }
   }
 
   private async atomicWrite(path: string, text: string): Promise<void> {

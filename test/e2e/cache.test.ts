@@ -174,6 +174,18 @@ describe.skipIf(!ready)("per-instruction cache (needs root, bwrap, docker-regist
     await writeFile(join(ctx, "deps.txt"), "requests==2\n");
   });
 
+  it("a registry hit remembered locally is not taken for a corrupt local entry on the next build", async () => {
+    const cacheRepo = `${reg.host}/test/buildcache-again`;
+    await build(opts({ cacheDir: join(work, "m1-again"), cacheRepo }));
+    // Machine 2 hits the registry, twice; its content store never holds the layers.
+    for (let i = 0; i < 2; i++) {
+      const warnings: string[] = [];
+      const r = await build(opts({ cacheDir: join(work, "m2-again"), cacheRepo, onEvent: (e) => void (e.type === "log" && e.level === "warn" && warnings.push(e.message)) }));
+      expect(r.steps.every((s) => s.cached)).toBe(true);
+      expect(warnings).toEqual([]);
+    }
+  });
+
   it("--no-cache builds everything; with SOURCE_DATE_EPOCH two context copies with different mtimes give one digest", async () => {
     const c1 = join(work, "copy1");
     const c2 = join(work, "copy2");
