@@ -97,7 +97,9 @@ export async function writeLayout(a: BuiltArtifact, dir: string, tag: string | u
     for (const { image: img } of a.images) {
       for (const layer of img.layers) {
         if (await layout.hasBlob(layer.descriptor.digest)) continue;
-        await layout.writeBlob(await openLayer(layer, src, src.signal), { digest: layer.descriptor.digest, size: layer.descriptor.size }, src.signal);
+        // openLayer's streams (content store or registry) verify the digest as they stream.
+        const stream = await openLayer(layer, src, src.signal);
+        await layout.writeBlob(stream, { digest: layer.descriptor.digest, size: layer.descriptor.size }, src.signal, { sourceVerified: true });
       }
       await layout.writeBlob(img.config.bytes, { digest: img.config.digest, size: img.config.bytes.length }, src.signal);
       await layout.writeBlob(img.manifest.bytes, { digest: img.manifest.digest, size: img.manifest.bytes.length }, src.signal);

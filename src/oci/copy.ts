@@ -104,7 +104,8 @@ async function layoutDest(dir: string, refName: string | undefined, text: string
     text,
     putBlob: async (desc, src, s) => {
       if (await layout.hasBlob(desc.digest)) return "exists";
-      await layout.writeBlob(await src.openBlob(desc, s), { digest: desc.digest, size: desc.size }, s);
+      // Both sources (a registry's getBlob, a layout's readBlob) verify the digest as they stream.
+      await layout.writeBlob(await src.openBlob(desc, s), { digest: desc.digest, size: desc.size }, s, { sourceVerified: true });
       return "uploaded";
     },
     putChild: async (blob, s) => {
