@@ -180,22 +180,32 @@ export async function* snapshotChanges(root: MountedRoot, lowerDirs: string[], o
     return (await lstatOrNull(join(root.upper, ...comps))) !== null;
   };
 
-  /** Everything at and under `comps` in the merged tree. */
-  const full = async (comps: string[], st: Stats): Promise<Item[]> => {
+  /**
+   * Everything at and under `comps` in the merged tree, appended to `out` (one array
+   * for a whole subtree: `push(...subtree)` overflows the call stack past ~120k
+   * entries, a large node_modules, and copied every subtree once per level).
+   */
+  const fullInto = async (comps: string[], st: Stats, out: Item[]): Promise<void> => {
     signal?.throwIfAborted();
     const rel = joinRel(comps);
     const hostPath = join(root.merged, ...comps);
     const self = await entryFor(rel, hostPath, st);
-    const below: Item[] = [];
+    const at = out.length;
+    if (self !== null) out.push(self);
     if (st.isDirectory()) {
       const names = (await readdir(hostPath)).sort(byteOrder);
       for (const name of names) {
-        const c = [...comps, name];
         const cst = await lstatOrNull(join(hostPath, name));
-        if (cst !== null) below.push(...(await full(c, cst)));
+        if (cst !== null) await fullInto([...comps, name], cst, out);
       }
     }
-    return withSelf(rel, self, below);
+    // As withSelf: an excluded entry is left out, unless it is a directory with something below it.
+    if (self !== null && excluded.has(rel) && (self.entry.type !== "directory" || out.length === at + 1)) out.splice(at, 1);
+  };
+  const full = async (comps: string[], st: Stats): Promise<Item[]> => {
+    const out: Item[] = [];
+    await fullInto(comps, st, out);
+    return out;
   };
 
   const withSelf = (rel: string, self: Item | null, below: Item[]): Item[] => {
@@ -294,7 +304,7 @@ export async function* snapshotChanges(root: MountedRoot, lowerDirs: string[], o
       items = [];
       for (const name of names) {
         const st = await lstatOrNull(join(root.merged, name));
-        if (st !== null) items.push(...(await full([name], st)));
+        if (st !== null) await fullInto([name], st, items);
       }
     } else {
       items = await diffDir([]);

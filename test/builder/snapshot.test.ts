@@ -244,3 +244,27 @@ async function treeListing(dir: string, rel = ""): Promise<string[]> {
   }
   return out;
 }
+
+describe("snapshot of a very large new directory", () => {
+  it("lists 130,000 new files (more than one call's argument list can spread) in order", async () => {
+    // On tmpfs when there is one: creating the files is the slow part, not the snapshot.
+    const shm = "/dev/shm";
+    const dir = await mkdtemp(join((await lstat(shm).catch(() => null))?.isDirectory() ? shm : tmpdir(), "ocibuild-bigsnap-"));
+    try {
+      const root = await mountRoot([], join(dir, "s"), { forceCopy: true });
+      const big = join(root.merged, "node_modules");
+      await mkdir(big);
+      const { writeFileSync } = await import("node:fs");
+      const n = 130_000;
+      for (let i = 0; i < n; i++) writeFileSync(join(big, `f${String(i).padStart(6, "0")}`), "");
+      const entries = await collect(snapshotChanges(root, []));
+      expect(entries.length).toBe(n + 1);
+      expect(entries[0]!.path).toBe("node_modules");
+      expect(entries[1]!.path).toBe("node_modules/f000000");
+      expect(entries[n]!.path).toBe(`node_modules/f${String(n - 1).padStart(6, "0")}`);
+      await root.unmount();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
+});
