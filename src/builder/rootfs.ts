@@ -13,7 +13,7 @@
 import { createHash } from "node:crypto";
 import {
   closeSync, constants as fsc, fchmodSync, fchownSync, futimesSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync,
-  chmodSync, readdirSync, rmSync, symlinkSync, writeFileSync, writeSync, type Stats,
+  chmodSync, readdirSync, rmSync, symlinkSync, writeFileSync, writeSync,
 } from "node:fs";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
@@ -21,8 +21,9 @@ import type { DiffID } from "../oci/digest.js";
 import { OcibuildError } from "../errors.js";
 import { lstatOrNullSync as lstatOrNull } from "./fs-util.js";
 import { resolveDirInRootSync, resolveNoFollow, splitEntryPath, unsafe } from "./rootfs-path.js";
-import { mknod, opaqueXattrName, setXattrs, type XattrOp } from "./rootfs-native.js";
+import { mknod, opaqueXattrName, type XattrOp } from "./rootfs-native.js";
 import { readTar, tarBytes, type TarHeader } from "./rootfs-tar.js";
+import { applyDeferred, type DeferredDir, type DeferredXattr } from "./rootfs-deferred.js";
 
 export type WhiteoutForm = "apply" | "overlay";
 
@@ -51,16 +52,6 @@ function writeAllSync(fd: number, data: Buffer): void {
   while (off < data.length) off += writeSync(fd, data, off, data.length - off);
 }
 
-interface DeferredDir {
-  hostPath: string;
-  /** Root-relative resolved path ("" for the root). */
-  rel: string;
-  mode: number;
-  uid: number;
-  gid: number;
-  mtime: Date;
-}
-
 function xattrsOf(header: TarHeader, warn: (msg: string) => void): XattrOp[] {
   const out: XattrOp[] = [];
   for (const [k, v] of header.pax) {
@@ -77,34 +68,6 @@ function xattrsOf(header: TarHeader, warn: (msg: string) => void): XattrOp[] {
   }
   return out;
 }
-
-/**
- * Whether `rel` (root-relative, resolved) is reached through real directories only
- * and is not itself a symlink (and is a directory, with `dir`). Paths in `known`
- * (plain directories this extraction made or checked, see resolveDirInRootSync) are
- * answered without a system call; the rest are checked one component at a time.
- */
-function isPlainPath(root: string, rel: string, known: Set<string>, dir = false): boolean {
-  if (rel === "" || known.has(rel)) return true;
-  const comps = rel.split("/");
-  let cur = root;
-  for (let i = 0; i < comps.length; i++) {
-    const prefix = comps.slice(0, i + 1).join("/");
-    cur = join(cur, comps[i]!);
-    if (known.has(prefix)) continue;
-    let st: Stats;
-    try {
-      st = lstatSync(cur);
-    } catch {
-      return false;
-    }
-    if (st.isSymbolicLink()) return false;
-    if (i < comps.length - 1 && !st.isDirectory()) return false;
-    if (i === comps.length - 1 && dir && !st.isDirectory()) return false;
-  }
-  return true;
-}
-
 
 /**
  * Extract one layer tar stream (gzip or plain; zstd where supported) into `root`,
@@ -148,7 +111,7 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
 
   const created = new Set<string>();
   const dirs: DeferredDir[] = [];
-  const xattrs: (XattrOp & { rel: string })[] = [];
+  const xattrs: DeferredXattr[] = [];
   // Resolved root-relative paths seen to be plain directories during this extraction.
   // Anything that removes or replaces a path clears it (see remove()).
   const known = new Set<string>();
@@ -375,32 +338,5 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
     }
   }
 
-  // Deferred work re-checks its paths: a later entry may have replaced a directory
-  // (or one of its parents) by a symlink, and chmod/setxattr must not follow it.
-  // (Such a replacement cleared `known`, so the check then goes to the filesystem.)
-  try {
-    const safeXattrs: XattrOp[] = [];
-    for (const x of xattrs) if (isPlainPath(root, x.rel, known)) safeXattrs.push({ path: x.path, name: x.name, value: x.value });
-    for (const msg of await setXattrs(safeXattrs, signal)) warn(msg);
-    // Directory metadata last: creating children changes a directory's mtime. Deepest
-    // (latest) first; a directory listed twice takes its last entry's metadata, as
-    // containerd applies it.
-    const applied = new Set<string>();
-    for (let i = dirs.length - 1; i >= 0; i--) {
-      const d = dirs[i]!;
-      if (applied.has(d.hostPath)) continue;
-      applied.add(d.hostPath);
-      if (!isPlainPath(root, d.rel, known, true)) continue;
-      if (isRoot) lchownSync(d.hostPath, d.uid, d.gid);
-      chmodSync(d.hostPath, d.mode);
-      lutimesSync(d.hostPath, d.mtime, d.mtime);
-    }
-  } catch (e) {
-    if (e instanceof OcibuildError) throw e;
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new OcibuildError("ROOTFS_EXTRACT_FAILED", `cannot set directory metadata in ${root}: ${(e as Error).message}`, {
-      cause: e,
-      details: code ? { errno: code } : undefined,
-    });
-  }
+  await applyDeferred(root, known, xattrs, dirs, { isRoot, signal, warn });
 }
