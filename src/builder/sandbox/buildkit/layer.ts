@@ -7,12 +7,11 @@
  * stubs (the OCI runtime creates /dev, /proc and /sys in a root that lacks them;
  * the bubblewrap executor leaves the same mount points out).
  */
-import { createHash } from "node:crypto";
-import { Readable, Transform, type TransformCallback } from "node:stream";
+import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import { OcibuildError } from "../../../errors.js";
-import { VerifyingStream } from "../../../oci/digest.js";
+import { HashingStream, VerifyingStream } from "../../../oci/digest.js";
 import type { EntryType, LayerEntry } from "../../../oci/layer.js";
 import type { OciLayout } from "../../../oci/layout.js";
 import type { Descriptor } from "../../../oci/manifest.js";
@@ -40,19 +39,6 @@ const TYPES: Partial<Record<TarEntryType, EntryType>> = {
   directory: "directory",
   fifo: "fifo",
 };
-
-class Sha256Pass extends Transform {
-  private readonly h = createHash("sha256");
-  hex = "";
-  override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
-    this.h.update(chunk);
-    cb(null, chunk);
-  }
-  override _flush(cb: TransformCallback): void {
-    this.hex = this.h.digest("hex");
-    cb();
-  }
-}
 
 function cleanPath(p: string): string {
   return p.replace(/^(\.?\/)+/, "").replace(/\/+$/, "");
@@ -108,7 +94,7 @@ export async function importLayer(
     });
   }
   const body = await registry.getBlob(repo, desc.digest, { size: desc.size, signal });
-  const tarHash = new Sha256Pass();
+  const tarHash = new HashingStream();
   const piping = pipeline(body, new VerifyingStream(desc.digest, desc.size), createGunzip(), tarHash, signal ? { signal } : {});
   piping.catch(() => {});
   // Our own iterator over the tar bytes: readTar stops at the end-of-archive
@@ -137,7 +123,7 @@ export async function importLayer(
     if (e instanceof OcibuildError && e.code !== "LAYER_WRITE_FAILED") throw e;
     throw new OcibuildError("BUILDKIT_LAYER_INVALID", `the layer ${desc.digest} from the BuildKit daemon could not be read: ${(e as Error).message}`, { cause: e });
   }
-  const diffId = `sha256:${tarHash.hex}`;
+  const diffId = `sha256:${tarHash.hexDigest}`;
   if (diffId !== claimedDiffId) {
     throw new OcibuildError("BUILDKIT_DIFFID_MISMATCH", `the layer ${desc.digest} from the BuildKit daemon decompresses to ${diffId}, but its config claims ${claimedDiffId}`, {
       details: { digest: desc.digest, claimed: claimedDiffId, actual: diffId },

@@ -5,7 +5,7 @@
  * Encoded by hand from pb.Op / pb.ExecOp / pb.Definition's field numbers. Each op's
  * identity is the sha256 of its encoded bytes, which is how inputs refer to it.
  */
-import { createHash } from "node:crypto";
+import { digestOf } from "../../../oci/digest.js";
 import { encodePlatform, type Platform } from "./messages.js";
 import { ProtoWriter } from "./proto.js";
 
@@ -57,10 +57,6 @@ export interface LlbDefinition {
   execDigest: string;
 }
 
-function opDigest(bytes: Buffer): string {
-  return `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
-}
-
 function input(digest: string, index = 0): ProtoWriter {
   return new ProtoWriter().string(1, digest).int(2, index);
 }
@@ -73,7 +69,7 @@ export function execDefinition(spec: ExecSpec): LlbDefinition {
     const source = new ProtoWriter().string(1, spec.image);
     const op = new ProtoWriter().message(3, source).message(10, encodePlatform(spec.platform)).finish();
     ops.push(op);
-    inputs.push(input(opDigest(op)));
+    inputs.push(input(digestOf(op)));
   }
   const meta = new ProtoWriter()
     .strings(1, spec.args)
@@ -103,7 +99,7 @@ export function execDefinition(spec: ExecSpec): LlbDefinition {
   for (const i of inputs) execOp.message(1, i);
   const execBytes = execOp.message(2, exec).message(10, encodePlatform(spec.platform)).finish();
   ops.push(execBytes);
-  const execDigest = opDigest(execBytes);
+  const execDigest = digestOf(execBytes);
   // OpMetadata: ignore_cache (ocibuild's cache already decided this step runs, so
   // the daemon must not answer it from its own cache) and the progress name.
   const execMeta = new ProtoWriter().bool(1, spec.ignoreCache ?? true);
