@@ -1,8 +1,10 @@
 import { ExitCode, isOcibuildError } from "../errors.js";
 import type { CliIO } from "./io.js";
 
-/** Usage errors (bad flags; any USAGE_* code) exit 2; everything else 1. */
-export const USAGE_CODES = new Set(["USAGE", "USAGE_UNKNOWN_FLAG", "USAGE_UNSUPPORTED_FLAG", "USAGE_MISSING_VALUE", "USAGE_BAD_VALUE", "USAGE_MISSING_ARGUMENT"]);
+/** Usage errors (bad flags: USAGE or any USAGE_* code) exit 2; everything else 1. */
+function isUsageCode(code: string): boolean {
+  return code === "USAGE" || code.startsWith("USAGE_");
+}
 
 /** Render an error as `error[CODE]: message` (+ location and snippet), no stack unless debug. */
 export function formatError(e: unknown, debug = false): string {
@@ -27,5 +29,5 @@ export function formatError(e: unknown, debug = false): string {
 
 export function renderError(e: unknown, io: CliIO, debug = false): number {
   io.stderr.write(formatError(e, debug));
-  return isOcibuildError(e) && (USAGE_CODES.has(e.code) || e.code.startsWith("USAGE_")) ? ExitCode.USAGE : ExitCode.FAILURE;
+  return isOcibuildError(e) && isUsageCode(e.code) ? ExitCode.USAGE : ExitCode.FAILURE;
 }

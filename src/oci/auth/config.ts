@@ -141,9 +141,7 @@ export class CredentialStore {
         key,
         repository,
       );
-      if (entry && (entry.auth || entry.username || entry.identitytoken || entry.registrytoken)) {
-        return decodeEntry(entry, path, key);
-      }
+      if (entry) return decodeEntry(entry, path, key);
       if (config.credsStore) {
         const c = await this.runHelper(config.credsStore, key, signal);
         if (c) return c;

@@ -57,7 +57,7 @@ export function hostPlatform(): Platform {
 /** Pick the entry of `index` for `want`. Throws PLATFORM_NOT_FOUND listing what is there. */
 export function selectPlatform(index: ImageIndex, want: Platform, what: string): Descriptor {
   const candidates = index.manifests.filter((d) => d.platform && platformMatches(want, d.platform));
-  // Prefer a plain image over attestation manifests ("unknown/unknown" entries never match anyway).
+  // The first match, in index order (attestation manifests are "unknown/unknown" and never match).
   const found = candidates[0];
   if (found) return found;
   const available = index.manifests
