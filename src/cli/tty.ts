@@ -165,7 +165,9 @@ export function createTtyRenderer(out: NodeJS.WritableStream & { columns?: numbe
       case "result":
         break;
     }
-    render();
+    // Lines to commit and new steps show at once; the rest (RUN output, transfer bytes,
+    // which can come thousands of times a second) waits for the next frame of the timer.
+    if (timer === undefined || pending.length > 0 || e.type === "step-start") render();
   };
 
   const timer = opts.interval === false ? undefined : setInterval(() => tick(), opts.interval ?? 120);
