@@ -13,7 +13,7 @@ import { getMaxListeners, setMaxListeners } from "node:events";
 import http, { type IncomingMessage } from "node:http";
 import https from "node:https";
 import type { Readable } from "node:stream";
-import { createSecureContext } from "node:tls";
+import type { SecureContext } from "node:tls";
 
 export type ResponseHeaders = Record<string, string | string[] | undefined>;
 
@@ -44,24 +44,26 @@ export interface SendOptions {
 /** The connections to one host: plain and TLS keep-alive pools. */
 export class HostAgents {
   readonly plain = new http.Agent({ keepAlive: true });
-  private tls?: https.Agent;
+  private tls?: Promise<https.Agent>;
+  private made?: https.Agent;
 
-  /** `tls` is read when the first HTTPS request is made (CA files are only needed then). */
-  constructor(private readonly tlsOptions: () => Promise<{ ca: string[]; rejectUnauthorized: boolean }>) {}
+  /** The TLS settings are asked for at the first HTTPS request (CA files are only needed then), once. */
+  constructor(private readonly tlsOptions: () => Promise<{ context: SecureContext; rejectUnauthorized: boolean }>) {}
 
-  async forUrl(url: URL): Promise<http.Agent> {
-    if (url.protocol !== "https:") return this.plain;
+  forUrl(url: URL): Promise<http.Agent> {
+    if (url.protocol !== "https:") return Promise.resolve(this.plain);
     if (!this.tls) {
-      const o = await this.tlsOptions();
-      // One secure context for every connection to this host (it holds the CA list).
-      this.tls ??= new https.Agent({ keepAlive: true, secureContext: createSecureContext({ ca: o.ca }), rejectUnauthorized: o.rejectUnauthorized });
+      const p = this.tlsOptions().then((o) => (this.made = new https.Agent({ keepAlive: true, secureContext: o.context, rejectUnauthorized: o.rejectUnauthorized })));
+      // A failure (an unreadable CA file) is reported to this request and asked again by the next.
+      p.catch(() => (this.tls = undefined));
+      this.tls = p;
     }
     return this.tls;
   }
 
   close(): void {
     this.plain.destroy();
-    this.tls?.destroy();
+    this.made?.destroy();
   }
 }
 

@@ -7,7 +7,7 @@
 import { readFile, readdir } from "node:fs/promises";
 import type { Agent } from "node:http";
 import { join } from "node:path";
-import { rootCertificates } from "node:tls";
+import { createSecureContext, rootCertificates, type SecureContext } from "node:tls";
 import type { Readable } from "node:stream";
 import { OcibuildError } from "../../errors.js";
 import { VERSION } from "../../version.js";
@@ -174,31 +174,50 @@ export class Transport {
   }
 
   /** The CAs to trust for a host and whether to verify it at all (read at its first HTTPS request). */
-  private async tlsOptions(host: string): Promise<{ ca: string[]; rejectUnauthorized: boolean }> {
-    const ca: string[] = [...rootCertificates];
-    for (const f of SYSTEM_CA_BUNDLES) {
-      try {
-        ca.push(await readFile(f, "utf8"));
-        break;
-      } catch {
-        /* not on this system */
+  /**
+   * The CAs every host trusts (Node's, the system bundle, NODE_EXTRA_CA_CERTS) and one
+   * secure context made of them, read and built once per transport: a docker.io pull
+   * alone talks TLS to three hosts (registry, token service, blob CDN), and each
+   * context of the full CA list costs tens to hundreds of milliseconds.
+   */
+  private commonTrust?: Promise<{ ca: string[]; context: SecureContext }>;
+
+  private common(): Promise<{ ca: string[]; context: SecureContext }> {
+    this.commonTrust ??= (async () => {
+      const ca: string[] = [...rootCertificates];
+      for (const f of SYSTEM_CA_BUNDLES) {
+        try {
+          ca.push(await readFile(f, "utf8"));
+          break;
+        } catch {
+          /* not on this system */
+        }
       }
-    }
-    const extra = this.opts.env?.NODE_EXTRA_CA_CERTS;
-    if (extra) {
-      try {
-        ca.push(await readFile(extra, "utf8"));
-      } catch (e) {
-        throw new OcibuildError("REGISTRY_CERTIFICATE_UNREADABLE", `cannot read NODE_EXTRA_CA_CERTS file ${extra}: ${(e as Error).message}`, { cause: e });
+      const extra = this.opts.env?.NODE_EXTRA_CA_CERTS;
+      if (extra) {
+        try {
+          ca.push(await readFile(extra, "utf8"));
+        } catch (e) {
+          throw new OcibuildError("REGISTRY_CERTIFICATE_UNREADABLE", `cannot read NODE_EXTRA_CA_CERTS file ${extra}: ${(e as Error).message}`, { cause: e });
+        }
       }
-    }
+      return { ca, context: createSecureContext({ ca }) };
+    })();
+    this.commonTrust.catch(() => (this.commonTrust = undefined));
+    return this.commonTrust;
+  }
+
+  /** TLS for a host: the common trust, plus its own CA files (--registry-certificate, certs.d), if any. */
+  private async tlsOptions(host: string): Promise<{ context: SecureContext; rejectUnauthorized: boolean }> {
+    const common = await this.common();
+    const own: string[] = [];
     const certs = this.opts.registryCertificates ?? {};
-    const own = Object.entries(certs).find(([h]) => hostOf(h).toLowerCase() === host.toLowerCase())?.[1];
-    if (own) {
+    const given = Object.entries(certs).find(([h]) => hostOf(h).toLowerCase() === host.toLowerCase())?.[1];
+    if (given) {
       try {
-        ca.push(await readFile(own, "utf8"));
+        own.push(await readFile(given, "utf8"));
       } catch (e) {
-        throw new OcibuildError("REGISTRY_CERTIFICATE_UNREADABLE", `cannot read the CA certificate ${own} given for ${host}: ${(e as Error).message}`, { cause: e });
+        throw new OcibuildError("REGISTRY_CERTIFICATE_UNREADABLE", `cannot read the CA certificate ${given} given for ${host}: ${(e as Error).message}`, { cause: e });
       }
     }
     for (const d of this.opts.certsDirs ?? DEFAULT_CERTS_DIRS) {
@@ -210,13 +229,14 @@ export class Transport {
       }
       for (const n of names.filter((x) => x.endsWith(".crt")).sort()) {
         try {
-          ca.push(await readFile(join(d, host, n), "utf8"));
+          own.push(await readFile(join(d, host, n), "utf8"));
         } catch (e) {
           throw new OcibuildError("REGISTRY_CERTIFICATE_UNREADABLE", `cannot read the CA certificate ${join(d, host, n)}: ${(e as Error).message}`, { cause: e });
         }
       }
     }
-    return { ca, rejectUnauthorized: !this.skipVerify(host) };
+    const context = own.length === 0 ? common.context : createSecureContext({ ca: [...common.ca, ...own] });
+    return { context, rejectUnauthorized: !this.skipVerify(host) };
   }
 
   /** Does a registry answer /v2/ over plain HTTP (its API version header, 200 or 401)? */
