@@ -150,7 +150,21 @@ export class CredentialStore {
     return undefined;
   }
 
+  /** Helper answers, per helper and registry: a helper's answer does not depend on the repository. */
+  private readonly helperAnswers = new Map<string, Promise<Credential | undefined>>();
+
   private runHelper(name: string, key: string, signal?: AbortSignal): Promise<Credential | undefined> {
+    const id = `${name}\0${key}`;
+    let p = this.helperAnswers.get(id);
+    if (!p) {
+      p = this.spawnHelper(name, key, signal);
+      this.helperAnswers.set(id, p);
+      p.catch(() => this.helperAnswers.delete(id));
+    }
+    return p;
+  }
+
+  private spawnHelper(name: string, key: string, signal?: AbortSignal): Promise<Credential | undefined> {
     const bin = `docker-credential-${name}`;
     const serverUrl = key === "docker.io" ? HUB_SERVER_URL : key;
     return new Promise((resolve, reject) => {
