@@ -3,12 +3,13 @@
  * by DiffID, ready to be an overlayfs lowerdir; and the OCI ChainID of a stack.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { lstat, mkdir, rename, rm } from "node:fs/promises";
+import { mkdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { DiffID } from "../oci/digest.js";
 import { hexOf } from "../oci/digest.js";
 import { OcibuildError } from "../errors.js";
 import { extractLayer } from "./rootfs.js";
+import { lstatOrNull } from "./fs-util.js";
 
 /** OCI ChainID of a stack of layers (bottom first). */
 export function chainId(diffIds: DiffID[]): string {
@@ -35,7 +36,7 @@ export class LayerStore {
   }
 
   async has(diffId: DiffID): Promise<boolean> {
-    return (await lstat(this.layerDir(diffId)).catch(() => null))?.isDirectory() ?? false;
+    return (await lstatOrNull(this.layerDir(diffId)))?.isDirectory() ?? false;
   }
 
   async ensureLayer(

@@ -6,9 +6,10 @@
  */
 import { spawn } from "node:child_process";
 import { constants as fsc } from "node:fs";
-import { chmod, copyFile, lchown, link, lstat, lutimes, mkdir, readlink, rm, symlink } from "node:fs/promises";
+import { chmod, copyFile, lchown, link, lutimes, mkdir, readlink, rm, symlink } from "node:fs/promises";
 import { join } from "node:path";
 import { OcibuildError } from "../errors.js";
+import { splitDev } from "../oci/tar-entries.js";
 import { LowerView, type LowerEntry } from "./rootfs-lowerview.js";
 import { getXattrs, mknod, setXattrs, type XattrOp } from "./rootfs-native.js";
 import { NativeCallError, nativeHelper } from "./native-helper.js";
@@ -97,9 +98,6 @@ async function unmountOverlay(target: string): Promise<string> {
   return lazy.code === 0 ? "" : r.stderr.trim();
 }
 
-function devNumbers(rdev: number): { major: number; minor: number } {
-  return { major: (rdev >>> 8) & 0xfff, minor: (rdev & 0xff) | ((rdev >>> 12) & 0xfff00) };
-}
 
 /**
  * Copy the merged view of `lowerDirs` (bottom first) into `dest` (an empty dir),
@@ -149,7 +147,7 @@ export async function materialize(lowerDirs: string[], dest: string, opts: { sig
         await symlink(await readlink(e.hostPath), out);
         await meta(out, e, true);
       } else if (st.isCharacterDevice() || st.isBlockDevice() || st.isFIFO()) {
-        const { major, minor } = devNumbers(st.rdev);
+        const { devmajor: major, devminor: minor } = splitDev(BigInt(st.rdev));
         try {
           await mknod(out, st.isFIFO() ? "fifo" : st.isCharacterDevice() ? "char" : "block", st.mode, major, minor, opts.signal);
           await meta(out, e, false);

@@ -12,9 +12,8 @@ import { lstatSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { areOpaque } from "./rootfs-native.js";
 import { lstatOrNullSync as lstatOrNull } from "./fs-util.js";
+import { WH_OPAQUE, WH_PREFIX } from "./rootfs-path.js";
 
-const WH_PREFIX = ".wh.";
-const WH_OPAQUE = ".wh..wh..opq";
 
 export interface LowerEntry {
   hostPath: string;

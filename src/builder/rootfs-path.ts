@@ -9,6 +9,10 @@ import { lstat, mkdir, readlink } from "node:fs/promises";
 import { mkdirSync, readlinkSync, type Stats } from "node:fs";
 import { join } from "node:path";
 import { OcibuildError } from "../errors.js";
+
+/** OCI whiteout names: `.wh.NAME` deletes NAME from lower layers; `.wh..wh..opq` makes its directory opaque. */
+export const WH_PREFIX = ".wh.";
+export const WH_OPAQUE = ".wh..wh..opq";
 import { lstatOrNull, lstatOrNullSync } from "./fs-util.js";
 
 const MAX_LINKS = 40;

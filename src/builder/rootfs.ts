@@ -20,7 +20,7 @@ import type { Readable } from "node:stream";
 import type { DiffID } from "../oci/digest.js";
 import { OcibuildError } from "../errors.js";
 import { lstatOrNullSync as lstatOrNull } from "./fs-util.js";
-import { resolveDirInRootSync, resolveNoFollow, splitEntryPath, unsafe } from "./rootfs-path.js";
+import { WH_OPAQUE, WH_PREFIX, resolveDirInRootSync, resolveNoFollow, splitEntryPath, unsafe } from "./rootfs-path.js";
 import { mknod, opaqueXattrName, type XattrOp } from "./rootfs-native.js";
 import { readTar, tarBytes, type TarHeader } from "./rootfs-tar.js";
 import { applyDeferred, type DeferredDir, type DeferredXattr } from "./rootfs-deferred.js";
@@ -42,8 +42,6 @@ export interface ExtractOptions {
   whiteouts?: WhiteoutForm;
 }
 
-const WH_PREFIX = ".wh.";
-const WH_OPAQUE = ".wh..wh..opq";
 
 const CREATE_FLAGS = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
 

@@ -25,11 +25,13 @@ import { lstat, open, readdir, readlink, rmdir, unlink } from "node:fs/promises"
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import type { EntryType, LayerEntry } from "../oci/layer.js";
+import { byUtf8, splitDev } from "../oci/tar-entries.js";
 import { OcibuildError } from "../errors.js";
 import type { MountedRoot } from "./overlay.js";
 import { LowerView, type LowerEntry } from "./rootfs-lowerview.js";
 import { areOpaque, getXattrs } from "./rootfs-native.js";
 import { lstatOrNull } from "./fs-util.js";
+import { WH_OPAQUE, WH_PREFIX } from "./rootfs-path.js";
 
 export interface SnapshotOptions {
   /**
@@ -97,9 +99,6 @@ async function unchanged(m: Stats, mPath: string, l: LowerEntry): Promise<boolea
   return true;
 }
 
-function devNumbers(rdev: number): { devmajor: number; devminor: number } {
-  return { devmajor: (rdev >>> 8) & 0xfff, devminor: (rdev & 0xff) | ((rdev >>> 12) & 0xfff00) };
-}
 
 async function entryFor(rel: string, hostPath: string, st: Stats): Promise<Item | null> {
   const type = typeOf(st);
@@ -114,7 +113,7 @@ async function entryFor(rel: string, hostPath: string, st: Stats): Promise<Item 
   } else if (type === "symlink") {
     entry.linkname = await readlink(hostPath);
   } else if (type === "char" || type === "block") {
-    Object.assign(entry, devNumbers(st.rdev));
+    Object.assign(entry, splitDev(BigInt(st.rdev)));
   }
   return item;
 }
@@ -164,10 +163,6 @@ function joinRel(comps: readonly string[]): string {
   return comps.join("/");
 }
 
-function byteOrder(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a), Buffer.from(b));
-}
-
 export async function* snapshotChanges(root: MountedRoot, lowerDirs: string[], opts: SnapshotOptions = {}): AsyncIterable<LayerEntry> {
   const { signal } = opts;
   const view = await LowerView.open(lowerDirs, signal);
@@ -193,7 +188,7 @@ export async function* snapshotChanges(root: MountedRoot, lowerDirs: string[], o
     const at = out.length;
     if (self !== null) out.push(self);
     if (st.isDirectory()) {
-      const names = (await readdir(hostPath)).sort(byteOrder);
+      const names = (await readdir(hostPath)).sort(byUtf8);
       for (const name of names) {
         const cst = await lstatOrNull(join(hostPath, name));
         if (cst !== null) await fullInto([...comps, name], cst, out);
@@ -229,7 +224,7 @@ export async function* snapshotChanges(root: MountedRoot, lowerDirs: string[], o
       const [opaque] = await areOpaque([upperDir], signal);
       if (!opaque) {
         return {
-          names: (await readdir(upperDir)).sort(byteOrder),
+          names: (await readdir(upperDir)).sort(byUtf8),
           inLower: async (name) => (await view.lookup([...comps, name])) !== null,
           lowerNames: listLower,
         };
@@ -239,7 +234,7 @@ export async function* snapshotChanges(root: MountedRoot, lowerDirs: string[], o
     const lowerNames = await listLower();
     const lowerSet = new Set(lowerNames);
     return {
-      names: [...new Set([...mergedNames, ...lowerNames])].sort(byteOrder),
+      names: [...new Set([...mergedNames, ...lowerNames])].sort(byUtf8),
       inLower: async (name) => lowerSet.has(name),
       lowerNames: async () => lowerNames,
     };
@@ -289,18 +284,18 @@ export async function* snapshotChanges(root: MountedRoot, lowerDirs: string[], o
     const dirMtime = (await lstat(hostDir)).mtime;
     if (comps.length > 0 && deleted.length === (await lowerNames()).length) {
       // Every lower entry is gone (rm -rf d && mkdir d): an opaque directory; what it holds now is all new.
-      return [whiteout(joinRel([...comps, ".wh..wh..opq"]), dirMtime), ...[...changes.values()].flat()];
+      return [whiteout(joinRel([...comps, WH_OPAQUE]), dirMtime), ...[...changes.values()].flat()];
     }
     const keyed: [string, Item[]][] = [...changes];
-    for (const name of deleted) keyed.push([`.wh.${name}`, [whiteout(joinRel([...comps, `.wh.${name}`]), dirMtime)]]);
-    keyed.sort((a, b) => byteOrder(a[0], b[0]));
+    for (const name of deleted) keyed.push([`${WH_PREFIX}${name}`, [whiteout(joinRel([...comps, `${WH_PREFIX}${name}`]), dirMtime)]]);
+    keyed.sort((a, b) => byUtf8(a[0], b[0]));
     return keyed.flatMap(([, items]) => items);
   };
 
   let items: Item[];
   try {
     if (view.empty) {
-      const names = (await readdir(root.merged)).sort(byteOrder);
+      const names = (await readdir(root.merged)).sort(byUtf8);
       items = [];
       for (const name of names) {
         const st = await lstatOrNull(join(root.merged, name));

@@ -9,7 +9,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { access, mkdir, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { PassThrough, Readable } from "node:stream";
+import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { OcibuildError, isOcibuildError } from "../errors.js";
 import { type Digest, HashingStream, VerifyingStream, algorithmOf, hexOf, isDigestString } from "./digest.js";

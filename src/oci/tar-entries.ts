@@ -44,13 +44,15 @@ function normalisePrefix(prefix: string | undefined): string {
 }
 
 /** Linux dev_t -> (major, minor), as glibc's gnu_dev_major/minor. */
-function splitDev(rdev: bigint): { devmajor: number; devminor: number } {
+/** Linux dev_t split into major and minor numbers (glibc's gnu_dev_major/minor). */
+export function splitDev(rdev: bigint): { devmajor: number; devminor: number } {
   const devmajor = Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
   const devminor = Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn));
   return { devmajor, devminor };
 }
 
-function byUtf8(a: string, b: string): number {
+/** Byte order of the names' UTF-8 (tar and Go's order), not UTF-16 code-unit order. */
+export function byUtf8(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8"));
 }
 

@@ -5,14 +5,14 @@
  * with the same safety rules as image layers.
  */
 import { spawn } from "node:child_process";
-import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { chmod, mkdtemp, open, stat, utimes } from "node:fs/promises";
 import { join, posix } from "node:path";
-import { PassThrough, Readable, Transform } from "node:stream";
+import { PassThrough, Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import { OcibuildError } from "../../errors.js";
+import { HashingStream } from "../../oci/digest.js";
 import { extractLayer } from "../rootfs.js";
 import type { SourceMatch } from "../sources.js";
 
@@ -41,19 +41,9 @@ export async function download(url: string, dir: string, checksum: string | unde
   const tmp = await mkdtemp(join(dir, "add-"));
   const name = posix.basename(new URL(url).pathname) || "download";
   const path = join(tmp, name);
-  const h = createHash("sha256");
-  await pipeline(
-    Readable.fromWeb(res.body as never),
-    new Transform({
-      transform(chunk: Buffer, _e, cb) {
-        h.update(chunk);
-        cb(null, chunk);
-      },
-    }),
-    createWriteStream(path, { mode: 0o600 }),
-    { signal },
-  );
-  const sha256 = h.digest("hex");
+  const h = new HashingStream();
+  await pipeline(Readable.fromWeb(res.body as never), h, createWriteStream(path, { mode: 0o600 }), { signal });
+  const sha256 = h.hexDigest;
   if (checksum !== undefined) {
     const m = /^sha256:([a-f0-9]{64})$/.exec(checksum);
     if (!m) throw new OcibuildError("BUILD_ADD_CHECKSUM_INVALID", `--checksum must be sha256:<64 hex>, not "${checksum}"`);

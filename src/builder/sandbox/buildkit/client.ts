@@ -38,7 +38,6 @@ export interface BuildkitConnectOptions {
 }
 
 export { DEFAULT_BUILDKIT_ADDRESS } from "./address.js";
-import { DEFAULT_BUILDKIT_ADDRESS } from "./address.js";
 
 /** grpc-js's target for a BUILDKIT_HOST-style address. */
 export function grpcTarget(address: string): string {
