@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
 import { OcibuildError } from "../errors.js";
 import { parseReference } from "../oci/reference.js";
+import type { LayerEntry } from "../oci/layer.js";
 import { MediaType } from "../oci/media-types.js";
 import { mountRoot } from "./overlay.js";
 import { pruneExcluded, snapshotChanges } from "./snapshot.js";
@@ -155,14 +156,18 @@ export async function mutateRoot(
     let exclude: string[] = [];
     try {
       exclude = (await fn(mounted.merged))?.exclude ?? [];
-      let count = 0;
       // Bytes going into the layer (uncompressed), reported about every 4 MiB for the live view.
       let bytes = 0;
       let reported = 0;
       const cur = ctx.current;
+      // Nothing changed (a RUN that wrote nothing, a WORKDIR that exists): no layer, and
+      // none is written only to be dropped.
+      const changes = snapshotChanges(mounted, lowers, { exclude, signal: ctx.signal })[Symbol.asyncIterator]();
+      const first = await changes.next();
+      if (first.done) return undefined;
       const entries = (async function* () {
-        for await (const e of snapshotChanges(mounted, lowers, { exclude, signal: ctx.signal })) {
-          count++;
+        for (let r: IteratorResult<LayerEntry> = first; !r.done; r = await changes.next()) {
+          const e = r.value;
           bytes += e.size ?? 0;
           if (cur && bytes - reported >= 4 << 20) {
             reported = bytes;
@@ -176,8 +181,6 @@ export async function mutateRoot(
         sourceDateEpoch: ctx.sourceDateEpoch,
         signal: ctx.signal,
       });
-      // Nothing changed: no layer (the empty blob stays in the content store, harmless).
-      if (count === 0) return undefined;
       if (cur) ctx.emit({ type: "layer-write", stage: cur.stage, step: cur.step, bytes, done: true, digest: written.digest });
       await mounted.unmount();
       let dir: string | undefined;
