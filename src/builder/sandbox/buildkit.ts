@@ -19,9 +19,8 @@ import { parseReference, parseReferenceNoDefault, withDigest, type ImageReferenc
 import { formatPlatform, platformMatches } from "../../oci/registry/index.js";
 import { assembleImage } from "../image.js";
 import { pushImage } from "../output.js";
-import { BuildkitClient, type BuildkitConnectOptions } from "./buildkit/client.js";
+import type { BuildkitClient, BuildkitConnectOptions } from "./buildkit/client.js";
 import { importLayer } from "./buildkit/layer.js";
-import { openSession } from "./buildkit/session.js";
 import { CredentialStore, type CredentialStoreOptions } from "../../oci/auth/index.js";
 import { execDefinition } from "./buildkit/llb.js";
 import { llbMounts, runNonce, type BuildkitRunExtras } from "./buildkit/mounts.js";
@@ -98,7 +97,9 @@ export class BuildkitExecutor implements Executor {
   private clientSync?: BuildkitClient;
 
   private client(): Promise<BuildkitClient> {
-    this.clientP ??= BuildkitClient.connect(this.opts).then((c) => (this.clientSync = c));
+    // The gRPC client (and @grpc/grpc-js) is loaded on first use: importing the library,
+    // or building with the local executor, never loads it.
+    this.clientP ??= import("./buildkit/client.js").then(({ BuildkitClient }) => BuildkitClient.connect(this.opts)).then((c) => (this.clientSync = c));
     return this.clientP;
   }
 
@@ -213,6 +214,7 @@ export class BuildkitExecutor implements Executor {
       }
       for (const w of s.warnings) spec.onLog?.(`buildkit warning: ${w.short}`);
     };
+    const { openSession } = await import("./buildkit/session.js");
     const session = openSession(client, { credentials: (host, sig) => this.credentialsFor(host, sig), secrets, signal });
     const statusAbort = new AbortController();
     const stopStatus = () => statusAbort.abort();
