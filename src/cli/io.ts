@@ -1,3 +1,5 @@
+import { OcibuildError } from "../errors.js";
+
 /** What a command writes to; injected so tests can capture it. */
 export interface CliIO {
   stdout: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
@@ -13,3 +15,36 @@ export function processIO(): CliIO {
 
 /** A command: parses its own arguments, returns an exit code, throws OcibuildError on failure. */
 export type Command = (args: string[], io: CliIO, signal: AbortSignal) => Promise<number>;
+
+/** All of stdin (`-f -`, `parse -`); abortable; a read error is DOCKERFILE_READ. */
+export async function readStdin(io: CliIO, signal?: AbortSignal): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  const stream = io.stdin;
+  await new Promise<void>((resolvePromise, reject) => {
+    const onAbort = () => {
+      cleanup();
+      reject(signal?.reason instanceof Error ? signal.reason : new Error("aborted"));
+    };
+    const onData = (c: Buffer | string) => chunks.push(typeof c === "string" ? Buffer.from(c) : c);
+    const onEnd = () => {
+      cleanup();
+      resolvePromise();
+    };
+    const onError = (e: Error) => {
+      cleanup();
+      reject(new OcibuildError("DOCKERFILE_READ", `cannot read stdin: ${e.message}`, { cause: e }));
+    };
+    const cleanup = () => {
+      signal?.removeEventListener("abort", onAbort);
+      stream.off("data", onData);
+      stream.off("end", onEnd);
+      stream.off("error", onError);
+    };
+    if (signal?.aborted) return onAbort();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    stream.on("data", onData);
+    stream.on("end", onEnd);
+    stream.on("error", onError);
+  });
+  return Buffer.concat(chunks);
+}

@@ -4,7 +4,6 @@
  * tty.ts) and `quiet`. `auto` is tty when the progress stream is a terminal.
  */
 import type { BuildResult } from "../builder/build.js";
-import type { BuildEvent } from "../builder/events.js";
 import { formatBytes, shortDigest, stageLabel } from "./format.js";
 import { createTtyRenderer, type TtyOptions } from "./tty.js";
 

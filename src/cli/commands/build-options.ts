@@ -16,7 +16,7 @@ import type { BuildOutput } from "../../builder/output.js";
 import { parseLayoutRef } from "../../oci/layout.js";
 import { parseReference } from "../../oci/reference.js";
 import { type FlagSpec, type ParsedFlags, bool, list, parseFlags, str } from "../flags.js";
-import type { CliIO } from "../io.js";
+import { readStdin, type CliIO } from "../io.js";
 import { REGISTRY_FLAGS, registryOptionsFrom } from "./copy.js";
 
 export const BUILD_SPECS: FlagSpec[] = [
@@ -179,12 +179,6 @@ function parseKeyValues(values: string[], flag: string, env?: Record<string, str
   return out;
 }
 
-async function readStdin(stream: NodeJS.ReadableStream): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const c of stream as AsyncIterable<Buffer>) chunks.push(Buffer.from(c));
-  return Buffer.concat(chunks).toString("utf8");
-}
-
 const DURATION_UNITS: Record<string, number> = { ms: 0.001, s: 1, m: 60, h: 3600, d: 86400, w: 7 * 86400 };
 
 /** Go-style durations as kaniko takes them ("336h", "1h30m", "90s"), plus d and w; whole seconds. */
@@ -224,7 +218,7 @@ function rejectUnsupported(p: ParsedFlags): void {
 }
 
 /** Parses `ocibuild build` arguments against the injected environment and working directory. */
-export async function parseBuildArgs(args: string[], io: CliIO): Promise<BuildInvocation> {
+export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSignal): Promise<BuildInvocation> {
   const p = parseFlags(args, BUILD_SPECS);
   const files: BuildInvocation["files"] = {};
   if (bool(p, "help")) return { help: true, options: { context: io.cwd }, progress: "auto", quiet: false, files };
@@ -304,7 +298,7 @@ export async function parseBuildArgs(args: string[], io: CliIO): Promise<BuildIn
     registry: { ...registryOptionsFrom(p, io), onProgress: undefined },
     env: io.env,
   };
-  if (file === "-") options.dockerfileText = await readStdin(io.stdin);
+  if (file === "-") options.dockerfileText = (await readStdin(io, signal)).toString("utf8");
   else if (file !== undefined) options.dockerfile = resolve(cwd, file);
   const target = str(p, "target");
   if (target !== undefined) options.target = target;

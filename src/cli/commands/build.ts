@@ -56,7 +56,7 @@ async function writeResultFiles(inv: BuildInvocation, result: BuildResult, signa
 }
 
 export const buildCommand: Command = async (args, io, signal) => {
-  const inv = await parseBuildArgs(args, io);
+  const inv = await parseBuildArgs(args, io, signal);
   if (inv.help) {
     io.stdout.write(helpText(BUILD_USAGE, BUILD_SPECS, BUILD_EXAMPLES));
     return 0;

@@ -10,7 +10,7 @@ import { OcibuildError } from "../../errors.js";
 import { decodeUtf8Lossless, dumpAst, parseAst, parseDockerfile } from "../../dockerfile/index.js";
 import type { ParseWarning } from "../../dockerfile/index.js";
 import { type FlagSpec, bool, helpText, parseFlags } from "../flags.js";
-import type { CliIO, Command } from "../io.js";
+import { readStdin, type CliIO, type Command } from "../io.js";
 
 const SPECS: FlagSpec[] = [
   { names: ["check"], type: "boolean", description: "Also validate every instruction (flags, arguments) as a build would" },
@@ -67,34 +67,3 @@ async function readDockerfile(path: string, shown: string, signal: AbortSignal):
   }
 }
 
-async function readStdin(io: CliIO, signal: AbortSignal): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  const stream = io.stdin;
-  await new Promise<void>((resolvePromise, reject) => {
-    const onAbort = () => {
-      cleanup();
-      reject(signal.reason instanceof Error ? signal.reason : new Error("aborted"));
-    };
-    const onData = (c: Buffer | string) => chunks.push(typeof c === "string" ? Buffer.from(c) : c);
-    const onEnd = () => {
-      cleanup();
-      resolvePromise();
-    };
-    const onError = (e: Error) => {
-      cleanup();
-      reject(new OcibuildError("DOCKERFILE_READ", `cannot read stdin: ${e.message}`, { cause: e }));
-    };
-    const cleanup = () => {
-      signal.removeEventListener("abort", onAbort);
-      stream.off("data", onData);
-      stream.off("end", onEnd);
-      stream.off("error", onError);
-    };
-    if (signal.aborted) return onAbort();
-    signal.addEventListener("abort", onAbort, { once: true });
-    stream.on("data", onData);
-    stream.on("end", onEnd);
-    stream.on("error", onError);
-  });
-  return Buffer.concat(chunks);
-}
