@@ -6,7 +6,7 @@
  */
 import { spawn } from "node:child_process";
 import { constants as fsc } from "node:fs";
-import { chmod, copyFile, lchown, link, lutimes, mkdir, readlink, rm, symlink } from "node:fs/promises";
+import { chmod, copyFile, lchown, link, lutimes, mkdir, readlink, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { OcibuildError } from "../errors.js";
 import { splitDev } from "../oci/tar-entries.js";
@@ -26,6 +26,13 @@ export interface MountedRoot {
   /** Overlay workdir ("" in copy mode). */
   work: string;
   mode: "overlay" | "copy";
+  /**
+   * Copy mode: the change time (ms) of a marker written right after the copy was
+   * made. A file whose ctime is older was not written since, so equal metadata
+   * means equal content; a younger one may have been rewritten keeping its size
+   * and mtime (`cp -p`, `touch -r`, `tar x`) and is compared by content.
+   */
+  copiedAtMs?: number;
   /** Unmounts (overlay) and removes the workdir; leaves upper (and merged copy) in place. Idempotent. */
   unmount(): Promise<void>;
 }
@@ -250,6 +257,9 @@ export async function mountRoot(lowerDirs: string[], scratchDir: string, opts: M
     log("root: copy mode (forced)");
   }
   await materialize(lowers, merged, { signal, onWarning: log });
+  const marker = join(scratchDir, "copied-at");
+  await writeFile(marker, "");
+  const copiedAtMs = (await stat(marker)).ctimeMs;
   log(`root: copy of ${lowerDirs.length} layer(s) at ${merged}`);
-  return { merged, upper: merged, work: "", mode: "copy", async unmount() {} };
+  return { merged, upper: merged, work: "", mode: "copy", copiedAtMs, async unmount() {} };
 }

@@ -10,7 +10,11 @@
  * image or the number of its layers. Rules:
  *  - a path only in the merged tree is added (directories with their whole subtree);
  *  - a path whose type, mode, owner, link target, device or content differ is
- *    included; a copy-up that changed nothing (touch, chmod to the same mode) is not;
+ *    included; a copy-up that changed nothing (touch, chmod to the same mode) is not.
+ *    Content is compared whenever a file may have been written (in overlay mode,
+ *    everything in the upperdir; in copy mode, what changed since the copy), never
+ *    inferred from an equal size and mtime, which `cp -p`, `touch -r` and useradd's
+ *    backups keep;
  *  - a lower path missing from the merged tree becomes `.wh.name`; a directory
  *    (other than the root) that lost every lower entry (rm -rf d && mkdir d)
  *    becomes opaque (`.wh..wh..opq`) instead, followed by its new content;
@@ -84,8 +88,23 @@ interface Item {
   inode?: string;
 }
 
-/** Compare a path in the merged tree with the same path in the lower view. */
-async function unchanged(m: Stats, mPath: string, l: LowerEntry): Promise<boolean> {
+/**
+ * Whether a file of the merged tree may have been written by the step, so that
+ * equal size and mtime prove nothing (`cp -p`, `touch -r`, `rsync -t`, `tar x`
+ * and useradd's backup files keep both). Overlay mode: everything compared is in
+ * the upperdir, i.e. was copied up, so yes. Copy mode: only what changed after
+ * the copy was made.
+ */
+function mayBeRewritten(root: MountedRoot, m: Stats): boolean {
+  return root.mode === "overlay" || root.copiedAtMs === undefined || m.ctimeMs >= root.copiedAtMs;
+}
+
+/**
+ * Compare a path in the merged tree with the same path in the lower view. A file
+ * whose only change is its mtime (touch, the same bytes written again) counts as
+ * unchanged; its content is always compared when it may have been rewritten.
+ */
+async function unchanged(root: MountedRoot, m: Stats, mPath: string, l: LowerEntry): Promise<boolean> {
   const ls = l.stats;
   if (typeOf(m) !== typeOf(ls)) return false;
   if ((m.mode & 0o7777) !== (ls.mode & 0o7777) || m.uid !== ls.uid || m.gid !== ls.gid) return false;
@@ -93,7 +112,7 @@ async function unchanged(m: Stats, mPath: string, l: LowerEntry): Promise<boolea
   if (m.isCharacterDevice() || m.isBlockDevice()) return m.rdev === ls.rdev;
   if (m.isFile()) {
     if (m.size !== ls.size) return false;
-    if (Math.floor(m.mtimeMs) === Math.floor(ls.mtimeMs)) return true;
+    if (Math.floor(m.mtimeMs) === Math.floor(ls.mtimeMs) && !mayBeRewritten(root, m)) return true;
     return sameContent(mPath, l.hostPath, m.size);
   }
   return true;
@@ -273,11 +292,11 @@ export async function* snapshotChanges(root: MountedRoot, lowerDirs: string[], o
       }
       if (m.isDirectory() && l.stats.isDirectory()) {
         const below = await diffDir(c);
-        const same = !xattrChanged.has(rel) && (await unchanged(m, mPath, l));
+        const same = !xattrChanged.has(rel) && (await unchanged(root, m, mPath, l));
         if (!same || below.length > 0) changes.set(name, withSelf(rel, await entryFor(rel, mPath, m), below));
         continue;
       }
-      if (!xattrChanged.has(rel) && (await unchanged(m, mPath, l))) continue;
+      if (!xattrChanged.has(rel) && (await unchanged(root, m, mPath, l))) continue;
       changes.set(name, await full(c, m));
     }
     if (deleted.length === 0) return [...changes.values()].flat();

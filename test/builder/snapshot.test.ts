@@ -184,6 +184,18 @@ describe.skipIf(!isRoot || !haveTool("python3"))("snapshotChanges (needs root fo
         expect(entries[1]!.xattrs).toEqual({ "security.capability": cap });
       });
 
+      it("a file rewritten keeping its size and mtime (cp -p, touch -r) is a change", async () => {
+        const root = await mountRoot(lowers, join(base, "s"), { forceCopy: m.forceCopy });
+        mounted.push(root);
+        // keep/a is "keep" from 2020; the same size and the same mtime, other bytes.
+        await writeFile(join(root.merged, "keep/a"), "KEEP");
+        await utimes(join(root.merged, "keep/a"), old, old);
+        expect((await lstat(join(root.merged, "keep/a"))).mtimeMs).toBe(old.getTime());
+        const entries = await collect(snapshotChanges(root, lowers));
+        expect(summary(entries)).toEqual(["keep directory 755", "keep/a file 644"]);
+        expect(await content(entries[1]!)).toBe("KEEP");
+      });
+
       it("a rm of every lower entry of a directory gives an opaque directory", async () => {
         const root = await mountRoot(lowers, join(base, "s"), { forceCopy: m.forceCopy });
         mounted.push(root);

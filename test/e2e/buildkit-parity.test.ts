@@ -1,0 +1,166 @@
+/**
+ * Same image as BuildKit: small Dockerfiles where ocibuild's image once differed
+ * from BuildKit's, each built by ocibuild (in both snapshot modes where the
+ * snapshot matters) and checked against the result BuildKit gives. Where a
+ * buildkitd and buildctl are installed (the project's hand-built peer), the same
+ * Dockerfile is also built by BuildKit and the two trees are compared file by
+ * file (type, mode, owner, link target, content).
+ */
+import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
+import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { build } from "../../src/builder/build.js";
+import { pushBusyboxBase } from "../../src/testing/busybox.js";
+import { buildkitdMissing, startBuildkitd, type TestBuildkitd } from "../helpers/buildkitd.js";
+import { haveRegistry, startRegistry, type TestRegistry } from "../helpers/registry.js";
+import { have, isRoot, run } from "../helpers/tools.js";
+
+const pexec = promisify(execFile);
+const ready = isRoot && haveRegistry() && have("bwrap") && have("umoci");
+const peerMissing = buildkitdMissing() ?? (have("buildctl") ? undefined : "buildctl is not installed");
+
+interface ParityCase {
+  name: string;
+  dockerfile: string;
+  /** Context files (path -> content); directories end with "/". */
+  files?: Record<string, string>;
+  /** Build in both snapshot modes (overlay and copy-and-compare). */
+  bothModes?: boolean;
+  /** Checks on the unpacked root filesystem: what BuildKit gives. */
+  check(root: string): Promise<void>;
+}
+
+const CASES: ParityCase[] = [
+  {
+    name: "rewrite-keeping-size-and-mtime",
+    bothModes: true,
+    // cp -p rewrites /a with the same size and the same (whole-second) mtime.
+    dockerfile: `ARG BASE\nFROM \${BASE}\nRUN printf aaaa > /a && printf bbbb > /b && touch -d @1000000000 /a /b\nRUN cp -p /b /a\n`,
+    async check(root) {
+      expect(await readFile(join(root, "a"), "utf8")).toBe("bbbb");
+      expect((await lstat(join(root, "a"))).mtimeMs).toBe(1_000_000_000_000);
+    },
+  },
+];
+
+/** path -> "type mode uid:gid [target|sha256]" for every entry below root. */
+async function describeTree(root: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  const walk = async (dir: string, rel: string): Promise<void> => {
+    for (const name of (await readdir(dir)).sort()) {
+      const p = join(dir, name);
+      const r = rel ? `${rel}/${name}` : name;
+      const st = await lstat(p);
+      let what = "other";
+      if (st.isDirectory()) what = "dir";
+      else if (st.isSymbolicLink()) what = `link ${await readlink(p)}`;
+      else if (st.isFile()) what = `file ${createHash("sha256").update(await readFile(p)).digest("hex").slice(0, 16)}`;
+      out.set(r, `${what} ${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid}`);
+      if (st.isDirectory()) await walk(p, r);
+    }
+  };
+  await walk(root, "");
+  return out;
+}
+
+async function writeContext(dir: string, c: ParityCase): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, "Dockerfile"), c.dockerfile);
+  for (const [p, content] of Object.entries(c.files ?? {})) {
+    if (p.endsWith("/")) await mkdir(join(dir, p), { recursive: true });
+    else {
+      await mkdir(join(dir, p, ".."), { recursive: true });
+      await writeFile(join(dir, p), content);
+    }
+  }
+}
+
+describe.skipIf(!ready)("same image as BuildKit (needs root, bwrap, docker-registry, umoci)", () => {
+  let reg: TestRegistry;
+  let work: string;
+  let base: string;
+  let bk: TestBuildkitd | undefined;
+
+  beforeAll(async () => {
+    reg = await startRegistry();
+    work = await mkdtemp(join(tmpdir(), "ocibuild-e2e-parity-"));
+    base = `${reg.host}/base/busybox:latest`;
+    await pushBusyboxBase({ reference: base, workDir: join(work, "base"), cacheDir: join(work, "cache") });
+    if (peerMissing === undefined) bk = await startBuildkitd({ insecureRegistries: [reg.host] });
+  }, 120_000);
+  afterAll(async () => {
+    await bk?.stop();
+    await reg?.stop();
+    if (work) await rm(work, { recursive: true, force: true });
+  });
+
+  const built = new Map<string, Promise<string>>();
+  /** ocibuild's root filesystem for a case (built once per snapshot mode). */
+  function ours(c: ParityCase, forceCopy: boolean): Promise<string> {
+    const tag = `${c.name}-${forceCopy ? "copy" : "overlay"}`;
+    let p = built.get(tag);
+    if (p === undefined) built.set(tag, (p = buildOurs(c, forceCopy, tag)));
+    return p;
+  }
+
+  async function buildOurs(c: ParityCase, forceCopy: boolean, tag: string): Promise<string> {
+    const ctx = join(work, "ctx", c.name);
+    await writeContext(ctx, c);
+    const layout = join(work, "img", tag);
+    await build({
+      context: ctx,
+      buildArgs: { BASE: base },
+      cacheDir: join(work, "cache"),
+      forceCopySnapshots: forceCopy,
+      // Each mode builds every step itself: a hit on the other mode's layer would test nothing.
+      noCache: true,
+      outputs: [{ type: "oci", dest: layout, tag: "v1" }],
+    });
+    const bundle = join(work, "bundle", tag);
+    await run("umoci", ["unpack", "--image", `${layout}:v1`, bundle]);
+    return join(bundle, "rootfs");
+  }
+
+  async function theirs(c: ParityCase): Promise<string> {
+    const ctx = join(work, "ctx", c.name);
+    const archive = join(work, "bk", `${c.name}.tar`);
+    await mkdir(join(work, "bk"), { recursive: true });
+    await pexec("buildctl", [
+      "--addr", bk!.address, "build", "--frontend", "dockerfile.v0",
+      "--local", `context=${ctx}`, "--local", `dockerfile=${ctx}`, "--opt", `build-arg:BASE=${base}`,
+      "--output", `type=oci,dest=${archive}`,
+    ]);
+    const layout = join(work, "bk", c.name);
+    await mkdir(layout, { recursive: true });
+    await run("tar", ["-xf", archive, "-C", layout]);
+    const bundle = join(work, "bundle", `${c.name}-buildkit`);
+    const index = JSON.parse(await readFile(join(layout, "index.json"), "utf8")) as { manifests: { digest: string }[] };
+    await run("umoci", ["unpack", "--image", `${layout}@${index.manifests[0]!.digest}`, bundle]);
+    return join(bundle, "rootfs");
+  }
+
+  for (const c of CASES) {
+    for (const forceCopy of c.bothModes ? [false, true] : [false]) {
+      it(`${c.name}${c.bothModes ? (forceCopy ? " (copy snapshots)" : " (overlay snapshots)") : ""}`, async () => {
+        await c.check(await ours(c, forceCopy));
+      }, 120_000);
+    }
+  }
+
+  describe.skipIf(peerMissing !== undefined)(`compared with a real BuildKit (${peerMissing ?? "needs buildkitd, buildctl, runc"})`, () => {
+    for (const c of CASES) {
+      it(`${c.name}: the same tree as BuildKit's`, async () => {
+        const a = await describeTree(await ours(c, false));
+        const b = await describeTree(await theirs(c));
+        const differences: string[] = [];
+        for (const [p, v] of a) if (b.get(p) !== v) differences.push(`${p}: ocibuild ${v}, BuildKit ${b.get(p) ?? "absent"}`);
+        for (const [p, v] of b) if (!a.has(p)) differences.push(`${p}: ocibuild absent, BuildKit ${v}`);
+        expect(differences).toEqual([]);
+      }, 240_000);
+    }
+  });
+});
