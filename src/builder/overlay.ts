@@ -9,6 +9,7 @@ import { constants as fsc } from "node:fs";
 import { chmod, copyFile, lchown, link, lutimes, mkdir, readlink, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { OcibuildError } from "../errors.js";
+import { isRealRoot } from "./privilege.js";
 import { splitDev } from "../oci/tar-entries.js";
 import { LowerView, type LowerEntry } from "./rootfs-lowerview.js";
 import { getXattrs, mknod, setXattrs, type XattrOp } from "./rootfs-native.js";
@@ -209,7 +210,8 @@ export async function mountRoot(lowerDirs: string[], scratchDir: string, opts: M
     for (let i = 0; i < lowers.length; i++) await symlink(lowers[i]!, join(l, String(i)));
     const lowerOpt = lowers.map((_, i) => `l/${lowers.length - 1 - i}`).join(":");
     const basic = [`lowerdir=${lowerOpt}`, "upperdir=upper", "workdir=work"];
-    if (process.getuid?.() !== 0) basic.push("userxattr");
+    // Outside the initial user namespace overlayfs keeps its metadata in user.overlay.* xattrs.
+    if (!isRealRoot()) basic.push("userxattr");
     // Plain copy-up semantics (whole files, no redirects, no index) keep the upperdir a
     // self-contained change; kernels that do not know an option get the plain mount.
     // `volatile` (Linux 5.10+): no syncs to the upper filesystem. Without it, every

@@ -8,6 +8,7 @@
  */
 import { spawn } from "node:child_process";
 import { OcibuildError } from "../errors.js";
+import { isRealRoot } from "./privilege.js";
 import { NativeCallError, nativeHelper } from "./native-helper.js";
 
 export type NodeKind = "char" | "block" | "fifo";
@@ -128,5 +129,6 @@ export async function findOpaqueDirs(dir: string, signal?: AbortSignal): Promise
 
 /** The overlay xattr that marks a directory opaque, for the mounter's privilege. */
 export function opaqueXattrName(): string {
-  return process.getuid?.() === 0 ? "trusted.overlay.opaque" : "user.overlay.opaque";
+  // Root of a user namespace mounts with `userxattr` and cannot set trusted.* at all.
+  return isRealRoot() ? "trusted.overlay.opaque" : "user.overlay.opaque";
 }

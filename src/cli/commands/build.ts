@@ -11,7 +11,8 @@ import { OcibuildError, isOcibuildError } from "../../errors.js";
 import { build } from "../../api.js";
 import { parseReference } from "../../oci/reference.js";
 import { helpText } from "../flags.js";
-import type { Command } from "../io.js";
+import type { CliIO, Command } from "../io.js";
+import { planUserNamespace, runInUserNamespace, USERNS_ENV } from "../userns.js";
 import { cacheSummary, createRenderer, dryRunSummary, resolveProgressMode, summary } from "../progress.js";
 import { BUILD_EXAMPLES, BUILD_SPECS, BUILD_USAGE, type BuildInvocation, parseBuildArgs } from "./build-options.js";
 
@@ -55,7 +56,31 @@ async function writeResultFiles(inv: BuildInvocation, result: BuildResult, signa
   if (files.metadata) await writeAtomic(files.metadata, `${JSON.stringify(buildMetadata(result, inv.options.tags ?? []), null, 2)}\n`, signal);
 }
 
+/**
+ * A plain user's build runs again as root of a new user namespace (rootless mode,
+ * see ../userns.ts), unless it only asks for help or a plan, or uses BuildKit for
+ * RUN where no namespace can be made. Returns the exit status, or undefined to build here.
+ */
+async function maybeRootless(args: string[], io: CliIO, signal: AbortSignal): Promise<number | undefined> {
+  if (process.getuid?.() === 0 || io.env[USERNS_ENV] !== undefined) return undefined;
+  if (args.some((a) => a === "--help" || a === "-h" || a === "--dry-run")) return undefined;
+  const script = process.argv[1];
+  if (script === undefined || !/ocibuild(\.c?js)?$/.test(script)) return undefined;
+  let plan;
+  try {
+    plan = planUserNamespace(io.env);
+  } catch (e) {
+    const buildkit = args.some((a, i) => a === "--executor=buildkit" || (a === "--executor" && args[i + 1] === "buildkit"));
+    if (buildkit && isOcibuildError(e) && e.code === "ROOTLESS_UNAVAILABLE") return undefined;
+    throw e;
+  }
+  if (plan.warning !== undefined) io.stderr.write(`warning: ${plan.warning}\n`);
+  return runInUserNamespace(plan, [...process.execArgv, script, "build", ...args], io.env, signal);
+}
+
 export const buildCommand: Command = async (args, io, signal) => {
+  const rootless = await maybeRootless(args, io, signal);
+  if (rootless !== undefined) return rootless;
   const inv = await parseBuildArgs(args, io, signal);
   if (inv.help) {
     io.stdout.write(helpText(BUILD_USAGE, BUILD_SPECS, BUILD_EXAMPLES));
