@@ -1,0 +1,256 @@
+/**
+ * Rootless mode end to end: the CLI run by a plain user the test creates (with
+ * useradd, and a subordinate id range in /etc/subuid and /etc/subgid), through
+ * setpriv. RUN chown, useradd and apt-get install, and COPY --chown, must give the
+ * same files, modes and owners as the same build as root, with no file owned by
+ * the building user's uid.
+ */
+import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
+import { chmod, chown, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { copy } from "../../src/api.js";
+import { pushBusyboxBase } from "../../src/testing/busybox.js";
+import { debianBaseMissing, debianLayout } from "../../src/testing/debian.js";
+import { haveRegistry, startRegistry, type TestRegistry } from "../helpers/registry.js";
+import { cli, have, isRoot, run } from "../helpers/tools.js";
+
+const pexec = promisify(execFile);
+const BIN = resolve(__dirname, "../../bin/ocibuild");
+const missing = !isRoot
+  ? "needs root to create the test users"
+  : !have("useradd") || !have("setpriv")
+    ? "needs useradd and setpriv"
+    : !have("unshare") || !have("newuidmap")
+      ? "needs unshare and newuidmap (util-linux, uidmap)"
+      : !haveRegistry() || !have("bwrap") || !have("umoci") || !have("skopeo")
+        ? "needs docker-registry, bwrap, umoci, skopeo"
+        : undefined;
+
+interface TestUser {
+  name: string;
+  uid: number;
+  gid: number;
+  home: string;
+}
+
+/** The first id after every range already in /etc/subuid and /etc/subgid. */
+async function freeSubidStart(): Promise<number> {
+  let end = 300_000;
+  for (const f of ["/etc/subuid", "/etc/subgid"]) {
+    const text = await readFile(f, "utf8").catch(() => "");
+    for (const line of text.split("\n")) {
+      const [, s, c] = line.split(":");
+      if (s !== undefined && c !== undefined) end = Math.max(end, Number(s) + Number(c));
+    }
+  }
+  return end;
+}
+
+async function addUser(name: string, home: string, withRange: boolean): Promise<TestUser> {
+  // No automatic range: the test decides whether the user has one.
+  await run("useradd", ["-M", "-d", home, "-s", "/bin/sh", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", name]);
+  if (withRange) {
+    const start = await freeSubidStart();
+    const range = `${start}-${start + 65535}`;
+    await run("usermod", ["--add-subuids", range, "--add-subgids", range, name]);
+  }
+  const uid = Number((await pexec("id", ["-u", name])).stdout.trim());
+  const gid = Number((await pexec("id", ["-g", name])).stdout.trim());
+  await mkdir(home, { recursive: true });
+  await chown(home, uid, gid);
+  return { name, uid, gid, home };
+}
+
+/** `ocibuild ARGS` as the user (its own HOME, a plain PATH), like a CI job's service user. */
+async function asUser(u: TestUser, args: string[], cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((done) => {
+    execFile(
+      "setpriv",
+      ["--reuid", String(u.uid), "--regid", String(u.gid), "--init-groups", "--", process.execPath, BIN, ...args],
+      { cwd, env: { HOME: u.home, PATH: "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" }, maxBuffer: 64 << 20 },
+      (err, stdout, stderr) => done({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+/** path -> "type mode uid:gid [target|content hash]"; `withContent` false leaves content out. */
+async function describeTree(root: string, withContent = true): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  const walk = async (dir: string, rel: string): Promise<void> => {
+    for (const name of (await readdir(dir)).sort()) {
+      const p = join(dir, name);
+      const r = rel ? `${rel}/${name}` : name;
+      const st = await lstat(p);
+      let what = "other";
+      if (st.isDirectory()) what = "dir";
+      else if (st.isSymbolicLink()) what = `link ${await readlink(p)}`;
+      else if (st.isFile()) what = withContent ? `file ${createHash("sha256").update(await readFile(p)).digest("hex").slice(0, 16)}` : "file";
+      out.set(r, `${what} ${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid}`);
+      if (st.isDirectory()) await walk(p, r);
+    }
+  };
+  await walk(root, "");
+  return out;
+}
+
+function differences(a: Map<string, string>, b: Map<string, string>): string[] {
+  const out: string[] = [];
+  for (const [p, v] of a) if (b.get(p) !== v) out.push(`${p}: rootless ${v}, root ${b.get(p) ?? "absent"}`);
+  for (const [p, v] of b) if (!a.has(p)) out.push(`${p}: rootless absent, root ${v}`);
+  return out;
+}
+
+async function ownedBy(root: string, uid: number): Promise<string[]> {
+  const found: string[] = [];
+  const walk = async (dir: string, rel: string): Promise<void> => {
+    for (const name of await readdir(dir)) {
+      const st = await lstat(join(dir, name));
+      if (st.uid === uid || st.gid === uid) found.push(`${rel}${name}`);
+      if (st.isDirectory()) await walk(join(dir, name), `${rel}${name}/`);
+    }
+  };
+  await walk(root, "");
+  return found;
+}
+
+describe.skipIf(missing !== undefined)(`rootless builds as a plain user (${missing ?? "needs root, useradd, setpriv, unshare, newuidmap, docker-registry, bwrap, umoci, skopeo"})`, () => {
+  const suffix = process.pid.toString(36);
+  let reg: TestRegistry;
+  let work: string;
+  let user: TestUser;
+  let single: TestUser;
+  let busybox: string;
+
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), "ocibuild-rootless-"));
+    await chmod(work, 0o755);
+    user = await addUser(`obrl${suffix}`, join(work, "home-range"), true);
+    single = await addUser(`obrs${suffix}`, join(work, "home-single"), false);
+    reg = await startRegistry();
+    busybox = `${reg.host}/base/busybox:latest`;
+    await pushBusyboxBase({ reference: busybox, workDir: join(work, "base"), cacheDir: join(work, "root-cache") });
+  }, 120_000);
+  afterAll(async () => {
+    await reg?.stop();
+    for (const u of [user, single]) if (u) await run("userdel", [u.name]).catch(() => undefined);
+    if (work) await rm(work, { recursive: true, force: true });
+  });
+
+  /** A context readable by the user, with the given Dockerfile and files. */
+  async function context(name: string, dockerfile: string, files: Record<string, string> = {}): Promise<string> {
+    const dir = join(work, "ctx", name);
+    await mkdir(dir, { recursive: true });
+    await chmod(join(work, "ctx"), 0o755);
+    await writeFile(join(dir, "Dockerfile"), dockerfile);
+    for (const [p, c] of Object.entries(files)) await writeFile(join(dir, p), c);
+    return dir;
+  }
+
+  async function unpack(ref: string, name: string): Promise<string> {
+    const layout = join(work, "layouts", name);
+    await copy(ref, `oci:${layout}:v1`, {});
+    await run("umoci", ["unpack", "--image", `${layout}:v1`, join(work, "bundles", name)]);
+    return join(work, "bundles", name, "rootfs");
+  }
+
+  const BUSYBOX_DF = [
+    "ARG BASE",
+    "FROM ${BASE}",
+    // A chown in RUN, a user added the way useradd does it, root's own files.
+    'RUN mkdir -p /data/sub /home/svc && echo x > /data/sub/f && chown -R 1000:1000 /data && echo "svc:x:2000:2000::/home/svc:/bin/sh" >> /etc/passwd && echo "svc:x:2000:" >> /etc/group && chown 2000:2000 /home/svc && echo root > /by-root',
+    "COPY --chown=svc:svc greeting.txt /home/svc/",
+    "COPY plain.txt /opt/",
+    'CMD ["cat", "/home/svc/greeting.txt"]',
+    "",
+  ].join("\n");
+
+  it("RUN chown, a new user and COPY --chown record the ids seen inside, the same as a build as root", async () => {
+    const ctx = await context("busybox", BUSYBOX_DF, { "greeting.txt": "hello from rootless\n", "plain.txt": "plain\n" });
+    const cacheDir = join(user.home, "cache");
+    const ours = `${reg.host}/rootless/app:v1`;
+    const r = await asUser(user, ["--progress", "plain", "-t", ours, "--build-arg", `BASE=${busybox}`, "--cache-dir", cacheDir, "."], ctx);
+    expect(r.stderr).not.toMatch(/error\[|warning: rootless mode maps only/);
+    expect(r.code).toBe(0);
+    // The RUN saw itself as root.
+    const rootless = await unpack(ours, "rootless");
+    expect(await ownedBy(rootless, user.uid)).toEqual([]);
+    const st = async (p: string) => {
+      const s = await lstat(join(rootless, p));
+      return `${s.uid}:${s.gid} ${(s.mode & 0o7777).toString(8)}`;
+    };
+    expect(await st("by-root")).toBe("0:0 644");
+    expect(await st("data")).toBe("1000:1000 755");
+    expect(await st("data/sub/f")).toBe("1000:1000 644");
+    expect(await st("home/svc")).toBe("2000:2000 755");
+    expect(await st("home/svc/greeting.txt")).toBe("2000:2000 644");
+    expect(await st("opt/plain.txt")).toBe("0:0 644");
+
+    const asRoot = `${reg.host}/rootless/root:v1`;
+    const rr = await cli(["-t", asRoot, "--build-arg", `BASE=${busybox}`, "--cache-dir", join(work, "root-cache"), ctx]);
+    expect(rr.stderr).not.toMatch(/error\[/);
+    expect(differences(await describeTree(rootless), await describeTree(await unpack(asRoot, "root")))).toEqual([]);
+  }, 180_000);
+
+  it("a rebuild by the same user takes every step from its cache", async () => {
+    const ctx = await context("busybox", BUSYBOX_DF, { "greeting.txt": "hello from rootless\n", "plain.txt": "plain\n" });
+    const r = await asUser(user, ["--progress", "plain", "--no-push", "-o", `oci:${join(user.home, "out")}:v1`, "--build-arg", `BASE=${busybox}`, "--cache-dir", join(user.home, "cache"), "."], ctx);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/cached: 4\/4/);
+  }, 120_000);
+
+  it("without a subordinate range: a warning that names the fix, and a chown to another id fails as a RUN error", async () => {
+    const ctx = await context("single", `ARG BASE\nFROM \${BASE}\nRUN echo ok > /ok\nRUN chown 1000 /ok\n`);
+    const r = await asUser(single, ["--progress", "plain", "--no-push", "-o", `oci:${join(single.home, "out")}:v1`, "--build-arg", `BASE=${busybox}`, "--cache-dir", join(single.home, "cache"), "."], ctx);
+    expect(r.stderr).toContain(`warning: rootless mode maps only your own uid (to root)`);
+    expect(r.stderr).toContain(`usermod --add-subuids 100000-165535 --add-subgids 100000-165535 ${single.name}`);
+    expect(r.stderr).toMatch(/error\[BUILD_RUN_FAILED\]: Dockerfile:4: RUN chown 1000 \/ok/);
+    expect(r.stderr).not.toMatch(/INTERNAL|at .*\.js:\d+/);
+    expect(r.code).toBe(1);
+  }, 120_000);
+
+  const debianMissing = debianBaseMissing();
+  it.skipIf(debianMissing !== undefined)(
+    `a Debian base: apt-get install, useradd and chown in RUN; the CMD runs; the same as root (${debianMissing ?? "needs root and mmdebstrap"})`,
+    async () => {
+      const layout = await debianLayout(join(resolve(__dirname, "../.."), ".cache", "test-debian"));
+      const debian = `${reg.host}/base/debian:bookworm`;
+      await copy(`oci:${layout.dir}:${layout.ref}`, debian, {});
+      const ctx = await context(
+        "debian",
+        [
+          "ARG BASE",
+          "FROM ${BASE}",
+          "RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends hello && rm -rf /var/lib/apt/lists/*",
+          "RUN useradd -u 1234 -m app && mkdir /data && chown app:app /data",
+          "COPY --chown=app:app greeting.txt /home/app/",
+          'CMD ["hello"]',
+          "",
+        ].join("\n"),
+        { "greeting.txt": "hi\n" },
+      );
+      const ours = `${reg.host}/rootless/debian:v1`;
+      const r = await asUser(user, ["--progress", "plain", "-t", ours, "--build-arg", `BASE=${debian}`, "--cache-dir", join(user.home, "cache"), "."], ctx);
+      expect(r.stderr).not.toMatch(/error\[/);
+      expect(r.code).toBe(0);
+      const rootless = await unpack(ours, "debian-rootless");
+      expect(await ownedBy(rootless, user.uid)).toEqual([]);
+      const s = await lstat(join(rootless, "usr/bin/hello"));
+      expect(`${s.uid}:${s.gid}`).toBe("0:0");
+      const home = await lstat(join(rootless, "home/app/greeting.txt"));
+      expect(`${home.uid}:${home.gid}`).toBe("1234:1234");
+      expect((await pexec("chroot", [rootless, "hello"])).stdout).toBe("Hello, world!\n");
+
+      const asRoot = `${reg.host}/rootless/debian-root:v1`;
+      const rr = await cli(["-t", asRoot, "--build-arg", `BASE=${debian}`, "--cache-dir", join(work, "root-cache"), ctx]);
+      expect(rr.stderr).not.toMatch(/error\[/);
+      // apt and useradd write dates and logs: files, modes and owners are compared, not content.
+      const diff = differences(await describeTree(rootless, false), await describeTree(await unpack(asRoot, "debian-root"), false));
+      expect(diff).toEqual([]);
+    },
+    600_000,
+  );
+});
