@@ -29,6 +29,7 @@ import type { StageState } from "./stage-state.js";
 import { resolveSecrets, startSshAgents, type SecretSpec, type SshAgents, type SshSpec } from "./secrets.js";
 import { FileHasher } from "../cache/file-hash.js";
 import { KEY_VERSION } from "../cache/key.js";
+import { resolveCacheDir } from "./cache-dir.js";
 import { LocalCacheStore } from "../cache/local.js";
 import { RegistryCacheStore } from "../cache/registry.js";
 import type { CacheStore } from "../cache/store.js";
@@ -105,10 +106,6 @@ export interface BuildResult {
 
 export const DEFAULT_CACHE_TTL_SECONDS = 14 * 24 * 3600;
 
-export function defaultCacheDir(env: Record<string, string | undefined>): string {
-  if (env.XDG_CACHE_HOME) return join(env.XDG_CACHE_HOME, "ocibuild");
-  return join(env.HOME ?? "/root", ".cache", "ocibuild");
-}
 
 async function readDockerfile(opts: BuildOptions): Promise<{ text: string; name: string; path?: string }> {
   if (opts.dockerfileText !== undefined) return { text: opts.dockerfileText, name: "Dockerfile" };
@@ -199,7 +196,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     );
   }
 
-  const cacheDir = resolve(opts.cacheDir ?? defaultCacheDir(env));
+  const cacheDir = await resolveCacheDir(opts.cacheDir, env, (w) => warnings.push(w));
   await mkdir(join(cacheDir, "tmp"), { recursive: true });
   const scratchDir = await mkdtemp(join(cacheDir, "tmp", "build-"));
   const registry = new RegistryClient({ ...opts.registry, env: opts.registry?.env ?? env });

@@ -15,6 +15,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   push: async () => (await import("./commands/copy.js")).pushCommand,
   setup: async () => (await import("./commands/setup.js")).setupCommand,
   buildkit: async () => (await import("./commands/buildkit.js")).buildkitCommand,
+  unshare: async () => (await import("./commands/unshare.js")).unshareCommand,
 };
 
 const USAGE = `Usage: ocibuild [build] [flags] CONTEXT
@@ -30,6 +31,7 @@ Commands:
   push      Push an image from an OCI layout
   setup     setup binfmt: register qemu handlers for foreign-platform RUN steps (root)
   buildkit  buildkit info: a BuildKit daemon's version, workers and platforms
+  unshare   Run a command as root of the user namespace rootless builds use (plain users)
 
 Run 'ocibuild COMMAND --help' for a command's flags.
 `;

@@ -18,7 +18,10 @@ import { userInfo } from "node:os";
 import { delimiter, join } from "node:path";
 import { OcibuildError } from "../errors.js";
 
-/** Set in the environment of the CLI started inside the namespace ("range" or "single"). */
+/**
+ * Set in the environment of the CLI started inside the namespace ("range" or
+ * "single"), with OCIBUILD_HOST_UID, the building user's uid outside it.
+ */
 export const USERNS_ENV = "OCIBUILD_USERNS";
 
 export interface SubIdRange {
@@ -139,16 +142,16 @@ function writeMaps(plan: UsernsPlan, pid: number): void {
 }
 
 /**
- * Run the CLI (`process.execPath` with `argv`) inside a new user and mount
- * namespace and return its exit status. Signals that stop the build (SIGTERM,
+ * Run `command` (argv, the program first) inside a new user and mount namespace
+ * and return its exit status. Signals that stop the build (SIGTERM,
  * SIGHUP; a terminal's SIGINT reaches it directly) are passed on.
  */
-export async function runInUserNamespace(plan: UsernsPlan, argv: string[], env: Record<string, string | undefined>, signal: AbortSignal): Promise<number> {
+export async function runInUserNamespace(plan: UsernsPlan, command: string[], env: Record<string, string | undefined>, signal: AbortSignal): Promise<number> {
   // The shell waits on fd 3 until the maps are written, then becomes the CLI as root.
   const hold = 'read -r _ <&3; exec 3<&-; exec "$@"';
-  const child = spawn(plan.unshare, ["--user", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", hold, "sh", process.execPath, ...argv], {
+  const child = spawn(plan.unshare, ["--user", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", hold, "sh", ...command], {
     stdio: ["inherit", "inherit", "inherit", "pipe"],
-    env: { ...env, [USERNS_ENV]: plan.ranges ? "range" : "single" },
+    env: { ...env, [USERNS_ENV]: plan.ranges ? "range" : "single", OCIBUILD_HOST_UID: String(plan.uid) },
   });
   const exited = new Promise<number>((resolve, reject) => {
     child.once("error", (e) => reject(new OcibuildError("ROOTLESS_UNAVAILABLE", `cannot start ${plan.unshare}: ${e.message}`, { cause: e })));

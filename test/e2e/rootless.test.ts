@@ -66,12 +66,12 @@ async function addUser(name: string, home: string, withRange: boolean): Promise<
 }
 
 /** `ocibuild ARGS` as the user (its own HOME, a plain PATH), like a CI job's service user. */
-async function asUser(u: TestUser, args: string[], cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
+async function asUser(u: TestUser, args: string[], cwd: string, home = u.home): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((done) => {
     execFile(
       "setpriv",
       ["--reuid", String(u.uid), "--regid", String(u.gid), "--init-groups", "--", process.execPath, BIN, ...args],
-      { cwd, env: { HOME: u.home, PATH: "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" }, maxBuffer: 64 << 20 },
+      { cwd, env: { HOME: home, PATH: "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" }, maxBuffer: 64 << 20 },
       (err, stdout, stderr) => done({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr }),
     );
   });
@@ -210,6 +210,30 @@ describe.skipIf(missing !== undefined)(`rootless builds as a plain user (${missi
     expect(r.stderr).toMatch(/error\[BUILD_RUN_FAILED\]: Dockerfile:4: RUN chown 1000 \/ok/);
     expect(r.stderr).not.toMatch(/INTERNAL|at .*\.js:\d+/);
     expect(r.code).toBe(1);
+  }, 120_000);
+
+  it("ocibuild unshare runs a command as root of the same namespace: the user can remove its own rootless cache", async () => {
+    const cacheDir = join(user.home, "cache");
+    // The first test's layers hold files of subordinate ids (1000, 2000): not the user's to remove directly.
+    const direct = await new Promise<number>((done) =>
+      execFile("setpriv", ["--reuid", String(user.uid), "--regid", String(user.gid), "--init-groups", "rm", "-rf", cacheDir], (err) => done(err ? 1 : 0)),
+    );
+    expect(direct).toBe(1);
+    const r = await asUser(user, ["unshare", "--", "rm", "-rf", cacheDir], work);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    await expect(lstat(cacheDir)).rejects.toThrow(/ENOENT/);
+  }, 60_000);
+
+  it("a user whose HOME does not exist builds, caching under the temp dir, and is told so", async () => {
+    const ctx = await context("nohome", `ARG BASE\nFROM \${BASE}\nRUN echo ok > /ok\n`);
+    const out = `oci:${join(user.home, "nohome-out")}:v1`;
+    const r = await asUser(user, ["--progress", "plain", "--no-push", "-o", out, "--build-arg", `BASE=${busybox}`, "."], ctx, "/nonexistent");
+    expect(r.stderr).toContain(`cannot create the cache directory /nonexistent/.cache/ocibuild (`);
+    expect(r.stderr).toContain(`this build caches in ${tmpdir()}/ocibuild-cache-${user.uid} instead`);
+    expect(r.stderr).not.toMatch(/error\[|INTERNAL/);
+    expect(r.code).toBe(0);
+    await rm(join(tmpdir(), `ocibuild-cache-${user.uid}`), { recursive: true, force: true });
   }, 120_000);
 
   const debianMissing = debianBaseMissing();

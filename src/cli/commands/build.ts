@@ -75,7 +75,7 @@ async function maybeRootless(args: string[], io: CliIO, signal: AbortSignal): Pr
     throw e;
   }
   if (plan.warning !== undefined) io.stderr.write(`warning: ${plan.warning}\n`);
-  return runInUserNamespace(plan, [...process.execArgv, script, "build", ...args], io.env, signal);
+  return runInUserNamespace(plan, [process.execPath, ...process.execArgv, script, "build", ...args], io.env, signal);
 }
 
 export const buildCommand: Command = async (args, io, signal) => {
