@@ -130,7 +130,13 @@ async function contextTree(root: string, dockerfilePath: string | undefined): Pr
 /** Overlay/copy mode is worth saying once per build, not once per step. */
 function onceMode(emit: EventSink): EventSink {
   let said = false;
+  const sandboxNotes = new Set<string>();
   return (e) => {
+    if (e.type === "log" && e.message.startsWith("sandbox: ")) {
+      // Said by every RUN that meets it; shown once.
+      if (sandboxNotes.has(e.message)) return;
+      sandboxNotes.add(e.message);
+    }
     if (e.type === "log" && /^root: (overlayfs with|copy of|copy mode)/.test(e.message)) {
       if (said) return;
       said = true;

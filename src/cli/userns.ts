@@ -16,6 +16,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { existsSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { userInfo } from "node:os";
 import { delimiter, join } from "node:path";
+import { NAMESPACE_HINT } from "../builder/sandbox/index.js";
 import { OcibuildError } from "../errors.js";
 
 /**
@@ -68,11 +69,6 @@ export interface UsernsPlan {
   warning?: string;
 }
 
-const POD_SETTINGS =
-  "allow user namespaces: in Docker or podman run with --security-opt seccomp=unconfined --security-opt apparmor=unconfined " +
-  "(and --security-opt systempaths=unconfined to unmask /proc); in Kubernetes set the pod's securityContext seccompProfile " +
-  "and appArmorProfile to Unconfined (see the README's rootless section)";
-
 /**
  * How to enter rootless mode here, or an error saying why it cannot be entered
  * and both ways out (--executor buildkit, or the settings that allow it).
@@ -90,7 +86,7 @@ export function planUserNamespace(env: Record<string, string | undefined>): User
   if (probe.status !== 0) {
     const why = (probe.stderr || probe.error?.message || `exit ${probe.status}`).trim().replace(/^unshare: /, "");
     throw new OcibuildError("ROOTLESS_UNAVAILABLE", `cannot create a user namespace here (${why}), so this user cannot build with the bwrap executor`, {
-      hint: `use --executor buildkit with a BuildKit daemon, or ${POD_SETTINGS}`,
+      hint: NAMESPACE_HINT,
     });
   }
   let name = String(uid);

@@ -225,6 +225,32 @@ describe.skipIf(missing !== undefined)(`rootless builds as a plain user (${missi
     await expect(lstat(cacheDir)).rejects.toThrow(/ENOENT/);
   }, 60_000);
 
+  it("where /proc is masked (as in a container), RUN goes without a PID namespace on the existing /proc, and says so once", async () => {
+    const ctx = await context("masked", `ARG BASE\nFROM \${BASE}\nRUN echo $$ > /pid1\nRUN echo $$ > /pid2\n`);
+    const out = join(user.home, "masked-out");
+    // What a container runtime does to /proc (runc's maskedPaths), made by root in a mount
+    // namespace of its own: the user's namespace inherits it locked, and a new procfs can then
+    // not be mounted there, as in a container.
+    const args = ["--progress", "plain", "--no-push", "-o", `oci:${out}:v1`, "--build-arg", `BASE=${busybox}`, "--cache-dir", join(user.home, "cache-masked"), "."];
+    const script = 'mount --bind /dev/null /proc/timer_list && exec setpriv --reuid "$U" --regid "$G" --init-groups -- "$@"';
+    const r = await new Promise<{ code: number; stderr: string }>((done) =>
+      execFile(
+        "unshare",
+        ["--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "sh", process.execPath, BIN, ...args],
+        { cwd: ctx, env: { HOME: user.home, PATH: "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", U: String(user.uid), G: String(user.gid) } },
+        (err, _stdout, stderr) => done({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stderr }),
+      ),
+    );
+    expect(r.stderr).not.toMatch(/error\[/);
+    expect(r.code).toBe(0);
+    expect(r.stderr.match(/RUN steps run without a PID namespace of their own/g)?.length).toBe(1);
+    expect(r.stderr).toContain("procMount: Unmasked");
+    const bundle = join(work, "bundles", "masked");
+    await run("umoci", ["unpack", "--image", `${out}:v1`, bundle]);
+    // Inside a PID namespace of its own the shell would be pid 1 or 2.
+    expect(Number((await readFile(join(bundle, "rootfs/pid1"), "utf8")).trim())).toBeGreaterThan(2);
+  }, 120_000);
+
   it("a user whose HOME does not exist builds, caching under the temp dir, and is told so", async () => {
     const ctx = await context("nohome", `ARG BASE\nFROM \${BASE}\nRUN echo ok > /ok\n`);
     const out = `oci:${join(user.home, "nohome-out")}:v1`;

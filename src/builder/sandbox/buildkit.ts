@@ -25,7 +25,7 @@ import { CredentialStore, type CredentialStoreOptions } from "../../oci/auth/ind
 import { execDefinition } from "./buildkit/llb.js";
 import { llbMounts, runNonce, type BuildkitRunExtras } from "./buildkit/mounts.js";
 import type { BuildkitVersion, StatusResponse, WorkerRecord } from "./buildkit/messages.js";
-import { DEFAULT_PATH, OutputTail, type Executor, type RemoteRunResult, type RemoteRunSpec, type RunResult, type RunSpec } from "./index.js";
+import { DEFAULT_PATH, OutputTail, type Availability, type Executor, type RemoteRunResult, type RemoteRunSpec, type RunResult, type RunSpec } from "./index.js";
 
 export interface BuildkitExecutorOptions extends BuildkitConnectOptions {
   /**
@@ -127,7 +127,7 @@ export class BuildkitExecutor implements Executor {
     return this.infoP;
   }
 
-  async available(): Promise<{ ok: boolean; reason?: string }> {
+  async available(): Promise<Availability> {
     try {
       await this.info();
       return { ok: true };

@@ -19,7 +19,7 @@ import { chown, lstat, realpath } from "node:fs/promises";
 import { basename, delimiter, isAbsolute, join } from "node:path";
 import { OcibuildError } from "../../errors.js";
 import { resolveDirInRoot } from "../rootfs-path.js";
-import { effectiveEnv, OutputTail, type Executor, type RunResult, type RunSpec } from "./index.js";
+import { effectiveEnv, OutputTail, type Availability, type Executor, type RunResult, type RunSpec } from "./index.js";
 
 /** Docker's default capabilities for a container (and so for RUN). */
 export const DOCKER_DEFAULT_CAPS = [
@@ -60,6 +60,11 @@ function exec(cmd: string, args: string[]): Promise<{ code: number | null; stdou
   });
 }
 
+/** bwrap's availability, and whether RUN gets a PID namespace and a fresh /proc. */
+interface BwrapAvailability extends Availability {
+  processSandbox?: boolean;
+}
+
 interface UserSwitch {
   /** bwrap arguments binding the helper files. */
   binds: string[];
@@ -76,7 +81,7 @@ export class BwrapExecutor implements Executor {
   private readonly bwrapPath: string | undefined;
   private readonly setprivPath: string | undefined;
   private readonly hostFiles: string[];
-  private availability?: Promise<{ ok: boolean; reason?: string }>;
+  private availability?: Promise<BwrapAvailability>;
   private userSwitch?: Promise<UserSwitch>;
 
   constructor(opts: BwrapOptions = {}) {
@@ -85,16 +90,33 @@ export class BwrapExecutor implements Executor {
     this.hostFiles = (opts.hostFiles ?? ["/etc/resolv.conf", "/etc/hosts"]).filter((f) => existsSync(f));
   }
 
-  available(): Promise<{ ok: boolean; reason?: string }> {
-    this.availability ??= (async () => {
+  /**
+   * Whether bwrap can make a sandbox here, tried once. A container whose /proc is
+   * masked (Docker's and Kubernetes' default) lets bwrap make namespaces but not
+   * mount a new /proc: RUN then goes without a PID namespace, on the container's own
+   * /proc, as BuildKit's --oci-worker-no-process-sandbox does, and says so.
+   */
+  available(): Promise<BwrapAvailability> {
+    this.availability ??= (async (): Promise<BwrapAvailability> => {
       if (this.bwrapPath === undefined) return { ok: false, reason: "bwrap (bubblewrap) is not installed (Debian: apt-get install bubblewrap)" };
+      const probe = async (args: string[]) => exec(this.bwrapPath!, ["--ro-bind", "/", "/", "--unshare-ipc", "--unshare-uts", ...args, "--dev", "/dev", "--", "true"]);
       try {
-        const r = await exec(this.bwrapPath, ["--ro-bind", "/", "/", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--proc", "/proc", "--dev", "/dev", "--", "true"]);
-        if (r.code !== 0) return { ok: false, reason: `bwrap cannot create a sandbox here: ${r.stderr.trim() || `exit ${r.code}`}` };
+        const full = await probe(["--unshare-pid", "--proc", "/proc"]);
+        if (full.code === 0) return { ok: true, processSandbox: true };
+        const shared = await probe(["--bind", "/proc", "/proc"]);
+        if (shared.code === 0) {
+          return {
+            ok: true,
+            processSandbox: false,
+            note:
+              `RUN steps run without a PID namespace of their own, on this container's /proc (a new /proc cannot be mounted here: ${full.stderr.trim() || `exit ${full.code}`}); ` +
+              "unmask /proc (Docker: --security-opt systempaths=unconfined, podman: --security-opt unmask=ALL, Kubernetes: procMount: Unmasked) to isolate them",
+          };
+        }
+        return { ok: false, reason: `bwrap cannot create a sandbox here (${full.stderr.trim() || `exit ${full.code}`})` };
       } catch (e) {
         return { ok: false, reason: `bwrap cannot be run: ${(e as Error).message}` };
       }
-      return { ok: true };
     })();
     return this.availability;
   }
@@ -161,10 +183,11 @@ export class BwrapExecutor implements Executor {
     if (!isAbsolute(spec.cwd)) throw new OcibuildError("SANDBOX_BAD_CWD", `working directory "${spec.cwd}" is not absolute`);
 
     const root = spec.root;
-    const args: string[] = ["--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--json-status-fd", "3"];
+    const pidns = avail.processSandbox !== false;
+    const args: string[] = ["--die-with-parent", "--new-session", ...(pidns ? ["--unshare-pid"] : []), "--unshare-ipc", "--unshare-uts", "--json-status-fd", "3"];
     if (spec.network === "none") args.push("--unshare-net");
     if (spec.hostname !== undefined) args.push("--hostname", spec.hostname);
-    args.push("--bind", root, "/", "--proc", "/proc", "--dev", "/dev");
+    args.push("--bind", root, "/", ...(pidns ? ["--proc", "/proc"] : ["--bind", "/proc", "/proc"]), "--dev", "/dev");
 
     const created = new Set<string>();
     const requireTarget = async (target: string, what: string) => {

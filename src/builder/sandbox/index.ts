@@ -100,9 +100,23 @@ export interface RemoteRunResult {
   layer?: LayerRecord;
 }
 
+export interface Availability {
+  ok: boolean;
+  /** Why not, when not ok. */
+  reason?: string;
+  /** Something the build says once when it runs RUN steps (a weaker sandbox than usual). */
+  note?: string;
+}
+
+/** Where no namespace can be made: the two ways out, for errors about it. */
+export const NAMESPACE_HINT =
+  "use --executor buildkit with a BuildKit daemon, or allow user namespaces: in Docker or podman run with " +
+  "--security-opt seccomp=unconfined --security-opt apparmor=unconfined (and systempaths=unconfined or unmask=ALL to unmask /proc); " +
+  "in Kubernetes set the container's securityContext seccompProfile and appArmorProfile to Unconfined (README: Rootless builds)";
+
 export interface Executor {
   readonly name: string;
-  available(): Promise<{ ok: boolean; reason?: string }>;
+  available(): Promise<Availability>;
   run(spec: RunSpec): Promise<RunResult>;
   /** When present, RUN uses this instead of `run` and never prepares a local root. */
   runRemote?(spec: RemoteRunSpec): Promise<RemoteRunResult>;

@@ -7,7 +7,7 @@ import { posix } from "node:path";
 import type { RunInstr } from "../../dockerfile/index.js";
 import { dockerfileError } from "../../dockerfile/diagnostics.js";
 import { mutateRoot } from "../fs.js";
-import type { Executor, RemoteRunResult } from "../sandbox/index.js";
+import { NAMESPACE_HINT, type Executor, type RemoteRunResult } from "../sandbox/index.js";
 import { addHistory, addLayer, envRecord, shellOf, workdirOf, type LayerRecord, type StageState } from "../stage-state.js";
 import type { StepContext } from "../step-context.js";
 import { resolveUser } from "../users.js";
@@ -67,7 +67,8 @@ export async function runStep(state: StageState, instr: RunInstr, ctx: StepConte
   const network = instr.network ?? ctx.defaultNetwork;
   if (network !== "default" && network !== "none" && network !== "host") throw fail("DOCKERFILE_INVALID_NETWORK", `invalid RUN --network=${network} (default, none or host)`);
   const avail = await ctx.executor.available();
-  if (!avail.ok) throw fail("SANDBOX_UNAVAILABLE", `cannot run RUN steps: ${avail.reason}`);
+  if (!avail.ok) throw fail("SANDBOX_UNAVAILABLE", `cannot run RUN steps: ${avail.reason}`, ctx.executor.runRemote ? undefined : NAMESPACE_HINT);
+  if (avail.note !== undefined) ctx.emit({ type: "log", level: "warn", message: `sandbox: ${avail.note}` });
 
   const args = runArgs(state, instr);
   const env = envRecord(state);
