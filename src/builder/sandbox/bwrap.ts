@@ -96,7 +96,12 @@ export class BwrapExecutor implements Executor {
    * mount a new /proc: RUN then goes without a PID namespace, on the container's own
    * /proc, as BuildKit's --oci-worker-no-process-sandbox does, and says so.
    */
-  available(): Promise<BwrapAvailability> {
+  async available(): Promise<Availability> {
+    const { processSandbox: _, ...shown } = await this.probe();
+    return shown;
+  }
+
+  private probe(): Promise<BwrapAvailability> {
     this.availability ??= (async (): Promise<BwrapAvailability> => {
       if (this.bwrapPath === undefined) return { ok: false, reason: "bwrap (bubblewrap) is not installed (Debian: apt-get install bubblewrap)" };
       const probe = async (args: string[]) => exec(this.bwrapPath!, ["--ro-bind", "/", "/", "--unshare-ipc", "--unshare-uts", ...args, "--dev", "/dev", "--", "true"]);
@@ -177,7 +182,7 @@ export class BwrapExecutor implements Executor {
   async run(spec: RunSpec): Promise<RunResult> {
     const { signal } = spec;
     signal?.throwIfAborted();
-    const avail = await this.available();
+    const avail = await this.probe();
     if (!avail.ok) throw new OcibuildError("SANDBOX_UNAVAILABLE", avail.reason ?? "bwrap is not usable here");
     if (spec.args.length === 0) throw new OcibuildError("SANDBOX_NO_COMMAND", "RUN needs a command");
     if (!isAbsolute(spec.cwd)) throw new OcibuildError("SANDBOX_BAD_CWD", `working directory "${spec.cwd}" is not absolute`);
