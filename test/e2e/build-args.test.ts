@@ -1,0 +1,65 @@
+/**
+ * ARG semantics that decide what RUN sees, end to end on the busybox base in a real
+ * registry, checked with umoci: each expectation is what BuildKit's Dockerfile
+ * frontend (dockerfile2llb dispatchArg, dispatchState.init) gives.
+ */
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { build } from "../../src/builder/build.js";
+import { pushBusyboxBase } from "../../src/testing/busybox.js";
+import { haveRegistry, startRegistry, type TestRegistry } from "../helpers/registry.js";
+import { have, isRoot, run } from "../helpers/tools.js";
+
+const ready = isRoot && haveRegistry() && have("bwrap") && have("umoci") && have("skopeo");
+
+describe.skipIf(!ready)("build args end to end (needs root, bwrap, docker-registry, umoci, skopeo)", () => {
+  let reg: TestRegistry;
+  let work: string;
+  let base: string;
+
+  beforeAll(async () => {
+    reg = await startRegistry();
+    work = await mkdtemp(join(tmpdir(), "ocibuild-e2e-args-"));
+    base = `${reg.host}/base/busybox:latest`;
+    await pushBusyboxBase({ reference: base, workDir: join(work, "base"), cacheDir: join(work, "cache") });
+  }, 120_000);
+  afterAll(async () => {
+    await reg?.stop();
+    if (work) await rm(work, { recursive: true, force: true });
+  });
+
+  /** Build `dockerfile`, unpack the image; the rootfs path and the image config. */
+  async function buildImage(name: string, dockerfile: string, buildArgs: Record<string, string> = {}) {
+    const ctx = join(work, name);
+    await mkdir(ctx, { recursive: true });
+    await writeFile(join(ctx, "Dockerfile"), dockerfile);
+    const layout = join(work, `${name}-img`);
+    await build({ context: ctx, buildArgs: { BASE: base, ...buildArgs }, cacheDir: join(work, "cache"), outputs: [{ type: "oci", dest: layout, tag: "v1" }] });
+    await run("umoci", ["unpack", "--image", `${layout}:v1`, join(work, `${name}-bundle`)]);
+    const config = JSON.parse((await run("skopeo", ["inspect", "--config", `oci:${layout}:v1`])).stdout) as {
+      config: { Env?: string[] };
+      history: { created_by?: string }[];
+    };
+    return { root: join(work, `${name}-bundle`, "rootfs"), config };
+  }
+
+  it("a stage FROM another stage sees that stage's ARG values, in RUN and in ARG defaults", async () => {
+    const dockerfile = [
+      "ARG BASE",
+      "FROM ${BASE} AS base",
+      "ARG NAME=base",
+      "FROM base",
+      'ARG N2="$NAME-dev"',
+      'RUN echo "[$NAME] [$N2]" > /out',
+      "",
+    ].join("\n");
+    const { root, config } = await buildImage("inherit", dockerfile);
+    expect(await readFile(join(root, "out"), "utf8")).toBe("[base] [base-dev]\n");
+    // Build args reach RUN, never the image's environment.
+    expect((config.config.Env ?? []).filter((e) => /^(NAME|N2)=/.test(e))).toEqual([]);
+    const again = await buildImage("inherit-cli", dockerfile, { NAME: "cli" });
+    expect(await readFile(join(again.root, "out"), "utf8")).toBe("[cli] [cli-dev]\n");
+  });
+});
