@@ -64,6 +64,19 @@ describe("resolveArgs", () => {
       { key: "WITHDEF", value: "aa-x" },
     ]);
   });
+
+  it("expands each default with the names declared before it in the same ARG", () => {
+    const [seq] = instrs("ARG X=1 Y=$X-$A\n");
+    if (seq!.kind !== "arg") throw new Error("not an ARG");
+    expect(resolveArgs(seq!, { buildArgs: {}, globalArgs: {}, env })).toEqual([
+      { key: "X", value: "1" },
+      { key: "Y", value: "1-aa" },
+    ]);
+    expect(resolveArgs(seq!, { buildArgs: { X: "cli" }, globalArgs: {}, env })).toEqual([
+      { key: "X", value: "cli" },
+      { key: "Y", value: "cli-aa" },
+    ]);
+  });
 });
 
 describe("parseOnbuildTriggers", () => {

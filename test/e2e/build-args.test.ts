@@ -62,4 +62,21 @@ describe.skipIf(!ready)("build args end to end (needs root, bwrap, docker-regist
     const again = await buildImage("inherit-cli", dockerfile, { NAME: "cli" });
     expect(await readFile(join(again.root, "out"), "utf8")).toBe("[cli] [cli-dev]\n");
   });
+
+  it("a bare ARG keeps the value it already has; ARG a=1 b=$a sees a", async () => {
+    const dockerfile = [
+      "ARG BASE",
+      "FROM ${BASE} AS base",
+      "ARG NAME=base",
+      "FROM base",
+      "ARG NAME",
+      "ARG A=1 B=$A",
+      "ARG C=3",
+      "ARG C",
+      'RUN echo "[$NAME] [$B] [$C]" > /out',
+      "",
+    ].join("\n");
+    const { root } = await buildImage("bare", dockerfile);
+    expect(await readFile(join(root, "out"), "utf8")).toBe("[base] [1] [3]\n");
+  });
 });
