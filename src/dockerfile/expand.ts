@@ -11,7 +11,7 @@ import { type ExpandOptions, expandWord, expandWords, runLexer } from "./shell-w
 import type { ArgInstr, Heredoc, Instruction } from "./instructions.js";
 
 export interface ExpandContext extends ExpandOptions {
-  /** The stage's current environment: ENV values and declared ARGs (ENV wins over ARG). */
+  /** The stage's current environment: ENV values and declared ARGs (of one name, the later set wins). */
   env: Record<string, string>;
 }
 

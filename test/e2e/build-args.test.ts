@@ -79,4 +79,22 @@ describe.skipIf(!ready)("build args end to end (needs root, bwrap, docker-regist
     const { root } = await buildImage("bare", dockerfile);
     expect(await readFile(join(root, "out"), "utf8")).toBe("[base] [1] [3]\n");
   });
+
+  it("between ENV and ARG of one name the later wins for the build; the image keeps the ENV", async () => {
+    const dockerfile = [
+      "ARG BASE",
+      "FROM ${BASE}",
+      "ENV X=env",
+      "ARG X=arg",
+      "ARG Y=arg",
+      "ENV Y=env",
+      "ENV Z=$X-$Y",
+      'RUN echo "[$X] [$Y]" > /out',
+      "",
+    ].join("\n");
+    const { root, config } = await buildImage("order", dockerfile);
+    expect(await readFile(join(root, "out"), "utf8")).toBe("[arg] [env]\n");
+    expect((config.config.Env ?? []).filter((e) => /^[XYZ]=/.test(e))).toEqual(["X=env", "Y=env", "Z=arg-env"]);
+    expect(config.history.at(-1)?.created_by).toMatch(/^RUN \|1 X=arg /);
+  });
 });
