@@ -97,4 +97,11 @@ describe.skipIf(!ready)("build args end to end (needs root, bwrap, docker-regist
     expect((config.config.Env ?? []).filter((e) => /^[XYZ]=/.test(e))).toEqual(["X=env", "Y=env", "Z=arg-env"]);
     expect(config.history.at(-1)?.created_by).toMatch(/^RUN \|1 X=arg /);
   });
+
+  it("an ARG's name is not expanded (BuildKit since dockerfile 1.8): ARG ${src}=v does not declare $src's value", async () => {
+    const dockerfile = ["ARG BASE", "FROM ${BASE}", "ENV src=file3", "ARG ${src}=default", 'RUN echo "[${file3:-unset}]" > /out', ""].join("\n");
+    const { root, config } = await buildImage("argname", dockerfile);
+    expect(await readFile(join(root, "out"), "utf8")).toBe("[unset]\n");
+    expect(config.history.some((h) => h.created_by === "ARG ${src}=default")).toBe(true);
+  });
 });
