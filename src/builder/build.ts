@@ -30,6 +30,7 @@ import { resolveSecrets, startSshAgents, type SecretSpec, type SshAgents, type S
 import { FileHasher } from "../cache/file-hash.js";
 import { KEY_VERSION } from "../cache/key.js";
 import { resolveCacheDir } from "./cache-dir.js";
+import { Redactor } from "../cache/redact.js";
 import { LocalCacheStore } from "../cache/local.js";
 import { RegistryCacheStore } from "../cache/registry.js";
 import type { CacheStore } from "../cache/store.js";
@@ -179,9 +180,33 @@ function prefetchBases(plans: { plan: StagePlan; target: Platform }[], registry:
   return images;
 }
 
+/**
+ * Build an image. Values of secret-looking build args (see cache/redact.ts) are masked
+ * in every event, step report, warning and error the build gives back.
+ */
 export async function build(opts: BuildOptions): Promise<BuildResult> {
+  const redactor = new Redactor(opts.buildArgs ?? {});
+  try {
+    return await runBuild(opts, redactor);
+  } catch (e) {
+    throw redactor.maskError(e);
+  }
+}
+
+/** One warning per build that names the secret-looking build args (never their values). */
+function secretArgsWarning(redactor: Redactor): string[] {
+  if (redactor.names.length === 0) return [];
+  const names = redactor.names.join(", ");
+  const id = redactor.names[0]!;
+  return [
+    `build arg${redactor.names.length > 1 ? "s" : ""} ${names} look${redactor.names.length > 1 ? "" : "s"} like a secret: the value is masked in logs, reports and the cache, but a build arg stays in the image history of every RUN that sees it; pass secrets with --secret id=${id},env=${id} and RUN --mount=type=secret,id=${id},env=${id} instead`,
+  ];
+}
+
+async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildResult> {
   const env = opts.env ?? process.env;
-  const emit: EventSink = onceMode(opts.onEvent ?? (() => {}));
+  const sink = opts.onEvent ?? (() => {});
+  const emit: EventSink = onceMode((e) => sink(redactor.maskFields(e)));
   const contextDir = resolve(opts.context);
   const df = await readDockerfile(opts);
   const parsed = parseDockerfile(df.text, { file: df.name });
@@ -192,6 +217,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const plans = targets.map((target) => ({ target, plan: planStages(parsed, { buildArgs, target: opts.target, buildPlatform: host, targetPlatform: target }) }));
   for (const w of plans[0]!.plan.warnings) warnings.push(`${df.name}${w.line ? `:${w.line}` : ""}: ${w.message}`);
   for (const k of plans[0]!.plan.unusedBuildArgs) warnings.push(`build arg ${k} was not consumed by any ARG`);
+  warnings.push(...secretArgsWarning(redactor));
   const tags = (opts.tags ?? []).map((t) => parseReference(t));
   const dryRun = opts.dryRun ?? false;
   const singleOnly = (opts.outputs ?? []).find((o) => o.type === "docker-archive" || o.type === "oci-archive");
@@ -254,6 +280,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         noWrite: opts.noCacheWrite ?? false,
         dryRun,
         hashFile: (path, st) => hasher.hashFile(path, st, opts.signal),
+        redactor,
       },
       registry,
       images: bases,
@@ -263,7 +290,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     });
     const finals = await Promise.all(plans.map(({ plan, target }) => runner.final(plan, target)));
     await hasher.save().catch(() => {});
-    const steps = await runner.reports(plans);
+    const steps = (await runner.reports(plans)).map((s) => redactor.maskFields(s));
     for (const w of warnings) emit({ type: "log", level: "warn", message: w });
     const images = finals.map((f, i) => ({ platform: targets[i]!, image: assembleImage(f.state, { sourceDateEpoch: opts.sourceDateEpoch, labels: opts.labels }) }));
     const artifact: BuiltArtifact = images.length > 1 ? { images, index: assembleIndex(images) } : { images };
@@ -291,7 +318,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       size: artifactSize(artifact),
       steps,
       cache: runner.summary,
-      warnings,
+      warnings: warnings.map((w) => redactor.mask(w)),
     };
     emit({ type: "result", digest: result.digest, references, size: result.size });
     return result;

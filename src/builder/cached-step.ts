@@ -9,6 +9,8 @@ import type { Stats } from "node:fs";
 import { posix } from "node:path";
 import { expandInstruction, type Instruction } from "../dockerfile/index.js";
 import { cacheKey, explainMiss, KEY_VERSION, type KeyInputs } from "../cache/key.js";
+import type { Redactor } from "../cache/redact.js";
+import type { HistoryEntry } from "../oci/manifest.js";
 import type { CacheHit, CacheRecord, CacheStore } from "../cache/store.js";
 import { formatPlatform } from "../oci/registry/index.js";
 import { chainId } from "./layer-store.js";
@@ -37,6 +39,8 @@ export interface CacheContext {
   hashFile: (path: string, st: Stats) => Promise<string>;
   /** Final ChainIDs of stages, for COPY --from keys. */
   stageChain: (nameOrIndex: string) => Promise<string> | undefined;
+  /** Seals secret build-arg values in what a record stores (its key inputs, its history text). */
+  redactor: Redactor;
 }
 
 export interface StepOutcome {
@@ -240,14 +244,17 @@ export async function cachedStep(
       applyHit: (rec) => ({ ...done, history: [...done.history.slice(0, -1), rec.history] }),
     };
   }
-  const key = cacheKey(spec.inputs);
+  // Stored and keyed sealed: a secret build arg's value is only in the key as its hash.
+  const inputs: KeyInputs = sealInputs(spec.inputs, cache.redactor);
+  const key = cacheKey(inputs);
   const shown =
     instr.kind === "run"
       ? `RUN ${instr.command.form === "exec" ? JSON.stringify(instr.command.args) : instr.command.text.replace(/\s+/g, " ").trim()}`
       : metaState?.history[metaState.history.length - 1]?.created_by ?? spec.inputs.instruction;
   const found: { hit?: CacheHit; corrupt?: string } = cache.noLookup ? {} : await lookup(cache, key, ctx);
   if (found.hit) {
-    const rec = found.hit.record;
+    const stored = found.hit.record;
+    const rec = { ...stored, history: mapCreatedBy(stored.history, (t) => cache.redactor.unseal(t)) };
     const layer: LayerRecord | undefined = rec.layer
       ? {
           descriptor: { mediaType: rec.layer.mediaType, digest: rec.layer.digest, size: rec.layer.size },
@@ -267,7 +274,7 @@ export async function cachedStep(
   else if (opts.parentUnknown && FS_KINDS.has(instr.kind)) reason = "parent step rebuilt";
   else {
     const prev = await previousFor(cache, opts.slot, ctx);
-    reason = prev ? explainMiss(prev.inputs, spec.inputs) : "no previous entry";
+    reason = prev ? explainMiss(prev.inputs, inputs) : "no previous entry";
   }
   if (cache.dryRun && FS_KINDS.has(instr.kind)) {
     return { state, key, cached: false, reason, savedSeconds: 0, reusedBytes: 0, unknown: true, instruction: shown };
@@ -281,8 +288,16 @@ export async function cachedStep(
   const last = executed.history[executed.history.length - 1] ?? { created_by: instr.original };
   const history = { created, created_by: last.created_by, comment: last.comment, ...(added ? {} : { empty_layer: true }) };
   const next: StageState = { ...executed, history: [...executed.history.slice(0, -1), history] };
-  const rec: CacheRecord = { key, slot: opts.slot, inputs: spec.inputs, history, seconds, created };
+  const rec: CacheRecord = { key, slot: opts.slot, inputs, history: mapCreatedBy(history, (t) => cache.redactor.seal(t)), seconds, created };
   if (added) rec.layer = { mediaType: added.descriptor.mediaType, digest: added.descriptor.digest, diffId: added.diffId, size: added.descriptor.size };
   await store(cache, rec, ctx);
   return { state: next, key, cached: false, reason, savedSeconds: 0, reusedBytes: 0, instruction: shown };
+}
+
+function sealInputs(i: KeyInputs, r: Redactor): KeyInputs {
+  return { ...i, instruction: r.seal(i.instruction), env: r.sealVariables(i.env), args: r.sealVariables(i.args) };
+}
+
+function mapCreatedBy(h: HistoryEntry, f: (text: string) => string): HistoryEntry {
+  return h.created_by === undefined ? h : { ...h, created_by: f(h.created_by) };
 }

@@ -159,7 +159,8 @@ export class StageRunner {
     let unknown = false;
     if (stage.baseStage !== undefined) {
       const parent = await this.run(plan, plan.stages[stage.baseStage]!, target);
-      state = { ...parent.state, args: {}, cmdSet: false };
+      // The parent's ARG values come along (BuildKit's dispatchState.init takes the base stage's env and build args).
+      state = { ...parent.state, cmdSet: false };
       base = `stage ${stage.baseStage}`;
       baseId = `stage:${parent.key}`;
       unknown = parent.unknown;

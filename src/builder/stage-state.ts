@@ -24,7 +24,11 @@ export interface StageState {
   readonly config: ContainerConfig;
   readonly layers: readonly LayerRecord[];
   readonly history: readonly HistoryEntry[];
-  /** Values of ARGs declared in this stage (and so visible to its instructions). */
+  /**
+   * Values of ARGs declared in this stage or its parent stage (and so visible to its
+   * instructions), except those a later ENV of the same name replaced: between the
+   * two, the later one is in force for the build (BuildKit keeps one env list).
+   */
   readonly args: Readonly<Record<string, string>>;
   /** Base image's author/created etc., carried forward. */
   readonly baseConfig?: ImageConfig;
@@ -62,9 +66,13 @@ export function envRecord(state: StageState): Record<string, string> {
   return out;
 }
 
-/** Variables an instruction's arguments are expanded with: ARGs, overridden by ENV (Docker's rule). */
+/**
+ * Variables an instruction's arguments are expanded with, and RUN's environment: ENV,
+ * with the ARGs in force on top (an ARG set after an ENV of its name wins, as in
+ * BuildKit; an ENV set after an ARG removed it from `args`).
+ */
 export function expansionEnv(state: StageState): Record<string, string> {
-  return { ...state.args, ...envRecord(state) };
+  return { ...envRecord(state), ...state.args };
 }
 
 export function withConfig(state: StageState, patch: Partial<ContainerConfig>): StageState {

@@ -11,6 +11,7 @@
  * key only serves the report).
  */
 import { createHash } from "node:crypto";
+import { isSealed, secretArgName } from "./redact.js";
 
 /** Bump when the recipe changes: old entries then simply never match. */
 export const KEY_VERSION = 2;
@@ -25,7 +26,11 @@ export interface KeyInputs {
   base: string;
   /** The instruction after expansion (kind, flags, arguments). */
   instruction: string;
-  /** RUN: the shell, user, working directory, and every variable the command can see (ENV and build args). */
+  /**
+   * RUN: the shell, user, working directory, and every variable the command can see
+   * (ENV and build args). A secret-looking variable's value is stored sealed (see
+   * redact.ts), as is a secret build arg's value wherever it occurs in these inputs.
+   */
   shell?: string[];
   user?: string;
   workdir?: string;
@@ -59,9 +64,11 @@ export function cacheKey(inputs: KeyInputs): string {
 function diffRecord(what: string, prev: Record<string, string> | undefined, cur: Record<string, string> | undefined): string | undefined {
   const a = prev ?? {};
   const b = cur ?? {};
+  // A secret's value is never named, not even sealed (older entries may hold it in plain text).
+  const hidden = (k: string) => secretArgName(k) || isSealed(a[k]) || isSealed(b[k]);
   for (const k of Object.keys(b).sort()) {
-    if (!Object.hasOwn(a, k)) return `${what} ${k} added (${JSON.stringify(b[k])})`;
-    if (a[k] !== b[k]) return `${what} ${k} changed (${JSON.stringify(a[k])} -> ${JSON.stringify(b[k])})`;
+    if (!Object.hasOwn(a, k)) return hidden(k) ? `${what} ${k} added` : `${what} ${k} added (${JSON.stringify(b[k])})`;
+    if (a[k] !== b[k]) return hidden(k) ? `${what} ${k} changed (value hidden)` : `${what} ${k} changed (${JSON.stringify(a[k])} -> ${JSON.stringify(b[k])})`;
   }
   for (const k of Object.keys(a).sort()) if (!Object.hasOwn(b, k)) return `${what} ${k} removed`;
   return undefined;

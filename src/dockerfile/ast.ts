@@ -13,8 +13,11 @@ export interface Node {
   children: Node[];
   /** Here-documents attached to this instruction. */
   heredocs: Heredoc[];
-  /** `json: true` when the arguments came from a JSON array. */
-  attributes: { json?: boolean };
+  /**
+   * `json: true` when the arguments came from a JSON array; `jsonTrailing`: the text
+   * after a JSON array that made the arguments plain form instead (not in the dump).
+   */
+  attributes: { json?: boolean; jsonTrailing?: string };
   /** The instruction's text as written, continuations joined. */
   original: string;
   /** Flags (`--from=x`) as written, before the arguments. */

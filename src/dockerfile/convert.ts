@@ -191,7 +191,11 @@ export function convertNode(node: Node, range: SourceRange): Instruction {
     case "shell": {
       const flags = flagsFor({});
       if (args.length === 0) fail("DOCKERFILE_ARGUMENTS", "SHELL requires at least one argument");
-      if (!json) fail("DOCKERFILE_JSON", "SHELL requires the arguments to be in JSON form", 'use SHELL ["/bin/sh", "-c"]');
+      if (!json) {
+        const trailing = node.attributes.jsonTrailing;
+        const hint = trailing === undefined ? 'use SHELL ["/bin/sh", "-c"]' : `remove the text after the closing ] (${JSON.stringify(trailing)}); a # comment must be on a line of its own`;
+        fail("DOCKERFILE_JSON", "SHELL requires the arguments to be in JSON form", hint);
+      }
       return { kind, ...base(flags), shell: args };
     }
     case "onbuild":

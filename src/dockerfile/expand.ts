@@ -11,7 +11,7 @@ import { type ExpandOptions, expandWord, expandWords, runLexer } from "./shell-w
 import type { ArgInstr, Heredoc, Instruction } from "./instructions.js";
 
 export interface ExpandContext extends ExpandOptions {
-  /** The stage's current environment: ENV values and declared ARGs (ENV wins over ARG). */
+  /** The stage's current environment: ENV values and declared ARGs (of one name, the later set wins). */
   env: Record<string, string>;
 }
 
@@ -89,14 +89,19 @@ export interface ArgScope {
 
 /**
  * An in-stage ARG's effective values (BuildKit's dispatchArg): a --build-arg wins as
- * given; else the default, expanded with the stage env; with neither, the global
- * ARG of the same name; else unset (value undefined).
+ * given; else the default, expanded with the stage env as it is at that name (so in
+ * `ARG A=1 B=$A`, B sees A); with neither, the global ARG of the same name; else no
+ * value (value undefined: the variable keeps whatever value it already had).
  */
 export function resolveArgs(instr: ArgInstr, scope: ArgScope): { key: string; value?: string }[] {
+  const env = { ...scope.env };
   return instr.args.map((a) => {
-    if (Object.hasOwn(scope.buildArgs, a.key)) return { key: a.key, value: scope.buildArgs[a.key] };
-    if (a.value !== undefined) return { key: a.key, value: expandWord(a.value, scope.env, scope) };
-    if (Object.hasOwn(scope.globalArgs, a.key)) return { key: a.key, value: scope.globalArgs[a.key] };
-    return { key: a.key };
+    let value: string | undefined;
+    if (Object.hasOwn(scope.buildArgs, a.key)) value = scope.buildArgs[a.key];
+    else if (a.value !== undefined) value = expandWord(a.value, env, scope);
+    else if (Object.hasOwn(scope.globalArgs, a.key)) value = scope.globalArgs[a.key];
+    if (value === undefined) return { key: a.key };
+    env[a.key] = value;
+    return { key: a.key, value };
   });
 }

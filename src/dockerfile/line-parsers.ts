@@ -29,7 +29,14 @@ export class LineParseError extends Error {
   }
 }
 
-type LineParser = (rest: string, escape: string) => { next?: Node; json?: boolean };
+/** What a line parser makes of the arguments; `trailing`: text after a JSON array that made it plain form. */
+interface Parsed {
+  next?: Node;
+  json?: boolean;
+  trailing?: string;
+}
+
+type LineParser = (rest: string, escape: string) => Parsed;
 
 const DISPATCH: Record<string, LineParser> = {
   add: parseMaybeJSONToList,
@@ -56,12 +63,12 @@ const DISPATCH: Record<string, LineParser> = {
 export function dispatchLine(line: string, escape: string, comments: string[] = []): Node {
   const { cmd, flags, args } = splitCommand(line, escape);
   const fn = Object.hasOwn(DISPATCH, cmd.toLowerCase()) ? DISPATCH[cmd.toLowerCase()]! : parseIgnore;
-  const { next, json } = fn(args, escape) as { next?: Node; json?: boolean };
+  const { next, json, trailing }: Parsed = fn(args, escape);
   return newNode(cmd, {
     original: line,
     flags,
     next,
-    attributes: json ? { json: true } : {},
+    attributes: { ...(json ? { json: true } : {}), ...(trailing !== undefined ? { jsonTrailing: trailing } : {}) },
     prevComment: [...comments],
   });
 }
@@ -264,8 +271,18 @@ function parseString(rest: string): { next?: Node } {
   return { next: newNode(rest) };
 }
 
-class NotJSON extends Error {}
+/** Not a JSON array; `trailing` when a JSON array of strings opens the text and more text follows it. */
+class NotJSON extends Error {
+  constructor(readonly trailing?: string) {
+    super("not a JSON array");
+  }
+}
 
+/**
+ * Like BuildKit (json.Unmarshal, since dockerfile 1.9), the whole text must be one
+ * JSON array: `["a"] # note` is not JSON form but plain text (shell form for
+ * RUN/CMD/ENTRYPOINT, words for COPY/ADD/VOLUME).
+ */
 function parseJSON(input: string): { next?: Node; json: true } {
   const rest = trimLeftSpace(input);
   if (!rest.startsWith("[")) throw new NotJSON();
@@ -273,7 +290,7 @@ function parseJSON(input: string): { next?: Node; json: true } {
   try {
     parsed = JSON.parse(rest);
   } catch {
-    throw new NotJSON();
+    throw new NotJSON(trailingAfterArray(rest));
   }
   if (!Array.isArray(parsed)) throw new NotJSON();
   const values: string[] = [];
@@ -288,27 +305,54 @@ function parseJSON(input: string): { next?: Node; json: true } {
   return { next: chain(values), json: true };
 }
 
-function parseMaybeJSON(rest: string): { next?: Node; json?: boolean } {
+/** The text after a JSON array of strings that opens `s`, when there is any (one linear scan). */
+function trailingAfterArray(s: string): string | undefined {
+  const ws = (k: number) => {
+    while (k < s.length && (s[k] === " " || s[k] === "\t" || s[k] === "\n" || s[k] === "\r")) k++;
+    return k;
+  };
+  let i = ws(1);
+  if (s[i] !== "]") {
+    for (;;) {
+      if (s[i] !== '"') return undefined;
+      for (i++; i < s.length && s[i] !== '"'; i++) if (s[i] === "\\") i++;
+      if (i >= s.length) return undefined;
+      i = ws(i + 1);
+      if (s[i] === "]") break;
+      if (s[i] !== ",") return undefined;
+      i = ws(i + 1);
+    }
+  }
+  try {
+    JSON.parse(s.slice(0, i + 1));
+  } catch {
+    return undefined;
+  }
+  const rest = trimSpace(s.slice(i + 1));
+  return rest === "" ? undefined : rest;
+}
+
+function parseMaybeJSON(rest: string): Parsed {
   if (rest === "") return {};
   try {
     return parseJSON(rest);
   } catch (e) {
     if (!(e instanceof NotJSON)) throw e;
+    return { next: newNode(rest), ...(e.trailing !== undefined ? { trailing: e.trailing } : {}) };
   }
-  return { next: newNode(rest) };
 }
 
-function parseMaybeJSONToList(rest: string): { next?: Node; json?: boolean } {
+function parseMaybeJSONToList(rest: string): Parsed {
   try {
     return parseJSON(rest);
   } catch (e) {
     if (!(e instanceof NotJSON)) throw e;
+    return { ...parseStringsWhitespaceDelimited(rest), ...(e.trailing !== undefined ? { trailing: e.trailing } : {}) };
   }
-  return parseStringsWhitespaceDelimited(rest);
 }
 
 /** HEALTHCHECK: the type word (CMD/NONE), then the command like CMD's. */
-function parseHealthConfig(input: string): { next?: Node; json?: boolean } {
+function parseHealthConfig(input: string): Parsed {
   const rest = toByteString(input);
   let sep = 0;
   while (sep < rest.length && !isSpace(rest[sep]!)) sep++;
@@ -317,5 +361,5 @@ function parseHealthConfig(input: string): { next?: Node; json?: boolean } {
   if (sep === 0) return {};
   const typ = fromByteString(rest.slice(0, sep));
   const cmd = parseMaybeJSON(fromByteString(rest.slice(next)));
-  return { next: newNode(typ, { next: cmd.next }), json: cmd.json };
+  return { ...cmd, next: newNode(typ, { next: cmd.next }) };
 }

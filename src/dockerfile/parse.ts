@@ -77,6 +77,15 @@ export function parseDockerfile(text: string, opts: ParseOptions = {}): ParseRes
         { hint: "only ARG may come before the first FROM" },
       );
     }
+    if (instr.kind === "arg") {
+      for (const { key } of instr.args.filter((a) => a.key.includes("$"))) {
+        warnings.push({
+          code: "DOCKERFILE_ARG_NAME_VARIABLE",
+          message: `ARG names are not expanded (BuildKit since dockerfile 1.8): this declares a variable named ${JSON.stringify(key)}`,
+          line: range.startLine,
+        });
+      }
+    }
     if (instr.kind === "maintainer") {
       warnings.push({
         code: "DOCKERFILE_MAINTAINER_DEPRECATED",

@@ -217,6 +217,9 @@ export function parseAst(input: string, file = "Dockerfile"): AstResult {
       fail(e, startLine, currentLine);
     }
 
+    const trailing = jsonTrailingWarning(child!, startLine);
+    if (trailing) warnings.push(trailing);
+
     if (canContainHeredoc(child!) && line.includes("<<")) {
       let docs: Heredoc[];
       try {
@@ -261,6 +264,26 @@ export function parseAst(input: string, file = "Dockerfile"): AstResult {
     });
   }
   return { directives: { ...d.values }, ast: root, warnings, file, lines: ctx.lines };
+}
+
+/**
+ * `ENTRYPOINT ["x"] # note` is not JSON form (BuildKit reads the whole text as one
+ * JSON value or not at all), which is rarely what was meant: say so. SHELL, which
+ * needs JSON form, fails on its own.
+ */
+function jsonTrailingWarning(node: Node, line: number): ParseWarning | undefined {
+  let n = node;
+  if (n.value.toLowerCase() === "onbuild" && n.next !== undefined && n.next.children.length > 0) n = n.next.children[0]!;
+  const trailing = n.attributes.jsonTrailing;
+  if (trailing === undefined || n.value.toLowerCase() === "shell") return undefined;
+  const words = ["copy", "add", "volume"].includes(n.value.toLowerCase());
+  const form = words ? "words split at spaces" : "a shell command";
+  const fix = trailing.startsWith("#") ? "a # comment must be on a line of its own" : words ? "put every argument inside the array" : "end the line with the closing ]";
+  return {
+    code: "DOCKERFILE_JSON_TRAILING",
+    message: `${n.value.toUpperCase()} is not in JSON form: text follows its JSON array (${JSON.stringify(trailing)}), so the whole line is read as ${form}, as BuildKit does; ${fix}`,
+    line,
+  };
 }
 
 function canContainHeredoc(node: Node): boolean {

@@ -64,6 +64,25 @@ describe("resolveArgs", () => {
       { key: "WITHDEF", value: "aa-x" },
     ]);
   });
+
+  it("never expands an ARG's name (BuildKit since dockerfile 1.8), only its default", () => {
+    const [named] = instrs("ARG ${src}=$src\n");
+    if (named!.kind !== "arg") throw new Error("not an ARG");
+    expect(resolveArgs(named!, { buildArgs: {}, globalArgs: {}, env: { src: "file3" } })).toEqual([{ key: "${src}", value: "file3" }]);
+  });
+
+  it("expands each default with the names declared before it in the same ARG", () => {
+    const [seq] = instrs("ARG X=1 Y=$X-$A\n");
+    if (seq!.kind !== "arg") throw new Error("not an ARG");
+    expect(resolveArgs(seq!, { buildArgs: {}, globalArgs: {}, env })).toEqual([
+      { key: "X", value: "1" },
+      { key: "Y", value: "1-aa" },
+    ]);
+    expect(resolveArgs(seq!, { buildArgs: { X: "cli" }, globalArgs: {}, env })).toEqual([
+      { key: "X", value: "cli" },
+      { key: "Y", value: "cli-aa" },
+    ]);
+  });
 });
 
 describe("parseOnbuildTriggers", () => {

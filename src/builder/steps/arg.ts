@@ -1,7 +1,8 @@
 /**
  * ARG inside a stage: declares variables visible to the following instructions,
  * with BuildKit's rules (resolveArgs): the --build-arg wins, else the default
- * (expanded), else a global ARG of the same name; with none, the ARG stays unset.
+ * (expanded), else a global ARG of the same name; with none, the variable keeps the
+ * value it already had (from an earlier ARG or the parent stage), or stays unset.
  */
 import { resolveArgs, type ArgInstr } from "../../dockerfile/index.js";
 import { addHistory, expansionEnv, type StageState } from "../stage-state.js";
@@ -20,8 +21,7 @@ export function argStep(state: StageState, instr: ArgInstr, src: ArgSources): St
       args[key] = value;
       shown.push(`${key}=${value}`);
     } else {
-      delete args[key];
-      shown.push(key);
+      shown.push(key); // no value: an inherited or earlier value stays, as in BuildKit
     }
   }
   return addHistory({ ...state, args }, { created_by: `ARG ${shown.join(" ")}`, comment: "ocibuild.dockerfile.v0", empty_layer: true });

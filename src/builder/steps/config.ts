@@ -32,12 +32,14 @@ export function configStep(state: StageState, instr: ConfigInstr, ctx: StepConte
   switch (instr.kind) {
     case "env": {
       let list = state.config.Env ?? [];
+      const args = { ...state.args };
       const parts: string[] = [];
       for (const { key, value } of instr.pairs) {
         list = setEnv(list, key, value);
+        delete args[key]; // the ENV is now the value in force
         parts.push(`${key}=${value}`);
       }
-      return nop(withConfig(state, { Env: list }), `ENV ${parts.join(" ")}`);
+      return nop({ ...withConfig(state, { Env: list }), args }, `ENV ${parts.join(" ")}`);
     }
     case "label": {
       const labels = { ...(state.config.Labels ?? {}) };

@@ -1,14 +1,14 @@
 /**
  * RUN: the command runs in the sandbox on the stage's merged root; what it changed
  * becomes the layer. ARG values are in the command's environment but are not
- * persisted; ENV overrides ARG.
+ * persisted; between an ENV and an ARG of one name, the later one is in force.
  */
 import { posix } from "node:path";
 import type { RunInstr } from "../../dockerfile/index.js";
 import { dockerfileError } from "../../dockerfile/diagnostics.js";
 import { mutateRoot } from "../fs.js";
 import { NAMESPACE_HINT, type Executor, type RemoteRunResult } from "../sandbox/index.js";
-import { addHistory, addLayer, envRecord, shellOf, workdirOf, type LayerRecord, type StageState } from "../stage-state.js";
+import { addHistory, addLayer, expansionEnv, shellOf, workdirOf, type LayerRecord, type StageState } from "../stage-state.js";
 import type { StepContext } from "../step-context.js";
 import { resolveUser } from "../users.js";
 import { parseMounts, type MountSpec } from "../mounts.js";
@@ -71,9 +71,8 @@ export async function runStep(state: StageState, instr: RunInstr, ctx: StepConte
   if (avail.note !== undefined) ctx.emit({ type: "log", level: "warn", message: `sandbox: ${avail.note}` });
 
   const args = runArgs(state, instr);
-  const env = envRecord(state);
-  // Build args are visible to RUN (not persisted); ENV wins over ARG.
-  const runEnv: Record<string, string> = { ...state.args, ...env };
+  // Build args in force are visible to RUN (not persisted), over an earlier ENV of their name.
+  const runEnv = expansionEnv(state);
   const envList = Object.entries(runEnv).map(([k, v]) => `${k}=${v}`);
   const cwd = posix.resolve("/", workdirOf(state));
   const stage = ctx.current?.stage ?? "";
@@ -123,7 +122,7 @@ export async function runStep(state: StageState, instr: RunInstr, ctx: StepConte
       });
   // History shows the command, with the build args it saw (not proxy args), as docker does.
   const visibleArgs = Object.entries(state.args)
-    .filter(([k]) => !PROXY_ARGS.includes(k) && !Object.hasOwn(env, k))
+    .filter(([k]) => !PROXY_ARGS.includes(k))
     .map(([k, v]) => `${k}=${v}`);
   const argPrefix = visibleArgs.length > 0 ? `|${visibleArgs.length} ${visibleArgs.join(" ")} ` : "";
   const entry = { created_by: `RUN ${argPrefix}${args.join(" ")} # ocibuild`, comment: "ocibuild.dockerfile.v0" };
