@@ -141,7 +141,7 @@ async function mountKeyInputs(specs: readonly string[], ctx: StepContext, cache:
     if (m.type !== "bind" && !(m.type === "cache" && m.from !== undefined)) continue;
     if (m.from === undefined) {
       const matches = await selectSources(ctx.context, m.source);
-      for (const [k, v] of Object.entries(await hashMatches(ctx.context, matches, cache.hashFile, undefined, ctx.signal))) files[`mount ${m.target}: ${k}`] = v;
+      for (const [k, v] of Object.entries(await hashMatches(ctx.context, matches, cache.hashFile, { signal: ctx.signal }))) files[`mount ${m.target}: ${k}`] = v;
     } else {
       const chain = cache.stageChain(m.from);
       sources.push(`${m.target}=${chain ? `stage:${await chain}` : `image:${(await ctx.image(m.from, state.platform)).baseName}`}`);

@@ -27,26 +27,36 @@ export interface CopyPlan {
   extract?: boolean;
 }
 
-/** Content hashes of everything a copy (or a bind mount) of `matches` reads, keyed by path in the tree. */
+/**
+ * Content hashes of everything a copy (or a bind mount) of `matches` reads, keyed by path
+ * in the tree. `contentsOnly`: a directory match stands for its contents only (COPY
+ * copies what is in it, never the directory's own mode), so its mode is left out.
+ */
 export async function hashMatches(
   tree: SourceTree,
   matches: readonly SourceMatch[],
   hashFile: (path: string, st: Stats) => Promise<string>,
-  exclude?: IgnoreMatcher,
-  signal?: AbortSignal,
+  opts: { exclude?: IgnoreMatcher; signal?: AbortSignal; contentsOnly?: boolean } = {},
 ): Promise<Record<string, string>> {
   const files: Record<string, string> = {};
-  const plan: CopyPlan = { contextSource: true, exclude };
+  const plan: CopyPlan = { contextSource: true, exclude: opts.exclude };
   for (const m of matches) {
-    for await (const e of walkMatch(tree, m, plan, signal)) {
+    for await (const e of walkMatch(tree, m, plan, opts.signal)) {
       const st = e.stats;
+      const key = e.srcRel === "" ? "." : e.srcRel;
       const mode = (st.mode & 0o7777).toString(8);
       let v: string;
-      if (st.isDirectory()) v = `dir:${mode}`;
-      else if (st.isSymbolicLink()) v = `link:${await readlink(e.hostPath)}`;
+      if (st.isDirectory()) {
+        // (Another match may copy the same directory as an entry: then its mode counts.)
+        if (e.rel === "" && opts.contentsOnly) {
+          files[key] ??= "dir";
+          continue;
+        }
+        v = `dir:${mode}`;
+      } else if (st.isSymbolicLink()) v = `link:${await readlink(e.hostPath)}`;
       else if (st.isFile()) v = `file:${mode}:${await hashFile(e.hostPath, st)}`;
       else continue;
-      files[e.srcRel === "" ? "." : e.srcRel] = v;
+      files[key] = v;
     }
   }
   return files;

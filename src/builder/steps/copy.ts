@@ -7,6 +7,8 @@
  *    directory; missing parents are created (owned like --chown, as BuildKit does).
  *  - context files belong to 0:0 unless --chown; files from another stage or image
  *    keep their owner; mtimes are kept; --chmod applies to files and directories.
+ *  - a directory source's contents are copied, not the directory itself: the
+ *    destination directory keeps its own mode and owner, or is made 0755.
  */
 import { chmod, lchown, lstat, mkdir, rm, writeFile } from "node:fs/promises";
 import { createHash } from "node:crypto";
@@ -159,7 +161,9 @@ export async function copyKeyFiles(prep: CopyPrep, ctx: StepContext, hashFile: (
   for (const h of prep.heredocs) files[`<<${h.name}`] = createHash("sha256").update(h.content).digest("hex");
   for (const d of prep.downloads) files[d.url] = d.sha256;
   for (const g of prep.gits) files[`git ${g.url}`] = g.commit;
-  Object.assign(files, await hashMatches(ctx.context, (prep.matches ?? []).flat(), hashFile, prep.exclude, ctx.signal));
+  // A directory source's own mode never reaches the image, unless --parents recreates it below the destination.
+  const opts = { exclude: prep.exclude, signal: ctx.signal, contentsOnly: !prep.instr.parents };
+  Object.assign(files, await hashMatches(ctx.context, (prep.matches ?? []).flat(), hashFile, opts));
   return files;
 }
 
@@ -223,10 +227,12 @@ async function copyOne(
     if (plan.owner) await lchown(hostPath, plan.owner.uid, plan.owner.gid);
   };
   if (m.stats.isDirectory()) {
-    // A directory source: its contents go into dest (created as a directory).
+    // A directory source: its contents go into dest. dest itself is not a copied entry
+    // (BuildKit): made 0755 (owned like --chown) when missing, else left as it is. Only
+    // with --parents is the source directory one of the entries below the destination.
     const target = await resolveDirInRoot(root, destComps, { create: true, onCreate: created });
     await copyTree(tree, m, target!.hostPath, plan, signal);
-    applyMeta(target!.hostPath, m.stats, plan, true);
+    if (parents && m.rel !== "") applyMeta(target!.hostPath, m.stats, plan, true);
     return;
   }
   if (plan.extract && m.stats.isFile()) {

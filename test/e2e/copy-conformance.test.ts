@@ -1,0 +1,115 @@
+/**
+ * COPY/ADD/WORKDIR results that must be BuildKit's: the mode and owner of destination
+ * directories, the root entry of an ADDed archive, wildcards that match nothing, and
+ * owners named "root" or by a uid with no passwd entry. End to end on the busybox
+ * base (or scratch) in a real registry, unpacked with umoci.
+ */
+import { execFile } from "node:child_process";
+import { chmod, chown, lstat, mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { build } from "../../src/builder/build.js";
+import { pushBusyboxBase } from "../../src/testing/busybox.js";
+import { haveRegistry, startRegistry, type TestRegistry } from "../helpers/registry.js";
+import { have, isRoot, run } from "../helpers/tools.js";
+
+const pexec = promisify(execFile);
+const ready = isRoot && haveRegistry() && have("bwrap") && have("umoci") && have("tar");
+
+describe.skipIf(!ready)("COPY/ADD/WORKDIR conformance with BuildKit (needs root, bwrap, docker-registry, umoci, tar)", () => {
+  let reg: TestRegistry;
+  let work: string;
+  let base: string;
+
+  beforeAll(async () => {
+    reg = await startRegistry();
+    work = await mkdtemp(join(tmpdir(), "ocibuild-e2e-copyconf-"));
+    base = `${reg.host}/base/busybox:latest`;
+    await pushBusyboxBase({ reference: base, workDir: join(work, "base"), cacheDir: join(work, "cache") });
+  }, 120_000);
+  afterAll(async () => {
+    await reg?.stop();
+    if (work) await rm(work, { recursive: true, force: true });
+  });
+
+  /** A context directory of mode 0700, as `mktemp -d` makes, holding the Dockerfile and `files`. */
+  async function context(name: string, dockerfile: string, files: Record<string, string> = {}): Promise<string> {
+    const ctx = join(work, name);
+    await mkdir(ctx, { recursive: true });
+    await chmod(ctx, 0o700);
+    await writeFile(join(ctx, "Dockerfile"), dockerfile);
+    for (const [p, c] of Object.entries(files)) {
+      await mkdir(join(ctx, p, ".."), { recursive: true });
+      await writeFile(join(ctx, p), c);
+    }
+    return ctx;
+  }
+
+  async function buildCtx(ctx: string, name: string): Promise<void> {
+    await build({ context: ctx, buildArgs: { BASE: base }, cacheDir: join(work, "cache"), outputs: [{ type: "oci", dest: join(work, `${name}-img`), tag: "v1" }] });
+  }
+
+  async function buildAndUnpack(ctx: string, name: string): Promise<string> {
+    await buildCtx(ctx, name);
+    await run("umoci", ["unpack", "--image", `${join(work, `${name}-img`)}:v1`, join(work, `${name}-bundle`)]);
+    return join(work, `${name}-bundle`, "rootfs");
+  }
+
+  async function meta(path: string): Promise<[number, number, string]> {
+    const st = await lstat(path);
+    return [st.uid, st.gid, (st.mode & 0o7777).toString(8)];
+  }
+
+  it("COPY of a directory leaves the destination directory 0755 (or as it was); entries below keep their modes (also --from, --link)", async () => {
+    const ctx = await context(
+      "dirmode",
+      "ARG BASE\nFROM ${BASE} AS src\nRUN mkdir -m 700 /src && mkdir -m 750 /src/in && echo x > /src/in/x\n" +
+        "FROM ${BASE}\nWORKDIR /app\nCOPY . .\nCOPY sub /d\nRUN mkdir -m 700 /e /c2\nCOPY sub /e\nCOPY --chmod=777 sub /c2\n" +
+        "COPY --chmod=o+r sub /sym\nCOPY --chown=1000:1000 sub /o/p\nCOPY --from=src /src /fd\nRUN mkdir -m 711 /fe\nCOPY --from=src /src /fe\n" +
+        "COPY --link sub /l\n",
+      { "sub/f": "f\n", "sub/inner/g": "g\n" },
+    );
+    await chmod(join(ctx, "sub"), 0o770);
+    await chmod(join(ctx, "sub/inner"), 0o750);
+    await chmod(join(ctx, "sub/f"), 0o640);
+    const root = await buildAndUnpack(ctx, "dirmode");
+    expect(await meta(join(root, "app"))).toEqual([0, 0, "755"]);
+    expect(await readFile(join(root, "app/sub/f"), "utf8")).toBe("f\n");
+    expect(await meta(join(root, "app/sub"))).toEqual([0, 0, "770"]);
+    expect(await meta(join(root, "d"))).toEqual([0, 0, "755"]);
+    expect(await meta(join(root, "d/inner"))).toEqual([0, 0, "750"]);
+    expect(await meta(join(root, "d/f"))).toEqual([0, 0, "640"]);
+    expect(await meta(join(root, "e"))).toEqual([0, 0, "700"]);
+    expect(await meta(join(root, "e/inner"))).toEqual([0, 0, "750"]);
+    expect(await meta(join(root, "c2"))).toEqual([0, 0, "700"]);
+    expect(await meta(join(root, "c2/inner"))).toEqual([0, 0, "777"]);
+    expect(await meta(join(root, "c2/f"))).toEqual([0, 0, "777"]);
+    expect(await meta(join(root, "sym"))).toEqual([0, 0, "755"]);
+    expect(await meta(join(root, "sym/inner"))).toEqual([0, 0, "754"]);
+    expect(await meta(join(root, "sym/f"))).toEqual([0, 0, "644"]);
+    expect(await meta(join(root, "o"))).toEqual([1000, 1000, "755"]);
+    expect(await meta(join(root, "o/p"))).toEqual([1000, 1000, "755"]);
+    expect(await meta(join(root, "o/p/inner"))).toEqual([1000, 1000, "750"]);
+    expect(await meta(join(root, "fd"))).toEqual([0, 0, "755"]);
+    expect(await meta(join(root, "fd/in"))).toEqual([0, 0, "750"]);
+    expect(await meta(join(root, "fe"))).toEqual([0, 0, "711"]);
+    expect(await meta(join(root, "fe/in"))).toEqual([0, 0, "750"]);
+    expect(await meta(join(root, "l"))).toEqual([0, 0, "755"]);
+    expect(await meta(join(root, "l/inner"))).toEqual([0, 0, "750"]);
+  }, 120_000);
+
+  it("the cache key of a directory COPY leaves out the source directory's own mode, not the modes below it", async () => {
+    const ctx = await context("dirkey", "FROM scratch\nCOPY . /app\n", { "sub/f": "f\n" });
+    const opts = { context: ctx, cacheDir: join(work, "cache-dirkey"), outputs: [{ type: "oci" as const, dest: join(work, "dirkey-img"), tag: "v1" }] };
+    expect((await build(opts)).steps.map((s) => s.cached)).toEqual([false]);
+    await chmod(ctx, 0o775);
+    expect((await build(opts)).steps.map((s) => s.cached)).toEqual([true]);
+    await chmod(join(ctx, "sub"), 0o700);
+    const third = await build(opts);
+    expect(third.steps.map((s) => s.cached)).toEqual([false]);
+    expect(third.steps[0]!.reason).toContain("sub changed");
+  }, 120_000);
+
+});
