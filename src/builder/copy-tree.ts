@@ -22,6 +22,8 @@ export interface CopyPlan {
   owner?: Owner; // undefined: keep the source's (stages/images) or 0:0 (context)
   contextSource: boolean;
   modeFn?: ModeFn;
+  /** Mode of the directories made on the way to the destination (not of copied ones); 0755 when unset. */
+  newDirMode?: number;
   exclude?: IgnoreMatcher;
   /** ADD: local tar archives are extracted into the destination. */
   extract?: boolean;

@@ -100,6 +100,27 @@ describe.skipIf(!ready)("COPY/ADD/WORKDIR conformance with BuildKit (needs root,
     expect(await meta(join(root, "l/inner"))).toEqual([0, 0, "750"]);
   }, 120_000);
 
+  it("an octal --chmod is the mode of the directories a copy makes on the way (BuildKit since v0.21); a symbolic one and an archive's leave 0755", async () => {
+    const ctx = await context(
+      "newdirmode",
+      "ARG BASE\nFROM ${BASE}\nCOPY --chmod=777 sub /c\nCOPY --chmod=640 sub/f /deep/er/\nCOPY --chmod=700 <<EOF /hd/x\nhi\nEOF\n" +
+        "COPY --chmod=o+r sub/f /symnew/f\nADD --chmod=700 t.tar /arch/\nRUN mkdir -m 700 /ex\nCOPY --chown=1000:1000 --chmod=750 sub/f /ex/new/\n",
+      { "sub/f": "f\n", "sub/inner/g": "g\n" },
+    );
+    await pexec("tar", ["-cf", join(ctx, "t.tar"), "-C", join(ctx, "sub"), "f"]);
+    const root = await buildAndUnpack(ctx, "newdirmode");
+    expect(await meta(join(root, "c"))).toEqual([0, 0, "777"]);
+    expect(await meta(join(root, "c/inner"))).toEqual([0, 0, "777"]);
+    expect(await meta(join(root, "deep"))).toEqual([0, 0, "640"]);
+    expect(await meta(join(root, "deep/er"))).toEqual([0, 0, "640"]);
+    expect(await meta(join(root, "hd"))).toEqual([0, 0, "700"]);
+    expect(await meta(join(root, "hd/x"))).toEqual([0, 0, "700"]);
+    expect(await meta(join(root, "symnew"))).toEqual([0, 0, "755"]);
+    expect(await meta(join(root, "arch"))).toEqual([0, 0, "755"]);
+    expect(await meta(join(root, "ex"))).toEqual([0, 0, "700"]);
+    expect(await meta(join(root, "ex/new"))).toEqual([1000, 1000, "750"]);
+  }, 120_000);
+
   it("the cache key of a directory COPY leaves out the source directory's own mode, not the modes below it", async () => {
     const ctx = await context("dirkey", "FROM scratch\nCOPY . /app\n", { "sub/f": "f\n" });
     const opts = { context: ctx, cacheDir: join(work, "cache-dirkey"), outputs: [{ type: "oci" as const, dest: join(work, "dirkey-img"), tag: "v1" }] };

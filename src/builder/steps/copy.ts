@@ -4,7 +4,8 @@
  *  - sources relative to the context (or to --from's root), never outside it;
  *    wildcards; a directory source copies its contents; .dockerignore applies.
  *  - destination relative to WORKDIR; a trailing "/" (or several sources) means a
- *    directory; missing parents are created (owned like --chown, as BuildKit does).
+ *    directory; missing parents are created 0755 (or an octal --chmod) and owned like
+ *    --chown, as BuildKit does.
  *  - context files belong to 0:0 unless --chown; files from another stage or image
  *    keep their owner; mtimes are kept; --chmod applies to files and directories.
  *  - a directory source's contents are copied, not the directory itself: the
@@ -17,7 +18,7 @@ import { basename, join, posix } from "node:path";
 import { OcibuildError } from "../../errors.js";
 import { createIgnoreMatcher, parseDockerignore, type AddInstr, type CopyInstr, type IgnoreMatcher } from "../../dockerfile/index.js";
 import { dockerfileError } from "../../dockerfile/diagnostics.js";
-import { parseChmod, type ModeFn } from "../chmod.js";
+import { octalChmod, parseChmod, type ModeFn } from "../chmod.js";
 import { mutateRoot, withRootView } from "../fs.js";
 import { resolveDirInRoot, resolveNoFollow } from "../rootfs-path.js";
 import { selectSources, type SourceMatch, type SourceTree } from "../sources.js";
@@ -52,6 +53,8 @@ export interface CopyPrep {
   destIsDir: boolean;
   chown?: string;
   modeFn?: ModeFn;
+  /** Mode of the directories made on the way to the destination (see madeDir). */
+  newDirMode?: number;
   exclude?: IgnoreMatcher;
   from?: string;
   /** Context sources, selected (per source string). */
@@ -123,7 +126,8 @@ export async function prepareCopy(state: StageState, instr: CopyInstr | AddInstr
   if (count > 1 && !destIsDir) {
     throw fail("BUILD_COPY_DEST_NOT_DIR", `when copying more than one source, the destination "${destRaw}" must be a directory ending in "/"`);
   }
-  const prep: CopyPrep = { instr, text, sources: local, destRaw, dest, destIsDir, chown, modeFn, exclude, from, heredocs, downloads, gits };
+  const newDirMode = chmodSpec !== undefined ? octalChmod(chmodSpec) : undefined;
+  const prep: CopyPrep = { instr, text, sources: local, destRaw, dest, destIsDir, chown, modeFn, newDirMode, exclude, from, heredocs, downloads, gits };
   if (from === undefined) prep.matches = await selectAll(prep, ctx.context, true, ctx);
   return prep;
 }
@@ -174,7 +178,7 @@ export async function executeCopy(state: StageState, prep: CopyPrep, ctx: StepCo
       let owner: Owner | undefined;
       if (prep.chown !== undefined) owner = await chownOwner(root, prep.chown);
       else if (contextSource) owner = { uid: 0, gid: 0 };
-      const plan: CopyPlan = { owner, contextSource, modeFn: prep.modeFn, exclude: prep.exclude, extract: prep.instr.kind === "add" };
+      const plan: CopyPlan = { owner, contextSource, modeFn: prep.modeFn, newDirMode: prep.newDirMode, exclude: prep.exclude, extract: prep.instr.kind === "add" };
       const intoDir = prep.destIsDir || prep.sources.length > 1 || total > 1;
       for (const list of matches) {
         for (const m of list) await copyOne(tree, m, root, prep.dest, intoDir, prep.instr.parents, plan, ctx.signal);
@@ -207,6 +211,17 @@ async function chownOwner(root: string, spec: string): Promise<Owner> {
   return spec.includes(":") ? { uid: u.uid, gid: u.gid } : { uid: u.uid, gid: u.uid };
 }
 
+/**
+ * What a directory made on the way to the destination gets: the --chown owner, and mode
+ * 0755, or an octal --chmod's mode (BuildKit does so since v0.21; a symbolic one leaves 0755).
+ */
+function madeDir(plan: CopyPlan, mode = plan.newDirMode ?? 0o755): (hostPath: string) => Promise<void> {
+  return async (hostPath) => {
+    if (plan.owner) await lchown(hostPath, plan.owner.uid, plan.owner.gid);
+    await chmod(hostPath, mode);
+  };
+}
+
 function splitPath(p: string): string[] {
   return p.split("/").filter((c) => c !== "" && c !== ".");
 }
@@ -223,9 +238,7 @@ async function copyOne(
 ): Promise<void> {
   let destComps = splitPath(dest);
   if (parents) destComps = [...destComps, ...splitPath(m.rel)];
-  const created = async (hostPath: string) => {
-    if (plan.owner) await lchown(hostPath, plan.owner.uid, plan.owner.gid);
-  };
+  const created = madeDir(plan);
   if (m.stats.isDirectory()) {
     // A directory source: its contents go into dest. dest itself is not a copied entry
     // (BuildKit): made 0755 (owned like --chown) when missing, else left as it is. Only
@@ -238,7 +251,8 @@ async function copyOne(
   if (plan.extract && m.stats.isFile()) {
     const kind = await archiveKind(m.hostPath);
     if (kind !== undefined) {
-      const target = await resolveDirInRoot(root, destComps, { create: true, onCreate: created });
+      // (BuildKit makes an archive's destination 0755 whatever --chmod says.)
+      const target = await resolveDirInRoot(root, destComps, { create: true, onCreate: madeDir(plan, 0o755) });
       await extractArchive(m.hostPath, kind, target!.hostPath, signal);
       return;
     }
@@ -260,12 +274,7 @@ async function writeHeredoc(root: string, prep: CopyPrep, h: { name: string; con
   const existing = await resolveNoFollow(root, destComps).catch(() => null);
   const intoDir = prep.destIsDir || (existing !== null && existing.stats.isDirectory()) || destComps.length === 0;
   const comps = intoDir ? [...destComps, h.name] : destComps;
-  const parent = await resolveDirInRoot(root, comps.slice(0, -1), {
-    create: true,
-    onCreate: async (p) => {
-      if (plan.owner) await lchown(p, plan.owner.uid, plan.owner.gid);
-    },
-  });
+  const parent = await resolveDirInRoot(root, comps.slice(0, -1), { create: true, onCreate: madeDir(plan) });
   const path = join(parent!.hostPath, comps[comps.length - 1]!);
   const old = await lstat(path).catch(() => null);
   if (old?.isDirectory()) throw new OcibuildError("BUILD_COPY_OVER_DIRECTORY", `cannot write the heredoc ${h.name} over the directory ${prep.dest}`);
