@@ -40,6 +40,11 @@ export interface ExtractOptions {
   diffId?: DiffID;
   /** "apply" (default) deletes whited-out paths; "overlay" keeps whiteouts in overlayfs form. */
   whiteouts?: WhiteoutForm;
+  /**
+   * Ignore the archive's root entry ("./"): `root` keeps its own mode, owner and times.
+   * For ADD of a local archive into a directory, as Docker's untar does.
+   */
+  skipRootEntry?: boolean;
 }
 
 
@@ -209,6 +214,7 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
 
       // The root directory itself ("./").
       if (comps.length === 0) {
+        if (opts.skipRootEntry) continue;
         if (type !== "directory") throw unsafe(`entry "${h.name}" would replace the root with a ${type}`, h.name);
         dirs.push({ hostPath: root, rel: "", mode, uid, gid, mtime });
         continue;

@@ -133,4 +133,24 @@ describe.skipIf(!ready)("COPY/ADD/WORKDIR conformance with BuildKit (needs root,
     expect(third.steps[0]!.reason).toContain("sub changed");
   }, 120_000);
 
+  it("ADD of a local tar skips the archive's root entry: the destination is 0755 0:0 or left as it was", async () => {
+    const src = join(work, "tar-src");
+    await mkdir(join(src, "sub"), { recursive: true });
+    await writeFile(join(src, "file"), "in the archive\n");
+    await chmod(join(src, "file"), 0o644);
+    await chmod(join(src, "sub"), 0o750);
+    await chmod(src, 0o700);
+    const ctx = await context(
+      "addroot",
+      "ARG BASE\nFROM ${BASE}\nADD root.tar /d8\nRUN mkdir -m 711 /d9 && chown 42:43 /d9\nADD root.tar /d9\n",
+    );
+    await pexec("tar", ["--owner=1234", "--group=5678", "--numeric-owner", "-cf", join(ctx, "root.tar"), "-C", src, "."]);
+    const root = await buildAndUnpack(ctx, "addroot");
+    expect(await meta(join(root, "d8"))).toEqual([0, 0, "755"]);
+    expect(await meta(join(root, "d8/file"))).toEqual([1234, 5678, "644"]);
+    expect(await meta(join(root, "d8/sub"))).toEqual([1234, 5678, "750"]);
+    expect(await meta(join(root, "d9"))).toEqual([42, 43, "711"]);
+    expect(await meta(join(root, "d9/file"))).toEqual([1234, 5678, "644"]);
+  }, 120_000);
+
 });

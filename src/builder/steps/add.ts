@@ -99,5 +99,6 @@ export async function extractArchive(path: string, kind: ArchiveKind, destDir: s
   else if (kind === "xz") stream = decompressWith("xz", path, signal);
   else if (kind === "gzip") stream = createReadStream(path, { signal }).pipe(createGunzip());
   else stream = createReadStream(path, { signal });
-  await extractLayer(destDir, stream, { signal });
+  // The archive's own "./" entry is not applied: the destination keeps its mode and owner (Docker's untar).
+  await extractLayer(destDir, stream, { signal, skipRootEntry: true });
 }
