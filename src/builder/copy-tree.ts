@@ -25,8 +25,8 @@ export interface CopyPlan {
   /** Mode of the directories made on the way to the destination (not of copied ones); 0755 when unset. */
   newDirMode?: number;
   exclude?: IgnoreMatcher;
-  /** ADD: local tar archives are extracted into the destination. */
-  extract?: boolean;
+  /** ADD: local tar archives are extracted into the destination, owned by `owner` (--chown) or as the archive says. */
+  extract?: { owner?: Owner };
 }
 
 /**

@@ -45,6 +45,8 @@ export interface ExtractOptions {
    * For ADD of a local archive into a directory, as Docker's untar does.
    */
   skipRootEntry?: boolean;
+  /** Own every entry by this instead of the archive's owners (ADD --chown, as BuildKit does since v0.23). */
+  owner?: { uid: number; gid: number };
 }
 
 
@@ -167,7 +169,8 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
       const rel = comps.join("/");
       const base = comps[comps.length - 1];
       const mode = h.mode & 0o7777;
-      const { uid, gid, mtime } = h;
+      const { uid, gid } = opts.owner ?? h;
+      const mtime = h.mtime;
 
       // Whiteouts.
       if (base !== undefined && base.startsWith(WH_PREFIX)) {

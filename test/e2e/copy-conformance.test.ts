@@ -153,4 +153,18 @@ describe.skipIf(!ready)("COPY/ADD/WORKDIR conformance with BuildKit (needs root,
     expect(await meta(join(root, "d9/file"))).toEqual([1234, 5678, "644"]);
   }, 120_000);
 
+  it("ADD --chown owns everything extracted from a local archive (BuildKit since v0.23)", async () => {
+    const src = join(work, "tar-chown-src");
+    await mkdir(join(src, "sub"), { recursive: true });
+    await writeFile(join(src, "sub/file"), "in the archive\n");
+    await chmod(join(src, "sub"), 0o750);
+    const ctx = await context("addchown", "ARG BASE\nFROM ${BASE}\nADD --chown=7:8 owned.tar /d10/\nADD owned.tar /d11/\n");
+    await pexec("tar", ["--owner=1234", "--group=5678", "--numeric-owner", "-cf", join(ctx, "owned.tar"), "-C", src, "."]);
+    const root = await buildAndUnpack(ctx, "addchown");
+    expect(await meta(join(root, "d10"))).toEqual([7, 8, "755"]);
+    expect(await meta(join(root, "d10/sub"))).toEqual([7, 8, "750"]);
+    expect((await meta(join(root, "d10/sub/file"))).slice(0, 2)).toEqual([7, 8]);
+    expect((await meta(join(root, "d11/sub/file"))).slice(0, 2)).toEqual([1234, 5678]);
+  }, 120_000);
+
 });

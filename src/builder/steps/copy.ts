@@ -178,12 +178,12 @@ export async function executeCopy(state: StageState, prep: CopyPrep, ctx: StepCo
       let owner: Owner | undefined;
       if (prep.chown !== undefined) owner = await chownOwner(root, prep.chown);
       else if (contextSource) owner = { uid: 0, gid: 0 };
-      const plan: CopyPlan = { owner, contextSource, modeFn: prep.modeFn, newDirMode: prep.newDirMode, exclude: prep.exclude, extract: prep.instr.kind === "add" };
+      const plan: CopyPlan = { owner, contextSource, modeFn: prep.modeFn, newDirMode: prep.newDirMode, exclude: prep.exclude, extract: prep.instr.kind === "add" ? { owner: prep.chown !== undefined ? owner : undefined } : undefined };
       const intoDir = prep.destIsDir || prep.sources.length > 1 || total > 1;
       for (const list of matches) {
         for (const m of list) await copyOne(tree, m, root, prep.dest, intoDir, prep.instr.parents, plan, ctx.signal);
       }
-      const created = plan.owner ? { ...plan, extract: false } : { ...plan, owner: { uid: 0, gid: 0 }, extract: false };
+      const created = plan.owner ? { ...plan, extract: undefined } : { ...plan, owner: { uid: 0, gid: 0 }, extract: undefined };
       for (const d of prep.downloads) await copyOne(tree, d.match, root, prep.dest, intoDir, false, created, ctx.signal);
       for (const h of prep.heredocs) await writeHeredoc(root, prep, h, created);
       for (const g of prep.gits) await copyOne({ root: g.match.hostPath, label: g.url }, g.match, root, prep.dest, true, false, { ...created, contextSource: false }, ctx.signal);
@@ -253,7 +253,7 @@ async function copyOne(
     if (kind !== undefined) {
       // (BuildKit makes an archive's destination 0755 whatever --chmod says.)
       const target = await resolveDirInRoot(root, destComps, { create: true, onCreate: madeDir(plan, 0o755) });
-      await extractArchive(m.hostPath, kind, target!.hostPath, signal);
+      await extractArchive(m.hostPath, kind, target!.hostPath, { owner: plan.extract.owner, signal });
       return;
     }
   }
