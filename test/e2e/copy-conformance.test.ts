@@ -167,4 +167,19 @@ describe.skipIf(!ready)("COPY/ADD/WORKDIR conformance with BuildKit (needs root,
     expect((await meta(join(root, "d11/sub/file"))).slice(0, 2)).toEqual([1234, 5678]);
   }, 120_000);
 
+  it("a wildcard that matches nothing is dropped; the copy fails only when nothing matched at all", async () => {
+    const ok = await context("nomatch", "FROM scratch\nCOPY nomatch* a /one\nCOPY nomatch* a /two/\nCOPY a nomatch* /three\nCOPY a* nomatch?/x /four\n", { a: "A\n" });
+    const root = await buildAndUnpack(ok, "nomatch");
+    expect(await readFile(join(root, "one"), "utf8")).toBe("A\n");
+    expect(await readFile(join(root, "two/a"), "utf8")).toBe("A\n");
+    expect(await readFile(join(root, "three"), "utf8")).toBe("A\n");
+    expect(await readFile(join(root, "four"), "utf8")).toBe("A\n");
+    const none = await context("nomatch-none", "FROM scratch\nCOPY nomatch* other* /x/\n", { a: "A\n" });
+    await expect(buildCtx(none, "nomatch-none")).rejects.toMatchObject({ code: "BUILD_COPY_SOURCE_NOT_FOUND" });
+    const two = await context("nomatch-two", "FROM scratch\nCOPY nomatch* a Dockerfile /two\n", { a: "A\n" });
+    await expect(buildCtx(two, "nomatch-two")).rejects.toMatchObject({ code: "BUILD_COPY_DEST_NOT_DIR" });
+    const missing = await context("nomatch-missing", "FROM scratch\nCOPY nomatch* missing /x/\n", { a: "A\n" });
+    await expect(buildCtx(missing, "nomatch-missing")).rejects.toMatchObject({ code: "BUILD_COPY_SOURCE_NOT_FOUND", message: expect.stringContaining('"missing"') });
+  }, 120_000);
+
 });

@@ -2,7 +2,8 @@
  * COPY (and ADD of local files): Docker's copy rules, executed into the stage's
  * merged root so that the layer is exactly what changed.
  *  - sources relative to the context (or to --from's root), never outside it;
- *    wildcards; a directory source copies its contents; .dockerignore applies.
+ *    wildcards (one that matches nothing is dropped, unless nothing matched at all);
+ *    a directory source copies its contents; .dockerignore applies.
  *  - destination relative to WORKDIR; a trailing "/" (or several sources) means a
  *    directory; missing parents are created 0755 (or an octal --chmod) and owned like
  *    --chown, as BuildKit does.
@@ -21,7 +22,7 @@ import { dockerfileError } from "../../dockerfile/diagnostics.js";
 import { octalChmod, parseChmod, type ModeFn } from "../chmod.js";
 import { mutateRoot, withRootView } from "../fs.js";
 import { resolveDirInRoot, resolveNoFollow } from "../rootfs-path.js";
-import { selectSources, type SourceMatch, type SourceTree } from "../sources.js";
+import { hasWildcard, selectSources, type SourceMatch, type SourceTree } from "../sources.js";
 import { addHistory, addLayer, workdirOf, type StageState } from "../stage-state.js";
 import type { StepContext } from "../step-context.js";
 import { resolveUser } from "../users.js";
@@ -113,7 +114,8 @@ export async function prepareCopy(state: StageState, instr: CopyInstr | AddInstr
   }
 
   const dest = posix.isAbsolute(destRaw) ? destRaw : posix.join(workdirOf(state), destRaw);
-  const count = sources.length + instr.heredocs.length;
+  // Sources that are sure to remain: a wildcard that matches nothing is dropped (selectAll).
+  const count = sources.filter((s) => !local.includes(s) || !hasWildcard(s)).length + instr.heredocs.length;
   const destIsDir = destRaw.endsWith("/") || destRaw === "." || destRaw.endsWith("/.") ;
   let modeFn: ModeFn | undefined;
   try {
@@ -136,23 +138,34 @@ async function selectAll(prep: CopyPrep, tree: SourceTree, contextSource: boolea
   const { instr } = prep;
   const loc = { file: ctx.file, lines: [...ctx.lines] };
   const fail = (code: string, msg: string, hint?: string) => dockerfileError(code, msg, loc, instr.range.startLine, instr.range.endLine, { hint });
+  const hint = contextSource ? "check the path, and that .dockerignore does not exclude it" : undefined;
   const matches: SourceMatch[][] = [];
+  const unmatched: string[] = [];
   for (const s of prep.sources) {
     const m = (await selectSources(tree, s)).filter((x) => !prep.exclude || !prep.exclude.ignores(x.rel));
-    if (m.length === 0) {
-      const hint = contextSource ? "check the path, and that .dockerignore does not exclude it" : undefined;
-      throw fail("BUILD_COPY_SOURCE_NOT_FOUND", `${instr.kind.toUpperCase()} source "${s}" not found in ${tree.label}`, hint);
-    }
-    matches.push(m);
+    if (m.length > 0) matches.push(m);
+    // A wildcard that matches nothing is dropped (Docker, kaniko); a missing path is an error.
+    else if (hasWildcard(s)) unmatched.push(s);
+    else throw fail("BUILD_COPY_SOURCE_NOT_FOUND", `${instr.kind.toUpperCase()} source "${s}" not found in ${tree.label}`, hint);
+  }
+  const remaining = matches.length + otherSources(prep);
+  if (remaining === 0) {
+    const names = unmatched.map((s) => `"${s}"`).join(", ");
+    throw fail("BUILD_COPY_SOURCE_NOT_FOUND", `${instr.kind.toUpperCase()} source ${names} matched nothing in ${tree.label}`, hint);
   }
   const total = matches.reduce((n, m) => n + m.length, 0);
-  if ((prep.sources.length > 1 || total > 1) && !prep.destIsDir) {
+  if ((remaining > 1 || total > 1) && !prep.destIsDir) {
     const anyFile = matches.flat().some((m) => !m.stats.isDirectory());
-    if (anyFile || prep.sources.length > 1) {
+    if (anyFile || remaining > 1) {
       throw fail("BUILD_COPY_DEST_NOT_DIR", `when copying more than one source, the destination "${prep.destRaw}" must be a directory ending in "/"`);
     }
   }
   return matches;
+}
+
+/** Sources besides the local ones: heredocs, downloads, git checkouts. */
+function otherSources(prep: CopyPrep): number {
+  return prep.heredocs.length + prep.downloads.length + prep.gits.length;
 }
 
 /**
@@ -179,7 +192,7 @@ export async function executeCopy(state: StageState, prep: CopyPrep, ctx: StepCo
       if (prep.chown !== undefined) owner = await chownOwner(root, prep.chown);
       else if (contextSource) owner = { uid: 0, gid: 0 };
       const plan: CopyPlan = { owner, contextSource, modeFn: prep.modeFn, newDirMode: prep.newDirMode, exclude: prep.exclude, extract: prep.instr.kind === "add" ? { owner: prep.chown !== undefined ? owner : undefined } : undefined };
-      const intoDir = prep.destIsDir || prep.sources.length > 1 || total > 1;
+      const intoDir = prep.destIsDir || matches.length + otherSources(prep) > 1 || total > 1;
       for (const list of matches) {
         for (const m of list) await copyOne(tree, m, root, prep.dest, intoDir, prep.instr.parents, plan, ctx.signal);
       }
