@@ -182,4 +182,33 @@ describe.skipIf(!ready)("COPY/ADD/WORKDIR conformance with BuildKit (needs root,
     await expect(buildCtx(missing, "nomatch-missing")).rejects.toMatchObject({ code: "BUILD_COPY_SOURCE_NOT_FOUND", message: expect.stringContaining('"missing"') });
   }, 120_000);
 
+  it("root is 0:0 without /etc/passwd, and a uid without a passwd entry owns a WORKDIR as uid:uid", async () => {
+    const ctx = await context(
+      "rootuser",
+      "FROM scratch\nUSER root\nWORKDIR /w\nCOPY --chown=root:root a /a\nCOPY --chown=root a /a2\nUSER 9999\nWORKDIR /x\nUSER 9999:root\nWORKDIR /y\nUSER 0\n",
+      { a: "A\n" },
+    );
+    const root = await buildAndUnpack(ctx, "rootuser");
+    expect(await meta(join(root, "w"))).toEqual([0, 0, "755"]);
+    expect((await meta(join(root, "a"))).slice(0, 2)).toEqual([0, 0]);
+    expect((await meta(join(root, "a2"))).slice(0, 2)).toEqual([0, 0]);
+    expect(await meta(join(root, "x"))).toEqual([9999, 9999, "755"]);
+    expect(await meta(join(root, "y"))).toEqual([9999, 0, "755"]);
+  }, 120_000);
+
+  it("file owners follow BuildKit: a uid gives uid:uid, a name its passwd uid and gid", async () => {
+    const ctx = await context(
+      "owners",
+      "ARG BASE\nFROM ${BASE}\nRUN echo 'svc:x:2000:50::/:/bin/sh' >> /etc/passwd\nUSER 2000\nWORKDIR /sv\nUSER svc\nWORKDIR /sv2\nUSER root\n" +
+        "COPY --chown=svc a /sv3\nCOPY --chown=2000 a /sv4\nCOPY --chown=svc:root a /sv5\nCOPY --link --chown=svc a /sv6\n",
+      { a: "A\n" },
+    );
+    const root = await buildAndUnpack(ctx, "owners");
+    expect((await meta(join(root, "sv"))).slice(0, 2)).toEqual([2000, 2000]);
+    expect((await meta(join(root, "sv2"))).slice(0, 2)).toEqual([2000, 50]);
+    expect((await meta(join(root, "sv3"))).slice(0, 2)).toEqual([2000, 50]);
+    expect((await meta(join(root, "sv4"))).slice(0, 2)).toEqual([2000, 2000]);
+    expect((await meta(join(root, "sv5"))).slice(0, 2)).toEqual([2000, 0]);
+    expect((await meta(join(root, "sv6"))).slice(0, 2)).toEqual([2000, 50]);
+  }, 120_000);
 });

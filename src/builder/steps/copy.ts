@@ -25,7 +25,7 @@ import { resolveDirInRoot, resolveNoFollow } from "../rootfs-path.js";
 import { hasWildcard, selectSources, type SourceMatch, type SourceTree } from "../sources.js";
 import { addHistory, addLayer, workdirOf, type StageState } from "../stage-state.js";
 import type { StepContext } from "../step-context.js";
-import { resolveUser } from "../users.js";
+import { fileOwner } from "../users.js";
 import { applyMeta, copyEntry, copyTree, hashMatches, type CopyPlan, type Owner } from "../copy-tree.js";
 import { archiveKind, download, extractArchive, isRemoteSource, type Download } from "./add.js";
 import { checkoutGit, parseGitSource } from "./git.js";
@@ -189,7 +189,7 @@ export async function executeCopy(state: StageState, prep: CopyPrep, ctx: StepCo
     const total = matches.reduce((n, m) => n + m.length, 0);
     const layer = await mutateRoot(state, ctx, async (root) => {
       let owner: Owner | undefined;
-      if (prep.chown !== undefined) owner = await chownOwner(root, prep.chown);
+      if (prep.chown !== undefined) owner = await fileOwner(root, prep.chown, { signal: ctx.signal });
       else if (contextSource) owner = { uid: 0, gid: 0 };
       const plan: CopyPlan = { owner, contextSource, modeFn: prep.modeFn, newDirMode: prep.newDirMode, exclude: prep.exclude, extract: prep.instr.kind === "add" ? { owner: prep.chown !== undefined ? owner : undefined } : undefined };
       const intoDir = prep.destIsDir || matches.length + otherSources(prep) > 1 || total > 1;
@@ -216,12 +216,6 @@ export async function executeCopy(state: StageState, prep: CopyPrep, ctx: StepCo
 
 export async function copyStep(state: StageState, instr: CopyInstr | AddInstr, ctx: StepContext): Promise<StageState> {
   return executeCopy(state, await prepareCopy(state, instr, ctx), ctx);
-}
-
-async function chownOwner(root: string, spec: string): Promise<Owner> {
-  const u = await resolveUser(root, spec);
-  // Docker: a user without a group (name or uid) uses the uid as the gid.
-  return spec.includes(":") ? { uid: u.uid, gid: u.gid } : { uid: u.uid, gid: u.uid };
 }
 
 /**
