@@ -3,7 +3,8 @@
  * /etc/passwd and /etc/group from inside `root` (symlinks resolved inside it).
  *  - "" or undefined: root (uid 0, gid 0).
  *  - "name" or "uid": the passwd entry gives gid and home; an unknown numeric uid is
- *    fine (gid 0, home "/"); an unknown name is USER_NOT_FOUND.
+ *    fine (gid 0, home "/"); an unknown name is USER_NOT_FOUND. With both parts ids
+ *    ("root" meaning 0), as BuildKit, neither has to be found.
  *  - ":group" part: a name looked up in /etc/group (USER_GROUP_NOT_FOUND if absent)
  *    or a numeric gid. Supplementary groups (every group listing the user by
  *    name) apply only when no group is given, as in Docker.
@@ -151,7 +152,9 @@ export async function resolveUser(root: string, user: string | undefined, opts: 
   let gid = 0;
   let home = "/";
   let name: string | undefined;
-  const numericUid = userArg === "" ? 0 : parseId(userArg);
+  // BuildKit's fast path: when both parts are ids ("root" meaning 0), nothing has to be in the databases.
+  const fast = groupArg !== "" && fileId(userArg) !== null && fileId(groupArg) !== null;
+  const numericUid = userArg === "" ? 0 : fast ? fileId(userArg) : parseId(userArg);
   const match = passwd.find((p) => (numericUid !== null ? p.uid === numericUid : p.name === userArg));
   if (match) {
     uid = match.uid;
@@ -168,7 +171,7 @@ export async function resolveUser(root: string, user: string | undefined, opts: 
   if (groupArg !== "" || name !== undefined) {
     const groups = parseGroup(await readDb(root, "group", opts.signal));
     if (groupArg !== "") {
-      const numericGid = parseId(groupArg);
+      const numericGid = fast ? fileId(groupArg) : parseId(groupArg);
       const g = groups.find((e) => e.name === groupArg || (numericGid !== null && e.gid === numericGid));
       if (g) gid = g.gid;
       else if (numericGid !== null) gid = numericGid;

@@ -66,6 +66,10 @@ describe("resolveUser (Docker's USER rules)", () => {
     expect(await resolveUser(root, "1000:1000")).toEqual({ uid: 1000, gid: 1000, additionalGids: [], home: "/" });
     expect(await resolveUser(root, undefined)).toEqual({ uid: 0, gid: 0, additionalGids: [], home: "/" });
     await expect(resolveUser(root, "app")).rejects.toMatchObject({ code: "USER_NOT_FOUND" });
+    // BuildKit's fast path: two ids ("root" is 0) need no database; "root" alone still does.
+    expect(await resolveUser(root, "root:root")).toEqual({ uid: 0, gid: 0, additionalGids: [], home: "/" });
+    expect(await resolveUser(root, "1000:root")).toMatchObject({ uid: 1000, gid: 0 });
+    await expect(resolveUser(root, "root")).rejects.toMatchObject({ code: "USER_NOT_FOUND" });
   });
 
   it("never reads the host's files through a symlinked /etc/passwd", async () => {

@@ -211,4 +211,16 @@ describe.skipIf(!ready)("COPY/ADD/WORKDIR conformance with BuildKit (needs root,
     expect((await meta(join(root, "sv5"))).slice(0, 2)).toEqual([2000, 0]);
     expect((await meta(join(root, "sv6"))).slice(0, 2)).toEqual([2000, 50]);
   }, 120_000);
+  it("RUN as root:root or 1000:root needs no /etc/passwd or /etc/group (BuildKit's fast path for two ids)", async () => {
+    const ctx = await context(
+      "runroot",
+      "ARG BASE\nFROM ${BASE} AS bb\nFROM scratch\nCOPY --from=bb /bin/busybox /bin/busybox\nUSER root:root\n" +
+        'RUN ["/bin/busybox", "sh", "-c", "/bin/busybox id -u > /ids && /bin/busybox id -g >> /ids"]\nUSER 1000:root\nWORKDIR /u\n' +
+        'RUN ["/bin/busybox", "sh", "-c", "/bin/busybox id -u > /u/ids && /bin/busybox id -g >> /u/ids"]\nUSER 0\n',
+    );
+    const root = await buildAndUnpack(ctx, "runroot");
+    expect(await readFile(join(root, "ids"), "utf8")).toBe("0\n0\n");
+    expect(await readFile(join(root, "u/ids"), "utf8")).toBe("1000\n0\n");
+  }, 120_000);
+
 });
