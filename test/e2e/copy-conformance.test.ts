@@ -223,4 +223,18 @@ describe.skipIf(!ready)("COPY/ADD/WORKDIR conformance with BuildKit (needs root,
     expect(await readFile(join(root, "u/ids"), "utf8")).toBe("1000\n0\n");
   }, 120_000);
 
+  it("directories a build makes are 0755 whatever the process umask", async () => {
+    const ctx = await context("umask", "FROM scratch\nWORKDIR /w/x\nCOPY a /c/d/\nADD t.tar /e/f/\n", { a: "A\n", "t/in/g": "G\n" });
+    await chmod(join(ctx, "t/in"), 0o755);
+    await pexec("tar", ["-cf", join(ctx, "t.tar"), "-C", join(ctx, "t"), "in/g"]);
+    const old = process.umask(0o077);
+    let root: string;
+    try {
+      root = await buildAndUnpack(ctx, "umask");
+    } finally {
+      process.umask(old);
+    }
+    for (const d of ["w", "w/x", "c", "c/d", "e", "e/f", "e/f/in"]) expect([d, ...(await meta(join(root, d)))]).toEqual([d, 0, 0, "755"]);
+  }, 120_000);
+
 });
