@@ -237,4 +237,28 @@ describe.skipIf(!ready)("COPY/ADD/WORKDIR conformance with BuildKit (needs root,
     for (const d of ["w", "w/x", "c", "c/d", "e", "e/f", "e/f/in"]) expect([d, ...(await meta(join(root, d)))]).toEqual([d, 0, 0, "755"]);
   }, 120_000);
 
+  it("an ignored directory holding re-included files is copied with its own mode and the --chown owner", async () => {
+    const ctx = await context("reinclude", "FROM scratch\nCOPY --chown=1000:1000 . /app\n", {
+      ".dockerignore": "ig\n!ig/keep\n!ig/sub/keep2\n",
+      "ig/keep": "k\n",
+      "ig/drop": "d\n",
+      "ig/sub/keep2": "k2\n",
+    });
+    await chmod(join(ctx, "ig"), 0o750);
+    await chmod(join(ctx, "ig/sub"), 0o700);
+    const root = await buildAndUnpack(ctx, "reinclude");
+    expect(await meta(join(root, "app/ig"))).toEqual([1000, 1000, "750"]);
+    expect(await meta(join(root, "app/ig/sub"))).toEqual([1000, 1000, "700"]);
+    expect((await meta(join(root, "app/ig/keep"))).slice(0, 2)).toEqual([1000, 1000]);
+    expect(await readFile(join(root, "app/ig/sub/keep2"), "utf8")).toBe("k2\n");
+    await expect(lstat(join(root, "app/ig/drop"))).rejects.toThrow();
+    // The ignored directory's mode is part of the step's cache key, as it reaches the image.
+    const opts = { context: ctx, cacheDir: join(work, "cache"), outputs: [{ type: "oci" as const, dest: join(work, "reinclude-img2"), tag: "v1" }] };
+    expect((await build(opts)).steps.map((s) => s.cached)).toEqual([true]);
+    await chmod(join(ctx, "ig/sub"), 0o750);
+    const again = await build(opts);
+    expect(again.steps.map((s) => s.cached)).toEqual([false]);
+    expect(again.steps[0]!.reason).toContain("ig/sub changed");
+  }, 120_000);
+
 });
