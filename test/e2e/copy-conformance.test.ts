@@ -5,7 +5,7 @@
  * base (or scratch) in a real registry, unpacked with umoci.
  */
 import { execFile } from "node:child_process";
-import { chmod, chown, lstat, mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, lstat, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -211,6 +211,7 @@ describe.skipIf(!ready)("COPY/ADD/WORKDIR conformance with BuildKit (needs root,
     expect((await meta(join(root, "sv5"))).slice(0, 2)).toEqual([2000, 0]);
     expect((await meta(join(root, "sv6"))).slice(0, 2)).toEqual([2000, 50]);
   }, 120_000);
+
   it("RUN as root:root or 1000:root needs no /etc/passwd or /etc/group (BuildKit's fast path for two ids)", async () => {
     const ctx = await context(
       "runroot",
@@ -260,5 +261,4 @@ describe.skipIf(!ready)("COPY/ADD/WORKDIR conformance with BuildKit (needs root,
     expect(again.steps.map((s) => s.cached)).toEqual([false]);
     expect(again.steps[0]!.reason).toContain("ig/sub changed");
   }, 120_000);
-
 });
