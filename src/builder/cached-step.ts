@@ -15,7 +15,7 @@ import type { CacheHit, CacheRecord, CacheStore } from "../cache/store.js";
 import { formatPlatform } from "../oci/registry/index.js";
 import { chainId } from "./layer-store.js";
 import { withRootView } from "./fs.js";
-import { resolveUser } from "./users.js";
+import { fileOwner } from "./users.js";
 import { addHistory, addLayer, envRecord, expansionEnv, shellOf, withConfig, workdirOf, type LayerRecord, type StageState } from "./stage-state.js";
 import type { StepContext } from "./step-context.js";
 import type { ArgSources } from "./steps/arg.js";
@@ -145,7 +145,7 @@ async function mountKeyInputs(specs: readonly string[], ctx: StepContext, cache:
     if (m.type !== "bind" && !(m.type === "cache" && m.from !== undefined)) continue;
     if (m.from === undefined) {
       const matches = await selectSources(ctx.context, m.source);
-      for (const [k, v] of Object.entries(await hashMatches(ctx.context, matches, cache.hashFile, undefined, ctx.signal))) files[`mount ${m.target}: ${k}`] = v;
+      for (const [k, v] of Object.entries(await hashMatches(ctx.context, matches, cache.hashFile, { signal: ctx.signal }))) files[`mount ${m.target}: ${k}`] = v;
     } else {
       const chain = cache.stageChain(m.from);
       sources.push(`${m.target}=${chain ? `stage:${await chain}` : `image:${(await ctx.image(m.from, state.platform)).baseName}`}`);
@@ -164,8 +164,8 @@ async function linkedCopy(state: StageState, prep: CopyPrep, ctx: StepContext): 
   if (prep.chown !== undefined && !/^\d+(:\d+)?$/.test(prep.chown)) {
     const spec = prep.chown;
     const ids = await withRootView(state, ctx, async (root) => {
-      const u = await resolveUser(root, spec);
-      return spec.includes(":") ? `${u.uid}:${u.gid}` : `${u.uid}:${u.uid}`;
+      const o = await fileOwner(root, spec, { signal: ctx.signal });
+      return `${o.uid}:${o.gid}`;
     });
     p = { ...prep, chown: ids };
   }

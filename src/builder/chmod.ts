@@ -8,6 +8,11 @@ export type ModeFn = (mode: number, isDir: boolean) => number;
 
 const WHO: Record<string, number> = { u: 0o4700, g: 0o2070, o: 0o1007, a: 0o7777 };
 
+/** An octal --chmod's permission bits (what BuildKit gives the directories a copy makes), or undefined for a symbolic one. */
+export function octalChmod(spec: string): number | undefined {
+  return /^[0-7]{1,4}$/.test(spec) ? parseInt(spec, 8) & 0o777 : undefined;
+}
+
 export function parseChmod(spec: string): ModeFn {
   if (/^[0-7]{1,4}$/.test(spec)) {
     const m = parseInt(spec, 8);

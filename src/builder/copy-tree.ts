@@ -22,34 +22,62 @@ export interface CopyPlan {
   owner?: Owner; // undefined: keep the source's (stages/images) or 0:0 (context)
   contextSource: boolean;
   modeFn?: ModeFn;
+  /** Mode of the directories made on the way to the destination (not of copied ones); 0755 when unset. */
+  newDirMode?: number;
   exclude?: IgnoreMatcher;
-  /** ADD: local tar archives are extracted into the destination. */
-  extract?: boolean;
+  /** ADD: local tar archives are extracted into the destination, owned by `owner` (--chown) or as the archive says. */
+  extract?: { owner?: Owner };
 }
 
-/** Content hashes of everything a copy (or a bind mount) of `matches` reads, keyed by path in the tree. */
+/**
+ * Content hashes of everything a copy (or a bind mount) of `matches` reads, keyed by path
+ * in the tree. `contentsOnly`: a directory match stands for its contents only (COPY
+ * copies what is in it, never the directory's own mode), so its mode is left out.
+ */
 export async function hashMatches(
   tree: SourceTree,
   matches: readonly SourceMatch[],
   hashFile: (path: string, st: Stats) => Promise<string>,
-  exclude?: IgnoreMatcher,
-  signal?: AbortSignal,
+  opts: { exclude?: IgnoreMatcher; signal?: AbortSignal; contentsOnly?: boolean } = {},
 ): Promise<Record<string, string>> {
   const files: Record<string, string> = {};
-  const plan: CopyPlan = { contextSource: true, exclude };
+  const plan: CopyPlan = { contextSource: true, exclude: opts.exclude };
   for (const m of matches) {
-    for await (const e of walkMatch(tree, m, plan, signal)) {
+    for await (const e of walkMatch(tree, m, plan, opts.signal)) {
       const st = e.stats;
+      const key = e.srcRel === "" ? "." : e.srcRel;
+      if (e.rel !== "") keyUnlistedParents(files, m, e);
       const mode = (st.mode & 0o7777).toString(8);
       let v: string;
-      if (st.isDirectory()) v = `dir:${mode}`;
-      else if (st.isSymbolicLink()) v = `link:${await readlink(e.hostPath)}`;
+      if (st.isDirectory()) {
+        // (Another match may copy the same directory as an entry: then its mode counts.)
+        if (e.rel === "" && opts.contentsOnly) {
+          files[key] ??= "dir";
+          continue;
+        }
+        v = `dir:${mode}`;
+      } else if (st.isSymbolicLink()) v = `link:${await readlink(e.hostPath)}`;
       else if (st.isFile()) v = `file:${mode}:${await hashFile(e.hostPath, st)}`;
       else continue;
-      files[e.srcRel === "" ? "." : e.srcRel] = v;
+      files[key] = v;
     }
   }
   return files;
+}
+
+/**
+ * The directories above `e` that the walk passed without listing them (ignored, but
+ * holding re-included paths): the copy makes them with their modes (copyTree's ensureDir).
+ */
+function keyUnlistedParents(files: Record<string, string>, m: SourceMatch, e: Walked): void {
+  let rel = e.rel;
+  let srcRel = e.srcRel;
+  for (let i = rel.lastIndexOf("/"); i !== -1; i = rel.lastIndexOf("/")) {
+    rel = rel.slice(0, i);
+    srcRel = srcRel.slice(0, srcRel.lastIndexOf("/"));
+    if (files[srcRel] !== undefined) return;
+    files[srcRel] = `dir:${(lstatSync(join(m.hostPath, rel)).mode & 0o7777).toString(8)}`;
+  }
 }
 
 interface Walked {
@@ -119,6 +147,21 @@ export async function copyTree(tree: SourceTree, m: SourceMatch, dstDir: string,
     owners.set(dir, f);
     return f;
   };
+  // An ignored directory that holds re-included paths is made when the first of them is
+  // copied, with its source's metadata like any copied directory (as BuildKit, whose
+  // context holds the parents of what .dockerignore keeps).
+  const ensureDir = (dir: string): void => {
+    if (present.has(dir)) return;
+    ensureDir(dir.slice(0, dir.lastIndexOf("/")));
+    const existing = lstatOrNullSync(dir);
+    if (!existing?.isDirectory()) {
+      if (existing) rmSync(dir, { force: true });
+      mkdirSync(dir);
+      made.add(dir);
+      dirs.push({ path: dir, stats: lstatSync(join(m.hostPath, dir.slice(dstDir.length + 1))) });
+    }
+    present.add(dir);
+  };
   for await (const e of walkMatch(tree, m, plan, signal)) {
     if (e.rel === "") continue;
     const dst = join(dstDir, e.rel);
@@ -129,21 +172,18 @@ export async function copyTree(tree: SourceTree, m: SourceMatch, dstDir: string,
         mkdirSync(dst);
         made.add(dst);
       } else {
+        ensureDir(parent);
         const existing = lstatOrNullSync(dst);
         if (existing && !existing.isDirectory()) rmSync(dst, { force: true });
         if (!existing || !existing.isDirectory()) {
-          mkdirSync(dst, { recursive: true });
+          mkdirSync(dst);
           made.add(dst);
         }
       }
       present.add(dst);
       dirs.push({ path: dst, stats: e.stats });
     } else {
-      // A re-included file under an ignored directory: its parent exists only if created here.
-      if (!present.has(parent)) {
-        mkdirSync(parent, { recursive: true });
-        present.add(parent);
-      }
+      ensureDir(parent);
       await copyEntry(e.hostPath, e.stats, dst, plan, inFresh ? freshDir(parent) : undefined);
     }
   }

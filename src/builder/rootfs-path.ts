@@ -5,8 +5,8 @@
  * root) and must stay inside it; a target that climbs above the root with `..`
  * is refused. Nothing here ever follows a link with the host's view of "/".
  */
-import { lstat, mkdir, readlink } from "node:fs/promises";
-import { mkdirSync, readlinkSync, type Stats } from "node:fs";
+import { chmod, lstat, mkdir, readlink } from "node:fs/promises";
+import { chmodSync, mkdirSync, readlinkSync, type Stats } from "node:fs";
 import { join } from "node:path";
 import { OcibuildError } from "../errors.js";
 
@@ -76,6 +76,7 @@ export async function resolveDirInRoot(
     if (st === null) {
       if (!opts.create) return null;
       await mkdir(host, { mode: 0o755 });
+      await chmod(host, 0o755); // whatever the process umask
       if (opts.onCreate) await opts.onCreate(host);
       cur.push(c);
       continue;
@@ -138,6 +139,7 @@ export function resolveDirInRootSync(
     if (st === null) {
       if (!opts.create) return null;
       mkdirSync(host, { mode: 0o755 });
+      chmodSync(host, 0o755); // whatever the process umask
       known.add(rel);
       continue;
     }

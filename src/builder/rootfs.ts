@@ -40,6 +40,13 @@ export interface ExtractOptions {
   diffId?: DiffID;
   /** "apply" (default) deletes whited-out paths; "overlay" keeps whiteouts in overlayfs form. */
   whiteouts?: WhiteoutForm;
+  /**
+   * Ignore the archive's root entry ("./"): `root` keeps its own mode, owner and times.
+   * For ADD of a local archive into a directory, as Docker's untar does.
+   */
+  skipRootEntry?: boolean;
+  /** Own every entry by this instead of the archive's owners (ADD --chown, as BuildKit does since v0.23). */
+  owner?: { uid: number; gid: number };
 }
 
 
@@ -162,7 +169,8 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
       const rel = comps.join("/");
       const base = comps[comps.length - 1];
       const mode = h.mode & 0o7777;
-      const { uid, gid, mtime } = h;
+      const { uid, gid } = opts.owner ?? h;
+      const mtime = h.mtime;
 
       // Whiteouts.
       if (base !== undefined && base.startsWith(WH_PREFIX)) {
@@ -209,6 +217,7 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
 
       // The root directory itself ("./").
       if (comps.length === 0) {
+        if (opts.skipRootEntry) continue;
         if (type !== "directory") throw unsafe(`entry "${h.name}" would replace the root with a ${type}`, h.name);
         dirs.push({ hostPath: root, rel: "", mode, uid, gid, mtime });
         continue;

@@ -13,8 +13,8 @@
 import { createHash } from "node:crypto";
 import { isSealed, secretArgName } from "./redact.js";
 
-/** Bump when the recipe changes: old entries then simply never match. */
-export const KEY_VERSION = 2;
+/** Bump when the recipe changes, or when a fix makes a step produce other bytes from the same inputs: old entries then simply never match. */
+export const KEY_VERSION = 3;
 
 export interface KeyInputs {
   v: number;

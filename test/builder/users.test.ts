@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { resolveUser } from "../../src/builder/users.js";
+import { fileOwner, resolveUser } from "../../src/builder/users.js";
 
 let base: string;
 let root: string;
@@ -66,6 +66,10 @@ describe("resolveUser (Docker's USER rules)", () => {
     expect(await resolveUser(root, "1000:1000")).toEqual({ uid: 1000, gid: 1000, additionalGids: [], home: "/" });
     expect(await resolveUser(root, undefined)).toEqual({ uid: 0, gid: 0, additionalGids: [], home: "/" });
     await expect(resolveUser(root, "app")).rejects.toMatchObject({ code: "USER_NOT_FOUND" });
+    // BuildKit's fast path: two ids ("root" is 0) need no database; "root" alone still does.
+    expect(await resolveUser(root, "root:root")).toEqual({ uid: 0, gid: 0, additionalGids: [], home: "/" });
+    expect(await resolveUser(root, "1000:root")).toMatchObject({ uid: 1000, gid: 0 });
+    await expect(resolveUser(root, "root")).rejects.toMatchObject({ code: "USER_NOT_FOUND" });
   });
 
   it("never reads the host's files through a symlinked /etc/passwd", async () => {
@@ -85,5 +89,26 @@ describe("resolveUser (Docker's USER rules)", () => {
     await writeFile(join(root, "etc/passwd.real"), "inside:x:5:5::/in:/bin/sh\n");
     await symlink("/etc/passwd.real", join(root, "etc/passwd"));
     expect(await resolveUser(root, "inside")).toMatchObject({ uid: 5, gid: 5, home: "/in" });
+  });
+});
+
+describe("fileOwner (BuildKit's owner for COPY --chown and WORKDIR)", () => {
+  it("takes numbers and root as ids without a lookup, a uid alone as uid:uid", async () => {
+    expect(await fileOwner(root, "1000")).toEqual({ uid: 1000, gid: 1000 });
+    expect(await fileOwner(root, "0")).toEqual({ uid: 0, gid: 0 });
+    await rm(join(root, "etc"), { recursive: true });
+    expect(await fileOwner(root, "root")).toEqual({ uid: 0, gid: 0 });
+    expect(await fileOwner(root, "root:root")).toEqual({ uid: 0, gid: 0 });
+    expect(await fileOwner(root, "9999")).toEqual({ uid: 9999, gid: 9999 });
+    expect(await fileOwner(root, "9999:root")).toEqual({ uid: 9999, gid: 0 });
+    expect(await fileOwner(root, "9999:12")).toEqual({ uid: 9999, gid: 12 });
+  });
+
+  it("gives a name its passwd uid and gid; a group name is looked up in /etc/group", async () => {
+    expect(await fileOwner(root, "app")).toEqual({ uid: 1000, gid: 1001 });
+    expect(await fileOwner(root, "app:staff")).toEqual({ uid: 1000, gid: 50 });
+    expect(await fileOwner(root, "1000:wheel")).toEqual({ uid: 1000, gid: 10 });
+    await expect(fileOwner(root, "ghost")).rejects.toMatchObject({ code: "USER_NOT_FOUND", message: expect.stringContaining("ghost") });
+    await expect(fileOwner(root, "app:ghosts")).rejects.toMatchObject({ code: "USER_GROUP_NOT_FOUND", message: expect.stringContaining("ghosts") });
   });
 });

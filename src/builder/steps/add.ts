@@ -2,7 +2,8 @@
  * What ADD does beyond COPY: remote URLs are downloaded (Last-Modified as the
  * file's mtime, mode 0600, `--checksum=sha256:` verified; never extracted), and
  * local tar archives (plain, gzip, bzip2, xz) are extracted into the destination
- * with the same safety rules as image layers.
+ * with the same safety rules as image layers, as Docker's untar does: the archive's
+ * root entry is not applied, and --chown owns every entry.
  */
 import { spawn } from "node:child_process";
 import { createReadStream, createWriteStream } from "node:fs";
@@ -92,12 +93,19 @@ function decompressWith(cmd: string, path: string, signal?: AbortSignal): NodeJS
   return out;
 }
 
-/** Extract a local archive into `destDir` (a host path inside the stage root). */
-export async function extractArchive(path: string, kind: ArchiveKind, destDir: string, signal?: AbortSignal): Promise<void> {
+/** Extract a local archive into `destDir` (a host path inside the stage root), owned by `owner` when given (--chown). */
+export async function extractArchive(
+  path: string,
+  kind: ArchiveKind,
+  destDir: string,
+  opts: { owner?: { uid: number; gid: number }; signal?: AbortSignal } = {},
+): Promise<void> {
+  const { signal } = opts;
   let stream: NodeJS.ReadableStream;
   if (kind === "bzip2") stream = decompressWith("bzip2", path, signal);
   else if (kind === "xz") stream = decompressWith("xz", path, signal);
   else if (kind === "gzip") stream = createReadStream(path, { signal }).pipe(createGunzip());
   else stream = createReadStream(path, { signal });
-  await extractLayer(destDir, stream, { signal });
+  // The archive's own "./" entry is not applied: the destination keeps its mode and owner (Docker's untar).
+  await extractLayer(destDir, stream, { signal, skipRootEntry: true, owner: opts.owner });
 }

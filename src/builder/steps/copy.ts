@@ -2,11 +2,15 @@
  * COPY (and ADD of local files): Docker's copy rules, executed into the stage's
  * merged root so that the layer is exactly what changed.
  *  - sources relative to the context (or to --from's root), never outside it;
- *    wildcards; a directory source copies its contents; .dockerignore applies.
+ *    wildcards (one that matches nothing is dropped, unless nothing matched at all);
+ *    a directory source copies its contents; .dockerignore applies.
  *  - destination relative to WORKDIR; a trailing "/" (or several sources) means a
- *    directory; missing parents are created (owned like --chown, as BuildKit does).
+ *    directory; missing parents are created 0755 (or an octal --chmod) and owned like
+ *    --chown, as BuildKit does.
  *  - context files belong to 0:0 unless --chown; files from another stage or image
  *    keep their owner; mtimes are kept; --chmod applies to files and directories.
+ *  - a directory source's contents are copied, not the directory itself: the
+ *    destination directory keeps its own mode and owner, or is made 0755.
  */
 import { chmod, lchown, lstat, mkdir, rm, writeFile } from "node:fs/promises";
 import { createHash } from "node:crypto";
@@ -15,13 +19,13 @@ import { basename, join, posix } from "node:path";
 import { OcibuildError } from "../../errors.js";
 import { createIgnoreMatcher, parseDockerignore, type AddInstr, type CopyInstr, type IgnoreMatcher } from "../../dockerfile/index.js";
 import { dockerfileError } from "../../dockerfile/diagnostics.js";
-import { parseChmod, type ModeFn } from "../chmod.js";
+import { octalChmod, parseChmod, type ModeFn } from "../chmod.js";
 import { mutateRoot, withRootView } from "../fs.js";
 import { resolveDirInRoot, resolveNoFollow } from "../rootfs-path.js";
-import { selectSources, type SourceMatch, type SourceTree } from "../sources.js";
+import { hasWildcard, selectSources, type SourceMatch, type SourceTree } from "../sources.js";
 import { addHistory, addLayer, workdirOf, type StageState } from "../stage-state.js";
 import type { StepContext } from "../step-context.js";
-import { resolveUser } from "../users.js";
+import { fileOwner } from "../users.js";
 import { applyMeta, copyEntry, copyTree, hashMatches, type CopyPlan, type Owner } from "../copy-tree.js";
 import { archiveKind, download, extractArchive, isRemoteSource, type Download } from "./add.js";
 import { checkoutGit, parseGitSource } from "./git.js";
@@ -50,6 +54,8 @@ export interface CopyPrep {
   destIsDir: boolean;
   chown?: string;
   modeFn?: ModeFn;
+  /** Mode of the directories made on the way to the destination (see madeDir). */
+  newDirMode?: number;
   exclude?: IgnoreMatcher;
   from?: string;
   /** Context sources, selected (per source string). */
@@ -108,7 +114,8 @@ export async function prepareCopy(state: StageState, instr: CopyInstr | AddInstr
   }
 
   const dest = posix.isAbsolute(destRaw) ? destRaw : posix.join(workdirOf(state), destRaw);
-  const count = sources.length + instr.heredocs.length;
+  // Sources that are sure to remain: a wildcard that matches nothing is dropped (selectAll).
+  const count = sources.filter((s) => !local.includes(s) || !hasWildcard(s)).length + instr.heredocs.length;
   const destIsDir = destRaw.endsWith("/") || destRaw === "." || destRaw.endsWith("/.") ;
   let modeFn: ModeFn | undefined;
   try {
@@ -121,7 +128,8 @@ export async function prepareCopy(state: StageState, instr: CopyInstr | AddInstr
   if (count > 1 && !destIsDir) {
     throw fail("BUILD_COPY_DEST_NOT_DIR", `when copying more than one source, the destination "${destRaw}" must be a directory ending in "/"`);
   }
-  const prep: CopyPrep = { instr, text, sources: local, destRaw, dest, destIsDir, chown, modeFn, exclude, from, heredocs, downloads, gits };
+  const newDirMode = chmodSpec !== undefined ? octalChmod(chmodSpec) : undefined;
+  const prep: CopyPrep = { instr, text, sources: local, destRaw, dest, destIsDir, chown, modeFn, newDirMode, exclude, from, heredocs, downloads, gits };
   if (from === undefined) prep.matches = await selectAll(prep, ctx.context, true, ctx);
   return prep;
 }
@@ -130,23 +138,34 @@ async function selectAll(prep: CopyPrep, tree: SourceTree, contextSource: boolea
   const { instr } = prep;
   const loc = { file: ctx.file, lines: [...ctx.lines] };
   const fail = (code: string, msg: string, hint?: string) => dockerfileError(code, msg, loc, instr.range.startLine, instr.range.endLine, { hint });
+  const hint = contextSource ? "check the path, and that .dockerignore does not exclude it" : undefined;
   const matches: SourceMatch[][] = [];
+  const unmatched: string[] = [];
   for (const s of prep.sources) {
     const m = (await selectSources(tree, s)).filter((x) => !prep.exclude || !prep.exclude.ignores(x.rel));
-    if (m.length === 0) {
-      const hint = contextSource ? "check the path, and that .dockerignore does not exclude it" : undefined;
-      throw fail("BUILD_COPY_SOURCE_NOT_FOUND", `${instr.kind.toUpperCase()} source "${s}" not found in ${tree.label}`, hint);
-    }
-    matches.push(m);
+    if (m.length > 0) matches.push(m);
+    // A wildcard that matches nothing is dropped (Docker, kaniko); a missing path is an error.
+    else if (hasWildcard(s)) unmatched.push(s);
+    else throw fail("BUILD_COPY_SOURCE_NOT_FOUND", `${instr.kind.toUpperCase()} source "${s}" not found in ${tree.label}`, hint);
+  }
+  const remaining = matches.length + otherSources(prep);
+  if (remaining === 0) {
+    const names = unmatched.map((s) => `"${s}"`).join(", ");
+    throw fail("BUILD_COPY_SOURCE_NOT_FOUND", `${instr.kind.toUpperCase()} source ${names} matched nothing in ${tree.label}`, hint);
   }
   const total = matches.reduce((n, m) => n + m.length, 0);
-  if ((prep.sources.length > 1 || total > 1) && !prep.destIsDir) {
+  if ((remaining > 1 || total > 1) && !prep.destIsDir) {
     const anyFile = matches.flat().some((m) => !m.stats.isDirectory());
-    if (anyFile || prep.sources.length > 1) {
+    if (anyFile || remaining > 1) {
       throw fail("BUILD_COPY_DEST_NOT_DIR", `when copying more than one source, the destination "${prep.destRaw}" must be a directory ending in "/"`);
     }
   }
   return matches;
+}
+
+/** Sources besides the local ones: heredocs, downloads, git checkouts. */
+function otherSources(prep: CopyPrep): number {
+  return prep.heredocs.length + prep.downloads.length + prep.gits.length;
 }
 
 /**
@@ -159,7 +178,9 @@ export async function copyKeyFiles(prep: CopyPrep, ctx: StepContext, hashFile: (
   for (const h of prep.heredocs) files[`<<${h.name}`] = createHash("sha256").update(h.content).digest("hex");
   for (const d of prep.downloads) files[d.url] = d.sha256;
   for (const g of prep.gits) files[`git ${g.url}`] = g.commit;
-  Object.assign(files, await hashMatches(ctx.context, (prep.matches ?? []).flat(), hashFile, prep.exclude, ctx.signal));
+  // A directory source's own mode never reaches the image, unless --parents recreates it below the destination.
+  const opts = { exclude: prep.exclude, signal: ctx.signal, contentsOnly: !prep.instr.parents };
+  Object.assign(files, await hashMatches(ctx.context, (prep.matches ?? []).flat(), hashFile, opts));
   return files;
 }
 
@@ -168,14 +189,14 @@ export async function executeCopy(state: StageState, prep: CopyPrep, ctx: StepCo
     const total = matches.reduce((n, m) => n + m.length, 0);
     const layer = await mutateRoot(state, ctx, async (root) => {
       let owner: Owner | undefined;
-      if (prep.chown !== undefined) owner = await chownOwner(root, prep.chown);
+      if (prep.chown !== undefined) owner = await fileOwner(root, prep.chown, { signal: ctx.signal });
       else if (contextSource) owner = { uid: 0, gid: 0 };
-      const plan: CopyPlan = { owner, contextSource, modeFn: prep.modeFn, exclude: prep.exclude, extract: prep.instr.kind === "add" };
-      const intoDir = prep.destIsDir || prep.sources.length > 1 || total > 1;
+      const plan: CopyPlan = { owner, contextSource, modeFn: prep.modeFn, newDirMode: prep.newDirMode, exclude: prep.exclude, extract: prep.instr.kind === "add" ? { owner: prep.chown !== undefined ? owner : undefined } : undefined };
+      const intoDir = prep.destIsDir || matches.length + otherSources(prep) > 1 || total > 1;
       for (const list of matches) {
         for (const m of list) await copyOne(tree, m, root, prep.dest, intoDir, prep.instr.parents, plan, ctx.signal);
       }
-      const created = plan.owner ? { ...plan, extract: false } : { ...plan, owner: { uid: 0, gid: 0 }, extract: false };
+      const created = plan.owner ? { ...plan, extract: undefined } : { ...plan, owner: { uid: 0, gid: 0 }, extract: undefined };
       for (const d of prep.downloads) await copyOne(tree, d.match, root, prep.dest, intoDir, false, created, ctx.signal);
       for (const h of prep.heredocs) await writeHeredoc(root, prep, h, created);
       for (const g of prep.gits) await copyOne({ root: g.match.hostPath, label: g.url }, g.match, root, prep.dest, true, false, { ...created, contextSource: false }, ctx.signal);
@@ -197,10 +218,15 @@ export async function copyStep(state: StageState, instr: CopyInstr | AddInstr, c
   return executeCopy(state, await prepareCopy(state, instr, ctx), ctx);
 }
 
-async function chownOwner(root: string, spec: string): Promise<Owner> {
-  const u = await resolveUser(root, spec);
-  // Docker: a user without a group (name or uid) uses the uid as the gid.
-  return spec.includes(":") ? { uid: u.uid, gid: u.gid } : { uid: u.uid, gid: u.uid };
+/**
+ * What a directory made on the way to the destination gets: the --chown owner, and mode
+ * 0755, or an octal --chmod's mode (BuildKit does so since v0.21; a symbolic one leaves 0755).
+ */
+function madeDir(plan: CopyPlan, mode = plan.newDirMode ?? 0o755): (hostPath: string) => Promise<void> {
+  return async (hostPath) => {
+    if (plan.owner) await lchown(hostPath, plan.owner.uid, plan.owner.gid);
+    await chmod(hostPath, mode);
+  };
 }
 
 function splitPath(p: string): string[] {
@@ -219,21 +245,22 @@ async function copyOne(
 ): Promise<void> {
   let destComps = splitPath(dest);
   if (parents) destComps = [...destComps, ...splitPath(m.rel)];
-  const created = async (hostPath: string) => {
-    if (plan.owner) await lchown(hostPath, plan.owner.uid, plan.owner.gid);
-  };
+  const created = madeDir(plan);
   if (m.stats.isDirectory()) {
-    // A directory source: its contents go into dest (created as a directory).
+    // A directory source: its contents go into dest. dest itself is not a copied entry
+    // (BuildKit): made 0755 (owned like --chown) when missing, else left as it is. Only
+    // with --parents is the source directory one of the entries below the destination.
     const target = await resolveDirInRoot(root, destComps, { create: true, onCreate: created });
     await copyTree(tree, m, target!.hostPath, plan, signal);
-    applyMeta(target!.hostPath, m.stats, plan, true);
+    if (parents && m.rel !== "") applyMeta(target!.hostPath, m.stats, plan, true);
     return;
   }
   if (plan.extract && m.stats.isFile()) {
     const kind = await archiveKind(m.hostPath);
     if (kind !== undefined) {
-      const target = await resolveDirInRoot(root, destComps, { create: true, onCreate: created });
-      await extractArchive(m.hostPath, kind, target!.hostPath, signal);
+      // (BuildKit makes an archive's destination 0755 whatever --chmod says.)
+      const target = await resolveDirInRoot(root, destComps, { create: true, onCreate: madeDir(plan, 0o755) });
+      await extractArchive(m.hostPath, kind, target!.hostPath, { owner: plan.extract.owner, signal });
       return;
     }
   }
@@ -254,12 +281,7 @@ async function writeHeredoc(root: string, prep: CopyPrep, h: { name: string; con
   const existing = await resolveNoFollow(root, destComps).catch(() => null);
   const intoDir = prep.destIsDir || (existing !== null && existing.stats.isDirectory()) || destComps.length === 0;
   const comps = intoDir ? [...destComps, h.name] : destComps;
-  const parent = await resolveDirInRoot(root, comps.slice(0, -1), {
-    create: true,
-    onCreate: async (p) => {
-      if (plan.owner) await lchown(p, plan.owner.uid, plan.owner.gid);
-    },
-  });
+  const parent = await resolveDirInRoot(root, comps.slice(0, -1), { create: true, onCreate: madeDir(plan) });
   const path = join(parent!.hostPath, comps[comps.length - 1]!);
   const old = await lstat(path).catch(() => null);
   if (old?.isDirectory()) throw new OcibuildError("BUILD_COPY_OVER_DIRECTORY", `cannot write the heredoc ${h.name} over the directory ${prep.dest}`);

@@ -1,7 +1,7 @@
 /**
  * WORKDIR (expanded): relative paths join the previous working directory; the directory is
- * created (owned by the current USER, as BuildKit does) when it does not exist,
- * which makes a layer; otherwise only the config changes.
+ * created (owned by the current USER with BuildKit's rule for file owners, see fileOwner)
+ * when it does not exist, which makes a layer; otherwise only the config changes.
  */
 import { lchown } from "node:fs/promises";
 import { posix } from "node:path";
@@ -10,7 +10,7 @@ import { mutateRoot } from "../fs.js";
 import { resolveDirInRoot } from "../rootfs-path.js";
 import { addHistory, addLayer, withConfig, workdirOf, type StageState } from "../stage-state.js";
 import type { StepContext } from "../step-context.js";
-import { resolveUser } from "../users.js";
+import { fileOwner } from "../users.js";
 
 export async function workdirStep(state: StageState, instr: WorkdirInstr, ctx: StepContext): Promise<StageState> {
   const dir = posix.resolve(workdirOf(state), instr.path);
@@ -20,7 +20,7 @@ export async function workdirStep(state: StageState, instr: WorkdirInstr, ctx: S
   const layer = await mutateRoot(next, ctx, async (root) => {
     const existing = await resolveDirInRoot(root, comps).catch(() => null);
     if (existing) return;
-    const user = state.config.User ? await resolveUser(root, state.config.User) : undefined;
+    const user = state.config.User ? await fileOwner(root, state.config.User, { signal: ctx.signal }) : undefined;
     await resolveDirInRoot(root, comps, {
       create: true,
       onCreate: async (p) => {
