@@ -8,7 +8,7 @@
  */
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, writeFile } from "node:fs/promises";
+import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -30,6 +30,8 @@ interface ParityCase {
   files?: Record<string, string>;
   /** Build in both snapshot modes (overlay and copy-and-compare). */
   bothModes?: boolean;
+  /** Anything else the context needs (modes, archives), after the files are written. */
+  prepare?(ctx: string): Promise<void>;
   /** Checks on the unpacked root filesystem: what BuildKit gives. */
   check(root: string): Promise<void>;
 }
@@ -45,7 +47,67 @@ const CASES: ParityCase[] = [
       expect((await lstat(join(root, "a"))).mtimeMs).toBe(1_000_000_000_000);
     },
   },
+  {
+    name: "copy-dir-keeps-destination-mode",
+    // A context of mode 0700 (as mktemp -d makes) and a source directory of 0770.
+    dockerfile: `ARG BASE\nFROM \${BASE}\nWORKDIR /app\nCOPY . .\nCOPY sub /d\nRUN mkdir -m 700 /e\nCOPY sub /e\n`,
+    files: { "sub/f": "f\n" },
+    async prepare(ctx) {
+      await chmod(ctx, 0o700);
+      await chmod(join(ctx, "sub"), 0o770);
+    },
+    async check(root) {
+      expect(await meta(join(root, "app"))).toBe("0:0 755");
+      expect(await meta(join(root, "d"))).toBe("0:0 755");
+      expect(await meta(join(root, "e"))).toBe("0:0 700");
+      expect(await meta(join(root, "app/sub"))).toBe("0:0 770");
+    },
+  },
+  {
+    name: "add-tar-skips-root-entry",
+    dockerfile: `ARG BASE\nFROM \${BASE}\nADD root.tar /d8\n`,
+    files: { "src/in": "in\n" },
+    async prepare(ctx) {
+      await chmod(join(ctx, "src"), 0o700);
+      await run("tar", ["--owner=1234", "--group=5678", "--numeric-owner", "-cf", join(ctx, "root.tar"), "-C", join(ctx, "src"), "."]);
+    },
+    async check(root) {
+      expect(await meta(join(root, "d8"))).toBe("0:0 755");
+      expect(await meta(join(root, "d8/in"))).toBe("1234:5678 644");
+    },
+  },
+  {
+    name: "wildcard-matching-nothing-is-dropped",
+    dockerfile: `ARG BASE\nFROM \${BASE}\nCOPY nomatch* a /one\nCOPY nomatch* a /two/\n`,
+    files: { a: "A\n" },
+    async check(root) {
+      expect(await readFile(join(root, "one"), "utf8")).toBe("A\n");
+      expect(await readFile(join(root, "two/a"), "utf8")).toBe("A\n");
+    },
+  },
+  {
+    name: "args-carry-into-a-stage-built-from-a-stage",
+    dockerfile: `ARG BASE\nFROM \${BASE} AS base\nARG NAME=base\nFROM base\nARG N2="$NAME-dev"\nRUN echo "[$NAME] [$N2]" > /out\n`,
+    async check(root) {
+      expect(await readFile(join(root, "out"), "utf8")).toBe("[base] [base-dev]\n");
+    },
+  },
+  {
+    name: "root-without-passwd",
+    dockerfile: `FROM scratch\nUSER root\nWORKDIR /w\nCOPY --chown=root:root a /a\nUSER 9999\nWORKDIR /w2\n`,
+    files: { a: "A\n" },
+    async check(root) {
+      expect(await meta(join(root, "w"))).toBe("0:0 755");
+      expect(await meta(join(root, "a"))).toBe("0:0 644");
+      expect(await meta(join(root, "w2"))).toBe("9999:9999 755");
+    },
+  },
 ];
+
+async function meta(path: string): Promise<string> {
+  const st = await lstat(path);
+  return `${st.uid}:${st.gid} ${(st.mode & 0o7777).toString(8)}`;
+}
 
 /** path -> "type mode uid:gid [target|sha256]" for every entry below root. */
 async function describeTree(root: string): Promise<Map<string, string>> {
@@ -77,6 +139,7 @@ async function writeContext(dir: string, c: ParityCase): Promise<void> {
       await writeFile(join(dir, p), content);
     }
   }
+  await c.prepare?.(dir);
 }
 
 describe.skipIf(!ready)("same image as BuildKit (needs root, bwrap, docker-registry, umoci)", () => {
