@@ -11,9 +11,10 @@ import pLimit from "p-limit";
 import { OcibuildError } from "../errors.js";
 import { createIgnoreMatcher, ignoreFileCandidates, parseDockerfile, parseDockerignore, planStages, type StagePlan } from "../dockerfile/index.js";
 import { OciLayout } from "../oci/layout.js";
-import { descriptorOf, type Descriptor, type Platform } from "../oci/manifest.js";
+import { descriptorOf, type Descriptor } from "../oci/manifest.js";
+import { formatPlatform, hostPlatform, normalizePlatform, parsePlatformList, type Platform } from "../oci/platform.js";
 import { parseReference, type ImageReference } from "../oci/reference.js";
-import { RegistryClient, formatPlatform, hostPlatform, normalizePlatform, parsePlatform } from "../oci/registry/index.js";
+import { RegistryClient } from "../oci/registry/index.js";
 import type { RegistryOptions } from "../oci/registry/index.js";
 import type { BuildEvent, EventSink } from "./events.js";
 import { artifactSize, assembleImage, assembleIndex, topBlob, type BuiltArtifact, type BuiltImage } from "./image.js";
@@ -46,8 +47,11 @@ export interface BuildOptions {
   tags?: string[];
   buildArgs?: Record<string, string>;
   target?: string;
-  /** Target platforms, "os/arch[/variant]", comma-separated (default: the host's). Several give an OCI index. */
-  platform?: string;
+  /**
+   * Target platforms (default: the host's): parsed platforms, or "os/arch[/variant]"
+   * comma-separated, parsed and normalised as buildx does. Several give an OCI index.
+   */
+  platform?: string | readonly Platform[];
   labels?: Record<string, string>;
   /** Push to the tags' registries (default true when tags are given). */
   push?: boolean;
@@ -145,16 +149,11 @@ function onceMode(emit: EventSink): EventSink {
 }
 
 
-/** "linux/amd64,linux/arm64" -> normalised platforms, duplicates removed; default the host's. */
-export function parsePlatformList(value: string | undefined, host: Platform): Platform[] {
-  if (value === undefined || value.trim() === "") return [host];
-  const out: Platform[] = [];
-  for (const part of value.split(",").map((p) => p.trim()).filter(Boolean)) {
-    const p = normalizePlatform(parsePlatform(part));
-    if (!out.some((q) => formatPlatform(q) === formatPlatform(p))) out.push(p);
-  }
-  if (out.length === 0) throw new OcibuildError("USAGE_BAD_VALUE", `--platform "${value}" names no platform`);
-  return out;
+/** The build's target platforms: the host's by default; a string parsed as --platform is. */
+function targetPlatforms(value: BuildOptions["platform"], host: Platform): Platform[] {
+  if (typeof value === "string" || value === undefined) return parsePlatformList(value, host);
+  const out = value.map(normalizePlatform).filter((p, i, all) => all.findIndex((q) => formatPlatform(q) === formatPlatform(p)) === i);
+  return out.length > 0 ? out : [host];
 }
 
 /** Start resolving the registry base of every stage the plans build, once per reference and platform. */
@@ -164,7 +163,7 @@ function prefetchBases(plans: { plan: StagePlan; target: Platform }[], registry:
     for (const i of plan.order) {
       const stage = plan.stages[i]!;
       if (stage.baseStage !== undefined || stage.base.toLowerCase() === "scratch") continue;
-      const platform = stage.platform ? parsePlatform(stage.platform) : target;
+      const platform = stage.platform ?? target;
       const key = imageKey(stage.base, platform);
       if (images.has(key)) continue;
       const p = imageState(stage.base, platform, registry, signal);
@@ -184,7 +183,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const parsed = parseDockerfile(df.text, { file: df.name });
   const warnings = parsed.warnings.map((w) => `${df.name}${w.line ? `:${w.line}` : ""}: ${w.message}`);
   const host = hostPlatform();
-  const targets = parsePlatformList(opts.platform, host);
+  const targets = targetPlatforms(opts.platform, host);
   const buildArgs = opts.buildArgs ?? {};
   const plans = targets.map((target) => ({ target, plan: planStages(parsed, { buildArgs, target: opts.target, buildPlatform: host, targetPlatform: target }) }));
   for (const w of plans[0]!.plan.warnings) warnings.push(`${df.name}${w.line ? `:${w.line}` : ""}: ${w.message}`);

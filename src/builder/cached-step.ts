@@ -10,7 +10,7 @@ import { posix } from "node:path";
 import { expandInstruction, type Instruction } from "../dockerfile/index.js";
 import { cacheKey, explainMiss, KEY_VERSION, type KeyInputs } from "../cache/key.js";
 import type { CacheHit, CacheRecord, CacheStore } from "../cache/store.js";
-import { formatPlatform } from "../oci/registry/index.js";
+import { formatPlatform } from "../oci/platform.js";
 import { chainId } from "./layer-store.js";
 import { withRootView } from "./fs.js";
 import { resolveUser } from "./users.js";

@@ -13,7 +13,7 @@ import { OciLayout } from "../oci/layout.js";
 import { type ArchiveImage, writeOciArchive } from "../oci/oci-archive.js";
 import { descriptorOf, type Descriptor } from "../oci/manifest.js";
 import { parseReference, withDigest, withTag, type ImageReference } from "../oci/reference.js";
-import { formatPlatform } from "../oci/registry/platform.js";
+import { formatPlatform } from "../oci/platform.js";
 import { OcibuildError } from "../errors.js";
 import { pushImage as pushToRegistry } from "../oci/registry/push.js";
 import type { RegistryClient } from "../oci/registry/index.js";

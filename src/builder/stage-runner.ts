@@ -7,8 +7,7 @@
  */
 import type pLimit from "p-limit";
 import { parseOnbuildTriggers, type ParseResult, type Stage, type StagePlan } from "../dockerfile/index.js";
-import type { Platform } from "../oci/manifest.js";
-import { formatPlatform, parsePlatform } from "../oci/registry/index.js";
+import { formatPlatform, type Platform } from "../oci/platform.js";
 import type { RegistryClient } from "../oci/registry/index.js";
 import { imageState, scratchState } from "./base.js";
 import { cachedStep, layerChain, slotOf, type CacheContext } from "./cached-step.js";
@@ -103,7 +102,7 @@ export class StageRunner {
     if (known) return known;
     const usesTarget = stage.instructions.some((i) => i.kind === "arg" && i.args.some((a) => a.key.startsWith("TARGET")));
     const deps = stage.dependsOn.filter((d) => d !== stage.index).map((d) => this.memoKey(plan, plan.stages[d]!, target));
-    const key = `${stage.index}|${stage.platform ?? formatPlatform(target)}|${stage.base}|${usesTarget ? formatPlatform(target) : ""}|${deps.join(",")}`;
+    const key = `${stage.index}|${formatPlatform(stage.platform ?? target)}|${stage.base}|${usesTarget ? formatPlatform(target) : ""}|${deps.join(",")}`;
     this.keys.set(id, key);
     return key;
   }
@@ -149,7 +148,7 @@ export class StageRunner {
 
   private async execute(plan: StagePlan, stage: Stage, target: Platform): Promise<StageDone> {
     const o = this.o;
-    const platform = stage.platform ? parsePlatform(stage.platform) : target;
+    const platform = stage.platform ?? target;
     const platformText = formatPlatform(platform);
     const label = stage.name ?? String(stage.index);
     let state: StageState;

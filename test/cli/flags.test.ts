@@ -75,9 +75,11 @@ describe("docker and kaniko spellings give the same options", () => {
   });
 
   it("--platform and --custom-platform take one platform or a comma list; a bad one is a usage error", async () => {
-    expect((await parse(["--platform", "linux/arm64", "."])).options.platform).toBe("linux/arm64");
-    expect((await parse(["--custom-platform=linux/amd64", "."])).options.platform).toBe("linux/amd64");
-    expect((await parse(["--platform", "linux/amd64,linux/arm64", "."])).options.platform).toBe("linux/amd64,linux/arm64");
+    const arm64 = { os: "linux", architecture: "arm64" };
+    const amd64 = { os: "linux", architecture: "amd64" };
+    expect((await parse(["--platform", "linux/arm64/v8", "."])).options.platform).toEqual([arm64]);
+    expect((await parse(["--custom-platform=linux/amd64", "."])).options.platform).toEqual([amd64]);
+    expect((await parse(["--platform", "linux/amd64,linux/arm64", "."])).options.platform).toEqual([amd64, arm64]);
     await expect(parse(["--platform", "linux/amd64,not a platform", "."])).rejects.toMatchObject({ code: "USAGE_BAD_VALUE", message: expect.stringContaining("--platform") });
   });
 

@@ -6,10 +6,9 @@
  * USAGE_UNKNOWN_FLAG (both exit 2): nothing is silently ignored.
  */
 import { resolve } from "node:path";
-import { parsePlatformList } from "../../builder/build.js";
 import { parseSecretFlag, parseSshFlag } from "../../builder/secrets.js";
 import { EXECUTOR_FLAGS, executorOptionsFrom } from "./executor-flags.js";
-import { hostPlatform } from "../../oci/registry/index.js";
+import { hostPlatform, parsePlatformList } from "../../oci/platform.js";
 import { OcibuildError } from "../../errors.js";
 import type { BuildOptions } from "../../api.js";
 import type { BuildOutput } from "../../builder/output.js";
@@ -247,14 +246,9 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
 
   const level = str(p, "compression-level");
   if (level !== undefined && !/^[0-9]$/.test(level)) throw new OcibuildError("USAGE_BAD_VALUE", `--compression-level must be 0-9, not "${level}"`);
-  const platform = str(p, "platform");
-  if (platform !== undefined) {
-    try {
-      parsePlatformList(platform, hostPlatform());
-    } catch (e) {
-      throw new OcibuildError("USAGE_BAD_VALUE", `--platform ${platform}: ${(e as Error).message}`);
-    }
-  }
+  const platformFlag = str(p, "platform");
+  // Parsed here, once: the library gets platforms, not text to parse again.
+  const platform = platformFlag === undefined ? undefined : asUsage(() => parsePlatformList(platformFlag, hostPlatform()), `--platform ${platformFlag}`);
 
   let sourceDateEpoch: number | undefined;
   const sde = io.env.SOURCE_DATE_EPOCH;

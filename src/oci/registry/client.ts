@@ -20,7 +20,7 @@ import {
 import { MANIFEST_ACCEPT } from "../media-types.js";
 import { type ImageReference, withDigest } from "../reference.js";
 import { readBlob } from "./blob-reader.js";
-import { hostPlatform, selectPlatform } from "./platform.js";
+import { hostPlatform, selectPlatform } from "../platform.js";
 import { type HttpResponse, Transport, hostOf, reasonOf, sleep } from "./transport.js";
 import type { RegistryOptions, Scope } from "./types.js";
 import { type BlobOpener, tryMount, upload } from "./upload.js";
