@@ -18,7 +18,7 @@ import { RegistryClient } from "../oci/registry/index.js";
 import type { RegistryOptions } from "../oci/registry/index.js";
 import type { BuildEvent, EventSink } from "./events.js";
 import { artifactSize, assembleImage, assembleIndex, topBlob, type BuiltArtifact, type BuiltImage } from "./image.js";
-import { pushArtifact, writeOutputs, type BuildOutput } from "./output.js";
+import { pushArtifact, pushTargets, writeOutputs, type BuildOutput } from "./output.js";
 import { LayerStore } from "./layer-store.js";
 import { closeNativeHelper } from "./native-helper.js";
 import { BwrapExecutor } from "./sandbox/bwrap.js";
@@ -266,10 +266,10 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const top = topBlob(artifact);
     const references: string[] = [];
     const src = { content, registry, signal: opts.signal };
-    const push = !dryRun && (opts.push ?? (tags.length > 0 || (opts.outputs ?? []).some((o) => o.type === "registry")));
-    if (push && tags.length > 0) {
-      await pushArtifact(artifact, tags, src, { onEvent: emit });
-      for (const t of tags) references.push(`${t.name}:${t.tag ?? "latest"}@${top.digest}`);
+    const pushTo = dryRun ? [] : pushTargets(opts.outputs ?? [], tags, opts.push);
+    if (pushTo.length > 0) {
+      await pushArtifact(artifact, pushTo, src, { onEvent: emit });
+      for (const t of pushTo) references.push(`${t.name}:${t.tag}@${top.digest}`);
     }
     if (!dryRun) {
       for (const written of await writeOutputs(artifact, opts.outputs ?? [], tags, src)) {

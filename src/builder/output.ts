@@ -23,14 +23,14 @@ import type { EventSink } from "./events.js";
 
 /**
  * One place a build writes its image to (the CLI's `--output`, repeatable):
- * - `registry`: push to every tag (the default when tags are given);
+ * - `registry`: push to `names` (buildx's name=), or to every tag when it has none;
  * - `oci`: an OCI image layout directory, the manifest named `tag` in index.json;
  * - `oci-archive`: the same layout as one tar file;
  * - `docker-archive`: a `docker save` tar that `docker load`/`podman load` read,
  *   named by `tags` (default: the build's tags).
  */
 export type BuildOutput =
-  | { type: "registry" }
+  | { type: "registry"; names?: string[] }
   | { type: "oci"; dest: string; tag?: string }
   | { type: "oci-archive"; dest: string; tag?: string }
   | { type: "docker-archive"; dest: string; tags?: string[] };
@@ -65,6 +65,19 @@ export async function pushImage(img: BuiltImage, refs: ImageReference[], src: Bl
     signal: src.signal,
     onBlob: (ref, desc, status) => opts.onEvent?.({ type: "push", reference: ref.name, digest: desc.digest, status, size: desc.size }),
   });
+}
+
+/**
+ * Where a build pushes: every tag unless `push` is false (default: push when there
+ * are tags or registry outputs), and each registry output's names (its tags when it
+ * has none); each reference once.
+ */
+export function pushTargets(outputs: readonly BuildOutput[], tags: readonly ImageReference[], push: boolean | undefined): ImageReference[] {
+  const registry = outputs.filter((o): o is Extract<BuildOutput, { type: "registry" }> => o.type === "registry");
+  const refs = (push ?? (tags.length > 0 || registry.length > 0)) ? [...tags] : [];
+  for (const o of registry) refs.push(...(o.names?.map((n) => parseReference(n)) ?? tags));
+  const seen = new Set<string>();
+  return refs.map((r) => (r.tag ? r : withTag(r, "latest"))).filter((r) => !seen.has(r.toString()) && seen.add(r.toString()));
 }
 
 /** Push what the build made: a single image by tag, or every platform's image by digest and then the index by tag. */

@@ -11,8 +11,7 @@ import { EXECUTOR_FLAGS, executorOptionsFrom } from "./executor-flags.js";
 import { hostPlatform, parsePlatformList } from "../../oci/platform.js";
 import { OcibuildError } from "../../errors.js";
 import type { BuildOptions } from "../../api.js";
-import type { BuildOutput } from "../../builder/output.js";
-import { parseLayoutRef } from "../../oci/layout.js";
+import { parseOutput } from "./output-flags.js";
 import { parseReference } from "../../oci/reference.js";
 import { type FlagSpec, type ParsedFlags, bool, list, parseFlags, str } from "../flags.js";
 import { readStdin, type CliIO } from "../io.js";
@@ -28,7 +27,7 @@ export const BUILD_SPECS: FlagSpec[] = [
   { names: ["label"], type: "string", repeatable: true, valueName: "KEY=VALUE", description: "Add a label to the image" },
   { names: ["no-push"], type: "boolean", description: "Build (and write --output) without pushing" },
   { names: ["push"], type: "boolean", description: "Push to every -t (the default when tags are given; buildx spelling)" },
-  { names: ["output"], short: ["o"], type: "string", repeatable: true, valueName: "OUT", description: "oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE, type=oci|docker|registry[,dest=...][,tar=false]" },
+  { names: ["output"], short: ["o"], type: "string", repeatable: true, valueName: "OUT", description: "oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE, type=oci|docker,dest=PATH[,tar=false][,name=REF], type=registry[,name=REF]" },
   { names: ["oci-layout-path"], type: "string", valueName: "DIR", description: "kaniko: also write an OCI layout to DIR" },
   { names: ["tar-path"], type: "string", valueName: "FILE", description: "kaniko: also write a docker-archive tar (docker load) to FILE" },
   { names: ["cache-dir"], type: "string", valueName: "DIR", description: "Cache directory (default $XDG_CACHE_HOME/ocibuild or ~/.cache/ocibuild)" },
@@ -95,71 +94,6 @@ export interface BuildInvocation {
     iid?: string;
     metadata?: string;
   };
-}
-
-function splitArchive(v: string, prefix: string): { path: string; ref?: string } {
-  const rest = v.slice(prefix.length);
-  const colon = rest.indexOf(":");
-  const path = colon < 0 ? rest : rest.slice(0, colon);
-  const ref = colon < 0 ? undefined : rest.slice(colon + 1);
-  if (path === "") throw new OcibuildError("USAGE_BAD_VALUE", `--output ${v}: missing the file name`);
-  return ref === undefined || ref === "" ? { path } : { path, ref };
-}
-
-/** Parses one `--output` value (docker/skopeo transport form or buildx key=value form). */
-export function parseOutput(v: string, cwd: string): BuildOutput {
-  if (v.startsWith("oci:")) {
-    const { dir, ref } = parseLayoutRef(v);
-    if (dir === "") throw new OcibuildError("USAGE_BAD_VALUE", `--output ${v}: missing the directory`);
-    return ref === undefined ? { type: "oci", dest: resolve(cwd, dir) } : { type: "oci", dest: resolve(cwd, dir), tag: ref };
-  }
-  if (v.startsWith("oci-archive:")) {
-    const { path, ref } = splitArchive(v, "oci-archive:");
-    return ref === undefined ? { type: "oci-archive", dest: resolve(cwd, path) } : { type: "oci-archive", dest: resolve(cwd, path), tag: ref };
-  }
-  if (v.startsWith("docker-archive:")) {
-    const { path, ref } = splitArchive(v, "docker-archive:");
-    return ref === undefined ? { type: "docker-archive", dest: resolve(cwd, path) } : { type: "docker-archive", dest: resolve(cwd, path), tags: [ref] };
-  }
-  if (v.includes("=")) {
-    const kv: Record<string, string> = {};
-    for (const part of v.split(",")) {
-      const eq = part.indexOf("=");
-      if (eq <= 0) throw new OcibuildError("USAGE_BAD_VALUE", `--output ${v}: "${part}" is not KEY=VALUE`);
-      kv[part.slice(0, eq).trim()] = part.slice(eq + 1).trim();
-    }
-    const known = new Set(["type", "dest", "tar", "name", "push"]);
-    for (const k of Object.keys(kv)) {
-      if (!known.has(k)) throw new OcibuildError("USAGE_BAD_VALUE", `--output ${v}: unsupported key "${k}"`, { hint: "keys: type, dest, tar, name, push" });
-    }
-    const tar = kv.tar === undefined || kv.tar === "true";
-    const names = kv.name ? kv.name.split(/[ ,]+/).filter(Boolean) : undefined;
-    switch (kv.type) {
-      case "registry":
-        return { type: "registry" };
-      case "image":
-        if (kv.push === "true") return { type: "registry" };
-        break;
-      case "oci":
-      case "docker": {
-        if (!kv.dest) throw new OcibuildError("USAGE_BAD_VALUE", `--output ${v}: type=${kv.type} needs dest=PATH (there is no daemon to load into)`);
-        const dest = resolve(cwd, kv.dest);
-        if (kv.type === "docker") {
-          if (!tar) throw new OcibuildError("USAGE_BAD_VALUE", `--output ${v}: type=docker is always a tar`);
-          return names ? { type: "docker-archive", dest, tags: names } : { type: "docker-archive", dest };
-        }
-        const tag = names?.[0] !== undefined ? (parseReference(names[0]).tag ?? "latest") : undefined;
-        if (!tar) return tag ? { type: "oci", dest, tag } : { type: "oci", dest };
-        return tag ? { type: "oci-archive", dest, tag } : { type: "oci-archive", dest };
-      }
-    }
-    throw new OcibuildError("USAGE_BAD_VALUE", `--output ${v}: type=${kv.type ?? "(none)"} is not supported`, {
-      hint: "supported: type=registry, type=oci,dest=FILE[,tar=false], type=docker,dest=FILE",
-    });
-  }
-  throw new OcibuildError("USAGE_BAD_VALUE", `unsupported --output "${v}"`, {
-    hint: "use oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], type=oci|docker,dest=PATH or type=registry",
-  });
 }
 
 function parseKeyValues(values: string[], flag: string, env?: Record<string, string | undefined>): Record<string, string> {
@@ -261,9 +195,12 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
   for (const t of tags) asUsage(() => parseReference(t), `-t ${t}`); // a bad -t is a usage error before any work
   const noPush = bool(p, "no-push");
   if (noPush && bool(p, "push")) throw new OcibuildError("USAGE_BAD_VALUE", "--push and --no-push contradict each other");
-  const wantsRegistry = outputs.some((o) => o.type === "registry") || bool(p, "push");
-  if (wantsRegistry && tags.length === 0) throw new OcibuildError("USAGE_MISSING_ARGUMENT", "pushing (--push or --output type=registry) needs at least one -t/--tag");
-  if (wantsRegistry && noPush) throw new OcibuildError("USAGE_BAD_VALUE", "--output type=registry and --no-push contradict each other");
+  if (bool(p, "push") && tags.length === 0) throw new OcibuildError("USAGE_MISSING_ARGUMENT", "--push needs at least one -t/--tag");
+  const registryOutputs = outputs.filter((o) => o.type === "registry");
+  if (registryOutputs.some((o) => o.names === undefined) && tags.length === 0) {
+    throw new OcibuildError("USAGE_MISSING_ARGUMENT", "--output type=registry needs name=REF or a -t/--tag to push to", { details: { flag: "--output" } });
+  }
+  if (registryOutputs.length > 0 && noPush) throw new OcibuildError("USAGE_BAD_VALUE", "--output type=registry and --no-push contradict each other");
 
   files.digest = str(p, "digest-file");
   files.imageNameWithDigest = str(p, "image-name-with-digest-file");
@@ -286,7 +223,7 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
     buildArgs: parseKeyValues(list(p, "build-arg"), "build-arg", io.env),
     labels: parseKeyValues(list(p, "label"), "label"),
     push: !noPush && tags.length > 0,
-    outputs: outputs.filter((o) => o.type !== "registry"),
+    outputs,
     // A build reports blob transfers as its own events (push lines, the live view), so the
     // copy command's one-line-per-blob stderr log is left out here.
     registry: { ...registryOptionsFrom(p, io), onProgress: undefined },

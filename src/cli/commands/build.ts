@@ -43,6 +43,13 @@ export function buildMetadata(result: BuildResult, tags: string[]): Record<strin
   };
 }
 
+/** The image's names, as buildx's image.name lists them: every -t, then the registry outputs' name= values. */
+function imageNames(inv: BuildInvocation): string[] {
+  const names = [...(inv.options.tags ?? [])];
+  for (const o of inv.options.outputs ?? []) if (o.type === "registry") names.push(...(o.names ?? []));
+  return [...new Set(names.map((n) => parseReference(n).toString()))];
+}
+
 async function writeResultFiles(inv: BuildInvocation, result: BuildResult, signal: AbortSignal): Promise<void> {
   const { files } = inv;
   const tags = (inv.options.tags ?? []).map((t) => parseReference(t));
@@ -52,7 +59,7 @@ async function writeResultFiles(inv: BuildInvocation, result: BuildResult, signa
   if (files.imageNameTagWithDigest) {
     await writeAtomic(files.imageNameTagWithDigest, tags.map((t) => `${t.name}:${t.tag ?? "latest"}@${result.digest}\n`).join(""), signal);
   }
-  if (files.metadata) await writeAtomic(files.metadata, `${JSON.stringify(buildMetadata(result, inv.options.tags ?? []), null, 2)}\n`, signal);
+  if (files.metadata) await writeAtomic(files.metadata, `${JSON.stringify(buildMetadata(result, imageNames(inv)), null, 2)}\n`, signal);
 }
 
 export const buildCommand: Command = async (args, io, signal) => {
