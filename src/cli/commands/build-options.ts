@@ -1,11 +1,12 @@
 /**
  * `ocibuild build` flags -> library BuildOptions, with docker build, buildx and
- * kaniko spellings. Pure apart from reading stdin for `-f -`: tests call
- * parseBuildArgs directly. A flag we recognise but do not support fails with
+ * kaniko spellings. Pure apart from reading stdin for `-f -` and looking for a
+ * relative -f (kaniko's rule): tests call parseBuildArgs directly. A flag we recognise but do not support fails with
  * USAGE_UNSUPPORTED_FLAG naming it; an unknown flag fails with
  * USAGE_UNKNOWN_FLAG (both exit 2): nothing is silently ignored.
  */
-import { resolve } from "node:path";
+import { stat } from "node:fs/promises";
+import { isAbsolute, resolve } from "node:path";
 import { parseSecretFlag, parseSshFlag } from "../../builder/secrets.js";
 import { EXECUTOR_FLAGS, executorOptionsFrom } from "./executor-flags.js";
 import { hostPlatform, parsePlatformList } from "../../oci/platform.js";
@@ -150,6 +151,26 @@ function rejectUnsupported(p: ParsedFlags): void {
   }
 }
 
+/**
+ * A -f/--dockerfile path as kaniko resolves it: from the working directory if it is
+ * there, else relative to the context (kaniko's `--context dir:///workspace
+ * --dockerfile Dockerfile` from anywhere). Found in neither place: both are named
+ * (unless the context is missing too: the build reports that first).
+ */
+async function locateDockerfile(file: string, cwd: string, context: string): Promise<string> {
+  const fromCwd = resolve(cwd, file);
+  if (isAbsolute(file) || (await exists(fromCwd))) return fromCwd;
+  const fromContext = resolve(context, file);
+  if (await exists(fromContext)) return fromContext;
+  if (!(await exists(context))) return fromCwd;
+  throw new OcibuildError("BUILD_DOCKERFILE_NOT_FOUND", `Dockerfile ${file} not found: neither ${fromCwd} nor ${fromContext} exists`, {
+    file: fromCwd,
+    hint: "a relative -f/--dockerfile is looked up from the working directory, then in the build context",
+  });
+}
+
+const exists = (path: string) => stat(path).then(() => true, () => false);
+
 /** Parses `ocibuild build` arguments against the injected environment and working directory. */
 export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSignal): Promise<BuildInvocation> {
   const p = parseFlags(args, BUILD_SPECS);
@@ -230,7 +251,7 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
     env: io.env,
   };
   if (file === "-") options.dockerfileText = (await readStdin(io, signal)).toString("utf8");
-  else if (file !== undefined) options.dockerfile = resolve(cwd, file);
+  else if (file !== undefined) options.dockerfile = await locateDockerfile(file, cwd, options.context);
   const target = str(p, "target");
   if (target !== undefined) options.target = target;
   if (platform !== undefined) options.platform = platform;
