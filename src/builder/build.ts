@@ -4,7 +4,7 @@
  * (and an index for several platforms) -> pushes and outputs. Steps live in
  * steps/; this file only orchestrates.
  */
-import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import { join, resolve } from "node:path";
 import pLimit from "p-limit";
@@ -114,6 +114,15 @@ export function defaultCacheDir(env: Record<string, string | undefined>): string
   return join(env.HOME ?? "/root", ".cache", "ocibuild");
 }
 
+/** The context must be a directory; checked first, so a wrong path is not blamed on a COPY source, or missed. */
+async function checkContext(dir: string): Promise<void> {
+  const st = await stat(dir).catch((e: NodeJS.ErrnoException) => e);
+  if (!(st instanceof Error) && st.isDirectory()) return;
+  const errno = st instanceof Error ? (st.code ?? st.message) : "ENOTDIR";
+  const what = errno === "ENOENT" ? "does not exist" : errno === "ENOTDIR" ? "is not a directory" : "cannot be read";
+  throw new OcibuildError("BUILD_CONTEXT_NOT_FOUND", `the build context ${dir} ${what} (${errno})`, { file: dir, cause: st instanceof Error ? st : undefined, details: { errno } });
+}
+
 async function readDockerfile(opts: BuildOptions): Promise<{ text: string; name: string; path?: string }> {
   if (opts.dockerfileText !== undefined) return { text: opts.dockerfileText, name: "Dockerfile" };
   const path = resolve(opts.dockerfile ?? join(opts.context, "Dockerfile"));
@@ -179,6 +188,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const env = opts.env ?? process.env;
   const emit: EventSink = onceMode(opts.onEvent ?? (() => {}));
   const contextDir = resolve(opts.context);
+  await checkContext(contextDir);
   const df = await readDockerfile(opts);
   const parsed = parseDockerfile(df.text, { file: df.name });
   const warnings = parsed.warnings.map((w) => `${df.name}${w.line ? `:${w.line}` : ""}: ${w.message}`);

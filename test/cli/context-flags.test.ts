@@ -2,7 +2,8 @@
  * Where the Dockerfile and the context are: kaniko's `--context dir://DIR
  * --dockerfile Dockerfile` run from another directory (a relative --dockerfile
  * not found from the working directory is looked up in the context, as kaniko
- * does). Builds FROM scratch with no RUN into an OCI layout.
+ * does), and a context that does not exist (BUILD_CONTEXT_NOT_FOUND before anything
+ * else). Builds FROM scratch with no RUN into an OCI layout.
  */
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -58,5 +59,24 @@ describe("a relative --dockerfile is found as kaniko finds it", () => {
     expect(r.stderr).toMatch(/^error\[BUILD_DOCKERFILE_NOT_FOUND\]: .*nope\/Dockerfile/);
     expect(r.stderr).toContain(p("elsewhere", "nope/Dockerfile"));
     expect(r.stderr).toContain(p("workspace", "nope/Dockerfile"));
+  });
+});
+
+describe("a build context that does not exist is BUILD_CONTEXT_NOT_FOUND, before anything else", () => {
+  it.each([
+    ["with no COPY (once built with rc 0)", "FROM scratch\nLABEL a=b\n"],
+    ["with a COPY (once blamed the COPY source)", "FROM scratch\nCOPY hello.txt /\n"],
+  ])("%s", async (_what, dockerfile) => {
+    const df = p(`Dockerfile-${dockerfile.length}`);
+    await writeFile(df, dockerfile);
+    const r = await cli(["--no-push", "--cache-dir", p("cache"), "-f", df, p("does", "not", "exist")]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^error\[BUILD_CONTEXT_NOT_FOUND\]: the build context .*does\/not\/exist does not exist \(ENOENT\)/);
+  });
+
+  it("a context that is a file says so (ENOTDIR)", async () => {
+    const r = await cli(["--no-push", "--cache-dir", p("cache"), "-f", p("workspace", "Dockerfile"), p("workspace", "hello.txt")]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^error\[BUILD_CONTEXT_NOT_FOUND\]: the build context .*hello\.txt is not a directory/);
   });
 });
