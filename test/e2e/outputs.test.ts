@@ -89,7 +89,10 @@ describe.skipIf(!ready)("build outputs read back by skopeo, umoci and oci-image-
       expect(d).toBe(registryDigest);
     }
     expect(await readFile(p("digest"), "utf8")).toBe(registryDigest);
-    expect(await readFile(p("iid"), "utf8")).toBe(registryDigest);
+    // docker's image ID: the config digest, the ID `docker load` of the archive gives.
+    const configDigest = JSON.parse((await run("skopeo", ["inspect", "--tls-verify=false", "--raw", `docker://${ref}`])).stdout).config.digest;
+    expect(configDigest).toMatch(/^sha256:/);
+    expect(await readFile(p("iid"), "utf8")).toBe(configDigest);
     expect(await readFile(p("name-digest"), "utf8")).toBe(`${reg.host}/out/app@${registryDigest}\n`.repeat(2));
     expect(await readFile(p("name-tag-digest"), "utf8")).toBe(`${reg.host}/out/app:v1@${registryDigest}\n${reg.host}/out/app:stable@${registryDigest}\n`);
     // The named digests resolve in the registry.
@@ -101,6 +104,7 @@ describe.skipIf(!ready)("build outputs read back by skopeo, umoci and oci-image-
     const meta = JSON.parse(await readFile(p("metadata.json"), "utf8"));
     const raw = (await run("skopeo", ["inspect", "--tls-verify=false", "--raw", `docker://${ref}`])).stdout;
     expect(meta["containerimage.digest"]).toBe(registryDigest);
+    expect(meta["containerimage.config.digest"]).toBe(JSON.parse(raw).config.digest);
     expect(meta["containerimage.descriptor"]).toEqual({ mediaType: JSON.parse(raw).mediaType, digest: registryDigest, size: Buffer.byteLength(raw) });
     expect(meta["image.name"]).toBe(`${reg.host}/out/app:v1,${reg.host}/out/app:stable`);
     const steps = meta["ocibuild.steps"] as { instruction: string; cached: boolean; reason?: string; line: number; layer: string | null; seconds: number }[];

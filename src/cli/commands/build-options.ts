@@ -40,7 +40,7 @@ export const BUILD_SPECS: FlagSpec[] = [
   { names: ["digest-file"], type: "string", valueName: "FILE", description: "Write the image digest to FILE" },
   { names: ["image-name-with-digest-file"], type: "string", valueName: "FILE", description: "Write NAME@DIGEST for each -t, one per line" },
   { names: ["image-name-tag-with-digest-file"], type: "string", valueName: "FILE", description: "Write NAME:TAG@DIGEST for each -t, one per line" },
-  { names: ["iidfile"], type: "string", valueName: "FILE", description: "Write the image ID (manifest digest) to FILE" },
+  { names: ["iidfile"], type: "string", valueName: "FILE", description: "Write the image ID (the config digest; for several platforms the index digest) to FILE" },
   { names: ["metadata-file"], type: "string", valueName: "FILE", description: "Write build metadata (digest, descriptor, steps, cache) as JSON" },
   { names: ["progress"], type: "string", valueName: "MODE", description: "auto, tty, plain or json (auto: tty on a terminal, else plain)" },
   { names: ["quiet"], short: ["q"], type: "boolean", description: "Print only the digest" },

@@ -27,13 +27,24 @@ async function writeAtomic(path: string, text: string, signal?: AbortSignal): Pr
 }
 
 /**
+ * Docker's image ID, as buildx writes --iidfile: the config digest of a
+ * single-platform image; for several platforms, the index digest.
+ */
+function imageId(result: BuildResult): string {
+  return result.artifact.index ? result.digest : result.image.config.digest;
+}
+
+/**
  * The `--metadata-file` JSON (BuildKit's keys plus ocibuild's): digest,
- * descriptor, image names, one entry per executed step, and the cache summary.
+ * config digest (one platform), descriptor, image names, one entry per executed step, and the cache summary.
  */
 export function buildMetadata(result: BuildResult, tags: string[]): Record<string, unknown> {
   const c = cacheSummary(result);
+  const configDigest = imageId(result);
   return {
     "containerimage.digest": result.digest,
+    // As BuildKit's exporter: only a single-platform image has one config.
+    ...(configDigest !== result.digest ? { "containerimage.config.digest": configDigest } : {}),
     "containerimage.descriptor": result.descriptor,
     "image.name": tags.map((t) => parseReference(t).toString()).join(","),
     "ocibuild.references": result.references,
@@ -54,7 +65,7 @@ async function writeResultFiles(inv: BuildInvocation, result: BuildResult, signa
   const { files } = inv;
   const tags = (inv.options.tags ?? []).map((t) => parseReference(t));
   if (files.digest) await writeAtomic(files.digest, result.digest, signal);
-  if (files.iid) await writeAtomic(files.iid, result.digest, signal);
+  if (files.iid) await writeAtomic(files.iid, imageId(result), signal);
   if (files.imageNameWithDigest) await writeAtomic(files.imageNameWithDigest, tags.map((t) => `${t.name}@${result.digest}\n`).join(""), signal);
   if (files.imageNameTagWithDigest) {
     await writeAtomic(files.imageNameTagWithDigest, tags.map((t) => `${t.name}:${t.tag ?? "latest"}@${result.digest}\n`).join(""), signal);
