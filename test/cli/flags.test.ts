@@ -189,7 +189,7 @@ describe("--output forms", () => {
     const r = await parse(["--oci-layout-path", "layout", "--tar-path", "image.tar", "-o", "oci-archive:x.tar", "."]);
     expect(r.options.outputs).toEqual([
       { type: "oci-archive", dest: join(work, "x.tar") },
-      { type: "oci", dest: join(work, "layout") },
+      { type: "oci", dest: join(work, "layout"), tag: "latest" },
       { type: "docker-archive", dest: join(work, "image.tar") },
     ]);
     await expect(parse(["--output", "type=registry", "."])).rejects.toMatchObject({ code: "USAGE_MISSING_ARGUMENT" });

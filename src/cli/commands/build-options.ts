@@ -29,7 +29,7 @@ export const BUILD_SPECS: FlagSpec[] = [
   { names: ["no-push"], type: "boolean", description: "Build (and write --output) without pushing" },
   { names: ["push"], type: "boolean", description: "Push to every -t (the default when tags are given; buildx spelling)" },
   { names: ["output"], short: ["o"], type: "string", repeatable: true, valueName: "OUT", description: "oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE, type=oci|docker,dest=PATH[,tar=false][,name=REF], type=registry[,name=REF]" },
-  { names: ["oci-layout-path"], type: "string", valueName: "DIR", description: "kaniko: also write an OCI layout to DIR" },
+  { names: ["oci-layout-path"], type: "string", valueName: "DIR", description: "kaniko: also write an OCI layout to DIR (tagged with the first -t's tag, or latest)" },
   { names: ["tar-path"], type: "string", valueName: "FILE", description: "kaniko: also write a docker-archive tar (docker load) to FILE" },
   { names: ["cache-dir"], type: "string", valueName: "DIR", description: "Cache directory (default $XDG_CACHE_HOME/ocibuild or ~/.cache/ocibuild)" },
   { names: ["no-cache"], type: "boolean", description: "Do not reuse cached steps (build every step; still write the cache)" },
@@ -193,9 +193,12 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
   const progress = str(p, "progress") ?? "auto";
   if (!["auto", "plain", "json", "tty"].includes(progress)) throw new OcibuildError("USAGE_BAD_VALUE", `--progress must be auto, tty, plain or json, not "${progress}"`);
 
+  const tags = list(p, "tag");
+  const refs = tags.map((t) => asUsage(() => parseReference(t), `-t ${t}`)); // a bad -t is a usage error before any work
   const outputs = list(p, "output").map((o) => asUsage(() => parseOutput(o, cwd), `--output ${o}`));
   const layoutPath = str(p, "oci-layout-path");
-  if (layoutPath) outputs.push({ type: "oci", dest: resolve(cwd, layoutPath) });
+  // kaniko leaves this layout untagged; it is named so that umoci and skopeo open it by tag.
+  if (layoutPath) outputs.push({ type: "oci", dest: resolve(cwd, layoutPath), tag: refs[0]?.tag ?? "latest" });
   const tarPath = str(p, "tar-path");
   if (tarPath) outputs.push({ type: "docker-archive", dest: resolve(cwd, tarPath) });
 
@@ -212,8 +215,6 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
     sourceDateEpoch = Number(sde);
   } else if (bool(p, "reproducible")) sourceDateEpoch = 0;
 
-  const tags = list(p, "tag");
-  for (const t of tags) asUsage(() => parseReference(t), `-t ${t}`); // a bad -t is a usage error before any work
   const noPush = bool(p, "no-push");
   if (noPush && bool(p, "push")) throw new OcibuildError("USAGE_BAD_VALUE", "--push and --no-push contradict each other");
   if (bool(p, "push") && tags.length === 0) throw new OcibuildError("USAGE_MISSING_ARGUMENT", "--push needs at least one -t/--tag");
