@@ -4,7 +4,7 @@
  * (and an index for several platforms) -> pushes and outputs. Steps live in
  * steps/; this file only orchestrates.
  */
-import { mkdir, mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import { join, resolve } from "node:path";
 import pLimit from "p-limit";
@@ -18,7 +18,8 @@ import { RegistryClient } from "../oci/registry/index.js";
 import type { RegistryOptions } from "../oci/registry/index.js";
 import type { BuildEvent, EventSink } from "./events.js";
 import { artifactSize, assembleImage, assembleIndex, topBlob, type BuiltArtifact, type BuiltImage } from "./image.js";
-import { pushArtifact, pushTargets, writeOutputs, type BuildOutput } from "./output.js";
+import { checkOutputPaths, pushArtifact, pushTargets, writeOutputs, type BuildOutput } from "./output.js";
+import { makeDirs, pathError } from "../user-path.js";
 import { LayerStore } from "./layer-store.js";
 import { closeNativeHelper } from "./native-helper.js";
 import { BwrapExecutor } from "./sandbox/bwrap.js";
@@ -112,6 +113,21 @@ export const DEFAULT_CACHE_TTL_SECONDS = 14 * 24 * 3600;
 export function defaultCacheDir(env: Record<string, string | undefined>): string {
   if (env.XDG_CACHE_HOME) return join(env.XDG_CACHE_HOME, "ocibuild");
   return join(env.HOME ?? "/root", ".cache", "ocibuild");
+}
+
+/**
+ * Creates the cache directory and this build's scratch directory in it. A cache
+ * directory that cannot be written (read-only, under a file, an unwritable HOME)
+ * is the user's to fix: CACHE_DIR_UNWRITABLE names it and the errno.
+ */
+async function openCacheDir(cacheDir: string, defaultFrom: Record<string, string | undefined> | undefined): Promise<string> {
+  try {
+    await makeDirs(join(cacheDir, "tmp"));
+    return await mkdtemp(join(cacheDir, "tmp", "build-"));
+  } catch (e) {
+    const from = defaultFrom === undefined ? "" : `it is the default, under ${defaultFrom.XDG_CACHE_HOME ? "XDG_CACHE_HOME" : "HOME"}; `;
+    throw pathError("CACHE_DIR_UNWRITABLE", "cannot use the cache directory", cacheDir, e, `${from}choose a writable one with --cache-dir DIR (the cacheDir option)`);
+  }
 }
 
 /** The context must be a directory; checked first, so a wrong path is not blamed on a COPY source, or missed. */
@@ -208,9 +224,9 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     );
   }
 
+  if (!dryRun) await checkOutputPaths(opts.outputs ?? []);
   const cacheDir = resolve(opts.cacheDir ?? defaultCacheDir(env));
-  await mkdir(join(cacheDir, "tmp"), { recursive: true });
-  const scratchDir = await mkdtemp(join(cacheDir, "tmp", "build-"));
+  const scratchDir = await openCacheDir(cacheDir, opts.cacheDir === undefined ? env : undefined);
   const registry = new RegistryClient({ ...opts.registry, env: opts.registry?.env ?? env });
   let agents: SshAgents | undefined;
   try {

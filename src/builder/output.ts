@@ -5,7 +5,7 @@
  * place when the directory is new, so a failed build leaves no half layout),
  * and single-file archives (oci-archive, docker-archive; temp name then rename).
  */
-import { rename, rm, stat } from "node:fs/promises";
+import { rename, stat } from "node:fs/promises";
 import { Readable } from "node:stream";
 import pLimit from "p-limit";
 import { writeDockerArchive } from "../oci/docker-archive.js";
@@ -15,6 +15,7 @@ import { descriptorOf, type Descriptor } from "../oci/manifest.js";
 import { parseReference, withDigest, withTag, type ImageReference } from "../oci/reference.js";
 import { formatPlatform } from "../oci/platform.js";
 import { OcibuildError } from "../errors.js";
+import { checkWritable, pathError, removeQuietly } from "../user-path.js";
 import { pushImage as pushToRegistry } from "../oci/registry/push.js";
 import type { RegistryClient } from "../oci/registry/index.js";
 import { topBlob, type BuiltArtifact, type BuiltImage } from "./image.js";
@@ -124,8 +125,8 @@ export async function writeLayout(a: BuiltArtifact, dir: string, tag: string | u
     if (!exists) await rename(target, dir);
     return desc;
   } catch (e) {
-    if (!exists) await rm(target, { recursive: true, force: true });
-    throw e;
+    if (!exists) await removeQuietly(target, { recursive: true });
+    throw pathError("OUTPUT_WRITE_FAILED", "cannot write the OCI layout", dir, e);
   }
 }
 
@@ -140,6 +141,16 @@ export function archiveImage(img: BuiltImage, src: BlobSource): ArchiveImage {
       open: (signal?: AbortSignal) => openLayer(layer, src, signal ?? src.signal),
     })),
   };
+}
+
+const OUTPUT_KIND = { oci: "the OCI layout", "oci-archive": "the OCI archive", "docker-archive": "the docker archive" } as const;
+
+/** Before the build: every file output can be written (its directory exists and is writable), or a coded error names it. */
+export async function checkOutputPaths(outputs: readonly BuildOutput[]): Promise<void> {
+  for (const o of outputs) {
+    if (o.type === "registry") continue;
+    await checkWritable(o.dest, o.type === "oci" ? "dir" : "file", (e) => pathError("OUTPUT_WRITE_FAILED", `cannot write ${OUTPUT_KIND[o.type]}`, o.dest, e));
+  }
 }
 
 /**

@@ -216,6 +216,18 @@ describe("archive writing is atomic", () => {
     }
   });
 
+  it("a path under a regular file fails with OUTPUT_WRITE_FAILED naming it and ENOTDIR, not the temp file's clean-up error", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "ocibuild-tar-enotdir-"));
+    try {
+      await writeFile(join(dir, "file"), "x");
+      const target = join(dir, "file", "out.tar");
+      const err = await writeTarFile(target, [fileEntry("a", 3, Buffer.from("abc"))]).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: "OUTPUT_WRITE_FAILED", message: `cannot write the archive ${target}: ENOTDIR (a part of the path is not a directory)`, file: target });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it("an aborted write leaves nothing", async () => {
     const dir = await mkdtemp(join(tmpdir(), "ocibuild-tar-abort-"));
     try {

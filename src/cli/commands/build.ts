@@ -4,10 +4,11 @@
  * digest and metadata files (each atomically: temp name, then rename).
  */
 import { randomBytes } from "node:crypto";
-import { rename, rm, writeFile } from "node:fs/promises";
+import { rename, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { BuildResult } from "../../builder/build.js";
-import { OcibuildError, isOcibuildError } from "../../errors.js";
+import { isOcibuildError } from "../../errors.js";
+import { checkWritable, pathError, removeQuietly } from "../../user-path.js";
 import { build } from "../../api.js";
 import { parseReference } from "../../oci/reference.js";
 import { helpText } from "../flags.js";
@@ -21,8 +22,8 @@ async function writeAtomic(path: string, text: string, signal?: AbortSignal): Pr
     await writeFile(tmp, text, { signal });
     await rename(tmp, path);
   } catch (e) {
-    await rm(tmp, { force: true });
-    throw new OcibuildError("OUTPUT_WRITE_FAILED", `cannot write ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file: path, cause: e });
+    await removeQuietly(tmp);
+    throw pathError("OUTPUT_WRITE_FAILED", "cannot write", path, e);
   }
 }
 
@@ -61,6 +62,12 @@ function imageNames(inv: BuildInvocation): string[] {
   return [...new Set(names.map((n) => parseReference(n).toString()))];
 }
 
+async function checkResultFiles(files: BuildInvocation["files"]): Promise<void> {
+  for (const path of Object.values(files)) {
+    if (path !== undefined) await checkWritable(path, "file", (e) => pathError("OUTPUT_WRITE_FAILED", "cannot write", path, e));
+  }
+}
+
 async function writeResultFiles(inv: BuildInvocation, result: BuildResult, signal: AbortSignal): Promise<void> {
   const { files } = inv;
   const tags = (inv.options.tags ?? []).map((t) => parseReference(t));
@@ -83,6 +90,8 @@ export const buildCommand: Command = async (args, io, signal) => {
   const renderer = createRenderer(mode, mode === "json" ? io.stdout : io.stderr);
   let result: BuildResult;
   try {
+    // A digest or metadata file that cannot be written fails now, not after the build.
+    if (!inv.options.dryRun) await checkResultFiles(inv.files);
     result = await build({ ...inv.options, signal, onEvent: (e) => renderer.onEvent(e) });
   } catch (e) {
     if (mode === "json") {
