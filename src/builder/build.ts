@@ -20,6 +20,7 @@ import type { BuildEvent, EventSink } from "./events.js";
 import { artifactSize, assembleImage, assembleIndex, topBlob, type BuiltArtifact, type BuiltImage } from "./image.js";
 import { checkOutputPaths, pushArtifact, pushTargets, writeOutputs, type BuildOutput } from "./output.js";
 import { makeDirs, pathError } from "../user-path.js";
+import { checkPushPermissions } from "./push-check.js";
 import { LayerStore } from "./layer-store.js";
 import { closeNativeHelper } from "./native-helper.js";
 import { BwrapExecutor } from "./sandbox/bwrap.js";
@@ -67,6 +68,8 @@ export interface BuildOptions {
   cacheRepo?: string;
   /** Entries older than this many seconds are not used (default two weeks). */
   cacheTtlSeconds?: number;
+  /** Do not check, before building, that the credentials at hand may push to every target (kaniko's --skip-push-permission-check). */
+  skipPushPermissionCheck?: boolean;
   /** Compute keys and report what would be cached or rebuilt, executing nothing. */
   dryRun?: boolean;
   /** Secrets for RUN --mount=type=secret (--secret). */
@@ -216,6 +219,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   for (const k of plans[0]!.plan.unusedBuildArgs) warnings.push(`build arg ${k} was not consumed by any ARG`);
   const tags = (opts.tags ?? []).map((t) => parseReference(t));
   const dryRun = opts.dryRun ?? false;
+  const pushTo = dryRun ? [] : pushTargets(opts.outputs ?? [], tags, opts.push);
   const singleOnly = (opts.outputs ?? []).find((o) => o.type === "docker-archive" || o.type === "oci-archive");
   if (targets.length > 1 && singleOnly) {
     throw new OcibuildError(
@@ -234,6 +238,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     // the rest is set up, not when their stage starts: on a fully cached rebuild those
     // round trips were most of what came before the first step.
     const bases = prefetchBases(plans, registry, opts.signal);
+    // While the bases resolve: may the credentials at hand push where the image goes? (kaniko's check)
+    if (!opts.skipPushPermissionCheck) await checkPushPermissions(registry, pushTo, opts.signal);
     const secrets = await resolveSecrets(opts.secrets ?? [], env, contextDir);
     agents = await startSshAgents(opts.ssh ?? [], env, scratchDir);
     const content = await OciLayout.create(join(cacheDir, "content"), opts.signal);
@@ -292,7 +298,6 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const top = topBlob(artifact);
     const references: string[] = [];
     const src = { content, registry, signal: opts.signal };
-    const pushTo = dryRun ? [] : pushTargets(opts.outputs ?? [], tags, opts.push);
     if (pushTo.length > 0) {
       await pushArtifact(artifact, pushTo, src, { onEvent: emit });
       for (const t of pushTo) references.push(`${t.name}:${t.tag}@${top.digest}`);

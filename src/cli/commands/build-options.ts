@@ -28,6 +28,7 @@ export const BUILD_SPECS: FlagSpec[] = [
   { names: ["label"], type: "string", repeatable: true, valueName: "KEY=VALUE", description: "Add a label to the image" },
   { names: ["no-push"], type: "boolean", description: "Build (and write --output) without pushing" },
   { names: ["push"], type: "boolean", description: "Push to every -t (the default when tags are given; buildx spelling)" },
+  { names: ["skip-push-permission-check"], type: "boolean", description: "kaniko: do not check before building that the credentials may push to every -t" },
   { names: ["output"], short: ["o"], type: "string", repeatable: true, valueName: "OUT", description: "oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE, type=oci|docker,dest=PATH[,tar=false][,name=REF], type=registry[,name=REF]" },
   { names: ["oci-layout-path"], type: "string", valueName: "DIR", description: "kaniko: also write an OCI layout to DIR (tagged with the first -t's tag, or latest)" },
   { names: ["tar-path"], type: "string", valueName: "FILE", description: "kaniko: also write a docker-archive tar (docker load) to FILE" },
@@ -259,6 +260,7 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
   if (cacheDir !== undefined) options.cacheDir = resolve(cwd, cacheDir);
   if (sourceDateEpoch !== undefined) options.sourceDateEpoch = sourceDateEpoch;
   if (level !== undefined) options.compressionLevel = Number(level);
+  if (bool(p, "skip-push-permission-check")) options.skipPushPermissionCheck = true;
   if (bool(p, "no-cache")) options.noCache = true;
   if (bool(p, "no-cache-write")) options.noCacheWrite = true;
   const cacheRepo = str(p, "cache-repo");
