@@ -19,6 +19,7 @@ export * from "./oci/digest.js";
 export * from "./oci/media-types.js";
 export * from "./oci/manifest.js";
 export { parseReference } from "./oci/reference.js";
+export { parsePlatform, parsePlatformList, formatPlatform, normalizePlatform, platformMatches, hostPlatform } from "./oci/platform.js";
 export type { ImageReference } from "./oci/reference.js";
 export { parseDockerfile, expandWord, expandWords, planStages, parseDockerignore, createIgnoreMatcher, dumpAst } from "./dockerfile/index.js";
 export type { ParseResult, ParseWarning, ParseOptions, ExpandOptions, StagePlan, Stage, StagePlanOptions, Instruction } from "./dockerfile/index.js";

@@ -5,7 +5,7 @@
  */
 import { OcibuildError } from "../errors.js";
 import { parseDiffID } from "../oci/digest.js";
-import type { Platform } from "../oci/manifest.js";
+import { normalizePlatform, type Platform } from "../oci/platform.js";
 import { parseReference } from "../oci/reference.js";
 import type { RegistryClient } from "../oci/registry/index.js";
 import { emptyState, type LayerRecord, type StageState } from "./stage-state.js";
@@ -25,7 +25,8 @@ export async function imageState(refText: string, platform: Platform, registry: 
   }));
   const cfg = config.parsed;
   return {
-    platform: { os: cfg.os, architecture: cfg.architecture, ...(cfg.variant ? { variant: cfg.variant } : {}) },
+    // Normalised as BuildKit writes it: an arm64 base's "v8" is not carried into the built image.
+    platform: normalizePlatform({ os: cfg.os, architecture: cfg.architecture, ...(cfg.variant ? { variant: cfg.variant } : {}) }),
     config: { ...(cfg.config ?? {}) },
     layers: records,
     history: [...(cfg.history ?? [])],

@@ -4,20 +4,23 @@
  * (and an index for several platforms) -> pushes and outputs. Steps live in
  * steps/; this file only orchestrates.
  */
-import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import { join, resolve } from "node:path";
 import pLimit from "p-limit";
 import { OcibuildError } from "../errors.js";
 import { createIgnoreMatcher, ignoreFileCandidates, parseDockerfile, parseDockerignore, planStages, type StagePlan } from "../dockerfile/index.js";
 import { OciLayout } from "../oci/layout.js";
-import { descriptorOf, type Descriptor, type Platform } from "../oci/manifest.js";
+import { descriptorOf, type Descriptor } from "../oci/manifest.js";
+import { formatPlatform, hostPlatform, normalizePlatform, parsePlatformList, type Platform } from "../oci/platform.js";
 import { parseReference, type ImageReference } from "../oci/reference.js";
-import { RegistryClient, formatPlatform, hostPlatform, normalizePlatform, parsePlatform } from "../oci/registry/index.js";
+import { RegistryClient } from "../oci/registry/index.js";
 import type { RegistryOptions } from "../oci/registry/index.js";
 import type { BuildEvent, EventSink } from "./events.js";
 import { artifactSize, assembleImage, assembleIndex, topBlob, type BuiltArtifact, type BuiltImage } from "./image.js";
-import { pushArtifact, writeOutputs, type BuildOutput } from "./output.js";
+import { checkOutputPaths, pushArtifact, pushTargets, writeOutputs, type BuildOutput } from "./output.js";
+import { makeDirs, pathError } from "../user-path.js";
+import { checkPushPermissions } from "./push-check.js";
 import { LayerStore } from "./layer-store.js";
 import { closeNativeHelper } from "./native-helper.js";
 import { BwrapExecutor } from "./sandbox/bwrap.js";
@@ -48,8 +51,11 @@ export interface BuildOptions {
   tags?: string[];
   buildArgs?: Record<string, string>;
   target?: string;
-  /** Target platforms, "os/arch[/variant]", comma-separated (default: the host's). Several give an OCI index. */
-  platform?: string;
+  /**
+   * Target platforms (default: the host's): parsed platforms, or "os/arch[/variant]"
+   * comma-separated, parsed and normalised as buildx does. Several give an OCI index.
+   */
+  platform?: string | readonly Platform[];
   labels?: Record<string, string>;
   /** Push to the tags' registries (default true when tags are given). */
   push?: boolean;
@@ -64,6 +70,8 @@ export interface BuildOptions {
   cacheRepo?: string;
   /** Entries older than this many seconds are not used (default two weeks). */
   cacheTtlSeconds?: number;
+  /** Do not check, before building, that the credentials at hand may push to every target (kaniko's --skip-push-permission-check). */
+  skipPushPermissionCheck?: boolean;
   /** Compute keys and report what would be cached or rebuilt, executing nothing. */
   dryRun?: boolean;
   /** Secrets for RUN --mount=type=secret (--secret). */
@@ -108,6 +116,30 @@ export interface BuildResult {
 export const DEFAULT_CACHE_TTL_SECONDS = 14 * 24 * 3600;
 
 
+/**
+ * Creates the cache directory and this build's scratch directory in it. A cache
+ * directory that cannot be written (read-only, under a file, an unwritable HOME)
+ * is the user's to fix: CACHE_DIR_UNWRITABLE names it and the errno.
+ */
+async function openCacheDir(cacheDir: string, defaultFrom: Record<string, string | undefined> | undefined): Promise<string> {
+  try {
+    await makeDirs(join(cacheDir, "tmp"));
+    return await mkdtemp(join(cacheDir, "tmp", "build-"));
+  } catch (e) {
+    const from = defaultFrom === undefined ? "" : `it is the default, under ${defaultFrom.XDG_CACHE_HOME ? "XDG_CACHE_HOME" : "HOME"}; `;
+    throw pathError("CACHE_DIR_UNWRITABLE", "cannot use the cache directory", cacheDir, e, `${from}choose a writable one with --cache-dir DIR (the cacheDir option)`);
+  }
+}
+
+/** The context must be a directory; checked first, so a wrong path is not blamed on a COPY source, or missed. */
+async function checkContext(dir: string): Promise<void> {
+  const st = await stat(dir).catch((e: NodeJS.ErrnoException) => e);
+  if (!(st instanceof Error) && st.isDirectory()) return;
+  const errno = st instanceof Error ? (st.code ?? st.message) : "ENOTDIR";
+  const what = errno === "ENOENT" ? "does not exist" : errno === "ENOTDIR" ? "is not a directory" : "cannot be read";
+  throw new OcibuildError("BUILD_CONTEXT_NOT_FOUND", `the build context ${dir} ${what} (${errno})`, { file: dir, cause: st instanceof Error ? st : undefined, details: { errno } });
+}
+
 async function readDockerfile(opts: BuildOptions): Promise<{ text: string; name: string; path?: string }> {
   if (opts.dockerfileText !== undefined) return { text: opts.dockerfileText, name: "Dockerfile" };
   const path = resolve(opts.dockerfile ?? join(opts.context, "Dockerfile"));
@@ -149,16 +181,11 @@ function onceMode(emit: EventSink): EventSink {
 }
 
 
-/** "linux/amd64,linux/arm64" -> normalised platforms, duplicates removed; default the host's. */
-export function parsePlatformList(value: string | undefined, host: Platform): Platform[] {
-  if (value === undefined || value.trim() === "") return [host];
-  const out: Platform[] = [];
-  for (const part of value.split(",").map((p) => p.trim()).filter(Boolean)) {
-    const p = normalizePlatform(parsePlatform(part));
-    if (!out.some((q) => formatPlatform(q) === formatPlatform(p))) out.push(p);
-  }
-  if (out.length === 0) throw new OcibuildError("USAGE_BAD_VALUE", `--platform "${value}" names no platform`);
-  return out;
+/** The build's target platforms: the host's by default; a string parsed as --platform is. */
+function targetPlatforms(value: BuildOptions["platform"], host: Platform): Platform[] {
+  if (typeof value === "string" || value === undefined) return parsePlatformList(value, host);
+  const out = value.map(normalizePlatform).filter((p, i, all) => all.findIndex((q) => formatPlatform(q) === formatPlatform(p)) === i);
+  return out.length > 0 ? out : [host];
 }
 
 /** Start resolving the registry base of every stage the plans build, once per reference and platform. */
@@ -168,7 +195,7 @@ function prefetchBases(plans: { plan: StagePlan; target: Platform }[], registry:
     for (const i of plan.order) {
       const stage = plan.stages[i]!;
       if (stage.baseStage !== undefined || stage.base.toLowerCase() === "scratch") continue;
-      const platform = stage.platform ? parsePlatform(stage.platform) : target;
+      const platform = stage.platform ?? target;
       const key = imageKey(stage.base, platform);
       if (images.has(key)) continue;
       const p = imageState(stage.base, platform, registry, signal);
@@ -208,11 +235,12 @@ async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildRe
   const sink = opts.onEvent ?? (() => {});
   const emit: EventSink = onceMode((e) => sink(redactor.maskFields(e)));
   const contextDir = resolve(opts.context);
+  await checkContext(contextDir);
   const df = await readDockerfile(opts);
   const parsed = parseDockerfile(df.text, { file: df.name });
   const warnings = parsed.warnings.map((w) => `${df.name}${w.line ? `:${w.line}` : ""}: ${w.message}`);
   const host = hostPlatform();
-  const targets = parsePlatformList(opts.platform, host);
+  const targets = targetPlatforms(opts.platform, host);
   const buildArgs = opts.buildArgs ?? {};
   const plans = targets.map((target) => ({ target, plan: planStages(parsed, { buildArgs, target: opts.target, buildPlatform: host, targetPlatform: target }) }));
   for (const w of plans[0]!.plan.warnings) warnings.push(`${df.name}${w.line ? `:${w.line}` : ""}: ${w.message}`);
@@ -220,6 +248,7 @@ async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildRe
   warnings.push(...secretArgsWarning(redactor));
   const tags = (opts.tags ?? []).map((t) => parseReference(t));
   const dryRun = opts.dryRun ?? false;
+  const pushTo = dryRun ? [] : pushTargets(opts.outputs ?? [], tags, opts.push);
   const singleOnly = (opts.outputs ?? []).find((o) => o.type === "docker-archive" || o.type === "oci-archive");
   if (targets.length > 1 && singleOnly) {
     throw new OcibuildError(
@@ -228,9 +257,9 @@ async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildRe
     );
   }
 
+  if (!dryRun) await checkOutputPaths(opts.outputs ?? []);
   const cacheDir = await resolveCacheDir(opts.cacheDir, env, (w) => warnings.push(w));
-  await mkdir(join(cacheDir, "tmp"), { recursive: true });
-  const scratchDir = await mkdtemp(join(cacheDir, "tmp", "build-"));
+  const scratchDir = await openCacheDir(cacheDir, opts.cacheDir === undefined ? env : undefined);
   const registry = new RegistryClient({ ...opts.registry, env: opts.registry?.env ?? env });
   let agents: SshAgents | undefined;
   try {
@@ -238,6 +267,8 @@ async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildRe
     // the rest is set up, not when their stage starts: on a fully cached rebuild those
     // round trips were most of what came before the first step.
     const bases = prefetchBases(plans, registry, opts.signal);
+    // While the bases resolve: may the credentials at hand push where the image goes? (kaniko's check)
+    if (!opts.skipPushPermissionCheck) await checkPushPermissions(registry, pushTo, opts.signal);
     const secrets = await resolveSecrets(opts.secrets ?? [], env, contextDir);
     agents = await startSshAgents(opts.ssh ?? [], env, scratchDir);
     const content = await OciLayout.create(join(cacheDir, "content"), opts.signal);
@@ -297,10 +328,9 @@ async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildRe
     const top = topBlob(artifact);
     const references: string[] = [];
     const src = { content, registry, signal: opts.signal };
-    const push = !dryRun && (opts.push ?? (tags.length > 0 || (opts.outputs ?? []).some((o) => o.type === "registry")));
-    if (push && tags.length > 0) {
-      await pushArtifact(artifact, tags, src, { onEvent: emit });
-      for (const t of tags) references.push(`${t.name}:${t.tag ?? "latest"}@${top.digest}`);
+    if (pushTo.length > 0) {
+      await pushArtifact(artifact, pushTo, src, { onEvent: emit });
+      for (const t of pushTo) references.push(`${t.name}:${t.tag}@${top.digest}`);
     }
     if (!dryRun) {
       for (const written of await writeOutputs(artifact, opts.outputs ?? [], tags, src)) {

@@ -12,7 +12,7 @@ import { cacheKey, explainMiss, KEY_VERSION, type KeyInputs } from "../cache/key
 import type { Redactor } from "../cache/redact.js";
 import type { HistoryEntry } from "../oci/manifest.js";
 import type { CacheHit, CacheRecord, CacheStore } from "../cache/store.js";
-import { formatPlatform } from "../oci/registry/index.js";
+import { formatPlatform } from "../oci/platform.js";
 import { chainId } from "./layer-store.js";
 import { withRootView } from "./fs.js";
 import { fileOwner } from "./users.js";

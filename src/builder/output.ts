@@ -5,7 +5,7 @@
  * place when the directory is new, so a failed build leaves no half layout),
  * and single-file archives (oci-archive, docker-archive; temp name then rename).
  */
-import { rename, rm, stat } from "node:fs/promises";
+import { rename, stat } from "node:fs/promises";
 import { Readable } from "node:stream";
 import pLimit from "p-limit";
 import { writeDockerArchive } from "../oci/docker-archive.js";
@@ -13,8 +13,9 @@ import { OciLayout } from "../oci/layout.js";
 import { type ArchiveImage, writeOciArchive } from "../oci/oci-archive.js";
 import { descriptorOf, type Descriptor } from "../oci/manifest.js";
 import { parseReference, withDigest, withTag, type ImageReference } from "../oci/reference.js";
-import { formatPlatform } from "../oci/registry/platform.js";
+import { formatPlatform } from "../oci/platform.js";
 import { OcibuildError } from "../errors.js";
+import { checkWritable, pathError, removeQuietly } from "../user-path.js";
 import { pushImage as pushToRegistry } from "../oci/registry/push.js";
 import type { RegistryClient } from "../oci/registry/index.js";
 import { topBlob, type BuiltArtifact, type BuiltImage } from "./image.js";
@@ -23,14 +24,14 @@ import type { EventSink } from "./events.js";
 
 /**
  * One place a build writes its image to (the CLI's `--output`, repeatable):
- * - `registry`: push to every tag (the default when tags are given);
+ * - `registry`: push to `names` (buildx's name=), or to every tag when it has none;
  * - `oci`: an OCI image layout directory, the manifest named `tag` in index.json;
  * - `oci-archive`: the same layout as one tar file;
  * - `docker-archive`: a `docker save` tar that `docker load`/`podman load` read,
  *   named by `tags` (default: the build's tags).
  */
 export type BuildOutput =
-  | { type: "registry" }
+  | { type: "registry"; names?: string[] }
   | { type: "oci"; dest: string; tag?: string }
   | { type: "oci-archive"; dest: string; tag?: string }
   | { type: "docker-archive"; dest: string; tags?: string[] };
@@ -65,6 +66,19 @@ export async function pushImage(img: BuiltImage, refs: ImageReference[], src: Bl
     signal: src.signal,
     onBlob: (ref, desc, status) => opts.onEvent?.({ type: "push", reference: ref.name, digest: desc.digest, status, size: desc.size }),
   });
+}
+
+/**
+ * Where a build pushes: every tag unless `push` is false (default: push when there
+ * are tags or registry outputs), and each registry output's names (its tags when it
+ * has none); each reference once.
+ */
+export function pushTargets(outputs: readonly BuildOutput[], tags: readonly ImageReference[], push: boolean | undefined): ImageReference[] {
+  const registry = outputs.filter((o): o is Extract<BuildOutput, { type: "registry" }> => o.type === "registry");
+  const refs = (push ?? (tags.length > 0 || registry.length > 0)) ? [...tags] : [];
+  for (const o of registry) refs.push(...(o.names?.map((n) => parseReference(n)) ?? tags));
+  const seen = new Set<string>();
+  return refs.map((r) => (r.tag ? r : withTag(r, "latest"))).filter((r) => !seen.has(r.toString()) && seen.add(r.toString()));
 }
 
 /** Push what the build made: a single image by tag, or every platform's image by digest and then the index by tag. */
@@ -111,8 +125,8 @@ export async function writeLayout(a: BuiltArtifact, dir: string, tag: string | u
     if (!exists) await rename(target, dir);
     return desc;
   } catch (e) {
-    if (!exists) await rm(target, { recursive: true, force: true });
-    throw e;
+    if (!exists) await removeQuietly(target, { recursive: true });
+    throw pathError("OUTPUT_WRITE_FAILED", "cannot write the OCI layout", dir, e);
   }
 }
 
@@ -127,6 +141,16 @@ export function archiveImage(img: BuiltImage, src: BlobSource): ArchiveImage {
       open: (signal?: AbortSignal) => openLayer(layer, src, signal ?? src.signal),
     })),
   };
+}
+
+const OUTPUT_KIND = { oci: "the OCI layout", "oci-archive": "the OCI archive", "docker-archive": "the docker archive" } as const;
+
+/** Before the build: every file output can be written (its directory exists and is writable), or a coded error names it. */
+export async function checkOutputPaths(outputs: readonly BuildOutput[]): Promise<void> {
+  for (const o of outputs) {
+    if (o.type === "registry") continue;
+    await checkWritable(o.dest, o.type === "oci" ? "dir" : "file", (e) => pathError("OUTPUT_WRITE_FAILED", `cannot write ${OUTPUT_KIND[o.type]}`, o.dest, e));
+  }
 }
 
 /**

@@ -9,7 +9,7 @@ import { chmod, chown, cp, mkdir, mkdtemp, open, readFile, rm, stat, writeFile }
 import { createHash } from "node:crypto";
 import { dirname, join } from "node:path";
 import { OcibuildError } from "../errors.js";
-import { formatPlatform } from "../oci/registry/index.js";
+import { formatPlatform } from "../oci/platform.js";
 import { lowerDirs } from "./fs.js";
 import type { MountSpec } from "./mounts.js";
 import { mountRoot } from "./overlay.js";

@@ -6,9 +6,8 @@
  * parallel (bounded by CPUs), every instruction through the cache.
  */
 import type pLimit from "p-limit";
-import { parseOnbuildTriggers, type ParseResult, type Stage, type StagePlan } from "../dockerfile/index.js";
-import type { Platform } from "../oci/manifest.js";
-import { formatPlatform, parsePlatform } from "../oci/registry/index.js";
+import { dockerfileError, locateError, parseOnbuildTriggers, suggest, type Instruction, type ParseResult, type Stage, type StagePlan } from "../dockerfile/index.js";
+import { formatPlatform, type Platform } from "../oci/platform.js";
 import type { RegistryClient } from "../oci/registry/index.js";
 import { imageState, scratchState } from "./base.js";
 import { cachedStep, layerChain, slotOf, type CacheContext } from "./cached-step.js";
@@ -16,6 +15,7 @@ import { emulationError, emulationStatus, runsNatively } from "./emulation.js";
 import type { BuildEvent, EventSink } from "./events.js";
 import { withConfig, type StageState } from "./stage-state.js";
 import type { StepContext } from "./step-context.js";
+import { isOcibuildError } from "../errors.js";
 
 export interface StepReport {
   stage: string;
@@ -96,6 +96,29 @@ export class StageRunner {
     return structuredClone(await p);
   }
 
+  /**
+   * A registry image for FROM or a --from, its failure (not found, unauthorized,
+   * unreachable) located at the instruction that names it. A --from that is a bare
+   * name was more likely meant as a stage: the error says no stage has that name.
+   */
+  private async imageAt(ref: string, platform: Platform, at: Instruction, plan: StagePlan): Promise<StageState> {
+    try {
+      return await this.image(ref, platform);
+    } catch (e) {
+      const where = { file: this.o.ctx.file, lines: [...this.o.ctx.lines] };
+      const lines = [at.range.startLine, at.range.endLine] as const;
+      if (at.kind === "from" || !isOcibuildError(e) || e.code === "ABORTED" || !/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(ref)) throw locateError(e, where, ...lines);
+      const names = plan.stages.flatMap((s) => (s.name ? [s.name] : []));
+      const near = suggest(ref, names);
+      throw dockerfileError(e.code, `--from=${ref}: no stage is named "${ref}", and it is not an image either: ${e.message}`, where, ...lines, {
+        cause: e,
+        details: e.details,
+        retryable: e.retryable,
+        hint: near ? `did you mean the stage "${near}"?` : names.length > 0 ? `the stages are: ${names.join(", ")}` : "no stage of this Dockerfile has a name (FROM ... AS NAME)",
+      });
+    }
+  }
+
   /** What distinguishes one execution of a stage from another: its own platform and inputs, and its dependencies'. */
   private memoKey(plan: StagePlan, stage: Stage, target: Platform): string {
     const id = `${formatPlatform(target)}#${stage.index}`;
@@ -103,7 +126,7 @@ export class StageRunner {
     if (known) return known;
     const usesTarget = stage.instructions.some((i) => i.kind === "arg" && i.args.some((a) => a.key.startsWith("TARGET")));
     const deps = stage.dependsOn.filter((d) => d !== stage.index).map((d) => this.memoKey(plan, plan.stages[d]!, target));
-    const key = `${stage.index}|${stage.platform ?? formatPlatform(target)}|${stage.base}|${usesTarget ? formatPlatform(target) : ""}|${deps.join(",")}`;
+    const key = `${stage.index}|${formatPlatform(stage.platform ?? target)}|${stage.base}|${usesTarget ? formatPlatform(target) : ""}|${deps.join(",")}`;
     this.keys.set(id, key);
     return key;
   }
@@ -149,7 +172,7 @@ export class StageRunner {
 
   private async execute(plan: StagePlan, stage: Stage, target: Platform): Promise<StageDone> {
     const o = this.o;
-    const platform = stage.platform ? parsePlatform(stage.platform) : target;
+    const platform = stage.platform ?? target;
     const platformText = formatPlatform(platform);
     const label = stage.name ?? String(stage.index);
     let state: StageState;
@@ -169,7 +192,7 @@ export class StageRunner {
       base = "scratch";
       baseId = "scratch";
     } else {
-      state = await this.image(stage.base, platform);
+      state = await this.imageAt(stage.base, platform, stage.from, plan);
       base = state.baseName;
       baseId = base.slice(base.lastIndexOf("@") + 1);
     }
@@ -212,7 +235,8 @@ export class StageRunner {
       o.emit({ type: "step-start", stage: label, step: i + 1, total, instruction: text, line: instr.range.startLine, ...tag, ...runEmulated });
       const before = state.layers.length;
       const started = performance.now();
-      const out = await cachedStep(state, instr, { ...ctx, current: { stage: label, step: i + 1, instruction: instr } }, cache, {
+      const stepCtx: StepContext = { ...ctx, current: { stage: label, step: i + 1, instruction: instr }, image: (ref, p) => this.imageAt(ref, p, instr, plan) };
+      const out = await cachedStep(state, instr, stepCtx, cache, {
         args: { buildArgs: o.buildArgs, globalArgs: stage.globalArgs, escapeToken: o.parsed.directives.escape },
         step: i + 1,
         slot: slotOf(o.project, label, i - triggers.length, platformText),

@@ -13,7 +13,7 @@ export function shortDigest(d: string): string {
   return d.replace(/^sha256:/, "").slice(0, 12);
 }
 
-/** A step's stage as shown: "build", or "final linux/arm64/v8" in multi-platform builds. */
+/** A step's stage as shown: "build", or "final linux/arm64" in multi-platform builds. */
 export function stageLabel(e: { stage: string; platform?: string }): string {
   return e.platform ? `${e.stage} ${e.platform}` : e.stage;
 }

@@ -24,7 +24,7 @@ export function dockerfileError(
   ctx: SourceContext,
   startLine?: number,
   endLine?: number,
-  extra: { hint?: string; cause?: unknown; details?: Record<string, unknown> } = {},
+  extra: { hint?: string; cause?: unknown; details?: Record<string, unknown>; retryable?: boolean } = {},
 ): OcibuildError {
   if (startLine === undefined || startLine < 1) {
     return new OcibuildError(code, `${ctx.file}: ${message}`, { file: ctx.file, ...extra });
@@ -37,6 +37,17 @@ export function dockerfileError(
     snippet: snippet === "" && startLine > ctx.lines.length ? undefined : snippet,
     ...extra,
   });
+}
+
+/**
+ * `err` located at a Dockerfile instruction, as every other build error is: the same
+ * code, hint, details and retryability, the message prefixed with file:line and the
+ * line shown. An error that already names a file, an abort or a non-ocibuild error
+ * is returned as it is.
+ */
+export function locateError(err: unknown, ctx: SourceContext, startLine: number, endLine?: number, message?: string): unknown {
+  if (!(err instanceof OcibuildError) || err.file !== undefined || err.code === "ABORTED") return err;
+  return dockerfileError(err.code, message ?? err.message, ctx, startLine, endLine, { hint: err.hint, cause: err, details: err.details, retryable: err.retryable });
 }
 
 /** Edit distance with adjacent transpositions counted as one edit (optimal string alignment). */

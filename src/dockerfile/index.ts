@@ -20,5 +20,5 @@ export { parseDockerignore, createIgnoreMatcher, cleanPath, ignoreFileCandidates
 export type { ExpandContext, ArgScope } from "./expand.js";
 export { expandInstruction, expandHeredoc, resolveArgs } from "./expand.js";
 export type { SourceContext } from "./diagnostics.js";
-export { dockerfileError, suggest } from "./diagnostics.js";
+export { dockerfileError, locateError, suggest } from "./diagnostics.js";
 export { decodeUtf8Lossless } from "./text.js";

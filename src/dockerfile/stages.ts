@@ -9,12 +9,9 @@ import type { FromInstr, Instruction } from "./instructions.js";
 import type { ParseResult } from "./parse.js";
 import { OcibuildError } from "../errors.js";
 import { expandWord } from "./shell-words.js";
+import { formatPlatform, parsePlatform, type Platform } from "../oci/platform.js";
 
-export interface Platform {
-  os: string;
-  architecture: string;
-  variant?: string;
-}
+export { formatPlatform, type Platform };
 
 export interface StagePlanOptions {
   /** --build-arg values. */
@@ -33,8 +30,8 @@ export interface Stage {
   base: string;
   /** Set when FROM names an earlier stage. */
   baseStage?: number;
-  /** Expanded FROM --platform. */
-  platform?: string;
+  /** FROM --platform, expanded, parsed and normalised. */
+  platform?: Platform;
   /** The instructions after FROM, up to the next FROM. */
   instructions: Instruction[];
   from: FromInstr;
@@ -70,10 +67,6 @@ export const PROXY_ARGS: string[] = [
   "all_proxy",
 ];
 
-export function formatPlatform(p: Platform): string {
-  return `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ""}`;
-}
-
 /** The automatic platform args (BUILDPLATFORM ... TARGETVARIANT). */
 export function platformArgs(build: Platform, target: Platform): Record<string, string> {
   return {
@@ -89,6 +82,16 @@ export function platformArgs(build: Platform, target: Platform): Record<string, 
 }
 
 const AUTOMATIC_ARGS = new Set([...Object.keys(platformArgs({ os: "", architecture: "" }, { os: "", architecture: "" })), "TARGETSTAGE"]);
+
+/** FROM --platform's expanded value, parsed as --platform is; a bad one names the FROM line. */
+function fromPlatform(text: string, host: Platform, ctx: SourceContext, from: FromInstr): Platform {
+  try {
+    return parsePlatform(text, host);
+  } catch (e) {
+    if (!(e instanceof OcibuildError)) throw e;
+    throw dockerfileError("DOCKERFILE_FROM", `FROM --platform: ${e.message}`, ctx, from.range.startLine, from.range.endLine, { hint: e.hint });
+  }
+}
 
 export function planStages(parsed: ParseResult, opts: StagePlanOptions): StagePlan {
   const ctx: SourceContext = { file: parsed.file, lines: parsed.lines };
@@ -141,12 +144,13 @@ export function planStages(parsed: ParseResult, opts: StagePlanOptions): StagePl
         hint: unset.size > 0 ? `declare ${[...unset].join(", ")} with ARG before the first FROM, or pass --build-arg` : undefined,
       });
     }
-    let platform: string | undefined;
+    let platform: Platform | undefined;
     if (r.from.platform !== undefined) {
-      platform = expandOrFail(r.from.platform, globalArgs, escapeToken, ctx, r.from, (n) => unset.add(n));
-      if (platform === "") {
+      const text = expandOrFail(r.from.platform, globalArgs, escapeToken, ctx, r.from, (n) => unset.add(n));
+      if (text === "") {
         throw dockerfileError("DOCKERFILE_FROM", `empty platform value from expression ${r.from.platform}`, ctx, ...at(r.from));
       }
+      platform = fromPlatform(text, opts.buildPlatform, ctx, r.from);
     }
     for (const n of unset) {
       if (!declared.has(n)) {

@@ -11,7 +11,7 @@ import { type AnyManifest, type Blob, type Descriptor, type ImageManifest, type 
 import { MediaType } from "./media-types.js";
 import { type ImageReference, parseReference, parseReferenceNoDefault, withDigest } from "./reference.js";
 import { RegistryClient } from "./registry/client.js";
-import { hostPlatform, selectPlatform } from "./registry/platform.js";
+import { hostPlatform, selectPlatform } from "./platform.js";
 import type { RegistryOptions } from "./registry/types.js";
 
 export type ImageLocation = { kind: "layout"; dir: string; ref?: string; text: string } | { kind: "registry"; ref: ImageReference; text: string };

@@ -19,6 +19,7 @@ import { basename, dirname, join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import { OcibuildError, isOcibuildError } from "../errors.js";
+import { removeQuietly } from "../user-path.js";
 import { HashingStream } from "./digest.js";
 import { type LayerEntry, checkAborted } from "./layer.js";
 import { MediaType } from "./media-types.js";
@@ -121,7 +122,7 @@ export async function writeDockerArchive(path: string, img: ArchiveImage, opts: 
   try {
     await writeTarFile(path, entries(), { signal, what: "docker archive" });
   } finally {
-    await rm(tmpDir, { recursive: true, force: true });
+    await removeQuietly(tmpDir, { recursive: true });
   }
   return manifest;
 }

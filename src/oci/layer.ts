@@ -307,5 +307,6 @@ export async function removeTemp(stream: NodeJS.WritableStream & { closed?: bool
     stream.destroy?.();
     await closed;
   }
-  await rm(path, { force: true });
+  // Clean-up after a failure must not replace it with its own (ENOTDIR under a file, EROFS).
+  await rm(path, { force: true }).catch(() => {});
 }

@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { OcibuildError, isOcibuildError } from "../errors.js";
+import { makeDirs, removeQuietly } from "../user-path.js";
 import { type Digest, HashingStream, VerifyingStream, algorithmOf, hexOf, isDigestString } from "./digest.js";
 import { type LayerEntry, type LayerWriteOptions, type WrittenLayer, checkAborted, removeTemp, writeLayer } from "./layer.js";
 import { type Descriptor, type ImageIndex, parseManifest } from "./manifest.js";
@@ -60,7 +61,7 @@ async function atomicWrite(dir: string, path: string, data: Uint8Array | string,
     await writeFile(tmp, data, { flag: "wx", signal });
     await rename(tmp, path);
   } catch (err) {
-    await rm(tmp, { force: true });
+    await removeQuietly(tmp);
     throw abortedErr(signal, err, `writing ${path}`) ?? ioError("LAYOUT_WRITE_FAILED", `cannot write ${path}`, err, path);
   }
 }
@@ -79,7 +80,7 @@ export class OciLayout {
       return layout;
     }
     try {
-      await mkdir(dir, { recursive: true });
+      await makeDirs(dir);
       // blobs/ and index.json without oci-layout are what an interrupted create leaves: carry on.
       // oci-layout itself may have appeared since the check above: a concurrent create finished.
       const existing = (await readdir(dir)).filter((n) => !n.startsWith(".tmp-") && n !== "blobs" && n !== "index.json" && n !== "oci-layout");

@@ -7,13 +7,9 @@ import { OcibuildError } from "../errors.js";
 import { type DiffID, type Digest, digestOf, isDigestString } from "./digest.js";
 import { MediaType, isIndexMediaType, isManifestMediaType } from "./media-types.js";
 
-export interface Platform {
-  architecture: string;
-  os: string;
-  variant?: string;
-  "os.version"?: string;
-  "os.features"?: string[];
-}
+import type { Platform } from "./platform.js";
+
+export type { Platform };
 
 export interface Descriptor {
   mediaType: string;

@@ -16,7 +16,8 @@ import { rename } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { OcibuildError, isOcibuildError } from "../errors.js";
+import { OcibuildError } from "../errors.js";
+import { pathError } from "../user-path.js";
 import type { DiffID } from "./digest.js";
 import { type LayerEntry, checkAborted, removeTemp, tarChunks } from "./layer.js";
 import { REF_NAME_ANNOTATION } from "./layout.js";
@@ -66,7 +67,7 @@ export async function writeTarFile(
   try {
     file = createWriteStream(tmp, { flags: "wx" });
   } catch (err) {
-    throw new OcibuildError("OUTPUT_WRITE_FAILED", `cannot write ${what} ${path}: ${(err as Error).message}`, { file: path, cause: err });
+    throw pathError("OUTPUT_WRITE_FAILED", `cannot write the ${what}`, path, err);
   }
   try {
     await pipeline(Readable.from(tarChunks(entries, { signal: opts.signal })), file, opts.signal ? { signal: opts.signal } : {});
@@ -74,9 +75,7 @@ export async function writeTarFile(
   } catch (err) {
     await removeTemp(file, tmp);
     if (opts.signal?.aborted) throw new OcibuildError("ABORTED", `writing the ${what} ${path} was interrupted`, { cause: opts.signal.reason });
-    if (isOcibuildError(err)) throw err;
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new OcibuildError("OUTPUT_WRITE_FAILED", `cannot write ${what} ${path}: ${code ?? (err as Error).message}`, { file: path, cause: err });
+    throw pathError("OUTPUT_WRITE_FAILED", `cannot write the ${what}`, path, err);
   }
 }
 

@@ -16,7 +16,7 @@ import { BuildkitExecutor } from "../../src/builder/sandbox/buildkit.js";
 import { EXECUTOR_FLAGS, buildkitCommand, executorFrom } from "../../src/cli/commands/buildkit.js";
 import { parseFlags } from "../../src/cli/flags.js";
 import { OcibuildError } from "../../src/errors.js";
-import { hostPlatform } from "../../src/oci/registry/index.js";
+import { hostPlatform } from "../../src/oci/platform.js";
 import { captureIO } from "../dockerfile/cli-io.js";
 import { buildkitdMissing, startBuildkitFixture, type BuildkitFixture, type TestBuildkitd } from "../helpers/buildkitd.js";
 import { haveRegistry, type TestRegistry } from "../helpers/registry.js";

@@ -8,7 +8,8 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseBuildArgs, parseOutput } from "../../src/cli/commands/build-options.js";
+import { parseBuildArgs } from "../../src/cli/commands/build-options.js";
+import { parseOutput } from "../../src/cli/commands/output-flags.js";
 import { main } from "../../src/cli/main.js";
 import { captureIO } from "../dockerfile/cli-io.js";
 
@@ -75,9 +76,11 @@ describe("docker and kaniko spellings give the same options", () => {
   });
 
   it("--platform and --custom-platform take one platform or a comma list; a bad one is a usage error", async () => {
-    expect((await parse(["--platform", "linux/arm64", "."])).options.platform).toBe("linux/arm64");
-    expect((await parse(["--custom-platform=linux/amd64", "."])).options.platform).toBe("linux/amd64");
-    expect((await parse(["--platform", "linux/amd64,linux/arm64", "."])).options.platform).toBe("linux/amd64,linux/arm64");
+    const arm64 = { os: "linux", architecture: "arm64" };
+    const amd64 = { os: "linux", architecture: "amd64" };
+    expect((await parse(["--platform", "linux/arm64/v8", "."])).options.platform).toEqual([arm64]);
+    expect((await parse(["--custom-platform=linux/amd64", "."])).options.platform).toEqual([amd64]);
+    expect((await parse(["--platform", "linux/amd64,linux/arm64", "."])).options.platform).toEqual([amd64, arm64]);
     await expect(parse(["--platform", "linux/amd64,not a platform", "."])).rejects.toMatchObject({ code: "USAGE_BAD_VALUE", message: expect.stringContaining("--platform") });
   });
 
@@ -170,20 +173,23 @@ describe("--output forms", () => {
     expect(parseOutput("type=docker,dest=d.tar,name=app:v1", cwd)).toEqual({ type: "docker-archive", dest: "/w/d.tar", tags: ["app:v1"] });
     expect(parseOutput("type=registry", cwd)).toEqual({ type: "registry" });
     expect(parseOutput("type=image,push=true", cwd)).toEqual({ type: "registry" });
+    expect(parseOutput("type=registry,name=reg.lan/a:1", cwd)).toEqual({ type: "registry", names: ["reg.lan/a:1"] });
+    expect(parseOutput('Type=image,"name=reg.lan/a:1,reg.lan/a:2",push=true', cwd)).toEqual({ type: "registry", names: ["reg.lan/a:1", "reg.lan/a:2"] });
+    expect(parseOutput('type=oci,"dest=a ""b"".tar"', cwd)).toEqual({ type: "oci-archive", dest: '/w/a "b".tar' });
   });
 
   it("unsupported outputs fail naming what is wrong", () => {
     expect(() => parseOutput("type=local,dest=out", cwd)).toThrow(/type=local is not supported/);
     expect(() => parseOutput("type=docker", cwd)).toThrow(/needs dest=PATH/);
-    expect(() => parseOutput("type=oci,dest=x,compression=zstd", cwd)).toThrow(/unsupported key "compression"/);
-    expect(() => parseOutput("somewhere", cwd)).toThrow(/unsupported --output "somewhere"/);
+    expect(() => parseOutput("type=oci,dest=x,compression=zstd", cwd)).toThrow(/"compression" is not implemented for type=oci/);
+    expect(() => parseOutput("somewhere", cwd)).toThrow(/--output somewhere: not a supported output/);
   });
 
   it("--oci-layout-path and --tar-path (kaniko) add outputs; type=registry needs a tag", async () => {
     const r = await parse(["--oci-layout-path", "layout", "--tar-path", "image.tar", "-o", "oci-archive:x.tar", "."]);
     expect(r.options.outputs).toEqual([
       { type: "oci-archive", dest: join(work, "x.tar") },
-      { type: "oci", dest: join(work, "layout") },
+      { type: "oci", dest: join(work, "layout"), tag: "latest" },
       { type: "docker-archive", dest: join(work, "image.tar") },
     ]);
     await expect(parse(["--output", "type=registry", "."])).rejects.toMatchObject({ code: "USAGE_MISSING_ARGUMENT" });

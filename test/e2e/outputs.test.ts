@@ -89,7 +89,10 @@ describe.skipIf(!ready)("build outputs read back by skopeo, umoci and oci-image-
       expect(d).toBe(registryDigest);
     }
     expect(await readFile(p("digest"), "utf8")).toBe(registryDigest);
-    expect(await readFile(p("iid"), "utf8")).toBe(registryDigest);
+    // docker's image ID: the config digest, the ID `docker load` of the archive gives.
+    const configDigest = JSON.parse((await run("skopeo", ["inspect", "--tls-verify=false", "--raw", `docker://${ref}`])).stdout).config.digest;
+    expect(configDigest).toMatch(/^sha256:/);
+    expect(await readFile(p("iid"), "utf8")).toBe(configDigest);
     expect(await readFile(p("name-digest"), "utf8")).toBe(`${reg.host}/out/app@${registryDigest}\n`.repeat(2));
     expect(await readFile(p("name-tag-digest"), "utf8")).toBe(`${reg.host}/out/app:v1@${registryDigest}\n${reg.host}/out/app:stable@${registryDigest}\n`);
     // The named digests resolve in the registry.
@@ -101,6 +104,7 @@ describe.skipIf(!ready)("build outputs read back by skopeo, umoci and oci-image-
     const meta = JSON.parse(await readFile(p("metadata.json"), "utf8"));
     const raw = (await run("skopeo", ["inspect", "--tls-verify=false", "--raw", `docker://${ref}`])).stdout;
     expect(meta["containerimage.digest"]).toBe(registryDigest);
+    expect(meta["containerimage.config.digest"]).toBe(JSON.parse(raw).config.digest);
     expect(meta["containerimage.descriptor"]).toEqual({ mediaType: JSON.parse(raw).mediaType, digest: registryDigest, size: Buffer.byteLength(raw) });
     expect(meta["image.name"]).toBe(`${reg.host}/out/app:v1,${reg.host}/out/app:stable`);
     const steps = meta["ocibuild.steps"] as { instruction: string; cached: boolean; reason?: string; line: number; layer: string | null; seconds: number }[];
@@ -207,6 +211,18 @@ describe("archive writing is atomic", () => {
       await writeTarFile(again, entries.slice(0, 1));
       const h = async (f: string) => createHash("sha256").update(await readFile(f)).digest("hex");
       expect(await h(again)).toBe(await h(target));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("a path under a regular file fails with OUTPUT_WRITE_FAILED naming it and ENOTDIR, not the temp file's clean-up error", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "ocibuild-tar-enotdir-"));
+    try {
+      await writeFile(join(dir, "file"), "x");
+      const target = join(dir, "file", "out.tar");
+      const err = await writeTarFile(target, [fileEntry("a", 3, Buffer.from("abc"))]).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: "OUTPUT_WRITE_FAILED", message: `cannot write the archive ${target}: ENOTDIR (a part of the path is not a directory)`, file: target });
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

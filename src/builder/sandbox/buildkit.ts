@@ -16,7 +16,7 @@ import { randomBytes } from "node:crypto";
 import { OcibuildError } from "../../errors.js";
 import type { Platform } from "../../oci/manifest.js";
 import { parseReference, parseReferenceNoDefault, withDigest, type ImageReference } from "../../oci/reference.js";
-import { formatPlatform, platformMatches } from "../../oci/registry/index.js";
+import { formatPlatform, platformMatches } from "../../oci/platform.js";
 import { assembleImage } from "../image.js";
 import { pushImage } from "../output.js";
 import type { BuildkitClient, BuildkitConnectOptions } from "./buildkit/client.js";

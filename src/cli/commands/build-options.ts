@@ -1,19 +1,18 @@
 /**
  * `ocibuild build` flags -> library BuildOptions, with docker build, buildx and
- * kaniko spellings. Pure apart from reading stdin for `-f -`: tests call
- * parseBuildArgs directly. A flag we recognise but do not support fails with
+ * kaniko spellings. Pure apart from reading stdin for `-f -` and looking for a
+ * relative -f (kaniko's rule): tests call parseBuildArgs directly. A flag we recognise but do not support fails with
  * USAGE_UNSUPPORTED_FLAG naming it; an unknown flag fails with
  * USAGE_UNKNOWN_FLAG (both exit 2): nothing is silently ignored.
  */
-import { resolve } from "node:path";
-import { parsePlatformList } from "../../builder/build.js";
+import { stat } from "node:fs/promises";
+import { isAbsolute, resolve } from "node:path";
 import { parseSecretFlag, parseSshFlag } from "../../builder/secrets.js";
 import { EXECUTOR_FLAGS, executorOptionsFrom } from "./executor-flags.js";
-import { hostPlatform } from "../../oci/registry/index.js";
+import { hostPlatform, parsePlatformList } from "../../oci/platform.js";
 import { OcibuildError } from "../../errors.js";
 import type { BuildOptions } from "../../api.js";
-import type { BuildOutput } from "../../builder/output.js";
-import { parseLayoutRef } from "../../oci/layout.js";
+import { parseOutput } from "./output-flags.js";
 import { parseReference } from "../../oci/reference.js";
 import { type FlagSpec, type ParsedFlags, bool, list, parseFlags, str } from "../flags.js";
 import { readStdin, type CliIO } from "../io.js";
@@ -29,8 +28,9 @@ export const BUILD_SPECS: FlagSpec[] = [
   { names: ["label"], type: "string", repeatable: true, valueName: "KEY=VALUE", description: "Add a label to the image" },
   { names: ["no-push"], type: "boolean", description: "Build (and write --output) without pushing" },
   { names: ["push"], type: "boolean", description: "Push to every -t (the default when tags are given; buildx spelling)" },
-  { names: ["output"], short: ["o"], type: "string", repeatable: true, valueName: "OUT", description: "oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE, type=oci|docker|registry[,dest=...][,tar=false]" },
-  { names: ["oci-layout-path"], type: "string", valueName: "DIR", description: "kaniko: also write an OCI layout to DIR" },
+  { names: ["skip-push-permission-check"], type: "boolean", description: "kaniko: do not check before building that the credentials may push to every -t" },
+  { names: ["output"], short: ["o"], type: "string", repeatable: true, valueName: "OUT", description: "oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE, type=oci|docker,dest=PATH[,tar=false][,name=REF], type=registry[,name=REF]" },
+  { names: ["oci-layout-path"], type: "string", valueName: "DIR", description: "kaniko: also write an OCI layout to DIR (tagged with the first -t's tag, or latest)" },
   { names: ["tar-path"], type: "string", valueName: "FILE", description: "kaniko: also write a docker-archive tar (docker load) to FILE" },
   { names: ["cache-dir"], type: "string", valueName: "DIR", description: "Cache directory (default $XDG_CACHE_HOME/ocibuild or ~/.cache/ocibuild)" },
   { names: ["no-cache"], type: "boolean", description: "Do not reuse cached steps (build every step; still write the cache)" },
@@ -41,7 +41,7 @@ export const BUILD_SPECS: FlagSpec[] = [
   { names: ["digest-file"], type: "string", valueName: "FILE", description: "Write the image digest to FILE" },
   { names: ["image-name-with-digest-file"], type: "string", valueName: "FILE", description: "Write NAME@DIGEST for each -t, one per line" },
   { names: ["image-name-tag-with-digest-file"], type: "string", valueName: "FILE", description: "Write NAME:TAG@DIGEST for each -t, one per line" },
-  { names: ["iidfile"], type: "string", valueName: "FILE", description: "Write the image ID (manifest digest) to FILE" },
+  { names: ["iidfile"], type: "string", valueName: "FILE", description: "Write the image ID (the config digest; for several platforms the index digest) to FILE" },
   { names: ["metadata-file"], type: "string", valueName: "FILE", description: "Write build metadata (digest, descriptor, steps, cache) as JSON" },
   { names: ["progress"], type: "string", valueName: "MODE", description: "auto, tty, plain or json (auto: tty on a terminal, else plain)" },
   { names: ["quiet"], short: ["q"], type: "boolean", description: "Print only the digest" },
@@ -98,71 +98,6 @@ export interface BuildInvocation {
   };
 }
 
-function splitArchive(v: string, prefix: string): { path: string; ref?: string } {
-  const rest = v.slice(prefix.length);
-  const colon = rest.indexOf(":");
-  const path = colon < 0 ? rest : rest.slice(0, colon);
-  const ref = colon < 0 ? undefined : rest.slice(colon + 1);
-  if (path === "") throw new OcibuildError("USAGE_BAD_VALUE", `--output ${v}: missing the file name`);
-  return ref === undefined || ref === "" ? { path } : { path, ref };
-}
-
-/** Parses one `--output` value (docker/skopeo transport form or buildx key=value form). */
-export function parseOutput(v: string, cwd: string): BuildOutput {
-  if (v.startsWith("oci:")) {
-    const { dir, ref } = parseLayoutRef(v);
-    if (dir === "") throw new OcibuildError("USAGE_BAD_VALUE", `--output ${v}: missing the directory`);
-    return ref === undefined ? { type: "oci", dest: resolve(cwd, dir) } : { type: "oci", dest: resolve(cwd, dir), tag: ref };
-  }
-  if (v.startsWith("oci-archive:")) {
-    const { path, ref } = splitArchive(v, "oci-archive:");
-    return ref === undefined ? { type: "oci-archive", dest: resolve(cwd, path) } : { type: "oci-archive", dest: resolve(cwd, path), tag: ref };
-  }
-  if (v.startsWith("docker-archive:")) {
-    const { path, ref } = splitArchive(v, "docker-archive:");
-    return ref === undefined ? { type: "docker-archive", dest: resolve(cwd, path) } : { type: "docker-archive", dest: resolve(cwd, path), tags: [ref] };
-  }
-  if (v.includes("=")) {
-    const kv: Record<string, string> = {};
-    for (const part of v.split(",")) {
-      const eq = part.indexOf("=");
-      if (eq <= 0) throw new OcibuildError("USAGE_BAD_VALUE", `--output ${v}: "${part}" is not KEY=VALUE`);
-      kv[part.slice(0, eq).trim()] = part.slice(eq + 1).trim();
-    }
-    const known = new Set(["type", "dest", "tar", "name", "push"]);
-    for (const k of Object.keys(kv)) {
-      if (!known.has(k)) throw new OcibuildError("USAGE_BAD_VALUE", `--output ${v}: unsupported key "${k}"`, { hint: "keys: type, dest, tar, name, push" });
-    }
-    const tar = kv.tar === undefined || kv.tar === "true";
-    const names = kv.name ? kv.name.split(/[ ,]+/).filter(Boolean) : undefined;
-    switch (kv.type) {
-      case "registry":
-        return { type: "registry" };
-      case "image":
-        if (kv.push === "true") return { type: "registry" };
-        break;
-      case "oci":
-      case "docker": {
-        if (!kv.dest) throw new OcibuildError("USAGE_BAD_VALUE", `--output ${v}: type=${kv.type} needs dest=PATH (there is no daemon to load into)`);
-        const dest = resolve(cwd, kv.dest);
-        if (kv.type === "docker") {
-          if (!tar) throw new OcibuildError("USAGE_BAD_VALUE", `--output ${v}: type=docker is always a tar`);
-          return names ? { type: "docker-archive", dest, tags: names } : { type: "docker-archive", dest };
-        }
-        const tag = names?.[0] !== undefined ? (parseReference(names[0]).tag ?? "latest") : undefined;
-        if (!tar) return tag ? { type: "oci", dest, tag } : { type: "oci", dest };
-        return tag ? { type: "oci-archive", dest, tag } : { type: "oci-archive", dest };
-      }
-    }
-    throw new OcibuildError("USAGE_BAD_VALUE", `--output ${v}: type=${kv.type ?? "(none)"} is not supported`, {
-      hint: "supported: type=registry, type=oci,dest=FILE[,tar=false], type=docker,dest=FILE",
-    });
-  }
-  throw new OcibuildError("USAGE_BAD_VALUE", `unsupported --output "${v}"`, {
-    hint: "use oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], type=oci|docker,dest=PATH or type=registry",
-  });
-}
-
 function parseKeyValues(values: string[], flag: string, env?: Record<string, string | undefined>): Record<string, string> {
   const out: Record<string, string> = {};
   for (const v of values) {
@@ -217,6 +152,26 @@ function rejectUnsupported(p: ParsedFlags): void {
   }
 }
 
+/**
+ * A -f/--dockerfile path as kaniko resolves it: from the working directory if it is
+ * there, else relative to the context (kaniko's `--context dir:///workspace
+ * --dockerfile Dockerfile` from anywhere). Found in neither place: both are named
+ * (unless the context is missing too: the build reports that first).
+ */
+async function locateDockerfile(file: string, cwd: string, context: string): Promise<string> {
+  const fromCwd = resolve(cwd, file);
+  if (isAbsolute(file) || (await exists(fromCwd))) return fromCwd;
+  const fromContext = resolve(context, file);
+  if (await exists(fromContext)) return fromContext;
+  if (!(await exists(context))) return fromCwd;
+  throw new OcibuildError("BUILD_DOCKERFILE_NOT_FOUND", `Dockerfile ${file} not found: neither ${fromCwd} nor ${fromContext} exists`, {
+    file: fromCwd,
+    hint: "a relative -f/--dockerfile is looked up from the working directory, then in the build context",
+  });
+}
+
+const exists = (path: string) => stat(path).then(() => true, () => false);
+
 /** Parses `ocibuild build` arguments against the injected environment and working directory. */
 export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSignal): Promise<BuildInvocation> {
   const p = parseFlags(args, BUILD_SPECS);
@@ -239,22 +194,20 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
   const progress = str(p, "progress") ?? "auto";
   if (!["auto", "plain", "json", "tty"].includes(progress)) throw new OcibuildError("USAGE_BAD_VALUE", `--progress must be auto, tty, plain or json, not "${progress}"`);
 
+  const tags = list(p, "tag");
+  const refs = tags.map((t) => asUsage(() => parseReference(t), `-t ${t}`)); // a bad -t is a usage error before any work
   const outputs = list(p, "output").map((o) => asUsage(() => parseOutput(o, cwd), `--output ${o}`));
   const layoutPath = str(p, "oci-layout-path");
-  if (layoutPath) outputs.push({ type: "oci", dest: resolve(cwd, layoutPath) });
+  // kaniko leaves this layout untagged; it is named so that umoci and skopeo open it by tag.
+  if (layoutPath) outputs.push({ type: "oci", dest: resolve(cwd, layoutPath), tag: refs[0]?.tag ?? "latest" });
   const tarPath = str(p, "tar-path");
   if (tarPath) outputs.push({ type: "docker-archive", dest: resolve(cwd, tarPath) });
 
   const level = str(p, "compression-level");
   if (level !== undefined && !/^[0-9]$/.test(level)) throw new OcibuildError("USAGE_BAD_VALUE", `--compression-level must be 0-9, not "${level}"`);
-  const platform = str(p, "platform");
-  if (platform !== undefined) {
-    try {
-      parsePlatformList(platform, hostPlatform());
-    } catch (e) {
-      throw new OcibuildError("USAGE_BAD_VALUE", `--platform ${platform}: ${(e as Error).message}`);
-    }
-  }
+  const platformFlag = str(p, "platform");
+  // Parsed here, once: the library gets platforms, not text to parse again.
+  const platform = platformFlag === undefined ? undefined : asUsage(() => parsePlatformList(platformFlag, hostPlatform()), `--platform ${platformFlag}`);
 
   let sourceDateEpoch: number | undefined;
   const sde = io.env.SOURCE_DATE_EPOCH;
@@ -263,13 +216,14 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
     sourceDateEpoch = Number(sde);
   } else if (bool(p, "reproducible")) sourceDateEpoch = 0;
 
-  const tags = list(p, "tag");
-  for (const t of tags) asUsage(() => parseReference(t), `-t ${t}`); // a bad -t is a usage error before any work
   const noPush = bool(p, "no-push");
   if (noPush && bool(p, "push")) throw new OcibuildError("USAGE_BAD_VALUE", "--push and --no-push contradict each other");
-  const wantsRegistry = outputs.some((o) => o.type === "registry") || bool(p, "push");
-  if (wantsRegistry && tags.length === 0) throw new OcibuildError("USAGE_MISSING_ARGUMENT", "pushing (--push or --output type=registry) needs at least one -t/--tag");
-  if (wantsRegistry && noPush) throw new OcibuildError("USAGE_BAD_VALUE", "--output type=registry and --no-push contradict each other");
+  if (bool(p, "push") && tags.length === 0) throw new OcibuildError("USAGE_MISSING_ARGUMENT", "--push needs at least one -t/--tag");
+  const registryOutputs = outputs.filter((o) => o.type === "registry");
+  if (registryOutputs.some((o) => o.names === undefined) && tags.length === 0) {
+    throw new OcibuildError("USAGE_MISSING_ARGUMENT", "--output type=registry needs name=REF or a -t/--tag to push to", { details: { flag: "--output" } });
+  }
+  if (registryOutputs.length > 0 && noPush) throw new OcibuildError("USAGE_BAD_VALUE", "--output type=registry and --no-push contradict each other");
 
   files.digest = str(p, "digest-file");
   files.imageNameWithDigest = str(p, "image-name-with-digest-file");
@@ -292,20 +246,21 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
     buildArgs: parseKeyValues(list(p, "build-arg"), "build-arg", io.env),
     labels: parseKeyValues(list(p, "label"), "label"),
     push: !noPush && tags.length > 0,
-    outputs: outputs.filter((o) => o.type !== "registry"),
+    outputs,
     // A build reports blob transfers as its own events (push lines, the live view), so the
     // copy command's one-line-per-blob stderr log is left out here.
     registry: { ...registryOptionsFrom(p, io), onProgress: undefined },
     env: io.env,
   };
   if (file === "-") options.dockerfileText = (await readStdin(io, signal)).toString("utf8");
-  else if (file !== undefined) options.dockerfile = resolve(cwd, file);
+  else if (file !== undefined) options.dockerfile = await locateDockerfile(file, cwd, options.context);
   const target = str(p, "target");
   if (target !== undefined) options.target = target;
   if (platform !== undefined) options.platform = platform;
   if (cacheDir !== undefined) options.cacheDir = resolve(cwd, cacheDir);
   if (sourceDateEpoch !== undefined) options.sourceDateEpoch = sourceDateEpoch;
   if (level !== undefined) options.compressionLevel = Number(level);
+  if (bool(p, "skip-push-permission-check")) options.skipPushPermissionCheck = true;
   if (bool(p, "no-cache")) options.noCache = true;
   if (bool(p, "no-cache-write")) options.noCacheWrite = true;
   const cacheRepo = str(p, "cache-repo");

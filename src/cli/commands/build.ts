@@ -4,10 +4,11 @@
  * digest and metadata files (each atomically: temp name, then rename).
  */
 import { randomBytes } from "node:crypto";
-import { rename, rm, writeFile } from "node:fs/promises";
+import { rename, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { BuildResult } from "../../builder/build.js";
-import { OcibuildError, isOcibuildError } from "../../errors.js";
+import { isOcibuildError } from "../../errors.js";
+import { checkWritable, pathError, removeQuietly } from "../../user-path.js";
 import { build } from "../../api.js";
 import { parseReference } from "../../oci/reference.js";
 import { helpText } from "../flags.js";
@@ -22,19 +23,30 @@ async function writeAtomic(path: string, text: string, signal?: AbortSignal): Pr
     await writeFile(tmp, text, { signal });
     await rename(tmp, path);
   } catch (e) {
-    await rm(tmp, { force: true });
-    throw new OcibuildError("OUTPUT_WRITE_FAILED", `cannot write ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file: path, cause: e });
+    await removeQuietly(tmp);
+    throw pathError("OUTPUT_WRITE_FAILED", "cannot write", path, e);
   }
 }
 
 /**
+ * Docker's image ID, as buildx writes --iidfile: the config digest of a
+ * single-platform image; for several platforms, the index digest.
+ */
+function imageId(result: BuildResult): string {
+  return result.artifact.index ? result.digest : result.image.config.digest;
+}
+
+/**
  * The `--metadata-file` JSON (BuildKit's keys plus ocibuild's): digest,
- * descriptor, image names, one entry per executed step, and the cache summary.
+ * config digest (one platform), descriptor, image names, one entry per executed step, and the cache summary.
  */
 export function buildMetadata(result: BuildResult, tags: string[]): Record<string, unknown> {
   const c = cacheSummary(result);
+  const configDigest = imageId(result);
   return {
     "containerimage.digest": result.digest,
+    // As BuildKit's exporter: only a single-platform image has one config.
+    ...(configDigest !== result.digest ? { "containerimage.config.digest": configDigest } : {}),
     "containerimage.descriptor": result.descriptor,
     "image.name": tags.map((t) => parseReference(t).toString()).join(","),
     "ocibuild.references": result.references,
@@ -44,16 +56,29 @@ export function buildMetadata(result: BuildResult, tags: string[]): Record<strin
   };
 }
 
+/** The image's names, as buildx's image.name lists them: every -t, then the registry outputs' name= values. */
+function imageNames(inv: BuildInvocation): string[] {
+  const names = [...(inv.options.tags ?? [])];
+  for (const o of inv.options.outputs ?? []) if (o.type === "registry") names.push(...(o.names ?? []));
+  return [...new Set(names.map((n) => parseReference(n).toString()))];
+}
+
+async function checkResultFiles(files: BuildInvocation["files"]): Promise<void> {
+  for (const path of Object.values(files)) {
+    if (path !== undefined) await checkWritable(path, "file", (e) => pathError("OUTPUT_WRITE_FAILED", "cannot write", path, e));
+  }
+}
+
 async function writeResultFiles(inv: BuildInvocation, result: BuildResult, signal: AbortSignal): Promise<void> {
   const { files } = inv;
   const tags = (inv.options.tags ?? []).map((t) => parseReference(t));
   if (files.digest) await writeAtomic(files.digest, result.digest, signal);
-  if (files.iid) await writeAtomic(files.iid, result.digest, signal);
+  if (files.iid) await writeAtomic(files.iid, imageId(result), signal);
   if (files.imageNameWithDigest) await writeAtomic(files.imageNameWithDigest, tags.map((t) => `${t.name}@${result.digest}\n`).join(""), signal);
   if (files.imageNameTagWithDigest) {
     await writeAtomic(files.imageNameTagWithDigest, tags.map((t) => `${t.name}:${t.tag ?? "latest"}@${result.digest}\n`).join(""), signal);
   }
-  if (files.metadata) await writeAtomic(files.metadata, `${JSON.stringify(buildMetadata(result, inv.options.tags ?? []), null, 2)}\n`, signal);
+  if (files.metadata) await writeAtomic(files.metadata, `${JSON.stringify(buildMetadata(result, imageNames(inv)), null, 2)}\n`, signal);
 }
 
 /**
@@ -90,6 +115,8 @@ export const buildCommand: Command = async (args, io, signal) => {
   const renderer = createRenderer(mode, mode === "json" ? io.stdout : io.stderr);
   let result: BuildResult;
   try {
+    // A digest or metadata file that cannot be written fails now, not after the build.
+    if (!inv.options.dryRun) await checkResultFiles(inv.files);
     result = await build({ ...inv.options, signal, onEvent: (e) => renderer.onEvent(e) });
   } catch (e) {
     if (mode === "json") {

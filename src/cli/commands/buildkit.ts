@@ -7,7 +7,7 @@ import { OcibuildError } from "../../errors.js";
 import { BuildkitExecutor } from "../../builder/sandbox/buildkit.js";
 import { CONNECT_FLAGS, connectOptions, executorOptionsFrom } from "./executor-flags.js";
 export { EXECUTOR_FLAGS } from "./executor-flags.js";
-import { formatPlatform } from "../../oci/registry/index.js";
+import { formatPlatform } from "../../oci/platform.js";
 import { type FlagSpec, type ParsedFlags, bool, helpText, parseFlags } from "../flags.js";
 import type { CliIO, Command } from "../io.js";
 

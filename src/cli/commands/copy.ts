@@ -5,7 +5,7 @@
  */
 import { OcibuildError } from "../../errors.js";
 import { copyImage, parseLocation, type CopyResult } from "../../oci/copy.js";
-import { parsePlatform } from "../../oci/registry/platform.js";
+import { parsePlatform } from "../../oci/platform.js";
 import type { RegistryOptions } from "../../oci/registry/types.js";
 import { type FlagSpec, type ParsedFlags, bool, helpText, list, parseFlags, str } from "../flags.js";
 import type { CliIO, Command } from "../io.js";

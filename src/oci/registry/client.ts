@@ -20,10 +20,10 @@ import {
 import { MANIFEST_ACCEPT } from "../media-types.js";
 import { type ImageReference, withDigest } from "../reference.js";
 import { readBlob } from "./blob-reader.js";
-import { hostPlatform, selectPlatform } from "./platform.js";
+import { hostPlatform, selectPlatform } from "../platform.js";
 import { type HttpResponse, Transport, hostOf, reasonOf, sleep } from "./transport.js";
 import type { RegistryOptions, Scope } from "./types.js";
-import { type BlobOpener, tryMount, upload } from "./upload.js";
+import { type BlobOpener, checkPushAccess, tryMount, upload } from "./upload.js";
 
 /** Manifests larger than this are refused (containerd's limit). */
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
@@ -271,6 +271,11 @@ export class RegistryClient {
     }
     await upload(ctx, desc, open, session);
     return "uploaded";
+  }
+
+  /** Throws (REGISTRY_UNAUTHORIZED, REGISTRY_DENIED, REGISTRY_UNREACHABLE, ...) unless the credentials at hand may push to ref's repository. */
+  async checkPush(ref: ImageReference, signal?: AbortSignal): Promise<void> {
+    await checkPushAccess({ transport: this.transport, registry: ref.registry, repository: ref.repository, chunkSize: DEFAULT_CHUNK, signal });
   }
 
   /** PUT a manifest or index by ref.tag (or by its digest when ref has no tag). Returns its digest. */

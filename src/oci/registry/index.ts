@@ -1,6 +1,5 @@
 export { RegistryClient, MAX_MANIFEST_BYTES } from "./client.js";
 export type { RegistryOptions, RetryOptions, ProgressEvent, RetryEvent, Scope } from "./types.js";
-export { parsePlatform, formatPlatform, normalizePlatform, platformMatches, hostPlatform, selectPlatform } from "./platform.js";
 export { isLoopbackHost } from "./transport.js";
 export type { BlobOpener } from "./upload.js";
 export { pushImage, type PushableImage, type PushResult } from "./push.js";

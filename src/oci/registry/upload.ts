@@ -85,6 +85,16 @@ async function cancel(ctx: UploadContext, session: string): Promise<void> {
   }
 }
 
+/**
+ * Whether the credentials at hand may push to ctx.repository, asked as
+ * go-containerregistry's CheckPushPermission asks it (a token with push scope is not
+ * enough on every registry): start an upload session, then cancel it.
+ */
+export async function checkPushAccess(ctx: UploadContext): Promise<void> {
+  const { session } = await startSession(ctx, `check push access to ${ctx.registry}/${ctx.repository}`);
+  await cancel(ctx, session);
+}
+
 async function startSession(ctx: UploadContext, what: string): Promise<{ session: string; minChunk: number }> {
   const res = await ctx.transport.request({
     method: "POST",

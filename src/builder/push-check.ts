@@ -1,0 +1,44 @@
+/**
+ * Before a build: every repository it will push to accepts a push with the
+ * credentials at hand, checked as kaniko's CheckPushPermissions checks it (an
+ * upload session opened with push scope, then cancelled), so a push that must
+ * fail (no credentials, denied, unreachable) fails in seconds, before the first
+ * RUN, not after the whole build.
+ */
+import { isOcibuildError, OcibuildError } from "../errors.js";
+import { DOCKER_HUB, type ImageReference } from "../oci/reference.js";
+import type { RegistryClient } from "../oci/registry/index.js";
+
+/** A tag written without a registry host names Docker Hub's library/, where only Docker may push: say how to keep the image local. */
+function archiveHint(ref: ImageReference): string | undefined {
+  if (ref.registry !== DOCKER_HUB || !ref.repository.startsWith("library/")) return undefined;
+  const name = ref.repository.slice("library/".length).replaceAll("/", "-");
+  return (
+    `${ref.familiar} has no registry host, so it names ${ref.toString()} on Docker Hub. ` +
+    `To keep the image here, add --no-push and write a file: -o docker-archive:${name}.tar (then docker load -i ${name}.tar) or -o oci:${name}-layout; ` +
+    `to push, name a registry: -t REGISTRY/${ref.familiar}`
+  );
+}
+
+function pushCheckError(e: unknown, ref: ImageReference): unknown {
+  if (!isOcibuildError(e) || e.code === "ABORTED") return e;
+  return new OcibuildError(e.code, `cannot push to ${ref.toString()} (checked before building; --skip-push-permission-check skips the check): ${e.message}`, {
+    cause: e,
+    retryable: e.retryable,
+    hint: archiveHint(ref) ?? e.hint,
+    details: { ...e.details, reference: ref.toString() },
+  });
+}
+
+/** Checks each repository of `refs` once, all at the same time. */
+export async function checkPushPermissions(registry: RegistryClient, refs: readonly ImageReference[], signal?: AbortSignal): Promise<void> {
+  const repos = new Map<string, ImageReference>();
+  for (const r of refs) if (!repos.has(r.name)) repos.set(r.name, r);
+  await Promise.all(
+    [...repos.values()].map((ref) =>
+      registry.checkPush(ref, signal).catch((e: unknown) => {
+        throw pushCheckError(e, ref);
+      }),
+    ),
+  );
+}
