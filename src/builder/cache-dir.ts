@@ -8,6 +8,7 @@
 import { lstat, mkdir, mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { errnoOf, makeDirs } from "../user-path.js";
 
 export function defaultCacheDir(env: Record<string, string | undefined>): string {
   if (env.XDG_CACHE_HOME) return join(env.XDG_CACHE_HOME, "ocibuild");
@@ -44,10 +45,10 @@ export async function resolveCacheDir(given: string | undefined, env: Record<str
   if (given !== undefined) return resolve(given);
   const preferred = resolve(defaultCacheDir(env));
   try {
-    await mkdir(preferred, { recursive: true });
+    await makeDirs(preferred);
     return preferred;
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? "";
+    const code = errnoOf(e) ?? "";
     if (!NOT_WRITABLE.has(code)) throw e;
     const fallback = await tempCacheDir(env);
     onWarning(
