@@ -68,9 +68,16 @@ export interface BuildOptions {
   secrets?: SecretSpec[];
   /** ssh agents for RUN --mount=type=ssh (--ssh). */
   ssh?: SshSpec[];
-  /** Entitlements (--allow): "security.insecure" permits RUN --security=insecure. */
+  /**
+   * Entitlements (--allow): "security.insecure" permits RUN --security=insecure,
+   * "network.host" permits RUN --network=host and `network: "host"`.
+   */
   allow?: string[];
-  /** Network for RUN steps without --network (default: shared with the host, like docker build). */
+  /**
+   * Network for RUN steps without --network: "default" (a network namespace of the
+   * step's own, outbound through slirp4netns, host loopback unreachable, as docker
+   * build), "none" (only lo) or "host" (the host's; needs the network.host entitlement).
+   */
   network?: "default" | "none" | "host";
   /** Clamp times to this (SOURCE_DATE_EPOCH, seconds). */
   sourceDateEpoch?: number;
@@ -177,6 +184,9 @@ function prefetchBases(plans: { plan: StagePlan; target: Platform }[], registry:
 }
 
 export async function build(opts: BuildOptions): Promise<BuildResult> {
+  if (opts.network === "host" && !(opts.allow ?? []).includes("network.host")) {
+    throw new OcibuildError("BUILD_ENTITLEMENT_REQUIRED", 'network "host" for RUN needs the network.host entitlement', { hint: 'add "network.host" to allow (--allow network.host) if you trust this Dockerfile with the host\'s network' });
+  }
   const env = opts.env ?? process.env;
   const emit: EventSink = onceMode(opts.onEvent ?? (() => {}));
   const contextDir = resolve(opts.context);

@@ -1,8 +1,12 @@
 /**
- * RUN with bubblewrap: new mount, PID, IPC and UTS namespaces (and network with
- * `network: "none"`), the stage root bind-mounted as "/", a fresh /proc, a
- * minimal /dev, the host's /etc/resolv.conf and /etc/hosts read-only, /tmp as
- * the image has it, Docker's default capability set, --die-with-parent.
+ * RUN with bubblewrap: new mount, PID, IPC and UTS namespaces, the stage root
+ * bind-mounted as "/", a fresh /proc, a minimal /dev, the host's /etc/hosts and
+ * /etc/resolv.conf read-only, /tmp as the image has it, Docker's default
+ * capability set, --die-with-parent.
+ *
+ * Network: `default` is a network namespace of the step's own with outbound access
+ * through slirp4netns (network.ts), as docker build gives RUN; `none` an empty one
+ * (only lo); `host` the host's (the caller checks the network.host entitlement).
  *
  * Users: as root without a user namespace bwrap cannot change uid itself, and
  * a user namespace would record files as owned by the outside uid. So the
@@ -15,11 +19,13 @@
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { constants as osConstants } from "node:os";
-import { chown, lstat, realpath } from "node:fs/promises";
+import { chown, lstat, readFile, realpath } from "node:fs/promises";
 import { basename, delimiter, isAbsolute, join } from "node:path";
+import type { Writable } from "node:stream";
 import { OcibuildError } from "../../errors.js";
 import { resolveDirInRoot } from "../rootfs-path.js";
 import { effectiveEnv, OutputTail, type Executor, type RunResult, type RunSpec } from "./index.js";
+import { sandboxResolvConf, startSlirp, type UserNetwork } from "./network.js";
 
 /** Docker's default capabilities for a container (and so for RUN). */
 export const DOCKER_DEFAULT_CAPS = [
@@ -28,6 +34,10 @@ export const DOCKER_DEFAULT_CAPS = [
 ];
 
 const HELPER_DIR = "/dev/.ocibuild";
+/** bwrap's fds beyond the status pipe (3): the one it waits on before the command, the resolv.conf it mounts. */
+const BLOCK_FD = 4;
+const RESOLV_FD = 5;
+const RESOLV_CONF = "/etc/resolv.conf";
 
 export interface BwrapOptions {
   /** bwrap binary; default: found on the host PATH. */
@@ -36,6 +46,10 @@ export interface BwrapOptions {
   setpriv?: string;
   /** Host files to bind read-only at the same path (default /etc/resolv.conf and /etc/hosts when present). */
   hostFiles?: string[];
+  /** slirp4netns binary, for the default network; default: found on the host PATH. */
+  slirp4netns?: string;
+  /** unshare(1), which starts bwrap in a new network namespace; default: found on the host PATH. */
+  unshare?: string;
 }
 
 function which(name: string): string | undefined {
@@ -76,13 +90,17 @@ export class BwrapExecutor implements Executor {
   private readonly bwrapPath: string | undefined;
   private readonly setprivPath: string | undefined;
   private readonly hostFiles: string[];
+  private readonly slirp4netnsPath: string | undefined;
+  private readonly unsharePath: string | undefined;
   private availability?: Promise<{ ok: boolean; reason?: string }>;
   private userSwitch?: Promise<UserSwitch>;
 
   constructor(opts: BwrapOptions = {}) {
     this.bwrapPath = which(opts.bwrap ?? "bwrap");
     this.setprivPath = which(opts.setpriv ?? "setpriv");
-    this.hostFiles = (opts.hostFiles ?? ["/etc/resolv.conf", "/etc/hosts"]).filter((f) => existsSync(f));
+    this.hostFiles = (opts.hostFiles ?? [RESOLV_CONF, "/etc/hosts"]).filter((f) => existsSync(f));
+    this.slirp4netnsPath = which(opts.slirp4netns ?? "slirp4netns");
+    this.unsharePath = which(opts.unshare ?? "unshare");
   }
 
   available(): Promise<{ ok: boolean; reason?: string }> {
@@ -152,17 +170,50 @@ export class BwrapExecutor implements Executor {
     return created;
   }
 
+  /** slirp4netns and unshare(1), which RUN's default network needs. */
+  private userNetworkTools(): { slirp4netns: string; unshare: string } {
+    if (this.slirp4netnsPath === undefined || this.unsharePath === undefined) {
+      const missing = this.slirp4netnsPath === undefined ? "slirp4netns" : "unshare (util-linux)";
+      throw new OcibuildError("SANDBOX_NETWORK_UNAVAILABLE", `RUN's default network (a network namespace of its own, outbound through slirp4netns) needs ${missing} on the host (Debian: apt-get install slirp4netns)`, {
+        hint: "install slirp4netns, or give the step --network=none",
+      });
+    }
+    return { slirp4netns: this.slirp4netnsPath, unshare: this.unsharePath };
+  }
+
   async run(spec: RunSpec): Promise<RunResult> {
-    const { signal } = spec;
-    signal?.throwIfAborted();
+    spec.signal?.throwIfAborted();
     const avail = await this.available();
     if (!avail.ok) throw new OcibuildError("SANDBOX_UNAVAILABLE", avail.reason ?? "bwrap is not usable here");
     if (spec.args.length === 0) throw new OcibuildError("SANDBOX_NO_COMMAND", "RUN needs a command");
     if (!isAbsolute(spec.cwd)) throw new OcibuildError("SANDBOX_BAD_CWD", `working directory "${spec.cwd}" is not absolute`);
+    const net = spec.network === "default" ? this.userNetworkTools() : undefined;
+    const setup = await this.sandboxArgs(spec);
+    const tail = new OutputTail(40);
+    const outcome = await this.execute(setup, spec, tail, net);
+    const { createdPaths } = setup;
+    if (spec.signal?.aborted) throw new OcibuildError("SANDBOX_ABORTED", "RUN was interrupted", { cause: spec.signal.reason });
+    if (outcome.networkError) throw outcome.networkError;
+    if (outcome.sig !== null) return { exitCode: 128 + (signalNumber(outcome.sig) ?? 0), signal: outcome.sig, tail: tail.toString(), createdPaths };
+    if (!outcome.status.includes('"child-pid"')) {
+      throw new OcibuildError("SANDBOX_SETUP_FAILED", `bwrap could not set up the sandbox: ${outcome.stderrHead.trim() || `exit ${outcome.code}`}`, {
+        details: { exitCode: outcome.code },
+      });
+    }
+    const exit = /"exit-code"\s*:\s*(\d+)/.exec(outcome.status);
+    const exitCode = exit ? Number(exit[1]) : (outcome.code ?? 1);
+    // bwrap reports a command it could not exec with status 1; a shell (and setpriv) says 127.
+    if (exitCode === 1 && /^bwrap: execvp /m.test(outcome.stderrHead)) return { exitCode: 127, tail: tail.toString(), createdPaths };
+    return { exitCode, tail: tail.toString(), createdPaths };
+  }
 
+  /** bwrap's arguments for one RUN, the mount points it will create, and the data its fds carry. */
+  private async sandboxArgs(spec: RunSpec): Promise<SandboxSetup> {
     const root = spec.root;
     const args: string[] = ["--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--json-status-fd", "3"];
+    // none: bwrap's own empty namespace; default: the one unshare(1) made, connected before the command starts.
     if (spec.network === "none") args.push("--unshare-net");
+    if (spec.network === "default") args.push("--block-fd", String(BLOCK_FD));
     if (spec.hostname !== undefined) args.push("--hostname", spec.hostname);
     args.push("--bind", root, "/", "--proc", "/proc", "--dev", "/dev");
 
@@ -179,6 +230,7 @@ export class BwrapExecutor implements Executor {
     };
     await requireTarget("/proc", "/proc");
     await requireTarget("/dev", "/dev");
+    let resolvConf: string | undefined;
     for (const f of this.hostFiles) {
       // The image's own resolv.conf/hosts as a symlink (-> ../run/...) or under one: leave it alone.
       const r = await this.inspectTarget(root, f);
@@ -186,7 +238,11 @@ export class BwrapExecutor implements Executor {
       const inRoot = await lstat(join(root, f)).catch(() => null);
       if (inRoot !== null && !inRoot.isFile()) continue;
       for (const c of r) created.add(c);
-      args.push("--ro-bind", f, f);
+      if (spec.network === "default" && f === RESOLV_CONF) {
+        // Read at each RUN: the host's resolver can change during a long build.
+        resolvConf = sandboxResolvConf(await readFile(f, "utf8"));
+        args.push("--ro-bind-data", String(RESOLV_FD), f);
+      } else args.push("--ro-bind", f, f);
     }
     for (const m of spec.extraMounts ?? []) {
       if (!isAbsolute(m.target)) throw new OcibuildError("SANDBOX_BAD_MOUNT", `mount target "${m.target}" is not absolute`);
@@ -223,21 +279,37 @@ export class BwrapExecutor implements Executor {
       for (const c of DOCKER_DEFAULT_CAPS) args.push("--cap-add", c);
     }
     args.push("--", ...argv);
+    return { args, createdPaths, resolvConf };
+  }
 
+  /**
+   * Run bwrap and wait for it. With the default network it is started through
+   * `unshare --net` and blocks (--block-fd) until slirp4netns, attached to the
+   * sandbox's process, has connected the namespace.
+   */
+  private execute(setup: SandboxSetup, spec: RunSpec, tail: OutputTail, net: { slirp4netns: string; unshare: string } | undefined): Promise<Outcome> {
+    const { signal } = spec;
     const env: Record<string, string> = {};
     for (const kv of effectiveEnv(spec)) {
       const i = kv.indexOf("=");
       if (i > 0) env[kv.slice(0, i)] = kv.slice(i + 1);
     }
-
-    const tail = new OutputTail(40);
     const bwrap = this.bwrapPath!;
-    const outcome = await new Promise<{ code: number | null; sig: NodeJS.Signals | null; status: string; stderrHead: string }>((resolve, reject) => {
-      const child = spawn(bwrap, args, { env, stdio: ["ignore", "pipe", "pipe", "pipe"] });
+    const [cmd, cmdArgs] = net ? [net.unshare, ["--net", "--", bwrap, ...setup.args]] : [bwrap, setup.args];
+    return new Promise<Outcome>((resolve, reject) => {
+      // fds 4 and 5 only when bwrap uses them (and closes them): the command inherits no others.
+      const extra = net ? "pipe" : "ignore";
+      const child = spawn(cmd, cmdArgs, { env, stdio: ["ignore", "pipe", "pipe", "pipe", extra, setup.resolvConf !== undefined ? "pipe" : "ignore"] });
       let status = "";
       let stderrHead = "";
+      let network: UserNetwork | undefined;
+      let networkError: Error | undefined;
       const onAbort = () => child.kill("SIGKILL");
       signal?.addEventListener("abort", onAbort, { once: true });
+      const fds = child.stdio as unknown as (Writable | null | undefined)[];
+      const [block, resolvFd] = [fds[BLOCK_FD], fds[RESOLV_FD]];
+      for (const w of [block, resolvFd]) w?.on("error", () => {});
+      resolvFd?.end(setup.resolvConf);
       child.stdout!.on("data", (d: Buffer) => {
         tail.push(d);
         spec.onOutput?.("stdout", d);
@@ -249,30 +321,47 @@ export class BwrapExecutor implements Executor {
       });
       const statusPipe = child.stdio[3] as NodeJS.ReadableStream;
       statusPipe.setEncoding("utf8");
-      statusPipe.on("data", (d: string) => (status += d));
+      statusPipe.on("data", (d: string) => {
+        status += d;
+        const pid = /"child-pid"\s*:\s*(\d+)/.exec(status);
+        if (net === undefined || network !== undefined || pid === null) return;
+        // The sandbox's process, never unshare's: only it is certain to be in the new namespace.
+        network = startSlirp(net.slirp4netns, Number(pid[1]));
+        network.ready.then(
+          () => block?.end("1"),
+          (e: Error) => {
+            networkError = e;
+            child.kill("SIGKILL");
+          },
+        );
+      });
       child.on("error", (e) => {
         signal?.removeEventListener("abort", onAbort);
-        reject(new OcibuildError("SANDBOX_SPAWN_FAILED", `cannot start bwrap: ${e.message}`, { cause: e }));
+        reject(new OcibuildError("SANDBOX_SPAWN_FAILED", `cannot start ${cmd}: ${e.message}`, { cause: e }));
       });
       child.on("close", (code, sig) => {
         signal?.removeEventListener("abort", onAbort);
-        resolve({ code, sig, status, stderrHead });
+        // slirp4netns is not waited for: closing its tap device takes the kernel ~30 ms here.
+        void network?.stop();
+        resolve({ code, sig, status, stderrHead, networkError });
       });
     });
-
-    if (signal?.aborted) throw new OcibuildError("SANDBOX_ABORTED", "RUN was interrupted", { cause: signal.reason });
-    if (outcome.sig !== null) return { exitCode: 128 + (signalNumber(outcome.sig) ?? 0), signal: outcome.sig, tail: tail.toString(), createdPaths };
-    if (!outcome.status.includes('"child-pid"')) {
-      throw new OcibuildError("SANDBOX_SETUP_FAILED", `bwrap could not set up the sandbox: ${outcome.stderrHead.trim() || `exit ${outcome.code}`}`, {
-        details: { exitCode: outcome.code },
-      });
-    }
-    const exit = /"exit-code"\s*:\s*(\d+)/.exec(outcome.status);
-    const exitCode = exit ? Number(exit[1]) : (outcome.code ?? 1);
-    // bwrap reports a command it could not exec with status 1; a shell (and setpriv) says 127.
-    if (exitCode === 1 && /^bwrap: execvp /m.test(outcome.stderrHead)) return { exitCode: 127, tail: tail.toString(), createdPaths };
-    return { exitCode, tail: tail.toString(), createdPaths };
   }
+}
+
+interface SandboxSetup {
+  args: string[];
+  createdPaths: string[];
+  /** The step's /etc/resolv.conf (default network only), given to bwrap on RESOLV_FD. */
+  resolvConf?: string;
+}
+
+interface Outcome {
+  code: number | null;
+  sig: NodeJS.Signals | null;
+  status: string;
+  stderrHead: string;
+  networkError?: Error;
 }
 
 function signalNumber(sig: NodeJS.Signals): number | undefined {
