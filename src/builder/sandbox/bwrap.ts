@@ -1,8 +1,9 @@
 /**
  * RUN with bubblewrap: new mount, PID, IPC and UTS namespaces, the stage root
- * bind-mounted as "/", a fresh /proc, a minimal /dev, the host's /etc/hosts and
- * /etc/resolv.conf read-only, /tmp as the image has it, Docker's default
- * capability set, --die-with-parent.
+ * bind-mounted as "/", a fresh /proc whose host-wide knobs (/proc/sys, ...) are
+ * read-only, an empty read-only /sys, a minimal /dev, the host's /etc/hosts and
+ * /etc/resolv.conf read-only (bwrap-mounts.ts), /tmp as the image has it,
+ * Docker's default capability set, --die-with-parent.
  *
  * Network: `default` is a network namespace of the step's own with outbound access
  * through slirp4netns (network.ts), as docker build gives RUN; `none` an empty one
@@ -19,13 +20,14 @@
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { constants as osConstants } from "node:os";
-import { chown, lstat, readFile, realpath } from "node:fs/promises";
+import { chown, realpath } from "node:fs/promises";
 import { basename, delimiter, isAbsolute, join } from "node:path";
 import type { Writable } from "node:stream";
 import { OcibuildError } from "../../errors.js";
 import { resolveDirInRoot } from "../rootfs-path.js";
 import { effectiveEnv, OutputTail, type Executor, type RunResult, type RunSpec } from "./index.js";
-import { sandboxResolvConf, startSlirp, type UserNetwork } from "./network.js";
+import { procHardeningArgs, RESOLV_CONF, sandboxMounts, splitComps } from "./bwrap-mounts.js";
+import { startSlirp, type UserNetwork } from "./network.js";
 
 /** Docker's default capabilities for a container (and so for RUN). */
 export const DOCKER_DEFAULT_CAPS = [
@@ -37,7 +39,6 @@ const HELPER_DIR = "/dev/.ocibuild";
 /** bwrap's fds beyond the status pipe (3): the one it waits on before the command, the resolv.conf it mounts. */
 const BLOCK_FD = 4;
 const RESOLV_FD = 5;
-const RESOLV_CONF = "/etc/resolv.conf";
 
 export interface BwrapOptions {
   /** bwrap binary; default: found on the host PATH. */
@@ -81,10 +82,6 @@ interface UserSwitch {
   prefix: string[];
 }
 
-function splitComps(p: string): string[] {
-  return p.split("/").filter((c) => c !== "" && c !== ".");
-}
-
 export class BwrapExecutor implements Executor {
   readonly name = "bwrap";
   private readonly bwrapPath: string | undefined;
@@ -92,6 +89,8 @@ export class BwrapExecutor implements Executor {
   private readonly hostFiles: string[];
   private readonly slirp4netnsPath: string | undefined;
   private readonly unsharePath: string | undefined;
+  /** procHardeningArgs(), worked out once: which of runc's read-only and masked /proc entries this kernel has. */
+  private readonly procArgs: string[];
   private availability?: Promise<{ ok: boolean; reason?: string }>;
   private userSwitch?: Promise<UserSwitch>;
 
@@ -101,6 +100,7 @@ export class BwrapExecutor implements Executor {
     this.hostFiles = (opts.hostFiles ?? [RESOLV_CONF, "/etc/hosts"]).filter((f) => existsSync(f));
     this.slirp4netnsPath = which(opts.slirp4netns ?? "slirp4netns");
     this.unsharePath = which(opts.unshare ?? "unshare");
+    this.procArgs = procHardeningArgs();
   }
 
   available(): Promise<{ ok: boolean; reason?: string }> {
@@ -146,30 +146,6 @@ export class BwrapExecutor implements Executor {
     return this.userSwitch;
   }
 
-  /**
-   * Check a mount target inside the root. bwrap sets mounts up before it pivots
-   * into the root, so a symlink on the way (a hostile layer's `proc -> /oldroot/tmp`)
-   * would make it create or cover paths outside: such targets are refused.
-   * Returns the root-relative paths bwrap will create, or "symlink".
-   */
-  private async inspectTarget(root: string, target: string): Promise<string[] | "symlink"> {
-    const comps = splitComps(target);
-    const created: string[] = [];
-    let cur = root;
-    for (let i = 0; i < comps.length; i++) {
-      if (created.length > 0) {
-        created.push(comps.slice(0, i + 1).join("/"));
-        continue;
-      }
-      cur = join(cur, comps[i]!);
-      const st = await lstat(cur).catch(() => null);
-      if (st === null) created.push(comps.slice(0, i + 1).join("/"));
-      else if (st.isSymbolicLink()) return "symlink";
-      else if (i < comps.length - 1 && !st.isDirectory()) return "symlink";
-    }
-    return created;
-  }
-
   /** slirp4netns and unshare(1), which RUN's default network needs. */
   private userNetworkTools(): { slirp4netns: string; unshare: string } {
     if (this.slirp4netnsPath === undefined || this.unsharePath === undefined) {
@@ -209,55 +185,17 @@ export class BwrapExecutor implements Executor {
 
   /** bwrap's arguments for one RUN, the mount points it will create, and the data its fds carry. */
   private async sandboxArgs(spec: RunSpec): Promise<SandboxSetup> {
-    const root = spec.root;
     const args: string[] = ["--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--json-status-fd", "3"];
     // none: bwrap's own empty namespace; default: the one unshare(1) made, connected before the command starts.
     if (spec.network === "none") args.push("--unshare-net");
     if (spec.network === "default") args.push("--block-fd", String(BLOCK_FD));
     if (spec.hostname !== undefined) args.push("--hostname", spec.hostname);
-    args.push("--bind", root, "/", "--proc", "/proc", "--dev", "/dev");
-
-    const created = new Set<string>();
-    const requireTarget = async (target: string, what: string) => {
-      const r = await this.inspectTarget(root, target);
-      if (r === "symlink") {
-        throw new OcibuildError("SANDBOX_UNSAFE_MOUNT", `cannot mount ${what} at ${target}: the image has a symlink or a non-directory on that path`, {
-          details: { target },
-          hint: "a mount target must be a real path in the image; a symlink there could point outside the root",
-        });
-      }
-      for (const c of r) created.add(c);
-    };
-    await requireTarget("/proc", "/proc");
-    await requireTarget("/dev", "/dev");
-    let resolvConf: string | undefined;
-    for (const f of this.hostFiles) {
-      // The image's own resolv.conf/hosts as a symlink (-> ../run/...) or under one: leave it alone.
-      const r = await this.inspectTarget(root, f);
-      if (r === "symlink") continue;
-      const inRoot = await lstat(join(root, f)).catch(() => null);
-      if (inRoot !== null && !inRoot.isFile()) continue;
-      for (const c of r) created.add(c);
-      if (spec.network === "default" && f === RESOLV_CONF) {
-        // Read at each RUN: the host's resolver can change during a long build.
-        resolvConf = sandboxResolvConf(await readFile(f, "utf8"));
-        args.push("--ro-bind-data", String(RESOLV_FD), f);
-      } else args.push("--ro-bind", f, f);
-    }
-    for (const m of spec.extraMounts ?? []) {
-      if (!isAbsolute(m.target)) throw new OcibuildError("SANDBOX_BAD_MOUNT", `mount target "${m.target}" is not absolute`);
-      await requireTarget(m.target, m.type === "tmpfs" ? "a tmpfs" : m.source ?? "a bind mount");
-      if (m.type === "tmpfs") args.push(...(m.size !== undefined ? ["--size", String(m.size)] : []), "--tmpfs", m.target);
-      else {
-        if (m.source === undefined) throw new OcibuildError("SANDBOX_BAD_MOUNT", `bind mount at "${m.target}" has no source`);
-        args.push(m.readonly ? "--ro-bind" : "--bind", m.source, m.target);
-      }
-    }
-    const createdPaths = [...created].sort();
+    const mounts = await sandboxMounts(spec, this.hostFiles, this.procArgs, RESOLV_FD);
+    args.push(...mounts.args);
 
     // The working directory, created as Docker does (owned by the user).
     const isRoot = process.getuid?.() === 0;
-    await resolveDirInRoot(root, splitComps(spec.cwd), {
+    await resolveDirInRoot(spec.root, splitComps(spec.cwd), {
       create: true,
       onCreate: async (p) => {
         if (isRoot) await chown(p, spec.uid, spec.gid);
@@ -279,7 +217,7 @@ export class BwrapExecutor implements Executor {
       for (const c of DOCKER_DEFAULT_CAPS) args.push("--cap-add", c);
     }
     args.push("--", ...argv);
-    return { args, createdPaths, resolvConf };
+    return { args, createdPaths: mounts.createdPaths, resolvConf: mounts.resolvConf };
   }
 
   /**
