@@ -4,7 +4,8 @@
  * (and an index for several platforms) -> pushes and outputs. Steps live in
  * steps/; this file only orchestrates.
  */
-import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { privateDir } from "./fs-util.js";
 import { availableParallelism } from "node:os";
 import { join, resolve } from "node:path";
 import pLimit from "p-limit";
@@ -112,6 +113,14 @@ export interface BuildResult {
 
 export const DEFAULT_CACHE_TTL_SECONDS = 14 * 24 * 3600;
 
+/**
+ * The cache directories that hold extracted trees (pulled layers and step results, with
+ * their setuid files and device nodes), step scratch, cache mounts and git mirrors:
+ * mode 0700, so no other local user can reach what they hold (a setuid-root shell a
+ * base layer or a `RUN chmod 4755` planted), wherever the cache directory is.
+ */
+const PRIVATE_CACHE_DIRS = ["tmp", "rootfs", "rootfs/layers", "rootfs/tmp", "mounts", "git"];
+
 export function defaultCacheDir(env: Record<string, string | undefined>): string {
   if (env.XDG_CACHE_HOME) return join(env.XDG_CACHE_HOME, "ocibuild");
   return join(env.HOME ?? "/root", ".cache", "ocibuild");
@@ -210,7 +219,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   }
 
   const cacheDir = resolve(opts.cacheDir ?? defaultCacheDir(env));
-  await mkdir(join(cacheDir, "tmp"), { recursive: true });
+  for (const d of PRIVATE_CACHE_DIRS) await privateDir(join(cacheDir, d));
   const scratchDir = await mkdtemp(join(cacheDir, "tmp", "build-"));
   const registry = new RegistryClient({ ...opts.registry, env: opts.registry?.env ?? env });
   let agents: SshAgents | undefined;
