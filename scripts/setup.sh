@@ -10,6 +10,7 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 need_pkgs=()
 check() { command -v "$1" >/dev/null 2>&1 || need_pkgs+=("$2"); }
 check bwrap bubblewrap
+check slirp4netns slirp4netns
 check docker-registry docker-registry
 check skopeo skopeo
 check umoci umoci

@@ -5,10 +5,11 @@
  * steps/; this file only orchestrates.
  */
 import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { privateDir } from "./fs-util.js";
 import { availableParallelism } from "node:os";
 import { join, resolve } from "node:path";
 import pLimit from "p-limit";
-import { OcibuildError } from "../errors.js";
+import { isOcibuildError, OcibuildError } from "../errors.js";
 import { createIgnoreMatcher, ignoreFileCandidates, parseDockerfile, parseDockerignore, planStages, type StagePlan } from "../dockerfile/index.js";
 import { OciLayout } from "../oci/layout.js";
 import { descriptorOf, type Descriptor } from "../oci/manifest.js";
@@ -78,9 +79,16 @@ export interface BuildOptions {
   secrets?: SecretSpec[];
   /** ssh agents for RUN --mount=type=ssh (--ssh). */
   ssh?: SshSpec[];
-  /** Entitlements (--allow): "security.insecure" permits RUN --security=insecure. */
+  /**
+   * Entitlements (--allow): "security.insecure" permits RUN --security=insecure,
+   * "network.host" permits RUN --network=host and `network: "host"`.
+   */
   allow?: string[];
-  /** Network for RUN steps without --network (default: shared with the host, like docker build). */
+  /**
+   * Network for RUN steps without --network: "default" (a network namespace of the
+   * step's own, outbound through slirp4netns, host loopback unreachable, as docker
+   * build), "none" (only lo) or "host" (the host's; needs the network.host entitlement).
+   */
   network?: "default" | "none" | "host";
   /** Clamp times to this (SOURCE_DATE_EPOCH, seconds). */
   sourceDateEpoch?: number;
@@ -115,6 +123,13 @@ export interface BuildResult {
 
 export const DEFAULT_CACHE_TTL_SECONDS = 14 * 24 * 3600;
 
+/**
+ * The cache directories that hold extracted trees (pulled layers and step results, with
+ * their setuid files and device nodes), step scratch, cache mounts and git mirrors:
+ * mode 0700, so no other local user can reach what they hold (a setuid-root shell a
+ * base layer or a `RUN chmod 4755` planted), wherever the cache directory is.
+ */
+const PRIVATE_CACHE_DIRS = ["tmp", "rootfs", "rootfs/layers", "rootfs/tmp", "mounts", "git"];
 
 /**
  * Creates the cache directory and this build's scratch directory in it. A cache
@@ -123,9 +138,11 @@ export const DEFAULT_CACHE_TTL_SECONDS = 14 * 24 * 3600;
  */
 async function openCacheDir(cacheDir: string, defaultFrom: Record<string, string | undefined> | undefined): Promise<string> {
   try {
-    await makeDirs(join(cacheDir, "tmp"));
+    await makeDirs(cacheDir);
+    for (const d of PRIVATE_CACHE_DIRS) await privateDir(join(cacheDir, d));
     return await mkdtemp(join(cacheDir, "tmp", "build-"));
   } catch (e) {
+    if (isOcibuildError(e)) throw e;
     const from = defaultFrom === undefined ? "" : `it is the default, under ${defaultFrom.XDG_CACHE_HOME ? "XDG_CACHE_HOME" : "HOME"}; `;
     throw pathError("CACHE_DIR_UNWRITABLE", "cannot use the cache directory", cacheDir, e, `${from}choose a writable one with --cache-dir DIR (the cacheDir option)`);
   }
@@ -231,6 +248,9 @@ function secretArgsWarning(redactor: Redactor): string[] {
 }
 
 async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildResult> {
+  if (opts.network === "host" && !(opts.allow ?? []).includes("network.host")) {
+    throw new OcibuildError("BUILD_ENTITLEMENT_REQUIRED", 'network "host" for RUN needs the network.host entitlement', { hint: 'add "network.host" to allow (--allow network.host) if you trust this Dockerfile with the host\'s network' });
+  }
   const env = opts.env ?? process.env;
   const sink = opts.onEvent ?? (() => {});
   const emit: EventSink = onceMode((e) => sink(redactor.maskFields(e)));

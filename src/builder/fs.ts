@@ -189,7 +189,7 @@ export async function mutateRoot(
         // Same rule as the snapshot: a mount point goes, unless something real was written below it.
         await pruneExcluded(mounted.upper, exclude);
         const target = ctx.layerStore.layerDir(written.diffId);
-        await mkdir(join(ctx.layerStore.dir, "layers"), { recursive: true });
+        await mkdir(join(ctx.layerStore.dir, "layers"), { recursive: true, mode: 0o700 });
         try {
           await rename(mounted.upper, target);
         } catch (e) {

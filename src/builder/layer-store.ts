@@ -53,8 +53,9 @@ export class LayerStore {
     const final = this.layerDir(diffId);
     if (await this.has(diffId)) return final;
     const tmpRoot = join(this.dir, "tmp");
-    await mkdir(tmpRoot, { recursive: true });
-    await mkdir(join(this.dir, "layers"), { recursive: true });
+    // Private (0700): extracted layers keep their setuid files and device nodes.
+    await mkdir(tmpRoot, { recursive: true, mode: 0o700 });
+    await mkdir(join(this.dir, "layers"), { recursive: true, mode: 0o700 });
     const tmp = join(tmpRoot, `${hexOf(diffId).slice(0, 16)}-${randomBytes(6).toString("hex")}`);
     await mkdir(tmp, { mode: 0o755 });
     try {

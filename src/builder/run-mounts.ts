@@ -36,7 +36,7 @@ async function lockDir(dir: string, signal?: AbortSignal): Promise<() => Promise
   await prev;
   const lockFile = `${dir}.lock`;
   try {
-    await mkdir(dirname(dir), { recursive: true });
+    await mkdir(dirname(dir), { recursive: true, mode: 0o700 });
     for (;;) {
       signal?.throwIfAborted();
       try {
@@ -166,7 +166,7 @@ export async function prepareRunMounts(specs: readonly MountSpec[], state: Stage
           }
           const fresh = !(await stat(dir).then(() => true, () => false));
           if (fresh) {
-            await mkdir(dir, { recursive: true });
+            await mkdir(dir, { recursive: true, mode: 0o700 }); // the mount's own mode is set below
             if (m.from !== undefined) {
               const root = await viewOf(m.from);
               const r = await resolveFollow(root, cleanSourcePath(m.source));

@@ -48,6 +48,9 @@ describe("protobuf wire codec", () => {
     expect(sub(buf, 2)).toEqual([Buffer.from([1, 2, 3])]);
     expect(text(buf, 3)).toEqual(["image"]);
     expect(sub(buf, 4).map(readMapEntry)).toEqual([["push", "true"]]);
+    expect(text(buf, 9)).toEqual([]);
+    // A RUN --network=host step asks the daemon for the network.host entitlement (field 9, Entitlements).
+    expect(text(encodeSolveRequest({ ref: "abc", definition: Buffer.alloc(0), entitlements: ["network.host"] }), 9)).toEqual(["network.host"]);
   });
 
   it("decodes a SolveResponse's exporter response and a StatusResponse's logs, skipping unknown fields", () => {

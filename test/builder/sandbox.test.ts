@@ -119,14 +119,17 @@ describe.skipIf(!bwrapOk)("BwrapExecutor (needs root, bwrap, overlayfs, busybox-
     expect(await changes(root, r.createdPaths)).toEqual([]);
   });
 
-  it("shares the network by default and has only lo with network=none", async () => {
+  it("has its own lo and tap0 by default, only lo with network=none, the host's interfaces with network=host", async () => {
     const root = await fresh();
-    const none = await run(root, "ip -o link | cut -d: -f2 | tr -d ' '", { network: "none" });
+    const links = "ip -o link | cut -d: -f2 | tr -d ' '";
+    const none = await run(root, links, { network: "none" });
     expect(none.exitCode).toBe(0);
     expect(none.out.trim().split("\n")).toEqual(["lo"]);
+    const own = await run(root, links);
+    expect(own.out.trim().split("\n").sort()).toEqual(["lo", "tap0"]);
     const hostIfaces = (await readdir("/sys/class/net")).sort();
-    const shared = await run(root, "ls /sys/class/net 2>/dev/null || ip -o link | cut -d: -f2 | tr -d ' '");
-    expect(shared.out.trim().split(/\s+/).sort()).toEqual(hostIfaces);
+    const shared = await run(root, links, { network: "host" });
+    expect(shared.out.trim().split(/\s+/).map((l) => l.replace(/@.*/, "")).sort()).toEqual(hostIfaces);
   });
 
   it("runs as the USER resolved from the image: uid, gid, supplementary groups, HOME, owned files", async () => {

@@ -138,8 +138,10 @@ describe("docker and kaniko spellings give the same options", () => {
     await expect(parse(["--progress=fancy", "."])).rejects.toMatchObject({ code: "USAGE_BAD_VALUE" });
   });
 
-  it("--network default/none/host set the RUN default; anything else is a usage error naming it", async () => {
-    expect((await parse(["--network", "host", "."])).options.network).toBe("host");
+  it("--network default/none/host set the RUN default (host only with --allow network.host); anything else is a usage error naming it", async () => {
+    await expect(parse(["--network", "host", "."])).rejects.toMatchObject({ code: "USAGE_ENTITLEMENT_REQUIRED", message: expect.stringContaining("--network=host") });
+    await expect(parse(["--network", "host", "--allow", "security.insecure", "."])).rejects.toMatchObject({ code: "USAGE_ENTITLEMENT_REQUIRED" });
+    expect((await parse(["--network", "host", "--allow", "network.host", "."])).options).toMatchObject({ network: "host", allow: ["network.host"] });
     expect((await parse(["--network=none", "."])).options.network).toBe("none");
     await expect(parse(["--network=bridge", "."])).rejects.toMatchObject({ code: "USAGE_BAD_VALUE", message: expect.stringContaining("--network=bridge") });
   });

@@ -156,18 +156,30 @@ describe.skipIf(!ready)("RUN --mount, secrets, ssh, network, heredocs, ADD git, 
     }
   });
 
-  it("--network=none cannot reach a loopback server the test runs; the default can", async () => {
+  it("the default network and --network=none cannot reach a loopback server the test runs; --network=host can, only with network.host allowed", async () => {
     const server: Server = createServer((_req, res) => res.end("reachable\n"));
     const port = await freePort();
     await new Promise<void>((r) => server.listen(port, "127.0.0.1", () => r()));
     try {
-      const dir = await context(
-        "network",
-        `ARG BASE\nFROM \${BASE}\nRUN wget -q -O /default.txt http://127.0.0.1:${port}/\nRUN --network=none sh -c 'wget -q -T 2 -O /none.txt http://127.0.0.1:${port}/ && echo reached > /none-result || echo unreachable > /none-result'\n`,
-      );
+      const probe = (flag: string, name: string) => `RUN ${flag}sh -c 'wget -q -O /${name}.txt http://127.0.0.1:${port}/ && echo reached > /${name}-result || echo unreachable > /${name}-result'`;
+      const dir = await context("network", `ARG BASE\nFROM \${BASE}\n${probe("", "default")}\n${probe("--network=none ", "none")}\n`);
       const root = await buildUnpack("net", dir, { noCache: true });
-      expect(await readFile(join(root, "default.txt"), "utf8")).toBe("reachable\n");
+      expect(await readFile(join(root, "default-result"), "utf8")).toBe("unreachable\n");
       expect(await readFile(join(root, "none-result"), "utf8")).toBe("unreachable\n");
+
+      const hostDir = await context("network-host", `ARG BASE\nFROM \${BASE}\nRUN true\n${probe("--network=host ", "host")}\n`);
+      const refused = await cli(["--no-push", "--build-arg", `BASE=${base}`, "--cache-dir", cacheDir, hostDir]);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toMatch(/error\[BUILD_ENTITLEMENT_REQUIRED\]: Dockerfile:4/);
+      const flag = await cli(["--no-push", "--network=host", "--build-arg", `BASE=${base}`, "--cache-dir", cacheDir, dir]);
+      expect(flag.code).toBe(2);
+      expect(flag.stderr).toMatch(/error\[USAGE_ENTITLEMENT_REQUIRED\]: --network=host needs the network.host entitlement/);
+      await expect(build({ context: dir, buildArgs: { BASE: base }, cacheDir, push: false, network: "host" })).rejects.toMatchObject({ code: "BUILD_ENTITLEMENT_REQUIRED" });
+
+      const hostRoot = await buildUnpack("net-host", hostDir, { noCache: true, allow: ["network.host"] });
+      expect(await readFile(join(hostRoot, "host.txt"), "utf8")).toBe("reachable\n");
+      const flagRoot = await buildUnpack("net-flag", dir, { noCache: true, network: "host", allow: ["network.host"] });
+      expect(await readFile(join(flagRoot, "default-result"), "utf8")).toBe("reached\n");
     } finally {
       await new Promise((r) => server.close(r));
     }

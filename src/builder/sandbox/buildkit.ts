@@ -227,6 +227,8 @@ export class BuildkitExecutor implements Executor {
           ref,
           session: session.id,
           definition: def.bytes,
+          // A host-network step (allowed by our network.host entitlement) asks the daemon for its own.
+          entitlements: spec.network === "host" ? ["network.host"] : undefined,
           exporter: "image",
           exporterAttrs: {
             name: this.staging.name,

@@ -1,8 +1,13 @@
 /**
- * RUN with bubblewrap: new mount, PID, IPC and UTS namespaces (and network with
- * `network: "none"`), the stage root bind-mounted as "/", a fresh /proc, a
- * minimal /dev, the host's /etc/resolv.conf and /etc/hosts read-only, /tmp as
- * the image has it, Docker's default capability set, --die-with-parent.
+ * RUN with bubblewrap: new mount, PID, IPC and UTS namespaces, the stage root
+ * bind-mounted as "/", a fresh /proc whose host-wide knobs (/proc/sys, ...) are
+ * read-only, an empty read-only /sys, a minimal /dev, the host's /etc/hosts and
+ * /etc/resolv.conf read-only (bwrap-mounts.ts), /tmp as the image has it,
+ * Docker's default capability set, --die-with-parent.
+ *
+ * Network: `default` is a network namespace of the step's own with outbound access
+ * through slirp4netns (network.ts), as docker build gives RUN; `none` an empty one
+ * (only lo); `host` the host's (the caller checks the network.host entitlement).
  *
  * Users: as root without a user namespace bwrap cannot change uid itself, and
  * a user namespace would record files as owned by the outside uid. So the
@@ -15,11 +20,14 @@
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { constants as osConstants } from "node:os";
-import { chown, lstat, realpath } from "node:fs/promises";
+import { chown, realpath } from "node:fs/promises";
 import { basename, delimiter, isAbsolute, join } from "node:path";
+import type { Writable } from "node:stream";
 import { OcibuildError } from "../../errors.js";
 import { resolveDirInRoot } from "../rootfs-path.js";
 import { effectiveEnv, OutputTail, type Availability, type Executor, type RunResult, type RunSpec } from "./index.js";
+import { procHardeningArgs, RESOLV_CONF, sandboxMounts, splitComps } from "./bwrap-mounts.js";
+import { startSlirp, type UserNetwork } from "./network.js";
 
 /** Docker's default capabilities for a container (and so for RUN). */
 export const DOCKER_DEFAULT_CAPS = [
@@ -28,6 +36,9 @@ export const DOCKER_DEFAULT_CAPS = [
 ];
 
 const HELPER_DIR = "/dev/.ocibuild";
+/** bwrap's fds beyond the status pipe (3): the one it waits on before the command, the resolv.conf it mounts. */
+const BLOCK_FD = 4;
+const RESOLV_FD = 5;
 
 export interface BwrapOptions {
   /** bwrap binary; default: found on the host PATH. */
@@ -36,6 +47,10 @@ export interface BwrapOptions {
   setpriv?: string;
   /** Host files to bind read-only at the same path (default /etc/resolv.conf and /etc/hosts when present). */
   hostFiles?: string[];
+  /** slirp4netns binary, for the default network; default: found on the host PATH. */
+  slirp4netns?: string;
+  /** unshare(1), which starts bwrap in a new network namespace; default: found on the host PATH. */
+  unshare?: string;
 }
 
 function which(name: string): string | undefined {
@@ -72,22 +87,30 @@ interface UserSwitch {
   prefix: string[];
 }
 
-function splitComps(p: string): string[] {
-  return p.split("/").filter((c) => c !== "" && c !== ".");
-}
-
 export class BwrapExecutor implements Executor {
   readonly name = "bwrap";
   private readonly bwrapPath: string | undefined;
   private readonly setprivPath: string | undefined;
   private readonly hostFiles: string[];
+  private readonly slirp4netnsPath: string | undefined;
+  private readonly unsharePath: string | undefined;
+  /** procHardeningArgs(), worked out once: which of runc's read-only and masked /proc entries this kernel has. */
+  private readonly procArgs: string[];
   private availability?: Promise<BwrapAvailability>;
   private userSwitch?: Promise<UserSwitch>;
 
   constructor(opts: BwrapOptions = {}) {
     this.bwrapPath = which(opts.bwrap ?? "bwrap");
     this.setprivPath = which(opts.setpriv ?? "setpriv");
-    this.hostFiles = (opts.hostFiles ?? ["/etc/resolv.conf", "/etc/hosts"]).filter((f) => existsSync(f));
+    this.hostFiles = (opts.hostFiles ?? [RESOLV_CONF, "/etc/hosts"]).filter((f) => existsSync(f));
+    this.slirp4netnsPath = which(opts.slirp4netns ?? "slirp4netns");
+    this.unsharePath = which(opts.unshare ?? "unshare");
+    this.procArgs = procHardeningArgs();
+  }
+
+  async available(): Promise<Availability> {
+    const { processSandbox: _, ...shown } = await this.probe();
+    return shown;
   }
 
   /**
@@ -96,11 +119,6 @@ export class BwrapExecutor implements Executor {
    * mount a new /proc: RUN then goes without a PID namespace, on the container's own
    * /proc, as BuildKit's --oci-worker-no-process-sandbox does, and says so.
    */
-  async available(): Promise<Availability> {
-    const { processSandbox: _, ...shown } = await this.probe();
-    return shown;
-  }
-
   private probe(): Promise<BwrapAvailability> {
     this.availability ??= (async (): Promise<BwrapAvailability> => {
       if (this.bwrapPath === undefined) return { ok: false, reason: "bwrap (bubblewrap) is not installed (Debian: apt-get install bubblewrap)" };
@@ -155,81 +173,56 @@ export class BwrapExecutor implements Executor {
     return this.userSwitch;
   }
 
-  /**
-   * Check a mount target inside the root. bwrap sets mounts up before it pivots
-   * into the root, so a symlink on the way (a hostile layer's `proc -> /oldroot/tmp`)
-   * would make it create or cover paths outside: such targets are refused.
-   * Returns the root-relative paths bwrap will create, or "symlink".
-   */
-  private async inspectTarget(root: string, target: string): Promise<string[] | "symlink"> {
-    const comps = splitComps(target);
-    const created: string[] = [];
-    let cur = root;
-    for (let i = 0; i < comps.length; i++) {
-      if (created.length > 0) {
-        created.push(comps.slice(0, i + 1).join("/"));
-        continue;
-      }
-      cur = join(cur, comps[i]!);
-      const st = await lstat(cur).catch(() => null);
-      if (st === null) created.push(comps.slice(0, i + 1).join("/"));
-      else if (st.isSymbolicLink()) return "symlink";
-      else if (i < comps.length - 1 && !st.isDirectory()) return "symlink";
+  /** slirp4netns and unshare(1), which RUN's default network needs. */
+  private userNetworkTools(): { slirp4netns: string; unshare: string } {
+    if (this.slirp4netnsPath === undefined || this.unsharePath === undefined) {
+      const missing = this.slirp4netnsPath === undefined ? "slirp4netns" : "unshare (util-linux)";
+      throw new OcibuildError("SANDBOX_NETWORK_UNAVAILABLE", `RUN's default network (a network namespace of its own, outbound through slirp4netns) needs ${missing} on the host (Debian: apt-get install slirp4netns)`, {
+        hint: "install slirp4netns, or give the step --network=none",
+      });
     }
-    return created;
+    return { slirp4netns: this.slirp4netnsPath, unshare: this.unsharePath };
   }
 
   async run(spec: RunSpec): Promise<RunResult> {
-    const { signal } = spec;
-    signal?.throwIfAborted();
+    spec.signal?.throwIfAborted();
     const avail = await this.probe();
     if (!avail.ok) throw new OcibuildError("SANDBOX_UNAVAILABLE", avail.reason ?? "bwrap is not usable here");
     if (spec.args.length === 0) throw new OcibuildError("SANDBOX_NO_COMMAND", "RUN needs a command");
     if (!isAbsolute(spec.cwd)) throw new OcibuildError("SANDBOX_BAD_CWD", `working directory "${spec.cwd}" is not absolute`);
+    const net = spec.network === "default" ? this.userNetworkTools() : undefined;
+    const setup = await this.sandboxArgs(spec, avail.processSandbox !== false);
+    const tail = new OutputTail(40);
+    const outcome = await this.execute(setup, spec, tail, net);
+    const { createdPaths } = setup;
+    if (spec.signal?.aborted) throw new OcibuildError("SANDBOX_ABORTED", "RUN was interrupted", { cause: spec.signal.reason });
+    if (outcome.networkError) throw outcome.networkError;
+    if (outcome.sig !== null) return { exitCode: 128 + (signalNumber(outcome.sig) ?? 0), signal: outcome.sig, tail: tail.toString(), createdPaths };
+    if (!outcome.status.includes('"child-pid"')) {
+      throw new OcibuildError("SANDBOX_SETUP_FAILED", `bwrap could not set up the sandbox: ${outcome.stderrHead.trim() || `exit ${outcome.code}`}`, {
+        details: { exitCode: outcome.code },
+      });
+    }
+    const exit = /"exit-code"\s*:\s*(\d+)/.exec(outcome.status);
+    const exitCode = exit ? Number(exit[1]) : (outcome.code ?? 1);
+    // bwrap reports a command it could not exec with status 1; a shell (and setpriv) says 127.
+    if (exitCode === 1 && /^bwrap: execvp /m.test(outcome.stderrHead)) return { exitCode: 127, tail: tail.toString(), createdPaths };
+    return { exitCode, tail: tail.toString(), createdPaths };
+  }
 
-    const root = spec.root;
-    const pidns = avail.processSandbox !== false;
+  /** bwrap's arguments for one RUN, the mount points it will create, and the data its fds carry. */
+  private async sandboxArgs(spec: RunSpec, pidns: boolean): Promise<SandboxSetup> {
     const args: string[] = ["--die-with-parent", "--new-session", ...(pidns ? ["--unshare-pid"] : []), "--unshare-ipc", "--unshare-uts", "--json-status-fd", "3"];
+    // none: bwrap's own empty namespace; default: the one unshare(1) made, connected before the command starts.
     if (spec.network === "none") args.push("--unshare-net");
+    if (spec.network === "default") args.push("--block-fd", String(BLOCK_FD));
     if (spec.hostname !== undefined) args.push("--hostname", spec.hostname);
-    args.push("--bind", root, "/", ...(pidns ? ["--proc", "/proc"] : ["--bind", "/proc", "/proc"]), "--dev", "/dev");
-
-    const created = new Set<string>();
-    const requireTarget = async (target: string, what: string) => {
-      const r = await this.inspectTarget(root, target);
-      if (r === "symlink") {
-        throw new OcibuildError("SANDBOX_UNSAFE_MOUNT", `cannot mount ${what} at ${target}: the image has a symlink or a non-directory on that path`, {
-          details: { target },
-          hint: "a mount target must be a real path in the image; a symlink there could point outside the root",
-        });
-      }
-      for (const c of r) created.add(c);
-    };
-    await requireTarget("/proc", "/proc");
-    await requireTarget("/dev", "/dev");
-    for (const f of this.hostFiles) {
-      // The image's own resolv.conf/hosts as a symlink (-> ../run/...) or under one: leave it alone.
-      const r = await this.inspectTarget(root, f);
-      if (r === "symlink") continue;
-      const inRoot = await lstat(join(root, f)).catch(() => null);
-      if (inRoot !== null && !inRoot.isFile()) continue;
-      for (const c of r) created.add(c);
-      args.push("--ro-bind", f, f);
-    }
-    for (const m of spec.extraMounts ?? []) {
-      if (!isAbsolute(m.target)) throw new OcibuildError("SANDBOX_BAD_MOUNT", `mount target "${m.target}" is not absolute`);
-      await requireTarget(m.target, m.type === "tmpfs" ? "a tmpfs" : m.source ?? "a bind mount");
-      if (m.type === "tmpfs") args.push(...(m.size !== undefined ? ["--size", String(m.size)] : []), "--tmpfs", m.target);
-      else {
-        if (m.source === undefined) throw new OcibuildError("SANDBOX_BAD_MOUNT", `bind mount at "${m.target}" has no source`);
-        args.push(m.readonly ? "--ro-bind" : "--bind", m.source, m.target);
-      }
-    }
-    const createdPaths = [...created].sort();
+    const mounts = await sandboxMounts(spec, this.hostFiles, this.procArgs, RESOLV_FD, pidns);
+    args.push(...mounts.args);
 
     // The working directory, created as Docker does (owned by the user).
     const isRoot = process.getuid?.() === 0;
-    await resolveDirInRoot(root, splitComps(spec.cwd), {
+    await resolveDirInRoot(spec.root, splitComps(spec.cwd), {
       create: true,
       onCreate: async (p) => {
         if (isRoot) await chown(p, spec.uid, spec.gid);
@@ -251,21 +244,37 @@ export class BwrapExecutor implements Executor {
       for (const c of DOCKER_DEFAULT_CAPS) args.push("--cap-add", c);
     }
     args.push("--", ...argv);
+    return { args, createdPaths: mounts.createdPaths, resolvConf: mounts.resolvConf };
+  }
 
+  /**
+   * Run bwrap and wait for it. With the default network it is started through
+   * `unshare --net` and blocks (--block-fd) until slirp4netns, attached to the
+   * sandbox's process, has connected the namespace.
+   */
+  private execute(setup: SandboxSetup, spec: RunSpec, tail: OutputTail, net: { slirp4netns: string; unshare: string } | undefined): Promise<Outcome> {
+    const { signal } = spec;
     const env: Record<string, string> = {};
     for (const kv of effectiveEnv(spec)) {
       const i = kv.indexOf("=");
       if (i > 0) env[kv.slice(0, i)] = kv.slice(i + 1);
     }
-
-    const tail = new OutputTail(40);
     const bwrap = this.bwrapPath!;
-    const outcome = await new Promise<{ code: number | null; sig: NodeJS.Signals | null; status: string; stderrHead: string }>((resolve, reject) => {
-      const child = spawn(bwrap, args, { env, stdio: ["ignore", "pipe", "pipe", "pipe"] });
+    const [cmd, cmdArgs] = net ? [net.unshare, ["--net", "--", bwrap, ...setup.args]] : [bwrap, setup.args];
+    return new Promise<Outcome>((resolve, reject) => {
+      // fds 4 and 5 only when bwrap uses them (and closes them): the command inherits no others.
+      const extra = net ? "pipe" : "ignore";
+      const child = spawn(cmd, cmdArgs, { env, stdio: ["ignore", "pipe", "pipe", "pipe", extra, setup.resolvConf !== undefined ? "pipe" : "ignore"] });
       let status = "";
       let stderrHead = "";
+      let network: UserNetwork | undefined;
+      let networkError: Error | undefined;
       const onAbort = () => child.kill("SIGKILL");
       signal?.addEventListener("abort", onAbort, { once: true });
+      const fds = child.stdio as unknown as (Writable | null | undefined)[];
+      const [block, resolvFd] = [fds[BLOCK_FD], fds[RESOLV_FD]];
+      for (const w of [block, resolvFd]) w?.on("error", () => {});
+      resolvFd?.end(setup.resolvConf);
       child.stdout!.on("data", (d: Buffer) => {
         tail.push(d);
         spec.onOutput?.("stdout", d);
@@ -277,30 +286,47 @@ export class BwrapExecutor implements Executor {
       });
       const statusPipe = child.stdio[3] as NodeJS.ReadableStream;
       statusPipe.setEncoding("utf8");
-      statusPipe.on("data", (d: string) => (status += d));
+      statusPipe.on("data", (d: string) => {
+        status += d;
+        const pid = /"child-pid"\s*:\s*(\d+)/.exec(status);
+        if (net === undefined || network !== undefined || pid === null) return;
+        // The sandbox's process, never unshare's: only it is certain to be in the new namespace.
+        network = startSlirp(net.slirp4netns, Number(pid[1]));
+        network.ready.then(
+          () => block?.end("1"),
+          (e: Error) => {
+            networkError = e;
+            child.kill("SIGKILL");
+          },
+        );
+      });
       child.on("error", (e) => {
         signal?.removeEventListener("abort", onAbort);
-        reject(new OcibuildError("SANDBOX_SPAWN_FAILED", `cannot start bwrap: ${e.message}`, { cause: e }));
+        reject(new OcibuildError("SANDBOX_SPAWN_FAILED", `cannot start ${cmd}: ${e.message}`, { cause: e }));
       });
       child.on("close", (code, sig) => {
         signal?.removeEventListener("abort", onAbort);
-        resolve({ code, sig, status, stderrHead });
+        // slirp4netns is not waited for: closing its tap device takes the kernel ~30 ms here.
+        void network?.stop();
+        resolve({ code, sig, status, stderrHead, networkError });
       });
     });
-
-    if (signal?.aborted) throw new OcibuildError("SANDBOX_ABORTED", "RUN was interrupted", { cause: signal.reason });
-    if (outcome.sig !== null) return { exitCode: 128 + (signalNumber(outcome.sig) ?? 0), signal: outcome.sig, tail: tail.toString(), createdPaths };
-    if (!outcome.status.includes('"child-pid"')) {
-      throw new OcibuildError("SANDBOX_SETUP_FAILED", `bwrap could not set up the sandbox: ${outcome.stderrHead.trim() || `exit ${outcome.code}`}`, {
-        details: { exitCode: outcome.code },
-      });
-    }
-    const exit = /"exit-code"\s*:\s*(\d+)/.exec(outcome.status);
-    const exitCode = exit ? Number(exit[1]) : (outcome.code ?? 1);
-    // bwrap reports a command it could not exec with status 1; a shell (and setpriv) says 127.
-    if (exitCode === 1 && /^bwrap: execvp /m.test(outcome.stderrHead)) return { exitCode: 127, tail: tail.toString(), createdPaths };
-    return { exitCode, tail: tail.toString(), createdPaths };
   }
+}
+
+interface SandboxSetup {
+  args: string[];
+  createdPaths: string[];
+  /** The step's /etc/resolv.conf (default network only), given to bwrap on RESOLV_FD. */
+  resolvConf?: string;
+}
+
+interface Outcome {
+  code: number | null;
+  sig: NodeJS.Signals | null;
+  status: string;
+  stderrHead: string;
+  networkError?: Error;
 }
 
 function signalNumber(sig: NodeJS.Signals): number | undefined {

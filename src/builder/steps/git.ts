@@ -54,7 +54,7 @@ export interface GitCheckout {
 export async function checkoutGit(src: GitSource, cacheDir: string, scratch: string, keepGitDir: boolean, signal?: AbortSignal): Promise<GitCheckout> {
   const mirror = join(cacheDir, createHash("sha256").update(src.url).digest("hex").slice(0, 32));
   if (!(await stat(join(mirror, "HEAD")).catch(() => null))) {
-    await mkdir(cacheDir, { recursive: true });
+    await mkdir(cacheDir, { recursive: true, mode: 0o700 });
     const tmp = await mkdtemp(`${mirror}.tmp-`);
     try {
       await git(["init", "--bare", "--quiet", tmp], { signal });

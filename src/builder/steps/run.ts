@@ -48,15 +48,10 @@ export function runArgs(state: StageState, instr: RunInstr): string[] {
   return [...shell, script];
 }
 
-export async function runStep(state: StageState, instr: RunInstr, ctx: StepContext, step: number): Promise<StageState> {
-  const loc = { file: ctx.file, lines: [...ctx.lines] };
-  const fail = (code: string, msg: string, hint?: string) => dockerfileError(code, msg, loc, instr.range.startLine, instr.range.endLine, { hint });
-  let mountSpecs: MountSpec[];
-  try {
-    mountSpecs = parseMounts(instr.mounts);
-  } catch (e) {
-    throw fail((e as OcibuildError).code ?? "DOCKERFILE_INVALID_MOUNT", (e as Error).message);
-  }
+type Fail = (code: string, msg: string, hint?: string) => Error;
+
+/** RUN --security and --network as given (or the build's default), checked against the entitlements and the executor. */
+function runFlags(instr: RunInstr, ctx: StepContext, mountSpecs: MountSpec[], fail: Fail): { security: "sandbox" | "insecure"; network: "default" | "none" | "host" } {
   const security = instr.security ?? "sandbox";
   if (security !== "sandbox" && security !== "insecure") throw fail("DOCKERFILE_INVALID_SECURITY", `invalid RUN --security=${security} (sandbox or insecure)`);
   if (security === "insecure" && !ctx.allow.has("security.insecure")) {
@@ -66,6 +61,22 @@ export async function runStep(state: StageState, instr: RunInstr, ctx: StepConte
   if (remoteUnsupported) throw fail("BUILD_UNSUPPORTED", `RUN --mount=type=${remoteUnsupported.type} is not supported with the ${ctx.executor.name} executor yet (tmpfs, cache and secret are)`);
   const network = instr.network ?? ctx.defaultNetwork;
   if (network !== "default" && network !== "none" && network !== "host") throw fail("DOCKERFILE_INVALID_NETWORK", `invalid RUN --network=${network} (default, none or host)`);
+  if (network === "host" && !ctx.allow.has("network.host")) {
+    throw fail("BUILD_ENTITLEMENT_REQUIRED", "RUN --network=host needs the network.host entitlement", "pass --allow network.host if you trust this Dockerfile with the host's network (its loopback services included)");
+  }
+  return { security, network };
+}
+
+export async function runStep(state: StageState, instr: RunInstr, ctx: StepContext, step: number): Promise<StageState> {
+  const loc = { file: ctx.file, lines: [...ctx.lines] };
+  const fail: Fail = (code, msg, hint) => dockerfileError(code, msg, loc, instr.range.startLine, instr.range.endLine, { hint });
+  let mountSpecs: MountSpec[];
+  try {
+    mountSpecs = parseMounts(instr.mounts);
+  } catch (e) {
+    throw fail((e as OcibuildError).code ?? "DOCKERFILE_INVALID_MOUNT", (e as Error).message);
+  }
+  const { security, network } = runFlags(instr, ctx, mountSpecs, fail);
   const avail = await ctx.executor.available();
   if (!avail.ok) throw fail("SANDBOX_UNAVAILABLE", `cannot run RUN steps: ${avail.reason}`, ctx.executor.runRemote ? undefined : NAMESPACE_HINT);
   if (avail.note !== undefined) ctx.emit({ type: "log", level: "warn", message: `sandbox: ${avail.note}` });
@@ -113,6 +124,9 @@ export async function runStep(state: StageState, instr: RunInstr, ctx: StepConte
             extraMounts: extra,
             signal: ctx.signal,
             onOutput,
+          }).catch((e: unknown) => {
+            // A network the step cannot have is about this Dockerfile line.
+            throw e instanceof OcibuildError && e.code.startsWith("SANDBOX_NETWORK_") ? fail(e.code, e.message, e.hint) : e;
           });
           if (result.exitCode !== 0) throw failed(result);
           return { exclude: result.createdPaths };

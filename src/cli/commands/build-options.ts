@@ -47,10 +47,10 @@ export const BUILD_SPECS: FlagSpec[] = [
   { names: ["quiet"], short: ["q"], type: "boolean", description: "Print only the digest" },
   { names: ["reproducible"], type: "boolean", description: "Clamp timestamps to 0 unless SOURCE_DATE_EPOCH is set" },
   { names: ["compression-level"], type: "string", valueName: "0-9", description: "gzip level for new layers (default 6)" },
-  { names: ["network"], type: "string", valueName: "MODE", description: "Default network for RUN: default, none or host (RUN --network overrides)" },
+  { names: ["network"], type: "string", valueName: "MODE", description: "Default network for RUN: default (its own namespace, outbound through slirp4netns), none, or host (needs --allow network.host); RUN --network overrides" },
   { names: ["secret"], type: "string", repeatable: true, valueName: "id=ID,src=PATH|env=VAR", description: "A secret for RUN --mount=type=secret (never stored in the image or cache)" },
   { names: ["ssh"], type: "string", repeatable: true, valueName: "ID[=SOCKET|KEY[,KEY]]", description: "An ssh agent for RUN --mount=type=ssh (default: $SSH_AUTH_SOCK)" },
-  { names: ["allow"], type: "string", repeatable: true, valueName: "ENTITLEMENT", description: "Allow security.insecure (RUN --security=insecure)" },
+  { names: ["allow"], type: "string", repeatable: true, valueName: "ENTITLEMENT", description: "Allow security.insecure (RUN --security=insecure) or network.host (--network=host, RUN --network=host)" },
   // Recognised, not supported: each fails naming itself (see UNSUPPORTED).
   { names: ["cache-from"], type: "string", repeatable: true, valueName: "SRC", description: "(not supported yet) buildx cache import" },
   { names: ["cache-to"], type: "string", repeatable: true, valueName: "DST", description: "(not supported yet) buildx cache export" },
@@ -147,8 +147,15 @@ function rejectUnsupported(p: ParsedFlags): void {
   if (network !== undefined && network !== "default" && network !== "none" && network !== "host") {
     throw new OcibuildError("USAGE_BAD_VALUE", `--network=${network}: use default, none or host`, { details: { flag: "--network" } });
   }
-  for (const a of list(p, "allow")) {
+  const allow = list(p, "allow");
+  for (const a of allow) {
     if (a !== "security.insecure" && a !== "network.host") throw new OcibuildError("USAGE_BAD_VALUE", `--allow ${a}: known entitlements are security.insecure and network.host`);
+  }
+  if (network === "host" && !allow.includes("network.host")) {
+    throw new OcibuildError("USAGE_ENTITLEMENT_REQUIRED", "--network=host needs the network.host entitlement", {
+      details: { flag: "--network" },
+      hint: "add --allow network.host if you trust this Dockerfile with the host's network (its loopback services included)",
+    });
   }
 }
 

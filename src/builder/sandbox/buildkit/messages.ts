@@ -15,6 +15,8 @@ export interface SolveRequest {
   exporterAttrs?: Record<string, string>;
   session?: string;
   frontendAttrs?: Record<string, string>;
+  /** Entitlements the solve asks for ("network.host"); the daemon must allow them too. */
+  entitlements?: readonly string[];
 }
 
 export function encodeSolveRequest(r: SolveRequest): Buffer {
@@ -25,6 +27,7 @@ export function encodeSolveRequest(r: SolveRequest): Buffer {
     .stringMap(4, r.exporterAttrs)
     .string(5, r.session)
     .stringMap(7, r.frontendAttrs)
+    .strings(9, r.entitlements)
     .finish();
 }
 
