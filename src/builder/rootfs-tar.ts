@@ -149,7 +149,15 @@ const TYPES: Record<string, TarEntryType> = {
   "0": "file", "\0": "file", "7": "file", "1": "link", "2": "symlink", "3": "character-device", "4": "block-device", "5": "directory", "6": "fifo",
 };
 
-const MAX_META = 16 * 1024 * 1024;
+/**
+ * Extended headers are read into memory, so their size is bounded: the records
+ * before one entry (PAX "x", GNU long name "L" and long link "K", any global "g")
+ * to 4 MiB in all (a Linux path is at most 4 KiB, an xattr value 64 KiB), and the
+ * global records, which stay in force for the rest of the layer, to 4 MiB over the
+ * layer. Records beyond that are a memory bomb, not an image.
+ */
+export const MAX_ENTRY_META = 4 * 1024 * 1024;
+export const MAX_GLOBAL_META = 4 * 1024 * 1024;
 
 /** What the records before an entry (PAX "x" and "g", GNU "L" and "K") say about it. */
 interface Pending {
@@ -157,11 +165,24 @@ interface Pending {
   pax: Map<string, Buffer>;
   longName?: string;
   longLink?: string;
+  /** Extended-header bytes read since the last entry. */
+  bytes: number;
+  /** Global-header bytes read in this layer. */
+  globalBytes: number;
 }
+
+const MiB = (n: number) => `${(n / 1048576).toFixed(n % 1048576 === 0 ? 0 : 1)} MiB`;
 
 async function readMeta(r: ByteReader, block: Buffer, flag: string, meta: Pending, place: FieldPlace): Promise<void> {
   const size = headerNumber(block.subarray(124, 136), "size", SIZE_RANGE, place);
-  if (size > MAX_META) throw invalidTar(`metadata record of ${size} bytes`, place);
+  meta.bytes += size;
+  if (meta.bytes > MAX_ENTRY_META) {
+    throw invalidTar(`more than ${MiB(MAX_ENTRY_META)} of extended headers (PAX or GNU long names) before one entry`, place);
+  }
+  if (flag === "g") {
+    meta.globalBytes += size;
+    if (meta.globalBytes > MAX_GLOBAL_META) throw invalidTar(`more than ${MiB(MAX_GLOBAL_META)} of global PAX headers`, place);
+  }
   const body = (await r.read(Math.ceil(size / BLOCK) * BLOCK)).subarray(0, size);
   if (body.length < size) throw invalidTar("truncated metadata record", place);
   if (flag === "x") parsePax(body, meta.pax, place);
@@ -208,7 +229,7 @@ function parseHeader(block: Buffer, flag: string, meta: Pending, offset: number)
 /** Read a tar archive from a byte stream. */
 export async function* readTar(input: AsyncIterable<Buffer>): AsyncGenerator<TarEntry> {
   const r = new ByteReader(input[Symbol.asyncIterator]());
-  const meta: Pending = { global: new Map(), pax: new Map() };
+  const meta: Pending = { global: new Map(), pax: new Map(), bytes: 0, globalBytes: 0 };
   let pending: { left: () => number } | undefined;
 
   for (;;) {
@@ -233,6 +254,7 @@ export async function* readTar(input: AsyncIterable<Buffer>): AsyncGenerator<Tar
     meta.pax = new Map();
     meta.longName = undefined;
     meta.longLink = undefined;
+    meta.bytes = 0;
     const entry = entryOf(r, header);
     pending = entry.pending;
     yield entry.entry;

@@ -70,3 +70,82 @@ describe("readTar: numeric fields", () => {
     expect(out).toMatchObject({ kind: "ok", entries: [{ name: "big", uid: 0x7fffffff, size: 5, body: 5 }] });
   });
 });
+
+/**
+ * A lazily made archive: `parts` yielded in order, counting the bytes pulled; more
+ * than `limit` pulled fails (the reader should have stopped long before).
+ */
+function counted(parts: Iterable<Buffer>, limit: number): { input: AsyncIterable<Buffer>; pulled: () => number } {
+  let pulled = 0;
+  async function* input() {
+    for (const p of parts) {
+      pulled += p.length;
+      if (pulled > limit) throw new Error(`the reader pulled more than ${limit} bytes`);
+      yield p;
+    }
+  }
+  return { input: input(), pulled: () => pulled };
+}
+
+/** A PAX "x" (or "g") record of `size` bytes, as a header plus body chunks of 1 MiB, never held whole. */
+function* bigPax(size: number, key: string, flag: "x" | "g" = "x"): Generator<Buffer> {
+  const digits = String(size).length;
+  const prefix = Buffer.from(`${size} ${key}=`);
+  if (prefix.length !== digits + key.length + 2) throw new Error("bad record");
+  yield header({ name: "PaxHeaders/big", flag, size });
+  yield prefix;
+  let left = size - prefix.length - 1;
+  while (left > 0) {
+    const n = Math.min(left, 1 << 20);
+    yield Buffer.alloc(n, 0x61);
+    left -= n;
+  }
+  yield Buffer.from("\n");
+  yield Buffer.alloc((512 - (size % 512)) % 512);
+}
+
+async function drain(input: AsyncIterable<Buffer>): Promise<string[]> {
+  const names: string[] = [];
+  for await (const e of readTar(input)) names.push(e.header.name);
+  return names;
+}
+
+describe("readTar: extended headers are bounded", () => {
+  const MiB = 1024 * 1024;
+
+  it("refuses 120 PAX records of 16 MiB before one entry, having read no more than the first", async () => {
+    const parts = function* () {
+      for (let i = 0; i < 120; i++) yield* bigPax(16 * MiB, `SCHILY.xattr.user.k${i}`);
+      yield fileEntry("victim", "x");
+      yield END;
+    };
+    const { input, pulled } = counted(parts(), 64 * MiB);
+    await expect(drain(input)).rejects.toMatchObject({ code: "ROOTFS_TAR_INVALID", message: expect.stringMatching(/extended headers/) });
+    expect(pulled()).toBeLessThan(2 * MiB);
+  });
+
+  it("refuses several records that are each small but together too much for one entry (PAX and GNU long names)", async () => {
+    for (const parts of [
+      [...bigPax(3 * MiB, "SCHILY.xattr.user.a"), ...bigPax(3 * MiB, "SCHILY.xattr.user.b")],
+      [...bigPax(3 * MiB, "comment"), gnuLong("L", "n".repeat(2 * MiB))],
+      [gnuLong("K", "k".repeat(5 * MiB))],
+    ]) {
+      const { input } = counted([...parts, fileEntry("victim", "x"), END], 64 * MiB);
+      await expect(drain(input)).rejects.toMatchObject({ code: "ROOTFS_TAR_INVALID", message: expect.stringMatching(/extended headers/) });
+    }
+  });
+
+  it("refuses global PAX records that add up over the layer, though each entry's share is small", async () => {
+    const parts = [...bigPax(3 * MiB, "comment", "g"), fileEntry("a", "x"), ...bigPax(3 * MiB, "SCHILY.xattr.user.g", "g"), fileEntry("b", "x"), END];
+    const { input } = counted(parts, 64 * MiB);
+    await expect(drain(input)).rejects.toMatchObject({ code: "ROOTFS_TAR_INVALID", message: expect.stringMatching(/global PAX/) });
+  });
+
+  it("reads an entry with 3 MiB of records, and many entries with records each", async () => {
+    const many = Array.from({ length: 200 }, (_, i) => [...bigPax(64 * 1024, "SCHILY.xattr.user.v"), fileEntry(`f${i}`, "x")]).flat();
+    const { input } = counted([...bigPax(3 * MiB, "SCHILY.xattr.user.big"), fileEntry("big", "x"), ...many, END], 64 * MiB);
+    const names = await drain(input);
+    expect(names.length).toBe(201);
+    expect(names[0]).toBe("big");
+  });
+});
