@@ -23,7 +23,7 @@ import { lstatOrNullSync as lstatOrNull } from "./fs-util.js";
 import { WH_OPAQUE, WH_PREFIX, resolveDirInRootSync, resolveNoFollow, splitEntryPath, unsafe } from "./rootfs-path.js";
 import { mknod, opaqueXattrName, type XattrOp } from "./rootfs-native.js";
 import { readTar, tarBytes, type TarHeader } from "./rootfs-tar.js";
-import { applyDeferred, type DeferredDir, type DeferredXattr } from "./rootfs-deferred.js";
+import { applyDeferred, XattrQueue, type DeferredDir } from "./rootfs-deferred.js";
 
 export type WhiteoutForm = "apply" | "overlay";
 
@@ -109,10 +109,10 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
 
   const created = new Set<string>();
   const dirs: DeferredDir[] = [];
-  const xattrs: DeferredXattr[] = [];
   // Resolved root-relative paths seen to be plain directories during this extraction.
   // Anything that removes or replaces a path clears it (see remove()).
   const known = new Set<string>();
+  const xattrs = new XattrQueue(root, known, { signal, warn });
 
   // A root that starts empty holds nothing but what this extraction makes. Then:
   //  - `fresh`: until the first removal, `known` (directories) and `madeOther`
@@ -170,7 +170,7 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
         if (base === WH_OPAQUE) {
           if (form === "overlay") {
             const dir = resolveDirInRootSync(root, parentComps, known, { create: true })!;
-            xattrs.push({ path: dir.hostPath, rel: dir.comps.join("/"), name: opaqueXattrName(), value: Buffer.from("y") });
+            await xattrs.add({ path: dir.hostPath, rel: dir.comps.join("/"), name: opaqueXattrName(), value: Buffer.from("y") });
           } else {
             const dir = resolveDirInRootSync(root, parentComps, known);
             if (dir !== null) clearLower(dir.hostPath, parentComps.join("/"));
@@ -237,7 +237,7 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
         }
         known.add(hostRel);
         dirs.push({ hostPath, rel: hostRel, mode, uid, gid, mtime });
-        for (const x of xattrsOf(h, warn)) xattrs.push({ ...x, path: hostPath, rel: hostRel });
+        for (const x of xattrsOf(h, warn)) await xattrs.add({ ...x, path: hostPath, rel: hostRel });
         continue;
       }
       if (existing !== null) remove(hostPath);
@@ -311,7 +311,7 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
           created.delete(rel);
           continue;
       }
-      if (type !== "link") for (const x of xattrsOf(h, warn)) xattrs.push({ ...x, path: hostPath, rel: hostRel });
+      if (type !== "link") for (const x of xattrsOf(h, warn)) await xattrs.add({ ...x, path: hostPath, rel: hostRel });
     }
     while (!(await pull()).done) signal?.throwIfAborted();
   } catch (e) {

@@ -4,9 +4,16 @@
  * worker (test/helpers/tar-isolated.ts), so a reader that spins fails the test
  * instead of hanging it.
  */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Readable } from "node:stream";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { describe, expect, it } from "vitest";
+import { extractLayer } from "../../src/builder/rootfs.js";
 import { readTar } from "../../src/builder/rootfs-tar.js";
+import { haveTool } from "../../testdata/builder/fixtures.js";
 import { END, fileEntry, gnuLong, header, padded, paxHeader } from "../helpers/tar-craft.js";
 import { readTarIsolated, type ReadOutcome } from "../helpers/tar-isolated.js";
 
@@ -147,5 +154,38 @@ describe("readTar: extended headers are bounded", () => {
     const names = await drain(input);
     expect(names.length).toBe(201);
     expect(names[0]).toBe("big");
+  });
+});
+
+describe.skipIf(!haveTool("python3"))("extractLayer: xattrs (needs python3 for the native helper)", () => {
+  it("does not hold a whole layer's xattr values until its end (96 MiB of them, memory stays flat)", async () => {
+    setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as () => void;
+    const value = "v".repeat(64 * 1024 - 1);
+    const entries = 96;
+    let grown: number | undefined;
+    gc();
+    const baseline = process.memoryUsage().arrayBuffers;
+    const parts = function* () {
+      for (let i = 0; i < entries; i++) {
+        const records: Record<string, string> = {};
+        for (let k = 0; k < 16; k++) records[`SCHILY.xattr.user.k${k}`] = value;
+        yield paxHeader(records);
+        yield fileEntry(`f${i}`, "x");
+        if (i === entries - 1) {
+          gc();
+          grown = process.memoryUsage().arrayBuffers - baseline;
+        }
+      }
+      yield END;
+    };
+    const root = await mkdtemp(join(tmpdir(), "ocibuild-xattr-mem-"));
+    try {
+      await extractLayer(root, Readable.from(parts()), { onWarning: () => {} });
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+    expect(grown).toBeDefined();
+    expect(grown!).toBeLessThan(32 * 1024 * 1024);
   });
 });
