@@ -75,6 +75,11 @@ export interface BuildOptions {
   /** Clamp times to this (SOURCE_DATE_EPOCH, seconds). */
   sourceDateEpoch?: number;
   compressionLevel?: number;
+  /**
+   * Most bytes one layer of a base image may decompress to; beyond it the build
+   * fails with LAYER_TOO_LARGE naming the layer (a gzip or zstd bomb). Default: no limit.
+   */
+  maxLayerSize?: number;
   /** RUN executor (default: bubblewrap). */
   executor?: Executor;
   /** Use copy-and-compare snapshots even where overlayfs works. */
@@ -241,6 +246,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         executor: opts.executor ?? new BwrapExecutor(),
         sourceDateEpoch: opts.sourceDateEpoch,
         compressionLevel: opts.compressionLevel,
+        maxLayerSize: opts.maxLayerSize,
         forceCopySnapshots: opts.forceCopySnapshots,
         signal: opts.signal,
         emit,
@@ -266,7 +272,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const artifact: BuiltArtifact = images.length > 1 ? { images, index: assembleIndex(images) } : { images };
     const top = topBlob(artifact);
     const references: string[] = [];
-    const src = { content, registry, signal: opts.signal };
+    const src = { content, registry, maxLayerSize: opts.maxLayerSize, signal: opts.signal };
     const push = !dryRun && (opts.push ?? (tags.length > 0 || (opts.outputs ?? []).some((o) => o.type === "registry")));
     if (push && tags.length > 0) {
       await pushArtifact(artifact, tags, src, { onEvent: emit });

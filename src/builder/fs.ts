@@ -66,6 +66,8 @@ async function pullAndExtract(layer: LayerRecord, ctx: StepContext, onWarning: (
       mediaType: layer.descriptor.mediaType,
       signal: ctx.signal,
       onWarning,
+      maxSize: ctx.maxLayerSize,
+      layer: digest,
       beforeCommit: async () => {
         await stored;
       },
@@ -126,6 +128,8 @@ async function readyLayer(layer: LayerRecord, ctx: StepContext): Promise<string>
     mediaType: layer.descriptor.mediaType,
     signal: ctx.signal,
     onWarning,
+    maxSize: ctx.maxLayerSize,
+    layer: layer.descriptor.digest,
   });
 }
 

@@ -38,6 +38,8 @@ export type BuildOutput =
 export interface BlobSource {
   content: OciLayout;
   registry: RegistryClient;
+  /** Most bytes a layer may decompress to where an output decompresses it (BuildOptions.maxLayerSize). */
+  maxLayerSize?: number;
   signal?: AbortSignal;
 }
 
@@ -164,7 +166,7 @@ export async function writeOutputs(a: BuiltArtifact, outputs: readonly BuildOutp
       case "docker-archive": {
         single("docker-archive");
         const names = out.tags ?? tags.map((t) => t.toString());
-        await writeDockerArchive(out.dest, archiveImage(img, src), { repoTags: names, signal: src.signal });
+        await writeDockerArchive(out.dest, archiveImage(img, src), { repoTags: names, maxLayerSize: src.maxLayerSize, signal: src.signal });
         written.push(`docker-archive:${out.dest}`);
         break;
       }

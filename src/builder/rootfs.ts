@@ -19,6 +19,7 @@ import { join } from "node:path";
 import type { Readable } from "node:stream";
 import type { DiffID } from "../oci/digest.js";
 import { OcibuildError } from "../errors.js";
+import { layerTooLarge } from "../oci/layer-limit.js";
 import { lstatOrNullSync as lstatOrNull } from "./fs-util.js";
 import { WH_OPAQUE, WH_PREFIX, resolveDirInRootSync, resolveNoFollow, splitEntryPath, unsafe } from "./rootfs-path.js";
 import { mknod, opaqueXattrName, type XattrOp } from "./rootfs-native.js";
@@ -40,6 +41,10 @@ export interface ExtractOptions {
   diffId?: DiffID;
   /** "apply" (default) deletes whited-out paths; "overlay" keeps whiteouts in overlayfs form. */
   whiteouts?: WhiteoutForm;
+  /** Fail with LAYER_TOO_LARGE once the layer has decompressed to more than this many bytes. */
+  maxSize?: number;
+  /** The layer's name in messages (its digest). */
+  layer?: string;
 }
 
 
@@ -98,11 +103,16 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
 
   // Every tar byte passes through here: hashed for the DiffID check, and drained to
   // the end after the archive's end marker so a damaged gzip trailer is noticed.
+  // Counted too, against maxSize: a small compressed layer can expand without end.
   const hash = opts.diffId !== undefined ? createHash("sha256") : undefined;
   const source = (tarStreamBytes as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+  let size = 0;
   const pull = async (): Promise<IteratorResult<Buffer>> => {
     const r = await source.next();
-    if (!r.done) hash?.update(r.value);
+    if (r.done) return r;
+    hash?.update(r.value);
+    size += r.value.length;
+    if (opts.maxSize !== undefined && size > opts.maxSize) throw layerTooLarge(opts.layer ?? opts.diffId ?? "(unnamed)", opts.maxSize);
     return r;
   };
   const tarInput: AsyncIterable<Buffer> = { [Symbol.asyncIterator]: () => ({ next: pull }) };

@@ -44,6 +44,8 @@ export interface StepContext {
   image(reference: string, platform: StageState["platform"]): Promise<StageState>;
   readonly sourceDateEpoch?: number;
   readonly compressionLevel?: number;
+  /** Most bytes a pulled layer may decompress to (BuildOptions.maxLayerSize). */
+  readonly maxLayerSize?: number;
   readonly forceCopySnapshots?: boolean;
   readonly signal?: AbortSignal;
   emit(event: BuildEvent): void;

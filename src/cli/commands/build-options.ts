@@ -47,6 +47,7 @@ export const BUILD_SPECS: FlagSpec[] = [
   { names: ["quiet"], short: ["q"], type: "boolean", description: "Print only the digest" },
   { names: ["reproducible"], type: "boolean", description: "Clamp timestamps to 0 unless SOURCE_DATE_EPOCH is set" },
   { names: ["compression-level"], type: "string", valueName: "0-9", description: "gzip level for new layers (default 6)" },
+  { names: ["max-layer-size"], type: "string", valueName: "SIZE", description: "Fail when a base image layer decompresses to more than SIZE (e.g. 4g, 512m; default: no limit)" },
   { names: ["network"], type: "string", valueName: "MODE", description: "Default network for RUN: default, none or host (RUN --network overrides)" },
   { names: ["secret"], type: "string", repeatable: true, valueName: "id=ID,src=PATH|env=VAR", description: "A secret for RUN --mount=type=secret (never stored in the image or cache)" },
   { names: ["ssh"], type: "string", repeatable: true, valueName: "ID[=SOCKET|KEY[,KEY]]", description: "An ssh agent for RUN --mount=type=ssh (default: $SSH_AUTH_SOCK)" },
@@ -190,6 +191,18 @@ export function parseDuration(v: string, flag: string): number {
   return Math.round(parts.reduce((sum, p) => sum + Number(p[1]) * DURATION_UNITS[p[2]!]!, 0));
 }
 
+const SIZE_UNITS: Record<string, number> = { "": 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
+
+/** A byte count as docker's --memory and --shm-size take it: 1073741824, 512m, 4g, 4GiB, 4gb (binary units). */
+export function parseSize(v: string, flag: string): number {
+  const m = /^(\d+(?:\.\d+)?) ?([kmgt]?)(?:i?b)?$/i.exec(v);
+  const n = m ? Math.floor(Number(m[1]) * SIZE_UNITS[m[2]!.toLowerCase()]!) : NaN;
+  if (!(n > 0) || !Number.isSafeInteger(n)) {
+    throw new OcibuildError("USAGE_BAD_VALUE", `--${flag} takes a size like 4g, 512m or 1073741824, not "${v}"`, { details: { flag: `--${flag}` } });
+  }
+  return n;
+}
+
 /** Errors from parsing a flag's value (a bad reference or layout name) are usage errors. */
 function asUsage<T>(f: () => T, flag: string): T {
   try {
@@ -306,6 +319,8 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
   if (cacheDir !== undefined) options.cacheDir = resolve(cwd, cacheDir);
   if (sourceDateEpoch !== undefined) options.sourceDateEpoch = sourceDateEpoch;
   if (level !== undefined) options.compressionLevel = Number(level);
+  const maxLayerSize = str(p, "max-layer-size");
+  if (maxLayerSize !== undefined) options.maxLayerSize = parseSize(maxLayerSize, "max-layer-size");
   if (bool(p, "no-cache")) options.noCache = true;
   if (bool(p, "no-cache-write")) options.noCacheWrite = true;
   const cacheRepo = str(p, "cache-repo");
