@@ -1,8 +1,8 @@
 /**
  * The HTTP/1.1 exchange under the registry transport, on node:http and node:https:
  * keep-alive agents (one pair per registry host, TLS settings per host), request
- * bodies streamed, response bodies as streams with `dump()` and `text()`, repeated
- * headers kept apart, and an idle timeout.
+ * bodies streamed, response bodies as streams with `dump()` and a bounded `text()`,
+ * repeated headers kept apart, and an idle timeout.
  *
  * Why not undici: every CLI run paid ~45 ms to initialise it (it loads fetch,
  * websockets and cookies at import) and more to compile its wasm HTTP parser, for a
@@ -14,6 +14,7 @@ import http, { type IncomingMessage } from "node:http";
 import https from "node:https";
 import type { Readable } from "node:stream";
 import type { SecureContext } from "node:tls";
+import { OcibuildError } from "../../errors.js";
 
 export type ResponseHeaders = Record<string, string | string[] | undefined>;
 
@@ -21,8 +22,11 @@ export type ResponseHeaders = Record<string, string | string[] | undefined>;
 export interface ResponseBody extends AsyncIterable<Buffer> {
   /** Read and discard (up to 128 KiB, then drop the connection), so the socket can be reused. */
   dump(): Promise<void>;
-  /** The whole body as UTF-8. */
-  text(): Promise<string>;
+  /**
+   * The whole body as UTF-8, at most `limit` bytes: a longer body (declared or
+   * sent) is dropped and fails with REGISTRY_RESPONSE_TOO_LARGE naming the host.
+   */
+  text(limit: number): Promise<string>;
   destroy(error?: Error): void;
 }
 
@@ -70,7 +74,34 @@ export class HostAgents {
 const DUMP_LIMIT = 128 * 1024;
 const MAX_PARALLEL = 256;
 
-function asBody(res: IncomingMessage): ResponseBody {
+function tooLarge(host: string, limit: number, declared?: number): OcibuildError {
+  const size = declared !== undefined ? `is ${declared} bytes` : `is longer than ${limit} bytes`;
+  return new OcibuildError("REGISTRY_RESPONSE_TOO_LARGE", `the response from ${host} ${size}, more than the ${limit} bytes such an answer may hold`, {
+    details: { host, limit },
+  });
+}
+
+/** At most `limit` bytes of `res`, or REGISTRY_RESPONSE_TOO_LARGE (the rest is never read). */
+async function readLimited(res: IncomingMessage, host: string, limit: number): Promise<Buffer> {
+  const declared = Number(res.headers["content-length"] ?? "NaN");
+  if (declared > limit) {
+    res.destroy();
+    throw tooLarge(host, limit, declared);
+  }
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of res as AsyncIterable<Buffer>) {
+    n += c.length;
+    if (n > limit) {
+      res.destroy();
+      throw tooLarge(host, limit);
+    }
+    chunks.push(c);
+  }
+  return Buffer.concat(chunks);
+}
+
+function asBody(res: IncomingMessage, host: string): ResponseBody {
   const body = res as IncomingMessage & ResponseBody;
   body.dump = () =>
     new Promise<void>((resolve) => {
@@ -89,11 +120,7 @@ function asBody(res: IncomingMessage): ResponseBody {
       res.once("error", () => resolve());
       res.resume();
     });
-  body.text = async () => {
-    const chunks: Buffer[] = [];
-    for await (const c of res as AsyncIterable<Buffer>) chunks.push(c);
-    return Buffer.concat(chunks).toString("utf8");
-  };
+  body.text = async (limit: number) => (await readLimited(res, host, limit)).toString("utf8");
   return body;
 }
 
@@ -129,7 +156,7 @@ export function send(url: URL, agent: http.Agent, o: SendOptions): Promise<HttpR
     req.setTimeout(idle, () => req.destroy(coded(`no data from ${url.host} for ${Math.round(idle / 1000)} s`, "ETIMEDOUT")));
     req.on("response", (res) => {
       settled = true;
-      resolve({ statusCode: res.statusCode ?? 0, headers: headersOf(res), body: asBody(res) });
+      resolve({ statusCode: res.statusCode ?? 0, headers: headersOf(res), body: asBody(res, url.host) });
     });
     const b = o.body;
     if (b === undefined) req.end();

@@ -49,6 +49,9 @@ export interface HttpResponse {
   header(name: string): string | undefined;
 }
 
+/** A token service's answer is a few KiB of JSON; more is not a token. */
+export const MAX_TOKEN_RESPONSE_BYTES = 1024 * 1024;
+
 const DEFAULT_CERTS_DIRS = ["/etc/docker/certs.d", "/etc/containers/certs.d"];
 const SYSTEM_CA_BUNDLES = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
 
@@ -386,7 +389,7 @@ export class Transport {
           await sleep(after !== undefined ? Math.min(after, 60_000) : this.backoff(attempt), init.signal);
           continue;
         }
-        return { status: res.statusCode, text: await res.body.text() };
+        return { status: res.statusCode, text: await res.body.text(MAX_TOKEN_RESPONSE_BYTES) };
       } catch (e) {
         if (init.signal?.aborted) throw abortError(init.signal);
         if (attempt < this.attempts && isRetryableNetworkError(e)) {
