@@ -15,7 +15,7 @@ import type { BuildOptions } from "../../api.js";
 import type { BuildOutput } from "../../builder/output.js";
 import { parseLayoutRef } from "../../oci/layout.js";
 import { parseReference } from "../../oci/reference.js";
-import { type FlagSpec, type ParsedFlags, bool, list, parseFlags, str } from "../flags.js";
+import { type FlagSpec, type ParsedFlags, bool, list, parseDuration, parseFlags, str } from "../flags.js";
 import { readStdin, type CliIO } from "../io.js";
 import { REGISTRY_FLAGS, registryOptionsFrom } from "./copy.js";
 
@@ -178,17 +178,6 @@ function parseKeyValues(values: string[], flag: string, env?: Record<string, str
     out[v.slice(0, i)] = v.slice(i + 1);
   }
   return out;
-}
-
-const DURATION_UNITS: Record<string, number> = { ms: 0.001, s: 1, m: 60, h: 3600, d: 86400, w: 7 * 86400 };
-
-/** Go-style durations as kaniko takes them ("336h", "1h30m", "90s"), plus d and w; whole seconds. */
-export function parseDuration(v: string, flag: string): number {
-  const parts = [...v.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h|d|w)/g)];
-  if (parts.length === 0 || parts.map((p) => p[0]).join("") !== v) {
-    throw new OcibuildError("USAGE_BAD_VALUE", `--${flag} takes a duration like 336h, 1h30m or 7d, not "${v}"`);
-  }
-  return Math.round(parts.reduce((sum, p) => sum + Number(p[1]) * DURATION_UNITS[p[2]!]!, 0));
 }
 
 const SIZE_UNITS: Record<string, number> = { "": 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };

@@ -15,7 +15,7 @@ import { Authenticator, type TokenSender } from "../auth/authenticator.js";
 import { parseChallenges } from "../auth/challenge.js";
 import { CredentialStore } from "../auth/config.js";
 import { httpError, isCertificateError, isRetryableNetworkError, isRetryableStatus, networkError, readErrorBody } from "./errors.js";
-import { HostAgents, send, type HttpResult, type ResponseBody } from "./http.js";
+import { DEFAULT_TIMEOUT_MS, HostAgents, send, type HttpResult, type ResponseBody } from "./http.js";
 import type { RegistryOptions, RetryEvent, Scope } from "./types.js";
 
 export type Method = "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE";
@@ -131,8 +131,15 @@ export class Transport {
   private readonly agents = new Map<string, HostAgents>();
   private readonly bases = new Map<string, Promise<string>>();
   private readonly userAgent: string;
+  /** A request stalled this long fails with REGISTRY_TIMEOUT (RegistryOptions.timeoutSeconds). */
+  private readonly timeoutMs: number;
 
   constructor(private readonly opts: RegistryOptions = {}) {
+    const t = opts.timeoutSeconds;
+    if (t !== undefined && !(t > 0 && Number.isFinite(t))) {
+      throw new OcibuildError("REGISTRY_OPTIONS_INVALID", `the registry timeout must be a positive number of seconds, not ${t}`);
+    }
+    this.timeoutMs = t === undefined ? DEFAULT_TIMEOUT_MS : Math.ceil(t * 1000);
     this.attempts = Math.max(1, opts.retry?.attempts ?? 5);
     this.baseDelay = opts.retry?.baseDelayMs ?? 250;
     this.maxDelay = opts.retry?.maxDelayMs ?? 10_000;
@@ -246,7 +253,7 @@ export class Transport {
   private async speaksPlainRegistry(host: string, signal?: AbortSignal): Promise<boolean> {
     try {
       const url = new URL(`http://${host}/v2/`);
-      const res = await send(url, await this.dispatcher(url), { method: "GET", headers: { "user-agent": this.userAgent }, signal, idleTimeoutMs: 10_000 });
+      const res = await send(url, await this.dispatcher(url), { method: "GET", headers: { "user-agent": this.userAgent }, signal, timeoutMs: Math.min(10_000, this.timeoutMs) });
       await res.body.dump();
       return res.headers["docker-distribution-api-version"] !== undefined && (res.statusCode === 200 || res.statusCode === 401);
     } catch {
@@ -276,7 +283,7 @@ export class Transport {
     if (isLoopbackHost(host) && (await this.speaksPlainRegistry(host, signal))) return `http://${host}`;
     try {
       const url = new URL(`https://${host}/v2/`);
-      const res = await send(url, await this.dispatcher(url), { method: "GET", headers: { "user-agent": this.userAgent }, signal, idleTimeoutMs: 30_000 });
+      const res = await send(url, await this.dispatcher(url), { method: "GET", headers: { "user-agent": this.userAgent }, signal, timeoutMs: Math.min(30_000, this.timeoutMs) });
       await res.body.dump();
       return `https://${host}`;
     } catch (e) {
@@ -312,7 +319,7 @@ export class Transport {
           if (a) headers.authorization = a;
         }
         const body = req.body ? await req.body() : undefined;
-        res = await send(url, await this.dispatcher(url), { method: req.method, headers, body, signal });
+        res = await send(url, await this.dispatcher(url), { method: req.method, headers, body, signal, timeoutMs: this.timeoutMs });
       } catch (e) {
         if (signal?.aborted) throw abortError(signal);
         if (retry && attempt < this.attempts && isRetryableNetworkError(e)) {
@@ -382,6 +389,7 @@ export class Transport {
           headers: { "user-agent": this.userAgent, ...init.headers },
           body: init.body,
           signal: init.signal,
+          timeoutMs: this.timeoutMs,
         });
         if (isRetryableStatus(res.statusCode) && attempt < this.attempts) {
           const after = parseRetryAfter(firstHeader(res.headers["retry-after"]));
