@@ -6,7 +6,7 @@
  * and single-file archives (oci-archive, docker-archive; temp name then rename).
  */
 import { rename, rm, stat } from "node:fs/promises";
-import { Readable } from "node:stream";
+import { PassThrough, Readable } from "node:stream";
 import pLimit from "p-limit";
 import { writeDockerArchive } from "../oci/docker-archive.js";
 import { OciLayout } from "../oci/layout.js";
@@ -43,9 +43,38 @@ export interface BlobSource {
   signal?: AbortSignal;
 }
 
+/**
+ * A layer's blob from the content store, verified as it streams (a mismatch fails
+ * the stream before its last bytes, see VerifyingStream). A copy found corrupt is
+ * removed and reported as LAYOUT_BLOB_CORRUPT, retryable when the layer has a
+ * registry source: opened again, it then comes from there, as a corrupt cache
+ * entry is rebuilt rather than used.
+ */
+function fromContentStore(layer: LayerRecord, src: BlobSource, signal?: AbortSignal): NodeJS.ReadableStream {
+  const digest = layer.descriptor.digest;
+  const stream = src.content.readBlob(digest, signal) as Readable;
+  const out = new PassThrough();
+  stream.on("error", (e) => {
+    if (!(e instanceof OcibuildError && e.code === "DIGEST_MISMATCH")) return void out.destroy(e);
+    const refetch = layer.source.kind === "registry";
+    const corrupt = new OcibuildError("LAYOUT_BLOB_CORRUPT", `the cached copy of layer ${digest} in ${src.content.dir} is corrupt (${e.message}); it was removed`, {
+      cause: e,
+      retryable: refetch,
+      details: { digest },
+      hint: refetch ? undefined : "build again: the step that made this layer is then rebuilt",
+    });
+    rm(src.content.blobPath(digest), { force: true }).then(
+      () => out.destroy(corrupt),
+      () => out.destroy(corrupt),
+    );
+  });
+  out.on("close", () => stream.destroy());
+  return stream.pipe(out);
+}
+
 /** Open a layer's compressed bytes: from the content store, else from its registry. */
 export async function openLayer(layer: LayerRecord, src: BlobSource, signal?: AbortSignal): Promise<NodeJS.ReadableStream> {
-  if (await src.content.hasBlob(layer.descriptor.digest)) return src.content.readBlob(layer.descriptor.digest, signal);
+  if (await src.content.hasBlob(layer.descriptor.digest)) return fromContentStore(layer, src, signal);
   if (layer.source.kind === "registry") {
     return src.registry.getBlob(parseReference(layer.source.ref), layer.descriptor.digest, { size: layer.descriptor.size, signal });
   }
@@ -87,6 +116,21 @@ function bytesStream(bytes: Uint8Array): NodeJS.ReadableStream {
   return Readable.from([Buffer.from(bytes)]);
 }
 
+/** One layer into an output layout; a corrupt cached copy of a registry layer is fetched again from its registry, once. */
+async function copyLayer(layer: LayerRecord, layout: OciLayout, src: BlobSource): Promise<void> {
+  if (await layout.hasBlob(layer.descriptor.digest)) return;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      // openLayer's streams (content store or registry) verify the digest as they stream.
+      const stream = await openLayer(layer, src, src.signal);
+      await layout.writeBlob(stream, { digest: layer.descriptor.digest, size: layer.descriptor.size }, src.signal, { sourceVerified: true });
+      return;
+    } catch (e) {
+      if (attempt > 1 || !(e instanceof OcibuildError && e.code === "LAYOUT_BLOB_CORRUPT" && e.retryable)) throw e;
+    }
+  }
+}
+
 /** Write the artifact into an OCI layout (created if needed): every image's blobs, then the top manifest or index under `tag`. */
 export async function writeLayout(a: BuiltArtifact, dir: string, tag: string | undefined, src: BlobSource): Promise<Descriptor> {
   const exists = await stat(dir).then(
@@ -97,12 +141,7 @@ export async function writeLayout(a: BuiltArtifact, dir: string, tag: string | u
   try {
     const layout = await OciLayout.create(target, src.signal);
     for (const { image: img } of a.images) {
-      for (const layer of img.layers) {
-        if (await layout.hasBlob(layer.descriptor.digest)) continue;
-        // openLayer's streams (content store or registry) verify the digest as they stream.
-        const stream = await openLayer(layer, src, src.signal);
-        await layout.writeBlob(stream, { digest: layer.descriptor.digest, size: layer.descriptor.size }, src.signal, { sourceVerified: true });
-      }
+      for (const layer of img.layers) await copyLayer(layer, layout, src);
       await layout.writeBlob(img.config.bytes, { digest: img.config.digest, size: img.config.bytes.length }, src.signal);
       await layout.writeBlob(img.manifest.bytes, { digest: img.manifest.digest, size: img.manifest.bytes.length }, src.signal);
     }
