@@ -30,6 +30,7 @@ import { resolveSecrets, startSshAgents, type SecretSpec, type SshAgents, type S
 import { FileHasher } from "../cache/file-hash.js";
 import { KEY_VERSION } from "../cache/key.js";
 import { LocalCacheStore } from "../cache/local.js";
+import { DiffIdRecords } from "./base-layers.js";
 import { RegistryCacheStore } from "../cache/registry.js";
 import type { CacheStore } from "../cache/store.js";
 
@@ -217,6 +218,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const secrets = await resolveSecrets(opts.secrets ?? [], env, contextDir);
     agents = await startSshAgents(opts.ssh ?? [], env, scratchDir);
     const content = await OciLayout.create(join(cacheDir, "content"), opts.signal);
+    const diffIds = new DiffIdRecords(join(cacheDir, "diffids"));
     const hasher = new FileHasher(join(cacheDir, "cache", `v${KEY_VERSION}`, "stat-cache.json"));
     const ttl = opts.cacheTtlSeconds ?? DEFAULT_CACHE_TTL_SECONDS;
     const stores: CacheStore[] = [new LocalCacheStore(join(cacheDir, "cache", `v${KEY_VERSION}`), content, ttl)];
@@ -247,6 +249,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         sourceDateEpoch: opts.sourceDateEpoch,
         compressionLevel: opts.compressionLevel,
         maxLayerSize: opts.maxLayerSize,
+        diffIds,
         forceCopySnapshots: opts.forceCopySnapshots,
         signal: opts.signal,
         emit,
@@ -272,7 +275,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const artifact: BuiltArtifact = images.length > 1 ? { images, index: assembleIndex(images) } : { images };
     const top = topBlob(artifact);
     const references: string[] = [];
-    const src = { content, registry, maxLayerSize: opts.maxLayerSize, signal: opts.signal };
+    const src = { content, registry, maxLayerSize: opts.maxLayerSize, diffIds, signal: opts.signal };
     const push = !dryRun && (opts.push ?? (tags.length > 0 || (opts.outputs ?? []).some((o) => o.type === "registry")));
     if (push && tags.length > 0) {
       await pushArtifact(artifact, tags, src, { onEvent: emit });

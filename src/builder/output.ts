@@ -19,6 +19,7 @@ import { pushImage as pushToRegistry } from "../oci/registry/push.js";
 import type { RegistryClient } from "../oci/registry/index.js";
 import { topBlob, type BuiltArtifact, type BuiltImage } from "./image.js";
 import type { LayerRecord } from "./stage-state.js";
+import { checkedBlob, needsDiffIdCheck, type DiffIdRecords } from "./base-layers.js";
 import type { EventSink } from "./events.js";
 
 /**
@@ -40,6 +41,8 @@ export interface BlobSource {
   registry: RegistryClient;
   /** Most bytes a layer may decompress to where an output decompresses it (BuildOptions.maxLayerSize). */
   maxLayerSize?: number;
+  /** The DiffIDs base blobs were checked against; unchecked base layers are checked as they stream out. */
+  diffIds?: DiffIdRecords;
   signal?: AbortSignal;
 }
 
@@ -72,13 +75,19 @@ function fromContentStore(layer: LayerRecord, src: BlobSource, signal?: AbortSig
   return stream.pipe(out);
 }
 
-/** Open a layer's compressed bytes: from the content store, else from its registry. */
+/**
+ * Open a layer's compressed bytes: from the content store, else from its registry. A
+ * base layer whose blob was never checked against its DiffID (never extracted: `FROM x`
+ * + `LABEL`) is checked as it streams, once per blob (see base-layers.ts).
+ */
 export async function openLayer(layer: LayerRecord, src: BlobSource, signal?: AbortSignal): Promise<NodeJS.ReadableStream> {
-  if (await src.content.hasBlob(layer.descriptor.digest)) return fromContentStore(layer, src, signal);
-  if (layer.source.kind === "registry") {
-    return src.registry.getBlob(parseReference(layer.source.ref), layer.descriptor.digest, { size: layer.descriptor.size, signal });
-  }
-  return src.content.readBlob(layer.descriptor.digest, signal);
+  const check = await needsDiffIdCheck(layer, src.diffIds);
+  let blob: NodeJS.ReadableStream;
+  if (await src.content.hasBlob(layer.descriptor.digest)) blob = fromContentStore(layer, src, signal);
+  else if (layer.source.kind === "registry") {
+    blob = await src.registry.getBlob(parseReference(layer.source.ref), layer.descriptor.digest, { size: layer.descriptor.size, signal });
+  } else blob = src.content.readBlob(layer.descriptor.digest, signal);
+  return check ? checkedBlob(layer, blob, src.diffIds!, src.maxLayerSize) : blob;
 }
 
 /** Push one image to every reference (by tag, or by digest for a reference without one). */

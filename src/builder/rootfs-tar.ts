@@ -294,7 +294,8 @@ function entryOf(r: ByteReader, header: TarHeader): { entry: TarEntry; pending: 
   return { entry: { header, body, takeBuffered }, pending: { left: () => bodySize - consumed + skipAfter } };
 }
 
-function decompressorFor(head: Buffer, mediaType: string | undefined): NodeJS.ReadWriteStream | null {
+/** The decompressor for a layer blob starting with `head` (gzip, zstd where Node has it), null for a plain tar; unsupported ones throw. */
+export function decompressorFor(head: Buffer, mediaType: string | undefined): NodeJS.ReadWriteStream | null {
   // Larger output chunks: fewer round trips through the stream and tar reader per byte.
   if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) return zlib.createGunzip({ chunkSize: 256 * 1024 });
   if (head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528) {

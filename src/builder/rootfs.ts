@@ -43,7 +43,7 @@ export interface ExtractOptions {
   whiteouts?: WhiteoutForm;
   /** Fail with LAYER_TOO_LARGE once the layer has decompressed to more than this many bytes. */
   maxSize?: number;
-  /** The layer's name in messages (its digest). */
+  /** The layer's name in messages (its digest, and for a base layer its image). */
   layer?: string;
 }
 
@@ -339,8 +339,8 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
   if (hash !== undefined) {
     const got = `sha256:${hash.digest("hex")}`;
     if (got !== opts.diffId) {
-      throw new OcibuildError("ROOTFS_DIFFID_MISMATCH", `the layer's uncompressed content is ${got}, but its DiffID says ${opts.diffId}`, {
-        details: { expected: opts.diffId, actual: got },
+      throw new OcibuildError("ROOTFS_DIFFID_MISMATCH", `the layer${opts.layer ? ` ${opts.layer}` : ""} decompresses to ${got}, but its DiffID says ${opts.diffId}`, {
+        details: { expected: opts.diffId, actual: got, ...(opts.layer ? { layer: opts.layer } : {}) },
         hint: "the blob is corrupt or does not belong to this image",
       });
     }

@@ -1,8 +1,11 @@
 /**
  * A base image's layers are checked wherever ocibuild touches them: a cached base
  * blob that was damaged on disk is never pushed (it is dropped and fetched again
- * from the base's registry). Two real registries: the base lives on one, the
- * image is pushed to the other (so its blobs are uploaded, not mounted).
+ * from the base's registry), and a base whose config lists a DiffID its layer does
+ * not decompress to is refused whether its layers are extracted, pushed or written
+ * out, the check recorded per blob so that it is not repeated. Two real registries:
+ * the base lives on one (behind a proxy that logs requests), the image is pushed to
+ * the other (so its blobs are uploaded, not mounted).
  */
 import { readFile, writeFile, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -10,9 +13,12 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { build } from "../../src/builder/build.js";
 import type { BuildEvent } from "../../src/builder/events.js";
-import { hexOf } from "../../src/oci/digest.js";
+import { diffIdOf, hexOf, type Digest } from "../../src/oci/digest.js";
+import { encodeJson, type ImageConfig, type ImageManifest } from "../../src/oci/manifest.js";
+import { MediaType } from "../../src/oci/media-types.js";
 import { parseReference } from "../../src/oci/reference.js";
 import { RegistryClient } from "../../src/oci/registry/index.js";
+import { type FaultProxy, startFaultProxy } from "../helpers/fault-proxy.js";
 import { haveRegistry, startRegistry, type TestRegistry } from "../helpers/registry.js";
 import { isRoot } from "../helpers/tools.js";
 import { collect, imageOf, pushImage, type TestImage } from "../oci/registry/images.js";
@@ -85,5 +91,72 @@ describe.skipIf(!isRoot || !haveRegistry())("base layer integrity (needs root, d
     const out = join(work, "layout-out");
     await build({ context: ctx, cacheDir, platform, push: false, outputs: [{ type: "oci", dest: out, tag: "v1" }] });
     expect((await readFile(join(out, "blobs", "sha256", hexOf(layer.digest)))).equals(Buffer.from(base.layers[0]!.bytes))).toBe(true);
+  });
+
+  /** `img` with its config claiming `diffId` for its layer (the same layer blob). */
+  function claiming(img: TestImage, diffId: string): TestImage {
+    const cfg: ImageConfig = { ...img.config.parsed, rootfs: { type: "layers", diff_ids: [diffId] } };
+    const config = encodeJson(MediaType.OCI_CONFIG, cfg);
+    const manifest = encodeJson<ImageManifest>(MediaType.OCI_MANIFEST, {
+      ...img.manifest.parsed,
+      config: { mediaType: MediaType.OCI_CONFIG, digest: config.digest, size: config.bytes.length },
+    });
+    const blobs = new Map<Digest, Uint8Array>([...img.blobs].filter(([d]) => d !== img.config.digest));
+    blobs.set(config.digest, config.bytes);
+    return { layers: img.layers, config, manifest, blobs };
+  }
+
+  describe("DiffIDs", () => {
+    let proxy: FaultProxy;
+    let good: TestImage;
+    const wrong = diffIdOf("not the layer");
+    beforeAll(async () => {
+      proxy = await startFaultProxy(baseReg);
+      good = await imageOf("amd64", { "etc/good.txt": "a good base\n".repeat(500) });
+      await pushImage(client, parseReference(`${baseReg.host}/base/good:v1`), good);
+      await pushImage(client, parseReference(`${baseReg.host}/base/liar:v1`), claiming(good, wrong));
+    });
+    afterAll(async () => {
+      await proxy?.stop();
+    });
+
+    const layerGets = (digest: string) => proxy.log.filter((r) => r.method === "GET" && r.path.endsWith(`/blobs/${digest}`)).length;
+
+    it("refuses a base whose layer does not decompress to its DiffID, naming image and layer: exported, pushed or extracted", async () => {
+      const image = `${proxy.host}/base/liar`;
+      const digest = good.layers[0]!.desc.digest;
+      const platform = "linux/amd64";
+      const label = await context("liar-label", `FROM ${image}:v1\nLABEL x=y\n`);
+      const expected = { code: "LAYER_DIFFID_MISMATCH", message: expect.stringMatching(new RegExp(`${digest}.*${image.replace(/[.]/g, "\\.")}`)) };
+      const out = join(work, "liar-layout");
+      await expect(build({ context: label, cacheDir: join(work, "cache-liar-1"), platform, push: false, outputs: [{ type: "oci", dest: out }] })).rejects.toMatchObject(expected);
+      await expect(readFile(join(out, "index.json"))).rejects.toThrow();
+      const tag = `${target.host}/app/liar:v1`;
+      await expect(build({ context: label, cacheDir: join(work, "cache-liar-2"), platform, tags: [tag] })).rejects.toMatchObject(expected);
+      expect(await client.headManifest(parseReference(tag))).toBeUndefined();
+      const copy = await context("liar-copy", `FROM ${image}:v1\nCOPY f.txt /f.txt\n`);
+      await expect(build({ context: copy, cacheDir: join(work, "cache-liar-3"), platform, push: false })).rejects.toMatchObject({
+        code: "ROOTFS_DIFFID_MISMATCH",
+        message: expect.stringContaining(`${digest} of ${image}`),
+      });
+    });
+
+    it("checks a blob once: recorded, a later build neither decompresses it again nor, for a conflicting claim, fetches it", async () => {
+      const digest = good.layers[0]!.desc.digest;
+      const cacheDir = join(work, "cache-once");
+      const platform = "linux/amd64";
+      const ctx = await context("good-label", `FROM ${proxy.host}/base/good:v1\nLABEL x=y\n`);
+      proxy.clear();
+      await build({ context: ctx, cacheDir, platform, push: false, outputs: [{ type: "oci", dest: join(work, "good-1") }] });
+      expect(layerGets(digest)).toBe(1);
+      expect(await readFile(join(cacheDir, "diffids", hexOf(digest)), "utf8")).toBe(good.layers[0]!.diffId);
+      // The same blob, claimed by another config to be something else: refused from the record alone.
+      const liar = await context("liar-once", `FROM ${proxy.host}/base/liar:v1\nLABEL x=y\n`);
+      proxy.clear();
+      await expect(build({ context: liar, cacheDir, platform, push: false, outputs: [{ type: "oci", dest: join(work, "liar-once-out") }] })).rejects.toMatchObject({
+        code: "LAYER_DIFFID_MISMATCH",
+      });
+      expect(layerGets(digest)).toBe(0);
+    });
   });
 });
