@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { build } from "../../src/builder/build.js";
 import type { BuildEvent } from "../../src/builder/events.js";
-import { diffIdOf, hexOf, type Digest } from "../../src/oci/digest.js";
+import { diffIdOf, hexOf, type Digest, type DiffID } from "../../src/oci/digest.js";
 import { encodeJson, type ImageConfig, type ImageManifest } from "../../src/oci/manifest.js";
 import { MediaType } from "../../src/oci/media-types.js";
 import { parseReference } from "../../src/oci/reference.js";
@@ -94,7 +94,7 @@ describe.skipIf(!isRoot || !haveRegistry())("base layer integrity (needs root, d
   });
 
   /** `img` with its config claiming `diffId` for its layer (the same layer blob). */
-  function claiming(img: TestImage, diffId: string): TestImage {
+  function claiming(img: TestImage, diffId: DiffID): TestImage {
     const cfg: ImageConfig = { ...img.config.parsed, rootfs: { type: "layers", diff_ids: [diffId] } };
     const config = encodeJson(MediaType.OCI_CONFIG, cfg);
     const manifest = encodeJson<ImageManifest>(MediaType.OCI_MANIFEST, {

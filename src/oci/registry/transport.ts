@@ -12,7 +12,7 @@ import type { Readable } from "node:stream";
 import { OcibuildError } from "../../errors.js";
 import { VERSION } from "../../version.js";
 import { Authenticator, type TokenSender } from "../auth/authenticator.js";
-import { parseChallenges } from "../auth/challenge.js";
+import { mergeScopes, parseChallenges, scopesFromChallenge } from "../auth/challenge.js";
 import { CredentialStore } from "../auth/config.js";
 import { httpError, isCertificateError, isRetryableNetworkError, isRetryableStatus, networkError, readErrorBody } from "./errors.js";
 import { DEFAULT_TIMEOUT_MS, HostAgents, send, type HttpResult, type ResponseBody } from "./http.js";
@@ -91,23 +91,6 @@ export function parseRetryAfter(v: string | undefined, now = Date.now()): number
 
 function firstHeader(h: string | string[] | undefined): string | undefined {
   return Array.isArray(h) ? h[0] : h;
-}
-
-/** "repository:a/b:pull,push repository:c:pull" -> scopes (other resource types are ignored). */
-export function scopesFromChallenge(param: string | undefined): Scope[] {
-  const out: Scope[] = [];
-  for (const part of (param ?? "").split(" ")) {
-    const m = /^repository:(.+):([a-z*,]+)$/.exec(part);
-    if (!m) continue;
-    const actions = m[2]!.split(",").filter((a): a is "pull" | "push" => a === "pull" || a === "push");
-    if (actions.length) out.push({ repository: m[1]!, actions });
-  }
-  return out;
-}
-
-function mergeScopes(a: Scope[], b: Scope[]): Scope[] {
-  const fresh = b.filter((s) => !a.some((x) => x.repository === s.repository && s.actions.every((act) => x.actions.includes(act))));
-  return fresh.length ? [...a, ...fresh] : a;
 }
 
 /** A short reason for a transport failure: its code, else its message. */
