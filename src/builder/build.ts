@@ -36,6 +36,7 @@ import { KEY_VERSION } from "../cache/key.js";
 import { resolveCacheDir } from "./cache-dir.js";
 import { Redactor } from "../cache/redact.js";
 import { LocalCacheStore } from "../cache/local.js";
+import { DiffIdRecords } from "./base-layers.js";
 import { RegistryCacheStore } from "../cache/registry.js";
 import type { CacheStore } from "../cache/store.js";
 
@@ -93,6 +94,11 @@ export interface BuildOptions {
   /** Clamp times to this (SOURCE_DATE_EPOCH, seconds). */
   sourceDateEpoch?: number;
   compressionLevel?: number;
+  /**
+   * Most bytes one layer of a base image may decompress to; beyond it the build
+   * fails with LAYER_TOO_LARGE naming the layer (a gzip or zstd bomb). Default: no limit.
+   */
+  maxLayerSize?: number;
   /** RUN executor (default: bubblewrap). */
   executor?: Executor;
   /** Use copy-and-compare snapshots even where overlayfs works. */
@@ -292,6 +298,7 @@ async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildRe
     const secrets = await resolveSecrets(opts.secrets ?? [], env, contextDir);
     agents = await startSshAgents(opts.ssh ?? [], env, scratchDir);
     const content = await OciLayout.create(join(cacheDir, "content"), opts.signal);
+    const diffIds = new DiffIdRecords(join(cacheDir, "diffids"));
     const hasher = new FileHasher(join(cacheDir, "cache", `v${KEY_VERSION}`, "stat-cache.json"));
     const ttl = opts.cacheTtlSeconds ?? DEFAULT_CACHE_TTL_SECONDS;
     const stores: CacheStore[] = [new LocalCacheStore(join(cacheDir, "cache", `v${KEY_VERSION}`), content, ttl)];
@@ -321,6 +328,8 @@ async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildRe
         executor: opts.executor ?? new BwrapExecutor(),
         sourceDateEpoch: opts.sourceDateEpoch,
         compressionLevel: opts.compressionLevel,
+        maxLayerSize: opts.maxLayerSize,
+        diffIds,
         forceCopySnapshots: opts.forceCopySnapshots,
         signal: opts.signal,
         emit,
@@ -347,7 +356,7 @@ async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildRe
     const artifact: BuiltArtifact = images.length > 1 ? { images, index: assembleIndex(images) } : { images };
     const top = topBlob(artifact);
     const references: string[] = [];
-    const src = { content, registry, signal: opts.signal };
+    const src = { content, registry, maxLayerSize: opts.maxLayerSize, diffIds, signal: opts.signal };
     if (pushTo.length > 0) {
       await pushArtifact(artifact, pushTo, src, { onEvent: emit });
       for (const t of pushTo) references.push(`${t.name}:${t.tag}@${top.digest}`);

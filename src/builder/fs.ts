@@ -11,20 +11,27 @@ import { OcibuildError } from "../errors.js";
 import { parseReference } from "../oci/reference.js";
 import type { LayerEntry } from "../oci/layer.js";
 import { MediaType } from "../oci/media-types.js";
+import { checkedBlob, layerName, needsDiffIdCheck } from "./base-layers.js";
 import { mountRoot } from "./overlay.js";
 import { pruneExcluded, snapshotChanges } from "./snapshot.js";
 import type { LayerRecord, StageState } from "./stage-state.js";
 import type { StepContext } from "./step-context.js";
 import type { LayerStore } from "./layer-store.js";
 
-/** Make sure a layer's compressed blob is in the content store (pulling a base layer once). */
+/**
+ * Make sure a layer's compressed blob is in the content store (pulling a base layer
+ * once). A base blob stored without being extracted is decompressed on its way in and
+ * kept only if it matches its DiffID (see base-layers.ts).
+ */
 export async function ensureBlob(layer: LayerRecord, ctx: StepContext): Promise<void> {
   if (await ctx.content.hasBlob(layer.descriptor.digest, ctx.signal)) return;
   if (layer.source.kind !== "registry") {
     throw new OcibuildError("BUILD_LAYER_MISSING", `layer ${layer.descriptor.digest} is missing from the content store ${ctx.content.dir}`);
   }
   const ref = parseReference(layer.source.ref);
-  const stream = await ctx.registry.getBlob(ref, layer.descriptor.digest, { size: layer.descriptor.size, signal: ctx.signal });
+  const check = await needsDiffIdCheck(layer, ctx.diffIds);
+  const body = await ctx.registry.getBlob(ref, layer.descriptor.digest, { size: layer.descriptor.size, signal: ctx.signal });
+  const stream = check ? checkedBlob(layer, body, ctx.diffIds!, ctx.maxLayerSize) : body;
   // The registry's stream verifies the digest (it fails instead of ending on a mismatch): not hashed twice.
   await ctx.content.writeBlob(stream, { digest: layer.descriptor.digest, size: layer.descriptor.size }, ctx.signal, { sourceVerified: true });
 }
@@ -66,8 +73,12 @@ async function pullAndExtract(layer: LayerRecord, ctx: StepContext, onWarning: (
       mediaType: layer.descriptor.mediaType,
       signal: ctx.signal,
       onWarning,
+      maxSize: ctx.maxLayerSize,
+      layer: layerName(layer),
+      // Extracted, so its DiffID matched: recorded for the blob (see base-layers.ts).
       beforeCommit: async () => {
         await stored;
+        await ctx.diffIds?.set(digest, layer.diffId);
       },
     });
     // Another build may have put the layer in place first, leaving this side unread.
@@ -126,6 +137,11 @@ async function readyLayer(layer: LayerRecord, ctx: StepContext): Promise<string>
     mediaType: layer.descriptor.mediaType,
     signal: ctx.signal,
     onWarning,
+    maxSize: ctx.maxLayerSize,
+    layer: layerName(layer),
+    beforeCommit: async () => {
+      if (layer.source.kind === "registry") await ctx.diffIds?.set(layer.descriptor.digest, layer.diffId);
+    },
   });
 }
 

@@ -46,6 +46,9 @@ export class LayerStore {
       mediaType?: string;
       signal?: AbortSignal;
       onWarning?: (msg: string) => void;
+      /** Most bytes the layer may decompress to (LAYER_TOO_LARGE beyond), and its name (digest) for the message. */
+      maxSize?: number;
+      layer?: string;
       /** Awaited after extraction, before the layer is moved into place; a rejection discards it. */
       beforeCommit?: () => Promise<void>;
     } = {},

@@ -5,8 +5,8 @@
  * place when the directory is new, so a failed build leaves no half layout),
  * and single-file archives (oci-archive, docker-archive; temp name then rename).
  */
-import { rename, stat } from "node:fs/promises";
-import { Readable } from "node:stream";
+import { rename, rm, stat } from "node:fs/promises";
+import { PassThrough, Readable } from "node:stream";
 import pLimit from "p-limit";
 import { writeDockerArchive } from "../oci/docker-archive.js";
 import { OciLayout } from "../oci/layout.js";
@@ -20,6 +20,7 @@ import { pushImage as pushToRegistry } from "../oci/registry/push.js";
 import type { RegistryClient } from "../oci/registry/index.js";
 import { topBlob, type BuiltArtifact, type BuiltImage } from "./image.js";
 import type { LayerRecord } from "./stage-state.js";
+import { checkedBlob, needsDiffIdCheck, type DiffIdRecords } from "./base-layers.js";
 import type { EventSink } from "./events.js";
 
 /**
@@ -39,16 +40,55 @@ export type BuildOutput =
 export interface BlobSource {
   content: OciLayout;
   registry: RegistryClient;
+  /** Most bytes a layer may decompress to where an output decompresses it (BuildOptions.maxLayerSize). */
+  maxLayerSize?: number;
+  /** The DiffIDs base blobs were checked against; unchecked base layers are checked as they stream out. */
+  diffIds?: DiffIdRecords;
   signal?: AbortSignal;
 }
 
-/** Open a layer's compressed bytes: from the content store, else from its registry. */
+/**
+ * A layer's blob from the content store, verified as it streams (a mismatch fails
+ * the stream before its last bytes, see VerifyingStream). A copy found corrupt is
+ * removed and reported as LAYOUT_BLOB_CORRUPT, retryable when the layer has a
+ * registry source: opened again, it then comes from there, as a corrupt cache
+ * entry is rebuilt rather than used.
+ */
+function fromContentStore(layer: LayerRecord, src: BlobSource, signal?: AbortSignal): NodeJS.ReadableStream {
+  const digest = layer.descriptor.digest;
+  const stream = src.content.readBlob(digest, signal) as Readable;
+  const out = new PassThrough();
+  stream.on("error", (e) => {
+    if (!(e instanceof OcibuildError && e.code === "DIGEST_MISMATCH")) return void out.destroy(e);
+    const refetch = layer.source.kind === "registry";
+    const corrupt = new OcibuildError("LAYOUT_BLOB_CORRUPT", `the cached copy of layer ${digest} in ${src.content.dir} is corrupt (${e.message}); it was removed`, {
+      cause: e,
+      retryable: refetch,
+      details: { digest },
+      hint: refetch ? undefined : "build again: the step that made this layer is then rebuilt",
+    });
+    rm(src.content.blobPath(digest), { force: true }).then(
+      () => out.destroy(corrupt),
+      () => out.destroy(corrupt),
+    );
+  });
+  out.on("close", () => stream.destroy());
+  return stream.pipe(out);
+}
+
+/**
+ * Open a layer's compressed bytes: from the content store, else from its registry. A
+ * base layer whose blob was never checked against its DiffID (never extracted: `FROM x`
+ * + `LABEL`) is checked as it streams, once per blob (see base-layers.ts).
+ */
 export async function openLayer(layer: LayerRecord, src: BlobSource, signal?: AbortSignal): Promise<NodeJS.ReadableStream> {
-  if (await src.content.hasBlob(layer.descriptor.digest)) return src.content.readBlob(layer.descriptor.digest, signal);
-  if (layer.source.kind === "registry") {
-    return src.registry.getBlob(parseReference(layer.source.ref), layer.descriptor.digest, { size: layer.descriptor.size, signal });
-  }
-  return src.content.readBlob(layer.descriptor.digest, signal);
+  const check = await needsDiffIdCheck(layer, src.diffIds);
+  let blob: NodeJS.ReadableStream;
+  if (await src.content.hasBlob(layer.descriptor.digest)) blob = fromContentStore(layer, src, signal);
+  else if (layer.source.kind === "registry") {
+    blob = await src.registry.getBlob(parseReference(layer.source.ref), layer.descriptor.digest, { size: layer.descriptor.size, signal });
+  } else blob = src.content.readBlob(layer.descriptor.digest, signal);
+  return check ? checkedBlob(layer, blob, src.diffIds!, src.maxLayerSize) : blob;
 }
 
 /** Push one image to every reference (by tag, or by digest for a reference without one). */
@@ -99,6 +139,21 @@ function bytesStream(bytes: Uint8Array): NodeJS.ReadableStream {
   return Readable.from([Buffer.from(bytes)]);
 }
 
+/** One layer into an output layout; a corrupt cached copy of a registry layer is fetched again from its registry, once. */
+async function copyLayer(layer: LayerRecord, layout: OciLayout, src: BlobSource): Promise<void> {
+  if (await layout.hasBlob(layer.descriptor.digest)) return;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      // openLayer's streams (content store or registry) verify the digest as they stream.
+      const stream = await openLayer(layer, src, src.signal);
+      await layout.writeBlob(stream, { digest: layer.descriptor.digest, size: layer.descriptor.size }, src.signal, { sourceVerified: true });
+      return;
+    } catch (e) {
+      if (attempt > 1 || !(e instanceof OcibuildError && e.code === "LAYOUT_BLOB_CORRUPT" && e.retryable)) throw e;
+    }
+  }
+}
+
 /** Write the artifact into an OCI layout (created if needed): every image's blobs, then the top manifest or index under `tag`. */
 export async function writeLayout(a: BuiltArtifact, dir: string, tag: string | undefined, src: BlobSource): Promise<Descriptor> {
   const exists = await stat(dir).then(
@@ -109,12 +164,7 @@ export async function writeLayout(a: BuiltArtifact, dir: string, tag: string | u
   try {
     const layout = await OciLayout.create(target, src.signal);
     for (const { image: img } of a.images) {
-      for (const layer of img.layers) {
-        if (await layout.hasBlob(layer.descriptor.digest)) continue;
-        // openLayer's streams (content store or registry) verify the digest as they stream.
-        const stream = await openLayer(layer, src, src.signal);
-        await layout.writeBlob(stream, { digest: layer.descriptor.digest, size: layer.descriptor.size }, src.signal, { sourceVerified: true });
-      }
+      for (const layer of img.layers) await copyLayer(layer, layout, src);
       await layout.writeBlob(img.config.bytes, { digest: img.config.digest, size: img.config.bytes.length }, src.signal);
       await layout.writeBlob(img.manifest.bytes, { digest: img.manifest.digest, size: img.manifest.bytes.length }, src.signal);
     }
@@ -188,7 +238,7 @@ export async function writeOutputs(a: BuiltArtifact, outputs: readonly BuildOutp
       case "docker-archive": {
         single("docker-archive");
         const names = out.tags ?? tags.map((t) => t.toString());
-        await writeDockerArchive(out.dest, archiveImage(img, src), { repoTags: names, signal: src.signal });
+        await writeDockerArchive(out.dest, archiveImage(img, src), { repoTags: names, maxLayerSize: src.maxLayerSize, signal: src.signal });
         written.push(`docker-archive:${out.dest}`);
         break;
       }

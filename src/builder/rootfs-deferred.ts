@@ -49,11 +49,44 @@ export function isPlainPath(root: string, rel: string, known: Set<string>, dir =
   return true;
 }
 
+/**
+ * Extended attributes waiting to be set, applied in batches: all at once when the
+ * layer is written, or sooner whenever the values waiting reach `batchBytes`, so
+ * that a layer with large xattrs on many entries keeps memory flat. A path is
+ * re-checked when its batch is applied (see applyDeferred).
+ */
+export class XattrQueue {
+  private pending: DeferredXattr[] = [];
+  private bytes = 0;
+
+  constructor(
+    private readonly root: string,
+    /** The extraction's set of known plain directories (the same Set, cleared as it changes). */
+    private readonly known: Set<string>,
+    private readonly opts: { signal?: AbortSignal; warn: (msg: string) => void },
+    private readonly batchBytes = 8 * 1024 * 1024,
+  ) {}
+
+  async add(x: DeferredXattr): Promise<void> {
+    this.pending.push(x);
+    this.bytes += x.value.length + x.name.length;
+    if (this.bytes >= this.batchBytes) await this.flush();
+  }
+
+  async flush(): Promise<void> {
+    const safe: XattrOp[] = [];
+    for (const x of this.pending) if (isPlainPath(this.root, x.rel, this.known)) safe.push({ path: x.path, name: x.name, value: x.value });
+    this.pending = [];
+    this.bytes = 0;
+    for (const msg of await setXattrs(safe, this.opts.signal)) this.opts.warn(msg);
+  }
+}
+
 /** Apply the deferred xattrs and directory metadata of one extraction into `root`. */
 export async function applyDeferred(
   root: string,
   known: Set<string>,
-  xattrs: DeferredXattr[],
+  xattrs: XattrQueue,
   dirs: DeferredDir[],
   opts: { isRoot: boolean; signal?: AbortSignal; warn: (msg: string) => void },
 ): Promise<void> {
@@ -61,9 +94,7 @@ export async function applyDeferred(
   // (or one of its parents) by a symlink, and chmod/setxattr must not follow it.
   // (Such a replacement cleared `known`, so the check then goes to the filesystem.)
   try {
-    const safeXattrs: XattrOp[] = [];
-    for (const x of xattrs) if (isPlainPath(root, x.rel, known)) safeXattrs.push({ path: x.path, name: x.name, value: x.value });
-    for (const msg of await setXattrs(safeXattrs, opts.signal)) opts.warn(msg);
+    await xattrs.flush();
     // Directory metadata last: creating children changes a directory's mtime. Deepest
     // (latest) first; a directory listed twice takes its last entry's metadata, as
     // containerd applies it.

@@ -9,6 +9,9 @@
 import { pipeline as pipelineCb, Readable } from "node:stream";
 import * as zlib from "node:zlib";
 import { OcibuildError } from "../errors.js";
+import {
+  cstr, DEV_RANGE, headerNumber, ID_RANGE, invalidTar, MODE_RANGE, paxInteger, paxTimeMs, SIZE_RANGE, TIME_RANGE, type FieldPlace,
+} from "./rootfs-tar-fields.js";
 
 export type TarEntryType = "file" | "link" | "symlink" | "character-device" | "block-device" | "directory" | "fifo" | "other";
 
@@ -44,10 +47,6 @@ export interface TarEntry {
 
 const BLOCK = 512;
 
-function invalid(message: string): OcibuildError {
-  return new OcibuildError("ROOTFS_TAR_INVALID", `the layer is not a valid tar archive: ${message}`);
-}
-
 /**
  * A chunk as a Buffer, without copying: a stream's chunk belongs to its reader once
  * handed over (the producer never writes to it again), so views of it stay valid.
@@ -60,6 +59,8 @@ function asBuffer(c: Uint8Array): Buffer {
 class ByteReader {
   private buf: Buffer = Buffer.alloc(0);
   private done = false;
+  /** Bytes handed out so far: the offset of the next one in the archive. */
+  position = 0;
   constructor(private readonly it: AsyncIterator<Buffer>) {}
 
   private async fill(n: number): Promise<void> {
@@ -75,6 +76,7 @@ class ByteReader {
     await this.fill(n);
     const out = this.buf.subarray(0, n);
     this.buf = this.buf.subarray(out.length);
+    this.position += out.length;
     return out;
   }
 
@@ -83,15 +85,18 @@ class ByteReader {
     if (this.buf.length < n) return undefined;
     const out = this.buf.subarray(0, n);
     this.buf = this.buf.subarray(n);
+    this.position += n;
     return out;
   }
 
   /** n bytes as a sequence of chunks (no copy beyond what the input gives). */
   async *chunks(n: number): AsyncGenerator<Buffer> {
+    // A count that is not a whole number would never reach zero: the loop would spin.
+    if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`tar reader asked for ${n} bytes`);
     let left = n;
     while (left > 0) {
       if (this.buf.length === 0) {
-        if (this.done) throw invalid("unexpected end of archive inside a file");
+        if (this.done) throw invalidTar(`unexpected end of archive inside a file (at byte ${this.position})`);
         const r = await this.it.next();
         if (r.done) {
           this.done = true;
@@ -101,6 +106,7 @@ class ByteReader {
       }
       const take = this.buf.subarray(0, Math.min(left, this.buf.length));
       this.buf = this.buf.subarray(take.length);
+      this.position += take.length;
       left -= take.length;
       yield take;
     }
@@ -111,43 +117,26 @@ class ByteReader {
   }
 }
 
-function cstr(b: Buffer): Buffer {
-  const z = b.indexOf(0);
-  return z === -1 ? b : b.subarray(0, z);
-}
-
-function num(b: Buffer, field: string): number {
-  if (b.length > 0 && (b[0]! & 0x80) !== 0) {
-    // GNU base-256: big-endian two's complement with the high bit as marker.
-    if (b[0] === 0xff) throw invalid(`negative ${field}`);
-    let v = b[0]! & 0x7f;
-    for (let i = 1; i < b.length; i++) v = v * 256 + b[i]!;
-    if (!Number.isSafeInteger(v)) throw invalid(`${field} out of range`);
-    return v;
-  }
-  const s = cstr(b).toString("latin1").trim();
-  if (s === "") return 0;
-  if (!/^[0-7]+$/.test(s)) throw invalid(`bad octal ${field} "${s}"`);
-  return parseInt(s, 8);
-}
-
-function checksumOk(block: Buffer): boolean {
-  const stored = num(block.subarray(148, 156), "checksum");
+function checksumOk(block: Buffer, place: FieldPlace): boolean {
+  const stored = headerNumber(block.subarray(148, 156), "checksum", { min: 0, max: 0o7777777 }, place);
   let sum = 0;
   for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : block[i]!;
   return sum === stored;
 }
 
-function parsePax(body: Buffer, into: Map<string, Buffer>): void {
+function parsePax(body: Buffer, into: Map<string, Buffer>, place: FieldPlace): void {
   let off = 0;
   while (off < body.length) {
+    if (body[off] === 0) break; // padding some writers leave after the last record
     const sp = body.indexOf(0x20, off);
-    if (sp === -1) break;
-    const len = parseInt(body.toString("latin1", off, sp), 10);
-    if (!Number.isSafeInteger(len) || len <= 0 || off + len > body.length) throw invalid("bad PAX record length");
-    const rec = body.subarray(sp + 1, off + len - 1); // drop trailing "\n"
+    const lenText = sp === -1 ? "" : body.toString("latin1", off, sp);
+    const len = /^[0-9]{1,10}$/.test(lenText) ? Number(lenText) : NaN;
+    if (!(len > sp - off + 1) || off + len > body.length || body[off + len - 1] !== 0x0a) {
+      throw invalidTar(`bad PAX record length "${lenText.slice(0, 20)}"`, place);
+    }
+    const rec = body.subarray(sp + 1, off + len - 1); // drop the trailing "\n"
     const eq = rec.indexOf(0x3d);
-    if (eq === -1) throw invalid("PAX record without '='");
+    if (eq === -1) throw invalidTar("PAX record without '='", place);
     const key = rec.toString("utf8", 0, eq);
     const value = rec.subarray(eq + 1);
     if (value.length === 0) into.delete(key);
@@ -160,15 +149,87 @@ const TYPES: Record<string, TarEntryType> = {
   "0": "file", "\0": "file", "7": "file", "1": "link", "2": "symlink", "3": "character-device", "4": "block-device", "5": "directory", "6": "fifo",
 };
 
-const MAX_META = 16 * 1024 * 1024;
+/**
+ * Extended headers are read into memory, so their size is bounded: the records
+ * before one entry (PAX "x", GNU long name "L" and long link "K", any global "g")
+ * to 4 MiB in all (a Linux path is at most 4 KiB, an xattr value 64 KiB), and the
+ * global records, which stay in force for the rest of the layer, to 4 MiB over the
+ * layer. Records beyond that are a memory bomb, not an image.
+ */
+export const MAX_ENTRY_META = 4 * 1024 * 1024;
+export const MAX_GLOBAL_META = 4 * 1024 * 1024;
+
+/** What the records before an entry (PAX "x" and "g", GNU "L" and "K") say about it. */
+interface Pending {
+  global: Map<string, Buffer>;
+  pax: Map<string, Buffer>;
+  longName?: string;
+  longLink?: string;
+  /** Extended-header bytes read since the last entry. */
+  bytes: number;
+  /** Global-header bytes read in this layer. */
+  globalBytes: number;
+}
+
+const MiB = (n: number) => `${(n / 1048576).toFixed(n % 1048576 === 0 ? 0 : 1)} MiB`;
+
+async function readMeta(r: ByteReader, block: Buffer, flag: string, meta: Pending, place: FieldPlace): Promise<void> {
+  const size = headerNumber(block.subarray(124, 136), "size", SIZE_RANGE, place);
+  meta.bytes += size;
+  if (meta.bytes > MAX_ENTRY_META) {
+    throw invalidTar(`more than ${MiB(MAX_ENTRY_META)} of extended headers (PAX or GNU long names) before one entry`, place);
+  }
+  if (flag === "g") {
+    meta.globalBytes += size;
+    if (meta.globalBytes > MAX_GLOBAL_META) throw invalidTar(`more than ${MiB(MAX_GLOBAL_META)} of global PAX headers`, place);
+  }
+  const body = (await r.read(Math.ceil(size / BLOCK) * BLOCK)).subarray(0, size);
+  if (body.length < size) throw invalidTar("truncated metadata record", place);
+  if (flag === "x") parsePax(body, meta.pax, place);
+  else if (flag === "g") parsePax(body, meta.global, place);
+  else if (flag === "L") meta.longName = cstr(body).toString("utf8");
+  else meta.longLink = cstr(body).toString("utf8");
+}
+
+/** The header of an entry, its numbers checked, with the records before it applied. */
+function parseHeader(block: Buffer, flag: string, meta: Pending, offset: number): TarHeader {
+  let name = cstr(block.subarray(0, 100)).toString("utf8");
+  if (block.toString("latin1", 257, 263) === "ustar\0") {
+    const prefix = cstr(block.subarray(345, 500)).toString("utf8");
+    if (prefix !== "") name = `${prefix}/${name}`;
+  }
+  const records = new Map([...meta.global, ...meta.pax]);
+  const text = (k: string) => records.get(k)?.toString("utf8");
+  name = text("path") ?? meta.longName ?? name;
+  const place: FieldPlace = { entry: name, offset };
+  const field = (at: number, width: number, what: string, range: typeof SIZE_RANGE) => headerNumber(block.subarray(at, at + width), what, range, place);
+  const paxInt = (k: string, range: typeof SIZE_RANGE, fallback: () => number) => {
+    const v = text(k);
+    return v === undefined ? fallback() : paxInteger(v, k, range, place);
+  };
+  const mtime = text("mtime");
+  return {
+    name,
+    type: TYPES[flag] ?? "other",
+    flag,
+    mode: field(100, 8, "mode", MODE_RANGE),
+    uid: paxInt("uid", ID_RANGE, () => field(108, 8, "uid", ID_RANGE)),
+    gid: paxInt("gid", ID_RANGE, () => field(116, 8, "gid", ID_RANGE)),
+    size: paxInt("size", SIZE_RANGE, () => field(124, 12, "size", SIZE_RANGE)),
+    mtime: new Date(mtime !== undefined ? paxTimeMs(mtime, "mtime", place) : field(136, 12, "mtime", TIME_RANGE) * 1000),
+    linkname: text("linkpath") ?? meta.longLink ?? cstr(block.subarray(157, 257)).toString("utf8"),
+    uname: text("uname") ?? cstr(block.subarray(265, 297)).toString("utf8"),
+    gname: text("gname") ?? cstr(block.subarray(297, 329)).toString("utf8"),
+    devmajor: field(329, 8, "devmajor", DEV_RANGE),
+    devminor: field(337, 8, "devminor", DEV_RANGE),
+    pax: records,
+  };
+}
 
 /** Read a tar archive from a byte stream. */
 export async function* readTar(input: AsyncIterable<Buffer>): AsyncGenerator<TarEntry> {
   const r = new ByteReader(input[Symbol.asyncIterator]());
-  const global = new Map<string, Buffer>();
-  let pax = new Map<string, Buffer>();
-  let longName: string | undefined;
-  let longLink: string | undefined;
+  const meta: Pending = { global: new Map(), pax: new Map(), bytes: 0, globalBytes: 0 };
   let pending: { left: () => number } | undefined;
 
   for (;;) {
@@ -177,96 +238,64 @@ export async function* readTar(input: AsyncIterable<Buffer>): AsyncGenerator<Tar
       if (left > 0 && r.takeIfBuffered(left) === undefined) await r.skip(left);
       pending = undefined;
     }
+    const offset = r.position;
     const block = r.takeIfBuffered(BLOCK) ?? (await r.read(BLOCK));
     if (block.length === 0) return; // tolerated: no end-of-archive blocks
-    if (block.length < BLOCK) throw invalid("truncated header");
+    if (block.length < BLOCK) throw invalidTar(`truncated header at byte ${offset}`);
     if (block.every((b) => b === 0)) return; // end of archive (the second zero block is optional to us)
-    if (!checksumOk(block)) throw invalid("header checksum mismatch");
+    if (!checksumOk(block, { offset })) throw invalidTar("header checksum mismatch", { offset });
 
     const flag = String.fromCharCode(block[156]!);
-    const size = num(block.subarray(124, 136), "size");
-
     if (flag === "x" || flag === "g" || flag === "L" || flag === "K") {
-      if (size > MAX_META) throw invalid(`metadata record of ${size} bytes`);
-      const body = (await r.read(Math.ceil(size / BLOCK) * BLOCK)).subarray(0, size);
-      if (body.length < size) throw invalid("truncated metadata record");
-      if (flag === "x") parsePax(body, pax);
-      else if (flag === "g") parsePax(body, global);
-      else if (flag === "L") longName = cstr(body).toString("utf8");
-      else longLink = cstr(body).toString("utf8");
+      await readMeta(r, block, flag, meta, { offset });
       continue;
     }
-
-    const magic = block.toString("latin1", 257, 263);
-    let name = cstr(block.subarray(0, 100)).toString("utf8");
-    if (magic === "ustar\0") {
-      const prefix = cstr(block.subarray(345, 500)).toString("utf8");
-      if (prefix !== "") name = `${prefix}/${name}`;
-    }
-    const records = new Map([...global, ...pax]);
-    const text = (k: string) => records.get(k)?.toString("utf8");
-    const pnum = (k: string, fallback: number) => {
-      const v = text(k);
-      if (v === undefined) return fallback;
-      const n = Number(v);
-      if (!Number.isFinite(n)) throw invalid(`bad PAX ${k} "${v}"`);
-      return n;
-    };
-    const header: TarHeader = {
-      name: text("path") ?? longName ?? name,
-      type: TYPES[flag] ?? "other",
-      flag,
-      mode: num(block.subarray(100, 108), "mode"),
-      uid: pnum("uid", num(block.subarray(108, 116), "uid")),
-      gid: pnum("gid", num(block.subarray(116, 124), "gid")),
-      size: pnum("size", size),
-      mtime: new Date(Math.floor(pnum("mtime", num(block.subarray(136, 148), "mtime")) * 1000)),
-      linkname: text("linkpath") ?? longLink ?? cstr(block.subarray(157, 257)).toString("utf8"),
-      uname: text("uname") ?? cstr(block.subarray(265, 297)).toString("utf8"),
-      gname: text("gname") ?? cstr(block.subarray(297, 329)).toString("utf8"),
-      devmajor: num(block.subarray(329, 337), "devmajor"),
-      devminor: num(block.subarray(337, 345), "devminor"),
-      pax: records,
-    };
-    pax = new Map();
-    longName = undefined;
-    longLink = undefined;
-
-    // Header-only types (links, directories, devices, fifos) have no body whatever their size field says.
-    const isFile = header.type === "file";
-    const total = isFile || header.type === "other" ? Math.ceil(header.size / BLOCK) * BLOCK : 0;
-    const bodySize = isFile ? header.size : 0;
-    const skipAfter = total - bodySize;
-    let consumed = 0;
-    let started = false;
-    const body: AsyncIterable<Buffer> = {
-      [Symbol.asyncIterator]: () => {
-        if (started) throw new Error("tar entry body iterated twice");
-        started = true;
-        const gen = (async function* () {
-          for await (const c of r.chunks(bodySize)) {
-            consumed += c.length;
-            yield c;
-          }
-        })();
-        return gen;
-      },
-    };
-    const takeBuffered = (): Buffer | undefined => {
-      if (started) throw new Error("tar entry body iterated twice");
-      const whole = r.takeIfBuffered(bodySize);
-      if (whole !== undefined) {
-        started = true;
-        consumed = bodySize;
-      }
-      return whole;
-    };
-    pending = { left: () => bodySize - consumed + skipAfter };
-    yield { header, body, takeBuffered };
+    const header = parseHeader(block, flag, meta, offset);
+    meta.pax = new Map();
+    meta.longName = undefined;
+    meta.longLink = undefined;
+    meta.bytes = 0;
+    const entry = entryOf(r, header);
+    pending = entry.pending;
+    yield entry.entry;
   }
 }
 
-function decompressorFor(head: Buffer, mediaType: string | undefined): NodeJS.ReadWriteStream | null {
+/** The entry handed out for a header, and how many bytes of it are left unread at any moment. */
+function entryOf(r: ByteReader, header: TarHeader): { entry: TarEntry; pending: { left: () => number } } {
+  // Header-only types (links, directories, devices, fifos) have no body whatever their size field says.
+  const isFile = header.type === "file";
+  const total = isFile || header.type === "other" ? Math.ceil(header.size / BLOCK) * BLOCK : 0;
+  const bodySize = isFile ? header.size : 0;
+  const skipAfter = total - bodySize;
+  let consumed = 0;
+  let started = false;
+  const body: AsyncIterable<Buffer> = {
+    [Symbol.asyncIterator]: () => {
+      if (started) throw new Error("tar entry body iterated twice");
+      started = true;
+      return (async function* () {
+        for await (const c of r.chunks(bodySize)) {
+          consumed += c.length;
+          yield c;
+        }
+      })();
+    },
+  };
+  const takeBuffered = (): Buffer | undefined => {
+    if (started) throw new Error("tar entry body iterated twice");
+    const whole = r.takeIfBuffered(bodySize);
+    if (whole !== undefined) {
+      started = true;
+      consumed = bodySize;
+    }
+    return whole;
+  };
+  return { entry: { header, body, takeBuffered }, pending: { left: () => bodySize - consumed + skipAfter } };
+}
+
+/** The decompressor for a layer blob starting with `head` (gzip, zstd where Node has it), null for a plain tar; unsupported ones throw. */
+export function decompressorFor(head: Buffer, mediaType: string | undefined): NodeJS.ReadWriteStream | null {
   // Larger output chunks: fewer round trips through the stream and tar reader per byte.
   if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) return zlib.createGunzip({ chunkSize: 256 * 1024 });
   if (head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528) {

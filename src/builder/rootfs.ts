@@ -19,11 +19,12 @@ import { join } from "node:path";
 import type { Readable } from "node:stream";
 import type { DiffID } from "../oci/digest.js";
 import { OcibuildError } from "../errors.js";
+import { layerTooLarge } from "../oci/layer-limit.js";
 import { lstatOrNullSync as lstatOrNull } from "./fs-util.js";
 import { WH_OPAQUE, WH_PREFIX, resolveDirInRootSync, resolveNoFollow, splitEntryPath, unsafe } from "./rootfs-path.js";
 import { mknod, opaqueXattrName, type XattrOp } from "./rootfs-native.js";
 import { readTar, tarBytes, type TarHeader } from "./rootfs-tar.js";
-import { applyDeferred, type DeferredDir, type DeferredXattr } from "./rootfs-deferred.js";
+import { applyDeferred, XattrQueue, type DeferredDir } from "./rootfs-deferred.js";
 
 export type WhiteoutForm = "apply" | "overlay";
 
@@ -47,6 +48,10 @@ export interface ExtractOptions {
   skipRootEntry?: boolean;
   /** Own every entry by this instead of the archive's owners (ADD --chown, as BuildKit does since v0.23). */
   owner?: { uid: number; gid: number };
+  /** Fail with LAYER_TOO_LARGE once the layer has decompressed to more than this many bytes. */
+  maxSize?: number;
+  /** The layer's name in messages (its digest, and for a base layer its image). */
+  layer?: string;
 }
 
 
@@ -105,21 +110,26 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
 
   // Every tar byte passes through here: hashed for the DiffID check, and drained to
   // the end after the archive's end marker so a damaged gzip trailer is noticed.
+  // Counted too, against maxSize: a small compressed layer can expand without end.
   const hash = opts.diffId !== undefined ? createHash("sha256") : undefined;
   const source = (tarStreamBytes as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+  let size = 0;
   const pull = async (): Promise<IteratorResult<Buffer>> => {
     const r = await source.next();
-    if (!r.done) hash?.update(r.value);
+    if (r.done) return r;
+    hash?.update(r.value);
+    size += r.value.length;
+    if (opts.maxSize !== undefined && size > opts.maxSize) throw layerTooLarge(opts.layer ?? opts.diffId ?? "(unnamed)", opts.maxSize);
     return r;
   };
   const tarInput: AsyncIterable<Buffer> = { [Symbol.asyncIterator]: () => ({ next: pull }) };
 
   const created = new Set<string>();
   const dirs: DeferredDir[] = [];
-  const xattrs: DeferredXattr[] = [];
   // Resolved root-relative paths seen to be plain directories during this extraction.
   // Anything that removes or replaces a path clears it (see remove()).
   const known = new Set<string>();
+  const xattrs = new XattrQueue(root, known, { signal, warn });
 
   // A root that starts empty holds nothing but what this extraction makes. Then:
   //  - `fresh`: until the first removal, `known` (directories) and `madeOther`
@@ -178,7 +188,7 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
         if (base === WH_OPAQUE) {
           if (form === "overlay") {
             const dir = resolveDirInRootSync(root, parentComps, known, { create: true })!;
-            xattrs.push({ path: dir.hostPath, rel: dir.comps.join("/"), name: opaqueXattrName(), value: Buffer.from("y") });
+            await xattrs.add({ path: dir.hostPath, rel: dir.comps.join("/"), name: opaqueXattrName(), value: Buffer.from("y") });
           } else {
             const dir = resolveDirInRootSync(root, parentComps, known);
             if (dir !== null) clearLower(dir.hostPath, parentComps.join("/"));
@@ -246,7 +256,7 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
         }
         known.add(hostRel);
         dirs.push({ hostPath, rel: hostRel, mode, uid, gid, mtime });
-        for (const x of xattrsOf(h, warn)) xattrs.push({ ...x, path: hostPath, rel: hostRel });
+        for (const x of xattrsOf(h, warn)) await xattrs.add({ ...x, path: hostPath, rel: hostRel });
         continue;
       }
       if (existing !== null) remove(hostPath);
@@ -320,7 +330,7 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
           created.delete(rel);
           continue;
       }
-      if (type !== "link") for (const x of xattrsOf(h, warn)) xattrs.push({ ...x, path: hostPath, rel: hostRel });
+      if (type !== "link") for (const x of xattrsOf(h, warn)) await xattrs.add({ ...x, path: hostPath, rel: hostRel });
     }
     while (!(await pull()).done) signal?.throwIfAborted();
   } catch (e) {
@@ -338,8 +348,8 @@ export async function extractLayer(root: string, tarStream: NodeJS.ReadableStrea
   if (hash !== undefined) {
     const got = `sha256:${hash.digest("hex")}`;
     if (got !== opts.diffId) {
-      throw new OcibuildError("ROOTFS_DIFFID_MISMATCH", `the layer's uncompressed content is ${got}, but its DiffID says ${opts.diffId}`, {
-        details: { expected: opts.diffId, actual: got },
+      throw new OcibuildError("ROOTFS_DIFFID_MISMATCH", `the layer${opts.layer ? ` ${opts.layer}` : ""} decompresses to ${got}, but its DiffID says ${opts.diffId}`, {
+        details: { expected: opts.diffId, actual: got, ...(opts.layer ? { layer: opts.layer } : {}) },
         hint: "the blob is corrupt or does not belong to this image",
       });
     }

@@ -4,6 +4,7 @@
  */
 import type { Executor } from "./sandbox/index.js";
 import type { LayerStore } from "./layer-store.js";
+import type { DiffIdRecords } from "./base-layers.js";
 import type { OciLayout } from "../oci/layout.js";
 import type { RegistryClient } from "../oci/registry/index.js";
 import type { SourceTree } from "./sources.js";
@@ -44,6 +45,10 @@ export interface StepContext {
   image(reference: string, platform: StageState["platform"]): Promise<StageState>;
   readonly sourceDateEpoch?: number;
   readonly compressionLevel?: number;
+  /** The DiffID each base blob was checked to decompress to (see base-layers.ts). */
+  readonly diffIds?: DiffIdRecords;
+  /** Most bytes a pulled layer may decompress to (BuildOptions.maxLayerSize). */
+  readonly maxLayerSize?: number;
   readonly forceCopySnapshots?: boolean;
   readonly signal?: AbortSignal;
   emit(event: BuildEvent): void;

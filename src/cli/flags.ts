@@ -116,3 +116,14 @@ export function helpText(usage: string, specs: FlagSpec[], examples: string[] = 
   if (examples.length) lines.push("", "Examples:", ...examples.map((e) => `  ${e}`));
   return lines.join("\n") + "\n";
 }
+
+const DURATION_UNITS: Record<string, number> = { ms: 0.001, s: 1, m: 60, h: 3600, d: 86400, w: 7 * 86400 };
+
+/** Go-style durations as kaniko takes them ("336h", "1h30m", "90s"), plus d and w; whole seconds. */
+export function parseDuration(v: string, flag: string): number {
+  const parts = [...v.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h|d|w)/g)];
+  if (parts.length === 0 || parts.map((p) => p[0]).join("") !== v) {
+    throw new OcibuildError("USAGE_BAD_VALUE", `--${flag} takes a duration like 336h, 1h30m or 7d, not "${v}"`);
+  }
+  return Math.round(parts.reduce((sum, p) => sum + Number(p[1]) * DURATION_UNITS[p[2]!]!, 0));
+}

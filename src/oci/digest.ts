@@ -90,9 +90,16 @@ export class HashingStream extends Transform {
   }
 }
 
-/** Create a verifier that fails the stream if the bytes do not match `expected`. */
+/**
+ * A pass-through that fails the stream if the bytes do not match `expected` (and
+ * `expectedSize`). It holds back the last chunk it has seen until the end, so a
+ * consumer never receives the whole content before it is verified: an upload fed
+ * from it is cut short on a mismatch instead of reaching its declared length (a
+ * registry that does not re-hash would otherwise commit the wrong bytes).
+ */
 export class VerifyingStream extends Transform {
   private readonly hash: Hash;
+  private held?: Buffer;
   size = 0;
   constructor(
     readonly expected: Digest,
@@ -108,7 +115,9 @@ export class VerifyingStream extends Transform {
       cb(new OcibuildError("DIGEST_MISMATCH", `content of ${this.expected} is larger than the expected ${this.expectedSize} bytes`));
       return;
     }
-    cb(null, chunk);
+    const previous = this.held;
+    this.held = chunk;
+    cb(null, previous);
   }
   override _flush(cb: TransformCallback): void {
     const got = `${algorithmOf(this.expected)}:${this.hash.digest("hex")}`;
@@ -120,6 +129,6 @@ export class VerifyingStream extends Transform {
       cb(new OcibuildError("DIGEST_MISMATCH", `content of ${this.expected} is ${this.size} bytes, expected ${this.expectedSize}`));
       return;
     }
-    cb();
+    cb(null, this.held);
   }
 }

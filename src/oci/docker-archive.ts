@@ -22,6 +22,7 @@ import { OcibuildError, isOcibuildError } from "../errors.js";
 import { removeQuietly } from "../user-path.js";
 import { HashingStream } from "./digest.js";
 import { type LayerEntry, checkAborted } from "./layer.js";
+import { LayerSizeLimit } from "./layer-limit.js";
 import { MediaType } from "./media-types.js";
 import { type ArchiveImage, type ArchiveLayer, dirEntry, fileEntry, writeTarFile } from "./oci-archive.js";
 import { parseReference } from "./reference.js";
@@ -30,6 +31,8 @@ import { parseReference } from "./reference.js";
 export interface DockerArchiveOptions {
   /** Image names for RepoTags ("app:v1", "registry.example.com/team/app:v1"); each must have a tag. */
   repoTags?: string[];
+  /** Most bytes a layer may decompress to (LAYER_TOO_LARGE beyond it); default: no limit. */
+  maxLayerSize?: number;
   signal?: AbortSignal;
 }
 
@@ -48,10 +51,11 @@ export function repoTagsOf(refs: string[]): string[] {
 const GZIP_TYPES = new Set<string>([MediaType.OCI_LAYER_GZIP, MediaType.DOCKER_LAYER_GZIP]);
 
 /** Decompresses a gzip layer to `path`, checking that the result's sha256 is the layer's DiffID. */
-async function uncompressTo(layer: ArchiveLayer, path: string, signal?: AbortSignal): Promise<number> {
+async function uncompressTo(layer: ArchiveLayer, path: string, maxSize: number | undefined, signal?: AbortSignal): Promise<number> {
   const counter = new HashingStream();
+  const limit = maxSize === undefined ? [] : [new LayerSizeLimit(maxSize, layer.descriptor.digest)];
   try {
-    await pipeline(await layer.open(signal), createGunzip(), counter, createWriteStream(path, { flags: "wx" }), signal ? { signal } : {});
+    await pipeline([await layer.open(signal), createGunzip(), ...limit, counter, createWriteStream(path, { flags: "wx" })], signal ? { signal } : {});
   } catch (err) {
     if (signal?.aborted) throw new OcibuildError("ABORTED", "writing the docker archive was interrupted", { cause: signal.reason });
     if (isOcibuildError(err)) throw err;
@@ -109,7 +113,7 @@ export async function writeDockerArchive(path: string, img: ArchiveImage, opts: 
       }
       await mkdir(tmpDir, { recursive: true });
       const tmp = join(tmpDir, String(i));
-      const size = await uncompressTo(l, tmp, signal);
+      const size = await uncompressTo(l, tmp, opts.maxLayerSize, signal);
       yield fileEntry(name, size, () => createReadStream(tmp));
       // The consumer asked for the next entry: this layer's bytes are in the archive.
       await rm(tmp, { force: true });

@@ -44,7 +44,7 @@ describe.skipIf(!haveRegistry())("lowerDirs pulls and extracts a base layer in o
     return { ref, digest };
   }
 
-  async function setup(name: string, registry: Pick<RegistryClient, "getBlob"> = client) {
+  async function setup(name: string, registry: Pick<RegistryClient, "getBlob"> = client, maxLayerSize?: number) {
     const dir = join(work, name);
     const content = await OciLayout.create(join(dir, "content"));
     const layerStore = new LayerStore(join(dir, "layers"));
@@ -53,6 +53,7 @@ describe.skipIf(!haveRegistry())("lowerDirs pulls and extracts a base layer in o
       content,
       layerStore,
       registry,
+      maxLayerSize,
       emit: (e: { message?: string }) => logs.push(e.message ?? ""),
     } as unknown as StepContext;
     return { ctx, content, layerStore, logs };
@@ -113,5 +114,25 @@ describe.skipIf(!haveRegistry())("lowerDirs pulls and extracts a base layer in o
     // The blob may or may not have been stored by then (it is verified content either way).
     if (await content.hasBlob(digest)) expect(Buffer.compare(await readFile(content.blobPath(digest)), bad.gz)).toBe(0);
     expect(existsSync(join(work, "escape"))).toBe(false);
+  });
+
+  it("stops a layer that decompresses to more than maxLayerSize, naming it, whether pulled or already stored", async () => {
+    // 64 MiB of zeros: a gzip blob of about 64 KiB.
+    const bomb = await makeLayer([{ name: "zeros", content: "\0".repeat(64 * 1024 * 1024) }]);
+    expect(bomb.gz.length).toBeLessThan(1024 * 1024);
+    const { ref, digest } = await push("base/bomb", bomb.gz);
+    const layer: LayerRecord = { descriptor: { mediaType: MediaType.OCI_LAYER_GZIP, digest, size: bomb.gz.length }, diffId: bomb.diffId, source: { kind: "registry", ref } };
+    const cold = await setup("bomb-cold", client, 8 * 1024 * 1024);
+    await expect(lowerDirs(stateOf(layer), cold.ctx)).rejects.toMatchObject({ code: "LAYER_TOO_LARGE", message: expect.stringContaining(digest) });
+    expect(await cold.layerStore.has(bomb.diffId)).toBe(false);
+    // The blob in the content store already: extracted from there, with the same limit.
+    const stored = await setup("bomb-stored", client, 8 * 1024 * 1024);
+    await stored.content.writeBlob(bomb.gz, { digest, size: bomb.gz.length });
+    await expect(lowerDirs(stateOf(layer), stored.ctx)).rejects.toMatchObject({ code: "LAYER_TOO_LARGE", message: expect.stringContaining(digest) });
+    expect(await readdir(join(stored.layerStore.dir, "tmp"))).toEqual([]);
+    // Under the limit it is an ordinary layer.
+    const roomy = await setup("bomb-roomy", client, 65 * 1024 * 1024);
+    const [dir] = await lowerDirs(stateOf(layer), roomy.ctx);
+    expect(dir).toBe(roomy.layerStore.layerDir(bomb.diffId));
   });
 });

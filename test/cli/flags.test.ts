@@ -111,6 +111,26 @@ describe("docker and kaniko spellings give the same options", () => {
     await expect(parse(["--jobs", "0", "."])).rejects.toMatchObject({ code: "USAGE_BAD_VALUE" });
   });
 
+  it("--registry-timeout takes a duration of at least 1s (build, copy and inspect share it)", async () => {
+    expect((await parse(["--registry-timeout", "5m", "."])).options.registry).toMatchObject({ timeoutSeconds: 300 });
+    expect((await parse(["--registry-timeout=90s", "."])).options.registry).toMatchObject({ timeoutSeconds: 90 });
+    expect((await parse(["."])).options.registry?.timeoutSeconds).toBeUndefined();
+    for (const bad of ["60", "100ms", "soon"]) {
+      await expect(parse(["--registry-timeout", bad, "."])).rejects.toMatchObject({ code: "USAGE_BAD_VALUE", message: expect.stringContaining("--registry-timeout") });
+    }
+  });
+
+  it("--max-layer-size takes a byte count with docker's binary units; anything else is a usage error naming it", async () => {
+    expect((await parse(["--max-layer-size", "4g", "."])).options.maxLayerSize).toBe(4 * 2 ** 30);
+    expect((await parse(["--max-layer-size=512MiB", "."])).options.maxLayerSize).toBe(512 * 2 ** 20);
+    expect((await parse(["--max-layer-size", "1.5k", "."])).options.maxLayerSize).toBe(1536);
+    expect((await parse(["--max-layer-size", "1048576", "."])).options.maxLayerSize).toBe(1048576);
+    expect((await parse(["."])).options.maxLayerSize).toBeUndefined();
+    for (const bad of ["0", "-1", "4x", "lots", "1e9", ""]) {
+      await expect(parse(["--max-layer-size", bad, "."])).rejects.toMatchObject({ code: "USAGE_BAD_VALUE", message: expect.stringContaining("--max-layer-size") });
+    }
+  });
+
   it("digest and metadata files are resolved against the working directory", async () => {
     const r = await parse([
       "-d", "x.io/a:1", "--digest-file", "d", "--image-name-with-digest-file", "n", "--image-name-tag-with-digest-file", "nt", "--iidfile", "i", "--metadata-file", "m.json", ".",

@@ -2,7 +2,8 @@
  * An in-process HTTP proxy in front of a real registry that injects the faults a
  * real server will not produce on demand: error statuses, 429 with Retry-After,
  * a connection reset before or in the middle of a response, a truncated body,
- * corrupted bytes. It logs every request it sees.
+ * corrupted bytes, a body that trickles, no answer at all. It logs every request
+ * it sees, with the request body bytes it received.
  */
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -22,7 +23,11 @@ export type Fault =
   /** Forward, adding these headers to the response. */
   | { kind: "add-headers"; headers: Record<string, string> }
   /** Forward, flipping one bit of the body at `at`. */
-  | { kind: "corrupt"; at: number };
+  | { kind: "corrupt"; at: number }
+  /** Forward, sending the headers and then the body one byte every `everyMs` (a registry that trickles). */
+  | { kind: "drip"; everyMs: number }
+  /** Read the request and never answer (the connection stays open until the client leaves). */
+  | { kind: "hang" };
 
 export interface FaultRule {
   method?: string;
@@ -41,6 +46,9 @@ export interface LoggedRequest {
   contentRange?: string;
   /** The fault applied, if any. */
   fault?: Fault["kind"];
+  /** Request body bytes received from the client so far, and the Content-Length it declared. */
+  bodyBytes: number;
+  contentLength?: number;
 }
 
 export interface FaultProxy {
@@ -53,6 +61,26 @@ export interface FaultProxy {
   add(rule: FaultRule): void;
   clear(): void;
   stop(): Promise<void>;
+}
+
+/** Send `from`'s body to `to` one byte every `everyMs`, until it ends or `to` closes. */
+function drip(from: IncomingMessage, to: ServerResponse, everyMs: number): void {
+  const pending: number[] = [];
+  let ended = false;
+  from.on("data", (c: Buffer) => pending.push(...c));
+  from.on("end", () => (ended = true));
+  const t = setInterval(() => {
+    const b = pending.shift();
+    if (b !== undefined) to.write(Buffer.from([b]));
+    else if (ended) {
+      clearInterval(t);
+      to.end();
+    }
+  }, everyMs);
+  to.on("close", () => {
+    clearInterval(t);
+    from.destroy();
+  });
 }
 
 export async function startFaultProxy(target: { port: number }): Promise<FaultProxy> {
@@ -72,6 +100,10 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
           return;
         }
         res.writeHead(ur.statusCode ?? 502, ur.headers);
+        if (fault.kind === "drip") {
+          drip(ur, res, fault.everyMs);
+          return;
+        }
         let sent = 0;
         ur.on("data", (chunk: Buffer) => {
           if (fault.kind === "corrupt") {
@@ -106,7 +138,9 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
   };
 
   const server: Server = createServer((req, res) => {
-    const entry: LoggedRequest = { method: req.method ?? "", path: req.url ?? "" };
+    const entry: LoggedRequest = { method: req.method ?? "", path: req.url ?? "", bodyBytes: 0 };
+    if (req.headers["content-length"] !== undefined) entry.contentLength = Number(req.headers["content-length"]);
+    req.on("data", (c: Buffer) => (entry.bodyBytes += c.length));
     if (typeof req.headers.range === "string") entry.range = req.headers.range;
     if (typeof req.headers["content-range"] === "string") entry.contentRange = req.headers["content-range"];
     log.push(entry);
@@ -132,6 +166,9 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
         return;
       case "reset":
         req.socket.resetAndDestroy();
+        return;
+      case "hang":
+        req.resume();
         return;
       case "redirect":
         req.resume();

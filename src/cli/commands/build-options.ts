@@ -14,7 +14,7 @@ import { OcibuildError } from "../../errors.js";
 import type { BuildOptions } from "../../api.js";
 import { parseOutput } from "./output-flags.js";
 import { parseReference } from "../../oci/reference.js";
-import { type FlagSpec, type ParsedFlags, bool, list, parseFlags, str } from "../flags.js";
+import { type FlagSpec, type ParsedFlags, bool, list, parseDuration, parseFlags, str } from "../flags.js";
 import { readStdin, type CliIO } from "../io.js";
 import { REGISTRY_FLAGS, registryOptionsFrom } from "./copy.js";
 
@@ -47,6 +47,7 @@ export const BUILD_SPECS: FlagSpec[] = [
   { names: ["quiet"], short: ["q"], type: "boolean", description: "Print only the digest" },
   { names: ["reproducible"], type: "boolean", description: "Clamp timestamps to 0 unless SOURCE_DATE_EPOCH is set" },
   { names: ["compression-level"], type: "string", valueName: "0-9", description: "gzip level for new layers (default 6)" },
+  { names: ["max-layer-size"], type: "string", valueName: "SIZE", description: "Fail when a base image layer decompresses to more than SIZE (e.g. 4g, 512m; default: no limit)" },
   { names: ["network"], type: "string", valueName: "MODE", description: "Default network for RUN: default (its own namespace, outbound through slirp4netns), none, or host (needs --allow network.host); RUN --network overrides" },
   { names: ["secret"], type: "string", repeatable: true, valueName: "id=ID,src=PATH|env=VAR", description: "A secret for RUN --mount=type=secret (never stored in the image or cache)" },
   { names: ["ssh"], type: "string", repeatable: true, valueName: "ID[=SOCKET|KEY[,KEY]]", description: "An ssh agent for RUN --mount=type=ssh (default: $SSH_AUTH_SOCK)" },
@@ -114,15 +115,16 @@ function parseKeyValues(values: string[], flag: string, env?: Record<string, str
   return out;
 }
 
-const DURATION_UNITS: Record<string, number> = { ms: 0.001, s: 1, m: 60, h: 3600, d: 86400, w: 7 * 86400 };
+const SIZE_UNITS: Record<string, number> = { "": 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
 
-/** Go-style durations as kaniko takes them ("336h", "1h30m", "90s"), plus d and w; whole seconds. */
-export function parseDuration(v: string, flag: string): number {
-  const parts = [...v.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h|d|w)/g)];
-  if (parts.length === 0 || parts.map((p) => p[0]).join("") !== v) {
-    throw new OcibuildError("USAGE_BAD_VALUE", `--${flag} takes a duration like 336h, 1h30m or 7d, not "${v}"`);
+/** A byte count as docker's --memory and --shm-size take it: 1073741824, 512m, 4g, 4GiB, 4gb (binary units). */
+export function parseSize(v: string, flag: string): number {
+  const m = /^(\d+(?:\.\d+)?) ?([kmgt]?)(?:i?b)?$/i.exec(v);
+  const n = m ? Math.floor(Number(m[1]) * SIZE_UNITS[m[2]!.toLowerCase()]!) : NaN;
+  if (!(n > 0) || !Number.isSafeInteger(n)) {
+    throw new OcibuildError("USAGE_BAD_VALUE", `--${flag} takes a size like 4g, 512m or 1073741824, not "${v}"`, { details: { flag: `--${flag}` } });
   }
-  return Math.round(parts.reduce((sum, p) => sum + Number(p[1]) * DURATION_UNITS[p[2]!]!, 0));
+  return n;
 }
 
 /** Errors from parsing a flag's value (a bad reference or layout name) are usage errors. */
@@ -268,6 +270,8 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
   if (sourceDateEpoch !== undefined) options.sourceDateEpoch = sourceDateEpoch;
   if (level !== undefined) options.compressionLevel = Number(level);
   if (bool(p, "skip-push-permission-check")) options.skipPushPermissionCheck = true;
+  const maxLayerSize = str(p, "max-layer-size");
+  if (maxLayerSize !== undefined) options.maxLayerSize = parseSize(maxLayerSize, "max-layer-size");
   if (bool(p, "no-cache")) options.noCache = true;
   if (bool(p, "no-cache-write")) options.noCacheWrite = true;
   const cacheRepo = str(p, "cache-repo");

@@ -7,7 +7,7 @@ import { OcibuildError } from "../../errors.js";
 import { copyImage, parseLocation, type CopyResult } from "../../oci/copy.js";
 import { parsePlatform } from "../../oci/platform.js";
 import type { RegistryOptions } from "../../oci/registry/types.js";
-import { type FlagSpec, type ParsedFlags, bool, helpText, list, parseFlags, str } from "../flags.js";
+import { type FlagSpec, type ParsedFlags, bool, helpText, list, parseDuration, parseFlags, str } from "../flags.js";
 import type { CliIO, Command } from "../io.js";
 
 export const REGISTRY_FLAGS: FlagSpec[] = [
@@ -18,6 +18,7 @@ export const REGISTRY_FLAGS: FlagSpec[] = [
   { names: ["registry-mirror"], type: "string", repeatable: true, valueName: "HOST", description: "try this mirror first for docker.io pulls" },
   { names: ["authfile"], type: "string", valueName: "PATH", description: "docker config.json / podman auth.json with credentials" },
   { names: ["jobs", "concurrency"], short: ["j"], type: "string", valueName: "N", description: "parallel blob transfers (default 4)" },
+  { names: ["registry-timeout"], type: "string", valueName: "DURATION", description: "fail a registry request that moves less than 1 KiB for this long (default 60s; e.g. 5m)" },
   { names: ["help"], short: ["h"], type: "boolean", description: "show this help" },
 ];
 
@@ -55,6 +56,12 @@ export function registryOptionsFrom(p: ParsedFlags, io: CliIO): RegistryOptions 
   if (jobs !== undefined) {
     if (!/^[1-9][0-9]*$/.test(jobs)) throw new OcibuildError("USAGE_BAD_VALUE", `--jobs takes a positive number, not "${jobs}"`);
     opts.concurrency = Number(jobs);
+  }
+  const timeout = str(p, "registry-timeout");
+  if (timeout !== undefined) {
+    const seconds = parseDuration(timeout, "registry-timeout");
+    if (seconds < 1) throw new OcibuildError("USAGE_BAD_VALUE", `--registry-timeout must be at least 1s, not "${timeout}"`);
+    opts.timeoutSeconds = seconds;
   }
   return opts;
 }

@@ -1,7 +1,10 @@
 /**
  * WWW-Authenticate parsing (RFC 7235): `Bearer realm="...",service="...",scope="..."`
  * or `Basic realm="..."`. Several challenges may be given; Bearer is preferred.
+ * Also the repository scopes a challenge names, and merging them into those asked for.
  */
+import type { Scope } from "../registry/types.js";
+
 export interface Challenge {
   scheme: "basic" | "bearer";
   params: Record<string, string>;
@@ -48,4 +51,21 @@ export function parseChallenges(header: string | string[] | undefined): Challeng
     }
   }
   return out.sort((a, b) => (a.scheme === b.scheme ? 0 : a.scheme === "bearer" ? -1 : 1));
+}
+
+/** "repository:a/b:pull,push repository:c:pull" -> scopes (other resource types are ignored). */
+export function scopesFromChallenge(param: string | undefined): Scope[] {
+  const out: Scope[] = [];
+  for (const part of (param ?? "").split(" ")) {
+    const m = /^repository:(.+):([a-z*,]+)$/.exec(part);
+    if (!m) continue;
+    const actions = m[2]!.split(",").filter((a): a is "pull" | "push" => a === "pull" || a === "push");
+    if (actions.length) out.push({ repository: m[1]!, actions });
+  }
+  return out;
+}
+
+export function mergeScopes(a: Scope[], b: Scope[]): Scope[] {
+  const fresh = b.filter((s) => !a.some((x) => x.repository === s.repository && s.actions.every((act) => x.actions.includes(act))));
+  return fresh.length ? [...a, ...fresh] : a;
 }

@@ -25,8 +25,10 @@ import { type HttpResponse, Transport, hostOf, reasonOf, sleep } from "./transpo
 import type { RegistryOptions, Scope } from "./types.js";
 import { type BlobOpener, checkPushAccess, tryMount, upload } from "./upload.js";
 
-/** Manifests larger than this are refused (containerd's limit). */
+/** Manifests and indexes larger than this are refused (the distribution spec's and containerd's limit). */
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+/** Blobs read into memory (image configs) larger than this are refused. */
+export const MAX_IN_MEMORY_BLOB_BYTES = 16 * 1024 * 1024;
 const DEFAULT_CHUNK = 16 * 1024 * 1024;
 
 function pullScope(ref: ImageReference): Scope[] {
@@ -196,14 +198,24 @@ export class RegistryClient {
     );
   }
 
-  /** A small blob (a config) in memory, verified. */
+  /** A small blob (a config) in memory, verified; at most MAX_IN_MEMORY_BLOB_BYTES whatever its descriptor says. */
   async getBlobBytes(ref: ImageReference, d: Digest, opts: { size?: number; signal?: AbortSignal } = {}): Promise<Uint8Array> {
-    if (opts.size !== undefined && opts.size > MAX_MANIFEST_BYTES * 4) {
-      throw new OcibuildError("BLOB_TOO_LARGE", `blob ${d} is ${opts.size} bytes: too large to read into memory`);
-    }
+    const tooLarge = (size: string) =>
+      new OcibuildError("BLOB_TOO_LARGE", `blob ${d} of ${ref.familiar} is ${size}: too large to read into memory (limit ${MAX_IN_MEMORY_BLOB_BYTES} bytes)`, {
+        details: { registry: ref.registry, digest: d, limit: MAX_IN_MEMORY_BLOB_BYTES },
+      });
+    if (opts.size !== undefined && opts.size > MAX_IN_MEMORY_BLOB_BYTES) throw tooLarge(`${opts.size} bytes`);
     const s = await this.getBlob(ref, d, opts);
     const chunks: Buffer[] = [];
-    for await (const c of s as AsyncIterable<Buffer>) chunks.push(c);
+    let n = 0;
+    for await (const c of s as AsyncIterable<Buffer>) {
+      n += c.length;
+      if (n > MAX_IN_MEMORY_BLOB_BYTES) {
+        (s as { destroy?: () => void }).destroy?.();
+        throw tooLarge(`larger than ${MAX_IN_MEMORY_BLOB_BYTES} bytes`);
+      }
+      chunks.push(c);
+    }
     return new Uint8Array(Buffer.concat(chunks));
   }
 

@@ -1,8 +1,8 @@
 /**
  * The HTTP/1.1 exchange under the registry transport, on node:http and node:https:
  * keep-alive agents (one pair per registry host, TLS settings per host), request
- * bodies streamed, response bodies as streams with `dump()` and `text()`, repeated
- * headers kept apart, and an idle timeout.
+ * bodies streamed, response bodies as streams with `dump()` and a bounded `text()`,
+ * repeated headers kept apart, and a stall timeout (see watchProgress).
  *
  * Why not undici: every CLI run paid ~45 ms to initialise it (it loads fetch,
  * websockets and cookies at import) and more to compile its wasm HTTP parser, for a
@@ -14,6 +14,7 @@ import http, { type IncomingMessage } from "node:http";
 import https from "node:https";
 import type { Readable } from "node:stream";
 import type { SecureContext } from "node:tls";
+import { OcibuildError } from "../../errors.js";
 
 export type ResponseHeaders = Record<string, string | string[] | undefined>;
 
@@ -21,8 +22,11 @@ export type ResponseHeaders = Record<string, string | string[] | undefined>;
 export interface ResponseBody extends AsyncIterable<Buffer> {
   /** Read and discard (up to 128 KiB, then drop the connection), so the socket can be reused. */
   dump(): Promise<void>;
-  /** The whole body as UTF-8. */
-  text(): Promise<string>;
+  /**
+   * The whole body as UTF-8, at most `limit` bytes: a longer body (declared or
+   * sent) is dropped and fails with REGISTRY_RESPONSE_TOO_LARGE naming the host.
+   */
+  text(limit: number): Promise<string>;
   destroy(error?: Error): void;
 }
 
@@ -37,9 +41,16 @@ export interface SendOptions {
   headers?: Record<string, string>;
   body?: Uint8Array | string | Readable;
   signal?: AbortSignal;
-  /** No bytes either way for this long fails the request with ETIMEDOUT (default 300 s, as undici's). */
-  idleTimeoutMs?: number;
+  /**
+   * A request that moves less than 1 KiB either way for this long while it waits on
+   * the host fails with REGISTRY_TIMEOUT naming the host (default 60 s); see watchProgress.
+   */
+  timeoutMs?: number;
 }
+
+export const DEFAULT_TIMEOUT_MS = 60_000;
+/** Less than this many bytes in a timeout period is a stall, not a slow link. */
+const MIN_PROGRESS_BYTES = 1024;
 
 /** The connections to one host: plain and TLS keep-alive pools. */
 export class HostAgents {
@@ -70,8 +81,38 @@ export class HostAgents {
 const DUMP_LIMIT = 128 * 1024;
 const MAX_PARALLEL = 256;
 
-function asBody(res: IncomingMessage): ResponseBody {
+function tooLarge(host: string, limit: number, declared?: number): OcibuildError {
+  const size = declared !== undefined ? `is ${declared} bytes` : `is longer than ${limit} bytes`;
+  return new OcibuildError("REGISTRY_RESPONSE_TOO_LARGE", `the response from ${host} ${size}, more than the ${limit} bytes such an answer may hold`, {
+    details: { host, limit },
+  });
+}
+
+/** At most `limit` bytes of `res`, or REGISTRY_RESPONSE_TOO_LARGE (the rest is never read). */
+async function readLimited(res: IncomingMessage, host: string, limit: number): Promise<Buffer> {
+  const declared = Number(res.headers["content-length"] ?? "NaN");
+  if (declared > limit) {
+    res.destroy();
+    throw tooLarge(host, limit, declared);
+  }
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of res as AsyncIterable<Buffer>) {
+    n += c.length;
+    if (n > limit) {
+      res.destroy();
+      throw tooLarge(host, limit);
+    }
+    chunks.push(c);
+  }
+  return Buffer.concat(chunks);
+}
+
+function asBody(res: IncomingMessage, host: string): ResponseBody {
   const body = res as IncomingMessage & ResponseBody;
+  // A body failed by the stall watch while nobody reads it must not be an uncaught error;
+  // a reader still gets the error through its own listener.
+  res.on("error", () => {});
   body.dump = () =>
     new Promise<void>((resolve) => {
       // A body received in full is still read out: the socket goes back to the pool at its end.
@@ -89,11 +130,7 @@ function asBody(res: IncomingMessage): ResponseBody {
       res.once("error", () => resolve());
       res.resume();
     });
-  body.text = async () => {
-    const chunks: Buffer[] = [];
-    for await (const c of res as AsyncIterable<Buffer>) chunks.push(c);
-    return Buffer.concat(chunks).toString("utf8");
-  };
+  body.text = async (limit: number) => (await readLimited(res, host, limit)).toString("utf8");
   return body;
 }
 
@@ -103,8 +140,54 @@ function headersOf(res: IncomingMessage): ResponseHeaders {
   return out;
 }
 
-function coded(message: string, code: string): Error {
-  return Object.assign(new Error(message), { code });
+function timedOut(host: string, timeoutMs: number): OcibuildError {
+  const s = timeoutMs >= 1000 ? `${Math.round(timeoutMs / 100) / 10} s` : `${timeoutMs} ms`;
+  return new OcibuildError("REGISTRY_TIMEOUT", `${host} moved less than ${MIN_PROGRESS_BYTES} bytes in ${s}: the connection is stalled`, {
+    retryable: true,
+    details: { host, timeoutMs },
+    hint: "a registry that is slow to answer (committing a very large blob, say) needs a longer --registry-timeout",
+  });
+}
+
+/**
+ * Fails `req` when its connection stalls: a socket idle timeout alone never fires
+ * on a host that trickles a byte every few seconds, so what counts is progress,
+ * at least MIN_PROGRESS_BYTES read or written per `timeoutMs`. Time spent waiting on
+ * our side does not count: a response body whose buffer is full (its reader is
+ * busy), or a request body whose source has nothing queued yet. The watch ends
+ * when the response has arrived whole or the request closes.
+ */
+function watchProgress(req: http.ClientRequest, host: string, timeoutMs: number): void {
+  let res: IncomingMessage | undefined;
+  let base = 0;
+  let since = Date.now();
+  const moved = () => (req.socket ? req.socket.bytesRead + req.socket.bytesWritten : 0);
+  const waitingOnUs = () => {
+    if (res !== undefined) return res.readableLength >= res.readableHighWaterMark;
+    const s = req.socket;
+    return s !== null && !req.writableEnded && req.writableLength === 0 && s.writableLength === 0;
+  };
+  const tick = setInterval(() => {
+    if (res?.complete) return clearInterval(tick);
+    const now = Date.now();
+    if (moved() - base >= MIN_PROGRESS_BYTES || waitingOnUs()) {
+      base = moved();
+      since = now;
+    } else if (now - since >= timeoutMs) {
+      clearInterval(tick);
+      const err = timedOut(host, timeoutMs);
+      res?.destroy(err);
+      req.destroy(err);
+    }
+  }, Math.max(10, Math.min(1000, timeoutMs / 4)));
+  tick.unref();
+  // A reused keep-alive socket has counted earlier requests' bytes: start from its count now.
+  req.once("socket", (s) => {
+    base = s.bytesRead + s.bytesWritten;
+    since = Date.now();
+  });
+  req.once("response", (r) => (res = r));
+  req.once("close", () => clearInterval(tick));
 }
 
 /** One request; resolves when the response head has arrived (the body is then the caller's to read or dump). */
@@ -125,11 +208,10 @@ export function send(url: URL, agent: http.Agent, o: SendOptions): Promise<HttpR
         reject(e);
       }
     });
-    const idle = o.idleTimeoutMs ?? 300_000;
-    req.setTimeout(idle, () => req.destroy(coded(`no data from ${url.host} for ${Math.round(idle / 1000)} s`, "ETIMEDOUT")));
+    watchProgress(req, url.host, o.timeoutMs ?? DEFAULT_TIMEOUT_MS);
     req.on("response", (res) => {
       settled = true;
-      resolve({ statusCode: res.statusCode ?? 0, headers: headersOf(res), body: asBody(res) });
+      resolve({ statusCode: res.statusCode ?? 0, headers: headersOf(res), body: asBody(res, url.host) });
     });
     const b = o.body;
     if (b === undefined) req.end();

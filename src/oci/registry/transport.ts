@@ -12,10 +12,10 @@ import type { Readable } from "node:stream";
 import { OcibuildError } from "../../errors.js";
 import { VERSION } from "../../version.js";
 import { Authenticator, type TokenSender } from "../auth/authenticator.js";
-import { parseChallenges } from "../auth/challenge.js";
+import { mergeScopes, parseChallenges, scopesFromChallenge } from "../auth/challenge.js";
 import { CredentialStore } from "../auth/config.js";
 import { httpError, isCertificateError, isRetryableNetworkError, isRetryableStatus, networkError, readErrorBody } from "./errors.js";
-import { HostAgents, send, type HttpResult, type ResponseBody } from "./http.js";
+import { DEFAULT_TIMEOUT_MS, HostAgents, send, type HttpResult, type ResponseBody } from "./http.js";
 import type { RegistryOptions, RetryEvent, Scope } from "./types.js";
 
 export type Method = "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE";
@@ -48,6 +48,9 @@ export interface HttpResponse {
   body: ResponseBody;
   header(name: string): string | undefined;
 }
+
+/** A token service's answer is a few KiB of JSON; more is not a token. */
+export const MAX_TOKEN_RESPONSE_BYTES = 1024 * 1024;
 
 const DEFAULT_CERTS_DIRS = ["/etc/docker/certs.d", "/etc/containers/certs.d"];
 const SYSTEM_CA_BUNDLES = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
@@ -90,23 +93,6 @@ function firstHeader(h: string | string[] | undefined): string | undefined {
   return Array.isArray(h) ? h[0] : h;
 }
 
-/** "repository:a/b:pull,push repository:c:pull" -> scopes (other resource types are ignored). */
-export function scopesFromChallenge(param: string | undefined): Scope[] {
-  const out: Scope[] = [];
-  for (const part of (param ?? "").split(" ")) {
-    const m = /^repository:(.+):([a-z*,]+)$/.exec(part);
-    if (!m) continue;
-    const actions = m[2]!.split(",").filter((a): a is "pull" | "push" => a === "pull" || a === "push");
-    if (actions.length) out.push({ repository: m[1]!, actions });
-  }
-  return out;
-}
-
-function mergeScopes(a: Scope[], b: Scope[]): Scope[] {
-  const fresh = b.filter((s) => !a.some((x) => x.repository === s.repository && s.actions.every((act) => x.actions.includes(act))));
-  return fresh.length ? [...a, ...fresh] : a;
-}
-
 /** A short reason for a transport failure: its code, else its message. */
 export function reasonOf(e: unknown): string {
   for (let cur: unknown = e, depth = 0; cur && depth < 5; cur = (cur as { cause?: unknown }).cause, depth++) {
@@ -128,8 +114,15 @@ export class Transport {
   private readonly agents = new Map<string, HostAgents>();
   private readonly bases = new Map<string, Promise<string>>();
   private readonly userAgent: string;
+  /** A request stalled this long fails with REGISTRY_TIMEOUT (RegistryOptions.timeoutSeconds). */
+  private readonly timeoutMs: number;
 
   constructor(private readonly opts: RegistryOptions = {}) {
+    const t = opts.timeoutSeconds;
+    if (t !== undefined && !(t > 0 && Number.isFinite(t))) {
+      throw new OcibuildError("REGISTRY_OPTIONS_INVALID", `the registry timeout must be a positive number of seconds, not ${t}`);
+    }
+    this.timeoutMs = t === undefined ? DEFAULT_TIMEOUT_MS : Math.ceil(t * 1000);
     this.attempts = Math.max(1, opts.retry?.attempts ?? 5);
     this.baseDelay = opts.retry?.baseDelayMs ?? 250;
     this.maxDelay = opts.retry?.maxDelayMs ?? 10_000;
@@ -243,7 +236,7 @@ export class Transport {
   private async speaksPlainRegistry(host: string, signal?: AbortSignal): Promise<boolean> {
     try {
       const url = new URL(`http://${host}/v2/`);
-      const res = await send(url, await this.dispatcher(url), { method: "GET", headers: { "user-agent": this.userAgent }, signal, idleTimeoutMs: 10_000 });
+      const res = await send(url, await this.dispatcher(url), { method: "GET", headers: { "user-agent": this.userAgent }, signal, timeoutMs: Math.min(10_000, this.timeoutMs) });
       await res.body.dump();
       return res.headers["docker-distribution-api-version"] !== undefined && (res.statusCode === 200 || res.statusCode === 401);
     } catch {
@@ -273,7 +266,7 @@ export class Transport {
     if (isLoopbackHost(host) && (await this.speaksPlainRegistry(host, signal))) return `http://${host}`;
     try {
       const url = new URL(`https://${host}/v2/`);
-      const res = await send(url, await this.dispatcher(url), { method: "GET", headers: { "user-agent": this.userAgent }, signal, idleTimeoutMs: 30_000 });
+      const res = await send(url, await this.dispatcher(url), { method: "GET", headers: { "user-agent": this.userAgent }, signal, timeoutMs: Math.min(30_000, this.timeoutMs) });
       await res.body.dump();
       return `https://${host}`;
     } catch (e) {
@@ -309,7 +302,7 @@ export class Transport {
           if (a) headers.authorization = a;
         }
         const body = req.body ? await req.body() : undefined;
-        res = await send(url, await this.dispatcher(url), { method: req.method, headers, body, signal });
+        res = await send(url, await this.dispatcher(url), { method: req.method, headers, body, signal, timeoutMs: this.timeoutMs });
       } catch (e) {
         if (signal?.aborted) throw abortError(signal);
         if (retry && attempt < this.attempts && isRetryableNetworkError(e)) {
@@ -379,6 +372,7 @@ export class Transport {
           headers: { "user-agent": this.userAgent, ...init.headers },
           body: init.body,
           signal: init.signal,
+          timeoutMs: this.timeoutMs,
         });
         if (isRetryableStatus(res.statusCode) && attempt < this.attempts) {
           const after = parseRetryAfter(firstHeader(res.headers["retry-after"]));
@@ -386,7 +380,7 @@ export class Transport {
           await sleep(after !== undefined ? Math.min(after, 60_000) : this.backoff(attempt), init.signal);
           continue;
         }
-        return { status: res.statusCode, text: await res.body.text() };
+        return { status: res.statusCode, text: await res.body.text(MAX_TOKEN_RESPONSE_BYTES) };
       } catch (e) {
         if (init.signal?.aborted) throw abortError(init.signal);
         if (attempt < this.attempts && isRetryableNetworkError(e)) {

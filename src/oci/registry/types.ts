@@ -36,6 +36,12 @@ export interface RegistryOptions {
   authConfigPath?: string;
   /** Injected environment (DOCKER_CONFIG, REGISTRY_AUTH_FILE, HOME, PATH, NODE_EXTRA_CA_CERTS...). */
   env?: Record<string, string | undefined>;
+  /**
+   * A request whose connection moves less than 1 KiB in this many seconds while it
+   * waits on the registry fails with REGISTRY_TIMEOUT naming the host (and is retried
+   * like other network failures). Default 60.
+   */
+  timeoutSeconds?: number;
   /** Parallel blob transfers (default 4). */
   concurrency?: number;
   retry?: RetryOptions;
