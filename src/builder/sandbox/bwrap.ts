@@ -25,6 +25,7 @@ import { basename, delimiter, isAbsolute, join } from "node:path";
 import type { Writable } from "node:stream";
 import { OcibuildError } from "../../errors.js";
 import { resolveDirInRoot } from "../rootfs-path.js";
+import { privilege } from "../privilege.js";
 import { effectiveEnv, OutputTail, type Availability, type Executor, type RunResult, type RunSpec } from "./index.js";
 import { procHardeningArgs, RESOLV_CONF, sandboxMounts, splitComps } from "./bwrap-mounts.js";
 import { startSlirp, type UserNetwork } from "./network.js";
@@ -190,8 +191,11 @@ export class BwrapExecutor implements Executor {
     if (!avail.ok) throw new OcibuildError("SANDBOX_UNAVAILABLE", avail.reason ?? "bwrap is not usable here");
     if (spec.args.length === 0) throw new OcibuildError("SANDBOX_NO_COMMAND", "RUN needs a command");
     if (!isAbsolute(spec.cwd)) throw new OcibuildError("SANDBOX_BAD_CWD", `working directory "${spec.cwd}" is not absolute`);
-    const net = spec.network === "default" ? this.userNetworkTools() : undefined;
-    const setup = await this.sandboxArgs(spec, avail.processSandbox !== false);
+    // Rootless mode: slirp4netns does not attach from inside the build's user namespace yet,
+    // so RUN shares the namespace's network (the user's own: no CAP_NET_RAW over the host's).
+    const isolated = spec.network === "default" && !privilege().userNamespace;
+    const net = isolated ? this.userNetworkTools() : undefined;
+    const setup = await this.sandboxArgs({ ...spec, network: isolated || spec.network !== "default" ? spec.network : "host" }, avail.processSandbox !== false);
     const tail = new OutputTail(40);
     const outcome = await this.execute(setup, spec, tail, net);
     const { createdPaths } = setup;
