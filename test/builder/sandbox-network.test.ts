@@ -90,6 +90,13 @@ describe.skipIf(!ready)("RUN's network (needs root, bwrap, slirp4netns, busybox-
     expect(shared.out).toContain("loopback-greeting");
   });
 
+  it("a RUN as a non-root user can read /etc/resolv.conf (apt's downloads run as _apt)", async () => {
+    const r = await run(`cat /etc/resolv.conf >/dev/null && echo readable; ls -l /etc/resolv.conf`, { uid: 42, gid: 65534 });
+    expect(r.exitCode).toBe(0);
+    expect(r.out).toContain("readable");
+    expect(r.out).toContain("-rw-r--r--");
+  });
+
   const own = ownAddress();
   it.skipIf(own === undefined)("reaches a server on this machine's own non-loopback address (outbound through slirp4netns)", async () => {
     const { server, port } = await greeter(own!, "outbound-greeting");

@@ -263,11 +263,8 @@ describe.skipIf(missing !== undefined)(`rootless builds as a plain user (${missi
   }, 120_000);
 
   const debianMissing = debianBaseMissing();
-  // Skipped for a known bug: since RUN got its own network, apt's downloads (as _apt) in a rootless
-  // RUN fail to resolve the mirror here, though a root RUN and busybox's nslookup in a rootless
-  // one resolve; it passed before that change. The closing note of this session has it.
-  it.skip(
-    `a Debian base: apt-get install, useradd and chown in RUN; the CMD runs; the same as root (skipped: known bug, apt cannot resolve the mirror in a rootless RUN; ${debianMissing ?? "needs root and mmdebstrap"})`,
+  it.skipIf(debianMissing !== undefined)(
+    `a Debian base: apt-get install, useradd and chown in RUN; the CMD runs; the same as root (${debianMissing ?? "needs root and mmdebstrap"})`,
     async () => {
       const layout = await debianLayout(join(resolve(__dirname, "../.."), ".cache", "test-debian"));
       const debian = `${reg.host}/base/debian:bookworm`;

@@ -121,7 +121,8 @@ export async function sandboxMounts(spec: RunSpec, hostFiles: readonly string[],
     if (spec.network === "default" && f === RESOLV_CONF) {
       // Read at each RUN: the host's resolver can change during a long build.
       resolvConf = sandboxResolvConf(await readFile(f, "utf8"));
-      args.push("--ro-bind-data", String(resolvFd), f);
+      // Readable by every user, as the host's is: apt resolves as _apt (bwrap's data files are 0600).
+      args.push("--perms", "0644", "--ro-bind-data", String(resolvFd), f);
     } else args.push("--ro-bind", f, f);
   }
   for (const m of spec.extraMounts ?? []) {
