@@ -7,7 +7,6 @@
  */
 import { rename, rm, stat } from "node:fs/promises";
 import { PassThrough, Readable } from "node:stream";
-import pLimit from "p-limit";
 import { writeDockerArchive } from "../oci/docker-archive.js";
 import { OciLayout } from "../oci/layout.js";
 import { type ArchiveImage, writeOciArchive } from "../oci/oci-archive.js";
@@ -133,10 +132,6 @@ export async function pushArtifact(a: BuiltArtifact, refs: ImageReference[], src
   }
   // The index last, once every manifest it names is in place.
   for (const r of tagged) await src.registry.putManifest(r, a.index, src.signal);
-}
-
-function bytesStream(bytes: Uint8Array): NodeJS.ReadableStream {
-  return Readable.from([Buffer.from(bytes)]);
 }
 
 /** One layer into an output layout; a corrupt cached copy of a registry layer is fetched again from its registry, once. */

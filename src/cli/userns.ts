@@ -13,11 +13,11 @@
  * `unshare`, held at a shell's `read` until the maps are written from outside.
  */
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
+import { readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { userInfo } from "node:os";
-import { delimiter, join } from "node:path";
 import { NAMESPACE_HINT } from "../builder/sandbox/index.js";
 import { OcibuildError } from "../errors.js";
+import { which } from "../which.js";
 
 /**
  * Set in the environment of the CLI started inside the namespace ("range" or
@@ -51,14 +51,6 @@ function readRange(file: string, user: string, id: number): SubIdRange | undefin
   }
 }
 
-function which(name: string, env: Record<string, string | undefined>): string | undefined {
-  for (const dir of (env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(delimiter)) {
-    if (dir !== "" && existsSync(join(dir, name))) return join(dir, name);
-  }
-  for (const dir of ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]) if (existsSync(join(dir, name))) return join(dir, name);
-  return undefined;
-}
-
 export interface UsernsPlan {
   unshare: string;
   uid: number;
@@ -76,7 +68,7 @@ export interface UsernsPlan {
 export function planUserNamespace(env: Record<string, string | undefined>): UsernsPlan {
   const uid = process.getuid!();
   const gid = process.getgid!();
-  const unshare = which("unshare", env);
+  const unshare = which("unshare", env.PATH);
   if (unshare === undefined) {
     throw new OcibuildError("ROOTLESS_UNAVAILABLE", "rootless mode needs util-linux's unshare, which is not installed", {
       hint: "install util-linux, or use --executor buildkit with a BuildKit daemon",
@@ -97,8 +89,8 @@ export function planUserNamespace(env: Record<string, string | undefined>): User
   }
   const subuid = readRange(env.OCIBUILD_SUBUID_FILE ?? "/etc/subuid", name, uid);
   const subgid = readRange(env.OCIBUILD_SUBGID_FILE ?? "/etc/subgid", name, uid);
-  const newuidmap = which("newuidmap", env);
-  const newgidmap = which("newgidmap", env);
+  const newuidmap = which("newuidmap", env.PATH);
+  const newgidmap = which("newgidmap", env.PATH);
   if (subuid && subgid && newuidmap && newgidmap) {
     return { unshare, uid, gid, ranges: { uid: subuid, gid: subgid, newuidmap, newgidmap } };
   }

@@ -21,9 +21,10 @@ import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { constants as osConstants } from "node:os";
 import { chown, realpath } from "node:fs/promises";
-import { basename, delimiter, isAbsolute, join } from "node:path";
+import { basename, isAbsolute } from "node:path";
 import type { Writable } from "node:stream";
 import { OcibuildError } from "../../errors.js";
+import { which } from "../../which.js";
 import { resolveDirInRoot } from "../rootfs-path.js";
 import { privilege } from "../privilege.js";
 import { effectiveEnv, OutputTail, type Availability, type Executor, type RunResult, type RunSpec } from "./index.js";
@@ -52,16 +53,6 @@ export interface BwrapOptions {
   slirp4netns?: string;
   /** unshare(1), which starts bwrap in a new network namespace; default: found on the host PATH. */
   unshare?: string;
-}
-
-function which(name: string): string | undefined {
-  if (isAbsolute(name)) return existsSync(name) ? name : undefined;
-  for (const dir of (process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(delimiter)) {
-    if (dir === "") continue;
-    const p = join(dir, name);
-    if (existsSync(p)) return p;
-  }
-  return undefined;
 }
 
 function exec(cmd: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
