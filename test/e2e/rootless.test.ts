@@ -6,8 +6,7 @@
  * the building user's uid.
  */
 import { execFile } from "node:child_process";
-import { createHash } from "node:crypto";
-import { chmod, chown, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, writeFile } from "node:fs/promises";
+import { chmod, chown, lstat, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
@@ -16,6 +15,7 @@ import { copy } from "../../src/api.js";
 import { pushBusyboxBase } from "../../src/testing/busybox.js";
 import { debianBaseMissing, debianLayout } from "../../src/testing/debian.js";
 import { haveRegistry, startRegistry, type TestRegistry } from "../helpers/registry.js";
+import { describeTree, treeDifferences } from "../helpers/tree.js";
 import { cli, have, isRoot, run } from "../helpers/tools.js";
 
 const pexec = promisify(execFile);
@@ -75,33 +75,6 @@ async function asUser(u: TestUser, args: string[], cwd: string, home = u.home): 
       (err, stdout, stderr) => done({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr }),
     );
   });
-}
-
-/** path -> "type mode uid:gid [target|content hash]"; `withContent` false leaves content out. */
-async function describeTree(root: string, withContent = true): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
-  const walk = async (dir: string, rel: string): Promise<void> => {
-    for (const name of (await readdir(dir)).sort()) {
-      const p = join(dir, name);
-      const r = rel ? `${rel}/${name}` : name;
-      const st = await lstat(p);
-      let what = "other";
-      if (st.isDirectory()) what = "dir";
-      else if (st.isSymbolicLink()) what = `link ${await readlink(p)}`;
-      else if (st.isFile()) what = withContent ? `file ${createHash("sha256").update(await readFile(p)).digest("hex").slice(0, 16)}` : "file";
-      out.set(r, `${what} ${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid}`);
-      if (st.isDirectory()) await walk(p, r);
-    }
-  };
-  await walk(root, "");
-  return out;
-}
-
-function differences(a: Map<string, string>, b: Map<string, string>): string[] {
-  const out: string[] = [];
-  for (const [p, v] of a) if (b.get(p) !== v) out.push(`${p}: rootless ${v}, root ${b.get(p) ?? "absent"}`);
-  for (const [p, v] of b) if (!a.has(p)) out.push(`${p}: rootless absent, root ${v}`);
-  return out;
 }
 
 async function ownedBy(root: string, uid: number): Promise<string[]> {
@@ -192,7 +165,7 @@ describe.skipIf(missing !== undefined)(`rootless builds as a plain user (${missi
     const asRoot = `${reg.host}/rootless/root:v1`;
     const rr = await cli(["-t", asRoot, "--build-arg", `BASE=${busybox}`, "--cache-dir", join(work, "root-cache"), ctx]);
     expect(rr.stderr).not.toMatch(/error\[/);
-    expect(differences(await describeTree(rootless), await describeTree(await unpack(asRoot, "root")))).toEqual([]);
+    expect(treeDifferences(await describeTree(rootless), await describeTree(await unpack(asRoot, "root")), ["rootless", "root"])).toEqual([]);
   }, 180_000);
 
   it("a rebuild by the same user takes every step from its cache", async () => {
@@ -298,7 +271,7 @@ describe.skipIf(missing !== undefined)(`rootless builds as a plain user (${missi
       const rr = await cli(["-t", asRoot, "--build-arg", `BASE=${debian}`, "--cache-dir", join(work, "root-cache"), ctx]);
       expect(rr.stderr).not.toMatch(/error\[/);
       // apt and useradd write dates and logs: files, modes and owners are compared, not content.
-      const diff = differences(await describeTree(rootless, false), await describeTree(await unpack(asRoot, "debian-root"), false));
+      const diff = treeDifferences(await describeTree(rootless, false), await describeTree(await unpack(asRoot, "debian-root"), false), ["rootless", "root"]);
       expect(diff).toEqual([]);
     },
     600_000,
