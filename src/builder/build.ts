@@ -19,7 +19,6 @@ import type { BuildEvent, EventSink } from "./events.js";
 import { artifactSize, assembleImage, assembleIndex, topBlob, type BuiltArtifact, type BuiltImage } from "./image.js";
 import { pushArtifact, writeOutputs, type BuildOutput } from "./output.js";
 import { LayerStore } from "./layer-store.js";
-import { closeNativeHelper } from "./native-helper.js";
 import { BwrapExecutor } from "./sandbox/bwrap.js";
 import type { Executor } from "./sandbox/index.js";
 import type { SourceTree } from "./sources.js";
@@ -293,7 +292,6 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     emit({ type: "result", digest: result.digest, references, size: result.size });
     return result;
   } finally {
-    closeNativeHelper();
     await agents?.stop();
     await registry.close().catch(() => {});
     await rm(scratchDir, { recursive: true, force: true });
