@@ -4,7 +4,8 @@
 // dependencies') one file at a time cost ~150-250 ms of every run; one file, compiled from
 // a V8 code cache that bin/ocibuild keeps beside it, costs a fraction of that. The
 // library (dist/index.js) stays tsc's ES modules; only the command line uses the bundle.
-// gRPC is left out (required from node_modules when --executor buildkit loads it).
+// gRPC is left out (required from node_modules when --executor buildkit loads it), and so
+// is koffi (a native module: required from node_modules at the first xattr, mknod or mount).
 import { build } from "esbuild";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -17,6 +18,6 @@ await build({
   format: "cjs",
   target: "node20",
   outfile: join(root, "dist/ocibuild.cjs"),
-  external: ["@grpc/grpc-js"],
+  external: ["@grpc/grpc-js", "koffi"],
   logLevel: "warning",
 });

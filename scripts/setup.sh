@@ -19,7 +19,6 @@ check qemu-aarch64-static qemu-user-static
 check htpasswd apache2-utils
 check openssl openssl
 check git git
-check python3 python3-minimal
 check setpriv util-linux
 check xz xz-utils
 check bzip2 bzip2

@@ -38,4 +38,3 @@ export type { BuildkitExecutorOptions, DaemonInfo, RemoteMount } from "./builder
 export { BwrapExecutor } from "./builder/sandbox/bwrap.js";
 export type { Executor, RunSpec, RunResult, RemoteRunSpec, RemoteRunResult } from "./builder/sandbox/index.js";
 export { setupBinfmt, emulationStatus } from "./builder/emulation.js";
-export { closeNativeHelper } from "./builder/native-helper.js";

@@ -23,7 +23,6 @@ import { checkOutputPaths, pushArtifact, pushTargets, writeOutputs, type BuildOu
 import { makeDirs, pathError } from "../user-path.js";
 import { checkPushPermissions } from "./push-check.js";
 import { LayerStore } from "./layer-store.js";
-import { closeNativeHelper } from "./native-helper.js";
 import { BwrapExecutor } from "./sandbox/bwrap.js";
 import type { Executor } from "./sandbox/index.js";
 import type { SourceTree } from "./sources.js";
@@ -382,7 +381,6 @@ async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildRe
     emit({ type: "result", digest: result.digest, references, size: result.size });
     return result;
   } finally {
-    closeNativeHelper();
     await agents?.stop();
     await registry.close().catch(() => {});
     await rm(scratchDir, { recursive: true, force: true });

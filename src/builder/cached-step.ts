@@ -22,7 +22,6 @@ import type { ArgSources } from "./steps/arg.js";
 import { copyKeyFiles, executeCopy, prepareCopy, type CopyPrep } from "./steps/copy.js";
 import { hashMatches } from "./copy-tree.js";
 import { parseMounts, type MountSpec } from "./mounts.js";
-import { warmNativeHelper } from "./native-helper.js";
 import { selectSources } from "./sources.js";
 import { executeStep } from "./steps/index.js";
 import { runArgs } from "./steps/run.js";
@@ -264,10 +263,6 @@ export async function cachedStep(
       : undefined;
     return { state: spec.applyHit(rec, layer), key, cached: true, savedSeconds: rec.seconds, reusedBytes: rec.layer?.size ?? 0, instruction: shown };
   }
-  // A step is to be built: the filesystem helper process (xattrs, devices, overlay
-  // mounts) starts now, while the miss is explained and the base made ready. A fully
-  // cached build never starts it.
-  if (!cache.dryRun && FS_KINDS.has(instr.kind)) warmNativeHelper();
   let reason: string;
   if (cache.noLookup) reason = "cache disabled (--no-cache)";
   else if (found.corrupt) reason = `${found.corrupt}`;

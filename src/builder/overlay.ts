@@ -6,14 +6,17 @@
  */
 import { spawn } from "node:child_process";
 import { constants as fsc } from "node:fs";
-import { chmod, copyFile, lchown, link, lutimes, mkdir, readlink, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { chmod, copyFile, lchown, link, lutimes, mkdir, open, readlink, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { OcibuildError } from "../errors.js";
 import { isRealRoot } from "./privilege.js";
 import { splitDev } from "../oci/tar-entries.js";
 import { LowerView, type LowerEntry } from "./rootfs-lowerview.js";
-import { getXattrs, mknod, setXattrs, type XattrOp } from "./rootfs-native.js";
-import { NativeCallError, nativeHelper } from "./native-helper.js";
+import { getXattrs, mknod, mountFs, NativeCallError, setXattrs, umount, type XattrOp } from "./rootfs-native.js";
+
+const MNT_DETACH = 2;
+/** Lower layers one overlay mount takes: "/proc/self/fd/NNNN/l/NNN:" each, all in a 4 KiB page with the other options. */
+const MAX_LOWER_DIRS = 150;
 
 export interface MountedRoot {
   /** The merged tree to run in and to read from. */
@@ -45,7 +48,8 @@ export interface MountOptions {
   forceCopy?: boolean;
   /**
    * Above this many lower layers, the bottom ones are flattened into one copied
-   * directory first (overlayfs stacks at most 500, and each costs lookups). Default 128.
+   * directory first (each costs lookups, and ~24 bytes of the one-page mount
+   * options). Default 128, at most MAX_LOWER_DIRS.
    */
   maxLowerDirs?: number;
 }
@@ -61,39 +65,42 @@ function run(cmd: string, args: string[], cwd?: string, signal?: AbortSignal): P
 }
 
 /**
- * mount(2) of an overlay at `cwd`/merged with the given option string (relative
- * paths resolve against `cwd`). Through the helper (no process per mount), else
- * the mount command. Returns "" on success, otherwise the reason.
+ * mount(2) of an overlay at `dir`/merged with the option string `data(prefix)`,
+ * where `prefix` leads to `dir`. In-process the prefix is /proc/self/fd/N/ of an
+ * open descriptor of `dir` (short however deep `dir` is, and no chdir); the mount
+ * command, where the native calls cannot be loaded, runs in `dir` with an empty
+ * prefix. Returns "" on success, otherwise the reason.
  */
-async function mountOverlay(cwd: string, data: string, signal?: AbortSignal): Promise<string> {
+async function mountOverlay(dir: string, data: (prefix: string) => string, signal?: AbortSignal): Promise<string> {
   signal?.throwIfAborted();
+  const fd = await open(dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
   try {
-    // No signal here: an abort must not leave a mount nobody knows about; it is checked right after.
-    await nativeHelper().call("mount", { cwd, source: "overlay", target: "merged", fstype: "overlay", data });
+    await mountFs("overlay", join(dir, "merged"), "overlay", data(`/proc/self/fd/${fd.fd}/`), signal);
+    // An abort that came while the kernel mounted: undo it here, nobody else knows of it.
     if (signal?.aborted) {
-      await unmountOverlay(join(cwd, "merged"));
+      await unmountOverlay(join(dir, "merged"));
       signal.throwIfAborted();
     }
     return "";
   } catch (e) {
-    if (e instanceof NativeCallError && e.errno !== "") return e.message;
-    if (signal?.aborted) throw e;
-    // No helper, or it cannot make system calls (no ctypes): the mount command.
+    if (e instanceof NativeCallError) return e.message;
+    if (signal?.aborted || !(e instanceof OcibuildError) || e.code !== "ROOTFS_NATIVE_UNAVAILABLE") throw e;
+  } finally {
+    await fd.close();
   }
-  const r = await run("mount", ["-t", "overlay", "overlay", "-o", data, "merged"], cwd, signal);
+  const r = await run("mount", ["-t", "overlay", "overlay", "-o", data(""), "merged"], dir, signal);
   return r.code === 0 ? "" : r.stderr.trim() || `mount exited with ${r.code}`;
 }
 
-/** umount(2) (lazily, MNT_DETACH, when busy), through the helper or the umount command. */
+/** umount(2) (lazily, MNT_DETACH, when busy), in-process or through the umount command. */
 async function unmountOverlay(target: string): Promise<string> {
-  const helper = nativeHelper();
   try {
-    await helper.call("umount", { target, flags: 0 });
+    await umount(target);
     return "";
   } catch (e) {
-    if (e instanceof NativeCallError && e.errno !== "") {
+    if (e instanceof NativeCallError) {
       try {
-        await helper.call("umount", { target, flags: 2 });
+        await umount(target, MNT_DETACH);
         return "";
       } catch (e2) {
         return (e2 as Error).message;
@@ -105,7 +112,6 @@ async function unmountOverlay(target: string): Promise<string> {
   const lazy = await run("umount", ["-l", target]);
   return lazy.code === 0 ? "" : r.stderr.trim();
 }
-
 
 /**
  * Copy the merged view of `lowerDirs` (bottom first) into `dest` (an empty dir),
@@ -187,7 +193,7 @@ export async function mountRoot(lowerDirs: string[], scratchDir: string, opts: M
 
   let lowers = [...lowerDirs];
   if (!opts.forceCopy) {
-    const max = opts.maxLowerDirs ?? 128;
+    const max = Math.min(opts.maxLowerDirs ?? 128, MAX_LOWER_DIRS);
     if (lowers.length > max) {
       const flat = join(scratchDir, "flat");
       const cut = lowers.length - max + 1;
@@ -199,7 +205,8 @@ export async function mountRoot(lowerDirs: string[], scratchDir: string, opts: M
     }
     await mkdir(upper, { recursive: true });
     await mkdir(work, { recursive: true });
-    // Short relative names keep the mount options under the page-size limit however deep scratchDir is.
+    // Short names (l/0, l/1... behind a /proc/self/fd prefix) keep the mount options under
+    // the page-size limit however deep scratchDir is.
     const l = join(scratchDir, "l");
     await rm(l, { recursive: true, force: true });
     await mkdir(l);
@@ -208,10 +215,9 @@ export async function mountRoot(lowerDirs: string[], scratchDir: string, opts: M
       lowers = [join(scratchDir, "empty")];
     }
     for (let i = 0; i < lowers.length; i++) await symlink(lowers[i]!, join(l, String(i)));
-    const lowerOpt = lowers.map((_, i) => `l/${lowers.length - 1 - i}`).join(":");
-    const basic = [`lowerdir=${lowerOpt}`, "upperdir=upper", "workdir=work"];
+    const lowerOpt = (p: string) => lowers.map((_, i) => `${p}l/${lowers.length - 1 - i}`).join(":");
     // Outside the initial user namespace overlayfs keeps its metadata in user.overlay.* xattrs.
-    if (!isRealRoot()) basic.push("userxattr");
+    const basic = (p: string) => [`lowerdir=${lowerOpt(p)}`, `upperdir=${p}upper`, `workdir=${p}work`, ...(isRealRoot() ? [] : ["userxattr"])];
     // Plain copy-up semantics (whole files, no redirects, no index) keep the upperdir a
     // self-contained change; kernels that do not know an option get the plain mount.
     // `volatile` (Linux 5.10+): no syncs to the upper filesystem. Without it, every
@@ -219,11 +225,11 @@ export async function mountRoot(lowerDirs: string[], scratchDir: string, opts: M
     // after a step on a freshly extracted base, all of it writing back the base's
     // files. A step's upper dir is thrown away or kept as a cache layer, never needed
     // to survive a crash more than any other file the build writes without fsync.
-    const plain = [...basic, "index=off", "metacopy=off", "redirect_dir=off"];
+    const plain = (p: string) => [...basic(p), "index=off", "metacopy=off", "redirect_dir=off"];
     let failure = "";
-    for (const o of [[...plain, "volatile"], plain, basic]) {
+    for (const o of [(p: string) => [...plain(p), "volatile"], plain, basic]) {
       try {
-        failure = await mountOverlay(scratchDir, o.join(","), signal);
+        failure = await mountOverlay(scratchDir, (p) => o(p).join(","), signal);
       } catch (e) {
         if (signal?.aborted) throw new OcibuildError("ROOTFS_ABORTED", "mounting the stage root was aborted", { cause: e });
         failure = (e as Error).message;

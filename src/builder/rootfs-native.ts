@@ -1,23 +1,90 @@
 /**
- * The few filesystem calls Node has no API for: mknod (device nodes, fifos,
- * overlay whiteouts) and extended attributes. All go through the one long-lived
- * helper process (native-helper.ts), batched where the caller has many paths;
- * mknod falls back to coreutils' `mknod` where the helper cannot run. Paths handed
- * here are already resolved inside the root by the caller; nothing follows a
- * final symlink.
+ * The few filesystem calls Node has no API for: extended attributes, mknod
+ * (device nodes, fifos, overlay whiteouts) and mount/umount. They are made
+ * in-process through the C library (libc.ts, over koffi), loaded on the first
+ * call that needs it. The xattr calls take microseconds and are made
+ * synchronously: a batch over many paths runs in slices of a few milliseconds
+ * with the event loop served between them, and an abort is seen between slices.
+ * mount and umount run on a worker thread. Where the native module cannot be
+ * loaded, mknod and mount fall back to the coreutils/util-linux commands and
+ * xattrs fail with ROOTFS_XATTR_UNSUPPORTED. Paths handed here are already
+ * resolved inside the root by the caller; nothing follows a final symlink.
  */
 import { spawn } from "node:child_process";
+import { chmod, readdir } from "node:fs/promises";
+import { join } from "node:path";
+import { constants as osc } from "node:os";
+import { getSystemErrorName } from "node:util";
 import { OcibuildError } from "../errors.js";
 import { isRealRoot } from "./privilege.js";
-import { NativeCallError, nativeHelper } from "./native-helper.js";
+import type { Libc } from "./libc.js";
 
 export type NodeKind = "char" | "block" | "fifo";
 
-function isUnavailable(e: unknown): boolean {
-  return e instanceof OcibuildError && e.code === "ROOTFS_HELPER_UNAVAILABLE";
+const ERANGE = osc.errno.ERANGE;
+
+/** A failed system call: the C library's message, and the errno name ("EPERM"). */
+export class NativeCallError extends Error {
+  constructor(
+    message: string,
+    readonly errno: string,
+  ) {
+    super(message);
+  }
 }
 
-/** coreutils mknod, for machines without python3. */
+/**
+ * The C library bindings, loaded on first use (the module system keeps them). A
+ * native module that cannot be loaded (no prebuilt binary for this platform, a
+ * broken install) is ROOTFS_NATIVE_UNAVAILABLE, for the callers' fallbacks.
+ */
+async function native(): Promise<Libc> {
+  let loaded: Libc | undefined;
+  try {
+    loaded = (await import("./libc.js")).libc;
+  } catch (e) {
+    throw unavailable(e);
+  }
+  // The CLI bundle initialises a module once: after a failed first load its exports stay unset.
+  if (loaded === undefined) throw unavailable(new Error("the native module failed to load earlier in this process"));
+  return loaded;
+}
+
+function unavailable(cause: unknown): OcibuildError {
+  return new OcibuildError("ROOTFS_NATIVE_UNAVAILABLE", `the native filesystem calls (koffi) could not be loaded: ${(cause as Error).message}`, {
+    cause,
+    hint: "reinstall ocibuild with its dependencies (npm installs koffi's prebuilt binary for linux x64 and arm64)",
+  });
+}
+
+function callError(c: Libc, what: string, r: number): NativeCallError {
+  return new NativeCallError(`${what}: ${c.strerror(-r)}`, getSystemErrorName(r));
+}
+
+function aborted(signal: AbortSignal): OcibuildError {
+  return new OcibuildError("ROOTFS_ABORTED", "the filesystem call was aborted", { cause: signal.reason });
+}
+
+/** Run `each` over `items`, yielding to the event loop every few milliseconds and checking `signal` then. */
+async function sliced<T>(items: readonly T[], signal: AbortSignal | undefined, each: (item: T, index: number) => void): Promise<void> {
+  const budgetMs = 4;
+  let i = 0;
+  while (i < items.length) {
+    if (signal?.aborted) throw aborted(signal);
+    const start = performance.now();
+    do {
+      each(items[i]!, i);
+      i++;
+    } while (i < items.length && (i % 64 !== 0 || performance.now() - start < budgetMs));
+    if (i < items.length) await new Promise((r) => setImmediate(r));
+  }
+}
+
+function isUnavailable(e: unknown): boolean {
+  return e instanceof OcibuildError && e.code === "ROOTFS_NATIVE_UNAVAILABLE";
+}
+
+/** coreutils mknod, where the native module cannot be loaded. */
 function mknodTool(args: string[], signal?: AbortSignal): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn("mknod", args, { stdio: ["ignore", "ignore", "pipe"], signal });
@@ -28,17 +95,24 @@ function mknodTool(args: string[], signal?: AbortSignal): Promise<{ code: number
   });
 }
 
+const S_IF: Record<NodeKind, number> = { char: 0o020000, block: 0o060000, fifo: 0o010000 };
+
 /** mknod(2) with exactly `mode` (no umask). Throws OcibuildError ROOTFS_MKNOD_FAILED with the system's message. */
 export async function mknod(hostPath: string, kind: NodeKind, mode: number, major = 0, minor = 0, signal?: AbortSignal): Promise<void> {
   const details = { path: hostPath, kind, major, minor };
-  try {
-    await nativeHelper().call("mknod", { path: hostPath, kind, mode: mode & 0o7777, major, minor }, signal);
-    return;
-  } catch (e) {
-    if (e instanceof NativeCallError) {
-      throw new OcibuildError("ROOTFS_MKNOD_FAILED", `mknod ${hostPath} failed: ${e.message}`, { details: { ...details, errno: e.errno } });
+  if (signal?.aborted) throw aborted(signal);
+  const c = await native().catch((e: unknown) => (isUnavailable(e) ? undefined : Promise.reject(e)));
+  if (c?.mknod !== undefined) {
+    const r = c.mknod(hostPath, S_IF[kind] | (mode & 0o777), major, minor);
+    if (r < 0) {
+      throw new OcibuildError("ROOTFS_MKNOD_FAILED", `mknod ${hostPath} failed: ${c.strerror(-r)}`, { details: { ...details, errno: getSystemErrorName(r) } });
     }
-    if (!isUnavailable(e)) throw e;
+    try {
+      await chmod(hostPath, mode & 0o7777);
+    } catch (e) {
+      throw new OcibuildError("ROOTFS_MKNOD_FAILED", `chmod ${hostPath} failed: ${(e as Error).message}`, { cause: e, details });
+    }
+    return;
   }
   const args = ["-m", (mode & 0o7777).toString(8), "--", hostPath, kind === "char" ? "c" : kind === "block" ? "b" : "p"];
   if (kind !== "fifo") args.push(String(major), String(minor));
@@ -52,79 +126,152 @@ export async function mknod(hostPath: string, kind: NodeKind, mode: number, majo
   if (r.code !== 0) throw new OcibuildError("ROOTFS_MKNOD_FAILED", `mknod ${hostPath} failed: ${r.stderr.trim()}`, { details });
 }
 
+/**
+ * mount(2) with no flags (paths in `data` as the caller gives them). Throws
+ * NativeCallError when the kernel refuses, ROOTFS_NATIVE_UNAVAILABLE without the
+ * native module. `signal` is checked before the call only: once made, it runs to
+ * its end, and the caller checks the signal after it (and unmounts).
+ */
+export async function mountFs(source: string, target: string, fstype: string, data: string, signal?: AbortSignal): Promise<void> {
+  const c = await native();
+  if (signal?.aborted) throw aborted(signal);
+  const r = await c.mount(source, target, fstype, data);
+  if (r < 0) throw callError(c, "mount", r);
+}
+
+/** umount2(2); `flags` 2 is MNT_DETACH. Throws as mountFs does. */
+export async function umount(target: string, flags = 0): Promise<void> {
+  const c = await native();
+  const r = await c.umount2(target, flags);
+  if (r < 0) throw callError(c, "umount", r);
+}
+
 export interface XattrOp {
   path: string;
   name: string;
   value: Buffer;
 }
 
-function helperFailed(what: string, e: unknown): unknown {
-  if (e instanceof NativeCallError) return new OcibuildError("ROOTFS_XATTR_FAILED", `${what} failed: ${e.message}`, { cause: e });
-  if (isUnavailable(e)) {
-    const u = e as OcibuildError;
-    return new OcibuildError("ROOTFS_XATTR_UNSUPPORTED", `extended attributes need python3, which could not be run: ${u.message}`, {
+async function xattrNative(what: string): Promise<Libc> {
+  try {
+    return await native();
+  } catch (e) {
+    if (!isUnavailable(e)) throw e;
+    throw new OcibuildError("ROOTFS_XATTR_UNSUPPORTED", `${what} needs the native filesystem calls: ${(e as Error).message}`, {
       cause: e,
-      hint: "install python3 (Debian: apt-get install python3-minimal)",
+      hint: (e as OcibuildError).hint,
     });
   }
-  return e;
 }
 
 /**
  * Set extended attributes (never following a final symlink). Failures of single
- * attributes are returned as messages (the caller warns); a missing helper throws.
+ * attributes are returned as messages (the caller warns); a missing native module throws.
  */
 export async function setXattrs(ops: XattrOp[], signal?: AbortSignal): Promise<string[]> {
   if (ops.length === 0) return [];
-  let failed: { p: string; n: string; e: string }[];
-  try {
-    failed = await nativeHelper().call("set", { ops: ops.map((o) => ({ p: o.path, n: o.name, v: o.value.toString("base64") })) }, signal);
-  } catch (e) {
-    throw helperFailed("setting extended attributes", e);
-  }
-  return failed.map((f) => `cannot set xattr ${f.n} on ${f.p}: ${f.e}`);
+  const c = await xattrNative("setting extended attributes");
+  const failed: string[] = [];
+  await sliced(ops, signal, (o) => {
+    const r = c.lsetxattr(o.path, o.name, o.value);
+    if (r < 0) failed.push(`cannot set xattr ${o.name} on ${o.path}: ${c.strerror(-r)}`);
+  });
+  return failed;
 }
+
+/** Namespaces never reported: overlayfs' own attributes and SELinux labels (the host's, not the image's). */
+const SKIP = ["trusted.overlay.", "user.overlay.", "security.selinux"];
+
+/**
+ * A buffer for llistxattr/lgetxattr that grows when a list or value does not fit.
+ * The kernel allocates (and zeroes) as much as it is offered on every call, so a
+ * small first offer is the cheap one: 64 KiB each time cost twice the call.
+ */
+class XattrBuffer {
+  bytes = Buffer.allocUnsafe(256);
+
+  /** The names of `path`, NUL-terminated, into `bytes`; their length, or -errno. */
+  list(c: Libc, path: string): number {
+    let n = c.llistxattr(path, this.bytes);
+    while (n === -ERANGE && (n = this.grow(c.llistxattr(path, EMPTY))) >= 0) n = c.llistxattr(path, this.bytes);
+    return n;
+  }
+
+  /** The value of `nameZ` (NUL-terminated) into `bytes`; its length, or -errno. */
+  get(c: Libc, path: string, nameZ: Buffer): number {
+    let n = c.lgetxattr(path, nameZ, this.bytes);
+    while (n === -ERANGE && (n = this.grow(c.lgetxattr(path, nameZ, EMPTY))) >= 0) n = c.lgetxattr(path, nameZ, this.bytes);
+    return n;
+  }
+
+  /** Room for `need` bytes (the size a call with an empty buffer reported), or the error it gave. */
+  private grow(need: number): number {
+    if (need >= 0) this.bytes = Buffer.allocUnsafe(Math.max(need, this.bytes.length * 2));
+    return need;
+  }
+}
+const EMPTY = Buffer.alloc(0);
 
 /**
  * Extended attributes of `paths` (never following a final symlink), without
- * overlayfs' own and SELinux labels. Paths with none are absent from the result.
+ * overlayfs' own and SELinux labels. Paths with none, or unreadable, are absent from the result.
  */
 export async function getXattrs(paths: string[], signal?: AbortSignal): Promise<Map<string, Record<string, Buffer>>> {
   const out = new Map<string, Record<string, Buffer>>();
   if (paths.length === 0) return out;
-  let found: Record<string, Record<string, string>>;
-  try {
-    found = await nativeHelper().call("get", { paths }, signal);
-  } catch (e) {
-    throw helperFailed("reading extended attributes", e);
-  }
-  for (const [p, xs] of Object.entries(found)) {
-    const x: Record<string, Buffer> = {};
-    for (const [k, v] of Object.entries(xs)) x[k] = Buffer.from(v, "base64");
-    out.set(p, x);
-  }
+  const c = await xattrNative("reading extended attributes");
+  const list = new XattrBuffer();
+  const value = new XattrBuffer();
+  await sliced(paths, signal, (p) => {
+    const n = list.list(c, p);
+    if (n <= 0) return;
+    const names = list.bytes;
+    let found: Record<string, Buffer> | undefined;
+    for (let start = 0; start < n; ) {
+      const end = names.indexOf(0, start);
+      const name = names.toString("utf8", start, end);
+      const nameZ = names.subarray(start, end + 1);
+      start = end + 1;
+      if (SKIP.some((s) => name.startsWith(s))) continue;
+      const m = value.get(c, p, nameZ);
+      if (m < 0) continue; // removed since it was listed
+      (found ??= {})[name] = Buffer.from(value.bytes.subarray(0, m));
+    }
+    if (found !== undefined) out.set(p, found);
+  });
   return out;
 }
 
-/** For each directory in `paths`, whether it is marked overlay-opaque (either namespace). One round trip. */
-export async function areOpaque(paths: string[], signal?: AbortSignal): Promise<boolean[]> {
-  if (paths.length === 0) return [];
-  try {
-    return await nativeHelper().call<boolean[]>("opaque", { paths }, signal);
-  } catch (e) {
-    throw helperFailed("reading overlay attributes", e);
-  }
+const OPAQUE = ["trusted.overlay.opaque", "user.overlay.opaque"].map((n) => Buffer.from(`${n}\0`));
+
+function isOpaque(c: Libc, path: string, value: Buffer): boolean {
+  return OPAQUE.some((name) => c.lgetxattr(path, name, value) === 1 && value[0] === 0x79 /* "y" */);
 }
 
-/** Root-relative paths ("" for the root itself) of directories marked overlay-opaque under `dir`. */
+/** For each directory in `paths`, whether it is marked overlay-opaque (either namespace). */
+export async function areOpaque(paths: string[], signal?: AbortSignal): Promise<boolean[]> {
+  if (paths.length === 0) return [];
+  const c = await xattrNative("reading overlay attributes");
+  const value = Buffer.allocUnsafe(16);
+  const out = new Array<boolean>(paths.length);
+  await sliced(paths, signal, (p, i) => (out[i] = isOpaque(c, p, value)));
+  return out;
+}
+
+/** Root-relative paths ("" for the root itself) of directories marked overlay-opaque under `dir` (symlinks not followed). */
 export async function findOpaqueDirs(dir: string, signal?: AbortSignal): Promise<Set<string>> {
-  let found: string[];
-  try {
-    found = await nativeHelper().call<string[]>("opaque-walk", { root: dir }, signal);
-  } catch (e) {
-    throw helperFailed(`reading overlay attributes under ${dir}`, e);
-  }
-  return new Set(found.map((rel) => (rel === "." ? "" : rel)));
+  const c = await xattrNative(`reading overlay attributes under ${dir}`);
+  const value = Buffer.allocUnsafe(16);
+  const found = new Set<string>();
+  const walk = async (rel: string): Promise<void> => {
+    if (signal?.aborted) throw aborted(signal);
+    const path = rel === "" ? dir : join(dir, rel);
+    if (isOpaque(c, path, value)) found.add(rel);
+    const entries = await readdir(path, { withFileTypes: true }).catch(() => []);
+    for (const e of entries) if (e.isDirectory()) await walk(rel === "" ? e.name : `${rel}/${e.name}`);
+  };
+  await walk("");
+  return found;
 }
 
 /** The overlay xattr that marks a directory opaque, for the mounter's privilege. */

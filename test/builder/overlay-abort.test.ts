@@ -4,9 +4,7 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { OcibuildError } from "../../src/errors.js";
 import { mountRoot } from "../../src/builder/overlay.js";
-import { nativeHelper } from "../../src/builder/native-helper.js";
-import { findOpaqueDirs } from "../../src/builder/rootfs-native.js";
-import { canOverlay, haveTool } from "../../testdata/builder/fixtures.js";
+import { canOverlay } from "../../testdata/builder/fixtures.js";
 
 async function mountsUnder(dir: string): Promise<string[]> {
   const info = await readFile("/proc/self/mountinfo", "utf8");
@@ -16,7 +14,7 @@ async function mountsUnder(dir: string): Promise<string[]> {
     .filter((p) => p.startsWith(dir));
 }
 
-describe.skipIf(!canOverlay() || !haveTool("python3"))("mountRoot and cancellation (needs root and overlayfs)", () => {
+describe.skipIf(!canOverlay())("mountRoot and cancellation (needs root and overlayfs)", () => {
   let base: string;
   beforeEach(async () => {
     base = await mkdtemp(join(tmpdir(), "ocibuild-abort-"));
@@ -36,26 +34,9 @@ describe.skipIf(!canOverlay() || !haveTool("python3"))("mountRoot and cancellati
     expect((e as OcibuildError).code).toBe("ROOTFS_ABORTED");
   });
 
-  it("an abort while the mount call is queued in the helper still leaves nothing mounted", async () => {
-    const helper = nativeHelper();
-    await helper.call("ping", {});
-    // Keep the helper busy (it answers in order), so the mount request waits behind this walk.
-    const busy = findOpaqueDirs("/usr");
-    const ac = new AbortController();
-    const p = mountRoot([join(base, "lower")], join(base, "s"), { signal: ac.signal });
-    while (helper.pendingCalls < 2) await new Promise((r) => setImmediate(r));
-    ac.abort();
-    const e = await p.catch((x: unknown) => x);
-    await busy;
-    // The helper has now handled everything sent before this ping, the mount included.
-    await helper.call("ping", {});
-    expect(await mountsUnder(base)).toEqual([]);
-    expect((e as OcibuildError).code).toBe("ROOTFS_ABORTED");
-  });
-
   it("an abort at any point either completes the mount (caller unmounts) or fails with ROOTFS_ABORTED leaving nothing mounted", async () => {
     const outcomes = new Set<string>();
-    for (let delay = 0; delay < 12; delay++) {
+    for (let delay = 0; delay < 24; delay++) {
       const ac = new AbortController();
       const p = mountRoot([join(base, "lower")], join(base, `s${delay}`), { signal: ac.signal });
       // Abort after a varying number of event-loop turns, so it lands at different stages.
@@ -76,7 +57,7 @@ describe.skipIf(!canOverlay() || !haveTool("python3"))("mountRoot and cancellati
   });
 });
 
-describe.skipIf(!canOverlay() || !haveTool("python3"))("mountRoot's overlay options (needs root and overlayfs)", () => {
+describe.skipIf(!canOverlay())("mountRoot's overlay options (needs root and overlayfs)", () => {
   it("mounts volatile where the kernel knows it (no sync of the cache's filesystem at each unmount), and unmounts cleanly", async () => {
     const base = await mkdtemp(join(tmpdir(), "ocibuild-volatile-"));
     try {

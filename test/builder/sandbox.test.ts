@@ -33,9 +33,9 @@ describe("sandbox helpers", () => {
 });
 
 const executor = new BwrapExecutor();
-const bwrapOk = isRoot && haveTool("bwrap") && haveBusyboxStatic() && canOverlay() && haveTool("python3");
+const bwrapOk = isRoot && haveTool("bwrap") && haveBusyboxStatic() && canOverlay();
 
-describe.skipIf(!bwrapOk)("BwrapExecutor (needs root, bwrap, overlayfs, busybox-static, python3)", () => {
+describe.skipIf(!bwrapOk)("BwrapExecutor (needs root, bwrap, overlayfs, busybox-static)", () => {
   let base: string;
   let lower: string;
   const mounted: MountedRoot[] = [];

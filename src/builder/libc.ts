@@ -1,0 +1,71 @@
+/**
+ * The C library's filesystem calls Node has no API for (extended attributes,
+ * mknod, mount/umount), called in-process through koffi's FFI (prebuilt for each
+ * platform inside its npm packages: no compiler, no interpreter). This is the only
+ * module that loads koffi; rootfs-native.ts imports it on the first call that
+ * needs it, so a fully cached build, or a program that only imports the library,
+ * never loads a native module.
+ *
+ * Each function returns what the system call returns, or `-errno` when it failed.
+ * The xattr calls and mknod are synchronous: a few microseconds each, where one of
+ * koffi's calls on a worker thread costs 20-50 µs (callers batch them in slices).
+ * mount and umount2 run on koffi's worker threads: each takes milliseconds in the
+ * kernel (more under load), which would stall the event loop.
+ */
+import koffi from "koffi";
+
+// The process's own symbols include the C library's (glibc or musl, whichever Node was linked to).
+const lib = koffi.load(null);
+const fn = {
+  llistxattr: lib.func("intptr_t llistxattr(const char *path, void *list, size_t size)"),
+  lgetxattr: lib.func("intptr_t lgetxattr(const char *path, const void *name, void *value, size_t size)"),
+  lsetxattr: lib.func("int lsetxattr(const char *path, const char *name, const void *value, size_t size, int flags)"),
+  mount: lib.func("int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)"),
+  umount2: lib.func("int umount2(const char *target, int flags)"),
+  strerror: lib.func("const char *strerror(int errnum)"),
+};
+
+/** glibc before 2.33 has no mknod symbol (only __xmknod): then the mknod command is used instead. */
+function bindMknod(): ((path: string, mode: number, dev: bigint) => number) | undefined {
+  try {
+    return lib.func("int mknod(const char *path, uint32_t mode, uint64_t dev)") as (path: string, mode: number, dev: bigint) => number;
+  } catch {
+    return undefined;
+  }
+}
+const mknodFn = bindMknod();
+
+/** `r` when the call succeeded (r >= 0), else -errno. */
+function result(r: number): number {
+  return r >= 0 ? r : -koffi.errno();
+}
+
+/** `f(...args)` on a worker thread; koffi hands the callback that thread's errno. */
+function onWorker(f: ReturnType<typeof lib.func>, ...args: unknown[]): Promise<number> {
+  return new Promise((resolve, reject) => {
+    f.async(...args, (err: unknown, r: number) => (err ? reject(err) : resolve(result(r))));
+  });
+}
+
+/** glibc's and musl's makedev (the 64-bit dev_t layout). */
+function makedev(major: number, minor: number): bigint {
+  const ma = BigInt(major >>> 0);
+  const mi = BigInt(minor >>> 0);
+  return ((ma & 0xfffff000n) << 32n) | ((ma & 0xfffn) << 8n) | ((mi & 0xffffff00n) << 12n) | (mi & 0xffn);
+}
+
+export const libc = {
+  /** NUL-separated names into `buf`; the length used. */
+  llistxattr: (path: string, buf: Buffer): number => result(fn.llistxattr(path, buf, buf.length) as number),
+  /** `name` is NUL-terminated bytes (as llistxattr gives them); the value's length in `buf`. */
+  lgetxattr: (path: string, name: Buffer, buf: Buffer): number => result(fn.lgetxattr(path, name, buf, buf.length) as number),
+  lsetxattr: (path: string, name: string, value: Buffer): number => result(fn.lsetxattr(path, name, value, value.length, 0) as number),
+  /** undefined where the C library has no mknod symbol. */
+  mknod:
+    mknodFn === undefined ? undefined : (path: string, mode: number, major: number, minor: number): number => result(mknodFn(path, mode, makedev(major, minor))),
+  mount: (source: string, target: string, fstype: string, data: string): Promise<number> => onWorker(fn.mount, source, target, fstype, 0, data),
+  umount2: (target: string, flags: number): Promise<number> => onWorker(fn.umount2, target, flags),
+  strerror: (errno: number): string => fn.strerror(errno) as string,
+};
+
+export type Libc = typeof libc;
