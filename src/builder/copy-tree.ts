@@ -97,6 +97,9 @@ interface Walked {
 export async function* walkMatch(tree: SourceTree, m: SourceMatch, plan: CopyPlan, signal?: AbortSignal): AsyncGenerator<Walked> {
   yield { rel: "", srcRel: m.rel, hostPath: m.hostPath, stats: m.stats };
   if (!m.stats.isDirectory()) return;
+  // .dockerignore applies where the files really are: below a source reached through a
+  // symlink (pdir -> dir), to "dir/...", not to "pdir/...".
+  const ignoreBase = m.realRel;
   async function* below(dir: string, rel: string, srcRel: string): AsyncGenerator<Walked> {
     signal?.throwIfAborted();
     // Synchronous calls: a context walk is thousands of tiny metadata calls, and a
@@ -104,14 +107,15 @@ export async function* walkMatch(tree: SourceTree, m: SourceMatch, plan: CopyPla
     for (const name of readdirSync(dir).sort()) {
       const childSrc = srcRel === "" ? name : `${srcRel}/${name}`;
       const childRel = rel === "" ? name : `${rel}/${name}`;
+      const childReal = ignoreBase === m.rel ? childSrc : ignoreBase === "" ? childRel : `${ignoreBase}/${childRel}`;
       // (Not path.join: a context walk makes tens of thousands of these, and join's
       // normalisation was a fifth of the walk; `dir` is already normal.)
       const hostPath = dir.endsWith("/") ? dir + name : `${dir}/${name}`;
       const st = lstatSync(hostPath);
       if (plan.exclude?.ignores(childSrc)) continue;
-      const ignored = plan.contextSource && tree.ignore?.ignores(childSrc);
+      const ignored = plan.contextSource && tree.ignore?.ignores(childReal);
       // An ignored directory may still hold re-included paths ("!dir/keep"): walk it without yielding it.
-      if (ignored && !(st.isDirectory() && tree.ignore!.mayMatchUnder(childSrc))) continue;
+      if (ignored && !(st.isDirectory() && tree.ignore!.mayMatchUnder(childReal))) continue;
       if (!ignored) yield { rel: childRel, srcRel: childSrc, hostPath, stats: st };
       if (st.isDirectory()) yield* below(hostPath, childRel, childSrc);
     }

@@ -130,7 +130,8 @@ export async function prepareRunMounts(specs: readonly MountSpec[], state: Stage
                 recursive: true,
                 verbatimSymlinks: true,
                 filter: (src) => {
-                  const rel = [match.rel, src.slice(host.length + 1)].filter(Boolean).join("/");
+                  // Where the files really are (a bind of a link to a directory: the directory's paths).
+                  const rel = [match.realRel, src.slice(host.length + 1)].filter(Boolean).join("/");
                   return src === host || !ctx.context.ignore!.ignores(rel);
                 },
               });

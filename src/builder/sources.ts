@@ -6,6 +6,7 @@
  * .dockerignore excludes do not exist.
  */
 import { readdir } from "node:fs/promises";
+import { relative } from "node:path";
 import type { Stats } from "node:fs";
 import { OcibuildError } from "../errors.js";
 import type { IgnoreMatcher } from "../dockerfile/index.js";
@@ -23,6 +24,11 @@ export interface SourceTree {
 export interface SourceMatch {
   /** Root-relative path of what was selected ("" for the root itself). */
   rel: string;
+  /**
+   * Root-relative path of what it resolves to, symlinks followed: where it really is
+   * in the tree, and so the path .dockerignore is applied to below it.
+   */
+  realRel: string;
   /** Host path of the (symlink-resolved) file or directory to copy. */
   hostPath: string;
   stats: Stats;
@@ -96,6 +102,23 @@ function isIgnored(tree: SourceTree, rel: string): boolean {
 }
 
 /**
+ * Resolve a path of the tree, following symlinks inside it, as BuildKit sees a
+ * context: what .dockerignore excludes is not there, so a path that is ignored, or a
+ * link that resolves to an ignored path (`alias -> secret.env`, `pdir -> ignored-dir/`),
+ * is missing rather than a way to read it.
+ */
+async function resolveInTree(tree: SourceTree, comps: string[]): Promise<SourceMatch | null> {
+  const rel = comps.join("/");
+  if (isIgnored(tree, rel)) return null;
+  const r = await resolveFollow(tree.root, comps);
+  if (r === null) return null;
+  // resolveFollow resolves every parent and the last link: its host path is the real one.
+  const realRel = relative(tree.root, r.hostPath);
+  if (realRel !== rel && isIgnored(tree, realRel)) return null;
+  return { rel, realRel, hostPath: r.hostPath, stats: r.stats };
+}
+
+/**
  * Select the sources a COPY/ADD source string names. Without wildcards: exactly that
  * path (symlinks followed inside the root), or an empty list when it does not exist
  * or is ignored. With wildcards: every matching path, sorted.
@@ -103,11 +126,8 @@ function isIgnored(tree: SourceTree, rel: string): boolean {
 export async function selectSources(tree: SourceTree, source: string): Promise<SourceMatch[]> {
   const comps = cleanSourcePath(source);
   if (!comps.some((c) => hasWildcard(c))) {
-    const rel = comps.join("/");
-    if (isIgnored(tree, rel)) return [];
-    const r = await resolveFollow(tree.root, comps);
-    if (r === null) return [];
-    return [{ rel, hostPath: r.hostPath, stats: r.stats }];
+    const m = await resolveInTree(tree, comps);
+    return m === null ? [] : [m];
   }
   const out: SourceMatch[] = [];
   await walkPattern(tree, [], comps, out);
@@ -117,10 +137,8 @@ export async function selectSources(tree: SourceTree, source: string): Promise<S
 
 async function walkPattern(tree: SourceTree, done: string[], rest: string[], out: SourceMatch[]): Promise<void> {
   if (rest.length === 0) {
-    const rel = done.join("/");
-    if (isIgnored(tree, rel)) return;
-    const r = await resolveFollow(tree.root, done);
-    if (r) out.push({ rel, hostPath: r.hostPath, stats: r.stats });
+    const m = await resolveInTree(tree, done);
+    if (m !== null) out.push(m);
     return;
   }
   const [head, ...tail] = rest as [string, ...string[]];

@@ -56,7 +56,7 @@ export async function download(url: string, dir: string, checksum: string | unde
   const lm = res.headers.get("last-modified");
   const when = lm ? new Date(lm) : undefined;
   if (when && !Number.isNaN(when.getTime())) await utimes(path, when, when);
-  return { match: { rel: name, hostPath: path, stats: await stat(path) }, url, sha256 };
+  return { match: { rel: name, realRel: name, hostPath: path, stats: await stat(path) }, url, sha256 };
 }
 
 export type ArchiveKind = "tar" | "gzip" | "bzip2" | "xz";

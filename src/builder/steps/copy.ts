@@ -92,7 +92,7 @@ export async function prepareCopy(state: StageState, instr: CopyInstr | AddInstr
         if (instr.checksum !== undefined && !co.commit.startsWith(instr.checksum.replace(/^sha1:/, ""))) {
           throw new OcibuildError("BUILD_ADD_CHECKSUM_MISMATCH", `ADD ${s}: resolved to commit ${co.commit}, but --checksum says ${instr.checksum}`);
         }
-        gits.push({ url: s, commit: co.commit, match: { rel: "", hostPath: co.dir, stats: await lstat(co.dir) } });
+        gits.push({ url: s, commit: co.commit, match: { rel: "", realRel: "", hostPath: co.dir, stats: await lstat(co.dir) } });
       } catch (e) {
         if (e instanceof OcibuildError) throw fail(e.code, e.message, e.hint);
         throw e;
