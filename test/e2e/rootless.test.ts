@@ -77,6 +77,23 @@ async function asUser(u: TestUser, args: string[], cwd: string, home = u.home): 
   });
 }
 
+/**
+ * `ocibuild ARGS` as the user, after root has run `rootScript` in a private mount
+ * namespace of its own: what a container runtime sets up around a build (masked /proc,
+ * device permissions), which the user's namespace then inherits locked.
+ */
+async function asUserAfter(u: TestUser, rootScript: string, args: string[], cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  const script = `${rootScript} && exec setpriv --reuid "$U" --regid "$G" --init-groups -- "$@"`;
+  return new Promise((done) =>
+    execFile(
+      "unshare",
+      ["--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "sh", process.execPath, BIN, ...args],
+      { cwd, env: { HOME: u.home, PATH: "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", U: String(u.uid), G: String(u.gid) }, maxBuffer: 64 << 20 },
+      (err, stdout, stderr) => done({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr }),
+    ),
+  );
+}
+
 async function ownedBy(root: string, uid: number): Promise<string[]> {
   const found: string[] = [];
   const walk = async (dir: string, rel: string): Promise<void> => {
@@ -205,15 +222,7 @@ describe.skipIf(missing !== undefined)(`rootless builds as a plain user (${missi
     // namespace of its own: the user's namespace inherits it locked, and a new procfs can then
     // not be mounted there, as in a container.
     const args = ["--progress", "plain", "--no-push", "-o", `oci:${out}:v1`, "--build-arg", `BASE=${busybox}`, "--cache-dir", join(user.home, "cache-masked"), "."];
-    const script = 'mount --bind /dev/null /proc/timer_list && exec setpriv --reuid "$U" --regid "$G" --init-groups -- "$@"';
-    const r = await new Promise<{ code: number; stderr: string }>((done) =>
-      execFile(
-        "unshare",
-        ["--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "sh", process.execPath, BIN, ...args],
-        { cwd: ctx, env: { HOME: user.home, PATH: "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", U: String(user.uid), G: String(user.gid) } },
-        (err, _stdout, stderr) => done({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stderr }),
-      ),
-    );
+    const r = await asUserAfter(user, "mount --bind /dev/null /proc/timer_list", args, ctx);
     expect(r.stderr).not.toMatch(/error\[/);
     expect(r.code).toBe(0);
     expect(r.stderr.match(/RUN steps run without a PID namespace of their own/g)?.length).toBe(1);
@@ -222,6 +231,40 @@ describe.skipIf(missing !== undefined)(`rootless builds as a plain user (${missi
     await run("umoci", ["unpack", "--image", `${out}:v1`, bundle]);
     // Inside a PID namespace of its own the shell would be pid 1 or 2.
     expect(Number((await readFile(join(bundle, "rootfs/pid1"), "utf8")).trim())).toBeGreaterThan(2);
+  }, 120_000);
+
+  /** A /dev/net/tun of the given mode for the build (a device node bound over the host's in a private mount namespace). */
+  async function tunNode(mode: number): Promise<string> {
+    const node = join(work, `tun-${mode.toString(8)}`);
+    await rm(node, { force: true });
+    await run("mknod", ["-m", mode.toString(8), node, "c", "10", "200"]);
+    return `mount --bind ${node} /dev/net/tun`;
+  }
+  const NET_DF = "ARG BASE\nFROM ${BASE}\nARG PORT\nRUN ip -4 -o addr > /addrs; if nc -w 3 127.0.0.1 $PORT </dev/null; then echo reached > /loopback; else echo refused > /loopback; fi\n";
+  const netArgs = (out: string) => ["--progress", "plain", "--no-cache", "--no-push", "-o", `oci:${out}:v1`, "--build-arg", `BASE=${busybox}`, "--build-arg", `PORT=${reg.host.split(":")[1]}`, "--cache-dir", join(user.home, "cache-net"), "."];
+
+  it("RUN's default network is its own namespace (slirp4netns): the host's 127.0.0.1 does not answer", async () => {
+    const ctx = await context("net-own", NET_DF);
+    const out = join(user.home, "net-own-out");
+    const r = await asUserAfter(user, await tunNode(0o666), netArgs(out), ctx);
+    expect(r.stderr).not.toMatch(/error\[|share the host's network/);
+    expect(r.code).toBe(0);
+    await run("umoci", ["unpack", "--image", `${out}:v1`, join(work, "bundles", "net-own")]);
+    const root = join(work, "bundles", "net-own", "rootfs");
+    expect(await readFile(join(root, "addrs"), "utf8")).toContain("tap0");
+    expect(await readFile(join(root, "loopback"), "utf8")).toBe("refused\n");
+  }, 120_000);
+
+  it("where /dev/net/tun is closed to the user, RUN shares the host's network and the build says so once", async () => {
+    const ctx = await context("net-shared", NET_DF.replace("RUN ", "RUN true\nRUN "));
+    const out = join(user.home, "net-shared-out");
+    const r = await asUserAfter(user, await tunNode(0o600), netArgs(out), ctx);
+    expect(r.stderr).not.toMatch(/error\[/);
+    expect(r.code).toBe(0);
+    expect(r.stderr.match(/RUN steps share the host's network as this user sees it/g)?.length).toBe(1);
+    expect(r.stderr).toContain("mode 0666");
+    await run("umoci", ["unpack", "--image", `${out}:v1`, join(work, "bundles", "net-shared")]);
+    expect(await readFile(join(work, "bundles", "net-shared", "rootfs", "loopback"), "utf8")).toBe("reached\n");
   }, 120_000);
 
   it("a user whose HOME does not exist builds, caching under the temp dir, and is told so", async () => {

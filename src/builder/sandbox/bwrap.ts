@@ -18,7 +18,7 @@
  * image.
  */
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { closeSync, existsSync, openSync } from "node:fs";
 import { constants as osConstants } from "node:os";
 import { chown, realpath } from "node:fs/promises";
 import { basename, isAbsolute } from "node:path";
@@ -70,6 +70,23 @@ function exec(cmd: string, args: string[]): Promise<{ code: number | null; stdou
 /** bwrap's availability, and whether RUN gets a PID namespace and a fresh /proc. */
 interface BwrapAvailability extends Availability {
   processSandbox?: boolean;
+  /** RUN's default network (its own namespace through slirp4netns) can be made. */
+  userNetwork?: boolean;
+}
+
+/**
+ * Why slirp4netns could not open /dev/net/tun, or undefined when it can. Only a
+ * question in rootless mode: real root opens it whatever its mode, and a plain user
+ * cannot where it is 0600 (Debian's udev makes it 0666, some VMs and containers not).
+ */
+function tunProblem(): string | undefined {
+  if (!privilege().userNamespace) return undefined;
+  try {
+    closeSync(openSync("/dev/net/tun", "r+"));
+    return undefined;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+  }
 }
 
 interface UserSwitch {
@@ -101,7 +118,7 @@ export class BwrapExecutor implements Executor {
   }
 
   async available(): Promise<Availability> {
-    const { processSandbox: _, ...shown } = await this.probe();
+    const { processSandbox: _p, userNetwork: _u, ...shown } = await this.probe();
     return shown;
   }
 
@@ -117,18 +134,23 @@ export class BwrapExecutor implements Executor {
       const probe = async (args: string[]) => exec(this.bwrapPath!, ["--ro-bind", "/", "/", "--unshare-ipc", "--unshare-uts", ...args, "--dev", "/dev", "--", "true"]);
       try {
         const full = await probe(["--unshare-pid", "--proc", "/proc"]);
-        if (full.code === 0) return { ok: true, processSandbox: true };
-        const shared = await probe(["--bind", "/proc", "/proc"]);
-        if (shared.code === 0) {
-          return {
-            ok: true,
-            processSandbox: false,
-            note:
-              `RUN steps run without a PID namespace of their own, on this container's /proc (a new /proc cannot be mounted here: ${full.stderr.trim() || `exit ${full.code}`}); ` +
+        const shared = full.code === 0 ? full : await probe(["--bind", "/proc", "/proc"]);
+        if (shared.code !== 0) return { ok: false, reason: `bwrap cannot create a sandbox here (${full.stderr.trim() || `exit ${full.code}`})` };
+        const notes: string[] = [];
+        if (full.code !== 0) {
+          notes.push(
+            `RUN steps run without a PID namespace of their own, on this container's /proc (a new /proc cannot be mounted here: ${full.stderr.trim() || `exit ${full.code}`}); ` +
               "unmask /proc (Docker: --security-opt systempaths=unconfined, podman: --security-opt unmask=ALL, Kubernetes: procMount: Unmasked) to isolate them",
-          };
+          );
         }
-        return { ok: false, reason: `bwrap cannot create a sandbox here (${full.stderr.trim() || `exit ${full.code}`})` };
+        const tun = tunProblem();
+        if (tun !== undefined) {
+          notes.push(
+            `RUN steps share the host's network as this user sees it (no network namespace of their own: slirp4netns cannot open /dev/net/tun, ${tun}); ` +
+              "make /dev/net/tun readable and writable by all (mode 0666, as Debian's udev does) to isolate them, or give steps --network=none",
+          );
+        }
+        return { ok: true, processSandbox: full.code === 0, userNetwork: tun === undefined, ...(notes.length > 0 ? { note: notes.join("; and ") } : {}) };
       } catch (e) {
         return { ok: false, reason: `bwrap cannot be run: ${(e as Error).message}` };
       }
@@ -182,9 +204,9 @@ export class BwrapExecutor implements Executor {
     if (!avail.ok) throw new OcibuildError("SANDBOX_UNAVAILABLE", avail.reason ?? "bwrap is not usable here");
     if (spec.args.length === 0) throw new OcibuildError("SANDBOX_NO_COMMAND", "RUN needs a command");
     if (!isAbsolute(spec.cwd)) throw new OcibuildError("SANDBOX_BAD_CWD", `working directory "${spec.cwd}" is not absolute`);
-    // Rootless mode: slirp4netns does not attach from inside the build's user namespace yet,
-    // so RUN shares the namespace's network (the user's own: no CAP_NET_RAW over the host's).
-    const isolated = spec.network === "default" && !privilege().userNamespace;
+    // Rootless mode where /dev/net/tun is closed to the user: RUN shares the user's view of
+    // the host network (no CAP_NET_RAW over it), as probe() said once.
+    const isolated = spec.network === "default" && avail.userNetwork !== false;
     const net = isolated ? this.userNetworkTools() : undefined;
     const setup = await this.sandboxArgs({ ...spec, network: isolated || spec.network !== "default" ? spec.network : "host" }, avail.processSandbox !== false);
     const tail = new OutputTail(40);

@@ -16,6 +16,9 @@ import { spawn } from "node:child_process";
 import type { Writable } from "node:stream";
 import { OcibuildError } from "../../errors.js";
 
+/** How long slirp4netns may take to connect a step's namespace (it takes milliseconds). */
+const READY_TIMEOUT_MS = 10_000;
+
 /** slirp4netns' built-in DNS forwarder, as the sandbox sees it. */
 export const SLIRP_DNS = "10.0.2.3";
 
@@ -68,9 +71,21 @@ export function startSlirp(slirp4netns: string, pid: number): UserNetwork {
       reject(new OcibuildError("SANDBOX_NETWORK_FAILED", `slirp4netns could not connect the RUN step's network: ${why}`, {
         hint: "give the step --network=none if it needs no network",
       }));
-    child.stdio[3]!.once("data", () => resolve());
+    // slirp4netns that fails in its child (no /dev/net/tun, say) can stay up without ever
+    // becoming ready: a RUN must fail then, not wait for ever.
+    const timer = setTimeout(() => {
+      failed(`not ready after ${READY_TIMEOUT_MS / 1000} s${lastLine(stderr) ? ` (${lastLine(stderr)})` : ""}`);
+      child.kill("SIGKILL");
+    }, READY_TIMEOUT_MS).unref();
+    child.stdio[3]!.once("data", () => {
+      clearTimeout(timer);
+      resolve();
+    });
     child.on("error", (e) => failed(e.message));
-    child.on("close", (code, sig) => failed(lastLine(stderr) || (sig ? `killed by ${sig}` : `exit ${code}`)));
+    child.on("close", (code, sig) => {
+      clearTimeout(timer);
+      failed(lastLine(stderr) || (sig ? `killed by ${sig}` : `exit ${code}`));
+    });
   });
   ready.catch(() => {});
   const exitFd = child.stdio[4] as Writable;
