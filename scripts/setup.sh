@@ -23,7 +23,6 @@ check setpriv util-linux
 check xz xz-utils
 check bzip2 bzip2
 check ssh-agent openssh-client
-check unshare util-linux
 check newuidmap uidmap
 check mmdebstrap mmdebstrap
 dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=("busybox-static")
