@@ -23,7 +23,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { pushBases } from "./lib/bases.mjs";
 import { summariseDir } from "./lib/cpuprofile.mjs";
-import { cliStart, contextHashing, layerPeakRss, layerThroughput } from "./lib/micro.mjs";
+import { cliStart, contextHashing, layerPeakRss, layerThroughput, runNetworkCost } from "./lib/micro.mjs";
 import { buildahPeer, buildkitPeer, ocibuildPeer, removeTree } from "./lib/peers.mjs";
 import { aggregate, microLines, table } from "./lib/report.mjs";
 import { prepareScenarios, TARGETS } from "./lib/scenarios.mjs";
@@ -209,6 +209,8 @@ try {
       results.micro.hashing = await contextHashing(dist, ctx, tmpRoot, { runs: opts.quick ? 1 : 3 });
     }
     results.micro.cliStart = await cliStart(repoRoot, 5);
+    say("micro: RUN cost per network mode");
+    results.micro.runNetwork = await runNetworkCost(dist, tmpRoot, opts.quick ? 10 : 30);
     say(`micro: peak RSS of a ${opts.rssBytes} byte layer write`);
     results.micro.rss = await layerPeakRss(benchDir, dist, opts.rssBytes);
     await rm(tmpRoot, { recursive: true, force: true });

@@ -1,8 +1,9 @@
 // Micro-figures: layer write throughput against gzip alone on the same bytes,
-// context hashing throughput (FileHasher cold and warm), and the peak RSS of a
-// large layer write (in a child process, so nothing else is counted).
+// context hashing throughput (FileHasher cold and warm), the peak RSS of a large
+// layer write (in a child process, so nothing else is counted), and what RUN's
+// network mode costs per step.
 import { createReadStream, createWriteStream } from "node:fs";
-import { lstat, mkdtemp, readdir, rm, stat } from "node:fs/promises";
+import { chmod, copyFile, lstat, mkdir, mkdtemp, readdir, rm, stat, symlink } from "node:fs/promises";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { Writable } from "node:stream";
@@ -167,4 +168,35 @@ export async function cliStart(repoRoot, runs) {
   const t = [];
   for (let i = 0; i < runs; i++) t.push((await run(process.execPath, [join(repoRoot, "bin/ocibuild"), "--version"])).ms);
   return { ms: median(t), samples: t };
+}
+
+/**
+ * What RUN's network costs per step: `RUN true` through the bubblewrap executor on a
+ * busybox root, with its own network (slirp4netns), none, and the host's; medians of
+ * `runs` steps, interleaved so load affects every mode alike. Needs root and bwrap.
+ */
+export async function runNetworkCost(dist, tmpRoot, runs) {
+  const { BwrapExecutor } = await import(join(dist, "builder/sandbox/bwrap.js"));
+  const root = await mkdtemp(join(tmpRoot, "run-net-"));
+  await mkdir(join(root, "bin"));
+  await copyFile("/bin/busybox", join(root, "bin/busybox"));
+  await chmod(join(root, "bin/busybox"), 0o755);
+  await symlink("busybox", join(root, "bin/sh"));
+  await symlink("busybox", join(root, "bin/true"));
+  const executor = new BwrapExecutor();
+  const modes = ["default", "none", "host"];
+  const samples = Object.fromEntries(modes.map((m) => [m, []]));
+  try {
+    for (let i = 0; i < runs + 1; i++) {
+      for (const network of modes) {
+        const t0 = performance.now();
+        const r = await executor.run({ root, args: ["/bin/true"], env: [], cwd: "/", uid: 0, gid: 0, additionalGids: [], network });
+        if (r.exitCode !== 0) throw new Error(`RUN true with network ${network} exited ${r.exitCode}: ${r.tail}`);
+        if (i > 0) samples[network].push(performance.now() - t0); // the first round warms caches
+      }
+    }
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+  return Object.fromEntries(modes.map((m) => [m, { ms: median(samples[m]), samples: samples[m] }]));
 }

@@ -60,6 +60,13 @@ export function microLines(micro) {
     );
   }
   if (micro.cliStart) out.push(`CLI start-up (ocibuild --version): ${fmtSec(micro.cliStart.ms)}`);
+  if (micro.runNetwork) {
+    const n = micro.runNetwork;
+    out.push(
+      `RUN true per network mode (bwrap, median of ${n.default.samples.length}): own namespace through slirp4netns ${n.default.ms.toFixed(1)} ms, ` +
+        `none ${n.none.ms.toFixed(1)} ms, host ${n.host.ms.toFixed(1)} ms -> the default network costs ${(n.default.ms - n.host.ms).toFixed(1)} ms per RUN over the host's`,
+    );
+  }
   if (micro.rss) {
     const r = micro.rss;
     out.push(
