@@ -4,7 +4,8 @@
 //   --quick            smaller contexts and data, 1 run (unless --runs)
 //   --runs N           runs per scenario and builder (default 3; medians are reported)
 //   --only s1,s3       scenarios to run (default all: s1 s2 s3 s4)
-//   --peers LIST       builders (default ocibuild,buildah,buildkit; absent ones are skipped with a note)
+//   --peers LIST       builders (default ocibuild,rootless,buildah,buildkit; absent ones are skipped with a note;
+//                      rootless is ocibuild run by a plain user the harness makes, in its own user namespace)
 //   --no-micro         skip the micro-figures; --micro-only: only them
 //   --profile          after the timed runs, one more ocibuild run per scenario under
 //                      node --cpu-prof, summarised (bench/results/profiles/)
@@ -24,17 +25,17 @@ import { fileURLToPath } from "node:url";
 import { pushBases } from "./lib/bases.mjs";
 import { summariseDir } from "./lib/cpuprofile.mjs";
 import { cliStart, contextHashing, layerPeakRss, layerThroughput, runNetworkCost } from "./lib/micro.mjs";
-import { buildahPeer, buildkitPeer, ocibuildPeer, removeTree } from "./lib/peers.mjs";
+import { benchUser, buildahPeer, buildkitPeer, ocibuildPeer, removeTree } from "./lib/peers.mjs";
 import { aggregate, microLines, table } from "./lib/report.mjs";
 import { prepareScenarios, TARGETS } from "./lib/scenarios.mjs";
-import { fmtSec, run, say, writeAtomic } from "./lib/util.mjs";
+import { fmtRatio, fmtSec, run, say, writeAtomic } from "./lib/util.mjs";
 
 const benchDir = dirname(fileURLToPath(import.meta.url));
 const repoRoot = dirname(benchDir);
 const dist = join(repoRoot, "dist");
 
 function parseArgs(argv) {
-  const o = { quick: false, runs: undefined, only: undefined, peers: ["ocibuild", "buildah", "buildkit"], micro: true, scenarios: true, profile: false, rssBytes: undefined, plainPath: false };
+  const o = { quick: false, runs: undefined, only: undefined, peers: ["ocibuild", "rootless", "buildah", "buildkit"], micro: true, scenarios: true, profile: false, rssBytes: undefined, plainPath: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => {
@@ -113,6 +114,10 @@ try {
     const profileDir = join(resultsDir, "profiles");
     const candidates = {
       ocibuild: () => ocibuildPeer(repoRoot, work, {}),
+      rootless: async () => {
+        const user = await benchUser(join(work, "rootless-home"));
+        return user ? ocibuildPeer(repoRoot, work, { user }) : { unavailable: "needs root, useradd and newuidmap to make the bench's plain user" };
+      },
       buildah: () => buildahPeer(work),
       buildkit: () => buildkitPeer(work, reg.host),
     };
@@ -234,6 +239,9 @@ lines.push(`  PATH=${results.path}${opts.plainPath ? " (--plain-path)" : ""}`);
 if (results.scenarios.length) {
   lines.push("");
   lines.push(table(results.scenarios, peers.map((p) => p.name)));
+  // The table's rootless column is ocibuild-as-root / rootless; the issue asks the other way round.
+  const rootless = results.scenarios.filter((r) => Number.isFinite(r.median.rootless));
+  if (rootless.length) lines.push(`  rootless / root: ${rootless.map((r) => `${r.scenario} ${r.phase} ${fmtRatio(r.median.rootless / r.median.ocibuild)}`).join(", ")}`);
   for (const r of results.scenarios) {
     const m = r.ocibuildMedianRun;
     if (m) {

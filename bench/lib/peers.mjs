@@ -18,13 +18,51 @@ async function removeTree(dir) {
   await rm(dir, { recursive: true, force: true });
 }
 
-/** ocibuild, as a user runs it: a fresh CLI process per build (node bin/ocibuild). */
+const BENCH_USER = "ocibench";
+
+/**
+ * The plain user the rootless peer builds as: made once with useradd, with a
+ * subordinate id range (the first free one after those in /etc/subuid and /etc/subgid).
+ * Returns undefined where it cannot be made (not root, no useradd, no newuidmap).
+ */
+export async function benchUser(home) {
+  if (process.getuid?.() !== 0 || !(await which("useradd")) || !(await which("newuidmap"))) return undefined;
+  const id = async () => (await run("id", ["-u", BENCH_USER], { allowFail: true })).stdout.trim();
+  if ((await id()) === "") {
+    let end = 300000;
+    for (const f of ["/etc/subuid", "/etc/subgid"]) {
+      const text = existsSync(f) ? await readFile(f, "utf8") : "";
+      for (const line of text.split("\n")) {
+        const [, start, count] = line.split(":");
+        if (start !== undefined && count !== undefined) end = Math.max(end, Number(start) + Number(count));
+      }
+    }
+    await run("useradd", ["-M", "-d", home, "-s", "/bin/sh", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", BENCH_USER]);
+    await run("usermod", ["--add-subuids", `${end}-${end + 65535}`, "--add-subgids", `${end}-${end + 65535}`, BENCH_USER]);
+  }
+  const uid = Number(await id());
+  const gid = Number((await run("id", ["-g", BENCH_USER])).stdout.trim());
+  await mkdir(home, { recursive: true });
+  await run("chown", [`${uid}:${gid}`, home]);
+  return { uid, gid, home };
+}
+
+/**
+ * ocibuild, as a user runs it: a fresh CLI process per build (node bin/ocibuild).
+ * With `opts.user` ({ uid, gid, home }) it is the "rootless" peer: the same CLI run by
+ * that plain user through setpriv, building in its own user namespace.
+ */
 export async function ocibuildPeer(repoRoot, work, opts) {
   const dirs = new Map();
-  const cacheOf = (s) => join(work, "ocibuild", s.id);
-  const version = (await run(process.execPath, [join(repoRoot, "bin/ocibuild"), "--version"], { allowFail: true })).stdout.trim();
+  const name = opts.user ? "rootless" : "ocibuild";
+  const cacheOf = (s) => join(work, name, s.id);
+  const asUser = opts.user
+    ? (args) => ["setpriv", ["--reuid", String(opts.user.uid), "--regid", String(opts.user.gid), "--init-groups", "--", process.execPath, ...args]]
+    : (args) => [process.execPath, args];
+  const env = opts.user ? { HOME: opts.user.home, PATH: process.env.PATH } : undefined;
+  const version = (await run(...asUser([join(repoRoot, "bin/ocibuild"), "--version"]), { allowFail: true, env })).stdout.trim();
   return {
-    name: "ocibuild",
+    name,
     version,
     async reset(s) {
       await removeTree(cacheOf(s));
@@ -32,6 +70,10 @@ export async function ocibuildPeer(repoRoot, work, opts) {
     async build(s, ref, base, tag) {
       const cacheDir = cacheOf(s);
       dirs.set(s.id, cacheDir);
+      if (opts.user) {
+        await mkdir(cacheDir, { recursive: true });
+        await run("chown", [`${opts.user.uid}:${opts.user.gid}`, cacheDir]);
+      }
       const nodeArgs = [];
       if (opts.profileDir && tag) {
         const d = join(opts.profileDir, tag);
@@ -54,7 +96,7 @@ export async function ocibuildPeer(repoRoot, work, opts) {
         partial = lines.pop();
         for (const line of lines) if (line.startsWith("{")) events.push([now, line]);
       };
-      const r = await run(process.execPath, args, { onStdout });
+      const r = await run(...asUser(args), { onStdout, env });
       if (partial.startsWith("{")) events.push([performance.now() - t0, partial]);
       const steps = [];
       const open = new Map();
