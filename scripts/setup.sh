@@ -25,6 +25,9 @@ check bzip2 bzip2
 check ssh-agent openssh-client
 check newuidmap uidmap
 check mmdebstrap mmdebstrap
+check podman podman
+check runc runc
+check setcap libcap2-bin
 dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=("busybox-static")
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

@@ -114,7 +114,9 @@ function writeMaps(plan: UsernsPlan, pid: number): void {
       const res = spawnSync(tool, [String(pid), "0", String(own), "1", "1", String(range.start), String(range.count)], { encoding: "utf8" });
       if (res.status !== 0) {
         throw new OcibuildError("ROOTLESS_MAP_FAILED", `${tool} could not map the subordinate ids: ${(res.stderr || res.error?.message || "").trim()}`, {
-          hint: "check /etc/subuid and /etc/subgid, and that newuidmap/newgidmap are setuid root or have file capabilities",
+          hint:
+            "check /etc/subuid and /etc/subgid, and that newuidmap/newgidmap are setuid root or have file capabilities; " +
+            "in a container they need file capabilities (setcap cap_setuid+ep newuidmap, cap_setgid+ep newgidmap), not the setuid bit",
         });
       }
     }
