@@ -3,31 +3,23 @@
  * registry, checked with umoci: each expectation is what BuildKit's Dockerfile
  * frontend (dockerfile2llb dispatchArg, dispatchState.init) gives.
  */
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { build } from "../../src/builder/build.js";
-import { pushBusyboxBase } from "../../src/testing/busybox.js";
-import { haveRegistry, startRegistry, type TestRegistry } from "../helpers/registry.js";
+import { useBusyboxRegistry } from "../helpers/busybox-registry.js";
+import { haveRegistry } from "../helpers/registry.js";
 import { cli, have, isRoot, run } from "../helpers/tools.js";
 
 const ready = isRoot && haveRegistry() && have("bwrap") && have("umoci") && have("skopeo");
 
 describe.skipIf(!ready)("build args end to end (needs root, bwrap, docker-registry, umoci, skopeo)", () => {
-  let reg: TestRegistry;
+  const fx = useBusyboxRegistry("e2e-args");
   let work: string;
   let base: string;
 
-  beforeAll(async () => {
-    reg = await startRegistry();
-    work = await mkdtemp(join(tmpdir(), "ocibuild-e2e-args-"));
-    base = `${reg.host}/base/busybox:latest`;
-    await pushBusyboxBase({ reference: base, workDir: join(work, "base"), cacheDir: join(work, "cache") });
-  }, 120_000);
-  afterAll(async () => {
-    await reg?.stop();
-    if (work) await rm(work, { recursive: true, force: true });
+  beforeAll(() => {
+    ({ work, base } = fx);
   });
 
   /** Build `dockerfile`, unpack the image; the rootfs path and the image config. */

@@ -5,33 +5,25 @@
  * base (or scratch) in a real registry, unpacked with umoci.
  */
 import { execFile } from "node:child_process";
-import { chmod, lstat, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { chmod, lstat, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { build } from "../../src/builder/build.js";
-import { pushBusyboxBase } from "../../src/testing/busybox.js";
-import { haveRegistry, startRegistry, type TestRegistry } from "../helpers/registry.js";
+import { useBusyboxRegistry } from "../helpers/busybox-registry.js";
+import { haveRegistry } from "../helpers/registry.js";
 import { have, isRoot, run } from "../helpers/tools.js";
 
 const pexec = promisify(execFile);
 const ready = isRoot && haveRegistry() && have("bwrap") && have("umoci") && have("tar");
 
 describe.skipIf(!ready)("COPY/ADD/WORKDIR conformance with BuildKit (needs root, bwrap, docker-registry, umoci, tar)", () => {
-  let reg: TestRegistry;
+  const fx = useBusyboxRegistry("e2e-copyconf");
   let work: string;
   let base: string;
 
-  beforeAll(async () => {
-    reg = await startRegistry();
-    work = await mkdtemp(join(tmpdir(), "ocibuild-e2e-copyconf-"));
-    base = `${reg.host}/base/busybox:latest`;
-    await pushBusyboxBase({ reference: base, workDir: join(work, "base"), cacheDir: join(work, "cache") });
-  }, 120_000);
-  afterAll(async () => {
-    await reg?.stop();
-    if (work) await rm(work, { recursive: true, force: true });
+  beforeAll(() => {
+    ({ work, base } = fx);
   });
 
   /** A context directory of mode 0700, as `mktemp -d` makes, holding the Dockerfile and `files`. */

@@ -3,34 +3,26 @@
  * context a link to one dangles. A COPY, a wildcard, a directory copy through a link
  * and a RUN bind mount must not read ignored content by way of a link to it.
  */
-import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, readdir, readFile, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { build } from "../../src/builder/build.js";
 import { isOcibuildError } from "../../src/errors.js";
-import { pushBusyboxBase } from "../../src/testing/busybox.js";
-import { haveRegistry, startRegistry, type TestRegistry } from "../helpers/registry.js";
+import { useBusyboxRegistry } from "../helpers/busybox-registry.js";
+import { haveRegistry } from "../helpers/registry.js";
 import { have, isRoot, run } from "../helpers/tools.js";
 
 const ready = isRoot && haveRegistry() && have("bwrap") && have("umoci");
 const SECRET = "ignored-secret-5b1e";
 
 describe.skipIf(!ready)(".dockerignore applies to what a symlink in the context resolves to (needs root, bwrap, docker-registry, umoci)", () => {
-  let reg: TestRegistry;
+  const fx = useBusyboxRegistry("e2e-ignore-links");
   let work: string;
   let base: string;
   let n = 0;
 
-  beforeAll(async () => {
-    reg = await startRegistry();
-    work = await mkdtemp(join(tmpdir(), "ocibuild-e2e-ignore-links-"));
-    base = `${reg.host}/base/busybox:latest`;
-    await pushBusyboxBase({ reference: base, workDir: join(work, "base"), cacheDir: join(work, "cache") });
-  }, 120_000);
-  afterAll(async () => {
-    await reg?.stop();
-    if (work) await rm(work, { recursive: true, force: true });
+  beforeAll(() => {
+    ({ work, base } = fx);
   });
 
   /** A context with an ignored file and directory, links to both, and one file that is kept. */
