@@ -24,6 +24,7 @@ check xz xz-utils
 check bzip2 bzip2
 check ssh-agent openssh-client
 check newuidmap uidmap
+check fuse-overlayfs fuse-overlayfs
 check mmdebstrap mmdebstrap
 check podman podman
 check runc runc

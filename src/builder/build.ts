@@ -192,10 +192,12 @@ function onceMode(emit: EventSink): EventSink {
       if (sandboxNotes.has(e.message)) return;
       sandboxNotes.add(e.message);
     }
-    if (e.type === "log" && /^root: (overlayfs with|copy of|copy mode)/.test(e.message)) {
+    const mode = e.type === "log" ? /^root: (overlayfs with|fuse-overlayfs with|copy of|copy mode)/.exec(e.message) : null;
+    if (mode !== null) {
       if (said) return;
       said = true;
-      emit({ type: "log", level: "info", message: e.message.startsWith("root: overlayfs") ? "root filesystems: overlayfs snapshots" : "root filesystems: copy-and-compare snapshots" });
+      const kind = mode[1] === "overlayfs with" ? "overlayfs" : mode[1] === "fuse-overlayfs with" ? "fuse-overlayfs" : "copy-and-compare";
+      emit({ type: "log", level: "info", message: `root filesystems: ${kind} snapshots` });
       return;
     }
     emit(e);

@@ -9,6 +9,7 @@ import { constants as fsc } from "node:fs";
 import { chmod, copyFile, lchown, link, lutimes, mkdir, open, readlink, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { OcibuildError } from "../errors.js";
+import { which } from "../which.js";
 import { isRealRoot } from "./privilege.js";
 import { splitDev } from "../oci/tar-entries.js";
 import { LowerView, type LowerEntry } from "./rootfs-lowerview.js";
@@ -29,7 +30,11 @@ export interface MountedRoot {
   upper: string;
   /** Overlay workdir ("" in copy mode). */
   work: string;
-  mode: "overlay" | "copy";
+  /**
+   * "overlay": the kernel's overlayfs; "fuse-overlayfs": the same in user space, where
+   * the kernel's cannot be mounted (older kernels in a user namespace); "copy": a copy.
+   */
+  mode: "overlay" | "fuse-overlayfs" | "copy";
   /**
    * Copy mode: the change time (ms) of a marker written right after the copy was
    * made. A file whose ctime is older was not written since, so equal metadata
@@ -46,6 +51,8 @@ export interface MountOptions {
   onLog?: (msg: string) => void;
   /** Skip overlayfs and materialise a copy. */
   forceCopy?: boolean;
+  /** Skip the kernel's overlayfs and use fuse-overlayfs (tests: every mode gives the same layer). */
+  forceFuse?: boolean;
   /**
    * Above this many lower layers, the bottom ones are flattened into one copied
    * directory first (each costs lookups, and ~24 bytes of the one-page mount
@@ -182,6 +189,37 @@ export async function materialize(lowerDirs: string[], dest: string, opts: { sig
   if (top !== null) await meta(dest, top, false);
 }
 
+/**
+ * fuse-overlayfs over the `l/N` links of `scratchDir` (bottom first), with the same
+ * upper and work directories as the kernel's overlay. Returns the mounted root, or
+ * why it could not be mounted (not installed, no /dev/fuse, ...). Its upperdir keeps
+ * fuse-overlayfs's own bookkeeping (opaque markers), so the snapshot compares whole
+ * directories under what it touched and the upperdir is not kept as a layer directory.
+ */
+async function mountFuseOverlay(scratchDir: string, count: number, signal?: AbortSignal): Promise<MountedRoot | string> {
+  const tool = which("fuse-overlayfs");
+  if (tool === undefined) return "not installed";
+  const lowers = Array.from({ length: count }, (_, i) => join(scratchDir, "l", String(count - 1 - i))).join(":");
+  const merged = join(scratchDir, "merged");
+  const r = await run(tool, ["-o", `lowerdir=${lowers},upperdir=${join(scratchDir, "upper")},workdir=${join(scratchDir, "work")}`, merged], scratchDir, signal);
+  if (r.code !== 0) return r.stderr.trim().split("\n").at(-1) || `exit ${r.code}`;
+  let mounted = true;
+  return {
+    merged,
+    upper: join(scratchDir, "upper"),
+    work: join(scratchDir, "work"),
+    mode: "fuse-overlayfs",
+    async unmount() {
+      if (!mounted) return;
+      const failed = await unmountOverlay(merged);
+      if (failed !== "") throw new OcibuildError("ROOTFS_UNMOUNT_FAILED", `cannot unmount ${merged}: ${failed}`, { details: { path: merged } });
+      mounted = false;
+      await rm(join(scratchDir, "work"), { recursive: true, force: true });
+      await rm(join(scratchDir, "l"), { recursive: true, force: true });
+    },
+  };
+}
+
 export async function mountRoot(lowerDirs: string[], scratchDir: string, opts: MountOptions = {}): Promise<MountedRoot> {
   const { signal } = opts;
   const log = opts.onLog ?? (() => {});
@@ -226,8 +264,8 @@ export async function mountRoot(lowerDirs: string[], scratchDir: string, opts: M
     // files. A step's upper dir is thrown away or kept as a cache layer, never needed
     // to survive a crash more than any other file the build writes without fsync.
     const plain = (p: string) => [...basic(p), "index=off", "metacopy=off", "redirect_dir=off"];
-    let failure = "";
-    for (const o of [(p: string) => [...plain(p), "volatile"], plain, basic]) {
+    let failure = opts.forceFuse ? "skipped (fuse-overlayfs asked for)" : "";
+    for (const o of opts.forceFuse ? [] : [(p: string) => [...plain(p), "volatile"], plain, basic]) {
       try {
         failure = await mountOverlay(scratchDir, (p) => o(p).join(","), signal);
       } catch (e) {
@@ -256,7 +294,12 @@ export async function mountRoot(lowerDirs: string[], scratchDir: string, opts: M
         },
       };
     }
-    log(`root: overlayfs unavailable (${failure.replace(/\s*\n\s*/g, " ")}); falling back to copy mode (same layers, slower)`);
+    const fuse = await mountFuseOverlay(scratchDir, lowers.length, signal);
+    if (typeof fuse !== "string") {
+      log(`root: fuse-overlayfs with ${lowers.length} lower layer(s) at ${merged} (overlayfs: ${failure.replace(/\s*\n\s*/g, " ")})`);
+      return fuse;
+    }
+    log(`root: overlayfs unavailable (${failure.replace(/\s*\n\s*/g, " ")}; fuse-overlayfs: ${fuse}); falling back to copy mode (same layers, slower)`);
     await rm(upper, { recursive: true, force: true });
     await rm(work, { recursive: true, force: true });
     await rm(l, { recursive: true, force: true });

@@ -96,7 +96,7 @@ interface Item {
  * the copy was made.
  */
 function mayBeRewritten(root: MountedRoot, m: Stats): boolean {
-  return root.mode === "overlay" || root.copiedAtMs === undefined || m.ctimeMs >= root.copiedAtMs;
+  return root.mode !== "copy" || root.copiedAtMs === undefined || m.ctimeMs >= root.copiedAtMs;
 }
 
 /**
@@ -156,7 +156,7 @@ function sameXattrs(a: Record<string, Buffer> | undefined, b: Record<string, Buf
  * copy mode at everything. Two batched reads, whatever the number of files.
  */
 async function xattrChanges(root: MountedRoot, view: LowerView, signal?: AbortSignal): Promise<Set<string>> {
-  const scanBase = root.mode === "overlay" ? root.upper : root.merged;
+  const scanBase = root.mode !== "copy" ? root.upper : root.merged;
   const pairs: { rel: string; merged: string; lower: string }[] = [];
   const walk = async (comps: string[]): Promise<void> => {
     signal?.throwIfAborted();
@@ -186,7 +186,10 @@ export async function* snapshotChanges(root: MountedRoot, lowerDirs: string[], o
   const { signal } = opts;
   const view = await LowerView.open(lowerDirs, signal);
   const excluded = new Set((opts.exclude ?? []).map((p) => p.split("/").filter((c) => c !== "" && c !== ".").join("/")));
-  const overlay = root.mode === "overlay";
+  const overlay = root.mode !== "copy";
+  // fuse-overlayfs marks opaque directories its own way: every directory it holds is
+  // compared whole (merged and lower names), which is right whether or not it is opaque.
+  const knownOpacity = root.mode === "overlay";
   const xattrChanged = view.empty ? new Set<string>() : await xattrChanges(root, view, signal);
 
   const inUpper = async (comps: readonly string[]): Promise<boolean> => {
@@ -240,7 +243,7 @@ export async function* snapshotChanges(root: MountedRoot, lowerDirs: string[], o
     const listLower = async () => (await view.list(comps)) ?? [];
     if (overlay) {
       const upperDir = join(root.upper, ...comps);
-      const [opaque] = await areOpaque([upperDir], signal);
+      const [opaque] = knownOpacity ? await areOpaque([upperDir], signal) : [true];
       if (!opaque) {
         return {
           names: (await readdir(upperDir)).sort(byUtf8),

@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { mountRoot, type MountedRoot } from "../../src/builder/overlay.js";
 import { pruneExcluded, snapshotChanges } from "../../src/builder/snapshot.js";
 import type { LayerEntry } from "../../src/oci/layer.js";
-import { canOverlay } from "../../testdata/builder/fixtures.js";
+import { canOverlay, haveTool } from "../../testdata/builder/fixtures.js";
 
 describe.skipIf(!canOverlay())("mountRoot with many layers (needs root and overlayfs)", () => {
   let base: string;
@@ -124,15 +124,21 @@ describe.skipIf(!canOverlay())("mountRoot with many layers (needs root and overl
     expect(await readFile(join(victim, "hosts"), "utf8")).toBe("keep me");
   });
 
-  it("falls back to copy mode, and says so, when overlayfs refuses the mount", async () => {
+  it("falls back to fuse-overlayfs (else copy mode), and says so, when overlayfs refuses the mount", async () => {
     const lowers = await layers(2);
     // An overlayfs cannot be the upper filesystem of another: a real mount failure.
     const outer = await mountRoot(lowers, join(base, "outer"));
     mounted.push(outer);
     const logs: string[] = [];
     const inner = await mountRoot(lowers, join(outer.merged, "scratch"), { onLog: (l) => logs.push(l) });
-    expect(inner.mode).toBe("copy");
-    expect(logs.join("\n")).toMatch(/overlayfs unavailable \(.+\); falling back to copy mode/);
+    // fuse-overlayfs takes an overlayfs as its upper filesystem where the kernel's overlay does not.
+    if (haveTool("fuse-overlayfs")) {
+      expect(inner.mode).toBe("fuse-overlayfs");
+      expect(logs.join("\n")).toMatch(/root: fuse-overlayfs with 2 lower layer\(s\) at .+ \(overlayfs: .+\)/);
+    } else {
+      expect(inner.mode).toBe("copy");
+      expect(logs.join("\n")).toMatch(/overlayfs unavailable \(.+\); falling back to copy mode/);
+    }
     expect(await readFile(join(inner.merged, "top"), "utf8")).toBe("1");
     await writeFile(join(inner.merged, "top"), "changed");
     const paths: string[] = [];

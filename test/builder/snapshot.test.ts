@@ -10,7 +10,7 @@ import { LayerStore } from "../../src/builder/layer-store.js";
 import { materialize, mountRoot, type MountedRoot } from "../../src/builder/overlay.js";
 import { snapshotChanges } from "../../src/builder/snapshot.js";
 import { getXattrs, setXattrs } from "../../src/builder/rootfs-native.js";
-import { canOverlay, isRoot, makeLayer, streamOf, type TarSpec } from "../../testdata/builder/fixtures.js";
+import { canOverlay, haveTool, isRoot, makeLayer, streamOf, type TarSpec } from "../../testdata/builder/fixtures.js";
 
 const old = new Date("2020-01-01T00:00:00Z");
 
@@ -116,18 +116,19 @@ describe.skipIf(!isRoot)("snapshotChanges (needs root for whiteout devices and t
   });
 
   const modes = [
-    { mode: "overlay" as const, forceCopy: false, skip: !canOverlay() },
-    { mode: "copy" as const, forceCopy: true, skip: false },
+    { mode: "overlay" as const, forceCopy: false, forceFuse: false, skip: !canOverlay() },
+    { mode: "fuse-overlayfs" as const, forceCopy: false, forceFuse: true, skip: !haveTool("fuse-overlayfs") },
+    { mode: "copy" as const, forceCopy: true, forceFuse: false, skip: false },
   ];
 
   for (const m of modes) {
     describe.skipIf(m.skip)(`${m.mode} mode`, () => {
       it("shows the lower layers merged (layer 2's whiteout applied)", async () => {
         const logs: string[] = [];
-        const root = await mountRoot(lowers, join(base, "s"), { forceCopy: m.forceCopy, onLog: (l) => logs.push(l) });
+        const root = await mountRoot(lowers, join(base, "s"), { forceCopy: m.forceCopy, forceFuse: m.forceFuse, onLog: (l) => logs.push(l) });
         mounted.push(root);
         expect(root.mode).toBe(m.mode);
-        expect(logs.join("\n")).toMatch(m.mode === "overlay" ? /overlayfs/ : /copy mode/);
+        expect(logs.join("\n")).toMatch(m.mode === "overlay" ? /root: overlayfs/ : m.mode === "fuse-overlayfs" ? /root: fuse-overlayfs/ : /copy mode/);
         expect((await readdir(join(root.merged, "keep"))).sort()).toEqual(["a", "b"]);
         expect(await readdir(join(root.merged, "gone"))).toEqual([]);
         expect(await readlink(join(root.merged, "link"))).toBe("keep/a");
@@ -137,7 +138,7 @@ describe.skipIf(!isRoot)("snapshotChanges (needs root for whiteout devices and t
       });
 
       it("turns adds, modifications, chmods, deletions and a recreated dir into the expected entries", async () => {
-        const root = await mountRoot(lowers, join(base, "s"), { forceCopy: m.forceCopy });
+        const root = await mountRoot(lowers, join(base, "s"), { forceCopy: m.forceCopy, forceFuse: m.forceFuse });
         mounted.push(root);
         await edit(root.merged);
         const entries = await collect(snapshotChanges(root, lowers, { exclude: ["proc", "/etc/resolv.conf"] }));
@@ -149,7 +150,7 @@ describe.skipIf(!isRoot)("snapshotChanges (needs root for whiteout devices and t
       });
 
       it("keeps an excluded directory when something real was written below it", async () => {
-        const root = await mountRoot(lowers, join(base, "s"), { forceCopy: m.forceCopy });
+        const root = await mountRoot(lowers, join(base, "s"), { forceCopy: m.forceCopy, forceFuse: m.forceFuse });
         mounted.push(root);
         await mkdir(join(root.merged, "made"));
         await writeFile(join(root.merged, "made/mount"), "");
@@ -159,7 +160,7 @@ describe.skipIf(!isRoot)("snapshotChanges (needs root for whiteout devices and t
       });
 
       it("carries extended attributes of included files (file capabilities survive)", async () => {
-        const root = await mountRoot(lowers, join(base, "s"), { forceCopy: m.forceCopy });
+        const root = await mountRoot(lowers, join(base, "s"), { forceCopy: m.forceCopy, forceFuse: m.forceFuse });
         mounted.push(root);
         await writeFile(join(root.merged, "capped"), "bin");
         // cap_net_bind_service=+ep, as setcap writes it (VFS_CAP_REVISION_2).
@@ -175,7 +176,7 @@ describe.skipIf(!isRoot)("snapshotChanges (needs root for whiteout devices and t
       });
 
       it("a capability set on a lower file (setcap, nothing else changed) is a change", async () => {
-        const root = await mountRoot(lowers, join(base, "s"), { forceCopy: m.forceCopy });
+        const root = await mountRoot(lowers, join(base, "s"), { forceCopy: m.forceCopy, forceFuse: m.forceFuse });
         mounted.push(root);
         const cap = Buffer.from("0000000202040000000000000000000000000000", "hex");
         expect(await setXattrs([{ path: join(root.merged, "keep/a"), name: "security.capability", value: cap }])).toEqual([]);
@@ -185,7 +186,7 @@ describe.skipIf(!isRoot)("snapshotChanges (needs root for whiteout devices and t
       });
 
       it("a file rewritten keeping its size and mtime (cp -p, touch -r) is a change", async () => {
-        const root = await mountRoot(lowers, join(base, "s"), { forceCopy: m.forceCopy });
+        const root = await mountRoot(lowers, join(base, "s"), { forceCopy: m.forceCopy, forceFuse: m.forceFuse });
         mounted.push(root);
         // keep/a is "keep" from 2020; the same size and the same mtime, other bytes.
         await writeFile(join(root.merged, "keep/a"), "KEEP");
@@ -197,7 +198,7 @@ describe.skipIf(!isRoot)("snapshotChanges (needs root for whiteout devices and t
       });
 
       it("a rm of every lower entry of a directory gives an opaque directory", async () => {
-        const root = await mountRoot(lowers, join(base, "s"), { forceCopy: m.forceCopy });
+        const root = await mountRoot(lowers, join(base, "s"), { forceCopy: m.forceCopy, forceFuse: m.forceFuse });
         mounted.push(root);
         await rm(join(root.merged, "del/f"));
         await rm(join(root.merged, "del/g"));
@@ -207,10 +208,10 @@ describe.skipIf(!isRoot)("snapshotChanges (needs root for whiteout devices and t
     });
   }
 
-  it.skipIf(!canOverlay())("overlay and copy mode give byte-identical layers for the same edits", async () => {
+  it.skipIf(!canOverlay() || !haveTool("fuse-overlayfs"))("overlay, fuse-overlayfs and copy mode give byte-identical layers for the same edits", async () => {
     const digests: string[] = [];
-    for (const forceCopy of [false, true]) {
-      const root = await mountRoot(lowers, join(base, forceCopy ? "c" : "o"), { forceCopy });
+    for (const [name, opts] of [["o", {}], ["f", { forceFuse: true }], ["c", { forceCopy: true }]] as const) {
+      const root = await mountRoot(lowers, join(base, name), opts);
       await edit(root.merged);
       const chunks: Buffer[] = [];
       const { Writable } = await import("node:stream");
@@ -220,7 +221,8 @@ describe.skipIf(!isRoot)("snapshotChanges (needs root for whiteout devices and t
       digests.push(written.diffId);
       await root.unmount();
     }
-    expect(digests[0]).toBe(digests[1]);
+    expect(digests[1]).toBe(digests[0]);
+    expect(digests[2]).toBe(digests[0]);
   });
 
   it.skipIf(!canOverlay())("the written layer applied to the flattened base reproduces the merged tree", async () => {
