@@ -24,7 +24,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { pushBases } from "./lib/bases.mjs";
 import { summariseDir } from "./lib/cpuprofile.mjs";
-import { cliStart, contextHashing, layerPeakRss, layerThroughput, runNetworkCost } from "./lib/micro.mjs";
+import { cliStart, contextHashing, layerPeakRss, layerThroughput, nativeCalls, runNetworkCost } from "./lib/micro.mjs";
 import { benchUser, buildahPeer, buildkitPeer, ocibuildPeer, removeTree } from "./lib/peers.mjs";
 import { aggregate, microLines, table } from "./lib/report.mjs";
 import { prepareScenarios, TARGETS } from "./lib/scenarios.mjs";
@@ -214,6 +214,8 @@ try {
       results.micro.hashing = await contextHashing(dist, ctx, tmpRoot, { runs: opts.quick ? 1 : 3 });
     }
     results.micro.cliStart = await cliStart(repoRoot, 5);
+    say("micro: in-process filesystem calls");
+    results.micro.native = await nativeCalls(dist, tmpRoot, opts.quick ? 5 : 15);
     say("micro: RUN cost per network mode");
     results.micro.runNetwork = await runNetworkCost(dist, tmpRoot, opts.quick ? 10 : 30);
     say(`micro: peak RSS of a ${opts.rssBytes} byte layer write`);

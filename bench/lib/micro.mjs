@@ -3,7 +3,7 @@
 // layer write (in a child process, so nothing else is counted), and what RUN's
 // network mode costs per step.
 import { createReadStream, createWriteStream } from "node:fs";
-import { chmod, copyFile, lstat, mkdir, mkdtemp, readdir, rm, stat, symlink } from "node:fs/promises";
+import { chmod, copyFile, lstat, mkdir, mkdtemp, readdir, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { Writable } from "node:stream";
@@ -199,4 +199,38 @@ export async function runNetworkCost(dist, tmpRoot, runs) {
     await rm(root, { recursive: true, force: true });
   }
   return Object.fromEntries(modes.map((m) => [m, { ms: median(samples[m]), samples: samples[m] }]));
+}
+
+/**
+ * The filesystem calls Node has no API for, made in-process (koffi, rootfs-native.ts):
+ * a step's root mounted and unmounted (mountRoot on two layer directories) and
+ * extended attributes read from 10,000 paths; medians of `runs`. Needs root.
+ */
+export async function nativeCalls(dist, tmpRoot, runs) {
+  const { mountRoot } = await import(join(dist, "builder/overlay.js"));
+  const { getXattrs } = await import(join(dist, "builder/rootfs-native.js"));
+  const dir = await mkdtemp(join(tmpRoot, "native-"));
+  try {
+    const lowers = [join(dir, "l0"), join(dir, "l1")];
+    for (const l of lowers) await mkdir(join(l, "d"), { recursive: true });
+    const files = join(dir, "files");
+    await mkdir(files);
+    const paths = [];
+    for (let i = 0; i < 10000; i++) paths.push(join(files, `f${i}`));
+    for (const p of paths) await writeFile(p, "");
+    const mount = [];
+    const xattrs = [];
+    for (let i = 0; i < runs; i++) {
+      const t0 = performance.now();
+      const root = await mountRoot(lowers, join(dir, `s${i}`));
+      await root.unmount();
+      mount.push(performance.now() - t0);
+      const t1 = performance.now();
+      await getXattrs(paths);
+      xattrs.push(performance.now() - t1);
+    }
+    return { mountMs: median(mount), getXattrs10kMs: median(xattrs) };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
