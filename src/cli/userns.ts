@@ -14,7 +14,7 @@
  */
 import { spawn, spawnSync } from "node:child_process";
 import { readFileSync, readlinkSync, writeFileSync } from "node:fs";
-import { userInfo } from "node:os";
+import { constants as osConstants, userInfo } from "node:os";
 import { NAMESPACE_HINT } from "../builder/sandbox/index.js";
 import { OcibuildError } from "../errors.js";
 import { which } from "../which.js";
@@ -145,7 +145,8 @@ export async function runInUserNamespace(plan: UsernsPlan, command: string[], en
   });
   const exited = new Promise<number>((resolve, reject) => {
     child.once("error", (e) => reject(new OcibuildError("ROOTLESS_UNAVAILABLE", `cannot start ${plan.unshare}: ${e.message}`, { cause: e })));
-    child.once("close", (code, sig) => resolve(code ?? 128 + (sig === "SIGKILL" ? 9 : sig === "SIGINT" ? 2 : 15)));
+    // A shell's convention for a command killed by a signal: 128 + its number.
+    child.once("close", (code, sig) => resolve(code ?? 128 + (sig ? (osConstants.signals[sig] ?? 15) : 15)));
   });
   const gate = child.stdio[3] as NodeJS.WritableStream;
   const onAbort = () => child.kill("SIGTERM");

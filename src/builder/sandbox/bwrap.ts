@@ -208,7 +208,8 @@ export class BwrapExecutor implements Executor {
     // the host network (no CAP_NET_RAW over it), as probe() said once.
     const isolated = spec.network === "default" && avail.userNetwork !== false;
     const net = isolated ? this.userNetworkTools() : undefined;
-    const setup = await this.sandboxArgs({ ...spec, network: isolated || spec.network !== "default" ? spec.network : "host" }, avail.processSandbox !== false);
+    const network = spec.network === "default" && !isolated ? "host" : spec.network;
+    const setup = await this.sandboxArgs({ ...spec, network }, avail.processSandbox !== false);
     const tail = new OutputTail(40);
     const outcome = await this.execute(setup, spec, tail, net);
     const { createdPaths } = setup;
