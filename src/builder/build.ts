@@ -37,7 +37,7 @@ import { Redactor } from "../cache/redact.js";
 import { LocalCacheStore } from "../cache/local.js";
 import { DiffIdRecords } from "./base-layers.js";
 import { RegistryCacheStore } from "../cache/registry.js";
-import type { CacheStore } from "../cache/store.js";
+import { type CacheStore, readOnlyStore } from "../cache/store.js";
 
 export type { CacheSummary, StepReport };
 
@@ -69,6 +69,8 @@ export interface BuildOptions {
   noCacheWrite?: boolean;
   /** A registry repository holding shared cache entries (kaniko's --cache-repo). */
   cacheRepo?: string;
+  /** Read cacheRepo's entries but push none to it (kaniko's --no-push-cache). */
+  noCacheRepoWrite?: boolean;
   /** Entries older than this many seconds are not used (default two weeks). */
   cacheTtlSeconds?: number;
   /** Do not check, before building, that the credentials at hand may push to every target (kaniko's --skip-push-permission-check). */
@@ -301,7 +303,10 @@ async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildRe
     const hasher = new FileHasher(join(cacheDir, "cache", `v${KEY_VERSION}`, "stat-cache.json"));
     const ttl = opts.cacheTtlSeconds ?? DEFAULT_CACHE_TTL_SECONDS;
     const stores: CacheStore[] = [new LocalCacheStore(join(cacheDir, "cache", `v${KEY_VERSION}`), content, ttl)];
-    if (opts.cacheRepo) stores.push(new RegistryCacheStore(parseReference(opts.cacheRepo), registry, content, ttl));
+    if (opts.cacheRepo) {
+      const remote = new RegistryCacheStore(parseReference(opts.cacheRepo), registry, content, ttl);
+      stores.push(opts.noCacheRepoWrite ? readOnlyStore(remote) : remote);
+    }
     const runner = new StageRunner({
       parsed,
       buildArgs,

@@ -6,13 +6,14 @@
  * USAGE_UNKNOWN_FLAG (both exit 2): nothing is silently ignored.
  */
 import { stat } from "node:fs/promises";
-import { isAbsolute, resolve } from "node:path";
+import { isAbsolute, join, resolve } from "node:path";
 import { parseSecretFlag, parseSshFlag } from "../../builder/secrets.js";
 import { EXECUTOR_FLAGS, executorOptionsFrom } from "./executor-flags.js";
 import { hostPlatform, parsePlatformList } from "../../oci/platform.js";
 import { OcibuildError } from "../../errors.js";
 import type { BuildOptions } from "../../api.js";
 import { parseOutput } from "./output-flags.js";
+import { COMPAT_SPECS, REFUSED_SPECS, applyCompatFlags, compatRegistryOptions, rejectRefused } from "./compat-flags.js";
 import { parseReference } from "../../oci/reference.js";
 import { type FlagSpec, type ParsedFlags, bool, list, parseDuration, parseFlags, str } from "../flags.js";
 import { readStdin, type CliIO } from "../io.js";
@@ -43,7 +44,7 @@ export const BUILD_SPECS: FlagSpec[] = [
   { names: ["image-name-tag-with-digest-file"], type: "string", valueName: "FILE", description: "Write NAME:TAG@DIGEST for each -t, one per line" },
   { names: ["iidfile"], type: "string", valueName: "FILE", description: "Write the image ID (the config digest; for several platforms the index digest) to FILE" },
   { names: ["metadata-file"], type: "string", valueName: "FILE", description: "Write build metadata (digest, descriptor, steps, cache) as JSON" },
-  { names: ["progress"], type: "string", valueName: "MODE", description: "auto, tty, plain or json (auto: tty on a terminal, else plain)" },
+  { names: ["progress"], type: "string", valueName: "MODE", description: "auto, tty, plain, json, rawjson (= json) or quiet (= -q) (auto: tty on a terminal, else plain)" },
   { names: ["quiet"], short: ["q"], type: "boolean", description: "Print only the digest" },
   { names: ["reproducible"], type: "boolean", description: "Clamp timestamps to 0 unless SOURCE_DATE_EPOCH is set" },
   { names: ["compression-level"], type: "string", valueName: "0-9", description: "gzip level for new layers (default 6)" },
@@ -52,21 +53,12 @@ export const BUILD_SPECS: FlagSpec[] = [
   { names: ["secret"], type: "string", repeatable: true, valueName: "id=ID,src=PATH|env=VAR", description: "A secret for RUN --mount=type=secret (never stored in the image or cache)" },
   { names: ["ssh"], type: "string", repeatable: true, valueName: "ID[=SOCKET|KEY[,KEY]]", description: "An ssh agent for RUN --mount=type=ssh (default: $SSH_AUTH_SOCK)" },
   { names: ["allow"], type: "string", repeatable: true, valueName: "ENTITLEMENT", description: "Allow security.insecure (RUN --security=insecure) or network.host (--network=host, RUN --network=host)" },
-  // Recognised, not supported: each fails naming itself (see UNSUPPORTED).
-  { names: ["cache-from"], type: "string", repeatable: true, valueName: "SRC", description: "(not supported yet) buildx cache import" },
-  { names: ["cache-to"], type: "string", repeatable: true, valueName: "DST", description: "(not supported yet) buildx cache export" },
-  { names: ["load"], type: "boolean", description: "(not supported: there is no daemon) use --output docker-archive:FILE and docker load" },
   { names: ["help"], short: ["h"], type: "boolean", description: "Show this help" },
   ...REGISTRY_FLAGS.filter((f) => f.names[0] !== "help"),
   ...EXECUTOR_FLAGS,
+  ...COMPAT_SPECS,
+  ...REFUSED_SPECS,
 ];
-
-/** Flags we parse only to refuse with a precise message. */
-const UNSUPPORTED: Record<string, string> = {
-  "cache-from": "use --cache-repo REPO (and --cache-dir DIR)",
-  "cache-to": "use --cache-repo REPO (and --cache-dir DIR)",
-  load: "ocibuild has no daemon to load into; write --output docker-archive:FILE and run `docker load -i FILE`",
-};
 
 export const BUILD_USAGE = `Usage: ocibuild [build] [flags] CONTEXT
 
@@ -140,11 +132,7 @@ function asUsage<T>(f: () => T, flag: string): T {
 }
 
 function rejectUnsupported(p: ParsedFlags): void {
-  for (const [name, why] of Object.entries(UNSUPPORTED)) {
-    const v = p.values[name];
-    if (v === undefined || v === false) continue;
-    throw new OcibuildError("USAGE_UNSUPPORTED_FLAG", `flag --${name} is not supported: ${why}`, { details: { flag: `--${name}` } });
-  }
+  rejectRefused(p);
   const network = str(p, "network");
   if (network !== undefined && network !== "default" && network !== "none" && network !== "host") {
     throw new OcibuildError("USAGE_BAD_VALUE", `--network=${network}: use default, none or host`, { details: { flag: "--network" } });
@@ -197,11 +185,17 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
   if (p.positionals.length === 1 && contextArg !== undefined && resolve(cwd, p.positionals[0]!) !== resolve(cwd, contextArg)) {
     throw new OcibuildError("USAGE", `two build contexts given: ${p.positionals[0]} and --context ${contextArg}`);
   }
-  const context = p.positionals[0] ?? contextArg;
-  if (context === undefined) throw new OcibuildError("USAGE_MISSING_ARGUMENT", "missing build CONTEXT (a directory, e.g. '.')", { hint: "ocibuild [flags] CONTEXT (run ocibuild build --help)" });
+  const contextRoot = p.positionals[0] ?? contextArg;
+  if (contextRoot === undefined) throw new OcibuildError("USAGE_MISSING_ARGUMENT", "missing build CONTEXT (a directory, e.g. '.')", { hint: "ocibuild [flags] CONTEXT (run ocibuild build --help)" });
+  // kaniko's --context-sub-path: a subdirectory of the context is the context.
+  const context = join(contextRoot, str(p, "context-sub-path") ?? "");
 
-  const progress = str(p, "progress") ?? "auto";
-  if (!["auto", "plain", "json", "tty"].includes(progress)) throw new OcibuildError("USAGE_BAD_VALUE", `--progress must be auto, tty, plain or json, not "${progress}"`);
+  const progressFlag = str(p, "progress") ?? "auto";
+  if (!["auto", "plain", "json", "tty", "rawjson", "quiet"].includes(progressFlag)) {
+    throw new OcibuildError("USAGE_BAD_VALUE", `--progress must be auto, tty, plain, json, rawjson or quiet, not "${progressFlag}"`);
+  }
+  // buildx's rawjson (one JSON object per line) is ocibuild's json events; quiet is -q.
+  const progress = progressFlag === "rawjson" ? "json" : progressFlag === "quiet" ? "auto" : progressFlag;
 
   const tags = list(p, "tag");
   const refs = tags.map((t) => asUsage(() => parseReference(t), `-t ${t}`)); // a bad -t is a usage error before any work
@@ -258,7 +252,7 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
     outputs,
     // A build reports blob transfers as its own events (push lines, the live view), so the
     // copy command's one-line-per-blob stderr log is left out here.
-    registry: { ...registryOptionsFrom(p, io), onProgress: undefined },
+    registry: compatRegistryOptions(p, { ...registryOptionsFrom(p, io), onProgress: undefined }, [...tags, ...registryOutputs.flatMap((o) => o.names ?? [])]),
     env: io.env,
   };
   if (file === "-") options.dockerfileText = (await readStdin(io, signal)).toString("utf8");
@@ -289,6 +283,7 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
   if (net !== undefined) options.network = net as "default" | "none" | "host";
   const ttl = str(p, "cache-ttl");
   if (ttl !== undefined) options.cacheTtlSeconds = parseDuration(ttl, "cache-ttl");
+  applyCompatFlags(p, options, (m) => io.stderr.write(`warning: ${m}\n`));
   if (bool(p, "dry-run")) {
     options.dryRun = true;
     options.push = false;
@@ -296,5 +291,5 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
   }
   const executorOptions = executorOptionsFrom(p, io);
   if (executorOptions) options.executor = new (await import("../../builder/sandbox/buildkit.js")).BuildkitExecutor(executorOptions);
-  return { help: false, options, progress: progress as BuildInvocation["progress"], quiet: bool(p, "quiet"), files };
+  return { help: false, options, progress: progress as BuildInvocation["progress"], quiet: bool(p, "quiet") || progressFlag === "quiet", files };
 }
