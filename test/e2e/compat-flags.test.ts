@@ -1,0 +1,50 @@
+/**
+ * docker build's and kaniko's flags that change what a build does, end to end through
+ * the CLI on the busybox base in a real registry, with real bubblewrap.
+ */
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { main } from "../../src/cli/main.js";
+import { captureIO } from "../dockerfile/cli-io.js";
+import { useBusyboxRegistry } from "../helpers/busybox-registry.js";
+import { haveRegistry } from "../helpers/registry.js";
+import { have, isRoot, run } from "../helpers/tools.js";
+
+const ready = isRoot && haveRegistry() && have("bwrap") && have("umoci");
+
+describe.skipIf(!ready)("compatibility flags end to end (needs root, bwrap, docker-registry, umoci)", () => {
+  const fx = useBusyboxRegistry("e2e-compat");
+
+  /** Runs `ocibuild build` on a context holding `dockerfile`; the exit code, stderr and the unpacked rootfs. */
+  async function cli(name: string, dockerfile: string, flags: string[]) {
+    const ctx = join(fx.work, name);
+    await mkdir(ctx, { recursive: true });
+    await writeFile(join(ctx, "Dockerfile"), dockerfile);
+    const layout = join(fx.work, `${name}-img`);
+    const cap = captureIO({ cwd: fx.work });
+    cap.io.env = { PATH: process.env.PATH, HOME: process.env.HOME };
+    const code = await main(["build", "--no-push", "--progress", "plain", "--cache-dir", fx.cacheDir, "-o", `oci:${layout}:v1`, ...flags, ctx], cap.io);
+    if (code !== 0) return { code, stderr: cap.stderr(), root: "" };
+    await run("umoci", ["unpack", "--image", `${layout}:v1`, join(fx.work, `${name}-bundle`)]);
+    return { code, stderr: cap.stderr(), root: join(fx.work, `${name}-bundle`, "rootfs") };
+  }
+
+  it("--registry-map pulls a base from the mapped registry; without it the original is asked", async () => {
+    const mapped = fx.base.replace(fx.reg.host, "registry.invalid");
+    const dockerfile = `FROM ${mapped}\nRUN echo mapped > /out\n`;
+    const r = await cli("map", dockerfile, ["--registry-map", `registry.invalid=${fx.reg.host}`]);
+    expect(r.stderr).not.toMatch(/error\[/);
+    expect(await readFile(join(r.root, "out"), "utf8")).toBe("mapped\n");
+    const without = await cli("nomap", dockerfile, []);
+    expect(without.code).toBe(1);
+    expect(without.stderr).toMatch(/registry\.invalid/);
+  });
+
+  it("--skip-default-registry-fallback fails when the mirror lacks the image, instead of asking the original", async () => {
+    const dockerfile = `FROM ${fx.reg.host}/not/here:latest\n`;
+    const r = await cli("nofallback", dockerfile, ["--registry-map", `${fx.reg.host}=127.0.0.1:1`, "--skip-default-registry-fallback"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/127\.0\.0\.1:1/);
+  });
+});
