@@ -106,13 +106,19 @@ export function list(p: ParsedFlags, name: string): string[] {
   return Array.isArray(v) ? v : typeof v === "string" ? [v] : [];
 }
 
-export function helpText(usage: string, specs: FlagSpec[], examples: string[] = []): string {
-  const lines = [usage, "", "Flags:"];
-  for (const s of specs) {
+/** One line per flag: its spellings, its value and its description. */
+export function flagLines(specs: FlagSpec[]): string[] {
+  return specs.map((s) => {
     const names = [...(s.short ?? []).map((n) => `-${n}`), ...s.names.map((n) => `--${n}`)].join(", ");
     const val = s.type === "string" ? ` ${s.valueName ?? "VALUE"}` : "";
-    lines.push(`  ${(names + val).padEnd(40)} ${s.description ?? ""}${s.repeatable ? " (repeatable)" : ""}`);
-  }
+    return `  ${(names + val).padEnd(40)} ${s.description ?? ""}${s.repeatable ? " (repeatable)" : ""}`;
+  });
+}
+
+/** A command's help: usage, flags (more titled sections after them), examples. */
+export function helpText(usage: string, specs: FlagSpec[], examples: string[] = [], sections: [string, FlagSpec[]][] = []): string {
+  const lines = [usage, "", "Flags:", ...flagLines(specs)];
+  for (const [title, more] of sections) lines.push("", `${title}:`, ...flagLines(more));
   if (examples.length) lines.push("", "Examples:", ...examples.map((e) => `  ${e}`));
   return lines.join("\n") + "\n";
 }

@@ -19,7 +19,8 @@ import { type FlagSpec, type ParsedFlags, bool, list, parseDuration, parseFlags,
 import { readStdin, type CliIO } from "../io.js";
 import { REGISTRY_FLAGS, registryOptionsFrom } from "./copy.js";
 
-export const BUILD_SPECS: FlagSpec[] = [
+/** ocibuild's own build flags (with the docker/kaniko spellings that are plain aliases). */
+export const BUILD_MAIN_SPECS: FlagSpec[] = [
   { names: ["tag", "destination"], short: ["t", "d"], type: "string", repeatable: true, valueName: "REF", description: "Name and tag the image (and push it there unless --no-push)" },
   { names: ["file", "dockerfile"], short: ["f"], type: "string", valueName: "PATH", description: "Dockerfile path (default CONTEXT/Dockerfile; - reads stdin)" },
   { names: ["context"], short: ["c"], type: "string", valueName: "DIR", description: "Build context (kaniko's dir://DIR or a path); or the positional CONTEXT" },
@@ -56,9 +57,19 @@ export const BUILD_SPECS: FlagSpec[] = [
   { names: ["help"], short: ["h"], type: "boolean", description: "Show this help" },
   ...REGISTRY_FLAGS.filter((f) => f.names[0] !== "help"),
   ...EXECUTOR_FLAGS,
-  ...COMPAT_SPECS,
-  ...REFUSED_SPECS,
 ];
+
+/** --help's sections after the main flags. */
+export const BUILD_HELP_SECTIONS: [string, FlagSpec[]][] = [
+  ["kaniko and docker flags accepted for compatibility", COMPAT_SPECS],
+  ["kaniko and docker flags refused, with what to use instead", REFUSED_SPECS],
+];
+
+/** Every flag `ocibuild build` parses. */
+export const BUILD_SPECS: FlagSpec[] = [...BUILD_MAIN_SPECS, ...COMPAT_SPECS, ...REFUSED_SPECS];
+
+/** The flags `ocibuild --help` shows. */
+export const COMMON_BUILD_FLAGS = ["tag", "file", "context", "build-arg", "target", "platform", "no-push", "output", "cache-dir", "cache-repo", "progress", "quiet"];
 
 export const BUILD_USAGE = `Usage: ocibuild [build] [flags] CONTEXT
 

@@ -15,7 +15,7 @@ import { helpText } from "../flags.js";
 import type { CliIO, Command } from "../io.js";
 import { planUserNamespace, runInUserNamespace, USERNS_ENV } from "../userns.js";
 import { cacheSummary, createRenderer, dryRunSummary, resolveProgressMode, summary } from "../progress.js";
-import { BUILD_EXAMPLES, BUILD_SPECS, BUILD_USAGE, type BuildInvocation, parseBuildArgs } from "./build-options.js";
+import { BUILD_EXAMPLES, BUILD_HELP_SECTIONS, BUILD_MAIN_SPECS, BUILD_USAGE, type BuildInvocation, parseBuildArgs } from "./build-options.js";
 
 async function writeAtomic(path: string, text: string, signal?: AbortSignal): Promise<void> {
   const tmp = join(dirname(path), `.${basename(path)}.tmp-${randomBytes(6).toString("hex")}`);
@@ -108,7 +108,7 @@ export const buildCommand: Command = async (args, io, signal) => {
   if (rootless !== undefined) return rootless;
   const inv = await parseBuildArgs(args, io, signal);
   if (inv.help) {
-    io.stdout.write(helpText(BUILD_USAGE, BUILD_SPECS, BUILD_EXAMPLES));
+    io.stdout.write(helpText(BUILD_USAGE, BUILD_MAIN_SPECS, BUILD_EXAMPLES, BUILD_HELP_SECTIONS));
     return 0;
   }
   const mode = resolveProgressMode(inv.progress, io.stderr, inv.quiet);
