@@ -23,7 +23,7 @@ import { checkOutputPaths, pushArtifact, pushTargets, writeOutputs, type BuildOu
 import { makeDirs, pathError } from "../user-path.js";
 import { checkPushPermissions } from "./push-check.js";
 import { LayerStore } from "./layer-store.js";
-import { BwrapExecutor } from "./sandbox/bwrap.js";
+import { BwrapExecutor, type BwrapOptions } from "./sandbox/bwrap.js";
 import type { Executor } from "./sandbox/index.js";
 import type { SourceTree } from "./sources.js";
 import { StageRunner, imageKey, type CacheSummary, type StepReport } from "./stage-runner.js";
@@ -102,6 +102,8 @@ export interface BuildOptions {
   maxLayerSize?: number;
   /** RUN executor (default: bubblewrap). */
   executor?: Executor;
+  /** What every RUN of the default executor gets (docker build's --add-host, --shm-size, --ulimit). */
+  sandbox?: Pick<BwrapOptions, "extraHosts" | "shmSize" | "ulimits">;
   /** Use copy-and-compare snapshots even where overlayfs works. */
   forceCopySnapshots?: boolean;
   /** Environment for defaults (HOME, XDG_CACHE_HOME); default process.env. */
@@ -329,7 +331,7 @@ async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildRe
         defaultNetwork: opts.network ?? "default",
         context: await contextTree(contextDir, df.path),
         registry,
-        executor: opts.executor ?? new BwrapExecutor(),
+        executor: opts.executor ?? new BwrapExecutor(opts.sandbox),
         sourceDateEpoch: opts.sourceDateEpoch,
         compressionLevel: opts.compressionLevel,
         maxLayerSize: opts.maxLayerSize,

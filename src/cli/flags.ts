@@ -133,3 +133,15 @@ export function parseDuration(v: string, flag: string): number {
   }
   return Math.round(parts.reduce((sum, p) => sum + Number(p[1]) * DURATION_UNITS[p[2]!]!, 0));
 }
+
+const SIZE_UNITS: Record<string, number> = { "": 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
+
+/** A byte count as docker's --memory and --shm-size take it: 1073741824, 512m, 4g, 4GiB, 4gb (binary units). */
+export function parseSize(v: string, flag: string): number {
+  const m = /^(\d+(?:\.\d+)?) ?([kmgt]?)(?:i?b)?$/i.exec(v);
+  const n = m ? Math.floor(Number(m[1]) * SIZE_UNITS[m[2]!.toLowerCase()]!) : NaN;
+  if (!(n > 0) || !Number.isSafeInteger(n)) {
+    throw new OcibuildError("USAGE_BAD_VALUE", `--${flag} takes a size like 4g, 512m or 1073741824, not "${v}"`, { details: { flag: `--${flag}` } });
+  }
+  return n;
+}

@@ -124,3 +124,33 @@ describe("accepted no-ops, and what they say", () => {
     expect((await parse(["--progress=quiet", "."])).inv.quiet).toBe(true);
   });
 });
+
+describe("docker build's sandbox flags", () => {
+  it("--add-host takes HOST:IP or HOST=IP, IPv6 included; host-gateway is refused with a pointer", async () => {
+    const { o } = await parse(["--add-host", "db:10.0.0.5", "--add-host", "v6=[fd00::2]", "--add-host", "v6b:fd00::3", "."]);
+    expect(o.sandbox?.extraHosts).toEqual([["db", "10.0.0.5"], ["v6", "fd00::2"], ["v6b", "fd00::3"]]);
+    expect((await refusal(["--add-host", "db", "."])).code).toBe("USAGE_BAD_VALUE");
+    expect((await refusal(["--add-host", "db:not-an-ip", "."])).code).toBe("USAGE_BAD_VALUE");
+    const gw = await refusal(["--add-host", "host.docker.internal:host-gateway", "."]);
+    expect([gw.code, gw.message]).toEqual(["USAGE_UNSUPPORTED_FLAG", expect.stringMatching(/host-gateway/)]);
+  });
+
+  it("--shm-size is a size; --ulimit is NAME=SOFT[:HARD] with docker's names", async () => {
+    const { o } = await parse(["--shm-size", "64m", "--ulimit", "nofile=1024:2048", "--ulimit", "core=-1", "--ulimit", "nproc=50", "."]);
+    expect(o.sandbox?.shmSize).toBe(64 * 2 ** 20);
+    expect(o.sandbox?.ulimits).toEqual([
+      { name: "nofile", soft: "1024", hard: "2048" },
+      { name: "core", soft: "unlimited", hard: "unlimited" },
+      { name: "nproc", soft: "50", hard: "50" },
+    ]);
+    for (const bad of ["nofile", "files=10", "nofile=20:10", "nofile=-1:10", "nofile=ten"]) {
+      expect((await refusal(["--ulimit", bad, "."])).code).toBe("USAGE_BAD_VALUE");
+    }
+  });
+
+  it("they apply to the bubblewrap sandbox: with --executor buildkit they are refused by name", async () => {
+    const r = await refusal(["--executor", "buildkit", "--cache-repo", "reg.lan/c", "--shm-size", "64m", "."]);
+    expect(r.code).toBe("USAGE_UNSUPPORTED_FLAG");
+    expect(r.message).toMatch(/--shm-size is not supported with --executor buildkit/);
+  });
+});

@@ -47,4 +47,32 @@ describe.skipIf(!ready)("compatibility flags end to end (needs root, bwrap, dock
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/127\.0\.0\.1:1/);
   });
+
+  it("--add-host adds lines to RUN's /etc/hosts, after the host's own, and leaves them out of the image", async () => {
+    const dockerfile = `FROM ${fx.base}\nRUN cat /etc/hosts > /hosts.seen\n`;
+    const r = await cli("addhost", dockerfile, ["--add-host", "db.internal:10.1.2.3", "--add-host=v6.internal=fd00::1"]);
+    expect(r.stderr).not.toMatch(/error\[/);
+    const seen = await readFile(join(r.root, "hosts.seen"), "utf8");
+    const host = await readFile("/etc/hosts", "utf8");
+    expect(seen.startsWith(host)).toBe(true);
+    expect(seen.slice(host.length).trim().split("\n")).toEqual(["10.1.2.3\tdb.internal", "fd00::1\tv6.internal"]);
+    // The generated file is a mount, never part of the layer.
+    await expect(readFile(join(r.root, "etc", "hosts"))).rejects.toMatchObject({ code: "ENOENT" });
+  });
+
+  it("--shm-size mounts a tmpfs of that size at /dev/shm", async () => {
+    const dockerfile = `FROM ${fx.base}\nRUN df -k /dev/shm | tail -1 > /shm\n`;
+    const r = await cli("shm", dockerfile, ["--shm-size", "96m"]);
+    expect(r.stderr).not.toMatch(/error\[/);
+    const fields = (await readFile(join(r.root, "shm"), "utf8")).trim().split(/\s+/);
+    expect(fields[0]).toBe("tmpfs");
+    expect(Number(fields[1])).toBe(96 * 1024);
+  });
+
+  it("--ulimit sets RUN's resource limits, soft and hard", async () => {
+    const dockerfile = `FROM ${fx.base}\nRUN echo "$(ulimit -Sn) $(ulimit -Hn) $(ulimit -Ss)" > /limits\n`;
+    const r = await cli("ulimit", dockerfile, ["--ulimit", "nofile=321:654", "--ulimit", "stack=-1"]);
+    expect(r.stderr).not.toMatch(/error\[/);
+    expect(await readFile(join(r.root, "limits"), "utf8")).toBe("321 654 unlimited\n");
+  });
 });

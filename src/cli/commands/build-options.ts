@@ -13,9 +13,10 @@ import { hostPlatform, parsePlatformList } from "../../oci/platform.js";
 import { OcibuildError } from "../../errors.js";
 import type { BuildOptions } from "../../api.js";
 import { parseOutput } from "./output-flags.js";
+import { SANDBOX_FLAGS, applySandboxFlags } from "./sandbox-flags.js";
 import { COMPAT_SPECS, REFUSED_SPECS, applyCompatFlags, compatRegistryOptions, rejectRefused } from "./compat-flags.js";
 import { parseReference } from "../../oci/reference.js";
-import { type FlagSpec, type ParsedFlags, bool, list, parseDuration, parseFlags, str } from "../flags.js";
+import { type FlagSpec, type ParsedFlags, bool, list, parseDuration, parseFlags, parseSize, str } from "../flags.js";
 import { readStdin, type CliIO } from "../io.js";
 import { REGISTRY_FLAGS, registryOptionsFrom } from "./copy.js";
 
@@ -57,6 +58,7 @@ export const BUILD_MAIN_SPECS: FlagSpec[] = [
   { names: ["help"], short: ["h"], type: "boolean", description: "Show this help" },
   ...REGISTRY_FLAGS.filter((f) => f.names[0] !== "help"),
   ...EXECUTOR_FLAGS,
+  ...SANDBOX_FLAGS,
 ];
 
 /** --help's sections after the main flags. */
@@ -116,18 +118,6 @@ function parseKeyValues(values: string[], flag: string, env?: Record<string, str
     out[v.slice(0, i)] = v.slice(i + 1);
   }
   return out;
-}
-
-const SIZE_UNITS: Record<string, number> = { "": 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
-
-/** A byte count as docker's --memory and --shm-size take it: 1073741824, 512m, 4g, 4GiB, 4gb (binary units). */
-export function parseSize(v: string, flag: string): number {
-  const m = /^(\d+(?:\.\d+)?) ?([kmgt]?)(?:i?b)?$/i.exec(v);
-  const n = m ? Math.floor(Number(m[1]) * SIZE_UNITS[m[2]!.toLowerCase()]!) : NaN;
-  if (!(n > 0) || !Number.isSafeInteger(n)) {
-    throw new OcibuildError("USAGE_BAD_VALUE", `--${flag} takes a size like 4g, 512m or 1073741824, not "${v}"`, { details: { flag: `--${flag}` } });
-  }
-  return n;
 }
 
 /** Errors from parsing a flag's value (a bad reference or layout name) are usage errors. */
@@ -295,6 +285,7 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
   const ttl = str(p, "cache-ttl");
   if (ttl !== undefined) options.cacheTtlSeconds = parseDuration(ttl, "cache-ttl");
   applyCompatFlags(p, options, (m) => io.stderr.write(`warning: ${m}\n`));
+  applySandboxFlags(p, options, str(p, "executor") ?? "bwrap");
   if (bool(p, "dry-run")) {
     options.dryRun = true;
     options.push = false;
