@@ -40,6 +40,8 @@ export const BUILD_MAIN_SPECS: FlagSpec[] = [
   { names: ["no-cache-write"], type: "boolean", description: "Do not write cache entries" },
   { names: ["cache-repo"], type: "string", valueName: "REPO", description: "Also keep cache entries in this registry repository (shared by CI runners)" },
   { names: ["cache-ttl"], type: "string", valueName: "DURATION", description: "Ignore cache entries older than this (e.g. 336h, 7d; default two weeks)" },
+  { names: ["call"], type: "string", valueName: "build|check", description: "buildx: check runs BuildKit's build checks on the Dockerfile and builds nothing" },
+  { names: ["check"], type: "boolean", description: "buildx: --call check" },
   { names: ["dry-run"], type: "boolean", description: "Report which steps would be cached or rebuilt, and why, executing nothing" },
   { names: ["digest-file"], type: "string", valueName: "FILE", description: "Write the image digest to FILE" },
   { names: ["image-name-with-digest-file"], type: "string", valueName: "FILE", description: "Write NAME@DIGEST for each -t, one per line" },
@@ -92,6 +94,8 @@ export const BUILD_EXAMPLES = [
 /** What the build command will do: library options plus the files the CLI writes afterwards. */
 export interface BuildInvocation {
   help: boolean;
+  /** buildx's --call: "check" lints the Dockerfile instead of building. */
+  call?: "check";
   options: BuildOptions;
   progress: "auto" | "tty" | "plain" | "json";
   quiet: boolean;
@@ -118,6 +122,15 @@ function parseKeyValues(values: string[], flag: string, env?: Record<string, str
     out[v.slice(0, i)] = v.slice(i + 1);
   }
   return out;
+}
+
+/** buildx's --call (and --check): build (the default) or check; outline and targets get a pointer. */
+function callFrom(p: ParsedFlags): "check" | undefined {
+  const v = str(p, "call") ?? (bool(p, "check") ? "check" : "build");
+  if (v === "build") return undefined;
+  if (v === "check" || v === "lint") return "check";
+  const instead: Record<string, string> = { outline: "ocibuild parse prints the Dockerfile's instructions; the ARGs are in it", targets: "ocibuild parse lists every FROM ... AS name" };
+  throw new OcibuildError("USAGE_UNSUPPORTED_FLAG", `flag --call=${v} is not supported: ${instead[v] ?? "use --call build or --call check"}`, { details: { flag: "--call" } });
 }
 
 /** Errors from parsing a flag's value (a bad reference or layout name) are usage errors. */
@@ -291,7 +304,8 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
     options.push = false;
     options.outputs = [];
   }
-  const executorOptions = executorOptionsFrom(p, io);
+  const call = callFrom(p);
+  const executorOptions = call === "check" ? undefined : executorOptionsFrom(p, io);
   if (executorOptions) options.executor = new (await import("../../builder/sandbox/buildkit.js")).BuildkitExecutor(executorOptions);
-  return { help: false, options, progress: progress as BuildInvocation["progress"], quiet: bool(p, "quiet") || progressFlag === "quiet", files };
+  return { help: false, ...(call ? { call } : {}), options, progress: progress as BuildInvocation["progress"], quiet: bool(p, "quiet") || progressFlag === "quiet", files };
 }
