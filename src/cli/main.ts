@@ -52,8 +52,9 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
   const onSignal = () => ac.abort(new Error("interrupted"));
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
-  const debug = argv.includes("--debug");
-  const args = argv.filter((a) => a !== "--debug");
+  // --debug, and buildx's -D: stack traces on errors.
+  const debug = argv.includes("--debug") || argv.includes("-D");
+  const args = argv.filter((a) => a !== "--debug" && a !== "-D");
   try {
     if (args.length === 0) {
       io.stderr.write(USAGE);

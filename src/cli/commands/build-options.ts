@@ -48,7 +48,7 @@ export const BUILD_MAIN_SPECS: FlagSpec[] = [
   { names: ["image-name-tag-with-digest-file"], type: "string", valueName: "FILE", description: "Write NAME:TAG@DIGEST for each -t, one per line" },
   { names: ["iidfile"], type: "string", valueName: "FILE", description: "Write the image ID (the config digest; for several platforms the index digest) to FILE" },
   { names: ["metadata-file"], type: "string", valueName: "FILE", description: "Write build metadata (digest, descriptor, steps, cache) as JSON" },
-  { names: ["progress"], type: "string", valueName: "MODE", description: "auto, tty, plain, json, rawjson (= json) or quiet (= -q) (auto: tty on a terminal, else plain)" },
+  { names: ["progress"], type: "string", valueName: "MODE", description: "auto, tty, plain, json, rawjson (= json), quiet or none (= -q) (auto: tty on a terminal, else plain)" },
   { names: ["quiet"], short: ["q"], type: "boolean", description: "Print only the digest" },
   { names: ["reproducible"], type: "boolean", description: "Clamp timestamps to 0 unless SOURCE_DATE_EPOCH is set" },
   { names: ["compression-level"], type: "string", valueName: "0-9", description: "gzip level for new layers (default 6)" },
@@ -58,6 +58,8 @@ export const BUILD_MAIN_SPECS: FlagSpec[] = [
   { names: ["ssh"], type: "string", repeatable: true, valueName: "ID[=SOCKET|KEY[,KEY]]", description: "An ssh agent for RUN --mount=type=ssh (default: $SSH_AUTH_SOCK)" },
   { names: ["allow"], type: "string", repeatable: true, valueName: "ENTITLEMENT", description: "Allow security.insecure (RUN --security=insecure) or network.host (--network=host, RUN --network=host)" },
   { names: ["help"], short: ["h"], type: "boolean", description: "Show this help" },
+  // Read by main() for every command; listed so that build --help shows it.
+  { names: ["debug"], short: ["D"], type: "boolean", description: "Show stack traces with errors (every command)" },
   ...REGISTRY_FLAGS.filter((f) => f.names[0] !== "help"),
   ...EXECUTOR_FLAGS,
   ...SANDBOX_FLAGS,
@@ -205,11 +207,12 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
   const context = join(contextRoot, str(p, "context-sub-path") ?? "");
 
   const progressFlag = str(p, "progress") ?? "auto";
-  if (!["auto", "plain", "json", "tty", "rawjson", "quiet"].includes(progressFlag)) {
-    throw new OcibuildError("USAGE_BAD_VALUE", `--progress must be auto, tty, plain, json, rawjson or quiet, not "${progressFlag}"`);
+  if (!["auto", "plain", "json", "tty", "rawjson", "quiet", "none"].includes(progressFlag)) {
+    throw new OcibuildError("USAGE_BAD_VALUE", `--progress must be auto, tty, plain, json, rawjson, quiet or none, not "${progressFlag}"`);
   }
-  // buildx's rawjson (one JSON object per line) is ocibuild's json events; quiet is -q.
-  const progress = progressFlag === "rawjson" ? "json" : progressFlag === "quiet" ? "auto" : progressFlag;
+  // buildx's rawjson (one JSON object per line) is ocibuild's json events; quiet and none are -q.
+  const silent = progressFlag === "quiet" || progressFlag === "none";
+  const progress = progressFlag === "rawjson" ? "json" : silent ? "auto" : progressFlag;
 
   const tags = list(p, "tag");
   const refs = tags.map((t) => asUsage(() => parseReference(t), `-t ${t}`)); // a bad -t is a usage error before any work
@@ -307,5 +310,5 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
   const call = callFrom(p);
   const executorOptions = call === "check" ? undefined : executorOptionsFrom(p, io);
   if (executorOptions) options.executor = new (await import("../../builder/sandbox/buildkit.js")).BuildkitExecutor(executorOptions);
-  return { help: false, ...(call ? { call } : {}), options, progress: progress as BuildInvocation["progress"], quiet: bool(p, "quiet") || progressFlag === "quiet", files };
+  return { help: false, ...(call ? { call } : {}), options, progress: progress as BuildInvocation["progress"], quiet: bool(p, "quiet") || silent, files };
 }

@@ -75,6 +75,8 @@ export const REFUSED: Record<string, { spec: Omit<FlagSpec, "names">; why: strin
   "cpuset-cpus": { spec: { type: "string", valueName: "CPUS" }, why: "run ocibuild under taskset -c CPUS" },
   "cpuset-mems": { spec: { type: "string", valueName: "MEMS" }, why: "run ocibuild under numactl --membind=MEMS" },
   "security-opt": { spec: { type: "string", repeatable: true, valueName: "OPT" }, why: "RUN steps run with runc's default masks; --allow security.insecure and RUN --security=insecure lift them" },
+  resource: { spec: { type: "string", repeatable: true, valueName: "KEY=VALUE" }, why: "limit ocibuild itself (systemd-run -p MemoryMax=2G -p CPUQuota=50% ocibuild ...); RUN steps inherit it, and --ulimit sets per-process limits" },
+  policy: { spec: { type: "string", repeatable: true, valueName: "OPTS" }, why: "ocibuild has no source policies; pin bases by digest (FROM image@sha256:...) and use --registry-map to control where they come from" },
   isolation: { spec: { type: "string", valueName: "MODE" }, why: "RUN steps always run in a bubblewrap sandbox (or on BuildKit with --executor buildkit)" },
 };
 
