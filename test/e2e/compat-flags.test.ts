@@ -75,4 +75,15 @@ describe.skipIf(!ready)("compatibility flags end to end (needs root, bwrap, dock
     expect(r.stderr).not.toMatch(/error\[/);
     expect(await readFile(join(r.root, "limits"), "utf8")).toBe("321 654 unlimited\n");
   });
+
+  it("--no-push-cache reads --cache-repo but pushes no entry to it", async () => {
+    const dockerfile = `FROM ${fx.base}\nRUN echo $RANDOM$RANDOM > /r\n`;
+    const tags = async (repo: string) => (await fetch(`http://${fx.reg.host}/v2/${repo}/tags/list`)).status;
+    const off = await cli("nopushcache", dockerfile, ["--cache-repo", `${fx.reg.host}/cache-off`, "--no-push-cache"]);
+    expect(off.code).toBe(0);
+    expect(await tags("cache-off")).toBe(404);
+    const on = await cli("pushcache", dockerfile.replace("/r", "/r2"), ["--cache-repo", `${fx.reg.host}/cache-on`]);
+    expect(on.code).toBe(0);
+    expect(await tags("cache-on")).toBe(200);
+  });
 });
