@@ -23,7 +23,7 @@ import { checkOutputPaths, pushArtifact, pushTargets, writeOutputs, type BuildOu
 import { makeDirs, pathError } from "../user-path.js";
 import { checkPushPermissions } from "./push-check.js";
 import { LayerStore } from "./layer-store.js";
-import { BwrapExecutor } from "./sandbox/bwrap.js";
+import { BwrapExecutor, type BwrapOptions } from "./sandbox/bwrap.js";
 import type { Executor } from "./sandbox/index.js";
 import type { SourceTree } from "./sources.js";
 import { StageRunner, imageKey, type CacheSummary, type StepReport } from "./stage-runner.js";
@@ -37,7 +37,7 @@ import { Redactor } from "../cache/redact.js";
 import { LocalCacheStore } from "../cache/local.js";
 import { DiffIdRecords } from "./base-layers.js";
 import { RegistryCacheStore } from "../cache/registry.js";
-import type { CacheStore } from "../cache/store.js";
+import { type CacheStore, readOnlyStore } from "../cache/store.js";
 
 export type { CacheSummary, StepReport };
 
@@ -69,6 +69,8 @@ export interface BuildOptions {
   noCacheWrite?: boolean;
   /** A registry repository holding shared cache entries (kaniko's --cache-repo). */
   cacheRepo?: string;
+  /** Read cacheRepo's entries but push none to it (kaniko's --no-push-cache). */
+  noCacheRepoWrite?: boolean;
   /** Entries older than this many seconds are not used (default two weeks). */
   cacheTtlSeconds?: number;
   /** Do not check, before building, that the credentials at hand may push to every target (kaniko's --skip-push-permission-check). */
@@ -100,6 +102,8 @@ export interface BuildOptions {
   maxLayerSize?: number;
   /** RUN executor (default: bubblewrap). */
   executor?: Executor;
+  /** What every RUN of the default executor gets (docker build's --add-host, --shm-size, --ulimit). */
+  sandbox?: Pick<BwrapOptions, "extraHosts" | "shmSize" | "ulimits">;
   /** Use copy-and-compare snapshots even where overlayfs works. */
   forceCopySnapshots?: boolean;
   /** Environment for defaults (HOME, XDG_CACHE_HOME); default process.env. */
@@ -303,7 +307,10 @@ async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildRe
     const hasher = new FileHasher(join(cacheDir, "cache", `v${KEY_VERSION}`, "stat-cache.json"));
     const ttl = opts.cacheTtlSeconds ?? DEFAULT_CACHE_TTL_SECONDS;
     const stores: CacheStore[] = [new LocalCacheStore(join(cacheDir, "cache", `v${KEY_VERSION}`), content, ttl)];
-    if (opts.cacheRepo) stores.push(new RegistryCacheStore(parseReference(opts.cacheRepo), registry, content, ttl));
+    if (opts.cacheRepo) {
+      const remote = new RegistryCacheStore(parseReference(opts.cacheRepo), registry, content, ttl);
+      stores.push(opts.noCacheRepoWrite ? readOnlyStore(remote) : remote);
+    }
     const runner = new StageRunner({
       parsed,
       buildArgs,
@@ -326,7 +333,7 @@ async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildRe
         defaultNetwork: opts.network ?? "default",
         context: await contextTree(contextDir, df.path),
         registry,
-        executor: opts.executor ?? new BwrapExecutor(),
+        executor: opts.executor ?? new BwrapExecutor(opts.sandbox),
         sourceDateEpoch: opts.sourceDateEpoch,
         compressionLevel: opts.compressionLevel,
         maxLayerSize: opts.maxLayerSize,

@@ -50,6 +50,11 @@ export interface CacheStore {
   put(record: CacheRecord, signal?: AbortSignal): Promise<void>;
 }
 
+/** A store read but never written (kaniko's --no-push-cache for --cache-repo). */
+export function readOnlyStore(store: CacheStore): CacheStore {
+  return { name: store.name, get: (k, sig) => store.get(k, sig), previous: (slot, sig) => store.previous(slot, sig), put: async () => {} };
+}
+
 /** Structural checks shared by every store: the record is what its key says. */
 export function validRecord(r: unknown, key: string): r is CacheRecord {
   if (typeof r !== "object" || r === null) return false;

@@ -106,13 +106,19 @@ export function list(p: ParsedFlags, name: string): string[] {
   return Array.isArray(v) ? v : typeof v === "string" ? [v] : [];
 }
 
-export function helpText(usage: string, specs: FlagSpec[], examples: string[] = []): string {
-  const lines = [usage, "", "Flags:"];
-  for (const s of specs) {
+/** One line per flag: its spellings, its value and its description. */
+export function flagLines(specs: FlagSpec[]): string[] {
+  return specs.map((s) => {
     const names = [...(s.short ?? []).map((n) => `-${n}`), ...s.names.map((n) => `--${n}`)].join(", ");
     const val = s.type === "string" ? ` ${s.valueName ?? "VALUE"}` : "";
-    lines.push(`  ${(names + val).padEnd(40)} ${s.description ?? ""}${s.repeatable ? " (repeatable)" : ""}`);
-  }
+    return `  ${(names + val).padEnd(40)} ${s.description ?? ""}${s.repeatable ? " (repeatable)" : ""}`;
+  });
+}
+
+/** A command's help: usage, flags (more titled sections after them), examples. */
+export function helpText(usage: string, specs: FlagSpec[], examples: string[] = [], sections: [string, FlagSpec[]][] = []): string {
+  const lines = [usage, "", "Flags:", ...flagLines(specs)];
+  for (const [title, more] of sections) lines.push("", `${title}:`, ...flagLines(more));
   if (examples.length) lines.push("", "Examples:", ...examples.map((e) => `  ${e}`));
   return lines.join("\n") + "\n";
 }
@@ -126,4 +132,16 @@ export function parseDuration(v: string, flag: string): number {
     throw new OcibuildError("USAGE_BAD_VALUE", `--${flag} takes a duration like 336h, 1h30m or 7d, not "${v}"`);
   }
   return Math.round(parts.reduce((sum, p) => sum + Number(p[1]) * DURATION_UNITS[p[2]!]!, 0));
+}
+
+const SIZE_UNITS: Record<string, number> = { "": 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
+
+/** A byte count as docker's --memory and --shm-size take it: 1073741824, 512m, 4g, 4GiB, 4gb (binary units). */
+export function parseSize(v: string, flag: string): number {
+  const m = /^(\d+(?:\.\d+)?) ?([kmgt]?)(?:i?b)?$/i.exec(v);
+  const n = m ? Math.floor(Number(m[1]) * SIZE_UNITS[m[2]!.toLowerCase()]!) : NaN;
+  if (!(n > 0) || !Number.isSafeInteger(n)) {
+    throw new OcibuildError("USAGE_BAD_VALUE", `--${flag} takes a size like 4g, 512m or 1073741824, not "${v}"`, { details: { flag: `--${flag}` } });
+  }
+  return n;
 }

@@ -1,4 +1,4 @@
-import { ExitCode } from "../errors.js";
+import { ExitCode, OcibuildError } from "../errors.js";
 import { renderError } from "./errors.js";
 import { type CliIO, type Command, processIO } from "./io.js";
 
@@ -18,10 +18,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   unshare: async () => (await import("./commands/unshare.js")).unshareCommand,
 };
 
-const USAGE = `Usage: ocibuild [build] [flags] CONTEXT
-       ocibuild COMMAND [flags]
-
-Commands:
+const COMMANDS_TEXT = `Commands:
   build     Build an image from a Dockerfile (the default command)
   plan      Show which steps a build would take from the cache and why the others rebuild (build --dry-run)
   parse     Print the parsed Dockerfile in BuildKit's AST dump format
@@ -32,21 +29,46 @@ Commands:
   setup     setup binfmt: register qemu handlers for foreign-platform RUN steps (root)
   buildkit  buildkit info: a BuildKit daemon's version, workers and platforms
   unshare   Run a command as root of the user namespace rootless builds use (plain users)
-
-Run 'ocibuild COMMAND --help' for a command's flags.
+  help      help COMMAND: that command's flags (as COMMAND --help)
 `;
+
+const USAGE = `Usage: ocibuild [build] [flags] CONTEXT
+       ocibuild COMMAND [flags]
+
+${COMMANDS_TEXT}
+Run 'ocibuild --help' for the common build flags, 'ocibuild COMMAND --help' for a command's flags.
+`;
+
+/** `ocibuild --help`: the build usage and its common flags, then the commands (as kaniko and docker build show). */
+async function fullHelp(): Promise<string> {
+  const { BUILD_SPECS, BUILD_USAGE, COMMON_BUILD_FLAGS } = await import("./commands/build-options.js");
+  const { flagLines } = await import("./flags.js");
+  const common = COMMON_BUILD_FLAGS.map((n) => BUILD_SPECS.find((s) => s.names[0] === n)!);
+  return `${BUILD_USAGE}\n\nCommon flags:\n${flagLines(common).join("\n")}\n\n${COMMANDS_TEXT}\nRun 'ocibuild build --help' for every build flag, 'ocibuild help COMMAND' or 'ocibuild COMMAND --help' for a command's.\n`;
+}
 
 export async function main(argv: string[], io: CliIO = processIO()): Promise<number> {
   const ac = new AbortController();
   const onSignal = () => ac.abort(new Error("interrupted"));
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
-  const debug = argv.includes("--debug");
-  const args = argv.filter((a) => a !== "--debug");
+  // --debug, and buildx's -D: stack traces on errors.
+  const debug = argv.includes("--debug") || argv.includes("-D");
+  const args = argv.filter((a) => a !== "--debug" && a !== "-D");
   try {
-    if (args.length === 0 || args[0] === "--help" || args[0] === "-h" || args[0] === "help") {
-      (args.length === 0 ? io.stderr : io.stdout).write(USAGE);
-      return args.length === 0 ? ExitCode.USAGE : ExitCode.OK;
+    if (args.length === 0) {
+      io.stderr.write(USAGE);
+      return ExitCode.USAGE;
+    }
+    if (args[0] === "help" && args[1] !== undefined) {
+      if (!Object.hasOwn(COMMANDS, args[1])) {
+        throw new OcibuildError("USAGE", `unknown command "${args[1]}"`, { hint: `commands: ${Object.keys(COMMANDS).join(", ")}` });
+      }
+      return await (await COMMANDS[args[1]]!())(["--help"], io, ac.signal);
+    }
+    if (args[0] === "--help" || args[0] === "-h" || args[0] === "help") {
+      io.stdout.write(await fullHelp());
+      return ExitCode.OK;
     }
     if (args[0] === "--version" || args[0] === "version") {
       const { VERSION } = await import("../version.js");

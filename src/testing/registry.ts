@@ -32,8 +32,8 @@ export async function freePort(): Promise<number> {
 export interface RegistryOptions {
   /** Extra YAML appended under the top level (e.g. an `auth:` section). */
   extraConfig?: string;
-  /** TLS certificate and key paths: the registry then serves HTTPS. */
-  tls?: { certificate: string; key: string };
+  /** TLS certificate and key paths: the registry then serves HTTPS; with clientCAs it asks for a client certificate they signed (mutual TLS). */
+  tls?: { certificate: string; key: string; clientCAs?: string[] };
 }
 
 export interface TestRegistry {
@@ -51,7 +51,8 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<TestReg
   let lastErr: unknown;
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freePort();
-    const tls = opts.tls ? `\n  tls:\n    certificate: ${opts.tls.certificate}\n    key: ${opts.tls.key}` : "";
+    const clientCAs = (opts.tls?.clientCAs ?? []).map((c) => `\n      - ${c}`).join("");
+    const tls = opts.tls ? `\n  tls:\n    certificate: ${opts.tls.certificate}\n    key: ${opts.tls.key}${clientCAs ? `\n    clientcas:${clientCAs}` : ""}` : "";
     const config = `version: 0.1
 log:
   level: warn

@@ -279,6 +279,40 @@ describe("--help for each command, with examples", () => {
     }
   });
 
+  it("ocibuild --help shows the build usage and its common flags, then the commands", async () => {
+    for (const flag of ["--help", "-h", "help"]) {
+      const r = await run([flag]);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(/^Usage: ocibuild \[build\] \[flags\] CONTEXT/);
+      const flags = r.stdout.indexOf("Common flags:");
+      const commands = r.stdout.indexOf("Commands:");
+      expect(flags).toBeGreaterThan(0);
+      expect(commands).toBeGreaterThan(flags);
+      for (const s of ["-t, -d, --tag, --destination REF", "--build-arg KEY[=VALUE]", "--no-push", "-o, --output OUT"]) expect(r.stdout.slice(flags, commands)).toContain(s);
+      expect(r.stdout.slice(commands)).toMatch(/^ {2}inspect /m);
+    }
+  });
+
+  it.each(["build", "plan", "copy", "pull", "push", "inspect", "parse", "setup", "buildkit", "unshare"])("ocibuild help %s is %s --help", async (cmd) => {
+    const a = await run(["help", cmd]);
+    const b = await run([cmd, "--help"]);
+    expect(a.code).toBe(0);
+    expect(a.stdout).toMatch(/^Usage: ocibuild/);
+    expect(a.stdout).toBe(b.stdout);
+  });
+
+  it("ocibuild help NOPE names the commands", async () => {
+    const r = await run(["help", "nope"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/unknown command "nope"[\s\S]*hint: commands: build, plan/);
+  });
+
+  it("build --help lists the compatibility flags and the refused ones with their pointers", async () => {
+    const h = (await run(["build", "--help"])).stdout;
+    expect(h).toMatch(/kaniko and docker flags accepted for compatibility:\n[\s\S]*--insecure-pull/);
+    expect(h).toMatch(/refused, with what to use instead:\n[\s\S]*--squash +\(refused\) copy the result into a fresh stage/);
+  });
+
   it("no arguments prints usage to stderr and exits 2", async () => {
     const r = await run([]);
     expect(r.code).toBe(2);

@@ -1,8 +1,9 @@
 /**
  * The filesystem of a bubblewrap RUN sandbox: the stage root as "/", a fresh /proc
  * with the kernel's host-wide knobs read-only or masked (runc's defaults), a
- * read-only empty /sys, a minimal /dev, the host's /etc/hosts and resolv.conf, and
- * the step's RUN --mount targets; every mount target checked inside the root.
+ * read-only empty /sys, a minimal /dev (with a sized /dev/shm when asked), the host's
+ * /etc/hosts (plus --add-host lines) and resolv.conf, and the step's RUN --mount
+ * targets; every mount target checked inside the root.
  */
 import { statSync } from "node:fs";
 import { lstat, readFile } from "node:fs/promises";
@@ -12,6 +13,27 @@ import type { RunSpec } from "./index.js";
 import { sandboxResolvConf } from "./network.js";
 
 export const RESOLV_CONF = "/etc/resolv.conf";
+export const HOSTS = "/etc/hosts";
+
+/** What the build adds to every RUN sandbox (docker build's --add-host and --shm-size). */
+export interface SandboxExtras {
+  /** Lines added to the host's /etc/hosts: [hostname, ip]. */
+  extraHosts?: readonly (readonly [string, string])[];
+  /** Size in bytes of a tmpfs mounted at /dev/shm. */
+  shmSize?: number;
+}
+
+/** The fds bwrap reads generated files from (--ro-bind-data). */
+export interface DataFds {
+  resolv: number;
+  hosts: number;
+}
+
+/** The host's /etc/hosts with the extra lines, as docker writes --add-host (IP, a tab, the name). */
+export async function sandboxHosts(extra: readonly (readonly [string, string])[]): Promise<string> {
+  const own = await readFile(HOSTS, "utf8").catch(() => "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+  return `${own}${own.endsWith("\n") || own === "" ? "" : "\n"}${extra.map(([name, ip]) => `${ip}\t${name}\n`).join("")}`;
+}
 
 /**
  * runc's readonlyPaths: writable by real root, they change the host (sysctls, the
@@ -53,6 +75,8 @@ export interface SandboxMounts {
   createdPaths: string[];
   /** The step's /etc/resolv.conf (default network only), for bwrap's --ro-bind-data. */
   resolvConf?: string;
+  /** The step's /etc/hosts (with --add-host lines), for bwrap's --ro-bind-data. */
+  hosts?: string;
 }
 
 export function splitComps(p: string): string[] {
@@ -89,10 +113,12 @@ export async function inspectTarget(root: string, target: string): Promise<strin
  * procHardeningArgs() are left out for a privileged step, which sees /proc and /sys as
  * Docker's privileged containers do.
  */
-export async function sandboxMounts(spec: RunSpec, hostFiles: readonly string[], procArgs: readonly string[], resolvFd: number, freshProc = true): Promise<SandboxMounts> {
+export async function sandboxMounts(spec: RunSpec, hostFiles: readonly string[], procArgs: readonly string[], fds: DataFds, freshProc = true, extras: SandboxExtras = {}): Promise<SandboxMounts> {
   const root = spec.root;
   // Without a PID namespace of its own (a masked /proc: see BwrapExecutor.probe) RUN sees the container's /proc.
   const args = ["--bind", root, "/", ...(freshProc ? ["--proc", "/proc"] : ["--bind", "/proc", "/proc"]), "--dev", "/dev"];
+  // bwrap's /dev has an unlimited /dev/shm directory; docker's --shm-size is a tmpfs of that size.
+  if (extras.shmSize !== undefined) args.push("--size", String(extras.shmSize), "--tmpfs", "/dev/shm");
   const created = new Set<string>();
   const requireTarget = async (target: string, what: string) => {
     const r = await inspectTarget(root, target);
@@ -111,7 +137,9 @@ export async function sandboxMounts(spec: RunSpec, hostFiles: readonly string[],
     args.push(...procArgs, "--tmpfs", "/sys", "--remount-ro", "/sys");
   }
   let resolvConf: string | undefined;
-  for (const f of hostFiles) {
+  let hosts: string | undefined;
+  const extraHosts = extras.extraHosts ?? [];
+  for (const f of extraHosts.length > 0 && !hostFiles.includes(HOSTS) ? [...hostFiles, HOSTS] : hostFiles) {
     // The image's own resolv.conf/hosts as a symlink (-> ../run/...) or under one: leave it alone.
     const r = await inspectTarget(root, f);
     if (r === "symlink") continue;
@@ -122,7 +150,10 @@ export async function sandboxMounts(spec: RunSpec, hostFiles: readonly string[],
       // Read at each RUN: the host's resolver can change during a long build.
       resolvConf = sandboxResolvConf(await readFile(f, "utf8"));
       // Readable by every user, as the host's is: apt resolves as _apt (bwrap's data files are 0600).
-      args.push("--perms", "0644", "--ro-bind-data", String(resolvFd), f);
+      args.push("--perms", "0644", "--ro-bind-data", String(fds.resolv), f);
+    } else if (f === HOSTS && extraHosts.length > 0) {
+      hosts = await sandboxHosts(extraHosts);
+      args.push("--perms", "0644", "--ro-bind-data", String(fds.hosts), f);
     } else args.push("--ro-bind", f, f);
   }
   for (const m of spec.extraMounts ?? []) {
@@ -134,5 +165,5 @@ export async function sandboxMounts(spec: RunSpec, hostFiles: readonly string[],
       args.push(m.readonly ? "--ro-bind" : "--bind", m.source, m.target);
     }
   }
-  return { args, createdPaths: [...created].sort(), resolvConf };
+  return { args, createdPaths: [...created].sort(), resolvConf, hosts };
 }

@@ -28,7 +28,7 @@ import { which } from "../../which.js";
 import { resolveDirInRoot } from "../rootfs-path.js";
 import { privilege } from "../privilege.js";
 import { effectiveEnv, OutputTail, type Availability, type Executor, type RunResult, type RunSpec } from "./index.js";
-import { procHardeningArgs, RESOLV_CONF, sandboxMounts, splitComps } from "./bwrap-mounts.js";
+import { procHardeningArgs, RESOLV_CONF, type SandboxExtras, sandboxMounts, splitComps } from "./bwrap-mounts.js";
 import { startSlirp, type UserNetwork } from "./network.js";
 
 /** Docker's default capabilities for a container (and so for RUN). */
@@ -41,6 +41,7 @@ const HELPER_DIR = "/dev/.ocibuild";
 /** bwrap's fds beyond the status pipe (3): the one it waits on before the command, the resolv.conf it mounts. */
 const BLOCK_FD = 4;
 const RESOLV_FD = 5;
+const HOSTS_FD = 6;
 
 export interface BwrapOptions {
   /** bwrap binary; default: found on the host PATH. */
@@ -53,6 +54,21 @@ export interface BwrapOptions {
   slirp4netns?: string;
   /** unshare(1), which starts bwrap in a new network namespace; default: found on the host PATH. */
   unshare?: string;
+  /** docker build's --add-host lines for every RUN's /etc/hosts: [hostname, ip]. */
+  extraHosts?: readonly (readonly [string, string])[];
+  /** docker build's --shm-size: bytes of a tmpfs at /dev/shm. */
+  shmSize?: number;
+  /** docker build's --ulimit: resource limits every RUN starts with (set by prlimit(1) on the sandbox). */
+  ulimits?: readonly Ulimit[];
+  /** prlimit(1), for ulimits; default: found on the host PATH. */
+  prlimit?: string;
+}
+
+/** One resource limit as docker's --ulimit gives it: prlimit's resource name, soft and hard ("unlimited" or a number). */
+export interface Ulimit {
+  name: string;
+  soft: string;
+  hard: string;
 }
 
 function exec(cmd: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -103,6 +119,9 @@ export class BwrapExecutor implements Executor {
   private readonly hostFiles: string[];
   private readonly slirp4netnsPath: string | undefined;
   private readonly unsharePath: string | undefined;
+  private readonly extras: SandboxExtras;
+  private readonly ulimits: readonly Ulimit[];
+  private readonly prlimitPath: string | undefined;
   /** procHardeningArgs(), worked out once: which of runc's read-only and masked /proc entries this kernel has. */
   private readonly procArgs: string[];
   private availability?: Promise<BwrapAvailability>;
@@ -115,6 +134,9 @@ export class BwrapExecutor implements Executor {
     this.slirp4netnsPath = which(opts.slirp4netns ?? "slirp4netns");
     this.unsharePath = which(opts.unshare ?? "unshare");
     this.procArgs = procHardeningArgs();
+    this.extras = { extraHosts: opts.extraHosts, shmSize: opts.shmSize };
+    this.ulimits = opts.ulimits ?? [];
+    this.prlimitPath = this.ulimits.length > 0 ? which(opts.prlimit ?? "prlimit") : undefined;
   }
 
   async available(): Promise<Availability> {
@@ -235,7 +257,7 @@ export class BwrapExecutor implements Executor {
     if (spec.network === "none") args.push("--unshare-net");
     if (spec.network === "default") args.push("--block-fd", String(BLOCK_FD));
     if (spec.hostname !== undefined) args.push("--hostname", spec.hostname);
-    const mounts = await sandboxMounts(spec, this.hostFiles, this.procArgs, RESOLV_FD, pidns);
+    const mounts = await sandboxMounts(spec, this.hostFiles, this.procArgs, { resolv: RESOLV_FD, hosts: HOSTS_FD }, pidns, this.extras);
     args.push(...mounts.args);
 
     // The working directory, created as Docker does (owned by the user).
@@ -262,7 +284,19 @@ export class BwrapExecutor implements Executor {
       for (const c of DOCKER_DEFAULT_CAPS) args.push("--cap-add", c);
     }
     args.push("--", ...argv);
-    return { args, createdPaths: mounts.createdPaths, resolvConf: mounts.resolvConf };
+    return { args, createdPaths: mounts.createdPaths, resolvConf: mounts.resolvConf, hosts: mounts.hosts };
+  }
+
+  /**
+   * prlimit(1) before bwrap when --ulimit asks: bwrap has no flag for resource limits,
+   * and limits set on it are inherited by the command (setuid-free, as root may raise them).
+   */
+  private prlimitPrefix(): string[] {
+    if (this.ulimits.length === 0) return [];
+    if (this.prlimitPath === undefined) {
+      throw new OcibuildError("SANDBOX_UNAVAILABLE", "--ulimit needs prlimit (util-linux) on the PATH", { hint: "install util-linux, or leave out --ulimit" });
+    }
+    return [this.prlimitPath, ...this.ulimits.map((u) => `--${u.name}=${u.soft}:${u.hard}`), "--"];
   }
 
   /**
@@ -277,12 +311,13 @@ export class BwrapExecutor implements Executor {
       const i = kv.indexOf("=");
       if (i > 0) env[kv.slice(0, i)] = kv.slice(i + 1);
     }
-    const bwrap = this.bwrapPath!;
-    const [cmd, cmdArgs] = net ? [net.unshare, ["--net", "--", bwrap, ...setup.args]] : [bwrap, setup.args];
+    const bwrap = [...this.prlimitPrefix(), this.bwrapPath!];
+    const [cmd, ...cmdArgs] = net ? [net.unshare, "--net", "--", ...bwrap, ...setup.args] : [...bwrap, ...setup.args];
     return new Promise<Outcome>((resolve, reject) => {
       // fds 4 and 5 only when bwrap uses them (and closes them): the command inherits no others.
       const extra = net ? "pipe" : "ignore";
-      const child = spawn(cmd, cmdArgs, { env, stdio: ["ignore", "pipe", "pipe", "pipe", extra, setup.resolvConf !== undefined ? "pipe" : "ignore"] });
+      const data = (v: string | undefined) => (v !== undefined ? "pipe" : "ignore");
+      const child = spawn(cmd!, cmdArgs, { env, stdio: ["ignore", "pipe", "pipe", "pipe", extra, data(setup.resolvConf), data(setup.hosts)] });
       let status = "";
       let stderrHead = "";
       let network: UserNetwork | undefined;
@@ -290,9 +325,10 @@ export class BwrapExecutor implements Executor {
       const onAbort = () => child.kill("SIGKILL");
       signal?.addEventListener("abort", onAbort, { once: true });
       const fds = child.stdio as unknown as (Writable | null | undefined)[];
-      const [block, resolvFd] = [fds[BLOCK_FD], fds[RESOLV_FD]];
-      for (const w of [block, resolvFd]) w?.on("error", () => {});
+      const [block, resolvFd, hostsFd] = [fds[BLOCK_FD], fds[RESOLV_FD], fds[HOSTS_FD]];
+      for (const w of [block, resolvFd, hostsFd]) w?.on("error", () => {});
       resolvFd?.end(setup.resolvConf);
+      hostsFd?.end(setup.hosts);
       child.stdout!.on("data", (d: Buffer) => {
         tail.push(d);
         spec.onOutput?.("stdout", d);
@@ -337,6 +373,8 @@ interface SandboxSetup {
   createdPaths: string[];
   /** The step's /etc/resolv.conf (default network only), given to bwrap on RESOLV_FD. */
   resolvConf?: string;
+  /** The step's /etc/hosts with --add-host lines, given to bwrap on HOSTS_FD. */
+  hosts?: string;
 }
 
 interface Outcome {

@@ -6,19 +6,22 @@
  * USAGE_UNKNOWN_FLAG (both exit 2): nothing is silently ignored.
  */
 import { stat } from "node:fs/promises";
-import { isAbsolute, resolve } from "node:path";
+import { isAbsolute, join, resolve } from "node:path";
 import { parseSecretFlag, parseSshFlag } from "../../builder/secrets.js";
 import { EXECUTOR_FLAGS, executorOptionsFrom } from "./executor-flags.js";
 import { hostPlatform, parsePlatformList } from "../../oci/platform.js";
 import { OcibuildError } from "../../errors.js";
 import type { BuildOptions } from "../../api.js";
 import { parseOutput } from "./output-flags.js";
+import { SANDBOX_FLAGS, applySandboxFlags } from "./sandbox-flags.js";
+import { COMPAT_SPECS, REFUSED_SPECS, applyCompatFlags, compatRegistryOptions, rejectRefused } from "./compat-flags.js";
 import { parseReference } from "../../oci/reference.js";
-import { type FlagSpec, type ParsedFlags, bool, list, parseDuration, parseFlags, str } from "../flags.js";
+import { type FlagSpec, type ParsedFlags, bool, list, parseDuration, parseFlags, parseSize, str } from "../flags.js";
 import { readStdin, type CliIO } from "../io.js";
 import { REGISTRY_FLAGS, registryOptionsFrom } from "./copy.js";
 
-export const BUILD_SPECS: FlagSpec[] = [
+/** ocibuild's own build flags (with the docker/kaniko spellings that are plain aliases). */
+export const BUILD_MAIN_SPECS: FlagSpec[] = [
   { names: ["tag", "destination"], short: ["t", "d"], type: "string", repeatable: true, valueName: "REF", description: "Name and tag the image (and push it there unless --no-push)" },
   { names: ["file", "dockerfile"], short: ["f"], type: "string", valueName: "PATH", description: "Dockerfile path (default CONTEXT/Dockerfile; - reads stdin)" },
   { names: ["context"], short: ["c"], type: "string", valueName: "DIR", description: "Build context (kaniko's dir://DIR or a path); or the positional CONTEXT" },
@@ -37,13 +40,15 @@ export const BUILD_SPECS: FlagSpec[] = [
   { names: ["no-cache-write"], type: "boolean", description: "Do not write cache entries" },
   { names: ["cache-repo"], type: "string", valueName: "REPO", description: "Also keep cache entries in this registry repository (shared by CI runners)" },
   { names: ["cache-ttl"], type: "string", valueName: "DURATION", description: "Ignore cache entries older than this (e.g. 336h, 7d; default two weeks)" },
+  { names: ["call"], type: "string", valueName: "build|check", description: "buildx: check runs BuildKit's build checks on the Dockerfile and builds nothing" },
+  { names: ["check"], type: "boolean", description: "buildx: --call check" },
   { names: ["dry-run"], type: "boolean", description: "Report which steps would be cached or rebuilt, and why, executing nothing" },
   { names: ["digest-file"], type: "string", valueName: "FILE", description: "Write the image digest to FILE" },
   { names: ["image-name-with-digest-file"], type: "string", valueName: "FILE", description: "Write NAME@DIGEST for each -t, one per line" },
   { names: ["image-name-tag-with-digest-file"], type: "string", valueName: "FILE", description: "Write NAME:TAG@DIGEST for each -t, one per line" },
   { names: ["iidfile"], type: "string", valueName: "FILE", description: "Write the image ID (the config digest; for several platforms the index digest) to FILE" },
   { names: ["metadata-file"], type: "string", valueName: "FILE", description: "Write build metadata (digest, descriptor, steps, cache) as JSON" },
-  { names: ["progress"], type: "string", valueName: "MODE", description: "auto, tty, plain or json (auto: tty on a terminal, else plain)" },
+  { names: ["progress"], type: "string", valueName: "MODE", description: "auto, tty, plain, json, rawjson (= json), quiet or none (= -q) (auto: tty on a terminal, else plain)" },
   { names: ["quiet"], short: ["q"], type: "boolean", description: "Print only the digest" },
   { names: ["reproducible"], type: "boolean", description: "Clamp timestamps to 0 unless SOURCE_DATE_EPOCH is set" },
   { names: ["compression-level"], type: "string", valueName: "0-9", description: "gzip level for new layers (default 6)" },
@@ -52,21 +57,25 @@ export const BUILD_SPECS: FlagSpec[] = [
   { names: ["secret"], type: "string", repeatable: true, valueName: "id=ID,src=PATH|env=VAR", description: "A secret for RUN --mount=type=secret (never stored in the image or cache)" },
   { names: ["ssh"], type: "string", repeatable: true, valueName: "ID[=SOCKET|KEY[,KEY]]", description: "An ssh agent for RUN --mount=type=ssh (default: $SSH_AUTH_SOCK)" },
   { names: ["allow"], type: "string", repeatable: true, valueName: "ENTITLEMENT", description: "Allow security.insecure (RUN --security=insecure) or network.host (--network=host, RUN --network=host)" },
-  // Recognised, not supported: each fails naming itself (see UNSUPPORTED).
-  { names: ["cache-from"], type: "string", repeatable: true, valueName: "SRC", description: "(not supported yet) buildx cache import" },
-  { names: ["cache-to"], type: "string", repeatable: true, valueName: "DST", description: "(not supported yet) buildx cache export" },
-  { names: ["load"], type: "boolean", description: "(not supported: there is no daemon) use --output docker-archive:FILE and docker load" },
   { names: ["help"], short: ["h"], type: "boolean", description: "Show this help" },
+  // Read by main() for every command; listed so that build --help shows it.
+  { names: ["debug"], short: ["D"], type: "boolean", description: "Show stack traces with errors (every command)" },
   ...REGISTRY_FLAGS.filter((f) => f.names[0] !== "help"),
   ...EXECUTOR_FLAGS,
+  ...SANDBOX_FLAGS,
 ];
 
-/** Flags we parse only to refuse with a precise message. */
-const UNSUPPORTED: Record<string, string> = {
-  "cache-from": "use --cache-repo REPO (and --cache-dir DIR)",
-  "cache-to": "use --cache-repo REPO (and --cache-dir DIR)",
-  load: "ocibuild has no daemon to load into; write --output docker-archive:FILE and run `docker load -i FILE`",
-};
+/** --help's sections after the main flags. */
+export const BUILD_HELP_SECTIONS: [string, FlagSpec[]][] = [
+  ["kaniko and docker flags accepted for compatibility", COMPAT_SPECS],
+  ["kaniko and docker flags refused, with what to use instead", REFUSED_SPECS],
+];
+
+/** Every flag `ocibuild build` parses. */
+export const BUILD_SPECS: FlagSpec[] = [...BUILD_MAIN_SPECS, ...COMPAT_SPECS, ...REFUSED_SPECS];
+
+/** The flags `ocibuild --help` shows. */
+export const COMMON_BUILD_FLAGS = ["tag", "file", "context", "build-arg", "target", "platform", "no-push", "output", "cache-dir", "cache-repo", "progress", "quiet"];
 
 export const BUILD_USAGE = `Usage: ocibuild [build] [flags] CONTEXT
 
@@ -87,6 +96,8 @@ export const BUILD_EXAMPLES = [
 /** What the build command will do: library options plus the files the CLI writes afterwards. */
 export interface BuildInvocation {
   help: boolean;
+  /** buildx's --call: "check" lints the Dockerfile instead of building. */
+  call?: "check";
   options: BuildOptions;
   progress: "auto" | "tty" | "plain" | "json";
   quiet: boolean;
@@ -115,16 +126,13 @@ function parseKeyValues(values: string[], flag: string, env?: Record<string, str
   return out;
 }
 
-const SIZE_UNITS: Record<string, number> = { "": 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
-
-/** A byte count as docker's --memory and --shm-size take it: 1073741824, 512m, 4g, 4GiB, 4gb (binary units). */
-export function parseSize(v: string, flag: string): number {
-  const m = /^(\d+(?:\.\d+)?) ?([kmgt]?)(?:i?b)?$/i.exec(v);
-  const n = m ? Math.floor(Number(m[1]) * SIZE_UNITS[m[2]!.toLowerCase()]!) : NaN;
-  if (!(n > 0) || !Number.isSafeInteger(n)) {
-    throw new OcibuildError("USAGE_BAD_VALUE", `--${flag} takes a size like 4g, 512m or 1073741824, not "${v}"`, { details: { flag: `--${flag}` } });
-  }
-  return n;
+/** buildx's --call (and --check): build (the default) or check; outline and targets get a pointer. */
+function callFrom(p: ParsedFlags): "check" | undefined {
+  const v = str(p, "call") ?? (bool(p, "check") ? "check" : "build");
+  if (v === "build") return undefined;
+  if (v === "check" || v === "lint") return "check";
+  const instead: Record<string, string> = { outline: "ocibuild parse prints the Dockerfile's instructions; the ARGs are in it", targets: "ocibuild parse lists every FROM ... AS name" };
+  throw new OcibuildError("USAGE_UNSUPPORTED_FLAG", `flag --call=${v} is not supported: ${instead[v] ?? "use --call build or --call check"}`, { details: { flag: "--call" } });
 }
 
 /** Errors from parsing a flag's value (a bad reference or layout name) are usage errors. */
@@ -140,11 +148,7 @@ function asUsage<T>(f: () => T, flag: string): T {
 }
 
 function rejectUnsupported(p: ParsedFlags): void {
-  for (const [name, why] of Object.entries(UNSUPPORTED)) {
-    const v = p.values[name];
-    if (v === undefined || v === false) continue;
-    throw new OcibuildError("USAGE_UNSUPPORTED_FLAG", `flag --${name} is not supported: ${why}`, { details: { flag: `--${name}` } });
-  }
+  rejectRefused(p);
   const network = str(p, "network");
   if (network !== undefined && network !== "default" && network !== "none" && network !== "host") {
     throw new OcibuildError("USAGE_BAD_VALUE", `--network=${network}: use default, none or host`, { details: { flag: "--network" } });
@@ -197,11 +201,18 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
   if (p.positionals.length === 1 && contextArg !== undefined && resolve(cwd, p.positionals[0]!) !== resolve(cwd, contextArg)) {
     throw new OcibuildError("USAGE", `two build contexts given: ${p.positionals[0]} and --context ${contextArg}`);
   }
-  const context = p.positionals[0] ?? contextArg;
-  if (context === undefined) throw new OcibuildError("USAGE_MISSING_ARGUMENT", "missing build CONTEXT (a directory, e.g. '.')", { hint: "ocibuild [flags] CONTEXT (run ocibuild build --help)" });
+  const contextRoot = p.positionals[0] ?? contextArg;
+  if (contextRoot === undefined) throw new OcibuildError("USAGE_MISSING_ARGUMENT", "missing build CONTEXT (a directory, e.g. '.')", { hint: "ocibuild [flags] CONTEXT (run ocibuild build --help)" });
+  // kaniko's --context-sub-path: a subdirectory of the context is the context.
+  const context = join(contextRoot, str(p, "context-sub-path") ?? "");
 
-  const progress = str(p, "progress") ?? "auto";
-  if (!["auto", "plain", "json", "tty"].includes(progress)) throw new OcibuildError("USAGE_BAD_VALUE", `--progress must be auto, tty, plain or json, not "${progress}"`);
+  const progressFlag = str(p, "progress") ?? "auto";
+  if (!["auto", "plain", "json", "tty", "rawjson", "quiet", "none"].includes(progressFlag)) {
+    throw new OcibuildError("USAGE_BAD_VALUE", `--progress must be auto, tty, plain, json, rawjson, quiet or none, not "${progressFlag}"`);
+  }
+  // buildx's rawjson (one JSON object per line) is ocibuild's json events; quiet and none are -q.
+  const silent = progressFlag === "quiet" || progressFlag === "none";
+  const progress = progressFlag === "rawjson" ? "json" : silent ? "auto" : progressFlag;
 
   const tags = list(p, "tag");
   const refs = tags.map((t) => asUsage(() => parseReference(t), `-t ${t}`)); // a bad -t is a usage error before any work
@@ -258,7 +269,7 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
     outputs,
     // A build reports blob transfers as its own events (push lines, the live view), so the
     // copy command's one-line-per-blob stderr log is left out here.
-    registry: { ...registryOptionsFrom(p, io), onProgress: undefined },
+    registry: compatRegistryOptions(p, { ...registryOptionsFrom(p, io), onProgress: undefined }, [...tags, ...registryOutputs.flatMap((o) => o.names ?? [])]),
     env: io.env,
   };
   if (file === "-") options.dockerfileText = (await readStdin(io, signal)).toString("utf8");
@@ -289,12 +300,15 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
   if (net !== undefined) options.network = net as "default" | "none" | "host";
   const ttl = str(p, "cache-ttl");
   if (ttl !== undefined) options.cacheTtlSeconds = parseDuration(ttl, "cache-ttl");
+  applyCompatFlags(p, options, (m) => io.stderr.write(`warning: ${m}\n`));
+  applySandboxFlags(p, options, str(p, "executor") ?? "bwrap");
   if (bool(p, "dry-run")) {
     options.dryRun = true;
     options.push = false;
     options.outputs = [];
   }
-  const executorOptions = executorOptionsFrom(p, io);
+  const call = callFrom(p);
+  const executorOptions = call === "check" ? undefined : executorOptionsFrom(p, io);
   if (executorOptions) options.executor = new (await import("../../builder/sandbox/buildkit.js")).BuildkitExecutor(executorOptions);
-  return { help: false, options, progress: progress as BuildInvocation["progress"], quiet: bool(p, "quiet"), files };
+  return { help: false, ...(call ? { call } : {}), options, progress: progress as BuildInvocation["progress"], quiet: bool(p, "quiet") || silent, files };
 }

@@ -4,10 +4,12 @@
  * digest and metadata files (each atomically: temp name, then rename).
  */
 import { randomBytes } from "node:crypto";
-import { rename, writeFile } from "node:fs/promises";
+import { readFile, rename, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { BuildResult } from "../../builder/build.js";
-import { isOcibuildError } from "../../errors.js";
+import { isOcibuildError, OcibuildError } from "../../errors.js";
+import { formatChecks, runChecks } from "../../dockerfile/checks.js";
+import { parseDockerfile } from "../../dockerfile/parse.js";
 import { checkWritable, pathError, removeQuietly } from "../../user-path.js";
 import { build } from "../../api.js";
 import { parseReference } from "../../oci/reference.js";
@@ -15,7 +17,7 @@ import { helpText } from "../flags.js";
 import type { CliIO, Command } from "../io.js";
 import { planUserNamespace, runInUserNamespace, USERNS_ENV } from "../userns.js";
 import { cacheSummary, createRenderer, dryRunSummary, resolveProgressMode, summary } from "../progress.js";
-import { BUILD_EXAMPLES, BUILD_SPECS, BUILD_USAGE, type BuildInvocation, parseBuildArgs } from "./build-options.js";
+import { BUILD_EXAMPLES, BUILD_HELP_SECTIONS, BUILD_MAIN_SPECS, BUILD_USAGE, type BuildInvocation, parseBuildArgs } from "./build-options.js";
 
 async function writeAtomic(path: string, text: string, signal?: AbortSignal): Promise<void> {
   const tmp = join(dirname(path), `.${basename(path)}.tmp-${randomBytes(6).toString("hex")}`);
@@ -82,13 +84,38 @@ async function writeResultFiles(inv: BuildInvocation, result: BuildResult, signa
 }
 
 /**
+ * `--call check`: BuildKit's build checks over the Dockerfile, printed as buildx prints
+ * them (stdout); nothing is built or pulled. Exit 1 only under `# check=error=true`.
+ */
+async function checkCommand(inv: BuildInvocation, io: CliIO, signal: AbortSignal): Promise<number> {
+  const { options } = inv;
+  const path = options.dockerfile ?? join(options.context, "Dockerfile");
+  const file = options.dockerfileText !== undefined ? "Dockerfile" : basename(path);
+  let text = options.dockerfileText;
+  if (text === undefined) {
+    try {
+      text = await readFile(path, { encoding: "utf8", signal });
+    } catch (e) {
+      throw pathError("BUILD_DOCKERFILE_NOT_FOUND", "cannot read the Dockerfile", path, e);
+    }
+  }
+  const parsed = parseDockerfile(text, { file });
+  const result = runChecks(parsed, options.buildArgs?.BUILDKIT_DOCKERFILE_CHECK ?? parsed.directives.check);
+  io.stdout.write(formatChecks(result, file, parsed.lines));
+  if (result.error && result.warnings.length > 0) {
+    throw new OcibuildError("BUILD_CHECK_FAILED", `lint violation found for rules: ${[...new Set(result.warnings.map((w) => w.rule))].join(", ")}`, { hint: "# check=error=true makes build check warnings fail the build" });
+  }
+  return 0;
+}
+
+/**
  * A plain user's build runs again as root of a new user namespace (rootless mode,
  * see ../userns.ts), unless it only asks for help or a plan, or uses BuildKit for
  * RUN where no namespace can be made. Returns the exit status, or undefined to build here.
  */
 async function maybeRootless(args: string[], io: CliIO, signal: AbortSignal): Promise<number | undefined> {
   if (process.getuid?.() === 0 || io.env[USERNS_ENV] !== undefined) return undefined;
-  if (args.some((a) => a === "--help" || a === "-h" || a === "--dry-run")) return undefined;
+  if (args.some((a) => a === "--help" || a === "-h" || a === "--dry-run" || a === "--check" || a.startsWith("--call"))) return undefined;
   const script = process.argv[1];
   if (script === undefined || !/ocibuild(\.c?js)?$/.test(script)) return undefined;
   let plan;
@@ -108,9 +135,10 @@ export const buildCommand: Command = async (args, io, signal) => {
   if (rootless !== undefined) return rootless;
   const inv = await parseBuildArgs(args, io, signal);
   if (inv.help) {
-    io.stdout.write(helpText(BUILD_USAGE, BUILD_SPECS, BUILD_EXAMPLES));
+    io.stdout.write(helpText(BUILD_USAGE, BUILD_MAIN_SPECS, BUILD_EXAMPLES, BUILD_HELP_SECTIONS));
     return 0;
   }
+  if (inv.call === "check") return checkCommand(inv, io, signal);
   const mode = resolveProgressMode(inv.progress, io.stderr, inv.quiet);
   const renderer = createRenderer(mode, mode === "json" ? io.stdout : io.stderr);
   let result: BuildResult;

@@ -47,10 +47,12 @@ export class RegistryClient {
     this.limit = pLimit(Math.max(1, opts.concurrency ?? 4));
   }
 
-  /** Where to pull a reference from: mirrors first for docker.io, then the origin. */
+  /** Where to pull a reference from: its mirrors first (docker.io's and --registry-map's), then the origin unless told not to. */
   private pullRegistries(ref: ImageReference): string[] {
-    if (ref.registry !== "docker.io" || !this.options.registryMirrors?.length) return [ref.registry];
-    return [...this.options.registryMirrors.map(hostOf), ref.registry];
+    const o = this.options;
+    const mirrors = [...(ref.registry === "docker.io" ? (o.registryMirrors ?? []) : []), ...(o.registryMap?.[ref.registry] ?? [])].map(hostOf);
+    if (mirrors.length === 0) return [ref.registry];
+    return o.skipDefaultRegistryFallback ? mirrors : [...mirrors, ref.registry];
   }
 
   /** Try each pull registry in turn (mirrors fall back to the origin). */

@@ -148,11 +148,12 @@ export class Transport {
 
   /** May this host be spoken to over plain HTTP? */
   mayUseHttp(host: string): boolean {
-    return isLoopbackHost(host) || this.inList(this.opts.insecureRegistries, host) || (this.opts.registryMirrors ?? []).some((m) => m.startsWith("http://") && hostOf(m) === host);
+    const mirrors = [...(this.opts.registryMirrors ?? []), ...Object.values(this.opts.registryMap ?? {}).flat()];
+    return this.opts.insecureAll === true || isLoopbackHost(host) || this.inList(this.opts.insecureRegistries, host) || mirrors.some((m) => m.startsWith("http://") && hostOf(m) === host);
   }
 
   private skipVerify(host: string): boolean {
-    return this.opts.skipTlsVerify === true || this.inList(this.opts.skipTlsVerifyRegistries, host) || this.inList(this.opts.insecureRegistries, host);
+    return this.opts.skipTlsVerify === true || this.opts.insecureAll === true || this.inList(this.opts.skipTlsVerifyRegistries, host) || this.inList(this.opts.insecureRegistries, host);
   }
 
   /** The connection pools for a URL's host (plain or TLS by its scheme). */
@@ -228,8 +229,23 @@ export class Transport {
         }
       }
     }
-    const context = own.length === 0 ? common.context : createSecureContext({ ca: [...common.ca, ...own] });
+    const client = await this.clientCert(host);
+    const context = own.length === 0 && !client ? common.context : createSecureContext({ ca: [...common.ca, ...own], ...client });
     return { context, rejectUnauthorized: !this.skipVerify(host) };
+  }
+
+  /** The client certificate and key given for a host (mutual TLS), read as PEM. */
+  private async clientCert(host: string): Promise<{ cert: string; key: string } | undefined> {
+    const given = Object.entries(this.opts.registryClientCerts ?? {}).find(([h]) => hostOf(h).toLowerCase() === host.toLowerCase())?.[1];
+    if (!given) return undefined;
+    const read = async (path: string) => {
+      try {
+        return await readFile(path, "utf8");
+      } catch (e) {
+        throw new OcibuildError("REGISTRY_CERTIFICATE_UNREADABLE", `cannot read the client certificate or key ${path} given for ${host}: ${(e as Error).message}`, { cause: e });
+      }
+    };
+    return { cert: await read(given.cert), key: await read(given.key) };
   }
 
   /** Does a registry answer /v2/ over plain HTTP (its API version header, 200 or 401)? */

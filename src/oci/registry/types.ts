@@ -30,8 +30,19 @@ export interface RegistryOptions {
    * trusted for that registry. Default: /etc/docker/certs.d and /etc/containers/certs.d.
    */
   certsDirs?: string[];
+  /** host[:port] -> a client certificate and its key (PEM files) for mutual TLS (kaniko's --registry-client-cert). */
+  registryClientCerts?: Record<string, { cert: string; key: string }>;
   /** Mirrors (host[:port] or URL) tried first for docker.io pulls, falling back to the origin. */
   registryMirrors?: string[];
+  /**
+   * Mirrors for any registry (kaniko's --registry-map): registry host -> mirrors
+   * (host[:port] or URL) tried in order before it. docker.io's mirrors join registryMirrors.
+   */
+  registryMap?: Record<string, string[]>;
+  /** Pull only from the mirrors when a registry has some: no fallback to the origin (kaniko's --skip-default-registry-fallback). */
+  skipDefaultRegistryFallback?: boolean;
+  /** Every registry may be reached over plain HTTP and unverified TLS (kaniko's --insecure-pull). */
+  insecureAll?: boolean;
   /** An explicit docker config.json / podman auth.json; otherwise the usual places are searched. */
   authConfigPath?: string;
   /** Injected environment (DOCKER_CONFIG, REGISTRY_AUTH_FILE, HOME, PATH, NODE_EXTRA_CA_CERTS...). */
