@@ -4,10 +4,7 @@
  * NODE_EXTRA_CA_CERTS, per-registry CA files, skip-verify), the challenge/auth
  * flow, redirects, and retries with exponential backoff, jitter and Retry-After.
  */
-import { readFile, readdir } from "node:fs/promises";
 import type { Agent } from "node:http";
-import { join } from "node:path";
-import { createSecureContext, rootCertificates, type SecureContext } from "node:tls";
 import type { Readable } from "node:stream";
 import { OcibuildError } from "../../errors.js";
 import { VERSION } from "../../version.js";
@@ -16,6 +13,8 @@ import { mergeScopes, parseChallenges, scopesFromChallenge } from "../auth/chall
 import { CredentialStore } from "../auth/config.js";
 import { httpError, isCertificateError, isRetryableNetworkError, isRetryableStatus, networkError, readErrorBody } from "./errors.js";
 import { DEFAULT_TIMEOUT_MS, HostAgents, send, type HttpResult, type ResponseBody } from "./http.js";
+import { hostOf, isLoopbackHost } from "./hosts.js";
+import { TlsTrust } from "./tls.js";
 import type { RegistryOptions, RetryEvent, Scope } from "./types.js";
 
 export type Method = "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE";
@@ -52,19 +51,7 @@ export interface HttpResponse {
 /** A token service's answer is a few KiB of JSON; more is not a token. */
 export const MAX_TOKEN_RESPONSE_BYTES = 1024 * 1024;
 
-const DEFAULT_CERTS_DIRS = ["/etc/docker/certs.d", "/etc/containers/certs.d"];
-const SYSTEM_CA_BUNDLES = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
-
-export function isLoopbackHost(host: string): boolean {
-  const h = host.replace(/:[0-9]+$/, "").replace(/^\[|\]$/g, "").toLowerCase();
-  return h === "localhost" || h.endsWith(".localhost") || h === "::1" || /^127\.\d+\.\d+\.\d+$/.test(h);
-}
-
-/** "docker.io" -> "registry-1.docker.io"; a mirror URL "https://m.example/" -> "m.example". */
-export function hostOf(registry: string): string {
-  if (registry === "docker.io") return "registry-1.docker.io";
-  return registry.replace(/^[a-z]+:\/\//i, "").replace(/\/.*$/, "");
-}
+export { hostOf, isLoopbackHost };
 
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -112,6 +99,8 @@ export class Transport {
   private readonly baseDelay: number;
   private readonly maxDelay: number;
   private readonly agents = new Map<string, HostAgents>();
+  /** CAs, client certificates and verification per host (tls.ts). */
+  private readonly tls: TlsTrust;
   private readonly bases = new Map<string, Promise<string>>();
   private readonly userAgent: string;
   /** A request stalled this long fails with REGISTRY_TIMEOUT (RegistryOptions.timeoutSeconds). */
@@ -127,6 +116,7 @@ export class Transport {
     this.baseDelay = opts.retry?.baseDelayMs ?? 250;
     this.maxDelay = opts.retry?.maxDelayMs ?? 10_000;
     this.userAgent = opts.userAgent ?? `ocibuild/${VERSION}`;
+    this.tls = new TlsTrust(opts, (host) => this.skipVerify(host));
     const sender: TokenSender = (url, init) => this.sendToken(url, init);
     this.auth = new Authenticator(new CredentialStore({ authConfigPath: opts.authConfigPath, env: opts.env ?? {} }), sender);
   }
@@ -161,91 +151,10 @@ export class Transport {
     let a = this.agents.get(url.host);
     if (!a) {
       const host = url.host;
-      a = new HostAgents(() => this.tlsOptions(host));
+      a = new HostAgents(() => this.tls.options(host));
       this.agents.set(host, a);
     }
     return a.forUrl(url);
-  }
-
-  /** The CAs to trust for a host and whether to verify it at all (read at its first HTTPS request). */
-  /**
-   * The CAs every host trusts (Node's, the system bundle, NODE_EXTRA_CA_CERTS) and one
-   * secure context made of them, read and built once per transport: a docker.io pull
-   * alone talks TLS to three hosts (registry, token service, blob CDN), and each
-   * context of the full CA list costs tens to hundreds of milliseconds.
-   */
-  private commonTrust?: Promise<{ ca: string[]; context: SecureContext }>;
-
-  private common(): Promise<{ ca: string[]; context: SecureContext }> {
-    this.commonTrust ??= (async () => {
-      const ca: string[] = [...rootCertificates];
-      for (const f of SYSTEM_CA_BUNDLES) {
-        try {
-          ca.push(await readFile(f, "utf8"));
-          break;
-        } catch {
-          /* not on this system */
-        }
-      }
-      const extra = this.opts.env?.NODE_EXTRA_CA_CERTS;
-      if (extra) {
-        try {
-          ca.push(await readFile(extra, "utf8"));
-        } catch (e) {
-          throw new OcibuildError("REGISTRY_CERTIFICATE_UNREADABLE", `cannot read NODE_EXTRA_CA_CERTS file ${extra}: ${(e as Error).message}`, { cause: e });
-        }
-      }
-      return { ca, context: createSecureContext({ ca }) };
-    })();
-    this.commonTrust.catch(() => (this.commonTrust = undefined));
-    return this.commonTrust;
-  }
-
-  /** TLS for a host: the common trust, plus its own CA files (--registry-certificate, certs.d), if any. */
-  private async tlsOptions(host: string): Promise<{ context: SecureContext; rejectUnauthorized: boolean }> {
-    const common = await this.common();
-    const own: string[] = [];
-    const certs = this.opts.registryCertificates ?? {};
-    const given = Object.entries(certs).find(([h]) => hostOf(h).toLowerCase() === host.toLowerCase())?.[1];
-    if (given) {
-      try {
-        own.push(await readFile(given, "utf8"));
-      } catch (e) {
-        throw new OcibuildError("REGISTRY_CERTIFICATE_UNREADABLE", `cannot read the CA certificate ${given} given for ${host}: ${(e as Error).message}`, { cause: e });
-      }
-    }
-    for (const d of this.opts.certsDirs ?? DEFAULT_CERTS_DIRS) {
-      let names: string[];
-      try {
-        names = await readdir(join(d, host));
-      } catch {
-        continue;
-      }
-      for (const n of names.filter((x) => x.endsWith(".crt")).sort()) {
-        try {
-          own.push(await readFile(join(d, host, n), "utf8"));
-        } catch (e) {
-          throw new OcibuildError("REGISTRY_CERTIFICATE_UNREADABLE", `cannot read the CA certificate ${join(d, host, n)}: ${(e as Error).message}`, { cause: e });
-        }
-      }
-    }
-    const client = await this.clientCert(host);
-    const context = own.length === 0 && !client ? common.context : createSecureContext({ ca: [...common.ca, ...own], ...client });
-    return { context, rejectUnauthorized: !this.skipVerify(host) };
-  }
-
-  /** The client certificate and key given for a host (mutual TLS), read as PEM. */
-  private async clientCert(host: string): Promise<{ cert: string; key: string } | undefined> {
-    const given = Object.entries(this.opts.registryClientCerts ?? {}).find(([h]) => hostOf(h).toLowerCase() === host.toLowerCase())?.[1];
-    if (!given) return undefined;
-    const read = async (path: string) => {
-      try {
-        return await readFile(path, "utf8");
-      } catch (e) {
-        throw new OcibuildError("REGISTRY_CERTIFICATE_UNREADABLE", `cannot read the client certificate or key ${path} given for ${host}: ${(e as Error).message}`, { cause: e });
-      }
-    };
-    return { cert: await read(given.cert), key: await read(given.key) };
   }
 
   /** Does a registry answer /v2/ over plain HTTP (its API version header, 200 or 401)? */
