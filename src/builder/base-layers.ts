@@ -10,8 +10,9 @@
  * decompression. Recording is best effort: a record that cannot be written only
  * means the blob is checked again next time.
  */
+import { writeFileAtomic } from "../fs-atomic.js";
 import { createHash } from "node:crypto";
-import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Transform, type TransformCallback } from "node:stream";
 import { OcibuildError } from "../errors.js";
@@ -33,14 +34,8 @@ export class DiffIdRecords {
   }
 
   async set(digest: Digest, diffId: DiffID): Promise<void> {
-    await mkdir(this.dir, { recursive: true });
-    const tmp = `${this.path(digest)}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-    try {
-      await writeFile(tmp, diffId);
-      await rename(tmp, this.path(digest));
-    } catch {
-      await rm(tmp, { force: true });
-    }
+    // A record is a shortcut, not a result: one that cannot be written is checked again next time.
+    await writeFileAtomic(this.path(digest), diffId, { makeParent: true }).catch(() => {});
   }
 }
 

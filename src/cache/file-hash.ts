@@ -3,11 +3,11 @@
  * -> sha256, kept under the cache dir, so an unchanged context is not read again.
  * A changed file changes its ctime, so a stale hash is never reused.
  */
+import { writeFileAtomic } from "../fs-atomic.js";
 import { createHash } from "node:crypto";
 import { createReadStream, readFileSync } from "node:fs";
 import type { Stats } from "node:fs";
-import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
-import { dirname } from "node:path";
+import { readFile } from "node:fs/promises";
 import { pipeline } from "node:stream/promises";
 
 /** Files up to this size are read in one call. */
@@ -68,10 +68,7 @@ export class FileHasher {
   /** Persist the stat cache (temp + rename; the last of two concurrent builds wins, which is fine for a cache). */
   async save(): Promise<void> {
     if (!this.statePath || !this.dirty) return;
-    await mkdir(dirname(this.statePath), { recursive: true });
-    const tmp = `${this.statePath}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-    await writeFile(tmp, JSON.stringify(Object.fromEntries(this.entries)));
-    await rename(tmp, this.statePath);
+    await writeFileAtomic(this.statePath, JSON.stringify(Object.fromEntries(this.entries)), { makeParent: true });
     this.dirty = false;
   }
 }

@@ -6,9 +6,10 @@
  * identity, see verifyBlob): a corrupt entry is a miss and is removed, never a
  * wrong image.
  */
+import { writeFileAtomic } from "../fs-atomic.js";
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { readFile, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import type { OciLayout } from "../oci/layout.js";
@@ -143,14 +144,6 @@ export class LocalCacheStore implements CacheStore {
   }
 
   private async atomicWrite(path: string, text: string): Promise<void> {
-    await mkdir(join(path, ".."), { recursive: true });
-    const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-    try {
-      await writeFile(tmp, text);
-      await rename(tmp, path);
-    } catch (e) {
-      await rm(tmp, { force: true });
-      throw e;
-    }
+    await writeFileAtomic(path, text, { makeParent: true });
   }
 }

@@ -3,14 +3,14 @@
  * the library build with a progress renderer, prints the summary, and writes the
  * digest and metadata files (each atomically: temp name, then rename).
  */
-import { randomBytes } from "node:crypto";
-import { readFile, rename, writeFile } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
+import { writeFileAtomic } from "../../fs-atomic.js";
+import { readFile } from "node:fs/promises";
+import { basename, join } from "node:path";
 import type { BuildResult } from "../../builder/build.js";
 import { isOcibuildError, OcibuildError } from "../../errors.js";
 import { formatChecks, runChecks } from "../../dockerfile/checks.js";
 import { parseDockerfile } from "../../dockerfile/parse.js";
-import { checkWritable, pathError, removeQuietly } from "../../user-path.js";
+import { checkWritable, pathError } from "../../user-path.js";
 import { build } from "../../api.js";
 import { parseReference } from "../../oci/reference.js";
 import { helpText } from "../flags.js";
@@ -20,12 +20,9 @@ import { cacheSummary, createRenderer, dryRunSummary, resolveProgressMode, summa
 import { BUILD_EXAMPLES, BUILD_HELP_SECTIONS, BUILD_MAIN_SPECS, BUILD_USAGE, type BuildInvocation, parseBuildArgs } from "./build-options.js";
 
 async function writeAtomic(path: string, text: string, signal?: AbortSignal): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.tmp-${randomBytes(6).toString("hex")}`);
   try {
-    await writeFile(tmp, text, { signal });
-    await rename(tmp, path);
+    await writeFileAtomic(path, text, { signal });
   } catch (e) {
-    await removeQuietly(tmp);
     throw pathError("OUTPUT_WRITE_FAILED", "cannot write", path, e);
   }
 }
