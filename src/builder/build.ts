@@ -33,6 +33,7 @@ import { resolveSecrets, startSshAgents, type SecretSpec, type SshAgents, type S
 import { FileHasher } from "../cache/file-hash.js";
 import { KEY_VERSION } from "../cache/key.js";
 import { resolveCacheDir } from "./cache-dir.js";
+import { recordBuiltImage } from "./local-images.js";
 import { Redactor } from "../cache/redact.js";
 import { LocalCacheStore } from "../cache/local.js";
 import { DiffIdRecords } from "./base-layers.js";
@@ -141,7 +142,7 @@ const PRIVATE_CACHE_DIRS = ["tmp", "rootfs", "rootfs/layers", "rootfs/tmp", "mou
  * directory that cannot be written (read-only, under a file, an unwritable HOME)
  * is the user's to fix: CACHE_DIR_UNWRITABLE names it and the errno.
  */
-async function openCacheDir(cacheDir: string, defaultFrom: Record<string, string | undefined> | undefined): Promise<string> {
+export async function openCacheDir(cacheDir: string, defaultFrom: Record<string, string | undefined> | undefined): Promise<string> {
   try {
     await makeDirs(cacheDir);
     for (const d of PRIVATE_CACHE_DIRS) await privateDir(join(cacheDir, d));
@@ -356,6 +357,8 @@ async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildRe
     const images = finals.map((f, i) => ({ platform: targets[i]!, image: assembleImage(f.state, { sourceDateEpoch: opts.sourceDateEpoch, labels: opts.labels }) }));
     const artifact: BuiltArtifact = images.length > 1 ? { images, index: assembleIndex(images) } : { images };
     const top = topBlob(artifact);
+    // `ocibuild run IMAGE-ID` finds the image here, without a registry.
+    if (!dryRun) await recordBuiltImage(cacheDir, content, artifact, opts.signal);
     const references: string[] = [];
     const src = { content, registry, maxLayerSize: opts.maxLayerSize, diffIds, signal: opts.signal };
     if (pushTo.length > 0) {
