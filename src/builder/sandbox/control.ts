@@ -15,18 +15,23 @@ function childrenOf(pid: number): number[] {
   }
 }
 
+/** bwrap's init forks the command right after it reports its pid: a signal sent in between waits for it (up to ~1 s). */
+const WAIT_TRIES = 50;
+
 export function sandboxControl(pid: number, pidns: boolean): SandboxControl {
-  return {
-    pid,
-    kill(signal) {
-      const targets = pidns ? childrenOf(pid) : [pid];
-      for (const t of targets) {
-        try {
-          process.kill(t, signal);
-        } catch {
-          // Gone already: nothing to signal.
-        }
+  const send = (signal: NodeJS.Signals, triesLeft: number) => {
+    const targets = pidns ? childrenOf(pid) : [pid];
+    if (targets.length === 0 && triesLeft > 0) {
+      setTimeout(() => send(signal, triesLeft - 1), 20).unref();
+      return;
+    }
+    for (const t of targets) {
+      try {
+        process.kill(t, signal);
+      } catch {
+        // Gone already: nothing to signal.
       }
-    },
+    }
   };
+  return { pid, kill: (signal) => send(signal, WAIT_TRIES) };
 }

@@ -1,0 +1,155 @@
+/**
+ * `ocibuild run` end to end on busybox images built by ocibuild into a real
+ * registry: ENTRYPOINT/CMD composition against Docker's rules, the image's Env,
+ * User and WorkingDir, the exit status, bind mounts and --read-only, image IDs
+ * from --iidfile, archives, --keep, --healthcheck, and no mount left behind.
+ */
+import { mkdir, readFile, readdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { build } from "../../src/api.js";
+import { runImage } from "../../src/run/run.js";
+import { haveRegistry } from "../helpers/registry.js";
+import { useBusyboxRegistry } from "../helpers/busybox-registry.js";
+import { cli, have, isRoot } from "../helpers/tools.js";
+
+const ready = isRoot && haveRegistry() && have("bwrap");
+
+/** Overlay mounts under `dir` in this process's mount table. */
+async function mountsUnder(dir: string): Promise<string[]> {
+  const text = await readFile("/proc/self/mounts", "utf8");
+  return text.split("\n").filter((l) => l.split(" ")[1]?.startsWith(dir));
+}
+
+describe.skipIf(!ready)("ocibuild run (needs root, bwrap, docker-registry)", () => {
+  const f = useBusyboxRegistry("run");
+  let n = 0;
+  /** Build a one-off image on the busybox base from Dockerfile lines; returns its reference. */
+  async function image(lines: string[], extra: Record<string, string> = {}): Promise<string> {
+    const ctx = join(f.work, `ctx-${++n}`);
+    await mkdir(ctx, { recursive: true });
+    await writeFile(join(ctx, "Dockerfile"), [`FROM ${f.base}`, ...lines, ""].join("\n"));
+    for (const [name, text] of Object.entries(extra)) await writeFile(join(ctx, name), text);
+    const ref = `${f.reg.host}/test/run${n}:v1`;
+    await build({ context: ctx, tags: [ref], cacheDir: f.cacheDir });
+    return ref;
+  }
+  const run = (args: string[]) => cli(["run", "--cache-dir", f.cacheDir, ...args]);
+
+  it.each([
+    // [ENTRYPOINT/CMD lines, run flags, command, expected output]
+    ["exec CMD", ['CMD ["echo", "cmd"]'], [], [], "cmd"],
+    ["shell CMD", ["CMD echo shell $HOME"], [], [], "shell /root"],
+    ["exec ENTRYPOINT + exec CMD", ['ENTRYPOINT ["echo", "ep"]', 'CMD ["default"]'], [], [], "ep default"],
+    ["command replaces CMD", ['ENTRYPOINT ["echo", "ep"]', 'CMD ["default"]'], [], ["given", "args"], "ep given args"],
+    ["command without ENTRYPOINT", ['CMD ["echo", "cmd"]'], [], ["echo", "given"], "given"],
+    ["shell ENTRYPOINT ignores CMD and command", ["ENTRYPOINT echo shell-ep", 'CMD ["ignored"]'], [], ["also-ignored"], "shell-ep"],
+    ["--entrypoint drops the image's CMD", ['ENTRYPOINT ["echo", "ep"]', 'CMD ["default"]'], ["--entrypoint", "echo"], [], ""],
+    ["--entrypoint with a command", ['ENTRYPOINT ["echo", "ep"]', 'CMD ["default"]'], ["--entrypoint", "echo"], ["x", "y"], "x y"],
+    ["--entrypoint '' clears it", ['ENTRYPOINT ["false"]'], ["--entrypoint", ""], ["echo", "cleared"], "cleared"],
+    ["empty CMD with ENTRYPOINT", ['ENTRYPOINT ["echo", "only-ep"]', "CMD []"], [], [], "only-ep"],
+  ])("composes ENTRYPOINT and CMD as docker run: %s", async (_name, lines, flags, command, expected) => {
+    const ref = await image(lines);
+    const r = await run([...flags, ref, ...command]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(`${expected}\n`);
+  }, 60_000);
+
+  it("fails with RUN_NO_COMMAND when there is nothing to run", async () => {
+    const ref = await image(['ENTRYPOINT ["echo"]']);
+    const r = await run(["--entrypoint", "", ref]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/no ENTRYPOINT or CMD and no command was given/);
+  }, 60_000);
+
+  it("honours the image's Env, User and WorkingDir, and -e, --env-file, -u and -w over them", async () => {
+    const ref = await image(["ENV A=image B=image", "RUN echo svc:x:1234:1234::/home/svc:/bin/sh >> /etc/passwd", "USER svc", "WORKDIR /srv/app", 'CMD ["sh", "-c", "echo $A $B $C $(id -u) $(pwd) $HOME"]']);
+    const dflt = await run([ref]);
+    expect(dflt.stdout).toBe("image image 1234 /srv/app /home/svc\n");
+    const envFile = join(f.work, "env.list");
+    await writeFile(envFile, "# comment\n\nC=from-file\n");
+    const over = await cli(["run", "--cache-dir", f.cacheDir, "-e", "A=flag", "-e", "HOSTVAR", "--env-file", envFile, "-u", "0", "-w", "/tmp", ref], { env: { HOSTVAR: "x" } });
+    expect(over.stdout).toBe("flag image from-file 0 /tmp /root\n");
+  }, 60_000);
+
+  it("exits with the command's status", async () => {
+    const ref = await image(['CMD ["sh", "-c", "exit 42"]']);
+    expect((await run([ref])).code).toBe(42);
+    expect((await run([ref, "sh", "-c", "exit 3"])).code).toBe(3);
+    expect((await run([ref, "no-such-command"])).code).toBe(127);
+  }, 60_000);
+
+  it("bind-mounts a host directory (read-write and :ro) and keeps the root read-only with --read-only", async () => {
+    const ref = await image(['CMD ["true"]']);
+    const host = join(f.work, "bind");
+    await mkdir(host, { recursive: true });
+    await writeFile(join(host, "in.txt"), "from host\n");
+    const rw = await run(["-v", `${host}:/data`, ref, "sh", "-c", "cat /data/in.txt && echo written > /data/out.txt"]);
+    expect(rw.stdout).toBe("from host\n");
+    expect(await readFile(join(host, "out.txt"), "utf8")).toBe("written\n");
+    const ro = await run(["-v", `${host}:/data:ro`, ref, "sh", "-c", "echo x > /data/ro.txt"]);
+    expect(ro.code).not.toBe(0);
+    const readOnly = await run(["--read-only", "--tmpfs", "/scratch", ref, "sh", "-c", "echo ok > /scratch/f && cat /scratch/f && touch /etc/x"]);
+    expect(readOnly.stdout).toBe("ok\n");
+    expect(readOnly.stderr).toMatch(/Read-only file system/);
+    expect(readOnly.code).not.toBe(0);
+    // Without --read-only the same write works, and is thrown away at exit.
+    expect((await run([ref, "sh", "-c", "touch /etc/x"])).code).toBe(0);
+    expect((await run([ref, "test", "-e", "/etc/x"])).code).toBe(1);
+  }, 60_000);
+
+  it("runs the image an --iidfile names, from the local content store, and from oci: and docker-archive: files", async () => {
+    const ctx = join(f.work, "ctx-iid");
+    await mkdir(ctx, { recursive: true });
+    await writeFile(join(ctx, "Dockerfile"), `FROM ${f.base}\nRUN echo built > /built\nCMD ["cat", "/built"]\n`);
+    const iid = join(f.work, "iid.txt");
+    const layout = join(f.work, "layout");
+    const archive = join(f.work, "image.tar");
+    const b = await cli(["--no-push", "--iidfile", iid, "--cache-dir", f.cacheDir, "-t", "app:v1", "-o", `oci:${layout}:v1`, "-o", `docker-archive:${archive}`, ctx]);
+    expect(b.code, b.stderr).toBe(0);
+    const id = (await readFile(iid, "utf8")).trim();
+    for (const name of [id, `oci:${layout}:v1`, `docker-archive:${archive}`]) {
+      const r = await run([name]);
+      expect(r.stdout, `${name}: ${r.stderr}`).toBe("built\n");
+    }
+    const missing = await run([`sha256:${"0".repeat(64)}`]);
+    expect(missing.stderr).toMatch(/no image sha256:0+ in the local content store/);
+  }, 120_000);
+
+  it("keeps the upper layer with --keep", async () => {
+    const ref = await image(['CMD ["sh", "-c", "echo kept > /made-here"]']);
+    const keep = join(f.work, "kept");
+    const r = await run(["--keep", keep, ref]);
+    expect(r.code).toBe(0);
+    expect(await readFile(join(keep, "made-here"), "utf8")).toBe("kept\n");
+  }, 60_000);
+
+  it("--healthcheck reports healthy, or unhealthy with a non-zero exit", async () => {
+    const good = await image(['HEALTHCHECK --interval=1s --retries=2 CMD test -e /tmp/ready', 'CMD ["sh", "-c", "touch /tmp/ready; sleep 30"]']);
+    const g = await run(["--healthcheck", good]);
+    expect(g.stderr).toMatch(/health check: healthy/);
+    expect(g.code).toBe(0);
+    const bad = await image(['HEALTHCHECK --interval=1s --retries=2 CMD echo not ready; exit 1', 'CMD ["sleep", "30"]']);
+    const b = await run(["--healthcheck", bad]);
+    expect(b.stderr).toMatch(/health check: unhealthy after 2 check\(s\)\nnot ready/);
+    expect(b.code).toBe(1);
+  }, 60_000);
+
+  it("leaves nothing mounted after a run, a failed run, or a stop (library: abort)", async () => {
+    const ref = await image(['CMD ["sleep", "30"]']);
+    expect((await run([ref, "true"])).code).toBe(0);
+    expect((await run([ref, "false"])).code).toBe(1);
+    const ac = new AbortController();
+    const started = new Promise<void>((done) => {
+      void runImage({ image: ref, cacheDir: f.cacheDir, signal: ac.signal, onStart: () => done() }).then((r) => results.push(r.exitCode));
+    });
+    const results: number[] = [];
+    await started;
+    ac.abort(Object.assign(new Error("stop"), { signal: "SIGINT" }));
+    await expect.poll(() => results.length, { timeout: 10_000 }).toBe(1);
+    expect(results[0]).toBe(130);
+    expect(await mountsUnder(f.cacheDir)).toEqual([]);
+    expect(await readdir(join(f.cacheDir, "tmp"))).toEqual([]);
+  }, 60_000);
+});
