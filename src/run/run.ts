@@ -74,7 +74,7 @@ export interface RunOptions {
   hostEnv?: Record<string, string | undefined>;
 }
 
-export interface RunResult {
+export interface RunOutcome {
   /** The command's exit status (128+n when killed by signal n). */
   exitCode: number;
   /** The image's platform, as it ran. */
@@ -87,7 +87,7 @@ export interface RunResult {
   kept?: string;
 }
 
-export async function runImage(opts: RunOptions): Promise<RunResult> {
+export async function runImage(opts: RunOptions): Promise<RunOutcome> {
   const emit: EventSink = opts.onEvent ?? (() => {});
   const env = opts.hostEnv ?? process.env;
   const warnings: string[] = [];
@@ -146,7 +146,7 @@ async function extractLayers(image: RunImage, store: LayerStore, emit: EventSink
 }
 
 /** The sandbox run itself, with the stop, timeout and health-check machinery around it. */
-async function runIn(root: string, image: RunImage, opts: RunOptions, emit: EventSink): Promise<Omit<RunResult, "platform" | "emulated" | "kept">> {
+async function runIn(root: string, image: RunImage, opts: RunOptions, emit: EventSink): Promise<Omit<RunOutcome, "platform" | "emulated" | "kept">> {
   const cfg = image.config.config ?? {};
   const user = await resolveUser(root, opts.user ?? cfg.User, { signal: opts.signal });
   const spec: RunSpec = {

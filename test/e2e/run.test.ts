@@ -4,8 +4,9 @@
  * User and WorkingDir, the exit status, bind mounts and --read-only, image IDs
  * from --iidfile, archives, --keep, --healthcheck, and no mount left behind.
  */
+import { spawn } from "node:child_process";
 import { mkdir, readFile, readdir, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { describe, expect, it } from "vitest";
 import { build } from "../../src/api.js";
 import { runImage } from "../../src/run/run.js";
@@ -13,6 +14,7 @@ import { haveRegistry } from "../helpers/registry.js";
 import { useBusyboxRegistry } from "../helpers/busybox-registry.js";
 import { cli, have, isRoot } from "../helpers/tools.js";
 
+const BIN = resolve(__dirname, "../../bin/ocibuild");
 const ready = isRoot && haveRegistry() && have("bwrap");
 
 /** Overlay mounts under `dir` in this process's mount table. */
@@ -151,5 +153,30 @@ describe.skipIf(!ready)("ocibuild run (needs root, bwrap, docker-registry)", () 
     expect(results[0]).toBe(130);
     expect(await mountsUnder(f.cacheDir)).toEqual([]);
     expect(await readdir(join(f.cacheDir, "tmp"))).toEqual([]);
+  }, 60_000);
+
+  it("passes Ctrl-C (SIGINT to the CLI) to the command, exits with its status, and leaves nothing mounted", async () => {
+    const ref = await image(['CMD ["true"]']);
+    const child = spawn(process.execPath, [BIN, "run", "--cache-dir", f.cacheDir, ref, "sh", "-c", "echo started; exec sleep 30"], { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+    const exited = new Promise<number | null>((done) => child.on("close", (code) => done(code)));
+    await expect.poll(() => out, { timeout: 20_000 }).toBe("started\n");
+    const t0 = Date.now();
+    child.kill("SIGINT");
+    expect(await exited).toBe(130);
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    expect(await mountsUnder(f.cacheDir)).toEqual([]);
+    expect(await readdir(join(f.cacheDir, "tmp"))).toEqual([]);
+  }, 60_000);
+
+  it("stops the command after --timeout with exit status 124", async () => {
+    const ref = await image(['CMD ["sleep", "30"]']);
+    const t0 = Date.now();
+    const r = await run(["--timeout", "1s", ref]);
+    expect(r.code).toBe(124);
+    expect(r.stderr).toMatch(/stopped after --timeout 1s/);
+    expect(Date.now() - t0).toBeLessThan(8_000);
+    expect(await mountsUnder(f.cacheDir)).toEqual([]);
   }, 60_000);
 });
