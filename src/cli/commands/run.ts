@@ -23,7 +23,7 @@ const SPECS: FlagSpec[] = [
   { names: ["volume"], short: ["v"], type: "string", repeatable: true, valueName: "HOST:CTR[:ro]", description: "bind-mount a host path" },
   { names: ["tmpfs"], type: "string", repeatable: true, valueName: "DIR", description: "mount an empty tmpfs at DIR" },
   { names: ["read-only"], type: "boolean", description: "mount the image's root filesystem read-only" },
-  { names: ["network"], type: "string", valueName: "MODE", description: "host (default, as builds), none (only lo), or default (own namespace via slirp4netns)" },
+  { names: ["network"], type: "string", valueName: "MODE", description: "host (the default), none (only lo), or default (a namespace of its own, outbound through slirp4netns)" },
   { names: ["interactive"], short: ["i"], type: "boolean", description: "pass this terminal's stdin to the command" },
   { names: ["tty"], short: ["t"], type: "boolean", description: "give the command this terminal" },
   { names: ["platform"], type: "string", valueName: "OS/ARCH[/VARIANT]", description: "run this platform's image from an index (foreign ones under qemu-user)" },
@@ -110,11 +110,13 @@ export const runCommand: Command = async (args, io, signal) => {
   if (image === undefined) throw new OcibuildError("USAGE_MISSING_ARGUMENT", "run needs an image", { hint: "ocibuild run [flags] IMAGE [COMMAND ARGS...]" });
   const entrypoint = str(p, "entrypoint");
   const timeout = str(p, "timeout");
-  // Every Ctrl-C or SIGTERM after the first (which aborts `signal`) goes to the command too.
-  let seen = 0;
+  // The first SIGINT or SIGTERM aborts `signal` (main.ts), which passes it on; every later
+  // one, and SIGHUP, is passed on here (and no longer ends this process).
+  let aborting = false;
   let forward: ((sig: NodeJS.Signals) => void) | undefined;
   const onSignal = (sig: NodeJS.Signals) => {
-    if (seen++ > 0) forward?.(sig);
+    if (sig !== "SIGHUP" && !aborting) aborting = true;
+    else forward?.(sig);
   };
   for (const s of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(s, onSignal);
   try {
