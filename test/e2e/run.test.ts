@@ -179,4 +179,29 @@ describe.skipIf(!ready)("ocibuild run (needs root, bwrap, docker-registry)", () 
     expect(Date.now() - t0).toBeLessThan(8_000);
     expect(await mountsUnder(f.cacheDir)).toEqual([]);
   }, 60_000);
+
+  it("-i passes stdin, -t gives the command the terminal, --network none leaves only lo", async () => {
+    const ref = await image(['CMD ["true"]']);
+    const child = spawn(process.execPath, [BIN, "run", "--cache-dir", f.cacheDir, "-i", ref, "sh", "-c", "tr a-z A-Z; test -t 0 || echo no-tty"], { stdio: ["pipe", "pipe", "pipe"] });
+    let out = "";
+    child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+    child.stdin.end("piped in\n");
+    expect(await new Promise((done) => child.on("close", done))).toBe(0);
+    expect(out).toBe("PIPED IN\nno-tty\n");
+    if (have("script")) {
+      // script(1) gives the CLI a pseudo-terminal; -t hands it to the command.
+      const cmd = `${process.execPath} ${BIN} run --cache-dir ${f.cacheDir} -t ${ref} sh -c 'test -t 0 && test -t 1 && echo has-tty'`;
+      const t = await new Promise<string>((done) => {
+        const c = spawn("script", ["-qec", cmd, "/dev/null"], { stdio: ["pipe", "pipe", "inherit"] });
+        let o = "";
+        c.stdout.setEncoding("utf8").on("data", (d: string) => (o += d));
+        c.on("close", () => done(o));
+        c.stdin.end();
+      });
+      expect(t).toContain("has-tty");
+    }
+    const none = await run(["--network", "none", ref, "cat", "/proc/net/dev"]);
+    const ifaces = none.stdout.split("\n").slice(2).filter(Boolean).map((l) => l.trim().split(":")[0]);
+    expect(ifaces).toEqual(["lo"]);
+  }, 60_000);
 });
