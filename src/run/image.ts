@@ -56,7 +56,15 @@ export async function openRunImage(text: string, opts: OpenImageOptions): Promis
   if (ID.test(text)) {
     const id = (text.startsWith("sha256:") ? text : `sha256:${text}`) as Digest;
     const { layout, top } = await localImage(opts.cacheDir, id, opts.signal);
-    return fromManifest(text, await layoutReader(layout).manifest(top, opts.signal), layoutReader(layout), opts);
+    const reader = layoutReader(layout);
+    // A base layer no step needed was never pulled: the layer store may not have it either.
+    const blob = async (desc: Descriptor, signal?: AbortSignal) => {
+      if (await layout.hasBlob(desc.digest, signal)) return reader.blob(desc, signal);
+      throw new OcibuildError("RUN_IMAGE_INCOMPLETE", `layer ${desc.digest} of image ${text} is not in the local content store (a base layer the build never needed to pull)`, {
+        hint: "push the image and run it by reference, or write it with --output oci:DIR and run oci:DIR",
+      });
+    };
+    return fromManifest(text, await reader.manifest(top, opts.signal), { ...reader, blob }, opts);
   }
   if (text.startsWith("oci:")) {
     const { dir, ref } = parseLayoutRef(text);

@@ -117,6 +117,16 @@ describe.skipIf(!ready)("ocibuild run (needs root, bwrap, docker-registry)", () 
     }
     const missing = await run([`sha256:${"0".repeat(64)}`]);
     expect(missing.stderr).toMatch(/no image sha256:0+ in the local content store/);
+    // A build that never needed its base's files never pulled them: the ID names an incomplete image.
+    const fresh = join(f.work, "fresh-cache");
+    const ctx2 = join(f.work, "ctx-config-only");
+    await mkdir(ctx2, { recursive: true });
+    await writeFile(join(ctx2, "Dockerfile"), `FROM ${f.base}\nENV ONLY=config\n`);
+    const iid2 = join(f.work, "iid2.txt");
+    expect((await cli(["--no-push", "--iidfile", iid2, "--cache-dir", fresh, ctx2])).code).toBe(0);
+    const incomplete = await cli(["run", "--cache-dir", fresh, (await readFile(iid2, "utf8")).trim(), "true"]);
+    expect(incomplete.stderr).toMatch(/error\[RUN_IMAGE_INCOMPLETE\].*not in the local content store/);
+    expect(await mountsUnder(fresh)).toEqual([]);
   }, 120_000);
 
   it("keeps the upper layer with --keep", async () => {
