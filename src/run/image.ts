@@ -13,7 +13,7 @@ import { OcibuildError } from "../errors.js";
 import { parseDiffID, type Digest, type DiffID } from "../oci/digest.js";
 import { OciLayout, parseLayoutRef } from "../oci/layout.js";
 import { type AnyManifest, type Descriptor, type ImageConfig, type ImageManifest, parseImageConfig, parseManifest } from "../oci/manifest.js";
-import { hostPlatform, normalizePlatform, selectPlatform, type Platform } from "../oci/platform.js";
+import { formatPlatform, hostPlatform, normalizePlatform, platformMatches, selectPlatform, type Platform } from "../oci/platform.js";
 import { parseReference, withDigest } from "../oci/reference.js";
 import type { RegistryClient } from "../oci/registry/index.js";
 import { localImage } from "../builder/local-images.js";
@@ -131,7 +131,15 @@ async function fromManifest(text: string, top: AnyManifest, reader: Reader, opts
     name: d.digest,
     open: (signal?: AbortSignal) => reader.blob(d, signal),
   }));
-  return { name: text, config, platform: platformOf(config), layers };
+  const platform = platformOf(config);
+  checkPlatform(text, platform, opts.platform);
+  return { name: text, config, platform, layers };
+}
+
+/** A single-platform image asked for with --platform must be that platform (as docker run checks). */
+function checkPlatform(text: string, have: Platform, want: Platform | undefined): void {
+  if (want === undefined || platformMatches(want, have)) return;
+  throw new OcibuildError("PLATFORM_NOT_FOUND", `${text} is a ${formatPlatform(have)} image, not ${formatPlatform(want)}`, { details: { available: [formatPlatform(have)] } });
 }
 
 function platformOf(cfg: ImageConfig): Platform {
@@ -172,9 +180,7 @@ async function fromDockerArchive(text: string, dir: string, opts: OpenImageOptio
   const diffIds = config.rootfs?.diff_ids ?? [];
   if (diffIds.length !== entry.Layers.length) throw bad(`${entry.Layers.length} layers but the config lists ${diffIds.length} diff IDs`);
   const platform = platformOf(config);
-  if (opts.platform && (opts.platform.os !== platform.os || opts.platform.architecture !== platform.architecture)) {
-    throw new OcibuildError("PLATFORM_NOT_FOUND", `${text} holds a ${platform.os}/${platform.architecture} image, not ${opts.platform.os}/${opts.platform.architecture}`);
-  }
+  checkPlatform(text, platform, opts.platform);
   const layers = entry.Layers.map((p, i) => {
     const path = inside(p);
     return { diffId: parseDiffID(diffIds[i]!), mediaType: "application/vnd.docker.image.rootfs.diff.tar", name: p, open: async () => createReadStream(path) };

@@ -9,6 +9,7 @@ import { mkdir, readFile, readdir, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { describe, expect, it } from "vitest";
 import { build } from "../../src/api.js";
+import { formatPlatform, hostPlatform } from "../../src/oci/platform.js";
 import { runImage } from "../../src/run/run.js";
 import { haveRegistry } from "../helpers/registry.js";
 import { useBusyboxRegistry } from "../helpers/busybox-registry.js";
@@ -115,6 +116,9 @@ describe.skipIf(!ready)("ocibuild run (needs root, bwrap, docker-registry)", () 
       const r = await run([name]);
       expect(r.stdout, `${name}: ${r.stderr}`).toBe("built\n");
     }
+    const wrong = await run(["--platform", "linux/s390x", `oci:${layout}:v1`]);
+    expect(wrong.stderr).toContain(`is a ${formatPlatform(hostPlatform())} image, not linux/s390x`);
+    expect(wrong.stderr).toMatch(/^error\[PLATFORM_NOT_FOUND\]/);
     const missing = await run([`sha256:${"0".repeat(64)}`]);
     expect(missing.stderr).toMatch(/no image sha256:0+ in the local content store/);
     // A build that never needed its base's files never pulled them: the ID names an incomplete image.
