@@ -102,17 +102,18 @@ describe.skipIf(!ready)("ocibuild run (needs root, bwrap, docker-registry)", () 
     expect((await run([ref, "test", "-e", "/etc/x"])).code).toBe(1);
   }, 60_000);
 
-  it("runs the image an --iidfile names, from the local content store, and from oci: and docker-archive: files", async () => {
+  it("runs the image an --iidfile names, from the local content store, and from oci:, docker-archive: and oci-archive: files", async () => {
     const ctx = join(f.work, "ctx-iid");
     await mkdir(ctx, { recursive: true });
     await writeFile(join(ctx, "Dockerfile"), `FROM ${f.base}\nRUN echo built > /built\nCMD ["cat", "/built"]\n`);
     const iid = join(f.work, "iid.txt");
     const layout = join(f.work, "layout");
     const archive = join(f.work, "image.tar");
-    const b = await cli(["--no-push", "--iidfile", iid, "--cache-dir", f.cacheDir, "-t", "app:v1", "-o", `oci:${layout}:v1`, "-o", `docker-archive:${archive}`, ctx]);
+    const ociArchive = join(f.work, "image.oci.tar");
+    const b = await cli(["--no-push", "--iidfile", iid, "--cache-dir", f.cacheDir, "-t", "app:v1", "-o", `oci:${layout}:v1`, "-o", `docker-archive:${archive}`, "-o", `oci-archive:${ociArchive}:v1`, ctx]);
     expect(b.code, b.stderr).toBe(0);
     const id = (await readFile(iid, "utf8")).trim();
-    for (const name of [id, `oci:${layout}:v1`, `docker-archive:${archive}`]) {
+    for (const name of [id, `oci:${layout}:v1`, `docker-archive:${archive}`, `oci-archive:${ociArchive}:v1`, `oci-archive:${ociArchive}`]) {
       const r = await run([name]);
       expect(r.stdout, `${name}: ${r.stderr}`).toBe("built\n");
     }
