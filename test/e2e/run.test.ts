@@ -151,6 +151,12 @@ describe.skipIf(!ready)("ocibuild run (needs root, bwrap, docker-registry)", () 
     const b = await run(["--healthcheck", bad]);
     expect(b.stderr).toMatch(/health check: unhealthy after 2 check\(s\)\nnot ready/);
     expect(b.code).toBe(1);
+    const exits = await image(["HEALTHCHECK --interval=1s --retries=3 CMD false", 'CMD ["sh", "-c", "exit 0"]']);
+    const e = await run(["--healthcheck", exits]);
+    expect(e.stderr).toMatch(/health check: unhealthy after \d check\(s\)\nthe command exited before the health check passed/);
+    expect(e.code).toBe(1);
+    const none = await image(['CMD ["sleep", "30"]']);
+    expect((await run(["--healthcheck", none])).stderr).toMatch(/^error\[RUN_NO_HEALTHCHECK\]/);
   }, 60_000);
 
   it("leaves nothing mounted after a run, a failed run, or a stop (library: abort)", async () => {
