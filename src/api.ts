@@ -1,5 +1,5 @@
 /**
- * The library's operations (`build`, `buildEvents`, `copy`, `inspect`), kept apart
+ * The library's operations (`build`, `buildEvents`, `run`, `copy`, `inspect`), kept apart
  * from the package index so the CLI can use them without loading everything the
  * index re-exports (the BuildKit client and gRPC among them).
  */
@@ -8,6 +8,7 @@ import { eventQueue, type BuildEvent, type EventSink } from "./builder/events.js
 import { OcibuildError, isOcibuildError } from "./errors.js";
 import { copyImage, inspect as inspectImage, type CopyOptions, type CopyResult, type InspectOptions, type InspectResult } from "./oci/copy.js";
 import type { ProgressEvent, RegistryOptions } from "./oci/registry/index.js";
+import { runImage, type RunOptions, type RunOutcome } from "./run/run.js";
 
 /**
  * Options of {@link build}: the builder's options (context, dockerfile, tags,
@@ -134,3 +135,33 @@ export function inspect(ref: string, opts: InspectOptions = {}): Promise<Inspect
   return inspectImage(ref, opts);
 }
 
+
+export type { RunOptions, RunOutcome };
+
+/**
+ * Runs an image's ENTRYPOINT and CMD (as `ocibuild run` and `docker run --rm`) in
+ * the RUN sandbox and resolves to the command's exit status (`exitCode`) once it
+ * ended and its root is unmounted and thrown away. Its output goes to `onOutput`
+ * (stdout and stderr apart), its stdin comes from `stdin`; `onEvent` gets the
+ * build's event types (`log`, `progress` of pulls, `output`, `error`). `signal`
+ * stops the command (the abort reason's `signal` field, else SIGTERM; SIGKILL
+ * after `stopTimeoutSeconds`). Rejects with an {@link OcibuildError} when it
+ * cannot start (image not found, no command, sandbox unavailable).
+ *
+ * @example
+ * const r = await run({ image: "127.0.0.1:5000/app:v1", command: ["app", "--version"], onOutput: (s, c) => process.stdout.write(c) });
+ * process.exitCode = r.exitCode;
+ */
+export async function run(opts: RunOptions): Promise<RunOutcome> {
+  const emit: EventSink = opts.onEvent ?? (() => {});
+  const sink = progressSink(emit);
+  const userProgress = opts.registry?.onProgress;
+  const registry: RegistryOptions = {
+    ...opts.registry,
+    onProgress: (ev) => {
+      userProgress?.(ev);
+      sink(ev);
+    },
+  };
+  return runImage({ ...opts, registry, onEvent: emit });
+}

@@ -4,7 +4,7 @@
  * Everything the CLI does is available here as a typed API:
  *
  * ```ts
- * import { build, buildEvents, copy, inspect, parseDockerfile, expandWord } from "ocibuild";
+ * import { build, buildEvents, run, copy, inspect, parseDockerfile, expandWord } from "ocibuild";
  * ```
  *
  * The options mirror the CLI flags (see docs/library.md for the mapping), every
@@ -30,8 +30,10 @@ export type { BuildResult, StepReport } from "./builder/build.js";
 export type { RegistryOptions, ProgressEvent } from "./oci/registry/index.js";
 export type { CopyOptions, CopyResult, InspectOptions, InspectResult } from "./oci/copy.js";
 
-export { build, buildEvents, copy, inspect } from "./api.js";
-export type { BuildOptions, BuildWithEvents } from "./api.js";
+export { build, buildEvents, copy, inspect, run } from "./api.js";
+export type { BuildOptions, BuildWithEvents, RunOptions, RunOutcome } from "./api.js";
+export type { HealthReport } from "./run/healthcheck.js";
+export type { RunMount, SandboxControl } from "./builder/sandbox/index.js";
 
 export { BuildkitExecutor } from "./builder/sandbox/buildkit.js";
 export type { BuildkitExecutorOptions, DaemonInfo, RemoteMount } from "./builder/sandbox/buildkit.js";

@@ -4,12 +4,11 @@
  * (and an index for several platforms) -> pushes and outputs. Steps live in
  * steps/; this file only orchestrates.
  */
-import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
-import { privateDir } from "./fs-util.js";
+import { readFile, rm, stat } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import { join, resolve } from "node:path";
 import pLimit from "p-limit";
-import { isOcibuildError, OcibuildError } from "../errors.js";
+import { OcibuildError } from "../errors.js";
 import { createIgnoreMatcher, ignoreFileCandidates, parseDockerfile, parseDockerignore, planStages, type StagePlan } from "../dockerfile/index.js";
 import { OciLayout } from "../oci/layout.js";
 import { descriptorOf, type Descriptor } from "../oci/manifest.js";
@@ -20,7 +19,6 @@ import type { RegistryOptions } from "../oci/registry/index.js";
 import type { BuildEvent, EventSink } from "./events.js";
 import { artifactSize, assembleImage, assembleIndex, topBlob, type BuiltArtifact, type BuiltImage } from "./image.js";
 import { checkOutputPaths, pushArtifact, pushTargets, writeOutputs, type BuildOutput } from "./output.js";
-import { makeDirs, pathError } from "../user-path.js";
 import { checkPushPermissions } from "./push-check.js";
 import { LayerStore } from "./layer-store.js";
 import { BwrapExecutor, type BwrapOptions } from "./sandbox/bwrap.js";
@@ -32,7 +30,8 @@ import type { StageState } from "./stage-state.js";
 import { resolveSecrets, startSshAgents, type SecretSpec, type SshAgents, type SshSpec } from "./secrets.js";
 import { FileHasher } from "../cache/file-hash.js";
 import { KEY_VERSION } from "../cache/key.js";
-import { resolveCacheDir } from "./cache-dir.js";
+import { openCacheDir, resolveCacheDir } from "./cache-dir.js";
+import { recordBuiltImage } from "./local-images.js";
 import { Redactor } from "../cache/redact.js";
 import { LocalCacheStore } from "../cache/local.js";
 import { DiffIdRecords } from "./base-layers.js";
@@ -131,31 +130,6 @@ export interface BuildResult {
 }
 
 export const DEFAULT_CACHE_TTL_SECONDS = 14 * 24 * 3600;
-
-/**
- * The cache directories that hold extracted trees (pulled layers and step results, with
- * their setuid files and device nodes), step scratch, cache mounts and git mirrors:
- * mode 0700, so no other local user can reach what they hold (a setuid-root shell a
- * base layer or a `RUN chmod 4755` planted), wherever the cache directory is.
- */
-const PRIVATE_CACHE_DIRS = ["tmp", "rootfs", "rootfs/layers", "rootfs/tmp", "mounts", "git"];
-
-/**
- * Creates the cache directory and this build's scratch directory in it. A cache
- * directory that cannot be written (read-only, under a file, an unwritable HOME)
- * is the user's to fix: CACHE_DIR_UNWRITABLE names it and the errno.
- */
-async function openCacheDir(cacheDir: string, defaultFrom: Record<string, string | undefined> | undefined): Promise<string> {
-  try {
-    await makeDirs(cacheDir);
-    for (const d of PRIVATE_CACHE_DIRS) await privateDir(join(cacheDir, d));
-    return await mkdtemp(join(cacheDir, "tmp", "build-"));
-  } catch (e) {
-    if (isOcibuildError(e)) throw e;
-    const from = defaultFrom === undefined ? "" : `it is the default, under ${defaultFrom.XDG_CACHE_HOME ? "XDG_CACHE_HOME" : "HOME"}; `;
-    throw pathError("CACHE_DIR_UNWRITABLE", "cannot use the cache directory", cacheDir, e, `${from}choose a writable one with --cache-dir DIR (the cacheDir option)`);
-  }
-}
 
 /** The context must be a directory; checked first, so a wrong path is not blamed on a COPY source, or missed. */
 async function checkContext(dir: string): Promise<void> {
@@ -363,6 +337,8 @@ async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildRe
     const images = finals.map((f, i) => ({ platform: targets[i]!, image: assembleImage(f.state, { sourceDateEpoch: opts.sourceDateEpoch, labels: opts.labels }) }));
     const artifact: BuiltArtifact = images.length > 1 ? { images, index: assembleIndex(images) } : { images };
     const top = topBlob(artifact);
+    // `ocibuild run IMAGE-ID` finds the image here, without a registry.
+    if (!dryRun) await recordBuiltImage(cacheDir, content, artifact, opts.signal);
     const references: string[] = [];
     const src = { content, registry, maxLayerSize: opts.maxLayerSize, diffIds, signal: opts.signal };
     if (pushTo.length > 0) {

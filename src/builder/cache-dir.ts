@@ -8,7 +8,9 @@
 import { lstat, mkdir, mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { errnoOf, makeDirs } from "../user-path.js";
+import { isOcibuildError } from "../errors.js";
+import { errnoOf, makeDirs, pathError } from "../user-path.js";
+import { privateDir } from "./fs-util.js";
 
 export function defaultCacheDir(env: Record<string, string | undefined>): string {
   if (env.XDG_CACHE_HOME) return join(env.XDG_CACHE_HOME, "ocibuild");
@@ -56,5 +58,30 @@ export async function resolveCacheDir(given: string | undefined, env: Record<str
         "set XDG_CACHE_HOME or pass --cache-dir to keep the cache where you want it",
     );
     return fallback;
+  }
+}
+
+/**
+ * The cache directories that hold extracted trees (pulled layers and step results, with
+ * their setuid files and device nodes), step scratch, cache mounts and git mirrors:
+ * mode 0700, so no other local user can reach what they hold (a setuid-root shell a
+ * base layer or a `RUN chmod 4755` planted), wherever the cache directory is.
+ */
+const PRIVATE_CACHE_DIRS = ["tmp", "rootfs", "rootfs/layers", "rootfs/tmp", "mounts", "git"];
+
+/**
+ * Creates the cache directory and this build's scratch directory in it. A cache
+ * directory that cannot be written (read-only, under a file, an unwritable HOME)
+ * is the user's to fix: CACHE_DIR_UNWRITABLE names it and the errno.
+ */
+export async function openCacheDir(cacheDir: string, defaultFrom: Record<string, string | undefined> | undefined): Promise<string> {
+  try {
+    await makeDirs(cacheDir);
+    for (const d of PRIVATE_CACHE_DIRS) await privateDir(join(cacheDir, d));
+    return await mkdtemp(join(cacheDir, "tmp", "build-"));
+  } catch (e) {
+    if (isOcibuildError(e)) throw e;
+    const from = defaultFrom === undefined ? "" : `it is the default, under ${defaultFrom.XDG_CACHE_HOME ? "XDG_CACHE_HOME" : "HOME"}; `;
+    throw pathError("CACHE_DIR_UNWRITABLE", "cannot use the cache directory", cacheDir, e, `${from}choose a writable one with --cache-dir DIR (the cacheDir option)`);
   }
 }

@@ -10,6 +10,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   },
   parse: async () => (await import("./commands/parse.js")).parseCommand,
   inspect: async () => (await import("./commands/inspect.js")).inspectCommand,
+  run: async () => (await import("./commands/run.js")).runCommand,
   copy: async () => (await import("./commands/copy.js")).copyCommand,
   pull: async () => (await import("./commands/copy.js")).pullCommand,
   push: async () => (await import("./commands/copy.js")).pushCommand,
@@ -22,6 +23,7 @@ const COMMANDS_TEXT = `Commands:
   build     Build an image from a Dockerfile (the default command)
   plan      Show which steps a build would take from the cache and why the others rebuild (build --dry-run)
   parse     Print the parsed Dockerfile in BuildKit's AST dump format
+  run       Run an image's command in the sandbox (as docker run --rm), exit with its status
   inspect   Show an image's manifest, index or config
   copy      Copy an image or index between registries and OCI layouts
   pull      Pull an image into an OCI layout
@@ -49,7 +51,8 @@ async function fullHelp(): Promise<string> {
 
 export async function main(argv: string[], io: CliIO = processIO()): Promise<number> {
   const ac = new AbortController();
-  const onSignal = () => ac.abort(new Error("interrupted"));
+  // The signal's name goes with the abort: `run` passes it on to the container's command.
+  const onSignal = (sig: NodeJS.Signals) => ac.abort(Object.assign(new Error("interrupted"), { signal: sig }));
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
   // --debug, and buildx's -D: stack traces on errors.

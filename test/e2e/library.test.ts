@@ -63,6 +63,10 @@ const EXPECT: Record<string, (stdout: string, reg: TestRegistry) => Promise<void
     expect(out.split("\n").slice(0, 4)).toEqual(["1 from", "2 run", "3 copy", "world//root"]);
     expect(out).toMatch(/^DOCKERFILE_[A-Z_]+ line 2$/m);
   },
+  run: (out) => {
+    expect(out).toContain("said hello from /tmp, exit 0");
+    expect(out).toMatch(/^exit 3$/m);
+  },
   abort: (out) => {
     expect(out.trim()).toBe("cancelled: ABORTED");
   },

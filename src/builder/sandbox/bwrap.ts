@@ -30,6 +30,7 @@ import { privilege } from "../privilege.js";
 import { effectiveEnv, OutputTail, type Availability, type Executor, type RunResult, type RunSpec } from "./index.js";
 import { procHardeningArgs, RESOLV_CONF, type SandboxExtras, sandboxMounts, splitComps } from "./bwrap-mounts.js";
 import { startSlirp, type UserNetwork } from "./network.js";
+import { sandboxControl } from "./control.js";
 
 /** Docker's default capabilities for a container (and so for RUN). */
 export const DOCKER_DEFAULT_CAPS = [
@@ -233,7 +234,7 @@ export class BwrapExecutor implements Executor {
     const network = spec.network === "default" && !isolated ? "host" : spec.network;
     const setup = await this.sandboxArgs({ ...spec, network }, avail.processSandbox !== false);
     const tail = new OutputTail(40);
-    const outcome = await this.execute(setup, spec, tail, net);
+    const outcome = await this.execute(setup, spec, tail, net, avail.processSandbox !== false);
     const { createdPaths } = setup;
     if (spec.signal?.aborted) throw new OcibuildError("SANDBOX_ABORTED", "RUN was interrupted", { cause: spec.signal.reason });
     if (outcome.networkError) throw outcome.networkError;
@@ -252,13 +253,16 @@ export class BwrapExecutor implements Executor {
 
   /** bwrap's arguments for one RUN, the mount points it will create, and the data its fds carry. */
   private async sandboxArgs(spec: RunSpec, pidns: boolean): Promise<SandboxSetup> {
-    const args: string[] = ["--die-with-parent", "--new-session", ...(pidns ? ["--unshare-pid"] : []), "--unshare-ipc", "--unshare-uts", "--json-status-fd", "3"];
+    // A terminal (`run -t`) stays the command's: no new session, which would detach it.
+    const args: string[] = ["--die-with-parent", ...(spec.tty ? [] : ["--new-session"]), ...(pidns ? ["--unshare-pid"] : []), "--unshare-ipc", "--unshare-uts", "--json-status-fd", "3"];
     // none: bwrap's own empty namespace; default: the one unshare(1) made, connected before the command starts.
     if (spec.network === "none") args.push("--unshare-net");
     if (spec.network === "default") args.push("--block-fd", String(BLOCK_FD));
     if (spec.hostname !== undefined) args.push("--hostname", spec.hostname);
     const mounts = await sandboxMounts(spec, this.hostFiles, this.procArgs, { resolv: RESOLV_FD, hosts: HOSTS_FD }, pidns, this.extras);
     args.push(...mounts.args);
+    // Last, once bwrap has made every mount point: only the root itself (not /proc, /dev, tmpfs, binds).
+    if (spec.readOnlyRoot) args.push("--remount-ro", "/");
 
     // The working directory, created as Docker does (owned by the user).
     const isRoot = process.getuid?.() === 0;
@@ -304,7 +308,7 @@ export class BwrapExecutor implements Executor {
    * `unshare --net` and blocks (--block-fd) until slirp4netns, attached to the
    * sandbox's process, has connected the namespace.
    */
-  private execute(setup: SandboxSetup, spec: RunSpec, tail: OutputTail, net: { slirp4netns: string; unshare: string } | undefined): Promise<Outcome> {
+  private execute(setup: SandboxSetup, spec: RunSpec, tail: OutputTail, net: { slirp4netns: string; unshare: string } | undefined, pidns: boolean): Promise<Outcome> {
     const { signal } = spec;
     const env: Record<string, string> = {};
     for (const kv of effectiveEnv(spec)) {
@@ -317,11 +321,18 @@ export class BwrapExecutor implements Executor {
       // fds 4 and 5 only when bwrap uses them (and closes them): the command inherits no others.
       const extra = net ? "pipe" : "ignore";
       const data = (v: string | undefined) => (v !== undefined ? "pipe" : "ignore");
-      const child = spawn(cmd!, cmdArgs, { env, stdio: ["ignore", "pipe", "pipe", "pipe", extra, data(setup.resolvConf), data(setup.hosts)] });
+      const stdin = spec.tty || spec.stdin === "inherit" ? "inherit" : spec.stdin !== undefined ? "pipe" : "ignore";
+      const out = spec.tty ? "inherit" : "pipe";
+      const child = spawn(cmd!, cmdArgs, { env, stdio: [stdin, out, out, "pipe", extra, data(setup.resolvConf), data(setup.hosts)] });
+      if (child.stdin && typeof spec.stdin === "object") {
+        child.stdin.on("error", () => {});
+        spec.stdin.pipe(child.stdin);
+      }
       let status = "";
       let stderrHead = "";
       let network: UserNetwork | undefined;
       let networkError: Error | undefined;
+      let started = false;
       const onAbort = () => child.kill("SIGKILL");
       signal?.addEventListener("abort", onAbort, { once: true });
       const fds = child.stdio as unknown as (Writable | null | undefined)[];
@@ -329,11 +340,11 @@ export class BwrapExecutor implements Executor {
       for (const w of [block, resolvFd, hostsFd]) w?.on("error", () => {});
       resolvFd?.end(setup.resolvConf);
       hostsFd?.end(setup.hosts);
-      child.stdout!.on("data", (d: Buffer) => {
+      child.stdout?.on("data", (d: Buffer) => {
         tail.push(d);
         spec.onOutput?.("stdout", d);
       });
-      child.stderr!.on("data", (d: Buffer) => {
+      child.stderr?.on("data", (d: Buffer) => {
         tail.push(d);
         if (stderrHead.length < 4096) stderrHead += d.toString("utf8");
         spec.onOutput?.("stderr", d);
@@ -343,6 +354,10 @@ export class BwrapExecutor implements Executor {
       statusPipe.on("data", (d: string) => {
         status += d;
         const pid = /"child-pid"\s*:\s*(\d+)/.exec(status);
+        if (pid !== null && !started) {
+          started = true;
+          spec.onStart?.(sandboxControl(Number(pid[1]), pidns));
+        }
         if (net === undefined || network !== undefined || pid === null) return;
         // The sandbox's process, never unshare's: only it is certain to be in the new namespace.
         network = startSlirp(net.slirp4netns, Number(pid[1]));

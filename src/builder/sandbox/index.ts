@@ -43,6 +43,22 @@ export interface RunSpec {
   extraMounts?: RunMount[];
   /** RUN --security=insecure: every capability (the caller checks that it was allowed). */
   privileged?: boolean;
+  /** The root is mounted read-only (`run --read-only`); the mounts on it (/proc, /dev, tmpfs, binds) keep their own mode. */
+  readOnlyRoot?: boolean;
+  /** The command's standard input: this process's ("inherit") or a stream piped in; default none (/dev/null). */
+  stdin?: "inherit" | NodeJS.ReadableStream;
+  /** The command gets this process's terminal (stdin, stdout and stderr inherited, no new session): `run -t`. `onOutput` then sees nothing. */
+  tty?: boolean;
+  /** Called once the sandbox runs, with a way to signal the command (`run` forwards Ctrl-C and SIGTERM through it). */
+  onStart?: (control: SandboxControl) => void;
+}
+
+/** A running sandbox, as `RunSpec.onStart` gets it. */
+export interface SandboxControl {
+  /** Host pid of the sandbox's first process (bwrap's init with a PID namespace, else the command). */
+  readonly pid: number;
+  /** Send a signal to the command (the child of bwrap's init with a PID namespace). */
+  kill(signal: NodeJS.Signals): void;
 }
 
 export interface RunResult {

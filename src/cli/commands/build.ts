@@ -15,7 +15,7 @@ import { build } from "../../api.js";
 import { parseReference } from "../../oci/reference.js";
 import { helpText } from "../flags.js";
 import type { CliIO, Command } from "../io.js";
-import { planUserNamespace, runInUserNamespace, USERNS_ENV } from "../userns.js";
+import { reexecRootless } from "../rootless.js";
 import { cacheSummary, createRenderer, dryRunSummary, resolveProgressMode, summary } from "../progress.js";
 import { BUILD_EXAMPLES, BUILD_HELP_SECTIONS, BUILD_MAIN_SPECS, BUILD_USAGE, type BuildInvocation, parseBuildArgs } from "./build-options.js";
 
@@ -106,25 +106,13 @@ async function checkCommand(inv: BuildInvocation, io: CliIO, signal: AbortSignal
 }
 
 /**
- * A plain user's build runs again as root of a new user namespace (rootless mode,
- * see ../userns.ts), unless it only asks for help or a plan, or uses BuildKit for
- * RUN where no namespace can be made. Returns the exit status, or undefined to build here.
+ * A plain user's build runs again as root of a new user namespace (rootless mode),
+ * unless it only asks for help or a plan, or uses BuildKit for RUN where no
+ * namespace can be made.
  */
-async function maybeRootless(args: string[], io: CliIO, signal: AbortSignal): Promise<number | undefined> {
-  if (process.getuid?.() === 0 || io.env[USERNS_ENV] !== undefined) return undefined;
-  if (args.some((a) => a === "--help" || a === "-h" || a === "--dry-run" || a === "--check" || a.startsWith("--call"))) return undefined;
-  const script = process.argv[1];
-  if (script === undefined || !/ocibuild(\.c?js)?$/.test(script)) return undefined;
-  let plan;
-  try {
-    plan = planUserNamespace(io.env);
-  } catch (e) {
-    const buildkit = args.some((a, i) => a === "--executor=buildkit" || (a === "--executor" && args[i + 1] === "buildkit"));
-    if (buildkit && isOcibuildError(e) && e.code === "ROOTLESS_UNAVAILABLE") return undefined;
-    throw e;
-  }
-  if (plan.warning !== undefined) io.stderr.write(`warning: ${plan.warning}\n`);
-  return runInUserNamespace(plan, [process.execPath, ...process.execArgv, script, "build", ...args], io.env, signal);
+function maybeRootless(args: string[], io: CliIO, signal: AbortSignal): Promise<number | undefined> {
+  const buildkit = args.some((a, i) => a === "--executor=buildkit" || (a === "--executor" && args[i + 1] === "buildkit"));
+  return reexecRootless("build", args, io, signal, { localOnly: ["--dry-run", "--check", "--call"], withoutNamespace: buildkit });
 }
 
 export const buildCommand: Command = async (args, io, signal) => {
