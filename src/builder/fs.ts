@@ -69,18 +69,7 @@ async function pullAndExtract(layer: LayerRecord, ctx: StepContext, onWarning: (
   const stored = ctx.content.writeBlob(toStore, { digest, size }, ctx.signal, { sourceVerified: true });
   stored.catch((e: unknown) => fail(e instanceof Error ? e : new Error(String(e))));
   try {
-    const dir = await ctx.layerStore.ensureLayer(layer.diffId, async () => toExtract, {
-      mediaType: layer.descriptor.mediaType,
-      signal: ctx.signal,
-      onWarning,
-      maxSize: ctx.maxLayerSize,
-      layer: layerName(layer),
-      // Extracted, so its DiffID matched: recorded for the blob (see base-layers.ts).
-      beforeCommit: async () => {
-        await stored;
-        await ctx.diffIds?.set(digest, layer.diffId);
-      },
-    });
+    const dir = await ctx.layerStore.ensureLayer(layer.diffId, async () => toExtract, extractOptions(layer, ctx, onWarning, () => stored));
     // Another build may have put the layer in place first, leaving this side unread.
     toExtract.resume();
     await stored;
@@ -133,16 +122,26 @@ async function readyLayer(layer: LayerRecord, ctx: StepContext): Promise<string>
     return pullAndExtract(layer, ctx, onWarning);
   }
   await ensureBlob(layer, ctx);
-  return ctx.layerStore.ensureLayer(layer.diffId, async (signal) => ctx.content.readBlob(layer.descriptor.digest, signal), {
+  return ctx.layerStore.ensureLayer(layer.diffId, async (signal) => ctx.content.readBlob(layer.descriptor.digest, signal), extractOptions(layer, ctx, onWarning));
+}
+
+/**
+ * How a layer is extracted into the layer store. Once extracted its DiffID matched,
+ * so a registry layer's blob is recorded as checked (see base-layers.ts), after
+ * `stored` (the blob's own write, when it is downloaded at the same time).
+ */
+function extractOptions(layer: LayerRecord, ctx: StepContext, onWarning: (m: string) => void, stored?: () => Promise<unknown>) {
+  return {
     mediaType: layer.descriptor.mediaType,
     signal: ctx.signal,
     onWarning,
     maxSize: ctx.maxLayerSize,
     layer: layerName(layer),
     beforeCommit: async () => {
+      await stored?.();
       if (layer.source.kind === "registry") await ctx.diffIds?.set(layer.descriptor.digest, layer.diffId);
     },
-  });
+  };
 }
 
 export interface MutationResult {
