@@ -1,10 +1,6 @@
+import { errorCodeInfo } from "../error-codes.js";
 import { ExitCode, isOcibuildError } from "../errors.js";
 import type { CliIO } from "./io.js";
-
-/** Usage errors (bad flags: USAGE or any USAGE_* code) exit 2; everything else 1. */
-function isUsageCode(code: string): boolean {
-  return code === "USAGE" || code.startsWith("USAGE_");
-}
 
 /** Render an error as `error[CODE]: message` (+ location and snippet), no stack unless debug. */
 export function formatError(e: unknown, debug = false): string {
@@ -29,5 +25,6 @@ export function formatError(e: unknown, debug = false): string {
 
 export function renderError(e: unknown, io: CliIO, debug = false): number {
   io.stderr.write(formatError(e, debug));
-  return isOcibuildError(e) && isUsageCode(e.code) ? ExitCode.USAGE : ExitCode.FAILURE;
+  // The table says which codes are usage errors (exit 2); anything else, a bug included, exits 1.
+  return isOcibuildError(e) ? errorCodeInfo(e.code).exit : ExitCode.FAILURE;
 }
