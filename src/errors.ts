@@ -62,3 +62,19 @@ export const ExitCode = {
   FAILURE: 1,
   USAGE: 2,
 } as const;
+
+/**
+ * How a library error names one of the library's options (`the cacheDir option`,
+ * `the allow option ("network.host")`): the library speaks of options, and the
+ * CLI swaps in its flag for the same words (see `withOptionWords`).
+ */
+export function optionWords(option: string, value?: string): string {
+  return `the ${option} option${value === undefined ? "" : ` (${JSON.stringify(value)})`}`;
+}
+
+/** `text` with every `optionWords(option, value)` replaced by `wording(option, value)`, where that gives one. */
+export function withOptionWords(text: string, wording: (option: string, value?: string) => string | undefined): string {
+  return text.replace(/the ([A-Za-z.]+) option(?: \(("(?:[^"\\]|\\.)*")\))?/g, (all, option: string, value?: string) => {
+    return wording(option, value === undefined ? undefined : (JSON.parse(value) as string)) ?? all;
+  });
+}
