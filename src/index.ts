@@ -14,6 +14,8 @@
 
 export { OcibuildError, isOcibuildError, ExitCode } from "./errors.js";
 export type { ErrorLocation, OcibuildErrorOptions } from "./errors.js";
+export { ERROR_CODES, errorCodeInfo } from "./error-codes.js";
+export type { ErrorCode, ErrorCodeInfo } from "./error-codes.js";
 export { VERSION } from "./version.js";
 export * from "./oci/digest.js";
 export * from "./oci/media-types.js";

@@ -9,7 +9,7 @@
 import { constants } from "node:fs";
 import { access, mkdir, rm, stat } from "node:fs/promises";
 import { dirname } from "node:path";
-import { OcibuildError } from "./errors.js";
+import { type ErrorCode, OcibuildError } from "./errors.js";
 
 const REASONS: Record<string, string> = {
   EACCES: "permission denied",
@@ -51,7 +51,7 @@ function rootErrno(err: unknown): unknown {
  * `file` and `details`. Any other OcibuildError (an abort, a digest mismatch, a
  * registry failure while streaming a layer) is returned as it is.
  */
-export function pathError(code: string, action: string, path: string, err: unknown, hint?: string): OcibuildError {
+export function pathError(code: ErrorCode, action: string, path: string, err: unknown, hint?: string): OcibuildError {
   const cause = rootErrno(err);
   if (cause === undefined) {
     if (err instanceof OcibuildError) return err;

@@ -8,7 +8,7 @@ import { readFile, rm, stat } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import { join, resolve } from "node:path";
 import pLimit from "p-limit";
-import { OcibuildError } from "../errors.js";
+import { OcibuildError, optionWords } from "../errors.js";
 import { createIgnoreMatcher, ignoreFileCandidates, parseDockerfile, parseDockerignore, planStages, type StagePlan } from "../dockerfile/index.js";
 import { OciLayout } from "../oci/layout.js";
 import { descriptorOf, type Descriptor } from "../oci/manifest.js";
@@ -234,7 +234,7 @@ function secretArgsWarning(redactor: Redactor): string[] {
 
 async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildResult> {
   if (opts.network === "host" && !(opts.allow ?? []).includes("network.host")) {
-    throw new OcibuildError("BUILD_ENTITLEMENT_REQUIRED", 'network "host" for RUN needs the network.host entitlement', { hint: 'add "network.host" to allow (--allow network.host) if you trust this Dockerfile with the host\'s network' });
+    throw new OcibuildError("BUILD_ENTITLEMENT_REQUIRED", 'network "host" for RUN needs the network.host entitlement', { hint: `allow it with ${optionWords("allow", "network.host")} if you trust this Dockerfile with the host's network` });
   }
   const env = opts.env ?? process.env;
   const sink = opts.onEvent ?? (() => {});

@@ -8,7 +8,7 @@
 import { lstat, mkdir, mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { isOcibuildError } from "../errors.js";
+import { isOcibuildError, optionWords } from "../errors.js";
 import { errnoOf, makeDirs, pathError } from "../user-path.js";
 import { privateDir } from "./fs-util.js";
 
@@ -82,6 +82,6 @@ export async function openCacheDir(cacheDir: string, defaultFrom: Record<string,
   } catch (e) {
     if (isOcibuildError(e)) throw e;
     const from = defaultFrom === undefined ? "" : `it is the default, under ${defaultFrom.XDG_CACHE_HOME ? "XDG_CACHE_HOME" : "HOME"}; `;
-    throw pathError("CACHE_DIR_UNWRITABLE", "cannot use the cache directory", cacheDir, e, `${from}choose a writable one with --cache-dir DIR (the cacheDir option)`);
+    throw pathError("CACHE_DIR_UNWRITABLE", "cannot use the cache directory", cacheDir, e, `${from}choose a writable one with ${optionWords("cacheDir")}`);
   }
 }

@@ -5,6 +5,7 @@
  * prints exactly these, one per line. `EVENT_SCHEMAS` describes each type's
  * fields at run time, so the JSON stream can be validated against the types.
  */
+import type { ErrorCode } from "../error-codes.js";
 
 /** A build event. `type` tells which one; every other field is plain JSON. */
 export type BuildEvent =
@@ -16,7 +17,7 @@ export type BuildEvent =
   | { type: "progress"; action: "push" | "pull" | "mount" | "exists"; digest: string; bytes: number; total?: number }
   | { type: "output-written"; reference: string }
   | { type: "layer-write"; stage: string; step: number; bytes: number; done: boolean; digest?: string; platform?: string }
-  | { type: "error"; code: string; message: string }
+  | { type: "error"; code: ErrorCode | "INTERNAL"; message: string }
   | { type: "result"; digest: string; references: string[]; size: number };
 
 /** Receives build events, in order. It must not throw. */

@@ -2,7 +2,7 @@
 import { lstatSync, type Stats } from "node:fs";
 import { chmod, lstat, mkdir, stat } from "node:fs/promises";
 import { dirname } from "node:path";
-import { OcibuildError } from "../errors.js";
+import { OcibuildError, optionWords } from "../errors.js";
 
 function missing(e: unknown): boolean {
   const code = (e as NodeJS.ErrnoException).code;
@@ -46,7 +46,7 @@ export async function privateDir(dir: string): Promise<void> {
   if (!st.isDirectory() || (uid !== undefined && st.uid !== uid)) {
     throw new OcibuildError("CACHE_DIR_UNSAFE", `${dir} must be a directory owned by uid ${uid}: it holds extracted image trees other users must not reach`, {
       details: { path: dir, uid: st.uid },
-      hint: "remove it or use another --cache-dir",
+      hint: `remove it or choose another with ${optionWords("cacheDir")}`,
     });
   }
   if ((st.mode & 0o077) !== 0) await chmod(dir, 0o700);

@@ -33,7 +33,8 @@ export class RegistryCacheStore implements CacheStore {
     try {
       m = await this.client.getManifest(withTag(this.repo, tag), { signal });
     } catch (e) {
-      if (e instanceof OcibuildError && (e.code === "REGISTRY_NOT_FOUND" || e.code === "MANIFEST_UNKNOWN")) return undefined;
+      // A 404 (the registry's MANIFEST_UNKNOWN or NAME_UNKNOWN) is always REGISTRY_NOT_FOUND (see httpError).
+      if (e instanceof OcibuildError && e.code === "REGISTRY_NOT_FOUND") return undefined;
       throw e;
     }
     if (m.kind !== "manifest" || m.blob.parsed.config.mediaType !== CACHE_RECORD_MEDIA_TYPE) return { rec: undefined, manifest: m.blob.parsed as ImageManifest };

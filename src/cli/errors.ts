@@ -1,15 +1,27 @@
-import { ExitCode, isOcibuildError } from "../errors.js";
+import { errorCodeInfo } from "../error-codes.js";
+import { ExitCode, isOcibuildError, withOptionWords } from "../errors.js";
 import type { CliIO } from "./io.js";
 
-/** Usage errors (bad flags: USAGE or any USAGE_* code) exit 2; everything else 1. */
-function isUsageCode(code: string): boolean {
-  return code === "USAGE" || code.startsWith("USAGE_");
+/** The flags for the library options that library errors name (see optionWords): the CLI speaks of flags. */
+const OPTION_FLAGS: Record<string, string> = {
+  allow: "--allow",
+  cacheDir: "--cache-dir",
+  maxLayerSize: "--max-layer-size",
+  "registry.timeoutSeconds": "--registry-timeout",
+};
+
+/** `text` with the library's option words ("the cacheDir option") replaced by the CLI's flag ("--cache-dir"). */
+export function flagWording(text: string): string {
+  return withOptionWords(text, (option, value) => {
+    const flag = OPTION_FLAGS[option];
+    return flag === undefined ? undefined : value === undefined ? flag : `${flag} ${value}`;
+  });
 }
 
 /** Render an error as `error[CODE]: message` (+ location and snippet), no stack unless debug. */
 export function formatError(e: unknown, debug = false): string {
   if (isOcibuildError(e)) {
-    let out = `error[${e.code}]: ${e.message}\n`;
+    let out = `error[${e.code}]: ${flagWording(e.message)}\n`;
     if (e.file !== undefined && !e.message.includes(`${e.file}:`)) {
       out += ` --> ${e.file}${e.line !== undefined ? `:${e.line}` : ""}${e.column !== undefined ? `:${e.column}` : ""}\n`;
     }
@@ -19,7 +31,7 @@ export function formatError(e: unknown, debug = false): string {
         out += `${i === 0 ? gutter.padStart(4) : "    "} | ${l}\n`;
       }
     }
-    if (e.hint) out += `hint: ${e.hint}\n`;
+    if (e.hint) out += `hint: ${flagWording(e.hint)}\n`;
     if (debug && e.stack) out += `${e.stack}\n`;
     return out;
   }
@@ -29,5 +41,6 @@ export function formatError(e: unknown, debug = false): string {
 
 export function renderError(e: unknown, io: CliIO, debug = false): number {
   io.stderr.write(formatError(e, debug));
-  return isOcibuildError(e) && isUsageCode(e.code) ? ExitCode.USAGE : ExitCode.FAILURE;
+  // The table says which codes are usage errors (exit 2); anything else, a bug included, exits 1.
+  return isOcibuildError(e) ? errorCodeInfo(e.code).exit : ExitCode.FAILURE;
 }

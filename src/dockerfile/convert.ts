@@ -14,6 +14,7 @@ import {
   type KeyValue,
   type SourceRange,
 } from "./instructions.js";
+import type { ErrorCode } from "../errors.js";
 import { LineParseError } from "./line-parsers.js";
 import { chompHeredoc, parseHeredocWord } from "./parser.js";
 import { trimSpace } from "./text.js";
@@ -28,7 +29,7 @@ function argsOf(node: Node): string[] {
   return out;
 }
 
-const fail = (code: string, message: string, hint?: string): never => {
+const fail = (code: ErrorCode, message: string, hint?: string): never => {
   throw new LineParseError(code, message, { hint });
 };
 

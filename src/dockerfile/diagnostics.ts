@@ -1,7 +1,7 @@
 /**
  * Located Dockerfile errors and warnings, and "did you mean" suggestions.
  */
-import { OcibuildError } from "../errors.js";
+import { type ErrorCode, OcibuildError } from "../errors.js";
 
 export interface ParseWarning {
   /** Stable code, e.g. DOCKERFILE_EMPTY_CONTINUATION. */
@@ -19,7 +19,7 @@ export interface SourceContext {
 
 /** An OcibuildError naming `file:line`, with the offending lines as the snippet. */
 export function dockerfileError(
-  code: string,
+  code: ErrorCode,
   message: string,
   ctx: SourceContext,
   startLine?: number,

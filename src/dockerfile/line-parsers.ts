@@ -3,6 +3,7 @@
  * nodes, as BuildKit's line parsers do: flags first, then JSON arrays, name/value
  * pairs, whitespace lists or the raw string depending on the instruction.
  */
+import type { ErrorCode } from "../errors.js";
 import { type Node, newNode } from "./ast.js";
 import {
   fromByteString,
@@ -18,7 +19,7 @@ import {
 /** A parse failure without a location yet (the caller adds file and line). */
 export class LineParseError extends Error {
   constructor(
-    readonly code: string,
+    readonly code: ErrorCode,
     message: string,
     readonly extra: { hint?: string } = {},
   ) {

@@ -5,7 +5,7 @@
  * the disk. Unset, layers are not bounded.
  */
 import { Transform, type TransformCallback } from "node:stream";
-import { OcibuildError } from "../errors.js";
+import { OcibuildError, optionWords } from "../errors.js";
 
 function human(n: number): string {
   for (const [unit, size] of [["GiB", 2 ** 30], ["MiB", 2 ** 20], ["KiB", 2 ** 10]] as const) {
@@ -18,7 +18,7 @@ function human(n: number): string {
 export function layerTooLarge(layer: string, limit: number): OcibuildError {
   return new OcibuildError("LAYER_TOO_LARGE", `layer ${layer} decompresses to more than ${human(limit)}, the maximum layer size`, {
     details: { layer, limit },
-    hint: "raise --max-layer-size (library option maxLayerSize) if the layer is genuine",
+    hint: `raise ${optionWords("maxLayerSize")} if the layer is genuine`,
   });
 }
 

@@ -11,7 +11,7 @@ import { access, mkdir, readFile, readdir, rename, rm, stat, writeFile } from "n
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { OcibuildError, isOcibuildError } from "../errors.js";
+import { type ErrorCode, OcibuildError, isOcibuildError } from "../errors.js";
 import { makeDirs, removeQuietly } from "../user-path.js";
 import { type Digest, HashingStream, VerifyingStream, algorithmOf, hexOf, isDigestString } from "./digest.js";
 import { type LayerEntry, type LayerWriteOptions, type WrittenLayer, checkAborted, removeTemp, writeLayer } from "./layer.js";
@@ -28,7 +28,7 @@ function tmpName(dir: string): string {
   return join(dir, `.tmp-${randomBytes(8).toString("hex")}`);
 }
 
-function ioError(code: string, what: string, err: unknown, file: string): OcibuildError {
+function ioError(code: ErrorCode, what: string, err: unknown, file: string): OcibuildError {
   if (isOcibuildError(err)) return err;
   return new OcibuildError(code, `${what}: ${(err as Error).message}`, { file, cause: err });
 }

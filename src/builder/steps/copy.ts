@@ -16,7 +16,7 @@ import { chmod, lchown, lstat, mkdir, rm, writeFile } from "node:fs/promises";
 import { createHash } from "node:crypto";
 import type { Stats } from "node:fs";
 import { basename, join, posix } from "node:path";
-import { OcibuildError } from "../../errors.js";
+import { type ErrorCode, OcibuildError } from "../../errors.js";
 import { createIgnoreMatcher, parseDockerignore, type AddInstr, type CopyInstr, type IgnoreMatcher } from "../../dockerfile/index.js";
 import { dockerfileError } from "../../dockerfile/diagnostics.js";
 import { octalChmod, parseChmod, type ModeFn } from "../chmod.js";
@@ -71,7 +71,7 @@ export interface CopyPrep {
 /** `instr` arrives expanded (expandInstruction); --from is never expanded (BuildKit refuses variables there). */
 export async function prepareCopy(state: StageState, instr: CopyInstr | AddInstr, ctx: StepContext): Promise<CopyPrep> {
   const loc = { file: ctx.file, lines: [...ctx.lines] };
-  const fail = (code: string, msg: string, hint?: string) => dockerfileError(code, msg, loc, instr.range.startLine, instr.range.endLine, { hint });
+  const fail = (code: ErrorCode, msg: string, hint?: string) => dockerfileError(code, msg, loc, instr.range.startLine, instr.range.endLine, { hint });
   const sources = instr.sources;
   const destRaw = instr.dest;
   const chown = instr.chown;
@@ -137,7 +137,7 @@ export async function prepareCopy(state: StageState, instr: CopyInstr | AddInstr
 async function selectAll(prep: CopyPrep, tree: SourceTree, contextSource: boolean, ctx: StepContext): Promise<SourceMatch[][]> {
   const { instr } = prep;
   const loc = { file: ctx.file, lines: [...ctx.lines] };
-  const fail = (code: string, msg: string, hint?: string) => dockerfileError(code, msg, loc, instr.range.startLine, instr.range.endLine, { hint });
+  const fail = (code: ErrorCode, msg: string, hint?: string) => dockerfileError(code, msg, loc, instr.range.startLine, instr.range.endLine, { hint });
   const hint = contextSource ? "check the path, and that .dockerignore does not exclude it" : undefined;
   const matches: SourceMatch[][] = [];
   const unmatched: string[] = [];

@@ -13,7 +13,7 @@ import type { StepContext } from "../step-context.js";
 import { resolveUser } from "../users.js";
 import { parseMounts, type MountSpec } from "../mounts.js";
 import { prepareRunMounts } from "../run-mounts.js";
-import { OcibuildError } from "../../errors.js";
+import { type ErrorCode, OcibuildError } from "../../errors.js";
 import { chmod, mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { RunMount } from "../sandbox/index.js";
@@ -48,7 +48,7 @@ export function runArgs(state: StageState, instr: RunInstr): string[] {
   return [...shell, script];
 }
 
-type Fail = (code: string, msg: string, hint?: string) => Error;
+type Fail = (code: ErrorCode, msg: string, hint?: string) => Error;
 
 /** RUN --security and --network as given (or the build's default), checked against the entitlements and the executor. */
 function runFlags(instr: RunInstr, ctx: StepContext, mountSpecs: MountSpec[], fail: Fail): { security: "sandbox" | "insecure"; network: "default" | "none" | "host" } {

@@ -14,7 +14,7 @@ import http, { type IncomingMessage } from "node:http";
 import https from "node:https";
 import type { Readable } from "node:stream";
 import type { SecureContext } from "node:tls";
-import { OcibuildError } from "../../errors.js";
+import { OcibuildError, optionWords } from "../../errors.js";
 
 export type ResponseHeaders = Record<string, string | string[] | undefined>;
 
@@ -145,7 +145,7 @@ function timedOut(host: string, timeoutMs: number): OcibuildError {
   return new OcibuildError("REGISTRY_TIMEOUT", `${host} moved less than ${MIN_PROGRESS_BYTES} bytes in ${s}: the connection is stalled`, {
     retryable: true,
     details: { host, timeoutMs },
-    hint: "a registry that is slow to answer (committing a very large blob, say) needs a longer --registry-timeout",
+    hint: `a registry that is slow to answer (committing a very large blob, say) needs a longer ${optionWords("registry.timeoutSeconds")}`,
   });
 }
 
