@@ -18,7 +18,7 @@
  * image.
  */
 import { spawn } from "node:child_process";
-import { closeSync, existsSync, openSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { constants as osConstants } from "node:os";
 import { chown, realpath } from "node:fs/promises";
 import { basename, isAbsolute } from "node:path";
@@ -26,7 +26,7 @@ import type { Writable } from "node:stream";
 import { OcibuildError } from "../../errors.js";
 import { which } from "../../which.js";
 import { resolveDirInRoot } from "../rootfs-path.js";
-import { privilege } from "../privilege.js";
+import { collect, probeBwrap, type BwrapAvailability } from "./bwrap-probe.js";
 import { effectiveEnv, OutputTail, type Availability, type Executor, type RunResult, type RunSpec } from "./index.js";
 import { procHardeningArgs, RESOLV_CONF, type SandboxExtras, sandboxMounts, splitComps } from "./bwrap-mounts.js";
 import { startSlirp, type UserNetwork } from "./network.js";
@@ -72,40 +72,6 @@ export interface Ulimit {
   hard: string;
 }
 
-function exec(cmd: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
-    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
-/** bwrap's availability, and whether RUN gets a PID namespace and a fresh /proc. */
-interface BwrapAvailability extends Availability {
-  processSandbox?: boolean;
-  /** RUN's default network (its own namespace through slirp4netns) can be made. */
-  userNetwork?: boolean;
-}
-
-/**
- * Why slirp4netns could not open /dev/net/tun, or undefined when it can. Only a
- * question in rootless mode: real root opens it whatever its mode, and a plain user
- * cannot where it is 0600 (Debian's udev makes it 0666, some VMs and containers not).
- */
-function tunProblem(): string | undefined {
-  if (!privilege().userNamespace) return undefined;
-  try {
-    closeSync(openSync("/dev/net/tun", "r+"));
-    return undefined;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code ?? (e as Error).message;
-  }
-}
-
 interface UserSwitch {
   /** bwrap arguments binding the helper files. */
   binds: string[];
@@ -145,39 +111,9 @@ export class BwrapExecutor implements Executor {
     return shown;
   }
 
-  /**
-   * Whether bwrap can make a sandbox here, tried once. A container whose /proc is
-   * masked (Docker's and Kubernetes' default) lets bwrap make namespaces but not
-   * mount a new /proc: RUN then goes without a PID namespace, on the container's own
-   * /proc, as BuildKit's --oci-worker-no-process-sandbox does, and says so.
-   */
+  /** Whether bwrap can make a sandbox here (bwrap-probe.ts), tried once. */
   private probe(): Promise<BwrapAvailability> {
-    this.availability ??= (async (): Promise<BwrapAvailability> => {
-      if (this.bwrapPath === undefined) return { ok: false, reason: "bwrap (bubblewrap) is not installed (Debian: apt-get install bubblewrap)" };
-      const probe = async (args: string[]) => exec(this.bwrapPath!, ["--ro-bind", "/", "/", "--unshare-ipc", "--unshare-uts", ...args, "--dev", "/dev", "--", "true"]);
-      try {
-        const full = await probe(["--unshare-pid", "--proc", "/proc"]);
-        const shared = full.code === 0 ? full : await probe(["--bind", "/proc", "/proc"]);
-        if (shared.code !== 0) return { ok: false, reason: `bwrap cannot create a sandbox here (${full.stderr.trim() || `exit ${full.code}`})` };
-        const notes: string[] = [];
-        if (full.code !== 0) {
-          notes.push(
-            `RUN steps run without a PID namespace of their own, on this container's /proc (a new /proc cannot be mounted here: ${full.stderr.trim() || `exit ${full.code}`}); ` +
-              "unmask /proc (Docker: --security-opt systempaths=unconfined, podman: --security-opt unmask=ALL, Kubernetes: procMount: Unmasked) to isolate them",
-          );
-        }
-        const tun = tunProblem();
-        if (tun !== undefined) {
-          notes.push(
-            `RUN steps share the host's network as this user sees it (no network namespace of their own: slirp4netns cannot open /dev/net/tun, ${tun}); ` +
-              "make /dev/net/tun readable and writable by all (mode 0666, as Debian's udev does) to isolate them, or give steps --network=none",
-          );
-        }
-        return { ok: true, processSandbox: full.code === 0, userNetwork: tun === undefined, ...(notes.length > 0 ? { note: notes.join("; and ") } : {}) };
-      } catch (e) {
-        return { ok: false, reason: `bwrap cannot be run: ${(e as Error).message}` };
-      }
-    })();
+    this.availability ??= probeBwrap(this.bwrapPath);
     return this.availability;
   }
 
@@ -187,7 +123,7 @@ export class BwrapExecutor implements Executor {
       if (setpriv === undefined) {
         throw new OcibuildError("SANDBOX_USER_SWITCH_UNSUPPORTED", "running as a non-root USER needs setpriv on the host (Debian: util-linux)");
       }
-      const r = await exec("ldd", [setpriv]).catch((e: Error) => ({ code: -1, stdout: "", stderr: e.message }));
+      const r = await collect("ldd", [setpriv]).catch((e: Error) => ({ code: -1, stdout: "", stderr: e.message }));
       if (r.code !== 0) throw new OcibuildError("SANDBOX_USER_SWITCH_UNSUPPORTED", `cannot list the libraries of ${setpriv}: ${r.stderr.trim()}`);
       const binds: string[] = ["--ro-bind", await realpath(setpriv), `${HELPER_DIR}/setpriv`];
       let loader: string | undefined;
