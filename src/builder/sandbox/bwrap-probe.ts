@@ -6,23 +6,10 @@
  * user who cannot open /dev/net/tun gets no network namespace of its own. Each is said
  * once, with its fix, as the availability's note.
  */
-import { spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
+import { runProcess } from "../../process.js";
 import { privilege } from "../privilege.js";
 import type { Availability } from "./index.js";
-
-/** Run a program to its end, collecting its output. */
-export function collect(cmd: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
-    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 /** bwrap's availability, and whether RUN gets a PID namespace and a fresh /proc. */
 export interface BwrapAvailability extends Availability {
@@ -48,7 +35,7 @@ function tunProblem(): string | undefined {
 
 export async function probeBwrap(bwrapPath: string | undefined): Promise<BwrapAvailability> {
   if (bwrapPath === undefined) return { ok: false, reason: "bwrap (bubblewrap) is not installed (Debian: apt-get install bubblewrap)" };
-  const probe = async (args: string[]) => collect(bwrapPath, ["--ro-bind", "/", "/", "--unshare-ipc", "--unshare-uts", ...args, "--dev", "/dev", "--", "true"]);
+  const probe = async (args: string[]) => runProcess(bwrapPath, ["--ro-bind", "/", "/", "--unshare-ipc", "--unshare-uts", ...args, "--dev", "/dev", "--", "true"]);
   try {
     const full = await probe(["--unshare-pid", "--proc", "/proc"]);
     const shared = full.code === 0 ? full : await probe(["--bind", "/proc", "/proc"]);

@@ -24,9 +24,10 @@ import { chown, realpath } from "node:fs/promises";
 import { basename, isAbsolute } from "node:path";
 import type { Writable } from "node:stream";
 import { OcibuildError } from "../../errors.js";
+import { runProcess } from "../../process.js";
 import { which } from "../../which.js";
 import { resolveDirInRoot } from "../rootfs-path.js";
-import { collect, probeBwrap, type BwrapAvailability } from "./bwrap-probe.js";
+import { probeBwrap, type BwrapAvailability } from "./bwrap-probe.js";
 import { effectiveEnv, OutputTail, type Availability, type Executor, type RunResult, type RunSpec } from "./index.js";
 import { procHardeningArgs, RESOLV_CONF, type SandboxExtras, sandboxMounts, splitComps } from "./bwrap-mounts.js";
 import { startSlirp, type UserNetwork } from "./network.js";
@@ -123,7 +124,7 @@ export class BwrapExecutor implements Executor {
       if (setpriv === undefined) {
         throw new OcibuildError("SANDBOX_USER_SWITCH_UNSUPPORTED", "running as a non-root USER needs setpriv on the host (Debian: util-linux)");
       }
-      const r = await collect("ldd", [setpriv]).catch((e: Error) => ({ code: -1, stdout: "", stderr: e.message }));
+      const r = await runProcess("ldd", [setpriv]).catch((e: Error) => ({ code: -1, stdout: "", stderr: e.message }));
       if (r.code !== 0) throw new OcibuildError("SANDBOX_USER_SWITCH_UNSUPPORTED", `cannot list the libraries of ${setpriv}: ${r.stderr.trim()}`);
       const binds: string[] = ["--ro-bind", await realpath(setpriv), `${HELPER_DIR}/setpriv`];
       let loader: string | undefined;
