@@ -4,11 +4,11 @@
  * of the merged tree ("copy" mode; snapshot.ts then diffs it against the lower
  * view, giving the same layer).
  */
-import { spawn } from "node:child_process";
 import { constants as fsc } from "node:fs";
 import { chmod, copyFile, lchown, link, lutimes, mkdir, open, readlink, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { OcibuildError } from "../errors.js";
+import { runProcess } from "../process.js";
 import { which } from "../which.js";
 import { isRealRoot } from "./privilege.js";
 import { splitDev } from "../oci/tar-entries.js";
@@ -61,16 +61,6 @@ export interface MountOptions {
   maxLowerDirs?: number;
 }
 
-function run(cmd: string, args: string[], cwd?: string, signal?: AbortSignal): Promise<{ code: number | null; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd, stdio: ["ignore", "ignore", "pipe"], signal });
-    let stderr = "";
-    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stderr }));
-  });
-}
-
 /**
  * mount(2) of an overlay at `dir`/merged with the option string `data(prefix)`,
  * where `prefix` leads to `dir`. In-process the prefix is /proc/self/fd/N/ of an
@@ -95,7 +85,7 @@ async function mountOverlay(dir: string, data: (prefix: string) => string, signa
   } finally {
     await fd.close();
   }
-  const r = await run("mount", ["-t", "overlay", "overlay", "-o", data(""), "merged"], dir, signal);
+  const r = await runProcess("mount", ["-t", "overlay", "overlay", "-o", data(""), "merged"], { cwd: dir, signal });
   return r.code === 0 ? "" : r.stderr.trim() || `mount exited with ${r.code}`;
 }
 
@@ -114,9 +104,9 @@ async function unmountOverlay(target: string): Promise<string> {
       }
     }
   }
-  const r = await run("umount", [target]);
+  const r = await runProcess("umount", [target]);
   if (r.code === 0) return "";
-  const lazy = await run("umount", ["-l", target]);
+  const lazy = await runProcess("umount", ["-l", target]);
   return lazy.code === 0 ? "" : r.stderr.trim();
 }
 
@@ -201,7 +191,7 @@ async function mountFuseOverlay(scratchDir: string, count: number, signal?: Abor
   if (tool === undefined) return "not installed";
   const lowers = Array.from({ length: count }, (_, i) => join(scratchDir, "l", String(count - 1 - i))).join(":");
   const merged = join(scratchDir, "merged");
-  const r = await run(tool, ["-o", `lowerdir=${lowers},upperdir=${join(scratchDir, "upper")},workdir=${join(scratchDir, "work")}`, merged], scratchDir, signal);
+  const r = await runProcess(tool, ["-o", `lowerdir=${lowers},upperdir=${join(scratchDir, "upper")},workdir=${join(scratchDir, "work")}`, merged], { cwd: scratchDir, signal });
   if (r.code !== 0) return r.stderr.trim().split("\n").at(-1) || `exit ${r.code}`;
   let mounted = true;
   return {

@@ -10,12 +10,12 @@
  * xattrs fail with ROOTFS_XATTR_UNSUPPORTED. Paths handed here are already
  * resolved inside the root by the caller; nothing follows a final symlink.
  */
-import { spawn } from "node:child_process";
 import { chmod, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { constants as osc } from "node:os";
 import { getSystemErrorName } from "node:util";
 import { OcibuildError } from "../errors.js";
+import { runProcess, type ProcessResult } from "../process.js";
 import { isRealRoot } from "./privilege.js";
 import type { Libc } from "./libc.js";
 
@@ -84,17 +84,6 @@ function isUnavailable(e: unknown): boolean {
   return e instanceof OcibuildError && e.code === "ROOTFS_NATIVE_UNAVAILABLE";
 }
 
-/** coreutils mknod, where the native module cannot be loaded. */
-function mknodTool(args: string[], signal?: AbortSignal): Promise<{ code: number | null; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn("mknod", args, { stdio: ["ignore", "ignore", "pipe"], signal });
-    let stderr = "";
-    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stderr }));
-  });
-}
-
 const S_IF: Record<NodeKind, number> = { char: 0o020000, block: 0o060000, fifo: 0o010000 };
 
 /** mknod(2) with exactly `mode` (no umask). Throws OcibuildError ROOTFS_MKNOD_FAILED with the system's message. */
@@ -116,9 +105,10 @@ export async function mknod(hostPath: string, kind: NodeKind, mode: number, majo
   }
   const args = ["-m", (mode & 0o7777).toString(8), "--", hostPath, kind === "char" ? "c" : kind === "block" ? "b" : "p"];
   if (kind !== "fifo") args.push(String(major), String(minor));
-  let r: { code: number | null; stderr: string };
+  let r: ProcessResult;
   try {
-    r = await mknodTool(args, signal);
+    // coreutils mknod, where the native module cannot be loaded.
+    r = await runProcess("mknod", args, { signal });
   } catch (e) {
     if (signal?.aborted) throw new OcibuildError("ROOTFS_ABORTED", "mknod was aborted", { cause: signal.reason });
     throw new OcibuildError("ROOTFS_MKNOD_FAILED", `cannot run mknod for ${hostPath}: ${(e as Error).message}`, { cause: e });
