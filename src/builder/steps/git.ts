@@ -4,11 +4,11 @@
  * to a commit (that commit is what the step's cache key uses), and the tree at
  * that commit checked out for copying; the .git directory only with --keep-git-dir.
  */
-import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdir, mkdtemp, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { OcibuildError } from "../../errors.js";
+import { runProcess } from "../../process.js";
 
 export interface GitSource {
   url: string;
@@ -27,21 +27,13 @@ export function parseGitSource(s: string): GitSource | undefined {
   return { url: base, ...(ref ? { ref } : {}), ...(subdir ? { subdir } : {}) };
 }
 
-function git(args: string[], opts: { cwd?: string; signal?: AbortSignal; env?: Record<string, string> } = {}): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn("git", args, {
-      cwd: opts.cwd,
-      signal: opts.signal,
-      stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, GIT_TERMINAL_PROMPT: "0", ...opts.env },
-    });
-    let out = "";
-    let err = "";
-    child.stdout.on("data", (d) => (out += d));
-    child.stderr.on("data", (d) => (err += d));
-    child.on("error", (e) => reject(new OcibuildError("BUILD_GIT_UNAVAILABLE", `cannot run git: ${e.message}`, { hint: "apt-get install git" })));
-    child.on("close", (code) => (code === 0 ? resolve(out.trim()) : reject(new OcibuildError("BUILD_GIT_FAILED", `git ${args[0]} failed: ${err.trim().split("\n").slice(-3).join(" ")}`))));
+async function git(args: string[], opts: { cwd?: string; signal?: AbortSignal; env?: Record<string, string> } = {}): Promise<string> {
+  const env = { ...process.env, GIT_TERMINAL_PROMPT: "0", ...opts.env };
+  const r = await runProcess("git", args, { cwd: opts.cwd, signal: opts.signal, env }).catch((e: Error) => {
+    throw new OcibuildError("BUILD_GIT_UNAVAILABLE", `cannot run git: ${e.message}`, { hint: "apt-get install git" });
   });
+  if (r.code !== 0) throw new OcibuildError("BUILD_GIT_FAILED", `git ${args[0]} failed: ${r.stderr.trim().split("\n").slice(-3).join(" ")}`);
+  return r.stdout.trim();
 }
 
 export interface GitCheckout {
