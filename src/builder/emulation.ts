@@ -5,8 +5,8 @@
  * qemu-user-static handlers (/usr/lib/binfmt.d/qemu-*.conf) when run as root.
  */
 import { readdir, readFile, writeFile } from "node:fs/promises";
-import { spawn } from "node:child_process";
 import { OcibuildError } from "../errors.js";
+import { runProcess } from "../process.js";
 import type { Platform } from "../oci/manifest.js";
 
 const BINFMT = "/proc/sys/fs/binfmt_misc";
@@ -71,13 +71,8 @@ async function mountBinfmt(): Promise<void> {
   } catch {
     // not mounted
   }
-  await new Promise<void>((resolve, reject) => {
-    const child = spawn("mount", ["-t", "binfmt_misc", "binfmt_misc", BINFMT], { stdio: ["ignore", "ignore", "pipe"] });
-    let err = "";
-    child.stderr.on("data", (d) => (err += d));
-    child.on("error", reject);
-    child.on("close", (code) => (code === 0 ? resolve() : reject(new OcibuildError("SETUP_BINFMT_FAILED", `cannot mount binfmt_misc: ${err.trim()}`))));
-  });
+  const r = await runProcess("mount", ["-t", "binfmt_misc", "binfmt_misc", BINFMT]);
+  if (r.code !== 0) throw new OcibuildError("SETUP_BINFMT_FAILED", `cannot mount binfmt_misc: ${r.stderr.trim()}`);
 }
 
 /**

@@ -8,6 +8,7 @@ import { spawn } from "node:child_process";
 import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { OcibuildError } from "../errors.js";
+import { runProcess } from "../process.js";
 
 export interface SecretSpec {
   id: string;
@@ -71,16 +72,6 @@ async function isSocket(p: string): Promise<boolean> {
   return (await stat(p).catch(() => null))?.isSocket() ?? false;
 }
 
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; err: string }> {
-  return new Promise((resolve, reject) => {
-    const c = spawn(cmd, args, { stdio: ["ignore", "ignore", "pipe"], env });
-    let err = "";
-    c.stderr.on("data", (d) => (err += d));
-    c.on("error", reject);
-    c.on("close", (code) => resolve({ code, err }));
-  });
-}
-
 export async function startSshAgents(specs: readonly SshSpec[], env: Record<string, string | undefined>, dir: string): Promise<SshAgents> {
   const sockets = new Map<string, string>();
   const children: ReturnType<typeof spawn>[] = [];
@@ -113,8 +104,8 @@ export async function startSshAgents(specs: readonly SshSpec[], env: Record<stri
         });
       });
       for (const key of paths) {
-        const r = await run("ssh-add", [key], { ...process.env, SSH_AUTH_SOCK: sock });
-        if (r.code !== 0) throw new OcibuildError("BUILD_SSH_UNAVAILABLE", `--ssh ${s.id}: ssh-add could not load ${key}: ${r.err.trim()}`);
+        const r = await runProcess("ssh-add", [key], { env: { ...process.env, SSH_AUTH_SOCK: sock } });
+        if (r.code !== 0) throw new OcibuildError("BUILD_SSH_UNAVAILABLE", `--ssh ${s.id}: ssh-add could not load ${key}: ${r.stderr.trim()}`);
       }
       sockets.set(s.id, sock);
     }

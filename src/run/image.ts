@@ -5,11 +5,11 @@
  * `ocibuild build --iidfile` wrote (resolved from the cache's content store,
  * local-images.ts).
  */
-import { spawn } from "node:child_process";
 import { createReadStream } from "node:fs";
 import { mkdir, readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { OcibuildError } from "../errors.js";
+import { runProcess } from "../process.js";
 import { parseDiffID, type Digest, type DiffID } from "../oci/digest.js";
 import { OciLayout, parseLayoutRef } from "../oci/layout.js";
 import { type AnyManifest, type Descriptor, type ImageConfig, type ImageManifest, parseImageConfig, parseManifest } from "../oci/manifest.js";
@@ -149,13 +149,7 @@ function platformOf(cfg: ImageConfig): Platform {
 /** Unpack an archive into `dest` with tar(1) (streamed; members are checked by tar itself). */
 async function unpack(file: string, dest: string, text: string, signal?: AbortSignal): Promise<string> {
   await mkdir(dest, { recursive: true, mode: 0o700 });
-  const r = await new Promise<{ code: number | null; stderr: string }>((done, fail) => {
-    const child = spawn("tar", ["-xf", resolve(file), "-C", dest, "--no-same-owner", "--no-same-permissions"], { stdio: ["ignore", "ignore", "pipe"], signal });
-    let stderr = "";
-    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-    child.on("error", fail);
-    child.on("close", (code) => done({ code, stderr }));
-  }).catch((e: Error) => ({ code: -1, stderr: e.message }));
+  const r = await runProcess("tar", ["-xf", resolve(file), "-C", dest, "--no-same-owner", "--no-same-permissions"], { signal }).catch((e: Error) => ({ code: -1, stderr: e.message }));
   if (r.code !== 0) throw new OcibuildError("RUN_IMAGE_UNREADABLE", `cannot read ${text}: ${r.stderr.trim() || `tar exited with ${r.code}`}`, { file });
   return dest;
 }
