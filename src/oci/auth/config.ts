@@ -6,10 +6,10 @@
  * (running `docker-credential-<name> get`). Secrets never leave this module
  * except as an Authorization header.
  */
-import { spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { OcibuildError } from "../../errors.js";
+import { runProcess } from "../../process.js";
 
 export interface Credential {
   username?: string;
@@ -164,41 +164,29 @@ export class CredentialStore {
     return p;
   }
 
-  private spawnHelper(name: string, key: string, signal?: AbortSignal): Promise<Credential | undefined> {
+  private async spawnHelper(name: string, key: string, signal?: AbortSignal): Promise<Credential | undefined> {
     const bin = `docker-credential-${name}`;
     const serverUrl = key === "docker.io" ? HUB_SERVER_URL : key;
-    return new Promise((resolve, reject) => {
-      const child = spawn(bin, ["get"], { env: this.opts.env as NodeJS.ProcessEnv | undefined, stdio: ["pipe", "pipe", "pipe"], signal });
-      let out = "";
-      let err = "";
-      child.stdout.on("data", (d: Buffer) => (out += d.toString("utf8")));
-      child.stderr.on("data", (d: Buffer) => (err += d.toString("utf8")));
-      child.on("error", (e) => {
-        reject(
-          new OcibuildError("AUTH_HELPER_FAILED", `credential helper ${bin} for ${key} could not run: ${(e as NodeJS.ErrnoException).code ?? e.message}`, {
-            cause: e,
-            hint: `install ${bin} on PATH or remove it from your docker config.json`,
-          }),
-        );
+    const r = await runProcess(bin, ["get"], { env: this.opts.env as NodeJS.ProcessEnv | undefined, input: serverUrl, signal }).catch((e: Error) => {
+      throw new OcibuildError("AUTH_HELPER_FAILED", `credential helper ${bin} for ${key} could not run: ${(e as NodeJS.ErrnoException).code ?? e.message}`, {
+        cause: e,
+        hint: `install ${bin} on PATH or remove it from your docker config.json`,
       });
-      child.on("close", (code) => {
-        const text = `${out}\n${err}`;
-        if (code !== 0) {
-          if (/credentials not found|not found in native keychain/i.test(text)) return resolve(undefined);
-          // A helper's stderr is not trusted to be free of secrets: do not echo it.
-          return reject(new OcibuildError("AUTH_HELPER_FAILED", `credential helper ${bin} failed for ${key} (exit status ${code})`));
-        }
-        try {
-          const o = JSON.parse(out) as { Username?: string; Secret?: string };
-          if (!o.Secret) return resolve(undefined);
-          if (o.Username === "<token>") return resolve({ identityToken: o.Secret, source: bin });
-          resolve({ username: o.Username ?? "", password: o.Secret, source: bin });
-        } catch {
-          reject(new OcibuildError("AUTH_HELPER_FAILED", `credential helper ${bin} printed something that is not JSON for ${key}`));
-        }
-      });
-      child.stdin.end(serverUrl);
     });
+    if (r.code !== 0) {
+      if (/credentials not found|not found in native keychain/i.test(`${r.stdout}\n${r.stderr}`)) return undefined;
+      // A helper's stderr is not trusted to be free of secrets: do not echo it.
+      throw new OcibuildError("AUTH_HELPER_FAILED", `credential helper ${bin} failed for ${key} (exit status ${r.code})`);
+    }
+    try {
+      const o = JSON.parse(r.stdout) as { Username?: string; Secret?: string };
+      if (!o.Secret) return undefined;
+      if (o.Username === "<token>") return { identityToken: o.Secret, source: bin };
+      return { username: o.Username ?? "", password: o.Secret, source: bin };
+    } catch {
+      // Also `null`, whose fields cannot be read.
+      throw new OcibuildError("AUTH_HELPER_FAILED", `credential helper ${bin} printed something that is not JSON for ${key}`);
+    }
   }
 }
 
