@@ -202,13 +202,13 @@ export async function runNetworkCost(dist, tmpRoot, runs) {
 }
 
 /**
- * The filesystem calls Node has no API for, made in-process (koffi, rootfs-native.ts):
+ * The filesystem calls Node has no API for, made in-process (koffi, builder/fs/native.ts):
  * a step's root mounted and unmounted (mountRoot on two layer directories) and
  * extended attributes read from 10,000 paths; medians of `runs`. Needs root.
  */
 export async function nativeCalls(dist, tmpRoot, runs) {
-  const { mountRoot } = await import(join(dist, "builder/overlay.js"));
-  const { getXattrs } = await import(join(dist, "builder/rootfs-native.js"));
+  const { mountRoot } = await import(join(dist, "builder/fs/overlay.js"));
+  const { getXattrs } = await import(join(dist, "builder/fs/native.js"));
   const dir = await mkdtemp(join(tmpRoot, "native-"));
   try {
     const lowers = [join(dir, "l0"), join(dir, "l1")];

@@ -20,7 +20,7 @@ import type { BuildEvent, EventSink } from "./events.js";
 import { artifactSize, assembleImage, assembleIndex, topBlob, type BuiltArtifact, type BuiltImage } from "./image.js";
 import { checkOutputPaths, pushArtifact, pushTargets, writeOutputs, type BuildOutput } from "./output.js";
 import { checkPushPermissions } from "./push-check.js";
-import { LayerStore } from "./layer-store.js";
+import { LayerStore } from "./fs/layer-store.js";
 import { BwrapExecutor, type BwrapOptions } from "./sandbox/bwrap.js";
 import type { Executor } from "./sandbox/index.js";
 import type { SourceTree } from "./sources.js";
@@ -34,7 +34,7 @@ import { openCacheDir, resolveCacheDir } from "./cache-dir.js";
 import { recordBuiltImage } from "./local-images.js";
 import { Redactor } from "../cache/redact.js";
 import { LocalCacheStore } from "../cache/local.js";
-import { DiffIdRecords } from "./base-layers.js";
+import { DiffIdRecords } from "./fs/base-layers.js";
 import { RegistryCacheStore } from "../cache/registry.js";
 import { type CacheStore, readOnlyStore } from "../cache/store.js";
 

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { isOcibuildError, optionWords } from "../errors.js";
 import { errnoOf, makeDirs, pathError } from "../user-path.js";
-import { privateDir } from "./fs-util.js";
+import { privateDir } from "./fs/util.js";
 
 export function defaultCacheDir(env: Record<string, string | undefined>): string {
   if (env.XDG_CACHE_HOME) return join(env.XDG_CACHE_HOME, "ocibuild");

@@ -19,7 +19,7 @@ import { pushImage as pushToRegistry } from "../oci/registry/push.js";
 import type { RegistryClient } from "../oci/registry/index.js";
 import { topBlob, type BuiltArtifact, type BuiltImage } from "./image.js";
 import type { LayerRecord } from "./stage-state.js";
-import { checkedBlob, needsDiffIdCheck, type DiffIdRecords } from "./base-layers.js";
+import { checkedBlob, needsDiffIdCheck, type DiffIdRecords } from "./fs/base-layers.js";
 import type { EventSink } from "./events.js";
 
 /**
@@ -78,7 +78,7 @@ function fromContentStore(layer: LayerRecord, src: BlobSource, signal?: AbortSig
 /**
  * Open a layer's compressed bytes: from the content store, else from its registry. A
  * base layer whose blob was never checked against its DiffID (never extracted: `FROM x`
- * + `LABEL`) is checked as it streams, once per blob (see base-layers.ts).
+ * + `LABEL`) is checked as it streams, once per blob (see fs/base-layers.ts).
  */
 export async function openLayer(layer: LayerRecord, src: BlobSource, signal?: AbortSignal): Promise<NodeJS.ReadableStream> {
   const check = await needsDiffIdCheck(layer, src.diffIds);

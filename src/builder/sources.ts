@@ -10,7 +10,7 @@ import { relative } from "node:path";
 import type { Stats } from "node:fs";
 import { OcibuildError } from "../errors.js";
 import type { IgnoreMatcher } from "../dockerfile/index.js";
-import { resolveFollow, resolveNoFollow } from "./rootfs-path.js";
+import { resolveFollow, resolveNoFollow } from "./fs/path.js";
 
 export interface SourceTree {
   /** Absolute host path of the tree's root. */

@@ -3,8 +3,8 @@
  * registries and other stages, and how to report. Passed explicitly; no globals.
  */
 import type { Executor } from "./sandbox/index.js";
-import type { LayerStore } from "./layer-store.js";
-import type { DiffIdRecords } from "./base-layers.js";
+import type { LayerStore } from "./fs/layer-store.js";
+import type { DiffIdRecords } from "./fs/base-layers.js";
 import type { OciLayout } from "../oci/layout.js";
 import type { RegistryClient } from "../oci/registry/index.js";
 import type { SourceTree } from "./sources.js";
@@ -45,7 +45,7 @@ export interface StepContext {
   image(reference: string, platform: StageState["platform"]): Promise<StageState>;
   readonly sourceDateEpoch?: number;
   readonly compressionLevel?: number;
-  /** The DiffID each base blob was checked to decompress to (see base-layers.ts). */
+  /** The DiffID each base blob was checked to decompress to (see fs/base-layers.ts). */
   readonly diffIds?: DiffIdRecords;
   /** Most bytes a pulled layer may decompress to (BuildOptions.maxLayerSize). */
   readonly maxLayerSize?: number;

@@ -12,7 +12,7 @@
  */
 import { open } from "node:fs/promises";
 import { OcibuildError } from "../errors.js";
-import { resolveFollow } from "./rootfs-path.js";
+import { resolveFollow } from "./fs/path.js";
 
 export interface ResolvedUser {
   uid: number;

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { imageState } from "../../src/builder/base.js";
 import { build } from "../../src/builder/build.js";
 import type { BuildEvent } from "../../src/builder/events.js";
-import { readTar } from "../../src/builder/rootfs-tar.js";
+import { readTar } from "../../src/builder/fs/tar-reader.js";
 import { BuildkitExecutor, type RemoteMount } from "../../src/builder/sandbox/buildkit.js";
 import type { StageState } from "../../src/builder/stage-state.js";
 import { buildkitCommand } from "../../src/cli/commands/buildkit.js";

@@ -14,7 +14,7 @@ import { toLayerEntry } from "../../src/builder/sandbox/buildkit/layer.js";
 import { execDefinition } from "../../src/builder/sandbox/buildkit/llb.js";
 import { decodeSolveResponse, decodeStatusResponse, encodeSolveRequest } from "../../src/builder/sandbox/buildkit/messages.js";
 import { ProtoWriter, readFields, readMapEntry, toInt } from "../../src/builder/sandbox/buildkit/proto.js";
-import type { TarEntry } from "../../src/builder/rootfs-tar.js";
+import type { TarEntry } from "../../src/builder/fs/tar-reader.js";
 import { EXECUTOR_FLAGS, executorFrom } from "../../src/cli/commands/buildkit.js";
 import { parseFlags } from "../../src/cli/flags.js";
 import { captureIO } from "../dockerfile/cli-io.js";

@@ -5,11 +5,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { LayerEntry } from "../../src/oci/layer.js";
-import { mountRoot, type MountedRoot } from "../../src/builder/overlay.js";
+import { mountRoot, type MountedRoot } from "../../src/builder/fs/overlay.js";
 import { BwrapExecutor } from "../../src/builder/sandbox/bwrap.js";
 import type { RunSpec } from "../../src/builder/sandbox/index.js";
 import { effectiveEnv, OutputTail } from "../../src/builder/sandbox/index.js";
-import { snapshotChanges } from "../../src/builder/snapshot.js";
+import { snapshotChanges } from "../../src/builder/fs/snapshot.js";
 import { resolveUser } from "../../src/builder/users.js";
 import { canOverlay, haveBusyboxStatic, haveTool, isRoot, makeBusyboxRoot } from "../../testdata/builder/fixtures.js";
 

@@ -42,7 +42,7 @@ describe("importing ocibuild", () => {
       const require = createRequire(import.meta.url);
       const isMapped = ${mapped};
       await import(${JSON.stringify(dist("index.js"))});
-      const native = await import(${JSON.stringify(dist("builder/rootfs-native.js"))});
+      const native = await import(${JSON.stringify(dist("builder/fs/native.js"))});
       const atImport = isMapped("koffi");
       const opaque = await native.areOpaque(["/"]);
       process.stdout.write(JSON.stringify({ atImport, opaque, afterCall: isMapped("koffi") }));`;
@@ -65,8 +65,8 @@ describe.skipIf(!canOverlay())("without koffi (a platform with no prebuilt binar
       await mkdir(join(dir, "lower"));
       await writeFile(join(dir, "lower", "f"), "f");
       const script = `
-        const native = await import("./dist/builder/rootfs-native.js");
-        const { mountRoot } = await import("./dist/builder/overlay.js");
+        const native = await import("./dist/builder/fs/native.js");
+        const { mountRoot } = await import("./dist/builder/fs/overlay.js");
         const { lstatSync, readFileSync } = await import("node:fs");
         const codes = [];
         for (let i = 0; i < 2; i++) codes.push(await native.getXattrs(["/"]).then(() => "ok", (e) => e.code + ": " + e.hint));

@@ -2,7 +2,7 @@
  * Runs the tar reader on hostile inputs in a worker thread, so that a reader
  * which spins (a microtask loop starves the event loop: no timer, no signal gets
  * through) or grows without bound fails the test instead of hanging or killing
- * the test process. The worker gets src/builder/rootfs-tar.ts bundled by esbuild
+ * the test process. The worker gets src/builder/fs/tar-reader.ts bundled by esbuild
  * (the tests run the sources, which a worker thread cannot load as they are); it
  * is terminated when a case takes longer than `caseTimeoutMs`, and its V8 heap
  * is capped.
@@ -32,7 +32,7 @@ export type ReadOutcome =
   | { kind: "error"; name: string; code?: string; message: string };
 
 const here = dirname(fileURLToPath(import.meta.url));
-const READER = join(here, "../../src/builder/rootfs-tar.ts");
+const READER = join(here, "../../src/builder/fs/tar-reader.ts");
 
 // CommonJS (eval'd worker), loading the bundled reader with import().
 const WORKER = `

@@ -26,7 +26,7 @@ import type { Writable } from "node:stream";
 import { OcibuildError } from "../../errors.js";
 import { runProcess } from "../../process.js";
 import { which } from "../../which.js";
-import { resolveDirInRoot } from "../rootfs-path.js";
+import { resolveDirInRoot } from "../fs/path.js";
 import { probeBwrap, type BwrapAvailability } from "./bwrap-probe.js";
 import { effectiveEnv, OutputTail, type Availability, type Executor, type RunResult, type RunSpec } from "./index.js";
 import { procHardeningArgs, RESOLV_CONF, type SandboxExtras, sandboxMounts, splitComps } from "./bwrap-mounts.js";

@@ -2,7 +2,7 @@
  * The RUN executor interface. An executor runs one command inside a prepared,
  * writable root filesystem (the merged overlay of a stage) and reports how it
  * ended. It never decides what the change means: the caller snapshots the root
- * afterwards (src/builder/snapshot.ts), excluding `RunResult.createdPaths`.
+ * afterwards (src/builder/fs/snapshot.ts), excluding `RunResult.createdPaths`.
  */
 import { StringDecoder } from "node:string_decoder";
 import type { OciLayout } from "../../oci/layout.js";

@@ -14,7 +14,7 @@ import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import { OcibuildError } from "../../errors.js";
 import { HashingStream } from "../../oci/digest.js";
-import { extractLayer } from "../rootfs.js";
+import { extractLayer } from "../fs/extract.js";
 import type { SourceMatch } from "../sources.js";
 
 export function isRemoteSource(s: string): boolean {

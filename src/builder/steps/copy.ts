@@ -19,14 +19,14 @@ import { basename, join, posix } from "node:path";
 import { type ErrorCode, OcibuildError } from "../../errors.js";
 import { createIgnoreMatcher, parseDockerignore, type AddInstr, type CopyInstr, type IgnoreMatcher } from "../../dockerfile/index.js";
 import { dockerfileError } from "../../dockerfile/diagnostics.js";
-import { octalChmod, parseChmod, type ModeFn } from "../chmod.js";
-import { mutateRoot, withRootView } from "../fs.js";
-import { resolveDirInRoot, resolveNoFollow } from "../rootfs-path.js";
+import { octalChmod, parseChmod, type ModeFn } from "../fs/chmod.js";
+import { mutateRoot, withRootView } from "../fs/step-root.js";
+import { resolveDirInRoot, resolveNoFollow } from "../fs/path.js";
 import { hasWildcard, selectSources, type SourceMatch, type SourceTree } from "../sources.js";
 import { addHistory, addLayer, workdirOf, type StageState } from "../stage-state.js";
 import type { StepContext } from "../step-context.js";
 import { fileOwner } from "../users.js";
-import { applyMeta, copyEntry, copyTree, hashMatches, type CopyPlan, type Owner } from "../copy-tree.js";
+import { applyMeta, copyEntry, copyTree, hashMatches, type CopyPlan, type Owner } from "../fs/copy-tree.js";
 import { archiveKind, download, extractArchive, isRemoteSource, type Download } from "./add.js";
 import { checkoutGit, parseGitSource } from "./git.js";
 

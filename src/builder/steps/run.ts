@@ -6,7 +6,7 @@
 import { posix } from "node:path";
 import type { RunInstr } from "../../dockerfile/index.js";
 import { dockerfileError } from "../../dockerfile/diagnostics.js";
-import { mutateRoot } from "../fs.js";
+import { mutateRoot } from "../fs/step-root.js";
 import { NAMESPACE_HINT, type Executor, type RemoteRunResult } from "../sandbox/index.js";
 import { addHistory, addLayer, expansionEnv, shellOf, workdirOf, type LayerRecord, type StageState } from "../stage-state.js";
 import type { StepContext } from "../step-context.js";

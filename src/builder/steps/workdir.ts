@@ -6,8 +6,8 @@
 import { lchown } from "node:fs/promises";
 import { posix } from "node:path";
 import type { WorkdirInstr } from "../../dockerfile/index.js";
-import { mutateRoot } from "../fs.js";
-import { resolveDirInRoot } from "../rootfs-path.js";
+import { mutateRoot } from "../fs/step-root.js";
+import { resolveDirInRoot } from "../fs/path.js";
 import { addHistory, addLayer, withConfig, workdirOf, type StageState } from "../stage-state.js";
 import type { StepContext } from "../step-context.js";
 import { fileOwner } from "../users.js";

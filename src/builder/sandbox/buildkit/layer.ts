@@ -18,7 +18,7 @@ import type { Descriptor } from "../../../oci/manifest.js";
 import { MediaType } from "../../../oci/media-types.js";
 import type { ImageReference } from "../../../oci/reference.js";
 import type { RegistryClient } from "../../../oci/registry/index.js";
-import { readTar, type TarEntry, type TarEntryType } from "../../rootfs-tar.js";
+import { readTar, type TarEntry, type TarEntryType } from "../../fs/tar-reader.js";
 import type { LayerRecord } from "../../stage-state.js";
 
 const GZIP_TYPES = new Set<string>([MediaType.OCI_LAYER_GZIP, MediaType.DOCKER_LAYER_GZIP]);

@@ -2,7 +2,7 @@
  * The change a step made to its root, as layer entries.
  *
  * Both root modes give the same entries, because both compare the merged tree
- * with the lower view (rootfs-lowerview.ts) instead of trusting overlay's own
+ * with the lower view (lowerview.ts) instead of trusting overlay's own
  * bookkeeping: in overlay mode the upperdir only tells where to look (a path
  * absent from it is unchanged, so only the upperdir's names are visited, or every
  * name of a directory the step made opaque), in copy mode everything is compared.
@@ -28,14 +28,14 @@ import { createReadStream } from "node:fs";
 import { lstat, open, readdir, readlink, rmdir, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
-import type { EntryType, LayerEntry } from "../oci/layer.js";
-import { byUtf8, splitDev } from "../oci/tar-entries.js";
-import { OcibuildError } from "../errors.js";
+import type { EntryType, LayerEntry } from "../../oci/layer.js";
+import { byUtf8, splitDev } from "../../oci/tar-entries.js";
+import { OcibuildError } from "../../errors.js";
 import type { MountedRoot } from "./overlay.js";
-import { LowerView, type LowerEntry } from "./rootfs-lowerview.js";
-import { areOpaque, getXattrs } from "./rootfs-native.js";
-import { lstatOrNull } from "./fs-util.js";
-import { WH_OPAQUE, WH_PREFIX } from "./rootfs-path.js";
+import { LowerView, type LowerEntry } from "./lowerview.js";
+import { areOpaque, getXattrs } from "./native.js";
+import { lstatOrNull } from "./util.js";
+import { WH_OPAQUE, WH_PREFIX } from "./path.js";
 
 export interface SnapshotOptions {
   /**

@@ -3,14 +3,14 @@ import { chmod, link, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, sy
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import type { LayerEntry } from "../../src/oci/layer.js";
-import { writeLayer } from "../../src/oci/layer.js";
-import { extractLayer } from "../../src/builder/rootfs.js";
-import { LayerStore } from "../../src/builder/layer-store.js";
-import { materialize, mountRoot, type MountedRoot } from "../../src/builder/overlay.js";
-import { snapshotChanges } from "../../src/builder/snapshot.js";
-import { getXattrs, setXattrs } from "../../src/builder/rootfs-native.js";
-import { canOverlay, haveTool, isRoot, makeLayer, streamOf, type TarSpec } from "../../testdata/builder/fixtures.js";
+import type { LayerEntry } from "../../../src/oci/layer.js";
+import { writeLayer } from "../../../src/oci/layer.js";
+import { extractLayer } from "../../../src/builder/fs/extract.js";
+import { LayerStore } from "../../../src/builder/fs/layer-store.js";
+import { materialize, mountRoot, type MountedRoot } from "../../../src/builder/fs/overlay.js";
+import { snapshotChanges } from "../../../src/builder/fs/snapshot.js";
+import { getXattrs, setXattrs } from "../../../src/builder/fs/native.js";
+import { canOverlay, haveTool, isRoot, makeLayer, streamOf, type TarSpec } from "../../../testdata/builder/fixtures.js";
 
 const old = new Date("2020-01-01T00:00:00Z");
 
@@ -233,7 +233,7 @@ describe.skipIf(!isRoot)("snapshotChanges (needs root for whiteout devices and t
     await rm(join(root.merged, "etc/resolv.conf"));
     const layerDir = join(base, "layer");
     await mkdir(layerDir);
-    const { writeLayerToDir } = await import("../../src/oci/layer.js");
+    const { writeLayerToDir } = await import("../../../src/oci/layer.js");
     const written = await writeLayerToDir(snapshotChanges(root, lowers), layerDir);
     const flat = join(base, "flat");
     await mkdir(flat);

@@ -10,9 +10,9 @@
 import type { Stats } from "node:fs";
 import { lstatSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { areOpaque } from "./rootfs-native.js";
-import { lstatOrNullSync as lstatOrNull } from "./fs-util.js";
-import { WH_OPAQUE, WH_PREFIX } from "./rootfs-path.js";
+import { areOpaque } from "./native.js";
+import { lstatOrNullSync as lstatOrNull } from "./util.js";
+import { WH_OPAQUE, WH_PREFIX } from "./path.js";
 
 
 export interface LowerEntry {

@@ -11,11 +11,11 @@ import { Readable } from "node:stream";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { describe, expect, it } from "vitest";
-import { extractLayer } from "../../src/builder/rootfs.js";
-import { readTar } from "../../src/builder/rootfs-tar.js";
-import { haveTool } from "../../testdata/builder/fixtures.js";
-import { END, fileEntry, gnuLong, header, padded, paxHeader } from "../helpers/tar-craft.js";
-import { readTarIsolated, type ReadOutcome } from "../helpers/tar-isolated.js";
+import { extractLayer } from "../../../src/builder/fs/extract.js";
+import { readTar } from "../../../src/builder/fs/tar-reader.js";
+import { haveTool } from "../../../testdata/builder/fixtures.js";
+import { END, fileEntry, gnuLong, header, padded, paxHeader } from "../../helpers/tar-craft.js";
+import { readTarIsolated, type ReadOutcome } from "../../helpers/tar-isolated.js";
 
 const withPax = (records: Record<string, string>, extra = {}) =>
   Buffer.concat([paxHeader(records), fileEntry("victim", "hello", extra), fileEntry("after", "x"), END]);

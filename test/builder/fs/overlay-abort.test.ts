@@ -2,9 +2,9 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { OcibuildError } from "../../src/errors.js";
-import { mountRoot } from "../../src/builder/overlay.js";
-import { canOverlay } from "../../testdata/builder/fixtures.js";
+import { OcibuildError } from "../../../src/errors.js";
+import { mountRoot } from "../../../src/builder/fs/overlay.js";
+import { canOverlay } from "../../../testdata/builder/fixtures.js";
 
 async function mountsUnder(dir: string): Promise<string[]> {
   const info = await readFile("/proc/self/mountinfo", "utf8");

@@ -5,11 +5,11 @@
 import { createHash, randomBytes } from "node:crypto";
 import { mkdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
-import type { DiffID } from "../oci/digest.js";
-import { hexOf } from "../oci/digest.js";
-import { OcibuildError } from "../errors.js";
-import { extractLayer } from "./rootfs.js";
-import { lstatOrNull } from "./fs-util.js";
+import type { DiffID } from "../../oci/digest.js";
+import { hexOf } from "../../oci/digest.js";
+import { OcibuildError } from "../../errors.js";
+import { extractLayer } from "./extract.js";
+import { lstatOrNull } from "./util.js";
 
 /** OCI ChainID of a stack of layers (bottom first). */
 export function chainId(diffIds: DiffID[]): string {

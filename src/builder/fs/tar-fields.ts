@@ -6,7 +6,7 @@
  * field's range (an mtime may also be negative and, in PAX, have a fraction) or
  * the archive is refused with ROOTFS_TAR_INVALID naming the entry.
  */
-import { OcibuildError } from "../errors.js";
+import { OcibuildError } from "../../errors.js";
 
 /** Where a bad value was met, for the message: the entry's name (when known) and the header's offset. */
 export interface FieldPlace {

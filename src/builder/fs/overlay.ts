@@ -7,13 +7,13 @@
 import { constants as fsc } from "node:fs";
 import { chmod, copyFile, lchown, link, lutimes, mkdir, open, readlink, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { OcibuildError } from "../errors.js";
-import { runProcess } from "../process.js";
-import { which } from "../which.js";
-import { isRealRoot } from "./privilege.js";
-import { splitDev } from "../oci/tar-entries.js";
-import { LowerView, type LowerEntry } from "./rootfs-lowerview.js";
-import { getXattrs, mknod, mountFs, NativeCallError, setXattrs, umount, type XattrOp } from "./rootfs-native.js";
+import { OcibuildError } from "../../errors.js";
+import { runProcess } from "../../process.js";
+import { which } from "../../which.js";
+import { isRealRoot } from "../privilege.js";
+import { splitDev } from "../../oci/tar-entries.js";
+import { LowerView, type LowerEntry } from "./lowerview.js";
+import { getXattrs, mknod, mountFs, NativeCallError, setXattrs, umount, type XattrOp } from "./native.js";
 
 const MNT_DETACH = 2;
 /** Lower layers one overlay mount takes: "/proc/self/fd/NNNN/l/NNN:" each, all in a 4 KiB page with the other options. */

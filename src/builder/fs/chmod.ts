@@ -2,7 +2,7 @@
  * COPY/ADD --chmod values: octal ("755", "0644") or symbolic ("u+x,go-w", "a=rX"),
  * applied to each copied file and directory.
  */
-import { OcibuildError } from "../errors.js";
+import { OcibuildError } from "../../errors.js";
 
 export type ModeFn = (mode: number, isDir: boolean) => number;
 

@@ -7,15 +7,15 @@
 import { mkdir, mkdtemp, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
-import { OcibuildError } from "../errors.js";
-import { parseReference } from "../oci/reference.js";
-import type { LayerEntry } from "../oci/layer.js";
-import { MediaType } from "../oci/media-types.js";
+import { OcibuildError } from "../../errors.js";
+import { parseReference } from "../../oci/reference.js";
+import type { LayerEntry } from "../../oci/layer.js";
+import { MediaType } from "../../oci/media-types.js";
 import { checkedBlob, layerName, needsDiffIdCheck } from "./base-layers.js";
 import { mountRoot } from "./overlay.js";
 import { pruneExcluded, snapshotChanges } from "./snapshot.js";
-import type { LayerRecord, StageState } from "./stage-state.js";
-import type { StepContext } from "./step-context.js";
+import type { LayerRecord, StageState } from "../stage-state.js";
+import type { StepContext } from "../step-context.js";
 import type { LayerStore } from "./layer-store.js";
 
 /**

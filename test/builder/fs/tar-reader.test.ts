@@ -5,11 +5,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { writeLayer, type LayerEntry } from "../../src/oci/layer.js";
-import { extractLayer } from "../../src/builder/rootfs.js";
-import { getXattrs } from "../../src/builder/rootfs-native.js";
-import { readTar } from "../../src/builder/rootfs-tar.js";
-import { haveTool, isRoot } from "../../testdata/builder/fixtures.js";
+import { writeLayer, type LayerEntry } from "../../../src/oci/layer.js";
+import { extractLayer } from "../../../src/builder/fs/extract.js";
+import { getXattrs } from "../../../src/builder/fs/native.js";
+import { readTar } from "../../../src/builder/fs/tar-reader.js";
+import { haveTool, isRoot } from "../../../testdata/builder/fixtures.js";
 
 let base: string;
 beforeEach(async () => {
@@ -100,7 +100,7 @@ describe.skipIf(!isRoot)("binary xattrs survive writeLayer -> extractLayer (need
 
 describe("readTar: takeBuffered and chunking", () => {
   it("gives the same entries and bodies however the input is cut (7 bytes to whole) and however each body is read", async () => {
-    const { makeTar } = await import("../../testdata/builder/fixtures.js");
+    const { makeTar } = await import("../../../testdata/builder/fixtures.js");
     const specs = [0, 1, 100, 511, 512, 513, 1500, 4096, 10_000, 70_000].map((n, i) => ({ name: `f${i}`, content: String.fromCharCode(97 + i).repeat(n) }));
     const tar = await makeTar([...specs, { name: "d/", type: "directory" }, { name: "l", type: "symlink", linkname: "f1" }]);
     const want = [...specs.map((s) => `${s.name}=${s.content.length}`), "d/=0", "l=0"];

@@ -1,6 +1,6 @@
 /**
  * A base image's layers against its config's DiffIDs. A layer is checked where its
- * bytes are decompressed anyway (extraction hashes the tar: rootfs.ts) and, for a
+ * bytes are decompressed anyway (extraction hashes the tar: extract.ts) and, for a
  * layer that is pushed or written out without being extracted (`FROM x` + `LABEL`),
  * when its blob is first stored in the content store: decompressed and hashed as it
  * is written, once. Either way the result is recorded per blob digest
@@ -10,16 +10,16 @@
  * decompression. Recording is best effort: a record that cannot be written only
  * means the blob is checked again next time.
  */
-import { writeFileAtomic } from "../fs-atomic.js";
+import { writeFileAtomic } from "../../fs-atomic.js";
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Transform, type TransformCallback } from "node:stream";
-import { OcibuildError } from "../errors.js";
-import { hexOf, type Digest, type DiffID } from "../oci/digest.js";
-import { layerTooLarge } from "../oci/layer-limit.js";
-import { decompressorFor } from "./rootfs-tar.js";
-import type { LayerRecord } from "./stage-state.js";
+import { OcibuildError } from "../../errors.js";
+import { hexOf, type Digest, type DiffID } from "../../oci/digest.js";
+import { layerTooLarge } from "../../oci/layer-limit.js";
+import { decompressorFor } from "./tar-reader.js";
+import type { LayerRecord } from "../stage-state.js";
 
 /** The DiffID each base blob was seen to decompress to, one small file per blob digest. */
 export class DiffIdRecords {

@@ -8,8 +8,8 @@
  * runs in a worker: test/helpers/tar-isolated.ts).
  */
 import { describe, expect, it } from "vitest";
-import { BLOCK, END, fileEntry, gnuLong, header, padded, paxHeader, paxRecord, withChecksum } from "../helpers/tar-craft.js";
-import { readTarIsolated, type ReadOutcome } from "../helpers/tar-isolated.js";
+import { BLOCK, END, fileEntry, gnuLong, header, padded, paxHeader, paxRecord, withChecksum } from "../../helpers/tar-craft.js";
+import { readTarIsolated, type ReadOutcome } from "../../helpers/tar-isolated.js";
 
 /** mulberry32: a small seeded generator, so a failing case can be made again. */
 function rng(seed: number): { int: (n: number) => number; pick: <T>(xs: readonly T[]) => T } {

@@ -1,13 +1,13 @@
 /**
- * The last part of a layer's extraction (rootfs.ts extractLayer): once every entry is
+ * The last part of a layer's extraction (extract.ts extractLayer): once every entry is
  * written, the extended attributes, then each directory's owner, mode and mtime
  * (children change a directory's mtime, so directories come last), each only on a
  * path that is still reached through real directories.
  */
 import { chmodSync, lchownSync, lstatSync, lutimesSync, type Stats } from "node:fs";
 import { join } from "node:path";
-import { OcibuildError } from "../errors.js";
-import { setXattrs, type XattrOp } from "./rootfs-native.js";
+import { OcibuildError } from "../../errors.js";
+import { setXattrs, type XattrOp } from "./native.js";
 
 export interface DeferredDir {
   hostPath: string;

@@ -8,12 +8,12 @@
 import { chmod, lstat, mkdir, readlink } from "node:fs/promises";
 import { chmodSync, mkdirSync, readlinkSync, type Stats } from "node:fs";
 import { join } from "node:path";
-import { OcibuildError } from "../errors.js";
+import { OcibuildError } from "../../errors.js";
 
 /** OCI whiteout names: `.wh.NAME` deletes NAME from lower layers; `.wh..wh..opq` makes its directory opaque. */
 export const WH_PREFIX = ".wh.";
 export const WH_OPAQUE = ".wh..wh..opq";
-import { lstatOrNull, lstatOrNullSync } from "./fs-util.js";
+import { lstatOrNull, lstatOrNullSync } from "./util.js";
 
 const MAX_LINKS = 40;
 

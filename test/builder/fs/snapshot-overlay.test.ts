@@ -2,10 +2,10 @@ import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promis
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { mountRoot, type MountedRoot } from "../../src/builder/overlay.js";
-import { pruneExcluded, snapshotChanges } from "../../src/builder/snapshot.js";
-import type { LayerEntry } from "../../src/oci/layer.js";
-import { canOverlay, haveTool } from "../../testdata/builder/fixtures.js";
+import { mountRoot, type MountedRoot } from "../../../src/builder/fs/overlay.js";
+import { pruneExcluded, snapshotChanges } from "../../../src/builder/fs/snapshot.js";
+import type { LayerEntry } from "../../../src/oci/layer.js";
+import { canOverlay, haveTool } from "../../../testdata/builder/fixtures.js";
 
 describe.skipIf(!canOverlay())("mountRoot with many layers (needs root and overlayfs)", () => {
   let base: string;

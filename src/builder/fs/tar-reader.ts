@@ -8,10 +8,10 @@
  */
 import { pipeline as pipelineCb, Readable } from "node:stream";
 import * as zlib from "node:zlib";
-import { OcibuildError } from "../errors.js";
+import { OcibuildError } from "../../errors.js";
 import {
   cstr, DEV_RANGE, headerNumber, ID_RANGE, invalidTar, MODE_RANGE, paxInteger, paxTimeMs, SIZE_RANGE, TIME_RANGE, type FieldPlace,
-} from "./rootfs-tar-fields.js";
+} from "./tar-fields.js";
 
 export type TarEntryType = "file" | "link" | "symlink" | "character-device" | "block-device" | "directory" | "fifo" | "other";
 

@@ -2,7 +2,7 @@
  * The C library's filesystem calls Node has no API for (extended attributes,
  * mknod, mount/umount), called in-process through koffi's FFI (prebuilt for each
  * platform inside its npm packages: no compiler, no interpreter). This is the only
- * module that loads koffi; rootfs-native.ts imports it on the first call that
+ * module that loads koffi; native.ts imports it on the first call that
  * needs it, so a fully cached build, or a program that only imports the library,
  * never loads a native module.
  *

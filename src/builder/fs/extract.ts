@@ -17,14 +17,14 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
-import type { DiffID } from "../oci/digest.js";
-import { OcibuildError } from "../errors.js";
-import { layerTooLarge } from "../oci/layer-limit.js";
-import { lstatOrNullSync as lstatOrNull } from "./fs-util.js";
-import { WH_OPAQUE, WH_PREFIX, resolveDirInRootSync, resolveNoFollow, splitEntryPath, unsafe } from "./rootfs-path.js";
-import { mknod, opaqueXattrName, type XattrOp } from "./rootfs-native.js";
-import { readTar, tarBytes, type TarHeader } from "./rootfs-tar.js";
-import { applyDeferred, XattrQueue, type DeferredDir } from "./rootfs-deferred.js";
+import type { DiffID } from "../../oci/digest.js";
+import { OcibuildError } from "../../errors.js";
+import { layerTooLarge } from "../../oci/layer-limit.js";
+import { lstatOrNullSync as lstatOrNull } from "./util.js";
+import { WH_OPAQUE, WH_PREFIX, resolveDirInRootSync, resolveNoFollow, splitEntryPath, unsafe } from "./path.js";
+import { mknod, opaqueXattrName, type XattrOp } from "./native.js";
+import { readTar, tarBytes, type TarHeader } from "./tar-reader.js";
+import { applyDeferred, XattrQueue, type DeferredDir } from "./extract-deferred.js";
 
 export type WhiteoutForm = "apply" | "overlay";
 

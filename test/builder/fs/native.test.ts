@@ -2,9 +2,9 @@ import { lstat, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { OcibuildError } from "../../src/errors.js";
-import { areOpaque, findOpaqueDirs, getXattrs, mknod, mountFs, NativeCallError, setXattrs, umount } from "../../src/builder/rootfs-native.js";
-import { isRoot } from "../../testdata/builder/fixtures.js";
+import { OcibuildError } from "../../../src/errors.js";
+import { areOpaque, findOpaqueDirs, getXattrs, mknod, mountFs, NativeCallError, setXattrs, umount } from "../../../src/builder/fs/native.js";
+import { isRoot } from "../../../testdata/builder/fixtures.js";
 
 async function rejection(p: Promise<unknown>): Promise<unknown> {
   try {
@@ -15,7 +15,7 @@ async function rejection(p: Promise<unknown>): Promise<unknown> {
   throw new Error("expected a rejection");
 }
 
-describe("rootfs-native: the C library's calls in-process", () => {
+describe("fs/native: the C library's calls in-process", () => {
   let dir: string;
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), "ocibuild-native-"));

@@ -11,11 +11,11 @@ import { chmod, mkdir, mkdtemp, readdir, rm, utimes, writeFile } from "node:fs/p
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { mountRoot, type MountedRoot } from "../../src/builder/overlay.js";
-import { snapshotChanges } from "../../src/builder/snapshot.js";
-import { mknod, setXattrs } from "../../src/builder/rootfs-native.js";
-import { writeLayer, type LayerEntry } from "../../src/oci/layer.js";
-import { canOverlay } from "../../testdata/builder/fixtures.js";
+import { mountRoot, type MountedRoot } from "../../../src/builder/fs/overlay.js";
+import { snapshotChanges } from "../../../src/builder/fs/snapshot.js";
+import { mknod, setXattrs } from "../../../src/builder/fs/native.js";
+import { writeLayer, type LayerEntry } from "../../../src/oci/layer.js";
+import { canOverlay } from "../../../testdata/builder/fixtures.js";
 
 const old = new Date("2020-01-01T00:00:00Z");
 

@@ -6,11 +6,11 @@
 import { gzipSync } from "node:zlib";
 import { Readable } from "node:stream";
 import { describe, expect, it } from "vitest";
-import { DiffIdCheck } from "../../src/builder/base-layers.js";
-import type { LayerRecord } from "../../src/builder/stage-state.js";
-import { diffIdOf, digestOf } from "../../src/oci/digest.js";
-import { MediaType } from "../../src/oci/media-types.js";
-import { makeTar } from "../../testdata/builder/fixtures.js";
+import { DiffIdCheck } from "../../../src/builder/fs/base-layers.js";
+import type { LayerRecord } from "../../../src/builder/stage-state.js";
+import { diffIdOf, digestOf } from "../../../src/oci/digest.js";
+import { MediaType } from "../../../src/oci/media-types.js";
+import { makeTar } from "../../../testdata/builder/fixtures.js";
 
 function record(blob: Buffer, diffId: string, mediaType: string = MediaType.OCI_LAYER_GZIP): LayerRecord {
   return { descriptor: { mediaType, digest: digestOf(blob), size: blob.length }, diffId: diffId as never, source: { kind: "registry", ref: "example.test/base" } };

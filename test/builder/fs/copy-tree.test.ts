@@ -9,10 +9,10 @@ import { lstatSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { parseChmod } from "../../src/builder/chmod.js";
-import { copyTree, type CopyPlan } from "../../src/builder/copy-tree.js";
-import type { SourceTree } from "../../src/builder/sources.js";
-import { isRoot } from "../helpers/tools.js";
+import { parseChmod } from "../../../src/builder/fs/chmod.js";
+import { copyTree, type CopyPlan } from "../../../src/builder/fs/copy-tree.js";
+import type { SourceTree } from "../../../src/builder/sources.js";
+import { isRoot } from "../../helpers/tools.js";
 
 let base: string;
 let src: string;

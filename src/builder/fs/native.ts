@@ -14,9 +14,9 @@ import { chmod, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { constants as osc } from "node:os";
 import { getSystemErrorName } from "node:util";
-import { OcibuildError } from "../errors.js";
-import { runProcess, type ProcessResult } from "../process.js";
-import { isRealRoot } from "./privilege.js";
+import { OcibuildError } from "../../errors.js";
+import { runProcess, type ProcessResult } from "../../process.js";
+import { isRealRoot } from "../privilege.js";
 import type { Libc } from "./libc.js";
 
 export type NodeKind = "char" | "block" | "fifo";

@@ -6,9 +6,9 @@
 import { lstat, readFile, readdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { OcibuildError } from "../../src/errors.js";
-import { extractLayer } from "../../src/builder/rootfs.js";
-import { makeTar, streamOf, type TarSpec, makeCanaryRoot } from "../../testdata/builder/fixtures.js";
+import { OcibuildError } from "../../../src/errors.js";
+import { extractLayer } from "../../../src/builder/fs/extract.js";
+import { makeTar, streamOf, type TarSpec, makeCanaryRoot } from "../../../testdata/builder/fixtures.js";
 
 let base: string;
 let root: string;

@@ -2,7 +2,7 @@
 import { lstatSync, type Stats } from "node:fs";
 import { chmod, lstat, mkdir, stat } from "node:fs/promises";
 import { dirname } from "node:path";
-import { OcibuildError, optionWords } from "../errors.js";
+import { OcibuildError, optionWords } from "../../errors.js";
 
 function missing(e: unknown): boolean {
   const code = (e as NodeJS.ErrnoException).code;

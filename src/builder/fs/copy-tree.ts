@@ -7,11 +7,11 @@ import { chmodSync, constants as fsc, copyFileSync, lchownSync, lstatSync, lutim
 import type { Stats } from "node:fs";
 import { copyFile, readlink } from "node:fs/promises";
 import { join } from "node:path";
-import { OcibuildError } from "../errors.js";
-import type { IgnoreMatcher } from "../dockerfile/index.js";
+import { OcibuildError } from "../../errors.js";
+import type { IgnoreMatcher } from "../../dockerfile/index.js";
 import type { ModeFn } from "./chmod.js";
-import type { SourceMatch, SourceTree } from "./sources.js";
-import { lstatOrNullSync } from "./fs-util.js";
+import type { SourceMatch, SourceTree } from "../sources.js";
+import { lstatOrNullSync } from "./util.js";
 
 export interface Owner {
   uid: number;

@@ -10,9 +10,9 @@ import { lstat, mkdir, readdir, readFile, readlink, rm, stat, chmod, chown, syml
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { OcibuildError } from "../../src/errors.js";
-import { extractLayer } from "../../src/builder/rootfs.js";
-import { isRoot, makeTar, streamOf, type TarSpec, makeCanaryRoot } from "../../testdata/builder/fixtures.js";
+import { OcibuildError } from "../../../src/errors.js";
+import { extractLayer } from "../../../src/builder/fs/extract.js";
+import { isRoot, makeTar, streamOf, type TarSpec, makeCanaryRoot } from "../../../testdata/builder/fixtures.js";
 
 let base: string;
 let root: string;

@@ -4,12 +4,12 @@ import { lstat, mkdir, readFile, readdir, readlink, rm } from "node:fs/promises"
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { OcibuildError } from "../../src/errors.js";
-import type { DiffID } from "../../src/oci/digest.js";
-import { extractLayer } from "../../src/builder/rootfs.js";
-import { chainId, LayerStore } from "../../src/builder/layer-store.js";
-import { findOpaqueDirs } from "../../src/builder/rootfs-native.js";
-import { isRoot, makeLayer, makeTar, streamOf, type TarSpec, makeCanaryRoot } from "../../testdata/builder/fixtures.js";
+import { OcibuildError } from "../../../src/errors.js";
+import type { DiffID } from "../../../src/oci/digest.js";
+import { extractLayer } from "../../../src/builder/fs/extract.js";
+import { chainId, LayerStore } from "../../../src/builder/fs/layer-store.js";
+import { findOpaqueDirs } from "../../../src/builder/fs/native.js";
+import { isRoot, makeLayer, makeTar, streamOf, type TarSpec, makeCanaryRoot } from "../../../testdata/builder/fixtures.js";
 
 let base: string;
 let root: string;
@@ -264,7 +264,7 @@ describe("extractLayer: hostile layers never write outside the root", () => {
     ]);
     const after = await stat(outside);
     expect([after.mode, after.uid, after.mtimeMs]).toEqual([before.mode, before.uid, before.mtimeMs]);
-    const { getXattrs } = await import("../../src/builder/rootfs-native.js");
+    const { getXattrs } = await import("../../../src/builder/fs/native.js");
     expect((await getXattrs([outside])).size).toBe(0);
     await expectCanaryUntouched();
   });
