@@ -9,6 +9,7 @@ import { OcibuildError, isOcibuildError } from "./errors.js";
 import { copyImage, inspect as inspectImage, type CopyOptions, type CopyResult, type InspectOptions, type InspectResult } from "./oci/copy.js";
 import type { ProgressEvent, RegistryOptions } from "./oci/registry/index.js";
 import { runImage, type RunOptions, type RunOutcome } from "./run/run.js";
+import type { VerifyResult } from "./sign/verify.js";
 
 /**
  * Options of {@link build}: the builder's options (context, dockerfile, tags,
@@ -164,4 +165,41 @@ export async function run(opts: RunOptions): Promise<RunOutcome> {
     },
   };
   return runImage({ ...opts, registry, onEvent: emit });
+}
+
+/** Options of {@link verify}. */
+export interface VerifyOptions {
+  /** Path of the public key (PEM, ECDSA P-256, as `cosign public-key` prints it). */
+  key: string;
+  registry?: RegistryOptions;
+  signal?: AbortSignal;
+}
+
+export type { VerifyResult };
+
+/**
+ * Verifies the cosign signatures attached to `ref` with a public key: one must
+ * verify and name `ref`'s digest (for an index, the index's and each platform
+ * manifest's). Resolves to what was verified, with the attestation statements
+ * (provenance, SBOM) found for each manifest; rejects with VERIFY_NO_SIGNATURE,
+ * VERIFY_SIGNATURE_INVALID or VERIFY_DIGEST_MISMATCH.
+ */
+export async function verify(ref: string, opts: VerifyOptions): Promise<VerifyResult> {
+  const [{ readFile }, { loadPublicKey }, { verifyImage }, { RegistryClient }, { parseReference }] = await Promise.all([
+    import("node:fs/promises"),
+    import("./sign/keys.js"),
+    import("./sign/verify.js"),
+    import("./oci/registry/index.js"),
+    import("./oci/reference.js"),
+  ]);
+  const pem = await readFile(opts.key, "utf8").catch((e: NodeJS.ErrnoException) => {
+    throw new OcibuildError("VERIFY_KEY_INVALID", `public key ${opts.key} cannot be read (${e.code ?? e.message})`, { file: opts.key, cause: e });
+  });
+  const key = loadPublicKey(pem, opts.key);
+  const client = new RegistryClient(opts.registry ?? {});
+  try {
+    return await verifyImage(client, parseReference(ref), key, opts.signal);
+  } finally {
+    await client.close();
+  }
 }

@@ -17,6 +17,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   setup: async () => (await import("./commands/setup.js")).setupCommand,
   buildkit: async () => (await import("./commands/buildkit.js")).buildkitCommand,
   unshare: async () => (await import("./commands/unshare.js")).unshareCommand,
+  verify: async () => (await import("./commands/verify.js")).verifyCommand,
 };
 
 const COMMANDS_TEXT = `Commands:
@@ -31,6 +32,7 @@ const COMMANDS_TEXT = `Commands:
   setup     setup binfmt: register qemu handlers for foreign-platform RUN steps (root)
   buildkit  buildkit info: a BuildKit daemon's version, workers and platforms
   unshare   Run a command as root of the user namespace rootless builds use (plain users)
+  verify    Check an image's cosign signature with a public key; print its provenance and SBOM
   help      help COMMAND: that command's flags (as COMMAND --help)
 `;
 
