@@ -259,6 +259,9 @@ describe.skipIf(!ready)("RUN --mount, secrets, ssh, network, heredocs, ADD git, 
       expect(await readFile(join(root, "docs/readme.md"), "utf8")).toBe("docs at 1.0\n");
       expect(await readFile(join(root, "full/version.txt"), "utf8")).toBe("2.0\n");
       expect((await stat(join(root, "full/.git"))).isDirectory()).toBe(true);
+      // A ref the repository does not have fails; it never falls back to the default branch.
+      const missing = await context("git-missing", `ARG BASE\nFROM \${BASE}\nADD ${url}#v9.9 /src/\n`);
+      await expect(build({ context: missing, buildArgs: { BASE: base }, cacheDir, push: false })).rejects.toMatchObject({ code: "BUILD_GIT_REF_NOT_FOUND", message: expect.stringContaining("v9.9") });
     } finally {
       daemon.kill();
     }

@@ -43,7 +43,8 @@ export interface GitCheckout {
 }
 
 /** Fetch `src` into the cache and check its commit out under `scratch`. */
-export async function checkoutGit(src: GitSource, cacheDir: string, scratch: string, keepGitDir: boolean, signal?: AbortSignal): Promise<GitCheckout> {
+/** `what` names the source in errors: `ADD URL` for a step, the context for a git build context. */
+export async function checkoutGit(src: GitSource, cacheDir: string, scratch: string, keepGitDir: boolean, signal?: AbortSignal, what = `ADD ${src.url}`): Promise<GitCheckout> {
   const mirror = join(cacheDir, createHash("sha256").update(src.url).digest("hex").slice(0, 32));
   if (!(await stat(join(mirror, "HEAD")).catch(() => null))) {
     await mkdir(cacheDir, { recursive: true, mode: 0o700 });
@@ -67,14 +68,15 @@ export async function checkoutGit(src: GitSource, cacheDir: string, scratch: str
       commit = await git(["--git-dir", mirror, "rev-parse", "--verify", "--quiet", c], { signal }).catch(() => "");
       if (commit) break;
     }
-    if (!commit) {
-      // A default branch we did not name: whatever the remote's HEAD points to.
+    if (!commit && !src.ref) {
+      // No ref named, and no usual default branch: whatever the remote's HEAD points to.
+      // (Never for a named ref: a ref that is not there must fail, not build the default branch.)
       const head = await git(["ls-remote", "--symref", src.url, "HEAD"], { signal });
       const m = /ref: refs\/heads\/(\S+)\s+HEAD/.exec(head);
       if (m) commit = await git(["--git-dir", mirror, "rev-parse", "--verify", "--quiet", `refs/remotes/origin/${m[1]}^{commit}`], { signal }).catch(() => "");
     }
   }
-  if (!commit) throw new OcibuildError("BUILD_GIT_REF_NOT_FOUND", `ADD ${src.url}: ref "${ref}" not found in the repository`);
+  if (!commit) throw new OcibuildError("BUILD_GIT_REF_NOT_FOUND", `${what}: ref "${ref}" not found in the repository`);
   const work = await mkdtemp(join(scratch, "git-"));
   if (keepGitDir) {
     await git(["clone", "--quiet", "--no-checkout", mirror, work], { signal });
@@ -86,7 +88,7 @@ export async function checkoutGit(src: GitSource, cacheDir: string, scratch: str
   let dir = work;
   if (src.subdir) {
     dir = join(work, ...src.subdir.split("/").filter((c) => c !== "" && c !== "." && c !== ".."));
-    if (!(await stat(dir).catch(() => null))?.isDirectory()) throw new OcibuildError("BUILD_GIT_SUBDIR_NOT_FOUND", `ADD ${src.url}: ${src.subdir} is not a directory at ${commit.slice(0, 12)}`);
+    if (!(await stat(dir).catch(() => null))?.isDirectory()) throw new OcibuildError("BUILD_GIT_SUBDIR_NOT_FOUND", `${what}: ${src.subdir} is not a directory at ${commit.slice(0, 12)}`);
   }
   return { dir, commit };
 }
