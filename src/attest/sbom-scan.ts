@@ -67,7 +67,7 @@ export class SbomScanner {
     for (const p of this.files.keys()) for (const d of selfAndAncestors(parentOf(p))) lowerDirs.add(d);
     const ch: LayerChanges = { records: new Map(), gone: new Set(), opaque: new Set(), replaced: new Set() };
     for await (const entry of readTar(tar)) {
-      this.opts.signal?.throwIfAborted();
+      if (this.opts.signal?.aborted) throw aborted();
       const path = splitEntryPath(entry.header.name).join("/");
       if (path === "") continue;
       const base = path.slice(path.lastIndexOf("/") + 1);
@@ -151,4 +151,8 @@ function carriedForward(rec: FileRecord, lower: FileRecord | undefined): FileRec
 export function layerUnreadable(layer: string, e: unknown): OcibuildError {
   if (e instanceof OcibuildError) return e;
   return new OcibuildError("SBOM_LAYER_UNREADABLE", `cannot read layer ${layer} for the SBOM: ${(e as Error).message}`, { cause: e });
+}
+
+export function aborted(cause?: unknown): OcibuildError {
+  return new OcibuildError("ABORTED", "SBOM generation was aborted", cause === undefined ? {} : { cause });
 }

@@ -18,7 +18,7 @@ import { OcibuildError } from "../errors.js";
 import { tarBytes } from "../builder/fs/tar-reader.js";
 import { VERSION } from "../version.js";
 import type { SbomLayerRef, SbomPackage } from "./sbom-model.js";
-import { layerUnreadable, SbomScanner } from "./sbom-scan.js";
+import { aborted, layerUnreadable, SbomScanner } from "./sbom-scan.js";
 import { spdxDocument, type SpdxDocument } from "./sbom-spdx.js";
 
 export type { SbomLayerRef, SbomPackage, SbomPackageType } from "./sbom-model.js";
@@ -59,19 +59,24 @@ export interface SbomResult {
 
 /** Feed one layer blob through the scanner; a failing stream fails with the layer named. */
 async function scanLayer(scanner: SbomScanner, layer: SbomLayer, signal: AbortSignal | undefined): Promise<void> {
+  let raw: NodeJS.ReadableStream | undefined;
   let tar: Readable | undefined;
-  const onAbort = () => tar?.destroy(new OcibuildError("ABORTED", "SBOM generation was aborted"));
+  const onAbort = () => tar?.destroy(aborted());
   signal?.addEventListener("abort", onAbort, { once: true });
   try {
-    tar = await tarBytes(await layer.open(signal), layer.mediaType);
-    signal?.throwIfAborted();
+    if (signal?.aborted) throw aborted();
+    raw = await layer.open(signal);
+    tar = await tarBytes(raw, layer.mediaType);
+    if (signal?.aborted) throw aborted();
     await scanner.addLayerTar(tar);
   } catch (e) {
-    if (signal?.aborted) throw new OcibuildError("ABORTED", "SBOM generation was aborted", { cause: e });
+    if (signal?.aborted) throw e instanceof OcibuildError && e.code === "ABORTED" ? e : aborted(e);
     throw layerUnreadable(layer.digest ?? layer.diffId, e);
   } finally {
     signal?.removeEventListener("abort", onAbort);
     tar?.destroy();
+    // A plain tar's source is not destroyed with the stream tarBytes made of it.
+    (raw as Partial<Readable> | undefined)?.destroy?.();
   }
 }
 

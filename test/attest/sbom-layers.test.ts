@@ -10,6 +10,7 @@ import { createReadStream } from "node:fs";
 import { link, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { PassThrough } from "node:stream";
 import { promisify } from "node:util";
 import { gunzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -190,5 +191,15 @@ describe("the SBOM of layers", () => {
     ac.abort();
     await expect(generateSbom([good], { name: "x", signal: ac.signal })).rejects.toMatchObject({ code: "ABORTED" });
     await expect(generateSbom([good], { name: "x", sourceDateEpoch: -1 })).rejects.toMatchObject({ code: "SBOM_OPTIONS_INVALID" });
+  });
+
+  it("stops a layer stream that stalls when the signal aborts, and closes it", async () => {
+    const stalled = new PassThrough();
+    stalled.write((await readFile(join(work, "l0.tar.gz"))).subarray(0, 4096));
+    const ac = new AbortController();
+    const scan = generateSbom([{ ...layers[0]!, open: () => stalled }], { name: "x", signal: ac.signal });
+    setTimeout(() => ac.abort(), 100);
+    await expect(scan).rejects.toMatchObject({ code: "ABORTED" });
+    expect(stalled.destroyed).toBe(true);
   });
 });
