@@ -2,7 +2,6 @@ import { describe, expect, it } from "vitest";
 import type { OcibuildError } from "../../src/errors.js";
 import type { ImageIndex } from "../../src/oci/manifest.js";
 import { formatPlatform, normalizePlatform, parsePlatform, parsePlatformList, platformMatches, selectPlatform } from "../../src/oci/platform.js";
-import { parseRetryAfter } from "../../src/oci/registry/transport.js";
 
 describe("platforms", () => {
   const host = { os: "linux", architecture: "amd64" };
@@ -90,14 +89,5 @@ describe("platforms", () => {
     expect(err?.code).toBe("PLATFORM_NOT_FOUND");
     expect(err?.message).toContain("img:v1 has no image for platform linux/riscv64");
     expect(err?.hint).toBe("available platforms: linux/amd64, linux/arm/v6, linux/arm/v7");
-  });
-});
-
-describe("parseRetryAfter", () => {
-  it("reads seconds and HTTP dates", () => {
-    expect(parseRetryAfter("3")).toBe(3000);
-    expect(parseRetryAfter(new Date(10_000).toUTCString(), 4_000)).toBe(6000);
-    expect(parseRetryAfter("soon")).toBeUndefined();
-    expect(parseRetryAfter(undefined)).toBeUndefined();
   });
 });

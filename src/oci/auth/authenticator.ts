@@ -13,10 +13,10 @@ export interface TokenHttpResponse {
   status: number;
   text: string;
 }
-/** Sends one request to a token endpoint (the transport supplies TLS settings and retries). */
+/** Sends one request to a token endpoint (the transport supplies TLS settings and retries); `registry` is the one the token is for. */
 export type TokenSender = (
   url: URL,
-  init: { method: "GET" | "POST"; headers: Record<string, string>; body?: string; signal?: AbortSignal },
+  init: { registry: string; method: "GET" | "POST"; headers: Record<string, string>; body?: string; signal?: AbortSignal },
 ) => Promise<TokenHttpResponse>;
 
 interface CachedToken {
@@ -135,6 +135,7 @@ export class Authenticator {
       if (service) form.set("service", service);
       if (scopeList.length) form.set("scope", scopeList.join(" "));
       res = await this.send(url, {
+        registry,
         method: "POST",
         headers: { "content-type": "application/x-www-form-urlencoded" },
         body: form.toString(),
@@ -148,7 +149,7 @@ export class Authenticator {
         headers.authorization = `Basic ${Buffer.from(`${cred.username}:${cred.password}`, "utf8").toString("base64")}`;
         url.searchParams.set("account", cred.username);
       }
-      res = await this.send(url, { method: "GET", headers, signal });
+      res = await this.send(url, { registry, method: "GET", headers, signal });
     }
     if (res.status === 401 || res.status === 403) {
       throw new OcibuildError(

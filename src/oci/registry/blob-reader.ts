@@ -7,8 +7,8 @@
 import { PassThrough, type Readable, pipeline } from "node:stream";
 import { OcibuildError } from "../../errors.js";
 import { type Digest, VerifyingStream } from "../digest.js";
-import { isRetryableNetworkError, networkError } from "./errors.js";
-import { type HttpResponse, reasonOf, sleep, type Transport } from "./transport.js";
+import { networkError } from "./errors.js";
+import type { HttpResponse, Transport } from "./transport.js";
 import type { Scope } from "./types.js";
 
 export interface BlobReadSpec {
@@ -40,55 +40,52 @@ function requestFrom(t: Transport, spec: BlobReadSpec, offset: number): Promise<
     });
 }
 
+/** The bytes of `first` and, after a failure the retry policy deems worth it, of requests resuming where it stopped. */
 async function* chunks(t: Transport, spec: BlobReadSpec, first: HttpResponse): AsyncGenerator<Buffer> {
   let offset = 0;
-  let retries = 0;
-  for (;;) {
-    const res = offset === 0 && retries === 0 ? first : await requestFrom(t, spec, offset);
-    let skip = 0;
-    if (offset > 0) {
-      if (res.status === 206) {
-        const start = contentRangeStart(res.header("content-range"));
-        if (start !== offset) {
-          res.body.destroy();
-          throw new OcibuildError("REGISTRY_BAD_RANGE", `${spec.what}: asked to resume at byte ${offset} but ${spec.registry} answered ${res.header("content-range") ?? "no Content-Range"}`, {
-            details: { registry: spec.registry },
-          });
-        }
-      } else skip = offset; // a full answer: drop what we already have
-    }
+  const tries = t.retry.start({ registry: spec.registry, what: () => `${spec.what} (resuming at byte ${offset})`, signal: spec.signal });
+  for (let res = first; ; res = await requestFrom(t, spec, offset)) {
+    const skip = offset > 0 ? resumeSkip(res, spec, offset) : 0;
     try {
-      for await (const c of res.body as AsyncIterable<Buffer>) {
-        let chunk = c;
-        if (skip > 0) {
-          if (chunk.length <= skip) {
-            skip -= chunk.length;
-            continue;
-          }
-          chunk = chunk.subarray(skip);
-          skip = 0;
-        }
+      for await (const chunk of skipped(res.body as AsyncIterable<Buffer>, skip, spec)) {
         offset += chunk.length;
         spec.onBytes?.(offset);
         yield chunk;
       }
-      if (skip > 0) {
-        throw new OcibuildError("REGISTRY_TRUNCATED", `${spec.what}: ${spec.registry} sent fewer bytes than already received`, { retryable: true });
-      }
       return;
     } catch (e) {
       res.body.destroy();
-      if (spec.signal?.aborted) throw new OcibuildError("ABORTED", "the operation was interrupted", { cause: spec.signal.reason });
-      if (isRetryableNetworkError(e) && retries + 1 < t.attempts) {
-        retries++;
-        const delayMs = t.backoff(retries);
-        t.retrying({ registry: spec.registry, what: `${spec.what} (resuming at byte ${offset})`, attempt: retries, delayMs, reason: reasonOf(e) });
-        await sleep(delayMs, spec.signal);
-        continue;
+      try {
+        await tries.failed(e);
+      } catch (final) {
+        throw networkError(spec.registry, `${spec.what} (after ${offset} bytes)`, final);
       }
-      throw networkError(spec.registry, `${spec.what} (after ${offset} bytes)`, e);
     }
   }
+}
+
+/** How many bytes of a resumed answer to drop: none of a 206 that starts at `offset`, all we have of a full 200. */
+function resumeSkip(res: HttpResponse, spec: BlobReadSpec, offset: number): number {
+  if (res.status !== 206) return offset;
+  const start = contentRangeStart(res.header("content-range"));
+  if (start === offset) return 0;
+  res.body.destroy();
+  throw new OcibuildError("REGISTRY_BAD_RANGE", `${spec.what}: asked to resume at byte ${offset} but ${spec.registry} answered ${res.header("content-range") ?? "no Content-Range"}`, {
+    details: { registry: spec.registry },
+  });
+}
+
+/** `body` without its first `skip` bytes; fewer than `skip` bytes is a truncated answer (retryable). */
+async function* skipped(body: AsyncIterable<Buffer>, skip: number, spec: BlobReadSpec): AsyncGenerator<Buffer> {
+  for await (const c of body) {
+    if (skip >= c.length) {
+      skip -= c.length;
+      continue;
+    }
+    yield skip > 0 ? c.subarray(skip) : c;
+    skip = 0;
+  }
+  if (skip > 0) throw new OcibuildError("REGISTRY_TRUNCATED", `${spec.what}: ${spec.registry} sent fewer bytes than already received`, { retryable: true });
 }
 
 /**

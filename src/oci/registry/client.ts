@@ -21,7 +21,7 @@ import { MANIFEST_ACCEPT } from "../media-types.js";
 import { type ImageReference, withDigest } from "../reference.js";
 import { readBlob } from "./blob-reader.js";
 import { hostPlatform, selectPlatform } from "../platform.js";
-import { type HttpResponse, Transport, hostOf, reasonOf, sleep } from "./transport.js";
+import { type HttpResponse, Transport, hostOf } from "./transport.js";
 import type { RegistryOptions, Scope } from "./types.js";
 import { type BlobOpener, checkPushAccess, tryMount, upload } from "./upload.js";
 
@@ -33,6 +33,20 @@ const DEFAULT_CHUNK = 16 * 1024 * 1024;
 
 function pullScope(ref: ImageReference): Scope[] {
   return [{ repository: ref.repository, actions: ["pull"] }];
+}
+
+/** The manifest in `bytes`, checked against ref.digest or else the registry's Docker-Content-Digest. */
+function verifiedManifest(ref: ImageReference, registry: string, res: HttpResponse, bytes: Uint8Array): AnyManifest {
+  const got = digestOf(bytes);
+  const header = res.header("docker-content-digest");
+  const expected = ref.digest ?? (header && header.startsWith("sha256:") && isDigestString(header) ? (header as Digest) : undefined);
+  if (expected !== undefined && got !== expected) {
+    throw new OcibuildError("DIGEST_MISMATCH", `manifest of ${ref} from ${registry} does not match its digest: expected ${expected}, got ${got}`, {
+      details: { registry, expected, got },
+    });
+  }
+  const ct = res.header("content-type")?.split(";")[0]?.trim();
+  return parseManifest(bytes, ct);
 }
 
 export class RegistryClient {
@@ -98,7 +112,9 @@ export class RegistryClient {
   getManifest(ref: ImageReference, opts: { signal?: AbortSignal } = {}): Promise<AnyManifest> {
     return this.fromAny(ref, async (registry) => {
       const what = `get manifest ${ref.familiar}`;
-      for (let attempt = 1; ; attempt++) {
+      // The request retries itself; a body cut off while it is read is asked for again, by the same policy.
+      const tries = this.transport.retry.start({ registry, what, signal: opts.signal });
+      for (;;) {
         const res = await this.transport.request({
           method: "GET",
           registry,
@@ -112,26 +128,12 @@ export class RegistryClient {
         try {
           bytes = await this.readManifestBody(res, ref, registry);
         } catch (e) {
-          if (!(e instanceof OcibuildError) && attempt < this.transport.attempts && !opts.signal?.aborted) {
-            const delayMs = this.transport.backoff(attempt);
-            this.transport.retrying({ registry, what, attempt, delayMs, reason: reasonOf(e) });
-            await sleep(delayMs, opts.signal);
-            continue;
-          }
-          throw e instanceof OcibuildError ? e : new OcibuildError("REGISTRY_UNREACHABLE", `${what}: reading the manifest from ${registry} failed: ${(e as Error).message}`, { cause: e, retryable: true });
-        }
-        const got = digestOf(bytes);
-        const expected = ref.digest ?? (() => {
-          const h = res.header("docker-content-digest");
-          return h && h.startsWith("sha256:") && isDigestString(h) ? (h as Digest) : undefined;
-        })();
-        if (expected !== undefined && got !== expected) {
-          throw new OcibuildError("DIGEST_MISMATCH", `manifest of ${ref} from ${registry} does not match its digest: expected ${expected}, got ${got}`, {
-            details: { registry, expected, got },
+          await tries.failed(e).catch((final: unknown) => {
+            throw final instanceof OcibuildError ? final : new OcibuildError("REGISTRY_UNREACHABLE", `${what}: reading the manifest from ${registry} failed: ${(final as Error).message}`, { cause: final, retryable: true });
           });
+          continue;
         }
-        const ct = res.header("content-type")?.split(";")[0]?.trim();
-        return parseManifest(bytes, ct);
+        return verifiedManifest(ref, registry, res, bytes);
       }
     });
   }

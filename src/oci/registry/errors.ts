@@ -1,8 +1,9 @@
 /**
  * Registry errors: keep the HTTP status and the registry's JSON error list, and
- * say whether a retry could help. Never include credentials.
+ * say whether a retry could help (retry.ts decides which can). Never include credentials.
  */
 import { OcibuildError } from "../../errors.js";
+import { causeChain, codeOf, isRetryableNetworkError, isRetryableStatus } from "./retry.js";
 
 export interface RegistryErrorEntry {
   code: string;
@@ -43,10 +44,6 @@ export function parseErrorList(text: string): RegistryErrorEntry[] {
   return [];
 }
 
-export function isRetryableStatus(status: number): boolean {
-  return status === 408 || status === 429 || status === 500 || status === 502 || status === 503 || status === 504;
-}
-
 /** Build the error for an unexpected HTTP status. `what` says what we were doing ("GET manifest app:v1"). */
 export function httpError(registry: string, what: string, status: number, bodyText: string): OcibuildError {
   const errors = parseErrorList(bodyText);
@@ -82,51 +79,15 @@ export function httpError(registry: string, what: string, status: number, bodyTe
   });
 }
 
-const NETWORK_CODES = new Set([
-  "ECONNRESET",
-  "ECONNREFUSED",
-  "ECONNABORTED",
-  "EPIPE",
-  "ETIMEDOUT",
-  "EAI_AGAIN",
-  "ENETUNREACH",
-  "EHOSTUNREACH",
-  "ERR_STREAM_PREMATURE_CLOSE",
-]);
-
-function codeOf(e: unknown): string | undefined {
-  const c = (e as { code?: unknown } | null)?.code;
-  return typeof c === "string" ? c : undefined;
-}
-
-/** A transport failure (reset, refused, timeout, truncated body) that a retry could fix. */
-export function isRetryableNetworkError(e: unknown): boolean {
-  if (e instanceof OcibuildError) return e.retryable;
-  for (let cur: unknown = e, depth = 0; cur && depth < 5; cur = (cur as { cause?: unknown }).cause, depth++) {
-    const code = codeOf(cur);
-    if (code && NETWORK_CODES.has(code)) return true;
-  }
-  return false;
-}
-
 export function isTlsError(e: unknown): boolean {
-  for (let cur: unknown = e, depth = 0; cur && depth < 5; cur = (cur as { cause?: unknown }).cause, depth++) {
-    const code = codeOf(cur) ?? "";
-    const msg = (cur as Error).message ?? "";
-    if (/CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_OSSL|HOSTNAME|ALTNAME/.test(code) || /wrong version number|ssl3_get_record|packet length too long/i.test(msg)) {
-      return true;
-    }
-  }
-  return false;
+  return causeChain(e).some(
+    (c) => /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_OSSL|HOSTNAME|ALTNAME/.test(codeOf(c) ?? "") || /wrong version number|ssl3_get_record|packet length too long/i.test((c as Error).message ?? ""),
+  );
 }
 
 /** The peer spoke TLS, but its certificate could not be verified. */
 export function isCertificateError(e: unknown): boolean {
-  for (let cur: unknown = e, depth = 0; cur && depth < 5; cur = (cur as { cause?: unknown }).cause, depth++) {
-    const code = codeOf(cur) ?? "";
-    if (/CERT|SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER|ALTNAME/.test(code)) return true;
-  }
-  return false;
+  return causeChain(e).some((c) => /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER|ALTNAME/.test(codeOf(c) ?? ""));
 }
 
 export function networkError(registry: string, what: string, e: unknown): OcibuildError {

@@ -9,8 +9,7 @@ import { Readable, Transform } from "node:stream";
 import { OcibuildError } from "../../errors.js";
 import { type Digest, VerifyingStream } from "../digest.js";
 import type { Descriptor } from "../manifest.js";
-import { isRetryableNetworkError } from "./errors.js";
-import { type HttpResponse, reasonOf, sleep, type Transport } from "./transport.js";
+import type { HttpRequest, HttpResponse, Transport } from "./transport.js";
 import type { ProgressEvent, Scope } from "./types.js";
 
 export type BlobOpener = (signal?: AbortSignal) => NodeJS.ReadableStream | Promise<NodeJS.ReadableStream>;
@@ -26,6 +25,15 @@ export interface UploadContext {
 
 function pushScopes(repository: string, extra: string[] = []): Scope[] {
   return [{ repository, actions: ["pull", "push"] }, ...extra.map((r): Scope => ({ repository: r, actions: ["pull"] }))];
+}
+
+type UploadRequest = Omit<HttpRequest, "registry" | "signal" | "scopes"> & { scopes?: Scope[] };
+
+/** A request about ctx's repository (push and pull scope unless given); its answer's body is drained (status and headers are what count). */
+async function ask(ctx: UploadContext, req: UploadRequest): Promise<HttpResponse> {
+  const res = await ctx.transport.request({ registry: ctx.registry, scopes: pushScopes(ctx.repository), signal: ctx.signal, ...req });
+  await res.body.dump().catch(() => {});
+  return res;
 }
 
 function location(res: HttpResponse, what: string, registry: string): string {
@@ -45,17 +53,14 @@ export async function tryMount(ctx: UploadContext, desc: Descriptor, from: strin
   let session: string | undefined;
   for (const src of from) {
     if (src === ctx.repository) continue;
-    const res = await ctx.transport.request({
+    const res = await ask(ctx, {
       method: "POST",
-      registry: ctx.registry,
       path: `/v2/${ctx.repository}/blobs/uploads/?mount=${encodeURIComponent(desc.digest)}&from=${encodeURIComponent(src)}`,
       headers: { "content-length": "0" },
       scopes: pushScopes(ctx.repository, [src]),
       what: `mount ${desc.digest} from ${src} into ${ctx.repository}`,
-      signal: ctx.signal,
       ok: [201, 202],
     });
-    await res.body.dump().catch(() => {});
     if (res.status === 201) {
       if (session) await cancel(ctx, session);
       ctx.onProgress?.({ kind: "mount", digest: desc.digest, bytes: desc.size, total: desc.size });
@@ -69,17 +74,13 @@ export async function tryMount(ctx: UploadContext, desc: Descriptor, from: strin
 
 async function cancel(ctx: UploadContext, session: string): Promise<void> {
   try {
-    const res = await ctx.transport.request({
+    await ask(ctx, {
       method: "DELETE",
-      registry: ctx.registry,
       path: session,
-      scopes: pushScopes(ctx.repository),
       what: "cancel upload",
-      signal: ctx.signal,
       retry: false,
       ok: [200, 202, 204, 404, 405],
     });
-    await res.body.dump().catch(() => {});
   } catch {
     /* best effort: the registry purges abandoned uploads */
   }
@@ -96,17 +97,13 @@ export async function checkPushAccess(ctx: UploadContext): Promise<void> {
 }
 
 async function startSession(ctx: UploadContext, what: string): Promise<{ session: string; minChunk: number }> {
-  const res = await ctx.transport.request({
+  const res = await ask(ctx, {
     method: "POST",
-    registry: ctx.registry,
     path: `/v2/${ctx.repository}/blobs/uploads/`,
     headers: { "content-length": "0" },
-    scopes: pushScopes(ctx.repository),
     what,
-    signal: ctx.signal,
     ok: [202],
   });
-  await res.body.dump().catch(() => {});
   const minChunk = Number(res.header("oci-chunk-min-length") ?? "0");
   return { session: location(res, what, ctx.registry), minChunk: Number.isFinite(minChunk) ? minChunk : 0 };
 }
@@ -118,35 +115,33 @@ async function openVerified(open: BlobOpener, desc: Descriptor, signal?: AbortSi
   return src.pipe(verify);
 }
 
-/** Upload the bytes of `desc` (not already present). `session` reuses an upload opened by a failed mount. */
+/**
+ * Upload the bytes of `desc` (not already present). `session` reuses an upload opened by
+ * a failed mount. A failure the retry policy deems worth it restarts the upload in a new
+ * session, the abandoned one cancelled.
+ */
 export async function upload(ctx: UploadContext, desc: Descriptor, open: BlobOpener, session?: string): Promise<void> {
   const what = `upload ${desc.digest} to ${ctx.registry}/${ctx.repository}`;
-  const max = ctx.transport.attempts;
-  for (let attempt = 1; ; attempt++) {
+  await ctx.transport.retry.run({ registry: ctx.registry, what: `${what} (restarting)`, signal: ctx.signal }, async () => {
     const current: { location?: string } = { location: session };
+    session = undefined;
     try {
       if (desc.size <= ctx.chunkSize) await monolithic(ctx, desc, open, what, current);
       else await chunked(ctx, desc, open, what, current);
-      return;
     } catch (e) {
-      session = undefined;
       // Leave nothing behind: cancel the abandoned session (best effort, not when interrupted).
       if (current.location && !ctx.signal?.aborted) await cancel(ctx, current.location);
-      if (ctx.signal?.aborted || !isRetryableNetworkError(e) || attempt >= max) throw e;
-      const delayMs = ctx.transport.backoff(attempt);
-      ctx.transport.retrying({ registry: ctx.registry, what: `${what} (restarting)`, attempt, delayMs, reason: reasonOf(e) });
-      await sleep(delayMs, ctx.signal);
+      throw e;
     }
-  }
+  });
 }
 
 async function monolithic(ctx: UploadContext, desc: Descriptor, open: BlobOpener, what: string, current: { location?: string }): Promise<void> {
   const loc = current.location ?? (await startSession(ctx, what)).session;
   current.location = loc;
   let sent = 0;
-  const res = await ctx.transport.request({
+  await ask(ctx, {
     method: "PUT",
-    registry: ctx.registry,
     path: withDigestParam(loc, desc.digest),
     headers: { "content-type": "application/octet-stream", "content-length": String(desc.size) },
     body: async () => {
@@ -162,13 +157,10 @@ async function monolithic(ctx: UploadContext, desc: Descriptor, open: BlobOpener
       s.on("error", (e) => counter.destroy(e));
       return s.pipe(counter);
     },
-    scopes: pushScopes(ctx.repository),
     what,
-    signal: ctx.signal,
     retry: false, // a failed PUT leaves the session unusable: the caller restarts from POST
     ok: [201, 204],
   });
-  await res.body.dump().catch(() => {});
 }
 
 /** Cut a stream into buffers of exactly `size` bytes (the last may be shorter). */
@@ -199,88 +191,77 @@ function rangeEnd(v: string | undefined): number | undefined {
 
 async function chunked(ctx: UploadContext, desc: Descriptor, open: BlobOpener, what: string, current: { location?: string }): Promise<void> {
   const started = current.location ? { session: current.location, minChunk: 0 } : await startSession(ctx, what);
-  let loc = started.session;
-  current.location = loc;
+  current.location = started.session;
   const size = Math.max(ctx.chunkSize, started.minChunk);
   const src = await openVerified(open, desc, ctx.signal);
   let offset = 0; // bytes the registry has
   try {
     for await (const chunk of fixedChunks(src as AsyncIterable<Buffer>, size)) {
-      const chunkStart = offset;
-      let from = 0; // index into chunk of the first byte not yet acknowledged
-      for (let attempt = 1; from < chunk.length; attempt++) {
-        const part = chunk.subarray(from);
-        const start = chunkStart + from;
-        try {
-          const res = await ctx.transport.request({
-            method: "PATCH",
-            registry: ctx.registry,
-            path: loc,
-            headers: {
-              "content-type": "application/octet-stream",
-              "content-length": String(part.length),
-              "content-range": `${start}-${start + part.length - 1}`,
-            },
-            body: () => part,
-            scopes: pushScopes(ctx.repository),
-            what: `${what} (bytes ${start}-${start + part.length - 1})`,
-            signal: ctx.signal,
-            retry: false,
-            ok: [202, 204],
-          });
-          await res.body.dump().catch(() => {});
-          loc = location(res, what, ctx.registry);
-          current.location = loc;
-          from = chunk.length;
-        } catch (e) {
-          if (ctx.signal?.aborted || !isRetryableNetworkError(e) || attempt >= ctx.transport.attempts) throw e;
-          const delayMs = ctx.transport.backoff(attempt);
-          ctx.transport.retrying({ registry: ctx.registry, what: `${what} (resuming at byte ${start})`, attempt, delayMs, reason: reasonOf(e) });
-          await sleep(delayMs, ctx.signal);
-          // Ask the registry how much it has, and resume from there.
-          const have = await status(ctx, loc, what);
-          if (have === undefined || have.received < chunkStart || have.received > chunkStart + chunk.length) {
-            throw new OcibuildError("REGISTRY_UPLOAD_LOST", `${what}: the registry lost the interrupted upload`, { retryable: true, cause: e });
-          }
-          loc = have.location;
-          current.location = loc;
-          from = have.received - chunkStart;
-        }
-      }
-      offset = chunkStart + chunk.length;
+      await sendChunk(ctx, what, current, chunk, offset);
+      offset += chunk.length;
       ctx.onProgress?.({ kind: "push", digest: desc.digest, bytes: offset, total: desc.size });
     }
   } finally {
     src.destroy();
   }
-  const res = await ctx.transport.request({
+  await ask(ctx, {
     method: "PUT",
-    registry: ctx.registry,
-    path: withDigestParam(loc, desc.digest),
+    path: withDigestParam(current.location, desc.digest),
     headers: { "content-length": "0" },
-    scopes: pushScopes(ctx.repository),
     what,
-    signal: ctx.signal,
     ok: [201, 204],
   });
-  await res.body.dump().catch(() => {});
   current.location = undefined;
+}
+
+/**
+ * PATCH one chunk (it starts at byte `chunkStart` of the blob) into the session at
+ * current.location. After a retryable failure the registry is asked how much it has,
+ * and the rest of the chunk is sent from there; a registry that lost the upload ends
+ * it with REGISTRY_UPLOAD_LOST (the caller restarts).
+ */
+async function sendChunk(ctx: UploadContext, what: string, current: { location?: string }, chunk: Buffer, chunkStart: number): Promise<void> {
+  let from = 0; // index into chunk of the first byte not yet acknowledged
+  const resume = async (failure: unknown) => {
+    const have = await status(ctx, current.location!, what);
+    if (have === undefined || have.received < chunkStart || have.received > chunkStart + chunk.length) {
+      throw new OcibuildError("REGISTRY_UPLOAD_LOST", `${what}: the registry lost the interrupted upload`, { retryable: true, cause: failure });
+    }
+    current.location = have.location;
+    from = have.received - chunkStart;
+  };
+  const job = { registry: ctx.registry, what: () => `${what} (resuming at byte ${chunkStart + from})`, signal: ctx.signal, beforeRetry: resume };
+  await ctx.transport.retry.run(job, async () => {
+    if (from >= chunk.length) return;
+    const part = chunk.subarray(from);
+    const start = chunkStart + from;
+    const res = await ask(ctx, {
+      method: "PATCH",
+      path: current.location!,
+      headers: {
+        "content-type": "application/octet-stream",
+        "content-length": String(part.length),
+        "content-range": `${start}-${start + part.length - 1}`,
+      },
+      body: () => part,
+      what: `${what} (bytes ${start}-${start + part.length - 1})`,
+      retry: false,
+      ok: [202, 204],
+    });
+    current.location = location(res, what, ctx.registry);
+  });
 }
 
 /** GET the upload session: how many bytes the registry has (Range: 0-N means N+1). */
 async function status(ctx: UploadContext, loc: string, what: string): Promise<{ received: number; location: string } | undefined> {
   try {
-    const res = await ctx.transport.request({
+    const res = await ask(ctx, {
       method: "GET",
-      registry: ctx.registry,
       path: loc,
-      scopes: pushScopes(ctx.repository),
       what: `${what} (status)`,
-      signal: ctx.signal,
       ok: [204],
       followRedirects: false,
     });
-    await res.body.dump().catch(() => {});
     const end = rangeEnd(res.header("range"));
     const next = res.header("location") ? new URL(res.header("location")!, res.url).toString() : loc;
     // Distribution reports "0-0" both for 0 and 1 bytes received; 0 is the only safe reading.
