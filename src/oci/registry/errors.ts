@@ -82,7 +82,7 @@ export function httpError(registry: string, what: string, status: number, bodyTe
   });
 }
 
-const NETWORK_CODES = new Set([
+const NETWORK_CODES: ReadonlySet<string> = new Set([
   "ECONNRESET",
   "ECONNREFUSED",
   "ECONNABORTED",
