@@ -55,7 +55,7 @@ export async function resolveCacheDir(given: string | undefined, env: Record<str
     const fallback = await tempCacheDir(env);
     onWarning(
       `cannot create the cache directory ${preferred} (${code}): this build caches in ${fallback} instead; ` +
-        "set XDG_CACHE_HOME or pass --cache-dir to keep the cache where you want it",
+        `set XDG_CACHE_HOME or ${optionWords("cacheDir")} to keep the cache where you want it`,
     );
     return fallback;
   }

@@ -14,6 +14,7 @@
  * interval, so tests drive it deterministically with a fake TTY stream.
  */
 import type { BuildEvent } from "../builder/events.js";
+import { flagWording } from "./errors.js";
 import { formatBytes, shortDigest, stageLabel } from "./format.js";
 
 /** Receives events; `close()` ends the view (stops timers, leaves the final frame). */
@@ -108,7 +109,7 @@ class TtyRenderer implements Renderer {
         this.pushed(e, t);
         break;
       case "log":
-        this.commit(`${e.level === "warn" ? "warning: " : ""}${e.message}`);
+        this.commit(`${e.level === "warn" ? "warning: " : ""}${flagWording(e.message)}`);
         break;
       case "output-written":
         this.commit(`${DONE} wrote ${e.reference}`);

@@ -7,7 +7,7 @@
 import { type SourceContext, type ParseWarning, dockerfileError, suggest } from "./diagnostics.js";
 import type { FromInstr, Instruction } from "./instructions.js";
 import type { ParseResult } from "./parse.js";
-import { OcibuildError } from "../errors.js";
+import { OcibuildError, optionWords } from "../errors.js";
 import { expandWord } from "./shell-words.js";
 import { formatPlatform, parsePlatform, type Platform } from "../oci/platform.js";
 
@@ -173,7 +173,7 @@ function makeStage(p: Planning, r: RawStage, index: number, scope: GlobalScope, 
   const base = expand(r.from.image);
   if (base === "") {
     throw dockerfileError("DOCKERFILE_FROM", `base name (${r.from.image}) should not be blank`, p.ctx, r.from.range.startLine, r.from.range.endLine, {
-      hint: unset.size > 0 ? `declare ${[...unset].join(", ")} with ARG before the first FROM, or pass --build-arg` : undefined,
+      hint: unset.size > 0 ? `declare ${[...unset].join(", ")} with ARG before the first FROM, or pass it with ${optionWords("buildArgs")}` : undefined,
     });
   }
   let platform: Platform | undefined;
