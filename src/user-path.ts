@@ -34,7 +34,7 @@ function errnoError(code: string): NodeJS.ErrnoException {
 }
 
 /** Codes of errors that are a write to the filesystem failing (their cause has the errno). */
-const WRITE_CODES = new Set(["LAYOUT_WRITE_FAILED", "OUTPUT_WRITE_FAILED"]);
+const WRITE_CODES: ReadonlySet<string> = new Set(["LAYOUT_WRITE_FAILED", "OUTPUT_WRITE_FAILED"]);
 
 /** The errno-carrying error under `err`: itself, or the cause of a failed write; not a network error's. */
 function rootErrno(err: unknown): unknown {

@@ -18,7 +18,7 @@ export function defaultCacheDir(env: Record<string, string | undefined>): string
 }
 
 /** Errors that say "this place is not ours to write", as opposed to a failing disk. */
-const NOT_WRITABLE = new Set(["EACCES", "EPERM", "EROFS", "ENOENT", "ENOTDIR"]);
+const NOT_WRITABLE: ReadonlySet<string> = new Set(["EACCES", "EPERM", "EROFS", "ENOENT", "ENOTDIR"]);
 
 /**
  * A temp-dir cache for this user: `ocibuild-cache-UID`, reused across builds when it
@@ -55,7 +55,7 @@ export async function resolveCacheDir(given: string | undefined, env: Record<str
     const fallback = await tempCacheDir(env);
     onWarning(
       `cannot create the cache directory ${preferred} (${code}): this build caches in ${fallback} instead; ` +
-        "set XDG_CACHE_HOME or pass --cache-dir to keep the cache where you want it",
+        `set XDG_CACHE_HOME or ${optionWords("cacheDir")} to keep the cache where you want it`,
     );
     return fallback;
   }

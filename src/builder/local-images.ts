@@ -9,7 +9,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { OcibuildError } from "../errors.js";
+import { OcibuildError, optionWords } from "../errors.js";
 import { hexOf, isDigestString, type Digest } from "../oci/digest.js";
 import { OciLayout } from "../oci/layout.js";
 import { type Blob, type Descriptor, descriptorOf } from "../oci/manifest.js";
@@ -40,7 +40,7 @@ export async function recordBuiltImage(cacheDir: string, content: OciLayout, art
 export async function localImage(cacheDir: string, id: Digest, signal?: AbortSignal): Promise<{ layout: OciLayout; top: Descriptor }> {
   const notFound = () =>
     new OcibuildError("RUN_IMAGE_NOT_FOUND", `no image ${id} in the local content store ${join(cacheDir, "content")}`, {
-      hint: "an image ID is what `ocibuild build --iidfile FILE` wrote with the same cache directory (--cache-dir); otherwise name the image by reference",
+      hint: `an image ID is the config digest of an image built with the same cache directory (${optionWords("cacheDir")}); otherwise name the image by reference`,
     });
   let layout: OciLayout;
   try {

@@ -5,7 +5,7 @@
  * fail (no credentials, denied, unreachable) fails in seconds, before the first
  * RUN, not after the whole build.
  */
-import { isOcibuildError, OcibuildError } from "../errors.js";
+import { isOcibuildError, OcibuildError, optionWords } from "../errors.js";
 import { DOCKER_HUB, type ImageReference } from "../oci/reference.js";
 import type { RegistryClient } from "../oci/registry/index.js";
 
@@ -15,14 +15,14 @@ function archiveHint(ref: ImageReference): string | undefined {
   const name = ref.repository.slice("library/".length).replaceAll("/", "-");
   return (
     `${ref.familiar} has no registry host, so it names ${ref.toString()} on Docker Hub. ` +
-    `To keep the image here, add --no-push and write a file: -o docker-archive:${name}.tar (then docker load -i ${name}.tar) or -o oci:${name}-layout; ` +
-    `to push, name a registry: -t REGISTRY/${ref.familiar}`
+    `To keep the image here, add ${optionWords("push", "false")} and write a file: ${optionWords("outputs", `docker-archive:${name}.tar`)} ` +
+    `(then docker load -i ${name}.tar) or ${optionWords("outputs", `oci:${name}-layout`)}; to push, name a registry: ${optionWords("tags", `REGISTRY/${ref.familiar}`)}`
   );
 }
 
 function pushCheckError(e: unknown, ref: ImageReference): unknown {
   if (!isOcibuildError(e) || e.code === "ABORTED") return e;
-  return new OcibuildError(e.code, `cannot push to ${ref.toString()} (checked before building; --skip-push-permission-check skips the check): ${e.message}`, {
+  return new OcibuildError(e.code, `cannot push to ${ref.toString()} (checked before building; ${optionWords("skipPushPermissionCheck")} skips the check): ${e.message}`, {
     cause: e,
     retryable: e.retryable,
     hint: archiveHint(ref) ?? e.hint,

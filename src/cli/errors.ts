@@ -2,20 +2,35 @@ import { errorCodeInfo } from "../error-codes.js";
 import { ExitCode, isOcibuildError, withOptionWords } from "../errors.js";
 import type { CliIO } from "./io.js";
 
-/** The flags for the library options that library errors name (see optionWords): the CLI speaks of flags. */
-const OPTION_FLAGS: Record<string, string> = {
-  allow: "--allow",
-  cacheDir: "--cache-dir",
-  maxLayerSize: "--max-layer-size",
-  "registry.timeoutSeconds": "--registry-timeout",
-};
+/** A flag that takes the option's value as its argument: `--cache-dir`, `--keep DIR`. */
+function withValue(flag: string): (value?: string) => string {
+  return (value) => (value === undefined ? flag : `${flag} ${value}`);
+}
+
+/**
+ * The flags for the library options that library messages name (see optionWords),
+ * each given the option's value: the CLI speaks of flags.
+ */
+const OPTION_FLAGS: ReadonlyMap<string, (value?: string) => string> = new Map([
+  ["allow", withValue("--allow")],
+  ["buildArgs", withValue("--build-arg")],
+  ["cacheDir", withValue("--cache-dir")],
+  ["healthcheck", withValue("--healthcheck")],
+  ["keep", withValue("--keep")],
+  ["maxLayerSize", withValue("--max-layer-size")],
+  ["outputs", withValue("-o")],
+  ["push", (value?: string) => (value === "false" ? "--no-push" : "--push")],
+  ["registry.insecureRegistries", withValue("--insecure-registry")],
+  ["registry.registryCertificates", withValue("--registry-certificate")],
+  ["registry.skipTlsVerifyRegistries", withValue("--skip-tls-verify-registry")],
+  ["registry.timeoutSeconds", withValue("--registry-timeout")],
+  ["skipPushPermissionCheck", withValue("--skip-push-permission-check")],
+  ["tags", withValue("-t")],
+]);
 
 /** `text` with the library's option words ("the cacheDir option") replaced by the CLI's flag ("--cache-dir"). */
 export function flagWording(text: string): string {
-  return withOptionWords(text, (option, value) => {
-    const flag = OPTION_FLAGS[option];
-    return flag === undefined ? undefined : value === undefined ? flag : `${flag} ${value}`;
-  });
+  return withOptionWords(text, (option, value) => OPTION_FLAGS.get(option)?.(value));
 }
 
 /** Render an error as `error[CODE]: message` (+ location and snippet), no stack unless debug. */

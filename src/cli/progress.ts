@@ -4,6 +4,7 @@
  * tty.ts) and `quiet`. `auto` is tty when the progress stream is a terminal.
  */
 import type { BuildResult } from "../builder/build.js";
+import { flagWording } from "./errors.js";
 import { formatBytes, shortDigest, stageLabel } from "./format.js";
 import { createTtyRenderer, type TtyOptions } from "./tty.js";
 
@@ -51,7 +52,7 @@ function plainRenderer(out: Stream): Renderer {
           break;
         }
         case "log":
-          out.write(`${e.level === "warn" ? "warning: " : ""}${e.message}\n`);
+          out.write(`${e.level === "warn" ? "warning: " : ""}${flagWording(e.message)}\n`);
           break;
         case "push":
           out.write(`push ${e.reference} ${shortDigest(e.digest)} ${e.status} ${formatBytes(e.size)}\n`);

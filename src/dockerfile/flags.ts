@@ -6,7 +6,7 @@
 import { LineParseError } from "./line-parsers.js";
 import { suggest } from "./diagnostics.js";
 
-export type FlagSpec = Record<string, "bool" | "string" | "strings">;
+export type FlagSpec = Readonly<Record<string, "bool" | "string" | "strings">>;
 
 export interface ParsedFlags {
   strings: Record<string, string>;

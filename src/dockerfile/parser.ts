@@ -53,7 +53,7 @@ function matchDirective(line: string): [string, string] | undefined {
   return [m[1]!, line.slice(i, end)];
 }
 const HEREDOC_RE = /^(\d*)<<(-?)[\t\n\f\r ]*([^<]*)$/;
-const HEREDOC_INSTRUCTIONS = new Set(["add", "copy", "run"]);
+const HEREDOC_INSTRUCTIONS: ReadonlySet<string> = new Set(["add", "copy", "run"]);
 
 /** Parser directives state (BuildKit's DirectiveParser + escape token). */
 class DirectiveState {
@@ -126,35 +126,8 @@ function isComment(line: string): boolean {
   return trimLeftSpace(line).startsWith("#");
 }
 
-export function parseAst(input: string, file = "Dockerfile"): AstResult {
-  const text = input.startsWith("\ufeff") ? input.slice(1) : input;
-  const tokens = scanLines(text);
-  const ctx: SourceContext = { file, lines: tokens.map(trimNewline) };
-  const d = new DirectiveState();
-  const warnings: ParseWarning[] = [];
-  const root = newNode("", { startLine: -1 });
-  let comments: string[] = [];
-  let currentLine = 0;
-  let i = 0;
-
-  const fail = (e: unknown, start: number, end?: number): never => {
-    if (e instanceof LineParseError) throw dockerfileError(e.code, e.message, ctx, start, end, { hint: e.hint });
-    if (e instanceof OcibuildError) throw dockerfileError(e.code, e.message, ctx, start, end, { cause: e });
-    throw e;
-  };
-
-  const processLine = (token: string, stripLeft: boolean): { text: string; directive: boolean } => {
-    let line = trimNewline(token);
-    if (stripLeft) line = trimLeftSpace(line);
-    const directive = d.check(line);
-    return { text: isComment(line) ? "" : line, directive };
-  };
-
-  const trimContinuation = (line: string): { text: string; eol: boolean } => {
-    if (d.continuation.test(line)) return { text: line.replace(d.continuation, "$1"), eol: false };
-    return { text: line, eol: true };
-  };
-
+/** Go's bufio.Scanner stops at a line over 64 KiB; BuildKit reports it before anything else. */
+function checkLineLengths(tokens: string[], ctx: SourceContext): void {
   for (let k = 0; k < tokens.length; k++) {
     if (tokens[k]!.length * 3 > MAX_LINE_BYTES && Buffer.byteLength(tokens[k]!, "utf8") > MAX_LINE_BYTES) {
       throw dockerfileError("DOCKERFILE_LINE_TOO_LONG", `dockerfile line greater than max allowed size of ${MAX_LINE_BYTES - 1}`, {
@@ -163,107 +136,142 @@ export function parseAst(input: string, file = "Dockerfile"): AstResult {
       }, k + 1, k + 1, { hint: "split the line with continuation lines" });
     }
   }
+}
 
-  while (i < tokens.length) {
-    const raw = tokens[i++]!;
+/**
+ * The parser's walk over the file's lines (BuildKit's Parse loop): directives, the
+ * comments since the last instruction, and the warnings so far. `pos` counts the
+ * lines read, so it is also the 1-based number of the last one.
+ */
+class AstReader {
+  readonly directives = new DirectiveState();
+  readonly warnings: ParseWarning[] = [];
+  private comments: string[] = [];
+  private pos = 0;
+
+  constructor(
+    private readonly tokens: string[],
+    private readonly ctx: SourceContext,
+  ) {}
+
+  more(): boolean {
+    return this.pos < this.tokens.length;
+  }
+
+  /** The next instruction with its line range and here-documents, or undefined for a line that holds none. */
+  instruction(): Node | undefined {
+    const raw = this.tokens[this.pos++]!;
     if (isComment(raw)) {
       const comment = trimSpace(raw.slice(1));
-      if (comment === "") comments = [];
-      else comments.push(comment);
+      if (comment === "") this.comments = [];
+      else this.comments.push(comment);
     }
-    let first: { text: string; directive: boolean };
-    try {
-      first = processLine(raw, true);
-    } catch (e) {
-      fail(e, currentLine + 1);
+    const first = this.guard(() => this.processLine(raw, true), this.pos);
+    if (first.directive) this.comments.pop();
+    const startLine = this.pos;
+    const { text, eol } = this.trimContinuation(first.text);
+    if (eol && text.length === 0) return undefined;
+    const line = eol ? text : this.joinContinued(text);
+    const child = this.guard(() => dispatchLine(line, this.directives.escape, this.comments), startLine, this.pos);
+    const trailing = jsonTrailingWarning(child, startLine);
+    if (trailing) this.warnings.push(trailing);
+    if (canContainHeredoc(child) && line.includes("<<")) {
+      const docs = this.guard(() => heredocsFromLine(line), startLine, this.pos);
+      for (const doc of docs) child.heredocs.push({ ...doc, content: this.heredocBody(doc, startLine) });
     }
-    if (first!.directive) comments.pop();
-    currentLine++;
-    const startLine = currentLine;
-    let { text: part, eol } = trimContinuation(first!.text);
-    if (eol && part.length === 0) continue;
-    let line = part;
+    child.startLine = startLine;
+    child.endLine = this.pos;
+    this.comments = [];
+    return child;
+  }
+
+  /** `first` and the lines that continue it, comments and empty lines inside the continuation skipped. */
+  private joinContinued(first: string): string {
+    let line = first;
+    let eol = false;
     let hasEmptyContinuation = false;
-    while (!eol && i < tokens.length) {
-      const rawNext = tokens[i++]!;
-      let processed: string;
-      try {
-        processed = processLine(rawNext, false).text;
-      } catch (e) {
-        fail(e, currentLine + 1);
-      }
-      currentLine++;
-      if (isComment(rawNext)) continue;
-      if (trimLeftSpace(trimNewline(processed!)).length === 0) {
+    while (!eol && this.more()) {
+      const raw = this.tokens[this.pos++]!;
+      const processed = this.guard(() => this.processLine(raw, false), this.pos).text;
+      if (isComment(raw)) continue;
+      if (trimLeftSpace(trimNewline(processed)).length === 0) {
         hasEmptyContinuation = true;
         continue;
       }
-      ({ text: part, eol } = trimContinuation(processed!));
-      line += part;
+      const part = this.trimContinuation(processed);
+      line += part.text;
+      eol = part.eol;
     }
-
     if (hasEmptyContinuation) {
-      warnings.push({
+      this.warnings.push({
         code: "DOCKERFILE_EMPTY_CONTINUATION",
         message: `Empty continuation line found in: ${line} (empty continuation lines will become errors in a future release)`,
-        line: currentLine,
+        line: this.pos,
       });
     }
-
-    let child: Node;
-    try {
-      child = dispatchLine(line, d.escape, comments);
-    } catch (e) {
-      fail(e, startLine, currentLine);
-    }
-
-    const trailing = jsonTrailingWarning(child!, startLine);
-    if (trailing) warnings.push(trailing);
-
-    if (canContainHeredoc(child!) && line.includes("<<")) {
-      let docs: Heredoc[];
-      try {
-        docs = heredocsFromLine(line);
-      } catch (e) {
-        fail(e, startLine, currentLine);
-      }
-      for (const doc of docs!) {
-        let terminated = false;
-        let content = doc.content;
-        while (i < tokens.length) {
-          const body = tokens[i++]!;
-          currentLine++;
-          let candidate = trimNewline(body);
-          if (doc.chomp) candidate = candidate.replace(/^\t+/, "");
-          if (candidate === doc.name) {
-            terminated = true;
-            break;
-          }
-          content += body;
-        }
-        if (!terminated) {
-          throw dockerfileError("DOCKERFILE_HEREDOC", `unterminated heredoc <<${doc.name}`, ctx, startLine, currentLine, {
-            hint: `end the here-document with a line containing only ${doc.name}`,
-          });
-        }
-        child!.heredocs.push({ ...doc, content });
-      }
-    }
-
-    child!.startLine = startLine;
-    child!.endLine = currentLine;
-    if (root.startLine < 0) root.startLine = startLine;
-    root.endLine = currentLine;
-    root.children.push(child!);
-    comments = [];
+    return line;
   }
 
+  /** The lines of a here-document up to its delimiter, which is consumed and not part of it. */
+  private heredocBody(doc: Heredoc, startLine: number): string {
+    let content = doc.content;
+    while (this.more()) {
+      const body = this.tokens[this.pos++]!;
+      let candidate = trimNewline(body);
+      if (doc.chomp) candidate = candidate.replace(/^\t+/, "");
+      if (candidate === doc.name) return content;
+      content += body;
+    }
+    throw dockerfileError("DOCKERFILE_HEREDOC", `unterminated heredoc <<${doc.name}`, this.ctx, startLine, this.pos, {
+      hint: `end the here-document with a line containing only ${doc.name}`,
+    });
+  }
+
+  private processLine(token: string, stripLeft: boolean): { text: string; directive: boolean } {
+    let line = trimNewline(token);
+    if (stripLeft) line = trimLeftSpace(line);
+    const directive = this.directives.check(line);
+    return { text: isComment(line) ? "" : line, directive };
+  }
+
+  private trimContinuation(line: string): { text: string; eol: boolean } {
+    const re = this.directives.continuation;
+    if (re.test(line)) return { text: line.replace(re, "$1"), eol: false };
+    return { text: line, eol: true };
+  }
+
+  /** `f()`, its parse error turned into a Dockerfile error at lines start..end. */
+  private guard<T>(f: () => T, start: number, end?: number): T {
+    try {
+      return f();
+    } catch (e) {
+      if (e instanceof LineParseError) throw dockerfileError(e.code, e.message, this.ctx, start, end, { hint: e.hint });
+      if (e instanceof OcibuildError) throw dockerfileError(e.code, e.message, this.ctx, start, end, { cause: e });
+      throw e;
+    }
+  }
+}
+
+export function parseAst(input: string, file = "Dockerfile"): AstResult {
+  const text = input.startsWith("\ufeff") ? input.slice(1) : input;
+  const tokens = scanLines(text);
+  const ctx: SourceContext = { file, lines: tokens.map(trimNewline) };
+  checkLineLengths(tokens, ctx);
+  const reader = new AstReader(tokens, ctx);
+  const root = newNode("", { startLine: -1 });
+  while (reader.more()) {
+    const child = reader.instruction();
+    if (child === undefined) continue;
+    if (root.startLine < 0) root.startLine = child.startLine;
+    root.endLine = child.endLine;
+    root.children.push(child);
+  }
   if (root.startLine < 0) {
     throw dockerfileError("DOCKERFILE_EMPTY", "file with no instructions", ctx, undefined, undefined, {
       hint: "a Dockerfile needs at least a FROM instruction",
     });
   }
-  return { directives: { ...d.values }, ast: root, warnings, file, lines: ctx.lines };
+  return { directives: { ...reader.directives.values }, ast: root, warnings: reader.warnings, file, lines: ctx.lines };
 }
 
 /**

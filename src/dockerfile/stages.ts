@@ -7,7 +7,7 @@
 import { type SourceContext, type ParseWarning, dockerfileError, suggest } from "./diagnostics.js";
 import type { FromInstr, Instruction } from "./instructions.js";
 import type { ParseResult } from "./parse.js";
-import { OcibuildError } from "../errors.js";
+import { OcibuildError, optionWords } from "../errors.js";
 import { expandWord } from "./shell-words.js";
 import { formatPlatform, parsePlatform, type Platform } from "../oci/platform.js";
 
@@ -81,7 +81,7 @@ export function platformArgs(build: Platform, target: Platform): Record<string, 
   };
 }
 
-const AUTOMATIC_ARGS = new Set([...Object.keys(platformArgs({ os: "", architecture: "" }, { os: "", architecture: "" })), "TARGETSTAGE"]);
+const AUTOMATIC_ARGS: ReadonlySet<string> = new Set([...Object.keys(platformArgs({ os: "", architecture: "" }, { os: "", architecture: "" })), "TARGETSTAGE"]);
 
 /** FROM --platform's expanded value, parsed as --platform is; a bad one names the FROM line. */
 function fromPlatform(text: string, host: Platform, ctx: SourceContext, from: FromInstr): Platform {
@@ -93,19 +93,46 @@ function fromPlatform(text: string, host: Platform, ctx: SourceContext, from: Fr
   }
 }
 
-export function planStages(parsed: ParseResult, opts: StagePlanOptions): StagePlan {
-  const ctx: SourceContext = { file: parsed.file, lines: parsed.lines };
-  const escapeToken = parsed.directives.escape;
-  const buildArgs = opts.buildArgs ?? {};
-  const warnings: ParseWarning[] = [];
-  const at = (i: Instruction) => [i.range.startLine, i.range.endLine] as const;
+/** What planning a file carries from step to step: where errors point, the escape token, the warnings so far. */
+interface Planning {
+  ctx: SourceContext;
+  escapeToken: "\\" | "`";
+  buildArgs: Record<string, string>;
+  warnings: ParseWarning[];
+}
 
-  // Split into global ARGs and stages.
-  const globalArgInstrs: Instruction[] = [];
-  const raw: { from: FromInstr; instructions: Instruction[] }[] = [];
+/** The global scope: the ARGs before the first FROM and their values, and the names they declare. */
+interface GlobalScope {
+  args: Record<string, string>;
+  declared: Set<string>;
+}
+
+type RawStage = { from: FromInstr; instructions: Instruction[] };
+
+export function planStages(parsed: ParseResult, opts: StagePlanOptions): StagePlan {
+  const p: Planning = {
+    ctx: { file: parsed.file, lines: parsed.lines },
+    escapeToken: parsed.directives.escape,
+    buildArgs: opts.buildArgs ?? {},
+    warnings: [],
+  };
+  const { globals, raw } = splitStages(parsed);
+  const scope = globalScope(p, globals, opts);
+  const byName = new Map<string, number>();
+  const stages = raw.map((r, index) => makeStage(p, r, index, scope, byName, opts.buildPlatform));
+  const edges = linkStages(p, stages, byName);
+  const target = opts.target === undefined ? stages.length - 1 : findTarget(opts.target, byName, parsed.file);
+  const order = dependencyOrder(stages, edges, target, p.ctx);
+  return { stages, target, order, warnings: p.warnings, unusedBuildArgs: unusedBuildArgs(p.buildArgs, scope.declared, stages, order) };
+}
+
+/** The instructions before the first FROM, and each FROM with the instructions up to the next. */
+function splitStages(parsed: ParseResult): { globals: Instruction[]; raw: RawStage[] } {
+  const globals: Instruction[] = [];
+  const raw: RawStage[] = [];
   for (const instr of parsed.instructions) {
     if (instr.kind === "from") raw.push({ from: instr, instructions: [] });
-    else if (raw.length === 0) globalArgInstrs.push(instr);
+    else if (raw.length === 0) globals.push(instr);
     else raw[raw.length - 1]!.instructions.push(instr);
   }
   if (raw.length === 0) {
@@ -114,122 +141,110 @@ export function planStages(parsed: ParseResult, opts: StagePlanOptions): StagePl
       hint: "add a FROM instruction",
     });
   }
+  return { globals, raw };
+}
 
-  // Global scope: automatic args (overridable), then ARGs before the first FROM.
-  const globalArgs: Record<string, string> = {};
+/** Automatic args (a build arg overrides them), then the ARGs before the first FROM, each seeing the ones before it. */
+function globalScope(p: Planning, globals: Instruction[], opts: StagePlanOptions): GlobalScope {
+  const args: Record<string, string> = {};
   const automatic: Record<string, string> = {
     ...platformArgs(opts.buildPlatform, opts.targetPlatform),
     TARGETSTAGE: opts.target ?? "default",
   };
-  for (const [k, v] of Object.entries(automatic)) globalArgs[k] = Object.hasOwn(buildArgs, k) ? buildArgs[k]! : v;
+  for (const [k, v] of Object.entries(automatic)) args[k] = Object.hasOwn(p.buildArgs, k) ? p.buildArgs[k]! : v;
   const declared = new Set<string>();
-  for (const instr of globalArgInstrs) {
+  for (const instr of globals) {
     if (instr.kind !== "arg") continue;
     for (const a of instr.args) {
       declared.add(a.key);
       let value: string | undefined;
-      if (Object.hasOwn(buildArgs, a.key)) value = buildArgs[a.key];
-      else if (a.value !== undefined) value = expandOrFail(a.value, globalArgs, escapeToken, ctx, instr);
-      if (value !== undefined) globalArgs[a.key] = value;
+      if (Object.hasOwn(p.buildArgs, a.key)) value = p.buildArgs[a.key];
+      else if (a.value !== undefined) value = expandOrFail(a.value, args, p.escapeToken, p.ctx, instr);
+      if (value !== undefined) args[a.key] = value;
     }
   }
+  return { args, declared };
+}
 
-  // Stages: expand FROM, resolve bases to earlier stages.
-  const byName = new Map<string, number>();
-  const stages: Stage[] = raw.map((r, index) => {
-    const unset = new Set<string>();
-    const base = expandOrFail(r.from.image, globalArgs, escapeToken, ctx, r.from, (n) => unset.add(n));
-    if (base === "") {
-      throw dockerfileError("DOCKERFILE_FROM", `base name (${r.from.image}) should not be blank`, ctx, ...at(r.from), {
-        hint: unset.size > 0 ? `declare ${[...unset].join(", ")} with ARG before the first FROM, or pass --build-arg` : undefined,
-      });
+/** One stage: FROM's image and platform expanded, its base resolved to an earlier stage, its name recorded in `byName`. */
+function makeStage(p: Planning, r: RawStage, index: number, scope: GlobalScope, byName: Map<string, number>, host: Platform): Stage {
+  const unset = new Set<string>();
+  const expand = (word: string) => expandOrFail(word, scope.args, p.escapeToken, p.ctx, r.from, (n) => unset.add(n));
+  const base = expand(r.from.image);
+  if (base === "") {
+    throw dockerfileError("DOCKERFILE_FROM", `base name (${r.from.image}) should not be blank`, p.ctx, r.from.range.startLine, r.from.range.endLine, {
+      hint: unset.size > 0 ? `declare ${[...unset].join(", ")} with ARG before the first FROM, or pass it with ${optionWords("buildArgs")}` : undefined,
+    });
+  }
+  let platform: Platform | undefined;
+  if (r.from.platform !== undefined) {
+    const text = expand(r.from.platform);
+    if (text === "") {
+      throw dockerfileError("DOCKERFILE_FROM", `empty platform value from expression ${r.from.platform}`, p.ctx, r.from.range.startLine, r.from.range.endLine);
     }
-    let platform: Platform | undefined;
-    if (r.from.platform !== undefined) {
-      const text = expandOrFail(r.from.platform, globalArgs, escapeToken, ctx, r.from, (n) => unset.add(n));
-      if (text === "") {
-        throw dockerfileError("DOCKERFILE_FROM", `empty platform value from expression ${r.from.platform}`, ctx, ...at(r.from));
-      }
-      platform = fromPlatform(text, opts.buildPlatform, ctx, r.from);
+    platform = fromPlatform(text, host, p.ctx, r.from);
+  }
+  const line = r.from.range.startLine;
+  for (const n of unset) {
+    if (!scope.declared.has(n)) p.warnings.push({ code: "DOCKERFILE_UNDEFINED_ARG_IN_FROM", message: `FROM argument '${n}' is not declared`, line });
+  }
+  const baseStage = byName.get(base.toLowerCase());
+  const name = r.from.stageName;
+  if (name !== undefined) {
+    if (byName.has(name)) {
+      p.warnings.push({ code: "DOCKERFILE_DUPLICATE_STAGE_NAME", message: `Duplicate stage name "${name}", stage names should be unique`, line });
     }
-    for (const n of unset) {
-      if (!declared.has(n)) {
-        warnings.push({
-          code: "DOCKERFILE_UNDEFINED_ARG_IN_FROM",
-          message: `FROM argument '${n}' is not declared`,
-          line: r.from.range.startLine,
-        });
-      }
-    }
-    const baseStage = byName.get(base.toLowerCase());
-    const name = r.from.stageName;
-    if (name !== undefined) {
-      if (byName.has(name)) {
-        warnings.push({
-          code: "DOCKERFILE_DUPLICATE_STAGE_NAME",
-          message: `Duplicate stage name "${name}", stage names should be unique`,
-          line: r.from.range.startLine,
-        });
-      }
-      byName.set(name, index);
-    }
-    return {
-      index,
-      name,
-      base,
-      baseStage,
-      platform,
-      instructions: r.instructions,
-      from: r.from,
-      dependsOn: baseStage === undefined ? [] : [baseStage],
-      globalArgs: { ...globalArgs },
-    };
-  });
+    byName.set(name, index);
+  }
+  const dependsOn = baseStage === undefined ? [] : [baseStage];
+  return { index, name, base, baseStage, platform, instructions: r.instructions, from: r.from, dependsOn, globalArgs: { ...scope.args } };
+}
 
-  // Dependencies from COPY --from and RUN --mount from= (names resolve against all stages).
-  // edges[i] maps a dependency to the instruction that introduced it (for error lines).
+/**
+ * Dependencies from COPY --from and RUN --mount from= (names resolve against all
+ * stages) added to each stage's dependsOn. The result maps, per stage, each
+ * dependency to the instruction that introduced it (for error lines).
+ */
+function linkStages(p: Planning, stages: Stage[], byName: Map<string, number>): Map<number, Instruction>[] {
   const edges: Map<number, Instruction>[] = stages.map((s) => new Map(s.dependsOn.map((d) => [d, s.from])));
   for (const stage of stages) {
     for (const instr of stage.instructions) {
-      for (const ref of stageRefs(instr, ctx)) {
-        const dep = resolveRef(ref, stages, byName, ctx, instr);
+      for (const ref of stageRefs(instr, p.ctx)) {
+        const dep = resolveRef(ref, stages, byName, p.ctx, instr);
         if (dep !== undefined && !edges[stage.index]!.has(dep)) edges[stage.index]!.set(dep, instr);
       }
     }
     stage.dependsOn = [...edges[stage.index]!.keys()].sort((a, b) => a - b);
   }
+  return edges;
+}
 
-  // Target.
-  let target = stages.length - 1;
-  if (opts.target !== undefined) {
-    const t = byName.get(opts.target.toLowerCase());
-    if (t === undefined) {
-      const near = suggest(opts.target, [...byName.keys()], false);
-      throw new OcibuildError("DOCKERFILE_BAD_TARGET", `target stage "${opts.target}" could not be found`, {
-        file: parsed.file,
-        hint:
-          near !== undefined
-            ? `did you mean ${near}?`
-            : byName.size > 0
-              ? `stages: ${[...byName.keys()].join(", ")}`
-              : "the Dockerfile has no named stages (use FROM image AS name)",
-      });
-    }
-    target = t;
-  }
+/** The index of the stage named `target`; an unknown name suggests a near one or lists the names. */
+function findTarget(target: string, byName: Map<string, number>, file: string): number {
+  const t = byName.get(target.toLowerCase());
+  if (t !== undefined) return t;
+  const near = suggest(target, [...byName.keys()], false);
+  throw new OcibuildError("DOCKERFILE_BAD_TARGET", `target stage "${target}" could not be found`, {
+    file,
+    hint:
+      near !== undefined
+        ? `did you mean ${near}?`
+        : byName.size > 0
+          ? `stages: ${[...byName.keys()].join(", ")}`
+          : "the Dockerfile has no named stages (use FROM image AS name)",
+  });
+}
 
-  const order = dependencyOrder(stages, edges, target, ctx);
-
+/** Build args that no ARG of a built stage (or the global scope) declares, predefined ones apart; sorted. */
+function unusedBuildArgs(buildArgs: Record<string, string>, declared: Set<string>, stages: Stage[], order: number[]): string[] {
   const consumed = new Set(declared);
   for (const i of order) {
     for (const instr of stages[i]!.instructions) if (instr.kind === "arg") for (const a of instr.args) consumed.add(a.key);
   }
-  const unusedBuildArgs = Object.keys(buildArgs)
+  return Object.keys(buildArgs)
     .filter((k) => !consumed.has(k) && !PROXY_ARGS.includes(k) && !AUTOMATIC_ARGS.has(k))
     .filter((k) => !k.startsWith("BUILDKIT_") && k !== "SOURCE_DATE_EPOCH")
     .sort();
-
-  return { stages, target, order, warnings, unusedBuildArgs };
 }
 
 function expandOrFail(

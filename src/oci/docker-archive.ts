@@ -23,7 +23,7 @@ import { removeQuietly } from "../user-path.js";
 import { HashingStream } from "./digest.js";
 import { type LayerEntry, checkAborted } from "./layer.js";
 import { LayerSizeLimit } from "./layer-limit.js";
-import { MediaType } from "./media-types.js";
+import { MediaType, isGzipLayerMediaType } from "./media-types.js";
 import { type ArchiveImage, type ArchiveLayer, dirEntry, fileEntry, writeTarFile } from "./oci-archive.js";
 import { parseReference } from "./reference.js";
 
@@ -46,9 +46,6 @@ export function repoTagsOf(refs: string[]): string[] {
     return ref.familiar; // parseReference gives "latest" when no tag is written
   });
 }
-
-
-const GZIP_TYPES = new Set<string>([MediaType.OCI_LAYER_GZIP, MediaType.DOCKER_LAYER_GZIP]);
 
 /** Decompresses a gzip layer to `path`, checking that the result's sha256 is the layer's DiffID. */
 async function uncompressTo(layer: ArchiveLayer, path: string, maxSize: number | undefined, signal?: AbortSignal): Promise<number> {
@@ -78,7 +75,7 @@ export async function writeDockerArchive(path: string, img: ArchiveImage, opts: 
   checkAborted(opts.signal, "writing the docker archive");
   const repoTags = repoTagsOf(opts.repoTags ?? []);
   for (const l of img.layers) {
-    if (!GZIP_TYPES.has(l.descriptor.mediaType) && l.descriptor.mediaType !== MediaType.OCI_LAYER) {
+    if (!isGzipLayerMediaType(l.descriptor.mediaType) && l.descriptor.mediaType !== MediaType.OCI_LAYER) {
       throw new OcibuildError("OUTPUT_UNSUPPORTED_LAYER", `layer ${l.descriptor.digest} has media type ${l.descriptor.mediaType}, which a docker archive cannot hold`, {
         hint: "docker archives take gzip or uncompressed layers; use an oci: or oci-archive: output",
       });

@@ -34,6 +34,11 @@ export function isLayerMediaType(mt: string | undefined): boolean {
   );
 }
 
+/** A gzip layer as images carry it, OCI's or Docker's (a foreign layer apart). */
+export function isGzipLayerMediaType(mt: string | undefined): boolean {
+  return mt === MediaType.OCI_LAYER_GZIP || mt === MediaType.DOCKER_LAYER_GZIP;
+}
+
 /** Accept header for a manifest GET/HEAD: every manifest and index type we understand. */
 export const MANIFEST_ACCEPT = [
   MediaType.OCI_INDEX,

@@ -19,9 +19,9 @@ export interface Platform {
 }
 
 /** containerd's known operating systems (database.go, from Go's syslist). */
-const KNOWN_OS = new Set(["aix", "android", "darwin", "dragonfly", "freebsd", "hurd", "illumos", "ios", "js", "linux", "nacl", "netbsd", "openbsd", "plan9", "solaris", "windows", "zos"]);
+const KNOWN_OS: ReadonlySet<string> = new Set(["aix", "android", "darwin", "dragonfly", "freebsd", "hurd", "illumos", "ios", "js", "linux", "nacl", "netbsd", "openbsd", "plan9", "solaris", "windows", "zos"]);
 /** containerd's known architectures, after normalisation. */
-const KNOWN_ARCH = new Set([
+const KNOWN_ARCH: ReadonlySet<string> = new Set([
   "386", "amd64", "amd64p32", "arm", "armbe", "arm64", "arm64be", "ppc64", "ppc64le", "loong64", "mips", "mipsle", "mips64", "mips64le",
   "mips64p32", "mips64p32le", "ppc", "riscv", "riscv64", "s390", "s390x", "sparc", "sparc64", "wasm",
 ]);

@@ -8,7 +8,12 @@ import { OcibuildError } from "../errors.js";
 import { type Digest, parseDigest } from "./digest.js";
 
 export const DOCKER_HUB = "docker.io";
-const LEGACY_HUB_HOSTS = new Set(["index.docker.io", "registry-1.docker.io"]);
+const LEGACY_HUB_HOSTS: ReadonlySet<string> = new Set(["index.docker.io", "registry-1.docker.io"]);
+
+/** Docker Hub's other host names ("index.docker.io", "registry-1.docker.io") as "docker.io"; any other host as it is. */
+export function canonicalRegistry(host: string): string {
+  return LEGACY_HUB_HOSTS.has(host) ? DOCKER_HUB : host;
+}
 
 export interface ImageReference {
   /** "docker.io", "ghcr.io", "127.0.0.1:5000", "[::1]:5000" */
@@ -120,7 +125,7 @@ function parse(s: string, defaultTag: boolean): ImageReference {
     registry = DOCKER_HUB;
     repository = rest;
   }
-  if (LEGACY_HUB_HOSTS.has(registry)) registry = DOCKER_HUB;
+  registry = canonicalRegistry(registry);
   if (registry === DOCKER_HUB && !repository.includes("/")) repository = `library/${repository}`;
   if (repository === "") invalid(s, "the repository name is empty");
   for (const comp of repository.split("/")) {

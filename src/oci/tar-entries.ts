@@ -43,7 +43,6 @@ function normalisePrefix(prefix: string | undefined): string {
   return parts.join("/");
 }
 
-/** Linux dev_t -> (major, minor), as glibc's gnu_dev_major/minor. */
 /** Linux dev_t split into major and minor numbers (glibc's gnu_dev_major/minor). */
 export function splitDev(rdev: bigint): { devmajor: number; devminor: number } {
   const devmajor = Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
@@ -56,12 +55,10 @@ export function byUtf8(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8"));
 }
 
-export async function* walkDirectory(root: string, opts: WalkOptions = {}): AsyncGenerator<LayerEntry> {
-  const { signal, filter } = opts;
-  const prefix = normalisePrefix(opts.prefix);
+/** The walk's root: a directory, or a symlink to one (the caller's choice; nothing below it is followed). */
+async function statRoot(root: string): Promise<void> {
   let rootStat: BigIntStats;
   try {
-    // The root itself is the caller's choice and may be a symlink to a directory; nothing below it is followed.
     rootStat = await stat(root, { bigint: true });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") {
@@ -72,7 +69,42 @@ export async function* walkDirectory(root: string, opts: WalkOptions = {}): Asyn
   if (!rootStat.isDirectory()) {
     throw new OcibuildError("LAYER_WALK_NOT_DIRECTORY", `"${root}" is not a directory`, { file: root });
   }
-  // dev:ino of multiply-linked non-directories -> the layer path first written for it.
+}
+
+type EntryBase = Pick<LayerEntry, "path" | "mode" | "uid" | "gid" | "mtime">;
+
+/**
+ * The entry for a non-directory at `abs` (undefined for a socket, which a layer
+ * cannot hold). `seen` maps dev:ino of multiply-linked files to the layer path
+ * first written for them: a second name becomes a hardlink to it.
+ */
+async function leafEntry(abs: string, st: BigIntStats, base: EntryBase, seen: Map<string, string>): Promise<LayerEntry | undefined> {
+  if (st.isSocket()) return undefined;
+  if (st.nlink > 1n) {
+    const key = `${st.dev}:${st.ino}`;
+    const first = seen.get(key);
+    if (first !== undefined) return { ...base, type: "hardlink", linkname: first };
+    seen.set(key, base.path);
+  }
+  if (st.isFile()) {
+    return { ...base, type: "file", size: Number(st.size), sourcePath: abs, open: (s?: AbortSignal) => createReadStream(abs, s ? { signal: s } : {}) };
+  }
+  if (st.isSymbolicLink()) {
+    try {
+      return { ...base, type: "symlink", linkname: await readlink(abs) };
+    } catch (err) {
+      throw walkError(abs, err);
+    }
+  }
+  if (st.isCharacterDevice() || st.isBlockDevice()) return { ...base, type: st.isCharacterDevice() ? "char" : "block", ...splitDev(st.rdev) };
+  if (st.isFIFO()) return { ...base, type: "fifo" };
+  return undefined;
+}
+
+export async function* walkDirectory(root: string, opts: WalkOptions = {}): AsyncGenerator<LayerEntry> {
+  const { signal, filter } = opts;
+  const prefix = normalisePrefix(opts.prefix);
+  await statRoot(root);
   const seen = new Map<string, string>();
 
   async function* walk(absDir: string, relDir: string): AsyncGenerator<LayerEntry> {
@@ -95,9 +127,8 @@ export async function* walkDirectory(root: string, opts: WalkOptions = {}): Asyn
       }
       const isDir = st.isDirectory();
       if (filter && !filter(rel, isDir)) continue;
-      const path = prefix === "" ? rel : `${prefix}/${rel}`;
-      const base = {
-        path,
+      const base: EntryBase = {
+        path: prefix === "" ? rel : `${prefix}/${rel}`,
         mode: Number(st.mode & 0o7777n),
         uid: Number(st.uid),
         gid: Number(st.gid),
@@ -108,31 +139,8 @@ export async function* walkDirectory(root: string, opts: WalkOptions = {}): Asyn
         yield* walk(abs, rel);
         continue;
       }
-      if (st.isSocket()) continue;
-      if (st.nlink > 1n) {
-        const key = `${st.dev}:${st.ino}`;
-        const first = seen.get(key);
-        if (first !== undefined) {
-          yield { ...base, type: "hardlink", linkname: first };
-          continue;
-        }
-        seen.set(key, path);
-      }
-      if (st.isFile()) {
-        yield { ...base, type: "file", size: Number(st.size), sourcePath: abs, open: (s?: AbortSignal) => createReadStream(abs, s ? { signal: s } : {}) };
-      } else if (st.isSymbolicLink()) {
-        let linkname: string;
-        try {
-          linkname = await readlink(abs);
-        } catch (err) {
-          throw walkError(abs, err);
-        }
-        yield { ...base, type: "symlink", linkname };
-      } else if (st.isCharacterDevice() || st.isBlockDevice()) {
-        yield { ...base, type: st.isCharacterDevice() ? "char" : "block", ...splitDev(st.rdev) };
-      } else if (st.isFIFO()) {
-        yield { ...base, type: "fifo" };
-      }
+      const entry = await leafEntry(abs, st, base, seen);
+      if (entry !== undefined) yield entry;
     }
   }
 

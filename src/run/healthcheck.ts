@@ -8,7 +8,7 @@
  * Interval (default 30 s) after it. A command that exits first is unhealthy.
  */
 import { spawn } from "node:child_process";
-import { OcibuildError } from "../errors.js";
+import { OcibuildError, optionWords } from "../errors.js";
 import type { HealthConfig } from "../oci/manifest.js";
 import { effectiveEnv, type RunSpec, type SandboxControl } from "../builder/sandbox/index.js";
 import { which } from "../which.js";
@@ -38,7 +38,7 @@ export async function runHealthcheck(control: SandboxControl, hc: HealthConfig |
   const argv = healthArgv(hc?.Test ?? []);
   if (argv === undefined || argv.length === 0) throw new OcibuildError("RUN_NO_HEALTHCHECK", "the image's HEALTHCHECK has no command");
   const nsenter = which("nsenter");
-  if (nsenter === undefined) throw new OcibuildError("RUN_HEALTHCHECK_UNAVAILABLE", "--healthcheck needs nsenter on the host (Debian: util-linux)");
+  if (nsenter === undefined) throw new OcibuildError("RUN_HEALTHCHECK_UNAVAILABLE", `${optionWords("healthcheck")} needs nsenter on the host (Debian: util-linux)`);
   const interval = (hc?.Interval || 30 * NS) / 1e6;
   const startInterval = (hc?.StartInterval || 5 * NS) / 1e6;
   const startPeriod = (hc?.StartPeriod ?? 0) / 1e6;

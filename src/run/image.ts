@@ -8,7 +8,7 @@
 import { createReadStream } from "node:fs";
 import { mkdir, readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { OcibuildError } from "../errors.js";
+import { OcibuildError, optionWords } from "../errors.js";
 import { runProcess } from "../process.js";
 import { parseDiffID, type Digest, type DiffID } from "../oci/digest.js";
 import { OciLayout, parseLayoutRef } from "../oci/layout.js";
@@ -61,7 +61,7 @@ export async function openRunImage(text: string, opts: OpenImageOptions): Promis
     const blob = async (desc: Descriptor, signal?: AbortSignal) => {
       if (await layout.hasBlob(desc.digest, signal)) return reader.blob(desc, signal);
       throw new OcibuildError("RUN_IMAGE_INCOMPLETE", `layer ${desc.digest} of image ${text} is not in the local content store (a base layer the build never needed to pull)`, {
-        hint: "push the image and run it by reference, or write it with --output oci:DIR and run oci:DIR",
+        hint: `push the image and run it by reference, or write it with ${optionWords("outputs", "oci:DIR")} and run oci:DIR`,
       });
     };
     return fromManifest(text, await reader.manifest(top, opts.signal), { ...reader, blob }, opts);

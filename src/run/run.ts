@@ -7,7 +7,7 @@
  */
 import { cp, mkdir, rename, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { OcibuildError, isOcibuildError } from "../errors.js";
+import { OcibuildError, isOcibuildError, optionWords } from "../errors.js";
 import type { EventSink } from "../builder/events.js";
 import { openCacheDir, resolveCacheDir } from "../builder/cache-dir.js";
 import { emulationError, emulationStatus, runsNatively } from "../builder/emulation.js";
@@ -100,7 +100,7 @@ export async function runImage(opts: RunOptions): Promise<RunOutcome> {
     const image = await openRunImage(opts.image, { platform, cacheDir, registry, scratch, signal: opts.signal });
     if (opts.healthcheck && healthArgv(image.config.config?.Healthcheck?.Test ?? []) === undefined) {
       throw new OcibuildError("RUN_NO_HEALTHCHECK", `the image ${image.name} has no HEALTHCHECK`, {
-        hint: "add a HEALTHCHECK instruction to its Dockerfile, or run without --healthcheck",
+        hint: `add a HEALTHCHECK instruction to its Dockerfile, or run without ${optionWords("healthcheck")}`,
       });
     }
     const emulated = await checkPlatform(image, emit);
@@ -202,7 +202,7 @@ async function keepUpper(mounted: MountedRoot, dest: string): Promise<string> {
     await rename(mounted.upper, target);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === "EEXIST" || code === "ENOTEMPTY") throw new OcibuildError("RUN_KEEP_EXISTS", `--keep ${dest}: the directory already exists`, { file: dest });
+    if (code === "EEXIST" || code === "ENOTEMPTY") throw new OcibuildError("RUN_KEEP_EXISTS", `${optionWords("keep", dest)}: the directory already exists`, { file: dest });
     if (code !== "EXDEV") throw e;
     await cp(mounted.upper, target, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true, errorOnExist: true });
   }

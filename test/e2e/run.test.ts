@@ -140,6 +140,11 @@ describe.skipIf(!ready)("ocibuild run (needs root, bwrap, docker-registry)", () 
     const r = await run(["--keep", keep, ref]);
     expect(r.code).toBe(0);
     expect(await readFile(join(keep, "made-here"), "utf8")).toBe("kept\n");
+    // The library names its option, the CLI the flag.
+    const again = await run(["--keep", keep, ref]);
+    expect(again.stderr).toContain(`error[RUN_KEEP_EXISTS]: --keep ${keep}: the directory already exists\n`);
+    const err = await runImage({ image: ref, cacheDir: f.cacheDir, keep }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "RUN_KEEP_EXISTS", message: `the keep option (${JSON.stringify(keep)}): the directory already exists` });
   }, 60_000);
 
   it("--healthcheck reports healthy, or unhealthy with a non-zero exit", async () => {

@@ -12,6 +12,7 @@ import { EXECUTOR_FLAGS, executorOptionsFrom } from "./executor-flags.js";
 import { hostPlatform, parsePlatformList } from "../../oci/platform.js";
 import { OcibuildError } from "../../errors.js";
 import type { BuildOptions } from "../../api.js";
+import type { BuildOutput } from "../../builder/output.js";
 import { parseOutput } from "./output-flags.js";
 import { SANDBOX_FLAGS, applySandboxFlags } from "./sandbox-flags.js";
 import { COMPAT_SPECS, REFUSED_SPECS, applyCompatFlags, compatRegistryOptions, rejectRefused } from "./compat-flags.js";
@@ -188,10 +189,47 @@ const exists = (path: string) => stat(path).then(() => true, () => false);
 /** Parses `ocibuild build` arguments against the injected environment and working directory. */
 export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSignal): Promise<BuildInvocation> {
   const p = parseFlags(args, BUILD_SPECS);
-  const files: BuildInvocation["files"] = {};
-  if (bool(p, "help")) return { help: true, options: { context: io.cwd }, progress: "auto", quiet: false, files };
+  if (bool(p, "help")) return { help: true, options: { context: io.cwd }, progress: "auto", quiet: false, files: {} };
+  // The flags are checked in this order, so that of two mistakes the same one is reported first.
   rejectUnsupported(p);
   const cwd = io.cwd;
+  const context = resolve(cwd, contextFrom(p, cwd));
+  const { progress, silent } = progressFrom(p);
+  const tags = list(p, "tag");
+  const outputs = outputsFrom(p, tags, cwd);
+  const image = imageOptions(p, io.env);
+  checkPushFlags(p, tags, outputs);
+  const files = resultFiles(p, tags, cwd);
+  const registryOutputs = outputs.filter((o) => o.type === "registry");
+  const options: BuildOptions = {
+    context,
+    tags,
+    buildArgs: parseKeyValues(list(p, "build-arg"), "build-arg", io.env),
+    labels: parseKeyValues(list(p, "label"), "label"),
+    push: !bool(p, "no-push") && tags.length > 0,
+    outputs,
+    // A build reports blob transfers as its own events (push lines, the live view), so the
+    // copy command's one-line-per-blob stderr log is left out here.
+    registry: compatRegistryOptions(p, { ...registryOptionsFrom(p, io), onProgress: undefined }, [...tags, ...registryOutputs.flatMap((o) => o.names ?? [])]),
+    env: io.env,
+  };
+  const file = str(p, "file");
+  if (file === "-") options.dockerfileText = (await readStdin(io, signal)).toString("utf8");
+  else if (file !== undefined) options.dockerfile = await locateDockerfile(file, cwd, context);
+  Object.assign(options, image, cacheOptions(p, cwd), runOptions(p, cwd));
+  const ttl = str(p, "cache-ttl");
+  if (ttl !== undefined) options.cacheTtlSeconds = parseDuration(ttl, "cache-ttl");
+  applyCompatFlags(p, options, (m) => io.stderr.write(`warning: ${m}\n`));
+  applySandboxFlags(p, options, str(p, "executor") ?? "bwrap");
+  if (bool(p, "dry-run")) Object.assign(options, { dryRun: true, push: false, outputs: [] });
+  const call = callFrom(p);
+  const executorOptions = call === "check" ? undefined : executorOptionsFrom(p, io);
+  if (executorOptions) options.executor = new (await import("../../builder/sandbox/buildkit.js")).BuildkitExecutor(executorOptions);
+  return { help: false, ...(call ? { call } : {}), options, progress, quiet: bool(p, "quiet") || silent, files };
+}
+
+/** The context directory: the positional CONTEXT or --context (kaniko's dir://PATH), plus --context-sub-path. */
+function contextFrom(p: ParsedFlags, cwd: string): string {
   let contextArg = str(p, "context");
   if (contextArg?.startsWith("dir://")) contextArg = contextArg.slice("dir://".length);
   if (contextArg !== undefined && /^[a-z0-9]+:\/\//.test(contextArg)) {
@@ -204,38 +242,53 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
   const contextRoot = p.positionals[0] ?? contextArg;
   if (contextRoot === undefined) throw new OcibuildError("USAGE_MISSING_ARGUMENT", "missing build CONTEXT (a directory, e.g. '.')", { hint: "ocibuild [flags] CONTEXT (run ocibuild build --help)" });
   // kaniko's --context-sub-path: a subdirectory of the context is the context.
-  const context = join(contextRoot, str(p, "context-sub-path") ?? "");
+  return join(contextRoot, str(p, "context-sub-path") ?? "");
+}
 
+/** --progress: buildx's rawjson (one JSON object per line) is ocibuild's json events; quiet and none are -q. */
+function progressFrom(p: ParsedFlags): { progress: BuildInvocation["progress"]; silent: boolean } {
   const progressFlag = str(p, "progress") ?? "auto";
   if (!["auto", "plain", "json", "tty", "rawjson", "quiet", "none"].includes(progressFlag)) {
     throw new OcibuildError("USAGE_BAD_VALUE", `--progress must be auto, tty, plain, json, rawjson, quiet or none, not "${progressFlag}"`);
   }
-  // buildx's rawjson (one JSON object per line) is ocibuild's json events; quiet and none are -q.
   const silent = progressFlag === "quiet" || progressFlag === "none";
   const progress = progressFlag === "rawjson" ? "json" : silent ? "auto" : progressFlag;
+  return { progress: progress as BuildInvocation["progress"], silent };
+}
 
-  const tags = list(p, "tag");
-  const refs = tags.map((t) => asUsage(() => parseReference(t), `-t ${t}`)); // a bad -t is a usage error before any work
+/** --output, and kaniko's --oci-layout-path and --tar-path as outputs; a bad -t is a usage error before any work. */
+function outputsFrom(p: ParsedFlags, tags: string[], cwd: string): BuildOutput[] {
+  const refs = tags.map((t) => asUsage(() => parseReference(t), `-t ${t}`));
   const outputs = list(p, "output").map((o) => asUsage(() => parseOutput(o, cwd), `--output ${o}`));
   const layoutPath = str(p, "oci-layout-path");
   // kaniko leaves this layout untagged; it is named so that umoci and skopeo open it by tag.
   if (layoutPath) outputs.push({ type: "oci", dest: resolve(cwd, layoutPath), tag: refs[0]?.tag ?? "latest" });
   const tarPath = str(p, "tar-path");
   if (tarPath) outputs.push({ type: "docker-archive", dest: resolve(cwd, tarPath) });
+  return outputs;
+}
 
+/** What image is made: the target stage and platforms, the gzip level, and the timestamps' clamp. */
+function imageOptions(p: ParsedFlags, env: Record<string, string | undefined>): Pick<BuildOptions, "compressionLevel" | "platform" | "sourceDateEpoch" | "target"> {
+  const out: Pick<BuildOptions, "compressionLevel" | "platform" | "sourceDateEpoch" | "target"> = {};
   const level = str(p, "compression-level");
   if (level !== undefined && !/^[0-9]$/.test(level)) throw new OcibuildError("USAGE_BAD_VALUE", `--compression-level must be 0-9, not "${level}"`);
+  if (level !== undefined) out.compressionLevel = Number(level);
   const platformFlag = str(p, "platform");
   // Parsed here, once: the library gets platforms, not text to parse again.
-  const platform = platformFlag === undefined ? undefined : asUsage(() => parsePlatformList(platformFlag, hostPlatform()), `--platform ${platformFlag}`);
-
-  let sourceDateEpoch: number | undefined;
-  const sde = io.env.SOURCE_DATE_EPOCH;
+  if (platformFlag !== undefined) out.platform = asUsage(() => parsePlatformList(platformFlag, hostPlatform()), `--platform ${platformFlag}`);
+  const sde = env.SOURCE_DATE_EPOCH;
   if (sde !== undefined && sde !== "") {
     if (!/^\d+$/.test(sde)) throw new OcibuildError("USAGE_BAD_VALUE", `SOURCE_DATE_EPOCH must be whole seconds, not "${sde}"`);
-    sourceDateEpoch = Number(sde);
-  } else if (bool(p, "reproducible")) sourceDateEpoch = 0;
+    out.sourceDateEpoch = Number(sde);
+  } else if (bool(p, "reproducible")) out.sourceDateEpoch = 0;
+  const target = str(p, "target");
+  if (target !== undefined) out.target = target;
+  return out;
+}
 
+/** --push, --no-push and registry outputs must agree, and a push needs somewhere to go. */
+function checkPushFlags(p: ParsedFlags, tags: string[], outputs: BuildOutput[]): void {
   const noPush = bool(p, "no-push");
   if (noPush && bool(p, "push")) throw new OcibuildError("USAGE_BAD_VALUE", "--push and --no-push contradict each other");
   if (bool(p, "push") && tags.length === 0) throw new OcibuildError("USAGE_MISSING_ARGUMENT", "--push needs at least one -t/--tag");
@@ -244,71 +297,56 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
     throw new OcibuildError("USAGE_MISSING_ARGUMENT", "--output type=registry needs name=REF or a -t/--tag to push to", { details: { flag: "--output" } });
   }
   if (registryOutputs.length > 0 && noPush) throw new OcibuildError("USAGE_BAD_VALUE", "--output type=registry and --no-push contradict each other");
+}
 
-  files.digest = str(p, "digest-file");
-  files.imageNameWithDigest = str(p, "image-name-with-digest-file");
-  files.imageNameTagWithDigest = str(p, "image-name-tag-with-digest-file");
-  files.iid = str(p, "iidfile");
-  files.metadata = str(p, "metadata-file");
-  for (const [flag, v] of [["image-name-with-digest-file", files.imageNameWithDigest], ["image-name-tag-with-digest-file", files.imageNameTagWithDigest]] as const) {
-    if (v !== undefined && tags.length === 0) throw new OcibuildError("USAGE_MISSING_ARGUMENT", `--${flag} needs at least one -t/--destination`);
+/** The files the CLI writes after the build (digest, names with digest, image ID, metadata), as absolute paths. */
+function resultFiles(p: ParsedFlags, tags: string[], cwd: string): BuildInvocation["files"] {
+  const named: [keyof BuildInvocation["files"], string][] = [
+    ["digest", "digest-file"],
+    ["imageNameWithDigest", "image-name-with-digest-file"],
+    ["imageNameTagWithDigest", "image-name-tag-with-digest-file"],
+    ["iid", "iidfile"],
+    ["metadata", "metadata-file"],
+  ];
+  for (const flag of ["image-name-with-digest-file", "image-name-tag-with-digest-file"]) {
+    if (str(p, flag) !== undefined && tags.length === 0) throw new OcibuildError("USAGE_MISSING_ARGUMENT", `--${flag} needs at least one -t/--destination`);
   }
-  for (const k of Object.keys(files) as (keyof typeof files)[]) {
-    if (files[k] === undefined) delete files[k];
-    else files[k] = resolve(cwd, files[k]!);
+  const files: BuildInvocation["files"] = {};
+  for (const [key, flag] of named) {
+    const v = str(p, flag);
+    if (v !== undefined) files[key] = resolve(cwd, v);
   }
+  return files;
+}
 
-  const file = str(p, "file");
+/** The cache's directory, whether to read and write it, its registry repository; the layer size bound. */
+function cacheOptions(p: ParsedFlags, cwd: string): Partial<BuildOptions> {
+  const out: Partial<BuildOptions> = {};
   const cacheDir = str(p, "cache-dir");
-  const options: BuildOptions = {
-    context: resolve(cwd, context),
-    tags,
-    buildArgs: parseKeyValues(list(p, "build-arg"), "build-arg", io.env),
-    labels: parseKeyValues(list(p, "label"), "label"),
-    push: !noPush && tags.length > 0,
-    outputs,
-    // A build reports blob transfers as its own events (push lines, the live view), so the
-    // copy command's one-line-per-blob stderr log is left out here.
-    registry: compatRegistryOptions(p, { ...registryOptionsFrom(p, io), onProgress: undefined }, [...tags, ...registryOutputs.flatMap((o) => o.names ?? [])]),
-    env: io.env,
-  };
-  if (file === "-") options.dockerfileText = (await readStdin(io, signal)).toString("utf8");
-  else if (file !== undefined) options.dockerfile = await locateDockerfile(file, cwd, options.context);
-  const target = str(p, "target");
-  if (target !== undefined) options.target = target;
-  if (platform !== undefined) options.platform = platform;
-  if (cacheDir !== undefined) options.cacheDir = resolve(cwd, cacheDir);
-  if (sourceDateEpoch !== undefined) options.sourceDateEpoch = sourceDateEpoch;
-  if (level !== undefined) options.compressionLevel = Number(level);
-  if (bool(p, "skip-push-permission-check")) options.skipPushPermissionCheck = true;
+  if (cacheDir !== undefined) out.cacheDir = resolve(cwd, cacheDir);
+  if (bool(p, "skip-push-permission-check")) out.skipPushPermissionCheck = true;
   const maxLayerSize = str(p, "max-layer-size");
-  if (maxLayerSize !== undefined) options.maxLayerSize = parseSize(maxLayerSize, "max-layer-size");
-  if (bool(p, "no-cache")) options.noCache = true;
-  if (bool(p, "no-cache-write")) options.noCacheWrite = true;
+  if (maxLayerSize !== undefined) out.maxLayerSize = parseSize(maxLayerSize, "max-layer-size");
+  if (bool(p, "no-cache")) out.noCache = true;
+  if (bool(p, "no-cache-write")) out.noCacheWrite = true;
   const cacheRepo = str(p, "cache-repo");
   if (cacheRepo !== undefined) {
     asUsage(() => parseReference(cacheRepo), `--cache-repo ${cacheRepo}`);
-    options.cacheRepo = cacheRepo;
+    out.cacheRepo = cacheRepo;
   }
+  return out;
+}
+
+/** What RUN steps get: secrets, ssh agents, entitlements and the default network. */
+function runOptions(p: ParsedFlags, cwd: string): Partial<BuildOptions> {
+  const out: Partial<BuildOptions> = {};
   const secrets = list(p, "secret").map((v) => asUsage(() => parseSecretFlag(v), `--secret ${v.replace(/(src|source|env)=[^,]*/g, "$1=…")}`));
-  if (secrets.length > 0) options.secrets = secrets.map((s) => (s.src !== undefined ? { ...s, src: resolve(cwd, s.src) } : s));
+  if (secrets.length > 0) out.secrets = secrets.map((s) => (s.src !== undefined ? { ...s, src: resolve(cwd, s.src) } : s));
   const ssh = list(p, "ssh").map(parseSshFlag);
-  if (ssh.length > 0) options.ssh = ssh.map((s) => ({ ...s, paths: s.paths.map((x) => resolve(cwd, x)) }));
+  if (ssh.length > 0) out.ssh = ssh.map((s) => ({ ...s, paths: s.paths.map((x) => resolve(cwd, x)) }));
   const allow = list(p, "allow");
-  if (allow.length > 0) options.allow = allow;
+  if (allow.length > 0) out.allow = allow;
   const net = str(p, "network");
-  if (net !== undefined) options.network = net as "default" | "none" | "host";
-  const ttl = str(p, "cache-ttl");
-  if (ttl !== undefined) options.cacheTtlSeconds = parseDuration(ttl, "cache-ttl");
-  applyCompatFlags(p, options, (m) => io.stderr.write(`warning: ${m}\n`));
-  applySandboxFlags(p, options, str(p, "executor") ?? "bwrap");
-  if (bool(p, "dry-run")) {
-    options.dryRun = true;
-    options.push = false;
-    options.outputs = [];
-  }
-  const call = callFrom(p);
-  const executorOptions = call === "check" ? undefined : executorOptionsFrom(p, io);
-  if (executorOptions) options.executor = new (await import("../../builder/sandbox/buildkit.js")).BuildkitExecutor(executorOptions);
-  return { help: false, ...(call ? { call } : {}), options, progress: progress as BuildInvocation["progress"], quiet: bool(p, "quiet") || silent, files };
+  if (net !== undefined) out.network = net as "default" | "none" | "host";
+  return out;
 }

@@ -8,7 +8,7 @@
 import { OcibuildError } from "../../errors.js";
 import type { BuildOptions } from "../../api.js";
 import type { RegistryOptions } from "../../oci/registry/types.js";
-import { parseReference } from "../../oci/reference.js";
+import { canonicalRegistry, parseReference } from "../../oci/reference.js";
 import { type FlagSpec, type ParsedFlags, bool, list, str } from "../flags.js";
 
 const s = (name: string, valueName: string, description: string, extra: Partial<FlagSpec> = {}): FlagSpec => ({ names: [name], type: "string", valueName, description, ...extra });
@@ -90,8 +90,6 @@ export function rejectRefused(p: ParsedFlags): void {
   }
 }
 
-const LEGACY_HUB = new Set(["index.docker.io", "registry-1.docker.io", "docker.io"]);
-
 /** kaniko's --registry-map values: REG=MIRROR, several separated by ';', repeatable. */
 export function parseRegistryMap(values: string[]): Record<string, string[]> {
   const map: Record<string, string[]> = {};
@@ -103,8 +101,7 @@ export function parseRegistryMap(values: string[]): Record<string, string[]> {
     if (to.replace(/^[a-z]+:\/\//i, "").includes("/")) {
       throw new OcibuildError("USAGE_UNSUPPORTED_FLAG", `--registry-map ${item}: a mirror with a repository path is not supported`, { hint: "map to a registry host[:port] that serves the same repository names" });
     }
-    const key = LEGACY_HUB.has(from) ? "docker.io" : from;
-    (map[key] ??= []).push(to);
+    (map[canonicalRegistry(from)] ??= []).push(to);
   }
   return map;
 }

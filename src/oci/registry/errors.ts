@@ -2,7 +2,7 @@
  * Registry errors: keep the HTTP status and the registry's JSON error list, and
  * say whether a retry could help (retry.ts decides which can). Never include credentials.
  */
-import { OcibuildError } from "../../errors.js";
+import { OcibuildError, optionWords } from "../../errors.js";
 import { causeChain, codeOf, isRetryableNetworkError, isRetryableStatus } from "./retry.js";
 
 export interface RegistryErrorEntry {
@@ -96,7 +96,9 @@ export function networkError(registry: string, what: string, e: unknown): Ocibui
     return new OcibuildError("REGISTRY_TLS", `${what}: TLS with ${registry} failed: ${(e as Error).message}`, {
       cause: e,
       details: { registry },
-      hint: `trust the registry's CA with --registry-certificate ${registry}=/path/ca.pem, or (unsafe) --skip-tls-verify-registry ${registry}; use --insecure-registry ${registry} for plain HTTP`,
+      hint:
+        `trust the registry's CA with ${optionWords("registry.registryCertificates", `${registry}=/path/ca.pem`)}, or (unsafe) ${optionWords("registry.skipTlsVerifyRegistries", registry)}; ` +
+        `use ${optionWords("registry.insecureRegistries", registry)} for plain HTTP`,
     });
   }
   const code = codeOf(e) ?? codeOf((e as { cause?: unknown })?.cause);

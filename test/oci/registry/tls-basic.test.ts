@@ -6,6 +6,7 @@ import { promisify } from "node:util";
 import { randomBytes } from "node:crypto";
 import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { formatError } from "../../../src/cli/errors.js";
 import { main } from "../../../src/cli/main.js";
 import type { OcibuildError } from "../../../src/errors.js";
 import { copyImage } from "../../../src/oci/copy.js";
@@ -51,7 +52,12 @@ describe.skipIf(!haveRegistry() || !haveOpenssl() || !haveHtpasswd())("TLS with 
     await client.close();
     expect(err.code).toBe("REGISTRY_TLS");
     expect(err.message).toContain(reg.host);
-    expect(err.hint).toContain("--registry-certificate");
+    // The library names its options; the CLI shows the flags.
+    expect(err.hint).toContain(`the registry.registryCertificates option ("${reg.host}=/path/ca.pem")`);
+    expect(err.hint).not.toContain("--");
+    expect(formatError(err)).toContain(
+      `hint: trust the registry's CA with --registry-certificate ${reg.host}=/path/ca.pem, or (unsafe) --skip-tls-verify-registry ${reg.host}; use --insecure-registry ${reg.host} for plain HTTP\n`,
+    );
   });
 
   it("pushes and pulls with the CA given per registry and basic auth from config.json", async () => {

@@ -15,20 +15,18 @@ import { HashingStream, VerifyingStream } from "../../../oci/digest.js";
 import type { EntryType, LayerEntry } from "../../../oci/layer.js";
 import type { OciLayout } from "../../../oci/layout.js";
 import type { Descriptor } from "../../../oci/manifest.js";
-import { MediaType } from "../../../oci/media-types.js";
+import { isGzipLayerMediaType } from "../../../oci/media-types.js";
 import type { ImageReference } from "../../../oci/reference.js";
 import type { RegistryClient } from "../../../oci/registry/index.js";
 import { readTar, type TarEntry, type TarEntryType } from "../../fs/tar-reader.js";
 import type { LayerRecord } from "../../stage-state.js";
-
-const GZIP_TYPES = new Set<string>([MediaType.OCI_LAYER_GZIP, MediaType.DOCKER_LAYER_GZIP]);
 
 /**
  * Directories the OCI runtime mounts over (procfs, the /dev tmpfs, sysfs). When one
  * shows up in a diff it was created as a mount point: a command cannot create or
  * change the directory under a live mount.
  */
-export const RUNTIME_MOUNT_STUBS = new Set(["dev", "proc", "sys"]);
+export const RUNTIME_MOUNT_STUBS: ReadonlySet<string> = new Set(["dev", "proc", "sys"]);
 
 const TYPES: Partial<Record<TarEntryType, EntryType>> = {
   file: "file",
@@ -88,7 +86,7 @@ export async function importLayer(
   opts: ImportOptions = {},
 ): Promise<LayerRecord | undefined> {
   const { signal } = opts;
-  if (!GZIP_TYPES.has(desc.mediaType)) {
+  if (!isGzipLayerMediaType(desc.mediaType)) {
     throw new OcibuildError("BUILDKIT_LAYER_UNSUPPORTED", `the BuildKit daemon produced a layer of type ${desc.mediaType}; ocibuild asks for gzip layers`, {
       details: { digest: desc.digest },
     });
