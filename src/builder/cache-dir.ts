@@ -18,7 +18,7 @@ export function defaultCacheDir(env: Record<string, string | undefined>): string
 }
 
 /** Errors that say "this place is not ours to write", as opposed to a failing disk. */
-const NOT_WRITABLE = new Set(["EACCES", "EPERM", "EROFS", "ENOENT", "ENOTDIR"]);
+const NOT_WRITABLE: ReadonlySet<string> = new Set(["EACCES", "EPERM", "EROFS", "ENOENT", "ENOTDIR"]);
 
 /**
  * A temp-dir cache for this user: `ocibuild-cache-UID`, reused across builds when it
