@@ -43,7 +43,6 @@ function normalisePrefix(prefix: string | undefined): string {
   return parts.join("/");
 }
 
-/** Linux dev_t -> (major, minor), as glibc's gnu_dev_major/minor. */
 /** Linux dev_t split into major and minor numbers (glibc's gnu_dev_major/minor). */
 export function splitDev(rdev: bigint): { devmajor: number; devminor: number } {
   const devmajor = Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
@@ -57,21 +56,8 @@ export function byUtf8(a: string, b: string): number {
 }
 
 export async function* walkDirectory(root: string, opts: WalkOptions = {}): AsyncGenerator<LayerEntry> {
-  const { signal, filter } = opts;
   const prefix = normalisePrefix(opts.prefix);
-  let rootStat: BigIntStats;
-  try {
-    // The root itself is the caller's choice and may be a symlink to a directory; nothing below it is followed.
-    rootStat = await stat(root, { bigint: true });
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") {
-      throw new OcibuildError("LAYER_WALK_NOT_FOUND", `directory "${root}" does not exist`, { file: root, cause: err });
-    }
-    throw walkError(root, err);
-  }
-  if (!rootStat.isDirectory()) {
-    throw new OcibuildError("LAYER_WALK_NOT_DIRECTORY", `"${root}" is not a directory`, { file: root });
-  }
+  await checkRoot(root);
   // dev:ino of multiply-linked non-directories -> the layer path first written for it.
   const seen = new Map<string, string>();
 
@@ -84,7 +70,7 @@ export async function* walkDirectory(root: string, opts: WalkOptions = {}): Asyn
     }
     names.sort(byUtf8);
     for (const name of names) {
-      checkAborted(signal, "walking the directory");
+      checkAborted(opts.signal, "walking the directory");
       const abs = join(absDir, name);
       const rel = relDir === "" ? name : `${relDir}/${name}`;
       let st: BigIntStats;
@@ -93,48 +79,57 @@ export async function* walkDirectory(root: string, opts: WalkOptions = {}): Asyn
       } catch (err) {
         throw walkError(abs, err);
       }
-      const isDir = st.isDirectory();
-      if (filter && !filter(rel, isDir)) continue;
-      const path = prefix === "" ? rel : `${prefix}/${rel}`;
-      const base = {
-        path,
-        mode: Number(st.mode & 0o7777n),
-        uid: Number(st.uid),
-        gid: Number(st.gid),
-        mtime: new Date(Number(st.mtimeMs)),
-      };
-      if (isDir) {
-        yield { ...base, type: "directory" };
-        yield* walk(abs, rel);
-        continue;
-      }
-      if (st.isSocket()) continue;
-      if (st.nlink > 1n) {
-        const key = `${st.dev}:${st.ino}`;
-        const first = seen.get(key);
-        if (first !== undefined) {
-          yield { ...base, type: "hardlink", linkname: first };
-          continue;
-        }
-        seen.set(key, path);
-      }
-      if (st.isFile()) {
-        yield { ...base, type: "file", size: Number(st.size), sourcePath: abs, open: (s?: AbortSignal) => createReadStream(abs, s ? { signal: s } : {}) };
-      } else if (st.isSymbolicLink()) {
-        let linkname: string;
-        try {
-          linkname = await readlink(abs);
-        } catch (err) {
-          throw walkError(abs, err);
-        }
-        yield { ...base, type: "symlink", linkname };
-      } else if (st.isCharacterDevice() || st.isBlockDevice()) {
-        yield { ...base, type: st.isCharacterDevice() ? "char" : "block", ...splitDev(st.rdev) };
-      } else if (st.isFIFO()) {
-        yield { ...base, type: "fifo" };
-      }
+      if (opts.filter && !opts.filter(rel, st.isDirectory())) continue;
+      const entry = await entryOf(abs, prefix === "" ? rel : `${prefix}/${rel}`, st, seen);
+      if (entry !== undefined) yield entry;
+      if (st.isDirectory()) yield* walk(abs, rel);
     }
   }
 
   yield* walk(root, "");
+}
+
+/** The walk's root must be a directory (or a symlink to one: the caller's choice; nothing below it is followed). */
+async function checkRoot(root: string): Promise<void> {
+  let rootStat: BigIntStats;
+  try {
+    rootStat = await stat(root, { bigint: true });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") {
+      throw new OcibuildError("LAYER_WALK_NOT_FOUND", `directory "${root}" does not exist`, { file: root, cause: err });
+    }
+    throw walkError(root, err);
+  }
+  if (!rootStat.isDirectory()) {
+    throw new OcibuildError("LAYER_WALK_NOT_DIRECTORY", `"${root}" is not a directory`, { file: root });
+  }
+}
+
+/**
+ * The layer entry for `abs` (lstat `st`) at layer path `path`: a "hardlink" to the
+ * first path of an inode seen before (`seen`, dev:ino -> path), undefined for a socket.
+ */
+async function entryOf(abs: string, path: string, st: BigIntStats, seen: Map<string, string>): Promise<LayerEntry | undefined> {
+  const base = { path, mode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid), mtime: new Date(Number(st.mtimeMs)) };
+  if (st.isDirectory()) return { ...base, type: "directory" };
+  if (st.isSocket()) return undefined;
+  if (st.nlink > 1n) {
+    const key = `${st.dev}:${st.ino}`;
+    const first = seen.get(key);
+    if (first !== undefined) return { ...base, type: "hardlink", linkname: first };
+    seen.set(key, path);
+  }
+  if (st.isFile()) {
+    return { ...base, type: "file", size: Number(st.size), sourcePath: abs, open: (s?: AbortSignal) => createReadStream(abs, s ? { signal: s } : {}) };
+  }
+  if (st.isSymbolicLink()) {
+    try {
+      return { ...base, type: "symlink", linkname: await readlink(abs) };
+    } catch (err) {
+      throw walkError(abs, err);
+    }
+  }
+  if (st.isCharacterDevice() || st.isBlockDevice()) return { ...base, type: st.isCharacterDevice() ? "char" : "block", ...splitDev(st.rdev) };
+  if (st.isFIFO()) return { ...base, type: "fifo" };
+  return undefined;
 }
