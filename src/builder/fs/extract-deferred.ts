@@ -1,5 +1,5 @@
 /**
- * The last part of a layer's extraction (extract.ts extractLayer): once every entry is
+ * The last part of a layer's extraction (extractor.ts Extractor.finish): once every entry is
  * written, the extended attributes, then each directory's owner, mode and mtime
  * (children change a directory's mtime, so directories come last), each only on a
  * path that is still reached through real directories.

@@ -28,7 +28,27 @@ export function chainId(diffIds: DiffID[]): string {
  * using the one that was renamed first.
  */
 export class LayerStore {
+  /** Layers being made ready through this store (in this build), per DiffID. */
+  private readonly inFlight = new Map<string, Promise<string>>();
+
   constructor(readonly dir: string) {}
+
+  /**
+   * `ready()` for this DiffID, once at a time: callers asking while it runs share
+   * its promise. Stages running in parallel on the same base ask for the same layers
+   * at the same moment and so share one download and one extraction. Once settled
+   * the layer is in the store (or, after a failure, the next caller tries again).
+   */
+  once(diffId: DiffID, ready: () => Promise<string>): Promise<string> {
+    let p = this.inFlight.get(diffId);
+    if (p === undefined) {
+      p = ready();
+      this.inFlight.set(diffId, p);
+      const done = () => this.inFlight.delete(diffId);
+      p.then(done, done);
+    }
+    return p;
+  }
 
   /** Where the layer with this DiffID lives (whether or not it is there yet). */
   layerDir(diffId: DiffID): string {

@@ -193,21 +193,104 @@ async function mountFuseOverlay(scratchDir: string, count: number, signal?: Abor
   const merged = join(scratchDir, "merged");
   const r = await runProcess(tool, ["-o", `lowerdir=${lowers},upperdir=${join(scratchDir, "upper")},workdir=${join(scratchDir, "work")}`, merged], { cwd: scratchDir, signal });
   if (r.code !== 0) return r.stderr.trim().split("\n").at(-1) || `exit ${r.code}`;
+  return mountedOverlay(scratchDir, "fuse-overlayfs");
+}
+
+/**
+ * The kernel's overlayfs over the `l/N` links of `scratchDir`. Returns "" once
+ * mounted, otherwise why not (the last option set's failure).
+ */
+async function mountKernelOverlay(scratchDir: string, count: number, signal?: AbortSignal): Promise<string> {
+  const lowerOpt = (p: string) => Array.from({ length: count }, (_, i) => `${p}l/${count - 1 - i}`).join(":");
+  // Outside the initial user namespace overlayfs keeps its metadata in user.overlay.* xattrs.
+  const basic = (p: string) => [`lowerdir=${lowerOpt(p)}`, `upperdir=${p}upper`, `workdir=${p}work`, ...(isRealRoot() ? [] : ["userxattr"])];
+  // Plain copy-up semantics (whole files, no redirects, no index) keep the upperdir a
+  // self-contained change; kernels that do not know an option get the plain mount.
+  // `volatile` (Linux 5.10+): no syncs to the upper filesystem. Without it, every
+  // unmount synced the whole filesystem under the cache dir (ovl_sync_fs): 200 ms
+  // after a step on a freshly extracted base, all of it writing back the base's
+  // files. A step's upper dir is thrown away or kept as a cache layer, never needed
+  // to survive a crash more than any other file the build writes without fsync.
+  const plain = (p: string) => [...basic(p), "index=off", "metacopy=off", "redirect_dir=off"];
+  let failure = "";
+  for (const o of [(p: string) => [...plain(p), "volatile"], plain, basic]) {
+    try {
+      failure = await mountOverlay(scratchDir, (p) => o(p).join(","), signal);
+    } catch (e) {
+      if (signal?.aborted) throw new OcibuildError("ROOTFS_ABORTED", "mounting the stage root was aborted", { cause: e });
+      failure = (e as Error).message;
+    }
+    if (failure === "") break;
+  }
+  return failure;
+}
+
+/** The root mounted (by either overlay) at `scratchDir`/merged; unmount() also removes the workdir and the `l/N` links. */
+function mountedOverlay(scratchDir: string, mode: "overlay" | "fuse-overlayfs"): MountedRoot {
+  const merged = join(scratchDir, "merged");
+  const work = join(scratchDir, "work");
   let mounted = true;
   return {
     merged,
     upper: join(scratchDir, "upper"),
-    work: join(scratchDir, "work"),
-    mode: "fuse-overlayfs",
+    work,
+    mode,
     async unmount() {
       if (!mounted) return;
       const failed = await unmountOverlay(merged);
       if (failed !== "") throw new OcibuildError("ROOTFS_UNMOUNT_FAILED", `cannot unmount ${merged}: ${failed}`, { details: { path: merged } });
       mounted = false;
-      await rm(join(scratchDir, "work"), { recursive: true, force: true });
+      await rm(work, { recursive: true, force: true });
       await rm(join(scratchDir, "l"), { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Above the limit of lower layers one mount takes (opts.maxLowerDirs, at most
+ * MAX_LOWER_DIRS), the bottom ones copied into one directory, `scratchDir`/flat.
+ */
+async function flattenBottom(lowers: string[], scratchDir: string, opts: MountOptions, log: (msg: string) => void): Promise<string[]> {
+  const max = Math.min(opts.maxLowerDirs ?? 128, MAX_LOWER_DIRS);
+  if (lowers.length <= max) return lowers;
+  const flat = join(scratchDir, "flat");
+  const cut = lowers.length - max + 1;
+  log(`flattening the bottom ${cut} of ${lowers.length} layers into one directory (overlay stacking limit)`);
+  await rm(flat, { recursive: true, force: true });
+  await mkdir(flat);
+  await materialize(lowers.slice(0, cut), flat, { signal: opts.signal, onWarning: log });
+  return [flat, ...lowers.slice(cut)];
+}
+
+/**
+ * The upper and work directories, and the lower layers as links `l/0`, `l/1`...
+ * (bottom first; an empty directory when there is none): short names behind a
+ * /proc/self/fd prefix keep the mount options under the page-size limit however
+ * deep scratchDir is. Returns how many links there are.
+ */
+async function prepareOverlayDirs(lowers: string[], scratchDir: string): Promise<number> {
+  await mkdir(join(scratchDir, "upper"), { recursive: true });
+  await mkdir(join(scratchDir, "work"), { recursive: true });
+  const l = join(scratchDir, "l");
+  await rm(l, { recursive: true, force: true });
+  await mkdir(l);
+  if (lowers.length === 0) {
+    await mkdir(join(scratchDir, "empty"), { recursive: true });
+    lowers = [join(scratchDir, "empty")];
+  }
+  for (let i = 0; i < lowers.length; i++) await symlink(lowers[i]!, join(l, String(i)));
+  return lowers.length;
+}
+
+/** Copy mode: the merged tree materialised at `scratchDir`/merged, its upper the same tree. */
+async function copyRoot(lowerDirs: string[], scratchDir: string, signal: AbortSignal | undefined, log: (msg: string) => void): Promise<MountedRoot> {
+  const merged = join(scratchDir, "merged");
+  await materialize(lowerDirs, merged, { signal, onWarning: log });
+  const marker = join(scratchDir, "copied-at");
+  await writeFile(marker, "");
+  const copiedAtMs = (await stat(marker)).ctimeMs;
+  log(`root: copy of ${lowerDirs.length} layer(s) at ${merged}`);
+  return { merged, upper: merged, work: "", mode: "copy", copiedAtMs, async unmount() {} };
 }
 
 export async function mountRoot(lowerDirs: string[], scratchDir: string, opts: MountOptions = {}): Promise<MountedRoot> {
@@ -215,92 +298,23 @@ export async function mountRoot(lowerDirs: string[], scratchDir: string, opts: M
   const log = opts.onLog ?? (() => {});
   if (signal?.aborted) throw new OcibuildError("ROOTFS_ABORTED", "mounting the stage root was aborted", { cause: signal.reason });
   const merged = join(scratchDir, "merged");
-  const upper = join(scratchDir, "upper");
-  const work = join(scratchDir, "work");
   await mkdir(merged, { recursive: true });
-
-  let lowers = [...lowerDirs];
-  if (!opts.forceCopy) {
-    const max = Math.min(opts.maxLowerDirs ?? 128, MAX_LOWER_DIRS);
-    if (lowers.length > max) {
-      const flat = join(scratchDir, "flat");
-      const cut = lowers.length - max + 1;
-      log(`flattening the bottom ${cut} of ${lowers.length} layers into one directory (overlay stacking limit)`);
-      await rm(flat, { recursive: true, force: true });
-      await mkdir(flat);
-      await materialize(lowers.slice(0, cut), flat, { signal, onWarning: log });
-      lowers = [flat, ...lowers.slice(cut)];
-    }
-    await mkdir(upper, { recursive: true });
-    await mkdir(work, { recursive: true });
-    // Short names (l/0, l/1... behind a /proc/self/fd prefix) keep the mount options under
-    // the page-size limit however deep scratchDir is.
-    const l = join(scratchDir, "l");
-    await rm(l, { recursive: true, force: true });
-    await mkdir(l);
-    if (lowers.length === 0) {
-      await mkdir(join(scratchDir, "empty"), { recursive: true });
-      lowers = [join(scratchDir, "empty")];
-    }
-    for (let i = 0; i < lowers.length; i++) await symlink(lowers[i]!, join(l, String(i)));
-    const lowerOpt = (p: string) => lowers.map((_, i) => `${p}l/${lowers.length - 1 - i}`).join(":");
-    // Outside the initial user namespace overlayfs keeps its metadata in user.overlay.* xattrs.
-    const basic = (p: string) => [`lowerdir=${lowerOpt(p)}`, `upperdir=${p}upper`, `workdir=${p}work`, ...(isRealRoot() ? [] : ["userxattr"])];
-    // Plain copy-up semantics (whole files, no redirects, no index) keep the upperdir a
-    // self-contained change; kernels that do not know an option get the plain mount.
-    // `volatile` (Linux 5.10+): no syncs to the upper filesystem. Without it, every
-    // unmount synced the whole filesystem under the cache dir (ovl_sync_fs): 200 ms
-    // after a step on a freshly extracted base, all of it writing back the base's
-    // files. A step's upper dir is thrown away or kept as a cache layer, never needed
-    // to survive a crash more than any other file the build writes without fsync.
-    const plain = (p: string) => [...basic(p), "index=off", "metacopy=off", "redirect_dir=off"];
-    let failure = opts.forceFuse ? "skipped (fuse-overlayfs asked for)" : "";
-    for (const o of opts.forceFuse ? [] : [(p: string) => [...plain(p), "volatile"], plain, basic]) {
-      try {
-        failure = await mountOverlay(scratchDir, (p) => o(p).join(","), signal);
-      } catch (e) {
-        if (signal?.aborted) throw new OcibuildError("ROOTFS_ABORTED", "mounting the stage root was aborted", { cause: e });
-        failure = (e as Error).message;
-      }
-      if (failure === "") break;
-    }
-    if (failure === "") {
-      log(`root: overlayfs with ${lowers.length} lower layer(s) at ${merged}`);
-      let mounted = true;
-      return {
-        merged,
-        upper,
-        work,
-        mode: "overlay",
-        async unmount() {
-          if (!mounted) return;
-          const failed = await unmountOverlay(merged);
-          if (failed !== "") {
-            throw new OcibuildError("ROOTFS_UNMOUNT_FAILED", `cannot unmount ${merged}: ${failed}`, { details: { path: merged } });
-          }
-          mounted = false;
-          await rm(work, { recursive: true, force: true });
-          await rm(join(scratchDir, "l"), { recursive: true, force: true });
-        },
-      };
-    }
-    const fuse = await mountFuseOverlay(scratchDir, lowers.length, signal);
-    if (typeof fuse !== "string") {
-      log(`root: fuse-overlayfs with ${lowers.length} lower layer(s) at ${merged} (overlayfs: ${failure.replace(/\s*\n\s*/g, " ")})`);
-      return fuse;
-    }
-    log(`root: overlayfs unavailable (${failure.replace(/\s*\n\s*/g, " ")}; fuse-overlayfs: ${fuse}); falling back to copy mode (same layers, slower)`);
-    await rm(upper, { recursive: true, force: true });
-    await rm(work, { recursive: true, force: true });
-    await rm(l, { recursive: true, force: true });
-    lowers = [...lowerDirs];
-  } else {
+  if (opts.forceCopy) {
     log("root: copy mode (forced)");
+    return copyRoot(lowerDirs, scratchDir, signal, log);
   }
-  await materialize(lowers, merged, { signal, onWarning: log });
-  const marker = join(scratchDir, "copied-at");
-  await writeFile(marker, "");
-  const copiedAtMs = (await stat(marker)).ctimeMs;
-  log(`root: copy of ${lowerDirs.length} layer(s) at ${merged}`);
-  return { merged, upper: merged, work: "", mode: "copy", copiedAtMs, async unmount() {} };
+  const count = await prepareOverlayDirs(await flattenBottom(lowerDirs, scratchDir, opts, log), scratchDir);
+  const failure = opts.forceFuse ? "skipped (fuse-overlayfs asked for)" : await mountKernelOverlay(scratchDir, count, signal);
+  if (failure === "") {
+    log(`root: overlayfs with ${count} lower layer(s) at ${merged}`);
+    return mountedOverlay(scratchDir, "overlay");
+  }
+  const fuse = await mountFuseOverlay(scratchDir, count, signal);
+  if (typeof fuse !== "string") {
+    log(`root: fuse-overlayfs with ${count} lower layer(s) at ${merged} (overlayfs: ${failure.replace(/\s*\n\s*/g, " ")})`);
+    return fuse;
+  }
+  log(`root: overlayfs unavailable (${failure.replace(/\s*\n\s*/g, " ")}; fuse-overlayfs: ${fuse}); falling back to copy mode (same layers, slower)`);
+  for (const d of ["upper", "work", "l"]) await rm(join(scratchDir, d), { recursive: true, force: true });
+  return copyRoot(lowerDirs, scratchDir, signal, log);
 }

@@ -16,7 +16,6 @@ import { mountRoot } from "./overlay.js";
 import { pruneExcluded, snapshotChanges } from "./snapshot.js";
 import type { LayerRecord, StageState } from "../stage-state.js";
 import type { StepContext } from "../step-context.js";
-import type { LayerStore } from "./layer-store.js";
 
 /**
  * Make sure a layer's compressed blob is in the content store (pulling a base layer
@@ -89,27 +88,12 @@ export async function lowerDirs(state: StageState, ctx: StepContext): Promise<st
   return dirs;
 }
 
-/** Layers being made ready in this build, per layer store and DiffID. */
-const pending = new WeakMap<LayerStore, Map<string, Promise<string>>>();
-
 /**
- * The layer's directory in the layer store, pulled and extracted if need be. Stages
- * running in parallel on the same base ask for the same layers at the same moment:
- * they share one download and one extraction (before, each pulled and extracted
- * its own copy and all but one were thrown away).
+ * The layer's directory in the layer store, pulled and extracted if need be; one
+ * download and extraction per DiffID however many stages ask at once (LayerStore.once).
  */
 function layerDir(layer: LayerRecord, ctx: StepContext): Promise<string> {
-  let inFlight = pending.get(ctx.layerStore);
-  if (!inFlight) pending.set(ctx.layerStore, (inFlight = new Map()));
-  let p = inFlight.get(layer.diffId);
-  if (!p) {
-    p = readyLayer(layer, ctx);
-    inFlight.set(layer.diffId, p);
-    // Once done the layer store has it (or the next caller tries again after a failure).
-    const done = () => inFlight.delete(layer.diffId);
-    p.then(done, done);
-  }
-  return p;
+  return ctx.layerStore.once(layer.diffId, () => readyLayer(layer, ctx));
 }
 
 async function readyLayer(layer: LayerRecord, ctx: StepContext): Promise<string> {
