@@ -21,14 +21,14 @@ import type { RegistryClient } from "../../../oci/registry/index.js";
 import { readTar, type TarEntry, type TarEntryType } from "../../fs/tar-reader.js";
 import type { LayerRecord } from "../../stage-state.js";
 
-const GZIP_TYPES = new Set<string>([MediaType.OCI_LAYER_GZIP, MediaType.DOCKER_LAYER_GZIP]);
+const GZIP_TYPES: ReadonlySet<string> = new Set<string>([MediaType.OCI_LAYER_GZIP, MediaType.DOCKER_LAYER_GZIP]);
 
 /**
  * Directories the OCI runtime mounts over (procfs, the /dev tmpfs, sysfs). When one
  * shows up in a diff it was created as a mount point: a command cannot create or
  * change the directory under a live mount.
  */
-export const RUNTIME_MOUNT_STUBS = new Set(["dev", "proc", "sys"]);
+export const RUNTIME_MOUNT_STUBS: ReadonlySet<string> = new Set(["dev", "proc", "sys"]);
 
 const TYPES: Partial<Record<TarEntryType, EntryType>> = {
   file: "file",
