@@ -20,12 +20,6 @@ export type RemoteMount =
   | { type: "cache"; target: string; id: string; sharing: "shared" | "private" | "locked"; from?: string; source: string; mode: number; uid: number; gid: number; readonly: boolean }
   | { type: "secret"; id: string; target?: string; env?: string; required: boolean; mode: number; uid: number; gid: number };
 
-/** What a RUN may add for this executor: its mounts and the build's secrets (served over the session). */
-export interface BuildkitRunExtras {
-  mounts?: readonly RemoteMount[];
-  secrets?: ReadonlyMap<string, Buffer>;
-}
-
 function unsupportedMount(what: string): OcibuildError {
   return new OcibuildError("BUILDKIT_MOUNT_UNSUPPORTED", `RUN --mount ${what} is not supported with the BuildKit executor`, {
     hint: "the BuildKit executor supports tmpfs, secret and cache mounts (cache with its default source, owner and mode)",
