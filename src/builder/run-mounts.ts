@@ -7,9 +7,9 @@
  */
 import { chmod, chown, cp, mkdir, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { OcibuildError } from "../errors.js";
+import { OcibuildError, optionWords } from "../errors.js";
 import { lowerDirs } from "./fs/step-root.js";
-import type { MountSpec } from "./mounts.js";
+import { missingSecretHint, type MountSpec } from "./mounts.js";
 import { mountRoot } from "./fs/overlay.js";
 import { resolveFollow } from "./fs/path.js";
 import type { RunMount } from "./sandbox/index.js";
@@ -124,7 +124,7 @@ class MountSetup {
     if (value === undefined) {
       if (!m.required) return;
       throw new OcibuildError("BUILD_SECRET_MISSING", `secret "${m.id}" is required by RUN --mount=type=secret but was not provided`, {
-        hint: `pass it with --secret id=${m.id},src=FILE or --secret id=${m.id},env=VARIABLE`,
+        hint: missingSecretHint(m.id),
       });
     }
     if (m.env) this.env[m.env] = value.toString("utf8");
@@ -141,7 +141,10 @@ class MountSetup {
     if (sock === undefined) {
       if (!m.required) return;
       throw new OcibuildError("BUILD_SSH_MISSING", `ssh agent "${m.id}" is required by RUN --mount=type=ssh but was not provided`, {
-        hint: m.id === "default" ? "pass --ssh default (forwards $SSH_AUTH_SOCK) or --ssh default=/path/to/key" : `pass --ssh ${m.id}=SOCKET_OR_KEY`,
+        hint:
+          m.id === "default"
+            ? `pass ${optionWords("ssh", "default")} (forwards $SSH_AUTH_SOCK) or ${optionWords("ssh", "default=/path/to/key")}`
+            : `pass ${optionWords("ssh", `${m.id}=SOCKET_OR_KEY`)}`,
       });
     }
     this.mounts.push({ type: "bind", source: sock, target: m.target, readonly: false });

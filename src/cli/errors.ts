@@ -6,8 +6,18 @@ import type { CliIO } from "./io.js";
 const OPTION_FLAGS: Record<string, string> = {
   allow: "--allow",
   cacheDir: "--cache-dir",
+  executor: "--executor",
   maxLayerSize: "--max-layer-size",
   "registry.timeoutSeconds": "--registry-timeout",
+  "sandbox.ulimits": "--ulimit",
+  secrets: "--secret",
+  ssh: "--ssh",
+  // BuildkitExecutor's options.
+  address: "--buildkit-addr",
+  ca: "--buildkit-ca",
+  cert: "--buildkit-cert",
+  key: "--buildkit-key",
+  stagingRepo: "--buildkit-staging-repo",
 };
 
 /** `text` with the library's option words ("the cacheDir option") replaced by the CLI's flag ("--cache-dir"). */

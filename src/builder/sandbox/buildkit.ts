@@ -13,7 +13,7 @@
  * a cache hit never contacts the daemon: nothing here runs until a RUN misses.
  */
 import { randomBytes } from "node:crypto";
-import { OcibuildError } from "../../errors.js";
+import { OcibuildError, optionWords } from "../../errors.js";
 import type { Platform } from "../../oci/manifest.js";
 import { parseReference, parseReferenceNoDefault, withDigest, type ImageReference } from "../../oci/reference.js";
 import { formatPlatform, platformMatches } from "../../oci/platform.js";
@@ -85,10 +85,10 @@ export class BuildkitExecutor implements Executor {
     try {
       ref = parseReferenceNoDefault(opts.stagingRepo);
     } catch (e) {
-      throw new OcibuildError("BUILDKIT_STAGING_REPO_INVALID", `--buildkit-staging-repo "${opts.stagingRepo}" is not a repository: ${(e as Error).message}`, { cause: e });
+      throw new OcibuildError("BUILDKIT_STAGING_REPO_INVALID", `${optionWords("stagingRepo", opts.stagingRepo)} is not a repository: ${(e as Error).message}`, { cause: e });
     }
     if (ref.tag !== undefined || ref.digest !== undefined) {
-      throw new OcibuildError("BUILDKIT_STAGING_REPO_INVALID", `--buildkit-staging-repo "${opts.stagingRepo}" must name a repository without a tag or digest`);
+      throw new OcibuildError("BUILDKIT_STAGING_REPO_INVALID", `${optionWords("stagingRepo", opts.stagingRepo)} must name a repository without a tag or digest`);
     }
     this.staging = parseReference(ref.name);
   }

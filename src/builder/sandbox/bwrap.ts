@@ -23,7 +23,7 @@ import { constants as osConstants } from "node:os";
 import { chown, realpath } from "node:fs/promises";
 import { basename, isAbsolute } from "node:path";
 import type { Writable } from "node:stream";
-import { OcibuildError } from "../../errors.js";
+import { OcibuildError, optionWords } from "../../errors.js";
 import { runProcess } from "../../process.js";
 import { which } from "../../which.js";
 import { resolveDirInRoot } from "../fs/path.js";
@@ -236,13 +236,13 @@ export class BwrapExecutor implements Executor {
   }
 
   /**
-   * prlimit(1) before bwrap when --ulimit asks: bwrap has no flag for resource limits,
+   * prlimit(1) before bwrap when `ulimits` ask: bwrap has no flag for resource limits,
    * and limits set on it are inherited by the command (setuid-free, as root may raise them).
    */
   private prlimitPrefix(): string[] {
     if (this.ulimits.length === 0) return [];
     if (this.prlimitPath === undefined) {
-      throw new OcibuildError("SANDBOX_UNAVAILABLE", "--ulimit needs prlimit (util-linux) on the PATH", { hint: "install util-linux, or leave out --ulimit" });
+      throw new OcibuildError("SANDBOX_UNAVAILABLE", `${optionWords("sandbox.ulimits")} needs prlimit (util-linux) on the PATH`, { hint: `install util-linux, or leave out ${optionWords("sandbox.ulimits")}` });
     }
     return [this.prlimitPath, ...this.ulimits.map((u) => `--${u.name}=${u.soft}:${u.hard}`), "--"];
   }

@@ -6,7 +6,7 @@
  * `RunResult.createdPaths`.
  */
 import { StringDecoder } from "node:string_decoder";
-import type { OcibuildError } from "../../errors.js";
+import { optionWords, type OcibuildError } from "../../errors.js";
 import type { MountSpec } from "../mounts.js";
 import type { LayerRecord, StageState } from "../stage-state.js";
 import type { StepContext } from "../step-context.js";
@@ -136,7 +136,7 @@ export interface Availability {
 
 /** Where no namespace can be made: the two ways out, for errors about it. */
 export const NAMESPACE_HINT =
-  "use --executor buildkit with a BuildKit daemon, or allow user namespaces: in Docker or podman run with " +
+  `use ${optionWords("executor", "buildkit")} with a BuildKit daemon, or allow user namespaces: in Docker or podman run with ` +
   "--security-opt seccomp=unconfined --security-opt apparmor=unconfined (and systempaths=unconfined or unmask=ALL to unmask /proc); " +
   "in Kubernetes set the container's securityContext seccompProfile and appArmorProfile to Unconfined (README: Rootless builds)";
 

@@ -6,6 +6,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { OcibuildError } from "../../../errors.js";
+import { missingSecretHint } from "../../mounts.js";
 import type { LlbMount, LlbSecretEnv } from "./llb.js";
 
 /**
@@ -44,7 +45,7 @@ export function llbMounts(mounts: readonly RemoteMount[], secrets: ReadonlyMap<s
       case "secret": {
         if (m.required && !secrets.has(m.id)) {
           throw new OcibuildError("BUILDKIT_SECRET_MISSING", `RUN --mount=type=secret,id=${m.id} is required but no secret ${m.id} was given`, {
-            hint: `pass --secret id=${m.id},src=FILE (or env=VAR)`,
+            hint: missingSecretHint(m.id),
           });
         }
         const target = m.target ?? (m.env === undefined ? `/run/secrets/${m.id}` : undefined);
