@@ -40,5 +40,5 @@ export type { RunMount, SandboxControl } from "./builder/sandbox/index.js";
 export { BuildkitExecutor } from "./builder/sandbox/buildkit.js";
 export type { BuildkitExecutorOptions, DaemonInfo, RemoteMount } from "./builder/sandbox/buildkit.js";
 export { BwrapExecutor } from "./builder/sandbox/bwrap.js";
-export type { Executor, RunSpec, RunResult, RemoteRunSpec, RemoteRunResult } from "./builder/sandbox/index.js";
+export type { Executor, RunStepSpec, RunStepResult, RunSpec, RunResult } from "./builder/sandbox/index.js";
 export { setupBinfmt, emulationStatus } from "./builder/emulation.js";

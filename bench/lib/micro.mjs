@@ -190,7 +190,7 @@ export async function runNetworkCost(dist, tmpRoot, runs) {
     for (let i = 0; i < runs + 1; i++) {
       for (const network of modes) {
         const t0 = performance.now();
-        const r = await executor.run({ root, args: ["/bin/true"], env: [], cwd: "/", uid: 0, gid: 0, additionalGids: [], network });
+        const r = await executor.runInRoot({ root, args: ["/bin/true"], env: [], cwd: "/", uid: 0, gid: 0, additionalGids: [], network });
         if (r.exitCode !== 0) throw new Error(`RUN true with network ${network} exited ${r.exitCode}: ${r.tail}`);
         if (i > 0) samples[network].push(performance.now() - t0); // the first round warms caches
       }

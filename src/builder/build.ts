@@ -21,6 +21,7 @@ import { artifactSize, assembleImage, assembleIndex, topBlob, type BuiltArtifact
 import { checkOutputPaths, pushArtifact, pushTargets, writeOutputs, type BuildOutput } from "./output.js";
 import { checkPushPermissions } from "./push-check.js";
 import { LayerStore } from "./fs/layer-store.js";
+import { CacheMounts } from "./cache-mounts.js";
 import { BwrapExecutor, type BwrapOptions } from "./sandbox/bwrap.js";
 import type { Executor } from "./sandbox/index.js";
 import type { SourceTree } from "./sources.js";
@@ -299,7 +300,7 @@ async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildRe
         content,
         layerStore: new LayerStore(join(cacheDir, "rootfs")),
         scratchDir,
-        mountCacheDir: join(cacheDir, "mounts"),
+        cacheMounts: new CacheMounts(join(cacheDir, "mounts")),
         gitCacheDir: join(cacheDir, "git"),
         secrets,
         sshAgents: agents.sockets,

@@ -3,7 +3,7 @@
  * specs the RUN step prepares (cache dirs under the cache dir, binds from the
  * context or another stage, tmpfs, secrets, ssh agent sockets).
  */
-import { OcibuildError } from "../errors.js";
+import { OcibuildError, optionWords } from "../errors.js";
 
 export type MountSpec =
   | { type: "bind"; target: string; source: string; from?: string; readonly: boolean }
@@ -11,6 +11,11 @@ export type MountSpec =
   | { type: "tmpfs"; target: string; size?: number }
   | { type: "secret"; id: string; target?: string; env?: string; required: boolean; mode: number; uid: number; gid: number }
   | { type: "ssh"; id: string; target: string; required: boolean; mode: number; uid: number; gid: number };
+
+/** What to do about a secret that a RUN --mount requires and the build was not given (either executor). */
+export function missingSecretHint(id: string): string {
+  return `pass it with ${optionWords("secrets", `id=${id},src=FILE`)} or ${optionWords("secrets", `id=${id},env=VARIABLE`)}`;
+}
 
 function bad(spec: string, why: string): OcibuildError {
   return new OcibuildError("DOCKERFILE_INVALID_MOUNT", `invalid --mount=${spec}: ${why}`);

@@ -1,5 +1,5 @@
 /**
- * Build secrets (--secret) and ssh agents (--ssh), resolved once per build.
+ * Build secrets (the secrets option) and ssh agents (the ssh option), resolved once per build.
  * Secret values stay in memory; nothing here logs them, and errors name only ids
  * and file paths. An ssh spec is an agent socket, or key files for which an
  * ssh-agent of our own is started (and stopped when the build ends).
@@ -7,7 +7,7 @@
 import { spawn } from "node:child_process";
 import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { OcibuildError } from "../errors.js";
+import { OcibuildError, optionWords } from "../errors.js";
 import { runProcess } from "../process.js";
 
 export interface SecretSpec {
@@ -22,26 +22,6 @@ export interface SshSpec {
   id: string;
   /** Agent sockets or private key files; empty: $SSH_AUTH_SOCK. */
   paths: string[];
-}
-
-/** "id=NAME,src=FILE", "id=NAME,env=VAR", "type=file,id=...,source=..." (docker buildx's forms). */
-export function parseSecretFlag(v: string): SecretSpec {
-  const kv = new Map(v.split(",").map((p) => [p.slice(0, p.indexOf("=") < 0 ? p.length : p.indexOf("=")), p.includes("=") ? p.slice(p.indexOf("=") + 1) : ""] as const));
-  const id = kv.get("id");
-  if (!id) throw new OcibuildError("USAGE_BAD_VALUE", `--secret needs id=NAME (given fields: ${[...kv.keys()].join(", ") || "none"})`);
-  const src = kv.get("src") ?? kv.get("source");
-  const env = kv.get("env");
-  const type = kv.get("type");
-  if (type === "env" || (env !== undefined && src === undefined)) return { id, env: env ?? src ?? id };
-  if (src !== undefined) return { id, src };
-  return { id, env: id };
-}
-
-/** "default", "default=/path/sock", "id=key1,key2". */
-export function parseSshFlag(v: string): SshSpec {
-  const i = v.indexOf("=");
-  if (i < 0) return { id: v, paths: [] };
-  return { id: v.slice(0, i), paths: v.slice(i + 1).split(",").filter(Boolean) };
 }
 
 export async function resolveSecrets(specs: readonly SecretSpec[], env: Record<string, string | undefined>, cwd: string): Promise<Map<string, Buffer>> {
@@ -85,13 +65,13 @@ export async function startSshAgents(specs: readonly SshSpec[], env: Record<stri
         sockets.set(s.id, paths[0]!);
         continue;
       }
-      if (paths[0] === "") throw new OcibuildError("BUILD_SSH_UNAVAILABLE", `--ssh ${s.id}: SSH_AUTH_SOCK is not set; pass a socket or key files (--ssh ${s.id}=~/.ssh/id_ed25519)`);
+      if (paths[0] === "") throw new OcibuildError("BUILD_SSH_UNAVAILABLE", `${optionWords("ssh", s.id)}: SSH_AUTH_SOCK is not set; pass a socket or key files (${optionWords("ssh", `${s.id}=~/.ssh/id_ed25519`)})`);
       // Key files: an agent of our own holding them.
       const sock = join(dir, `ssh-agent-${n}.sock`);
       const agent = spawn("ssh-agent", ["-D", "-a", sock], { stdio: ["ignore", "ignore", "pipe"] });
       children.push(agent);
       await new Promise<void>((resolve, reject) => {
-        agent.on("error", (e) => reject(new OcibuildError("BUILD_SSH_UNAVAILABLE", `--ssh ${s.id}: cannot start ssh-agent: ${e.message}`, { hint: "apt-get install openssh-client" })));
+        agent.on("error", (e) => reject(new OcibuildError("BUILD_SSH_UNAVAILABLE", `${optionWords("ssh", s.id)}: cannot start ssh-agent: ${e.message}`, { hint: "apt-get install openssh-client" })));
         const t = setInterval(async () => {
           if (await isSocket(sock)) {
             clearInterval(t);
@@ -100,12 +80,12 @@ export async function startSshAgents(specs: readonly SshSpec[], env: Record<stri
         }, 20);
         agent.on("exit", (code) => {
           clearInterval(t);
-          reject(new OcibuildError("BUILD_SSH_UNAVAILABLE", `--ssh ${s.id}: ssh-agent exited (${code})`));
+          reject(new OcibuildError("BUILD_SSH_UNAVAILABLE", `${optionWords("ssh", s.id)}: ssh-agent exited (${code})`));
         });
       });
       for (const key of paths) {
         const r = await runProcess("ssh-add", [key], { env: { ...process.env, SSH_AUTH_SOCK: sock } });
-        if (r.code !== 0) throw new OcibuildError("BUILD_SSH_UNAVAILABLE", `--ssh ${s.id}: ssh-add could not load ${key}: ${r.stderr.trim()}`);
+        if (r.code !== 0) throw new OcibuildError("BUILD_SSH_UNAVAILABLE", `${optionWords("ssh", s.id)}: ssh-add could not load ${key}: ${r.stderr.trim()}`);
       }
       sockets.set(s.id, sock);
     }

@@ -2,6 +2,7 @@
  * What a step may use besides its stage state: where to put things, how to reach
  * registries and other stages, and how to report. Passed explicitly; no globals.
  */
+import type { CacheMounts } from "./cache-mounts.js";
 import type { Executor } from "./sandbox/index.js";
 import type { LayerStore } from "./fs/layer-store.js";
 import type { DiffIdRecords } from "./fs/base-layers.js";
@@ -26,8 +27,8 @@ export interface StepContext {
   readonly scratchDir: string;
   /** Where ADD keeps fetched git repositories. */
   readonly gitCacheDir: string;
-  /** Where RUN --mount=type=cache directories persist across builds. */
-  readonly mountCacheDir: string;
+  /** RUN --mount=type=cache directories: where they persist across builds, and this build's users of each. */
+  readonly cacheMounts: CacheMounts;
   /** --secret values by id (never written anywhere but a private temp file for the step). */
   readonly secrets: ReadonlyMap<string, Buffer>;
   /** --ssh agent sockets by id. */

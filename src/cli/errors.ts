@@ -26,6 +26,16 @@ const OPTION_FLAGS: ReadonlyMap<string, (value?: string) => string> = new Map([
   ["registry.timeoutSeconds", withValue("--registry-timeout")],
   ["skipPushPermissionCheck", withValue("--skip-push-permission-check")],
   ["tags", withValue("-t")],
+  ["executor", withValue("--executor")],
+  ["sandbox.ulimits", withValue("--ulimit")],
+  ["secrets", withValue("--secret")],
+  ["ssh", withValue("--ssh")],
+  // BuildkitExecutor's options.
+  ["address", withValue("--buildkit-addr")],
+  ["ca", withValue("--buildkit-ca")],
+  ["cert", withValue("--buildkit-cert")],
+  ["key", withValue("--buildkit-key")],
+  ["stagingRepo", withValue("--buildkit-staging-repo")],
 ]);
 
 /** `text` with the library's option words ("the cacheDir option") replaced by the CLI's flag ("--cache-dir"). */

@@ -14,7 +14,7 @@ import { emulationError, emulationStatus, runsNatively } from "../builder/emulat
 import { LayerStore } from "../builder/fs/layer-store.js";
 import { mountRoot, type MountedRoot } from "../builder/fs/overlay.js";
 import { BwrapExecutor } from "../builder/sandbox/bwrap.js";
-import type { Executor, RunMount, RunSpec, SandboxControl } from "../builder/sandbox/index.js";
+import type { RunMount, RunSpec, SandboxControl } from "../builder/sandbox/index.js";
 import { resolveUser } from "../builder/users.js";
 import { formatPlatform, hostPlatform, parsePlatform, type Platform } from "../oci/platform.js";
 import { RegistryClient, type RegistryOptions } from "../oci/registry/index.js";
@@ -56,7 +56,8 @@ export interface RunOptions {
   healthcheck?: boolean;
   cacheDir?: string;
   registry?: RegistryOptions;
-  executor?: Executor;
+  /** The sandbox the command runs in (default: a BwrapExecutor with default options). */
+  executor?: BwrapExecutor;
   /**
    * Stops the run: before the command starts, nothing more is done; once it runs, it
    * gets the signal named by the abort reason's `signal` field (SIGTERM, or the
@@ -181,7 +182,7 @@ async function runIn(root: string, image: RunImage, opts: RunOptions, emit: Even
     }
   };
   try {
-    const r = await (opts.executor ?? new BwrapExecutor()).run(spec).catch((e: unknown) => {
+    const r = await (opts.executor ?? new BwrapExecutor()).runInRoot(spec).catch((e: unknown) => {
       if (isOcibuildError(e) && e.code === "SANDBOX_ABORTED" && stopper.startedAt !== undefined) return { exitCode: 137 };
       throw e;
     });

@@ -273,16 +273,15 @@ describe.skipIf(missing !== undefined)(`remote BuildKit executor against a real 
     try {
       const other = hostPlatform().architecture === "s390x" ? "ppc64le" : "s390x";
       await expect(
-        ex.runRemote({
+        ex.run({
           state: { platform: { os: "linux", architecture: other }, config: {}, layers: [], history: [], args: {}, baseName: "scratch" },
           args: ["/bin/true"],
           env: [],
           cwd: "/",
-          user: "",
           network: "default",
+          privileged: false,
           description: "RUN true",
-          content: undefined as never,
-          registry: undefined as never,
+          ctx: { content: undefined as never, registry: undefined as never, secrets: new Map(), emit: () => {} },
         }),
       ).rejects.toMatchObject({ code: "BUILDKIT_PLATFORM_UNSUPPORTED" });
     } finally {

@@ -117,9 +117,9 @@ describe.skipIf(missing !== undefined)(`BuildKit executor: session, mounts, here
     ].join(" && ");
     const runStep = async (ex: BuildkitExecutor, secrets: Map<string, Buffer>, env: string[] = []) => {
       const out: string[] = [];
-      const r = await ex.runRemote({
-        state, args: ["/bin/sh", "-c", script], env, cwd: "/", user: "", network: "default", description: "RUN --mount test",
-        content, registry, mounts, secrets, onOutput: (_s, c) => out.push(c.toString()),
+      const r = await ex.run({
+        state, args: ["/bin/sh", "-c", script], env, cwd: "/", network: "default", privileged: false, description: "RUN --mount test",
+        mounts, ctx: { content, registry, secrets, emit: () => {} }, onOutput: (_s, c) => out.push(c.toString()),
       });
       return { r, out: out.join("") };
     };
@@ -155,8 +155,8 @@ describe.skipIf(missing !== undefined)(`BuildKit executor: session, mounts, here
       try {
         await expect(runStep(ex, new Map())).rejects.toMatchObject({ code: "BUILDKIT_SECRET_MISSING" });
         await expect(
-          ex.runRemote({ state, args: ["true"], env: [], cwd: "/", user: "", network: "default", description: "RUN", content, registry, mounts: [{ type: "bind", target: "/src" }] }),
-        ).rejects.toMatchObject({ code: "BUILDKIT_MOUNT_UNSUPPORTED" });
+          ex.run({ state, args: ["true"], env: [], cwd: "/", network: "default", privileged: false, description: "RUN", mounts: [{ type: "bind", target: "/src" }], ctx: { content, registry, secrets: new Map(), emit: () => {} } }),
+        ).rejects.toMatchObject({ code: "BUILD_UNSUPPORTED" });
         expect(ex.calls).toBe(0);
       } finally {
         ex.close();

@@ -1,7 +1,9 @@
 /**
  * The BuildKit client's parts that need no daemon: the protobuf codec, the LLB
  * for one RUN, address parsing, error mapping, the daemon's layer entries, the
- * executor flags, and an unreachable daemon failing with a clear code.
+ * executor flags, an unreachable daemon failing with a clear code, and the parts of
+ * the executor's run that need no daemon (refusals, the step's LLB, the Status
+ * stream, the result check).
  */
 import { createHash } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -12,7 +14,11 @@ import { BuildkitExecutor, exitCodeOf, parseBuildkitVersion } from "../../src/bu
 import { BuildkitClient, grpcTarget } from "../../src/builder/sandbox/buildkit/client.js";
 import { toLayerEntry } from "../../src/builder/sandbox/buildkit/layer.js";
 import { execDefinition } from "../../src/builder/sandbox/buildkit/llb.js";
-import { decodeSolveResponse, decodeStatusResponse, encodeSolveRequest } from "../../src/builder/sandbox/buildkit/messages.js";
+import { decodeSolveResponse, decodeStatusResponse, encodeSolveRequest, type StatusResponse } from "../../src/builder/sandbox/buildkit/messages.js";
+import { llbMounts } from "../../src/builder/sandbox/buildkit/mounts.js";
+import { newLayerIndex, StatusFollower, stepDefinition, type BuildkitStepSpec } from "../../src/builder/sandbox/buildkit/step.js";
+import type { StageState } from "../../src/builder/stage-state.js";
+import { OcibuildError } from "../../src/errors.js";
 import { ProtoWriter, readFields, readMapEntry, toInt } from "../../src/builder/sandbox/buildkit/proto.js";
 import type { TarEntry } from "../../src/builder/fs/tar-reader.js";
 import { EXECUTOR_FLAGS, executorFrom } from "../../src/cli/commands/buildkit.js";
@@ -253,5 +259,110 @@ describe("an unreachable daemon", () => {
     } finally {
       client.close();
     }
+  });
+});
+
+describe("one RUN step on the BuildKit executor, without a daemon", () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "ocibuild-bk-run-"));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const state: StageState = { platform: { os: "linux", architecture: "amd64" }, config: { User: "app" }, layers: [], history: [], args: {}, baseName: "scratch" };
+  const spec = (extra: Partial<BuildkitStepSpec> = {}, secrets = new Map<string, Buffer>()): BuildkitStepSpec => ({
+    state,
+    args: ["/bin/sh", "-c", "true"],
+    env: ["A=1"],
+    cwd: "/src",
+    network: "default",
+    privileged: false,
+    description: "RUN true",
+    ctx: { content: undefined as never, registry: undefined as never, secrets, emit: () => {} },
+    ...extra,
+  });
+  const secret = { type: "secret", id: "token", required: true, mode: 0o400, uid: 0, gid: 0 } as const;
+
+  it("refuses what it cannot do by name, located through the step's locate, before the daemon is asked", async () => {
+    const ex = new BuildkitExecutor({ address: `unix://${join(dir, "none.sock")}`, stagingRepo: "127.0.0.1:1/staging" });
+    const located: string[] = [];
+    const locate = (e: OcibuildError) => {
+      located.push(e.code);
+      return new OcibuildError(e.code, `Dockerfile:2: ${e.message}`, { hint: e.hint });
+    };
+    try {
+      const cases: [Partial<BuildkitStepSpec>, string, RegExp][] = [
+        [{ mounts: [{ type: "bind", target: "/src" }] }, "BUILD_UNSUPPORTED", /^Dockerfile:2: RUN --mount=type=bind is not supported with the buildkit executor yet/],
+        [{ mounts: [{ type: "ssh", target: "/run/ssh" }] }, "BUILD_UNSUPPORTED", /--mount=type=ssh/],
+        [{ privileged: true }, "BUILD_UNSUPPORTED", /RUN --security=insecure is not supported/],
+        [{ script: { path: "/dev/pipes/EOT", content: "#!/bin/sh\n" } }, "BUILD_UNSUPPORTED", /a RUN heredoc with a #! line/],
+        [{ mounts: [secret] }, "BUILDKIT_SECRET_MISSING", /^Dockerfile:2: RUN --mount=type=secret,id=token is required/],
+        [{ mounts: [{ type: "cache", target: "/c", id: "c", sharing: "shared", from: "other", source: "/", mode: 0o755, uid: 0, gid: 0, readonly: false }] }, "BUILDKIT_MOUNT_UNSUPPORTED", /type=cache with from/],
+      ];
+      for (const [extra, code, message] of cases) {
+        await expect(ex.run(spec({ ...extra, locate }))).rejects.toMatchObject({ code, message: expect.stringMatching(message) });
+      }
+      expect(located).toEqual(cases.map(([, code]) => code));
+      // Without locate, the error as it is.
+      await expect(ex.run(spec({ privileged: true }))).rejects.toMatchObject({ code: "BUILD_UNSUPPORTED", message: expect.stringMatching(/^RUN --security/) });
+      expect(ex.calls).toBe(0);
+      // What it can do gets as far as the daemon, which is not there.
+      await expect(ex.run(spec({ mounts: [secret] }, new Map([["token", Buffer.from("s")]])))).rejects.toMatchObject({ code: "BUILDKIT_UNREACHABLE" });
+      expect(ex.calls).toBeGreaterThan(0);
+    } finally {
+      ex.close();
+    }
+  });
+
+  it("the step's LLB: the stage's user, PATH added when missing, and a cache mount makes the op unique instead of ignoring the daemon's cache", () => {
+    const opOf = (bytes: Buffer) => sub(sub(bytes, 1)[0]!, 2)[0]!;
+    const plain = stepDefinition(spec(), undefined, llbMounts([], new Map()));
+    const meta = sub(opOf(plain.bytes), 1)[0]!;
+    expect(text(meta, 2)).toEqual(["A=1", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]);
+    expect(text(meta, 4)).toEqual(["app"]);
+    expect(fields(opOf(plain.bytes)).some(([k]) => k === 3)).toBe(false); // the default network is the daemon's sandbox
+    const ignoresCache = (bytes: Buffer) => fields(sub(sub(bytes, 2)[0]!, 2)[0]!).some(([k, v]) => k === 1 && v === 1);
+    expect(ignoresCache(plain.bytes)).toBe(true);
+    expect(text(sub(opOf(stepDefinition(spec({ env: ["PATH=/bin"] }), undefined, llbMounts([], new Map())).bytes), 1)[0]!, 2)).toEqual(["PATH=/bin"]);
+
+    const cache = llbMounts([{ type: "cache", target: "/c", id: "c", sharing: "locked", source: "/", mode: 0o755, uid: 0, gid: 0, readonly: false }], new Map());
+    const a = stepDefinition(spec(), undefined, cache);
+    const b = stepDefinition(spec(), undefined, cache);
+    expect(ignoresCache(a.bytes)).toBe(false);
+    // Root, the cache, and the nonce: an optional secret nobody serves, new for each step.
+    const mounts = sub(opOf(a.bytes), 2);
+    expect(mounts).toHaveLength(3);
+    expect(fields(mounts[2]!).find(([k]) => k === 6)).toEqual([6, 1]);
+    expect(a.execDigest).not.toBe(b.execDigest);
+  });
+
+  it("follows the Status stream: the command's output and tail, the daemon's own steps and errors logged once", () => {
+    const out: string[] = [];
+    const logs: string[] = [];
+    const f = new StatusFollower("sha256:exec", (stream, chunk) => out.push(`${stream}:${chunk.toString()}`), (m) => logs.push(m));
+    const status = (s: Partial<StatusResponse>): StatusResponse => ({ vertexes: [], logs: [], warnings: [], ...s }) as StatusResponse;
+    const pull = { digest: "sha256:pull", name: "pulling input", started: new Date(1), cached: false } as StatusResponse["vertexes"][number];
+    const exec = { digest: "sha256:exec", name: "RUN true", started: new Date(1), cached: false } as StatusResponse["vertexes"][number];
+    f.onStatus(status({ vertexes: [pull, exec] }));
+    f.onStatus(status({ vertexes: [pull, { ...exec, error: "exit code: 1" }], logs: [{ vertex: "sha256:exec", timestamp: new Date(2), stream: 1, msg: Buffer.from("hello\n") }] }));
+    f.onStatus(status({ vertexes: [{ ...pull, error: "gone" }, { ...pull, error: "gone" }], logs: [{ vertex: "sha256:exec", timestamp: new Date(3), stream: 2, msg: Buffer.from("oops\n") }, { vertex: "sha256:exec", timestamp: new Date(3), stream: 1, msg: Buffer.alloc(0) }], warnings: [{ short: "deprecated" } as StatusResponse["warnings"][number]] }));
+    expect(out).toEqual(["stdout:hello\n", "stderr:oops\n"]);
+    expect(logs).toEqual(["buildkit: pulling input", "buildkit: pulling input: gone", "buildkit warning: deprecated"]);
+    expect(f.tail.toString()).toBe("hello\noops");
+  });
+
+  it("the daemon's result must be the input's layers and at most one more", () => {
+    const input = ["sha256:a", "sha256:b"];
+    expect(newLayerIndex(input, { ref: "r", layers: 3, diffIds: [...input, "sha256:c"] })).toBe(2);
+    expect(newLayerIndex(input, { ref: "r", layers: 2, diffIds: input })).toBeUndefined();
+    expect(newLayerIndex([], { ref: "r", layers: 1, diffIds: ["sha256:c"] })).toBe(0);
+    for (const diffIds of [["sha256:a", "sha256:x", "sha256:c"], ["sha256:a"], [...input, "sha256:c", "sha256:d"]]) {
+      expect(() => newLayerIndex(input, { ref: "reg/s@sha256:1", layers: diffIds.length, diffIds })).toThrow(
+        expect.objectContaining({ code: "BUILDKIT_RESULT_MISMATCH", message: expect.stringContaining("reg/s@sha256:1") }),
+      );
+    }
+    expect(() => newLayerIndex(input, { ref: "r", layers: 2, diffIds: [...input, "sha256:c"] })).toThrow(expect.objectContaining({ code: "BUILDKIT_RESULT_MISMATCH" }));
   });
 });

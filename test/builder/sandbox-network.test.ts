@@ -74,7 +74,7 @@ describe.skipIf(!ready)("RUN's network (needs root, bwrap, slirp4netns, busybox-
 
   async function run(script: string, extra: Partial<RunSpec> = {}) {
     let out = "";
-    const res = await executor.run({ root, args: ["/bin/sh", "-c", script], env: [], cwd: "/", uid: 0, gid: 0, additionalGids: [], network: "default", onOutput: (_s, c) => (out += c.toString()), ...extra });
+    const res = await executor.runInRoot({ root, args: ["/bin/sh", "-c", script], env: [], cwd: "/", uid: 0, gid: 0, additionalGids: [], network: "default", onOutput: (_s, c) => (out += c.toString()), ...extra });
     return { ...res, out };
   }
 

@@ -34,7 +34,7 @@ describe.skipIf(!ready)("the sandbox's /proc and /sys (needs root, bwrap, busybo
 
   async function run(script: string, extra: Partial<RunSpec> = {}) {
     let out = "";
-    const res = await executor.run({ root, args: ["/bin/sh", "-c", script], env: [], cwd: "/", uid: 0, gid: 0, additionalGids: [], network: "none", onOutput: (_s, c) => (out += c.toString()), ...extra });
+    const res = await executor.runInRoot({ root, args: ["/bin/sh", "-c", script], env: [], cwd: "/", uid: 0, gid: 0, additionalGids: [], network: "none", onOutput: (_s, c) => (out += c.toString()), ...extra });
     return { ...res, out };
   }
 

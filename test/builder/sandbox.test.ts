@@ -62,7 +62,7 @@ describe.skipIf(!bwrapOk)("BwrapExecutor (needs root, bwrap, overlayfs, busybox-
 
   async function run(root: MountedRoot, script: string, extra: Partial<RunSpec> = {}) {
     let out = "";
-    const res = await executor.run({
+    const res = await executor.runInRoot({
       root: root.merged,
       args: ["/bin/sh", "-c", script],
       env: [],
@@ -183,12 +183,12 @@ describe.skipIf(!bwrapOk)("BwrapExecutor (needs root, bwrap, overlayfs, busybox-
 
   it("runs exec form directly; a missing program exits 127 as in a shell", async () => {
     const root = await fresh();
-    const ok = await executor.run({ root: root.merged, args: ["echo", "exec", "form"], env: [], cwd: "/", uid: 0, gid: 0, additionalGids: [], network: "default" });
+    const ok = await executor.runInRoot({ root: root.merged, args: ["echo", "exec", "form"], env: [], cwd: "/", uid: 0, gid: 0, additionalGids: [], network: "default" });
     expect(ok.tail).toBe("exec form");
-    const missing = await executor.run({ root: root.merged, args: ["/no/such/program"], env: [], cwd: "/", uid: 0, gid: 0, additionalGids: [], network: "default" });
+    const missing = await executor.runInRoot({ root: root.merged, args: ["/no/such/program"], env: [], cwd: "/", uid: 0, gid: 0, additionalGids: [], network: "default" });
     expect(missing.exitCode).toBe(127);
     expect(missing.tail).toMatch(/no\/such\/program.*No such file/);
-    const missingAsUser = await executor.run({ root: root.merged, args: ["/no/such/program"], env: [], cwd: "/", uid: 1000, gid: 1000, additionalGids: [], network: "default" });
+    const missingAsUser = await executor.runInRoot({ root: root.merged, args: ["/no/such/program"], env: [], cwd: "/", uid: 1000, gid: 1000, additionalGids: [], network: "default" });
     expect(missingAsUser.exitCode).toBe(127);
   });
 
@@ -255,7 +255,7 @@ describe.skipIf(!bwrapOk)("BwrapExecutor (needs root, bwrap, overlayfs, busybox-
   it("an abort kills the sandbox", async () => {
     const root = await fresh();
     const ac = new AbortController();
-    const p = executor.run({
+    const p = executor.runInRoot({
       root: root.merged,
       args: ["/bin/sh", "-c", "echo started; sleep 600"],
       env: [],

@@ -13,7 +13,7 @@
  * a cache hit never contacts the daemon: nothing here runs until a RUN misses.
  */
 import { randomBytes } from "node:crypto";
-import { OcibuildError } from "../../errors.js";
+import { OcibuildError, optionWords } from "../../errors.js";
 import type { Platform } from "../../oci/manifest.js";
 import { parseReference, parseReferenceNoDefault, withDigest, type ImageReference } from "../../oci/reference.js";
 import { formatPlatform, platformMatches } from "../../oci/platform.js";
@@ -22,10 +22,12 @@ import { pushImage } from "../output.js";
 import type { BuildkitClient, BuildkitConnectOptions } from "./buildkit/client.js";
 import { importLayer } from "./buildkit/layer.js";
 import { CredentialStore, type CredentialStoreOptions } from "../../oci/auth/index.js";
-import { execDefinition } from "./buildkit/llb.js";
-import { llbMounts, runNonce, type BuildkitRunExtras } from "./buildkit/mounts.js";
-import type { BuildkitVersion, StatusResponse, WorkerRecord } from "./buildkit/messages.js";
-import { DEFAULT_PATH, OutputTail, type Availability, type Executor, type RemoteRunResult, type RemoteRunSpec, type RunResult, type RunSpec } from "./index.js";
+import type { LlbDefinition } from "./buildkit/llb.js";
+import { llbMounts } from "./buildkit/mounts.js";
+import type { BuildkitVersion, WorkerRecord } from "./buildkit/messages.js";
+import { newLayerIndex, StatusFollower, stepDefinition, unsupported, type BuildkitStepSpec } from "./buildkit/step.js";
+import type { LayerRecord } from "../stage-state.js";
+import type { Availability, Executor, RunStepResult } from "./index.js";
 
 export interface BuildkitExecutorOptions extends BuildkitConnectOptions {
   /**
@@ -63,7 +65,8 @@ export function exitCodeOf(message: string): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
-export { llbMounts, type BuildkitRunExtras, type RemoteMount } from "./buildkit/mounts.js";
+export { llbMounts, type RemoteMount } from "./buildkit/mounts.js";
+export type { BuildkitStepContext, BuildkitStepSpec } from "./buildkit/step.js";
 
 export interface DaemonInfo {
   address: string;
@@ -82,10 +85,10 @@ export class BuildkitExecutor implements Executor {
     try {
       ref = parseReferenceNoDefault(opts.stagingRepo);
     } catch (e) {
-      throw new OcibuildError("BUILDKIT_STAGING_REPO_INVALID", `--buildkit-staging-repo "${opts.stagingRepo}" is not a repository: ${(e as Error).message}`, { cause: e });
+      throw new OcibuildError("BUILDKIT_STAGING_REPO_INVALID", `${optionWords("stagingRepo", opts.stagingRepo)} is not a repository: ${(e as Error).message}`, { cause: e });
     }
     if (ref.tag !== undefined || ref.digest !== undefined) {
-      throw new OcibuildError("BUILDKIT_STAGING_REPO_INVALID", `--buildkit-staging-repo "${opts.stagingRepo}" must name a repository without a tag or digest`);
+      throw new OcibuildError("BUILDKIT_STAGING_REPO_INVALID", `${optionWords("stagingRepo", opts.stagingRepo)} must name a repository without a tag or digest`);
     }
     this.staging = parseReference(ref.name);
   }
@@ -136,8 +139,31 @@ export class BuildkitExecutor implements Executor {
     }
   }
 
-  run(_spec: RunSpec): Promise<RunResult> {
-    return Promise.reject(new OcibuildError("BUILDKIT_LOCAL_ROOT", "the BuildKit executor runs steps on the daemon (runRemote), not in a local root"));
+  /**
+   * One RUN step on the daemon: the step's input image staged by digest, the step
+   * solved as LLB with the image exporter pushing the result by digest, and the one
+   * layer the command added pulled into the build's content store.
+   */
+  async run(spec: BuildkitStepSpec): Promise<RunStepResult> {
+    const locate = spec.locate ?? ((e: OcibuildError) => e);
+    const refused = unsupported(spec, this.name);
+    if (refused) throw locate(refused);
+    let extra: ReturnType<typeof llbMounts>;
+    try {
+      extra = llbMounts(spec.mounts ?? [], spec.ctx.secrets);
+    } catch (e) {
+      // A mount or secret the step names is about its line.
+      throw e instanceof OcibuildError ? locate(e) : e;
+    }
+    await this.checkPlatform(spec.state.platform, spec.ctx.signal);
+    const client = await this.client();
+    const def = stepDefinition(spec, await this.stageInput(spec), extra);
+    const follower = new StatusFollower(def.execDigest, spec.onOutput, (message) => spec.ctx.emit({ type: "log", level: "info", message }));
+    const solved = await this.solve(client, spec, def, follower);
+    const tail = follower.tail.toString();
+    if (solved.exitCode !== undefined) return { exitCode: solved.exitCode, tail };
+    const layer = await this.resultLayer(spec, solved.digest);
+    return layer ? { exitCode: 0, tail, layer } : { exitCode: 0, tail };
   }
 
   private async checkPlatform(platform: Platform, signal?: AbortSignal): Promise<void> {
@@ -150,76 +176,31 @@ export class BuildkitExecutor implements Executor {
     });
   }
 
-  async runRemote(spec: Omit<RemoteRunSpec, "mounts"> & BuildkitRunExtras): Promise<RemoteRunResult> {
-    const { state, signal } = spec;
-    const secrets = spec.secrets ?? new Map<string, Buffer>();
-    const extra = llbMounts(spec.mounts ?? [], secrets);
-    await this.checkPlatform(state.platform, signal);
-    const client = await this.client();
-    const src = { content: spec.content, registry: spec.registry, signal };
+  /** The step's input image (base plus the layers so far) pushed by digest to the staging repository; undefined for scratch. */
+  private async stageInput(spec: BuildkitStepSpec): Promise<string | undefined> {
+    const { state, ctx } = spec;
+    if (state.layers.length === 0) return undefined;
+    const input = assembleImage(state, { sourceDateEpoch: 0 });
+    const ref = withDigest(this.staging, input.manifest.digest);
+    ctx.emit({ type: "log", level: "info", message: `buildkit: staging the step's input (${state.layers.length} layers) as ${ref}` });
+    await pushImage(input, [ref], { content: ctx.content, registry: ctx.registry, signal: ctx.signal }, {});
+    return `docker-image://${ref.name}@${input.manifest.digest}`;
+  }
 
-    // 1. The input image, by digest (nothing to stage for scratch).
-    let image: string | undefined;
-    if (state.layers.length > 0) {
-      const input = assembleImage(state, { sourceDateEpoch: 0 });
-      const ref = withDigest(this.staging, input.manifest.digest);
-      spec.onLog?.(`buildkit: staging the step's input (${state.layers.length} layers) as ${ref}`);
-      await pushImage(input, [ref], src, {});
-      image = `docker-image://${ref.name}@${input.manifest.digest}`;
-    }
-
-    // 2. The step as LLB: PATH as Docker adds it; HOME, groups from the user are the daemon's (runc) job.
-    // Our cache decided that this step runs, so the daemon must not answer it from its
-    // own cache: the exec is marked ignore_cache. The daemon however gives an op that
-    // ignores its cache fresh cache mounts, so a step with a cache mount is made unique
-    // instead, by an optional secret mount no one provides (skipped, invisible to the
-    // command, but part of the daemon's cache key).
-    const hasCacheMount = extra.mounts.some((m) => m.type === "cache");
-    const env = spec.env.some((e) => e.startsWith("PATH=")) ? [...spec.env] : [...spec.env, `PATH=${DEFAULT_PATH}`];
-    const def = execDefinition({
-      image,
-      platform: state.platform,
-      args: spec.args,
-      env,
-      cwd: spec.cwd,
-      user: spec.user,
-      network: spec.network === "default" ? "sandbox" : spec.network,
-      description: spec.description,
-      mounts: hasCacheMount ? [...extra.mounts, runNonce()] : extra.mounts,
-      secretEnv: extra.secretEnv,
-      ignoreCache: !hasCacheMount,
-    });
-
-    // 3. Solve, following the Status stream for the command's output.
+  /**
+   * Solve the step with the image exporter (push by digest to the staging repository),
+   * following the Status stream and serving credentials and secrets over a session.
+   * A command that failed is its exit code; the daemon's own failures are errors.
+   */
+  private async solve(client: BuildkitClient, spec: BuildkitStepSpec, def: LlbDefinition, follower: StatusFollower): Promise<{ exitCode: number } | { exitCode?: undefined; digest: string }> {
+    const { signal } = spec.ctx;
     const ref = `ocibuild-${randomBytes(12).toString("hex")}`;
-    const tail = new OutputTail();
-    const seen = new Set<string>();
-    const onStatus = (s: StatusResponse) => {
-      // The daemon's own steps (pulling the input, exporting the result) as log lines, once each.
-      for (const v of s.vertexes) {
-        if (v.digest === def.execDigest || !v.name) continue;
-        if (v.started && !seen.has(v.digest)) {
-          seen.add(v.digest);
-          spec.onLog?.(`buildkit: ${v.name}${v.cached ? " (cached)" : ""}`);
-        }
-        if (v.error && !seen.has(`${v.digest} error`)) {
-          seen.add(`${v.digest} error`);
-          spec.onLog?.(`buildkit: ${v.name}: ${v.error}`);
-        }
-      }
-      for (const l of s.logs) {
-        if (l.msg.length === 0) continue;
-        tail.push(l.msg);
-        spec.onOutput?.(l.stream === 2 ? "stderr" : "stdout", l.msg);
-      }
-      for (const w of s.warnings) spec.onLog?.(`buildkit warning: ${w.short}`);
-    };
     const { openSession } = await import("./buildkit/session.js");
-    const session = openSession(client, { credentials: (host, sig) => this.credentialsFor(host, sig), secrets, signal });
+    const session = openSession(client, { credentials: (host, sig) => this.credentialsFor(host, sig), secrets: spec.ctx.secrets, signal });
     const statusAbort = new AbortController();
     const stopStatus = () => statusAbort.abort();
     signal?.addEventListener("abort", stopStatus, { once: true });
-    const status = client.status(ref, onStatus, statusAbort.signal).catch(() => {});
+    const status = client.status(ref, (s) => follower.onStatus(s), statusAbort.signal).catch(() => {});
     let exporterResponse: Record<string, string>;
     try {
       const res = await client.solve(
@@ -230,58 +211,43 @@ export class BuildkitExecutor implements Executor {
           // A host-network step (allowed by our network.host entitlement) asks the daemon for its own.
           entitlements: spec.network === "host" ? ["network.host"] : undefined,
           exporter: "image",
-          exporterAttrs: {
-            name: this.staging.name,
-            push: "true",
-            "push-by-digest": "true",
-            "oci-mediatypes": "true",
-            compression: "gzip",
-          },
+          exporterAttrs: { name: this.staging.name, push: "true", "push-by-digest": "true", "oci-mediatypes": "true", compression: "gzip" },
         },
         signal,
       );
       exporterResponse = res.exporterResponse;
     } catch (e) {
-      const err = e as OcibuildError;
-      const code = err.code === "BUILDKIT_ERROR" ? exitCodeOf(err.message) : undefined;
-      if (code !== undefined) {
+      const exitCode = (e as OcibuildError).code === "BUILDKIT_ERROR" ? exitCodeOf((e as Error).message) : undefined;
+      if (exitCode !== undefined) {
         await settle(status, statusAbort);
-        return { exitCode: code, tail: tail.toString() };
+        return { exitCode };
       }
       statusAbort.abort();
-      if (err.code === "BUILDKIT_ERROR") {
-        throw new OcibuildError("BUILDKIT_SOLVE_FAILED", err.message, { cause: e, details: err.details, hint: "the daemon could not run the step; its log may say more" });
-      }
-      throw e;
+      throw solveError(e);
     } finally {
       signal?.removeEventListener("abort", stopStatus);
       session.close();
     }
     await settle(status, statusAbort);
-
-    // 4. The result: our layers, then (at most) one more.
     const digest = exporterResponse["containerimage.digest"];
-    if (!digest) {
-      throw new OcibuildError("BUILDKIT_PROTOCOL", "the BuildKit daemon's image export returned no containerimage.digest", { details: { exporterResponse } });
-    }
+    if (!digest) throw new OcibuildError("BUILDKIT_PROTOCOL", "the BuildKit daemon's image export returned no containerimage.digest", { details: { exporterResponse } });
+    return { digest };
+  }
+
+  /** The daemon's result (our layers, then at most one more): that one layer, checked, in the build's content store. */
+  private async resultLayer(spec: BuildkitStepSpec, digest: string): Promise<LayerRecord | undefined> {
+    const { state, ctx } = spec;
     const outRef = withDigest(this.staging, digest as never);
-    const out = await spec.registry.getImage(outRef, { platform: state.platform, signal });
-    const outLayers = out.manifest.parsed.layers;
-    const outDiffs = out.config.parsed.rootfs.diff_ids;
-    const ours = state.layers.map((l) => l.diffId as string);
-    const prefixOk = outDiffs.length >= ours.length && ours.every((d, i) => outDiffs[i] === d);
-    if (!prefixOk || outLayers.length !== outDiffs.length || outLayers.length > ours.length + 1) {
-      throw new OcibuildError("BUILDKIT_RESULT_MISMATCH", `the BuildKit daemon's result ${outRef} does not extend the step's input by one layer`, {
-        details: { input: ours, output: outDiffs },
-      });
-    }
-    if (outLayers.length === ours.length) return { exitCode: 0, tail: tail.toString() };
-    const layer = await importLayer(spec.registry, spec.content, this.staging, outLayers[ours.length]!, outDiffs[ours.length]!, {
-      compressionLevel: spec.compressionLevel,
-      sourceDateEpoch: spec.sourceDateEpoch,
-      signal,
+    const out = await ctx.registry.getImage(outRef, { platform: state.platform, signal: ctx.signal });
+    const layers = out.manifest.parsed.layers;
+    const diffIds = out.config.parsed.rootfs.diff_ids;
+    const i = newLayerIndex(state.layers.map((l) => l.diffId as string), { ref: String(outRef), layers: layers.length, diffIds });
+    if (i === undefined) return undefined;
+    return importLayer(ctx.registry, ctx.content, this.staging, layers[i]!, diffIds[i]!, {
+      compressionLevel: ctx.compressionLevel,
+      sourceDateEpoch: ctx.sourceDateEpoch,
+      signal: ctx.signal,
     });
-    return layer ? { exitCode: 0, tail: tail.toString(), layer } : { exitCode: 0, tail: tail.toString() };
   }
 
   private creds?: CredentialStore;
@@ -298,6 +264,13 @@ export class BuildkitExecutor implements Executor {
   close(): void {
     this.clientSync?.close();
   }
+}
+
+/** The daemon could not run the step (as opposed to the command failing in it). */
+function solveError(e: unknown): unknown {
+  const err = e as OcibuildError;
+  if (err.code !== "BUILDKIT_ERROR") return e;
+  return new OcibuildError("BUILDKIT_SOLVE_FAILED", err.message, { cause: e, details: err.details, hint: "the daemon could not run the step; its log may say more" });
 }
 
 /**

@@ -23,12 +23,13 @@ import { constants as osConstants } from "node:os";
 import { chown, realpath } from "node:fs/promises";
 import { basename, isAbsolute } from "node:path";
 import type { Writable } from "node:stream";
-import { OcibuildError } from "../../errors.js";
+import { OcibuildError, optionWords } from "../../errors.js";
 import { runProcess } from "../../process.js";
 import { which } from "../../which.js";
 import { resolveDirInRoot } from "../fs/path.js";
 import { probeBwrap, type BwrapAvailability } from "./bwrap-probe.js";
-import { effectiveEnv, OutputTail, type Availability, type Executor, type RunResult, type RunSpec } from "./index.js";
+import { effectiveEnv, NAMESPACE_HINT, OutputTail, type Availability, type Executor, type RunResult, type RunSpec, type RunStepResult, type RunStepSpec } from "./index.js";
+import { runLocalStep } from "./local-step.js";
 import { procHardeningArgs, RESOLV_CONF, type SandboxExtras, sandboxMounts, splitComps } from "./bwrap-mounts.js";
 import { startSlirp, type UserNetwork } from "./network.js";
 import { sandboxControl } from "./control.js";
@@ -109,7 +110,12 @@ export class BwrapExecutor implements Executor {
 
   async available(): Promise<Availability> {
     const { processSandbox: _p, userNetwork: _u, ...shown } = await this.probe();
-    return shown;
+    return shown.ok ? shown : { ...shown, hint: NAMESPACE_HINT };
+  }
+
+  /** One RUN step: the stage's root mounted, the command run in it (runInRoot), its change snapshotted into the layer. */
+  run(step: RunStepSpec): Promise<RunStepResult> {
+    return runLocalStep(step, (spec) => this.runInRoot(spec));
   }
 
   /** Whether bwrap can make a sandbox here (bwrap-probe.ts), tried once. */
@@ -158,7 +164,8 @@ export class BwrapExecutor implements Executor {
     return { slirp4netns: this.slirp4netnsPath, unshare: this.unsharePath };
   }
 
-  async run(spec: RunSpec): Promise<RunResult> {
+  /** Run one command in a prepared, writable root (the caller snapshots it afterwards, without `createdPaths`). */
+  async runInRoot(spec: RunSpec): Promise<RunResult> {
     spec.signal?.throwIfAborted();
     const avail = await this.probe();
     if (!avail.ok) throw new OcibuildError("SANDBOX_UNAVAILABLE", avail.reason ?? "bwrap is not usable here");
@@ -229,13 +236,13 @@ export class BwrapExecutor implements Executor {
   }
 
   /**
-   * prlimit(1) before bwrap when --ulimit asks: bwrap has no flag for resource limits,
+   * prlimit(1) before bwrap when `ulimits` ask: bwrap has no flag for resource limits,
    * and limits set on it are inherited by the command (setuid-free, as root may raise them).
    */
   private prlimitPrefix(): string[] {
     if (this.ulimits.length === 0) return [];
     if (this.prlimitPath === undefined) {
-      throw new OcibuildError("SANDBOX_UNAVAILABLE", "--ulimit needs prlimit (util-linux) on the PATH", { hint: "install util-linux, or leave out --ulimit" });
+      throw new OcibuildError("SANDBOX_UNAVAILABLE", `${optionWords("sandbox.ulimits")} needs prlimit (util-linux) on the PATH`, { hint: `install util-linux, or leave out ${optionWords("sandbox.ulimits")}` });
     }
     return [this.prlimitPath, ...this.ulimits.map((u) => `--${u.name}=${u.soft}:${u.hard}`), "--"];
   }

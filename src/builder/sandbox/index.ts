@@ -1,14 +1,15 @@
 /**
- * The RUN executor interface. An executor runs one command inside a prepared,
- * writable root filesystem (the merged overlay of a stage) and reports how it
- * ended. It never decides what the change means: the caller snapshots the root
- * afterwards (src/builder/fs/snapshot.ts), excluding `RunResult.createdPaths`.
+ * The RUN executor interface: `Executor.run` runs one RUN step and returns its
+ * layer. Below it, for local executors, `RunSpec`/`RunResult` describe one command
+ * in a prepared, writable root (BwrapExecutor.runInRoot, also what `ocibuild run`
+ * uses); the caller of that snapshots the root afterwards, without
+ * `RunResult.createdPaths`.
  */
 import { StringDecoder } from "node:string_decoder";
-import type { OciLayout } from "../../oci/layout.js";
-import type { RegistryClient } from "../../oci/registry/index.js";
+import { optionWords, type OcibuildError } from "../../errors.js";
 import type { MountSpec } from "../mounts.js";
 import type { LayerRecord, StageState } from "../stage-state.js";
+import type { StepContext } from "../step-context.js";
 
 export interface RunMount {
   type: "bind" | "tmpfs";
@@ -77,42 +78,49 @@ export interface RunResult {
 }
 
 /**
- * One RUN for an executor that works on images rather than on a local root (the
- * remote BuildKit executor): it gets the step's input layers and returns the layer
- * the command produced, already in the build's content store, its digest and
- * DiffID checked.
+ * One RUN step as the build gives it to an executor: the stage before it, the
+ * command, and the build's services. The executor does all of it (the bubblewrap
+ * executor mounts the stage's root, runs the command there and snapshots what it
+ * changed; the BuildKit executor has a daemon run it on the stage's image) and
+ * returns the layer.
  */
-export interface RemoteRunSpec {
-  /** The stage state before the step: platform, config, and the layers so far. */
+export interface RunStepSpec {
+  /** The stage state before the step: platform, config (User), and the layers so far. */
   state: StageState;
+  /** argv, already including the shell for shell form. */
   args: string[];
-  /** KEY=VALUE (PATH added when missing; HOME left to the executor, which resolves the user). */
+  /** KEY=VALUE. PATH (and HOME, from the user) are added by the executor when missing. */
   env: string[];
+  /** Absolute working directory; created if missing, owned by the user. */
   cwd: string;
-  /** The image config's User as written ("" for root); resolved by the executor in the root. */
-  user: string;
   network: "default" | "none" | "host";
+  /** RUN --security=insecure: every capability (the caller checks that it was allowed). */
+  privileged: boolean;
+  /** RUN --mount specs; the executor provides what it can and refuses the rest by name. */
+  mounts: readonly MountSpec[];
+  /** A RUN heredoc with a #! line, run as a script: its body, executable at `path` (which is `args[0]`). */
+  script?: { path: string; content: string };
   /** The step as shown in progress ("RUN ..."). */
   description: string;
-  /** RUN --mount specs; the executor provides what it can and refuses the rest by name. */
-  mounts?: readonly MountSpec[];
-  /** --secret values by id, for secret mounts (served to the runtime, never written anywhere). */
-  secrets?: ReadonlyMap<string, Buffer>;
-  content: OciLayout;
-  registry: RegistryClient;
-  /** For the layer written into `content` (as the local path writes its layers). */
-  compressionLevel?: number;
-  sourceDateEpoch?: number;
-  signal?: AbortSignal;
+  /** The build's content store, layer store, registry, secrets, ssh agents, cache mounts, scratch space, events, signal. */
+  ctx: StepContext;
   onOutput?: (stream: "stdout" | "stderr", chunk: Buffer) => void;
-  onLog?: (message: string) => void;
+  /**
+   * An error about the step's own line (a mount or secret it names, a network it cannot
+   * have, a feature this executor refuses) as the caller wants it shown: located in
+   * the Dockerfile. Default: the error as it is.
+   */
+  locate?: (e: OcibuildError) => Error;
 }
 
-export interface RemoteRunResult {
+export interface RunStepResult {
+  /** Exit status of the command (128+n when it died of signal n). */
   exitCode: number;
+  /** Set when the sandbox itself was killed: the signal name. */
   signal?: string;
+  /** The last ~40 lines of output, for error messages. */
   tail: string;
-  /** The new layer; undefined when the command changed nothing. */
+  /** The layer the command made, in the build's content store; undefined when it changed nothing or failed. */
   layer?: LayerRecord;
 }
 
@@ -122,20 +130,22 @@ export interface Availability {
   reason?: string;
   /** Something the build says once when it runs RUN steps (a weaker sandbox than usual). */
   note?: string;
+  /** What to do about it, when not ok. */
+  hint?: string;
 }
 
 /** Where no namespace can be made: the two ways out, for errors about it. */
 export const NAMESPACE_HINT =
-  "use --executor buildkit with a BuildKit daemon, or allow user namespaces: in Docker or podman run with " +
+  `use ${optionWords("executor", "buildkit")} with a BuildKit daemon, or allow user namespaces: in Docker or podman run with ` +
   "--security-opt seccomp=unconfined --security-opt apparmor=unconfined (and systempaths=unconfined or unmask=ALL to unmask /proc); " +
   "in Kubernetes set the container's securityContext seccompProfile and appArmorProfile to Unconfined (README: Rootless builds)";
 
+/** What runs RUN steps: bubblewrap on this host (BwrapExecutor), or a BuildKit daemon (BuildkitExecutor). */
 export interface Executor {
   readonly name: string;
   available(): Promise<Availability>;
-  run(spec: RunSpec): Promise<RunResult>;
-  /** When present, RUN uses this instead of `run` and never prepares a local root. */
-  runRemote?(spec: RemoteRunSpec): Promise<RemoteRunResult>;
+  /** Run one step; a command that fails is a result (its exit code and output), not an error. */
+  run(spec: RunStepSpec): Promise<RunStepResult>;
 }
 
 /** Docker's default PATH for a Linux container when the image sets none. */

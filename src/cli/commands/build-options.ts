@@ -7,7 +7,7 @@
  */
 import { stat } from "node:fs/promises";
 import { isAbsolute, join, resolve } from "node:path";
-import { parseSecretFlag, parseSshFlag } from "../../builder/secrets.js";
+import { parseSecretFlag, parseSshFlag } from "./secret-flags.js";
 import { EXECUTOR_FLAGS, executorOptionsFrom } from "./executor-flags.js";
 import { hostPlatform, parsePlatformList } from "../../oci/platform.js";
 import { OcibuildError } from "../../errors.js";

@@ -7,7 +7,7 @@
  */
 import { readFile } from "node:fs/promises";
 import * as grpc from "@grpc/grpc-js";
-import { OcibuildError } from "../../../errors.js";
+import { OcibuildError, optionWords } from "../../../errors.js";
 import {
   CONTROL_SERVICE,
   decodeInfoResponse,
@@ -29,7 +29,7 @@ import {
 export interface BuildkitConnectOptions {
   /** unix:///run/buildkit/buildkitd.sock, tcp://host:port (BUILDKIT_HOST's forms). */
   address: string;
-  /** PEM files for TLS over tcp:// (--buildkit-ca, --buildkit-cert, --buildkit-key). */
+  /** PEM files for TLS over tcp://: the daemon's CA, and a client certificate with its key. */
   ca?: string;
   cert?: string;
   key?: string;
@@ -69,7 +69,7 @@ async function credentialsFor(opts: BuildkitConnectOptions): Promise<grpc.Channe
     throw new OcibuildError("BUILDKIT_BAD_ADDRESS", "TLS certificates are only used with tcp:// BuildKit addresses");
   }
   if ((opts.cert === undefined) !== (opts.key === undefined)) {
-    throw new OcibuildError("BUILDKIT_TLS_CONFIG", "--buildkit-cert and --buildkit-key must be given together");
+    throw new OcibuildError("BUILDKIT_TLS_CONFIG", `${optionWords("cert")} and ${optionWords("key")} must be given together`);
   }
   const read = async (p: string | undefined, what: string) => {
     if (p === undefined) return null;
@@ -94,7 +94,7 @@ export function mapGrpcError(e: unknown, address: string, what: string): Ocibuil
     return new OcibuildError("BUILDKIT_TLS", `TLS with the BuildKit daemon at ${address} failed: ${text.trim()}`, {
       details,
       cause: e,
-      hint: "check --buildkit-ca (the daemon's CA) and --buildkit-cert/--buildkit-key (a client certificate the daemon's CA signed)",
+      hint: `check ${optionWords("ca")} (the daemon's CA), and ${optionWords("cert")} with ${optionWords("key")} (a client certificate the daemon's CA signed)`,
     });
   }
   switch (err.code) {
@@ -103,7 +103,7 @@ export function mapGrpcError(e: unknown, address: string, what: string): Ocibuil
         retryable: true,
         details,
         cause: e,
-        hint: "start buildkitd there, or point --buildkit-addr (or BUILDKIT_HOST) at a running daemon",
+        hint: `start buildkitd there, or point ${optionWords("address")} at a running daemon`,
       });
     case grpc.status.UNIMPLEMENTED:
       return new OcibuildError("BUILDKIT_VERSION_TOO_OLD", `the BuildKit daemon at ${address} does not implement ${what}: ${err.details || err.message}`, {

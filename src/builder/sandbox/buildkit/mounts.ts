@@ -6,6 +6,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { OcibuildError } from "../../../errors.js";
+import { missingSecretHint } from "../../mounts.js";
 import type { LlbMount, LlbSecretEnv } from "./llb.js";
 
 /**
@@ -19,12 +20,6 @@ export type RemoteMount =
   | { type: "tmpfs"; target: string; size?: number }
   | { type: "cache"; target: string; id: string; sharing: "shared" | "private" | "locked"; from?: string; source: string; mode: number; uid: number; gid: number; readonly: boolean }
   | { type: "secret"; id: string; target?: string; env?: string; required: boolean; mode: number; uid: number; gid: number };
-
-/** What a RUN may add for this executor: its mounts and the build's secrets (served over the session). */
-export interface BuildkitRunExtras {
-  mounts?: readonly RemoteMount[];
-  secrets?: ReadonlyMap<string, Buffer>;
-}
 
 function unsupportedMount(what: string): OcibuildError {
   return new OcibuildError("BUILDKIT_MOUNT_UNSUPPORTED", `RUN --mount ${what} is not supported with the BuildKit executor`, {
@@ -50,7 +45,7 @@ export function llbMounts(mounts: readonly RemoteMount[], secrets: ReadonlyMap<s
       case "secret": {
         if (m.required && !secrets.has(m.id)) {
           throw new OcibuildError("BUILDKIT_SECRET_MISSING", `RUN --mount=type=secret,id=${m.id} is required but no secret ${m.id} was given`, {
-            hint: `pass --secret id=${m.id},src=FILE (or env=VAR)`,
+            hint: missingSecretHint(m.id),
           });
         }
         const target = m.target ?? (m.env === undefined ? `/run/secrets/${m.id}` : undefined);
