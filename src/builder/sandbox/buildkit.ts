@@ -18,7 +18,8 @@ import type { Platform } from "../../oci/manifest.js";
 import { parseReference, parseReferenceNoDefault, withDigest, type ImageReference } from "../../oci/reference.js";
 import { formatPlatform, platformMatches } from "../../oci/platform.js";
 import { assembleImage } from "../image.js";
-import { pushImage } from "../output.js";
+import { pushArtifact } from "../../oci/registry/push.js";
+import { stageImage } from "../stage-image.js";
 import type { BuildkitClient, BuildkitConnectOptions } from "./buildkit/client.js";
 import { importLayer } from "./buildkit/layer.js";
 import { CredentialStore, type CredentialStoreOptions } from "../../oci/auth/index.js";
@@ -156,7 +157,6 @@ export class BuildkitExecutor implements Executor {
     const extra = llbMounts(spec.mounts ?? [], secrets);
     await this.checkPlatform(state.platform, signal);
     const client = await this.client();
-    const src = { content: spec.content, registry: spec.registry, signal };
 
     // 1. The input image, by digest (nothing to stage for scratch).
     let image: string | undefined;
@@ -164,7 +164,7 @@ export class BuildkitExecutor implements Executor {
       const input = assembleImage(state, { sourceDateEpoch: 0 });
       const ref = withDigest(this.staging, input.manifest.digest);
       spec.onLog?.(`buildkit: staging the step's input (${state.layers.length} layers) as ${ref}`);
-      await pushImage(input, [ref], src, {});
+      await pushArtifact(spec.registry, stageImage(input, { content: spec.content, registry: spec.registry }), [ref], { signal });
       image = `docker-image://${ref.name}@${input.manifest.digest}`;
     }
 
