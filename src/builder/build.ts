@@ -18,7 +18,8 @@ import { RegistryClient } from "../oci/registry/index.js";
 import type { RegistryOptions } from "../oci/registry/index.js";
 import type { BuildEvent, EventSink } from "./events.js";
 import { artifactSize, assembleImage, assembleIndex, topBlob, type BuiltArtifact, type BuiltImage } from "./image.js";
-import { checkOutputPaths, pushArtifact, pushTargets, writeOutputs, type BuildOutput } from "./output.js";
+import { checkOutputPaths, pushBuilt, pushTargets, writeOutputs, type BuildOutput } from "./output.js";
+import { stageArtifact } from "./stage-image.js";
 import { checkPushPermissions } from "./push-check.js";
 import { LayerStore } from "./fs/layer-store.js";
 import { CacheMounts } from "./cache-mounts.js";
@@ -341,13 +342,13 @@ async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildRe
     // `ocibuild run IMAGE-ID` finds the image here, without a registry.
     if (!dryRun) await recordBuiltImage(cacheDir, content, artifact, opts.signal);
     const references: string[] = [];
-    const src = { content, registry, maxLayerSize: opts.maxLayerSize, diffIds, signal: opts.signal };
+    const made = stageArtifact(artifact, { content, registry, maxLayerSize: opts.maxLayerSize, diffIds });
     if (pushTo.length > 0) {
-      await pushArtifact(artifact, pushTo, src, { onEvent: emit });
+      await pushBuilt(made, pushTo, registry, { onEvent: emit, signal: opts.signal });
       for (const t of pushTo) references.push(`${t.name}:${t.tag}@${top.digest}`);
     }
     if (!dryRun) {
-      for (const written of await writeOutputs(artifact, opts.outputs ?? [], tags, src)) {
+      for (const written of await writeOutputs(made, opts.outputs ?? [], tags, { maxLayerSize: opts.maxLayerSize, signal: opts.signal })) {
         emit({ type: "output-written", reference: written });
         references.push(written);
       }

@@ -1,12 +1,15 @@
 /**
- * A built stage as an OCI image: config, manifest, and a way to open each blob.
- * The config and manifest are serialised once; their digests are of those bytes.
+ * A built stage's config and manifest, assembled from its state (and the index over
+ * several platforms' images): what a build reports in its result. The config and
+ * manifest are serialised once; their digests are of those bytes. stage-image.ts
+ * makes them an Image or Index of the image model (oci/image.ts) for the sinks.
  */
 import type { Digest } from "../oci/digest.js";
 import { MediaType } from "../oci/media-types.js";
 import { type Blob, type Descriptor, encodeJson, descriptorOf, type HistoryEntry, type ImageConfig, type ImageIndex, type ImageManifest, type Platform } from "../oci/manifest.js";
 import type { LayerRecord, StageState } from "./stage-state.js";
 
+/** One stage's image: its config and manifest, and the records of its layers (where each blob is). */
 export interface BuiltImage {
   readonly config: Blob<ImageConfig>;
   readonly manifest: Blob<ImageManifest>;

@@ -23,8 +23,9 @@ import { removeQuietly } from "../user-path.js";
 import { HashingStream } from "./digest.js";
 import { type LayerEntry, checkAborted } from "./layer.js";
 import { LayerSizeLimit } from "./layer-limit.js";
+import type { Image, Layer } from "./image.js";
 import { MediaType, isGzipLayerMediaType } from "./media-types.js";
-import { type ArchiveImage, type ArchiveLayer, dirEntry, fileEntry, writeTarFile } from "./oci-archive.js";
+import { dirEntry, fileEntry, writeTarFile } from "./oci-archive.js";
 import { parseReference } from "./reference.js";
 
 /** Options of writeDockerArchive. */
@@ -48,7 +49,7 @@ export function repoTagsOf(refs: string[]): string[] {
 }
 
 /** Decompresses a gzip layer to `path`, checking that the result's sha256 is the layer's DiffID. */
-async function uncompressTo(layer: ArchiveLayer, path: string, maxSize: number | undefined, signal?: AbortSignal): Promise<number> {
+async function uncompressTo(layer: Layer, path: string, maxSize: number | undefined, signal?: AbortSignal): Promise<number> {
   const counter = new HashingStream();
   const limit = maxSize === undefined ? [] : [new LayerSizeLimit(maxSize, layer.descriptor.digest)];
   try {
@@ -71,22 +72,24 @@ async function uncompressTo(layer: ArchiveLayer, path: string, maxSize: number |
  * `repoTags` as the names `docker load` gives it. Returns the archive's
  * manifest.json entry.
  */
-export async function writeDockerArchive(path: string, img: ArchiveImage, opts: DockerArchiveOptions = {}): Promise<{ Config: string; RepoTags: string[]; Layers: string[] }> {
+export async function writeDockerArchive(path: string, img: Image, opts: DockerArchiveOptions = {}): Promise<{ Config: string; RepoTags: string[]; Layers: string[] }> {
   checkAborted(opts.signal, "writing the docker archive");
   const repoTags = repoTagsOf(opts.repoTags ?? []);
-  for (const l of img.layers) {
+  const config = await img.config(opts.signal);
+  const layers = await img.layers(opts.signal);
+  for (const l of layers) {
     if (!isGzipLayerMediaType(l.descriptor.mediaType) && l.descriptor.mediaType !== MediaType.OCI_LAYER) {
       throw new OcibuildError("OUTPUT_UNSUPPORTED_LAYER", `layer ${l.descriptor.digest} has media type ${l.descriptor.mediaType}, which a docker archive cannot hold`, {
         hint: "docker archives take gzip or uncompressed layers; use an oci: or oci-archive: output",
       });
     }
   }
-  const configName = `${img.config.digest.slice("sha256:".length)}.json`;
-  const layerNames = img.layers.map((l) => `${l.diffId.slice("sha256:".length)}/layer.tar`);
+  const configName = `${config.digest.slice("sha256:".length)}.json`;
+  const layerNames = layers.map((l) => `${l.diffId.slice("sha256:".length)}/layer.tar`);
   const manifest = { Config: configName, RepoTags: repoTags, Layers: layerNames };
   const manifestBytes = Buffer.from(`${JSON.stringify([manifest])}\n`);
   const repositories: Record<string, Record<string, string>> = {};
-  const top = img.layers.length > 0 ? img.layers[img.layers.length - 1]!.diffId.slice("sha256:".length) : undefined;
+  const top = layers.length > 0 ? layers[layers.length - 1]!.diffId.slice("sha256:".length) : undefined;
   if (top !== undefined) {
     for (const t of repoTags) {
       const colon = t.lastIndexOf(":");
@@ -99,7 +102,7 @@ export async function writeDockerArchive(path: string, img: ArchiveImage, opts: 
 
   async function* entries(): AsyncGenerator<LayerEntry> {
     const seen = new Set<string>();
-    for (const [i, l] of img.layers.entries()) {
+    for (const [i, l] of layers.entries()) {
       const name = layerNames[i]!;
       if (seen.has(name)) continue;
       seen.add(name);
@@ -115,7 +118,7 @@ export async function writeDockerArchive(path: string, img: ArchiveImage, opts: 
       // The consumer asked for the next entry: this layer's bytes are in the archive.
       await rm(tmp, { force: true });
     }
-    yield fileEntry(configName, img.config.bytes.length, img.config.bytes);
+    yield fileEntry(configName, config.bytes.length, config.bytes);
     yield fileEntry("manifest.json", manifestBytes.length, manifestBytes);
     yield fileEntry("repositories", repositoriesBytes.length, repositoriesBytes);
   }

@@ -3,9 +3,10 @@
  * name and renamed into place (a failed or interrupted write leaves nothing):
  *
  * - `oci-archive:FILE`: a tar of an OCI image layout (oci-layout, index.json,
- *   blobs/sha256/...), what `skopeo inspect oci-archive:FILE` and buildx's
- *   `type=oci,dest=FILE` read and write. Blobs are the registry's bytes, so the
- *   manifest digest is the same as in a registry.
+ *   blobs/sha256/...) holding one image or index of the image model (image.ts),
+ *   what `skopeo inspect oci-archive:FILE` and buildx's `type=oci,dest=FILE` read
+ *   and write. Blobs are the registry's bytes, so the manifest digest is the same as
+ *   in a registry.
  *
  * The tar itself comes from layer.ts's deterministic PAX encoder (sorted,
  * fixed owners and times), so the same image always gives the same archive.
@@ -18,25 +19,11 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { OcibuildError } from "../errors.js";
 import { pathError } from "../user-path.js";
-import type { DiffID } from "./digest.js";
+import { type Artifact, isForeign } from "./image.js";
 import { type LayerEntry, checkAborted, removeTemp, tarChunks } from "./layer.js";
 import { REF_NAME_ANNOTATION } from "./layout.js";
-import type { Blob, Descriptor, ImageConfig, ImageIndex, ImageManifest } from "./manifest.js";
+import { type Blob, type ImageIndex, descriptorOf, type Descriptor } from "./manifest.js";
 import { MediaType } from "./media-types.js";
-
-/** One layer of an image being archived: its descriptor, DiffID and a way to open its (compressed) bytes. */
-export interface ArchiveLayer {
-  readonly descriptor: Descriptor;
-  readonly diffId: DiffID;
-  open(signal?: AbortSignal): Promise<NodeJS.ReadableStream> | NodeJS.ReadableStream;
-}
-
-/** What an archive writer needs of an image: the exact manifest and config bytes and its layers, in order. */
-export interface ArchiveImage {
-  readonly manifest: Blob<ImageManifest>;
-  readonly config: Blob<ImageConfig>;
-  readonly layers: readonly ArchiveLayer[];
-}
 
 const EPOCH = new Date(0);
 
@@ -84,33 +71,42 @@ function blobName(digest: string): string {
   return `blobs/${alg}/${hex}`;
 }
 
+/** Each blob under `a` (its blobs, its children's, its own manifest) as an archive entry, once per name. */
+async function collectBlobs(a: Artifact, blobs: Map<string, LayerEntry>, signal?: AbortSignal): Promise<void> {
+  if (a.kind === "image") {
+    for (const b of a.blobs) {
+      const name = blobName(b.descriptor.digest);
+      if (!isForeign(b.descriptor) && !blobs.has(name)) blobs.set(name, fileEntry(name, b.descriptor.size, (s) => b.open(s)));
+    }
+  } else {
+    for (const e of a.entries) await collectBlobs(await e.open(signal), blobs, signal);
+  }
+  const m: Blob = a.manifest;
+  blobs.set(blobName(m.digest), fileEntry(blobName(m.digest), m.bytes.length, m.bytes));
+}
+
 /**
- * Writes `img` as an OCI archive (a tar of an OCI image layout) to `path`. With
- * `tag`, the manifest in index.json carries it as org.opencontainers.image.ref.name.
+ * Writes `a` (an image, or an index with its images) as an OCI archive (a tar of an
+ * OCI image layout) to `path`. With `tag`, the top manifest in index.json carries it
+ * as org.opencontainers.image.ref.name.
  */
-export async function writeOciArchive(path: string, img: ArchiveImage, opts: { tag?: string; signal?: AbortSignal } = {}): Promise<Descriptor> {
-  const desc: Descriptor = { mediaType: img.manifest.mediaType, digest: img.manifest.digest, size: img.manifest.bytes.length };
-  if (opts.tag !== undefined) desc.annotations = { [REF_NAME_ANNOTATION]: opts.tag };
+export async function writeOciArchive(path: string, a: Artifact, opts: { tag?: string; signal?: AbortSignal } = {}): Promise<Descriptor> {
+  checkAborted(opts.signal, "writing the OCI archive");
+  const plain = descriptorOf(a.manifest);
+  const desc: Descriptor = opts.tag === undefined ? plain : { ...plain, annotations: { [REF_NAME_ANNOTATION]: opts.tag } };
   const index: ImageIndex = { schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: [desc] };
   const indexBytes = Buffer.from(`${JSON.stringify(index)}\n`);
   const layoutBytes = Buffer.from(`${JSON.stringify({ imageLayoutVersion: "1.0.0" })}\n`);
-  // Blobs sorted by name, each once (an image may repeat a layer).
+  // Blobs sorted by name, each once (an image may repeat a layer, images of an index share blobs).
   const blobs = new Map<string, LayerEntry>();
-  blobs.set(blobName(img.config.digest), fileEntry(blobName(img.config.digest), img.config.bytes.length, img.config.bytes));
-  blobs.set(blobName(img.manifest.digest), fileEntry(blobName(img.manifest.digest), img.manifest.bytes.length, img.manifest.bytes));
-  for (const l of img.layers) {
-    const name = blobName(l.descriptor.digest);
-    if (!blobs.has(name)) blobs.set(name, fileEntry(name, l.descriptor.size, (s) => l.open(s)));
-  }
+  await collectBlobs(a, blobs, opts.signal);
   const algs = [...new Set([...blobs.keys()].map((n) => n.split("/")[1]!))].sort();
   const entries: LayerEntry[] = [
     dirEntry("blobs"),
-    ...algs.flatMap((a) => [dirEntry(`blobs/${a}`), ...[...blobs.entries()].filter(([n]) => n.startsWith(`blobs/${a}/`)).sort(([x], [y]) => (x < y ? -1 : 1)).map(([, e]) => e)]),
+    ...algs.flatMap((alg) => [dirEntry(`blobs/${alg}`), ...[...blobs.entries()].filter(([n]) => n.startsWith(`blobs/${alg}/`)).sort(([x], [y]) => (x < y ? -1 : 1)).map(([, e]) => e)]),
     fileEntry("index.json", indexBytes.length, indexBytes),
     fileEntry("oci-layout", layoutBytes.length, layoutBytes),
   ];
   await writeTarFile(path, entries, { signal: opts.signal, what: "OCI archive" });
-  const { annotations: _a, ...plain } = desc;
-  void _a;
   return plain;
 }

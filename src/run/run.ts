@@ -135,9 +135,9 @@ async function extractLayers(image: RunImage, store: LayerStore, emit: EventSink
   for (const l of image.layers) {
     dirs.push(
       await store.ensureLayer(l.diffId, l.open, {
-        mediaType: l.mediaType,
+        mediaType: l.descriptor.mediaType,
         signal,
-        layer: l.name,
+        layer: l.descriptor.digest,
         onWarning: (m) => emit({ type: "log", level: "warn", message: m }),
       }),
     );

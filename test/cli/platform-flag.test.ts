@@ -12,7 +12,8 @@ import { encodeJson, type ImageConfig, type ImageIndex, type ImageManifest } fro
 import { MediaType } from "../../src/oci/media-types.js";
 import { hostPlatform, formatPlatform } from "../../src/oci/platform.js";
 import { parseReference } from "../../src/oci/reference.js";
-import { RegistryClient, pushImage } from "../../src/oci/registry/index.js";
+import { memoryBlob } from "../../src/oci/image.js";
+import { RegistryClient, pushArtifact } from "../../src/oci/registry/index.js";
 import { haveRegistry, startRegistry } from "../helpers/registry.js";
 import { cli } from "../helpers/tools.js";
 
@@ -116,7 +117,8 @@ describe.skipIf(!haveRegistry())("a base image whose config and index say arm64/
       const manifest = encodeJson<ImageManifest>(MediaType.OCI_MANIFEST, {
         schemaVersion: 2, mediaType: MediaType.OCI_MANIFEST, config: { mediaType: MediaType.OCI_CONFIG, digest: config.digest, size: config.bytes.length }, layers: [],
       });
-      await pushImage(client, [parseReference(`${reg.host}/base/arm64v8@${manifest.digest}`)], { manifest, config, layers: [] });
+      const image = { kind: "image", manifest, blobs: [memoryBlob(manifest.parsed.config, config.bytes)], config: async () => config, layers: async () => [] } as const;
+      await pushArtifact(client, image, [parseReference(`${reg.host}/base/arm64v8@${manifest.digest}`)]);
       const index = encodeJson<ImageIndex>(MediaType.OCI_INDEX, {
         schemaVersion: 2, mediaType: MediaType.OCI_INDEX,
         manifests: [{ mediaType: MediaType.OCI_MANIFEST, digest: manifest.digest, size: manifest.bytes.length, platform: { os: "linux", architecture: "arm64", variant: "v8" } }],

@@ -6,11 +6,10 @@ import { existsSync } from "node:fs";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeDockerArchive } from "../../src/oci/docker-archive.js";
-import type { ArchiveImage } from "../../src/oci/oci-archive.js";
-import { imageOf } from "./registry/images.js";
+import type { Image } from "../../src/oci/image.js";
+import { imageOf, imageValue } from "./registry/images.js";
 
 let work: string;
 beforeAll(async () => {
@@ -20,14 +19,8 @@ afterAll(async () => {
   await rm(work, { recursive: true, force: true });
 });
 
-async function bombImage(): Promise<ArchiveImage> {
-  const img = await imageOf("amd64", { zeros: new Uint8Array(32 * 1024 * 1024) });
-  const layer = img.layers[0]!;
-  return {
-    manifest: img.manifest,
-    config: img.config,
-    layers: [{ descriptor: layer.desc, diffId: layer.diffId, open: () => Readable.from([Buffer.from(layer.bytes)]) }],
-  };
+async function bombImage(): Promise<Image> {
+  return imageValue(await imageOf("amd64", { zeros: new Uint8Array(32 * 1024 * 1024) }));
 }
 
 describe("writeDockerArchive with maxLayerSize", () => {
@@ -36,7 +29,7 @@ describe("writeDockerArchive with maxLayerSize", () => {
     const path = join(work, "bomb.tar");
     await expect(writeDockerArchive(path, img, { repoTags: ["bomb:v1"], maxLayerSize: 4 * 1024 * 1024 })).rejects.toMatchObject({
       code: "LAYER_TOO_LARGE",
-      message: expect.stringContaining(img.layers[0]!.descriptor.digest),
+      message: expect.stringContaining(img.blobs[1]!.descriptor.digest),
     });
     expect(existsSync(path)).toBe(false);
     expect(await readdir(work)).toEqual([]);

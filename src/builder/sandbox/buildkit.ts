@@ -18,7 +18,8 @@ import type { Platform } from "../../oci/manifest.js";
 import { parseReference, parseReferenceNoDefault, withDigest, type ImageReference } from "../../oci/reference.js";
 import { formatPlatform, platformMatches } from "../../oci/platform.js";
 import { assembleImage } from "../image.js";
-import { pushImage } from "../output.js";
+import { pushArtifact } from "../../oci/registry/push.js";
+import { stageImage } from "../stage-image.js";
 import type { BuildkitClient, BuildkitConnectOptions } from "./buildkit/client.js";
 import { importLayer } from "./buildkit/layer.js";
 import { CredentialStore, type CredentialStoreOptions } from "../../oci/auth/index.js";
@@ -183,7 +184,7 @@ export class BuildkitExecutor implements Executor {
     const input = assembleImage(state, { sourceDateEpoch: 0 });
     const ref = withDigest(this.staging, input.manifest.digest);
     ctx.emit({ type: "log", level: "info", message: `buildkit: staging the step's input (${state.layers.length} layers) as ${ref}` });
-    await pushImage(input, [ref], { content: ctx.content, registry: ctx.registry, signal: ctx.signal }, {});
+    await pushArtifact(ctx.registry, stageImage(input, { content: ctx.content, registry: ctx.registry }), [ref], { signal: ctx.signal });
     return `docker-image://${ref.name}@${input.manifest.digest}`;
   }
 

@@ -20,7 +20,9 @@ import {
 import { MANIFEST_ACCEPT } from "../media-types.js";
 import { type ImageReference, withDigest } from "../reference.js";
 import { readBlob } from "./blob-reader.js";
-import { hostPlatform, selectPlatform } from "../platform.js";
+import { hostPlatform } from "../platform.js";
+import { selectImage } from "../image.js";
+import { openRegistry } from "../sources.js";
 import { type HttpResponse, Transport, hostOf } from "./transport.js";
 import type { RegistryOptions, Scope } from "./types.js";
 import { type BlobOpener, checkPushAccess, tryMount, upload } from "./upload.js";
@@ -172,19 +174,10 @@ export class RegistryClient {
     ref: ImageReference,
     opts: { platform?: Platform; signal?: AbortSignal } = {},
   ): Promise<{ manifest: Blob<ImageManifest>; config: Blob<ImageConfig>; index?: Blob<ImageIndex> }> {
-    let m = await this.getManifest(ref, opts);
-    let index: Blob<ImageIndex> | undefined;
-    for (let depth = 0; m.kind === "index"; depth++) {
-      if (depth > 3) throw new OcibuildError("MANIFEST_INVALID", `${ref} nests indexes too deeply`);
-      index ??= m.blob;
-      const desc = selectPlatform(m.blob.parsed, opts.platform ?? hostPlatform(), ref.familiar);
-      m = await this.getManifest(withDigest(ref, desc.digest), opts);
-    }
-    const manifest = m.blob;
-    const cd = manifest.parsed.config;
-    const bytes = await this.getBlobBytes(ref, cd.digest, { size: cd.size, signal: opts.signal });
-    const config = parseImageConfig(bytes, cd.mediaType);
-    return index ? { manifest, config, index } : { manifest, config };
+    const top = await openRegistry(this, ref, ref.familiar, opts.signal);
+    const image = await selectImage(top, opts.platform ?? hostPlatform(), ref.familiar, opts.signal);
+    const config = await image.config(opts.signal);
+    return top.kind === "index" ? { manifest: image.manifest, config, index: top.manifest } : { manifest: image.manifest, config };
   }
 
   /** A blob's bytes as a stream, verified against `d` (and `size`) while streaming; resumes after resets. */

@@ -1,76 +1,103 @@
 /**
- * Push one built image (config, layers, manifest) to one or more references:
- * blobs in parallel (bounded by the client's limit), skipping what exists and
- * mounting from an earlier target of the same registry; the manifest last. A
- * repository that already holds the manifest only gets the tag.
+ * The registry sink: an image or an index (image.ts) pushed to one or more
+ * references, one after the other. For each reference: an image's blobs in parallel
+ * (bounded by the client's limit, each distinct blob once), skipped when the
+ * repository has it, mounted from a repository of the same registry that holds it
+ * (an earlier reference, or the blob's origin: a base image, a copy's source), else
+ * uploaded; the manifest last. A repository that already holds an image's manifest
+ * gets only the manifest (re)put: a registry accepts a manifest only once every blob
+ * it names is there, so its blobs need no checking. An index's images (and indexes)
+ * are pushed by digest, in parallel, then the index by the reference.
  */
 import type { Digest } from "../digest.js";
-import type { Blob, Descriptor, ImageManifest } from "../manifest.js";
-import type { ImageReference } from "../reference.js";
-import { Readable } from "node:stream";
+import { type Artifact, type Image, type ImageBlob, isForeign, settleAll } from "../image.js";
+import type { Descriptor } from "../manifest.js";
+import { type ImageReference, withDigest } from "../reference.js";
 import type { RegistryClient } from "./client.js";
-import type { BlobOpener } from "./upload.js";
 
-export interface PushableImage {
-  manifest: Blob<ImageManifest>;
-  config: Blob;
-  /** Each layer's descriptor, a way to (re)open its compressed bytes, and repositories of the same registry it may be mounted from. */
-  layers: { desc: Descriptor; open: BlobOpener; mountFrom?: string[] }[];
-}
+export type BlobOutcome = "exists" | "mounted" | "uploaded";
 
 export interface PushResult {
+  /** The digest and media type of the top manifest or index. */
   digest: Digest;
+  mediaType: string;
+  /** Blobs per outcome, over every reference. */
   blobs: { uploaded: number; mounted: number; exists: number };
+  /** Manifests and indexes put, over every reference. */
+  manifests: number;
 }
 
-export async function pushImage(
-  client: RegistryClient,
-  refs: ImageReference[],
-  image: PushableImage,
-  opts: {
-    mountFrom?: string[];
-    signal?: AbortSignal;
-    /** Called after each blob, with what happened to it. */
-    onBlob?: (ref: ImageReference, desc: Descriptor, outcome: "exists" | "mounted" | "uploaded") => void;
-  } = {},
-): Promise<PushResult> {
-  const stats = { uploaded: 0, mounted: 0, exists: 0 };
-  const cfg = image.manifest.parsed.config;
-  const blobs: { desc: Descriptor; open: BlobOpener; mountFrom?: string[] }[] = [
-    { desc: cfg, open: () => Readable.from([Buffer.from(image.config.bytes)]) },
-    ...image.layers,
-  ];
+export interface PushOptions {
+  signal?: AbortSignal;
+  /** Called after each blob, with what happened to it (`ref` is the reference being pushed to). */
+  onBlob?: (ref: ImageReference, desc: Descriptor, outcome: BlobOutcome) => void;
+}
+
+/** One reference being pushed to. */
+interface Target {
+  client: RegistryClient;
+  ref: ImageReference;
+  /** Repositories of the same registry pushed to before this one: every blob can be mounted from them. */
+  mountFrom: string[];
+  /** Each distinct blob once per reference. */
+  jobs: Map<Digest, Promise<void>>;
+  result: PushResult;
+  opts: PushOptions;
+}
+
+function record(t: Target, desc: Descriptor, outcome: BlobOutcome): void {
+  t.result.blobs[outcome]++;
+  t.opts.onBlob?.(t.ref, desc, outcome);
+}
+
+function pushBlob(t: Target, b: ImageBlob): Promise<void> {
+  const { signal } = t.opts;
+  let job = t.jobs.get(b.descriptor.digest);
+  if (!job) {
+    job = t.client.limit(async () => {
+      const origin = b.origin && b.origin.registry === t.ref.registry ? [b.origin.repository] : [];
+      const outcome = await t.client.pushBlob(t.ref, b.descriptor, (s) => b.open(s ?? signal), { mountFrom: [...t.mountFrom, ...origin], signal });
+      record(t, b.descriptor, outcome);
+    });
+    t.jobs.set(b.descriptor.digest, job);
+  }
+  return job;
+}
+
+async function pushImageBlobs(t: Target, img: Image): Promise<void> {
+  const blobs = img.blobs.filter((b) => !isForeign(b.descriptor));
+  if (await t.client.manifestExists(t.ref, img.manifest.digest, t.opts.signal)) {
+    for (const b of blobs) {
+      if (t.jobs.has(b.descriptor.digest)) continue;
+      t.jobs.set(b.descriptor.digest, Promise.resolve());
+      record(t, b.descriptor, "exists");
+    }
+    return;
+  }
+  await settleAll(blobs, (b) => pushBlob(t, b));
+}
+
+/** Everything `a` names, then `a` itself as `ref`. */
+async function pushTree(t: Target, a: Artifact, ref: ImageReference): Promise<void> {
+  if (a.kind === "image") await pushImageBlobs(t, a);
+  else {
+    await settleAll(a.entries, async (e) => {
+      const child = await e.open(t.opts.signal);
+      await pushTree(t, child, withDigest(t.ref, child.manifest.digest));
+    });
+  }
+  await t.client.putManifest(ref, a.manifest, t.opts.signal);
+  t.result.manifests++;
+}
+
+/** Push `a` to every reference of `refs` (by its tag, or by digest for a reference without one). */
+export async function pushArtifact(client: RegistryClient, a: Artifact, refs: readonly ImageReference[], opts: PushOptions = {}): Promise<PushResult> {
+  const result: PushResult = { digest: a.manifest.digest, mediaType: a.manifest.mediaType, blobs: { uploaded: 0, mounted: 0, exists: 0 }, manifests: 0 };
   const done: ImageReference[] = [];
   for (const ref of refs) {
-    const mountFrom = [
-      ...done.filter((r) => r.registry === ref.registry && r.repository !== ref.repository).map((r) => r.repository),
-      ...(opts.mountFrom ?? []),
-    ];
-    // The repository already holds this very manifest (a rebuild with nothing changed):
-    // a registry accepts a manifest only once every blob it names is there, so the
-    // blobs need no checking; only the tag is (re)pointed.
-    if (await client.manifestExists(ref, image.manifest.digest, opts.signal)) {
-      for (const b of blobs) {
-        stats.exists++;
-        opts.onBlob?.(ref, b.desc, "exists");
-      }
-      await client.putManifest(ref, image.manifest, opts.signal);
-      done.push(ref);
-      continue;
-    }
-    const results = await Promise.allSettled(
-      blobs.map((b) =>
-        client.limit(async () => {
-          const outcome = await client.pushBlob(ref, b.desc, b.open, { mountFrom: [...mountFrom, ...(b.mountFrom ?? [])], signal: opts.signal });
-          stats[outcome]++;
-          opts.onBlob?.(ref, b.desc, outcome);
-        }),
-      ),
-    );
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
-    if (failed) throw failed.reason;
-    await client.putManifest(ref, image.manifest, opts.signal);
+    const mountFrom = done.filter((r) => r.registry === ref.registry && r.repository !== ref.repository).map((r) => r.repository);
+    await pushTree({ client, ref, mountFrom, jobs: new Map(), result, opts }, a, ref);
     done.push(ref);
   }
-  return { digest: image.manifest.digest, blobs: stats };
+  return result;
 }

@@ -11,9 +11,9 @@ import { MediaType } from "../../../src/oci/media-types.js";
 import { parseReference } from "../../../src/oci/reference.js";
 import { RegistryClient, type RetryEvent } from "../../../src/oci/registry/index.js";
 import { type FaultProxy, startFaultProxy } from "../../helpers/fault-proxy.js";
-import { pushImage as pushLibraryImage } from "../../../src/oci/registry/push.js";
+import { pushArtifact } from "../../../src/oci/registry/push.js";
 import { freePort, haveRegistry, startRegistry, type TestRegistry } from "../../helpers/registry.js";
-import { collect, imageOf, pushImage, type TestImage } from "./images.js";
+import { collect, imageOf, imageValue, pushImage, type TestImage } from "./images.js";
 
 async function filesUnder(dir: string): Promise<string[]> {
   const out: string[] = [];
@@ -320,16 +320,11 @@ describe.skipIf(!haveRegistry())("pushing an image the repository already holds 
     const c = new RegistryClient();
     try {
       const img = await imageOf("amd64", { "hello.txt": "hello\n" });
-      const pushable = (i: TestImage) => ({
-        manifest: i.manifest,
-        config: i.config,
-        layers: i.layers.map((l) => ({ desc: l.desc, open: () => Readable.from([Buffer.from(l.bytes)]) })),
-      });
-      const first = await pushLibraryImage(c, [parseReference(`${proxy.host}/p/app:v1`)], pushable(img));
+      const first = await pushArtifact(c, imageValue(img), [parseReference(`${proxy.host}/p/app:v1`)]);
       expect(first.blobs.uploaded).toBe(2);
       proxy.log.length = 0;
       const outcomes: string[] = [];
-      const again = await pushLibraryImage(c, [parseReference(`${proxy.host}/p/app:v2`)], pushable(img), { onBlob: (_r, _d, o) => outcomes.push(o) });
+      const again = await pushArtifact(c, imageValue(img), [parseReference(`${proxy.host}/p/app:v2`)], { onBlob: (_r, _d, o) => outcomes.push(o) });
       expect(again.blobs).toEqual({ uploaded: 0, mounted: 0, exists: 2 });
       expect(outcomes).toEqual(["exists", "exists"]);
       // One HEAD of the manifest by digest, one PUT of the tag, nothing about blobs.
@@ -339,7 +334,7 @@ describe.skipIf(!haveRegistry())("pushing an image the repository already holds 
       // Another image in the same repository: its blobs are checked (and uploaded) as usual.
       proxy.log.length = 0;
       const other = await imageOf("amd64", { "other.txt": "other\n" });
-      const third = await pushLibraryImage(c, [parseReference(`${proxy.host}/p/app:v3`)], pushable(other));
+      const third = await pushArtifact(c, imageValue(other), [parseReference(`${proxy.host}/p/app:v3`)]);
       expect(third.blobs.uploaded).toBe(2);
       expect(proxy.log.some((r) => r.method === "HEAD" && r.path.includes("/blobs/"))).toBe(true);
     } finally {

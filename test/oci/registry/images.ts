@@ -7,6 +7,7 @@ import { MediaType } from "../../../src/oci/media-types.js";
 import type { RegistryClient } from "../../../src/oci/registry/index.js";
 import { type ImageReference, withDigest } from "../../../src/oci/reference.js";
 import { Readable } from "node:stream";
+import { type Image, memoryBlob } from "../../../src/oci/image.js";
 
 export async function tarOf(files: Record<string, string | Uint8Array>): Promise<Uint8Array> {
   const p = pack();
@@ -91,4 +92,16 @@ export async function collect(s: NodeJS.ReadableStream): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of s as AsyncIterable<Buffer>) chunks.push(c);
   return Buffer.concat(chunks);
+}
+
+/** A test image as the image model's Image: its blobs opened from memory. */
+export function imageValue(img: TestImage): Image {
+  const layers = img.layers.map((l) => ({ ...memoryBlob(l.desc, l.bytes), diffId: l.diffId }));
+  return {
+    kind: "image",
+    manifest: img.manifest,
+    blobs: [memoryBlob(img.manifest.parsed.config, img.config.bytes), ...layers],
+    config: async () => img.config,
+    layers: async () => layers,
+  };
 }

@@ -7,9 +7,9 @@ import { OcibuildError } from "../../../src/errors.js";
 import { digestOf } from "../../../src/oci/digest.js";
 import { MediaType } from "../../../src/oci/media-types.js";
 import { parseReference, withDigest } from "../../../src/oci/reference.js";
-import { RegistryClient, type ProgressEvent, pushImage as pushImageLib } from "../../../src/oci/registry/index.js";
+import { RegistryClient, type ProgressEvent, pushArtifact } from "../../../src/oci/registry/index.js";
 import { haveRegistry, startRegistry, type TestRegistry } from "../../helpers/registry.js";
-import { collect, imageOf, indexOf, pushImage } from "./images.js";
+import { collect, imageOf, imageValue, indexOf, pushImage } from "./images.js";
 import { existsSync } from "node:fs";
 
 const run = promisify(execFile);
@@ -150,11 +150,10 @@ describe.skipIf(!haveRegistry())("registry client against an open registry (need
     }
   });
 
-  it("pushImage sends blobs then the manifest to several tags, mounting for the second repository", async () => {
+  it("pushArtifact sends blobs then the manifest to several tags, mounting for the second repository", async () => {
     const img = await imageOf("amd64", { p: "push helper\n" });
     const refs = [parseReference(`${reg.host}/push/one:v1`), parseReference(`${reg.host}/push/two:v1`), parseReference(`${reg.host}/push/two:latest`)];
-    const layer = img.layers[0]!;
-    const r = await pushImageLib(client, refs, { manifest: img.manifest, config: img.config, layers: [{ desc: layer.desc, open: () => Readable.from([Buffer.from(layer.bytes)]) }] });
+    const r = await pushArtifact(client, imageValue(img), refs);
     expect(r.digest).toBe(img.manifest.digest);
     expect(r.blobs).toEqual({ uploaded: 2, mounted: 2, exists: 2 });
     for (const ref of refs) expect((await client.headManifest(ref))?.digest).toBe(img.manifest.digest);
