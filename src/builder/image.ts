@@ -8,6 +8,7 @@ import type { Digest } from "../oci/digest.js";
 import { MediaType } from "../oci/media-types.js";
 import { type Blob, type Descriptor, encodeJson, descriptorOf, type HistoryEntry, type ImageConfig, type ImageIndex, type ImageManifest, type Platform } from "../oci/manifest.js";
 import type { LayerRecord, StageState } from "./stage-state.js";
+import type { AttestationManifest } from "../attest/statement.js";
 
 /** One stage's image: its config and manifest, and the records of its layers (where each blob is). */
 export interface BuiltImage {
@@ -30,6 +31,8 @@ export interface AssembleOptions {
   sourceDateEpoch?: number;
   /** Extra labels (--label), applied last. */
   labels?: Record<string, string>;
+  /** The manifest's annotations (the manifest level of the build's annotations, and the base image's name and digest). */
+  annotations?: Record<string, string>;
 }
 
 export function assembleImage(state: StageState, opts: AssembleOptions): BuiltImage {
@@ -63,14 +66,17 @@ export function assembleImage(state: StageState, opts: AssembleOptions): BuiltIm
     mediaType: MediaType.OCI_MANIFEST,
     config: descriptorOf(configBlob),
     layers: state.layers.map((l) => ociLayerDescriptor(l.descriptor)),
+    ...(opts.annotations && Object.keys(opts.annotations).length ? { annotations: opts.annotations } : {}),
   };
   return { config: configBlob, manifest: encodeJson(MediaType.OCI_MANIFEST, manifest), layers: state.layers };
 }
 
-/** What a build produced: one image, or one per platform under an OCI index. */
+/** What a build produced: one image, or one per platform under an OCI index, with the attestation manifests it names after the images. */
 export interface BuiltArtifact {
   readonly images: readonly { platform: Platform; image: BuiltImage }[];
   readonly index?: Blob<ImageIndex>;
+  /** The attestation manifests (BuildKit's storage), in the index after the images. */
+  readonly attestations?: readonly AttestationManifest[];
 }
 
 /** The manifest or index that names the whole artifact (what a tag points to). */
@@ -78,20 +84,37 @@ export function topBlob(a: BuiltArtifact): Blob {
   return a.index ?? a.images[0]!.image.manifest;
 }
 
-export function assembleIndex(images: { platform: Platform; image: BuiltImage }[]): Blob<ImageIndex> {
+export interface IndexOptions {
+  /** The index's own annotations (the index level). */
+  annotations?: Record<string, string>;
+  /** Each image's descriptor annotations (the manifest-descriptor level). */
+  descriptorAnnotations?: (platform: Platform) => Record<string, string> | undefined;
+  attestations?: readonly AttestationManifest[];
+}
+
+export function assembleIndex(images: readonly { platform: Platform; image: BuiltImage }[], opts: IndexOptions = {}): Blob<ImageIndex> {
   const index: ImageIndex = {
     schemaVersion: 2,
     mediaType: MediaType.OCI_INDEX,
-    manifests: images.map(({ platform, image }) => ({
-      ...descriptorOf(image.manifest),
-      platform: { architecture: platform.architecture, os: platform.os, ...(platform.variant ? { variant: platform.variant } : {}) },
-    })),
+    manifests: [
+      ...images.map(({ platform, image }) => {
+        const annotations = opts.descriptorAnnotations?.(platform);
+        return {
+          ...descriptorOf(image.manifest),
+          ...(annotations ? { annotations } : {}),
+          platform: { architecture: platform.architecture, os: platform.os, ...(platform.variant ? { variant: platform.variant } : {}) },
+        };
+      }),
+      ...(opts.attestations ?? []).map((a) => a.indexEntry),
+    ],
+    ...(opts.annotations ? { annotations: opts.annotations } : {}),
   };
   return encodeJson(MediaType.OCI_INDEX, index);
 }
 
 export function artifactSize(a: BuiltArtifact): number {
-  return (a.index?.bytes.length ?? 0) + a.images.reduce((n, i) => n + imageSize(i.image), 0);
+  const attestations = (a.attestations ?? []).reduce((n, m) => n + m.manifest.bytes.length + m.config.bytes.length + m.layers.reduce((k, l) => k + l.bytes.length, 0), 0);
+  return (a.index?.bytes.length ?? 0) + a.images.reduce((n, i) => n + imageSize(i.image), 0) + attestations;
 }
 
 export function imageSize(img: BuiltImage): number {

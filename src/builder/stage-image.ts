@@ -16,6 +16,9 @@ import type { RegistryClient } from "../oci/registry/index.js";
 import { checkedBlob, needsDiffIdCheck, type DiffIdRecords } from "./fs/base-layers.js";
 import type { BuiltArtifact, BuiltImage } from "./image.js";
 import type { LayerRecord } from "./stage-state.js";
+import type { AttestationManifest } from "../attest/statement.js";
+import type { DiffID } from "../oci/digest.js";
+import type { Blob, ImageConfig } from "../oci/manifest.js";
 
 /** Where a built image's layer blobs are. */
 export interface StageBlobs {
@@ -90,7 +93,20 @@ export function stageImage(img: BuiltImage, src: StageBlobs, platform?: Platform
   };
 }
 
-/** What a build made as an Image, or an Index over every platform's image. */
+/** An attestation manifest (in memory) as an Image: its in-toto layers are uncompressed, their DiffID their digest. */
+export function attestationImage(m: AttestationManifest): Image {
+  const layers: Layer[] = m.layers.map((l) => ({ ...memoryBlob(l.descriptor, l.bytes), diffId: l.descriptor.digest as unknown as DiffID }));
+  return {
+    kind: "image",
+    manifest: m.manifest,
+    blobs: [memoryBlob(m.manifest.parsed.config, m.config.bytes), ...layers],
+    platform: { os: "unknown", architecture: "unknown" },
+    config: async () => m.config as Blob<ImageConfig>,
+    layers: async () => layers,
+  };
+}
+
+/** What a build made as an Image, or an Index over every platform's image (and the attestation manifests after them). */
 export function stageArtifact(a: BuiltArtifact, src: StageBlobs): Artifact {
   if (!a.index) return stageImage(a.images[0]!.image, src, a.images[0]!.platform);
   const index: Index = {
@@ -98,7 +114,7 @@ export function stageArtifact(a: BuiltArtifact, src: StageBlobs): Artifact {
     manifest: a.index,
     entries: a.index.parsed.manifests.map((descriptor, i) => ({
       descriptor,
-      open: async () => stageImage(a.images[i]!.image, src, a.images[i]!.platform),
+      open: async () => (i < a.images.length ? stageImage(a.images[i]!.image, src, a.images[i]!.platform) : attestationImage(a.attestations![i - a.images.length]!)),
     })),
   };
   return index;
