@@ -11,7 +11,7 @@ import { workdirStep } from "./workdir.js";
 export type { KeySources, Step, StepEnv, StepKeyInputs, StepPlan } from "./step.js";
 export type { ArgSources } from "./arg.js";
 
-/** FROM starts a stage; one reaching a stage's steps (an ONBUILD trigger) is an error. */
+/** FROM starts a stage and never reaches its steps (ONBUILD FROM is refused when parsed); one given as a step is an error. */
 const misplacedFrom: Step<FromInstr> = {
   layered: false,
   async plan(_state, instr, env) {
@@ -43,5 +43,5 @@ const STEPS: StepTable = {
 };
 
 export function stepFor(instr: Instruction): Step {
-  return STEPS[instr.kind] as Step;
+  return STEPS[instr.kind];
 }
