@@ -5,11 +5,9 @@
  * steps/; this file only orchestrates.
  */
 import { readFile, rm, stat } from "node:fs/promises";
-import { availableParallelism } from "node:os";
 import { join, resolve } from "node:path";
-import pLimit from "p-limit";
 import { OcibuildError, optionWords } from "../errors.js";
-import { createIgnoreMatcher, ignoreFileCandidates, parseDockerfile, parseDockerignore, planStages, type StagePlan } from "../dockerfile/index.js";
+import { parseDockerfile, planStages, type ParseResult, type StagePlan } from "../dockerfile/index.js";
 import { OciLayout } from "../oci/layout.js";
 import { descriptorOf, type Descriptor } from "../oci/manifest.js";
 import { formatPlatform, hostPlatform, normalizePlatform, parsePlatformList, type Platform } from "../oci/platform.js";
@@ -21,12 +19,10 @@ import { artifactSize, assembleImage, assembleIndex, topBlob, type BuiltArtifact
 import { checkOutputPaths, pushBuilt, pushTargets, writeOutputs, type BuildOutput } from "./output.js";
 import { stageArtifact } from "./stage-image.js";
 import { checkPushPermissions } from "./push-check.js";
-import { LayerStore } from "./fs/layer-store.js";
-import { CacheMounts } from "./cache-mounts.js";
-import { BwrapExecutor, type BwrapOptions } from "./sandbox/bwrap.js";
+import type { BwrapOptions } from "./sandbox/bwrap.js";
 import type { Executor } from "./sandbox/index.js";
-import type { SourceTree } from "./sources.js";
-import { StageRunner, imageKey, type CacheSummary, type StepReport } from "./stage-runner.js";
+import { imageKey, type CacheSummary, type StepReport } from "./stage-runner.js";
+import { createRunner } from "./build-runner.js";
 import { imageState } from "./base.js";
 import type { StageState } from "./stage-state.js";
 import { resolveSecrets, startSshAgents, type SecretSpec, type SshAgents, type SshSpec } from "./secrets.js";
@@ -35,10 +31,7 @@ import { KEY_VERSION } from "../cache/key.js";
 import { openCacheDir, resolveCacheDir } from "./cache-dir.js";
 import { recordBuiltImage } from "./local-images.js";
 import { Redactor } from "../cache/redact.js";
-import { LocalCacheStore } from "../cache/local.js";
 import { DiffIdRecords } from "./fs/base-layers.js";
-import { RegistryCacheStore } from "../cache/registry.js";
-import { type CacheStore, readOnlyStore } from "../cache/store.js";
 
 export type { CacheSummary, StepReport };
 
@@ -131,7 +124,7 @@ export interface BuildResult {
   warnings: string[];
 }
 
-export const DEFAULT_CACHE_TTL_SECONDS = 14 * 24 * 3600;
+export { DEFAULT_CACHE_TTL_SECONDS } from "./build-runner.js";
 
 /** The context must be a directory; checked first, so a wrong path is not blamed on a COPY source, or missed. */
 async function checkContext(dir: string): Promise<void> {
@@ -152,14 +145,6 @@ async function readDockerfile(opts: BuildOptions): Promise<{ text: string; name:
   }
 }
 
-async function contextTree(root: string, dockerfilePath: string | undefined): Promise<SourceTree> {
-  const candidates = dockerfilePath ? ignoreFileCandidates(dockerfilePath, root) : [join(root, ".dockerignore")];
-  for (const c of candidates) {
-    const text = await readFile(c, "utf8").catch(() => undefined);
-    if (text !== undefined) return { root, ignore: createIgnoreMatcher(parseDockerignore(text)), label: "the build context" };
-  }
-  return { root, label: "the build context" };
-}
 
 
 /** Overlay/copy mode is worth saying once per build, not once per step. */
@@ -234,13 +219,26 @@ function secretArgsWarning(redactor: Redactor): string[] {
   ];
 }
 
-async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildResult> {
+/** What a build has read and decided before anything is fetched or run. */
+export interface BuildPlan {
+  contextDir: string;
+  df: { text: string; name: string; path?: string };
+  parsed: ParseResult;
+  host: Platform;
+  targets: Platform[];
+  plans: { target: Platform; plan: StagePlan }[];
+  buildArgs: Record<string, string>;
+  tags: ImageReference[];
+  dryRun: boolean;
+  pushTo: ImageReference[];
+  warnings: string[];
+}
+
+/** Check the options, read the Dockerfile and plan its stages for every target platform. */
+async function planBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildPlan> {
   if (opts.network === "host" && !(opts.allow ?? []).includes("network.host")) {
     throw new OcibuildError("BUILD_ENTITLEMENT_REQUIRED", 'network "host" for RUN needs the network.host entitlement', { hint: `allow it with ${optionWords("allow", "network.host")} if you trust this Dockerfile with the host's network` });
   }
-  const env = opts.env ?? process.env;
-  const sink = opts.onEvent ?? (() => {});
-  const emit: EventSink = onceMode((e) => sink(redactor.maskFields(e)));
   const contextDir = resolve(opts.context);
   await checkContext(contextDir);
   const df = await readDockerfile(opts);
@@ -263,7 +261,15 @@ async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildRe
       `a ${singleOnly.type} output holds one platform, but ${targets.length} were asked for (${targets.map(formatPlatform).join(", ")}); pick one with --platform, or use --output oci:DIR`,
     );
   }
+  return { contextDir, df, parsed, host, targets, plans, buildArgs, tags, dryRun, pushTo, warnings };
+}
 
+async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildResult> {
+  const env = opts.env ?? process.env;
+  const sink = opts.onEvent ?? (() => {});
+  const emit: EventSink = onceMode((e) => sink(redactor.maskFields(e)));
+  const planned = await planBuild(opts, redactor);
+  const { plans, targets, tags, dryRun, pushTo, warnings } = planned;
   if (!dryRun) await checkOutputPaths(opts.outputs ?? []);
   const cacheDir = await resolveCacheDir(opts.cacheDir, env, (w) => warnings.push(w));
   const scratchDir = await openCacheDir(cacheDir, opts.cacheDir === undefined ? env : undefined);
@@ -276,62 +282,12 @@ async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildRe
     const bases = prefetchBases(plans, registry, opts.signal);
     // While the bases resolve: may the credentials at hand push where the image goes? (kaniko's check)
     if (!opts.skipPushPermissionCheck) await checkPushPermissions(registry, pushTo, opts.signal);
-    const secrets = await resolveSecrets(opts.secrets ?? [], env, contextDir);
+    const secrets = await resolveSecrets(opts.secrets ?? [], env, planned.contextDir);
     agents = await startSshAgents(opts.ssh ?? [], env, scratchDir);
     const content = await OciLayout.create(join(cacheDir, "content"), opts.signal);
     const diffIds = new DiffIdRecords(join(cacheDir, "diffids"));
     const hasher = new FileHasher(join(cacheDir, "cache", `v${KEY_VERSION}`, "stat-cache.json"));
-    const ttl = opts.cacheTtlSeconds ?? DEFAULT_CACHE_TTL_SECONDS;
-    const stores: CacheStore[] = [new LocalCacheStore(join(cacheDir, "cache", `v${KEY_VERSION}`), content, ttl)];
-    if (opts.cacheRepo) {
-      const remote = new RegistryCacheStore(parseReference(opts.cacheRepo), registry, content, ttl);
-      stores.push(opts.noCacheRepoWrite ? readOnlyStore(remote) : remote);
-    }
-    const runner = new StageRunner({
-      parsed,
-      buildArgs,
-      host,
-      multiPlatform: targets.length > 1,
-      // A step's "previous entry" is looked up by project (the first tag's repository, on any registry), stage and position.
-      project: tags[0]?.repository ?? contextDir,
-      ctx: {
-        file: df.name,
-        lines: parsed.lines,
-        escapeToken: parsed.directives.escape,
-        content,
-        layerStore: new LayerStore(join(cacheDir, "rootfs")),
-        scratchDir,
-        cacheMounts: new CacheMounts(join(cacheDir, "mounts")),
-        gitCacheDir: join(cacheDir, "git"),
-        secrets,
-        sshAgents: agents.sockets,
-        allow: new Set(opts.allow ?? []),
-        defaultNetwork: opts.network ?? "default",
-        context: await contextTree(contextDir, df.path),
-        registry,
-        executor: opts.executor ?? new BwrapExecutor(opts.sandbox),
-        sourceDateEpoch: opts.sourceDateEpoch,
-        compressionLevel: opts.compressionLevel,
-        maxLayerSize: opts.maxLayerSize,
-        diffIds,
-        forceCopySnapshots: opts.forceCopySnapshots,
-        signal: opts.signal,
-        emit,
-      },
-      cache: {
-        stores,
-        noLookup: opts.noCache ?? false,
-        noWrite: opts.noCacheWrite ?? false,
-        dryRun,
-        hashFile: (path, st) => hasher.hashFile(path, st, opts.signal),
-        redactor,
-      },
-      registry,
-      images: bases,
-      limit: pLimit(Math.max(1, availableParallelism())),
-      emit,
-      signal: opts.signal,
-    });
+    const runner = await createRunner(opts, planned, { cacheDir, scratchDir, content, diffIds, hasher, registry, secrets, agents, bases, emit, redactor });
     const finals = await Promise.all(plans.map(({ plan, target }) => runner.final(plan, target)));
     await hasher.save().catch(() => {});
     const steps = (await runner.reports(plans)).map((s) => redactor.maskFields(s));

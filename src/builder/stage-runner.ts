@@ -14,6 +14,7 @@ import { cachedStep, layerChain, slotOf, type CacheContext } from "./cached-step
 import { emulationError, emulationStatus, runsNatively } from "./emulation.js";
 import type { BuildEvent, EventSink } from "./events.js";
 import { withConfig, type StageState } from "./stage-state.js";
+import type { ArgSources } from "./steps/index.js";
 import type { StepContext } from "./step-context.js";
 import { isOcibuildError } from "../errors.js";
 
@@ -43,6 +44,31 @@ interface StageDone {
   /** Dry run: something in the stage would run, so its result is not known. */
   unknown: boolean;
   reports: StepReport[];
+}
+
+/** A stage as far as it got: its state, the key of its last step (or its base's identity), and whether a dry run left it unknown. */
+interface StageProgress {
+  state: StageState;
+  key: string;
+  unknown: boolean;
+}
+
+/** What every step of one stage execution shares. */
+interface StageWalk {
+  plan: StagePlan;
+  label: string;
+  platformText: string;
+  /** `{ platform }` on events and reports when several platforms are built. */
+  tag: { platform?: string };
+  emulated: boolean;
+  total: number;
+  /** How many ONBUILD triggers run before the stage's own instructions. */
+  triggers: number;
+  /** What the stage was based on, for the report. */
+  base: string;
+  args: ArgSources;
+  ctx: Omit<StepContext, "current">;
+  cache: CacheContext;
 }
 
 export interface RunnerOptions {
@@ -171,44 +197,59 @@ export class StageRunner {
   }
 
   private async execute(plan: StagePlan, stage: Stage, target: Platform): Promise<StageDone> {
-    const o = this.o;
     const platform = stage.platform ?? target;
-    const platformText = formatPlatform(platform);
-    const label = stage.name ?? String(stage.index);
-    let state: StageState;
-    let base: string;
-    /** What the first metadata step chains on: the base's content identity, not its name. */
-    let baseId: string;
-    let unknown = false;
-    if (stage.baseStage !== undefined) {
-      const parent = await this.run(plan, plan.stages[stage.baseStage]!, target);
-      // The parent's ARG values come along (BuildKit's dispatchState.init takes the base stage's env and build args).
-      state = { ...parent.state, cmdSet: false };
-      base = `stage ${stage.baseStage}`;
-      baseId = `stage:${parent.key}`;
-      unknown = parent.unknown;
-    } else if (stage.base.toLowerCase() === "scratch") {
-      state = scratchState(platform);
-      base = "scratch";
-      baseId = "scratch";
-    } else {
-      state = await this.imageAt(stage.base, platform, stage.from, plan);
-      base = state.baseName;
-      baseId = base.slice(base.lastIndexOf("@") + 1);
-    }
+    const start = await this.start(plan, stage, target, platform);
     // ONBUILD triggers of the base run first, as if written right after FROM; the child does not inherit them.
-    const triggers = state.config.OnBuild?.length
-      ? parseOnbuildTriggers(state.config.OnBuild, { file: `ONBUILD of ${stage.base}` }).map((t) => ({ ...t, range: stage.from.range, original: `ONBUILD ${t.original}` }))
+    const triggers = start.state.config.OnBuild?.length
+      ? parseOnbuildTriggers(start.state.config.OnBuild, { file: `ONBUILD of ${stage.base}` }).map((t) => ({ ...t, range: stage.from.range, original: `ONBUILD ${t.original}` }))
       : [];
-    if (triggers.length > 0) state = withConfig(state, { OnBuild: null });
     const instructions = [...triggers, ...stage.instructions];
-    const emulated = !runsNatively(platform, o.host);
-    if (emulated && !o.cache.dryRun && instructions.some((i) => i.kind === "run")) {
+    const emulated = !runsNatively(platform, this.o.host);
+    if (emulated && !this.o.cache.dryRun && instructions.some((i) => i.kind === "run")) {
       const status = await emulationStatus(platform);
       if (!status.ok) throw emulationError(platform, status);
     }
-    const tag = o.multiPlatform ? { platform: platformText } : {};
-    const ctx: Omit<StepContext, "current"> = {
+    const platformText = formatPlatform(platform);
+    const tag = this.o.multiPlatform ? { platform: platformText } : {};
+    const walk: StageWalk = {
+      plan,
+      label: stage.name ?? String(stage.index),
+      platformText,
+      tag,
+      emulated,
+      total: instructions.length,
+      triggers: triggers.length,
+      base: start.base,
+      args: { buildArgs: this.o.buildArgs, globalArgs: stage.globalArgs, escapeToken: this.o.parsed.directives.escape },
+      ctx: this.stageContext(plan, target, tag),
+      cache: this.stageCache(plan, target),
+    };
+    let done: StageProgress = { state: triggers.length > 0 ? withConfig(start.state, { OnBuild: null }) : start.state, key: start.key, unknown: start.unknown };
+    const reports: StepReport[] = [];
+    for (const [i, instr] of instructions.entries()) {
+      this.o.signal?.throwIfAborted();
+      done = await this.step(walk, i, instr, done, reports);
+    }
+    return { ...done, reports };
+  }
+
+  /** Where a stage starts: its base (another stage, scratch or an image), and what its first metadata step chains on. */
+  private async start(plan: StagePlan, stage: Stage, target: Platform, platform: Platform): Promise<StageProgress & { base: string }> {
+    if (stage.baseStage !== undefined) {
+      const parent = await this.run(plan, plan.stages[stage.baseStage]!, target);
+      // The parent's ARG values come along (BuildKit's dispatchState.init takes the base stage's env and build args).
+      return { state: { ...parent.state, cmdSet: false }, base: `stage ${stage.baseStage}`, key: `stage:${parent.key}`, unknown: parent.unknown };
+    }
+    if (stage.base.toLowerCase() === "scratch") return { state: scratchState(platform), base: "scratch", key: "scratch", unknown: false };
+    const state = await this.imageAt(stage.base, platform, stage.from, plan);
+    // The base's content identity, not its name.
+    return { state, base: state.baseName, key: state.baseName.slice(state.baseName.lastIndexOf("@") + 1), unknown: false };
+  }
+
+  /** What the steps of a stage built for `target` may use: other stages, images, events tagged with the platform. */
+  private stageContext(plan: StagePlan, target: Platform, tag: { platform?: string }): Omit<StepContext, "current"> {
+    const o = this.o;
+    return {
       ...o.ctx,
       emit: o.multiPlatform ? (e: BuildEvent) => o.emit(e.type === "output" || e.type === "layer-write" ? { ...e, ...tag } : e) : o.emit,
       stage: (n) => {
@@ -217,61 +258,50 @@ export class StageRunner {
       },
       image: (ref, p) => this.image(ref, p),
     };
-    const cache: CacheContext = {
-      ...o.cache,
+  }
+
+  /** The cache as the steps of a stage built for `target` see it: other stages' layers by name or index. */
+  private stageCache(plan: StagePlan, target: Platform): CacheContext {
+    return {
+      ...this.o.cache,
       stageChain: (n) => {
         const s = this.findStage(plan, n);
         if (!s) return undefined;
         return this.run(plan, s, target).then((d) => (d.unknown ? `unknown:${d.key}` : layerChain(d.state)));
       },
     };
-    const reports: StepReport[] = [];
-    const total = instructions.length;
-    let prevKey = baseId;
-    for (const [i, instr] of instructions.entries()) {
-      o.signal?.throwIfAborted();
-      const text = instr.original.replace(/\s+/g, " ").trim();
-      const runEmulated = emulated && instr.kind === "run" ? { emulated: true } : {};
-      o.emit({ type: "step-start", stage: label, step: i + 1, total, instruction: text, line: instr.range.startLine, ...tag, ...runEmulated });
-      const before = state.layers.length;
-      const started = performance.now();
-      const stepCtx: StepContext = { ...ctx, current: { stage: label, step: i + 1, instruction: instr }, image: (ref, p) => this.imageAt(ref, p, instr, plan) };
-      const out = await cachedStep(state, instr, stepCtx, cache, {
-        args: { buildArgs: o.buildArgs, globalArgs: stage.globalArgs, escapeToken: o.parsed.directives.escape },
-        step: i + 1,
-        slot: slotOf(o.project, label, i - triggers.length, platformText),
-        prevKey,
-        base,
-        parentUnknown: unknown,
-      });
-      const seconds = out.cached ? 0 : (performance.now() - started) / 1000;
-      state = out.state;
-      prevKey = out.key;
-      if (out.unknown) unknown = true;
-      if (out.cached) {
-        this.summary.hits++;
-        this.summary.secondsSaved += out.savedSeconds;
-        this.summary.bytesReused += out.reusedBytes;
-      } else this.summary.misses++;
-      const layer = state.layers.length > before ? state.layers[state.layers.length - 1]!.descriptor.digest : null;
-      const shown = out.instruction.replace(/ # ocibuild$/, "");
-      const report: StepReport = { stage: label, ...tag, instruction: shown, line: instr.range.startLine, cached: out.cached, seconds, layer };
-      if (!out.cached) report.reason = out.reason;
-      reports.push(report);
-      o.emit({
-        type: "step-end",
-        stage: label,
-        step: i + 1,
-        total,
-        instruction: shown,
-        line: instr.range.startLine,
-        cached: out.cached,
-        ...(out.reason && !out.cached ? { reason: out.reason } : {}),
-        seconds,
-        layer,
-        ...tag,
-      });
-    }
-    return { state, key: prevKey, unknown, reports };
+  }
+
+  /** Instruction `i` of a stage through the cache: its events, its report (pushed to `reports`), the stage after it. */
+  private async step(walk: StageWalk, i: number, instr: Instruction, before: StageProgress, reports: StepReport[]): Promise<StageProgress> {
+    const o = this.o;
+    const { label, tag, total } = walk;
+    const text = instr.original.replace(/\s+/g, " ").trim();
+    const runEmulated = walk.emulated && instr.kind === "run" ? { emulated: true } : {};
+    o.emit({ type: "step-start", stage: label, step: i + 1, total, instruction: text, line: instr.range.startLine, ...tag, ...runEmulated });
+    const started = performance.now();
+    const stepCtx: StepContext = { ...walk.ctx, current: { stage: label, step: i + 1, instruction: instr }, image: (ref, p) => this.imageAt(ref, p, instr, walk.plan) };
+    const out = await cachedStep(before.state, instr, stepCtx, walk.cache, {
+      args: walk.args,
+      step: i + 1,
+      slot: slotOf(o.project, label, i - walk.triggers, walk.platformText),
+      prevKey: before.key,
+      base: walk.base,
+      parentUnknown: before.unknown,
+    });
+    const seconds = out.cached ? 0 : (performance.now() - started) / 1000;
+    if (out.cached) {
+      this.summary.hits++;
+      this.summary.secondsSaved += out.savedSeconds;
+      this.summary.bytesReused += out.reusedBytes;
+    } else this.summary.misses++;
+    const layer = out.state.layers.length > before.state.layers.length ? out.state.layers[out.state.layers.length - 1]!.descriptor.digest : null;
+    const shown = out.instruction.replace(/ # ocibuild$/, "");
+    const report: StepReport = { stage: label, ...tag, instruction: shown, line: instr.range.startLine, cached: out.cached, seconds, layer };
+    if (!out.cached) report.reason = out.reason;
+    reports.push(report);
+    const reason = out.reason && !out.cached ? { reason: out.reason } : {};
+    o.emit({ type: "step-end", stage: label, step: i + 1, total, instruction: shown, line: instr.range.startLine, cached: out.cached, ...reason, seconds, layer, ...tag });
+    return { state: out.state, key: out.key, unknown: before.unknown || out.unknown === true };
   }
 }

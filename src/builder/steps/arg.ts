@@ -6,6 +6,7 @@
  */
 import { resolveArgs, type ArgInstr } from "../../dockerfile/index.js";
 import { addHistory, expansionEnv, type StageState } from "../stage-state.js";
+import { metadataStep, type Step } from "./step.js";
 
 export interface ArgSources {
   buildArgs: Readonly<Record<string, string>>;
@@ -13,7 +14,7 @@ export interface ArgSources {
   escapeToken?: "\\" | "`";
 }
 
-export function argStep(state: StageState, instr: ArgInstr, src: ArgSources): StageState {
+function declareArgs(state: StageState, instr: ArgInstr, src: ArgSources): StageState {
   const args: Record<string, string> = { ...state.args };
   const shown: string[] = [];
   for (const { key, value } of resolveArgs(instr, { buildArgs: { ...src.buildArgs }, globalArgs: { ...src.globalArgs }, env: expansionEnv(state), escapeToken: src.escapeToken })) {
@@ -26,3 +27,12 @@ export function argStep(state: StageState, instr: ArgInstr, src: ArgSources): St
   }
   return addHistory({ ...state, args }, { created_by: `ARG ${shown.join(" ")}`, comment: "ocibuild.dockerfile.v0", empty_layer: true });
 }
+
+/** ARG's key is its text as written plus the values it takes, so that a changed value is named. */
+export const argStep: Step<ArgInstr> = metadataStep(
+  (state, instr, env) => declareArgs(state, instr, env.args),
+  (instr, done) => ({
+    instruction: instr.original,
+    args: Object.fromEntries(instr.args.filter((a) => Object.hasOwn(done.args, a.key)).map((a) => [a.key, done.args[a.key]!])),
+  }),
+);

@@ -9,8 +9,9 @@ import { dockerfileError } from "../../dockerfile/diagnostics.js";
 import type { HealthConfig } from "../../oci/manifest.js";
 import { addHistory, setEnv, shellOf, withConfig, type StageState } from "../stage-state.js";
 import type { StepContext } from "../step-context.js";
+import { metadataStep, type Step } from "./step.js";
 
-type ConfigInstr = Extract<
+export type ConfigInstr = Extract<
   Instruction,
   { kind: "env" | "label" | "expose" | "user" | "cmd" | "entrypoint" | "stopsignal" | "volume" | "healthcheck" | "shell" | "onbuild" | "maintainer" }
 >;
@@ -27,7 +28,9 @@ function commandText(kind: string, args: string[]): string {
   return `${kind} ${JSON.stringify(args)}`;
 }
 
-export function configStep(state: StageState, instr: ConfigInstr, ctx: StepContext): StageState {
+export const configStep: Step<ConfigInstr> = metadataStep((state, instr, env) => applyConfig(state, instr, env.ctx));
+
+function applyConfig(state: StageState, instr: ConfigInstr, ctx: StepContext): StageState {
   const loc = { file: ctx.file, lines: [...ctx.lines] };
   switch (instr.kind) {
     case "env": {

@@ -23,15 +23,16 @@ import { octalChmod, parseChmod, type ModeFn } from "../fs/chmod.js";
 import { mutateRoot, withRootView } from "../fs/step-root.js";
 import { resolveDirInRoot, resolveNoFollow } from "../fs/path.js";
 import { hasWildcard, selectSources, type SourceMatch, type SourceTree } from "../sources.js";
-import { addHistory, addLayer, workdirOf, type StageState } from "../stage-state.js";
+import { workdirOf, type StageState } from "../stage-state.js";
 import type { StepContext } from "../step-context.js";
 import { fileOwner } from "../users.js";
 import { applyMeta, copyEntry, copyTree, hashMatches, type CopyPlan, type Owner } from "../fs/copy-tree.js";
 import { archiveKind, download, extractArchive, isRemoteSource, type Download } from "./add.js";
 import { checkoutGit, parseGitSource } from "./git.js";
+import { layerPlan, sourceIdentity, withStepResult, type Step, type StepKeyInputs } from "./step.js";
 
 /** The expanded text of the instruction, as history records it. */
-export function copyText(instr: CopyInstr | AddInstr, sources: string[], dest: string): string {
+function copyText(instr: CopyInstr | AddInstr, sources: string[], dest: string): string {
   const flags: string[] = [];
   if (instr.from !== undefined) flags.push(`--from=${instr.from}`);
   if (instr.chown !== undefined) flags.push(`--chown=${instr.chown}`);
@@ -45,7 +46,7 @@ export function copyText(instr: CopyInstr | AddInstr, sources: string[], dest: s
 }
 
 /** A COPY/ADD with its arguments expanded and (for the context) its sources selected. */
-export interface CopyPrep {
+interface CopyPrep {
   instr: CopyInstr | AddInstr;
   text: string;
   sources: string[];
@@ -69,7 +70,7 @@ export interface CopyPrep {
 }
 
 /** `instr` arrives expanded (expandInstruction); --from is never expanded (BuildKit refuses variables there). */
-export async function prepareCopy(state: StageState, instr: CopyInstr | AddInstr, ctx: StepContext): Promise<CopyPrep> {
+async function prepareCopy(state: StageState, instr: CopyInstr | AddInstr, ctx: StepContext): Promise<CopyPrep> {
   const loc = { file: ctx.file, lines: [...ctx.lines] };
   const fail = (code: ErrorCode, msg: string, hint?: string) => dockerfileError(code, msg, loc, instr.range.startLine, instr.range.endLine, { hint });
   const sources = instr.sources;
@@ -173,7 +174,7 @@ function otherSources(prep: CopyPrep): number {
  * file the copy reads (path, type, mode, link target, bytes; never mtime), walked
  * exactly as the copy walks; for --from, the source stage's or image's identity.
  */
-export async function copyKeyFiles(prep: CopyPrep, ctx: StepContext, hashFile: (path: string, st: Stats) => Promise<string>): Promise<Record<string, string>> {
+async function copyKeyFiles(prep: CopyPrep, ctx: StepContext, hashFile: (path: string, st: Stats) => Promise<string>): Promise<Record<string, string>> {
   const files: Record<string, string> = {};
   for (const h of prep.heredocs) files[`<<${h.name}`] = createHash("sha256").update(h.content).digest("hex");
   for (const d of prep.downloads) files[d.url] = d.sha256;
@@ -184,7 +185,7 @@ export async function copyKeyFiles(prep: CopyPrep, ctx: StepContext, hashFile: (
   return files;
 }
 
-export async function executeCopy(state: StageState, prep: CopyPrep, ctx: StepContext): Promise<StageState> {
+async function executeCopy(state: StageState, prep: CopyPrep, ctx: StepContext): Promise<StageState> {
   const run = async (tree: SourceTree, contextSource: boolean, matches: SourceMatch[][]): Promise<StageState> => {
     const total = matches.reduce((n, m) => n + m.length, 0);
     const layer = await mutateRoot(state, ctx, async (root) => {
@@ -201,8 +202,7 @@ export async function executeCopy(state: StageState, prep: CopyPrep, ctx: StepCo
       for (const h of prep.heredocs) await writeHeredoc(root, prep, h, created);
       for (const g of prep.gits) await copyOne({ root: g.match.hostPath, label: g.url }, g.match, root, prep.dest, true, false, { ...created, contextSource: false }, ctx.signal);
     });
-    const entry = { created_by: `${prep.text} # ocibuild`, comment: "ocibuild.dockerfile.v0" };
-    return layer ? addLayer(state, layer, entry) : addHistory(state, { ...entry, empty_layer: true });
+    return withStepResult(state, layer, { created_by: `${prep.text} # ocibuild`, comment: "ocibuild.dockerfile.v0" });
   };
 
   if (prep.from === undefined) return run(ctx.context, true, prep.matches ?? []);
@@ -214,8 +214,39 @@ export async function executeCopy(state: StageState, prep: CopyPrep, ctx: StepCo
   });
 }
 
-export async function copyStep(state: StageState, instr: CopyInstr | AddInstr, ctx: StepContext): Promise<StageState> {
-  return executeCopy(state, await prepareCopy(state, instr, ctx), ctx);
+/**
+ * COPY and ADD: the key holds the expanded text, the working directory, and what is
+ * copied: the content of every context file, download and git commit, or the
+ * identity of the --from stage or image. COPY --link does not chain on the layers below.
+ */
+export const copyStep: Step<CopyInstr | AddInstr> = {
+  layered: true,
+  async plan(state, instr, env) {
+    const prep = await prepareCopy(state, instr, env.ctx);
+    const inputs: StepKeyInputs = { ...(instr.link ? { parent: "link", base: "link" } : {}), instruction: prep.text, workdir: workdirOf(state) };
+    if (prep.from === undefined) inputs.files = await copyKeyFiles(prep, env.ctx, env.keys.hashFile);
+    else inputs.source = await sourceIdentity(prep.from, state, env);
+    return layerPlan(state, inputs, prep.text, () => (instr.link ? linkedCopy(state, prep, env.ctx) : executeCopy(state, prep, env.ctx)));
+  },
+};
+
+/**
+ * COPY --link: copy onto an empty tree and put the result on top of the stage as
+ * an independent layer (BuildKit's semantics). Names in --chown are resolved in
+ * the stage's own /etc/passwd first, since the empty tree has none.
+ */
+async function linkedCopy(state: StageState, prep: CopyPrep, ctx: StepContext): Promise<StageState> {
+  let p = prep;
+  if (prep.chown !== undefined && !/^\d+(:\d+)?$/.test(prep.chown)) {
+    const spec = prep.chown;
+    const ids = await withRootView(state, ctx, async (root) => {
+      const o = await fileOwner(root, spec, { signal: ctx.signal });
+      return `${o.uid}:${o.gid}`;
+    });
+    p = { ...prep, chown: ids };
+  }
+  const alone = await executeCopy({ ...state, layers: [], history: [] }, p, ctx);
+  return withStepResult(state, alone.layers[0], alone.history[alone.history.length - 1]!);
 }
 
 /**

@@ -1,28 +1,47 @@
-/** One instruction -> the step that executes it. */
-import type { Instruction } from "../../dockerfile/index.js";
+/** One instruction -> the step that knows it: the dispatcher and the cache wrapper ask this table. */
+import type { FromInstr, Instruction } from "../../dockerfile/index.js";
 import { dockerfileError } from "../../dockerfile/diagnostics.js";
-import type { StageState } from "../stage-state.js";
-import type { StepContext } from "../step-context.js";
-import { argStep, type ArgSources } from "./arg.js";
+import { argStep } from "./arg.js";
 import { configStep } from "./config.js";
 import { copyStep } from "./copy.js";
 import { runStep } from "./run.js";
+import type { Step } from "./step.js";
 import { workdirStep } from "./workdir.js";
 
-export async function executeStep(state: StageState, instr: Instruction, ctx: StepContext, args: ArgSources, step: number): Promise<StageState> {
-  switch (instr.kind) {
-    case "run":
-      return runStep(state, instr, ctx, step);
-    case "copy":
-    case "add":
-      return copyStep(state, instr, ctx);
-    case "workdir":
-      return workdirStep(state, instr, ctx);
-    case "arg":
-      return argStep(state, instr, args);
-    case "from":
-      throw dockerfileError("DOCKERFILE_MISPLACED_FROM", "FROM inside a stage", { file: ctx.file, lines: [...ctx.lines] }, instr.range.startLine);
-    default:
-      return configStep(state, instr, ctx);
-  }
+export type { KeySources, Step, StepEnv, StepKeyInputs, StepPlan } from "./step.js";
+export type { ArgSources } from "./arg.js";
+
+/** FROM starts a stage and never reaches its steps (ONBUILD FROM is refused when parsed); one given as a step is an error. */
+const misplacedFrom: Step<FromInstr> = {
+  layered: false,
+  async plan(_state, instr, env) {
+    throw dockerfileError("DOCKERFILE_MISPLACED_FROM", "FROM inside a stage", { file: env.ctx.file, lines: [...env.ctx.lines] }, instr.range.startLine);
+  },
+};
+
+type StepTable = { readonly [K in Instruction["kind"]]: Step<Extract<Instruction, { kind: K }>> };
+
+const STEPS: StepTable = {
+  from: misplacedFrom,
+  run: runStep,
+  copy: copyStep,
+  add: copyStep,
+  workdir: workdirStep,
+  arg: argStep,
+  env: configStep,
+  label: configStep,
+  expose: configStep,
+  user: configStep,
+  cmd: configStep,
+  entrypoint: configStep,
+  stopsignal: configStep,
+  volume: configStep,
+  healthcheck: configStep,
+  shell: configStep,
+  onbuild: configStep,
+  maintainer: configStep,
+};
+
+export function stepFor(instr: Instruction): Step {
+  return STEPS[instr.kind];
 }

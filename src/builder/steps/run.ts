@@ -9,8 +9,12 @@ import { PROXY_ARGS, type RunInstr } from "../../dockerfile/index.js";
 import { dockerfileError } from "../../dockerfile/diagnostics.js";
 import { type ErrorCode, OcibuildError } from "../../errors.js";
 import { parseMounts, type MountSpec } from "../mounts.js";
-import { addHistory, addLayer, expansionEnv, shellOf, workdirOf, type StageState } from "../stage-state.js";
+import { addHistory, addLayer, envRecord, expansionEnv, shellOf, workdirOf, type StageState } from "../stage-state.js";
 import type { StepContext } from "../step-context.js";
+import type { KeyInputs } from "../../cache/key.js";
+import { hashMatches } from "../fs/copy-tree.js";
+import { selectSources } from "../sources.js";
+import { layerPlan, sourceIdentity, type Step, type StepEnv } from "./step.js";
 
 /** The shebang line of a heredoc body, if any ("#!/usr/bin/env python3"). */
 function shebang(content: string): string | undefined {
@@ -66,7 +70,7 @@ function runFlags(instr: RunInstr, ctx: StepContext, fail: Fail): { security: "s
   return { security, network };
 }
 
-export async function runStep(state: StageState, instr: RunInstr, ctx: StepContext, step: number): Promise<StageState> {
+async function executeRun(state: StageState, instr: RunInstr, ctx: StepContext, step: number): Promise<StageState> {
   const loc = { file: ctx.file, lines: [...ctx.lines] };
   const fail: Fail = (code, msg, hint) => dockerfileError(code, msg, loc, instr.range.startLine, instr.range.endLine, { hint });
   let mountSpecs: MountSpec[];
@@ -110,4 +114,53 @@ export async function runStep(state: StageState, instr: RunInstr, ctx: StepConte
   const argPrefix = visibleArgs.length > 0 ? `|${visibleArgs.length} ${visibleArgs.join(" ")} ` : "";
   const entry = { created_by: `RUN ${argPrefix}${args.join(" ")} # ocibuild`, comment: "ocibuild.dockerfile.v0" };
   return result.layer ? addLayer(state, result.layer, entry) : addHistory(state, { ...entry, empty_layer: true });
+}
+
+/**
+ * RUN's key: the command as it runs, with its flags, and all it can see: the shell,
+ * user, working directory, ENV and build args, the network, and what it mounts.
+ */
+export const runStep: Step<RunInstr> = {
+  layered: true,
+  async plan(state, instr, env) {
+    const flags = [instr.network ? `--network=${instr.network}` : "", instr.security ? `--security=${instr.security}` : "", ...instr.mounts.map((m) => `--mount=${m}`)].filter(Boolean);
+    const inputs = {
+      ...(await mountKeyInputs(instr.mounts, state, env)),
+      instruction: ["RUN", ...flags, JSON.stringify(runArgs(state, instr))].join(" "),
+      shell: shellOf(state),
+      user: state.config.User ?? "",
+      workdir: workdirOf(state),
+      env: envRecord(state),
+      args: { ...state.args },
+      network: instr.network ?? env.ctx.defaultNetwork,
+    };
+    const shown = `RUN ${instr.command.form === "exec" ? JSON.stringify(instr.command.args) : instr.command.text.replace(/\s+/g, " ").trim()}`;
+    return layerPlan(state, inputs, shown, () => executeRun(state, instr, env.ctx, env.step));
+  },
+};
+
+/**
+ * What RUN --mount contributes to the key: the content of bind sources from the
+ * context, and the identity of stages or images mounted from. Cache mounts,
+ * tmpfs, secrets and ssh sockets never enter the key (their ids are in the text).
+ */
+async function mountKeyInputs(specs: readonly string[], state: StageState, env: StepEnv): Promise<Pick<KeyInputs, "files" | "source">> {
+  if (specs.length === 0) return {};
+  let parsed: MountSpec[];
+  try {
+    parsed = parseMounts(specs);
+  } catch {
+    return {}; // the step itself reports the bad spec with its line
+  }
+  const { ctx } = env;
+  const files: Record<string, string> = {};
+  const sources: string[] = [];
+  for (const m of parsed) {
+    if (m.type !== "bind" && !(m.type === "cache" && m.from !== undefined)) continue;
+    if (m.from === undefined) {
+      const matches = await selectSources(ctx.context, m.source);
+      for (const [k, v] of Object.entries(await hashMatches(ctx.context, matches, env.keys.hashFile, { signal: ctx.signal }))) files[`mount ${m.target}: ${k}`] = v;
+    } else sources.push(`${m.target}=${await sourceIdentity(m.from, state, env)}`);
+  }
+  return { ...(Object.keys(files).length > 0 ? { files } : {}), ...(sources.length > 0 ? { source: sources.join(";") } : {}) };
 }

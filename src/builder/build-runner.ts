@@ -1,0 +1,116 @@
+/**
+ * The StageRunner a build makes: the context its steps see (where things go, the
+ * registry, the executor, the build context with its .dockerignore) and the cache
+ * stores around them.
+ */
+import { readFile } from "node:fs/promises";
+import { availableParallelism } from "node:os";
+import { join } from "node:path";
+import pLimit from "p-limit";
+import type { FileHasher } from "../cache/file-hash.js";
+import { KEY_VERSION } from "../cache/key.js";
+import { LocalCacheStore } from "../cache/local.js";
+import type { Redactor } from "../cache/redact.js";
+import { RegistryCacheStore } from "../cache/registry.js";
+import { type CacheStore, readOnlyStore } from "../cache/store.js";
+import { createIgnoreMatcher, ignoreFileCandidates, parseDockerignore } from "../dockerfile/index.js";
+import type { OciLayout } from "../oci/layout.js";
+import { parseReference } from "../oci/reference.js";
+import type { RegistryClient } from "../oci/registry/index.js";
+import type { BuildOptions, BuildPlan } from "./build.js";
+import type { EventSink } from "./events.js";
+import type { DiffIdRecords } from "./fs/base-layers.js";
+import { LayerStore } from "./fs/layer-store.js";
+import { CacheMounts } from "./cache-mounts.js";
+import { BwrapExecutor } from "./sandbox/bwrap.js";
+import type { SshAgents } from "./secrets.js";
+import type { SourceTree } from "./sources.js";
+import { StageRunner } from "./stage-runner.js";
+import type { StageState } from "./stage-state.js";
+
+export const DEFAULT_CACHE_TTL_SECONDS = 14 * 24 * 3600;
+
+/** The build context, with the .dockerignore that applies (one named after the Dockerfile first, as BuildKit does). */
+async function contextTree(root: string, dockerfilePath: string | undefined): Promise<SourceTree> {
+  const candidates = dockerfilePath ? ignoreFileCandidates(dockerfilePath, root) : [join(root, ".dockerignore")];
+  for (const c of candidates) {
+    const text = await readFile(c, "utf8").catch(() => undefined);
+    if (text !== undefined) return { root, ignore: createIgnoreMatcher(parseDockerignore(text)), label: "the build context" };
+  }
+  return { root, label: "the build context" };
+}
+
+/** The local cache, and the --cache-repo one after it. */
+function cacheStores(opts: BuildOptions, cacheDir: string, content: OciLayout, registry: RegistryClient): CacheStore[] {
+  const ttl = opts.cacheTtlSeconds ?? DEFAULT_CACHE_TTL_SECONDS;
+  const stores: CacheStore[] = [new LocalCacheStore(join(cacheDir, "cache", `v${KEY_VERSION}`), content, ttl)];
+  if (opts.cacheRepo) {
+    const remote = new RegistryCacheStore(parseReference(opts.cacheRepo), registry, content, ttl);
+    stores.push(opts.noCacheRepoWrite ? readOnlyStore(remote) : remote);
+  }
+  return stores;
+}
+
+/** What the build has opened for its steps: stores, registry, secrets, agents, base images being resolved. */
+export interface BuildResources {
+  cacheDir: string;
+  scratchDir: string;
+  content: OciLayout;
+  diffIds: DiffIdRecords;
+  hasher: FileHasher;
+  registry: RegistryClient;
+  secrets: ReadonlyMap<string, Buffer>;
+  agents: SshAgents;
+  bases: Map<string, Promise<StageState>>;
+  emit: EventSink;
+  redactor: Redactor;
+}
+
+/** The stage runner of this build, with everything its steps may use. */
+export async function createRunner(opts: BuildOptions, p: BuildPlan, r: BuildResources): Promise<StageRunner> {
+  return new StageRunner({
+    parsed: p.parsed,
+    buildArgs: p.buildArgs,
+    host: p.host,
+    multiPlatform: p.targets.length > 1,
+    // A step's "previous entry" is looked up by project (the first tag's repository, on any registry), stage and position.
+    project: p.tags[0]?.repository ?? p.contextDir,
+    ctx: {
+      file: p.df.name,
+      lines: p.parsed.lines,
+      escapeToken: p.parsed.directives.escape,
+      content: r.content,
+      layerStore: new LayerStore(join(r.cacheDir, "rootfs")),
+      scratchDir: r.scratchDir,
+      cacheMounts: new CacheMounts(join(r.cacheDir, "mounts")),
+      gitCacheDir: join(r.cacheDir, "git"),
+      secrets: r.secrets,
+      sshAgents: r.agents.sockets,
+      allow: new Set(opts.allow ?? []),
+      defaultNetwork: opts.network ?? "default",
+      context: await contextTree(p.contextDir, p.df.path),
+      registry: r.registry,
+      executor: opts.executor ?? new BwrapExecutor(opts.sandbox),
+      sourceDateEpoch: opts.sourceDateEpoch,
+      compressionLevel: opts.compressionLevel,
+      maxLayerSize: opts.maxLayerSize,
+      diffIds: r.diffIds,
+      forceCopySnapshots: opts.forceCopySnapshots,
+      signal: opts.signal,
+      emit: r.emit,
+    },
+    cache: {
+      stores: cacheStores(opts, r.cacheDir, r.content, r.registry),
+      noLookup: opts.noCache ?? false,
+      noWrite: opts.noCacheWrite ?? false,
+      dryRun: p.dryRun,
+      hashFile: (path, st) => r.hasher.hashFile(path, st, opts.signal),
+      redactor: r.redactor,
+    },
+    registry: r.registry,
+    images: r.bases,
+    limit: pLimit(Math.max(1, availableParallelism())),
+    emit: r.emit,
+    signal: opts.signal,
+  });
+}
