@@ -8,7 +8,7 @@
  */
 
 /** SPDX identifiers common in distributions and language registries. */
-const KNOWN = new Set([
+const KNOWN: ReadonlySet<string> = new Set([
   "0BSD", "AFL-2.1", "AGPL-3.0-only", "AGPL-3.0-or-later", "Apache-1.1", "Apache-2.0", "APSL-2.0", "Artistic-1.0", "Artistic-1.0-Perl",
   "Artistic-2.0", "BlueOak-1.0.0", "BSD-1-Clause", "BSD-2-Clause", "BSD-3-Clause", "BSD-4-Clause", "BSL-1.0", "bzip2-1.0.6", "CC-BY-3.0",
   "CC-BY-4.0", "CC-BY-SA-3.0", "CC-BY-SA-4.0", "CC0-1.0", "CDDL-1.0", "CDDL-1.1", "curl", "EPL-1.0", "EPL-2.0", "EUPL-1.2", "FSFAP",
@@ -18,9 +18,9 @@ const KNOWN = new Set([
   "NCSA", "OFL-1.1", "OpenSSL", "PHP-3.01", "PostgreSQL", "PSF-2.0", "Python-2.0", "Ruby", "Sleepycat", "Unicode-DFS-2016", "Unlicense",
   "UPL-1.0", "Vim", "W3C", "WTFPL", "X11", "Zlib", "ZPL-2.1",
 ]);
-const EXCEPTIONS = new Set(["Autoconf-exception-3.0", "Bison-exception-2.2", "Classpath-exception-2.0", "GCC-exception-3.1", "LLVM-exception", "OpenSSL-exception"]);
+const EXCEPTIONS: ReadonlySet<string> = new Set(["Autoconf-exception-3.0", "Bison-exception-2.2", "Classpath-exception-2.0", "GCC-exception-3.1", "LLVM-exception", "OpenSSL-exception"]);
 
-const BY_LOWER = new Map([...KNOWN].map((id) => [id.toLowerCase(), id]));
+const BY_LOWER: ReadonlyMap<string, string> = new Map([...KNOWN].map((id) => [id.toLowerCase(), id]));
 
 /** Older SPDX ids, Debian's DEP-5 names and common spellings. */
 const ALIASES: Record<string, string> = {

@@ -44,7 +44,7 @@ export interface DebPackage {
 }
 
 /** dpkg's states for a package whose files are on disk ("config-files" and "not-installed" are not). */
-const PRESENT = new Set(["installed", "half-installed", "unpacked", "half-configured", "triggers-awaited", "triggers-pending"]);
+const PRESENT: ReadonlySet<string> = new Set(["installed", "half-installed", "unpacked", "half-configured", "triggers-awaited", "triggers-pending"]);
 
 /** The installed packages of a dpkg status file. A distroless status.d file has no Status field: all of it counts. */
 export function parseDpkgStatus(text: string): DebPackage[] {
