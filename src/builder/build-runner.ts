@@ -27,6 +27,7 @@ import type { SshAgents } from "./secrets.js";
 import type { SourceTree } from "./sources.js";
 import { StageRunner } from "./stage-runner.js";
 import type { StageState } from "./stage-state.js";
+import type { MaterialSet } from "./attest.js";
 
 export const DEFAULT_CACHE_TTL_SECONDS = 14 * 24 * 3600;
 
@@ -64,6 +65,7 @@ export interface BuildResources {
   bases: Map<string, Promise<StageState>>;
   emit: EventSink;
   redactor: Redactor;
+  materials: MaterialSet;
 }
 
 /** The stage runner of this build, with everything its steps may use. */
@@ -96,6 +98,7 @@ export async function createRunner(opts: BuildOptions, p: BuildPlan, r: BuildRes
       maxLayerSize: opts.maxLayerSize,
       diffIds: r.diffIds,
       forceCopySnapshots: opts.forceCopySnapshots,
+      materials: r.materials,
       signal: opts.signal,
       emit: r.emit,
     },

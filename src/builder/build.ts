@@ -15,7 +15,11 @@ import { parseReference, type ImageReference } from "../oci/reference.js";
 import { RegistryClient } from "../oci/registry/index.js";
 import type { RegistryOptions } from "../oci/registry/index.js";
 import type { BuildEvent, EventSink } from "./events.js";
-import { artifactSize, assembleImage, assembleIndex, topBlob, type BuiltArtifact, type BuiltImage } from "./image.js";
+import { artifactSize, topBlob, type BuiltArtifact, type BuiltImage } from "./image.js";
+import { assembleImages, attachAttestations, attestationRecords, readSigningKey, signPushed, type AttestationRecord, type SignatureRecord, type SignOptions } from "./finish.js";
+import { MaterialSet, type AttestOptions } from "./attest.js";
+import { provenanceOf } from "./provenance-input.js";
+import { annotationsAt, type Annotation } from "../oci/annotations.js";
 import { checkOutputPaths, pushBuilt, pushTargets, writeOutputs, type BuildOutput } from "./output.js";
 import { stageArtifact } from "./stage-image.js";
 import { checkPushPermissions } from "./push-check.js";
@@ -100,7 +104,17 @@ export interface BuildOptions {
   sandbox?: Pick<BwrapOptions, "extraHosts" | "shmSize" | "ulimits">;
   /** Use copy-and-compare snapshots even where overlayfs works. */
   forceCopySnapshots?: boolean;
-  /** Environment for defaults (HOME, XDG_CACHE_HOME); default process.env. */
+  /** OCI annotations (buildx's --annotation): manifest, manifest-descriptor, index and index-descriptor levels, per platform. */
+  annotations?: Annotation[];
+  /**
+   * Attestations (buildx's --provenance, --sbom, --attest): SLSA provenance
+   * (mode "min" or "max", SLSA "v1" or "v0.2") and an SPDX SBOM of the final image,
+   * stored as BuildKit stores them. Off unless asked.
+   */
+  attest?: AttestOptions;
+  /** Sign every pushed manifest in cosign's key-based format (and its attestations as .att). Needs a push. */
+  sign?: SignOptions;
+  /** Environment for defaults (HOME, XDG_CACHE_HOME, COSIGN_PASSWORD); default process.env. */
   env?: Record<string, string | undefined>;
   signal?: AbortSignal;
   onEvent?: EventSink;
@@ -122,6 +136,10 @@ export interface BuildResult {
   steps: StepReport[];
   cache: CacheSummary;
   warnings: string[];
+  /** Each platform image's attestation manifest, when attestations were asked for. */
+  attestations?: AttestationRecord[];
+  /** The signatures pushed, when a signing key was given. */
+  signatures?: SignatureRecord[];
 }
 
 export { DEFAULT_CACHE_TTL_SECONDS } from "./build-runner.js";
@@ -261,6 +279,9 @@ async function planBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildP
       `a ${singleOnly.type} output holds one platform, but ${targets.length} were asked for (${targets.map(formatPlatform).join(", ")}); pick one with --platform, or use --output oci:DIR`,
     );
   }
+  if (opts.sign && !dryRun && pushTo.length === 0) {
+    throw new OcibuildError("USAGE_BAD_VALUE", `signing needs a push: ${optionWords("sign")} signs what is pushed to a registry, and nothing is`, { hint: `give ${optionWords("tags")} with a registry, or leave out ${optionWords("sign")}` });
+  }
   return { contextDir, df, parsed, host, targets, plans, buildArgs, tags, dryRun, pushTo, warnings };
 }
 
@@ -270,6 +291,7 @@ async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildRe
   const emit: EventSink = onceMode((e) => sink(redactor.maskFields(e)));
   const planned = await planBuild(opts, redactor);
   const { plans, targets, tags, dryRun, pushTo, warnings } = planned;
+  const signingKey = dryRun ? undefined : await readSigningKey(opts.sign, env);
   if (!dryRun) await checkOutputPaths(opts.outputs ?? []);
   const cacheDir = await resolveCacheDir(opts.cacheDir, env, (w) => warnings.push(w));
   const scratchDir = await openCacheDir(cacheDir, opts.cacheDir === undefined ? env : undefined);
@@ -287,24 +309,28 @@ async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildRe
     const content = await OciLayout.create(join(cacheDir, "content"), opts.signal);
     const diffIds = new DiffIdRecords(join(cacheDir, "diffids"));
     const hasher = new FileHasher(join(cacheDir, "cache", `v${KEY_VERSION}`, "stat-cache.json"));
-    const runner = await createRunner(opts, planned, { cacheDir, scratchDir, content, diffIds, hasher, registry, secrets, agents, bases, emit, redactor });
+    const materials = new MaterialSet();
+    const runner = await createRunner(opts, planned, { cacheDir, scratchDir, content, diffIds, hasher, registry, secrets, agents, bases, emit, redactor, materials });
     const finals = await Promise.all(plans.map(({ plan, target }) => runner.final(plan, target)));
     await hasher.save().catch(() => {});
     const steps = (await runner.reports(plans)).map((s) => redactor.maskFields(s));
     for (const w of warnings) emit({ type: "log", level: "warn", message: w });
-    const images = finals.map((f, i) => ({ platform: targets[i]!, image: assembleImage(f.state, { sourceDateEpoch: opts.sourceDateEpoch, labels: opts.labels }) }));
-    const artifact: BuiltArtifact = images.length > 1 ? { images, index: assembleIndex(images) } : { images };
+    const images = assembleImages({ finals, targets, sourceDateEpoch: opts.sourceDateEpoch, labels: opts.labels, annotations: opts.annotations });
+    const blobs = { content, registry, maxLayerSize: opts.maxLayerSize, diffIds };
+    const artifact = await attachAttestations({ images, attest: opts.attest, annotations: opts.annotations, names: pushTo.length ? pushTo : tags, materials, provenance: provenanceOf(opts, planned), steps, blobs, sourceDateEpoch: opts.sourceDateEpoch, emit, signal: opts.signal });
     const top = topBlob(artifact);
     // `ocibuild run IMAGE-ID` finds the image here, without a registry.
     if (!dryRun) await recordBuiltImage(cacheDir, content, artifact, opts.signal);
     const references: string[] = [];
-    const made = stageArtifact(artifact, { content, registry, maxLayerSize: opts.maxLayerSize, diffIds });
+    const made = stageArtifact(artifact, blobs);
+    let signatures: SignatureRecord[] | undefined;
     if (pushTo.length > 0) {
       await pushBuilt(made, pushTo, registry, { onEvent: emit, signal: opts.signal });
       for (const t of pushTo) references.push(`${t.name}:${t.tag}@${top.digest}`);
+      if (signingKey) signatures = await signPushed(signingKey, artifact, top.digest, pushTo, registry, emit, opts.signal);
     }
     if (!dryRun) {
-      for (const written of await writeOutputs(made, opts.outputs ?? [], tags, { maxLayerSize: opts.maxLayerSize, signal: opts.signal })) {
+      for (const written of await writeOutputs(made, opts.outputs ?? [], tags, { maxLayerSize: opts.maxLayerSize, indexDescriptorAnnotations: annotationsAt(opts.annotations ?? [], "index-descriptor"), signal: opts.signal })) {
         emit({ type: "output-written", reference: written });
         references.push(written);
       }
@@ -320,6 +346,8 @@ async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildRe
       steps,
       cache: runner.summary,
       warnings: warnings.map((w) => redactor.mask(w)),
+      ...(artifact.attestations ? { attestations: attestationRecords(artifact) } : {}),
+      ...(signatures ? { signatures } : {}),
     };
     emit({ type: "result", digest: result.digest, references, size: result.size });
     return result;

@@ -61,6 +61,8 @@ export async function pushBuilt(a: Artifact, refs: readonly ImageReference[], re
 export interface OutputOptions {
   /** Most bytes a layer may decompress to where an output decompresses it (BuildOptions.maxLayerSize). */
   maxLayerSize?: number;
+  /** Annotations of the layout's index.json entry (the index-descriptor level). */
+  indexDescriptorAnnotations?: Record<string, string>;
   signal?: AbortSignal;
 }
 
@@ -74,10 +76,20 @@ export async function checkOutputPaths(outputs: readonly BuildOutput[]): Promise
   }
 }
 
-/** The one image a single-image output takes; a usage error naming `kind` when the build made an index. */
-function singleImage(a: Artifact, kind: string) {
+/** Whether an index holds one image (its other entries attestation manifests, as BuildKit attaches them). */
+function runnableEntries(a: Artifact) {
+  return a.kind === "image" ? [] : a.entries.filter((e) => e.descriptor.annotations?.["vnd.docker.reference.type"] !== "attestation-manifest");
+}
+
+/** The one image a single-image output takes (an index's only runnable entry: a docker archive has no room for attestations); a usage error naming `kind` when the build made several. */
+async function singleImage(a: Artifact, kind: string, signal?: AbortSignal) {
   if (a.kind === "image") return a;
-  const platforms = a.entries.map((e) => formatPlatform(e.descriptor.platform!));
+  const runnable = runnableEntries(a);
+  if (runnable.length === 1) {
+    const img = await runnable[0]!.open(signal);
+    if (img.kind === "image") return img;
+  }
+  const platforms = runnable.map((e) => formatPlatform(e.descriptor.platform!));
   throw new OcibuildError("USAGE_BAD_VALUE", `a ${kind} output holds one platform, but ${platforms.length} were built (${platforms.join(", ")}); pick one with --platform, or use --output oci:DIR`);
 }
 
@@ -87,19 +99,21 @@ async function writeOutput(a: Artifact, out: Exclude<BuildOutput, { type: "regis
   switch (out.type) {
     case "oci": {
       const tag = out.tag ?? tags[0]?.tag;
-      await writeLayout(a, out.dest, { tag, beside: true, signal }).catch((e: unknown) => {
+      await writeLayout(a, out.dest, { tag, beside: true, signal, annotations: opts.indexDescriptorAnnotations }).catch((e: unknown) => {
         throw pathError("OUTPUT_WRITE_FAILED", "cannot write the OCI layout", out.dest, e);
       });
       return `oci:${out.dest}${tag ? `:${tag}` : ""}`;
     }
     case "oci-archive": {
       const tag = out.tag ?? tags[0]?.tag;
-      await writeOciArchive(out.dest, singleImage(a, "oci-archive"), { tag, signal });
+      // One platform, with its attestations as BuildKit's oci exporter keeps them.
+      if (runnableEntries(a).length > 1) await singleImage(a, "oci-archive", signal);
+      await writeOciArchive(out.dest, a, { tag, signal });
       return `oci-archive:${out.dest}${tag ? `:${tag}` : ""}`;
     }
     case "docker-archive": {
       const names = out.tags ?? tags.map((t) => t.toString());
-      await writeDockerArchive(out.dest, singleImage(a, "docker-archive"), { repoTags: names, maxLayerSize: opts.maxLayerSize, signal });
+      await writeDockerArchive(out.dest, await singleImage(a, "docker-archive", signal), { repoTags: names, maxLayerSize: opts.maxLayerSize, signal });
       return `docker-archive:${out.dest}`;
     }
   }

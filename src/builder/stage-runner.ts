@@ -17,6 +17,10 @@ import { withConfig, type StageState } from "./stage-state.js";
 import type { ArgSources } from "./steps/index.js";
 import type { StepContext } from "./step-context.js";
 import { isOcibuildError } from "../errors.js";
+import type { Digest } from "../oci/digest.js";
+import { parseReference } from "../oci/reference.js";
+import type { Material } from "../attest/provenance.js";
+import { baseImageMaterial } from "./attest.js";
 
 export interface StepReport {
   stage: string;
@@ -28,6 +32,8 @@ export interface StepReport {
   reason?: string;
   seconds: number;
   layer: string | null;
+  /** The step's cache key (what provenance's max mode records). */
+  key: string;
 }
 
 export interface CacheSummary {
@@ -88,6 +94,13 @@ export interface RunnerOptions {
   signal?: AbortSignal;
 }
 
+/** A resolved image as provenance names it: BuildKit's pkg:docker URI and its manifest digest. */
+function imageMaterial(ref: string, state: StageState): Material {
+  const r = parseReference(ref);
+  const digest = state.baseName.slice(state.baseName.lastIndexOf("@") + 1) as Digest;
+  return baseImageMaterial(r.name, r.digest ? undefined : r.tag, digest, state.platform);
+}
+
 /** How a registry image is known within a build: its reference as written, and the platform. */
 export function imageKey(ref: string, platform: Platform): string {
   return `${ref}|${formatPlatform(platform)}`;
@@ -119,7 +132,9 @@ export class StageRunner {
       this.images.set(key, p);
       p.catch(() => this.images.delete(key));
     }
-    return structuredClone(await p);
+    const state = structuredClone(await p);
+    this.o.ctx.materials?.add(imageMaterial(ref, state), platform);
+    return state;
   }
 
   /**
@@ -297,7 +312,7 @@ export class StageRunner {
     } else this.summary.misses++;
     const layer = out.state.layers.length > before.state.layers.length ? out.state.layers[out.state.layers.length - 1]!.descriptor.digest : null;
     const shown = out.instruction.replace(/ # ocibuild$/, "");
-    const report: StepReport = { stage: label, ...tag, instruction: shown, line: instr.range.startLine, cached: out.cached, seconds, layer };
+    const report: StepReport = { stage: label, ...tag, instruction: shown, line: instr.range.startLine, cached: out.cached, seconds, layer, key: out.key };
     if (!out.cached) report.reason = out.reason;
     reports.push(report);
     const reason = out.reason && !out.cached ? { reason: out.reason } : {};

@@ -12,6 +12,7 @@ import type { SourceTree } from "./sources.js";
 import type { StageState } from "./stage-state.js";
 import type { Instruction } from "../dockerfile/index.js";
 import type { BuildEvent } from "./events.js";
+import type { MaterialSet } from "./attest.js";
 
 export interface StepContext {
   /** The Dockerfile's display name and lines, for located errors. */
@@ -51,6 +52,8 @@ export interface StepContext {
   /** Most bytes a pulled layer may decompress to (BuildOptions.maxLayerSize). */
   readonly maxLayerSize?: number;
   readonly forceCopySnapshots?: boolean;
+  /** Where the base images and ADD sources the build resolves are recorded, for provenance. */
+  readonly materials?: MaterialSet;
   readonly signal?: AbortSignal;
   emit(event: BuildEvent): void;
   /** The stage and instruction now running (for events). */

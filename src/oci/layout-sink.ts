@@ -19,6 +19,8 @@ import { type Blob, type Descriptor, descriptorOf } from "./manifest.js";
 export interface LayoutWriteOptions {
   /** The name of the top manifest or index in index.json (org.opencontainers.image.ref.name). */
   tag?: string;
+  /** Annotations of the top manifest's or index's entry in index.json (BuildKit's index-descriptor level). */
+  annotations?: Record<string, string>;
   /** Write a directory that does not exist yet beside it, then rename it into place. */
   beside?: boolean;
   /** Bounds parallel blob writes (default: 4 at a time). */
@@ -90,7 +92,7 @@ export async function writeLayout(a: Artifact, dir: string, opts: LayoutWriteOpt
     const descriptor = descriptorOf(a.manifest);
     const result: LayoutWriteResult = { descriptor, blobs: { uploaded: 0, mounted: 0, exists: 0 }, manifests: 0 };
     await writeTree({ layout, limit: opts.limit ?? pLimit(4), jobs: new Map(), result, signal: opts.signal }, a);
-    await layout.addManifest(descriptor, opts.tag, opts.signal);
+    await layout.addManifest(opts.annotations ? { ...descriptor, annotations: opts.annotations } : descriptor, opts.tag, opts.signal);
     if (!exists) await rename(target, dir);
     return result;
   } catch (e) {

@@ -179,6 +179,8 @@ async function copyKeyFiles(prep: CopyPrep, ctx: StepContext, hashFile: (path: s
   for (const h of prep.heredocs) files[`<<${h.name}`] = createHash("sha256").update(h.content).digest("hex");
   for (const d of prep.downloads) files[d.url] = d.sha256;
   for (const g of prep.gits) files[`git ${g.url}`] = g.commit;
+  for (const d of prep.downloads) ctx.materials?.add({ uri: d.url, digest: { sha256: d.sha256 } });
+  for (const g of prep.gits) ctx.materials?.add({ uri: g.url, digest: { sha1: g.commit } });
   // A directory source's own mode never reaches the image, unless --parents recreates it below the destination.
   const opts = { exclude: prep.exclude, signal: ctx.signal, contentsOnly: !prep.instr.parents };
   Object.assign(files, await hashMatches(ctx.context, (prep.matches ?? []).flat(), hashFile, opts));

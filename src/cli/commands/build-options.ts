@@ -9,6 +9,7 @@ import { stat } from "node:fs/promises";
 import { isAbsolute, join, resolve } from "node:path";
 import { parseSecretFlag, parseSshFlag } from "./secret-flags.js";
 import { EXECUTOR_FLAGS, executorOptionsFrom } from "./executor-flags.js";
+import { ATTEST_FLAGS, attestOptionsFrom } from "./attest-flags.js";
 import { hostPlatform, parsePlatformList } from "../../oci/platform.js";
 import { OcibuildError } from "../../errors.js";
 import type { BuildOptions } from "../../api.js";
@@ -64,6 +65,7 @@ export const BUILD_MAIN_SPECS: FlagSpec[] = [
   ...REGISTRY_FLAGS.filter((f) => f.names[0] !== "help"),
   ...EXECUTOR_FLAGS,
   ...SANDBOX_FLAGS,
+  ...ATTEST_FLAGS,
 ];
 
 /** --help's sections after the main flags. */
@@ -216,7 +218,7 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
   const file = str(p, "file");
   if (file === "-") options.dockerfileText = (await readStdin(io, signal)).toString("utf8");
   else if (file !== undefined) options.dockerfile = await locateDockerfile(file, cwd, context);
-  Object.assign(options, image, cacheOptions(p, cwd), runOptions(p, cwd));
+  Object.assign(options, image, cacheOptions(p, cwd), runOptions(p, cwd), attestOptionsFrom(p, cwd));
   const ttl = str(p, "cache-ttl");
   if (ttl !== undefined) options.cacheTtlSeconds = parseDuration(ttl, "cache-ttl");
   applyCompatFlags(p, options, (m) => io.stderr.write(`warning: ${m}\n`));

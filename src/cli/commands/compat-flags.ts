@@ -49,8 +49,6 @@ export const COMPAT_SPECS: FlagSpec[] = [
   b("force-rm", "docker: no-op (no intermediate containers)"),
   b("compress", "docker: no-op (the context is not sent anywhere)"),
   b("disable-content-trust", "docker: no-op (default true in docker build; no content trust here)"),
-  s("provenance", "false", "buildx: only false (ocibuild makes no attestations)"),
-  s("sbom", "false", "buildx: only false (ocibuild makes no attestations)"),
 ];
 
 /** Flags parsed only to be refused, each with what to do instead. */
@@ -60,8 +58,6 @@ export const REFUSED: Record<string, { spec: Omit<FlagSpec, "names">; why: strin
   load: { spec: { type: "boolean" }, why: "ocibuild has no daemon to load into; write --output docker-archive:FILE and run `docker load -i FILE`" },
   git: { spec: { type: "string", valueName: "OPTS" }, why: "ocibuild builds local directories only: git clone --branch B URL DIR, then build DIR" },
   "push-ignore-immutable-tag-errors": { spec: { type: "boolean" }, why: "a tag the registry will not overwrite fails the push; push to a new tag, or use --no-push with --digest-file" },
-  annotation: { spec: { type: "string", repeatable: true, valueName: "KEY=VALUE" }, why: "use --label KEY=VALUE (image config labels)" },
-  attest: { spec: { type: "string", repeatable: true, valueName: "OPTS" }, why: "ocibuild makes no attestations; attest the pushed digest (--digest-file) with cosign or syft" },
   "build-context": { spec: { type: "string", repeatable: true, valueName: "NAME=VALUE" }, why: "use COPY --from=IMAGE or a stage, or copy the files into the context" },
   builder: { spec: { type: "string", valueName: "NAME" }, why: "use --executor buildkit --buildkit-addr ADDR to run RUN steps on a BuildKit daemon" },
   "cgroup-parent": { spec: { type: "string", valueName: "PATH" }, why: "run ocibuild itself in that cgroup (systemd-run --slice=...); RUN steps stay in it" },
@@ -155,12 +151,6 @@ export function applyCompatFlags(p: ParsedFlags, options: BuildOptions, warn: (m
     options.noCacheWrite = true;
   }
   if (bool(p, "no-push-cache")) options.noCacheRepoWrite = true;
-  for (const flag of ["provenance", "sbom"]) {
-    const v = str(p, flag);
-    if (v !== undefined && v !== "false" && v !== "0") {
-      throw new OcibuildError("USAGE_UNSUPPORTED_FLAG", `flag --${flag}=${v} is not supported: ocibuild makes no attestations; attest the pushed digest (--digest-file) with cosign or syft`, { details: { flag: `--${flag}` } });
-    }
-  }
   const compression = checkChoice(p, "compression", ["gzip", "zstd"]);
   if (compression === "zstd") {
     throw new OcibuildError("USAGE_UNSUPPORTED_FLAG", "flag --compression=zstd is not supported yet: layers are gzip; use --compression gzip (or leave it out) and --compression-level 0-9", { details: { flag: "--compression" } });

@@ -31,7 +31,8 @@ export const verifyCommand: Command = async (args, io, signal) => {
   }
   const key = str(p, "key");
   if (!key) throw new OcibuildError("USAGE_MISSING_VALUE", "verify needs --key PATH (the public key)", { hint: "ocibuild verify --key cosign.pub REF" });
-  const r = await verify(p.positionals[0]!, { key, registry: registryOptionsFrom(p, io), signal });
+  // Blob reads are small and many: no per-blob progress lines.
+  const r = await verify(p.positionals[0]!, { key, registry: { ...registryOptionsFrom(p, io), onProgress: undefined }, signal });
   io.stdout.write(bool(p, "json") ? `${JSON.stringify(r, null, 2)}\n` : summariseVerification(r, key));
   return 0;
 };
