@@ -27,6 +27,22 @@ const missing = !isRoot
     ? "needs bwrap, docker-registry and umoci (scripts/setup.sh installs them)"
     : debianBaseMissing();
 
+let attachedDebs: string[] = [];
+
+/** The Debian packages ("name version arch") of the SPDX statement in the attestation manifest of the layout's index. */
+async function attachedSbomDebs(dir: string): Promise<string[]> {
+  const blob = async (d: string) => JSON.parse(await readFile(join(dir, "blobs", "sha256", d.slice(7)), "utf8"));
+  const top = (await blob((JSON.parse(await readFile(join(dir, "index.json"), "utf8")) as { manifests: { digest: string }[] }).manifests[0]!.digest)) as { manifests: { digest: string; annotations?: Record<string, string> }[] };
+  const att = top.manifests.find((m) => m.annotations?.["vnd.docker.reference.type"] === "attestation-manifest")!;
+  const m = (await blob(att.digest)) as { layers: { digest: string; annotations: Record<string, string> }[] };
+  const st = await blob(m.layers.find((l) => l.annotations["in-toto.io/predicate-type"] === "https://spdx.dev/Document")!.digest);
+  const debs = (st.predicate.packages as { versionInfo?: string; externalRefs?: { referenceLocator: string }[] }[]).flatMap((p) => p.externalRefs ?? []).map((r) => r.referenceLocator).filter((l) => l.startsWith("pkg:deb/"));
+  return debs.map((purl) => {
+    const m2 = /^pkg:deb\/debian\/([^@]+)@([^?]+)\?arch=([^&]+)/.exec(purl)!;
+    return `${decodeURIComponent(m2[1]!)} ${decodeURIComponent(m2[2]!)} ${m2[3]}`;
+  });
+}
+
 /** The layers of the manifest tagged `tag` in an OCI layout, bottom first, read from its blobs. */
 async function layoutLayers(dir: string, tag: string): Promise<SbomLayer[]> {
   const blob = (d: string) => join(dir, "blobs", ...d.split(":"));
@@ -93,11 +109,21 @@ describe.skipIf(missing !== undefined)(`the SBOM of a Debian image built by ocib
     layers = await layoutLayers(out, "app");
     sbom = await generateSbom(layers, { name: "sbom-test/app", sourceDateEpoch: 0 });
     await run("umoci", ["unpack", "--image", `${out}:app`, join(work, "bundle")]);
+    // The same build again (every step cached) with --sbom: the SBOM the build attaches.
+    const attested = join(work, "attested");
+    const a = await cli(["--no-push", "--sbom=true", "-o", `oci:${attested}:app`, "--cache-dir", join(work, "cache"), ctx]);
+    expect(a.code, a.stderr).toBe(0);
+    attachedDebs = await attachedSbomDebs(attested);
     rootfs = join(work, "bundle", "rootfs");
   }, 900_000);
   afterAll(async () => {
     await reg?.stop();
     if (work) await rm(work, { recursive: true, force: true });
+  });
+
+  it("--sbom attaches to the built image an SBOM that lists exactly the packages dpkg-query lists inside it", async () => {
+    const inImage = await dpkgQuery(rootfs);
+    expect(attachedDebs.sort()).toEqual(inImage.map((p) => p.pkg).sort());
   });
 
   it("lists exactly the packages dpkg-query lists inside the image, at the same versions", async () => {
