@@ -32,8 +32,11 @@ export type { BuildResult, StepReport } from "./builder/build.js";
 export type { RegistryOptions, ProgressEvent } from "./oci/registry/index.js";
 export type { CopyOptions, CopyResult, InspectOptions, InspectResult } from "./oci/copy.js";
 
-export { build, buildEvents, copy, inspect, run } from "./api.js";
-export type { BuildOptions, BuildWithEvents, RunOptions, RunOutcome } from "./api.js";
+export { build, buildEvents, copy, inspect, run, verify } from "./api.js";
+export type { BuildOptions, BuildWithEvents, RunOptions, RunOutcome, VerifyOptions, VerifyResult } from "./api.js";
+export { parseAnnotation, type Annotation, type AnnotationLevel } from "./oci/annotations.js";
+export type { AttestOptions } from "./builder/attest.js";
+export type { AttestationRecord, SignatureRecord, SignOptions } from "./builder/finish.js";
 export type { HealthReport } from "./run/healthcheck.js";
 export type { RunMount, SandboxControl } from "./builder/sandbox/index.js";
 

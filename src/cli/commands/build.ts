@@ -37,7 +37,8 @@ function imageId(result: BuildResult): string {
 
 /**
  * The `--metadata-file` JSON (BuildKit's keys plus ocibuild's): digest,
- * config digest (one platform), descriptor, image names, one entry per executed step, and the cache summary.
+ * config digest (one platform), descriptor, image names, one entry per executed step, the cache summary,
+ * and the attestations and signatures when there are any.
  */
 export function buildMetadata(result: BuildResult, tags: string[]): Record<string, unknown> {
   const c = cacheSummary(result);
@@ -52,6 +53,8 @@ export function buildMetadata(result: BuildResult, tags: string[]): Record<strin
     "ocibuild.size": result.size,
     "ocibuild.steps": result.steps.map((s) => ({ ...s, ...(s.cached ? { reason: undefined } : { reason: s.reason ?? "no previous entry" }) })),
     "ocibuild.cache": { hits: c.hits, misses: c.misses, secondsSaved: c.secondsSaved, bytesReused: c.bytesReused },
+    ...(result.attestations ? { "ocibuild.attestations": result.attestations } : {}),
+    ...(result.signatures ? { "ocibuild.signatures": result.signatures } : {}),
   };
 }
 
