@@ -1,0 +1,171 @@
+/**
+ * zstd layers: the writer's bytes are what the definition says (each
+ * ZSTD_FRAME_BYTES piece of the tar compressed on its own as one frame, in order),
+ * whatever the number in flight; zstd(1) reads them back to the exact tar; the same
+ * entries give the same digest; fzstd (the decompressor on a Node without zstd)
+ * reads zstd(1)'s single-frame streams and our multi-frame ones alike.
+ */
+import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Readable, Writable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { Encoder } from "@toondepauw/node-zstd";
+import { describe, expect, it } from "vitest";
+import { isOcibuildError } from "../../src/errors.js";
+import { type LayerEntry, tarChunks, writeLayer } from "../../src/oci/layer.js";
+import { compressionOf, decompressorForMediaType, layerMediaType } from "../../src/oci/layer-compression.js";
+import { fzstdDecompressor, ZSTD_FRAME_BYTES, zstdFrames } from "../../src/oci/layer-zstd.js";
+import { MediaType } from "../../src/oci/media-types.js";
+
+const haveZstd = existsSync("/usr/bin/zstd");
+const T = new Date("2021-03-04T05:06:07Z");
+const sha256 = (b: Uint8Array) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
+
+class Sink extends Writable {
+  parts: Buffer[] = [];
+  override _write(chunk: Buffer, _e: BufferEncoding, cb: () => void): void {
+    this.parts.push(chunk);
+    cb();
+  }
+  get bytes(): Buffer {
+    return Buffer.concat(this.parts);
+  }
+}
+
+async function collect(it: AsyncIterable<Buffer>): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const c of it) parts.push(c);
+  return Buffer.concat(parts);
+}
+
+/** Text-like content that compresses (words over a small vocabulary), deterministic. */
+function corpus(size: number, seed: number): Buffer {
+  const words = ["layer", "zstd", "frame", "tar", "ocibuild", "\n", "0123456789", "registry", " "];
+  const out = Buffer.allocUnsafe(size);
+  let x = seed >>> 0 || 1;
+  let o = 0;
+  while (o < size) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    o += out.write(words[(x >>> 0) % words.length]!, o);
+  }
+  return out;
+}
+
+/** A layer of `files` files of `each` bytes. */
+function entries(files: number, each: number, seed = 1): LayerEntry[] {
+  const base = { uid: 0, gid: 0, mtime: T };
+  const out: LayerEntry[] = [{ ...base, path: "data", type: "directory", mode: 0o755 }];
+  for (let i = 0; i < files; i++) {
+    const b = corpus(each, seed + i);
+    out.push({ ...base, path: `data/f${i}`, type: "file", mode: 0o644, size: b.length, open: () => Readable.from([b]) });
+  }
+  return out;
+}
+
+describe("zstd layers", () => {
+  it("are written with the OCI zstd media type; the digest is the blob's, the DiffID the tar's", async () => {
+    const tar = await collect(tarChunks(entries(3, 50_000)));
+    const sink = new Sink();
+    const w = await writeLayer(entries(3, 50_000), sink, { compression: "zstd" });
+    expect(w.mediaType).toBe(MediaType.OCI_LAYER_ZSTD);
+    expect(w.mediaType).toBe("application/vnd.oci.image.layer.v1.tar+zstd");
+    expect(w.digest).toBe(sha256(sink.bytes));
+    expect(w.size).toBe(sink.bytes.length);
+    expect(w.diffId).toBe(sha256(tar));
+    expect(w.uncompressedSize).toBe(tar.length);
+    expect(sink.bytes.readUInt32LE(0)).toBe(0xfd2fb528);
+    expect(w.size).toBeLessThan(tar.length / 2);
+  });
+
+  it.skipIf(!haveZstd)("zstd(1) decompresses a multi-frame layer to the exact tar, one frame per 4 MiB of tar", async () => {
+    const tar = await collect(tarChunks(entries(10, 1_000_000)));
+    const sink = new Sink();
+    await writeLayer(entries(10, 1_000_000), sink, { compression: "zstd" });
+    const out = execFileSync("zstd", ["-d", "-c"], { input: sink.bytes, maxBuffer: 64 << 20 });
+    expect(sha256(out)).toBe(sha256(tar));
+    const dir = await mkdtemp(join(tmpdir(), "ocibuild-zstd-"));
+    await writeFile(join(dir, "layer.zst"), sink.bytes);
+    const info = execFileSync("zstd", ["-l", "-v", join(dir, "layer.zst")], { encoding: "utf8" }).toString();
+    await rm(dir, { recursive: true, force: true });
+    expect(Number(/Zstandard Frames: (\d+)/.exec(info)?.[1])).toBe(Math.ceil(tar.length / ZSTD_FRAME_BYTES));
+  });
+
+  it("is each piece of the tar compressed alone, concatenated, whatever the number in flight", async () => {
+    const tar = await collect(tarChunks(entries(10, 1_000_000)));
+    const enc = new Encoder(3);
+    const expected: Buffer[] = [];
+    for (let o = 0; o < tar.length; o += ZSTD_FRAME_BYTES) expected.push(await enc.encode(tar.subarray(o, o + ZSTD_FRAME_BYTES)));
+    const one = await collect(zstdFrames(3, ZSTD_FRAME_BYTES, 1)(Readable.from([tar])));
+    const three = await collect(zstdFrames(3, ZSTD_FRAME_BYTES, 3)(Readable.from(tarChunks(entries(10, 1_000_000)))));
+    expect(one.equals(Buffer.concat(expected))).toBe(true);
+    expect(three.equals(one)).toBe(true);
+  });
+
+  it("the same entries give the same digest; another level another digest, the same DiffID", async () => {
+    const a = await writeLayer(entries(5, 300_000), new Sink(), { compression: "zstd" });
+    const b = await writeLayer(entries(5, 300_000), new Sink(), { compression: "zstd" });
+    const c = await writeLayer(entries(5, 300_000), new Sink(), { compression: "zstd", compressionLevel: 19 });
+    expect(b.digest).toBe(a.digest);
+    expect(c.digest).not.toBe(a.digest);
+    expect(c.diffId).toBe(a.diffId);
+    expect(c.size).toBeLessThan(a.size);
+  });
+
+  it("refuses a level zstd does not have, with a coded error", async () => {
+    const e = await writeLayer(entries(1, 10), new Sink(), { compression: "zstd", compressionLevel: 23 }).catch((x: unknown) => x);
+    expect(isOcibuildError(e) && e.code).toBe("LAYER_OPTIONS_INVALID");
+    const g = await writeLayer(entries(1, 10), new Sink(), { compression: "gzip", compressionLevel: 10 }).catch((x: unknown) => x);
+    expect(isOcibuildError(g) && g.code).toBe("LAYER_OPTIONS_INVALID");
+  });
+
+  it("an uncompressed layer is the tar itself: digest = DiffID", async () => {
+    const tar = await collect(tarChunks(entries(2, 1000)));
+    const sink = new Sink();
+    const w = await writeLayer(entries(2, 1000), sink, { compression: "uncompressed" });
+    expect(w.mediaType).toBe(MediaType.OCI_LAYER);
+    expect(sink.bytes.equals(tar)).toBe(true);
+    expect(w.digest).toBe(w.diffId);
+  });
+
+  it("media types map to compressions and back", () => {
+    for (const c of ["gzip", "zstd", "uncompressed"] as const) expect(compressionOf(layerMediaType(c))).toBe(c);
+    expect(compressionOf(MediaType.DOCKER_LAYER_GZIP)).toBe("gzip");
+    expect(compressionOf(MediaType.DOCKER_FOREIGN_LAYER_GZIP)).toBeUndefined();
+    expect(decompressorForMediaType("application/vnd.oci.image.layer.v1.tar+bzip2")).toBeUndefined();
+    expect(decompressorForMediaType(MediaType.OCI_LAYER)).toBeNull();
+  });
+});
+
+describe("fzstd, the decompressor on a Node without zstd", () => {
+  const decode = async (input: Buffer, piece: number) => {
+    const parts: Buffer[] = [];
+    for (let o = 0; o < input.length; o += piece) parts.push(input.subarray(o, o + piece));
+    const sink = new Sink();
+    await pipeline(Readable.from(parts), fzstdDecompressor(), sink);
+    return sink.bytes;
+  };
+
+  it.skipIf(!haveZstd)("reads zstd(1)'s one-frame stream of unknown size, fed in odd-sized chunks", async () => {
+    const data = corpus(3_000_000, 7);
+    // From a pipe, zstd(1) writes one frame without a content size, as Go's encoders do.
+    const z = execFileSync("sh", ["-c", "cat | zstd -3 -q -c"], { input: data, maxBuffer: 64 << 20 });
+    for (const piece of [4099, 65536, z.length]) expect((await decode(z, piece)).equals(data)).toBe(true);
+  }, 60_000);
+
+  it("reads the writer's multi-frame layers", async () => {
+    const tar = await collect(tarChunks(entries(10, 1_000_000)));
+    const z = await collect(zstdFrames(3)(Readable.from([tar])));
+    expect((await decode(z, 100_003)).equals(tar)).toBe(true);
+  });
+
+  it("fails on a truncated stream instead of ending early", async () => {
+    const z = await collect(zstdFrames(3)(Readable.from([corpus(200_000, 3)])));
+    await expect(decode(z.subarray(0, z.length - 10), 4096)).rejects.toThrow(/invalid zstd data/);
+  });
+});
