@@ -254,13 +254,15 @@ export async function cachedStep(
   if (found.hit) {
     const stored = found.hit.record;
     const rec = { ...stored, history: mapCreatedBy(stored.history, (t) => cache.redactor.unseal(t)) };
-    const layer: LayerRecord | undefined = rec.layer
+    let layer: LayerRecord | undefined = rec.layer
       ? {
           descriptor: { mediaType: rec.layer.mediaType, digest: rec.layer.digest, size: rec.layer.size },
           diffId: rec.layer.diffId,
           source: found.hit.source,
         }
       : undefined;
+    // An entry written by a build with another compression (gzip, where this one writes zstd): its layer is re-compressed, the step not rebuilt.
+    if (layer && ctx.converter && !cache.dryRun) layer = await ctx.converter.convert(layer);
     return { state: spec.applyHit(rec, layer), key, cached: true, savedSeconds: rec.seconds, reusedBytes: rec.layer?.size ?? 0, instruction: shown };
   }
   let reason: string;

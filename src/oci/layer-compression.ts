@@ -6,7 +6,8 @@
 import { createGunzip } from "node:zlib";
 import { OcibuildError } from "../errors.js";
 import { MediaType } from "./media-types.js";
-import { MAX_ZSTD_LEVEL, zstdDecompressor } from "./layer-zstd.js";
+import { gzipMembers } from "./layer-gzip.js";
+import { MAX_ZSTD_LEVEL, zstdDecompressor, zstdFrames } from "./layer-zstd.js";
 
 /** How a layer's tar is stored: buildx's compression= values (estargz aside). */
 export type LayerCompression = "gzip" | "zstd" | "uncompressed";
@@ -62,4 +63,12 @@ export function decompressorForMediaType(mediaType: string): NodeJS.ReadWriteStr
   if (c === undefined) return undefined;
   if (c === "uncompressed") return null;
   return c === "gzip" ? createGunzip({ chunkSize: 256 * 1024 }) : zstdDecompressor();
+}
+
+/**
+ * The pipeline stage that compresses a tar stream the layer writer's way (gzip
+ * members, zstd frames, in parallel), or undefined for uncompressed.
+ */
+export function compressionStage(c: LayerCompression, level: number): ReturnType<typeof gzipMembers> | undefined {
+  return c === "gzip" ? gzipMembers(level) : c === "zstd" ? zstdFrames(level) : undefined;
 }

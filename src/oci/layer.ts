@@ -13,10 +13,9 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { OcibuildError, isOcibuildError } from "../errors.js";
 import { type DiffID, type Digest, HashingStream } from "./digest.js";
-import { checkLevel, layerMediaType, type LayerCompression } from "./layer-compression.js";
-import { gzipMembers } from "./layer-gzip.js";
+import { checkLevel, compressionStage, layerMediaType, type LayerCompression } from "./layer-compression.js";
 import { contentPadding, encodeHeader, endOfArchive, validateEntry } from "./layer-tar.js";
-import { DEFAULT_ZSTD_LEVEL, zstdFrames } from "./layer-zstd.js";
+import { DEFAULT_ZSTD_LEVEL } from "./layer-zstd.js";
 
 export type EntryType = "file" | "directory" | "symlink" | "hardlink" | "char" | "block" | "fifo";
 
@@ -267,9 +266,10 @@ export async function writeLayer(
   const blobHash = compression === "uncompressed" ? tarHash : new HashingStream();
   const source = Readable.from(tarChunks(entries, { sourceDateEpoch: opts.sourceDateEpoch, signal }), { objectMode: false });
   const popts = signal ? { signal } : {};
+  const compress = compressionStage(compression, level);
   try {
-    if (compression === "uncompressed") await pipeline(source, tarHash, out, popts);
-    else await pipeline(source, tarHash, compression === "zstd" ? zstdFrames(level) : gzipMembers(level), blobHash, out, popts);
+    if (compress === undefined) await pipeline(source, tarHash, out, popts);
+    else await pipeline(source, tarHash, compress, blobHash, out, popts);
   } catch (err) {
     if (aborted(signal, err)) throw new OcibuildError("ABORTED", "writing the layer was interrupted", { cause: signal?.reason ?? err });
     if (isOcibuildError(err)) throw err;

@@ -277,6 +277,7 @@ export class BuildkitExecutor implements Executor {
     }
     if (outLayers.length === ours.length) return { exitCode: 0, tail: tail.toString() };
     const layer = await importLayer(spec.registry, spec.content, this.staging, outLayers[ours.length]!, outDiffs[ours.length]!, {
+      compression: spec.compression,
       compressionLevel: spec.compressionLevel,
       sourceDateEpoch: spec.sourceDateEpoch,
       signal,

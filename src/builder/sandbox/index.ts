@@ -5,6 +5,7 @@
  * afterwards (src/builder/fs/snapshot.ts), excluding `RunResult.createdPaths`.
  */
 import { StringDecoder } from "node:string_decoder";
+import type { LayerCompression } from "../../oci/layer-compression.js";
 import type { OciLayout } from "../../oci/layout.js";
 import type { RegistryClient } from "../../oci/registry/index.js";
 import type { MountSpec } from "../mounts.js";
@@ -101,6 +102,7 @@ export interface RemoteRunSpec {
   content: OciLayout;
   registry: RegistryClient;
   /** For the layer written into `content` (as the local path writes its layers). */
+  compression?: LayerCompression;
   compressionLevel?: number;
   sourceDateEpoch?: number;
   signal?: AbortSignal;

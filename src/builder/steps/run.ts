@@ -165,6 +165,7 @@ async function runRemoteStep(
     secrets: ctx.secrets,
     content: ctx.content,
     registry: ctx.registry,
+    compression: ctx.compression,
     compressionLevel: ctx.compressionLevel,
     sourceDateEpoch: ctx.sourceDateEpoch,
     signal: ctx.signal,
