@@ -137,4 +137,16 @@ describe.skipIf(!ready)("zstd layers end to end (needs root for RUN, docker-regi
     const hashes = await Promise.all(manifest[0]!.Layers.map(async (p) => `sha256:${createHash("sha256").update(await readFile(join(out, p))).digest("hex")}`));
     expect(hashes).toEqual(r.image.config.parsed.rootfs.diff_ids);
   }, 180_000);
+
+  it("the CLI: kaniko's --compression zstd, and buildx's compression=zstd,force-compression=true on --output", async () => {
+    const ctx = await context("cli", zstdFile.replace("BASE", f.base));
+    const kaniko = `${f.reg.host}/app/cli:kaniko`;
+    const a = await cli(["--cache-dir", join(f.work, "cache-cli"), "--compression", "zstd", "--compression-level", "9", "-t", kaniko, ctx]);
+    expect(a.stderr).not.toMatch(/error/);
+    expect((await inspect(kaniko)).layers.map((l) => l.mediaType)).toEqual([GZIP, ZSTD, ZSTD]);
+    const buildx = `${f.reg.host}/app/cli:buildx`;
+    const b = await cli(["--cache-dir", join(f.work, "cache-cli"), "-o", `type=registry,name=${buildx},compression=zstd,force-compression=true`, ctx]);
+    expect(b.stderr).not.toMatch(/error/);
+    expect((await inspect(buildx)).layers.map((l) => l.mediaType)).toEqual([ZSTD, ZSTD, ZSTD]);
+  }, 180_000);
 });
