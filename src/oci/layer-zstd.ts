@@ -53,9 +53,9 @@ interface ZlibWithZstd {
 
 /** The frame encoder for `level`, loaded on first use. */
 async function zstdEncoder(level: number): Promise<Encode> {
-  let mod: typeof import("@toondepauw/node-zstd");
+  let mod: typeof import("./zstd-native.js");
   try {
-    mod = await import("@toondepauw/node-zstd");
+    mod = await import("./zstd-native.js");
   } catch (e) {
     throw new OcibuildError("LAYER_COMPRESSION_UNAVAILABLE", `zstd compression needs @toondepauw/node-zstd's prebuilt binary, which could not be loaded: ${(e as Error).message}`, {
       cause: e,
