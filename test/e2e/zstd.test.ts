@@ -11,7 +11,7 @@
 import { mkdir, readFile, readdir, writeFile } from "node:fs/promises";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { build, type BuildOptions } from "../../src/builder/build.js";
 import { MediaType } from "../../src/oci/media-types.js";
 import { useBusyboxRegistry } from "../helpers/busybox-registry.js";
@@ -47,8 +47,12 @@ describe.skipIf(!ready)("zstd layers end to end (needs root for RUN, docker-regi
 
   const opts = (ctx: string, cacheDir: string, more: Partial<BuildOptions> = {}): BuildOptions => ({ context: ctx, cacheDir, platform: "linux/amd64", sourceDateEpoch: 1_700_000_000, ...more });
 
-  it("pulls a base whose layers skopeo re-compressed as zstd and runs on it", async () => {
+  // The zstd base: the busybox base copied by skopeo, which re-compresses its layers with Go's zstd.
+  beforeAll(async () => {
     await run("skopeo", ["copy", "--src-tls-verify=false", "--dest-tls-verify=false", "--dest-compress-format", "zstd", `docker://${f.base}`, `docker://${zstdBase()}`]);
+  }, 60_000);
+
+  it("pulls a base whose layers skopeo re-compressed as zstd and runs on it", async () => {
     const base = await inspect(zstdBase());
     expect(base.layers.map((l) => l.mediaType)).toEqual(base.layers.map(() => ZSTD));
     const ctx = await context("on-zstd", `FROM ${zstdBase()}\nRUN echo built on zstd > /on-zstd && cat /bin/busybox > /dev/null\n`);
@@ -148,5 +152,21 @@ describe.skipIf(!ready)("zstd layers end to end (needs root for RUN, docker-regi
     const b = await cli(["--cache-dir", join(f.work, "cache-cli"), "-o", `type=registry,name=${buildx},compression=zstd,force-compression=true`, ctx]);
     expect(b.stderr).not.toMatch(/error/);
     expect((await inspect(buildx)).layers.map((l) => l.mediaType)).toEqual([ZSTD, ZSTD, ZSTD]);
+  }, 180_000);
+
+  it("a zstd base written out without extraction is checked against its DiffIDs; ocibuild copy passes zstd layers through", async () => {
+    const ctx = await context("label", `FROM ${zstdBase()}\nLABEL only=metadata\n`);
+    const out = join(f.work, "label-layout");
+    const r = await build(opts(ctx, join(f.work, "cache-label"), { outputs: [{ type: "oci", dest: out, tag: "v1" }] }));
+    const base = await inspect(zstdBase());
+    expect(r.image.manifest.parsed.layers.map((l) => l.digest)).toEqual(base.layers.map((l) => l.digest));
+    // The DiffID check decompressed the zstd layer on its way into the layout, and recorded it.
+    const records = await readdir(join(f.work, "cache-label", "diffids"));
+    expect(records).toEqual(base.layers.map((l) => l.digest.slice("sha256:".length)));
+    const copied = join(f.work, "copied-layout");
+    const c = await cli(["copy", zstdBase(), `oci:${copied}:v1`]);
+    expect(c.stderr).not.toMatch(/error/);
+    const raw = JSON.parse((await run("skopeo", ["inspect", "--raw", `oci:${copied}:v1`])).stdout) as RawManifest;
+    expect(raw.layers).toEqual(base.layers);
   }, 180_000);
 });
