@@ -12,7 +12,7 @@
  * and no checksum (the layer's digest and DiffID already cover every byte).
  *
  * Reading: node:zlib's streaming decompressor where Node has one (22.15 and later),
- * otherwise fzstd (pure JavaScript, streaming, on the main thread: ~130 MB/s of tar
+ * one per frame (zstd-frames.ts), otherwise fzstd (pure JavaScript, streaming, on the main thread: ~130 MB/s of tar
  * for the usual 2-8 MiB windows, much slower for windows of 64 MiB and more).
  *
  * Both packages are imported on first use: a build that meets no zstd layer never
@@ -22,6 +22,7 @@ import { Transform, type TransformCallback } from "node:stream";
 import * as zlib from "node:zlib";
 import { OcibuildError } from "../errors.js";
 import { compressPieces } from "./layer-pieces.js";
+import { ZstdFrameStream } from "./zstd-frames.js";
 
 /**
  * Uncompressed bytes per zstd frame. Each frame starts with an empty window, so every
@@ -124,9 +125,13 @@ export function fzstdDecompressor(): NodeJS.ReadWriteStream {
   return new FzstdDecompress();
 }
 
-/** A streaming zstd decompressor: node:zlib's where this Node has one, fzstd's otherwise. */
+/**
+ * A streaming zstd decompressor: node:zlib's where this Node has one (one per frame:
+ * alone it stops after the first, see zstd-frames.ts), fzstd's otherwise.
+ */
 export function zstdDecompressor(): NodeJS.ReadWriteStream {
   const z = zlib as unknown as ZlibWithZstd;
-  if (typeof z.createZstdDecompress === "function") return z.createZstdDecompress({ chunkSize: 256 * 1024 });
+  const native = z.createZstdDecompress;
+  if (typeof native === "function") return new ZstdFrameStream(() => native({ chunkSize: 256 * 1024 }));
   return new FzstdDecompress();
 }

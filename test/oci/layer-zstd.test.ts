@@ -18,7 +18,8 @@ import { describe, expect, it } from "vitest";
 import { isOcibuildError } from "../../src/errors.js";
 import { type LayerEntry, tarChunks, writeLayer } from "../../src/oci/layer.js";
 import { compressionOf, decompressorForMediaType, layerMediaType } from "../../src/oci/layer-compression.js";
-import { fzstdDecompressor, ZSTD_FRAME_BYTES, zstdFrames } from "../../src/oci/layer-zstd.js";
+import { fzstdDecompressor, ZSTD_FRAME_BYTES, zstdDecompressor, zstdFrames } from "../../src/oci/layer-zstd.js";
+import { ZstdFrameStream } from "../../src/oci/zstd-frames.js";
 import { MediaType } from "../../src/oci/media-types.js";
 
 const haveZstd = existsSync("/usr/bin/zstd");
@@ -167,5 +168,52 @@ describe("fzstd, the decompressor on a Node without zstd", () => {
   it("fails on a truncated stream instead of ending early", async () => {
     const z = await collect(zstdFrames(3)(Readable.from([corpus(200_000, 3)])));
     await expect(decode(z.subarray(0, z.length - 10), 4096)).rejects.toThrow(/invalid zstd data/);
+  });
+});
+
+describe("zstd decoded frame by frame (how node:zlib's one-frame decoder is used)", () => {
+  /** Per-frame decoders: fzstd's here (Node 20 has no zstd); node:zlib's where zstdDecompressor uses them. */
+  const decode = async (input: Buffer, piece: number, frameDecoder = fzstdDecompressor) => {
+    const parts: Buffer[] = [];
+    for (let o = 0; o < input.length; o += piece) parts.push(input.subarray(o, o + piece));
+    const sink = new Sink();
+    await pipeline(Readable.from(parts), new ZstdFrameStream(frameDecoder), sink);
+    return sink.bytes;
+  };
+  const skippable = Buffer.concat([Buffer.from([0x5a, 0x2a, 0x4d, 0x18, 5, 0, 0, 0]), Buffer.from("skip!")]);
+
+  it("every frame of the writer's layers, with skippable frames between them, in chunks of any size", async () => {
+    const tar = await collect(tarChunks(entries(3, 1_000_000)));
+    const z = await collect(zstdFrames(3, 1_000_000)(Readable.from([tar])));
+    const withSkip = Buffer.concat([skippable, z]);
+    for (const piece of [3, 4097, 1 << 20]) expect((await decode(withSkip, piece)).equals(tar)).toBe(true);
+    // One byte at a time, on small frames with a skippable one between them.
+    const small = await collect(zstdFrames(3, 300)(Readable.from([corpus(2000, 9)])));
+    expect((await decode(Buffer.concat([small, skippable, small]), 1)).equals(Buffer.concat([corpus(2000, 9), corpus(2000, 9)]))).toBe(true);
+  });
+
+  it.skipIf(!haveZstd)("zstd(1)'s frames with checksums, of unknown and known size", async () => {
+    const data = corpus(1_500_000, 11);
+    const a = execFileSync("sh", ["-c", "cat | zstd -q -c"], { input: data, maxBuffer: 64 << 20 });
+    const dir = await mkdtemp(join(tmpdir(), "ocibuild-zstd-"));
+    await writeFile(join(dir, "d"), data);
+    const b = execFileSync("zstd", ["-q", "-c", "-19", join(dir, "d")], { maxBuffer: 64 << 20 });
+    await rm(dir, { recursive: true, force: true });
+    expect((await decode(Buffer.concat([a, b]), 65536)).equals(Buffer.concat([data, data]))).toBe(true);
+  }, 60_000);
+
+  it("fails on input that ends inside a frame, on what is no frame, and on no frame at all", async () => {
+    const z = await collect(zstdFrames(3, 50_000)(Readable.from([corpus(200_000, 3)])));
+    for (const cut of [z.length - 1, z.length - 9, 6]) await expect(decode(z.subarray(0, cut), 4096)).rejects.toThrow(/invalid zstd data/);
+    await expect(decode(Buffer.concat([z, Buffer.from("garbage!")]), 4096)).rejects.toThrow(/not a frame/);
+    await expect(decode(skippable, 4096)).rejects.toThrow(/no frame/);
+  });
+
+  it("zstdDecompressor reads several frames whichever decoder this Node has", async () => {
+    const tar = await collect(tarChunks(entries(3, 1_000_000)));
+    const z = await collect(zstdFrames(3, 700_000)(Readable.from([tar])));
+    const sink = new Sink();
+    await pipeline(Readable.from([z]), zstdDecompressor(), sink);
+    expect(sink.bytes.equals(tar)).toBe(true);
   });
 });

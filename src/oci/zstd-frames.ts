@@ -1,0 +1,160 @@
+/**
+ * A zstd stream decoded frame by frame. node:zlib's zstd decompressor (Node 22.15+)
+ * stops at the end of the first frame and drops the rest without an error, and ends
+ * without one on truncated input (Node 22.23.3: two concatenated frames "aaaa" and
+ * "bbbb" decode to "aaaa"). A layer is often several frames (ours are 4 MiB frames),
+ * so this walks the frame structure (RFC 8878 section 3.1: frame header, block
+ * headers, optional checksum; skippable frames), hands each frame's bytes as they
+ * arrive to a fresh per-frame decoder, and fails on input that ends inside a frame.
+ * Memory stays flat: no frame is buffered, only headers of a few bytes.
+ */
+import { Transform, type TransformCallback } from "node:stream";
+
+const ZSTD_MAGIC = 0xfd2fb528;
+const SKIPPABLE_MASK = 0xfffffff0;
+const SKIPPABLE_MAGIC = 0x184d2a50;
+
+type Phase = "magic" | "skipSize" | "skip" | "descriptor" | "header" | "blockHeader" | "blockBody" | "checksum";
+
+/** Header bytes (after the descriptor) a frame header has: window descriptor, dictionary ID, content size. */
+function headerRest(d: number): number {
+  const fcsFlag = d >> 6;
+  const single = (d >> 5) & 1;
+  const dictBytes = [0, 1, 2, 4][d & 3]!;
+  const fcsBytes = fcsFlag === 0 ? single : [0, 2, 4, 8][fcsFlag]!;
+  return (single ? 0 : 1) + dictBytes + fcsBytes;
+}
+
+export class ZstdFrameStream extends Transform {
+  private phase: Phase = "magic";
+  private want = 4;
+  private held: Buffer[] = [];
+  private heldBytes = 0;
+  private checksum = false;
+  private last = false;
+  private frames = 0;
+  private inner?: NodeJS.ReadWriteStream;
+  private innerDone?: Promise<void>;
+
+  /** `frameDecoder` makes the decoder of one frame (it gets exactly that frame's bytes). */
+  constructor(private readonly frameDecoder: () => NodeJS.ReadWriteStream) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.consume(chunk).then(() => cb(), (e: unknown) => cb(e as Error));
+  }
+
+  override _flush(cb: TransformCallback): void {
+    if (this.phase !== "magic" || this.heldBytes > 0) return cb(new Error("invalid zstd data: truncated inside a frame"));
+    if (this.frames === 0) return cb(new Error("invalid zstd data: no frame"));
+    cb();
+  }
+
+  private async consume(chunk: Buffer): Promise<void> {
+    let off = 0;
+    while (off < chunk.length) {
+      const n = Math.min(this.want - this.heldBytes, chunk.length - off);
+      const piece = chunk.subarray(off, off + n);
+      off += n;
+      if (this.phase === "blockBody" || this.phase === "skip") {
+        if (this.phase === "blockBody") await this.forward(piece);
+        this.want -= n;
+        if (this.want === 0) await this.next(Buffer.alloc(0));
+        continue;
+      }
+      this.held.push(piece);
+      this.heldBytes += n;
+      if (this.heldBytes < this.want) continue;
+      const field = Buffer.concat(this.held, this.heldBytes);
+      this.held = [];
+      this.heldBytes = 0;
+      await this.next(field);
+    }
+  }
+
+  /** The current phase is complete (`field` holds its bytes for header phases): on to the next. */
+  private async next(field: Buffer): Promise<void> {
+    switch (this.phase) {
+      case "magic": {
+        const magic = field.readUInt32LE(0);
+        if ((magic & SKIPPABLE_MASK) >>> 0 === SKIPPABLE_MAGIC) return this.to("skipSize", 4);
+        if (magic !== ZSTD_MAGIC) throw new Error(`invalid zstd data: not a frame (magic ${magic.toString(16)})`);
+        this.startFrame();
+        await this.forward(field);
+        return this.to("descriptor", 1);
+      }
+      case "skipSize":
+        return field.readUInt32LE(0) === 0 ? this.to("magic", 4) : this.to("skip", field.readUInt32LE(0));
+      case "skip":
+        return this.to("magic", 4);
+      case "descriptor": {
+        const d = field[0]!;
+        if (d & 0x08) throw new Error("invalid zstd data: reserved bit set in a frame header");
+        this.checksum = ((d >> 2) & 1) === 1;
+        await this.forward(field);
+        const rest = headerRest(d);
+        return rest > 0 ? this.to("header", rest) : this.to("blockHeader", 3);
+      }
+      case "header":
+        await this.forward(field);
+        return this.to("blockHeader", 3);
+      case "blockHeader": {
+        await this.forward(field);
+        const v = field[0]! | (field[1]! << 8) | (field[2]! << 16);
+        const type = (v >> 1) & 3;
+        if (type === 3) throw new Error("invalid zstd data: reserved block type");
+        this.last = (v & 1) === 1;
+        const body = type === 1 ? 1 : v >>> 3;
+        return body > 0 ? this.to("blockBody", body) : this.afterBlock();
+      }
+      case "blockBody":
+        return this.afterBlock();
+      case "checksum":
+        await this.forward(field);
+        return this.endFrame();
+    }
+  }
+
+  private to(phase: Phase, want: number): void {
+    this.phase = phase;
+    this.want = want;
+  }
+
+  private async afterBlock(): Promise<void> {
+    if (!this.last) return this.to("blockHeader", 3);
+    if (this.checksum) return this.to("checksum", 4);
+    return this.endFrame();
+  }
+
+  private startFrame(): void {
+    const inner = this.frameDecoder();
+    this.inner = inner;
+    this.frames++;
+    inner.on("data", (c: Buffer) => this.push(c));
+    this.innerDone = new Promise((resolve, reject) => {
+      inner.once("end", resolve);
+      inner.once("error", reject);
+    });
+    // Rejections are taken by endFrame or forward; never unhandled.
+    this.innerDone.catch(() => {});
+  }
+
+  private async forward(bytes: Buffer): Promise<void> {
+    const inner = this.inner!;
+    if (bytes.length === 0 || inner.write(bytes)) return;
+    await Promise.race([new Promise<void>((resolve) => inner.once("drain", resolve)), this.innerDone]);
+  }
+
+  private async endFrame(): Promise<void> {
+    this.inner!.end();
+    await this.innerDone;
+    this.inner = undefined;
+    this.to("magic", 4);
+  }
+
+  override _destroy(err: Error | null, cb: (error: Error | null) => void): void {
+    (this.inner as { destroy?: () => void } | undefined)?.destroy?.();
+    cb(err);
+  }
+}
