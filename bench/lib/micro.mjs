@@ -110,7 +110,7 @@ export async function layerThroughput(dist, dir, tmpRoot, { runs, levels }) {
 export async function layerZstdThroughput(dist, dir, tmpRoot, { runs, level }) {
   const { writeLayer, tarChunks } = await import(join(dist, "oci/layer.js"));
   const { walkDirectory } = await import(join(dist, "oci/tar-entries.js"));
-  const { zstdDecompressor } = await import(join(dist, "oci/layer-zstd.js"));
+  const { zstdDecompressor } = await import(join(dist, "oci/zstd-decompress.js"));
   const tmp = await mkdtemp(join(tmpRoot, "micro-zstd-"));
   try {
     const tarPath = join(tmp, "layer.tar");

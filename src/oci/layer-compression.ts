@@ -7,7 +7,8 @@ import { createGunzip } from "node:zlib";
 import { OcibuildError } from "../errors.js";
 import { MediaType } from "./media-types.js";
 import { gzipMembers } from "./layer-gzip.js";
-import { MAX_ZSTD_LEVEL, zstdDecompressor, zstdFrames } from "./layer-zstd.js";
+import { MAX_ZSTD_LEVEL, zstdFrames } from "./layer-zstd.js";
+import { zstdDecompressor } from "./zstd-decompress.js";
 
 /** How a layer's tar is stored: buildx's compression= values (estargz aside). */
 export type LayerCompression = "gzip" | "zstd" | "uncompressed";

@@ -11,18 +11,13 @@
  * count or whether this Node has zstd of its own. Frames carry their content size
  * and no checksum (the layer's digest and DiffID already cover every byte).
  *
- * Reading: node:zlib's streaming decompressor where Node has one (22.15 and later),
- * one per frame (zstd-frames.ts), otherwise fzstd (pure JavaScript, streaming, on the main thread: ~130 MB/s of tar
- * for the usual 2-8 MiB windows, much slower for windows of 64 MiB and more).
+ * Reading is zstd-decompress.ts's (kept apart so that readers never reach the encoder).
  *
- * Both packages are imported on first use: a build that meets no zstd layer never
- * loads them.
+ * The encoder is imported on first use: a build that writes no zstd layer never
+ * loads it.
  */
-import { Transform, type TransformCallback } from "node:stream";
-import * as zlib from "node:zlib";
 import { OcibuildError } from "../errors.js";
 import { compressPieces } from "./layer-pieces.js";
-import { ZstdFrameStream } from "./zstd-frames.js";
 
 /**
  * Uncompressed bytes per zstd frame. Each frame starts with an empty window, so every
@@ -47,10 +42,6 @@ export const DEFAULT_ZSTD_LEVEL = 3;
 export const MAX_ZSTD_LEVEL = 22;
 
 type Encode = (input: Buffer) => Promise<Buffer>;
-
-interface ZlibWithZstd {
-  createZstdDecompress?: (opts?: { chunkSize?: number }) => Transform;
-}
 
 /** The frame encoder for `level`, loaded on first use. */
 async function zstdEncoder(level: number): Promise<Encode> {
@@ -78,60 +69,4 @@ export function zstdFrames(level: number, frameBytes = ZSTD_FRAME_BYTES, inFligh
     // An encode in flight cannot be stopped; its result is dropped.
     yield* compressPieces(frameBytes, inFlight, (input) => ({ done: encode(input).then((b) => [b]), cancel: () => {} }))(source, opts);
   };
-}
-
-/**
- * fzstd as a stream. Its decoder is created with the first chunk; each block it
- * decodes is a fresh array, handed on without a copy.
- */
-class FzstdDecompress extends Transform {
-  private decoder?: import("fzstd").Decompress;
-
-  private async ready(): Promise<import("fzstd").Decompress> {
-    if (this.decoder === undefined) {
-      const { Decompress } = await import("fzstd");
-      this.decoder ??= new Decompress((data) => {
-        if (data.length > 0) this.push(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
-      });
-    }
-    return this.decoder;
-  }
-
-  private feed(chunk: Uint8Array, final: boolean, cb: TransformCallback): void {
-    this.ready().then(
-      (d) => {
-        try {
-          d.push(chunk, final);
-        } catch (e) {
-          return cb(new Error(`invalid zstd data: ${(e as Error).message}`));
-        }
-        cb();
-      },
-      (e: unknown) => cb(e as Error),
-    );
-  }
-
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.feed(chunk, false, cb);
-  }
-
-  override _flush(cb: TransformCallback): void {
-    this.feed(new Uint8Array(0), true, cb);
-  }
-}
-
-/** fzstd's streaming decompressor (what zstdDecompressor gives on a Node without zstd; exported for tests). */
-export function fzstdDecompressor(): NodeJS.ReadWriteStream {
-  return new FzstdDecompress();
-}
-
-/**
- * A streaming zstd decompressor: node:zlib's where this Node has one (one per frame:
- * alone it stops after the first, see zstd-frames.ts), fzstd's otherwise.
- */
-export function zstdDecompressor(): NodeJS.ReadWriteStream {
-  const z = zlib as unknown as ZlibWithZstd;
-  const native = z.createZstdDecompress;
-  if (typeof native === "function") return new ZstdFrameStream(() => native({ chunkSize: 256 * 1024 }));
-  return new FzstdDecompress();
 }

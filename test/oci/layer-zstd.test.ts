@@ -18,7 +18,8 @@ import { describe, expect, it } from "vitest";
 import { isOcibuildError } from "../../src/errors.js";
 import { type LayerEntry, tarChunks, writeLayer } from "../../src/oci/layer.js";
 import { compressionOf, decompressorForMediaType, layerMediaType } from "../../src/oci/layer-compression.js";
-import { fzstdDecompressor, ZSTD_FRAME_BYTES, zstdDecompressor, zstdFrames } from "../../src/oci/layer-zstd.js";
+import { ZSTD_FRAME_BYTES, zstdFrames } from "../../src/oci/layer-zstd.js";
+import { fzstdDecompressor, zstdDecompressor } from "../../src/oci/zstd-decompress.js";
 import { ZstdFrameStream } from "../../src/oci/zstd-frames.js";
 import { MediaType } from "../../src/oci/media-types.js";
 

@@ -9,7 +9,7 @@
 import { pipeline as pipelineCb, Readable } from "node:stream";
 import * as zlib from "node:zlib";
 import { OcibuildError } from "../../errors.js";
-import { zstdDecompressor } from "../../oci/layer-zstd.js";
+import { zstdDecompressor } from "../../oci/zstd-decompress.js";
 import {
   cstr, DEV_RANGE, headerNumber, ID_RANGE, invalidTar, MODE_RANGE, paxInteger, paxTimeMs, SIZE_RANGE, TIME_RANGE, type FieldPlace,
 } from "./tar-fields.js";
