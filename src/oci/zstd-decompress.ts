@@ -59,12 +59,13 @@ export function fzstdDecompressor(): NodeJS.ReadWriteStream {
 }
 
 /**
- * A streaming zstd decompressor: node:zlib's where this Node has one (one per frame:
- * alone it stops after the first, see zstd-frames.ts), fzstd's otherwise.
+ * A streaming zstd decompressor: node:zlib's where this Node has one, fzstd's
+ * otherwise; either one per frame, behind ZstdFrameStream (node:zlib's alone stops
+ * after the first frame; both are kept from windows above MAX_WINDOW).
  */
 export function zstdDecompressor(): NodeJS.ReadWriteStream {
   const z = zlib as unknown as ZlibWithZstd;
   const native = z.createZstdDecompress;
   if (typeof native === "function") return new ZstdFrameStream(() => native({ chunkSize: 256 * 1024 }));
-  return new FzstdDecompress();
+  return new ZstdFrameStream(() => new FzstdDecompress());
 }

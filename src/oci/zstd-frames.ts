@@ -6,13 +6,23 @@
  * so this walks the frame structure (RFC 8878 section 3.1: frame header, block
  * headers, optional checksum; skippable frames), hands each frame's bytes as they
  * arrive to a fresh per-frame decoder, and fails on input that ends inside a frame.
- * Memory stays flat: no frame is buffered, only headers of a few bytes.
+ * Memory stays flat: no frame is buffered, only headers of a few bytes; and a frame
+ * that asks for a window above MAX_WINDOW is refused before any decoder allocates it
+ * (a hostile layer could otherwise ask for gigabytes).
  */
 import { Transform, type TransformCallback } from "node:stream";
 
 const ZSTD_MAGIC = 0xfd2fb528;
 const SKIPPABLE_MASK = 0xfffffff0;
 const SKIPPABLE_MAGIC = 0x184d2a50;
+
+/**
+ * The largest window a frame may need: 128 MiB, libzstd's default limit for
+ * decompression (ZSTD_WINDOWLOG_LIMIT_DEFAULT, 2^27), which zstd(1) also applies
+ * unless told --long=N or --memory. Frames written with a larger window (`zstd
+ * --long=28` and up) are refused, as they are by zstd -d without its flag.
+ */
+export const MAX_WINDOW = 2 ** 27;
 
 type Phase = "magic" | "skipSize" | "skip" | "descriptor" | "header" | "blockHeader" | "blockBody" | "checksum";
 
@@ -25,12 +35,30 @@ function headerRest(d: number): number {
   return (single ? 0 : 1) + dictBytes + fcsBytes;
 }
 
+/** The window a frame needs, from its descriptor `d` and the header bytes after it (RFC 8878 3.1.1.1.2). */
+export function frameWindow(d: number, rest: Buffer): number {
+  if (((d >> 5) & 1) === 0) {
+    const wd = rest[0]!;
+    const base = 2 ** (10 + (wd >> 3));
+    return base + (base / 8) * (wd & 7);
+  }
+  // Single segment: the window is the content size, the header's last field.
+  const fcsFlag = d >> 6;
+  const size = [1, 2, 4, 8][fcsFlag]!;
+  const at = rest.length - size;
+  if (size === 1) return rest[at]!;
+  if (size === 2) return rest.readUInt16LE(at) + 256;
+  if (size === 4) return rest.readUInt32LE(at);
+  return Number(rest.readBigUInt64LE(at));
+}
+
 export class ZstdFrameStream extends Transform {
   private phase: Phase = "magic";
   private want = 4;
   private held: Buffer[] = [];
   private heldBytes = 0;
   private checksum = false;
+  private descriptor = 0;
   private last = false;
   private frames = 0;
   private inner?: NodeJS.ReadWriteStream;
@@ -92,13 +120,19 @@ export class ZstdFrameStream extends Transform {
         const d = field[0]!;
         if (d & 0x08) throw new Error("invalid zstd data: reserved bit set in a frame header");
         this.checksum = ((d >> 2) & 1) === 1;
+        this.descriptor = d;
         await this.forward(field);
-        const rest = headerRest(d);
-        return rest > 0 ? this.to("header", rest) : this.to("blockHeader", 3);
+        // Never 0: a frame header has a window descriptor or a content size.
+        return this.to("header", headerRest(d));
       }
-      case "header":
+      case "header": {
+        const window = frameWindow(this.descriptor, field);
+        if (window > MAX_WINDOW) {
+          throw new Error(`invalid zstd data: a frame needs a ${Math.ceil(window / 2 ** 20)} MiB window, more than the ${MAX_WINDOW / 2 ** 20} MiB allowed`);
+        }
         await this.forward(field);
         return this.to("blockHeader", 3);
+      }
       case "blockHeader": {
         await this.forward(field);
         const v = field[0]! | (field[1]! << 8) | (field[2]! << 16);

@@ -210,6 +210,17 @@ describe("zstd decoded frame by frame (how node:zlib's one-frame decoder is used
     await expect(decode(skippable, 4096)).rejects.toThrow(/no frame/);
   });
 
+  it("refuses a frame that asks for a window above 128 MiB before any decoder allocates it", async () => {
+    // magic, descriptor (no single segment), window descriptor, one raw last block of 1 byte.
+    const frame = (windowLog: number) => Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, (windowLog - 10) << 3, 0x09, 0x00, 0x00, 0x78]);
+    expect((await decode(frame(20), 4096)).toString()).toBe("x");
+    await expect(decode(frame(28), 4096)).rejects.toThrow(/needs a 256 MiB window, more than the 128 MiB allowed/);
+    await expect(pipeline(Readable.from([frame(41)]), zstdDecompressor(), new Sink())).rejects.toThrow(/window/);
+    // Single segment: the window is the declared content size (8 bytes here: 2^40).
+    const single = Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0xe0, 0, 0, 0, 0, 0, 1, 0, 0, 0x09, 0x00, 0x00, 0x78]);
+    await expect(decode(single, 4096)).rejects.toThrow(/1048576 MiB window/);
+  });
+
   it("zstdDecompressor reads several frames whichever decoder this Node has", async () => {
     const tar = await collect(tarChunks(entries(3, 1_000_000)));
     const z = await collect(zstdFrames(3, 700_000)(Readable.from([tar])));
