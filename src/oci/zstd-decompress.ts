@@ -10,8 +10,17 @@ import * as zlib from "node:zlib";
 import { ZstdFrameStream } from "./zstd-frames.js";
 
 interface ZlibWithZstd {
-  createZstdDecompress?: (opts?: { chunkSize?: number }) => Transform;
+  createZstdDecompress?: (opts?: { chunkSize?: number; writableHighWaterMark?: number }) => Transform;
 }
+
+/**
+ * A per-frame decoder takes one write at a time (ZstdFrameStream writes one block
+ * piece each and waits for 'drain'): a Transform decodes buffered writes without
+ * waiting for its output to be read once its input has ended, so writes queued
+ * before the frame's end would all be decoded at once (a bomb of small RLE blocks:
+ * 256 MiB from 8 KB).
+ */
+const FRAME_DECODER_OPTIONS = { chunkSize: 256 * 1024, writableHighWaterMark: 1 };
 
 /**
  * fzstd as a stream. Its decoder is created with the first chunk; each block it
@@ -19,6 +28,11 @@ interface ZlibWithZstd {
  */
 class FzstdDecompress extends Transform {
   private decoder?: import("fzstd").Decompress;
+
+  constructor() {
+    // One write waiting at a time (see FRAME_DECODER_OPTIONS).
+    super({ writableHighWaterMark: 1 });
+  }
 
   private async ready(): Promise<import("fzstd").Decompress> {
     if (this.decoder === undefined) {
@@ -66,6 +80,6 @@ export function fzstdDecompressor(): NodeJS.ReadWriteStream {
 export function zstdDecompressor(): NodeJS.ReadWriteStream {
   const z = zlib as unknown as ZlibWithZstd;
   const native = z.createZstdDecompress;
-  if (typeof native === "function") return new ZstdFrameStream(() => native({ chunkSize: 256 * 1024 }));
+  if (typeof native === "function") return new ZstdFrameStream(() => native(FRAME_DECODER_OPTIONS));
   return new ZstdFrameStream(() => new FzstdDecompress());
 }

@@ -6,7 +6,8 @@
  * so this walks the frame structure (RFC 8878 section 3.1: frame header, block
  * headers, optional checksum; skippable frames), hands each frame's bytes as they
  * arrive to a fresh per-frame decoder, and fails on input that ends inside a frame.
- * Memory stays flat: no frame is buffered, only headers of a few bytes; and a frame
+ * Memory stays flat: no frame is buffered, only headers of a few bytes; output is
+ * decoded only as fast as it is read (see startFrame); and a frame
  * that asks for a window above MAX_WINDOW is refused before any decoder allocates it
  * (a hostile layer could otherwise ask for gigabytes).
  */
@@ -165,7 +166,13 @@ export class ZstdFrameStream extends Transform {
     const inner = this.frameDecoder();
     this.inner = inner;
     this.frames++;
-    inner.on("data", (c: Buffer) => this.push(c));
+    // Backpressure from whoever reads us reaches the decoder: paused while our buffer is
+    // full, resumed when more is read. The decoder gets one block (at most 128 KiB of
+    // output) per write and defers the next while its own output is unread, so a
+    // zstd bomb (RLE blocks: 4 bytes each for 128 KiB) is decoded only as it is read.
+    inner.on("data", (c: Buffer) => {
+      if (!this.push(c)) inner.pause();
+    });
     this.innerDone = new Promise((resolve, reject) => {
       inner.once("end", resolve);
       inner.once("error", reject);
@@ -185,6 +192,11 @@ export class ZstdFrameStream extends Transform {
     await this.innerDone;
     this.inner = undefined;
     this.to("magic", 4);
+  }
+
+  override _read(size: number): void {
+    this.inner?.resume();
+    super._read(size);
   }
 
   override _destroy(err: Error | null, cb: (error: Error | null) => void): void {

@@ -221,6 +221,28 @@ describe("zstd decoded frame by frame (how node:zlib's one-frame decoder is used
     await expect(decode(single, 4096)).rejects.toThrow(/1048576 MiB window/);
   });
 
+  it("decodes a zstd bomb only as fast as it is read (16 KiB of RLE blocks for 512 MiB)", async () => {
+    const blocks = Array.from({ length: 4096 }, (_, i) => {
+      const v = (131072 << 3) | (1 << 1) | (i === 4095 ? 1 : 0);
+      return Buffer.from([v & 0xff, (v >> 8) & 0xff, (v >> 16) & 0xff, 0x41]);
+    });
+    const bomb = Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, (17 - 10) << 3]), ...blocks]);
+    const base = process.memoryUsage().arrayBuffers;
+    let seen = 0;
+    let peak = 0;
+    const slow = new Writable({
+      write(c: Buffer, _e, cb) {
+        seen += c.length;
+        peak = Math.max(peak, process.memoryUsage().arrayBuffers - base);
+        if (seen >= 64 << 20) return cb(new Error("read enough"));
+        setImmediate(cb);
+      },
+    });
+    await expect(pipeline(Readable.from([bomb]), zstdDecompressor(), slow)).rejects.toThrow(/read enough/);
+    expect(seen).toBeGreaterThanOrEqual(64 << 20);
+    expect(peak).toBeLessThan(160 << 20);
+  }, 60_000);
+
   it("zstdDecompressor reads several frames whichever decoder this Node has", async () => {
     const tar = await collect(tarChunks(entries(3, 1_000_000)));
     const z = await collect(zstdFrames(3, 700_000)(Readable.from([tar])));
