@@ -21,6 +21,8 @@ import type { BuildOptions, BuildPlan } from "./build.js";
 import type { EventSink } from "./events.js";
 import type { DiffIdRecords } from "./fs/base-layers.js";
 import { LayerStore } from "./fs/layer-store.js";
+import type { LayerConverter } from "./layer-convert.js";
+import type { LayerCompression } from "../oci/layer-compression.js";
 import { CacheMounts } from "./cache-mounts.js";
 import { BwrapExecutor } from "./sandbox/bwrap.js";
 import type { SshAgents } from "./secrets.js";
@@ -64,6 +66,9 @@ export interface BuildResources {
   bases: Map<string, Promise<StageState>>;
   emit: EventSink;
   redactor: Redactor;
+  /** The layers' compression and level, and the converter of cached layers written in another compression. */
+  format: { compression: LayerCompression; level: number };
+  converter: LayerConverter;
 }
 
 /** The stage runner of this build, with everything its steps may use. */
@@ -92,7 +97,9 @@ export async function createRunner(opts: BuildOptions, p: BuildPlan, r: BuildRes
       registry: r.registry,
       executor: opts.executor ?? new BwrapExecutor(opts.sandbox),
       sourceDateEpoch: opts.sourceDateEpoch,
-      compressionLevel: opts.compressionLevel,
+      compression: r.format.compression,
+      compressionLevel: r.format.level,
+      converter: r.converter,
       maxLayerSize: opts.maxLayerSize,
       diffIds: r.diffIds,
       forceCopySnapshots: opts.forceCopySnapshots,
