@@ -24,7 +24,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { pushBases } from "./lib/bases.mjs";
 import { summariseDir } from "./lib/cpuprofile.mjs";
-import { cliStart, contextHashing, layerPeakRss, layerThroughput, nativeCalls, runNetworkCost } from "./lib/micro.mjs";
+import { cliStart, contextHashing, layerPeakRss, layerThroughput, layerZstdThroughput, nativeCalls, runNetworkCost } from "./lib/micro.mjs";
 import { benchUser, buildahPeer, buildkitPeer, ocibuildPeer, removeTree } from "./lib/peers.mjs";
 import { aggregate, microLines, table } from "./lib/report.mjs";
 import { prepareScenarios, TARGETS } from "./lib/scenarios.mjs";
@@ -208,6 +208,8 @@ try {
     const layerData = existsSync(rootfs) ? join(rootfs, opts.quick ? "usr/bin" : "usr") : join(repoRoot, "node_modules");
     say(`micro: layer write throughput on ${layerData}`);
     results.micro.layer = await layerThroughput(dist, layerData, tmpRoot, { runs: opts.quick ? 1 : 3, levels: opts.quick ? [6] : [1, 6] });
+    say(`micro: zstd layer write throughput on ${layerData}`);
+    results.micro.layerZstd = await layerZstdThroughput(dist, layerData, tmpRoot, { runs: opts.quick ? 1 : 3, level: 3 });
     const ctx = join(cacheDir, "contexts", `s4-large-context-${mode}`);
     if (existsSync(ctx)) {
       say(`micro: context hashing on ${ctx}`);

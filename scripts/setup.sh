@@ -22,6 +22,7 @@ check git git
 check setpriv util-linux
 check xz xz-utils
 check bzip2 bzip2
+check zstd zstd
 check ssh-agent openssh-client
 check newuidmap uidmap
 check fuse-overlayfs fuse-overlayfs

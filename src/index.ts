@@ -28,6 +28,7 @@ export type { ParseResult, ParseWarning, ParseOptions, ExpandOptions, StagePlan,
 export { validateEvent, isBuildEvent, EVENT_SCHEMAS } from "./builder/events.js";
 export type { BuildEvent, BuildEventType, EventSink } from "./builder/events.js";
 export type { BuildOutput } from "./builder/output.js";
+export type { LayerCompression } from "./oci/layer-compression.js";
 export type { BuildResult, StepReport } from "./builder/build.js";
 export type { RegistryOptions, ProgressEvent } from "./oci/registry/index.js";
 export type { CopyOptions, CopyResult, InspectOptions, InspectResult } from "./oci/copy.js";

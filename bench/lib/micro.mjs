@@ -1,4 +1,5 @@
-// Micro-figures: layer write throughput against gzip alone on the same bytes,
+// Micro-figures: layer write throughput against gzip alone on the same bytes (and
+// the zstd layer write against zstd alone),
 // context hashing throughput (FileHasher cold and warm), the peak RSS of a large
 // layer write (in a child process, so nothing else is counted), and what RUN's
 // network mode costs per step.
@@ -94,6 +95,60 @@ export async function layerThroughput(dist, dir, tmpRoot, { runs, levels }) {
       };
     }
     return out;
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The zstd layer write beside the gzip one: writeLayer(walkDirectory(dir)) with
+ * compression zstd (4 MiB frames on the threadpool) against `zstd -LEVEL` alone (one
+ * thread, and all cores) on the tar of the same tree; and reading the layer back
+ * through the decompressor layers use (node:zlib's zstd where Node has it, fzstd
+ * otherwise) against `zstd -d` alone.
+ */
+export async function layerZstdThroughput(dist, dir, tmpRoot, { runs, level }) {
+  const { writeLayer, tarChunks } = await import(join(dist, "oci/layer.js"));
+  const { walkDirectory } = await import(join(dist, "oci/tar-entries.js"));
+  const { zstdDecompressor } = await import(join(dist, "oci/zstd-decompress.js"));
+  const tmp = await mkdtemp(join(tmpRoot, "micro-zstd-"));
+  try {
+    const tarPath = join(tmp, "layer.tar");
+    const zstPath = join(tmp, "layer.tar.zst");
+    await pipeline(tarChunks(walkDirectory(dir)), createWriteStream(tarPath));
+    const tarBytes = (await stat(tarPath)).size;
+    const t = { writeLayer: [], zstd1: [], zstdAll: [], read: [], zstdRead: [] };
+    let zstBytes = 0;
+    for (let i = 0; i < runs; i++) {
+      const order = i % 2 ? ["zstd", "writeLayer"] : ["writeLayer", "zstd"];
+      for (const which of order) {
+        if (which === "writeLayer") {
+          const t0 = performance.now();
+          const w = await writeLayer(walkDirectory(dir), createWriteStream(zstPath), { compression: "zstd", compressionLevel: level });
+          t.writeLayer.push(performance.now() - t0);
+          zstBytes = w.size;
+        } else {
+          t.zstd1.push((await run("sh", ["-c", `zstd -q -${level} -T1 -c < '${tarPath}' > /dev/null`])).ms);
+          t.zstdAll.push((await run("sh", ["-c", `zstd -q -${level} -T0 -c < '${tarPath}' > /dev/null`])).ms);
+        }
+      }
+      const t0 = performance.now();
+      await pipeline(createReadStream(zstPath, { highWaterMark: 1 << 16 }), zstdDecompressor(), sink());
+      t.read.push(performance.now() - t0);
+      t.zstdRead.push((await run("sh", ["-c", `zstd -q -d -c < '${zstPath}' > /dev/null`])).ms);
+    }
+    const m = Object.fromEntries(Object.entries(t).map(([k, v]) => [k, median(v)]));
+    const mbps = (ms) => tarBytes / 1e6 / (ms / 1000);
+    return {
+      data: dir,
+      level,
+      tarBytes,
+      zstdBytes: zstBytes,
+      decompressor: typeof (await import("node:zlib")).createZstdDecompress === "function" ? "node:zlib" : "fzstd",
+      ms: m,
+      mbPerSec: Object.fromEntries(Object.entries(m).map(([k, v]) => [k, mbps(v)])),
+      samples: t,
+    };
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }

@@ -52,6 +52,14 @@ export function microLines(micro) {
       );
     }
   }
+  if (micro.layerZstd) {
+    const z = micro.layerZstd;
+    const r = z.mbPerSec;
+    out.push(
+      `zstd layer write, level ${z.level}, ${(z.tarBytes / 1e6).toFixed(0)} MB tar: writeLayer ${r.writeLayer.toFixed(1)} MB/s, zstd -${z.level} alone ${r.zstd1.toFixed(1)} MB/s (one thread; ${r.zstdAll.toFixed(1)} MB/s on all cores), ` +
+        `zstd size ${((z.zstdBytes / z.tarBytes) * 100).toFixed(1)}% of tar; read back (${z.decompressor}) ${r.read.toFixed(0)} MB/s, zstd -d alone ${r.zstdRead.toFixed(0)} MB/s`,
+    );
+  }
   if (micro.hashing) {
     const h = micro.hashing;
     out.push(

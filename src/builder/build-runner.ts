@@ -21,6 +21,8 @@ import type { BuildOptions, BuildPlan } from "./build.js";
 import type { EventSink } from "./events.js";
 import type { DiffIdRecords } from "./fs/base-layers.js";
 import { LayerStore } from "./fs/layer-store.js";
+import type { LayerConverter } from "./layer-convert.js";
+import type { LayerCompression } from "../oci/layer-compression.js";
 import { CacheMounts } from "./cache-mounts.js";
 import { BwrapExecutor } from "./sandbox/bwrap.js";
 import type { SshAgents } from "./secrets.js";
@@ -66,6 +68,9 @@ export interface BuildResources {
   emit: EventSink;
   redactor: Redactor;
   materials: MaterialSet;
+  /** The layers' compression and level, and the converter of cached layers written in another compression. */
+  format: { compression: LayerCompression; level: number };
+  converter: LayerConverter;
 }
 
 /** The stage runner of this build, with everything its steps may use. */
@@ -94,7 +99,9 @@ export async function createRunner(opts: BuildOptions, p: BuildPlan, r: BuildRes
       registry: r.registry,
       executor: opts.executor ?? new BwrapExecutor(opts.sandbox),
       sourceDateEpoch: opts.sourceDateEpoch,
-      compressionLevel: opts.compressionLevel,
+      compression: r.format.compression,
+      compressionLevel: r.format.level,
+      converter: r.converter,
       maxLayerSize: opts.maxLayerSize,
       diffIds: r.diffIds,
       forceCopySnapshots: opts.forceCopySnapshots,

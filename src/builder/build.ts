@@ -24,6 +24,8 @@ import { checkOutputPaths, pushBuilt, pushTargets, writeOutputs, type BuildOutpu
 import { stageArtifact } from "./stage-image.js";
 import { checkPushPermissions } from "./push-check.js";
 import type { BwrapOptions } from "./sandbox/bwrap.js";
+import { LayerConverter, layerFormat } from "./layer-convert.js";
+import type { LayerCompression } from "../oci/layer-compression.js";
 import type { Executor } from "./sandbox/index.js";
 import { imageKey, type CacheSummary, type StepReport } from "./stage-runner.js";
 import { createRunner } from "./build-runner.js";
@@ -92,7 +94,17 @@ export interface BuildOptions {
   network?: "default" | "none" | "host";
   /** Clamp times to this (SOURCE_DATE_EPOCH, seconds). */
   sourceDateEpoch?: number;
+  /**
+   * How new layers are compressed: "gzip" (the default), "zstd" (tar+zstd) or
+   * "uncompressed", as buildx's compression= output option. A step taken from the
+   * cache whose layer is stored in another compression has it re-compressed, not the
+   * step rebuilt; the base image's layers keep theirs unless forceCompression.
+   */
+  compression?: LayerCompression;
+  /** gzip 0-9 (default 6), zstd 0-22 (default 3; 0 is zstd's default too). */
   compressionLevel?: number;
+  /** Re-compress the base image's layers into `compression` too (buildx's force-compression=true). */
+  forceCompression?: boolean;
   /**
    * Most bytes one layer of a base image may decompress to; beyond it the build
    * fails with LAYER_TOO_LARGE naming the layer (a gzip or zstd bomb). Default: no limit.
@@ -271,6 +283,7 @@ async function planBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildP
   warnings.push(...secretArgsWarning(redactor));
   const tags = (opts.tags ?? []).map((t) => parseReference(t));
   const dryRun = opts.dryRun ?? false;
+  const format = layerFormat(opts);
   const pushTo = dryRun ? [] : pushTargets(opts.outputs ?? [], tags, opts.push);
   const singleOnly = (opts.outputs ?? []).find((o) => o.type === "docker-archive" || o.type === "oci-archive");
   if (targets.length > 1 && singleOnly) {
@@ -310,12 +323,19 @@ async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildRe
     const diffIds = new DiffIdRecords(join(cacheDir, "diffids"));
     const hasher = new FileHasher(join(cacheDir, "cache", `v${KEY_VERSION}`, "stat-cache.json"));
     const materials = new MaterialSet();
-    const runner = await createRunner(opts, planned, { cacheDir, scratchDir, content, diffIds, hasher, registry, secrets, agents, bases, emit, redactor, materials });
+    const format = layerFormat(opts);
+    const converter = new LayerConverter({
+      content, registry, dir: join(cacheDir, "converted"), ...format, maxLayerSize: opts.maxLayerSize, signal: opts.signal,
+      onLog: (message) => emit({ type: "log", level: "info", message }),
+    });
+    const runner = await createRunner(opts, planned, { cacheDir, scratchDir, content, diffIds, hasher, registry, secrets, agents, bases, emit, redactor, materials, format, converter });
     const finals = await Promise.all(plans.map(({ plan, target }) => runner.final(plan, target)));
     await hasher.save().catch(() => {});
     const steps = (await runner.reports(plans)).map((s) => redactor.maskFields(s));
     for (const w of warnings) emit({ type: "log", level: "warn", message: w });
-    const images = assembleImages({ finals, targets, sourceDateEpoch: opts.sourceDateEpoch, labels: opts.labels, annotations: opts.annotations });
+    // force-compression: the base image's layers too (the build's own are already in the asked compression).
+    const states = await Promise.all(finals.map(async (f) => ({ state: opts.forceCompression && !dryRun ? await converter.convertAll(f.state) : f.state })));
+    const images = assembleImages({ finals: states, targets, sourceDateEpoch: opts.sourceDateEpoch, labels: opts.labels, annotations: opts.annotations });
     const blobs = { content, registry, maxLayerSize: opts.maxLayerSize, diffIds };
     const artifact = await attachAttestations({ images, attest: opts.attest, annotations: opts.annotations, names: pushTo.length ? pushTo : tags, materials, provenance: provenanceOf(opts, planned), steps, blobs, sourceDateEpoch: opts.sourceDateEpoch, emit, signal: opts.signal });
     const top = topBlob(artifact);

@@ -105,7 +105,7 @@ export async function cachedStep(
   const inputs = sealInputs(own, cache.redactor);
   const key = cacheKey(inputs);
   const found: { hit?: CacheHit; corrupt?: string } = cache.noLookup ? {} : await lookup(cache, key, ctx);
-  if (found.hit) return hitOutcome(plan, found.hit, key, cache.redactor);
+  if (found.hit) return hitOutcome(plan, found.hit, key, cache, ctx);
   const miss = { key, cached: false, savedSeconds: 0, reusedBytes: 0, instruction: plan.shown };
   const reason = await missReason(cache, found.corrupt, step.layered && opts.parentUnknown, opts.slot, inputs, ctx);
   if (cache.dryRun && step.layered) return { ...miss, state, reason, unknown: true };
@@ -115,11 +115,13 @@ export async function cachedStep(
 }
 
 /** A hit: the entry's layer (fetched when needed) and history, with secret values put back. */
-function hitOutcome(plan: StepPlan, hit: CacheHit, key: string, redactor: Redactor): StepOutcome {
-  const rec = { ...hit.record, history: mapCreatedBy(hit.record.history, (t) => redactor.unseal(t)) };
-  const layer: LayerRecord | undefined = rec.layer
+async function hitOutcome(plan: StepPlan, hit: CacheHit, key: string, cache: CacheContext, ctx: StepContext): Promise<StepOutcome> {
+  const rec = { ...hit.record, history: mapCreatedBy(hit.record.history, (t) => cache.redactor.unseal(t)) };
+  let layer: LayerRecord | undefined = rec.layer
     ? { descriptor: { mediaType: rec.layer.mediaType, digest: rec.layer.digest, size: rec.layer.size }, diffId: rec.layer.diffId, source: hit.source }
     : undefined;
+  // An entry written by a build with another compression (gzip, where this one writes zstd): its layer is re-compressed, the step not rebuilt.
+  if (layer && ctx.converter && !cache.dryRun) layer = await ctx.converter.convert(layer);
   return { state: plan.applyHit(rec.history, layer), key, cached: true, savedSeconds: rec.seconds, reusedBytes: rec.layer?.size ?? 0, instruction: plan.shown };
 }
 

@@ -13,6 +13,8 @@ import type { StageState } from "./stage-state.js";
 import type { Instruction } from "../dockerfile/index.js";
 import type { BuildEvent } from "./events.js";
 import type { MaterialSet } from "./attest.js";
+import type { LayerCompression } from "../oci/layer-compression.js";
+import type { LayerConverter } from "./layer-convert.js";
 
 export interface StepContext {
   /** The Dockerfile's display name and lines, for located errors. */
@@ -46,7 +48,11 @@ export interface StepContext {
   /** An image used directly as a COPY --from source. */
   image(reference: string, platform: StageState["platform"]): Promise<StageState>;
   readonly sourceDateEpoch?: number;
+  /** How new layers are compressed (default gzip), and at which level. */
+  readonly compression?: LayerCompression;
   readonly compressionLevel?: number;
+  /** Brings cache hits stored in another compression into `compression` (layer-convert.ts). */
+  readonly converter?: LayerConverter;
   /** The DiffID each base blob was checked to decompress to (see fs/base-layers.ts). */
   readonly diffIds?: DiffIdRecords;
   /** Most bytes a pulled layer may decompress to (BuildOptions.maxLayerSize). */

@@ -17,14 +17,13 @@ import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { pipeline } from "node:stream/promises";
-import { createGunzip } from "node:zlib";
 import { OcibuildError, isOcibuildError } from "../errors.js";
 import { removeQuietly } from "../user-path.js";
 import { HashingStream } from "./digest.js";
 import { type LayerEntry, checkAborted } from "./layer.js";
 import { LayerSizeLimit } from "./layer-limit.js";
 import type { Image, Layer } from "./image.js";
-import { MediaType, isGzipLayerMediaType } from "./media-types.js";
+import { compressionOf, decompressorForMediaType } from "./layer-compression.js";
 import { dirEntry, fileEntry, writeTarFile } from "./oci-archive.js";
 import { parseReference } from "./reference.js";
 
@@ -48,12 +47,13 @@ export function repoTagsOf(refs: string[]): string[] {
   });
 }
 
-/** Decompresses a gzip layer to `path`, checking that the result's sha256 is the layer's DiffID. */
+/** Decompresses a gzip or zstd layer to `path`, checking that the result's sha256 is the layer's DiffID. */
 async function uncompressTo(layer: Layer, path: string, maxSize: number | undefined, signal?: AbortSignal): Promise<number> {
   const counter = new HashingStream();
   const limit = maxSize === undefined ? [] : [new LayerSizeLimit(maxSize, layer.descriptor.digest)];
   try {
-    await pipeline([await layer.open(signal), createGunzip(), ...limit, counter, createWriteStream(path, { flags: "wx" })], signal ? { signal } : {});
+    const decompress = decompressorForMediaType(layer.descriptor.mediaType)!;
+    await pipeline([await layer.open(signal), decompress, ...limit, counter, createWriteStream(path, { flags: "wx" })], signal ? { signal } : {});
   } catch (err) {
     if (signal?.aborted) throw new OcibuildError("ABORTED", "writing the docker archive was interrupted", { cause: signal.reason });
     if (isOcibuildError(err)) throw err;
@@ -78,9 +78,10 @@ export async function writeDockerArchive(path: string, img: Image, opts: DockerA
   const config = await img.config(opts.signal);
   const layers = await img.layers(opts.signal);
   for (const l of layers) {
-    if (!isGzipLayerMediaType(l.descriptor.mediaType) && l.descriptor.mediaType !== MediaType.OCI_LAYER) {
+    // Decompressed on the way in (docker load takes plain tars): gzip, zstd and plain layers.
+    if (compressionOf(l.descriptor.mediaType) === undefined) {
       throw new OcibuildError("OUTPUT_UNSUPPORTED_LAYER", `layer ${l.descriptor.digest} has media type ${l.descriptor.mediaType}, which a docker archive cannot hold`, {
-        hint: "docker archives take gzip or uncompressed layers; use an oci: or oci-archive: output",
+        hint: "docker archives take gzip, zstd or uncompressed layers; use an oci: or oci-archive: output",
       });
     }
   }
@@ -107,7 +108,7 @@ export async function writeDockerArchive(path: string, img: Image, opts: DockerA
       if (seen.has(name)) continue;
       seen.add(name);
       yield dirEntry(name.slice(0, name.indexOf("/")));
-      if (l.descriptor.mediaType === MediaType.OCI_LAYER) {
+      if (compressionOf(l.descriptor.mediaType) === "uncompressed") {
         yield fileEntry(name, l.descriptor.size, (s) => l.open(s));
         continue;
       }

@@ -19,6 +19,7 @@
  * those of createGzip given the piece in one write.
  */
 import { type Gzip, createGzip } from "node:zlib";
+import { compressPieces } from "./layer-pieces.js";
 
 /**
  * Uncompressed bytes per gzip member. Each member starts with an empty dictionary,
@@ -128,90 +129,15 @@ export function looksIncompressible(piece: Uint8Array): boolean {
   return dense >= PROBE_SAMPLES * PROBE_SHARE;
 }
 
-/** `p`, or the signal's reason as soon as it aborts. */
-function unlessAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return p;
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(e);
-      },
-    );
-  });
-}
-
-interface Member {
-  gz: Gzip;
-  done: Promise<Buffer[]>;
-  /** Set once compressed. */
-  out?: Buffer[];
-}
-
 /**
  * A pipeline stage (stream/promises pipeline accepts it between streams): bytes in,
- * gzip members out, in order, at most `inFlight` being compressed at once. A
- * finished member is passed on as soon as every member before it has been; the
- * source is not read further while the window is full (backpressure). Input
- * buffers are reused once their member is compressed, so a long layer allocates
- * about inFlight + 1 of them. On error or abort the members in flight are destroyed.
+ * gzip members out, in order, at most `inFlight` being compressed at once (the
+ * window, backpressure and buffer reuse are layer-pieces.ts's). On error or abort
+ * the members in flight are destroyed.
  */
 export function gzipMembers(level: number, memberBytes = GZIP_MEMBER_BYTES, inFlight = MEMBERS_IN_FLIGHT) {
-  return async function* (source: AsyncIterable<Buffer>, opts?: { signal?: AbortSignal }): AsyncGenerator<Buffer> {
-    const signal = opts?.signal;
-    const queue: Member[] = [];
-    const free: Buffer[] = [];
-    let members = 0;
-    let stopped = false;
-    const start = (input: Buffer, whole: Buffer) => {
-      const m: Member = compressMember(input, level, level > 0 && looksIncompressible(input));
-      m.done.then(
-        (out) => {
-          m.out = out;
-          // zlib has read all of it: the buffer can take the next piece (unless we are tearing down).
-          if (!stopped) free.push(whole);
-        },
-        () => {},
-      );
-      queue.push(m);
-      members++;
-    };
-    /** The oldest member once compressed; it stays in the queue (to be destroyed on abort) until then. */
-    const next = async () => {
-      const out = await unlessAborted(queue[0]!.done, signal);
-      queue.shift();
-      return out;
-    };
-    let buf: Buffer = Buffer.allocUnsafe(memberBytes);
-    let fill = 0;
-    try {
-      for await (const chunk of source) {
-        let off = 0;
-        while (off < chunk.length) {
-          const n = chunk.copy(buf, fill, off);
-          off += n;
-          fill += n;
-          if (fill < memberBytes) break;
-          start(buf, buf);
-          buf = free.pop() ?? Buffer.allocUnsafe(memberBytes);
-          fill = 0;
-          if (queue.length >= inFlight) yield* await next();
-        }
-        // Pass on what is already compressed, in order, without waiting for the rest.
-        while (queue[0]?.out !== undefined) yield* queue.shift()!.out!;
-      }
-      if (fill > 0 || members === 0) start(buf.subarray(0, fill), buf);
-      while (queue.length > 0) yield* await next();
-    } finally {
-      stopped = true;
-      for (const m of queue) m.gz.destroy();
-    }
-  };
+  return compressPieces(memberBytes, inFlight, (input) => {
+    const m = compressMember(input, level, level > 0 && looksIncompressible(input));
+    return { done: m.done, cancel: () => m.gz.destroy() };
+  });
 }

@@ -1,6 +1,7 @@
 /**
- * The layer writer: entries -> PAX tar -> gzip -> out, in one streaming pass that
- * also yields the DiffID (sha256 of the tar), and the digest and size of the gzip.
+ * The layer writer: entries -> PAX tar -> gzip (or zstd, or nothing) -> out, in one
+ * streaming pass that also yields the DiffID (sha256 of the tar), and the digest and
+ * size of the compressed blob.
  * Memory does not grow with the layer: file contents are opened lazily, one at a
  * time, and flow through with stream backpressure.
  */
@@ -12,9 +13,9 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { OcibuildError, isOcibuildError } from "../errors.js";
 import { type DiffID, type Digest, HashingStream } from "./digest.js";
-import { gzipMembers } from "./layer-gzip.js";
+import { checkLevel, compressionStage, layerMediaType, type LayerCompression } from "./layer-compression.js";
 import { contentPadding, encodeHeader, endOfArchive, validateEntry } from "./layer-tar.js";
-import { MediaType } from "./media-types.js";
+import { DEFAULT_ZSTD_LEVEL } from "./layer-zstd.js";
 
 export type EntryType = "file" | "directory" | "symlink" | "hardlink" | "char" | "block" | "fifo";
 
@@ -49,8 +50,11 @@ export interface LayerEntry {
 }
 
 export interface LayerWriteOptions {
+  /** Default "gzip". zstd layers are written as independent frames (layer-zstd.ts). */
+  compression?: LayerCompression;
   /**
-   * gzip level, 0-9. Default DEFAULT_COMPRESSION_LEVEL (see there for the trade-off).
+   * gzip level, 0-9, default DEFAULT_COMPRESSION_LEVEL (see there for the trade-off);
+   * zstd level, 0-22, default DEFAULT_ZSTD_LEVEL (0 is zstd's default too).
    */
   compressionLevel?: number;
   /** Seconds since the epoch (SOURCE_DATE_EPOCH): every mtime later than this is clamped down to it. */
@@ -59,13 +63,13 @@ export interface LayerWriteOptions {
 }
 
 export interface WrittenLayer {
-  /** Always MediaType.OCI_LAYER_GZIP. */
+  /** The OCI layer media type of the compression written (tar+gzip by default). */
   mediaType: string;
-  /** sha256 of the gzip bytes. */
+  /** sha256 of the blob (the compressed bytes). */
   digest: Digest;
   /** sha256 of the uncompressed tar. */
   diffId: DiffID;
-  /** gzip bytes. */
+  /** Blob bytes. */
   size: number;
   /** tar bytes. */
   uncompressedSize: number;
@@ -107,6 +111,11 @@ export interface WrittenLayer {
  * bytes alone; float32 weights (gzip saves ~8%) are still compressed.
  */
 export const DEFAULT_COMPRESSION_LEVEL = 6;
+
+/** The level a layer of this compression is written at when none is given. */
+export function defaultLevel(c: LayerCompression): number {
+  return c === "gzip" ? DEFAULT_COMPRESSION_LEVEL : c === "zstd" ? DEFAULT_ZSTD_LEVEL : 0;
+}
 
 /** Throws OcibuildError ABORTED (with the signal's reason as cause) if `signal` is aborted. */
 export function checkAborted(signal: AbortSignal | undefined, what: string): void {
@@ -235,39 +244,42 @@ function aborted(signal: AbortSignal | undefined, err: unknown): boolean {
 }
 
 /**
- * Streams entries -> PAX tar -> gzip -> `out`, computing the DiffID of the tar and
- * the digest and size of the gzip in one pass. `out` is ended when the layer is
- * complete (and destroyed on failure). The gzip is a series of members of
- * GZIP_MEMBER_BYTES of tar each, compressed in parallel (layer-gzip.ts); the cuts
- * are at fixed offsets and the headers carry no name and no mtime, so equal
- * entries give equal digests on any machine and any thread count.
+ * Streams entries -> PAX tar -> gzip, zstd or nothing -> `out`, computing the DiffID
+ * of the tar and the digest and size of the blob in one pass. `out` is ended when the
+ * layer is complete (and destroyed on failure). gzip is a series of members of
+ * GZIP_MEMBER_BYTES of tar each (layer-gzip.ts), zstd a series of frames of
+ * ZSTD_FRAME_BYTES (layer-zstd.ts), each compressed in parallel; the cuts are at
+ * fixed offsets and the headers carry no name and no mtime, so equal entries give
+ * equal digests on any machine and any thread count.
  */
 export async function writeLayer(
   entries: Iterable<LayerEntry> | AsyncIterable<LayerEntry>,
   out: NodeJS.WritableStream,
   opts: LayerWriteOptions = {},
 ): Promise<WrittenLayer> {
-  const level = opts.compressionLevel ?? DEFAULT_COMPRESSION_LEVEL;
-  if (!Number.isInteger(level) || level < 0 || level > 9) {
-    throw new OcibuildError("LAYER_OPTIONS_INVALID", `compression level ${level} is not an integer from 0 to 9`);
-  }
+  const compression = opts.compression ?? "gzip";
+  const level = opts.compressionLevel ?? defaultLevel(compression);
+  checkLevel(compression, level);
   const { signal } = opts;
   checkAborted(signal, "writing the layer");
   const tarHash = new HashingStream();
-  const gzHash = new HashingStream();
+  const blobHash = compression === "uncompressed" ? tarHash : new HashingStream();
   const source = Readable.from(tarChunks(entries, { sourceDateEpoch: opts.sourceDateEpoch, signal }), { objectMode: false });
+  const popts = signal ? { signal } : {};
+  const compress = compressionStage(compression, level);
   try {
-    await pipeline(source, tarHash, gzipMembers(level), gzHash, out, signal ? { signal } : {});
+    if (compress === undefined) await pipeline(source, tarHash, out, popts);
+    else await pipeline(source, tarHash, compress, blobHash, out, popts);
   } catch (err) {
     if (aborted(signal, err)) throw new OcibuildError("ABORTED", "writing the layer was interrupted", { cause: signal?.reason ?? err });
     if (isOcibuildError(err)) throw err;
     throw new OcibuildError("LAYER_WRITE_FAILED", `writing the layer failed: ${(err as Error).message}`, { cause: err });
   }
   return {
-    mediaType: MediaType.OCI_LAYER_GZIP,
-    digest: `sha256:${gzHash.hexDigest}` as Digest,
+    mediaType: layerMediaType(compression),
+    digest: `sha256:${blobHash.hexDigest}` as Digest,
     diffId: `sha256:${tarHash.hexDigest}` as DiffID,
-    size: gzHash.size,
+    size: blobHash.size,
     uncompressedSize: tarHash.size,
   };
 }

@@ -90,11 +90,26 @@ describe("kaniko's cache and context flags", () => {
 });
 
 describe("accepted no-ops, and what they say", () => {
-  it("--compression gzip is accepted; zstd is refused with what to use", async () => {
-    expect((await parse(["--compression", "gzip", "."])).stderr).toBe("");
-    const z = await refusal(["--compression=zstd", "."]);
-    expect(z.code).toBe("USAGE_UNSUPPORTED_FLAG");
-    expect(z.message).toMatch(/use --compression gzip/);
+  it("--compression (kaniko) and buildx's compression= output attributes set the layer compression; levels are checked per compression", async () => {
+    expect((await parse(["--compression", "gzip", "."])).o.compression).toBe("gzip");
+    const z = await parse(["--compression=zstd", "--compression-level", "19", "."]);
+    expect([z.o.compression, z.o.compressionLevel, z.o.forceCompression, z.stderr]).toEqual(["zstd", 19, undefined, ""]);
+    const o = await parse(["-o", "type=oci,dest=x.tar,compression=zstd,compression-level=1,force-compression=true", "."]);
+    expect([o.o.compression, o.o.compressionLevel, o.o.forceCompression]).toEqual(["zstd", 1, true]);
+    expect((await parse(["--compression", "uncompressed", "."])).o.compression).toBe("uncompressed");
+    expect((await parse(["."])).o.compression).toBeUndefined();
+    for (const [args, why] of [
+      [["--compression-level", "12", "."], /gzip compression level must be 0-9, not "12"/],
+      [["--compression", "zstd", "--compression-level", "23", "."], /zstd compression level must be 0-22/],
+      [["--compression", "xz", "."], /compression takes gzip, zstd, uncompressed, not "xz"/],
+      [["-o", "type=oci,dest=x.tar,compression=estargz", "."], /estargz is not supported/],
+      [["--compression", "gzip", "-o", "type=oci,dest=x.tar,compression=zstd", "."], /ask for different compressions \(gzip and zstd\)/],
+      [["-o", "type=oci,dest=x.tar,force-compression=yes", "."], /force-compression=yes: use true or false/],
+    ] as const) {
+      const r = await refusal([...args]);
+      expect(r.code).toBe("USAGE_BAD_VALUE");
+      expect(r.message).toMatch(why);
+    }
   });
 
   it("no-ops a user could expect an effect from warn; the others are silent", async () => {

@@ -203,7 +203,8 @@ describe("--output forms", () => {
   it("unsupported outputs fail naming what is wrong", () => {
     expect(() => parseOutput("type=local,dest=out", cwd)).toThrow(/type=local is not supported/);
     expect(() => parseOutput("type=docker", cwd)).toThrow(/needs dest=PATH/);
-    expect(() => parseOutput("type=oci,dest=x,compression=zstd", cwd)).toThrow(/"compression" is not implemented for type=oci/);
+    expect(() => parseOutput("type=oci,dest=x,oci-mediatypes=true", cwd)).toThrow(/"oci-mediatypes" is not implemented for type=oci/);
+    expect(parseOutput("type=oci,dest=x,compression=zstd,force-compression=true", cwd)).toEqual({ type: "oci-archive", dest: "/w/x" });
     expect(() => parseOutput("somewhere", cwd)).toThrow(/--output somewhere: not a supported output/);
   });
 

@@ -62,7 +62,7 @@ describe.skipIf(!haveRegistry())("--output type=registry|image with name= (needs
 
 describe("output attributes ocibuild does not implement are refused by name (exit 2)", () => {
   it.each([
-    ["type=registry,name=reg.lan/a:1,compression=zstd", /"compression"/],
+    ["type=registry,name=reg.lan/a:1,oci-mediatypes=true", /"oci-mediatypes"/],
     ["type=registry,name=reg.lan/a:1,push=false", /push=false/],
     ["type=image,name=reg.lan/a:1", /type=image without push=true/],
     ["type=oci,dest=x.tar,push=true", /"push" .*type=oci/],

@@ -1,7 +1,8 @@
 /**
  * Importing the library loads only what a local build needs: the BuildKit executor's
  * gRPC client (@grpc/grpc-js) is loaded when a BuildkitExecutor first talks to a daemon,
- * and the native module for xattrs, mknod and mounts (koffi) at the first such call.
+ * the native module for xattrs, mknod and mounts (koffi) at the first such call, and
+ * the native zstd encoder at the first zstd layer written.
  */
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -47,6 +48,54 @@ describe("importing ocibuild", () => {
       const opaque = await native.areOpaque(["/"]);
       process.stdout.write(JSON.stringify({ atImport, opaque, afterCall: isMapped("koffi") }));`;
     expect(await runScript(script)).toEqual({ atImport: false, opaque: [false], afterCall: true });
+  });
+});
+
+describe("the zstd encoder (native)", () => {
+  const layer = `
+    const { Readable, Writable } = await import("node:stream");
+    const sink = () => new Writable({ write(c, e, cb) { cb(); } });
+    const entries = () => [{ path: "f", type: "file", mode: 0o644, uid: 0, gid: 0, mtime: new Date(0), size: 1, open: () => Readable.from([Buffer.from("x")]) }];`;
+
+  it("is not loaded for gzip layers, only at the first zstd layer written", async () => {
+    const script = `
+      import { createRequire } from "node:module";
+      const require = createRequire(import.meta.url);
+      const isMapped = ${mapped};
+      const { writeLayer } = await import(${JSON.stringify(dist("oci/layer.js"))});
+      ${layer}
+      await writeLayer(entries(), sink());
+      const afterGzip = isMapped("node-zstd");
+      const z = await writeLayer(entries(), sink(), { compression: "zstd" });
+      process.stdout.write(JSON.stringify({ afterGzip, mediaType: z.mediaType, afterZstd: isMapped("node-zstd") }));`;
+    expect(await runScript(script)).toEqual({ afterGzip: false, mediaType: "application/vnd.oci.image.layer.v1.tar+zstd", afterZstd: true });
+  });
+
+  it("missing (a platform with no prebuilt binary): writing zstd fails with LAYER_COMPRESSION_UNAVAILABLE, reading zstd still works", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "ocibuild-nozstd-"));
+    try {
+      await cp(join(root, "dist"), join(dir, "dist"), { recursive: true });
+      await writeFile(join(dir, "package.json"), JSON.stringify({ type: "module" }));
+      await mkdir(join(dir, "node_modules"));
+      for (const name of await readdir(join(root, "node_modules"))) {
+        if (name !== "@toondepauw") await symlink(join(root, "node_modules", name), join(dir, "node_modules", name));
+      }
+      const script = `
+        const { writeLayer } = await import("./dist/oci/layer.js");
+        const { zstdDecompressor } = await import("./dist/oci/zstd-decompress.js");
+        ${layer}
+        const code = await writeLayer(entries(), sink(), { compression: "zstd" }).then(() => "ok", (e) => e.code);
+        // "hello" as one zstd frame (\`printf hello | zstd -c\`), decoded by whichever decoder this Node has.
+        const frame = Buffer.from("KLUv/QRYKQAAaGVsbG+jbZ+I", "base64");
+        let out = "";
+        const d = zstdDecompressor();
+        d.on("data", (c) => (out += c));
+        await new Promise((resolve, reject) => { d.on("end", resolve); d.on("error", reject); d.end(frame); });
+        process.stdout.write(JSON.stringify({ code, out }));`;
+      expect(await runScript(script, dir)).toEqual({ code: "LAYER_COMPRESSION_UNAVAILABLE", out: "hello" });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -10,7 +10,6 @@ import { PassThrough, type Readable } from "node:stream";
 import { OcibuildError } from "../../errors.js";
 import { parseReference } from "../../oci/reference.js";
 import type { LayerEntry } from "../../oci/layer.js";
-import { MediaType } from "../../oci/media-types.js";
 import { checkedBlob, layerName, needsDiffIdCheck } from "./base-layers.js";
 import { mountRoot } from "./overlay.js";
 import { pruneExcluded, snapshotChanges } from "./snapshot.js";
@@ -176,6 +175,7 @@ export async function mutateRoot(
         }
       })();
       const written = await ctx.content.writeLayer(entries, {
+        compression: ctx.compression,
         compressionLevel: ctx.compressionLevel,
         sourceDateEpoch: ctx.sourceDateEpoch,
         signal: ctx.signal,
@@ -198,7 +198,7 @@ export async function mutateRoot(
         dir = target;
       }
       return {
-        descriptor: { mediaType: MediaType.OCI_LAYER_GZIP, digest: written.digest, size: written.size },
+        descriptor: { mediaType: written.mediaType, digest: written.digest, size: written.size },
         diffId: written.diffId,
         source: { kind: "local" },
         dir,

@@ -3,12 +3,13 @@
  * global records, GNU long names), with PAX values kept as raw bytes so binary
  * xattrs (security.capability) arrive intact. Memory stays flat: a file body is
  * handed out as chunks of the input and must be consumed (or is skipped) before
- * the next entry is read. tarBytes() turns a layer blob (gzip, plain, or zstd where
- * Node has it) into the tar byte stream, sniffing the compression from magic bytes.
+ * the next entry is read. tarBytes() turns a layer blob (gzip, zstd or plain) into
+ * the tar byte stream, sniffing the compression from magic bytes.
  */
 import { pipeline as pipelineCb, Readable } from "node:stream";
 import * as zlib from "node:zlib";
 import { OcibuildError } from "../../errors.js";
+import { zstdDecompressor } from "../../oci/zstd-decompress.js";
 import {
   cstr, DEV_RANGE, headerNumber, ID_RANGE, invalidTar, MODE_RANGE, paxInteger, paxTimeMs, SIZE_RANGE, TIME_RANGE, type FieldPlace,
 } from "./tar-fields.js";
@@ -294,22 +295,17 @@ function entryOf(r: ByteReader, header: TarHeader): { entry: TarEntry; pending: 
   return { entry: { header, body, takeBuffered }, pending: { left: () => bodySize - consumed + skipAfter } };
 }
 
-/** The decompressor for a layer blob starting with `head` (gzip, zstd where Node has it), null for a plain tar; unsupported ones throw. */
+/** The decompressor for a layer blob starting with `head` (gzip or zstd), null for a plain tar; other compressions throw. */
 export function decompressorFor(head: Buffer, mediaType: string | undefined): NodeJS.ReadWriteStream | null {
   // Larger output chunks: fewer round trips through the stream and tar reader per byte.
   if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) return zlib.createGunzip({ chunkSize: 256 * 1024 });
-  if (head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528) {
-    const z = zlib as unknown as { createZstdDecompress?: () => NodeJS.ReadWriteStream };
-    if (typeof z.createZstdDecompress === "function") return z.createZstdDecompress();
-    throw new OcibuildError("ROOTFS_LAYER_COMPRESSION_UNSUPPORTED", `the layer is zstd-compressed${mediaType ? ` (${mediaType})` : ""}, which this Node.js (${process.version}) cannot decompress`, {
-      hint: "use Node.js 22.15 or newer for zstd layers, or a gzip variant of the image",
-    });
-  }
+  // node:zlib's zstd where Node has it, fzstd otherwise (loaded only now).
+  if (head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528) return zstdDecompressor();
   if (head.length >= 3 && head.toString("latin1", 0, 3) === "BZh") {
-    throw new OcibuildError("ROOTFS_LAYER_COMPRESSION_UNSUPPORTED", "the layer is bzip2-compressed, which OCI layers may not be");
+    throw new OcibuildError("ROOTFS_LAYER_COMPRESSION_UNSUPPORTED", `the layer${mediaType ? ` (${mediaType})` : ""} is bzip2-compressed, which OCI layers may not be`);
   }
   if (head.length >= 6 && head[0] === 0xfd && head.toString("latin1", 1, 6) === "7zXZ\0") {
-    throw new OcibuildError("ROOTFS_LAYER_COMPRESSION_UNSUPPORTED", "the layer is xz-compressed, which OCI layers may not be");
+    throw new OcibuildError("ROOTFS_LAYER_COMPRESSION_UNSUPPORTED", `the layer${mediaType ? ` (${mediaType})` : ""} is xz-compressed, which OCI layers may not be`);
   }
   return null;
 }

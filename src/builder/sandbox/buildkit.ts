@@ -245,6 +245,7 @@ export class BuildkitExecutor implements Executor {
     const i = newLayerIndex(state.layers.map((l) => l.diffId as string), { ref: String(outRef), layers: layers.length, diffIds });
     if (i === undefined) return undefined;
     return importLayer(ctx.registry, ctx.content, this.staging, layers[i]!, diffIds[i]!, {
+      compression: ctx.compression,
       compressionLevel: ctx.compressionLevel,
       sourceDateEpoch: ctx.sourceDateEpoch,
       signal: ctx.signal,

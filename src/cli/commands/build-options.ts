@@ -14,7 +14,7 @@ import { hostPlatform, parsePlatformList } from "../../oci/platform.js";
 import { OcibuildError } from "../../errors.js";
 import type { BuildOptions } from "../../api.js";
 import type { BuildOutput } from "../../builder/output.js";
-import { parseOutput } from "./output-flags.js";
+import { layerOptions, parseOutput } from "./output-flags.js";
 import { SANDBOX_FLAGS, applySandboxFlags } from "./sandbox-flags.js";
 import { COMPAT_SPECS, REFUSED_SPECS, applyCompatFlags, compatRegistryOptions, rejectRefused } from "./compat-flags.js";
 import { parseReference } from "../../oci/reference.js";
@@ -53,7 +53,7 @@ export const BUILD_MAIN_SPECS: FlagSpec[] = [
   { names: ["progress"], type: "string", valueName: "MODE", description: "auto, tty, plain, json, rawjson (= json), quiet or none (= -q) (auto: tty on a terminal, else plain)" },
   { names: ["quiet"], short: ["q"], type: "boolean", description: "Print only the digest" },
   { names: ["reproducible"], type: "boolean", description: "Clamp timestamps to 0 unless SOURCE_DATE_EPOCH is set" },
-  { names: ["compression-level"], type: "string", valueName: "0-9", description: "gzip level for new layers (default 6)" },
+  { names: ["compression-level"], type: "string", valueName: "LEVEL", description: "Level for new layers: gzip 0-9 (default 6), zstd 0-22 (default 3)" },
   { names: ["max-layer-size"], type: "string", valueName: "SIZE", description: "Fail when a base image layer decompresses to more than SIZE (e.g. 4g, 512m; default: no limit)" },
   { names: ["network"], type: "string", valueName: "MODE", description: "Default network for RUN: default (its own namespace, outbound through slirp4netns), none, or host (needs --allow network.host); RUN --network overrides" },
   { names: ["secret"], type: "string", repeatable: true, valueName: "id=ID,src=PATH|env=VAR", description: "A secret for RUN --mount=type=secret (never stored in the image or cache)" },
@@ -270,12 +270,10 @@ function outputsFrom(p: ParsedFlags, tags: string[], cwd: string): BuildOutput[]
   return outputs;
 }
 
-/** What image is made: the target stage and platforms, the gzip level, and the timestamps' clamp. */
-function imageOptions(p: ParsedFlags, env: Record<string, string | undefined>): Pick<BuildOptions, "compressionLevel" | "platform" | "sourceDateEpoch" | "target"> {
-  const out: Pick<BuildOptions, "compressionLevel" | "platform" | "sourceDateEpoch" | "target"> = {};
-  const level = str(p, "compression-level");
-  if (level !== undefined && !/^[0-9]$/.test(level)) throw new OcibuildError("USAGE_BAD_VALUE", `--compression-level must be 0-9, not "${level}"`);
-  if (level !== undefined) out.compressionLevel = Number(level);
+/** What image is made: the target stage and platforms, the layers' compression and level, and the timestamps' clamp. */
+function imageOptions(p: ParsedFlags, env: Record<string, string | undefined>): Pick<BuildOptions, "compression" | "compressionLevel" | "forceCompression" | "platform" | "sourceDateEpoch" | "target"> {
+  const out: Pick<BuildOptions, "compression" | "compressionLevel" | "forceCompression" | "platform" | "sourceDateEpoch" | "target"> = {};
+  Object.assign(out, layerOptions({ compression: str(p, "compression"), level: str(p, "compression-level") }, list(p, "output")));
   const platformFlag = str(p, "platform");
   // Parsed here, once: the library gets platforms, not text to parse again.
   if (platformFlag !== undefined) out.platform = asUsage(() => parsePlatformList(platformFlag, hostPlatform()), `--platform ${platformFlag}`);

@@ -19,7 +19,7 @@ export const COMPAT_SPECS: FlagSpec[] = [
   b("cache", "kaniko: --cache=true is the default here (caching is always on); --cache=false is --no-cache --no-cache-write"),
   b("cache-copy-layers", "kaniko: no-op (COPY steps are always cached)"),
   b("cache-run-layers", "kaniko: no-op (RUN steps are always cached)"),
-  b("compressed-caching", "kaniko: no-op (cache entries are the gzipped layers themselves)"),
+  b("compressed-caching", "kaniko: no-op (cache entries are the compressed layers themselves)"),
   b("no-push-cache", "kaniko: do not push cache entries to --cache-repo (it is still read)"),
   b("insecure", "kaniko: allow plain HTTP (and unverified TLS) for the -t/--destination registries"),
   b("insecure-pull", "kaniko: allow plain HTTP (and unverified TLS) for every registry"),
@@ -43,7 +43,7 @@ export const COMPAT_SPECS: FlagSpec[] = [
   b("ignore-var-run", "kaniko: no-op (the image's /var/run is the image's; the host's never enters it)"),
   s("ignore-path", "PATH", "kaniko: no-op with a warning (host paths never enter a snapshot)", { repeatable: true }),
   s("kaniko-dir", "DIR", "kaniko: no-op with a warning; ocibuild's working files are under --cache-dir"),
-  s("compression", "gzip", "kaniko: layer compression; gzip only (the default)"),
+  s("compression", "gzip|zstd|uncompressed", "kaniko: compression of new layers (default gzip; as buildx's --output compression=)"),
   b("pull", "docker: re-resolve every base image in its registry (always done)"),
   b("rm", "docker: no-op (no intermediate containers)"),
   b("force-rm", "docker: no-op (no intermediate containers)"),
@@ -151,10 +151,6 @@ export function applyCompatFlags(p: ParsedFlags, options: BuildOptions, warn: (m
     options.noCacheWrite = true;
   }
   if (bool(p, "no-push-cache")) options.noCacheRepoWrite = true;
-  const compression = checkChoice(p, "compression", ["gzip", "zstd"]);
-  if (compression === "zstd") {
-    throw new OcibuildError("USAGE_UNSUPPORTED_FLAG", "flag --compression=zstd is not supported yet: layers are gzip; use --compression gzip (or leave it out) and --compression-level 0-9", { details: { flag: "--compression" } });
-  }
   checkChoice(p, "snapshot-mode", ["full", "redo", "time"]);
   checkChoice(p, "log-format", ["text", "color", "json"]);
   checkChoice(p, "verbosity", ["panic", "fatal", "error", "warn", "info", "debug", "trace"]);

@@ -7,7 +7,9 @@
  */
 import { resolve } from "node:path";
 import { OcibuildError } from "../../errors.js";
+import type { BuildOptions } from "../../builder/build.js";
 import type { BuildOutput } from "../../builder/output.js";
+import { LAYER_COMPRESSIONS, levelRange, validLevel, type LayerCompression } from "../../oci/layer-compression.js";
 import { parseLayoutRef } from "../../oci/layout.js";
 import { parseReference } from "../../oci/reference.js";
 
@@ -51,12 +53,15 @@ function splitArchive(v: string, prefix: string): { path: string; ref?: string }
   return ref === undefined || ref === "" ? { path } : { path, ref };
 }
 
+/** buildx's layer attributes, which every type here takes (outputLayerOptions reads them). */
+const LAYER_KEYS = ["compression", "compression-level", "force-compression"];
+
 /** The attributes each buildx output type takes here; anything else is refused by name. */
 const KEYS: Record<string, string[]> = {
-  registry: ["type", "name", "push"],
-  image: ["type", "name", "push"],
-  oci: ["type", "dest", "tar", "name"],
-  docker: ["type", "dest", "tar", "name"],
+  registry: ["type", "name", "push", ...LAYER_KEYS],
+  image: ["type", "name", "push", ...LAYER_KEYS],
+  oci: ["type", "dest", "tar", "name", ...LAYER_KEYS],
+  docker: ["type", "dest", "tar", "name", ...LAYER_KEYS],
 };
 
 /** name=a,b as BuildKit splits it (on commas); each must be a reference. */
@@ -130,4 +135,64 @@ export function parseOutput(v: string, cwd: string): BuildOutput {
   }
   if (v.includes("=")) return csvOutput(v, cwd);
   throw bad(v, "not a supported output", "use oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], type=oci|docker,dest=PATH or type=registry[,name=REF]");
+}
+
+type LayerOptions = Pick<BuildOptions, "compression" | "compressionLevel" | "forceCompression">;
+
+/** One source of layer settings: a flag pair or an --output value, and how to name it in messages. */
+interface LayerSource {
+  name: string;
+  compression?: string;
+  level?: string;
+  force?: string;
+}
+
+function usage(message: string, flag: string, hint?: string): OcibuildError {
+  return new OcibuildError("USAGE_BAD_VALUE", message, { hint, details: { flag } });
+}
+
+/** The one value several sources agree on, or a usage error naming two that differ. */
+function agreed(sources: LayerSource[], key: "compression" | "level", what: string, flag: string): string | undefined {
+  const set = sources.filter((s) => s[key] !== undefined);
+  const other = set.find((s) => s[key]!.toLowerCase() !== set[0]![key]!.toLowerCase());
+  if (other) {
+    throw usage(`${set[0]!.name} and ${other.name} ask for different ${what}s (${set[0]![key]} and ${other[key]}); a build writes its layers once, for every output`, flag);
+  }
+  return set[0]?.[key]?.toLowerCase();
+}
+
+/**
+ * The build's layer compression from --compression/--compression-level (kaniko's)
+ * and the compression=, compression-level=, force-compression= attributes of
+ * buildx-style --output values. Layers are written once per build, so every source
+ * that names a value must name the same one.
+ */
+export function layerOptions(flags: { compression?: string; level?: string }, outputs: readonly string[]): LayerOptions {
+  const sources: LayerSource[] = [{ name: "--compression/--compression-level", compression: flags.compression, level: flags.level }];
+  for (const v of outputs) {
+    if (!v.includes("=") || /^(oci|oci-archive|docker-archive):/.test(v)) continue;
+    const kv = keyValues(v);
+    sources.push({ name: `--output ${v}`, compression: kv.compression, level: kv["compression-level"], force: kv["force-compression"] });
+  }
+  const compression = agreed(sources, "compression", "compression", "--compression");
+  if (compression === "estargz") throw usage("compression=estargz is not supported: ocibuild writes gzip, zstd or uncompressed layers", "--compression");
+  if (compression !== undefined && !LAYER_COMPRESSIONS.includes(compression as LayerCompression)) {
+    throw usage(`compression takes ${LAYER_COMPRESSIONS.join(", ")}, not "${compression}"`, "--compression");
+  }
+  const c = (compression ?? "gzip") as LayerCompression;
+  const level = agreed(sources, "level", "compression level", "--compression-level");
+  if (level !== undefined && (!/^\d+$/.test(level) || !validLevel(c, Number(level)))) {
+    throw usage(`the ${c} compression level must be ${levelRange(c)}, not "${level}"`, "--compression-level");
+  }
+  let force = false;
+  for (const s of sources) {
+    if (s.force === undefined) continue;
+    if (s.force !== "true" && s.force !== "false") throw usage(`${s.name}: force-compression=${s.force}: use true or false`, "--output");
+    force ||= s.force === "true";
+  }
+  const out: LayerOptions = {};
+  if (compression !== undefined) out.compression = c;
+  if (level !== undefined) out.compressionLevel = Number(level);
+  if (force) out.forceCompression = true;
+  return out;
 }

@@ -1,7 +1,7 @@
 /**
  * Bringing a layer the BuildKit daemon produced into the build, in one streaming
- * pass: registry blob -> digest check -> gunzip -> DiffID check (against the
- * daemon's config) -> tar entries -> our layer writer (tar -> gzip -> hashes ->
+ * pass: registry blob -> digest check -> gunzip or zstd -> DiffID check (against the
+ * daemon's config) -> tar entries -> our layer writer (tar -> gzip or zstd -> hashes ->
  * content store). Re-encoding makes it our layer like any other: our entry
  * encoding, SOURCE_DATE_EPOCH clamping, and none of the runtime's mount-point
  * stubs (the OCI runtime creates /dev, /proc and /sys in a root that lacks them;
@@ -9,13 +9,12 @@
  */
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { createGunzip } from "node:zlib";
 import { OcibuildError } from "../../../errors.js";
 import { HashingStream, VerifyingStream } from "../../../oci/digest.js";
 import type { EntryType, LayerEntry } from "../../../oci/layer.js";
 import type { OciLayout } from "../../../oci/layout.js";
 import type { Descriptor } from "../../../oci/manifest.js";
-import { isGzipLayerMediaType } from "../../../oci/media-types.js";
+import { decompressorForMediaType, type LayerCompression } from "../../../oci/layer-compression.js";
 import type { ImageReference } from "../../../oci/reference.js";
 import type { RegistryClient } from "../../../oci/registry/index.js";
 import { readTar, type TarEntry, type TarEntryType } from "../../fs/tar-reader.js";
@@ -68,6 +67,8 @@ export function toLayerEntry(e: TarEntry): LayerEntry | undefined {
 }
 
 export interface ImportOptions {
+  /** How the imported layer is written into the content store (gzip by default). */
+  compression?: LayerCompression;
   compressionLevel?: number;
   sourceDateEpoch?: number;
   signal?: AbortSignal;
@@ -86,14 +87,16 @@ export async function importLayer(
   opts: ImportOptions = {},
 ): Promise<LayerRecord | undefined> {
   const { signal } = opts;
-  if (!isGzipLayerMediaType(desc.mediaType)) {
-    throw new OcibuildError("BUILDKIT_LAYER_UNSUPPORTED", `the BuildKit daemon produced a layer of type ${desc.mediaType}; ocibuild asks for gzip layers`, {
+  const decompress = decompressorForMediaType(desc.mediaType);
+  if (decompress === undefined) {
+    throw new OcibuildError("BUILDKIT_LAYER_UNSUPPORTED", `the BuildKit daemon produced a layer of type ${desc.mediaType}; ocibuild reads gzip, zstd and uncompressed layers`, {
       details: { digest: desc.digest },
     });
   }
   const body = await registry.getBlob(repo, desc.digest, { size: desc.size, signal });
   const tarHash = new HashingStream();
-  const piping = pipeline(body, new VerifyingStream(desc.digest, desc.size), createGunzip(), tarHash, signal ? { signal } : {});
+  const verify = new VerifyingStream(desc.digest, desc.size);
+  const piping = decompress ? pipeline(body, verify, decompress, tarHash, signal ? { signal } : {}) : pipeline(body, verify, tarHash, signal ? { signal } : {});
   piping.catch(() => {});
   // Our own iterator over the tar bytes: readTar stops at the end-of-archive
   // block, and the rest (padding) must still be read for the DiffID.
@@ -112,7 +115,7 @@ export async function importLayer(
   })();
   let written;
   try {
-    written = await content.writeLayer(entries, { compressionLevel: opts.compressionLevel, sourceDateEpoch: opts.sourceDateEpoch, signal });
+    written = await content.writeLayer(entries, { compression: opts.compression, compressionLevel: opts.compressionLevel, sourceDateEpoch: opts.sourceDateEpoch, signal });
     for (;;) if ((await chunks.next()).done) break;
     await piping;
   } catch (e) {

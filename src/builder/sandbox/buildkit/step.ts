@@ -11,7 +11,7 @@ import type { StatusResponse } from "./messages.js";
 import { runNonce, type llbMounts, type RemoteMount } from "./mounts.js";
 
 /** What the BuildKit executor uses of the build: its stores, registry, secrets and events; never a local root. */
-export type BuildkitStepContext = Pick<StepContext, "content" | "registry" | "secrets" | "compressionLevel" | "sourceDateEpoch" | "signal" | "emit">;
+export type BuildkitStepContext = Pick<StepContext, "content" | "registry" | "secrets" | "compression" | "compressionLevel" | "sourceDateEpoch" | "signal" | "emit">;
 
 /** One RUN step as the BuildKit executor takes it: a RunStepSpec with only the build services it uses. */
 export type BuildkitStepSpec = Omit<RunStepSpec, "ctx" | "mounts"> & { ctx: BuildkitStepContext; mounts?: readonly RemoteMount[] };
