@@ -127,11 +127,23 @@ describe("accepted no-ops, and what they say", () => {
     expect((await refusal(["--verbosity", "loud", "."])).code).toBe("USAGE_BAD_VALUE");
   });
 
-  it("--provenance=false and --sbom=false are accepted; true is refused with a pointer", async () => {
-    await parse(["--provenance=false", "--sbom", "false", "."]);
-    const r = await refusal(["--provenance", "mode=max", "."]);
-    expect(r.code).toBe("USAGE_UNSUPPORTED_FLAG");
-    expect(r.message).toMatch(/cosign/);
+  it("--provenance, --sbom and --attest map onto attest; false turns one off; a bad value is a usage error", async () => {
+    expect((await parse(["--provenance=false", "--sbom", "false", "."])).inv.options.attest).toBeUndefined();
+    expect((await parse(["--provenance", "true", "."])).inv.options.attest).toEqual({ provenance: { mode: "min" } });
+    expect((await parse(["--provenance", "mode=max,version=v0.2", "--sbom=true", "."])).inv.options.attest).toEqual({ provenance: { mode: "max", version: "v0.2" }, sbom: {} });
+    expect((await parse(["--attest", "type=provenance,mode=max", "--attest", "type=sbom", "."])).inv.options.attest).toEqual({ provenance: { mode: "max", version: "v1" }, sbom: {} });
+    expect((await parse(["--sbom=true", "--attest", "type=sbom,disabled=true", "."])).inv.options.attest).toBeUndefined();
+    for (const bad of [["--provenance", "mode=full"], ["--attest", "type=vex"], ["--sbom", "generator=docker/scout-sbom-indexer"]]) {
+      const r = await refusal([...bad, "."]);
+      expect([bad, r.code]).toEqual([bad, "USAGE_BAD_VALUE"]);
+    }
+  });
+
+  it("--annotation and --sign-key map onto annotations and sign", async () => {
+    const { inv } = await parse(["--annotation", "index,manifest[linux/arm64]:k=v", "--sign-key", "k.pem", "--sign-key-password-file", "pw", "."]);
+    expect(inv.options.annotations).toEqual([{ levels: ["index", "manifest"], platform: { os: "linux", architecture: "arm64" }, key: "k", value: "v" }]);
+    expect(inv.options.sign).toEqual({ key: expect.stringMatching(/\/k\.pem$/), passwordFile: expect.stringMatching(/\/pw$/) });
+    expect((await refusal(["--sign-key-password-file", "pw", "."])).code).toBe("USAGE_MISSING_VALUE");
   });
 
   it("--progress rawjson is the json event stream; --progress quiet is -q", async () => {
