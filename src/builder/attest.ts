@@ -50,6 +50,8 @@ export interface AttestTarget {
   readonly digest: Digest;
   readonly platform: Platform;
   readonly sbomLayers: () => Promise<readonly SbomLayer[]>;
+  /** More filesystems the SBOM scans (BUILDKIT_SBOM_SCAN_STAGE's stages, the context): one more SPDX statement each. */
+  readonly extraScans?: () => Promise<readonly { name: string; layers: readonly SbomLayer[] }[]>;
 }
 
 export interface AttestContext {
@@ -72,15 +74,18 @@ export async function statementsFor(t: AttestTarget, opts: AttestOptions, ctx: A
     out.push(provenanceStatement(subject, input, { mode: opts.provenance.mode, version: opts.provenance.version ?? "v1" }));
   }
   if (opts.sbom) {
-    const sbom = await generateSbom(await t.sbomLayers(), {
-      name: ctx.names[0] ?? `sha256:${t.digest.slice(7, 19)}`,
-      sourceDateEpoch: ctx.sourceDateEpoch,
-      namespaceSeed: [t.digest],
-      imagePurl: subject[0]?.name,
-      signal: ctx.signal,
-      onWarning: ctx.onWarning,
-    });
-    out.push(encodeStatement(SPDX_PREDICATE_TYPE, subject, sbom.document));
+    const scans = [{ name: ctx.names[0] ?? `sha256:${t.digest.slice(7, 19)}`, layers: await t.sbomLayers(), purl: subject[0]?.name }, ...((await t.extraScans?.()) ?? [])];
+    for (const scan of scans) {
+      const sbom = await generateSbom(scan.layers, {
+        name: scan.name,
+        sourceDateEpoch: ctx.sourceDateEpoch,
+        namespaceSeed: [t.digest, scan.name],
+        ...("purl" in scan && scan.purl ? { imagePurl: scan.purl } : {}),
+        signal: ctx.signal,
+        onWarning: ctx.onWarning,
+      });
+      out.push(encodeStatement(SPDX_PREDICATE_TYPE, subject, sbom.document));
+    }
   }
   return out;
 }

@@ -19,6 +19,7 @@ import { artifactSize, topBlob, type BuiltArtifact, type BuiltImage } from "./im
 import { assembleImages, attachAttestations, attestationRecords, readSigningKey, signPushed, type AttestationRecord, type SignatureRecord, type SignOptions } from "./finish.js";
 import { MaterialSet, type AttestOptions } from "./attest.js";
 import { provenanceOf } from "./provenance-input.js";
+import { extraScans } from "./sbom-scan.js";
 import { annotationsAt, type Annotation } from "../oci/annotations.js";
 import { checkOutputPaths, pushBuilt, pushTargets, writeOutputs, type BuildOutput } from "./output.js";
 import { stageArtifact } from "./stage-image.js";
@@ -337,7 +338,7 @@ async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildRe
     const states = await Promise.all(finals.map(async (f) => ({ state: opts.forceCompression && !dryRun ? await converter.convertAll(f.state) : f.state })));
     const images = assembleImages({ finals: states, targets, sourceDateEpoch: opts.sourceDateEpoch, labels: opts.labels, annotations: opts.annotations });
     const blobs = { content, registry, maxLayerSize: opts.maxLayerSize, diffIds };
-    const artifact = await attachAttestations({ images, attest: opts.attest, annotations: opts.annotations, names: pushTo.length ? pushTo : tags, materials, provenance: provenanceOf(opts, planned), steps, blobs, sourceDateEpoch: opts.sourceDateEpoch, emit, signal: opts.signal });
+    const artifact = await attachAttestations({ images, attest: opts.attest, annotations: opts.annotations, names: pushTo.length ? pushTo : tags, materials, provenance: provenanceOf(opts, planned), steps, blobs, extraScans: (i) => extraScans({ plan: plans[i]!.plan, buildArgs: planned.buildArgs, stageState: (s) => runner.stageState(plans[i]!.plan, s, targets[i]!), blobs, contextDir: planned.contextDir, scratchDir, signal: opts.signal }), sourceDateEpoch: opts.sourceDateEpoch, emit, signal: opts.signal });
     const top = topBlob(artifact);
     // `ocibuild run IMAGE-ID` finds the image here, without a registry.
     if (!dryRun) await recordBuiltImage(cacheDir, content, artifact, opts.signal);

@@ -114,6 +114,8 @@ export interface AttachInput {
   materials: MaterialSet;
   provenance: Omit<import("../attest/provenance.js").ProvenanceInput, "materials" | "builderVersion" | "builderPlatform">;
   steps: readonly StepReport[];
+  /** For image i, what else its SBOM scans (stages, the context). */
+  extraScans?: (i: number) => Promise<readonly { name: string; layers: readonly SbomLayer[] }[]>;
   blobs: { content: OciLayout; registry: RegistryClient; diffIds?: DiffIdRecords; maxLayerSize?: number };
   sourceDateEpoch?: number;
   emit: EventSink;
@@ -125,7 +127,7 @@ export async function attachAttestations(a: AttachInput): Promise<BuiltArtifact>
   const names = a.names.map((n) => `${n.name}${n.tag ? `:${n.tag}` : ""}`);
   const steps = a.attest?.provenance?.mode === "max" ? a.steps.map((s) => ({ stage: s.stage, instruction: s.instruction, line: s.line, cacheKey: s.key, cached: s.cached })) : undefined;
   const attestations = await attestImages(
-    a.images.map(({ platform, image }) => ({ digest: image.manifest.digest, platform, sbomLayers: sbomLayers(image, a.blobs, platform) })),
+    a.images.map(({ platform, image }, i) => ({ digest: image.manifest.digest, platform, sbomLayers: sbomLayers(image, a.blobs, platform), ...(a.extraScans ? { extraScans: () => a.extraScans!(i) } : {}) })),
     a.attest ?? {},
     {
       names,

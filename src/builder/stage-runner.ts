@@ -191,6 +191,11 @@ export class StageRunner {
     return { state: done.state, unknown: done.unknown };
   }
 
+  /** The final state of one stage of `plan` built for `target` (built now if the target did not need it). */
+  async stageState(plan: StagePlan, stage: Stage, target: Platform): Promise<StageState> {
+    return (await this.run(plan, stage, target)).state;
+  }
+
   /** Every step report of the given plans, in plan order; a shared stage once. */
   async reports(plans: { plan: StagePlan; target: Platform }[]): Promise<StepReport[]> {
     const seen = new Set<string>();

@@ -159,6 +159,24 @@ describe.skipIf(!ready)("supply chain: provenance, SBOM and cosign signatures (n
     await expect(build({ context: ctx, buildArgs: { BASE: fx.base }, cacheDir: fx.cacheDir, push: false, outputs: [{ type: "oci", dest: join(fx.work, "nosign") }], sign: { key: join(keyDir, "cosign.key") } })).rejects.toMatchObject({ code: "USAGE_BAD_VALUE" });
   });
 
+  it("scans the stages BUILDKIT_SBOM_SCAN_STAGE marks and the context BUILDKIT_SBOM_SCAN_CONTEXT asks for, one SPDX statement each", async () => {
+    await writeFile(
+      join(ctx, "Dockerfile.scan"),
+      `ARG BASE\nARG BUILDKIT_SBOM_SCAN_CONTEXT=true\nFROM ${"${BASE}"} AS builder\nARG BUILDKIT_SBOM_SCAN_STAGE=true\nCOPY node_modules /build/node_modules\nFROM ${"${BASE}"}\nCOPY --from=builder /build/node_modules/left-pad/package.json /left-pad.json\n`,
+    );
+    const out = join(fx.work, "scan-out");
+    await build({ context: ctx, dockerfile: join(ctx, "Dockerfile.scan"), buildArgs: { BASE: fx.base }, cacheDir: fx.cacheDir, push: false, attest: { sbom: {} }, outputs: [{ type: "oci", dest: out, tag: "v1" }] });
+    const blob = async (d: string) => JSON.parse(await readFile(join(out, "blobs", "sha256", d.slice(7)), "utf8"));
+    const index = await blob(JSON.parse(await readFile(join(out, "index.json"), "utf8")).manifests[0].digest);
+    const att = await blob(index.manifests[1].digest);
+    const docs = await Promise.all(att.layers.map(async (l: { digest: string }) => (await blob(l.digest)).predicate));
+    const pkgs = (d: { packages: { name: string }[] }) => d.packages.map((p) => p.name);
+    expect(docs.map((d: { name: string }) => d.name)).toEqual([expect.any(String), "stage builder", "context"]);
+    expect(pkgs(docs[0])).not.toContain("left-pad");
+    expect(pkgs(docs[1])).toContain("left-pad");
+    expect(pkgs(docs[2])).toContain("left-pad");
+  });
+
   describe.skipIf(!(process.arch === "x64" && haveArm64Busybox()))("multi-platform (needs arm64 busybox from scripts/setup.sh)", () => {
     it("attaches and signs each platform's image; verify checks the index and both images", async () => {
       const base = `${fx.reg.host}/base/busybox:multi`;
