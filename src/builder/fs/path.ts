@@ -48,17 +48,17 @@ export interface ResolvedDir {
   comps: string[];
 }
 
+/** A filesystem call the resolver needs: made by the async or the sync driver below. */
+type FsCall = { op: "lstat"; path: string } | { op: "mkdir"; path: string } | { op: "readlink"; path: string };
+type FsAnswer = Stats | null | string | undefined;
+
 /**
- * Resolve `comps` (root-relative, already validated) to a real directory inside
- * `root`, following symlinks as the root sees them. With `create`, missing
- * directories are made (mode 0755, owned by the caller, or by `owner`).
- * Returns null when a component is missing and `create` is false.
+ * The resolution itself, once for both drivers: walks `comps` component by component,
+ * asking for each lstat, mkdir or readlink it needs. `known` holds root-relative paths
+ * already seen to be real directories (skipped); each plain directory found or made is added.
  */
-export async function resolveDirInRoot(
-  root: string,
-  comps: readonly string[],
-  opts: { create?: boolean; onCreate?: (hostPath: string) => Promise<void> } = {},
-): Promise<ResolvedDir | null> {
+function* resolveSteps(root: string, comps: readonly string[], known: Set<string>, create: boolean): Generator<FsCall, ResolvedDir | null, FsAnswer> {
+  const whole = comps.join("/");
   const queue = [...comps];
   const cur: string[] = [];
   let links = 0;
@@ -67,41 +67,60 @@ export async function resolveDirInRoot(
     if (c === "" || c === ".") continue;
     if (c === "..") {
       // Only reachable through a symlink target: climbing above the root is an escape.
-      if (cur.length === 0) throw unsafe(`a symlink under "${comps.join("/")}" points above the root`, comps.join("/"));
+      if (cur.length === 0) throw unsafe(`a symlink under "${whole}" points above the root`, whole);
       cur.pop();
       continue;
     }
-    const host = join(root, ...cur, c);
-    const st = await lstatOrNull(host);
+    cur.push(c);
+    const rel = cur.join("/");
+    if (known.has(rel)) continue;
+    const host = join(root, rel);
+    const st = (yield { op: "lstat", path: host }) as Stats | null;
     if (st === null) {
-      if (!opts.create) return null;
-      await mkdir(host, { mode: 0o755 });
-      await chmod(host, 0o755); // whatever the process umask
-      if (opts.onCreate) await opts.onCreate(host);
-      cur.push(c);
-      continue;
-    }
-    if (st.isSymbolicLink()) {
+      if (!create) return null;
+      yield { op: "mkdir", path: host };
+    } else if (st.isSymbolicLink()) {
+      cur.pop();
       if (++links > MAX_LINKS) {
-        throw new OcibuildError("ROOTFS_SYMLINK_LOOP", `too many levels of symbolic links resolving "${comps.join("/")}"`, {
-          details: { path: comps.join("/") },
-        });
+        throw new OcibuildError("ROOTFS_SYMLINK_LOOP", `too many levels of symbolic links resolving "${whole}"`, { details: { path: whole } });
       }
-      const target = await readlink(host);
+      const target = (yield { op: "readlink", path: host }) as string;
       if (target.startsWith("/")) cur.length = 0;
       queue.unshift(...target.split("/"));
       continue;
+    } else if (!st.isDirectory()) {
+      throw new OcibuildError("ROOTFS_NOT_A_DIRECTORY", `"${rel}" is not a directory (resolving "${whole}")`, { details: { path: whole } });
     }
-    if (!st.isDirectory()) {
-      throw new OcibuildError("ROOTFS_NOT_A_DIRECTORY", `"${[...cur, c].join("/")}" is not a directory (resolving "${comps.join("/")}")`, {
-        details: { path: comps.join("/") },
-      });
-    }
-    cur.push(c);
+    known.add(rel);
   }
-  return { hostPath: join(root, ...cur), comps: cur };
+  return { hostPath: cur.length === 0 ? root : join(root, ...cur), comps: cur };
 }
 
+/**
+ * Resolve `comps` (root-relative, already validated) to a real directory inside
+ * `root`, following symlinks as the root sees them. With `create`, missing
+ * directories are made (mode 0755, whatever the umask; `onCreate` is called for each).
+ * Returns null when a component is missing and `create` is false.
+ */
+export async function resolveDirInRoot(
+  root: string,
+  comps: readonly string[],
+  opts: { create?: boolean; onCreate?: (hostPath: string) => Promise<void> } = {},
+): Promise<ResolvedDir | null> {
+  const steps = resolveSteps(root, comps, new Set(), opts.create ?? false);
+  for (let r = steps.next(); ; ) {
+    if (r.done) return r.value;
+    const call = r.value;
+    if (call.op === "lstat") r = steps.next(await lstatOrNull(call.path));
+    else if (call.op === "readlink") r = steps.next(await readlink(call.path));
+    else {
+      await mkdir(call.path, { mode: 0o755 });
+      await chmod(call.path, 0o755);
+      if (opts.onCreate) await opts.onCreate(call.path);
+      r = steps.next(undefined);
+    }
+  }
+}
 
 /**
  * resolveDirInRoot for one extraction's hot loop: synchronous (no thread-pool round
@@ -120,45 +139,18 @@ export function resolveDirInRootSync(
 ): ResolvedDir | null {
   const whole = comps.join("/");
   if (whole === "" || known.has(whole)) return { hostPath: whole === "" ? root : join(root, whole), comps: [...comps] };
-  const queue = [...comps];
-  const cur: string[] = [];
-  let links = 0;
-  while (queue.length > 0) {
-    const c = queue.shift()!;
-    if (c === "" || c === ".") continue;
-    if (c === "..") {
-      if (cur.length === 0) throw unsafe(`a symlink under "${whole}" points above the root`, whole);
-      cur.pop();
-      continue;
+  const steps = resolveSteps(root, comps, known, opts.create ?? false);
+  for (let r = steps.next(); ; ) {
+    if (r.done) return r.value;
+    const call = r.value;
+    if (call.op === "lstat") r = steps.next(lstatOrNullSync(call.path));
+    else if (call.op === "readlink") r = steps.next(readlinkSync(call.path));
+    else {
+      mkdirSync(call.path, { mode: 0o755 });
+      chmodSync(call.path, 0o755); // whatever the process umask
+      r = steps.next(undefined);
     }
-    cur.push(c);
-    const rel = cur.join("/");
-    if (known.has(rel)) continue;
-    const host = join(root, rel);
-    const st = lstatOrNullSync(host);
-    if (st === null) {
-      if (!opts.create) return null;
-      mkdirSync(host, { mode: 0o755 });
-      chmodSync(host, 0o755); // whatever the process umask
-      known.add(rel);
-      continue;
-    }
-    if (st.isSymbolicLink()) {
-      cur.pop();
-      if (++links > MAX_LINKS) {
-        throw new OcibuildError("ROOTFS_SYMLINK_LOOP", `too many levels of symbolic links resolving "${whole}"`, { details: { path: whole } });
-      }
-      const target = readlinkSync(host);
-      if (target.startsWith("/")) cur.length = 0;
-      queue.unshift(...target.split("/"));
-      continue;
-    }
-    if (!st.isDirectory()) {
-      throw new OcibuildError("ROOTFS_NOT_A_DIRECTORY", `"${rel}" is not a directory (resolving "${whole}")`, { details: { path: whole } });
-    }
-    known.add(rel);
   }
-  return { hostPath: cur.length === 0 ? root : join(root, ...cur), comps: cur };
 }
 
 /**
