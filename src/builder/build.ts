@@ -246,7 +246,7 @@ function secretArgsWarning(redactor: Redactor): string[] {
   const names = redactor.names.join(", ");
   const id = redactor.names[0]!;
   return [
-    `build arg${redactor.names.length > 1 ? "s" : ""} ${names} look${redactor.names.length > 1 ? "" : "s"} like a secret: the value is masked in logs, reports and the cache, but a build arg stays in the image history of every RUN that sees it; pass secrets with --secret id=${id},env=${id} and RUN --mount=type=secret,id=${id},env=${id} instead`,
+    `build arg${redactor.names.length > 1 ? "s" : ""} ${names} look${redactor.names.length > 1 ? "" : "s"} like a secret: the value is masked in logs, reports and the cache, but a build arg stays in the image history of every RUN that sees it; pass secrets with ${optionWords("secrets", `id=${id},env=${id}`)} and RUN --mount=type=secret,id=${id},env=${id} instead`,
   ];
 }
 
@@ -290,7 +290,7 @@ async function planBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildP
   if (targets.length > 1 && singleOnly) {
     throw new OcibuildError(
       "USAGE_BAD_VALUE",
-      `a ${singleOnly.type} output holds one platform, but ${targets.length} were asked for (${targets.map(formatPlatform).join(", ")}); pick one with --platform, or use --output oci:DIR`,
+      `a ${singleOnly.type} output holds one platform, but ${targets.length} were asked for (${targets.map(formatPlatform).join(", ")}); pick one with ${optionWords("platform")}, or use ${optionWords("outputs", "oci:DIR")}`,
     );
   }
   if (opts.sign && !dryRun && pushTo.length === 0) {

@@ -13,7 +13,7 @@ import { writeLayout } from "../oci/layout-sink.js";
 import { writeOciArchive } from "../oci/oci-archive.js";
 import { parseReference, withTag, type ImageReference } from "../oci/reference.js";
 import { formatPlatform } from "../oci/platform.js";
-import { OcibuildError } from "../errors.js";
+import { OcibuildError, optionWords } from "../errors.js";
 import { checkWritable, pathError } from "../user-path.js";
 import { pushArtifact } from "../oci/registry/push.js";
 import type { RegistryClient } from "../oci/registry/index.js";
@@ -90,7 +90,7 @@ async function singleImage(a: Artifact, kind: string, signal?: AbortSignal) {
     if (img.kind === "image") return img;
   }
   const platforms = runnable.map((e) => formatPlatform(e.descriptor.platform!));
-  throw new OcibuildError("USAGE_BAD_VALUE", `a ${kind} output holds one platform, but ${platforms.length} were built (${platforms.join(", ")}); pick one with --platform, or use --output oci:DIR`);
+  throw new OcibuildError("USAGE_BAD_VALUE", `a ${kind} output holds one platform, but ${platforms.length} were built (${platforms.join(", ")}); pick one with ${optionWords("platform")}, or use ${optionWords("outputs", "oci:DIR")}`);
 }
 
 /** Write one file output; what was written, as a reference ("oci:DIR:TAG", "docker-archive:FILE"). */

@@ -12,6 +12,7 @@ function withValue(flag: string): (value?: string) => string {
  * each given the option's value: the CLI speaks of flags.
  */
 const OPTION_FLAGS: ReadonlyMap<string, (value?: string) => string> = new Map([
+  ["all", withValue("--all")],
   ["allow", withValue("--allow")],
   ["buildArgs", withValue("--build-arg")],
   ["cacheDir", withValue("--cache-dir")],
@@ -19,7 +20,9 @@ const OPTION_FLAGS: ReadonlyMap<string, (value?: string) => string> = new Map([
   ["keep", withValue("--keep")],
   ["maxLayerSize", withValue("--max-layer-size")],
   ["outputs", withValue("-o")],
+  ["platform", withValue("--platform")],
   ["push", (value?: string) => (value === "false" ? "--no-push" : "--push")],
+  ["registry.authConfigPath", withValue("--authfile")],
   ["registry.insecureRegistries", withValue("--insecure-registry")],
   ["registry.registryCertificates", withValue("--registry-certificate")],
   ["registry.skipTlsVerifyRegistries", withValue("--skip-tls-verify-registry")],

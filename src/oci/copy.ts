@@ -6,7 +6,7 @@
  * reads the source (sources.ts) and hands what it names to one sink
  * (registry/push.ts or layout-sink.ts).
  */
-import { OcibuildError } from "../errors.js";
+import { OcibuildError, optionWords } from "../errors.js";
 import type { Digest } from "./digest.js";
 import { type Artifact, selectEntry, selectImage } from "./image.js";
 import { writeLayout } from "./layout-sink.js";
@@ -59,7 +59,7 @@ async function writeTo(a: Artifact, to: ImageLocation, client: () => RegistryCli
  * digests at the destination are the digests at the source.
  */
 export async function copyImage(src: string, dst: string, opts: CopyOptions = {}): Promise<CopyResult> {
-  if (opts.all && opts.platform) throw new OcibuildError("USAGE_BAD_VALUE", "--all and --platform cannot be used together");
+  if (opts.all && opts.platform) throw new OcibuildError("USAGE_BAD_VALUE", `${optionWords("all")} and ${optionWords("platform")} cannot be used together`);
   const from = parseLocation(src);
   const to = parseLocation(dst);
   let own: RegistryClient | undefined;

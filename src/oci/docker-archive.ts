@@ -17,7 +17,7 @@ import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { pipeline } from "node:stream/promises";
-import { OcibuildError, isOcibuildError } from "../errors.js";
+import { OcibuildError, isOcibuildError, optionWords } from "../errors.js";
 import { removeQuietly } from "../user-path.js";
 import { HashingStream } from "./digest.js";
 import { type LayerEntry, checkAborted } from "./layer.js";
@@ -41,7 +41,7 @@ export function repoTagsOf(refs: string[]): string[] {
   return refs.map((r) => {
     const ref = parseReference(r);
     if (ref.digest !== undefined) {
-      throw new OcibuildError("OUTPUT_INVALID_TAG", `a docker archive names images by tag, not by digest: "${r}"`, { hint: "use -t NAME:TAG" });
+      throw new OcibuildError("OUTPUT_INVALID_TAG", `a docker archive names images by tag, not by digest: "${r}"`, { hint: `use ${optionWords("tags", "NAME:TAG")}` });
     }
     return ref.familiar; // parseReference gives "latest" when no tag is written
   });

@@ -8,7 +8,7 @@ import { PassThrough } from "node:stream";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { build, run } from "../../src/api.js";
+import { build, copy, run } from "../../src/api.js";
 import type { BuildEvent } from "../../src/builder/events.js";
 import { flagWording, formatError } from "../../src/cli/errors.js";
 import { createRenderer } from "../../src/cli/progress.js";
@@ -31,6 +31,16 @@ afterAll(async () => {
 });
 
 describe("library errors name options, the CLI names flags", () => {
+  it("copy's all and platform options together, and a RUN entitlement: options from the library, flags from the CLI", async () => {
+    const err = await copy("127.0.0.1:1/a:b", `oci:${join(work, "out")}`, { all: true, platform: { os: "linux", architecture: "amd64" } }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "USAGE_BAD_VALUE", message: "the all option and the platform option cannot be used together" });
+    expect(formatError(err)).toContain("error[USAGE_BAD_VALUE]: --all and --platform cannot be used together");
+    await writeFile(join(work, "ctx", "Dockerfile.insecure"), "FROM scratch\nRUN --security=insecure true\n");
+    const denied = await build({ context: join(work, "ctx"), dockerfile: join(work, "ctx", "Dockerfile.insecure"), push: false, cacheDir: join(work, "cache") }).catch((e: unknown) => e);
+    expect(denied).toMatchObject({ code: "BUILD_ENTITLEMENT_REQUIRED", hint: expect.stringContaining('the allow option ("security.insecure")') });
+    expect(formatError(denied)).toContain("hint: allow it with --allow security.insecure if you trust this Dockerfile");
+  });
+
   it("an unwritable cache directory: the cacheDir option from build(), --cache-dir from the CLI", async () => {
     const cacheDir = join(work, "file", "cache");
     const err = await build({ context: join(work, "ctx"), cacheDir, push: false }).catch((e: unknown) => e);

@@ -7,7 +7,7 @@
 import { posix } from "node:path";
 import { PROXY_ARGS, type RunInstr } from "../../dockerfile/index.js";
 import { dockerfileError } from "../../dockerfile/diagnostics.js";
-import { type ErrorCode, OcibuildError } from "../../errors.js";
+import { type ErrorCode, OcibuildError, optionWords } from "../../errors.js";
 import { parseMounts, type MountSpec } from "../mounts.js";
 import { addHistory, addLayer, envRecord, expansionEnv, shellOf, workdirOf, type StageState } from "../stage-state.js";
 import type { StepContext } from "../step-context.js";
@@ -60,12 +60,12 @@ function runFlags(instr: RunInstr, ctx: StepContext, fail: Fail): { security: "s
   const security = instr.security ?? "sandbox";
   if (security !== "sandbox" && security !== "insecure") throw fail("DOCKERFILE_INVALID_SECURITY", `invalid RUN --security=${security} (sandbox or insecure)`);
   if (security === "insecure" && !ctx.allow.has("security.insecure")) {
-    throw fail("BUILD_ENTITLEMENT_REQUIRED", "RUN --security=insecure needs the security.insecure entitlement", "pass --allow security.insecure if you trust this Dockerfile");
+    throw fail("BUILD_ENTITLEMENT_REQUIRED", "RUN --security=insecure needs the security.insecure entitlement", `allow it with ${optionWords("allow", "security.insecure")} if you trust this Dockerfile`);
   }
   const network = instr.network ?? ctx.defaultNetwork;
   if (network !== "default" && network !== "none" && network !== "host") throw fail("DOCKERFILE_INVALID_NETWORK", `invalid RUN --network=${network} (default, none or host)`);
   if (network === "host" && !ctx.allow.has("network.host")) {
-    throw fail("BUILD_ENTITLEMENT_REQUIRED", "RUN --network=host needs the network.host entitlement", "pass --allow network.host if you trust this Dockerfile with the host's network (its loopback services included)");
+    throw fail("BUILD_ENTITLEMENT_REQUIRED", "RUN --network=host needs the network.host entitlement", `allow it with ${optionWords("allow", "network.host")} if you trust this Dockerfile with the host's network (its loopback services included)`);
   }
   return { security, network };
 }

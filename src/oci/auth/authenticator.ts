@@ -4,7 +4,7 @@
  * Basic credentials, or by POSTing a refresh/identity token), cache it per
  * (registry, scopes) until it expires. Secrets never enter error messages.
  */
-import { OcibuildError } from "../../errors.js";
+import { OcibuildError, optionWords } from "../../errors.js";
 import type { Scope } from "../registry/types.js";
 import { type Challenge, parseChallenges } from "./challenge.js";
 import { type Credential, CredentialStore } from "./config.js";
@@ -107,7 +107,7 @@ export class Authenticator {
     if (challenge.scheme === "basic") {
       if (!cred || cred.username === undefined || cred.password === undefined) {
         throw new OcibuildError("REGISTRY_UNAUTHORIZED", `registry ${registry} requires a user name and password (Basic auth) and none is configured`, {
-          hint: `log in first (docker login ${registry}) or point --authfile/DOCKER_CONFIG at a config.json with credentials for ${registry}`,
+          hint: `log in first (docker login ${registry}) or point ${optionWords("registry.authConfigPath")} or DOCKER_CONFIG at a config.json with credentials for ${registry}`,
           details: { registry },
         });
       }
