@@ -3,7 +3,6 @@
  * registry, the executor, the build context with its .dockerignore) and the cache
  * stores around them.
  */
-import { readFile } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import pLimit from "p-limit";
@@ -13,7 +12,7 @@ import { LocalCacheStore } from "../cache/local.js";
 import type { Redactor } from "../cache/redact.js";
 import { RegistryCacheStore } from "../cache/registry.js";
 import { type CacheStore, readOnlyStore } from "../cache/store.js";
-import { createIgnoreMatcher, ignoreFileCandidates, parseDockerignore } from "../dockerfile/index.js";
+import { ignoreFileCandidates } from "../dockerfile/index.js";
 import type { OciLayout } from "../oci/layout.js";
 import { parseReference } from "../oci/reference.js";
 import type { RegistryClient } from "../oci/registry/index.js";
@@ -24,20 +23,16 @@ import { LayerStore } from "./fs/layer-store.js";
 import { CacheMounts } from "./cache-mounts.js";
 import { BwrapExecutor } from "./sandbox/bwrap.js";
 import type { SshAgents } from "./secrets.js";
-import type { SourceTree } from "./sources.js";
+import { localTree, type SourceTree } from "./sources.js";
 import { StageRunner } from "./stage-runner.js";
 import type { StageState } from "./stage-state.js";
 
 export const DEFAULT_CACHE_TTL_SECONDS = 14 * 24 * 3600;
 
 /** The build context, with the .dockerignore that applies (one named after the Dockerfile first, as BuildKit does). */
-async function contextTree(root: string, dockerfilePath: string | undefined): Promise<SourceTree> {
+function contextTree(root: string, dockerfilePath: string | undefined): Promise<SourceTree> {
   const candidates = dockerfilePath ? ignoreFileCandidates(dockerfilePath, root) : [join(root, ".dockerignore")];
-  for (const c of candidates) {
-    const text = await readFile(c, "utf8").catch(() => undefined);
-    if (text !== undefined) return { root, ignore: createIgnoreMatcher(parseDockerignore(text)), label: "the build context" };
-  }
-  return { root, label: "the build context" };
+  return localTree(root, candidates, { label: "the build context" });
 }
 
 /** The local cache, and the --cache-repo one after it. */
@@ -74,7 +69,7 @@ export async function createRunner(opts: BuildOptions, p: BuildPlan, r: BuildRes
     host: p.host,
     multiPlatform: p.targets.length > 1,
     // A step's "previous entry" is looked up by project (the first tag's repository, on any registry), stage and position.
-    project: p.tags[0]?.repository ?? p.contextDir,
+    project: p.tags[0]?.repository ?? p.contextId,
     ctx: {
       file: p.df.name,
       lines: p.parsed.lines,
@@ -89,6 +84,7 @@ export async function createRunner(opts: BuildOptions, p: BuildPlan, r: BuildRes
       allow: new Set(opts.allow ?? []),
       defaultNetwork: opts.network ?? "default",
       context: await contextTree(p.contextDir, p.df.path),
+      localContext: (name) => p.named.tree(name),
       registry: r.registry,
       executor: opts.executor ?? new BwrapExecutor(opts.sandbox),
       sourceDateEpoch: opts.sourceDateEpoch,
@@ -109,6 +105,7 @@ export async function createRunner(opts: BuildOptions, p: BuildPlan, r: BuildRes
     },
     registry: r.registry,
     images: r.bases,
+    named: p.named,
     limit: pLimit(Math.max(1, availableParallelism())),
     emit: r.emit,
     signal: opts.signal,

@@ -157,10 +157,12 @@ async function mountKeyInputs(specs: readonly string[], state: StageState, env: 
   const sources: string[] = [];
   for (const m of parsed) {
     if (m.type !== "bind" && !(m.type === "cache" && m.from !== undefined)) continue;
-    if (m.from === undefined) {
-      const matches = await selectSources(ctx.context, m.source);
-      for (const [k, v] of Object.entries(await hashMatches(ctx.context, matches, env.keys.hashFile, { signal: ctx.signal }))) files[`mount ${m.target}: ${k}`] = v;
-    } else sources.push(`${m.target}=${await sourceIdentity(m.from, state, env)}`);
+    const tree = m.from === undefined ? ctx.context : ctx.localContext?.(m.from);
+    if (tree) {
+      const matches = await selectSources(tree, m.source);
+      const hashed = await hashMatches(tree, matches, env.keys.hashFile, { signal: ctx.signal });
+      for (const [k, v] of Object.entries(hashed)) files[`mount ${m.target}: ${tree.keyPrefix ?? ""}${k}`] = v;
+    } else sources.push(`${m.target}=${await sourceIdentity(m.from!, state, env)}`);
   }
   return { ...(Object.keys(files).length > 0 ? { files } : {}), ...(sources.length > 0 ? { source: sources.join(";") } : {}) };
 }
