@@ -14,6 +14,7 @@ function withValue(flag: string): (value?: string) => string {
 const OPTION_FLAGS: ReadonlyMap<string, (value?: string) => string> = new Map([
   ["allow", withValue("--allow")],
   ["buildArgs", withValue("--build-arg")],
+  ["buildContexts", withValue("--build-context")],
   ["cacheDir", withValue("--cache-dir")],
   ["healthcheck", withValue("--healthcheck")],
   ["keep", withValue("--keep")],
