@@ -126,5 +126,10 @@ describe.skipIf(!ready)("named build contexts (needs root, bwrap, docker-registr
     const bad = await cli(["--no-push", "--cache-dir", f.cacheDir, "--build-context", "extra=s3://bucket/x", ctx], { cwd: ctx });
     expect(bad.code).toBe(1);
     expect(bad.stderr).toContain("error[BUILD_CONTEXT_UNSUPPORTED]: --build-context extra=s3://bucket/x: context s3://bucket/x: not a directory");
+    // A name no FROM or --from could reach is refused, not ignored.
+    for (const name of ["Extra", "scratch"]) {
+      const r = await cli(["--no-push", "--cache-dir", f.cacheDir, "--build-context", `${name}=.`, ctx], { cwd: ctx });
+      expect(r.stderr).toMatch(new RegExp(`^error\\[BUILD_CONTEXT_UNSUPPORTED\\]: --build-context ${name}=\\S+: "${name}" is`));
+    }
   });
 });
