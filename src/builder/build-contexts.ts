@@ -24,6 +24,8 @@ export interface ContextOptions {
   dockerfile?: string;
   dockerfileText?: string;
   buildContexts?: Readonly<Record<string, string>>;
+  /** The bound an archive's unpacked size must keep to (a gzip bomb on stdin). */
+  maxLayerSize?: number;
   signal?: AbortSignal;
 }
 
@@ -66,10 +68,10 @@ function idOf(spec: ContextSpec, dir: string): string {
 export async function openContexts(opts: ContextOptions, gitCacheDir: string): Promise<BuildContexts> {
   const parsed = parseContextSpec(opts.context);
   const spec: ContextSpec = parsed.kind === "dir" ? { kind: "dir", path: resolve(parsed.path) } : parsed;
-  const main = await materializeContext(spec, { gitCacheDir, stdin: opts.contextStream, signal: opts.signal });
+  const main = await materializeContext(spec, { gitCacheDir, stdin: opts.contextStream, maxSize: opts.maxLayerSize, signal: opts.signal });
   try {
     const dockerfile = await dockerfileOf(spec, main, opts);
-    const named = await NamedContexts.open(opts.buildContexts ?? {}, gitCacheDir, opts.signal);
+    const named = await NamedContexts.open(opts.buildContexts ?? {}, { gitCacheDir, maxSize: opts.maxLayerSize, signal: opts.signal });
     const source = main.uri !== undefined && main.digest !== undefined ? { source: { uri: main.uri, digest: { ...main.digest } } } : {};
     return {
       dir: main.dir,

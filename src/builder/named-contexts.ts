@@ -20,7 +20,7 @@ import { parseReference, parseReferenceNoDefault } from "../oci/reference.js";
 import type { RegistryClient } from "../oci/registry/index.js";
 import { openLayout } from "../oci/sources.js";
 import { imageState, scratchState, stateOfImage } from "./base.js";
-import { checkContextDir, materializeContext, parseContextSpec, type ContextSpec, type MaterializedContext } from "./context-source.js";
+import { checkContextDir, materializeContext, parseContextSpec, type ContextSpec, type MaterializedContext, type MaterializeOptions } from "./context-source.js";
 import { localTree, type SourceTree } from "./sources.js";
 import type { StageState } from "./stage-state.js";
 
@@ -86,10 +86,10 @@ function parseValue(name: string, value: string): Parsed {
 }
 
 /** One named context made ready: an image is only parsed (resolved when a stage asks), a tree made a directory. */
-async function openEntry(name: string, value: string, gitCacheDir: string, made: MaterializedContext[], signal?: AbortSignal): Promise<Entry> {
+async function openEntry(name: string, value: string, opts: Omit<MaterializeOptions, "stdin">, made: MaterializedContext[]): Promise<Entry> {
   const parsed = parseValue(name, value);
   if (parsed.kind !== "source") return parsed;
-  const m = await materializeContext(parsed.spec, { gitCacheDir, signal });
+  const m = await materializeContext(parsed.spec, opts);
   made.push(m);
   const label = `context '${name}'`;
   await checkContextDir(m.dir, `${label} (${m.dir})`);
@@ -114,12 +114,12 @@ export class NamedContexts {
     private readonly made: readonly MaterializedContext[],
   ) {}
 
-  static async open(values: Readonly<Record<string, string>>, gitCacheDir: string, signal?: AbortSignal): Promise<NamedContexts> {
+  static async open(values: Readonly<Record<string, string>>, opts: Omit<MaterializeOptions, "stdin">): Promise<NamedContexts> {
     const entries = new Map<string, Entry>();
     const made: MaterializedContext[] = [];
     try {
       for (const [name, value] of Object.entries(values)) {
-        entries.set(checkedName(name, value), await openEntry(name, value, gitCacheDir, made, signal));
+        entries.set(checkedName(name, value), await openEntry(name, value, opts, made));
       }
     } catch (e) {
       await Promise.all(made.map((m) => m.dispose().catch(() => {})));
