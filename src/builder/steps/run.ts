@@ -141,7 +141,8 @@ export const runStep: Step<RunInstr> = {
 
 /**
  * What RUN --mount contributes to the key: the content of bind sources from the
- * context, and the identity of stages or images mounted from. Cache mounts,
+ * context or a named local one (named so: "context 'src' file ..."), and the
+ * identity of stages or images mounted from. Cache mounts,
  * tmpfs, secrets and ssh sockets never enter the key (their ids are in the text).
  */
 async function mountKeyInputs(specs: readonly string[], state: StageState, env: StepEnv): Promise<Pick<KeyInputs, "files" | "source">> {
