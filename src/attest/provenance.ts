@@ -40,7 +40,7 @@ export interface ProvenanceInput {
   readonly builderVersion: string;
   readonly dockerfile: { readonly name: string; readonly sha256: string };
   /** Where the context came from, when it is not a local directory (a git URL, a tar). */
-  readonly contextUri?: string;
+  readonly context?: { readonly uri: string; readonly digest: Readonly<Record<string, string>> };
   readonly buildArgs: Readonly<Record<string, string>>;
   readonly target?: string;
   readonly platforms: readonly string[];
@@ -80,7 +80,7 @@ function requestParameters(input: ProvenanceInput, mode: ProvenanceMode): Record
     ...(max && input.options && Object.keys(input.options).length ? { options: input.options } : {}),
     ...(max && input.secretIds?.length ? { secrets: input.secretIds.map((id) => ({ id })) } : {}),
     ...(max && input.sshIds?.length ? { ssh: input.sshIds.map((id) => ({ id })) } : {}),
-    locals: input.contextUri ? [] : [{ name: "context" }, { name: "dockerfile" }],
+    locals: input.context ? [] : [{ name: "context" }, { name: "dockerfile" }],
   };
 }
 
@@ -95,7 +95,7 @@ function times(input: ProvenanceInput): { startedOn?: string; finishedOn?: strin
 
 /** A stable id for this invocation, shared by its platforms: the hash of what it was asked to do (no clock, no randomness). */
 function invocationId(input: ProvenanceInput): string {
-  const h = createHash("sha256").update(JSON.stringify([input.dockerfile.sha256, requestParameters(input, "max"), input.contextUri ?? null]));
+  const h = createHash("sha256").update(JSON.stringify([input.dockerfile.sha256, requestParameters(input, "max"), input.context?.uri ?? null]));
   return h.digest("hex").slice(0, 32);
 }
 
@@ -107,7 +107,13 @@ function buildConfig(input: ProvenanceInput): Record<string, unknown> | undefine
 }
 
 function configSource(input: ProvenanceInput): Record<string, unknown> {
-  return { ...(input.contextUri ? { uri: input.contextUri } : {}), digest: { sha256: input.dockerfile.sha256 }, entryPoint: input.dockerfile.name };
+  // A remote context (git) is the config's source, by its commit; a local one is named by the Dockerfile's digest.
+  return input.context ? { uri: input.context.uri, digest: input.context.digest, entryPoint: input.dockerfile.name } : { digest: { sha256: input.dockerfile.sha256 }, entryPoint: input.dockerfile.name };
+}
+
+/** The materials, the remote context first (BuildKit lists the git repository among them). */
+function materialsOf(input: ProvenanceInput): Material[] {
+  return [...(input.context ? [{ uri: input.context.uri, digest: input.context.digest }] : []), ...input.materials].map((m) => ({ uri: m.uri, digest: m.digest }));
 }
 
 function predicateV1(input: ProvenanceInput, mode: ProvenanceMode): Record<string, unknown> {
@@ -117,14 +123,14 @@ function predicateV1(input: ProvenanceInput, mode: ProvenanceMode): Record<strin
       buildType: BUILD_TYPE,
       externalParameters: { configSource: configSource(input), request: requestParameters(input, mode) },
       internalParameters: { ...(config ? { buildConfig: config } : {}), builderPlatform: input.builderPlatform },
-      resolvedDependencies: input.materials.map((m) => ({ uri: m.uri, digest: m.digest })),
+      resolvedDependencies: materialsOf(input),
     },
     runDetails: {
       builder: { id: BUILDER_ID, version: { ocibuild: input.builderVersion } },
       metadata: {
         invocationID: invocationId(input),
         ...times(input),
-        ocibuild_completeness: { request: mode === "max", resolvedDependencies: input.contextUri !== undefined },
+        ocibuild_completeness: { request: mode === "max", resolvedDependencies: input.context !== undefined },
         ocibuild_mode: mode,
       },
     },
@@ -137,14 +143,14 @@ function predicateV02(input: ProvenanceInput, mode: ProvenanceMode): Record<stri
   return {
     builder: { id: BUILDER_ID },
     buildType: BUILD_TYPE,
-    materials: input.materials.map((m) => ({ uri: m.uri, digest: m.digest })),
+    materials: materialsOf(input),
     invocation: { configSource: configSource(input), parameters: requestParameters(input, mode), environment: { platform: input.builderPlatform } },
     ...(config ? { buildConfig: config } : {}),
     metadata: {
       buildInvocationID: invocationId(input),
       ...(t.startedOn ? { buildStartedOn: t.startedOn } : {}),
       ...(t.finishedOn ? { buildFinishedOn: t.finishedOn } : {}),
-      completeness: { parameters: mode === "max", environment: true, materials: input.contextUri !== undefined },
+      completeness: { parameters: mode === "max", environment: true, materials: input.context !== undefined },
       reproducible: false,
       "https://ocibuild.dev/provenance#metadata": { version: input.builderVersion, mode },
     },

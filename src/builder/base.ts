@@ -3,24 +3,23 @@
  * (its config and layers; the layers stay in the registry until a step needs the
  * filesystem or the image is pushed elsewhere).
  */
-import { selectImage } from "../oci/image.js";
+import { selectImage, type Image } from "../oci/image.js";
 import { openRegistry } from "../oci/sources.js";
 import { normalizePlatform, type Platform } from "../oci/platform.js";
 import { parseReference } from "../oci/reference.js";
 import type { RegistryClient } from "../oci/registry/index.js";
-import { emptyState, type LayerRecord, type StageState } from "./stage-state.js";
+import { emptyState, type LayerRecord, type LayerSource, type StageState } from "./stage-state.js";
 
 export async function imageState(refText: string, platform: Platform, registry: RegistryClient, signal?: AbortSignal): Promise<StageState> {
   const ref = parseReference(refText);
   const image = await selectImage(await openRegistry(registry, ref, ref.familiar, signal), platform, ref.familiar, signal);
-  const config = await image.config(signal);
-  const records: LayerRecord[] = (await image.layers(signal)).map((l) => ({
-    descriptor: l.descriptor,
-    diffId: l.diffId,
-    source: { kind: "registry", ref: ref.name },
-  }));
-  const manifest = image.manifest;
-  const cfg = config.parsed;
+  return stateOfImage(image, `${ref.familiar}@${image.manifest.digest}`, { kind: "registry", ref: ref.name }, signal);
+}
+
+/** The starting state an image gives (its config, layers and history), its layers read from `source`. */
+export async function stateOfImage(image: Image, baseName: string, source: LayerSource, signal?: AbortSignal): Promise<StageState> {
+  const cfg = (await image.config(signal)).parsed;
+  const records: LayerRecord[] = (await image.layers(signal)).map((l) => ({ descriptor: l.descriptor, diffId: l.diffId, source }));
   return {
     // Normalised as BuildKit writes it: an arm64 base's "v8" is not carried into the built image.
     platform: normalizePlatform({ os: cfg.os, architecture: cfg.architecture, ...(cfg.variant ? { variant: cfg.variant } : {}) }),
@@ -29,7 +28,7 @@ export async function imageState(refText: string, platform: Platform, registry: 
     history: [...(cfg.history ?? [])],
     args: {},
     baseConfig: cfg,
-    baseName: `${ref.familiar}@${manifest.digest}`,
+    baseName,
   };
 }
 

@@ -3,7 +3,6 @@
  * registry, the executor, the build context with its .dockerignore) and the cache
  * stores around them.
  */
-import { readFile } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import pLimit from "p-limit";
@@ -13,7 +12,7 @@ import { LocalCacheStore } from "../cache/local.js";
 import type { Redactor } from "../cache/redact.js";
 import { RegistryCacheStore } from "../cache/registry.js";
 import { type CacheStore, readOnlyStore } from "../cache/store.js";
-import { createIgnoreMatcher, ignoreFileCandidates, parseDockerignore } from "../dockerfile/index.js";
+import { ignoreFileCandidates, type StagePlan } from "../dockerfile/index.js";
 import type { OciLayout } from "../oci/layout.js";
 import { parseReference } from "../oci/reference.js";
 import type { RegistryClient } from "../oci/registry/index.js";
@@ -26,21 +25,20 @@ import type { LayerCompression } from "../oci/layer-compression.js";
 import { CacheMounts } from "./cache-mounts.js";
 import { BwrapExecutor } from "./sandbox/bwrap.js";
 import type { SshAgents } from "./secrets.js";
-import type { SourceTree } from "./sources.js";
-import { StageRunner } from "./stage-runner.js";
+import { localTree, type SourceTree } from "./sources.js";
+import { StageRunner, imageKey } from "./stage-runner.js";
+import { imageState } from "./base.js";
+import type { NamedContexts } from "./named-contexts.js";
+import type { Platform } from "../oci/platform.js";
 import type { StageState } from "./stage-state.js";
 import type { MaterialSet } from "./attest.js";
 
 export const DEFAULT_CACHE_TTL_SECONDS = 14 * 24 * 3600;
 
 /** The build context, with the .dockerignore that applies (one named after the Dockerfile first, as BuildKit does). */
-async function contextTree(root: string, dockerfilePath: string | undefined): Promise<SourceTree> {
+function contextTree(root: string, dockerfilePath: string | undefined): Promise<SourceTree> {
   const candidates = dockerfilePath ? ignoreFileCandidates(dockerfilePath, root) : [join(root, ".dockerignore")];
-  for (const c of candidates) {
-    const text = await readFile(c, "utf8").catch(() => undefined);
-    if (text !== undefined) return { root, ignore: createIgnoreMatcher(parseDockerignore(text)), label: "the build context" };
-  }
-  return { root, label: "the build context" };
+  return localTree(root, candidates, { label: "the build context" });
 }
 
 /** The local cache, and the --cache-repo one after it. */
@@ -81,7 +79,7 @@ export async function createRunner(opts: BuildOptions, p: BuildPlan, r: BuildRes
     host: p.host,
     multiPlatform: p.targets.length > 1,
     // A step's "previous entry" is looked up by project (the first tag's repository, on any registry), stage and position.
-    project: p.tags[0]?.repository ?? p.contextDir,
+    project: p.tags[0]?.repository ?? p.contextId,
     ctx: {
       file: p.df.name,
       lines: p.parsed.lines,
@@ -96,6 +94,7 @@ export async function createRunner(opts: BuildOptions, p: BuildPlan, r: BuildRes
       allow: new Set(opts.allow ?? []),
       defaultNetwork: opts.network ?? "default",
       context: await contextTree(p.contextDir, p.df.path),
+      localContext: (name) => p.named.tree(name),
       registry: r.registry,
       executor: opts.executor ?? new BwrapExecutor(opts.sandbox),
       sourceDateEpoch: opts.sourceDateEpoch,
@@ -119,8 +118,52 @@ export async function createRunner(opts: BuildOptions, p: BuildPlan, r: BuildRes
     },
     registry: r.registry,
     images: r.bases,
+    named: p.named,
     limit: pLimit(Math.max(1, availableParallelism())),
     emit: r.emit,
     signal: opts.signal,
   });
+}
+
+/** Overlay/copy mode is worth saying once per build, not once per step. */
+export function onceMode(emit: EventSink): EventSink {
+  let said = false;
+  const sandboxNotes = new Set<string>();
+  return (e) => {
+    if (e.type === "log" && e.message.startsWith("sandbox: ")) {
+      // Said by every RUN that meets it; shown once.
+      if (sandboxNotes.has(e.message)) return;
+      sandboxNotes.add(e.message);
+    }
+    const mode = e.type === "log" ? /^root: (overlayfs with|fuse-overlayfs with|copy of|copy mode)/.exec(e.message) : null;
+    if (mode !== null) {
+      if (said) return;
+      said = true;
+      const kind = mode[1] === "overlayfs with" ? "overlayfs" : mode[1] === "fuse-overlayfs with" ? "fuse-overlayfs" : "copy-and-compare";
+      emit({ type: "log", level: "info", message: `root filesystems: ${kind} snapshots` });
+      return;
+    }
+    emit(e);
+  };
+}
+
+/** Start resolving the registry base of every stage the plans build, once per reference and platform. */
+export function prefetchBases(plans: { plan: StagePlan; target: Platform }[], registry: RegistryClient, named: NamedContexts, signal?: AbortSignal): Map<string, Promise<StageState>> {
+  const images = new Map<string, Promise<StageState>>();
+  for (const { plan, target } of plans) {
+    for (const i of plan.order) {
+      const stage = plan.stages[i]!;
+      if (stage.baseStage !== undefined || stage.base.toLowerCase() === "scratch") continue;
+      // A named context's image is resolved when its stage asks; a stage one replaces never runs.
+      if (named.has(stage.base) || named.has(stage.name)) continue;
+      const platform = stage.platform ?? target;
+      const key = imageKey(stage.base, platform);
+      if (images.has(key)) continue;
+      const p = imageState(stage.base, platform, registry, signal);
+      // Awaited by the stage; a build that fails before then must not report it unhandled.
+      p.catch(() => {});
+      images.set(key, p);
+    }
+  }
+  return images;
 }

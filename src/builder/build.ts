@@ -4,8 +4,8 @@
  * (and an index for several platforms) -> pushes and outputs. Steps live in
  * steps/; this file only orchestrates.
  */
-import { readFile, rm, stat } from "node:fs/promises";
-import { join, resolve } from "node:path";
+import { readFile, rm } from "node:fs/promises";
+import { join } from "node:path";
 import { OcibuildError, optionWords } from "../errors.js";
 import { parseDockerfile, planStages, type ParseResult, type StagePlan } from "../dockerfile/index.js";
 import { OciLayout } from "../oci/layout.js";
@@ -28,10 +28,8 @@ import type { BwrapOptions } from "./sandbox/bwrap.js";
 import { LayerConverter, layerFormat } from "./layer-convert.js";
 import type { LayerCompression } from "../oci/layer-compression.js";
 import type { Executor } from "./sandbox/index.js";
-import { imageKey, type CacheSummary, type StepReport } from "./stage-runner.js";
-import { createRunner } from "./build-runner.js";
-import { imageState } from "./base.js";
-import type { StageState } from "./stage-state.js";
+import type { CacheSummary, StepReport } from "./stage-runner.js";
+import { createRunner, onceMode, prefetchBases } from "./build-runner.js";
 import { resolveSecrets, startSshAgents, type SecretSpec, type SshAgents, type SshSpec } from "./secrets.js";
 import { FileHasher } from "../cache/file-hash.js";
 import { KEY_VERSION } from "../cache/key.js";
@@ -39,13 +37,31 @@ import { openCacheDir, resolveCacheDir } from "./cache-dir.js";
 import { recordBuiltImage } from "./local-images.js";
 import { Redactor } from "../cache/redact.js";
 import { DiffIdRecords } from "./fs/base-layers.js";
+import { openContexts, type BuildContexts, type ContextSource, type DockerfileSource } from "./build-contexts.js";
+import { checkContextDir } from "./context-source.js";
+import type { NamedContexts } from "./named-contexts.js";
 
 export type { CacheSummary, StepReport };
 
 export interface BuildOptions {
-  /** The build context directory. */
+  /**
+   * The build context: a directory; `tar://PATH`, a tar archive (plain or gzip) with the
+   * Dockerfile inside; a git URL (`https://host/repo.git#ref:subdir`, `git://...`,
+   * `git@host:repo`); or `-`: a tar archive, or a Dockerfile alone (then the context is
+   * empty), read from `contextStream`. What is not a directory is unpacked into a temp
+   * directory removed when the build ends.
+   */
   context: string;
-  /** Dockerfile path (default: CONTEXT/Dockerfile). */
+  /** The bytes of the context `-` (docker build's stdin). */
+  contextStream?: NodeJS.ReadableStream;
+  /**
+   * Named contexts (buildx's --build-context NAME=VALUE), for `FROM NAME`, `COPY --from=NAME`,
+   * `RUN --mount from=NAME`, replacing a stage or image of that name: a directory,
+   * `tar://PATH` or a git URL (its own .dockerignore applies), `docker-image://REF`, or
+   * `oci-layout://DIR[:TAG]` / `oci-layout://DIR@sha256:...`.
+   */
+  buildContexts?: Record<string, string>;
+  /** Dockerfile path (default: CONTEXT/Dockerfile; for a context that is not a directory, a relative path is inside it). */
   dockerfile?: string;
   /** Dockerfile text (e.g. from stdin); wins over `dockerfile`. */
   dockerfileText?: string;
@@ -133,8 +149,6 @@ export interface BuildOptions {
   onEvent?: EventSink;
 }
 
-
-
 export interface BuildResult {
   /** Digest of the manifest, or of the index for several platforms. */
   digest: string;
@@ -153,78 +167,26 @@ export interface BuildResult {
   attestations?: AttestationRecord[];
   /** The signatures pushed, when a signing key was given. */
   signatures?: SignatureRecord[];
+  /** A git context's URL and the commit built (`{ sha1: ... }`), as provenance records a source. */
+  contextSource?: ContextSource;
 }
 
 export { DEFAULT_CACHE_TTL_SECONDS } from "./build-runner.js";
 
-/** The context must be a directory; checked first, so a wrong path is not blamed on a COPY source, or missed. */
-async function checkContext(dir: string): Promise<void> {
-  const st = await stat(dir).catch((e: NodeJS.ErrnoException) => e);
-  if (!(st instanceof Error) && st.isDirectory()) return;
-  const errno = st instanceof Error ? (st.code ?? st.message) : "ENOTDIR";
-  const what = errno === "ENOENT" ? "does not exist" : errno === "ENOTDIR" ? "is not a directory" : "cannot be read";
-  throw new OcibuildError("BUILD_CONTEXT_NOT_FOUND", `the build context ${dir} ${what} (${errno})`, { file: dir, cause: st instanceof Error ? st : undefined, details: { errno } });
-}
-
-async function readDockerfile(opts: BuildOptions): Promise<{ text: string; name: string; path?: string }> {
-  if (opts.dockerfileText !== undefined) return { text: opts.dockerfileText, name: "Dockerfile" };
-  const path = resolve(opts.dockerfile ?? join(opts.context, "Dockerfile"));
+async function readDockerfile(df: DockerfileSource): Promise<{ text: string; name: string; path?: string }> {
+  if (df.text !== undefined) return { text: df.text, name: df.name };
   try {
-    return { text: await readFile(path, "utf8"), name: opts.dockerfile ?? "Dockerfile", path };
+    return { text: await readFile(df.path, "utf8"), name: df.name, path: df.path };
   } catch (e) {
-    throw new OcibuildError("BUILD_DOCKERFILE_NOT_FOUND", `cannot read Dockerfile ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file: path, cause: e });
+    throw new OcibuildError("BUILD_DOCKERFILE_NOT_FOUND", `cannot read Dockerfile ${df.path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file: df.path, cause: e });
   }
 }
-
-
-
-/** Overlay/copy mode is worth saying once per build, not once per step. */
-function onceMode(emit: EventSink): EventSink {
-  let said = false;
-  const sandboxNotes = new Set<string>();
-  return (e) => {
-    if (e.type === "log" && e.message.startsWith("sandbox: ")) {
-      // Said by every RUN that meets it; shown once.
-      if (sandboxNotes.has(e.message)) return;
-      sandboxNotes.add(e.message);
-    }
-    const mode = e.type === "log" ? /^root: (overlayfs with|fuse-overlayfs with|copy of|copy mode)/.exec(e.message) : null;
-    if (mode !== null) {
-      if (said) return;
-      said = true;
-      const kind = mode[1] === "overlayfs with" ? "overlayfs" : mode[1] === "fuse-overlayfs with" ? "fuse-overlayfs" : "copy-and-compare";
-      emit({ type: "log", level: "info", message: `root filesystems: ${kind} snapshots` });
-      return;
-    }
-    emit(e);
-  };
-}
-
 
 /** The build's target platforms: the host's by default; a string parsed as --platform is. */
 function targetPlatforms(value: BuildOptions["platform"], host: Platform): Platform[] {
   if (typeof value === "string" || value === undefined) return parsePlatformList(value, host);
   const out = value.map(normalizePlatform).filter((p, i, all) => all.findIndex((q) => formatPlatform(q) === formatPlatform(p)) === i);
   return out.length > 0 ? out : [host];
-}
-
-/** Start resolving the registry base of every stage the plans build, once per reference and platform. */
-function prefetchBases(plans: { plan: StagePlan; target: Platform }[], registry: RegistryClient, signal?: AbortSignal): Map<string, Promise<StageState>> {
-  const images = new Map<string, Promise<StageState>>();
-  for (const { plan, target } of plans) {
-    for (const i of plan.order) {
-      const stage = plan.stages[i]!;
-      if (stage.baseStage !== undefined || stage.base.toLowerCase() === "scratch") continue;
-      const platform = stage.platform ?? target;
-      const key = imageKey(stage.base, platform);
-      if (images.has(key)) continue;
-      const p = imageState(stage.base, platform, registry, signal);
-      // Awaited by the stage; a build that fails before then must not report it unhandled.
-      p.catch(() => {});
-      images.set(key, p);
-    }
-  }
-  return images;
 }
 
 /**
@@ -234,7 +196,7 @@ function prefetchBases(plans: { plan: StagePlan; target: Platform }[], registry:
 export async function build(opts: BuildOptions): Promise<BuildResult> {
   const redactor = new Redactor(opts.buildArgs ?? {});
   try {
-    return await runBuild(opts, redactor);
+    return await withContexts(opts, (opened) => runBuild(opts, redactor, opened));
   } catch (e) {
     throw redactor.maskError(e);
   }
@@ -250,9 +212,33 @@ function secretArgsWarning(redactor: Redactor): string[] {
   ];
 }
 
+/** The cache directory (with what resolving it had to say) and the contexts, opened before the build. */
+interface Opened {
+  cacheDir: string;
+  notes: string[];
+  contexts: BuildContexts;
+}
+
+/** Runs `run` with the contexts open, and closes them however it ends (their git repositories are cached in the cache directory). */
+async function withContexts(opts: BuildOptions, run: (opened: Opened) => Promise<BuildResult>): Promise<BuildResult> {
+  const notes: string[] = [];
+  const cacheDir = await resolveCacheDir(opts.cacheDir, opts.env ?? process.env, (w) => notes.push(w));
+  const contexts = await openContexts(opts, join(cacheDir, "git"));
+  try {
+    return await run({ cacheDir, notes, contexts });
+  } finally {
+    await contexts.dispose();
+  }
+}
+
 /** What a build has read and decided before anything is fetched or run. */
 export interface BuildPlan {
   contextDir: string;
+  /** The main context as given (a directory, tar://PATH, a git URL, "-"). */
+  contextId: string;
+  /** A git context's URL and commit. */
+  contextSource?: ContextSource;
+  named: NamedContexts;
   df: { text: string; name: string; path?: string };
   parsed: ParseResult;
   host: Platform;
@@ -266,13 +252,13 @@ export interface BuildPlan {
 }
 
 /** Check the options, read the Dockerfile and plan its stages for every target platform. */
-async function planBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildPlan> {
+async function planBuild(opts: BuildOptions, redactor: Redactor, contexts: BuildContexts): Promise<BuildPlan> {
   if (opts.network === "host" && !(opts.allow ?? []).includes("network.host")) {
     throw new OcibuildError("BUILD_ENTITLEMENT_REQUIRED", 'network "host" for RUN needs the network.host entitlement', { hint: `allow it with ${optionWords("allow", "network.host")} if you trust this Dockerfile with the host's network` });
   }
-  const contextDir = resolve(opts.context);
-  await checkContext(contextDir);
-  const df = await readDockerfile(opts);
+  const contextDir = contexts.dir;
+  await checkContextDir(contextDir, `the build context ${contextDir}`);
+  const df = await readDockerfile(contexts.dockerfile);
   const parsed = parseDockerfile(df.text, { file: df.name });
   const warnings = parsed.warnings.map((w) => `${df.name}${w.line ? `:${w.line}` : ""}: ${w.message}`);
   const host = hostPlatform();
@@ -284,7 +270,7 @@ async function planBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildP
   warnings.push(...secretArgsWarning(redactor));
   const tags = (opts.tags ?? []).map((t) => parseReference(t));
   const dryRun = opts.dryRun ?? false;
-  const format = layerFormat(opts);
+  layerFormat(opts); // the compression and its level are checked before anything runs
   const pushTo = dryRun ? [] : pushTargets(opts.outputs ?? [], tags, opts.push);
   const singleOnly = (opts.outputs ?? []).find((o) => o.type === "docker-archive" || o.type === "oci-archive");
   if (targets.length > 1 && singleOnly) {
@@ -296,18 +282,19 @@ async function planBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildP
   if (opts.sign && !dryRun && pushTo.length === 0) {
     throw new OcibuildError("USAGE_BAD_VALUE", `signing needs a push: ${optionWords("sign")} signs what is pushed to a registry, and nothing is`, { hint: `give ${optionWords("tags")} with a registry, or leave out ${optionWords("sign")}` });
   }
-  return { contextDir, df, parsed, host, targets, plans, buildArgs, tags, dryRun, pushTo, warnings };
+  const known = { contextDir, contextId: contexts.id, ...(contexts.source ? { contextSource: contexts.source } : {}), named: contexts.named };
+  return { ...known, df, parsed, host, targets, plans, buildArgs, tags, dryRun, pushTo, warnings };
 }
 
-async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildResult> {
+async function runBuild(opts: BuildOptions, redactor: Redactor, { cacheDir, notes, contexts }: Opened): Promise<BuildResult> {
   const env = opts.env ?? process.env;
   const sink = opts.onEvent ?? (() => {});
   const emit: EventSink = onceMode((e) => sink(redactor.maskFields(e)));
-  const planned = await planBuild(opts, redactor);
+  const planned = await planBuild(opts, redactor, contexts);
   const { plans, targets, tags, dryRun, pushTo, warnings } = planned;
   const signingKey = dryRun ? undefined : await readSigningKey(opts.sign, env);
   if (!dryRun) await checkOutputPaths(opts.outputs ?? []);
-  const cacheDir = await resolveCacheDir(opts.cacheDir, env, (w) => warnings.push(w));
+  warnings.push(...notes);
   const scratchDir = await openCacheDir(cacheDir, opts.cacheDir === undefined ? env : undefined);
   const registry = new RegistryClient({ ...opts.registry, env: opts.registry?.env ?? env });
   let agents: SshAgents | undefined;
@@ -315,7 +302,7 @@ async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildRe
     // The base images of the stages to build are resolved (manifest and config) while
     // the rest is set up, not when their stage starts: on a fully cached rebuild those
     // round trips were most of what came before the first step.
-    const bases = prefetchBases(plans, registry, opts.signal);
+    const bases = prefetchBases(plans, registry, planned.named, opts.signal);
     // While the bases resolve: may the credentials at hand push where the image goes? (kaniko's check)
     if (!opts.skipPushPermissionCheck) await checkPushPermissions(registry, pushTo, opts.signal);
     const secrets = await resolveSecrets(opts.secrets ?? [], env, planned.contextDir);
@@ -369,6 +356,7 @@ async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildRe
       warnings: warnings.map((w) => redactor.mask(w)),
       ...(artifact.attestations ? { attestations: attestationRecords(artifact) } : {}),
       ...(signatures ? { signatures } : {}),
+      ...(planned.contextSource ? { contextSource: planned.contextSource } : {}),
     };
     emit({ type: "result", digest: result.digest, references, size: result.size });
     return result;

@@ -10,7 +10,7 @@
  * other and removes when it ends. Archives are extracted by the layer extractor, so
  * hostile archives meet the same limits and path confinement as pulled layers.
  */
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createReadStream } from "node:fs";
@@ -36,6 +36,15 @@ export function parseContextSpec(text: string): ContextSpec {
     throw new OcibuildError("BUILD_CONTEXT_UNSUPPORTED", `context ${text}: not a directory, tar://ARCHIVE, - (stdin) or a git URL (https://host/repo.git#ref:subdir)`);
   }
   return { kind: "dir", path: text };
+}
+
+/** A context must be a directory; checked first, so a wrong path is not blamed on a COPY source, or missed. `what` names it ("the build context DIR"). */
+export async function checkContextDir(dir: string, what: string): Promise<void> {
+  const st = await stat(dir).catch((e: NodeJS.ErrnoException) => e);
+  if (!(st instanceof Error) && st.isDirectory()) return;
+  const errno = st instanceof Error ? (st.code ?? st.message) : "ENOTDIR";
+  const how = errno === "ENOENT" ? "does not exist" : errno === "ENOTDIR" ? "is not a directory" : "cannot be read";
+  throw new OcibuildError("BUILD_CONTEXT_NOT_FOUND", `${what} ${how} (${errno})`, { file: dir, cause: st instanceof Error ? st : undefined, details: { errno } });
 }
 
 /** A context ready to build from. */

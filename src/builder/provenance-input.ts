@@ -25,6 +25,7 @@ function recordedOptions(opts: BuildOptions): Record<string, unknown> {
 export function provenanceOf(opts: BuildOptions, plan: BuildPlan): RequestProvenance {
   return {
     dockerfile: { name: plan.df.name, sha256: createHash("sha256").update(plan.df.text).digest("hex") },
+    ...(plan.contextSource ? { context: plan.contextSource } : {}),
     buildArgs: plan.buildArgs,
     ...(opts.target ? { target: opts.target } : {}),
     platforms: plan.targets.map(formatPlatform),

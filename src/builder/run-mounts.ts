@@ -13,7 +13,7 @@ import { missingSecretHint, type MountSpec } from "./mounts.js";
 import { mountRoot } from "./fs/overlay.js";
 import { resolveFollow } from "./fs/path.js";
 import type { RunMount } from "./sandbox/index.js";
-import { cleanSourcePath, selectSources } from "./sources.js";
+import { cleanSourcePath, selectSources, type SourceTree } from "./sources.js";
 import type { StageState } from "./stage-state.js";
 import type { StepContext } from "./step-context.js";
 
@@ -60,7 +60,8 @@ class MountSetup {
   }
 
   private async bind(m: Mount<"bind">): Promise<void> {
-    let host = m.from === undefined ? await this.contextSource(m.source) : await this.stageSource(m.from, m.source);
+    const tree = m.from === undefined ? this.ctx.context : this.ctx.localContext?.(m.from);
+    let host = tree ? await this.treeSource(tree, m.source) : await this.stageSource(m.from!, m.source);
     if (!m.readonly) {
       // rw binds: writes are discarded after the step, so the step gets its own copy.
       const copy = join(await this.tmpDir(), `rw-${this.mounts.length}`);
@@ -70,11 +71,10 @@ class MountSetup {
     this.mounts.push({ type: "bind", source: host, target: m.target, readonly: m.readonly });
   }
 
-  /** A bind's source in the build context; .dockerignore applies to what it shows, so a directory is a filtered copy. */
-  private async contextSource(source: string): Promise<string> {
-    const { context } = this.ctx;
+  /** A bind's source in the build context (or a named local one); .dockerignore applies to what it shows, so a directory is a filtered copy. */
+  private async treeSource(context: SourceTree, source: string): Promise<string> {
     const [match] = await selectSources(context, source);
-    if (!match) throw notFound(`RUN --mount source "${source}" not found in the build context`);
+    if (!match) throw notFound(`RUN --mount source "${source}" not found in ${context.label}`);
     const host = match.hostPath;
     if (!context.ignore || !match.stats.isDirectory()) return host;
     const copy = join(await this.tmpDir(), `bind-${this.mounts.length}`);
@@ -165,6 +165,8 @@ class MountSetup {
   /** A read-only view of another stage or image, kept mounted until release. */
   private async viewOf(from: string): Promise<string> {
     const { ctx } = this;
+    const local = ctx.localContext?.(from);
+    if (local) return local.root;
     const stage = ctx.stage(from);
     const src = stage ? await stage : await ctx.image(from, this.state.platform);
     const lowers = await lowerDirs(src, ctx);

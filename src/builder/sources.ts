@@ -5,11 +5,11 @@
  * wildcards match with Go's filepath.Match per path component, and paths that
  * .dockerignore excludes do not exist.
  */
-import { readdir } from "node:fs/promises";
+import { readFile, readdir } from "node:fs/promises";
 import { relative } from "node:path";
 import type { Stats } from "node:fs";
 import { OcibuildError } from "../errors.js";
-import type { IgnoreMatcher } from "../dockerfile/index.js";
+import { createIgnoreMatcher, parseDockerignore, type IgnoreMatcher } from "../dockerfile/index.js";
 import { resolveFollow, resolveNoFollow } from "./fs/path.js";
 
 export interface SourceTree {
@@ -17,8 +17,19 @@ export interface SourceTree {
   root: string;
   /** .dockerignore of the build context; absent for stages and images. */
   ignore?: IgnoreMatcher;
-  /** For messages: "build context", "stage build", "image alpine:3". */
+  /** For messages: "the build context", "context 'src'", "stage build", "image alpine:3". */
   label: string;
+  /** A named context's: what its files' names in a cache key start with ("context 'src' file "), so a miss names the context. */
+  keyPrefix?: string;
+}
+
+/** A local tree (a build context), with the first of `ignoreFiles` that exists as its .dockerignore. */
+export async function localTree(root: string, ignoreFiles: readonly string[], named: Pick<SourceTree, "label" | "keyPrefix">): Promise<SourceTree> {
+  for (const f of ignoreFiles) {
+    const text = await readFile(f, "utf8").catch(() => undefined);
+    if (text !== undefined) return { root, ignore: createIgnoreMatcher(parseDockerignore(text)), ...named };
+  }
+  return { root, ...named };
 }
 
 export interface SourceMatch {

@@ -21,6 +21,7 @@ import type { Digest } from "../oci/digest.js";
 import { parseReference } from "../oci/reference.js";
 import type { Material } from "../attest/provenance.js";
 import { baseImageMaterial } from "./attest.js";
+import type { NamedContexts } from "./named-contexts.js";
 
 export interface StepReport {
   stage: string;
@@ -89,6 +90,8 @@ export interface RunnerOptions {
   registry: RegistryClient;
   /** Base images already being resolved (see build.ts prefetchBases), by imageKey. */
   images?: Map<string, Promise<StageState>>;
+  /** The build's named contexts: they replace stages and images of their names. */
+  named?: NamedContexts;
   limit: ReturnType<typeof pLimit>;
   emit: EventSink;
   signal?: AbortSignal;
@@ -128,7 +131,8 @@ export class StageRunner {
     const key = imageKey(ref, platform);
     let p = this.images.get(key);
     if (!p) {
-      p = imageState(ref, platform, this.o.registry, this.o.signal);
+      const o = this.o;
+      p = o.named?.image(ref, platform, { registry: o.registry, content: o.ctx.content, signal: o.signal }) ?? imageState(ref, platform, o.registry, o.signal);
       this.images.set(key, p);
       p.catch(() => this.images.delete(key));
     }
@@ -176,13 +180,28 @@ export class StageRunner {
     const key = this.memoKey(plan, stage, target);
     let p = this.memo.get(key);
     if (!p) {
-      p = (async () => {
-        await Promise.all(stage.dependsOn.filter((d) => d !== stage.index).map((d) => this.run(plan, plan.stages[d]!, target)));
-        return this.o.limit(() => this.execute(plan, stage, target));
-      })();
+      const named = this.o.named;
+      p = named?.has(stage.name)
+        ? this.replaced(plan, stage, target)
+        : (async () => {
+            // A stage a named context replaces is asked for when needed: a local one is read by COPY --from, never run.
+            const deps = stage.dependsOn.filter((d) => d !== stage.index && !named?.has(plan.stages[d]!.name));
+            await Promise.all(deps.map((d) => this.run(plan, plan.stages[d]!, target)));
+            return this.o.limit(() => this.execute(plan, stage, target));
+          })();
       this.memo.set(key, p);
     }
     return p;
+  }
+
+  /**
+   * A stage that a named context replaces (BuildKit: `--build-context NAME=...` over
+   * `FROM ... AS NAME`): its instructions never run; it is the context's image.
+   */
+  private async replaced(plan: StagePlan, stage: Stage, target: Platform): Promise<StageDone> {
+    const state = await this.imageAt(stage.name!, stage.platform ?? target, stage.from, plan);
+    this.o.emit({ type: "log", level: "info", message: `stage ${stage.name} is replaced by the named context ${stage.name} (${state.baseName})` });
+    return { state, key: state.baseName.slice(state.baseName.lastIndexOf("@") + 1), unknown: false, reports: [] };
   }
 
   /** The final state of `plan`'s target stage for `target`. */

@@ -41,6 +41,8 @@ export interface StepContext {
   /** Network for RUN steps that do not say (--network). */
   readonly defaultNetwork: "default" | "none" | "host";
   readonly context: SourceTree;
+  /** A named local context (a directory, archive or git checkout) by name, for COPY --from and RUN --mount from=; undefined for other names. */
+  localContext?(name: string): SourceTree | undefined;
   readonly registry: RegistryClient;
   readonly executor: Executor;
   /** Final state of another stage (by name or index) for COPY --from / RUN --mount from=. */

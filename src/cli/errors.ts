@@ -15,6 +15,7 @@ const OPTION_FLAGS: ReadonlyMap<string, (value?: string) => string> = new Map([
   ["all", withValue("--all")],
   ["allow", withValue("--allow")],
   ["buildArgs", withValue("--build-arg")],
+  ["buildContexts", withValue("--build-context")],
   ["cacheDir", withValue("--cache-dir")],
   ["healthcheck", withValue("--healthcheck")],
   ["keep", withValue("--keep")],

@@ -68,6 +68,33 @@ describe("docker and kaniko spellings give the same options", () => {
     await expect(parse(["--context", "/a", "/b"])).rejects.toMatchObject({ code: "USAGE" });
   });
 
+  it("a context from an archive, a git URL or stdin: as the library takes it, with --context-sub-path, --git and -f", async () => {
+    const tar = await parse(["--context", "tar://ctx.tar.gz", "-f", "docker/Dockerfile"]);
+    expect(tar.options.context).toBe(`tar://${join(work, "ctx.tar.gz")}`);
+    // In an archive or a repository, a relative -f is inside it.
+    expect(tar.options.dockerfile).toBe("docker/Dockerfile");
+    const git = await parse(["--context-sub-path", "svc", "--git", "branch=dev,single-branch=true", "https://example.test/org/app.git"]);
+    expect(git.options.context).toBe("https://example.test/org/app.git#dev:svc");
+    expect((await parse(["git://example.test/app.git#v1:a", "--context-sub-path", "b", "--git", "branch=dev"])).options.context).toBe("git://example.test/app.git#v1:a/b");
+    const stdin = await parse(["-"]);
+    expect(stdin.options.context).toBe("-");
+    expect(stdin.options.contextStream).toBeDefined();
+    await expect(parse(["-f", "-", "-"])).rejects.toMatchObject({ code: "USAGE_BAD_VALUE", message: expect.stringContaining("both") });
+    await expect(parse(["--context-sub-path", "x", "-"])).rejects.toMatchObject({ code: "USAGE_BAD_VALUE" });
+    await expect(parse(["--git", "recurse-submodules=true", "."])).rejects.toMatchObject({ code: "USAGE_UNSUPPORTED_FLAG" });
+    await expect(parse(["--git", "depth=1", "."])).rejects.toMatchObject({ code: "USAGE_BAD_VALUE" });
+    const warned = io();
+    await parseBuildArgs(["--git", "branch=main", "."], warned.io);
+    expect(warned.stderr()).toContain("warning: --git branch=main is ignored: the context is not a git repository");
+  });
+
+  it("--build-context NAME=VALUE: a relative directory is the working directory's, other values kept", async () => {
+    const r = await parse(["--build-context", "src=../src", "--build-context", "base=docker-image://reg.lan/base@sha256:" + "a".repeat(64), "--build-context", "lay=oci-layout:///l:v1", "."]);
+    expect(r.options.buildContexts).toEqual({ src: join(work, "../src"), base: `docker-image://reg.lan/base@sha256:${"a".repeat(64)}`, lay: "oci-layout:///l:v1" });
+    await expect(parse(["--build-context", "novalue", "."])).rejects.toMatchObject({ code: "USAGE_BAD_VALUE" });
+    await expect(parse(["--build-context", "a=x", "--build-context", "a=y", "."])).rejects.toMatchObject({ code: "USAGE_BAD_VALUE", message: expect.stringContaining("twice") });
+  });
+
   it("--build-arg K=V and K (from the environment; absent when unset); --label", async () => {
     const r = await parse(["--build-arg", "A=1", "--build-arg", "FROM_ENV", "--build-arg", "UNSET", "--build-arg=E=", "--label", "k=v=w", "."], { FROM_ENV: "env value" });
     expect(r.options.buildArgs).toEqual({ A: "1", FROM_ENV: "env value", E: "" });

@@ -59,7 +59,9 @@ interface CopyPrep {
   newDirMode?: number;
   exclude?: IgnoreMatcher;
   from?: string;
-  /** Context sources, selected (per source string). */
+  /** The local tree the sources are in: the build context, or the named local context --from names; none for a stage or image. */
+  tree?: SourceTree;
+  /** Sources in `tree`, selected (per source string). */
   matches?: SourceMatch[][];
   /** COPY <<EOF: file name -> content (already expanded when the delimiter was unquoted). */
   heredocs: { name: string; content: string }[];
@@ -130,8 +132,9 @@ async function prepareCopy(state: StageState, instr: CopyInstr | AddInstr, ctx: 
     throw fail("BUILD_COPY_DEST_NOT_DIR", `when copying more than one source, the destination "${destRaw}" must be a directory ending in "/"`);
   }
   const newDirMode = chmodSpec !== undefined ? octalChmod(chmodSpec) : undefined;
-  const prep: CopyPrep = { instr, text, sources: local, destRaw, dest, destIsDir, chown, modeFn, newDirMode, exclude, from, heredocs, downloads, gits };
-  if (from === undefined) prep.matches = await selectAll(prep, ctx.context, true, ctx);
+  const tree = from === undefined ? ctx.context : ctx.localContext?.(from);
+  const prep: CopyPrep = { instr, text, sources: local, destRaw, dest, destIsDir, chown, modeFn, newDirMode, exclude, from, tree, heredocs, downloads, gits };
+  if (tree) prep.matches = await selectAll(prep, tree, true, ctx);
   return prep;
 }
 
@@ -170,11 +173,12 @@ function otherSources(prep: CopyPrep): number {
 }
 
 /**
- * The content part of a COPY's cache key: for context sources, a hash of every
+ * The content part of a COPY's cache key: for context sources (the build context's, or
+ * a named local context's, their names prefixed with the context's), a hash of every
  * file the copy reads (path, type, mode, link target, bytes; never mtime), walked
- * exactly as the copy walks; for --from, the source stage's or image's identity.
+ * exactly as the copy walks; for --from a stage or image, its identity.
  */
-async function copyKeyFiles(prep: CopyPrep, ctx: StepContext, hashFile: (path: string, st: Stats) => Promise<string>): Promise<Record<string, string>> {
+async function copyKeyFiles(prep: CopyPrep, tree: SourceTree, ctx: StepContext, hashFile: (path: string, st: Stats) => Promise<string>): Promise<Record<string, string>> {
   const files: Record<string, string> = {};
   for (const h of prep.heredocs) files[`<<${h.name}`] = createHash("sha256").update(h.content).digest("hex");
   for (const d of prep.downloads) files[d.url] = d.sha256;
@@ -183,7 +187,8 @@ async function copyKeyFiles(prep: CopyPrep, ctx: StepContext, hashFile: (path: s
   for (const g of prep.gits) ctx.materials?.add({ uri: g.url, digest: { sha1: g.commit } });
   // A directory source's own mode never reaches the image, unless --parents recreates it below the destination.
   const opts = { exclude: prep.exclude, signal: ctx.signal, contentsOnly: !prep.instr.parents };
-  Object.assign(files, await hashMatches(ctx.context, (prep.matches ?? []).flat(), hashFile, opts));
+  const hashed = await hashMatches(tree, (prep.matches ?? []).flat(), hashFile, opts);
+  for (const [k, v] of Object.entries(hashed)) files[`${tree.keyPrefix ?? ""}${k}`] = v;
   return files;
 }
 
@@ -207,11 +212,12 @@ async function executeCopy(state: StageState, prep: CopyPrep, ctx: StepContext):
     return withStepResult(state, layer, { created_by: `${prep.text} # ocibuild`, comment: "ocibuild.dockerfile.v0" });
   };
 
-  if (prep.from === undefined) return run(ctx.context, true, prep.matches ?? []);
-  const stage = ctx.stage(prep.from);
-  const srcState = stage ? await stage : await ctx.image(prep.from, state.platform);
+  if (prep.tree) return run(prep.tree, true, prep.matches ?? []);
+  const from = prep.from!;
+  const stage = ctx.stage(from);
+  const srcState = stage ? await stage : await ctx.image(from, state.platform);
   return withRootView(srcState, ctx, async (root) => {
-    const tree: SourceTree = { root, label: stage ? `stage ${prep.from}` : `image ${prep.from}` };
+    const tree: SourceTree = { root, label: stage ? `stage ${from}` : `image ${from}` };
     return run(tree, false, await selectAll(prep, tree, false, ctx));
   });
 }
@@ -226,8 +232,8 @@ export const copyStep: Step<CopyInstr | AddInstr> = {
   async plan(state, instr, env) {
     const prep = await prepareCopy(state, instr, env.ctx);
     const inputs: StepKeyInputs = { ...(instr.link ? { parent: "link", base: "link" } : {}), instruction: prep.text, workdir: workdirOf(state) };
-    if (prep.from === undefined) inputs.files = await copyKeyFiles(prep, env.ctx, env.keys.hashFile);
-    else inputs.source = await sourceIdentity(prep.from, state, env);
+    if (prep.tree) inputs.files = await copyKeyFiles(prep, prep.tree, env.ctx, env.keys.hashFile);
+    else inputs.source = await sourceIdentity(prep.from!, state, env);
     return layerPlan(state, inputs, prep.text, () => (instr.link ? linkedCopy(state, prep, env.ctx) : executeCopy(state, prep, env.ctx)));
   },
 };

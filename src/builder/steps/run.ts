@@ -141,7 +141,8 @@ export const runStep: Step<RunInstr> = {
 
 /**
  * What RUN --mount contributes to the key: the content of bind sources from the
- * context, and the identity of stages or images mounted from. Cache mounts,
+ * context or a named local one (named so: "context 'src' file ..."), and the
+ * identity of stages or images mounted from. Cache mounts,
  * tmpfs, secrets and ssh sockets never enter the key (their ids are in the text).
  */
 async function mountKeyInputs(specs: readonly string[], state: StageState, env: StepEnv): Promise<Pick<KeyInputs, "files" | "source">> {
@@ -157,10 +158,12 @@ async function mountKeyInputs(specs: readonly string[], state: StageState, env: 
   const sources: string[] = [];
   for (const m of parsed) {
     if (m.type !== "bind" && !(m.type === "cache" && m.from !== undefined)) continue;
-    if (m.from === undefined) {
-      const matches = await selectSources(ctx.context, m.source);
-      for (const [k, v] of Object.entries(await hashMatches(ctx.context, matches, env.keys.hashFile, { signal: ctx.signal }))) files[`mount ${m.target}: ${k}`] = v;
-    } else sources.push(`${m.target}=${await sourceIdentity(m.from, state, env)}`);
+    const tree = m.from === undefined ? ctx.context : ctx.localContext?.(m.from);
+    if (tree) {
+      const matches = await selectSources(tree, m.source);
+      const hashed = await hashMatches(tree, matches, env.keys.hashFile, { signal: ctx.signal });
+      for (const [k, v] of Object.entries(hashed)) files[`mount ${m.target}: ${tree.keyPrefix ?? ""}${k}`] = v;
+    } else sources.push(`${m.target}=${await sourceIdentity(m.from!, state, env)}`);
   }
   return { ...(Object.keys(files).length > 0 ? { files } : {}), ...(sources.length > 0 ? { source: sources.join(";") } : {}) };
 }

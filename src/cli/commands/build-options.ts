@@ -1,12 +1,11 @@
 /**
  * `ocibuild build` flags -> library BuildOptions, with docker build, buildx and
  * kaniko spellings. Pure apart from reading stdin for `-f -` and looking for a
- * relative -f (kaniko's rule): tests call parseBuildArgs directly. A flag we recognise but do not support fails with
+ * relative -f (kaniko's rule; both in context-flags.ts): tests call parseBuildArgs directly. A flag we recognise but do not support fails with
  * USAGE_UNSUPPORTED_FLAG naming it; an unknown flag fails with
  * USAGE_UNKNOWN_FLAG (both exit 2): nothing is silently ignored.
  */
-import { stat } from "node:fs/promises";
-import { isAbsolute, join, resolve } from "node:path";
+import { resolve } from "node:path";
 import { parseSecretFlag, parseSshFlag } from "./secret-flags.js";
 import { EXECUTOR_FLAGS, executorOptionsFrom } from "./executor-flags.js";
 import { ATTEST_FLAGS, attestOptionsFrom } from "./attest-flags.js";
@@ -19,14 +18,16 @@ import { SANDBOX_FLAGS, applySandboxFlags } from "./sandbox-flags.js";
 import { COMPAT_SPECS, REFUSED_SPECS, applyCompatFlags, compatRegistryOptions, rejectRefused } from "./compat-flags.js";
 import { parseReference } from "../../oci/reference.js";
 import { type FlagSpec, type ParsedFlags, bool, list, parseDuration, parseFlags, parseSize, str } from "../flags.js";
-import { readStdin, type CliIO } from "../io.js";
+import type { CliIO } from "../io.js";
+import { contextOptions } from "./context-flags.js";
 import { REGISTRY_FLAGS, registryOptionsFrom } from "./copy.js";
 
 /** ocibuild's own build flags (with the docker/kaniko spellings that are plain aliases). */
 export const BUILD_MAIN_SPECS: FlagSpec[] = [
   { names: ["tag", "destination"], short: ["t", "d"], type: "string", repeatable: true, valueName: "REF", description: "Name and tag the image (and push it there unless --no-push)" },
   { names: ["file", "dockerfile"], short: ["f"], type: "string", valueName: "PATH", description: "Dockerfile path (default CONTEXT/Dockerfile; - reads stdin)" },
-  { names: ["context"], short: ["c"], type: "string", valueName: "DIR", description: "Build context (kaniko's dir://DIR or a path); or the positional CONTEXT" },
+  { names: ["context"], short: ["c"], type: "string", valueName: "CONTEXT", description: "Build context: a directory (or dir://DIR), tar://ARCHIVE, a git URL (URL.git#REF:SUBDIR), or - (a tar or a Dockerfile on stdin); or the positional CONTEXT" },
+  { names: ["build-context"], type: "string", repeatable: true, valueName: "NAME=VALUE", description: "A named context for FROM NAME, COPY --from=NAME, RUN --mount from=NAME: a directory, a git URL, tar://ARCHIVE, docker-image://REF or oci-layout://DIR[:TAG]" },
   { names: ["build-arg"], type: "string", repeatable: true, valueName: "KEY[=VALUE]", description: "Set a build argument (no value: taken from the environment)" },
   { names: ["target"], type: "string", valueName: "STAGE", description: "Build this stage" },
   { names: ["platform", "custom-platform"], type: "string", valueName: "OS/ARCH[/VARIANT]", description: "Target platform (default: the host's)" },
@@ -168,26 +169,6 @@ function rejectUnsupported(p: ParsedFlags): void {
   }
 }
 
-/**
- * A -f/--dockerfile path as kaniko resolves it: from the working directory if it is
- * there, else relative to the context (kaniko's `--context dir:///workspace
- * --dockerfile Dockerfile` from anywhere). Found in neither place: both are named
- * (unless the context is missing too: the build reports that first).
- */
-async function locateDockerfile(file: string, cwd: string, context: string): Promise<string> {
-  const fromCwd = resolve(cwd, file);
-  if (isAbsolute(file) || (await exists(fromCwd))) return fromCwd;
-  const fromContext = resolve(context, file);
-  if (await exists(fromContext)) return fromContext;
-  if (!(await exists(context))) return fromCwd;
-  throw new OcibuildError("BUILD_DOCKERFILE_NOT_FOUND", `Dockerfile ${file} not found: neither ${fromCwd} nor ${fromContext} exists`, {
-    file: fromCwd,
-    hint: "a relative -f/--dockerfile is looked up from the working directory, then in the build context",
-  });
-}
-
-const exists = (path: string) => stat(path).then(() => true, () => false);
-
 /** Parses `ocibuild build` arguments against the injected environment and working directory. */
 export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSignal): Promise<BuildInvocation> {
   const p = parseFlags(args, BUILD_SPECS);
@@ -195,7 +176,8 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
   // The flags are checked in this order, so that of two mistakes the same one is reported first.
   rejectUnsupported(p);
   const cwd = io.cwd;
-  const context = resolve(cwd, contextFrom(p, cwd));
+  const warn = (m: string) => io.stderr.write(`warning: ${m}\n`);
+  const sources = await contextOptions(p, io, warn, signal);
   const { progress, silent } = progressFrom(p);
   const tags = list(p, "tag");
   const outputs = outputsFrom(p, tags, cwd);
@@ -204,7 +186,7 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
   const files = resultFiles(p, tags, cwd);
   const registryOutputs = outputs.filter((o) => o.type === "registry");
   const options: BuildOptions = {
-    context,
+    ...sources,
     tags,
     buildArgs: parseKeyValues(list(p, "build-arg"), "build-arg", io.env),
     labels: parseKeyValues(list(p, "label"), "label"),
@@ -215,36 +197,16 @@ export async function parseBuildArgs(args: string[], io: CliIO, signal?: AbortSi
     registry: compatRegistryOptions(p, { ...registryOptionsFrom(p, io), onProgress: undefined }, [...tags, ...registryOutputs.flatMap((o) => o.names ?? [])]),
     env: io.env,
   };
-  const file = str(p, "file");
-  if (file === "-") options.dockerfileText = (await readStdin(io, signal)).toString("utf8");
-  else if (file !== undefined) options.dockerfile = await locateDockerfile(file, cwd, context);
   Object.assign(options, image, cacheOptions(p, cwd), runOptions(p, cwd), attestOptionsFrom(p, cwd));
   const ttl = str(p, "cache-ttl");
   if (ttl !== undefined) options.cacheTtlSeconds = parseDuration(ttl, "cache-ttl");
-  applyCompatFlags(p, options, (m) => io.stderr.write(`warning: ${m}\n`));
+  applyCompatFlags(p, options, warn);
   applySandboxFlags(p, options, str(p, "executor") ?? "bwrap");
   if (bool(p, "dry-run")) Object.assign(options, { dryRun: true, push: false, outputs: [] });
   const call = callFrom(p);
   const executorOptions = call === "check" ? undefined : executorOptionsFrom(p, io);
   if (executorOptions) options.executor = new (await import("../../builder/sandbox/buildkit.js")).BuildkitExecutor(executorOptions);
   return { help: false, ...(call ? { call } : {}), options, progress, quiet: bool(p, "quiet") || silent, files };
-}
-
-/** The context directory: the positional CONTEXT or --context (kaniko's dir://PATH), plus --context-sub-path. */
-function contextFrom(p: ParsedFlags, cwd: string): string {
-  let contextArg = str(p, "context");
-  if (contextArg?.startsWith("dir://")) contextArg = contextArg.slice("dir://".length);
-  if (contextArg !== undefined && /^[a-z0-9]+:\/\//.test(contextArg)) {
-    throw new OcibuildError("USAGE_BAD_VALUE", `--context ${contextArg}: only local directories (a path or dir://PATH) are supported`);
-  }
-  if (p.positionals.length > 1) throw new OcibuildError("USAGE", `expected one CONTEXT, got ${p.positionals.length}: ${p.positionals.join(" ")}`);
-  if (p.positionals.length === 1 && contextArg !== undefined && resolve(cwd, p.positionals[0]!) !== resolve(cwd, contextArg)) {
-    throw new OcibuildError("USAGE", `two build contexts given: ${p.positionals[0]} and --context ${contextArg}`);
-  }
-  const contextRoot = p.positionals[0] ?? contextArg;
-  if (contextRoot === undefined) throw new OcibuildError("USAGE_MISSING_ARGUMENT", "missing build CONTEXT (a directory, e.g. '.')", { hint: "ocibuild [flags] CONTEXT (run ocibuild build --help)" });
-  // kaniko's --context-sub-path: a subdirectory of the context is the context.
-  return join(contextRoot, str(p, "context-sub-path") ?? "");
 }
 
 /** --progress: buildx's rawjson (one JSON object per line) is ocibuild's json events; quiet and none are -q. */

@@ -12,6 +12,8 @@ import { formatChecks, runChecks } from "../../dockerfile/checks.js";
 import { parseDockerfile } from "../../dockerfile/parse.js";
 import { checkWritable, pathError } from "../../user-path.js";
 import { build } from "../../api.js";
+import { openContexts } from "../../builder/build-contexts.js";
+import { resolveCacheDir } from "../../builder/cache-dir.js";
 import { parseReference } from "../../oci/reference.js";
 import { helpText } from "../flags.js";
 import type { CliIO, Command } from "../io.js";
@@ -89,15 +91,18 @@ async function writeResultFiles(inv: BuildInvocation, result: BuildResult, signa
  */
 async function checkCommand(inv: BuildInvocation, io: CliIO, signal: AbortSignal): Promise<number> {
   const { options } = inv;
-  const path = options.dockerfile ?? join(options.context, "Dockerfile");
-  const file = options.dockerfileText !== undefined ? "Dockerfile" : basename(path);
-  let text = options.dockerfileText;
-  if (text === undefined) {
-    try {
-      text = await readFile(path, { encoding: "utf8", signal });
-    } catch (e) {
-      throw pathError("BUILD_DOCKERFILE_NOT_FOUND", "cannot read the Dockerfile", path, e);
-    }
+  // The context is opened for its Dockerfile only (an archive unpacked, a repository fetched); named contexts are not read.
+  const cacheDir = await resolveCacheDir(options.cacheDir, options.env ?? {}, () => {});
+  const contexts = await openContexts({ ...options, buildContexts: undefined, signal }, join(cacheDir, "git"));
+  const df = contexts.dockerfile;
+  const file = df.text !== undefined ? "Dockerfile" : basename(df.name);
+  let text: string;
+  try {
+    text = df.text ?? (await readFile(df.path, { encoding: "utf8", signal }));
+  } catch (e) {
+    throw pathError("BUILD_DOCKERFILE_NOT_FOUND", "cannot read the Dockerfile", df.path!, e);
+  } finally {
+    await contexts.dispose();
   }
   const parsed = parseDockerfile(text, { file });
   const result = runChecks(parsed, options.buildArgs?.BUILDKIT_DOCKERFILE_CHECK ?? parsed.directives.check);
