@@ -13,7 +13,8 @@ import { LocalCacheStore } from "../cache/local.js";
 import type { Redactor } from "../cache/redact.js";
 import { RegistryCacheStore } from "../cache/registry.js";
 import { type CacheStore, readOnlyStore } from "../cache/store.js";
-import { createIgnoreMatcher, ignoreFileCandidates, parseDockerignore } from "../dockerfile/index.js";
+import { createIgnoreMatcher, ignoreFileCandidates, parseDockerignore, suggest, type StagePlan } from "../dockerfile/index.js";
+import { OcibuildError, optionWords } from "../errors.js";
 import type { OciLayout } from "../oci/layout.js";
 import { parseReference } from "../oci/reference.js";
 import type { RegistryClient } from "../oci/registry/index.js";
@@ -25,7 +26,7 @@ import { CacheMounts } from "./cache-mounts.js";
 import { BwrapExecutor } from "./sandbox/bwrap.js";
 import type { SshAgents } from "./secrets.js";
 import type { SourceTree } from "./sources.js";
-import { StageRunner } from "./stage-runner.js";
+import { findStage, StageRunner } from "./stage-runner.js";
 import type { StageState } from "./stage-state.js";
 
 export const DEFAULT_CACHE_TTL_SECONDS = 14 * 24 * 3600;
@@ -49,6 +50,28 @@ function cacheStores(opts: BuildOptions, cacheDir: string, content: OciLayout, r
     stores.push(opts.noCacheRepoWrite ? readOnlyStore(remote) : remote);
   }
   return stores;
+}
+
+/**
+ * The stages the noCacheFilter option names (buildx's --no-cache-filter: names in any
+ * case, or indexes), whose steps are rebuilt without a cache lookup. A name no stage
+ * has is a usage error, before anything is fetched.
+ */
+export function noCacheStages(filter: readonly string[] | undefined, plan: StagePlan): ReadonlySet<number> {
+  const out = new Set<number>();
+  for (const name of filter ?? []) {
+    const stage = findStage(plan, name);
+    if (stage) {
+      out.add(stage.index);
+      continue;
+    }
+    const names = plan.stages.flatMap((s) => (s.name ? [s.name] : []));
+    const near = suggest(name, names);
+    throw new OcibuildError("USAGE_BAD_VALUE", `${optionWords("noCacheFilter", name)}: the Dockerfile has no stage named "${name}"`, {
+      hint: near ? `did you mean ${near}?` : `name a stage or give its index: ${[...names, `0-${plan.stages.length - 1}`].join(", ")}`,
+    });
+  }
+  return out;
 }
 
 /** What the build has opened for its steps: stores, registry, secrets, agents, base images being resolved. */
@@ -101,13 +124,14 @@ export async function createRunner(opts: BuildOptions, p: BuildPlan, r: BuildRes
     },
     cache: {
       stores: cacheStores(opts, r.cacheDir, r.content, r.registry),
-      noLookup: opts.noCache ?? false,
+      noLookup: opts.noCache ? `cache disabled (${optionWords("noCache")})` : false,
       noWrite: opts.noCacheWrite ?? false,
       dryRun: p.dryRun,
       hashFile: (path, st) => r.hasher.hashFile(path, st, opts.signal),
       redactor: r.redactor,
     },
     registry: r.registry,
+    noCacheStages: p.noCacheStages,
     images: r.bases,
     limit: pLimit(Math.max(1, availableParallelism())),
     emit: r.emit,

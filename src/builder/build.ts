@@ -22,7 +22,7 @@ import { checkPushPermissions } from "./push-check.js";
 import type { BwrapOptions } from "./sandbox/bwrap.js";
 import type { Executor } from "./sandbox/index.js";
 import { imageKey, type CacheSummary, type StepReport } from "./stage-runner.js";
-import { createRunner } from "./build-runner.js";
+import { createRunner, noCacheStages } from "./build-runner.js";
 import { imageState } from "./base.js";
 import type { StageState } from "./stage-state.js";
 import { resolveSecrets, startSshAgents, type SecretSpec, type SshAgents, type SshSpec } from "./secrets.js";
@@ -60,6 +60,8 @@ export interface BuildOptions {
   cacheDir?: string;
   /** Do not look up cache entries (still write them unless noCacheWrite). */
   noCache?: boolean;
+  /** Stages (names or indexes) whose steps are rebuilt without a cache lookup, as buildx's --no-cache-filter; entries are still written. */
+  noCacheFilter?: string[];
   noCacheWrite?: boolean;
   /** A registry repository holding shared cache entries (kaniko's --cache-repo). */
   cacheRepo?: string;
@@ -232,6 +234,7 @@ export interface BuildPlan {
   dryRun: boolean;
   pushTo: ImageReference[];
   warnings: string[];
+  noCacheStages: ReadonlySet<number>;
 }
 
 /** Check the options, read the Dockerfile and plan its stages for every target platform. */
@@ -250,6 +253,7 @@ async function planBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildP
   const plans = targets.map((target) => ({ target, plan: planStages(parsed, { buildArgs, target: opts.target, buildPlatform: host, targetPlatform: target }) }));
   for (const w of plans[0]!.plan.warnings) warnings.push(`${df.name}${w.line ? `:${w.line}` : ""}: ${w.message}`);
   for (const k of plans[0]!.plan.unusedBuildArgs) warnings.push(`build arg ${k} was not consumed by any ARG`);
+  const noCache = noCacheStages(opts.noCacheFilter, plans[0]!.plan);
   warnings.push(...secretArgsWarning(redactor));
   const tags = (opts.tags ?? []).map((t) => parseReference(t));
   const dryRun = opts.dryRun ?? false;
@@ -261,7 +265,7 @@ async function planBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildP
       `a ${singleOnly.type} output holds one platform, but ${targets.length} were asked for (${targets.map(formatPlatform).join(", ")}); pick one with --platform, or use --output oci:DIR`,
     );
   }
-  return { contextDir, df, parsed, host, targets, plans, buildArgs, tags, dryRun, pushTo, warnings };
+  return { contextDir, df, parsed, host, targets, plans, buildArgs, tags, dryRun, pushTo, warnings, noCacheStages: noCache };
 }
 
 async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildResult> {

@@ -16,7 +16,7 @@ import type { BuildEvent, EventSink } from "./events.js";
 import { withConfig, type StageState } from "./stage-state.js";
 import type { ArgSources } from "./steps/index.js";
 import type { StepContext } from "./step-context.js";
-import { isOcibuildError } from "../errors.js";
+import { isOcibuildError, optionWords } from "../errors.js";
 
 export interface StepReport {
   stage: string;
@@ -81,11 +81,19 @@ export interface RunnerOptions {
   ctx: Omit<StepContext, "stage" | "image" | "current">;
   cache: Omit<CacheContext, "stageChain">;
   registry: RegistryClient;
+  /** Indexes of the stages whose steps are rebuilt without a cache lookup (the noCacheFilter option). */
+  noCacheStages: ReadonlySet<number>;
   /** Base images already being resolved (see build.ts prefetchBases), by imageKey. */
   images?: Map<string, Promise<StageState>>;
   limit: ReturnType<typeof pLimit>;
   emit: EventSink;
   signal?: AbortSignal;
+}
+
+/** The stage of `plan` named `nameOrIndex` (names in any case, as BuildKit), or at that index. */
+export function findStage(plan: StagePlan, nameOrIndex: string): Stage | undefined {
+  const lower = nameOrIndex.toLowerCase();
+  return plan.stages.find((s) => s.name?.toLowerCase() === lower) ?? (/^\d+$/.test(nameOrIndex) ? plan.stages[Number(nameOrIndex)] : undefined);
 }
 
 /** How a registry image is known within a build: its reference as written, and the platform. */
@@ -191,11 +199,6 @@ export class StageRunner {
     return out;
   }
 
-  private findStage(plan: StagePlan, nameOrIndex: string): Stage | undefined {
-    const lower = nameOrIndex.toLowerCase();
-    return plan.stages.find((s) => s.name?.toLowerCase() === lower) ?? (/^\d+$/.test(nameOrIndex) ? plan.stages[Number(nameOrIndex)] : undefined);
-  }
-
   private async execute(plan: StagePlan, stage: Stage, target: Platform): Promise<StageDone> {
     const platform = stage.platform ?? target;
     const start = await this.start(plan, stage, target, platform);
@@ -222,7 +225,7 @@ export class StageRunner {
       base: start.base,
       args: { buildArgs: this.o.buildArgs, globalArgs: stage.globalArgs, escapeToken: this.o.parsed.directives.escape },
       ctx: this.stageContext(plan, target, tag),
-      cache: this.stageCache(plan, target),
+      cache: this.stageCache(plan, stage, target),
     };
     let done: StageProgress = { state: triggers.length > 0 ? withConfig(start.state, { OnBuild: null }) : start.state, key: start.key, unknown: start.unknown };
     const reports: StepReport[] = [];
@@ -253,19 +256,20 @@ export class StageRunner {
       ...o.ctx,
       emit: o.multiPlatform ? (e: BuildEvent) => o.emit(e.type === "output" || e.type === "layer-write" ? { ...e, ...tag } : e) : o.emit,
       stage: (n) => {
-        const s = this.findStage(plan, n);
+        const s = findStage(plan, n);
         return s ? this.run(plan, s, target).then((d) => d.state) : undefined;
       },
       image: (ref, p) => this.image(ref, p),
     };
   }
 
-  /** The cache as the steps of a stage built for `target` see it: other stages' layers by name or index. */
-  private stageCache(plan: StagePlan, target: Platform): CacheContext {
+  /** The cache as the steps of a stage built for `target` see it: other stages' layers by name or index; no lookups in a stage the noCacheFilter option names. */
+  private stageCache(plan: StagePlan, stage: Stage, target: Platform): CacheContext {
     return {
       ...this.o.cache,
+      noLookup: this.o.cache.noLookup || (this.o.noCacheStages.has(stage.index) ? `excluded by ${optionWords("noCacheFilter")}` : false),
       stageChain: (n) => {
-        const s = this.findStage(plan, n);
+        const s = findStage(plan, n);
         if (!s) return undefined;
         return this.run(plan, s, target).then((d) => (d.unknown ? `unknown:${d.key}` : layerChain(d.state)));
       },

@@ -18,6 +18,8 @@ const OPTION_FLAGS: ReadonlyMap<string, (value?: string) => string> = new Map([
   ["healthcheck", withValue("--healthcheck")],
   ["keep", withValue("--keep")],
   ["maxLayerSize", withValue("--max-layer-size")],
+  ["noCache", withValue("--no-cache")],
+  ["noCacheFilter", withValue("--no-cache-filter")],
   ["outputs", withValue("-o")],
   ["push", (value?: string) => (value === "false" ? "--no-push" : "--push")],
   ["registry.insecureRegistries", withValue("--insecure-registry")],

@@ -40,7 +40,7 @@ function plainRenderer(out: Stream): Renderer {
           break;
         case "step-end": {
           for (const s of ["stdout", "stderr"]) flush(`${stageLabel(e)}/${e.step}/${s}`, `[${stageLabel(e)} ${e.step}]`);
-          const why = !e.cached && e.reason ? ` (${e.reason})` : "";
+          const why = !e.cached && e.reason ? ` (${flagWording(e.reason)})` : "";
           out.write(`[${stageLabel(e)} ${e.step}/${e.total}] ${e.cached ? "CACHED" : "DONE"} ${e.seconds.toFixed(2)}s${e.layer ? ` layer ${shortDigest(e.layer)}` : ""}${why}\n`);
           break;
         }
@@ -107,7 +107,7 @@ export function summary(result: BuildResult): string {
   lines.push(`steps: ${result.steps.length}, cached: ${c.hits}/${c.total}${saved}`);
   for (const s of result.steps) {
     const status = s.cached ? "CACHED" : "BUILT ";
-    const why = s.cached ? "" : ` (${s.reason ?? "no cache entry"})`;
+    const why = s.cached ? "" : ` (${flagWording(s.reason ?? "no cache entry")})`;
     lines.push(`  ${status} [${stageLabel(s)}] line ${s.line}: ${s.instruction}${why} ${s.seconds.toFixed(2)}s`);
   }
   return `${lines.join("\n")}\n`;
@@ -118,7 +118,7 @@ export function dryRunSummary(result: BuildResult): string {
   const c = cacheSummary(result);
   const lines = [`dry run: ${c.hits}/${c.total} steps would be cached, ${c.misses} rebuilt`];
   for (const s of result.steps) {
-    lines.push(`  ${s.cached ? "CACHED " : "REBUILD"} [${stageLabel(s)}] line ${s.line}: ${s.instruction}${s.cached ? "" : ` (${s.reason ?? "no previous entry"})`}`);
+    lines.push(`  ${s.cached ? "CACHED " : "REBUILD"} [${stageLabel(s)}] line ${s.line}: ${s.instruction}${s.cached ? "" : ` (${flagWording(s.reason ?? "no previous entry")})`}`);
   }
   if (result.digest) lines.push(`digest (everything cached): ${result.digest}`);
   return `${lines.join("\n")}\n`;

@@ -65,7 +65,6 @@ export const REFUSED: Record<string, { spec: Omit<FlagSpec, "names">; why: strin
   "build-context": { spec: { type: "string", repeatable: true, valueName: "NAME=VALUE" }, why: "use COPY --from=IMAGE or a stage, or copy the files into the context" },
   builder: { spec: { type: "string", valueName: "NAME" }, why: "use --executor buildkit --buildkit-addr ADDR to run RUN steps on a BuildKit daemon" },
   "cgroup-parent": { spec: { type: "string", valueName: "PATH" }, why: "run ocibuild itself in that cgroup (systemd-run --slice=...); RUN steps stay in it" },
-  "no-cache-filter": { spec: { type: "string", repeatable: true, valueName: "STAGE" }, why: "use --no-cache (every step), or change the stage's inputs" },
   squash: { spec: { type: "boolean" }, why: "copy the result into a fresh stage instead: FROM scratch + COPY --from=STAGE / /" },
   memory: { spec: { type: "string", short: ["m"], valueName: "BYTES" }, why: "limit ocibuild itself (systemd-run -p MemoryMax=BYTES ocibuild ...); RUN steps inherit it" },
   "memory-swap": { spec: { type: "string", valueName: "BYTES" }, why: "limit ocibuild itself (systemd-run -p MemorySwapMax=BYTES ocibuild ...)" },
