@@ -1,18 +1,16 @@
 /**
  * A stage's starting state: scratch, another stage's result, or a registry image
  * (its config and layers; the layers stay in the registry until a step needs the
- * filesystem or the image is pushed elsewhere).
+ * filesystem or the image is pushed elsewhere). base-resolve.ts finds the image, in
+ * an earlier build's record or in its registry.
  */
-import { selectImage } from "../oci/image.js";
-import { openRegistry } from "../oci/sources.js";
+import type { Image } from "../oci/image.js";
 import { normalizePlatform, type Platform } from "../oci/platform.js";
-import { parseReference } from "../oci/reference.js";
-import type { RegistryClient } from "../oci/registry/index.js";
+import type { ImageReference } from "../oci/reference.js";
 import { emptyState, type LayerRecord, type StageState } from "./stage-state.js";
 
-export async function imageState(refText: string, platform: Platform, registry: RegistryClient, signal?: AbortSignal): Promise<StageState> {
-  const ref = parseReference(refText);
-  const image = await selectImage(await openRegistry(registry, ref, ref.familiar, signal), platform, ref.familiar, signal);
+/** The state a stage on `image` (the platform's image of `ref`) starts from. */
+export async function imageState(ref: ImageReference, image: Image, signal?: AbortSignal): Promise<StageState> {
   const config = await image.config(signal);
   const records: LayerRecord[] = (await image.layers(signal)).map((l) => ({
     descriptor: l.descriptor,

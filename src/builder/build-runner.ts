@@ -23,11 +23,11 @@ import type { EventSink } from "./events.js";
 import type { DiffIdRecords } from "./fs/base-layers.js";
 import { LayerStore } from "./fs/layer-store.js";
 import { CacheMounts } from "./cache-mounts.js";
+import { BaseResolver } from "./base-resolve.js";
 import { BwrapExecutor } from "./sandbox/bwrap.js";
 import type { SshAgents } from "./secrets.js";
 import type { SourceTree } from "./sources.js";
 import { findStage, StageRunner } from "./stage-runner.js";
-import type { StageState } from "./stage-state.js";
 
 export const DEFAULT_CACHE_TTL_SECONDS = 14 * 24 * 3600;
 
@@ -39,6 +39,12 @@ async function contextTree(root: string, dockerfilePath: string | undefined): Pr
     if (text !== undefined) return { root, ignore: createIgnoreMatcher(parseDockerignore(text)), label: "the build context" };
   }
   return { root, label: "the build context" };
+}
+
+/** The build's base images: records in the cache directory, reused within the TTL unless the pull option says otherwise. */
+export function baseResolver(opts: BuildOptions, cacheDir: string, registry: RegistryClient): BaseResolver {
+  const ttlSeconds = opts.cacheTtlSeconds ?? DEFAULT_CACHE_TTL_SECONDS;
+  return new BaseResolver({ dir: join(cacheDir, "bases"), registry, pull: opts.pull ?? false, ttlSeconds, signal: opts.signal });
 }
 
 /** The local cache, and the --cache-repo one after it. */
@@ -84,7 +90,7 @@ export interface BuildResources {
   registry: RegistryClient;
   secrets: ReadonlyMap<string, Buffer>;
   agents: SshAgents;
-  bases: Map<string, Promise<StageState>>;
+  bases: BaseResolver;
   emit: EventSink;
   redactor: Redactor;
 }
@@ -130,9 +136,8 @@ export async function createRunner(opts: BuildOptions, p: BuildPlan, r: BuildRes
       hashFile: (path, st) => r.hasher.hashFile(path, st, opts.signal),
       redactor: r.redactor,
     },
-    registry: r.registry,
     noCacheStages: p.noCacheStages,
-    images: r.bases,
+    bases: r.bases,
     limit: pLimit(Math.max(1, availableParallelism())),
     emit: r.emit,
     signal: opts.signal,

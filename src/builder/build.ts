@@ -21,10 +21,8 @@ import { stageArtifact } from "./stage-image.js";
 import { checkPushPermissions } from "./push-check.js";
 import type { BwrapOptions } from "./sandbox/bwrap.js";
 import type { Executor } from "./sandbox/index.js";
-import { imageKey, type CacheSummary, type StepReport } from "./stage-runner.js";
-import { createRunner, noCacheStages } from "./build-runner.js";
-import { imageState } from "./base.js";
-import type { StageState } from "./stage-state.js";
+import type { CacheSummary, StepReport } from "./stage-runner.js";
+import { baseResolver, createRunner, noCacheStages } from "./build-runner.js";
 import { resolveSecrets, startSshAgents, type SecretSpec, type SshAgents, type SshSpec } from "./secrets.js";
 import { FileHasher } from "../cache/file-hash.js";
 import { KEY_VERSION } from "../cache/key.js";
@@ -67,8 +65,14 @@ export interface BuildOptions {
   cacheRepo?: string;
   /** Read cacheRepo's entries but push none to it (kaniko's --no-push-cache). */
   noCacheRepoWrite?: boolean;
-  /** Entries older than this many seconds are not used (default two weeks). */
+  /** Entries older than this many seconds are not used (default two weeks), nor a base tag's recorded resolution. */
   cacheTtlSeconds?: number;
+  /**
+   * Resolve every base image tag in its registry (docker's --pull), and record the
+   * result. Without it, a tag this cache directory recorded within cacheTtlSeconds
+   * is reused without asking the registry. A digest-pinned base is never re-asked.
+   */
+  pull?: boolean;
   /** Do not check, before building, that the credentials at hand may push to every target (kaniko's --skip-push-permission-check). */
   skipPushPermissionCheck?: boolean;
   /** Compute keys and report what would be cached or rebuilt, executing nothing. */
@@ -179,25 +183,6 @@ function targetPlatforms(value: BuildOptions["platform"], host: Platform): Platf
   return out.length > 0 ? out : [host];
 }
 
-/** Start resolving the registry base of every stage the plans build, once per reference and platform. */
-function prefetchBases(plans: { plan: StagePlan; target: Platform }[], registry: RegistryClient, signal?: AbortSignal): Map<string, Promise<StageState>> {
-  const images = new Map<string, Promise<StageState>>();
-  for (const { plan, target } of plans) {
-    for (const i of plan.order) {
-      const stage = plan.stages[i]!;
-      if (stage.baseStage !== undefined || stage.base.toLowerCase() === "scratch") continue;
-      const platform = stage.platform ?? target;
-      const key = imageKey(stage.base, platform);
-      if (images.has(key)) continue;
-      const p = imageState(stage.base, platform, registry, signal);
-      // Awaited by the stage; a build that fails before then must not report it unhandled.
-      p.catch(() => {});
-      images.set(key, p);
-    }
-  }
-  return images;
-}
-
 /**
  * Build an image. Values of secret-looking build args (see cache/redact.ts) are masked
  * in every event, step report, warning and error the build gives back.
@@ -280,10 +265,12 @@ async function runBuild(opts: BuildOptions, redactor: Redactor): Promise<BuildRe
   const registry = new RegistryClient({ ...opts.registry, env: opts.registry?.env ?? env });
   let agents: SshAgents | undefined;
   try {
-    // The base images of the stages to build are resolved (manifest and config) while
-    // the rest is set up, not when their stage starts: on a fully cached rebuild those
-    // round trips were most of what came before the first step.
-    const bases = prefetchBases(plans, registry, opts.signal);
+    // The base images of the stages to build are resolved (manifest and config: a record
+    // of this cache directory, or the registry) while the rest is set up, not when their
+    // stage starts: on a fully cached rebuild those round trips were most of what came
+    // before the first step.
+    const bases = baseResolver(opts, cacheDir, registry);
+    bases.prefetch(plans);
     // While the bases resolve: may the credentials at hand push where the image goes? (kaniko's check)
     if (!opts.skipPushPermissionCheck) await checkPushPermissions(registry, pushTo, opts.signal);
     const secrets = await resolveSecrets(opts.secrets ?? [], env, planned.contextDir);

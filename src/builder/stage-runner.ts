@@ -8,8 +8,8 @@
 import type pLimit from "p-limit";
 import { dockerfileError, locateError, parseOnbuildTriggers, suggest, type Instruction, type ParseResult, type Stage, type StagePlan } from "../dockerfile/index.js";
 import { formatPlatform, type Platform } from "../oci/platform.js";
-import type { RegistryClient } from "../oci/registry/index.js";
-import { imageState, scratchState } from "./base.js";
+import { scratchState } from "./base.js";
+import type { BaseResolver, ResolvedBase } from "./base-resolve.js";
 import { cachedStep, layerChain, slotOf, type CacheContext } from "./cached-step.js";
 import { emulationError, emulationStatus, runsNatively } from "./emulation.js";
 import type { BuildEvent, EventSink } from "./events.js";
@@ -80,11 +80,10 @@ export interface RunnerOptions {
   project: string;
   ctx: Omit<StepContext, "stage" | "image" | "current">;
   cache: Omit<CacheContext, "stageChain">;
-  registry: RegistryClient;
   /** Indexes of the stages whose steps are rebuilt without a cache lookup (the noCacheFilter option). */
   noCacheStages: ReadonlySet<number>;
-  /** Base images already being resolved (see build.ts prefetchBases), by imageKey. */
-  images?: Map<string, Promise<StageState>>;
+  /** The build's base images, some already being resolved. */
+  bases: BaseResolver;
   limit: ReturnType<typeof pLimit>;
   emit: EventSink;
   signal?: AbortSignal;
@@ -96,38 +95,17 @@ export function findStage(plan: StagePlan, nameOrIndex: string): Stage | undefin
   return plan.stages.find((s) => s.name?.toLowerCase() === lower) ?? (/^\d+$/.test(nameOrIndex) ? plan.stages[Number(nameOrIndex)] : undefined);
 }
 
-/** How a registry image is known within a build: its reference as written, and the platform. */
-export function imageKey(ref: string, platform: Platform): string {
-  return `${ref}|${formatPlatform(platform)}`;
-}
-
 export class StageRunner {
   private readonly memo = new Map<string, Promise<StageDone>>();
   private readonly keys = new Map<string, string>();
   readonly summary: CacheSummary = { hits: 0, misses: 0, secondsSaved: 0, bytesReused: 0 };
 
-  constructor(private readonly o: RunnerOptions) {
-    this.images = o.images ?? new Map();
-  }
+  constructor(private readonly o: RunnerOptions) {}
 
-  /** Registry images resolved in this build (some started before the runner), by reference and platform. */
-  private readonly images: Map<string, Promise<StageState>>;
-
-  /**
-   * A registry image's starting state, resolved once per build for each reference and
-   * platform: stages on the same base (often all of them) share one manifest and
-   * config fetch, and see the same digest even if the tag moves during the build.
-   * Each caller gets its own copy of the state.
-   */
-  private async image(ref: string, platform: Platform): Promise<StageState> {
-    const key = imageKey(ref, platform);
-    let p = this.images.get(key);
-    if (!p) {
-      p = imageState(ref, platform, this.o.registry, this.o.signal);
-      this.images.set(key, p);
-      p.catch(() => this.images.delete(key));
-    }
-    return structuredClone(await p);
+  /** A registry image, resolved once per build (BaseResolver); each caller gets its own copy of the state. */
+  private async image(ref: string, platform: Platform): Promise<ResolvedBase> {
+    const r = await this.o.bases.resolve(ref, platform);
+    return { ...r, state: structuredClone(r.state) };
   }
 
   /**
@@ -135,7 +113,7 @@ export class StageRunner {
    * unreachable) located at the instruction that names it. A --from that is a bare
    * name was more likely meant as a stage: the error says no stage has that name.
    */
-  private async imageAt(ref: string, platform: Platform, at: Instruction, plan: StagePlan): Promise<StageState> {
+  private async imageAt(ref: string, platform: Platform, at: Instruction, plan: StagePlan): Promise<ResolvedBase> {
     try {
       return await this.image(ref, platform);
     } catch (e) {
@@ -244,7 +222,7 @@ export class StageRunner {
       return { state: { ...parent.state, cmdSet: false }, base: `stage ${stage.baseStage}`, key: `stage:${parent.key}`, unknown: parent.unknown };
     }
     if (stage.base.toLowerCase() === "scratch") return { state: scratchState(platform), base: "scratch", key: "scratch", unknown: false };
-    const state = await this.imageAt(stage.base, platform, stage.from, plan);
+    const { state } = await this.imageAt(stage.base, platform, stage.from, plan);
     // The base's content identity, not its name.
     return { state, base: state.baseName, key: state.baseName.slice(state.baseName.lastIndexOf("@") + 1), unknown: false };
   }
@@ -259,7 +237,7 @@ export class StageRunner {
         const s = findStage(plan, n);
         return s ? this.run(plan, s, target).then((d) => d.state) : undefined;
       },
-      image: (ref, p) => this.image(ref, p),
+      image: (ref, p) => this.image(ref, p).then((r) => r.state),
     };
   }
 
@@ -284,7 +262,7 @@ export class StageRunner {
     const runEmulated = walk.emulated && instr.kind === "run" ? { emulated: true } : {};
     o.emit({ type: "step-start", stage: label, step: i + 1, total, instruction: text, line: instr.range.startLine, ...tag, ...runEmulated });
     const started = performance.now();
-    const stepCtx: StepContext = { ...walk.ctx, current: { stage: label, step: i + 1, instruction: instr }, image: (ref, p) => this.imageAt(ref, p, instr, walk.plan) };
+    const stepCtx: StepContext = { ...walk.ctx, current: { stage: label, step: i + 1, instruction: instr }, image: (ref, p) => this.imageAt(ref, p, instr, walk.plan).then((r) => r.state) };
     const out = await cachedStep(before.state, instr, stepCtx, walk.cache, {
       args: walk.args,
       step: i + 1,

@@ -44,7 +44,6 @@ export const COMPAT_SPECS: FlagSpec[] = [
   s("ignore-path", "PATH", "kaniko: no-op with a warning (host paths never enter a snapshot)", { repeatable: true }),
   s("kaniko-dir", "DIR", "kaniko: no-op with a warning; ocibuild's working files are under --cache-dir"),
   s("compression", "gzip", "kaniko: layer compression; gzip only (the default)"),
-  b("pull", "docker: re-resolve every base image in its registry (always done)"),
   b("rm", "docker: no-op (no intermediate containers)"),
   b("force-rm", "docker: no-op (no intermediate containers)"),
   b("compress", "docker: no-op (the context is not sent anywhere)"),
