@@ -10,6 +10,7 @@ import { dockerfileError, locateError, parseOnbuildTriggers, suggest, type Instr
 import { formatPlatform, type Platform } from "../oci/platform.js";
 import { scratchState } from "./base.js";
 import type { BaseResolver, ResolvedBase } from "./base-resolve.js";
+import { FromStep, type BaseReport } from "./from-step.js";
 import { cachedStep, layerChain, slotOf, type CacheContext } from "./cached-step.js";
 import { emulationError, emulationStatus, runsNatively } from "./emulation.js";
 import type { BuildEvent, EventSink } from "./events.js";
@@ -28,6 +29,8 @@ export interface StepReport {
   reason?: string;
   seconds: number;
   layer: string | null;
+  /** FROM of a registry image (step 1 of its stage): the base, how it was resolved, what this build pulled of it. */
+  base?: BaseReport;
 }
 
 export interface CacheSummary {
@@ -66,6 +69,8 @@ interface StageWalk {
   triggers: number;
   /** What the stage was based on, for the report. */
   base: string;
+  /** The stage's FROM step (a registry image base), step 1: the instructions' steps come after it. */
+  from?: FromStep;
   args: ArgSources;
   ctx: Omit<StepContext, "current">;
   cache: CacheContext;
@@ -179,6 +184,7 @@ export class StageRunner {
 
   private async execute(plan: StagePlan, stage: Stage, target: Platform): Promise<StageDone> {
     const platform = stage.platform ?? target;
+    const started = performance.now();
     const start = await this.start(plan, stage, target, platform);
     // ONBUILD triggers of the base run first, as if written right after FROM; the child does not inherit them.
     const triggers = start.state.config.OnBuild?.length
@@ -192,15 +198,19 @@ export class StageRunner {
     }
     const platformText = formatPlatform(platform);
     const tag = this.o.multiPlatform ? { platform: platformText } : {};
+    const label = stage.name ?? String(stage.index);
+    const total = instructions.length + (start.resolved ? 1 : 0);
+    const from = start.resolved ? await this.fromStep(stage, start.resolved, { label, tag, total, started }) : undefined;
     const walk: StageWalk = {
       plan,
-      label: stage.name ?? String(stage.index),
+      label,
       platformText,
       tag,
       emulated,
-      total: instructions.length,
+      total,
       triggers: triggers.length,
       base: start.base,
+      from,
       args: { buildArgs: this.o.buildArgs, globalArgs: stage.globalArgs, escapeToken: this.o.parsed.directives.escape },
       ctx: this.stageContext(plan, target, tag),
       cache: this.stageCache(plan, stage, target),
@@ -211,20 +221,27 @@ export class StageRunner {
       this.o.signal?.throwIfAborted();
       done = await this.step(walk, i, instr, done, reports);
     }
-    return { ...done, reports };
+    return { ...done, reports: from ? [from.end(), ...reports] : reports };
+  }
+
+  /** The FROM step of a stage on a registry image, begun (and ended at once when its layers are here already). */
+  private fromStep(stage: Stage, resolved: ResolvedBase, o: { label: string; tag: { platform?: string }; total: number; started: number }): Promise<FromStep> {
+    const instruction = `FROM ${stage.base}${stage.name ? ` AS ${stage.name}` : ""}`;
+    return FromStep.begin({ ...o, emit: this.o.emit, line: stage.from.range.startLine, instruction, image: stage.base, resolved }, this.o.ctx);
   }
 
   /** Where a stage starts: its base (another stage, scratch or an image), and what its first metadata step chains on. */
-  private async start(plan: StagePlan, stage: Stage, target: Platform, platform: Platform): Promise<StageProgress & { base: string }> {
+  private async start(plan: StagePlan, stage: Stage, target: Platform, platform: Platform): Promise<StageProgress & { base: string; resolved?: ResolvedBase }> {
     if (stage.baseStage !== undefined) {
       const parent = await this.run(plan, plan.stages[stage.baseStage]!, target);
       // The parent's ARG values come along (BuildKit's dispatchState.init takes the base stage's env and build args).
       return { state: { ...parent.state, cmdSet: false }, base: `stage ${stage.baseStage}`, key: `stage:${parent.key}`, unknown: parent.unknown };
     }
     if (stage.base.toLowerCase() === "scratch") return { state: scratchState(platform), base: "scratch", key: "scratch", unknown: false };
-    const { state } = await this.imageAt(stage.base, platform, stage.from, plan);
+    const resolved = await this.imageAt(stage.base, platform, stage.from, plan);
+    const { state } = resolved;
     // The base's content identity, not its name.
-    return { state, base: state.baseName, key: state.baseName.slice(state.baseName.lastIndexOf("@") + 1), unknown: false };
+    return { state, base: state.baseName, key: state.baseName.slice(state.baseName.lastIndexOf("@") + 1), unknown: false, resolved };
   }
 
   /** What the steps of a stage built for `target` may use: other stages, images, events tagged with the platform. */
@@ -254,24 +271,32 @@ export class StageRunner {
     };
   }
 
-  /** Instruction `i` of a stage through the cache: its events, its report (pushed to `reports`), the stage after it. */
+  /** Instruction `i` of a stage through the cache (step i + 1, after FROM when the stage has one): its events, its report (pushed to `reports`), the stage after it. */
   private async step(walk: StageWalk, i: number, instr: Instruction, before: StageProgress, reports: StepReport[]): Promise<StageProgress> {
     const o = this.o;
-    const { label, tag, total } = walk;
+    const { label, tag, total, from } = walk;
+    const n = i + 1 + (from ? 1 : 0);
     const text = instr.original.replace(/\s+/g, " ").trim();
     const runEmulated = walk.emulated && instr.kind === "run" ? { emulated: true } : {};
-    o.emit({ type: "step-start", stage: label, step: i + 1, total, instruction: text, line: instr.range.startLine, ...tag, ...runEmulated });
+    o.emit({ type: "step-start", stage: label, step: n, total, instruction: text, line: instr.range.startLine, ...tag, ...runEmulated });
     const started = performance.now();
-    const stepCtx: StepContext = { ...walk.ctx, current: { stage: label, step: i + 1, instruction: instr }, image: (ref, p) => this.imageAt(ref, p, instr, walk.plan).then((r) => r.state) };
+    const stepCtx: StepContext = {
+      ...walk.ctx,
+      current: { stage: label, step: n, instruction: instr },
+      image: (ref, p) => this.imageAt(ref, p, instr, walk.plan).then((r) => r.state),
+      beforeRoot: from ? (state) => from.beforeRoot(state, stepCtx) : undefined,
+    };
     const out = await cachedStep(before.state, instr, stepCtx, walk.cache, {
       args: walk.args,
-      step: i + 1,
+      step: n,
       slot: slotOf(o.project, label, i - walk.triggers, walk.platformText),
       prevKey: before.key,
       base: walk.base,
       parentUnknown: before.unknown,
     });
-    const seconds = out.cached ? 0 : (performance.now() - started) / 1000;
+    // The base's pull, when this step needed it, is the FROM step's time.
+    const pulling = from?.takeWait() ?? 0;
+    const seconds = out.cached ? 0 : Math.max(0, (performance.now() - started) / 1000 - pulling);
     if (out.cached) {
       this.summary.hits++;
       this.summary.secondsSaved += out.savedSeconds;
@@ -283,7 +308,7 @@ export class StageRunner {
     if (!out.cached) report.reason = out.reason;
     reports.push(report);
     const reason = out.reason && !out.cached ? { reason: out.reason } : {};
-    o.emit({ type: "step-end", stage: label, step: i + 1, total, instruction: shown, line: instr.range.startLine, cached: out.cached, ...reason, seconds, layer, ...tag });
+    o.emit({ type: "step-end", stage: label, step: n, total, instruction: shown, line: instr.range.startLine, cached: out.cached, ...reason, seconds, layer, ...tag });
     return { state: out.state, key: out.key, unknown: before.unknown || out.unknown === true };
   }
 }
