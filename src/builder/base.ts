@@ -1,18 +1,16 @@
 /**
  * A stage's starting state: scratch, another stage's result, or a registry image
  * (its config and layers; the layers stay in the registry until a step needs the
- * filesystem or the image is pushed elsewhere).
+ * filesystem or the image is pushed elsewhere). base-resolve.ts finds the image, in
+ * an earlier build's record or in its registry.
  */
-import { selectImage, type Image } from "../oci/image.js";
-import { openRegistry } from "../oci/sources.js";
+import type { Image } from "../oci/image.js";
 import { normalizePlatform, type Platform } from "../oci/platform.js";
-import { parseReference } from "../oci/reference.js";
-import type { RegistryClient } from "../oci/registry/index.js";
+import type { ImageReference } from "../oci/reference.js";
 import { emptyState, type LayerRecord, type LayerSource, type StageState } from "./stage-state.js";
 
-export async function imageState(refText: string, platform: Platform, registry: RegistryClient, signal?: AbortSignal): Promise<StageState> {
-  const ref = parseReference(refText);
-  const image = await selectImage(await openRegistry(registry, ref, ref.familiar, signal), platform, ref.familiar, signal);
+/** The state a stage on `image` (the platform's image of registry reference `ref`) starts from. */
+export function imageState(ref: ImageReference, image: Image, signal?: AbortSignal): Promise<StageState> {
   return stateOfImage(image, `${ref.familiar}@${image.manifest.digest}`, { kind: "registry", ref: ref.name }, signal);
 }
 

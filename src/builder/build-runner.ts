@@ -12,7 +12,8 @@ import { LocalCacheStore } from "../cache/local.js";
 import type { Redactor } from "../cache/redact.js";
 import { RegistryCacheStore } from "../cache/registry.js";
 import { type CacheStore, readOnlyStore } from "../cache/store.js";
-import { ignoreFileCandidates, type StagePlan } from "../dockerfile/index.js";
+import { ignoreFileCandidates, suggest, type StagePlan } from "../dockerfile/index.js";
+import { OcibuildError, optionWords } from "../errors.js";
 import type { OciLayout } from "../oci/layout.js";
 import { parseReference } from "../oci/reference.js";
 import type { RegistryClient } from "../oci/registry/index.js";
@@ -20,17 +21,15 @@ import type { BuildOptions, BuildPlan } from "./build.js";
 import type { EventSink } from "./events.js";
 import type { DiffIdRecords } from "./fs/base-layers.js";
 import { LayerStore } from "./fs/layer-store.js";
-import type { LayerConverter } from "./layer-convert.js";
+import { LayerConverter, layerFormat } from "./layer-convert.js";
 import type { LayerCompression } from "../oci/layer-compression.js";
 import { CacheMounts } from "./cache-mounts.js";
+import { BaseResolver } from "./base-resolve.js";
 import { BwrapExecutor } from "./sandbox/bwrap.js";
 import type { SshAgents } from "./secrets.js";
 import { localTree, type SourceTree } from "./sources.js";
-import { StageRunner, imageKey } from "./stage-runner.js";
-import { imageState } from "./base.js";
+import { findStage, StageRunner } from "./stage-runner.js";
 import type { NamedContexts } from "./named-contexts.js";
-import type { Platform } from "../oci/platform.js";
-import type { StageState } from "./stage-state.js";
 import type { MaterialSet } from "./attest.js";
 
 export const DEFAULT_CACHE_TTL_SECONDS = 14 * 24 * 3600;
@@ -39,6 +38,22 @@ export const DEFAULT_CACHE_TTL_SECONDS = 14 * 24 * 3600;
 function contextTree(root: string, dockerfilePath: string | undefined): Promise<SourceTree> {
   const candidates = dockerfilePath ? ignoreFileCandidates(dockerfilePath, root) : [join(root, ".dockerignore")];
   return localTree(root, candidates, { label: "the build context" });
+}
+
+/** The build's base images: records in the cache directory, reused within the TTL unless the pull option says otherwise. */
+export function baseResolver(opts: BuildOptions, cacheDir: string, registry: RegistryClient, named: NamedContexts, content: OciLayout): BaseResolver {
+  const ttlSeconds = opts.cacheTtlSeconds ?? DEFAULT_CACHE_TTL_SECONDS;
+  return new BaseResolver({ dir: join(cacheDir, "bases"), registry, pull: opts.pull ?? false, ttlSeconds, named, content, signal: opts.signal });
+}
+
+/** The layers' compression, and what re-compresses a cached layer written in another one. */
+export function layerConversion(opts: BuildOptions, cacheDir: string, content: OciLayout, registry: RegistryClient, emit: EventSink): { format: { compression: LayerCompression; level: number }; converter: LayerConverter } {
+  const format = layerFormat(opts);
+  const converter = new LayerConverter({
+    content, registry, dir: join(cacheDir, "converted"), ...format, maxLayerSize: opts.maxLayerSize, signal: opts.signal,
+    onLog: (message) => emit({ type: "log", level: "info", message }),
+  });
+  return { format, converter };
 }
 
 /** The local cache, and the --cache-repo one after it. */
@@ -52,6 +67,28 @@ function cacheStores(opts: BuildOptions, cacheDir: string, content: OciLayout, r
   return stores;
 }
 
+/**
+ * The stages the noCacheFilter option names (buildx's --no-cache-filter: names in any
+ * case, or indexes), whose steps are rebuilt without a cache lookup. A name no stage
+ * has is a usage error, before anything is fetched.
+ */
+export function noCacheStages(filter: readonly string[] | undefined, plan: StagePlan): ReadonlySet<number> {
+  const out = new Set<number>();
+  for (const name of filter ?? []) {
+    const stage = findStage(plan, name);
+    if (stage) {
+      out.add(stage.index);
+      continue;
+    }
+    const names = plan.stages.flatMap((s) => (s.name ? [s.name] : []));
+    const near = suggest(name, names);
+    throw new OcibuildError("USAGE_BAD_VALUE", `${optionWords("noCacheFilter", name)}: the Dockerfile has no stage named "${name}"`, {
+      hint: near ? `did you mean ${near}?` : `name a stage or give its index: ${[...names, `0-${plan.stages.length - 1}`].join(", ")}`,
+    });
+  }
+  return out;
+}
+
 /** What the build has opened for its steps: stores, registry, secrets, agents, base images being resolved. */
 export interface BuildResources {
   cacheDir: string;
@@ -62,7 +99,7 @@ export interface BuildResources {
   registry: RegistryClient;
   secrets: ReadonlyMap<string, Buffer>;
   agents: SshAgents;
-  bases: Map<string, Promise<StageState>>;
+  bases: BaseResolver;
   emit: EventSink;
   redactor: Redactor;
   materials: MaterialSet;
@@ -110,15 +147,16 @@ export async function createRunner(opts: BuildOptions, p: BuildPlan, r: BuildRes
     },
     cache: {
       stores: cacheStores(opts, r.cacheDir, r.content, r.registry),
-      noLookup: opts.noCache ?? false,
+      noLookup: opts.noCache ? `cache disabled (${optionWords("noCache")})` : false,
       noWrite: opts.noCacheWrite ?? false,
       dryRun: p.dryRun,
       hashFile: (path, st) => r.hasher.hashFile(path, st, opts.signal),
       redactor: r.redactor,
     },
     registry: r.registry,
-    images: r.bases,
     named: p.named,
+    noCacheStages: p.noCacheStages,
+    bases: r.bases,
     limit: pLimit(Math.max(1, availableParallelism())),
     emit: r.emit,
     signal: opts.signal,
@@ -145,25 +183,4 @@ export function onceMode(emit: EventSink): EventSink {
     }
     emit(e);
   };
-}
-
-/** Start resolving the registry base of every stage the plans build, once per reference and platform. */
-export function prefetchBases(plans: { plan: StagePlan; target: Platform }[], registry: RegistryClient, named: NamedContexts, signal?: AbortSignal): Map<string, Promise<StageState>> {
-  const images = new Map<string, Promise<StageState>>();
-  for (const { plan, target } of plans) {
-    for (const i of plan.order) {
-      const stage = plan.stages[i]!;
-      if (stage.baseStage !== undefined || stage.base.toLowerCase() === "scratch") continue;
-      // A named context's image is resolved when its stage asks; a stage one replaces never runs.
-      if (named.has(stage.base) || named.has(stage.name)) continue;
-      const platform = stage.platform ?? target;
-      const key = imageKey(stage.base, platform);
-      if (images.has(key)) continue;
-      const p = imageState(stage.base, platform, registry, signal);
-      // Awaited by the stage; a build that fails before then must not report it unhandled.
-      p.catch(() => {});
-      images.set(key, p);
-    }
-  }
-  return images;
 }

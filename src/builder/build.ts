@@ -25,11 +25,11 @@ import { checkOutputPaths, pushBuilt, pushTargets, writeOutputs, type BuildOutpu
 import { stageArtifact } from "./stage-image.js";
 import { checkPushPermissions } from "./push-check.js";
 import type { BwrapOptions } from "./sandbox/bwrap.js";
-import { LayerConverter, layerFormat } from "./layer-convert.js";
+import { layerFormat } from "./layer-convert.js";
 import type { LayerCompression } from "../oci/layer-compression.js";
 import type { Executor } from "./sandbox/index.js";
 import type { CacheSummary, StepReport } from "./stage-runner.js";
-import { createRunner, onceMode, prefetchBases } from "./build-runner.js";
+import { baseResolver, createRunner, layerConversion, noCacheStages, onceMode } from "./build-runner.js";
 import { resolveSecrets, startSshAgents, type SecretSpec, type SshAgents, type SshSpec } from "./secrets.js";
 import { FileHasher } from "../cache/file-hash.js";
 import { KEY_VERSION } from "../cache/key.js";
@@ -83,13 +83,21 @@ export interface BuildOptions {
   cacheDir?: string;
   /** Do not look up cache entries (still write them unless noCacheWrite). */
   noCache?: boolean;
+  /** Stages (names or indexes) whose steps are rebuilt without a cache lookup, as buildx's --no-cache-filter; entries are still written. */
+  noCacheFilter?: string[];
   noCacheWrite?: boolean;
   /** A registry repository holding shared cache entries (kaniko's --cache-repo). */
   cacheRepo?: string;
   /** Read cacheRepo's entries but push none to it (kaniko's --no-push-cache). */
   noCacheRepoWrite?: boolean;
-  /** Entries older than this many seconds are not used (default two weeks). */
+  /** Entries older than this many seconds are not used (default two weeks), nor a base tag's recorded resolution. */
   cacheTtlSeconds?: number;
+  /**
+   * Resolve every base image tag in its registry (docker's --pull), and record the
+   * result. Without it, a tag this cache directory recorded within cacheTtlSeconds
+   * is reused without asking the registry. A digest-pinned base is never re-asked.
+   */
+  pull?: boolean;
   /** Do not check, before building, that the credentials at hand may push to every target (kaniko's --skip-push-permission-check). */
   skipPushPermissionCheck?: boolean;
   /** Compute keys and report what would be cached or rebuilt, executing nothing. */
@@ -249,6 +257,7 @@ export interface BuildPlan {
   dryRun: boolean;
   pushTo: ImageReference[];
   warnings: string[];
+  noCacheStages: ReadonlySet<number>;
 }
 
 /** Check the options, read the Dockerfile and plan its stages for every target platform. */
@@ -267,6 +276,7 @@ async function planBuild(opts: BuildOptions, redactor: Redactor, contexts: Build
   const plans = targets.map((target) => ({ target, plan: planStages(parsed, { buildArgs, target: opts.target, buildPlatform: host, targetPlatform: target }) }));
   for (const w of plans[0]!.plan.warnings) warnings.push(`${df.name}${w.line ? `:${w.line}` : ""}: ${w.message}`);
   for (const k of plans[0]!.plan.unusedBuildArgs) warnings.push(`build arg ${k} was not consumed by any ARG`);
+  const noCache = noCacheStages(opts.noCacheFilter, plans[0]!.plan);
   warnings.push(...secretArgsWarning(redactor));
   const tags = (opts.tags ?? []).map((t) => parseReference(t));
   const dryRun = opts.dryRun ?? false;
@@ -283,7 +293,7 @@ async function planBuild(opts: BuildOptions, redactor: Redactor, contexts: Build
     throw new OcibuildError("USAGE_BAD_VALUE", `signing needs a push: ${optionWords("sign")} signs what is pushed to a registry, and nothing is`, { hint: `give ${optionWords("tags")} with a registry, or leave out ${optionWords("sign")}` });
   }
   const known = { contextDir, contextId: contexts.id, ...(contexts.source ? { contextSource: contexts.source } : {}), named: contexts.named };
-  return { ...known, df, parsed, host, targets, plans, buildArgs, tags, dryRun, pushTo, warnings };
+  return { ...known, df, parsed, host, targets, plans, buildArgs, tags, dryRun, pushTo, warnings, noCacheStages: noCache };
 }
 
 async function runBuild(opts: BuildOptions, redactor: Redactor, { cacheDir, notes, contexts }: Opened): Promise<BuildResult> {
@@ -299,23 +309,21 @@ async function runBuild(opts: BuildOptions, redactor: Redactor, { cacheDir, note
   const registry = new RegistryClient({ ...opts.registry, env: opts.registry?.env ?? env });
   let agents: SshAgents | undefined;
   try {
-    // The base images of the stages to build are resolved (manifest and config) while
-    // the rest is set up, not when their stage starts: on a fully cached rebuild those
-    // round trips were most of what came before the first step.
-    const bases = prefetchBases(plans, registry, planned.named, opts.signal);
+    // The base images of the stages to build are resolved (manifest and config: a record
+    // of this cache directory, or the registry) while the rest is set up, not when their
+    // stage starts: on a fully cached rebuild those round trips were most of what came
+    // before the first step.
+    const content = await OciLayout.create(join(cacheDir, "content"), opts.signal);
+    const bases = baseResolver(opts, cacheDir, registry, planned.named, content);
+    bases.prefetch(plans);
     // While the bases resolve: may the credentials at hand push where the image goes? (kaniko's check)
     if (!opts.skipPushPermissionCheck) await checkPushPermissions(registry, pushTo, opts.signal);
     const secrets = await resolveSecrets(opts.secrets ?? [], env, planned.contextDir);
     agents = await startSshAgents(opts.ssh ?? [], env, scratchDir);
-    const content = await OciLayout.create(join(cacheDir, "content"), opts.signal);
     const diffIds = new DiffIdRecords(join(cacheDir, "diffids"));
     const hasher = new FileHasher(join(cacheDir, "cache", `v${KEY_VERSION}`, "stat-cache.json"));
     const materials = new MaterialSet();
-    const format = layerFormat(opts);
-    const converter = new LayerConverter({
-      content, registry, dir: join(cacheDir, "converted"), ...format, maxLayerSize: opts.maxLayerSize, signal: opts.signal,
-      onLog: (message) => emit({ type: "log", level: "info", message }),
-    });
+    const { format, converter } = layerConversion(opts, cacheDir, content, registry, emit);
     const runner = await createRunner(opts, planned, { cacheDir, scratchDir, content, diffIds, hasher, registry, secrets, agents, bases, emit, redactor, materials, format, converter });
     const finals = await Promise.all(plans.map(({ plan, target }) => runner.final(plan, target)));
     await hasher.save().catch(() => {});

@@ -19,8 +19,11 @@ import { stepFor, type ArgSources, type KeySources, type StepPlan } from "./step
 export interface CacheContext extends KeySources {
   /** Stores in lookup order (local first). Empty: no cache at all. */
   stores: CacheStore[];
-  /** Skip lookups (--no-cache). */
-  noLookup: boolean;
+  /**
+   * Skip lookups and rebuild (the noCache option; the noCacheFilter option for the
+   * named stages' steps): the reason a step then gives for its miss. False: look up.
+   */
+  noLookup: string | false;
   /** Skip writes (--no-cache-write). */
   noWrite: boolean;
   /** Compute and report only, executing nothing that touches a filesystem (--dry-run). */
@@ -127,7 +130,7 @@ async function hitOutcome(plan: StepPlan, hit: CacheHit, key: string, cache: Cac
 
 /** Why a step missed: the input that changed since the nearest previous entry of its slot. */
 async function missReason(cache: CacheContext, corrupt: string | undefined, parentRebuilt: boolean, slot: string, inputs: KeyInputs, ctx: StepContext): Promise<string> {
-  if (cache.noLookup) return "cache disabled (--no-cache)";
+  if (cache.noLookup) return cache.noLookup;
   if (corrupt) return corrupt;
   if (parentRebuilt) return "parent step rebuilt";
   const prev = await previousFor(cache, slot, ctx);

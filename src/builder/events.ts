@@ -11,7 +11,8 @@ import type { ErrorCode } from "../error-codes.js";
 export type BuildEvent =
   | { type: "log"; level: "info" | "warn"; message: string }
   | { type: "step-start"; stage: string; step: number; total: number; instruction: string; line: number; platform?: string; emulated?: boolean }
-  | { type: "step-end"; stage: string; step: number; total: number; instruction: string; line: number; cached: boolean; reason?: string; seconds: number; layer: string | null; platform?: string }
+  // A FROM step's step-end also has `resolved` (its base from an earlier build's record, or its registry) and `pulledBytes` (of its layers, this build).
+  | { type: "step-end"; stage: string; step: number; total: number; instruction: string; line: number; cached: boolean; reason?: string; seconds: number; layer: string | null; resolved?: "cache" | "registry"; pulledBytes?: number; platform?: string }
   | { type: "output"; stage: string; step: number; stream: "stdout" | "stderr"; text: string; platform?: string }
   | { type: "push"; reference: string; digest: string; status: "exists" | "mounted" | "uploaded"; size: number }
   | { type: "progress"; action: "push" | "pull" | "mount" | "exists"; digest: string; bytes: number; total?: number }
@@ -60,6 +61,8 @@ export const EVENT_SCHEMAS = {
     reason: s("string", true),
     seconds: s("number"),
     layer: s("string|null"),
+    resolved: s({ enum: ["cache", "registry"] }, true),
+    pulledBytes: s("number", true),
     platform: s("string", true),
   },
   output: { stage: s("string"), step: s("number"), stream: s({ enum: ["stdout", "stderr"] }), text: s("string"), platform: s("string", true) },

@@ -18,7 +18,7 @@ import { parseLayoutRef, type OciLayout } from "../oci/layout.js";
 import type { Platform } from "../oci/platform.js";
 import { parseReference, parseReferenceNoDefault } from "../oci/reference.js";
 import type { RegistryClient } from "../oci/registry/index.js";
-import { openLayout } from "../oci/sources.js";
+import { openLayout, openRegistry } from "../oci/sources.js";
 import { imageState, scratchState, stateOfImage } from "./base.js";
 import { checkContextDir, materializeContext, parseContextSpec, type ContextSpec, type MaterializedContext, type MaterializeOptions } from "./context-source.js";
 import { localTree, type SourceTree } from "./sources.js";
@@ -98,6 +98,13 @@ async function openEntry(name: string, value: string, opts: Omit<MaterializeOpti
 }
 
 /** An image of a local OCI layout, its layers copied (verified) into the build's content store. */
+/** A docker-image:// context's image, resolved in its registry for `platform`. */
+async function registryImageState(text: string, platform: Platform, deps: NamedImageDeps): Promise<StageState> {
+  const ref = parseReference(text);
+  const image = await selectImage(await openRegistry(deps.registry, ref, ref.familiar, deps.signal), platform, ref.familiar, deps.signal);
+  return imageState(ref, image, deps.signal);
+}
+
 async function layoutState(e: Extract<Entry, { kind: "layout" }>, platform: Platform, deps: NamedImageDeps): Promise<StageState> {
   const what = `context '${e.name}' (${e.text})`;
   const image = await selectImage(await openLayout(e.dir, e.ref, what, deps.signal), platform, what, deps.signal);
@@ -150,7 +157,7 @@ export class NamedContexts {
     const e = this.entry(ref);
     if (e === undefined) return undefined;
     if (e.kind === "layout") return layoutState(e, platform, deps);
-    if (e.kind === "image") return e.ref === "scratch" ? Promise.resolve(scratchState(platform)) : imageState(e.ref, platform, deps.registry, deps.signal);
+    if (e.kind === "image") return e.ref === "scratch" ? Promise.resolve(scratchState(platform)) : registryImageState(e.ref, platform, deps);
     return Promise.reject(
       new OcibuildError("BUILD_CONTEXT_UNSUPPORTED", `context '${e.name}' is a local directory, and FROM needs an image`, {
         hint: `COPY --from=${e.name} and RUN --mount from=${e.name} read it; for a base, give the context as docker-image://REF or oci-layout://DIR[:TAG]`,

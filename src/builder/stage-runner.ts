@@ -8,15 +8,17 @@
 import type pLimit from "p-limit";
 import { dockerfileError, locateError, parseOnbuildTriggers, suggest, type Instruction, type ParseResult, type Stage, type StagePlan } from "../dockerfile/index.js";
 import { formatPlatform, type Platform } from "../oci/platform.js";
+import { scratchState } from "./base.js";
 import type { RegistryClient } from "../oci/registry/index.js";
-import { imageState, scratchState } from "./base.js";
+import type { BaseResolver, ResolvedBase } from "./base-resolve.js";
+import { FromStep, type BaseReport } from "./from-step.js";
 import { cachedStep, layerChain, slotOf, type CacheContext } from "./cached-step.js";
 import { emulationError, emulationStatus, runsNatively } from "./emulation.js";
 import type { BuildEvent, EventSink } from "./events.js";
 import { withConfig, type StageState } from "./stage-state.js";
 import type { ArgSources } from "./steps/index.js";
 import type { StepContext } from "./step-context.js";
-import { isOcibuildError } from "../errors.js";
+import { isOcibuildError, optionWords } from "../errors.js";
 import type { Digest } from "../oci/digest.js";
 import { parseReference } from "../oci/reference.js";
 import type { Material } from "../attest/provenance.js";
@@ -35,6 +37,8 @@ export interface StepReport {
   layer: string | null;
   /** The step's cache key (what provenance's max mode records). */
   key: string;
+  /** FROM of a registry image (step 1 of its stage): the base, how it was resolved, what this build pulled of it. */
+  base?: BaseReport;
 }
 
 export interface CacheSummary {
@@ -73,6 +77,8 @@ interface StageWalk {
   triggers: number;
   /** What the stage was based on, for the report. */
   base: string;
+  /** The stage's FROM step (a registry image base), step 1: the instructions' steps come after it. */
+  from?: FromStep;
   args: ArgSources;
   ctx: Omit<StepContext, "current">;
   cache: CacheContext;
@@ -88,10 +94,12 @@ export interface RunnerOptions {
   ctx: Omit<StepContext, "stage" | "image" | "current">;
   cache: Omit<CacheContext, "stageChain">;
   registry: RegistryClient;
-  /** Base images already being resolved (see build.ts prefetchBases), by imageKey. */
-  images?: Map<string, Promise<StageState>>;
   /** The build's named contexts: they replace stages and images of their names. */
   named?: NamedContexts;
+  /** Indexes of the stages whose steps are rebuilt without a cache lookup (the noCacheFilter option). */
+  noCacheStages: ReadonlySet<number>;
+  /** The build's base images, some already being resolved. */
+  bases: BaseResolver;
   limit: ReturnType<typeof pLimit>;
   emit: EventSink;
   signal?: AbortSignal;
@@ -104,9 +112,11 @@ function imageMaterial(ref: string, state: StageState): Material {
   return baseImageMaterial(r.name, r.digest ? undefined : r.tag, digest, state.platform);
 }
 
-/** How a registry image is known within a build: its reference as written, and the platform. */
-export function imageKey(ref: string, platform: Platform): string {
-  return `${ref}|${formatPlatform(platform)}`;
+
+/** The stage of `plan` named `nameOrIndex` (names in any case, as BuildKit), or at that index. */
+export function findStage(plan: StagePlan, nameOrIndex: string): Stage | undefined {
+  const lower = nameOrIndex.toLowerCase();
+  return plan.stages.find((s) => s.name?.toLowerCase() === lower) ?? (/^\d+$/.test(nameOrIndex) ? plan.stages[Number(nameOrIndex)] : undefined);
 }
 
 export class StageRunner {
@@ -114,31 +124,14 @@ export class StageRunner {
   private readonly keys = new Map<string, string>();
   readonly summary: CacheSummary = { hits: 0, misses: 0, secondsSaved: 0, bytesReused: 0 };
 
-  constructor(private readonly o: RunnerOptions) {
-    this.images = o.images ?? new Map();
-  }
+  constructor(private readonly o: RunnerOptions) {}
 
-  /** Registry images resolved in this build (some started before the runner), by reference and platform. */
-  private readonly images: Map<string, Promise<StageState>>;
-
-  /**
-   * A registry image's starting state, resolved once per build for each reference and
-   * platform: stages on the same base (often all of them) share one manifest and
-   * config fetch, and see the same digest even if the tag moves during the build.
-   * Each caller gets its own copy of the state.
-   */
-  private async image(ref: string, platform: Platform): Promise<StageState> {
-    const key = imageKey(ref, platform);
-    let p = this.images.get(key);
-    if (!p) {
-      const o = this.o;
-      p = o.named?.image(ref, platform, { registry: o.registry, content: o.ctx.content, signal: o.signal }) ?? imageState(ref, platform, o.registry, o.signal);
-      this.images.set(key, p);
-      p.catch(() => this.images.delete(key));
-    }
-    const state = structuredClone(await p);
+  /** A registry image (or a named context's), resolved once per build (BaseResolver); each caller gets its own copy of the state. */
+  private async image(ref: string, platform: Platform): Promise<ResolvedBase> {
+    const r = await this.o.bases.resolve(ref, platform);
+    const state = structuredClone(r.state);
     this.o.ctx.materials?.add(imageMaterial(ref, state), platform);
-    return state;
+    return { ...r, state };
   }
 
   /**
@@ -146,7 +139,7 @@ export class StageRunner {
    * unreachable) located at the instruction that names it. A --from that is a bare
    * name was more likely meant as a stage: the error says no stage has that name.
    */
-  private async imageAt(ref: string, platform: Platform, at: Instruction, plan: StagePlan): Promise<StageState> {
+  private async imageAt(ref: string, platform: Platform, at: Instruction, plan: StagePlan): Promise<ResolvedBase> {
     try {
       return await this.image(ref, platform);
     } catch (e) {
@@ -199,7 +192,7 @@ export class StageRunner {
    * `FROM ... AS NAME`): its instructions never run; it is the context's image.
    */
   private async replaced(plan: StagePlan, stage: Stage, target: Platform): Promise<StageDone> {
-    const state = await this.imageAt(stage.name!, stage.platform ?? target, stage.from, plan);
+    const { state } = await this.imageAt(stage.name!, stage.platform ?? target, stage.from, plan);
     this.o.emit({ type: "log", level: "info", message: `stage ${stage.name} is replaced by the named context ${stage.name} (${state.baseName})` });
     return { state, key: state.baseName.slice(state.baseName.lastIndexOf("@") + 1), unknown: false, reports: [] };
   }
@@ -230,13 +223,9 @@ export class StageRunner {
     return out;
   }
 
-  private findStage(plan: StagePlan, nameOrIndex: string): Stage | undefined {
-    const lower = nameOrIndex.toLowerCase();
-    return plan.stages.find((s) => s.name?.toLowerCase() === lower) ?? (/^\d+$/.test(nameOrIndex) ? plan.stages[Number(nameOrIndex)] : undefined);
-  }
-
   private async execute(plan: StagePlan, stage: Stage, target: Platform): Promise<StageDone> {
     const platform = stage.platform ?? target;
+    const started = performance.now();
     const start = await this.start(plan, stage, target, platform);
     // ONBUILD triggers of the base run first, as if written right after FROM; the child does not inherit them.
     const triggers = start.state.config.OnBuild?.length
@@ -250,18 +239,22 @@ export class StageRunner {
     }
     const platformText = formatPlatform(platform);
     const tag = this.o.multiPlatform ? { platform: platformText } : {};
+    const label = stage.name ?? String(stage.index);
+    const total = instructions.length + (start.resolved ? 1 : 0);
+    const from = start.resolved ? await this.fromStep(stage, start.resolved, { label, tag, total, started }) : undefined;
     const walk: StageWalk = {
       plan,
-      label: stage.name ?? String(stage.index),
+      label,
       platformText,
       tag,
       emulated,
-      total: instructions.length,
+      total,
       triggers: triggers.length,
       base: start.base,
+      from,
       args: { buildArgs: this.o.buildArgs, globalArgs: stage.globalArgs, escapeToken: this.o.parsed.directives.escape },
       ctx: this.stageContext(plan, target, tag),
-      cache: this.stageCache(plan, target),
+      cache: this.stageCache(plan, stage, target),
     };
     let done: StageProgress = { state: triggers.length > 0 ? withConfig(start.state, { OnBuild: null }) : start.state, key: start.key, unknown: start.unknown };
     const reports: StepReport[] = [];
@@ -269,20 +262,27 @@ export class StageRunner {
       this.o.signal?.throwIfAborted();
       done = await this.step(walk, i, instr, done, reports);
     }
-    return { ...done, reports };
+    return { ...done, reports: from ? [from.end(), ...reports] : reports };
+  }
+
+  /** The FROM step of a stage on a registry image, begun (and ended at once when its layers are here already). */
+  private fromStep(stage: Stage, resolved: ResolvedBase, o: { label: string; tag: { platform?: string }; total: number; started: number }): Promise<FromStep> {
+    const instruction = `FROM ${stage.base}${stage.name ? ` AS ${stage.name}` : ""}`;
+    return FromStep.begin({ ...o, emit: this.o.emit, line: stage.from.range.startLine, instruction, image: stage.base, resolved }, this.o.ctx);
   }
 
   /** Where a stage starts: its base (another stage, scratch or an image), and what its first metadata step chains on. */
-  private async start(plan: StagePlan, stage: Stage, target: Platform, platform: Platform): Promise<StageProgress & { base: string }> {
+  private async start(plan: StagePlan, stage: Stage, target: Platform, platform: Platform): Promise<StageProgress & { base: string; resolved?: ResolvedBase }> {
     if (stage.baseStage !== undefined) {
       const parent = await this.run(plan, plan.stages[stage.baseStage]!, target);
       // The parent's ARG values come along (BuildKit's dispatchState.init takes the base stage's env and build args).
       return { state: { ...parent.state, cmdSet: false }, base: `stage ${stage.baseStage}`, key: `stage:${parent.key}`, unknown: parent.unknown };
     }
     if (stage.base.toLowerCase() === "scratch") return { state: scratchState(platform), base: "scratch", key: "scratch", unknown: false };
-    const state = await this.imageAt(stage.base, platform, stage.from, plan);
+    const resolved = await this.imageAt(stage.base, platform, stage.from, plan);
+    const { state } = resolved;
     // The base's content identity, not its name.
-    return { state, base: state.baseName, key: state.baseName.slice(state.baseName.lastIndexOf("@") + 1), unknown: false };
+    return { state, base: state.baseName, key: state.baseName.slice(state.baseName.lastIndexOf("@") + 1), unknown: false, resolved };
   }
 
   /** What the steps of a stage built for `target` may use: other stages, images, events tagged with the platform. */
@@ -292,43 +292,52 @@ export class StageRunner {
       ...o.ctx,
       emit: o.multiPlatform ? (e: BuildEvent) => o.emit(e.type === "output" || e.type === "layer-write" ? { ...e, ...tag } : e) : o.emit,
       stage: (n) => {
-        const s = this.findStage(plan, n);
+        const s = findStage(plan, n);
         return s ? this.run(plan, s, target).then((d) => d.state) : undefined;
       },
-      image: (ref, p) => this.image(ref, p),
+      image: (ref, p) => this.image(ref, p).then((r) => r.state),
     };
   }
 
-  /** The cache as the steps of a stage built for `target` see it: other stages' layers by name or index. */
-  private stageCache(plan: StagePlan, target: Platform): CacheContext {
+  /** The cache as the steps of a stage built for `target` see it: other stages' layers by name or index; no lookups in a stage the noCacheFilter option names. */
+  private stageCache(plan: StagePlan, stage: Stage, target: Platform): CacheContext {
     return {
       ...this.o.cache,
+      noLookup: this.o.cache.noLookup || (this.o.noCacheStages.has(stage.index) ? `excluded by ${optionWords("noCacheFilter")}` : false),
       stageChain: (n) => {
-        const s = this.findStage(plan, n);
+        const s = findStage(plan, n);
         if (!s) return undefined;
         return this.run(plan, s, target).then((d) => (d.unknown ? `unknown:${d.key}` : layerChain(d.state)));
       },
     };
   }
 
-  /** Instruction `i` of a stage through the cache: its events, its report (pushed to `reports`), the stage after it. */
+  /** Instruction `i` of a stage through the cache (step i + 1, after FROM when the stage has one): its events, its report (pushed to `reports`), the stage after it. */
   private async step(walk: StageWalk, i: number, instr: Instruction, before: StageProgress, reports: StepReport[]): Promise<StageProgress> {
     const o = this.o;
-    const { label, tag, total } = walk;
+    const { label, tag, total, from } = walk;
+    const n = i + 1 + (from ? 1 : 0);
     const text = instr.original.replace(/\s+/g, " ").trim();
     const runEmulated = walk.emulated && instr.kind === "run" ? { emulated: true } : {};
-    o.emit({ type: "step-start", stage: label, step: i + 1, total, instruction: text, line: instr.range.startLine, ...tag, ...runEmulated });
+    o.emit({ type: "step-start", stage: label, step: n, total, instruction: text, line: instr.range.startLine, ...tag, ...runEmulated });
     const started = performance.now();
-    const stepCtx: StepContext = { ...walk.ctx, current: { stage: label, step: i + 1, instruction: instr }, image: (ref, p) => this.imageAt(ref, p, instr, walk.plan) };
+    const stepCtx: StepContext = {
+      ...walk.ctx,
+      current: { stage: label, step: n, instruction: instr },
+      image: (ref, p) => this.imageAt(ref, p, instr, walk.plan).then((r) => r.state),
+      beforeRoot: from ? (state) => from.beforeRoot(state, stepCtx) : undefined,
+    };
     const out = await cachedStep(before.state, instr, stepCtx, walk.cache, {
       args: walk.args,
-      step: i + 1,
+      step: n,
       slot: slotOf(o.project, label, i - walk.triggers, walk.platformText),
       prevKey: before.key,
       base: walk.base,
       parentUnknown: before.unknown,
     });
-    const seconds = out.cached ? 0 : (performance.now() - started) / 1000;
+    // The base's pull, when this step needed it, is the FROM step's time.
+    const pulling = from?.takeWait() ?? 0;
+    const seconds = out.cached ? 0 : Math.max(0, (performance.now() - started) / 1000 - pulling);
     if (out.cached) {
       this.summary.hits++;
       this.summary.secondsSaved += out.savedSeconds;
@@ -340,7 +349,7 @@ export class StageRunner {
     if (!out.cached) report.reason = out.reason;
     reports.push(report);
     const reason = out.reason && !out.cached ? { reason: out.reason } : {};
-    o.emit({ type: "step-end", stage: label, step: i + 1, total, instruction: shown, line: instr.range.startLine, cached: out.cached, ...reason, seconds, layer, ...tag });
+    o.emit({ type: "step-end", stage: label, step: n, total, instruction: shown, line: instr.range.startLine, cached: out.cached, ...reason, seconds, layer, ...tag });
     return { state: out.state, key: out.key, unknown: before.unknown || out.unknown === true };
   }
 }

@@ -64,6 +64,11 @@ export interface StepContext {
   readonly materials?: MaterialSet;
   readonly signal?: AbortSignal;
   emit(event: BuildEvent): void;
+  /**
+   * Awaited before a root over `state`'s layers is made (lowerDirs): the stage's FROM
+   * step pulls its base's layers there, so that the pull is its own and not the step's.
+   */
+  readonly beforeRoot?: (state: StageState) => Promise<void>;
   /** The stage and instruction now running (for events). */
   readonly current?: { stage: string; step: number; instruction: Instruction };
 }

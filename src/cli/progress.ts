@@ -40,7 +40,8 @@ function plainRenderer(out: Stream): Renderer {
           break;
         case "step-end": {
           for (const s of ["stdout", "stderr"]) flush(`${stageLabel(e)}/${e.step}/${s}`, `[${stageLabel(e)} ${e.step}]`);
-          const why = !e.cached && e.reason ? ` (${e.reason})` : "";
+          // A FROM step (resolved) always says how its base was resolved and what was pulled.
+          const why = (!e.cached || e.resolved) && e.reason ? ` (${flagWording(e.reason)})` : "";
           out.write(`[${stageLabel(e)} ${e.step}/${e.total}] ${e.cached ? "CACHED" : "DONE"} ${e.seconds.toFixed(2)}s${e.layer ? ` layer ${shortDigest(e.layer)}` : ""}${why}\n`);
           break;
         }
@@ -104,10 +105,11 @@ export function summary(result: BuildResult): string {
   lines.push(`size: ${formatBytes(result.size)}`);
   const c = cacheSummary(result);
   const saved = c.hits > 0 ? `, time saved: ${c.secondsSaved.toFixed(1)}s, reused: ${formatBytes(c.bytesReused)}` : "";
-  lines.push(`steps: ${result.steps.length}, cached: ${c.hits}/${c.total}${saved}`);
+  const bases = result.steps.filter((s) => s.base).length;
+  lines.push(`steps: ${result.steps.length - bases}${bases > 0 ? ` (and ${bases} FROM)` : ""}, cached: ${c.hits}/${c.total}${saved}`);
   for (const s of result.steps) {
-    const status = s.cached ? "CACHED" : "BUILT ";
-    const why = s.cached ? "" : ` (${s.reason ?? "no cache entry"})`;
+    const status = s.base ? "BASE  " : s.cached ? "CACHED" : "BUILT ";
+    const why = s.cached && !s.base ? "" : ` (${flagWording(s.reason ?? "no cache entry")})`;
     lines.push(`  ${status} [${stageLabel(s)}] line ${s.line}: ${s.instruction}${why} ${s.seconds.toFixed(2)}s`);
   }
   return `${lines.join("\n")}\n`;
@@ -118,7 +120,8 @@ export function dryRunSummary(result: BuildResult): string {
   const c = cacheSummary(result);
   const lines = [`dry run: ${c.hits}/${c.total} steps would be cached, ${c.misses} rebuilt`];
   for (const s of result.steps) {
-    lines.push(`  ${s.cached ? "CACHED " : "REBUILD"} [${stageLabel(s)}] line ${s.line}: ${s.instruction}${s.cached ? "" : ` (${s.reason ?? "no previous entry"})`}`);
+    const status = s.base ? "BASE   " : s.cached ? "CACHED " : "REBUILD";
+    lines.push(`  ${status} [${stageLabel(s)}] line ${s.line}: ${s.instruction}${s.cached && !s.base ? "" : ` (${flagWording(s.reason ?? "no previous entry")})`}`);
   }
   if (result.digest) lines.push(`digest (everything cached): ${result.digest}`);
   return `${lines.join("\n")}\n`;

@@ -56,6 +56,12 @@ function rate(bytes: number, ms: number): string {
   return ms > 0 ? `${formatBytes(Math.round((bytes * 1000) / ms))}/s` : "";
 }
 
+/** A FROM step's finished mark: what was pulled of its base, or how it was resolved. */
+function fromMark(e: Extract<BuildEvent, { type: "step-end" }>): string {
+  if (e.pulledBytes) return `pulled ${formatBytes(e.pulledBytes)}  ${secs(e.seconds * 1000)}`;
+  return e.resolved === "cache" ? "resolved from cache" : `resolved  ${secs(e.seconds * 1000)}`;
+}
+
 /** The tty renderer; `tick()` advances the spinner and redraws (the timer calls it). */
 export function createTtyRenderer(out: TtyStream, opts: TtyOptions = {}): Renderer & { tick(): void } {
   return new TtyRenderer(out, opts);
@@ -95,7 +101,7 @@ class TtyRenderer implements Renderer {
         break;
       case "step-end": {
         this.steps.delete(`${stageLabel(e)}/${e.step}`);
-        const mark = e.cached ? "CACHED" : secs(e.seconds * 1000);
+        const mark = e.resolved ? fromMark(e) : e.cached ? "CACHED" : secs(e.seconds * 1000);
         this.commit(`${DONE} [${stageLabel(e)} ${e.step}/${e.total}] ${e.instruction.split("\n")[0]}  ${mark}`);
         break;
       }

@@ -175,10 +175,11 @@ describe.skipIf(missing !== undefined)(`remote BuildKit executor against a real 
     const ex = executor();
     try {
       const r = await build({ context: ctx, cacheDir: join(work, "cache-output"), executor: ex, onEvent: (e) => events.push(e) });
-      expect(r.steps.map((st) => st.instruction)).toEqual([expect.stringContaining("RUN echo"), "RUN true"]);
-      expect(r.steps[0]!.layer).toMatch(/^sha256:/);
+      // Step 1 is FROM (the base a step of its own); the RUN steps are 2 and 3.
+      expect(r.steps.map((st) => st.instruction)).toEqual([`FROM ${base}`, expect.stringContaining("RUN echo"), "RUN true"]);
+      expect(r.steps[1]!.layer).toMatch(/^sha256:/);
       // A command that changes nothing adds no layer (as with bubblewrap).
-      expect(r.steps[1]!.layer).toBeNull();
+      expect(r.steps[2]!.layer).toBeNull();
       expect(r.image.layers.length).toBe(2);
     } finally {
       ex.close();
@@ -186,8 +187,8 @@ describe.skipIf(missing !== undefined)(`remote BuildKit executor against a real 
     const text = (stream: string) => events.filter((e): e is Extract<BuildEvent, { type: "output" }> => e.type === "output" && e.stream === stream).map((e) => e.text).join("");
     expect(text("stdout")).toContain("out: hello from buildkit");
     expect(text("stderr")).toContain("err: to stderr");
-    expect(events.some((e) => e.type === "output" && e.step === 1)).toBe(true);
-    expect(events.some((e) => e.type === "output" && e.step === 2)).toBe(false);
+    expect(events.some((e) => e.type === "output" && e.step === 2)).toBe(true);
+    expect(events.some((e) => e.type === "output" && e.step === 3)).toBe(false);
     // The daemon's own work shows up as log lines.
     const logs = events.filter((e): e is Extract<BuildEvent, { type: "log" }> => e.type === "log").map((e) => e.message);
     expect(logs.some((m) => /^buildkit: export/i.test(m))).toBe(true);
@@ -202,7 +203,7 @@ describe.skipIf(missing !== undefined)(`remote BuildKit executor against a real 
       const ex = executor();
       try {
         const r = await build({ context: ctx, cacheDir: join(work, "cache-nocache"), executor: ex, noCache, onEvent: (e) => e.type === "output" && out.push(e.text) });
-        expect(r.steps[0]!.cached).toBe(false);
+        expect(r.steps[1]!.cached).toBe(false);
       } finally {
         ex.close();
       }

@@ -54,7 +54,7 @@ describe.skipIf(missing !== undefined)(`BuildKit executor: session, mounts, here
     const ok = new BuildkitExecutor({ address: bk.address, stagingRepo, credentials: { authConfigPath: authConfig } });
     try {
       const r = await build({ context: ctx, cacheDir: join(work, "cache-auth"), executor: ok, registry: { authConfigPath: authConfig } });
-      expect(r.steps[0]!.layer).toMatch(/^sha256:/);
+      expect(r.steps[1]!.layer).toMatch(/^sha256:/);
     } finally {
       ok.close();
     }
@@ -81,7 +81,7 @@ describe.skipIf(missing !== undefined)(`BuildKit executor: session, mounts, here
     const ex = executor();
     try {
       const r = await build({ context: ctx, cacheDir: join(work, "cache-heredoc"), executor: ex, onEvent: (e) => events.push(e) });
-      expect(r.steps[0]!.layer).toMatch(/^sha256:/);
+      expect(r.steps[1]!.layer).toMatch(/^sha256:/);
       await writeFile(join(ctx, "Dockerfile"), `FROM ${base}\nRUN <<EOT\n#!/bin/sh\necho script\nEOT\n`);
       await expect(build({ context: ctx, cacheDir: join(work, "cache-heredoc"), executor: ex })).rejects.toMatchObject({ code: "BUILD_UNSUPPORTED", line: 2 });
     } finally {
@@ -178,7 +178,7 @@ describe.skipIf(missing !== undefined)(`BuildKit executor: session, mounts, here
     const ex = executor();
     try {
       const r = await build({ context: ctx, cacheDir: join(work, "cache-dfmounts"), executor: ex, secrets: [{ id: "token", src: secretFile }], onEvent: (e) => events.push(e) });
-      expect(r.steps[0]!.layer).toMatch(/^sha256:/);
+      expect(r.steps[1]!.layer).toMatch(/^sha256:/);
       expect(events.some((e) => e.type === "output" && e.text.includes("secret-ok"))).toBe(true);
       // --no-cache runs it on the daemon again, even with a cache mount (which keeps its content).
       const again: BuildEvent[] = [];

@@ -108,6 +108,24 @@ describe("tty renderer", () => {
     ]);
   });
 
+  it("a FROM step ends with what was pulled of its base, or how it was resolved; it may end after the next step started", () => {
+    const { screen, r, emit } = setup();
+    const from = { type: "step-end", stage: "app", step: 1, total: 2, instruction: "FROM base", line: 1, layer: null } as const;
+    emit({ type: "step-start", stage: "app", step: 1, total: 2, instruction: "FROM base", line: 1 });
+    emit({ type: "step-start", stage: "app", step: 2, total: 2, instruction: "RUN make", line: 2 });
+    emit({ ...from, cached: false, reason: `resolved base to ${D1}, pulled ${3 * MiB} bytes in 1.20s`, seconds: 1.25, resolved: "registry", pulledBytes: 3 * MiB });
+    emit({ type: "step-end", stage: "app", step: 2, total: 2, instruction: "RUN make", line: 2, cached: false, seconds: 0.5, layer: D2 });
+    emit({ ...from, stage: "lib", cached: true, reason: `resolved from cache (${D1})`, seconds: 0, resolved: "cache", pulledBytes: 0 });
+    emit({ ...from, stage: "doc", cached: false, reason: `resolved base to ${D1}`, seconds: 0.3, resolved: "registry", pulledBytes: 0 });
+    r.close();
+    expect(screen.text()).toEqual([
+      "✔ [app 1/2] FROM base  pulled 3.0 MiB  1.3s",
+      "✔ [app 2/2] RUN make  0.5s",
+      "✔ [lib 1/2] FROM base  resolved from cache",
+      "✔ [doc 1/2] FROM base  resolved  0.3s",
+    ]);
+  });
+
   it("shows a layer being written with bytes and rate, per platform, until it is done", () => {
     const { screen, r, advance, emit } = setup();
     emit({ type: "step-start", stage: "app", step: 2, total: 3, instruction: "RUN make", line: 4, platform: "linux/arm64/v8", emulated: true });
@@ -192,5 +210,16 @@ describe("--progress auto", () => {
       "[build 2/5] RUN echo hi\n[build 2] hi\n[build 2] part\n[build 2/5] DONE 0.50s layer a1a1a1a1a1a1 (no previous entry)\n",
     );
     expect(text).not.toContain("\x1b");
+  });
+
+  it("plain: a FROM step always says how its base was resolved; reasons naming an option name the flag", () => {
+    const out = new PassThrough();
+    let text = "";
+    out.on("data", (c: Buffer) => (text += c.toString()));
+    const r = createRenderer("plain", out);
+    r.onEvent({ type: "step-end", stage: "app", step: 1, total: 2, instruction: "FROM base", line: 1, cached: true, reason: `resolved from cache (${D1})`, seconds: 0, layer: null, resolved: "cache", pulledBytes: 0 });
+    r.onEvent({ type: "step-end", stage: "app", step: 2, total: 2, instruction: "RUN make", line: 2, cached: false, reason: "excluded by the noCacheFilter option", seconds: 0.5, layer: null });
+    r.close();
+    expect(text).toBe(`[app 1/2] CACHED 0.00s (resolved from cache (${D1}))\n[app 2/2] DONE 0.50s (excluded by --no-cache-filter)\n`);
   });
 });

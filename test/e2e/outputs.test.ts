@@ -107,7 +107,10 @@ describe.skipIf(!ready)("build outputs read back by skopeo, umoci and oci-image-
     expect(meta["containerimage.config.digest"]).toBe(JSON.parse(raw).config.digest);
     expect(meta["containerimage.descriptor"]).toEqual({ mediaType: JSON.parse(raw).mediaType, digest: registryDigest, size: Buffer.byteLength(raw) });
     expect(meta["image.name"]).toBe(`${reg.host}/out/app:v1,${reg.host}/out/app:stable`);
-    const steps = meta["ocibuild.steps"] as { instruction: string; cached: boolean; reason?: string; line: number; layer: string | null; seconds: number }[];
+    type Step = { instruction: string; cached: boolean; reason?: string; line: number; layer: string | null; seconds: number; base?: { resolved: string } };
+    // The FROM step first (how the base was resolved, always said), then the instructions.
+    const [from, ...steps] = meta["ocibuild.steps"] as Step[];
+    expect(from).toMatchObject({ line: 2, layer: null, base: { resolved: expect.stringMatching(/^(cache|registry)$/) }, reason: expect.stringMatching(/^resolved /) });
     expect(steps.map((s) => s.line)).toEqual([3, 4, 5]);
     expect(steps[0]!.instruction).toBe("RUN echo built > /built.txt");
     for (const s of steps) expect(s.cached || typeof s.reason === "string").toBe(true);

@@ -10,6 +10,8 @@ import { PassThrough, type Readable } from "node:stream";
 import { OcibuildError } from "../../errors.js";
 import { parseReference } from "../../oci/reference.js";
 import type { LayerEntry } from "../../oci/layer.js";
+import { settleAll } from "../../oci/image.js";
+import { MediaType } from "../../oci/media-types.js";
 import { checkedBlob, layerName, needsDiffIdCheck } from "./base-layers.js";
 import { mountRoot } from "./overlay.js";
 import { pruneExcluded, snapshotChanges } from "./snapshot.js";
@@ -80,11 +82,33 @@ async function pullAndExtract(layer: LayerRecord, ctx: StepContext, onWarning: (
   }
 }
 
-/** The stage's layers as single-layer directories, bottom first. */
+/** The stage's layers as single-layer directories, bottom first (its base's made ready first: ctx.beforeRoot). */
 export async function lowerDirs(state: StageState, ctx: StepContext): Promise<string[]> {
+  await ctx.beforeRoot?.(state);
   const dirs: string[] = [];
   for (const layer of state.layers) dirs.push(layer.dir ?? (await layerDir(layer, ctx)));
   return dirs;
+}
+
+/** Whether every one of `layers` is extracted in the layer store (a root over them needs no pull). */
+export async function layersExtracted(layers: readonly LayerRecord[], ctx: Pick<StepContext, "layerStore">): Promise<boolean> {
+  for (const layer of layers) if (layer.dir === undefined && !(await ctx.layerStore.has(layer.diffId))) return false;
+  return true;
+}
+
+/**
+ * Make `layers` (a stage's base) ready in the layer store, all at once: downloads in
+ * parallel, each once per build however many stages ask. Returns the compressed bytes
+ * this call found neither extracted nor in the content store, so fetched them.
+ */
+export async function readyLayers(layers: readonly LayerRecord[], ctx: StepContext): Promise<number> {
+  let fetched = 0;
+  await settleAll(layers, async (layer) => {
+    if (layer.dir !== undefined) return;
+    if (!(await ctx.layerStore.has(layer.diffId)) && !(await ctx.content.hasBlob(layer.descriptor.digest, ctx.signal))) fetched += layer.descriptor.size;
+    await layerDir(layer, ctx);
+  });
+  return fetched;
 }
 
 /**

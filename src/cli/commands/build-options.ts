@@ -40,9 +40,11 @@ export const BUILD_MAIN_SPECS: FlagSpec[] = [
   { names: ["tar-path"], type: "string", valueName: "FILE", description: "kaniko: also write a docker-archive tar (docker load) to FILE" },
   { names: ["cache-dir"], type: "string", valueName: "DIR", description: "Cache directory (default $XDG_CACHE_HOME/ocibuild or ~/.cache/ocibuild)" },
   { names: ["no-cache"], type: "boolean", description: "Do not reuse cached steps (build every step; still write the cache)" },
+  { names: ["no-cache-filter"], type: "string", repeatable: true, valueName: "STAGE[,STAGE]", description: "Rebuild these stages' steps (names or indexes) without cache lookups; other stages use the cache" },
   { names: ["no-cache-write"], type: "boolean", description: "Do not write cache entries" },
   { names: ["cache-repo"], type: "string", valueName: "REPO", description: "Also keep cache entries in this registry repository (shared by CI runners)" },
-  { names: ["cache-ttl"], type: "string", valueName: "DURATION", description: "Ignore cache entries older than this (e.g. 336h, 7d; default two weeks)" },
+  { names: ["cache-ttl"], type: "string", valueName: "DURATION", description: "Ignore cache entries older than this (e.g. 336h, 7d; default two weeks), and base tags resolved longer ago" },
+  { names: ["pull"], type: "boolean", description: "Resolve every base image tag in its registry (default: reuse a resolution this cache made within --cache-ttl)" },
   { names: ["call"], type: "string", valueName: "build|check", description: "buildx: check runs BuildKit's build checks on the Dockerfile and builds nothing" },
   { names: ["check"], type: "boolean", description: "buildx: --call check" },
   { names: ["dry-run"], type: "boolean", description: "Report which steps would be cached or rebuilt, and why, executing nothing" },
@@ -290,7 +292,10 @@ function cacheOptions(p: ParsedFlags, cwd: string): Partial<BuildOptions> {
   const maxLayerSize = str(p, "max-layer-size");
   if (maxLayerSize !== undefined) out.maxLayerSize = parseSize(maxLayerSize, "max-layer-size");
   if (bool(p, "no-cache")) out.noCache = true;
+  if (bool(p, "pull")) out.pull = true;
   if (bool(p, "no-cache-write")) out.noCacheWrite = true;
+  const filter = list(p, "no-cache-filter").flatMap((v) => v.split(",").map((x) => x.trim()).filter((x) => x !== ""));
+  if (filter.length > 0) out.noCacheFilter = filter;
   const cacheRepo = str(p, "cache-repo");
   if (cacheRepo !== undefined) {
     asUsage(() => parseReference(cacheRepo), `--cache-repo ${cacheRepo}`);

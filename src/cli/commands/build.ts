@@ -53,7 +53,7 @@ export function buildMetadata(result: BuildResult, tags: string[]): Record<strin
     "image.name": tags.map((t) => parseReference(t).toString()).join(","),
     "ocibuild.references": result.references,
     "ocibuild.size": result.size,
-    "ocibuild.steps": result.steps.map((s) => ({ ...s, ...(s.cached ? { reason: undefined } : { reason: s.reason ?? "no previous entry" }) })),
+    "ocibuild.steps": result.steps.map((s) => ({ ...s, ...(s.cached && !s.base ? { reason: undefined } : { reason: s.reason ?? "no previous entry" }) })),
     "ocibuild.cache": { hits: c.hits, misses: c.misses, secondsSaved: c.secondsSaved, bytesReused: c.bytesReused },
     ...(result.attestations ? { "ocibuild.attestations": result.attestations } : {}),
     ...(result.signatures ? { "ocibuild.signatures": result.signatures } : {}),

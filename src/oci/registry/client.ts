@@ -64,7 +64,7 @@ export class RegistryClient {
   }
 
   /** Where to pull a reference from: its mirrors first (docker.io's and --registry-map's), then the origin unless told not to. */
-  private pullRegistries(ref: ImageReference): string[] {
+  pullRegistries(ref: ImageReference): string[] {
     const o = this.options;
     const mirrors = [...(ref.registry === "docker.io" ? (o.registryMirrors ?? []) : []), ...(o.registryMap?.[ref.registry] ?? [])].map(hostOf);
     if (mirrors.length === 0) return [ref.registry];
