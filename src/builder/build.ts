@@ -333,7 +333,7 @@ async function runBuild(opts: BuildOptions, redactor: Redactor, { cacheDir, note
     const states = await Promise.all(finals.map(async (f) => ({ state: opts.forceCompression && !dryRun ? await converter.convertAll(f.state) : f.state })));
     const images = assembleImages({ finals: states, targets, sourceDateEpoch: opts.sourceDateEpoch, labels: opts.labels, annotations: opts.annotations });
     const blobs = { content, registry, maxLayerSize: opts.maxLayerSize, diffIds };
-    const artifact = await attachAttestations({ images, attest: opts.attest, annotations: opts.annotations, names: pushTo.length ? pushTo : tags, materials, provenance: provenanceOf(opts, planned), steps, blobs, extraScans: (i) => extraScans({ plan: plans[i]!.plan, buildArgs: planned.buildArgs, stageState: (s) => runner.stageState(plans[i]!.plan, s, targets[i]!), blobs, contextDir: planned.contextDir, scratchDir, signal: opts.signal }), sourceDateEpoch: opts.sourceDateEpoch, emit, signal: opts.signal });
+    const artifact = await attachAttestations({ images, attest: dryRun ? undefined : opts.attest, annotations: opts.annotations, names: pushTo.length ? pushTo : tags, materials, provenance: provenanceOf(opts, planned), steps, blobs, extraScans: (i) => extraScans({ plan: plans[i]!.plan, buildArgs: planned.buildArgs, stageState: (s) => runner.stageState(plans[i]!.plan, s, targets[i]!), blobs, contextDir: planned.contextDir, scratchDir, signal: opts.signal }), sourceDateEpoch: opts.sourceDateEpoch, emit, signal: opts.signal });
     const top = topBlob(artifact);
     // `ocibuild run IMAGE-ID` finds the image here, without a registry.
     if (!dryRun) await recordBuiltImage(cacheDir, content, artifact, opts.signal);

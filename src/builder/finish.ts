@@ -6,7 +6,6 @@
  * and, with a signing key, every pushed manifest signed in cosign's format with its
  * statements attached as signed `.att` attestations.
  */
-import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { OcibuildError } from "../errors.js";
 import { annotationsAt, BASE_DIGEST_ANNOTATION, BASE_NAME_ANNOTATION, type Annotation } from "../oci/annotations.js";
@@ -19,6 +18,7 @@ import { signManifest } from "../sign/attach.js";
 import { loadSigningKey, type SigningKey } from "../sign/keys.js";
 import { VERSION } from "../version.js";
 import type { SbomLayer } from "../attest/sbom.js";
+import type { ProvenanceInput } from "../attest/provenance.js";
 import { attestImages, type AttestOptions, type MaterialSet } from "./attest.js";
 import type { EventSink } from "./events.js";
 import type { DiffIdRecords } from "./fs/base-layers.js";
@@ -112,7 +112,7 @@ export interface AttachInput {
   annotations?: readonly Annotation[];
   names: readonly ImageReference[];
   materials: MaterialSet;
-  provenance: Omit<import("../attest/provenance.js").ProvenanceInput, "materials" | "builderVersion" | "builderPlatform">;
+  provenance: Omit<ProvenanceInput, "materials" | "builderVersion" | "builderPlatform">;
   steps: readonly StepReport[];
   /** For image i, what else its SBOM scans (stages, the context). */
   extraScans?: (i: number) => Promise<readonly { name: string; layers: readonly SbomLayer[] }[]>;
@@ -178,7 +178,3 @@ export async function signPushed(key: SigningKey, a: BuiltArtifact, top: Digest,
   return out;
 }
 
-/** The sha256 of the Dockerfile's text, for provenance. */
-export function dockerfileDigest(text: string): string {
-  return createHash("sha256").update(text).digest("hex");
-}

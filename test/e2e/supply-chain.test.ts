@@ -155,6 +155,12 @@ describe.skipIf(!ready)("supply chain: provenance, SBOM and cosign signatures (n
     expect(r.attestations).toBeUndefined();
   });
 
+  it("a dry run makes no attestations and signs nothing", async () => {
+    await writeFile(join(ctx, "Dockerfile.dry"), `ARG BASE\nFROM ${"${BASE}"}\nRUN echo never-run > /x\n`);
+    const r = await build({ context: ctx, dockerfile: join(ctx, "Dockerfile.dry"), tags: [ref()], buildArgs: { BASE: fx.base }, cacheDir: fx.cacheDir, dryRun: true, attest: { provenance: { mode: "max" }, sbom: {} }, sign: { key: join(keyDir, "cosign.key") } });
+    expect([r.attestations, r.signatures]).toEqual([undefined, undefined]);
+  });
+
   it("refuses to sign what is not pushed, before building", async () => {
     await expect(build({ context: ctx, buildArgs: { BASE: fx.base }, cacheDir: fx.cacheDir, push: false, outputs: [{ type: "oci", dest: join(fx.work, "nosign") }], sign: { key: join(keyDir, "cosign.key") } })).rejects.toMatchObject({ code: "USAGE_BAD_VALUE" });
   });
