@@ -5,7 +5,9 @@
  * signatures verify with openssl and name the pushed digests, and `ocibuild verify`
  * accepts the image and refuses three tampered ones.
  */
-import { execFileSync } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
+import { randomBytes, scryptSync } from "node:crypto";
+import { xsalsa20poly1305 } from "@noble/ciphers/salsa.js";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -153,6 +155,34 @@ describe.skipIf(!ready)("supply chain: provenance, SBOM and cosign signatures (n
     const r = await build({ context: ctx, tags: [plain], buildArgs: { BASE: fx.base }, cacheDir: fx.cacheDir });
     expect((await raw<{ mediaType: string }>(plain)).mediaType).toBe("application/vnd.oci.image.manifest.v1+json");
     expect(r.attestations).toBeUndefined();
+  });
+
+  it("the CLI bundle signs with cosign's encrypted key (password from a file, or COSIGN_PASSWORD), and refuses a wrong password before building", async () => {
+    const pkcs8 = await readFile(join(keyDir, "cosign.key"), "utf8");
+    const der = Buffer.from(pkcs8.replace(/-----[A-Z ]+-----/g, "").replace(/\s/g, ""), "base64");
+    const salt = randomBytes(32);
+    const nonce = randomBytes(24);
+    const box = xsalsa20poly1305(scryptSync("pw-123", salt, 32, { N: 1 << 15, r: 8, p: 1, maxmem: 64 * 1024 * 1024 }), nonce).encrypt(der);
+    const doc = { kdf: { name: "scrypt", params: { N: 1 << 15, r: 8, p: 1 }, salt: salt.toString("base64") }, cipher: { name: "nacl/secretbox", nonce: nonce.toString("base64") }, ciphertext: Buffer.from(box).toString("base64") };
+    await writeFile(join(keyDir, "enc.key"), `-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n${Buffer.from(JSON.stringify(doc)).toString("base64")}\n-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n`);
+    await writeFile(join(keyDir, "pw"), "pw-123\n");
+    const bin = join(__dirname, "../../bin/ocibuild");
+    const target = `${fx.reg.host}/app/enc:v1`;
+    const args = ["--progress=plain", "--cache-dir", fx.cacheDir, "--build-arg", `BASE=${fx.base}`, "-t", target, "--sign-key", join(keyDir, "enc.key")];
+    const exec = (extra: string[], env: Record<string, string> = {}) => new Promise<{ code: number; stderr: string }>((res) => {
+      execFile(process.execPath, [bin, ...args, ...extra, ctx], { env: { ...process.env, ...env } }, (e, _out, stderr) => res({ code: e ? ((e as { code?: number }).code ?? 1) : 0, stderr }));
+    });
+    const wrong = await exec([], { COSIGN_PASSWORD: "nope" });
+    expect([wrong.code, wrong.stderr]).toEqual([1, expect.stringContaining("error[SIGN_KEY_PASSWORD_WRONG]")]);
+    expect(wrong.stderr).not.toContain("nope");
+    expect(wrong.stderr).not.toMatch(/^\[0 /m); // refused before any step
+    const fromFile = await exec(["--sign-key-password-file", join(keyDir, "pw")]);
+    expect(fromFile.stderr).not.toContain("error[");
+    expect(fromFile.code).toBe(0);
+    const fromEnv = await exec([], { COSIGN_PASSWORD: "pw-123" });
+    expect(fromEnv.code).toBe(0);
+    const v = await cli(["verify", "--key", join(keyDir, "cosign.pub"), target]);
+    expect(v.code).toBe(0);
   });
 
   it("a dry run makes no attestations and signs nothing", async () => {
