@@ -27,6 +27,7 @@ check ssh-agent openssh-client
 check newuidmap uidmap
 check fuse-overlayfs fuse-overlayfs
 check mmdebstrap mmdebstrap
+check pigz pigz  # the benchmark's x2 baseline (parallel gzip on every core)
 check podman podman
 check runc runc
 check setcap libcap2-bin

@@ -61,6 +61,7 @@ export async function ocibuildPeer(repoRoot, work, opts) {
     : (args) => [process.execPath, args];
   const env = opts.user ? { HOME: opts.user.home, PATH: process.env.PATH } : undefined;
   const version = (await run(...asUser([join(repoRoot, "bin/ocibuild"), "--version"]), { allowFail: true, env })).stdout.trim();
+  const timeBin = existsSync("/usr/bin/time") ? "/usr/bin/time" : undefined;
   return {
     name,
     version,
@@ -96,7 +97,11 @@ export async function ocibuildPeer(repoRoot, work, opts) {
         partial = lines.pop();
         for (const line of lines) if (line.startsWith("{")) events.push([now, line]);
       };
-      const r = await run(...asUser(args), { onStdout, env });
+      // Under GNU time where it is installed: the peak RSS of the build's largest process.
+      const rssFile = join(work, `${name}-maxrss.txt`);
+      const [cmd, cmdArgs] = asUser(args);
+      const r = timeBin ? await run(timeBin, ["-f", "%M", "-o", rssFile, cmd, ...cmdArgs], { onStdout, env }) : await run(cmd, cmdArgs, { onStdout, env });
+      const maxRssKiB = timeBin ? Number((await readFile(rssFile, "utf8")).trim().split("\n").pop()) : undefined;
       if (partial.startsWith("{")) events.push([performance.now() - t0, partial]);
       const steps = [];
       const open = new Map();
@@ -111,6 +116,7 @@ export async function ocibuildPeer(repoRoot, work, opts) {
         }
         const key = `${e.stage}/${e.step}`;
         if (e.type === "step-start") open.set(key, { start: at });
+        if (e.type === "output" && open.has(key)) open.get(key).lastOutput = at;
         if (e.type === "layer-write") {
           const o = open.get(key);
           if (o) {
@@ -126,14 +132,14 @@ export async function ocibuildPeer(repoRoot, work, opts) {
             instruction: e.instruction,
             cached: e.cached,
             seconds: e.seconds,
-            atMs: { start: ms(o.start), firstLayerWrite: ms(o.firstLayerWrite), layerDone: ms(o.layerDone), end: ms(at) },
+            atMs: { start: ms(o.start), lastOutput: ms(o.lastOutput), firstLayerWrite: ms(o.firstLayerWrite), layerDone: ms(o.layerDone), end: ms(at) },
           });
           lastStepEnd = Math.max(lastStepEnd, at);
         }
         if (e.type === "result") pushed = e.digest;
       }
       const firstStep = steps.length ? Math.min(...steps.map((s) => s.atMs.start)) : 0;
-      return { ms: r.ms, parts: { build: r.ms, beforeFirstStep: Math.round(firstStep), afterLastStep: Math.round(r.ms - lastStepEnd) }, steps, digest: pushed };
+      return { ms: r.ms, parts: { build: r.ms, beforeFirstStep: Math.round(firstStep), afterLastStep: Math.round(r.ms - lastStepEnd), maxRssKiB }, steps, digest: pushed };
     },
     async stop() {},
   };

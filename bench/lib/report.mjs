@@ -90,3 +90,45 @@ export function microLines(micro) {
   }
   return out;
 }
+
+const verdict = (ok) => (ok === undefined ? "" : ok ? "met" : "missed");
+const mib = (kib) => (Number.isFinite(kib) ? `${(kib / 1024).toFixed(0)} MiB` : "-");
+
+/** The scale scenarios of issue 22 (bench/lib/scale.mjs), each with its limit: met or missed. */
+export function scaleLines(scale, limits) {
+  const out = ["scale scenarios (issue 22; limits met or missed):"];
+  const { x1, x2, x3, x4, x5 } = scale;
+  if (x1) {
+    out.push(
+      `  x1 ${x1.files} small files: snapshot + layer write ${fmtSec(x1.snapshotLayerMs)} (the RUN step's end minus its command's last output) against tar -c | gzip -1 of the same tree ${fmtSec(x1.tarGzipMs)} ` +
+        `-> ${fmtRatio(x1.ratio)} (limit <= ${limits.snapshotToTarGzip}x: ${verdict(Number.isFinite(x1.ratio) ? x1.ratio <= limits.snapshotToTarGzip : undefined)}); ` +
+        `peak RSS ${mib(x1.maxRssKiB)} (limit < ${limits.rssMiB} MiB: ${verdict(Number.isFinite(x1.maxRssKiB) ? x1.maxRssKiB / 1024 < limits.rssMiB : undefined)}); ` +
+        `the RUN step ${fmtSec(x1.runStepMs)}, the same loop on the host ${fmtSec(x1.commandMs)}; the whole build against buildah/BuildKit: the table's x1 row`,
+    );
+  }
+  if (x2) {
+    out.push(
+      `  x2 ${(x2.tarBytes / 2 ** 30).toFixed(2)} GiB layer: writeLayer ${x2.mbPerSec.writeLayer.toFixed(1)} MB/s against ${x2.peer} ${x2.mbPerSec.peer.toFixed(1)} MB/s ` +
+        `-> ${fmtRatio(x2.ratio)} (limit >= ${limits.layerToPigz}x: ${verdict(x2.ratio >= limits.layerToPigz)}); peak RSS ${mib(x2.maxRssKiB)} (a 1 MiB layer: ${mib(x2.smallRssKiB)}; limit < ${limits.rssMiB} MiB: ${verdict(x2.maxRssKiB / 1024 < limits.rssMiB)})`,
+    );
+  }
+  for (const [phase, p] of Object.entries(x3 ?? {})) {
+    out.push(
+      `  x3 30 stages, ${phase}: steps span ${fmtSec(p.spanMs)}, step times ${fmtSec(p.stepsMs)} over ${p.parallelism} cores -> ${p.msPerStage.toFixed(1)} ms/stage of scheduling ` +
+        `(limit < ${limits.msPerStage}: ${verdict(p.msPerStage < limits.msPerStage)}); from the whole build (${fmtSec(p.totalMs)}, start-up and push included) ${p.msPerStageTotal.toFixed(1)} ms/stage`,
+    );
+  }
+  if (x4) {
+    out.push(
+      `  x4 50 steps, fully cached: ${fmtSec(x4.ms)} against node -e 0 ${fmtSec(x4.nodeMs)} + 2 registry round trips of ${x4.headMs.toFixed(1)} ms = ${fmtSec(x4.floorMs)} ` +
+        `-> ${fmtRatio(x4.ratio)} (limit < ${limits.cachedToFloor}x: ${verdict(Number.isFinite(x4.ratio) ? x4.ratio < limits.cachedToFloor : undefined)})`,
+    );
+  }
+  if (x5) {
+    out.push(
+      `  x5 big base pulled and extracted, cold: ocibuild ${fmtSec(x5.ocibuildMs)} (FROM step ${x5.fromStepSeconds?.toFixed(2)}s, with a RUN true and the push) against skopeo copy ${fmtSec(x5.skopeoMs)} + umoci unpack ${fmtSec(x5.umociMs)} ` +
+        `-> ${fmtRatio(x5.ratio)} (limit <= ${limits.pullToSkopeoUmoci}x: ${verdict(x5.ratio <= limits.pullToSkopeoUmoci)}); peak RSS ${mib(x5.maxRssKiB)}`,
+    );
+  }
+  return out;
+}

@@ -1,15 +1,18 @@
 // Child process of the peak-RSS figure: writes one layer of BYTES bytes of generated
 // content (16 files, 64 KiB blocks alternately random and text-like, streamed in 64 KiB chunks) through writeLayer into a
 // counting sink, then prints { bytes, gzipBytes, ms, maxRssKiB, vmHwmKiB } as JSON.
-// Usage: node rss-child.mjs DIST_DIR BYTES
-import { readFileSync } from "node:fs";
+// Usage: node rss-child.mjs DIST_DIR BYTES [--tar PATH]
+// With --tar, it writes the uncompressed tar of the same entries to PATH instead (for
+// the x2 scale scenario's pigz baseline) and prints { tarBytes }.
+import { createWriteStream, readFileSync } from "node:fs";
+import { pipeline } from "node:stream/promises";
 import { join } from "node:path";
 import { Readable, Writable } from "node:stream";
 import { prng, randomBuffer, textBuffer } from "./util.mjs";
 
-const [dist, bytesArg] = process.argv.slice(2);
+const [dist, bytesArg, flag, tarPath] = process.argv.slice(2);
 const total = Number(bytesArg);
-const { writeLayer } = await import(join(dist, "oci/layer.js"));
+const { writeLayer, tarChunks } = await import(join(dist, "oci/layer.js"));
 
 const rand = prng(7);
 const pattern = Buffer.concat(Array.from({ length: 16 }, (_, k) => (k % 2 ? textBuffer(rand, 65536) : randomBuffer(rand, 65536))));
@@ -36,6 +39,13 @@ function* entries() {
     const size = i === files - 1 ? total - per * (files - 1) : per;
     yield { path: `data/blob${String(i).padStart(2, "0")}`, type: "file", mode: 0o644, uid: 0, gid: 0, mtime, size, open: () => content(size) };
   }
+}
+
+if (flag === "--tar") {
+  const file = createWriteStream(tarPath);
+  await pipeline(tarChunks(entries()), file);
+  process.stdout.write(JSON.stringify({ tarBytes: file.bytesWritten }) + "\n");
+  process.exit(0);
 }
 
 let gzipBytes = 0;

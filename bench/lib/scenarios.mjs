@@ -53,7 +53,7 @@ COPY . /ctx
 CMD ["ls", "/ctx"]
 `;
 
-async function makeOnce(dir, fill) {
+export async function makeOnce(dir, fill) {
   if (existsSync(join(dir, "Dockerfile"))) return dir;
   const tmp = `${dir}.tmp-${process.pid}`;
   await rm(tmp, { recursive: true, force: true });
