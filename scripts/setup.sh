@@ -28,6 +28,7 @@ check newuidmap uidmap
 check fuse-overlayfs fuse-overlayfs
 check mmdebstrap mmdebstrap
 check pigz pigz  # the benchmark's x2 baseline (parallel gzip on every core)
+check /usr/bin/time time  # GNU time: the benchmark's peak RSS of each ocibuild build
 check podman podman
 check runc runc
 check setcap libcap2-bin
