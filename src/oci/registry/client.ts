@@ -235,6 +235,22 @@ export class RegistryClient {
     return res.status === 200;
   }
 
+  /** The digest the registry gives for `ref`'s tag (HEAD), or undefined when the tag is absent or the registry names no digest. */
+  async manifestDigestAt(ref: ImageReference, tag: string, signal?: AbortSignal): Promise<string | undefined> {
+    const res = await this.transport.request({
+      method: "HEAD",
+      registry: ref.registry,
+      path: `/v2/${ref.repository}/manifests/${tag}`,
+      headers: { accept: MANIFEST_ACCEPT },
+      scopes: [{ repository: ref.repository, actions: ["pull", "push"] }],
+      what: `check manifest ${ref.name}:${tag}`,
+      signal,
+      ok: [200, 404],
+    });
+    await res.body.dump().catch(() => {});
+    return res.status === 200 ? res.header("docker-content-digest") : undefined;
+  }
+
   async blobExists(ref: ImageReference, d: Digest, signal?: AbortSignal): Promise<boolean> {
     const res = await this.transport.request({
       method: "HEAD",

@@ -6,7 +6,8 @@
  * (an earlier reference, or the blob's origin: a base image, a copy's source), else
  * uploaded; the manifest last. A repository that already holds an image's manifest
  * gets only the manifest (re)put: a registry accepts a manifest only once every blob
- * it names is there, so its blobs need no checking. An index's images (and indexes)
+ * it names is there, so its blobs need no checking; when the tag already names that
+ * manifest, nothing is put. An index's images (and indexes)
  * are pushed by digest, in parallel, then the index by the reference.
  */
 import type { Digest } from "../digest.js";
@@ -23,7 +24,7 @@ export interface PushResult {
   mediaType: string;
   /** Blobs per outcome, over every reference. */
   blobs: { uploaded: number; mounted: number; exists: number };
-  /** Manifests and indexes put, over every reference. */
+  /** Manifests and indexes put (or found already in place at a tag), over every reference. */
   manifests: number;
 }
 
@@ -77,8 +78,19 @@ async function pushImageBlobs(t: Target, img: Image): Promise<void> {
   await settleAll(blobs, (b) => pushBlob(t, b));
 }
 
-/** Everything `a` names, then `a` itself as `ref`. */
+/**
+ * The digest `ref`'s tag names now, asked while the blobs are checked: when it is
+ * `a`'s, the manifest is in place and is not put again (a fully cached rebuild's
+ * push is then one round trip). Any failure of that question just means a put.
+ */
+function tagDigest(t: Target, ref: ImageReference): Promise<string | undefined> {
+  if (ref.tag === undefined) return Promise.resolve(undefined);
+  return t.client.manifestDigestAt(ref, ref.tag, t.opts.signal).catch(() => undefined);
+}
+
+/** Everything `a` names, then `a` itself as `ref` (unless the tag names it already). */
 async function pushTree(t: Target, a: Artifact, ref: ImageReference): Promise<void> {
+  const atTag = tagDigest(t, ref);
   if (a.kind === "image") await pushImageBlobs(t, a);
   else {
     await settleAll(a.entries, async (e) => {
@@ -86,7 +98,7 @@ async function pushTree(t: Target, a: Artifact, ref: ImageReference): Promise<vo
       await pushTree(t, child, withDigest(t.ref, child.manifest.digest));
     });
   }
-  await t.client.putManifest(ref, a.manifest, t.opts.signal);
+  if ((await atTag) !== a.manifest.digest) await t.client.putManifest(ref, a.manifest, t.opts.signal);
   t.result.manifests++;
 }
 

@@ -314,7 +314,7 @@ describe.skipIf(!haveRegistry())("faults injected by a proxy in front of the rea
 });
 
 describe.skipIf(!haveRegistry())("pushing an image the repository already holds (needs docker-registry)", () => {
-  it("checks the manifest once and only points the tag; a new image still has its blobs checked", async () => {
+  it("checks the manifest once and only points the tag, or nothing when the tag names it already; a new image still has its blobs checked", async () => {
     const reg = await startRegistry();
     const proxy = await startFaultProxy(reg);
     const c = new RegistryClient();
@@ -327,10 +327,15 @@ describe.skipIf(!haveRegistry())("pushing an image the repository already holds 
       const again = await pushArtifact(c, imageValue(img), [parseReference(`${proxy.host}/p/app:v2`)], { onBlob: (_r, _d, o) => outcomes.push(o) });
       expect(again.blobs).toEqual({ uploaded: 0, mounted: 0, exists: 2 });
       expect(outcomes).toEqual(["exists", "exists"]);
-      // One HEAD of the manifest by digest, one PUT of the tag, nothing about blobs.
-      expect(proxy.log.map((r) => `${r.method} ${r.path}`)).toEqual([`HEAD /v2/p/app/manifests/${img.manifest.digest}`, "PUT /v2/p/app/manifests/v2"]);
+      // The tag and the manifest by digest asked at once (HEADs), one PUT of the tag, nothing about blobs.
+      expect(proxy.log.map((r) => `${r.method} ${r.path}`).sort()).toEqual([`HEAD /v2/p/app/manifests/${img.manifest.digest}`, "HEAD /v2/p/app/manifests/v2", "PUT /v2/p/app/manifests/v2"]);
       const tagged = await c.headManifest(parseReference(`${reg.host}/p/app:v2`));
       expect(tagged?.digest).toBe(img.manifest.digest);
+      // The same push again: the tag already names the manifest, so nothing is put.
+      proxy.log.length = 0;
+      const unchanged = await pushArtifact(c, imageValue(img), [parseReference(`${proxy.host}/p/app:v2`)]);
+      expect(unchanged).toEqual(again);
+      expect(proxy.log.map((r) => `${r.method} ${r.path}`).sort()).toEqual([`HEAD /v2/p/app/manifests/${img.manifest.digest}`, "HEAD /v2/p/app/manifests/v2"]);
       // Another image in the same repository: its blobs are checked (and uploaded) as usual.
       proxy.log.length = 0;
       const other = await imageOf("amd64", { "other.txt": "other\n" });
