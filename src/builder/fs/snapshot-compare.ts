@@ -122,7 +122,8 @@ function sameXattrs(a: Record<string, Buffer> | undefined, b: Record<string, Buf
 /**
  * Paths present in both trees whose xattrs differ (setcap on a file from a lower
  * layer changes nothing else). Overlay mode looks only at what the upperdir holds;
- * copy mode at everything. Two batched reads, whatever the number of files.
+ * copy mode at everything; neither descends into a directory the lower view does not
+ * have as a directory (all of it is new). Two batched reads, whatever the number of files.
  */
 export async function xattrChanges(root: MountedRoot, view: LowerView, signal?: AbortSignal): Promise<Set<string>> {
   const scanBase = root.mode !== "copy" ? root.upper : root.merged;
@@ -135,7 +136,9 @@ export async function xattrChanges(root: MountedRoot, view: LowerView, signal?: 
       if (st === null || (st.isCharacterDevice() && st.rdev === 0)) continue;
       const l = await view.lookup(c);
       if (l !== null && typeOf(l.stats) === typeOf(st)) pairs.push({ rel: joinRel(c), merged: join(root.merged, ...c), lower: l.hostPath });
-      if (st.isDirectory()) await walk(c);
+      // Below a directory the lower view lacks (new, or replacing a non-directory) nothing has a
+      // lower counterpart: its whole subtree is new and has no xattrs to compare.
+      if (st.isDirectory() && l !== null && l.stats.isDirectory()) await walk(c);
     }
   };
   await walk([]);

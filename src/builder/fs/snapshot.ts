@@ -23,7 +23,7 @@
  * between included files kept. Read them (and stream them into writeLayer)
  * BEFORE unmounting the root: file contents are opened from the merged tree.
  */
-import type { Stats } from "node:fs";
+import { readdirSync, type Stats } from "node:fs";
 import { lstat, readdir, rmdir, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import type { LayerEntry } from "../../oci/layer.js";
@@ -32,7 +32,7 @@ import { OcibuildError } from "../../errors.js";
 import type { MountedRoot } from "./overlay.js";
 import { LowerView } from "./lowerview.js";
 import { areOpaque, getXattrs } from "./native.js";
-import { lstatOrNull } from "./util.js";
+import { lstatOrNull, lstatOrNullSync } from "./util.js";
 import { WH_OPAQUE, WH_PREFIX } from "./path.js";
 import { entryFor, joinRel, unchanged, whiteout, xattrChanges, type Item } from "./snapshot-compare.js";
 
@@ -230,9 +230,10 @@ class TreeDiff {
     const at = out.length;
     if (self !== null) out.push(self);
     if (st.isDirectory()) {
-      const names = (await readdir(hostPath)).sort(byUtf8);
-      for (const name of names) {
-        const cst = await lstatOrNull(join(hostPath, name));
+      // Synchronous on purpose (as lowerview.ts): a new subtree can hold 100k files, and
+      // an lstat through the thread pool costs several times the call itself.
+      for (const name of readdirSync(hostPath).sort(byUtf8)) {
+        const cst = lstatOrNullSync(join(hostPath, name));
         if (cst !== null) await this.fullInto([...comps, name], cst, out);
       }
     }
