@@ -88,6 +88,9 @@ interface Candidates {
 }
 
 /** One snapshot's walk: the merged tree against the lower view, as sorted items. */
+/** How long the synchronous walk of a new subtree runs before it lets the event loop in. */
+const SLICE_MS = 8;
+
 class TreeDiff {
   private readonly excluded: Set<string>;
   private readonly overlay: boolean;
@@ -97,6 +100,8 @@ class TreeDiff {
    */
   private readonly knownOpacity: boolean;
   private readonly signal: AbortSignal | undefined;
+  /** When the synchronous walk last let the event loop run (see breathe). */
+  private sliceStart = performance.now();
 
   /** The lower view of `lowerDirs`, and the paths in both trees whose xattrs differ. */
   static async open(root: MountedRoot, lowerDirs: string[], opts: SnapshotOptions): Promise<TreeDiff> {
@@ -230,6 +235,7 @@ class TreeDiff {
     const at = out.length;
     if (self !== null) out.push(self);
     if (st.isDirectory()) {
+      await this.breathe();
       // Synchronous on purpose (as lowerview.ts): a new subtree can hold 100k files, and
       // an lstat through the thread pool costs several times the call itself.
       for (const name of readdirSync(hostPath).sort(byUtf8)) {
@@ -239,6 +245,17 @@ class TreeDiff {
     }
     // As withSelf: an excluded entry is left out, unless it is a directory with something below it.
     if (self !== null && this.excluded.has(rel) && (self.entry.type !== "directory" || out.length === at + 1)) out.splice(at, 1);
+  }
+
+  /**
+   * The walk of a new subtree is synchronous: every few milliseconds it lets the event
+   * loop run, so parallel stages' transfers, RUN output and progress are not held up
+   * for the whole of a 100k-file tree.
+   */
+  private async breathe(): Promise<void> {
+    if (performance.now() - this.sliceStart < SLICE_MS) return;
+    await new Promise<void>((r) => setImmediate(r));
+    this.sliceStart = performance.now();
   }
 
   private withSelf(rel: string, self: Item | null, below: Item[]): Item[] {
