@@ -10,7 +10,7 @@
  */
 import { Readable } from "node:stream";
 import type { KeyObject } from "node:crypto";
-import { OcibuildError } from "../errors.js";
+import { isOcibuildError } from "../errors.js";
 import type { Digest } from "../oci/digest.js";
 import { withTag, type ImageReference } from "../oci/reference.js";
 import type { Descriptor } from "../oci/manifest.js";
@@ -46,10 +46,15 @@ export interface SignResult {
   readonly attestations?: Digest;
 }
 
-async function existingLayers(client: RegistryClient, ref: ImageReference, signal?: AbortSignal): Promise<Descriptor[]> {
-  if (!(await client.headManifest(ref, { signal }))) return [];
-  const m = await client.getManifest(ref, { signal });
-  return m.kind === "manifest" ? [...m.blob.parsed.layers] : [];
+/** The `.sig` or `.att` manifest at `ref`: its digest and layers, or none (one GET; a 404 is "none yet"). */
+export async function signatureManifestAt(client: RegistryClient, ref: ImageReference, signal?: AbortSignal): Promise<{ digest?: Digest; layers: Descriptor[] }> {
+  try {
+    const m = await client.getManifest(ref, { signal });
+    return { digest: m.blob.digest, layers: m.kind === "manifest" ? [...m.blob.parsed.layers] : [] };
+  } catch (e) {
+    if (isOcibuildError(e) && e.code === "REGISTRY_NOT_FOUND") return { layers: [] };
+    throw e;
+  }
 }
 
 async function pushSignatureImage(client: RegistryClient, ref: ImageReference, kept: readonly Descriptor[], added: readonly SignatureLayer[], signal?: AbortSignal): Promise<Digest> {
@@ -78,14 +83,14 @@ export async function signManifest(
   const sigRef = withTag(repo, signatureTag(digest, "sig"));
   const payload = simpleSigningPayload(repo.name, digest);
   const layer = signatureLayer(SIMPLE_SIGNING_MEDIA_TYPE, payload, { [SIGNATURE_ANNOTATION]: signBytes(key.privateKey, payload) });
-  const current = await existingLayers(client, sigRef, opts.signal);
-  const signature = alreadySigned(current, layer, key.publicKey, payload)
-    ? (await client.headManifest(sigRef, { signal: opts.signal }))!.digest
-    : await pushSignatureImage(client, sigRef, current, [layer], opts.signal);
+  const current = await signatureManifestAt(client, sigRef, opts.signal);
+  const signature = current.digest !== undefined && alreadySigned(current.layers, layer, key.publicKey, payload)
+    ? current.digest
+    : await pushSignatureImage(client, sigRef, current.layers, [layer], opts.signal);
   if (!opts.attestations?.length) return { digest, signature };
   const attRef = withTag(repo, signatureTag(digest, "att"));
   const types = new Set(opts.attestations.map((a) => a.predicateType));
-  const kept = (await existingLayers(client, attRef, opts.signal)).filter((d) => !types.has(d.annotations?.[PREDICATE_TYPE_ANNOTATION] ?? ""));
+  const kept = (await signatureManifestAt(client, attRef, opts.signal)).layers.filter((d) => !types.has(d.annotations?.[PREDICATE_TYPE_ANNOTATION] ?? ""));
   const added = opts.attestations.map((a) =>
     signatureLayer(DSSE_MEDIA_TYPE, dsseEnvelope(key.privateKey, a.statement), { [PREDICATE_TYPE_ANNOTATION]: a.predicateType, [SIGNATURE_ANNOTATION]: "" }),
   );

@@ -11,6 +11,7 @@ import type { Digest } from "../oci/digest.js";
 import { withDigest, withTag, type ImageReference } from "../oci/reference.js";
 import type { Descriptor } from "../oci/manifest.js";
 import type { RegistryClient } from "../oci/registry/index.js";
+import { signatureManifestAt } from "./attach.js";
 import { DSSE_MEDIA_TYPE, SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE, SIMPLE_SIGNING_TYPE, openDsseEnvelope, signatureTag, verifyBytes, type SimpleSigningPayload } from "./cosign.js";
 
 export const ATTESTATION_REFERENCE_TYPE = "vnd.docker.reference.type";
@@ -50,9 +51,7 @@ function parsePayload(bytes: Uint8Array): SimpleSigningPayload | undefined {
 
 async function signatureLayers(client: RegistryClient, ref: ImageReference, suffix: "sig" | "att", signal?: AbortSignal): Promise<{ ref: ImageReference; layers: Descriptor[] }> {
   const tagged = withTag(ref, signatureTag(ref.digest!, suffix));
-  if (!(await client.headManifest(tagged, { signal }))) return { ref: tagged, layers: [] };
-  const m = await client.getManifest(tagged, { signal });
-  return { ref: tagged, layers: m.kind === "manifest" ? [...m.blob.parsed.layers] : [] };
+  return { ref: tagged, layers: (await signatureManifestAt(client, tagged, signal)).layers };
 }
 
 /** The repository a good signature of `digest` names; throws when none verifies or none names this digest. */
