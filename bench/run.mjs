@@ -137,6 +137,8 @@ try {
       peers.push(p);
     }
     const names = peers.map((p) => p.name);
+    // The CLI's own start-up (Node plus loading the bundle), printed beside each scenario's split.
+    results.startupMs = (await cliStart(repoRoot, 5)).ms;
     const rows = scenarios.flatMap((s) => s.phases.map((phase) => ({ scenario: s.id, title: s.title, phase, samples: Object.fromEntries(names.map((n) => [n, []])), ocibuildSteps: [], errors: [] })));
     const rowOf = (s, phase) => rows.find((r) => r.scenario === s.id && r.phase === phase);
 
@@ -289,7 +291,9 @@ if (results.scenarios.length) {
         const w = a.firstLayerWrite ?? a.layerDone;
         return `${s.instruction.slice(0, 24)}: ${fmtSec(w - a.start)} before its layer, ${fmtSec(a.layerDone - w)} writing it, ${fmtSec(a.end - a.layerDone)} after`;
       });
-      if (p.beforeFirstStep !== undefined) lines.push(`    before the first step ${fmtSec(p.beforeFirstStep)}, after the last ${fmtSec(p.afterLastStep)}${split2.length ? `; ${split2.join("; ")}` : ""}`);
+      const startup = results.startupMs !== undefined ? ` (of it, the CLI's start-up ~${fmtSec(results.startupMs)}: \`ocibuild --version\`)` : "";
+      const rss = Number.isFinite(p.maxRssKiB) ? `; peak RSS ${(p.maxRssKiB / 1024).toFixed(0)} MiB` : "";
+      if (p.beforeFirstStep !== undefined) lines.push(`    before the first step ${fmtSec(p.beforeFirstStep)}${startup}, after the last ${fmtSec(p.afterLastStep)}${rss}${split2.length ? `; ${split2.join("; ")}` : ""}`);
     }
     for (const e of r.errors) lines.push(`  ERROR ${r.scenario}/${r.phase}: ${e.split("\n")[0]}`);
   }
