@@ -215,7 +215,7 @@ export async function buildkitPeer(work, registryHost) {
       d.stderr.on("data", (x) => (log = (log + x).slice(-8000)));
       for (let i = 0; i < 150 && d.exitCode === null; i++) {
         const r = await run(buildctl, ["--addr", addr, "debug", "workers"], { allowFail: true });
-        if (r.code === 0 && r.stdout.split("\n").length > 1) return d;
+        if (r.code === 0 && r.stdout.trim().split("\n").length > 1) return d;
         await new Promise((res) => setTimeout(res, 200));
       }
       d.kill("SIGKILL");
