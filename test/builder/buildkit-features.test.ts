@@ -16,9 +16,12 @@ import { BuildkitExecutor, type RemoteMount } from "../../src/builder/sandbox/bu
 import type { StageState } from "../../src/builder/stage-state.js";
 import { buildkitCommand } from "../../src/cli/commands/buildkit.js";
 import { OcibuildError } from "../../src/errors.js";
+import { selectImage } from "../../src/oci/image.js";
 import { OciLayout } from "../../src/oci/layout.js";
+import { parseReference } from "../../src/oci/reference.js";
 import { RegistryClient } from "../../src/oci/registry/index.js";
 import { hostPlatform } from "../../src/oci/platform.js";
+import { openRegistry } from "../../src/oci/sources.js";
 import { captureIO } from "../dockerfile/cli-io.js";
 import { buildkitdMissing, makeClientCert, startBuildkitd, startBuildkitFixture, type BuildkitFixture, type TestBuildkitd } from "../helpers/buildkitd.js";
 import { haveRegistry, type TestRegistry } from "../helpers/registry.js";
@@ -97,7 +100,8 @@ describe.skipIf(missing !== undefined)(`BuildKit executor: session, mounts, here
     beforeAll(async () => {
       content = await OciLayout.create(join(work, "mounts-content"));
       registry = new RegistryClient({});
-      state = await imageState(base, hostPlatform(), registry);
+      const ref = parseReference(base);
+      state = await imageState(ref, await selectImage(await openRegistry(registry, ref, ref.familiar), hostPlatform(), ref.familiar));
     });
     afterAll(async () => {
       await registry?.close();
