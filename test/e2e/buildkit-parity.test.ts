@@ -175,14 +175,16 @@ describe.skipIf(!ready)("same image as BuildKit (needs root, bwrap, docker-regis
     await pexec("buildctl", [
       "--addr", bk!.address, "build", "--frontend", "dockerfile.v0",
       "--local", `context=${ctx}`, "--local", `dockerfile=${ctx}`, "--opt", `build-arg:BASE=${base}`,
-      "--output", `type=oci,dest=${archive}`,
+      // The exporter writes a tar of an OCI layout; the name's tag becomes the
+      // manifest's org.opencontainers.image.ref.name, which is how umoci picks an
+      // image (its --image takes PATH[:TAG] only, never PATH@DIGEST).
+      "--output", `type=oci,dest=${archive},name=parity:v1`,
     ]);
     const layout = join(work, "bk", c.name);
     await mkdir(layout, { recursive: true });
     await run("tar", ["-xf", archive, "-C", layout]);
     const bundle = join(work, "bundle", `${c.name}-buildkit`);
-    const index = JSON.parse(await readFile(join(layout, "index.json"), "utf8")) as { manifests: { digest: string }[] };
-    await run("umoci", ["unpack", "--image", `${layout}@${index.manifests[0]!.digest}`, bundle]);
+    await run("umoci", ["unpack", "--image", `${layout}:v1`, bundle]);
     return join(bundle, "rootfs");
   }
 
