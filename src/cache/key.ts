@@ -14,7 +14,7 @@ import { createHash } from "node:crypto";
 import { isSealed, secretArgName } from "./redact.js";
 
 /** Bump when the recipe changes, or when a fix makes a step produce other bytes from the same inputs: old entries then simply never match. */
-export const KEY_VERSION = 3;
+export const KEY_VERSION = 4;
 
 export interface KeyInputs {
   v: number;

@@ -186,11 +186,9 @@ describe("the daemon's layer entries", () => {
     body: (async function* () {})(),
   });
 
-  it("drops the runtime's mount-point directories, keeps everything else as written", () => {
-    expect(toLayerEntry(entry("proc/", "directory"))).toBeUndefined();
-    expect(toLayerEntry(entry("dev", "directory"))).toBeUndefined();
-    expect(toLayerEntry(entry("sys/", "directory"))).toBeUndefined();
-    // A file called "dev" is not a mount point, nor is a directory below one.
+  it("keeps every entry as written, the runtime's /dev, /proc and /sys mount points too (BuildKit's image has them); drops only the root", () => {
+    expect(toLayerEntry(entry("./", "directory"))).toBeUndefined();
+    for (const d of ["proc/", "dev", "./sys/"]) expect(toLayerEntry(entry(d, "directory"))).toMatchObject({ path: d.replace(/^\.\//, "").replace(/\/$/, ""), type: "directory", mode: 0o755 });
     expect(toLayerEntry(entry("dev", "file", { size: 0 }))?.path).toBe("dev");
     expect(toLayerEntry(entry("srv/proc/", "directory"))?.path).toBe("srv/proc");
     const wh = toLayerEntry(entry("./etc/.wh.motd", "file", { mode: 0o100000 }))!;

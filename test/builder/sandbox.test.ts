@@ -38,6 +38,8 @@ const bwrapOk = isRoot && haveTool("bwrap") && haveBusyboxStatic() && canOverlay
 describe.skipIf(!bwrapOk)("BwrapExecutor (needs root, bwrap, overlayfs, busybox-static)", () => {
   let base: string;
   let lower: string;
+  /** The same root without /dev, /proc and /sys (`lower` has them, as distribution images do). */
+  let bare: string;
   const mounted: MountedRoot[] = [];
   let n = 0;
 
@@ -45,7 +47,10 @@ describe.skipIf(!bwrapOk)("BwrapExecutor (needs root, bwrap, overlayfs, busybox-
     expect(await executor.available()).toEqual({ ok: true });
     base = await mkdtemp(join(tmpdir(), "ocibuild-sandbox-"));
     lower = join(base, "lower");
+    bare = join(base, "bare");
+    await makeBusyboxRoot(bare);
     await makeBusyboxRoot(lower);
+    for (const d of ["dev", "proc", "sys"]) await mkdir(join(lower, d), { mode: 0o755 });
   });
   afterEach(async () => {
     for (const m of mounted.splice(0)) await m.unmount();
@@ -54,8 +59,8 @@ describe.skipIf(!bwrapOk)("BwrapExecutor (needs root, bwrap, overlayfs, busybox-
     if (base) await rm(base, { recursive: true, force: true });
   });
 
-  async function fresh(): Promise<MountedRoot> {
-    const r = await mountRoot([lower], join(base, `s${n++}`));
+  async function fresh(from = lower): Promise<MountedRoot> {
+    const r = await mountRoot([from], join(base, `s${n++}`));
     mounted.push(r);
     return r;
   }
@@ -77,9 +82,9 @@ describe.skipIf(!bwrapOk)("BwrapExecutor (needs root, bwrap, overlayfs, busybox-
     return { ...res, out };
   }
 
-  async function changes(root: MountedRoot, exclude: string[]): Promise<LayerEntry[]> {
+  async function changes(root: MountedRoot, exclude: string[], from = lower): Promise<LayerEntry[]> {
     const out: LayerEntry[] = [];
-    for await (const e of snapshotChanges(root, [lower], { exclude })) out.push(e);
+    for await (const e of snapshotChanges(root, [from], { exclude })) out.push(e);
     return out;
   }
 
@@ -114,9 +119,23 @@ describe.skipIf(!bwrapOk)("BwrapExecutor (needs root, bwrap, overlayfs, busybox-
     const root = await fresh();
     const r = await run(root, "test -d /proc/self && test -c /dev/null && echo ok");
     expect(r.out).toContain("ok");
-    expect(r.createdPaths).toEqual(expect.arrayContaining(["dev", "proc"]));
     if (existsSync("/etc/resolv.conf")) expect(r.createdPaths).toContain("etc/resolv.conf");
     expect(await changes(root, r.createdPaths)).toEqual([]);
+  });
+
+  it("keeps the /dev, /proc and /sys mount points a root lacked in the layer, 0755 and root's, as BuildKit's runc does", async () => {
+    for (const privileged of [false, true]) {
+      const root = await fresh(bare);
+      const r = await run(root, "test -d /proc/self && test -c /dev/null && echo ok", { privileged });
+      expect(r.out).toContain("ok");
+      expect(r.createdPaths.filter((p) => ["dev", "proc", "sys"].includes(p))).toEqual([]);
+      const entries = await changes(root, r.createdPaths, bare);
+      expect(entries.map((e) => [e.path, e.type, e.mode.toString(8), e.uid, e.gid])).toEqual([
+        ["dev", "directory", "755", 0, 0],
+        ["proc", "directory", "755", 0, 0],
+        ["sys", "directory", "755", 0, 0],
+      ]);
+    }
   });
 
   it("has its own lo and tap0 by default, only lo with network=none, the host's interfaces with network=host", async () => {

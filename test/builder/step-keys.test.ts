@@ -51,31 +51,30 @@ CMD ["/bin/hello"]
 ENTRYPOINT ["/bin/sh"]
 `;
 
-// [instruction as reported, key, miss reason], computed with KEY_VERSION 3.
+// [instruction as reported, key, miss reason], computed with KEY_VERSION 4.
 const GOLDEN: [string, string, string][] = [
-  ["ARG VERSION=1.0","9c6c163d87319acc646c0002e11a0e3c80824f6c6ba2db1fa2e9cd40145c2e39","no previous entry"],
-  ["ARG API_TOKEN=s3cret-value","66b88d2a74f41ade92b35e9ac2e15978224416e28bf7e6d8480f7d6539d7afc4","no previous entry"],
-  ["ENV APP=/app EXTRA=1.0","9ffdd1c4d7c55c524a6a24399d94bc60d621a4fe88a94bed2fbd74932c700427","no previous entry"],
-  ["LABEL org.example.version=1.0","f65092301e5e52257b2c3e5ea296d5f096cdad47c5313fa9ce0ace0cdfc1ce41","no previous entry"],
-  ["WORKDIR /app","0d748e46462eb7af9afccb2dd830229524cb6c0163719c3e457e5c946c339299","no previous entry"],
-  ["COPY a.txt dir/ ./","59b4abcdcf8ab35746563f7d8823ce2c4b8fdfae146a8b9a8317d6a5e8d571fe","parent step rebuilt"],
-  ["COPY --chmod=0755 /bin/hello","752f1f21e74bbe344d66de99b403017fef00a260d4f859e307c8edec5113f25d","parent step rebuilt"],
-  ["COPY --link a.txt /linked/","fdd31260f1be6052fa90407c7bd259cb7bc9eb601cfce654bca5c28841b72275","parent step rebuilt"],
-  ["COPY --from=build /out /from-build/","2c81b8320eb9aae7857d7a1d84af441da60dcb71ad05c6d82b9fbd56514cd5fc","parent step rebuilt"],
-  ["ADD --chown=1:1 a.txt /added/","8e5d8244954009fc4d4e3675b0999bd2e7a6c0b1998266edcdbd5fa5401ef09b","parent step rebuilt"],
-  ["RUN echo $VERSION $API_TOKEN","da44070395081cc77c671da5197abf7125f13de8219b5869d74ffaeafa6b2293","parent step rebuilt"],
-  ["RUN [\"/bin/true\"]","5d5ef159281cedeb453b1d3b06ba9a5c96d540685624e7acd37d17d3c75609e7","parent step rebuilt"],
-  ["USER 1000:1000","2d8f8bc5a70cc393007521fbe95557ef4a4dfc11fe8509876d6df4640b46ef75","no previous entry"],
-  ["EXPOSE 8080/tcp 53/udp","b7afb231d000962fdd20fb69fc800542c9f82d24b39c29550e2439ada55bb95f","no previous entry"],
-  ["VOLUME [/data]","a0921a52b13c3cd352a27192173284d51b3ca53908c8a5cb20b9b10adfc8765b","no previous entry"],
-  ["STOPSIGNAL SIGTERM","8db5fb723d98a1d92871c4849ca5c83090742a48c851a9275b6f6b032190c553","no previous entry"],
-  ["HEALTHCHECK [\"CMD\",\"/bin/true\"]","285e32e112ea7751fe132360f288b7d4a9826d43afad87baa188c01b98ee7b68","no previous entry"],
-  ["SHELL [\"/bin/sh\",\"-ec\"]","d85e0e8280a615c79938f021ad1600accd74056b2a487da83fc9043a64b690c9","no previous entry"],
-  ["ONBUILD RUN echo child","9e35153a739347982febbf5054ae6182b99d5602e2cc2585099591e01319614b","no previous entry"],
-  ["MAINTAINER someone","875d237c4de9e2af61d1175e919becf4c8e21d65c675e019d662eefb454feffe","no previous entry"],
-  ["CMD [\"/bin/hello\"]","c6cf23649704993394ce1cc63cbbccaf7f043b35947805b220bc930903a9e0b5","no previous entry"],
-  ["ENTRYPOINT [\"/bin/sh\"]","c4300e63ad4fe77e477fbf0537e36919b4b2fd65ac4dcf3317247f46d4831dfb","no previous entry"],
-
+  ["ARG VERSION=1.0","d85186c4de26a9d754b92b453801cffc34a2051385183d3edb6f7567b72b1c27","no previous entry"],
+  ["ARG API_TOKEN=s3cret-value","a218df6020c185fbe9fbaaefce11b48be7db9f8c2af4d719900dbbfee0b78255","no previous entry"],
+  ["ENV APP=/app EXTRA=1.0","81ac71d2a1b193445b2426bbb258f5f380acc2d17aaeab338f70fd6aa2021565","no previous entry"],
+  ["LABEL org.example.version=1.0","34a68e9fe5575c336e6d892763296e7aead9dd0c54c521e59d7fe9f4d09fd895","no previous entry"],
+  ["WORKDIR /app","c715b6b7fd26c343f59f59459a6300f4b003bc587b02769ceb20414207d6775c","no previous entry"],
+  ["COPY a.txt dir/ ./","5c65c86a97aaf84eef418e2e4c135d9ca1c71a93d5ad98a6e7dd8dcc924fc649","parent step rebuilt"],
+  ["COPY --chmod=0755 /bin/hello","218a9e6ad6e29eb6a97c81c89d9cd4ebb0541f885c348b4debe960026b3e708e","parent step rebuilt"],
+  ["COPY --link a.txt /linked/","e3e2f46310aad764426925780a7e703ab1da4b34e0376d0707c57508ac75cfea","parent step rebuilt"],
+  ["COPY --from=build /out /from-build/","6fc607ff88c04803f8f096dd2fc0dd5360e8bc27a5a688996072dd8d75b33de2","parent step rebuilt"],
+  ["ADD --chown=1:1 a.txt /added/","12b487aef19a2ba5fbe29e787128f3c7c474a882b5df36a3bf0f07532c8c9a44","parent step rebuilt"],
+  ["RUN echo $VERSION $API_TOKEN","904d0039dd449ac7d31ab30928b49ff32c545d0229ec5bb09661d1d0086bc3e5","parent step rebuilt"],
+  ["RUN [\"/bin/true\"]","9a56f48c7462ecf221d5078c6e009a16662ae34ea31aba2d00207e5ba8b89b90","parent step rebuilt"],
+  ["USER 1000:1000","37daa0e1c6922c89af4b4249f61f246aa31ce70e0eaa18448657fb4e8543160d","no previous entry"],
+  ["EXPOSE 8080/tcp 53/udp","29b0d6cfbd9cd37b5373791d3f58abfa0a11cc8925b2a16929adcc416569492c","no previous entry"],
+  ["VOLUME [/data]","5ad352aa58c5d4684595bac36a0da166bd4b5e1cb73edfbbf88af21d1fa072d1","no previous entry"],
+  ["STOPSIGNAL SIGTERM","dbfe4cc42155c90f23242372efa6425db9454746b0f61b0752bbfb068802a5c6","no previous entry"],
+  ["HEALTHCHECK [\"CMD\",\"/bin/true\"]","a8637b92c058188e2cd968deff3067d9098a347ced4f2a9279fc0501f683212e","no previous entry"],
+  ["SHELL [\"/bin/sh\",\"-ec\"]","fed50d549ff0f70b250b264e84f863d23448c2c9c143c1a3009e0c48afe405ce","no previous entry"],
+  ["ONBUILD RUN echo child","1441fac00b5e49b05e743260a27f8052bd4c94bb4ea5df4081f21f6c09200cc6","no previous entry"],
+  ["MAINTAINER someone","6163b8cba79fc088e70a7df26eab2577bf9a47ba811b095709eb5d7b3142b555","no previous entry"],
+  ["CMD [\"/bin/hello\"]","4ec248f53224f7a926a50de853ae9dea61edc49ec9a3d97a8482afd66b074215","no previous entry"],
+  ["ENTRYPOINT [\"/bin/sh\"]","771d5e938505eb964a65380e66fbda91ffd147aaac30f07a41fdc823929609ec","no previous entry"],
 ];
 
 let dir: string;

@@ -3,10 +3,11 @@
  * with the kernel's host-wide knobs read-only or masked (runc's defaults), a
  * read-only empty /sys, a minimal /dev (with a sized /dev/shm when asked), the host's
  * /etc/hosts (plus --add-host lines) and resolv.conf, and the step's RUN --mount
- * targets; every mount target checked inside the root.
+ * targets; every mount target checked inside the root. Mount points the step made
+ * are left out of its layer, but for /dev, /proc and /sys (see RUNTIME_MOUNT_POINTS).
  */
 import { statSync } from "node:fs";
-import { lstat, readFile } from "node:fs/promises";
+import { chmod, lstat, mkdir, readFile } from "node:fs/promises";
 import { isAbsolute, join } from "node:path";
 import { OcibuildError } from "../../errors.js";
 import type { RunSpec } from "./index.js";
@@ -108,6 +109,30 @@ export async function inspectTarget(root: string, target: string): Promise<strin
 }
 
 /**
+ * Where the OCI runtime mounts procfs, the /dev tmpfs and sysfs (a privileged step
+ * too). In a root that lacks one, runc makes the mount point, a 0755 directory owned
+ * by root, and BuildKit keeps it in the step's layer: its stub cleaner removes only
+ * /etc/hosts, /etc/resolv.conf and the step's own RUN --mount targets (executor/
+ * stubs.go, in v0.11.6 and in today's master alike). The layer gets the same
+ * directories here.
+ */
+export const RUNTIME_MOUNT_POINTS: readonly string[] = ["dev", "proc", "sys"];
+
+/** Make /NAME as runc would before the run (bwrap's own mkdir would follow the umask), or refuse a symlink there. */
+async function runtimeMountPoint(root: string, name: string): Promise<void> {
+  const st = await lstat(join(root, name)).catch(() => null);
+  if (st?.isSymbolicLink() || (st !== null && !st.isDirectory())) {
+    throw new OcibuildError("SANDBOX_UNSAFE_MOUNT", `cannot mount /${name}: the image has a symlink or a non-directory on that path`, {
+      details: { target: `/${name}` },
+      hint: "a mount target must be a real path in the image; a symlink there could point outside the root",
+    });
+  }
+  if (st !== null) return;
+  await mkdir(join(root, name), { mode: 0o755 });
+  await chmod(join(root, name), 0o755);
+}
+
+/**
  * The mounts of one RUN. `hostFiles` are bound read-only at their own path (resolv.conf,
  * with the default network, as data given on `resolvFd`); `procArgs` from
  * procHardeningArgs() are left out for a privileged step, which sees /proc and /sys as
@@ -130,12 +155,8 @@ export async function sandboxMounts(spec: RunSpec, hostFiles: readonly string[],
     }
     for (const c of r) created.add(c);
   };
-  await requireTarget("/proc", "/proc");
-  await requireTarget("/dev", "/dev");
-  if (!spec.privileged) {
-    await requireTarget("/sys", "/sys");
-    args.push(...procArgs, "--tmpfs", "/sys", "--remount-ro", "/sys");
-  }
+  for (const name of RUNTIME_MOUNT_POINTS) await runtimeMountPoint(root, name);
+  if (!spec.privileged) args.push(...procArgs, "--tmpfs", "/sys", "--remount-ro", "/sys");
   let resolvConf: string | undefined;
   let hosts: string | undefined;
   const extraHosts = extras.extraHosts ?? [];

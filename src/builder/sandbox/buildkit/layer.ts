@@ -3,9 +3,9 @@
  * pass: registry blob -> digest check -> gunzip or zstd -> DiffID check (against the
  * daemon's config) -> tar entries -> our layer writer (tar -> gzip or zstd -> hashes ->
  * content store). Re-encoding makes it our layer like any other: our entry
- * encoding, SOURCE_DATE_EPOCH clamping, and none of the runtime's mount-point
- * stubs (the OCI runtime creates /dev, /proc and /sys in a root that lacks them;
- * the bubblewrap executor leaves the same mount points out).
+ * encoding and SOURCE_DATE_EPOCH clamping. The daemon's diff is kept whole: the
+ * /dev, /proc and /sys mount points runc made in a root that lacked them stay in
+ * it, as in BuildKit's own image (and the bubblewrap executor's layer).
  */
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -19,13 +19,6 @@ import type { ImageReference } from "../../../oci/reference.js";
 import type { RegistryClient } from "../../../oci/registry/index.js";
 import { readTar, type TarEntry, type TarEntryType } from "../../fs/tar-reader.js";
 import type { LayerRecord } from "../../stage-state.js";
-
-/**
- * Directories the OCI runtime mounts over (procfs, the /dev tmpfs, sysfs). When one
- * shows up in a diff it was created as a mount point: a command cannot create or
- * change the directory under a live mount.
- */
-export const RUNTIME_MOUNT_STUBS: ReadonlySet<string> = new Set(["dev", "proc", "sys"]);
 
 const TYPES: Partial<Record<TarEntryType, EntryType>> = {
   file: "file",
@@ -41,11 +34,11 @@ function cleanPath(p: string): string {
   return p.replace(/^(\.?\/)+/, "").replace(/\/+$/, "");
 }
 
-/** A daemon tar entry as one of ours; undefined for a mount-point stub. */
+/** A daemon tar entry as one of ours; undefined for the root itself. */
 export function toLayerEntry(e: TarEntry): LayerEntry | undefined {
   const h = e.header;
   const path = cleanPath(h.name);
-  if (path === "" || (h.type === "directory" && RUNTIME_MOUNT_STUBS.has(path))) return undefined;
+  if (path === "") return undefined;
   const type = TYPES[h.type];
   if (!type) {
     throw new OcibuildError("BUILDKIT_LAYER_INVALID", `the daemon's layer has an entry of unsupported tar type '${h.flag}': ${path}`);
