@@ -184,6 +184,7 @@ describe("the daemon's layer entries", () => {
   const entry = (name: string, type: TarEntry["header"]["type"], extra: Partial<TarEntry["header"]> = {}): TarEntry => ({
     header: { name, type, flag: "", mode: 0o40755, uid: 0, gid: 0, size: 0, mtime: new Date(0), linkname: "", uname: "", gname: "", devmajor: 0, devminor: 0, pax: new Map(), ...extra },
     body: (async function* () {})(),
+    takeBuffered: () => undefined,
   });
 
   it("keeps every entry as written, the runtime's /dev, /proc and /sys mount points too (BuildKit's image has them); drops only the root", () => {

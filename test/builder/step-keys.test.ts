@@ -15,6 +15,7 @@ import { Redactor } from "../../src/cache/redact.js";
 import { INSTRUCTION_NAMES, parseDockerfile, planStages, type Instruction } from "../../src/dockerfile/index.js";
 import { OciLayout } from "../../src/oci/layout.js";
 import { RegistryClient } from "../../src/oci/registry/index.js";
+import { CacheMounts } from "../../src/builder/cache-mounts.js";
 import { cachedStep, type CacheContext } from "../../src/builder/cached-step.js";
 import { LayerStore } from "../../src/builder/fs/layer-store.js";
 import { BwrapExecutor } from "../../src/builder/sandbox/bwrap.js";
@@ -104,7 +105,7 @@ async function stepContext(lines: readonly string[]): Promise<Omit<StepContext, 
     layerStore: new LayerStore(join(dir, "rootfs")),
     scratchDir: join(dir, "scratch"),
     gitCacheDir: join(dir, "git"),
-    mountCacheDir: join(dir, "mounts"),
+    cacheMounts: new CacheMounts(join(dir, "mounts")),
     secrets: new Map(),
     sshAgents: new Map(),
     allow: new Set(),

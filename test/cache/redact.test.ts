@@ -40,7 +40,7 @@ describe("Redactor", () => {
     const m = r.maskError(e) as OcibuildError;
     expect(m).toBeInstanceOf(OcibuildError);
     expect(m).toMatchObject({ code: "BUILD_RUN_FAILED", line: 3, message: "Dockerfile:3: RUN echo **** failed", hint: "****?" });
-    const clean = new OcibuildError("X", "nothing here");
+    const clean = new OcibuildError("BUILD_RUN_FAILED", "nothing here");
     expect(r.maskError(clean)).toBe(clean);
   });
 });

@@ -65,7 +65,7 @@ describe.skipIf(!ready)("per-instruction cache (needs root, bwrap, docker-regist
     return { context: ctx, tags: [`${reg.host}/test/cache:v1`], buildArgs: { BASE: base }, cacheDir: join(work, "cache"), ...extra };
   }
 
-  const byText = (steps: { instruction: string }[], prefix: string) => steps.find((s) => s.instruction.startsWith(prefix))!;
+  const byText = <T extends { instruction: string }>(steps: T[], prefix: string): T => steps.find((s) => s.instruction.startsWith(prefix))!;
 
   it("a second build with nothing changed is fully cached, pushes nothing new, same digest", async () => {
     const first = await build(opts());

@@ -40,8 +40,8 @@ exec "$@"`;
 const PROBE = `process.on("exit", () => require("node:fs").writeFileSync(process.env.PROBE_OUT,
   String(require("node:fs").readFileSync("/proc/self/maps", "utf8").includes("koffi"))));`;
 
-async function tarEntries(gz: Buffer): Promise<Map<string, tar.Headers>> {
-  const out = new Map<string, tar.Headers>();
+async function tarEntries(gz: Buffer): Promise<Map<string, tar.Header>> {
+  const out = new Map<string, tar.Header>();
   const ex = tar.extract();
   const done = new Promise<void>((res, rej) => ex.on("finish", res).on("error", rej));
   ex.on("entry", (h, stream, next) => {
@@ -133,7 +133,7 @@ describe.skipIf(!ready)("the CLI with no python3 anywhere (needs root, overlayfs
     expect(chmodLayer.get("opt/null")).toMatchObject({ type: "character-device", devmajor: 1, devminor: 3, mode: 0o600 });
     const ping = chmodLayer.get("opt/ping")!;
     expect(ping.mode).toBe(0o4755);
-    expect(Buffer.from(ping.pax?.["SCHILY.xattr.user.cap"] ?? "", "latin1")).toEqual(CAP);
+    expect(Buffer.from((ping.pax as Record<string, string> | undefined)?.["SCHILY.xattr.user.cap"] ?? "", "latin1")).toEqual(CAP);
     const dirLayer = await tarEntries(await blob(layers.at(-1)!.digest));
     expect([...dirLayer.keys()].filter((n) => n.startsWith("opt/dir/")).sort()).toEqual(["opt/dir/", "opt/dir/.wh..wh..opq", "opt/dir/new"]);
 

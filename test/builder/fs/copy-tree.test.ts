@@ -38,7 +38,7 @@ afterEach(async () => {
 
 async function copy(dst: string, plan: Partial<CopyPlan> = {}): Promise<void> {
   const tree: SourceTree = { root: src, label: "test" };
-  const m = { rel: "d", hostPath: join(src, "d"), stats: lstatSync(join(src, "d")) };
+  const m = { rel: "d", realRel: "d", hostPath: join(src, "d"), stats: lstatSync(join(src, "d")) };
   await copyTree(tree, m, dst, { contextSource: false, ...plan });
 }
 

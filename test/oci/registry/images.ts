@@ -13,7 +13,7 @@ export async function tarOf(files: Record<string, string | Uint8Array>): Promise
   const p = pack();
   const chunks: Buffer[] = [];
   const done = new Promise<void>((resolve, reject) => {
-    p.on("data", (c: Buffer) => chunks.push(c));
+    p.on("data", (c) => chunks.push(c as Buffer));
     p.on("end", resolve);
     p.on("error", reject);
   });

@@ -34,7 +34,7 @@ describe.skipIf(!haveRegistry() || !haveOpenssl())("mutual TLS with a client cer
   });
 
   it("refuses a client without one, and one whose certificate is for another host", async () => {
-    for (const certs of [{}, { "other.lan": client }]) {
+    for (const certs of [{}, { "other.lan": client }] as Record<string, { cert: string; key: string }>[]) {
       const c = new RegistryClient({ registryCertificates: { [reg.host]: ca.caCert }, registryClientCerts: certs, retry: { attempts: 1 } });
       const err = (await c.ping(reg.host).catch((e: unknown) => e)) as OcibuildError;
       await c.close();
