@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { isOcibuildError, optionWords } from "../errors.js";
 import { errnoOf, makeDirs, pathError } from "../user-path.js";
+import { markTopDir } from "./fs/native.js";
 import { privateDir } from "./fs/util.js";
 
 export function defaultCacheDir(env: Record<string, string | undefined>): string {
@@ -70,6 +71,14 @@ export async function resolveCacheDir(given: string | undefined, env: Record<str
 const PRIVATE_CACHE_DIRS = ["tmp", "rootfs", "rootfs/layers", "rootfs/tmp", "mounts", "git"];
 
 /**
+ * Those of them whose subdirectories are unrelated trees made and removed whole (this
+ * build's scratch with its steps' trees; layers being extracted): marked as tops of
+ * directory hierarchies when made (native.ts markTopDir), so each tree is created in
+ * a block group of its own.
+ */
+const TOP_DIRS: ReadonlySet<string> = new Set(["tmp", "rootfs/tmp"]);
+
+/**
  * Creates the cache directory and this build's scratch directory in it. A cache
  * directory that cannot be written (read-only, under a file, an unwritable HOME)
  * is the user's to fix: CACHE_DIR_UNWRITABLE names it and the errno.
@@ -77,7 +86,9 @@ const PRIVATE_CACHE_DIRS = ["tmp", "rootfs", "rootfs/layers", "rootfs/tmp", "mou
 export async function openCacheDir(cacheDir: string, defaultFrom: Record<string, string | undefined> | undefined): Promise<string> {
   try {
     await makeDirs(cacheDir);
-    for (const d of PRIVATE_CACHE_DIRS) await privateDir(join(cacheDir, d));
+    for (const d of PRIVATE_CACHE_DIRS) {
+      if ((await privateDir(join(cacheDir, d))) && TOP_DIRS.has(d)) await markTopDir(join(cacheDir, d));
+    }
     return await mkdtemp(join(cacheDir, "tmp", "build-"));
   } catch (e) {
     if (isOcibuildError(e)) throw e;

@@ -23,7 +23,12 @@ const fn = {
   mount: lib.func("int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)"),
   umount2: lib.func("int umount2(const char *target, int flags)"),
   strerror: lib.func("const char *strerror(int errnum)"),
+  ioctl: lib.func("int ioctl(int fd, unsigned long request, ...)"),
 };
+
+/** FS_IOC_GETFLAGS and FS_IOC_SETFLAGS (linux/fs.h; the kernel reads and writes an int). */
+const FS_IOC_GETFLAGS = 0x80086601;
+const FS_IOC_SETFLAGS = 0x40086602;
 
 /** glibc before 2.33 has no mknod symbol (only __xmknod): then the mknod command is used instead. */
 function bindMknod(): ((path: string, mode: number, dev: bigint) => number) | undefined {
@@ -66,6 +71,9 @@ export const libc = {
   mount: (source: string, target: string, fstype: string, data: string): Promise<number> => onWorker(fn.mount, source, target, fstype, 0, data),
   umount2: (target: string, flags: number): Promise<number> => onWorker(fn.umount2, target, flags),
   strerror: (errno: number): string => fn.strerror(errno) as string,
+  /** The inode flags (chattr's) of the file open at `fd`. */
+  getFlags: (fd: number, out: Buffer): number => result(fn.ioctl(fd, FS_IOC_GETFLAGS, "void *", out) as number),
+  setFlags: (fd: number, flags: Buffer): number => result(fn.ioctl(fd, FS_IOC_SETFLAGS, "void *", flags) as number),
 };
 
 export type Libc = typeof libc;

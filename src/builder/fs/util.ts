@@ -34,13 +34,17 @@ export function lstatOrNullSync(p: string): Stats | null {
  * mode 0700 (its parents as usual), or narrowed to 0700 when found wider. For the
  * directories that hold extracted trees (setuid files and device nodes as a layer or a
  * RUN made them) and step scratch: another local user must not reach them. One owned
- * by someone else is refused: that user could open it again.
+ * by someone else is refused: that user could open it again. True when this call made it.
  */
-export async function privateDir(dir: string): Promise<void> {
+export async function privateDir(dir: string): Promise<boolean> {
   await mkdir(dirname(dir), { recursive: true });
-  await mkdir(dir, { mode: 0o700 }).catch((e: NodeJS.ErrnoException) => {
-    if (e.code !== "EEXIST") throw e;
-  });
+  const made = await mkdir(dir, { mode: 0o700 }).then(
+    () => true,
+    (e: NodeJS.ErrnoException) => {
+      if (e.code !== "EEXIST") throw e;
+      return false;
+    },
+  );
   const st = await stat(dir);
   const uid = process.geteuid?.();
   if (!st.isDirectory() || (uid !== undefined && st.uid !== uid)) {
@@ -50,4 +54,5 @@ export async function privateDir(dir: string): Promise<void> {
     });
   }
   if ((st.mode & 0o077) !== 0) await chmod(dir, 0o700);
+  return made;
 }

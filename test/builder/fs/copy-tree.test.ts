@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { parseChmod } from "../../../src/builder/fs/chmod.js";
-import { copyTree, type CopyPlan } from "../../../src/builder/fs/copy-tree.js";
+import { copyEntry, copyTree, type CopyPlan } from "../../../src/builder/fs/copy-tree.js";
 import type { SourceTree } from "../../../src/builder/sources.js";
 import { isRoot } from "../../helpers/tools.js";
 
@@ -92,5 +92,32 @@ describe.skipIf(!isRoot)("copyTree metadata (needs root)", () => {
     expect(await meta(join(dst, "plain"))).toEqual({ uid: 7, gid: 8, mode: "644", mtime: T.getTime() });
     expect(await meta(join(dst, "e/suid"))).toEqual({ uid: 7, gid: 8, mode: "4755", mtime: T.getTime() });
     expect(await meta(join(dst, "e/private"))).toEqual({ uid: 7, gid: 8, mode: "600", mtime: T.getTime() });
+  });
+});
+
+describe("copyEntry's file copy", () => {
+  it("copies contents of every size exactly (empty, odd, past the blocking-copy size)", async () => {
+    const dst = join(base, "sizes");
+    await mkdir(dst);
+    for (const size of [0, 1, 4097, 65537, (1 << 20) + 3]) {
+      const data = Buffer.alloc(size, size % 251);
+      for (let i = 0; i < size; i += 997) data[i] = i % 256;
+      const from = join(src, `f${size}`);
+      await writeFile(from, data);
+      await copyEntry(from, lstatSync(from), join(dst, `f${size}`), { contextSource: true });
+      expect((await readFile(join(dst, `f${size}`))).equals(data)).toBe(true);
+    }
+  });
+
+  it("never follows a symlink put where the walk saw a regular file (the file outside is not copied)", async () => {
+    const outside = join(base, "outside-secret");
+    await writeFile(outside, "secret");
+    const seen = lstatSync(join(src, "d/plain"));
+    await rm(join(src, "d/plain"));
+    await symlink(outside, join(src, "d/plain"));
+    const dst = join(base, "swapped");
+    await mkdir(dst);
+    await expect(copyEntry(join(src, "d/plain"), seen, join(dst, "plain"), { contextSource: true })).rejects.toMatchObject({ code: "ELOOP" });
+    expect(lstatSync(join(dst, "plain"), { throwIfNoEntry: false })).toBeUndefined();
   });
 });

@@ -8,7 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { writeLayer, type LayerEntry } from "../../../src/oci/layer.js";
 import { extractLayer } from "../../../src/builder/fs/extract.js";
 import { getXattrs } from "../../../src/builder/fs/native.js";
-import { readTar } from "../../../src/builder/fs/tar-reader.js";
+import { readTar, tarBytes } from "../../../src/builder/fs/tar-reader.js";
 import { haveTool, isRoot } from "../../../testdata/builder/fixtures.js";
 
 let base: string;
@@ -129,6 +129,28 @@ describe("readTar: takeBuffered and chunking", () => {
         }
         expect([cut, how, got]).toEqual([cut, how, want]);
       }
+    }
+  });
+});
+
+describe("tarBytes: a compressed layer's bytes", () => {
+  async function all(r: AsyncIterable<Buffer>): Promise<Buffer> {
+    const out: Buffer[] = [];
+    for await (const c of r) out.push(c);
+    return Buffer.concat(out);
+  }
+
+  it("come out whole however the compressed stream is cut (tiny pieces, pieces across the batch size, one big piece)", async () => {
+    const { gzipSync } = await import("node:zlib");
+    const { randomBytes } = await import("node:crypto");
+    // Half random, half repetitive: about 1.6 MB compressed, so the pieces span several batches.
+    const plain = Buffer.concat([randomBytes(3 << 19), Buffer.alloc(3 << 19, 7)]);
+    const gz = gzipSync(plain);
+    for (const piece of [7, 65536, (1 << 20) + 5, gz.length]) {
+      const pieces: Buffer[] = [];
+      for (let i = 0; i < gz.length; i += piece) pieces.push(gz.subarray(i, i + piece));
+      const got = await all(await tarBytes(Readable.from(pieces), undefined));
+      expect(got.equals(plain)).toBe(true);
     }
   });
 });
