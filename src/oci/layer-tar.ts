@@ -116,28 +116,34 @@ interface HeaderFields {
   devminor: number;
 }
 
-function ustarHeader(f: HeaderFields): Buffer {
-  const h = Buffer.alloc(BLOCK);
-  putString(h, 0, 100, f.name);
-  putOctal(h, 100, 8, f.mode);
-  putOctal(h, 108, 8, f.uid);
-  putOctal(h, 116, 8, f.gid);
-  putOctal(h, 124, 12, f.size);
-  putOctal(h, 136, 12, f.mtime);
-  h.fill(0x20, 148, 156); // checksum is computed with its own field as spaces
-  putString(h, 156, 1, f.typeflag);
-  putString(h, 157, 100, f.linkname);
-  putString(h, 257, 6, "ustar");
-  h[262] = 0;
-  putString(h, 263, 2, "00");
-  putString(h, 265, 32, f.uname);
-  putString(h, 297, 32, f.gname);
-  putOctal(h, 329, 8, f.devmajor);
-  putOctal(h, 337, 8, f.devminor);
+/** The ustar header of `f`, written into `h` at `at` (the 512 bytes there are overwritten). */
+function ustarInto(f: HeaderFields, h: Buffer, at: number): void {
+  h.fill(0, at, at + BLOCK);
+  putString(h, at, 100, f.name);
+  putOctal(h, at + 100, 8, f.mode);
+  putOctal(h, at + 108, 8, f.uid);
+  putOctal(h, at + 116, 8, f.gid);
+  putOctal(h, at + 124, 12, f.size);
+  putOctal(h, at + 136, 12, f.mtime);
+  h.fill(0x20, at + 148, at + 156); // checksum is computed with its own field as spaces
+  putString(h, at + 156, 1, f.typeflag);
+  putString(h, at + 157, 100, f.linkname);
+  putString(h, at + 257, 6, "ustar");
+  h[at + 262] = 0;
+  putString(h, at + 263, 2, "00");
+  putString(h, at + 265, 32, f.uname);
+  putString(h, at + 297, 32, f.gname);
+  putOctal(h, at + 329, 8, f.devmajor);
+  putOctal(h, at + 337, 8, f.devminor);
   let sum = 0;
-  for (const b of h) sum += b;
-  putOctal(h, 148, 7, sum);
-  h[155] = 0x20;
+  for (let i = at; i < at + BLOCK; i++) sum += h[i]!;
+  putOctal(h, at + 148, 7, sum);
+  h[at + 155] = 0x20;
+}
+
+function ustarHeader(f: HeaderFields): Buffer {
+  const h = Buffer.allocUnsafe(BLOCK);
+  ustarInto(f, h, 0);
   return h;
 }
 
@@ -146,12 +152,8 @@ function padding(size: number): Buffer {
   return rem === 0 ? Buffer.alloc(0) : Buffer.alloc(BLOCK - rem);
 }
 
-/**
- * The header block(s) for an entry: an optional PAX extended header with its
- * records, then the ustar header. `mtimeSec` is the (already clamped) mtime in
- * whole seconds. Returns the bytes to write before the entry's content.
- */
-export function encodeHeader(e: LayerEntry, mtimeSec: number): Buffer {
+/** The ustar fields of an entry, and the PAX records for what they cannot carry exactly. */
+function headerParts(e: LayerEntry, mtimeSec: number): { fields: HeaderFields; pax: Map<string, Buffer> } {
   const size = e.type === "file" ? (e.size ?? 0) : 0;
   const name = e.type === "directory" ? `${e.path}/` : e.path;
   const linkname = e.type === "symlink" || e.type === "hardlink" ? (e.linkname ?? "") : "";
@@ -169,7 +171,7 @@ export function encodeHeader(e: LayerEntry, mtimeSec: number): Buffer {
   if (Buffer.byteLength(gname) > 32 || !isAscii(gname)) pax.set("gname", Buffer.from(gname, "utf8"));
   for (const [k, v] of Object.entries(e.xattrs ?? {})) pax.set(`SCHILY.xattr.${k}`, Buffer.from(v));
 
-  const header = ustarHeader({
+  const fields = {
     name: asciiFit(name, 100),
     mode: e.mode & 0o7777,
     uid: Math.min(e.uid, octalMax(8)),
@@ -182,9 +184,12 @@ export function encodeHeader(e: LayerEntry, mtimeSec: number): Buffer {
     gname: asciiFit(gname, 32),
     devmajor: e.devmajor ?? 0,
     devminor: e.devminor ?? 0,
-  });
-  if (pax.size === 0) return header;
+  };
+  return { fields, pax };
+}
 
+/** The PAX extended header and its records for `pax` (not empty), then the ustar header. */
+function withPax(e: LayerEntry, fields: HeaderFields, pax: Map<string, Buffer>): Buffer {
   const keys = [...pax.keys()].sort();
   const body = Buffer.concat(keys.map((k) => paxRecord(k, pax.get(k)!)));
   // The extended header's own name is informational; derive it from the entry, never from the host.
@@ -204,14 +209,27 @@ export function encodeHeader(e: LayerEntry, mtimeSec: number): Buffer {
     devmajor: 0,
     devminor: 0,
   });
-  return Buffer.concat([xheader, body, padding(body.length), header]);
+  return Buffer.concat([xheader, body, padding(body.length), ustarHeader(fields)]);
 }
 
-export function contentPadding(size: number): Buffer {
-  return padding(size);
+/**
+ * The header block(s) for an entry: an optional PAX extended header with its
+ * records, then the ustar header. `mtimeSec` is the (already clamped) mtime in
+ * whole seconds. Returns the bytes to write before the entry's content.
+ */
+export function encodeHeader(e: LayerEntry, mtimeSec: number): Buffer {
+  const { fields, pax } = headerParts(e, mtimeSec);
+  return pax.size === 0 ? ustarHeader(fields) : withPax(e, fields, pax);
 }
 
-/** Two zero blocks: the end-of-archive marker. */
-export function endOfArchive(): Buffer {
-  return Buffer.alloc(2 * BLOCK);
+/**
+ * encodeHeader without a buffer of its own when the entry needs no PAX records: the
+ * ustar header is written into `target` at `at` (which must have 512 bytes of room)
+ * and its length returned. An entry with PAX records gets its header blocks as a buffer.
+ */
+export function encodeHeaderInto(e: LayerEntry, mtimeSec: number, target: Buffer, at: number): number | Buffer {
+  const { fields, pax } = headerParts(e, mtimeSec);
+  if (pax.size > 0) return withPax(e, fields, pax);
+  ustarInto(fields, target, at);
+  return BLOCK;
 }

@@ -78,3 +78,15 @@ describe("layer writer: the digest of a fixed tree on disk", () => {
     expect(plain.diffId).toBe(gz.diffId);
   });
 });
+
+describe("layer writer: a small file read by sourcePath is checked against its declared size", () => {
+  const file = (size: number): LayerEntry => ({ path: "f", type: "file", mode: 0o644, uid: 0, gid: 0, mtime: T, size, sourcePath: join(root, "big/odd"), open: () => { throw new Error("streamed"); } });
+  const codeOf = (e: LayerEntry) => writeLayer([e], nullSink()).then(() => "ok", (err: { code?: string }) => err.code);
+
+  it("fails when the file grew or shrank since it was listed, or is gone", async () => {
+    expect(await codeOf(file(511))).toBe("ok");
+    expect(await codeOf(file(510))).toBe("LAYER_SIZE_MISMATCH");
+    expect(await codeOf(file(512))).toBe("LAYER_SIZE_MISMATCH");
+    expect(await codeOf({ ...file(10), sourcePath: join(root, "missing") })).toBe("LAYER_CONTENT_READ_FAILED");
+  });
+});
