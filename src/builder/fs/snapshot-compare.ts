@@ -50,7 +50,7 @@ async function sameContent(a: string, b: string, size: number): Promise<boolean>
 /** A layer entry of the snapshot, with what is needed to finish it. */
 export interface Item {
   entry: LayerEntry;
-  /** Where to read its xattrs from (not for whiteouts). */
+  /** Where to read its xattrs from (not for whiteouts): in the merged tree, or the upperdir. */
   hostPath?: string;
   /** dev:ino for files that have other links. */
   inode?: string;
@@ -86,16 +86,20 @@ export async function unchanged(root: MountedRoot, m: Stats, mPath: string, l: L
   return true;
 }
 
-/** The entry for a path of the merged tree (null for a socket, which a layer cannot hold). */
-export async function entryFor(rel: string, hostPath: string, st: Stats): Promise<Item | null> {
+/**
+ * The entry for a path of the merged tree (null for a socket, which a layer cannot
+ * hold). `readPath` is where its content and xattrs are read: the same path, or the
+ * path in the upperdir where that holds all of it (MountedRoot.plainUpper).
+ */
+export async function entryFor(rel: string, hostPath: string, st: Stats, readPath = hostPath): Promise<Item | null> {
   const type = typeOf(st);
   if (type === null) return null;
   const entry: LayerEntry = { path: rel, type, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: st.mtime };
-  const item: Item = { entry, hostPath };
+  const item: Item = { entry, hostPath: readPath };
   if (type === "file") {
     entry.size = st.size;
-    entry.open = (signal?: AbortSignal) => createReadStream(hostPath, { signal });
-    entry.sourcePath = hostPath;
+    entry.open = (signal?: AbortSignal) => createReadStream(readPath, { signal });
+    entry.sourcePath = readPath;
     if (st.nlink > 1) item.inode = `${st.dev}:${st.ino}`;
   } else if (type === "symlink") {
     entry.linkname = await readlink(hostPath);

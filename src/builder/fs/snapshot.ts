@@ -21,7 +21,9 @@
  *  - directories are included as parents of anything included below them.
  * Entries come out sorted (parents first, names in byte order) with hardlinks
  * between included files kept. Read them (and stream them into writeLayer)
- * BEFORE unmounting the root: file contents are opened from the merged tree.
+ * BEFORE unmounting the root: file contents are opened from the merged tree (or, for
+ * what the step added or replaced on a plain kernel overlay, from the upperdir, which
+ * holds all of it: see MountedRoot.plainUpper).
  */
 import { readdirSync, type Stats } from "node:fs";
 import { lstat, readdir, rmdir, unlink } from "node:fs/promises";
@@ -100,6 +102,8 @@ class TreeDiff {
    */
   private readonly knownOpacity: boolean;
   private readonly signal: AbortSignal | undefined;
+  /** Content and xattrs of what fullInto walks are read in the upperdir (see MountedRoot.plainUpper). */
+  private readonly upperReads: boolean;
   /** When the synchronous walk last let the event loop run (see breathe). */
   private sliceStart = performance.now();
 
@@ -120,6 +124,7 @@ class TreeDiff {
     this.overlay = root.mode !== "copy";
     this.knownOpacity = root.mode === "overlay";
     this.signal = opts.signal;
+    this.upperReads = root.mode === "overlay" && root.plainUpper === true;
   }
 
   /** Every change, in layer order (parents first, names in byte order). */
@@ -231,7 +236,8 @@ class TreeDiff {
     this.signal?.throwIfAborted();
     const rel = joinRel(comps);
     const hostPath = join(this.root.merged, ...comps);
-    const self = await entryFor(rel, hostPath, st);
+    // What fullInto walks is shown from the upperdir alone (new, or replacing what was below).
+    const self = await entryFor(rel, hostPath, st, this.upperReads ? join(this.root.upper, ...comps) : hostPath);
     const at = out.length;
     if (self !== null) out.push(self);
     if (st.isDirectory()) {
