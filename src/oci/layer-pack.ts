@@ -30,9 +30,13 @@ function readFailed(e: LayerEntry, verb: string, err: unknown): OcibuildError {
   return new OcibuildError("LAYER_CONTENT_READ_FAILED", `cannot ${verb} the content of "${e.path}": ${(err as Error).message}`, { cause: err });
 }
 
-/** One output chunk being filled. */
+/**
+ * One output chunk being filled. Its buffer starts zeroed and is written front to back
+ * once, so everything from `fill` on is zeros: headers are written into zeros, and
+ * padding and the end marker are only skipped over.
+ */
 class Chunk {
-  buf = Buffer.allocUnsafe(CHUNK_BYTES);
+  buf = Buffer.alloc(CHUNK_BYTES);
   fill = 0;
 
   room(): number {
@@ -42,7 +46,7 @@ class Chunk {
   /** What is filled, passed on; the next bytes go into a new buffer (the one passed on is not reused). */
   take(): Buffer {
     const out = this.buf.subarray(0, this.fill);
-    this.buf = Buffer.allocUnsafe(CHUNK_BYTES);
+    this.buf = Buffer.alloc(CHUNK_BYTES);
     this.fill = 0;
     return out;
   }
@@ -53,7 +57,6 @@ class Chunk {
   }
 
   zeros(n: number): void {
-    this.buf.fill(0, this.fill, this.fill + n);
     this.fill += n;
   }
 

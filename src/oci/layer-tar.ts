@@ -91,8 +91,12 @@ function putString(h: Buffer, off: number, width: number, s: string): void {
   h.write(s.slice(0, width), off, width, "latin1");
 }
 
+/** `n` (a non-negative integer that fits) as width - 1 octal digits and a NUL, digit by digit: no string per field. */
 function putOctal(h: Buffer, off: number, width: number, n: number): void {
-  putString(h, off, width, n.toString(8).padStart(width - 1, "0"));
+  for (let i = off + width - 2; i >= off; i--) {
+    h[i] = 0x30 + (n % 8);
+    n = Math.floor(n / 8);
+  }
   h[off + width - 1] = 0;
 }
 
@@ -116,16 +120,15 @@ interface HeaderFields {
   devminor: number;
 }
 
-/** The ustar header of `f`, written into `h` at `at` (the 512 bytes there are overwritten). */
+/** The ustar header of `f`, written into the 512 bytes of `h` at `at`, which must be zeros. */
 function ustarInto(f: HeaderFields, h: Buffer, at: number): void {
-  h.fill(0, at, at + BLOCK);
   putString(h, at, 100, f.name);
   putOctal(h, at + 100, 8, f.mode);
   putOctal(h, at + 108, 8, f.uid);
   putOctal(h, at + 116, 8, f.gid);
   putOctal(h, at + 124, 12, f.size);
   putOctal(h, at + 136, 12, f.mtime);
-  h.fill(0x20, at + 148, at + 156); // checksum is computed with its own field as spaces
+  for (let i = at + 148; i < at + 156; i++) h[i] = 0x20; // checksum is computed with its own field as spaces
   putString(h, at + 156, 1, f.typeflag);
   putString(h, at + 157, 100, f.linkname);
   putString(h, at + 257, 6, "ustar");
@@ -142,7 +145,7 @@ function ustarInto(f: HeaderFields, h: Buffer, at: number): void {
 }
 
 function ustarHeader(f: HeaderFields): Buffer {
-  const h = Buffer.allocUnsafe(BLOCK);
+  const h = Buffer.alloc(BLOCK);
   ustarInto(f, h, 0);
   return h;
 }
@@ -224,8 +227,8 @@ export function encodeHeader(e: LayerEntry, mtimeSec: number): Buffer {
 
 /**
  * encodeHeader without a buffer of its own when the entry needs no PAX records: the
- * ustar header is written into `target` at `at` (which must have 512 bytes of room)
- * and its length returned. An entry with PAX records gets its header blocks as a buffer.
+ * ustar header is written into `target` at `at` (512 bytes of zeros there) and its
+ * length returned. An entry with PAX records gets its header blocks as a buffer.
  */
 export function encodeHeaderInto(e: LayerEntry, mtimeSec: number, target: Buffer, at: number): number | Buffer {
   const { fields, pax } = headerParts(e, mtimeSec);
