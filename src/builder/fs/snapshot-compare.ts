@@ -4,7 +4,7 @@
  * comment, one path at a time.
  */
 import type { Stats } from "node:fs";
-import { createReadStream } from "node:fs";
+import { createReadStream, readlinkSync } from "node:fs";
 import { open, readdir, readlink } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -91,7 +91,7 @@ export async function unchanged(root: MountedRoot, m: Stats, mPath: string, l: L
  * hold). `readPath` is where its content and xattrs are read: the same path, or the
  * path in the upperdir where that holds all of it (MountedRoot.plainUpper).
  */
-export async function entryFor(rel: string, hostPath: string, st: Stats, readPath = hostPath): Promise<Item | null> {
+export function entryFor(rel: string, hostPath: string, st: Stats, readPath = hostPath): Item | null {
   const type = typeOf(st);
   if (type === null) return null;
   const entry: LayerEntry = { path: rel, type, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: st.mtime };
@@ -102,7 +102,7 @@ export async function entryFor(rel: string, hostPath: string, st: Stats, readPat
     entry.sourcePath = readPath;
     if (st.nlink > 1) item.inode = `${st.dev}:${st.ino}`;
   } else if (type === "symlink") {
-    entry.linkname = await readlink(hostPath);
+    entry.linkname = readlinkSync(hostPath);
   } else if (type === "char" || type === "block") {
     Object.assign(entry, splitDev(BigInt(st.rdev)));
   }
