@@ -39,10 +39,15 @@ function invalid(path: string, msg: string): never {
   });
 }
 
+/** An empty, "." or ".." component anywhere in a "/"-separated path. */
+const BAD_COMPONENT = /(?:^|\/)\.{0,2}(?:\/|$)/;
+
 function checkPath(entry: string, p: string, what: string): void {
   if (typeof p !== "string" || p === "") invalid(String(entry), `empty ${what}`);
   if (p.includes("\0")) invalid(entry, `${what} contains a NUL byte`);
   if (p.startsWith("/")) invalid(entry, `${what} is absolute`);
+  // Checked once per entry of every layer: the components are split out only to name a bad one.
+  if (!BAD_COMPONENT.test(p)) return;
   for (const part of p.split("/")) {
     if (part === "" || part === "." || part === "..") invalid(entry, `${what} has a "${part}" component`);
   }
@@ -54,9 +59,8 @@ export function validateEntry(e: LayerEntry): void {
   checkPath(p, p, "path");
   if (!Object.hasOwn(TYPEFLAG, e.type)) invalid(p, `unknown entry type ${JSON.stringify(e.type)}`);
   if (!Number.isInteger(e.mode) || e.mode < 0) invalid(p, `mode ${e.mode} is not a non-negative integer`);
-  for (const [k, v] of [["uid", e.uid], ["gid", e.gid]] as const) {
-    if (!Number.isSafeInteger(v) || v < 0) invalid(p, `${k} ${v} is not a non-negative integer`);
-  }
+  if (!Number.isSafeInteger(e.uid) || e.uid < 0) invalid(p, `uid ${e.uid} is not a non-negative integer`);
+  if (!Number.isSafeInteger(e.gid) || e.gid < 0) invalid(p, `gid ${e.gid} is not a non-negative integer`);
   if (!(e.mtime instanceof Date) || Number.isNaN(e.mtime.getTime())) invalid(p, "mtime is not a valid Date");
   if (e.type === "file") {
     if (e.size === undefined || !Number.isSafeInteger(e.size) || e.size < 0) invalid(p, "a file needs a non-negative integer size");
@@ -102,6 +106,7 @@ function putOctal(h: Buffer, off: number, width: number, n: number): void {
 
 /** Truncate to at most `width` ASCII bytes (non-ASCII replaced), for fields a PAX record overrides. */
 function asciiFit(s: string, width: number): string {
+  if (s.length <= width && isAscii(s)) return s;
   return s.replace(/[^\x20-\x7e]/g, "_").slice(0, width);
 }
 
@@ -156,23 +161,24 @@ function padding(size: number): Buffer {
 }
 
 /** The ustar fields of an entry, and the PAX records for what they cannot carry exactly. */
-function headerParts(e: LayerEntry, mtimeSec: number): { fields: HeaderFields; pax: Map<string, Buffer> } {
+function headerParts(e: LayerEntry, mtimeSec: number): { fields: HeaderFields; pax: Map<string, Buffer> | undefined } {
   const size = e.type === "file" ? (e.size ?? 0) : 0;
   const name = e.type === "directory" ? `${e.path}/` : e.path;
   const linkname = e.type === "symlink" || e.type === "hardlink" ? (e.linkname ?? "") : "";
   const uname = e.uname ?? "";
   const gname = e.gname ?? "";
-  const pax = new Map<string, Buffer>();
-
-  if (Buffer.byteLength(name) > 100 || !isAscii(name)) pax.set("path", Buffer.from(name, "utf8"));
-  if (Buffer.byteLength(linkname) > 100 || !isAscii(linkname)) pax.set("linkpath", Buffer.from(linkname, "utf8"));
-  if (e.uid > octalMax(8)) pax.set("uid", Buffer.from(String(e.uid)));
-  if (e.gid > octalMax(8)) pax.set("gid", Buffer.from(String(e.gid)));
-  if (size > octalMax(12)) pax.set("size", Buffer.from(String(size)));
-  if (mtimeSec < 0 || mtimeSec > octalMax(12)) pax.set("mtime", Buffer.from(String(mtimeSec)));
-  if (Buffer.byteLength(uname) > 32 || !isAscii(uname)) pax.set("uname", Buffer.from(uname, "utf8"));
-  if (Buffer.byteLength(gname) > 32 || !isAscii(gname)) pax.set("gname", Buffer.from(gname, "utf8"));
-  for (const [k, v] of Object.entries(e.xattrs ?? {})) pax.set(`SCHILY.xattr.${k}`, Buffer.from(v));
+  // Made only for an entry that needs records (most need none).
+  let pax: Map<string, Buffer> | undefined;
+  // Printable ASCII has one byte a character, so its length is its byte length.
+  if (!isAscii(name) || name.length > 100) (pax ??= new Map()).set("path", Buffer.from(name, "utf8"));
+  if (!isAscii(linkname) || linkname.length > 100) (pax ??= new Map()).set("linkpath", Buffer.from(linkname, "utf8"));
+  if (e.uid > octalMax(8)) (pax ??= new Map()).set("uid", Buffer.from(String(e.uid)));
+  if (e.gid > octalMax(8)) (pax ??= new Map()).set("gid", Buffer.from(String(e.gid)));
+  if (size > octalMax(12)) (pax ??= new Map()).set("size", Buffer.from(String(size)));
+  if (mtimeSec < 0 || mtimeSec > octalMax(12)) (pax ??= new Map()).set("mtime", Buffer.from(String(mtimeSec)));
+  if (!isAscii(uname) || uname.length > 32) (pax ??= new Map()).set("uname", Buffer.from(uname, "utf8"));
+  if (!isAscii(gname) || gname.length > 32) (pax ??= new Map()).set("gname", Buffer.from(gname, "utf8"));
+  if (e.xattrs !== undefined) for (const [k, v] of Object.entries(e.xattrs)) (pax ??= new Map()).set(`SCHILY.xattr.${k}`, Buffer.from(v));
 
   const fields = {
     name: asciiFit(name, 100),
@@ -222,7 +228,7 @@ function withPax(e: LayerEntry, fields: HeaderFields, pax: Map<string, Buffer>):
  */
 export function encodeHeader(e: LayerEntry, mtimeSec: number): Buffer {
   const { fields, pax } = headerParts(e, mtimeSec);
-  return pax.size === 0 ? ustarHeader(fields) : withPax(e, fields, pax);
+  return pax === undefined ? ustarHeader(fields) : withPax(e, fields, pax);
 }
 
 /**
@@ -232,7 +238,7 @@ export function encodeHeader(e: LayerEntry, mtimeSec: number): Buffer {
  */
 export function encodeHeaderInto(e: LayerEntry, mtimeSec: number, target: Buffer, at: number): number | Buffer {
   const { fields, pax } = headerParts(e, mtimeSec);
-  if (pax.size > 0) return withPax(e, fields, pax);
+  if (pax !== undefined) return withPax(e, fields, pax);
   ustarInto(fields, target, at);
   return BLOCK;
 }
