@@ -4,7 +4,7 @@
  * comment, one path at a time.
  */
 import type { Stats } from "node:fs";
-import { createReadStream, readlinkSync } from "node:fs";
+import { createReadStream, lstatSync, readlinkSync } from "node:fs";
 import { open, readdir, readlink } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -89,7 +89,8 @@ export async function unchanged(root: MountedRoot, m: Stats, mPath: string, l: L
 /**
  * The entry for a path of the merged tree (null for a socket, which a layer cannot
  * hold). `readPath` is where its content and xattrs are read: the same path, or the
- * path in the upperdir where that holds all of it (MountedRoot.plainUpper).
+ * path in the upperdir where that holds all of it (MountedRoot.plainUpper); `st` may be
+ * either's, as they differ only in device and inode numbers.
  */
 export function entryFor(rel: string, hostPath: string, st: Stats, readPath = hostPath): Item | null {
   const type = typeOf(st);
@@ -100,7 +101,11 @@ export function entryFor(rel: string, hostPath: string, st: Stats, readPath = ho
     entry.size = st.size;
     entry.open = (signal?: AbortSignal) => createReadStream(readPath, { signal });
     entry.sourcePath = readPath;
-    if (st.nlink > 1) item.inode = `${st.dev}:${st.ino}`;
+    if (st.nlink > 1) {
+      // One key space for the whole snapshot: the merged tree's (st may be the upperdir's).
+      const k = readPath === hostPath ? st : lstatSync(hostPath);
+      item.inode = `${k.dev}:${k.ino}`;
+    }
   } else if (type === "symlink") {
     entry.linkname = readlinkSync(hostPath);
   } else if (type === "char" || type === "block") {

@@ -253,10 +253,12 @@ class TreeDiff {
     if (self !== null) out.push(self);
     if (st.isDirectory()) {
       let n = 0;
-      for (const name of readdirSync(at.host).sort(byUtf8)) {
+      // Listed and stat'ed where it is read (the upperdir holds all of it, with the same
+      // owners, modes, sizes and times); hardlink keys come from the merged tree (entryFor).
+      for (const name of readdirSync(at.read).sort(byUtf8)) {
         if ((n++ & 63) === 0) await this.breathe();
         const child = { rel: `${at.rel}/${name}`, host: `${at.host}/${name}`, read: `${at.read}/${name}` };
-        const cst = lstatOrNullSync(child.host);
+        const cst = lstatOrNullSync(child.read);
         if (cst === null) continue;
         if (cst.isDirectory() || this.excluded.has(child.rel)) await this.fullInto(child, cst, out);
         else {

@@ -148,6 +148,8 @@ describe.skipIf(!canOverlay())("overlay snapshots walk the upperdir (needs root 
       await mkdir(join(m, "replace"));
       await writeFile(join(m, "replace/new"), "new");
       await writeFile(join(m, "big/f077"), "changed");
+      // A hardlink between the new subtree and a rewritten lower file: one key space for both.
+      await link(join(m, "big/f077"), join(m, "deps/pkg/lib/f077"));
       const entries: LayerEntry[] = [];
       for await (const e of snapshotChanges(root, lowers)) entries.push(e);
       if (!forceCopy && root.plainUpper) {
@@ -166,6 +168,7 @@ describe.skipIf(!canOverlay())("overlay snapshots walk the upperdir (needs root 
     }
     expect(results[0]!.xattrs).toEqual(["deps/pkg/lib user.note=646972", `deps/pkg/tool security.capability=${cap.toString("hex")}`]);
     expect(results[0]!.summary).toContain("deps/pkg/lib/a.js hardlink deps/pkg/lib/a-link.js");
+    expect(results[0]!.summary).toContain("deps/pkg/lib/f077 hardlink big/f077");
     expect(results[0]!.summary).toEqual(results[1]!.summary);
     expect(results[0]!.xattrs).toEqual(results[1]!.xattrs);
     expect(results[0]!.diffId).toBe(results[1]!.diffId);
