@@ -39,10 +39,15 @@ function invalid(path: string, msg: string): never {
   });
 }
 
+/** An empty, "." or ".." component anywhere in a "/"-separated path. */
+const BAD_COMPONENT = /(?:^|\/)\.{0,2}(?:\/|$)/;
+
 function checkPath(entry: string, p: string, what: string): void {
   if (typeof p !== "string" || p === "") invalid(String(entry), `empty ${what}`);
   if (p.includes("\0")) invalid(entry, `${what} contains a NUL byte`);
   if (p.startsWith("/")) invalid(entry, `${what} is absolute`);
+  // Checked once per entry of every layer: the components are split out only to name a bad one.
+  if (!BAD_COMPONENT.test(p)) return;
   for (const part of p.split("/")) {
     if (part === "" || part === "." || part === "..") invalid(entry, `${what} has a "${part}" component`);
   }
@@ -54,9 +59,8 @@ export function validateEntry(e: LayerEntry): void {
   checkPath(p, p, "path");
   if (!Object.hasOwn(TYPEFLAG, e.type)) invalid(p, `unknown entry type ${JSON.stringify(e.type)}`);
   if (!Number.isInteger(e.mode) || e.mode < 0) invalid(p, `mode ${e.mode} is not a non-negative integer`);
-  for (const [k, v] of [["uid", e.uid], ["gid", e.gid]] as const) {
-    if (!Number.isSafeInteger(v) || v < 0) invalid(p, `${k} ${v} is not a non-negative integer`);
-  }
+  if (!Number.isSafeInteger(e.uid) || e.uid < 0) invalid(p, `uid ${e.uid} is not a non-negative integer`);
+  if (!Number.isSafeInteger(e.gid) || e.gid < 0) invalid(p, `gid ${e.gid} is not a non-negative integer`);
   if (!(e.mtime instanceof Date) || Number.isNaN(e.mtime.getTime())) invalid(p, "mtime is not a valid Date");
   if (e.type === "file") {
     if (e.size === undefined || !Number.isSafeInteger(e.size) || e.size < 0) invalid(p, "a file needs a non-negative integer size");
@@ -91,13 +95,18 @@ function putString(h: Buffer, off: number, width: number, s: string): void {
   h.write(s.slice(0, width), off, width, "latin1");
 }
 
+/** `n` (a non-negative integer that fits) as width - 1 octal digits and a NUL, digit by digit: no string per field. */
 function putOctal(h: Buffer, off: number, width: number, n: number): void {
-  putString(h, off, width, n.toString(8).padStart(width - 1, "0"));
+  for (let i = off + width - 2; i >= off; i--) {
+    h[i] = 0x30 + (n % 8);
+    n = Math.floor(n / 8);
+  }
   h[off + width - 1] = 0;
 }
 
 /** Truncate to at most `width` ASCII bytes (non-ASCII replaced), for fields a PAX record overrides. */
 function asciiFit(s: string, width: number): string {
+  if (s.length <= width && isAscii(s)) return s;
   return s.replace(/[^\x20-\x7e]/g, "_").slice(0, width);
 }
 
@@ -116,28 +125,33 @@ interface HeaderFields {
   devminor: number;
 }
 
+/** The ustar header of `f`, written into the 512 bytes of `h` at `at`, which must be zeros. */
+function ustarInto(f: HeaderFields, h: Buffer, at: number): void {
+  putString(h, at, 100, f.name);
+  putOctal(h, at + 100, 8, f.mode);
+  putOctal(h, at + 108, 8, f.uid);
+  putOctal(h, at + 116, 8, f.gid);
+  putOctal(h, at + 124, 12, f.size);
+  putOctal(h, at + 136, 12, f.mtime);
+  for (let i = at + 148; i < at + 156; i++) h[i] = 0x20; // checksum is computed with its own field as spaces
+  putString(h, at + 156, 1, f.typeflag);
+  putString(h, at + 157, 100, f.linkname);
+  putString(h, at + 257, 6, "ustar");
+  h[at + 262] = 0;
+  putString(h, at + 263, 2, "00");
+  putString(h, at + 265, 32, f.uname);
+  putString(h, at + 297, 32, f.gname);
+  putOctal(h, at + 329, 8, f.devmajor);
+  putOctal(h, at + 337, 8, f.devminor);
+  let sum = 0;
+  for (let i = at; i < at + BLOCK; i++) sum += h[i]!;
+  putOctal(h, at + 148, 7, sum);
+  h[at + 155] = 0x20;
+}
+
 function ustarHeader(f: HeaderFields): Buffer {
   const h = Buffer.alloc(BLOCK);
-  putString(h, 0, 100, f.name);
-  putOctal(h, 100, 8, f.mode);
-  putOctal(h, 108, 8, f.uid);
-  putOctal(h, 116, 8, f.gid);
-  putOctal(h, 124, 12, f.size);
-  putOctal(h, 136, 12, f.mtime);
-  h.fill(0x20, 148, 156); // checksum is computed with its own field as spaces
-  putString(h, 156, 1, f.typeflag);
-  putString(h, 157, 100, f.linkname);
-  putString(h, 257, 6, "ustar");
-  h[262] = 0;
-  putString(h, 263, 2, "00");
-  putString(h, 265, 32, f.uname);
-  putString(h, 297, 32, f.gname);
-  putOctal(h, 329, 8, f.devmajor);
-  putOctal(h, 337, 8, f.devminor);
-  let sum = 0;
-  for (const b of h) sum += b;
-  putOctal(h, 148, 7, sum);
-  h[155] = 0x20;
+  ustarInto(f, h, 0);
   return h;
 }
 
@@ -146,30 +160,27 @@ function padding(size: number): Buffer {
   return rem === 0 ? Buffer.alloc(0) : Buffer.alloc(BLOCK - rem);
 }
 
-/**
- * The header block(s) for an entry: an optional PAX extended header with its
- * records, then the ustar header. `mtimeSec` is the (already clamped) mtime in
- * whole seconds. Returns the bytes to write before the entry's content.
- */
-export function encodeHeader(e: LayerEntry, mtimeSec: number): Buffer {
+/** The ustar fields of an entry, and the PAX records for what they cannot carry exactly. */
+function headerParts(e: LayerEntry, mtimeSec: number): { fields: HeaderFields; pax: Map<string, Buffer> | undefined } {
   const size = e.type === "file" ? (e.size ?? 0) : 0;
   const name = e.type === "directory" ? `${e.path}/` : e.path;
   const linkname = e.type === "symlink" || e.type === "hardlink" ? (e.linkname ?? "") : "";
   const uname = e.uname ?? "";
   const gname = e.gname ?? "";
-  const pax = new Map<string, Buffer>();
+  // Made only for an entry that needs records (most need none).
+  let pax: Map<string, Buffer> | undefined;
+  // Printable ASCII has one byte a character, so its length is its byte length.
+  if (!isAscii(name) || name.length > 100) (pax ??= new Map()).set("path", Buffer.from(name, "utf8"));
+  if (!isAscii(linkname) || linkname.length > 100) (pax ??= new Map()).set("linkpath", Buffer.from(linkname, "utf8"));
+  if (e.uid > octalMax(8)) (pax ??= new Map()).set("uid", Buffer.from(String(e.uid)));
+  if (e.gid > octalMax(8)) (pax ??= new Map()).set("gid", Buffer.from(String(e.gid)));
+  if (size > octalMax(12)) (pax ??= new Map()).set("size", Buffer.from(String(size)));
+  if (mtimeSec < 0 || mtimeSec > octalMax(12)) (pax ??= new Map()).set("mtime", Buffer.from(String(mtimeSec)));
+  if (!isAscii(uname) || uname.length > 32) (pax ??= new Map()).set("uname", Buffer.from(uname, "utf8"));
+  if (!isAscii(gname) || gname.length > 32) (pax ??= new Map()).set("gname", Buffer.from(gname, "utf8"));
+  if (e.xattrs !== undefined) for (const [k, v] of Object.entries(e.xattrs)) (pax ??= new Map()).set(`SCHILY.xattr.${k}`, Buffer.from(v));
 
-  if (Buffer.byteLength(name) > 100 || !isAscii(name)) pax.set("path", Buffer.from(name, "utf8"));
-  if (Buffer.byteLength(linkname) > 100 || !isAscii(linkname)) pax.set("linkpath", Buffer.from(linkname, "utf8"));
-  if (e.uid > octalMax(8)) pax.set("uid", Buffer.from(String(e.uid)));
-  if (e.gid > octalMax(8)) pax.set("gid", Buffer.from(String(e.gid)));
-  if (size > octalMax(12)) pax.set("size", Buffer.from(String(size)));
-  if (mtimeSec < 0 || mtimeSec > octalMax(12)) pax.set("mtime", Buffer.from(String(mtimeSec)));
-  if (Buffer.byteLength(uname) > 32 || !isAscii(uname)) pax.set("uname", Buffer.from(uname, "utf8"));
-  if (Buffer.byteLength(gname) > 32 || !isAscii(gname)) pax.set("gname", Buffer.from(gname, "utf8"));
-  for (const [k, v] of Object.entries(e.xattrs ?? {})) pax.set(`SCHILY.xattr.${k}`, Buffer.from(v));
-
-  const header = ustarHeader({
+  const fields = {
     name: asciiFit(name, 100),
     mode: e.mode & 0o7777,
     uid: Math.min(e.uid, octalMax(8)),
@@ -182,9 +193,12 @@ export function encodeHeader(e: LayerEntry, mtimeSec: number): Buffer {
     gname: asciiFit(gname, 32),
     devmajor: e.devmajor ?? 0,
     devminor: e.devminor ?? 0,
-  });
-  if (pax.size === 0) return header;
+  };
+  return { fields, pax };
+}
 
+/** The PAX extended header and its records for `pax` (not empty), then the ustar header. */
+function withPax(e: LayerEntry, fields: HeaderFields, pax: Map<string, Buffer>): Buffer {
   const keys = [...pax.keys()].sort();
   const body = Buffer.concat(keys.map((k) => paxRecord(k, pax.get(k)!)));
   // The extended header's own name is informational; derive it from the entry, never from the host.
@@ -204,14 +218,27 @@ export function encodeHeader(e: LayerEntry, mtimeSec: number): Buffer {
     devmajor: 0,
     devminor: 0,
   });
-  return Buffer.concat([xheader, body, padding(body.length), header]);
+  return Buffer.concat([xheader, body, padding(body.length), ustarHeader(fields)]);
 }
 
-export function contentPadding(size: number): Buffer {
-  return padding(size);
+/**
+ * The header block(s) for an entry: an optional PAX extended header with its
+ * records, then the ustar header. `mtimeSec` is the (already clamped) mtime in
+ * whole seconds. Returns the bytes to write before the entry's content.
+ */
+export function encodeHeader(e: LayerEntry, mtimeSec: number): Buffer {
+  const { fields, pax } = headerParts(e, mtimeSec);
+  return pax === undefined ? ustarHeader(fields) : withPax(e, fields, pax);
 }
 
-/** Two zero blocks: the end-of-archive marker. */
-export function endOfArchive(): Buffer {
-  return Buffer.alloc(2 * BLOCK);
+/**
+ * encodeHeader without a buffer of its own when the entry needs no PAX records: the
+ * ustar header is written into `target` at `at` (512 bytes of zeros there) and its
+ * length returned. An entry with PAX records gets its header blocks as a buffer.
+ */
+export function encodeHeaderInto(e: LayerEntry, mtimeSec: number, target: Buffer, at: number): number | Buffer {
+  const { fields, pax } = headerParts(e, mtimeSec);
+  if (pax !== undefined) return withPax(e, fields, pax);
+  ustarInto(fields, target, at);
+  return BLOCK;
 }

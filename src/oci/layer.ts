@@ -6,7 +6,7 @@
  * time, and flow through with stream backpressure.
  */
 import { randomBytes } from "node:crypto";
-import { createWriteStream, readFileSync } from "node:fs";
+import { createWriteStream } from "node:fs";
 import { mkdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -14,7 +14,7 @@ import { pipeline } from "node:stream/promises";
 import { OcibuildError, isOcibuildError } from "../errors.js";
 import { type DiffID, type Digest, HashingStream } from "./digest.js";
 import { checkLevel, compressionStage, layerMediaType, type LayerCompression } from "./layer-compression.js";
-import { contentPadding, encodeHeader, endOfArchive, validateEntry } from "./layer-tar.js";
+import { packTar } from "./layer-pack.js";
 import { DEFAULT_ZSTD_LEVEL } from "./layer-zstd.js";
 
 export type EntryType = "file" | "directory" | "symlink" | "hardlink" | "char" | "block" | "fifo";
@@ -127,88 +127,10 @@ function mtimeSeconds(e: LayerEntry, epoch: number | undefined): number {
   return epoch !== undefined && s > epoch ? epoch : s;
 }
 
-/** Files up to this size with a sourcePath are read in one call. */
-const SMALL_FILE = 256 * 1024;
-
-async function* fileContent(e: LayerEntry, signal: AbortSignal | undefined): AsyncGenerator<Buffer> {
-  const size = e.size ?? 0;
-  if (size === 0) return;
-  if (e.sourcePath !== undefined && size <= SMALL_FILE) {
-    signal?.throwIfAborted();
-    let buf: Buffer;
-    try {
-      buf = readFileSync(e.sourcePath);
-    } catch (err) {
-      throw new OcibuildError("LAYER_CONTENT_READ_FAILED", `cannot read the content of "${e.path}": ${(err as Error).message}`, { cause: err });
-    }
-    if (buf.length !== size) {
-      throw new OcibuildError("LAYER_SIZE_MISMATCH", `"${e.path}" has ${buf.length} bytes of content, but its declared size is ${size}`, {
-        hint: "the file changed while the layer was being written",
-      });
-    }
-    yield buf;
-    return;
-  }
-  let stream: NodeJS.ReadableStream;
-  try {
-    stream = await e.open!(signal);
-  } catch (err) {
-    if (isOcibuildError(err) || signal?.aborted) throw err;
-    throw new OcibuildError("LAYER_CONTENT_READ_FAILED", `cannot open the content of "${e.path}": ${(err as Error).message}`, { cause: err });
-  }
-  let seen = 0;
-  try {
-    for await (const raw of stream) {
-      const chunk = typeof raw === "string" ? Buffer.from(raw) : (raw as Buffer);
-      seen += chunk.length;
-      if (seen > size) {
-        throw new OcibuildError("LAYER_SIZE_MISMATCH", `"${e.path}" has more content than its declared size ${size}`, {
-          hint: "the file changed while the layer was being written",
-        });
-      }
-      yield chunk;
-    }
-  } catch (err) {
-    if (isOcibuildError(err) || signal?.aborted) throw err;
-    throw new OcibuildError("LAYER_CONTENT_READ_FAILED", `cannot read the content of "${e.path}": ${(err as Error).message}`, { cause: err });
-  } finally {
-    const d = (stream as { destroy?: () => void }).destroy;
-    if (typeof d === "function") d.call(stream);
-  }
-  if (seen !== size) {
-    throw new OcibuildError("LAYER_SIZE_MISMATCH", `"${e.path}" has ${seen} bytes of content, but its declared size is ${size}`, {
-      hint: "the file changed while the layer was being written",
-    });
-  }
-}
-
-/** Chunks smaller than this are gathered before being passed on: fewer, larger writes through hash and gzip. */
-const COALESCE_BYTES = 64 * 1024;
-
-async function* rawTarChunks(
-  entries: Iterable<LayerEntry> | AsyncIterable<LayerEntry>,
-  epoch: number | undefined,
-  signal: AbortSignal | undefined,
-): AsyncGenerator<Buffer> {
-  for await (const e of entries) {
-    checkAborted(signal, "writing the layer");
-    validateEntry(e);
-    yield encodeHeader(e, mtimeSeconds(e, epoch));
-    if (e.type === "file") {
-      yield* fileContent(e, signal);
-      const pad = contentPadding(e.size ?? 0);
-      if (pad.length > 0) yield pad;
-    }
-  }
-  yield endOfArchive();
-}
-
 /**
- * The tar stream of `entries` as chunks (headers, content, padding, end marker),
- * in entry order; small pieces are gathered into chunks of about 64 KiB (headers
- * of many small files would otherwise each be a separate write). Exposed for
- * uncompressed layers and golden tests; writeLayer is the one-pass
- * tar+gzip+hash path.
+ * The tar stream of `entries` as chunks (layer-pack.ts: headers, small files and
+ * padding packed into chunks of about 512 KiB). Exposed for uncompressed layers and
+ * golden tests; writeLayer is the one-pass tar+gzip+hash path.
  */
 export async function* tarChunks(
   entries: Iterable<LayerEntry> | AsyncIterable<LayerEntry>,
@@ -218,25 +140,8 @@ export async function* tarChunks(
   if (epoch !== undefined && (!Number.isSafeInteger(epoch) || epoch < 0)) {
     throw new OcibuildError("LAYER_OPTIONS_INVALID", `sourceDateEpoch ${epoch} is not a non-negative integer number of seconds`);
   }
-  let pending: Buffer[] = [];
-  let pendingBytes = 0;
-  for await (const chunk of rawTarChunks(entries, epoch, opts.signal)) {
-    if (chunk.length >= COALESCE_BYTES) {
-      if (pendingBytes > 0) yield Buffer.concat(pending, pendingBytes);
-      pending = [];
-      pendingBytes = 0;
-      yield chunk;
-      continue;
-    }
-    pending.push(chunk);
-    pendingBytes += chunk.length;
-    if (pendingBytes >= COALESCE_BYTES) {
-      yield Buffer.concat(pending, pendingBytes);
-      pending = [];
-      pendingBytes = 0;
-    }
-  }
-  if (pendingBytes > 0) yield Buffer.concat(pending, pendingBytes);
+  const { signal } = opts;
+  yield* packTar(entries, (e) => mtimeSeconds(e, epoch), () => checkAborted(signal, "writing the layer"), signal);
 }
 
 function aborted(signal: AbortSignal | undefined, err: unknown): boolean {

@@ -36,6 +36,14 @@ export interface MountedRoot {
    */
   mode: "overlay" | "fuse-overlayfs" | "copy";
   /**
+   * The kernel's overlay mounted with whole-file copy-up and no redirects
+   * (metacopy=off, redirect_dir=off): a path the merged tree shows from the upperdir
+   * alone (nothing of the lower view there or below) is all in the upperdir, content
+   * and extended attributes, so the snapshot reads it there, without overlayfs' own
+   * open and xattr layer on top of the upper filesystem's.
+   */
+  plainUpper?: boolean;
+  /**
    * Copy mode: the change time (ms) of a marker written right after the copy was
    * made. A file whose ctime is older was not written since, so equal metadata
    * means equal content; a younger one may have been rewritten keeping its size
@@ -200,7 +208,7 @@ async function mountFuseOverlay(scratchDir: string, count: number, signal?: Abor
  * The kernel's overlayfs over the `l/N` links of `scratchDir`. Returns "" once
  * mounted, otherwise why not (the last option set's failure).
  */
-async function mountKernelOverlay(scratchDir: string, count: number, signal?: AbortSignal): Promise<string> {
+async function mountKernelOverlay(scratchDir: string, count: number, signal?: AbortSignal): Promise<{ failure: string; plain: boolean }> {
   const lowerOpt = (p: string) => Array.from({ length: count }, (_, i) => `${p}l/${count - 1 - i}`).join(":");
   // Outside the initial user namespace overlayfs keeps its metadata in user.overlay.* xattrs.
   const basic = (p: string) => [`lowerdir=${lowerOpt(p)}`, `upperdir=${p}upper`, `workdir=${p}work`, ...(isRealRoot() ? [] : ["userxattr"])];
@@ -213,20 +221,21 @@ async function mountKernelOverlay(scratchDir: string, count: number, signal?: Ab
   // to survive a crash more than any other file the build writes without fsync.
   const plain = (p: string) => [...basic(p), "index=off", "metacopy=off", "redirect_dir=off"];
   let failure = "";
-  for (const o of [(p: string) => [...plain(p), "volatile"], plain, basic]) {
+  const sets = [(p: string) => [...plain(p), "volatile"], plain, basic];
+  for (const o of sets) {
     try {
       failure = await mountOverlay(scratchDir, (p) => o(p).join(","), signal);
     } catch (e) {
       if (signal?.aborted) throw new OcibuildError("ROOTFS_ABORTED", "mounting the stage root was aborted", { cause: e });
       failure = (e as Error).message;
     }
-    if (failure === "") break;
+    if (failure === "") return { failure, plain: o !== basic };
   }
-  return failure;
+  return { failure, plain: false };
 }
 
 /** The root mounted (by either overlay) at `scratchDir`/merged; unmount() also removes the workdir and the `l/N` links. */
-function mountedOverlay(scratchDir: string, mode: "overlay" | "fuse-overlayfs"): MountedRoot {
+function mountedOverlay(scratchDir: string, mode: "overlay" | "fuse-overlayfs", plainUpper = false): MountedRoot {
   const merged = join(scratchDir, "merged");
   const work = join(scratchDir, "work");
   let mounted = true;
@@ -235,6 +244,7 @@ function mountedOverlay(scratchDir: string, mode: "overlay" | "fuse-overlayfs"):
     upper: join(scratchDir, "upper"),
     work,
     mode,
+    plainUpper,
     async unmount() {
       if (!mounted) return;
       const failed = await unmountOverlay(merged);
@@ -304,10 +314,10 @@ export async function mountRoot(lowerDirs: string[], scratchDir: string, opts: M
     return copyRoot(lowerDirs, scratchDir, signal, log);
   }
   const count = await prepareOverlayDirs(await flattenBottom(lowerDirs, scratchDir, opts, log), scratchDir);
-  const failure = opts.forceFuse ? "skipped (fuse-overlayfs asked for)" : await mountKernelOverlay(scratchDir, count, signal);
+  const { failure, plain } = opts.forceFuse ? { failure: "skipped (fuse-overlayfs asked for)", plain: false } : await mountKernelOverlay(scratchDir, count, signal);
   if (failure === "") {
     log(`root: overlayfs with ${count} lower layer(s) at ${merged}`);
-    return mountedOverlay(scratchDir, "overlay");
+    return mountedOverlay(scratchDir, "overlay", plain);
   }
   const fuse = await mountFuseOverlay(scratchDir, count, signal);
   if (typeof fuse !== "string") {

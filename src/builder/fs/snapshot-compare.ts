@@ -4,7 +4,7 @@
  * comment, one path at a time.
  */
 import type { Stats } from "node:fs";
-import { createReadStream } from "node:fs";
+import { createReadStream, lstatSync, readlinkSync } from "node:fs";
 import { open, readdir, readlink } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -50,7 +50,7 @@ async function sameContent(a: string, b: string, size: number): Promise<boolean>
 /** A layer entry of the snapshot, with what is needed to finish it. */
 export interface Item {
   entry: LayerEntry;
-  /** Where to read its xattrs from (not for whiteouts). */
+  /** Where to read its xattrs from (not for whiteouts): in the merged tree, or the upperdir. */
   hostPath?: string;
   /** dev:ino for files that have other links. */
   inode?: string;
@@ -86,19 +86,28 @@ export async function unchanged(root: MountedRoot, m: Stats, mPath: string, l: L
   return true;
 }
 
-/** The entry for a path of the merged tree (null for a socket, which a layer cannot hold). */
-export async function entryFor(rel: string, hostPath: string, st: Stats): Promise<Item | null> {
+/**
+ * The entry for a path of the merged tree (null for a socket, which a layer cannot
+ * hold). `readPath` is where its content and xattrs are read: the same path, or the
+ * path in the upperdir where that holds all of it (MountedRoot.plainUpper); `st` may be
+ * either's, as they differ only in device and inode numbers.
+ */
+export function entryFor(rel: string, hostPath: string, st: Stats, readPath = hostPath): Item | null {
   const type = typeOf(st);
   if (type === null) return null;
   const entry: LayerEntry = { path: rel, type, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: st.mtime };
-  const item: Item = { entry, hostPath };
+  const item: Item = { entry, hostPath: readPath };
   if (type === "file") {
     entry.size = st.size;
-    entry.open = (signal?: AbortSignal) => createReadStream(hostPath, { signal });
-    entry.sourcePath = hostPath;
-    if (st.nlink > 1) item.inode = `${st.dev}:${st.ino}`;
+    entry.open = (signal?: AbortSignal) => createReadStream(readPath, { signal });
+    entry.sourcePath = readPath;
+    if (st.nlink > 1) {
+      // One key space for the whole snapshot: the merged tree's (st may be the upperdir's).
+      const k = readPath === hostPath ? st : lstatSync(hostPath);
+      item.inode = `${k.dev}:${k.ino}`;
+    }
   } else if (type === "symlink") {
-    entry.linkname = await readlink(hostPath);
+    entry.linkname = readlinkSync(hostPath);
   } else if (type === "char" || type === "block") {
     Object.assign(entry, splitDev(BigInt(st.rdev)));
   }

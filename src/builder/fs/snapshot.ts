@@ -21,7 +21,9 @@
  *  - directories are included as parents of anything included below them.
  * Entries come out sorted (parents first, names in byte order) with hardlinks
  * between included files kept. Read them (and stream them into writeLayer)
- * BEFORE unmounting the root: file contents are opened from the merged tree.
+ * BEFORE unmounting the root: file contents are opened from the merged tree (or, for
+ * what the step added or replaced on a plain kernel overlay, from the upperdir, which
+ * holds all of it: see MountedRoot.plainUpper).
  */
 import { readdirSync, type Stats } from "node:fs";
 import { lstat, readdir, rmdir, unlink } from "node:fs/promises";
@@ -87,10 +89,17 @@ interface Candidates {
   lowerNames: () => Promise<string[]>;
 }
 
-/** One snapshot's walk: the merged tree against the lower view, as sorted items. */
+/** A path of the walk: root-relative, in the merged tree, and where its content and xattrs are read. */
+interface WalkPath {
+  rel: string;
+  host: string;
+  read: string;
+}
+
 /** How long the synchronous walk of a new subtree runs before it lets the event loop in. */
 const SLICE_MS = 8;
 
+/** One snapshot's walk: the merged tree against the lower view, as sorted items. */
 class TreeDiff {
   private readonly excluded: Set<string>;
   private readonly overlay: boolean;
@@ -100,6 +109,8 @@ class TreeDiff {
    */
   private readonly knownOpacity: boolean;
   private readonly signal: AbortSignal | undefined;
+  /** Content and xattrs of what fullInto walks are read in the upperdir (see MountedRoot.plainUpper). */
+  private readonly upperReads: boolean;
   /** When the synchronous walk last let the event loop run (see breathe). */
   private sliceStart = performance.now();
 
@@ -120,6 +131,7 @@ class TreeDiff {
     this.overlay = root.mode !== "copy";
     this.knownOpacity = root.mode === "overlay";
     this.signal = opts.signal;
+    this.upperReads = root.mode === "overlay" && root.plainUpper === true;
   }
 
   /** Every change, in layer order (parents first, names in byte order). */
@@ -127,8 +139,9 @@ class TreeDiff {
     if (!this.view.empty) return this.diffDir([]);
     const items: Item[] = [];
     for (const name of (await readdir(this.root.merged)).sort(byUtf8)) {
-      const st = await lstatOrNull(join(this.root.merged, name));
-      if (st !== null) await this.fullInto([name], st, items);
+      const host = join(this.root.merged, name);
+      const st = await lstatOrNull(host);
+      if (st !== null) await this.fullInto({ rel: name, host, read: this.upperReads ? join(this.root.upper, name) : host }, st, items);
     }
     return items;
   }
@@ -175,7 +188,7 @@ class TreeDiff {
     if (m.isDirectory() && l.stats.isDirectory()) {
       const below = await this.diffDir(c);
       const same = !this.xattrChanged.has(rel) && (await unchanged(this.root, m, mPath, l));
-      return !same || below.length > 0 ? this.withSelf(rel, await entryFor(rel, mPath, m), below) : undefined;
+      return !same || below.length > 0 ? this.withSelf(rel, entryFor(rel, mPath, m), below) : undefined;
     }
     if (!this.xattrChanged.has(rel) && (await unchanged(this.root, m, mPath, l))) return undefined;
     return this.full(c, m);
@@ -218,33 +231,44 @@ class TreeDiff {
 
   private async full(comps: string[], st: Stats): Promise<Item[]> {
     const out: Item[] = [];
-    await this.fullInto(comps, st, out);
+    const host = join(this.root.merged, ...comps);
+    // What fullInto walks is shown from the upperdir alone (new, or replacing what was below).
+    await this.fullInto({ rel: joinRel(comps), host, read: this.upperReads ? join(this.root.upper, ...comps) : host }, st, out);
     return out;
   }
 
   /**
-   * Everything at and under `comps` in the merged tree, appended to `out` (one array
+   * Everything at and under `at` in the merged tree, appended to `out` (one array
    * for a whole subtree: `push(...subtree)` overflows the call stack past ~120k
    * entries, a large node_modules, and copied every subtree once per level).
+   * Synchronous on purpose (as lowerview.ts): a new subtree can hold 100k files, and
+   * an lstat through the thread pool costs several times the call itself; only
+   * directories (and excluded paths) recurse, other entries are made in the loop,
+   * with their paths joined as strings (names from readdir have no "/").
    */
-  private async fullInto(comps: string[], st: Stats, out: Item[]): Promise<void> {
+  private async fullInto(at: WalkPath, st: Stats, out: Item[]): Promise<void> {
     this.signal?.throwIfAborted();
-    const rel = joinRel(comps);
-    const hostPath = join(this.root.merged, ...comps);
-    const self = await entryFor(rel, hostPath, st);
-    const at = out.length;
+    const self = entryFor(at.rel, at.host, st, at.read);
+    const start = out.length;
     if (self !== null) out.push(self);
     if (st.isDirectory()) {
-      await this.breathe();
-      // Synchronous on purpose (as lowerview.ts): a new subtree can hold 100k files, and
-      // an lstat through the thread pool costs several times the call itself.
-      for (const name of readdirSync(hostPath).sort(byUtf8)) {
-        const cst = lstatOrNullSync(join(hostPath, name));
-        if (cst !== null) await this.fullInto([...comps, name], cst, out);
+      let n = 0;
+      // Listed and stat'ed where it is read (the upperdir holds all of it, with the same
+      // owners, modes, sizes and times); hardlink keys come from the merged tree (entryFor).
+      for (const name of readdirSync(at.read).sort(byUtf8)) {
+        if ((n++ & 63) === 0) await this.breathe();
+        const child = { rel: `${at.rel}/${name}`, host: `${at.host}/${name}`, read: `${at.read}/${name}` };
+        const cst = lstatOrNullSync(child.read);
+        if (cst === null) continue;
+        if (cst.isDirectory() || this.excluded.has(child.rel)) await this.fullInto(child, cst, out);
+        else {
+          const item = entryFor(child.rel, child.host, cst, child.read);
+          if (item !== null) out.push(item);
+        }
       }
     }
     // As withSelf: an excluded entry is left out, unless it is a directory with something below it.
-    if (self !== null && this.excluded.has(rel) && (self.entry.type !== "directory" || out.length === at + 1)) out.splice(at, 1);
+    if (self !== null && this.excluded.has(at.rel) && (self.entry.type !== "directory" || out.length === start + 1)) out.splice(start, 1);
   }
 
   /**

@@ -7,7 +7,7 @@
  * lower whiteouts and opaque directories below the change.
  */
 import { Writable } from "node:stream";
-import { chmod, mkdir, mkdtemp, readdir, rm, utimes, writeFile } from "node:fs/promises";
+import { chmod, link, mkdir, mkdtemp, readdir, rm, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -125,5 +125,52 @@ describe.skipIf(!canOverlay())("overlay snapshots walk the upperdir (needs root 
     const entries: LayerEntry[] = [];
     for await (const e of snapshotChanges(root, lowers)) entries.push(e);
     expect(entries.map((e) => e.path)).toEqual([]);
+  });
+
+  it("reads what the step added or replaced in the upperdir, with its xattrs, giving copy mode's entries and bytes", async () => {
+    const lowers = await makeLowers(base);
+    const cap = Buffer.from([1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // cap_net_bind_service, permitted
+    const results: { summary: string[]; xattrs: string[]; diffId: string }[] = [];
+    for (const forceCopy of [false, true]) {
+      const root = await mountRoot(lowers, join(base, forceCopy ? "copy" : "overlay"), { forceCopy });
+      mounted.push(root);
+      const m = root.merged;
+      // A new subtree (with a file capability and a user xattr, a hardlink, a file over the
+      // one-call read size), a replaced directory, and a rewritten lower file.
+      await mkdir(join(m, "deps/pkg/lib"), { recursive: true });
+      await file(join(m, "deps/pkg/lib/a.js"), "module.exports = 1;\n");
+      await writeFile(join(m, "deps/pkg/big.bin"), Buffer.alloc(300 * 1024, 7));
+      await link(join(m, "deps/pkg/lib/a.js"), join(m, "deps/pkg/lib/a-link.js"));
+      await writeFile(join(m, "deps/pkg/tool"), "#!/bin/sh\n");
+      expect(await setXattrs([{ path: join(m, "deps/pkg/tool"), name: "security.capability", value: cap }])).toEqual([]);
+      expect(await setXattrs([{ path: join(m, "deps/pkg/lib"), name: "user.note", value: Buffer.from("dir") }])).toEqual([]);
+      await rm(join(m, "replace"), { recursive: true });
+      await mkdir(join(m, "replace"));
+      await writeFile(join(m, "replace/new"), "new");
+      await writeFile(join(m, "big/f077"), "changed");
+      // A hardlink between the new subtree and a rewritten lower file: one key space for both.
+      await link(join(m, "big/f077"), join(m, "deps/pkg/lib/f077"));
+      const entries: LayerEntry[] = [];
+      for await (const e of snapshotChanges(root, lowers)) entries.push(e);
+      if (!forceCopy && root.plainUpper) {
+        // The lever itself: content read where it lies, not through overlayfs.
+        const reads = entries.filter((e) => e.sourcePath !== undefined).map((e) => e.sourcePath!);
+        expect(reads.length).toBe(5);
+        for (const r of reads) expect(r.startsWith(`${root.upper}/`)).toBe(true);
+      }
+      const sink = new Writable({ write: (_c, _e, cb) => cb() });
+      const written = await writeLayer(snapshotChanges(root, lowers), sink, { sourceDateEpoch: 1000 });
+      results.push({
+        summary: entries.map((e) => `${e.path} ${e.type} ${e.linkname ?? ""}`),
+        xattrs: entries.flatMap((e) => Object.entries(e.xattrs ?? {}).map(([k, v]) => `${e.path} ${k}=${v.toString("hex")}`)),
+        diffId: written.diffId,
+      });
+    }
+    expect(results[0]!.xattrs).toEqual(["deps/pkg/lib user.note=646972", `deps/pkg/tool security.capability=${cap.toString("hex")}`]);
+    expect(results[0]!.summary).toContain("deps/pkg/lib/a.js hardlink deps/pkg/lib/a-link.js");
+    expect(results[0]!.summary).toContain("deps/pkg/lib/f077 hardlink big/f077");
+    expect(results[0]!.summary).toEqual(results[1]!.summary);
+    expect(results[0]!.xattrs).toEqual(results[1]!.xattrs);
+    expect(results[0]!.diffId).toBe(results[1]!.diffId);
   });
 });

@@ -1,0 +1,168 @@
+/**
+ * The tar stream of layer entries as large chunks: headers, small files' content and
+ * padding are written straight into one buffer of CHUNK_BYTES, passed on when full.
+ * A layer of many small files (node_modules, a RUN writing 100k files) was limited by
+ * what each entry cost on the main thread beside the system calls: a buffer per header,
+ * per file and per padding, the copies gathering them into chunks, and an async
+ * generator step for each. Small files with a sourcePath are read with open, read and
+ * close straight into the chunk (no fstat, no buffer of their own); the rest stream.
+ * Only where the bytes go and how they are cut into chunks differs from writing the
+ * pieces one by one: the tar is the same, and gzip members and zstd frames are cut at
+ * fixed offsets of it, so the layer's digest is too.
+ */
+import { closeSync, openSync, readSync } from "node:fs";
+import { OcibuildError, isOcibuildError } from "../errors.js";
+import type { LayerEntry } from "./layer.js";
+import { BLOCK, encodeHeaderInto, validateEntry } from "./layer-tar.js";
+
+/** Bytes a chunk holds; a chunk is passed on once it is this full. */
+const CHUNK_BYTES = 512 * 1024;
+/** Files up to this size with a sourcePath are read in one call, straight into the chunk. */
+export const SMALL_FILE = 256 * 1024;
+/** Streamed content in pieces at least this large is passed on as it is, not copied. */
+const PASS_THROUGH = 64 * 1024;
+
+function sizeMismatch(e: LayerEntry, what: string): OcibuildError {
+  return new OcibuildError("LAYER_SIZE_MISMATCH", `"${e.path}" ${what}`, { hint: "the file changed while the layer was being written" });
+}
+
+function readFailed(e: LayerEntry, verb: string, err: unknown): OcibuildError {
+  return new OcibuildError("LAYER_CONTENT_READ_FAILED", `cannot ${verb} the content of "${e.path}": ${(err as Error).message}`, { cause: err });
+}
+
+/**
+ * One output chunk being filled. Its buffer starts zeroed and is written front to back
+ * once, so everything from `fill` on is zeros: headers are written into zeros, and
+ * padding and the end marker are only skipped over.
+ */
+class Chunk {
+  buf = Buffer.alloc(CHUNK_BYTES);
+  fill = 0;
+
+  room(): number {
+    return this.buf.length - this.fill;
+  }
+
+  /** What is filled, passed on; the next bytes go into a new buffer (the one passed on is not reused). */
+  take(): Buffer {
+    const out = this.buf.subarray(0, this.fill);
+    this.buf = Buffer.alloc(CHUNK_BYTES);
+    this.fill = 0;
+    return out;
+  }
+
+  put(b: Buffer): void {
+    b.copy(this.buf, this.fill);
+    this.fill += b.length;
+  }
+
+  zeros(n: number): void {
+    this.fill += n;
+  }
+
+  /**
+   * The `size` bytes of `e`'s sourcePath, read into the chunk (which has room for size + 1).
+   * One byte more is asked for: a file that grew since it was listed fails.
+   */
+  readSmall(e: LayerEntry, size: number): void {
+    let fd: number;
+    try {
+      fd = openSync(e.sourcePath!, "r");
+    } catch (err) {
+      throw readFailed(e, "read", err);
+    }
+    let got = 0;
+    try {
+      for (;;) {
+        const n = readSync(fd, this.buf, this.fill + got, size + 1 - got, null);
+        got += n;
+        // A short read of a regular file is its end; 0 is the end however the file is served.
+        if (n === 0 || got === size) break;
+        if (got > size) throw sizeMismatch(e, `has more content than its declared size ${size}`);
+      }
+    } catch (err) {
+      throw isOcibuildError(err) ? err : readFailed(e, "read", err);
+    } finally {
+      closeSync(fd);
+    }
+    if (got !== size) throw sizeMismatch(e, `has ${got} bytes of content, but its declared size is ${size}`);
+    this.fill += size;
+  }
+}
+
+/** Streamed content (large files, entries without a sourcePath), checked against the declared size. */
+async function* streamContent(e: LayerEntry, size: number, signal: AbortSignal | undefined): AsyncGenerator<Buffer> {
+  let stream: NodeJS.ReadableStream;
+  try {
+    stream = await e.open!(signal);
+  } catch (err) {
+    if (isOcibuildError(err) || signal?.aborted) throw err;
+    throw readFailed(e, "open", err);
+  }
+  let seen = 0;
+  try {
+    for await (const raw of stream) {
+      const chunk = typeof raw === "string" ? Buffer.from(raw) : (raw as Buffer);
+      seen += chunk.length;
+      if (seen > size) throw sizeMismatch(e, `has more content than its declared size ${size}`);
+      yield chunk;
+    }
+  } catch (err) {
+    if (isOcibuildError(err) || signal?.aborted) throw err;
+    throw readFailed(e, "read", err);
+  } finally {
+    const d = (stream as { destroy?: () => void }).destroy;
+    if (typeof d === "function") d.call(stream);
+  }
+  if (seen !== size) throw sizeMismatch(e, `has ${seen} bytes of content, but its declared size is ${size}`);
+}
+
+/**
+ * The tar bytes of `entries` (each validated before any of its bytes), then the end
+ * marker, as chunks of about CHUNK_BYTES (streamed pieces of PASS_THROUGH or more are
+ * passed on as they come). `mtimeOf` gives an entry's mtime in whole seconds;
+ * `checkAborted` is called before each entry.
+ */
+export async function* packTar(
+  entries: Iterable<LayerEntry> | AsyncIterable<LayerEntry>,
+  mtimeOf: (e: LayerEntry) => number,
+  checkAborted: () => void,
+  signal: AbortSignal | undefined,
+): AsyncGenerator<Buffer> {
+  const c = new Chunk();
+  for await (const e of entries) {
+    checkAborted();
+    validateEntry(e);
+    if (c.room() < BLOCK) yield c.take();
+    const h = encodeHeaderInto(e, mtimeOf(e), c.buf, c.fill);
+    if (typeof h === "number") c.fill += h;
+    else {
+      // PAX records (long or non-ASCII names, xattrs): the header blocks come as a buffer.
+      if (c.room() < h.length) yield c.take();
+      if (h.length > c.room()) yield h;
+      else c.put(h);
+    }
+    const size = e.type === "file" ? (e.size ?? 0) : 0;
+    if (size === 0) continue;
+    if (e.sourcePath !== undefined && size <= SMALL_FILE) {
+      if (c.room() <= size) yield c.take();
+      c.readSmall(e, size);
+    } else {
+      for await (const piece of streamContent(e, size, signal)) {
+        if (piece.length >= PASS_THROUGH) {
+          if (c.fill > 0) yield c.take();
+          yield piece;
+          continue;
+        }
+        if (c.room() < piece.length) yield c.take();
+        c.put(piece);
+      }
+    }
+    const pad = (BLOCK - (size % BLOCK)) % BLOCK;
+    if (c.room() < pad) yield c.take();
+    c.zeros(pad);
+  }
+  if (c.room() < 2 * BLOCK) yield c.take();
+  c.zeros(2 * BLOCK);
+  yield c.take();
+}
