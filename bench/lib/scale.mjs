@@ -72,17 +72,23 @@ export async function prepareScaleScenarios(root, mode, makeOnce) {
 }
 
 /** x1's baseline: the same tree written on the host by the same loop, then `tar -c | gzip -1` of it (median of runs). */
-export async function filesBaseline(tmpRoot, mode, runs) {
+/**
+ * x1's baseline: the same tree written on the host by the same loop, and `tar -c | gzip -1`
+ * of it, timed by `sample()` right after each ocibuild x1 build (so load swings hit both
+ * alike); `result()` has the median, `dispose()` removes the tree.
+ */
+export async function filesBaseline(tmpRoot, mode) {
   const z = SCALE_SIZES[mode];
   const dir = await mkdtemp(join(tmpRoot, "x1-tree-"));
-  try {
-    const made = await run("sh", ["-c", filesScript(`'${dir}/deps'`, z)]);
-    const t = [];
-    for (let i = 0; i < runs; i++) t.push((await run("sh", ["-c", `tar -cf - -C '${dir}' deps | gzip -1 > /dev/null`])).ms);
-    return { files: z.dirs * z.perDir, commandMs: made.ms, tarGzipMs: median(t), samples: t };
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  const made = await run("sh", ["-c", filesScript(`'${dir}/deps'`, z)]);
+  const t = [];
+  return {
+    async sample() {
+      t.push((await run("sh", ["-c", `tar -cf - -C '${dir}' deps | gzip -1 > /dev/null`])).ms);
+    },
+    result: () => ({ files: z.dirs * z.perDir, commandMs: made.ms, tarGzipMs: median(t), samples: t }),
+    dispose: () => rm(dir, { recursive: true, force: true }),
+  };
 }
 
 /** One HEAD of a manifest on a new connection: a registry round trip. */
