@@ -316,16 +316,23 @@ async function runBuild(opts: BuildOptions, redactor: Redactor, { cacheDir, note
     const content = await OciLayout.create(join(cacheDir, "content"), opts.signal);
     const bases = baseResolver(opts, cacheDir, registry, planned.named, content);
     bases.prefetch(plans);
-    // While the bases resolve: may the credentials at hand push where the image goes? (kaniko's check)
-    if (!opts.skipPushPermissionCheck) await checkPushPermissions(registry, pushTo, opts.signal);
+    // While the bases resolve and the steps look up the cache: may the credentials at hand
+    // push where the image goes? (kaniko's check.) Every step that would run, copy, pull or
+    // convert waits for it (beforeWork), and so does everything after the steps: nothing
+    // that takes long starts before it passes, and a fully cached rebuild does not wait
+    // for its round trips before its first step.
+    const pushCheck = opts.skipPushPermissionCheck ? Promise.resolve() : checkPushPermissions(registry, pushTo, opts.signal);
+    pushCheck.catch(() => {}); // awaited below; a step's own error may come first
+    const beforeWork = () => pushCheck;
     const secrets = await resolveSecrets(opts.secrets ?? [], env, planned.contextDir);
     agents = await startSshAgents(opts.ssh ?? [], env, scratchDir);
     const diffIds = new DiffIdRecords(join(cacheDir, "diffids"));
     const hasher = new FileHasher(join(cacheDir, "cache", `v${KEY_VERSION}`, "stat-cache.json"));
     const materials = new MaterialSet();
     const { format, converter } = layerConversion(opts, cacheDir, content, registry, emit);
-    const runner = await createRunner(opts, planned, { cacheDir, scratchDir, content, diffIds, hasher, registry, secrets, agents, bases, emit, redactor, materials, format, converter });
+    const runner = await createRunner(opts, planned, { cacheDir, scratchDir, content, diffIds, hasher, registry, secrets, agents, bases, emit, redactor, materials, format, converter, beforeWork });
     const finals = await Promise.all(plans.map(({ plan, target }) => runner.final(plan, target)));
+    await pushCheck;
     await hasher.save().catch(() => {});
     const steps = (await runner.reports(plans)).map((s) => redactor.maskFields(s));
     for (const w of warnings) emit({ type: "log", level: "warn", message: w });

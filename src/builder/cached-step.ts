@@ -112,6 +112,7 @@ export async function cachedStep(
   const miss = { key, cached: false, savedSeconds: 0, reusedBytes: 0, instruction: plan.shown };
   const reason = await missReason(cache, found.corrupt, step.layered && opts.parentUnknown, opts.slot, inputs, ctx);
   if (cache.dryRun && step.layered) return { ...miss, state, reason, unknown: true };
+  await ctx.beforeWork?.();
   const executed = await plan.execute();
   const seconds = (performance.now() - started) / 1000;
   return { ...miss, state: await storeBuilt(state, executed, instr, cache, ctx, { key, slot: opts.slot, inputs, seconds }), reason };
@@ -124,7 +125,10 @@ async function hitOutcome(plan: StepPlan, hit: CacheHit, key: string, cache: Cac
     ? { descriptor: { mediaType: rec.layer.mediaType, digest: rec.layer.digest, size: rec.layer.size }, diffId: rec.layer.diffId, source: hit.source }
     : undefined;
   // An entry written by a build with another compression (gzip, where this one writes zstd): its layer is re-compressed, the step not rebuilt.
-  if (layer && ctx.converter && !cache.dryRun) layer = await ctx.converter.convert(layer);
+  if (layer && ctx.converter?.needs(layer) && !cache.dryRun) {
+    await ctx.beforeWork?.();
+    layer = await ctx.converter.convert(layer);
+  }
   return { state: plan.applyHit(rec.history, layer), key, cached: true, savedSeconds: rec.seconds, reusedBytes: rec.layer?.size ?? 0, instruction: plan.shown };
 }
 
