@@ -155,6 +155,7 @@ export async function createRunner(opts: BuildOptions, p: BuildPlan, r: BuildRes
       dryRun: p.dryRun,
       hashFile: (path, st) => r.hasher.hashFile(path, st, opts.signal),
       redactor: r.redactor,
+      chains: new Map(),
     },
     registry: r.registry,
     named: p.named,

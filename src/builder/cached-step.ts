@@ -30,6 +30,11 @@ export interface CacheContext extends KeySources {
   dryRun: boolean;
   /** Seals secret build-arg values in what a record stores (its key inputs, its history text). */
   redactor: Redactor;
+  /**
+   * The build's chain IDs so far ("PARENT DIFFID" -> chain ID): step N of a stage keys on the
+   * chain of its N layers, which is step N-1's chain and one hash, not N hashes again.
+   */
+  chains?: Map<string, string>;
 }
 
 export interface StepOutcome {
@@ -46,8 +51,8 @@ export interface StepOutcome {
   instruction: string;
 }
 
-export function layerChain(state: StageState): string {
-  return state.layers.length === 0 ? "" : chainId(state.layers.map((l) => l.diffId));
+export function layerChain(state: StageState, memo?: Map<string, string>): string {
+  return state.layers.length === 0 ? "" : chainId(state.layers.map((l) => l.diffId), memo);
 }
 
 export function slotOf(project: string, stage: string, index: number, platform: string): string {
@@ -103,7 +108,7 @@ export async function cachedStep(
   // Expand once, exactly the arguments BuildKit expands (ARG expands its own defaults); the step and its key see the result.
   const expanded = expandInstruction(instr, { env: expansionEnv(state), escapeToken: ctx.escapeToken });
   const plan = await step.plan(state, expanded, { ctx, keys: cache, args: opts.args, step: opts.step });
-  const own: KeyInputs = { v: KEY_VERSION, platform: formatPlatform(state.platform), parent: step.layered ? layerChain(state) : opts.prevKey, base: opts.base, ...plan.inputs };
+  const own: KeyInputs = { v: KEY_VERSION, platform: formatPlatform(state.platform), parent: step.layered ? layerChain(state, cache.chains) : opts.prevKey, base: opts.base, ...plan.inputs };
   // Stored and keyed sealed: a secret build arg's value is only in the key as its hash.
   const inputs = sealInputs(own, cache.redactor);
   const key = cacheKey(inputs);
