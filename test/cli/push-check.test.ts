@@ -88,8 +88,10 @@ describe.skipIf(!haveRegistry() || !haveOpenssl())("credentials that may pull bu
   beforeAll(async () => {
     await mkdir(p("token"));
     const { cert, key } = await makeSelfSigned(p("token"), "issuer");
-    ts = await startTokenServer({ certPath: cert, keyPath: key, issuer: "issuer", service: "registry", users: {}, anonymousPull: ["app/pullonly"] });
+    ts = await startTokenServer({ certPath: cert, keyPath: key, issuer: "issuer", service: "registry", users: { ci: "s3cret" }, anonymousPull: ["app/pullonly"] });
     reg = await startRegistry({ extraConfig: ts.registryConfig() });
+    await mkdir(p("token", "ci"));
+    await writeDockerConfig(p("token", "ci"), { [reg.host]: { username: "ci", password: "s3cret" } });
   });
   afterAll(async () => {
     await reg?.stop();
@@ -99,6 +101,16 @@ describe.skipIf(!haveRegistry() || !haveOpenssl())("credentials that may pull bu
   it("refused before the first step", async () => {
     const r = await build(["--no-cache", "-t", `${reg.host}/app/pullonly:v1`, "--authfile", p("empty.json")]);
     expectRefusedBeforeBuilding(r, /REGISTRY_(UNAUTHORIZED|DENIED)/, `${reg.host}/app/pullonly:v1`);
+  });
+
+  it("a rebuild whose tag already names its image writes nothing, so pulling is enough", async () => {
+    const pushed = await build(["-t", `${reg.host}/app/pullonly:v1`, "--authfile", p("token", "ci", "config.json")]);
+    expect(pushed.code).toBe(0);
+    const r = await build(["-t", `${reg.host}/app/pullonly:v1`, "--authfile", p("empty.json")]);
+    expect(r.stderr).not.toMatch(/error\[/);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/\[0 1\/1\] CACHED/);
+    expect(r.stdout).toContain(`${reg.host}/app/pullonly:v1@sha256:`);
   });
 });
 
