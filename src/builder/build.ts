@@ -98,7 +98,7 @@ export interface BuildOptions {
    * is reused without asking the registry. A digest-pinned base is never re-asked.
    */
   pull?: boolean;
-  /** Do not check, before building, that the credentials at hand may push to every target (kaniko's --skip-push-permission-check). */
+  /** Do not check, before the first step that must run (or the push's first write), that the credentials at hand may push to every target (kaniko's --skip-push-permission-check). */
   skipPushPermissionCheck?: boolean;
   /** Compute keys and report what would be cached or rebuilt, executing nothing. */
   dryRun?: boolean;

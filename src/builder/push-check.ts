@@ -1,9 +1,10 @@
 /**
- * Before a build: every repository it will push to accepts a push with the
- * credentials at hand, checked as kaniko's CheckPushPermissions checks it (an
- * upload session opened with push scope, then cancelled), so a push that must
+ * Before a build runs anything: every repository it will push to accepts a push
+ * with the credentials at hand, checked as kaniko's CheckPushPermissions checks it
+ * (an upload session opened with push scope, then cancelled), so a push that must
  * fail (no credentials, denied, unreachable) fails in seconds, before the first
- * RUN, not after the whole build.
+ * RUN, not after the whole build. build.ts asks for it at the first step that must
+ * run, copy or pull, or at the push's first write (none when the tag is current).
  */
 import { isOcibuildError, OcibuildError, optionWords } from "../errors.js";
 import { DOCKER_HUB, type ImageReference } from "../oci/reference.js";
