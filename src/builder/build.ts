@@ -23,7 +23,7 @@ import { extraScans } from "./sbom-scan.js";
 import { annotationsAt, type Annotation } from "../oci/annotations.js";
 import { checkOutputPaths, pushBuilt, pushTargets, writeOutputs, type BuildOutput } from "./output.js";
 import { stageArtifact } from "./stage-image.js";
-import { checkPushPermissions } from "./push-check.js";
+import { lazyPushCheck } from "./push-check.js";
 import type { BwrapOptions } from "./sandbox/bwrap.js";
 import { layerFormat } from "./layer-convert.js";
 import type { LayerCompression } from "../oci/layer-compression.js";
@@ -316,19 +316,8 @@ async function runBuild(opts: BuildOptions, redactor: Redactor, { cacheDir, note
     const content = await OciLayout.create(join(cacheDir, "content"), opts.signal);
     const bases = baseResolver(opts, cacheDir, registry, planned.named, content);
     bases.prefetch(plans);
-    // May the credentials at hand push where the image goes? (kaniko's check.) Asked by the
-    // first step that would run, copy, pull or convert (beforeWork), or by the push before
-    // it writes, whichever comes first: nothing that takes long starts before it passes,
-    // and a fully cached rebuild whose tag already names its image writes nothing and so
-    // does not pay the check's round trips (nor wait for them before its first step).
-    let pushCheck: Promise<void> | undefined;
-    const beforeWork = (): Promise<void> => {
-      if (!pushCheck) {
-        pushCheck = opts.skipPushPermissionCheck ? Promise.resolve() : checkPushPermissions(registry, pushTo, opts.signal);
-        pushCheck.catch(() => {}); // every caller awaits it; this one only marks it handled
-      }
-      return pushCheck;
-    };
+    // May the credentials at hand push? Asked by the first step that must run, or by the push before it writes (push-check.ts).
+    const beforeWork = lazyPushCheck(registry, opts.skipPushPermissionCheck ? [] : pushTo, opts.signal);
     const secrets = await resolveSecrets(opts.secrets ?? [], env, planned.contextDir);
     agents = await startSshAgents(opts.ssh ?? [], env, scratchDir);
     const diffIds = new DiffIdRecords(join(cacheDir, "diffids"));
@@ -337,9 +326,7 @@ async function runBuild(opts: BuildOptions, redactor: Redactor, { cacheDir, note
     const { format, converter } = layerConversion(opts, cacheDir, content, registry, emit);
     const runner = await createRunner(opts, planned, { cacheDir, scratchDir, content, diffIds, hasher, registry, secrets, agents, bases, emit, redactor, materials, format, converter, beforeWork });
     const finals = await Promise.all(plans.map(({ plan, target }) => runner.final(plan, target)));
-    // What may take long after the steps (a conversion, an SBOM scan, a signature) waits
-    // for the check; a plain push waits for it only before it writes (beforeWrite), so a
-    // rebuild whose tag already names its image ends without its round trips.
+    // Long work after the steps (a conversion, an SBOM scan, a signature) waits for the check; a push, only before it writes.
     if (pushTo.length > 0 && (opts.forceCompression || opts.attest?.sbom || opts.attest?.provenance || signingKey)) await beforeWork();
     await hasher.save().catch(() => {});
     const steps = (await runner.reports(plans)).map((s) => redactor.maskFields(s));
@@ -356,10 +343,7 @@ async function runBuild(opts: BuildOptions, redactor: Redactor, { cacheDir, note
     const made = stageArtifact(artifact, blobs);
     let signatures: SignatureRecord[] | undefined;
     if (pushTo.length > 0) {
-      await pushBuilt(made, pushTo, registry, { onEvent: emit, signal: opts.signal, beforeWrite: beforeWork }).catch(async (e: unknown) => {
-        await beforeWork(); // a refused check says why (and how to keep the image local) better than the push's first error
-        throw e;
-      });
+      await pushBuilt(made, pushTo, registry, { onEvent: emit, signal: opts.signal, beforeWrite: beforeWork });
       for (const t of pushTo) references.push(`${t.name}:${t.tag}@${top.digest}`);
       if (signingKey) signatures = await signPushed(signingKey, artifact, top.digest, pushTo, registry, emit, opts.signal);
     }

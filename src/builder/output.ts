@@ -56,6 +56,10 @@ export async function pushBuilt(a: Artifact, refs: readonly ImageReference[], re
     signal: opts.signal,
     beforeWrite: opts.beforeWrite,
     onBlob: (ref, desc, status) => opts.onEvent?.({ type: "push", reference: ref.name, digest: desc.digest, status, size: desc.size }),
+  }).catch(async (e: unknown) => {
+    // A push-permission check that refuses says why (and how to keep the image local) better than the push's first error.
+    await opts.beforeWrite?.();
+    throw e;
   });
 }
 

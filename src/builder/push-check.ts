@@ -43,3 +43,21 @@ export async function checkPushPermissions(registry: RegistryClient, refs: reado
     ),
   );
 }
+
+/**
+ * The check of `refs`, made once, when the returned function is first called: by the
+ * first step that must run, copy, pull or convert, or by the push before its first
+ * write, whichever comes first. Nothing that takes long starts before it passes, and a
+ * fully cached rebuild whose tag already names its image writes nothing and so does not
+ * pay the check's round trips (nor wait for them before its first step).
+ */
+export function lazyPushCheck(registry: RegistryClient, refs: readonly ImageReference[], signal?: AbortSignal): () => Promise<void> {
+  let check: Promise<void> | undefined;
+  return () => {
+    if (!check) {
+      check = checkPushPermissions(registry, refs, signal);
+      check.catch(() => {}); // every caller awaits it; this only marks it handled
+    }
+    return check;
+  };
+}
