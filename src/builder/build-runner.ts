@@ -106,6 +106,8 @@ export interface BuildResources {
   /** The layers' compression and level, and the converter of cached layers written in another compression. */
   format: { compression: LayerCompression; level: number };
   converter: LayerConverter;
+  /** StepContext.beforeWork: the push-permission check, awaited before any step does work that may take long. */
+  beforeWork?: () => Promise<void>;
 }
 
 /** The stage runner of this build, with everything its steps may use. */
@@ -138,6 +140,7 @@ export async function createRunner(opts: BuildOptions, p: BuildPlan, r: BuildRes
       compression: r.format.compression,
       compressionLevel: r.format.level,
       converter: r.converter,
+      beforeWork: r.beforeWork,
       maxLayerSize: opts.maxLayerSize,
       diffIds: r.diffIds,
       forceCopySnapshots: opts.forceCopySnapshots,
@@ -152,6 +155,7 @@ export async function createRunner(opts: BuildOptions, p: BuildPlan, r: BuildRes
       dryRun: p.dryRun,
       hashFile: (path, st) => r.hasher.hashFile(path, st, opts.signal),
       redactor: r.redactor,
+      chains: new Map(),
     },
     registry: r.registry,
     named: p.named,

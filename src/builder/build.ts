@@ -23,7 +23,7 @@ import { extraScans } from "./sbom-scan.js";
 import { annotationsAt, type Annotation } from "../oci/annotations.js";
 import { checkOutputPaths, pushBuilt, pushTargets, writeOutputs, type BuildOutput } from "./output.js";
 import { stageArtifact } from "./stage-image.js";
-import { checkPushPermissions } from "./push-check.js";
+import { lazyPushCheck } from "./push-check.js";
 import type { BwrapOptions } from "./sandbox/bwrap.js";
 import { layerFormat } from "./layer-convert.js";
 import type { LayerCompression } from "../oci/layer-compression.js";
@@ -98,7 +98,7 @@ export interface BuildOptions {
    * is reused without asking the registry. A digest-pinned base is never re-asked.
    */
   pull?: boolean;
-  /** Do not check, before building, that the credentials at hand may push to every target (kaniko's --skip-push-permission-check). */
+  /** Do not check, before the first step that must run (or the push's first write), that the credentials at hand may push to every target (kaniko's --skip-push-permission-check). */
   skipPushPermissionCheck?: boolean;
   /** Compute keys and report what would be cached or rebuilt, executing nothing. */
   dryRun?: boolean;
@@ -316,16 +316,18 @@ async function runBuild(opts: BuildOptions, redactor: Redactor, { cacheDir, note
     const content = await OciLayout.create(join(cacheDir, "content"), opts.signal);
     const bases = baseResolver(opts, cacheDir, registry, planned.named, content);
     bases.prefetch(plans);
-    // While the bases resolve: may the credentials at hand push where the image goes? (kaniko's check)
-    if (!opts.skipPushPermissionCheck) await checkPushPermissions(registry, pushTo, opts.signal);
+    // May the credentials at hand push? Asked by the first step that must run, or by the push before it writes (push-check.ts).
+    const beforeWork = lazyPushCheck(registry, opts.skipPushPermissionCheck ? [] : pushTo, opts.signal);
     const secrets = await resolveSecrets(opts.secrets ?? [], env, planned.contextDir);
     agents = await startSshAgents(opts.ssh ?? [], env, scratchDir);
     const diffIds = new DiffIdRecords(join(cacheDir, "diffids"));
     const hasher = new FileHasher(join(cacheDir, "cache", `v${KEY_VERSION}`, "stat-cache.json"));
     const materials = new MaterialSet();
     const { format, converter } = layerConversion(opts, cacheDir, content, registry, emit);
-    const runner = await createRunner(opts, planned, { cacheDir, scratchDir, content, diffIds, hasher, registry, secrets, agents, bases, emit, redactor, materials, format, converter });
+    const runner = await createRunner(opts, planned, { cacheDir, scratchDir, content, diffIds, hasher, registry, secrets, agents, bases, emit, redactor, materials, format, converter, beforeWork });
     const finals = await Promise.all(plans.map(({ plan, target }) => runner.final(plan, target)));
+    // Long work after the steps (a conversion, an SBOM scan, a signature) waits for the check; a push, only before it writes.
+    if (pushTo.length > 0 && (opts.forceCompression || opts.attest?.sbom || opts.attest?.provenance || signingKey)) await beforeWork();
     await hasher.save().catch(() => {});
     const steps = (await runner.reports(plans)).map((s) => redactor.maskFields(s));
     for (const w of warnings) emit({ type: "log", level: "warn", message: w });
@@ -341,7 +343,7 @@ async function runBuild(opts: BuildOptions, redactor: Redactor, { cacheDir, note
     const made = stageArtifact(artifact, blobs);
     let signatures: SignatureRecord[] | undefined;
     if (pushTo.length > 0) {
-      await pushBuilt(made, pushTo, registry, { onEvent: emit, signal: opts.signal });
+      await pushBuilt(made, pushTo, registry, { onEvent: emit, signal: opts.signal, beforeWrite: beforeWork });
       for (const t of pushTo) references.push(`${t.name}:${t.tag}@${top.digest}`);
       if (signingKey) signatures = await signPushed(signingKey, artifact, top.digest, pushTo, registry, emit, opts.signal);
     }

@@ -30,6 +30,11 @@ export interface CacheContext extends KeySources {
   dryRun: boolean;
   /** Seals secret build-arg values in what a record stores (its key inputs, its history text). */
   redactor: Redactor;
+  /**
+   * The build's chain IDs so far ("PARENT DIFFID" -> chain ID): step N of a stage keys on the
+   * chain of its N layers, which is step N-1's chain and one hash, not N hashes again.
+   */
+  chains?: Map<string, string>;
 }
 
 export interface StepOutcome {
@@ -46,8 +51,8 @@ export interface StepOutcome {
   instruction: string;
 }
 
-export function layerChain(state: StageState): string {
-  return state.layers.length === 0 ? "" : chainId(state.layers.map((l) => l.diffId));
+export function layerChain(state: StageState, memo?: Map<string, string>): string {
+  return state.layers.length === 0 ? "" : chainId(state.layers.map((l) => l.diffId), memo);
 }
 
 export function slotOf(project: string, stage: string, index: number, platform: string): string {
@@ -103,7 +108,7 @@ export async function cachedStep(
   // Expand once, exactly the arguments BuildKit expands (ARG expands its own defaults); the step and its key see the result.
   const expanded = expandInstruction(instr, { env: expansionEnv(state), escapeToken: ctx.escapeToken });
   const plan = await step.plan(state, expanded, { ctx, keys: cache, args: opts.args, step: opts.step });
-  const own: KeyInputs = { v: KEY_VERSION, platform: formatPlatform(state.platform), parent: step.layered ? layerChain(state) : opts.prevKey, base: opts.base, ...plan.inputs };
+  const own: KeyInputs = { v: KEY_VERSION, platform: formatPlatform(state.platform), parent: step.layered ? layerChain(state, cache.chains) : opts.prevKey, base: opts.base, ...plan.inputs };
   // Stored and keyed sealed: a secret build arg's value is only in the key as its hash.
   const inputs = sealInputs(own, cache.redactor);
   const key = cacheKey(inputs);
@@ -112,6 +117,7 @@ export async function cachedStep(
   const miss = { key, cached: false, savedSeconds: 0, reusedBytes: 0, instruction: plan.shown };
   const reason = await missReason(cache, found.corrupt, step.layered && opts.parentUnknown, opts.slot, inputs, ctx);
   if (cache.dryRun && step.layered) return { ...miss, state, reason, unknown: true };
+  await ctx.beforeWork?.();
   const executed = await plan.execute();
   const seconds = (performance.now() - started) / 1000;
   return { ...miss, state: await storeBuilt(state, executed, instr, cache, ctx, { key, slot: opts.slot, inputs, seconds }), reason };
@@ -124,7 +130,10 @@ async function hitOutcome(plan: StepPlan, hit: CacheHit, key: string, cache: Cac
     ? { descriptor: { mediaType: rec.layer.mediaType, digest: rec.layer.digest, size: rec.layer.size }, diffId: rec.layer.diffId, source: hit.source }
     : undefined;
   // An entry written by a build with another compression (gzip, where this one writes zstd): its layer is re-compressed, the step not rebuilt.
-  if (layer && ctx.converter && !cache.dryRun) layer = await ctx.converter.convert(layer);
+  if (layer && ctx.converter?.needs(layer) && !cache.dryRun) {
+    await ctx.beforeWork?.();
+    layer = await ctx.converter.convert(layer);
+  }
   return { state: plan.applyHit(rec.history, layer), key, cached: true, savedSeconds: rec.seconds, reusedBytes: rec.layer?.size ?? 0, instruction: plan.shown };
 }
 

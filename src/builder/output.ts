@@ -51,10 +51,15 @@ export function pushTargets(outputs: readonly BuildOutput[], tags: readonly Imag
  * platform's image by digest and then the index by tag. Each blob is told as a
  * `push` event.
  */
-export async function pushBuilt(a: Artifact, refs: readonly ImageReference[], registry: RegistryClient, opts: { onEvent?: EventSink; signal?: AbortSignal } = {}): Promise<void> {
+export async function pushBuilt(a: Artifact, refs: readonly ImageReference[], registry: RegistryClient, opts: { onEvent?: EventSink; signal?: AbortSignal; beforeWrite?: () => Promise<void> } = {}): Promise<void> {
   await pushArtifact(registry, a, refs, {
     signal: opts.signal,
+    beforeWrite: opts.beforeWrite,
     onBlob: (ref, desc, status) => opts.onEvent?.({ type: "push", reference: ref.name, digest: desc.digest, status, size: desc.size }),
+  }).catch(async (e: unknown) => {
+    // A push-permission check that refuses says why (and how to keep the image local) better than the push's first error.
+    await opts.beforeWrite?.();
+    throw e;
   });
 }
 

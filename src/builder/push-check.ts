@@ -1,9 +1,10 @@
 /**
- * Before a build: every repository it will push to accepts a push with the
- * credentials at hand, checked as kaniko's CheckPushPermissions checks it (an
- * upload session opened with push scope, then cancelled), so a push that must
+ * Before a build runs anything: every repository it will push to accepts a push
+ * with the credentials at hand, checked as kaniko's CheckPushPermissions checks it
+ * (an upload session opened with push scope, then cancelled), so a push that must
  * fail (no credentials, denied, unreachable) fails in seconds, before the first
- * RUN, not after the whole build.
+ * RUN, not after the whole build. build.ts asks for it at the first step that must
+ * run, copy or pull, or at the push's first write (none when the tag is current).
  */
 import { isOcibuildError, OcibuildError, optionWords } from "../errors.js";
 import { DOCKER_HUB, type ImageReference } from "../oci/reference.js";
@@ -41,4 +42,22 @@ export async function checkPushPermissions(registry: RegistryClient, refs: reado
       }),
     ),
   );
+}
+
+/**
+ * The check of `refs`, made once, when the returned function is first called: by the
+ * first step that must run, copy, pull or convert, or by the push before its first
+ * write, whichever comes first. Nothing that takes long starts before it passes, and a
+ * fully cached rebuild whose tag already names its image writes nothing and so does not
+ * pay the check's round trips (nor wait for them before its first step).
+ */
+export function lazyPushCheck(registry: RegistryClient, refs: readonly ImageReference[], signal?: AbortSignal): () => Promise<void> {
+  let check: Promise<void> | undefined;
+  return () => {
+    if (!check) {
+      check = checkPushPermissions(registry, refs, signal);
+      check.catch(() => {}); // every caller awaits it; this only marks it handled
+    }
+    return check;
+  };
 }

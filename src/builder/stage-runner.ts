@@ -307,7 +307,7 @@ export class StageRunner {
       stageChain: (n) => {
         const s = findStage(plan, n);
         if (!s) return undefined;
-        return this.run(plan, s, target).then((d) => (d.unknown ? `unknown:${d.key}` : layerChain(d.state)));
+        return this.run(plan, s, target).then((d) => (d.unknown ? `unknown:${d.key}` : layerChain(d.state, this.o.cache.chains)));
       },
     };
   }

@@ -69,6 +69,12 @@ export interface StepContext {
    * step pulls its base's layers there, so that the pull is its own and not the step's.
    */
   readonly beforeRoot?: (state: StageState) => Promise<void>;
+  /**
+   * Awaited before a step does work that may take long (runs, copies, pulls, converts a
+   * layer): resolves when the push-permission check, which runs beside the cache
+   * lookups, has passed, and rejects with its error. Absent: nothing to wait for.
+   */
+  readonly beforeWork?: () => Promise<void>;
   /** The stage and instruction now running (for events). */
   readonly current?: { stage: string; step: number; instruction: Instruction };
 }

@@ -35,6 +35,8 @@ beforeAll(async () => {
   await mkdir(join(work, "bin"));
   await mkdir(join(work, "dist/cli"), { recursive: true });
   await copyFile(join(root, "bin/ocibuild"), join(work, "bin/ocibuild"));
+  // bin/ocibuild is CommonJS in an ES module package: its own package.json says so (npm ships it: files).
+  await copyFile(join(root, "bin/package.json"), join(work, "bin/package.json"));
   await copyFile(join(root, "package.json"), join(work, "package.json"));
   // A stand-in for tsc's modules, older than the bundle: the loader must not use it.
   await writeFile(join(work, "dist/cli/main.js"), 'export async function main() { process.stdout.write("from the modules\\n"); return 0; }\n');

@@ -31,11 +31,15 @@ afterAll(async () => {
 
 const build = (args: string[]) => cli(["--progress=plain", "--cache-dir", p("cache"), ...args, p("ctx")]);
 const STEP = /\[0 1\/1\] COPY f \/f/;
+// The step ran: its end line. The check runs beside the cache lookups, so a refused build
+// may show the step start, but never runs the step (the refused builds below pass
+// --no-cache, so that the step would run).
+const STEP_DONE = /\[0 1\/1\] DONE/;
 
 function expectRefusedBeforeBuilding(r: { code: number; stderr: string }, code: RegExp, ref: string) {
   expect(r.code).toBe(1);
   expect(r.stderr).toMatch(new RegExp(`^error\\[${code.source}\\]: cannot push to ${ref.replaceAll(".", "\\.")} \\(checked before building`, "m"));
-  expect(r.stderr).not.toMatch(STEP);
+  expect(r.stderr).not.toMatch(STEP_DONE);
 }
 
 describe.skipIf(!haveRegistry() || !haveHtpasswd())("a registry that wants credentials (needs docker-registry, htpasswd)", () => {
@@ -50,7 +54,7 @@ describe.skipIf(!haveRegistry() || !haveHtpasswd())("a registry that wants crede
   });
 
   it("no credentials: refused before the first step", async () => {
-    const r = await build(["-t", `${reg.host}/app/x:v1`, "--authfile", p("empty.json")]);
+    const r = await build(["--no-cache", "-t", `${reg.host}/app/x:v1`, "--authfile", p("empty.json")]);
     expectRefusedBeforeBuilding(r, /REGISTRY_UNAUTHORIZED/, `${reg.host}/app/x:v1`);
   });
 
@@ -60,6 +64,14 @@ describe.skipIf(!haveRegistry() || !haveHtpasswd())("a registry that wants crede
     expect(r.stderr).toMatch(STEP);
     expect(r.stderr).toMatch(/^error\[REGISTRY_UNAUTHORIZED\]/m);
     expect(r.stderr).not.toMatch(/checked before building/);
+  });
+
+  it("a fully cached rebuild is refused with the check's error, not the push's", async () => {
+    expect((await build(["--no-push", "-t", `${reg.host}/app/x:v1`])).code).toBe(0);
+    const r = await build(["-t", `${reg.host}/app/x:v1`, "--authfile", p("empty.json")]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/\[0 1\/1\] CACHED/);
+    expect(r.stderr).toMatch(new RegExp(`^error\\[REGISTRY_UNAUTHORIZED\\]: cannot push to ${reg.host.replaceAll(".", "\\.")}/app/x:v1 \\(checked before building`, "m"));
   });
 
   it("good credentials pass the check and push", async () => {
@@ -76,8 +88,10 @@ describe.skipIf(!haveRegistry() || !haveOpenssl())("credentials that may pull bu
   beforeAll(async () => {
     await mkdir(p("token"));
     const { cert, key } = await makeSelfSigned(p("token"), "issuer");
-    ts = await startTokenServer({ certPath: cert, keyPath: key, issuer: "issuer", service: "registry", users: {}, anonymousPull: ["app/pullonly"] });
+    ts = await startTokenServer({ certPath: cert, keyPath: key, issuer: "issuer", service: "registry", users: { ci: "s3cret" }, anonymousPull: ["app/pullonly"] });
     reg = await startRegistry({ extraConfig: ts.registryConfig() });
+    await mkdir(p("token", "ci"));
+    await writeDockerConfig(p("token", "ci"), { [reg.host]: { username: "ci", password: "s3cret" } });
   });
   afterAll(async () => {
     await reg?.stop();
@@ -85,21 +99,31 @@ describe.skipIf(!haveRegistry() || !haveOpenssl())("credentials that may pull bu
   });
 
   it("refused before the first step", async () => {
-    const r = await build(["-t", `${reg.host}/app/pullonly:v1`, "--authfile", p("empty.json")]);
+    const r = await build(["--no-cache", "-t", `${reg.host}/app/pullonly:v1`, "--authfile", p("empty.json")]);
     expectRefusedBeforeBuilding(r, /REGISTRY_(UNAUTHORIZED|DENIED)/, `${reg.host}/app/pullonly:v1`);
+  });
+
+  it("a rebuild whose tag already names its image writes nothing, so pulling is enough", async () => {
+    const pushed = await build(["-t", `${reg.host}/app/pullonly:v1`, "--authfile", p("token", "ci", "config.json")]);
+    expect(pushed.code).toBe(0);
+    const r = await build(["-t", `${reg.host}/app/pullonly:v1`, "--authfile", p("empty.json")]);
+    expect(r.stderr).not.toMatch(/error\[/);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/\[0 1\/1\] CACHED/);
+    expect(r.stdout).toContain(`${reg.host}/app/pullonly:v1@sha256:`);
   });
 });
 
 describe("registries that cannot be pushed to at all", () => {
   it("a registry nobody listens on: refused in seconds, before the first step", async () => {
     const started = Date.now();
-    const r = await build(["-t", "127.0.0.1:1/app:v1"]);
+    const r = await build(["--no-cache", "-t", "127.0.0.1:1/app:v1"]);
     expectRefusedBeforeBuilding(r, /REGISTRY_UNREACHABLE/, "127.0.0.1:1/app:v1");
     expect(Date.now() - started).toBeLessThan(20_000);
   }, 30_000);
 
   it("-t app:dev (no registry host) says how to write an archive instead", async () => {
-    const r = await build(["-t", "app:dev", "--authfile", p("empty.json")]);
+    const r = await build(["--no-cache", "-t", "app:dev", "--authfile", p("empty.json")]);
     expectRefusedBeforeBuilding(r, /REGISTRY_[A-Z_]+/, "docker.io/library/app:dev");
     expect(r.stderr).toMatch(/^hint: app:dev has no registry host, so it names docker\.io\/library\/app:dev on Docker Hub\. To keep the image here, add --no-push and write a file: -o docker-archive:app\.tar/m);
   }, 30_000);

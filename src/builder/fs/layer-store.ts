@@ -12,10 +12,18 @@ import { extractLayer } from "./extract.js";
 import { lstatOrNull } from "./util.js";
 
 /** OCI ChainID of a stack of layers (bottom first). */
-export function chainId(diffIds: DiffID[]): string {
+export function chainId(diffIds: DiffID[], memo?: Map<string, string>): string {
   if (diffIds.length === 0) throw new OcibuildError("ROOTFS_EMPTY_CHAIN", "a chain ID needs at least one layer");
   let chain: string = diffIds[0]!;
-  for (const d of diffIds.slice(1)) chain = `sha256:${createHash("sha256").update(`${chain} ${d}`).digest("hex")}`;
+  for (const d of diffIds.slice(1)) {
+    const input = `${chain} ${d}`;
+    let next = memo?.get(input);
+    if (next === undefined) {
+      next = `sha256:${createHash("sha256").update(input).digest("hex")}`;
+      memo?.set(input, next);
+    }
+    chain = next;
+  }
   return chain;
 }
 

@@ -127,7 +127,8 @@ export function exposedPorts(word: string): (string | null)[] {
 /** Go duration ("30s", "1m30s", "500ms") to nanoseconds. */
 export function parseDuration(s: string): number | null {
   if (s === "0") return 0;
-  const re = /(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g;
+  // µ written as an escape: the CLI bundle must stay ASCII (scripts/bundle.mjs says why).
+  const re = /(\d+(?:\.\d+)?)(ns|us|\u00b5s|ms|s|m|h)/g;
   const unit: Record<string, number> = { ns: 1, us: 1e3, "µs": 1e3, ms: 1e6, s: 1e9, m: 60e9, h: 3600e9 };
   let total = 0;
   let consumed = 0;

@@ -32,6 +32,13 @@ export interface PushOptions {
   signal?: AbortSignal;
   /** Called after each blob, with what happened to it (`ref` is the reference being pushed to). */
   onBlob?: (ref: ImageReference, desc: Descriptor, outcome: BlobOutcome) => void;
+  /**
+   * Awaited before the first write (a blob checked, mounted or uploaded; a manifest put):
+   * a build's push-permission check, whose error then is the push's. A push that finds
+   * everything in place (the tag names the manifest already) writes nothing and does not
+   * wait for it.
+   */
+  beforeWrite?: () => Promise<void>;
 }
 
 /** One reference being pushed to. */
@@ -75,6 +82,7 @@ async function pushImageBlobs(t: Target, img: Image): Promise<void> {
     }
     return;
   }
+  await t.opts.beforeWrite?.();
   await settleAll(blobs, (b) => pushBlob(t, b));
 }
 
@@ -98,7 +106,10 @@ async function pushTree(t: Target, a: Artifact, ref: ImageReference): Promise<vo
       await pushTree(t, child, withDigest(t.ref, child.manifest.digest));
     });
   }
-  if ((await atTag) !== a.manifest.digest) await t.client.putManifest(ref, a.manifest, t.opts.signal);
+  if ((await atTag) !== a.manifest.digest) {
+    await t.opts.beforeWrite?.();
+    await t.client.putManifest(ref, a.manifest, t.opts.signal);
+  }
   t.result.manifests++;
 }
 

@@ -355,6 +355,16 @@ describe("chainId", () => {
   it("refuses an empty chain", () => {
     expect(() => chainId([])).toThrow(OcibuildError);
   });
+  it("with a memo: the same IDs, and a longer chain hashes only what it adds", () => {
+    const memo = new Map<string, string>();
+    expect(chainId([a, b], memo)).toBe(chainId([a, b]));
+    expect([...memo.keys()]).toEqual([`${a} ${b}`]);
+    expect(chainId([a, b, c], memo)).toBe(chainId([a, b, c]));
+    expect(memo.size).toBe(2);
+    // The memo's entry is what a longer chain starts from (not hashed again).
+    memo.set(`${a} ${b}`, "sha256:remembered");
+    expect(chainId([a, b, c], memo)).toBe(`sha256:${createHash("sha256").update(`sha256:remembered ${c}`).digest("hex")}`);
+  });
 });
 
 describe.skipIf(!isRoot)("LayerStore (needs root for whiteout devices)", () => {
