@@ -27,7 +27,9 @@ export type Fault =
   /** Forward, sending the headers and then the body one byte every `everyMs` (a registry that trickles). */
   | { kind: "drip"; everyMs: number }
   /** Read the request and never answer (the connection stays open until the client leaves). */
-  | { kind: "hang" };
+  | { kind: "hang" }
+  /** Forward, and hold the registry's answer back until `until` settles. */
+  | { kind: "hold"; until: Promise<unknown> };
 
 export interface FaultRule {
   method?: string;
@@ -97,6 +99,14 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
         if (!fault || fault.kind === "add-headers") {
           res.writeHead(ur.statusCode ?? 502, { ...ur.headers, ...(fault?.headers ?? {}) });
           ur.pipe(res);
+          return;
+        }
+        if (fault.kind === "hold") {
+          ur.pause();
+          void fault.until.finally(() => {
+            res.writeHead(ur.statusCode ?? 502, ur.headers);
+            ur.pipe(res);
+          });
           return;
         }
         res.writeHead(ur.statusCode ?? 502, ur.headers);

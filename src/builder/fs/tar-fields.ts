@@ -39,10 +39,21 @@ function inRange(v: number, range: FieldRange): boolean {
   return Number.isSafeInteger(v) && v >= range.min && v <= range.max;
 }
 
+/** Where the text of b[start, end) ends: its first NUL, or `end`. (A loop: cheaper than Buffer#indexOf for a header's short fields.) */
+function nulAt(b: Buffer, start: number, end: number): number {
+  for (let i = start; i < end; i++) if (b[i] === 0) return i;
+  return end;
+}
+
 /** A header field up to its first NUL. */
 export function cstr(b: Buffer): Buffer {
-  const z = b.indexOf(0);
-  return z === -1 ? b : b.subarray(0, z);
+  const z = nulAt(b, 0, b.length);
+  return z === b.length ? b : b.subarray(0, z);
+}
+
+/** The UTF-8 text of the header field b[start, end), up to its first NUL. */
+export function fieldText(b: Buffer, start: number, end: number): string {
+  return b.toString("utf8", start, nulAt(b, start, end));
 }
 
 /** GNU base-256: big-endian two's complement, the first byte's high bit the marker. */
@@ -52,6 +63,34 @@ function base256(b: Buffer): bigint {
   // A negative number has the bit below the marker set as well (0xff...): sign-extend.
   if ((b[0]! & 0x40) !== 0) v -= 1n << BigInt(b.length * 8 - 1);
   return v;
+}
+
+/**
+ * The octal number in b[start, end) with spaces and NULs around it, read byte by
+ * byte (every header has eight numbers: no string, regex or slice for each);
+ * undefined for anything else (base-256, stray characters), which headerNumber
+ * then reads or refuses.
+ */
+function plainOctal(b: Buffer, start: number, end: number): number | undefined {
+  let i = start;
+  while (i < end && (b[i] === 0x20 || b[i] === 0)) i++;
+  let v = 0;
+  let digits = 0;
+  for (; i < end; i++, digits++) {
+    const c = b[i]!;
+    if (c < 0x30 || c > 0x37) break;
+    v = v * 8 + (c - 0x30);
+  }
+  for (; i < end; i++) if (b[i] !== 0x20 && b[i] !== 0) return undefined;
+  // Twelve octal digits are 36 bits: v is exact (a longer field goes the careful way).
+  return digits <= 12 ? v : undefined;
+}
+
+/** headerNumber() of the field b[at, at + width). */
+export function headerNumberAt(b: Buffer, at: number, width: number, field: string, range: FieldRange, place: FieldPlace): number {
+  const v = plainOctal(b, at, at + width);
+  if (v !== undefined && inRange(v, range)) return v;
+  return headerNumber(b.subarray(at, at + width), field, range, place);
 }
 
 /** A numeric header field: octal text (spaces and NULs around it allowed) or GNU base-256. */

@@ -11,7 +11,7 @@ import * as zlib from "node:zlib";
 import { OcibuildError } from "../../errors.js";
 import { zstdDecompressor } from "../../oci/zstd-decompress.js";
 import {
-  cstr, DEV_RANGE, headerNumber, ID_RANGE, invalidTar, MODE_RANGE, paxInteger, paxTimeMs, SIZE_RANGE, TIME_RANGE, type FieldPlace,
+  cstr, DEV_RANGE, fieldText, headerNumberAt, ID_RANGE, invalidTar, MODE_RANGE, paxInteger, paxTimeMs, SIZE_RANGE, TIME_RANGE, type FieldPlace,
 } from "./tar-fields.js";
 
 export type TarEntryType = "file" | "link" | "symlink" | "character-device" | "block-device" | "directory" | "fifo" | "other";
@@ -118,8 +118,10 @@ class ByteReader {
   }
 }
 
+const CHECKSUM_RANGE = { min: 0, max: 0o7777777 };
+
 function checksumOk(block: Buffer, place: FieldPlace): boolean {
-  const stored = headerNumber(block.subarray(148, 156), "checksum", { min: 0, max: 0o7777777 }, place);
+  const stored = headerNumberAt(block, 148, 8, "checksum", CHECKSUM_RANGE, place);
   let sum = 0;
   for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : block[i]!;
   return sum === stored;
@@ -175,7 +177,7 @@ interface Pending {
 const MiB = (n: number) => `${(n / 1048576).toFixed(n % 1048576 === 0 ? 0 : 1)} MiB`;
 
 async function readMeta(r: ByteReader, block: Buffer, flag: string, meta: Pending, place: FieldPlace): Promise<void> {
-  const size = headerNumber(block.subarray(124, 136), "size", SIZE_RANGE, place);
+  const size = headerNumberAt(block, 124, 12, "size", SIZE_RANGE, place);
   meta.bytes += size;
   if (meta.bytes > MAX_ENTRY_META) {
     throw invalidTar(`more than ${MiB(MAX_ENTRY_META)} of extended headers (PAX or GNU long names) before one entry`, place);
@@ -192,18 +194,23 @@ async function readMeta(r: ByteReader, block: Buffer, flag: string, meta: Pendin
   else meta.longLink = cstr(body).toString("utf8");
 }
 
+/** Whether the header's magic (bytes 257-262) is POSIX ustar's "ustar\0". */
+function isUstar(block: Buffer): boolean {
+  return block[257] === 0x75 && block[258] === 0x73 && block[259] === 0x74 && block[260] === 0x61 && block[261] === 0x72 && block[262] === 0;
+}
+
 /** The header of an entry, its numbers checked, with the records before it applied. */
 function parseHeader(block: Buffer, flag: string, meta: Pending, offset: number): TarHeader {
-  let name = cstr(block.subarray(0, 100)).toString("utf8");
-  if (block.toString("latin1", 257, 263) === "ustar\0") {
-    const prefix = cstr(block.subarray(345, 500)).toString("utf8");
+  let name = fieldText(block, 0, 100);
+  if (isUstar(block)) {
+    const prefix = fieldText(block, 345, 500);
     if (prefix !== "") name = `${prefix}/${name}`;
   }
-  const records = new Map([...meta.global, ...meta.pax]);
+  const records = meta.global.size === 0 ? new Map(meta.pax) : new Map([...meta.global, ...meta.pax]);
   const text = (k: string) => records.get(k)?.toString("utf8");
   name = text("path") ?? meta.longName ?? name;
   const place: FieldPlace = { entry: name, offset };
-  const field = (at: number, width: number, what: string, range: typeof SIZE_RANGE) => headerNumber(block.subarray(at, at + width), what, range, place);
+  const field = (at: number, width: number, what: string, range: typeof SIZE_RANGE) => headerNumberAt(block, at, width, what, range, place);
   const paxInt = (k: string, range: typeof SIZE_RANGE, fallback: () => number) => {
     const v = text(k);
     return v === undefined ? fallback() : paxInteger(v, k, range, place);
@@ -218,9 +225,9 @@ function parseHeader(block: Buffer, flag: string, meta: Pending, offset: number)
     gid: paxInt("gid", ID_RANGE, () => field(116, 8, "gid", ID_RANGE)),
     size: paxInt("size", SIZE_RANGE, () => field(124, 12, "size", SIZE_RANGE)),
     mtime: new Date(mtime !== undefined ? paxTimeMs(mtime, "mtime", place) : field(136, 12, "mtime", TIME_RANGE) * 1000),
-    linkname: text("linkpath") ?? meta.longLink ?? cstr(block.subarray(157, 257)).toString("utf8"),
-    uname: text("uname") ?? cstr(block.subarray(265, 297)).toString("utf8"),
-    gname: text("gname") ?? cstr(block.subarray(297, 329)).toString("utf8"),
+    linkname: text("linkpath") ?? meta.longLink ?? fieldText(block, 157, 257),
+    uname: text("uname") ?? fieldText(block, 265, 297),
+    gname: text("gname") ?? fieldText(block, 297, 329),
     devmajor: field(329, 8, "devmajor", DEV_RANGE),
     devminor: field(337, 8, "devminor", DEV_RANGE),
     pax: records,

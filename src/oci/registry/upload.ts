@@ -184,6 +184,32 @@ async function* fixedChunks(src: AsyncIterable<Buffer>, size: number): AsyncGene
   if (have > 0) yield Buffer.concat(parts);
 }
 
+/**
+ * `chunks` with the next one read while the caller works on the current one (a
+ * PATCH in flight): at most one chunk read ahead. When the caller stops early the
+ * pending read is left to settle on its own (the caller destroys the source).
+ */
+async function* readAhead<T>(chunks: AsyncIterable<T>): AsyncGenerator<T> {
+  const it = chunks[Symbol.asyncIterator]();
+  let next = it.next();
+  let finished = false;
+  try {
+    for (;;) {
+      const r = await next;
+      if (r.done) {
+        finished = true;
+        return;
+      }
+      next = it.next();
+      // Awaited on the next turn; a caller that stops first must not leave it unhandled.
+      next.catch(() => {});
+      yield r.value;
+    }
+  } finally {
+    if (!finished) void next.then(() => it.return?.(), () => {}).catch(() => {});
+  }
+}
+
 function rangeEnd(v: string | undefined): number | undefined {
   const m = /^(?:bytes=)?0-(\d+)$/.exec(v?.trim() ?? "");
   return m ? Number(m[1]) : undefined;
@@ -196,7 +222,7 @@ async function chunked(ctx: UploadContext, desc: Descriptor, open: BlobOpener, w
   const src = await openVerified(open, desc, ctx.signal);
   let offset = 0; // bytes the registry has
   try {
-    for await (const chunk of fixedChunks(src as AsyncIterable<Buffer>, size)) {
+    for await (const chunk of readAhead(fixedChunks(src as AsyncIterable<Buffer>, size))) {
       await sendChunk(ctx, what, current, chunk, offset);
       offset += chunk.length;
       ctx.onProgress?.({ kind: "push", digest: desc.digest, bytes: offset, total: desc.size });

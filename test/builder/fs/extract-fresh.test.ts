@@ -221,6 +221,23 @@ describe("extractLayer into a fresh root: entries that depend on each other", ()
     expect(await readFile(join(root, "real/via-abs"), "utf8")).toBe("through abs");
   });
 
+  it("a file made with its mode by open(2) still gets exactly the layer's mode, whatever the umask takes away", async () => {
+    // The umask (022 in tests) would clear group/other write bits; special bits need their own chmod.
+    const modes = [0o777, 0o666, 0o646, 0o644, 0o755, 0o400, 0o004, 0o4755, 0o2775, 0o1777];
+    const uid = isRoot ? 1234 : process.getuid!();
+    await extract([
+      ...filler("d"),
+      ...modes.map((mode, i) => ({ name: `m/own${i}`, content: `o${i}`, mode })),
+      ...modes.map((mode, i) => ({ name: `m/other${i}`, content: `x${i}`, mode, uid, gid: uid })),
+    ]);
+    for (const [i, mode] of modes.entries()) {
+      expect([i, (await lstat(join(root, `m/own${i}`))).mode & 0o7777]).toEqual([i, mode]);
+      const st = await lstat(join(root, `m/other${i}`));
+      expect([i, st.mode & 0o7777, st.uid]).toEqual([i, mode, uid]);
+      expect(await readFile(join(root, `m/other${i}`), "utf8")).toBe(`x${i}`);
+    }
+  });
+
   it("many files of every size, across chunk boundaries, keep content, mode and mtime", async () => {
     const sizes = [0, 1, 511, 512, 513, 4096, 32 * 1024, 32 * 1024 + 1, 200_000, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 3_000_000];
     const specs: TarSpec[] = sizes.map((n, i) => ({

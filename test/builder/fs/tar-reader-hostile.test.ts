@@ -70,6 +70,16 @@ describe("readTar: numeric fields", () => {
     });
   });
 
+  it("reads octal fields padded with spaces and NULs either side, or left empty, as writers leave them", async () => {
+    const fields = [
+      { size: "           5", mode: "  644 \0", uid: "\0\0\0\0\0\0\0\0", gid: "        ", mtime: "00000000001\0" },
+      { size: "000000000005", mode: "0000755\0", uid: "   1750 ", gid: "1750\0\0\0\0", mtime: "77777777777 " },
+    ];
+    const outs = await readTarIsolated(fields.map((f) => Buffer.concat([header({ name: "ok", ...f }), padded(Buffer.from("hello")), END])));
+    expect(outs[0]).toMatchObject({ kind: "ok", entries: [{ name: "ok", size: 5, uid: 0, gid: 0, mtime: 1000, body: 5 }] });
+    expect(outs[1]).toMatchObject({ kind: "ok", entries: [{ name: "ok", size: 5, uid: 0o1750, gid: 0o1750, mtime: 0o77777777777 * 1000 }] });
+  });
+
   it("reads base-256 numbers in range (GNU tar's big uids and sizes)", async () => {
     const uid = Buffer.from([0x80, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff]);
     const size = Buffer.from([0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5]);

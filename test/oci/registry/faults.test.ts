@@ -195,6 +195,38 @@ describe.skipIf(!haveRegistry())("faults injected by a proxy in front of the rea
     expect(back.equals(big)).toBe(true);
   });
 
+  it("reads the next chunk of an upload while the previous PATCH waits for its answer", async () => {
+    const chunk = 256 * 1024;
+    const blob = randomBytes(4 * chunk + 99);
+    const desc = { mediaType: MediaType.OCI_LAYER_GZIP, digest: digestOf(blob), size: blob.length };
+    // The first PATCH's answer is held until the source has given the second chunk
+    // whole (more than stream buffering alone would read); a 5 s fallback ends the wait otherwise.
+    let pulled = 0;
+    let readTwo!: (how: string) => void;
+    const secondRead = new Promise<string>((resolve) => (readTwo = resolve));
+    const fallback = setTimeout(() => readTwo("timeout"), 5000);
+    function* pieces() {
+      for (let at = 0; at < blob.length; at += 4096) {
+        pulled += Math.min(4096, blob.length - at);
+        if (pulled >= 2 * chunk) readTwo("read");
+        yield blob.subarray(at, at + 4096);
+      }
+    }
+    proxy.add({ method: "PATCH", path: /\/blobs\/uploads\//, fault: { kind: "hold", until: secondRead } });
+    const c = new RegistryClient({ chunkSize: chunk });
+    const r = await c.pushBlob(parseReference(`${proxy.host}/f/ahead:v1`), desc, () => Readable.from(pieces()));
+    await c.close();
+    clearTimeout(fallback);
+    expect([r, await secondRead]).toEqual(["uploaded", "read"]);
+    expect(proxy.log.filter((x) => x.method === "PATCH").map((x) => x.contentRange)).toEqual(
+      [0, 1, 2, 3, 4].map((i) => `${i * chunk}-${Math.min((i + 1) * chunk, blob.length) - 1}`),
+    );
+    const check = new RegistryClient();
+    const back = await collect(await check.getBlob(parseReference(`${reg.host}/f/ahead:v1`), desc.digest, { size: desc.size }));
+    await check.close();
+    expect(back.equals(blob)).toBe(true);
+  });
+
   it("retries a chunk answered with 503 from the offset the registry reports", async () => {
     const other = randomBytes(150 * 1024);
     const desc = { mediaType: MediaType.OCI_LAYER_GZIP, digest: digestOf(other), size: other.length };
