@@ -161,10 +161,17 @@ export async function createRunner(opts: BuildOptions, p: BuildPlan, r: BuildRes
     named: p.named,
     noCacheStages: p.noCacheStages,
     bases: r.bases,
-    limit: pLimit(Math.max(1, availableParallelism())),
+    limit: pLimit(parallelism(opts.maxParallelism)),
     emit: r.emit,
     signal: opts.signal,
   });
+}
+
+/** The core limit: the maxParallelism option, or the CPU count. */
+function parallelism(max: number | undefined): number {
+  if (max === undefined) return Math.max(1, availableParallelism());
+  if (Number.isInteger(max) && max >= 1) return max;
+  throw new OcibuildError("USAGE_BAD_VALUE", `${optionWords("maxParallelism", String(max))}: not a whole number of at least 1`);
 }
 
 /** Overlay/copy mode is worth saying once per build, not once per step. */

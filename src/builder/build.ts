@@ -141,6 +141,11 @@ export interface BuildOptions {
   sandbox?: Pick<BwrapOptions, "extraHosts" | "shmSize" | "ulimits">;
   /** Use copy-and-compare snapshots even where overlayfs works. */
   forceCopySnapshots?: boolean;
+  /**
+   * Most steps that run at once, over all stages (BuildKit's max-parallelism); a stage
+   * waiting for another holds none. A whole number of at least 1; default: the CPU count.
+   */
+  maxParallelism?: number;
   /** OCI annotations (buildx's --annotation): manifest, manifest-descriptor, index and index-descriptor levels, per platform. */
   annotations?: Annotation[];
   /**

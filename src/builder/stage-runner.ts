@@ -2,11 +2,13 @@
  * Runs the stages of one or more platform plans: each stage once per distinct
  * input (a stage that does not depend on the target platform, such as
  * `FROM --platform=$BUILDPLATFORM ... AS build` without TARGET* args, is built
- * once for every target), its dependencies first, independent stages in
- * parallel (bounded by CPUs), every instruction through the cache.
+ * once for every target), once its base is ready, every instruction through
+ * the cache; a step that reads another stage waits for it, holding no slot of
+ * the core limit (at most that many steps run at once).
  */
 import type pLimit from "p-limit";
 import { dockerfileError, locateError, parseOnbuildTriggers, suggest, type Instruction, type ParseResult, type Stage, type StagePlan } from "../dockerfile/index.js";
+import { instructionSources } from "../dockerfile/stages.js";
 import { formatPlatform, type Platform } from "../oci/platform.js";
 import { scratchState } from "./base.js";
 import type { RegistryClient } from "../oci/registry/index.js";
@@ -122,6 +124,8 @@ export function findStage(plan: StagePlan, nameOrIndex: string): Stage | undefin
 export class StageRunner {
   private readonly memo = new Map<string, Promise<StageDone>>();
   private readonly keys = new Map<string, string>();
+  /** The first stage failure of the build: no stage starts a step after it. */
+  private failure?: { error: unknown };
   readonly summary: CacheSummary = { hits: 0, misses: 0, secondsSaved: 0, bytesReused: 0 };
 
   constructor(private readonly o: RunnerOptions) {}
@@ -174,17 +178,53 @@ export class StageRunner {
     let p = this.memo.get(key);
     if (!p) {
       const named = this.o.named;
-      p = named?.has(stage.name)
-        ? this.replaced(plan, stage, target)
-        : (async () => {
-            // A stage a named context replaces is asked for when needed: a local one is read by COPY --from, never run.
-            const deps = stage.dependsOn.filter((d) => d !== stage.index && !named?.has(plan.stages[d]!.name));
-            await Promise.all(deps.map((d) => this.run(plan, plan.stages[d]!, target)));
-            return this.o.limit(() => this.execute(plan, stage, target));
-          })();
+      p = named?.has(stage.name) ? this.replaced(plan, stage, target) : this.launch(plan, stage, target);
       this.memo.set(key, p);
     }
     return p;
+  }
+
+  /**
+   * A stage started as BuildKit schedules one: once its base is ready (start()
+   * waits for a base stage), with the stages it reads (COPY --from, RUN --mount
+   * from=) started alongside; each step that reads one waits for it then, not
+   * the stage's first step. Once a stage fails, every stage stops before its
+   * next step, and a stage settles only after the stages it started: a failed
+   * build leaves no step running behind it.
+   */
+  private async launch(plan: StagePlan, stage: Stage, target: Platform): Promise<StageDone> {
+    const named = this.o.named;
+    // A stage a named context replaces is asked for when needed: a local one is read by COPY --from, never run.
+    const sources = stage.dependsOn
+      .filter((d) => d !== stage.index && d !== stage.baseStage && !named?.has(plan.stages[d]!.name))
+      .map((d) => this.run(plan, plan.stages[d]!, target));
+    // Settled is watched from now on: a source failing before a step reads it is no unhandled rejection.
+    const settled = Promise.allSettled(sources);
+    try {
+      return await this.execute(plan, stage, target);
+    } catch (e) {
+      this.failure ??= { error: e };
+      throw e;
+    } finally {
+      await settled;
+    }
+  }
+
+  /** The core limit's slot for `work`, unless a stage of the build failed (then its error). */
+  private slot<T>(work: () => Promise<T>): Promise<T> {
+    return this.o.limit(() => (this.failure ? Promise.reject(this.failure.error) : work()));
+  }
+
+  /**
+   * Waits, outside the core limit, for the stages an instruction reads (so a step
+   * never holds a slot while a stage it needs waits for one).
+   */
+  private async sources(plan: StagePlan, instr: Instruction, target: Platform): Promise<void> {
+    const stages = instructionSources(instr).flatMap((n) => {
+      const s = this.o.named?.has(n) ? undefined : findStage(plan, n);
+      return s ? [this.run(plan, s, target)] : [];
+    });
+    await Promise.all(stages);
   }
 
   /**
@@ -241,7 +281,8 @@ export class StageRunner {
     const tag = this.o.multiPlatform ? { platform: platformText } : {};
     const label = stage.name ?? String(stage.index);
     const total = instructions.length + (start.resolved ? 1 : 0);
-    const from = start.resolved ? await this.fromStep(stage, start.resolved, { label, tag, total, started }) : undefined;
+    const resolved = start.resolved;
+    const from = resolved ? await this.slot(() => this.fromStep(stage, resolved, { label, tag, total, started })) : undefined;
     const walk: StageWalk = {
       plan,
       label,
@@ -259,8 +300,11 @@ export class StageRunner {
     let done: StageProgress = { state: triggers.length > 0 ? withConfig(start.state, { OnBuild: null }) : start.state, key: start.key, unknown: start.unknown };
     const reports: StepReport[] = [];
     for (const [i, instr] of instructions.entries()) {
+      await this.sources(plan, instr, target);
       this.o.signal?.throwIfAborted();
-      done = await this.step(walk, i, instr, done, reports);
+      const before = done;
+      // The core limit holds per step that runs: a stage waiting for another holds no slot.
+      done = await this.slot(() => this.step(walk, i, instr, before, reports));
     }
     return { ...done, reports: from ? [from.end(), ...reports] : reports };
   }

@@ -285,17 +285,21 @@ function stageRefs(instr: Instruction, ctx: SourceContext): { value: string; ind
     }
     return [{ value: instr.from, index: /^[+-]?[0-9]+$/.test(instr.from) }];
   }
-  if (instr.kind === "run") {
-    const out: { value: string; index: boolean }[] = [];
-    for (const m of instr.mounts) {
-      for (const field of splitCsv(m)) {
-        const eq = field.indexOf("=");
-        if (eq > 0 && field.slice(0, eq).trim().toLowerCase() === "from") out.push({ value: field.slice(eq + 1), index: false });
-      }
+  return instructionSources(instr).map((value) => ({ value, index: false }));
+}
+
+/** What an instruction names as a source stage or image, unexpanded: COPY --from's, each RUN --mount's from=. */
+export function instructionSources(instr: Instruction): string[] {
+  if (instr.kind === "copy") return instr.from === undefined ? [] : [instr.from];
+  if (instr.kind !== "run") return [];
+  const out: string[] = [];
+  for (const m of instr.mounts) {
+    for (const field of splitCsv(m)) {
+      const eq = field.indexOf("=");
+      if (eq > 0 && field.slice(0, eq).trim().toLowerCase() === "from") out.push(field.slice(eq + 1));
     }
-    return out;
   }
-  return [];
+  return out;
 }
 
 /** A mount spec's comma-separated fields, honouring double quotes like Go's encoding/csv. */
