@@ -112,6 +112,9 @@ export interface BuildResources {
 
 /** The stage runner of this build, with everything its steps may use. */
 export async function createRunner(opts: BuildOptions, p: BuildPlan, r: BuildResources): Promise<StageRunner> {
+  // The steps stop when the caller aborts or when a stage of the build fails.
+  const stopSteps = new AbortController();
+  const stepSignal = opts.signal ? AbortSignal.any([opts.signal, stopSteps.signal]) : stopSteps.signal;
   return new StageRunner({
     parsed: p.parsed,
     buildArgs: p.buildArgs,
@@ -145,7 +148,7 @@ export async function createRunner(opts: BuildOptions, p: BuildPlan, r: BuildRes
       diffIds: r.diffIds,
       forceCopySnapshots: opts.forceCopySnapshots,
       materials: r.materials,
-      signal: opts.signal,
+      signal: stepSignal,
       emit: r.emit,
     },
     cache: {
@@ -164,6 +167,7 @@ export async function createRunner(opts: BuildOptions, p: BuildPlan, r: BuildRes
     limit: pLimit(parallelism(opts.maxParallelism)),
     emit: r.emit,
     signal: opts.signal,
+    stopSteps,
   });
 }
 

@@ -105,6 +105,8 @@ export interface RunnerOptions {
   limit: ReturnType<typeof pLimit>;
   emit: EventSink;
   signal?: AbortSignal;
+  /** Aborted at the build's first stage failure: the steps' signal (ctx.signal) follows it, so running steps stop. */
+  stopSteps?: AbortController;
 }
 
 /** A resolved image as provenance names it: BuildKit's pkg:docker URI and its manifest digest. */
@@ -188,9 +190,10 @@ export class StageRunner {
    * A stage started as BuildKit schedules one: once its base is ready (start()
    * waits for a base stage), with the stages it reads (COPY --from, RUN --mount
    * from=) started alongside; each step that reads one waits for it then, not
-   * the stage's first step. Once a stage fails, every stage stops before its
-   * next step, and a stage settles only after the stages it started: a failed
-   * build leaves no step running behind it.
+   * the stage's first step. Once a stage fails, the steps still running are
+   * stopped (as BuildKit cancels the rest of a failed solve), no stage starts
+   * another step, and a stage settles only after the stages it started: a failed
+   * build leaves no step running behind it and reports the first failure.
    */
   private async launch(plan: StagePlan, stage: Stage, target: Platform): Promise<StageDone> {
     const named = this.o.named;
@@ -203,7 +206,10 @@ export class StageRunner {
     try {
       return await this.execute(plan, stage, target);
     } catch (e) {
-      this.failure ??= { error: e };
+      // A step stopped because another stage failed reports that stage's error.
+      if (this.failure) throw this.failure.error;
+      this.failure = { error: e };
+      this.o.stopSteps?.abort(e);
       throw e;
     } finally {
       await settled;
