@@ -28,7 +28,8 @@ import { BaseResolver } from "./base-resolve.js";
 import { BwrapExecutor } from "./sandbox/bwrap.js";
 import type { SshAgents } from "./secrets.js";
 import { localTree, type SourceTree } from "./sources.js";
-import { findStage, StageRunner } from "./stage-runner.js";
+import { findStage } from "../dockerfile/stages.js";
+import { StageRunner } from "./stage-runner.js";
 import type { NamedContexts } from "./named-contexts.js";
 import type { MaterialSet } from "./attest.js";
 

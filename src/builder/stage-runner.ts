@@ -8,7 +8,7 @@
  */
 import type pLimit from "p-limit";
 import { dockerfileError, locateError, parseOnbuildTriggers, suggest, type Instruction, type ParseResult, type Stage, type StagePlan } from "../dockerfile/index.js";
-import { instructionSources } from "../dockerfile/stages.js";
+import { findStage, instructionSources } from "../dockerfile/stages.js";
 import { formatPlatform, type Platform } from "../oci/platform.js";
 import { scratchState } from "./base.js";
 import type { RegistryClient } from "../oci/registry/index.js";
@@ -116,12 +116,6 @@ function imageMaterial(ref: string, state: StageState): Material {
   return baseImageMaterial(r.name, r.digest ? undefined : r.tag, digest, state.platform);
 }
 
-
-/** The stage of `plan` named `nameOrIndex` (names in any case, as BuildKit), or at that index. */
-export function findStage(plan: StagePlan, nameOrIndex: string): Stage | undefined {
-  const lower = nameOrIndex.toLowerCase();
-  return plan.stages.find((s) => s.name?.toLowerCase() === lower) ?? (/^\d+$/.test(nameOrIndex) ? plan.stages[Number(nameOrIndex)] : undefined);
-}
 
 export class StageRunner {
   private readonly memo = new Map<string, Promise<StageDone>>();

@@ -371,3 +371,9 @@ function dependencyOrder(stages: Stage[], edges: Map<number, Instruction>[], tar
   visit(target, []);
   return order;
 }
+
+/** The stage of `plan` named `nameOrIndex` (names in any case, as BuildKit), or at that index. */
+export function findStage(plan: StagePlan, nameOrIndex: string): Stage | undefined {
+  const lower = nameOrIndex.toLowerCase();
+  return plan.stages.find((s) => s.name?.toLowerCase() === lower) ?? (/^\d+$/.test(nameOrIndex) ? plan.stages[Number(nameOrIndex)] : undefined);
+}
