@@ -5,7 +5,7 @@
  */
 import {
   closeSync, constants as fsc, fchmodSync, fchownSync, futimesSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync,
-  chmodSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, writeSync,
+  chmodSync, readdirSync, rmSync, symlinkSync, writeFileSync, writeSync,
 } from "node:fs";
 import { join } from "node:path";
 import { OcibuildError } from "../../errors.js";
@@ -21,20 +21,6 @@ const CREATE_FLAGS = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
 function writeAllSync(fd: number, data: Buffer): void {
   let off = 0;
   while (off < data.length) off += writeSync(fd, data, off, data.length - off);
-}
-
-/**
- * The process's umask from /proc (process.umask() without an argument sets it to 0
- * for a moment, a race with files the thread pool creates meanwhile); undefined where
- * it cannot be read.
- */
-function currentUmask(): number | undefined {
-  try {
-    const m = /^Umask:\s*([0-7]+)$/m.exec(readFileSync("/proc/self/status", "latin1"));
-    return m ? parseInt(m[1]!, 8) : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 function xattrsOf(header: TarHeader, warn: (msg: string) => void): XattrOp[] {
@@ -97,8 +83,6 @@ export class Extractor {
   private fresh: boolean;
   private readonly madeOther = new Set<string>();
   private readonly ownerIsCreator: { uid: number; gid: number } | undefined;
-  /** The umask open(2) applies to a new file's mode (undefined: unknown, so every file gets its fchmod). */
-  private readonly umask = currentUmask();
 
   constructor(
     private readonly root: string,
@@ -232,11 +216,7 @@ export class Extractor {
 
   private async file(entry: TarEntry, to: Target): Promise<void> {
     const { mode, uid, gid, mtime } = this.metadata(entry.header);
-    const chown = this.needsChown(uid, gid);
-    // Made with its mode when open(2) gives exactly that: no chown after (which clears
-    // setuid/setgid bits), no special bits, none the umask takes away. Else 0600, then fchmod.
-    const direct = !chown && (mode & ~0o777) === 0 && this.umask !== undefined && (mode & this.umask) === 0;
-    const fd = openSync(to.hostPath, CREATE_FLAGS, direct ? mode : 0o600);
+    const fd = openSync(to.hostPath, CREATE_FLAGS, 0o600);
     this.madeOther.add(to.hostRel);
     try {
       // A body that has already arrived whole (most small files) is written without the async iteration.
@@ -249,8 +229,8 @@ export class Extractor {
         }
       }
       // Through the descriptor: the file just made, never whatever the path names now.
-      if (chown) fchownSync(fd, uid, gid);
-      if (!direct) fchmodSync(fd, mode);
+      if (this.needsChown(uid, gid)) fchownSync(fd, uid, gid);
+      fchmodSync(fd, mode);
       futimesSync(fd, mtime, mtime);
     } finally {
       closeSync(fd);
