@@ -23,6 +23,10 @@ await build({
   target: "node20",
   outfile: join(root, "dist/ocibuild.cjs"),
   external: ["@grpc/grpc-js", "koffi", "@toondepauw/node-zstd"],
+  // A dynamic import() of a builtin (`await import("node:tls")`, loaded only when needed)
+  // becomes a deferred require(): bin/ocibuild.cjs runs the bundle in a vm.Script, which
+  // has no ES module loader to import() with ("A dynamic import callback was not specified").
+  supported: { "dynamic-import": false },
   logLevel: "warning",
 });
 
