@@ -29,7 +29,7 @@ try {
   const args = [join(root, "bin/ocibuild"), "-t", ref, "--build-arg", `BASE=${baseRef}`, "--cache-dir", cacheDir, "--digest-file", join(work, "digest"), join(root, "examples/hello-service")];
   say(`ocibuild -t ${ref} --build-arg BASE=${baseRef} examples/hello-service`);
   code = await new Promise((resolve) => {
-    const child = spawn(process.execPath, args, { stdio: "inherit" });
+    const child = spawn(args[0], args.slice(1), { stdio: "inherit" });
     child.on("close", (c) => resolve(c ?? 1));
   });
   if (code === 0) {

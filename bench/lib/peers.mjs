@@ -48,7 +48,8 @@ export async function benchUser(home) {
 }
 
 /**
- * ocibuild, as a user runs it: a fresh CLI process per build (node bin/ocibuild).
+ * ocibuild, as a user runs it: a fresh CLI process per build (bin/ocibuild, the command npm
+ * installs; under --profile, node --cpu-prof bin/ocibuild.cjs).
  * With `opts.user` ({ uid, gid, home }) it is the "rootless" peer: the same CLI run by
  * that plain user through setpriv, building in its own user namespace.
  */
@@ -57,8 +58,8 @@ export async function ocibuildPeer(repoRoot, work, opts) {
   const name = opts.user ? "rootless" : "ocibuild";
   const cacheOf = (s) => join(work, name, s.id);
   const asUser = opts.user
-    ? (args) => ["setpriv", ["--reuid", String(opts.user.uid), "--regid", String(opts.user.gid), "--init-groups", "--", process.execPath, ...args]]
-    : (args) => [process.execPath, args];
+    ? (args) => ["setpriv", ["--reuid", String(opts.user.uid), "--regid", String(opts.user.gid), "--init-groups", "--", ...args]]
+    : (args) => [args[0], args.slice(1)];
   const env = opts.user ? { HOME: opts.user.home, PATH: process.env.PATH } : undefined;
   const version = (await run(...asUser([join(repoRoot, "bin/ocibuild"), "--version"]), { allowFail: true, env })).stdout.trim();
   const timeBin = existsSync("/usr/bin/time") ? "/usr/bin/time" : undefined;
@@ -81,7 +82,8 @@ export async function ocibuildPeer(repoRoot, work, opts) {
         await mkdir(d, { recursive: true });
         nodeArgs.push("--cpu-prof", `--cpu-prof-dir=${d}`);
       }
-      const args = [...nodeArgs, join(repoRoot, "bin/ocibuild"), "build", "--progress", "json", "--cache-dir", cacheDir, "--build-arg", `BASE=${base}`, "-t", ref, s.dir];
+      const cli = nodeArgs.length ? [process.execPath, ...nodeArgs, join(repoRoot, "bin/ocibuild.cjs")] : [join(repoRoot, "bin/ocibuild")];
+      const args = [...cli, "build", "--progress", "json", "--cache-dir", cacheDir, "--build-arg", `BASE=${base}`, "-t", ref, s.dir];
       // Each JSON event line is stamped when it arrives, so a step splits into the time
       // before its layer starts to be written (cache key, copy or RUN, snapshot walk),
       // writing the layer (tar+gzip+sha256: from the first layer-write event, sent after

@@ -31,5 +31,15 @@ export async function reexecRootless(command: string, args: string[], io: CliIO,
     throw e;
   }
   if (plan.warning !== undefined) io.stderr.write(`warning: ${plan.warning}\n`);
-  return runInUserNamespace(plan, [process.execPath, ...process.execArgv, script, command, ...args], io.env, signal);
+  return runInUserNamespace(plan, [process.execPath, ...process.execArgv, script, command, ...args], withCaCertsMoved(io.env), signal);
+}
+
+/**
+ * The environment for the command run again: NODE_EXTRA_CA_CERTS moved aside as
+ * bin/ocibuild moves it (Node would parse it at start-up; ocibuild reads it itself at
+ * its first TLS connection), for bin/ocibuild.cjs to put back.
+ */
+function withCaCertsMoved(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const { NODE_EXTRA_CA_CERTS: extra, ...rest } = env;
+  return extra ? { ...rest, OCIBUILD_NODE_EXTRA_CA_CERTS: extra } : env;
 }

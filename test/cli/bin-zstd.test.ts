@@ -33,7 +33,7 @@ describe.skipIf(!have("tar"))("bin/ocibuild --compression zstd", () => {
   it("writes a tar+zstd layer and a docker archive holding its tar", async () => {
     const layout = join(work, "out");
     const archive = join(work, "img.tar");
-    const args = [join(root, "bin/ocibuild"), "--cache-dir", join(work, "cache"), "--compression", "zstd", "-q", "-o", `oci:${layout}:v1`, "-o", `docker-archive:${archive}`, join(work, "ctx")];
+    const args = [join(root, "bin/ocibuild.cjs"), "--cache-dir", join(work, "cache"), "--compression", "zstd", "-q", "-o", `oci:${layout}:v1`, "-o", `docker-archive:${archive}`, join(work, "ctx")];
     const r = await exec(process.execPath, args, { env: { ...process.env, NO_COLOR: "1" } });
     expect(r.stdout.trim()).toMatch(/^sha256:[a-f0-9]{64}$/);
     const index = JSON.parse(await readFile(join(layout, "index.json"), "utf8")) as { manifests: { digest: string }[] };

@@ -1,13 +1,14 @@
 /**
- * bin/ocibuild as users run it: a fresh node process running the bundled CLI
- * (dist/ocibuild.cjs) through its V8 code cache. The bundle and its loader are
+ * bin/ocibuild as users run it (the command npm links into node_modules/.bin): a
+ * fresh node process running the bundled CLI (dist/ocibuild.cjs) through its V8 code
+ * cache. The bundle and its loader are
  * copied into a temporary tree so the cache files it writes can be watched; the
  * results are compared with the in-process CLI (src/), so the bundle cannot drift
  * from the modules it is made of.
  */
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
@@ -18,9 +19,9 @@ const root = resolve(import.meta.dirname, "../..");
 const bundle = join(root, "dist/ocibuild.cjs");
 const exec = promisify(execFile);
 
-async function runBin(binDir: string, args: string[], cwd = root) {
+async function runBin(binDir: string, args: string[], cwd = root, extraEnv: Record<string, string> = {}) {
   try {
-    const r = await exec(process.execPath, [join(binDir, "bin/ocibuild"), ...args], { cwd, env: { ...process.env, NO_COLOR: "1" } });
+    const r = await exec(join(binDir, "bin/ocibuild"), args, { cwd, env: { ...process.env, NO_COLOR: "1", ...extraEnv } });
     return { code: 0, stdout: r.stdout, stderr: r.stderr };
   } catch (e) {
     const x = e as { code: number; stdout: string; stderr: string };
@@ -35,8 +36,7 @@ beforeAll(async () => {
   await mkdir(join(work, "bin"));
   await mkdir(join(work, "dist/cli"), { recursive: true });
   await copyFile(join(root, "bin/ocibuild"), join(work, "bin/ocibuild"));
-  // bin/ocibuild is CommonJS in an ES module package: its own package.json says so (npm ships it: files).
-  await copyFile(join(root, "bin/package.json"), join(work, "bin/package.json"));
+  await copyFile(join(root, "bin/ocibuild.cjs"), join(work, "bin/ocibuild.cjs"));
   await copyFile(join(root, "package.json"), join(work, "package.json"));
   // A stand-in for tsc's modules, older than the bundle: the loader must not use it.
   await writeFile(join(work, "dist/cli/main.js"), 'export async function main() { process.stdout.write("from the modules\\n"); return 0; }\n');
@@ -64,6 +64,25 @@ describe("bin/ocibuild runs the bundle", () => {
     const usage = await runBin(work, ["build", "--no-such-flag", "."]);
     expect(usage.code).toBe(2);
     expect(usage.stderr).toContain("--no-such-flag");
+  });
+
+  it("runs through a symbolic link, as npm links it into node_modules/.bin", async () => {
+    await mkdir(join(work, "node_modules/.bin"), { recursive: true });
+    await symlink("../../bin/ocibuild", join(work, "node_modules/.bin/ocibuild"));
+    const dockerfile = join(root, "testdata/hello/Dockerfile");
+    const r = await exec(join(work, "node_modules/.bin/ocibuild"), ["parse", dockerfile], { cwd: tmpdir(), env: { ...process.env, NO_COLOR: "1" } });
+    expect(r.stdout).toBe((await cli(["parse", dockerfile])).stdout);
+  });
+
+  it("starts Node without NODE_EXTRA_CA_CERTS (Node would parse it first; bin-tls.test.ts: the command still uses it)", async () => {
+    const missingCa = join(work, "no-such-ca.pem");
+    const env = { ...process.env, NODE_EXTRA_CA_CERTS: missingCa };
+    // Node itself loads the file while it starts, and warns when it cannot.
+    expect((await exec(process.execPath, ["-e", "0"], { env })).stderr).toContain("extra certs");
+    expect((await exec(process.execPath, [join(work, "bin/ocibuild.cjs"), "--version"], { env })).stderr).toContain("extra certs");
+    const viaBin = await runBin(work, ["parse", join(root, "testdata/hello/Dockerfile")], root, { NODE_EXTRA_CA_CERTS: missingCa });
+    expect(viaBin.code).toBe(0);
+    expect(viaBin.stderr).toBe("");
   });
 
   it("writes a code cache per command after a successful run, then reuses it unchanged", async () => {

@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cli, have, isRoot } from "../helpers/tools.js";
 
 const exec = promisify(execFile);
-const bin = resolve(import.meta.dirname, "../../bin/ocibuild");
+const bin = resolve(import.meta.dirname, "../../bin/ocibuild.cjs");
 const bundled = existsSync(resolve(import.meta.dirname, "../../dist/ocibuild.cjs"));
 
 let work: string;

@@ -92,7 +92,7 @@ describe.skipIf(missing !== undefined)(`ocibuild in a podman container (${missin
     const podman = [
       "run", "--rm", "--runtime", "runc", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768", "--network", "host",
       "-v", `${REPO}:/repo:ro`, "-v", `${ctx}:/ctx:ro`, ...extra, "--rootfs", rootfs,
-      "/usr/local/bin/node", "/repo/bin/ocibuild", "build", "--progress", "plain", "--build-arg", `BASE=${base}`, ...args, "/ctx",
+      "/repo/bin/ocibuild", "build", "--progress", "plain", "--build-arg", `BASE=${base}`, ...args, "/ctx",
     ];
     try {
       const r = await pexec("podman", podman, { maxBuffer: 64 << 20, timeout: 300_000 });

@@ -62,7 +62,7 @@ async function image(dir: string): Promise<{ labels: Record<string, string>; pat
 /** bin/ocibuild (the bundle) in a fresh process, `input` piped to its stdin. */
 function runBin(args: string[], input: string | NodeJS.ReadableStream): Promise<{ code: number; stderr: string }> {
   return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [join(root, "bin/ocibuild"), ...args], { cwd: work, env: { ...process.env, NO_COLOR: "1", TMPDIR: temp }, stdio: ["pipe", "ignore", "pipe"] });
+    const child = spawn(process.execPath, [join(root, "bin/ocibuild.cjs"), ...args], { cwd: work, env: { ...process.env, NO_COLOR: "1", TMPDIR: temp }, stdio: ["pipe", "ignore", "pipe"] });
     let stderr = "";
     child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
     child.on("error", fail);

@@ -99,7 +99,7 @@ describe.skipIf(!ready)("the CLI with no python3 anywhere (needs root, overlayfs
   });
 
   async function cliWithoutPython(args: string[], probeOut: string) {
-    const argv = ["--mount", "--propagation", "private", "--", "sh", "-c", WRAPPER, "sh", process.execPath, "-r", join(work, "probe.cjs"), join(root, "bin/ocibuild"), ...args];
+    const argv = ["--mount", "--propagation", "private", "--", "sh", "-c", WRAPPER, "sh", process.execPath, "-r", join(work, "probe.cjs"), join(root, "bin/ocibuild.cjs"), ...args];
     const env = { HOME: process.env.HOME, NOPY_PATH: binDir, PROBE_OUT: probeOut, NO_COLOR: "1" };
     try {
       const r = await promisify(execFile)("unshare", argv, { env, maxBuffer: 16 << 20 });

@@ -8,7 +8,7 @@
 import { execFile } from "node:child_process";
 import { chmod, chown, lstat, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { copy } from "../../src/api.js";
@@ -65,13 +65,13 @@ async function addUser(name: string, home: string, withRange: boolean): Promise<
   return { name, uid, gid, home };
 }
 
-/** `ocibuild ARGS` as the user (its own HOME, a plain PATH), like a CI job's service user. */
-async function asUser(u: TestUser, args: string[], cwd: string, home = u.home): Promise<{ code: number; stdout: string; stderr: string }> {
+/** `ocibuild ARGS` as the user (its own HOME, a plain PATH with this Node.js on it; bin/ocibuild, the command npm links), like a CI job's service user. */
+async function asUser(u: TestUser, args: string[], cwd: string, home = u.home, env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((done) => {
     execFile(
       "setpriv",
-      ["--reuid", String(u.uid), "--regid", String(u.gid), "--init-groups", "--", process.execPath, BIN, ...args],
-      { cwd, env: { HOME: home, PATH: "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" }, maxBuffer: 64 << 20 },
+      ["--reuid", String(u.uid), "--regid", String(u.gid), "--init-groups", "--", BIN, ...args],
+      { cwd, env: { HOME: home, PATH: `${dirname(process.execPath)}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin`, ...env }, maxBuffer: 64 << 20 },
       (err, stdout, stderr) => done({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr }),
     );
   });
@@ -87,8 +87,8 @@ async function asUserAfter(u: TestUser, rootScript: string, args: string[], cwd:
   return new Promise((done) =>
     execFile(
       "unshare",
-      ["--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "sh", process.execPath, BIN, ...args],
-      { cwd, env: { HOME: u.home, PATH: "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", U: String(u.uid), G: String(u.gid) }, maxBuffer: 64 << 20 },
+      ["--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "sh", BIN, ...args],
+      { cwd, env: { HOME: u.home, PATH: `${dirname(process.execPath)}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin`, U: String(u.uid), G: String(u.gid) }, maxBuffer: 64 << 20 },
       (err, stdout, stderr) => done({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr }),
     ),
   );
@@ -190,6 +190,18 @@ describe.skipIf(missing !== undefined)(`rootless builds as a plain user (${missi
     const r = await asUser(user, ["--progress", "plain", "--no-push", "-o", `oci:${join(user.home, "out")}:v1`, "--build-arg", `BASE=${busybox}`, "--cache-dir", join(user.home, "cache"), "."], ctx);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/cached: 4\/4/);
+  }, 120_000);
+
+  it("NODE_EXTRA_CA_CERTS is kept from Node's start-up, in the command run again in the user namespace too", async () => {
+    // Node warns at start-up about an extra CA file it cannot load; bin/ocibuild and the
+    // rootless re-exec start Node without the variable (it is read at the first TLS connection).
+    const missingCa = join(user.home, "no-such-ca.pem");
+    expect((await pexec(process.execPath, ["-e", "0"], { env: { ...process.env, NODE_EXTRA_CA_CERTS: missingCa } })).stderr).toContain("extra certs");
+    const ctx = await context("busybox", BUSYBOX_DF, { "greeting.txt": "hello from rootless\n", "plain.txt": "plain\n" });
+    const args = ["--progress", "plain", "--no-push", "-o", `oci:${join(user.home, "out-ca")}:v1`, "--build-arg", `BASE=${busybox}`, "--cache-dir", join(user.home, "cache"), "."];
+    const r = await asUser(user, args, ctx, user.home, { NODE_EXTRA_CA_CERTS: missingCa });
+    expect(r.code).toBe(0);
+    expect(r.stderr).not.toContain("extra certs");
   }, 120_000);
 
   it("without a subordinate range: a warning that names the fix, and a chown to another id fails as a RUN error", async () => {

@@ -16,7 +16,7 @@ import { debianBaseMissing, debianLayout } from "../../src/testing/debian.js";
 import { haveRegistry, startRegistry, type TestRegistry } from "../helpers/registry.js";
 import { cli, have, isRoot, run } from "../helpers/tools.js";
 
-const BIN = resolve(__dirname, "../../bin/ocibuild");
+const BIN = resolve(__dirname, "../../bin/ocibuild.cjs");
 const ready = isRoot && haveRegistry() && have("bwrap");
 
 /** Overlay and fuse mounts under `dir` in this process's mount table. */

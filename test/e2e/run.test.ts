@@ -15,7 +15,7 @@ import { haveRegistry } from "../helpers/registry.js";
 import { useBusyboxRegistry } from "../helpers/busybox-registry.js";
 import { cli, have, isRoot } from "../helpers/tools.js";
 
-const BIN = resolve(__dirname, "../../bin/ocibuild");
+const BIN = resolve(__dirname, "../../bin/ocibuild.cjs");
 const ready = isRoot && haveRegistry() && have("bwrap");
 
 /** Overlay mounts under `dir` in this process's mount table. */

@@ -166,7 +166,7 @@ describe.skipIf(!ready)("supply chain: provenance, SBOM and cosign signatures (n
     const doc = { kdf: { name: "scrypt", params: { N: 1 << 15, r: 8, p: 1 }, salt: salt.toString("base64") }, cipher: { name: "nacl/secretbox", nonce: nonce.toString("base64") }, ciphertext: Buffer.from(box).toString("base64") };
     await writeFile(join(keyDir, "enc.key"), `-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n${Buffer.from(JSON.stringify(doc)).toString("base64")}\n-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n`);
     await writeFile(join(keyDir, "pw"), "pw-123\n");
-    const bin = join(__dirname, "../../bin/ocibuild");
+    const bin = join(__dirname, "../../bin/ocibuild.cjs");
     const target = `${fx.reg.host}/app/enc:v1`;
     const args = ["--progress=plain", "--cache-dir", fx.cacheDir, "--build-arg", `BASE=${fx.base}`, "-t", target, "--sign-key", join(keyDir, "enc.key")];
     const exec = (extra: string[], env: Record<string, string> = {}) => new Promise<{ code: number; stderr: string }>((res) => {

@@ -9,13 +9,14 @@ import { spawn } from "node:child_process";
 import { createReadStream, createWriteStream } from "node:fs";
 import { chmod, mkdtemp, open, stat, utimes } from "node:fs/promises";
 import { join, posix } from "node:path";
-import { PassThrough, Readable } from "node:stream";
+import { PassThrough } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
-import { OcibuildError } from "../../errors.js";
+import { isOcibuildError, OcibuildError } from "../../errors.js";
 import { HashingStream } from "../../oci/digest.js";
 import { extractLayer } from "../fs/extract.js";
 import type { SourceMatch } from "../sources.js";
+import { urlGet } from "./url-get.js";
 
 export function isRemoteSource(s: string): boolean {
   return /^https?:\/\//i.test(s);
@@ -28,22 +29,35 @@ export interface Download {
   sha256: string;
 }
 
+/** A failed download as BUILD_ADD_DOWNLOAD_FAILED (an abort stays ABORTED, an unreadable CA file its own code). */
+function downloadFailed(url: string, e: unknown): unknown {
+  if (isOcibuildError(e) && e.code !== "REGISTRY_TIMEOUT") return e;
+  if ((e as Error).name === "AbortError") return e;
+  return new OcibuildError("BUILD_ADD_DOWNLOAD_FAILED", `ADD cannot download ${url}: ${(e as Error).message}`, { cause: e, retryable: true });
+}
+
 /** Download `url` into `dir` (hashing while streaming); the match names the file by the URL's last path segment. */
-export async function download(url: string, dir: string, checksum: string | undefined, signal?: AbortSignal): Promise<Download> {
+export async function download(url: string, dir: string, checksum: string | undefined, opts: { env?: Record<string, string | undefined>; signal?: AbortSignal } = {}): Promise<Download> {
+  const { signal } = opts;
   let res;
   try {
-    res = await fetch(url, { signal, redirect: "follow" });
+    res = await urlGet(url, opts);
   } catch (e) {
-    throw new OcibuildError("BUILD_ADD_DOWNLOAD_FAILED", `ADD cannot download ${url}: ${(e as Error).message}`, { cause: e, retryable: true });
+    throw downloadFailed(url, e);
   }
-  if (!res.ok || !res.body) {
-    throw new OcibuildError("BUILD_ADD_DOWNLOAD_FAILED", `ADD cannot download ${url}: HTTP ${res.status}`, { retryable: res.status >= 500 || res.status === 429 });
+  if (res.statusCode < 200 || res.statusCode > 299) {
+    await res.body.dump();
+    throw new OcibuildError("BUILD_ADD_DOWNLOAD_FAILED", `ADD cannot download ${url}: HTTP ${res.statusCode}`, { retryable: res.statusCode >= 500 || res.statusCode === 429 });
   }
   const tmp = await mkdtemp(join(dir, "add-"));
   const name = posix.basename(new URL(url).pathname) || "download";
   const path = join(tmp, name);
   const h = new HashingStream();
-  await pipeline(Readable.fromWeb(res.body as never), h, createWriteStream(path, { mode: 0o600 }), { signal });
+  try {
+    await pipeline(res.body, h, createWriteStream(path, { mode: 0o600 }), { signal });
+  } catch (e) {
+    throw downloadFailed(url, e);
+  }
   const sha256 = h.hexDigest;
   if (checksum !== undefined) {
     const m = /^sha256:([a-f0-9]{64})$/.exec(checksum);
@@ -53,8 +67,8 @@ export async function download(url: string, dir: string, checksum: string | unde
     }
   }
   await chmod(path, 0o600);
-  const lm = res.headers.get("last-modified");
-  const when = lm ? new Date(lm) : undefined;
+  const lm = res.headers["last-modified"];
+  const when = typeof lm === "string" ? new Date(lm) : undefined;
   if (when && !Number.isNaN(when.getTime())) await utimes(path, when, when);
   return { match: { rel: name, realRel: name, hostPath: path, stats: await stat(path) }, url, sha256 };
 }

@@ -105,7 +105,7 @@ async function prepareCopy(state: StageState, instr: CopyInstr | AddInstr, ctx: 
     for (const url of sources.filter((s) => isRemoteSource(s) && !parseGitSource(s))) {
       try {
         await mkdir(ctx.scratchDir, { recursive: true });
-        downloads.push(await download(url, ctx.scratchDir, instr.checksum, ctx.signal));
+        downloads.push(await download(url, ctx.scratchDir, instr.checksum, { env: ctx.registry.options.env, signal: ctx.signal }));
       } catch (e) {
         if (e instanceof OcibuildError) throw fail(e.code, e.message);
         throw e;

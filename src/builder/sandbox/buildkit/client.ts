@@ -8,6 +8,7 @@
 import { readFile } from "node:fs/promises";
 import * as grpc from "@grpc/grpc-js";
 import { OcibuildError, optionWords } from "../../../errors.js";
+import { commonTrust } from "../../../oci/registry/tls.js";
 import {
   CONTROL_SERVICE,
   decodeInfoResponse,
@@ -79,7 +80,10 @@ async function credentialsFor(opts: BuildkitConnectOptions): Promise<grpc.Channe
       throw new OcibuildError("BUILDKIT_TLS_CONFIG", `cannot read the BuildKit ${what} ${p}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
     }
   };
-  return grpc.credentials.createSsl(await read(opts.ca, "CA certificate"), await read(opts.key, "client key"), await read(opts.cert, "client certificate"));
+  // Without a CA of its own, the daemon is trusted as a registry is by default (Node's CAs,
+  // the system bundle, NODE_EXTRA_CA_CERTS, which bin/ocibuild keeps from Node's own start-up).
+  const ca = (await read(opts.ca, "CA certificate")) ?? Buffer.from((await commonTrust(process.env)).ca.join("\n"));
+  return grpc.credentials.createSsl(ca, await read(opts.key, "client key"), await read(opts.cert, "client certificate"));
 }
 
 /** A gRPC failure as our error: unreachable, too old, cancelled, or the daemon's own message. */

@@ -1,0 +1,85 @@
+#!/usr/bin/env node
+// The command line. It runs the bundled CLI (dist/ocibuild.cjs, made by scripts/bundle.mjs)
+// compiled from a V8 code cache kept beside it, because a CLI pays its start-up on every
+// build: compiling ~0.55 MB of JavaScript from a cache instead of from source (and without
+// resolving ~150 modules one file at a time) was most of a fully cached rebuild's time.
+// The cache is per command (what a build compiles differs from what `inspect` compiles),
+// written after a successful run when it was missing or V8 refused it (a new Node or
+// bundle), atomically, and only where dist/ is writable; a missing bundle falls back to
+// tsc's modules.
+// CommonJS (.cjs): an ES module entry point starts Node's ES module loader and imports its
+// builtins through it, ~13M instructions (~4 ms) of every run that the bundle, CommonJS
+// itself, never needs. bin/ocibuild (the command) starts it; see there.
+"use strict";
+// bin/ocibuild started Node without NODE_EXTRA_CA_CERTS (Node would parse it at start-up):
+// it goes back into the environment before anything reads it or starts a child process.
+const movedCaCerts = process.env.OCIBUILD_NODE_EXTRA_CA_CERTS;
+if (movedCaCerts !== undefined) {
+  delete process.env.OCIBUILD_NODE_EXTRA_CA_CERTS;
+  if (movedCaCerts !== "") process.env.NODE_EXTRA_CA_CERTS = movedCaCerts;
+}
+const { mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } = require("node:fs");
+const { createRequire } = require("node:module");
+const { dirname, join } = require("node:path");
+const { Script } = require("node:vm");
+
+const dist = join(__dirname, "..", "dist");
+const argv = process.argv.slice(2);
+
+function loadBundle() {
+  const file = join(dist, "ocibuild.cjs");
+  let source;
+  let st;
+  try {
+    st = statSync(file);
+    // tsc rewrites every module: a bundle older than them is stale (made before the
+    // last `tsc`), so the modules are what is current.
+    if (statSync(join(dist, "cli", "main.js")).mtimeMs > st.mtimeMs) return undefined;
+    source = readFileSync(file, "utf8");
+  } catch {
+    return undefined;
+  }
+  const commands = ["build", "plan", "parse", "inspect", "run", "copy", "pull", "push", "setup", "buildkit", "unshare"];
+  // `ocibuild [flags] CONTEXT` is a build; help and version compile next to nothing.
+  const command = commands.includes(argv[0]) ? argv[0] : argv.length === 0 || /^(-h|--help|help|--version|version)$/.test(argv[0]) ? "other" : "build";
+  // V8 refuses a cache made under other flags (e.g. --cpu-prof): those get their own file.
+  const flags = process.execArgv.length ? `-${require("node:crypto").createHash("sha256").update(process.execArgv.join(" ")).digest("hex").slice(0, 8)}` : "";
+  const cacheFile = join(dist, ".v8-cache", `${command}-${process.version}-${process.arch}-${st.size}-${Math.trunc(st.mtimeMs)}${flags}.bin`);
+  let cachedData;
+  try {
+    cachedData = readFileSync(cacheFile);
+  } catch {
+    /* first run of this command with this bundle */
+  }
+  const wrapper = `(function (exports, require, module, __filename, __dirname) {${source}\n})`;
+  const script = new Script(wrapper, { filename: file, cachedData });
+  const mod = { exports: {} };
+  script.runInThisContext()(mod.exports, createRequire(file), mod, file, dist);
+  const saveCache = () => {
+    if (cachedData && !script.cachedDataRejected) return;
+    const tmp = `${cacheFile}.${process.pid}.tmp`;
+    try {
+      mkdirSync(dirname(cacheFile), { recursive: true });
+      writeFileSync(tmp, script.createCachedData());
+      renameSync(tmp, cacheFile);
+      // Caches of earlier bundles are of no more use.
+      const current = `-${st.size}-${Math.trunc(st.mtimeMs)}`;
+      for (const f of readdirSync(dirname(cacheFile))) if (f.endsWith(".bin") && !f.includes(current)) unlinkSync(join(dirname(cacheFile), f));
+    } catch {
+      try {
+        unlinkSync(tmp);
+      } catch {
+        /* nothing was written */
+      }
+    }
+  };
+  return { main: mod.exports.main, saveCache };
+}
+
+(async () => {
+  const cli = loadBundle();
+  const main = cli?.main ?? (await import("../dist/cli/main.js")).main;
+  const code = await main(argv);
+  process.exitCode = code;
+  if (code === 0) cli?.saveCache();
+})();
