@@ -26,6 +26,7 @@ import type { LayerCompression } from "../oci/layer-compression.js";
 import { CacheMounts } from "./cache-mounts.js";
 import { BaseResolver } from "./base-resolve.js";
 import { BwrapExecutor } from "./sandbox/bwrap.js";
+import type { Executor } from "./sandbox/index.js";
 import type { SshAgents } from "./secrets.js";
 import { localTree, type SourceTree } from "./sources.js";
 import { findStage } from "../dockerfile/stages.js";
@@ -116,6 +117,7 @@ export async function createRunner(opts: BuildOptions, p: BuildPlan, r: BuildRes
   // The steps stop when the caller aborts or when a stage of the build fails.
   const stopSteps = new AbortController();
   const stepSignal = opts.signal ? AbortSignal.any([opts.signal, stopSteps.signal]) : stopSteps.signal;
+  const executor = opts.executor ?? new BwrapExecutor(opts.sandbox);
   return new StageRunner({
     parsed: p.parsed,
     buildArgs: p.buildArgs,
@@ -139,12 +141,12 @@ export async function createRunner(opts: BuildOptions, p: BuildPlan, r: BuildRes
       context: await contextTree(p.contextDir, p.df.path),
       localContext: (name) => p.named.tree(name),
       registry: r.registry,
-      executor: opts.executor ?? new BwrapExecutor(opts.sandbox),
+      executor,
       sourceDateEpoch: opts.sourceDateEpoch,
       compression: r.format.compression,
       compressionLevel: r.format.level,
       converter: r.converter,
-      beforeWork: r.beforeWork,
+      beforeWork: warmExecutor(p, executor, r.beforeWork),
       maxLayerSize: opts.maxLayerSize,
       diffIds: r.diffIds,
       forceCopySnapshots: opts.forceCopySnapshots,
@@ -170,6 +172,21 @@ export async function createRunner(opts: BuildOptions, p: BuildPlan, r: BuildRes
     signal: opts.signal,
     stopSteps,
   });
+}
+
+/**
+ * StepContext.beforeWork, which the first step that must run calls: the push check, and,
+ * when the Dockerfile has a RUN, the executor's availability asked at once (bwrap's probe
+ * is a process start, ~10 ms), so it is known by the time the first RUN asks, not made
+ * then. A fully cached build runs no step and starts no probe.
+ */
+function warmExecutor(p: BuildPlan, executor: Executor, beforeWork: (() => Promise<void>) | undefined): () => Promise<void> {
+  const hasRun = p.parsed.instructions.some((i) => i.kind === "run");
+  return () => {
+    // Its answer (or its failure) is the RUN's to report: only started here.
+    if (hasRun) executor.available().catch(() => {});
+    return beforeWork?.() ?? Promise.resolve();
+  };
 }
 
 /** The core limit: the maxParallelism option, or the CPU count. */

@@ -12,6 +12,7 @@ import type { HistoryEntry } from "../oci/manifest.js";
 import type { CacheHit, CacheRecord, CacheStore } from "../cache/store.js";
 import { formatPlatform } from "../oci/platform.js";
 import { chainId } from "./fs/layer-store.js";
+import { layersExtracted } from "./fs/step-root.js";
 import { expansionEnv, type LayerRecord, type StageState } from "./stage-state.js";
 import type { StepContext } from "./step-context.js";
 import { stepFor, type ArgSources, type KeySources, type StepPlan } from "./steps/index.js";
@@ -117,10 +118,33 @@ export async function cachedStep(
   const miss = { key, cached: false, savedSeconds: 0, reusedBytes: 0, instruction: plan.shown };
   const reason = await missReason(cache, found.corrupt, step.layered && opts.parentUnknown, opts.slot, inputs, ctx);
   if (cache.dryRun && step.layered) return { ...miss, state, reason, unknown: true };
-  await ctx.beforeWork?.();
-  const executed = await plan.execute();
+  const executed = await executeChecked(plan, state, ctx);
   const seconds = (performance.now() - started) / 1000;
   return { ...miss, state: await storeBuilt(state, executed, instr, cache, ctx, { key, slot: opts.slot, inputs, seconds }), reason };
+}
+
+/**
+ * A missed step's execution, with the push-permission check (ctx.beforeWork) made first:
+ * a step doing local work only (StepPlan.local) on a root whose layers are all extracted
+ * runs while the check's round trips are made, and ends with the check's error when it
+ * fails (which also wins over the step's own); any other step waits for the check.
+ */
+async function executeChecked(plan: StepPlan, state: StageState, ctx: StepContext): Promise<StageState> {
+  const check = ctx.beforeWork?.();
+  if (check === undefined) return plan.execute();
+  if (!plan.local || !(await layersExtracted(state.layers, ctx))) {
+    await check;
+    return plan.execute();
+  }
+  let executed: StageState;
+  try {
+    executed = await plan.execute();
+  } catch (e) {
+    await check;
+    throw e;
+  }
+  await check;
+  return executed;
 }
 
 /** A hit: the entry's layer (fetched when needed) and history, with secret values put back. */

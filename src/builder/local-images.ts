@@ -7,6 +7,7 @@
  * build's ID is its index digest, found as a blob directly.
  */
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { OcibuildError, optionWords } from "../errors.js";
@@ -16,6 +17,15 @@ import { type Blob, type Descriptor, descriptorOf } from "../oci/manifest.js";
 import type { BuiltArtifact } from "./image.js";
 
 const idFile = (cacheDir: string, id: Digest) => join(cacheDir, "images", hexOf(id));
+
+/** A small file's text, or undefined (read synchronously: a few hundred bytes, once per build). */
+function readOptional(path: string): string | undefined {
+  try {
+    return readFileSync(path, "utf8");
+  } catch {
+    return undefined;
+  }
+}
 
 /** Store the artifact's config, manifest and index blobs, and its image ID's entry. */
 export async function recordBuiltImage(cacheDir: string, content: OciLayout, artifact: BuiltArtifact, signal?: AbortSignal): Promise<void> {
@@ -29,10 +39,13 @@ export async function recordBuiltImage(cacheDir: string, content: OciLayout, art
     return;
   }
   const { config, manifest } = artifact.images[0]!.image;
-  await mkdir(join(cacheDir, "images"), { recursive: true });
   const path = idFile(cacheDir, config.digest);
+  const entry = JSON.stringify(descriptorOf(manifest));
+  // A rebuild of the same image (a fully cached one, say) finds its entry in place: nothing to write.
+  if (readOptional(path) === entry) return;
+  await mkdir(join(cacheDir, "images"), { recursive: true });
   const tmp = `${path}.tmp-${randomBytes(6).toString("hex")}`;
-  await writeFile(tmp, JSON.stringify(descriptorOf(manifest)));
+  await writeFile(tmp, entry);
   await rename(tmp, path);
 }
 

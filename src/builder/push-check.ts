@@ -4,7 +4,9 @@
  * (an upload session opened with push scope, then cancelled), so a push that must
  * fail (no credentials, denied, unreachable) fails in seconds, before the first
  * RUN, not after the whole build. build.ts asks for it at the first step that must
- * run, copy or pull, or at the push's first write (none when the tag is current).
+ * run, copy or pull, or at the push's first write (none when the tag is current); a
+ * COPY of context files goes on while it is made, and ends with its error
+ * (cached-step.ts executeChecked).
  */
 import { isOcibuildError, OcibuildError, optionWords } from "../errors.js";
 import { DOCKER_HUB, type ImageReference } from "../oci/reference.js";
@@ -47,7 +49,8 @@ export async function checkPushPermissions(registry: RegistryClient, refs: reado
 /**
  * The check of `refs`, made once, when the returned function is first called: by the
  * first step that must run, copy, pull or convert, or by the push before its first
- * write, whichever comes first. Nothing that takes long starts before it passes, and a
+ * write, whichever comes first. No command, pull or conversion starts before it passes
+ * (a COPY of context files runs meanwhile, its result kept only once it passed), and a
  * fully cached rebuild whose tag already names its image writes nothing and so does not
  * pay the check's round trips (nor wait for them before its first step).
  */

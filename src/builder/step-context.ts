@@ -70,9 +70,10 @@ export interface StepContext {
    */
   readonly beforeRoot?: (state: StageState) => Promise<void>;
   /**
-   * Awaited before a step does work that may take long (runs, copies, pulls, converts a
-   * layer): resolves when the push-permission check, which runs beside the cache
-   * lookups, has passed, and rejects with its error. Absent: nothing to wait for.
+   * Called by a step that must run (cached-step.ts): resolves when the push-permission
+   * check has passed, and rejects with its error. A step that runs a command, pulls or
+   * converts a layer waits for it first; a COPY of context files runs meanwhile and is
+   * only kept once it passed. Absent: nothing to wait for.
    */
   readonly beforeWork?: () => Promise<void>;
   /** The stage and instruction now running (for events). */

@@ -143,15 +143,20 @@ export class LocalCacheStore implements CacheStore {
 
   async put(record: CacheRecord): Promise<void> {
     const text = JSON.stringify(record);
-    await this.atomicWrite(this.recordPath(record.key), text);
-    await this.atomicWrite(this.slotPath(record.slot), text);
-    // A blob in the content store was hashed as it was written (a layer just built,
-    // or one pulled and checked): remembered as verified, so the first hit on it does
-    // not hash it again.
-    if (record.layer) {
-      const id = await this.identity(record.layer.digest);
-      if (id !== undefined) await this.atomicWrite(this.verifiedPath(record.layer.digest), id).catch(() => {});
-    }
+    // Three files, each written atomically on its own: at the same time, not one after
+    // the other (each is a mkdir, an open, a write, a close and a rename; a step ended
+    // ~4 ms later when they queued).
+    await Promise.all([this.atomicWrite(this.recordPath(record.key), text), this.atomicWrite(this.slotPath(record.slot), text), record.layer && this.markVerified(record.layer.digest)]);
+  }
+
+  /**
+   * A blob in the content store was hashed as it was written (a layer just built,
+   * or one pulled and checked): remembered as verified, so the first hit on it does
+   * not hash it again.
+   */
+  private async markVerified(digest: string): Promise<void> {
+    const id = await this.identity(digest);
+    if (id !== undefined) await this.atomicWrite(this.verifiedPath(digest), id).catch(() => {});
   }
 
   private async atomicWrite(path: string, text: string): Promise<void> {

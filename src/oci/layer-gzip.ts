@@ -19,7 +19,7 @@
  * those of createGzip given the piece in one write.
  */
 import { type Gzip, createGzip } from "node:zlib";
-import { compressPieces } from "./layer-pieces.js";
+import { compressPieces, type PieceFeed, type PieceJob } from "./layer-pieces.js";
 
 /**
  * Uncompressed bytes per gzip member. Each member starts with an empty dictionary,
@@ -63,6 +63,13 @@ function compressMember(input: Buffer, level: number, stored: boolean): { done: 
   // A piece found incompressible is stored with one big output buffer: zlib's work per
   // buffer is then a copy, and 16 KiB buffers cost a threadpool round trip each
   // (~200 ms for 8 MiB; ~10 ms with 1 MiB buffers).
+  const m = streamingMember(level, stored);
+  m.gz.end(input);
+  return m;
+}
+
+/** A gzip member to be written and ended by the caller (see compressMember for its options). */
+function streamingMember(level: number, stored = false): { done: Promise<Buffer[]>; gz: Gzip } {
   const gz = createGzip(stored ? { level: 0, chunkSize: STORED_CHUNK } : level === 0 ? { level } : { level, chunkSize: OUTPUT_CHUNK });
   const parts: Buffer[] = [];
   const done = new Promise<Buffer[]>((resolve, reject) => {
@@ -73,7 +80,6 @@ function compressMember(input: Buffer, level: number, stored: boolean): { done: 
   });
   // Never an unhandled rejection: a member that fails after the stream was given up is not waited for.
   done.catch(() => {});
-  gz.end(input);
   return { done, gz };
 }
 
@@ -136,8 +142,60 @@ export function looksIncompressible(piece: Uint8Array): boolean {
  * the members in flight are destroyed.
  */
 export function gzipMembers(level: number, memberBytes = GZIP_MEMBER_BYTES, inFlight = MEMBERS_IN_FLIGHT) {
-  return compressPieces(memberBytes, inFlight, (input) => {
+  const start = (input: Buffer) => {
     const m = compressMember(input, level, level > 0 && looksIncompressible(input));
     return { done: m.done, cancel: () => m.gz.destroy() };
-  });
+  };
+  // Level 0's stored blocks end where its writes do: only levels 1-9 are fed as they fill.
+  return compressPieces(memberBytes, inFlight, start, level > 0 ? () => memberFeed(level, start) : undefined);
+}
+
+/** Whether any of a few samples spread over `bytes` is as dense as incompressible data (see looksIncompressible). */
+function anyDense(bytes: Uint8Array): boolean {
+  const counts = new Uint32Array(256);
+  const samples = Math.min(4, Math.floor(bytes.length / PROBE_BYTES));
+  for (let i = 0; i < samples; i++) {
+    const off = Math.floor((i * (bytes.length - PROBE_BYTES)) / Math.max(1, samples - 1));
+    if (entropy(bytes.subarray(off, off + PROBE_BYTES), counts) > PROBE_BITS) return true;
+  }
+  return false;
+}
+
+/**
+ * A member deflated while its piece is still being filled: zlib's output at levels 1-9
+ * does not depend on how its input was split between writes (one member, one stream,
+ * no flush), so the bytes are those of compressMember on the whole piece. Whether the
+ * piece is stored instead is still decided on the whole piece (looksIncompressible);
+ * bytes are fed only while they look compressible, so an archive or a binary is not
+ * deflated for nothing: from its first dense part on, the rest waits for that decision.
+ */
+function memberFeed(level: number, start: (input: Buffer) => PieceJob): PieceFeed {
+  let m: ReturnType<typeof compressMember> | undefined;
+  let fed = 0;
+  let feeding = true;
+  return {
+    write(bytes) {
+      if (!feeding) return;
+      if (anyDense(bytes)) {
+        feeding = false;
+        return;
+      }
+      m ??= streamingMember(level);
+      m.gz.write(bytes);
+      fed += bytes.length;
+    },
+    finish(whole) {
+      if (m === undefined) return start(whole);
+      if (looksIncompressible(whole)) {
+        m.gz.destroy();
+        return start(whole);
+      }
+      m.gz.end(whole.subarray(fed));
+      const gz = m.gz;
+      return { done: m.done, cancel: () => gz.destroy() };
+    },
+    cancel() {
+      m?.gz.destroy();
+    },
+  };
 }

@@ -1,6 +1,6 @@
 /**
  * The tar stream of layer entries as large chunks: headers, small files' content and
- * padding are written straight into one buffer of CHUNK_BYTES, passed on when full.
+ * padding are written straight into one buffer of CHUNK_BYTES, passed on every FLUSH_BYTES.
  * A layer of many small files (node_modules, a RUN writing 100k files) was limited by
  * what each entry cost on the main thread beside the system calls: a buffer per header,
  * per file and per padding, the copies gathering them into chunks, and an async
@@ -15,8 +15,14 @@ import { OcibuildError, isOcibuildError } from "../errors.js";
 import type { LayerEntry } from "./layer.js";
 import { BLOCK, encodeHeaderInto, validateEntry } from "./layer-tar.js";
 
-/** Bytes a chunk holds; a chunk is passed on once it is this full. */
+/** Bytes a chunk buffer holds. */
 const CHUNK_BYTES = 512 * 1024;
+/**
+ * What is filled is passed on once it reaches this, the buffer's rest kept for what
+ * follows: the compressor (layer-pieces.ts feeds) gets a small layer's bytes while its
+ * walk and reads go on, not all at the end, at no cost in buffers.
+ */
+const FLUSH_BYTES = 128 * 1024;
 /** Files up to this size with a sourcePath are read in one call, straight into the chunk. */
 export const SMALL_FILE = 256 * 1024;
 /** Streamed content in pieces at least this large is passed on as it is, not copied. */
@@ -47,6 +53,14 @@ class Chunk {
   take(): Buffer {
     const out = this.buf.subarray(0, this.fill);
     this.buf = Buffer.alloc(CHUNK_BYTES);
+    this.fill = 0;
+    return out;
+  }
+
+  /** What is filled, passed on; the rest of the buffer takes the next bytes. */
+  flush(): Buffer {
+    const out = this.buf.subarray(0, this.fill);
+    this.buf = this.buf.subarray(this.fill);
     this.fill = 0;
     return out;
   }
@@ -119,7 +133,7 @@ async function* streamContent(e: LayerEntry, size: number, signal: AbortSignal |
 
 /**
  * The tar bytes of `entries` (each validated before any of its bytes), then the end
- * marker, as chunks of about CHUNK_BYTES (streamed pieces of PASS_THROUGH or more are
+ * marker, as chunks of about FLUSH_BYTES (streamed pieces of PASS_THROUGH or more are
  * passed on as they come). `mtimeOf` gives an entry's mtime in whole seconds;
  * `checkAborted` is called before each entry.
  */
@@ -161,6 +175,7 @@ export async function* packTar(
     const pad = (BLOCK - (size % BLOCK)) % BLOCK;
     if (c.room() < pad) yield c.take();
     c.zeros(pad);
+    if (c.fill >= FLUSH_BYTES) yield c.flush();
   }
   if (c.room() < 2 * BLOCK) yield c.take();
   c.zeros(2 * BLOCK);

@@ -33,6 +33,26 @@ function unlessAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promi
   });
 }
 
+/**
+ * A piece whose compression starts before the piece is complete: `write` is given its
+ * bytes in order as they arrive (each call the bytes right after the previous one's),
+ * `finish` the whole piece once it is (or the input's end), and returns its job. The
+ * piece's output must not depend on how its bytes were split between the calls.
+ * `cancel` drops it before `finish` (on error or abort).
+ */
+export interface PieceFeed {
+  write(bytes: Buffer): void;
+  finish(whole: Buffer): PieceJob;
+  cancel(): void;
+}
+
+/**
+ * Bytes gathered before a feed is written to (each write is a trip to the compressor's
+ * thread and back): a small layer's compression starts after its first 64 KiB of tar,
+ * overlapping the rest of its walk and reads, instead of after all of it.
+ */
+const FEED_BYTES = 64 * 1024;
+
 interface Slot {
   job: PieceJob;
   /** Set once compressed. */
@@ -49,15 +69,20 @@ interface Slot {
  * allocates about inFlight + 1 of them. Empty input is one (empty) piece. On error
  * or abort the pieces in flight are cancelled.
  */
-export function compressPieces(pieceBytes: number, inFlight: number, start: (input: Buffer) => PieceJob) {
+export function compressPieces(pieceBytes: number, inFlight: number, start: (input: Buffer) => PieceJob, open?: () => PieceFeed) {
   return async function* (source: AsyncIterable<Buffer>, opts?: { signal?: AbortSignal }): AsyncGenerator<Buffer> {
     const signal = opts?.signal;
     const queue: Slot[] = [];
     const free: Buffer[] = [];
     let pieces = 0;
     let stopped = false;
+    /** The piece being filled, when `open` feeds it as it fills, and how much of it was written to the feed. */
+    let feed: PieceFeed | undefined;
+    let fed = 0;
     const begin = (input: Buffer, whole: Buffer) => {
-      const slot: Slot = { job: start(input) };
+      const slot: Slot = { job: feed ? feed.finish(input) : start(input) };
+      feed = undefined;
+      fed = 0;
       slot.job.done.then(
         (out) => {
           slot.out = out;
@@ -81,6 +106,7 @@ export function compressPieces(pieceBytes: number, inFlight: number, start: (inp
       for await (const chunk of source) {
         let off = 0;
         while (off < chunk.length) {
+          if (fill === 0 && open) feed = open();
           const n = chunk.copy(buf, fill, off);
           off += n;
           fill += n;
@@ -90,6 +116,10 @@ export function compressPieces(pieceBytes: number, inFlight: number, start: (inp
           fill = 0;
           if (queue.length >= inFlight) yield* await next();
         }
+        if (feed && fill - fed >= FEED_BYTES) {
+          feed.write(buf.subarray(fed, fill));
+          fed = fill;
+        }
         // Pass on what is already compressed, in order, without waiting for the rest.
         while (queue[0]?.out !== undefined) yield* queue.shift()!.out!;
       }
@@ -97,6 +127,7 @@ export function compressPieces(pieceBytes: number, inFlight: number, start: (inp
       while (queue.length > 0) yield* await next();
     } finally {
       stopped = true;
+      feed?.cancel();
       for (const s of queue) s.job.cancel();
     }
   };

@@ -31,9 +31,9 @@ afterAll(async () => {
 
 const build = (args: string[]) => cli(["--progress=plain", "--cache-dir", p("cache"), ...args, p("ctx")]);
 const STEP = /\[0 1\/1\] COPY f \/f/;
-// The step ran: its end line. The check runs beside the cache lookups, so a refused build
-// may show the step start, but never runs the step (the refused builds below pass
-// --no-cache, so that the step would run).
+// The step ran: its end line. The check starts at the first step that must run; a COPY of
+// context files (this one) is made meanwhile, so a refused build may show the step start,
+// but the step never ends (the refused builds below pass --no-cache, so that the step would run).
 const STEP_DONE = /\[0 1\/1\] DONE/;
 
 function expectRefusedBeforeBuilding(r: { code: number; stderr: string }, code: RegExp, ref: string) {
@@ -120,6 +120,16 @@ describe("registries that cannot be pushed to at all", () => {
     const r = await build(["--no-cache", "-t", "127.0.0.1:1/app:v1"]);
     expectRefusedBeforeBuilding(r, /REGISTRY_UNREACHABLE/, "127.0.0.1:1/app:v1");
     expect(Date.now() - started).toBeLessThan(20_000);
+  }, 30_000);
+
+  it("a COPY made while the check fails is not kept: the next build copies again", async () => {
+    const cache = ["--progress=plain", "--cache-dir", p("cache-refused")];
+    const refused = await cli([...cache, "-t", "127.0.0.1:1/app:v2", p("ctx")]);
+    expectRefusedBeforeBuilding(refused, /REGISTRY_UNREACHABLE/, "127.0.0.1:1/app:v2");
+    const local = await cli([...cache, "--no-push", "-t", "127.0.0.1:1/app:v2", p("ctx")]);
+    expect(local.code).toBe(0);
+    expect(local.stderr).toMatch(STEP_DONE);
+    expect(local.stderr).not.toMatch(/\[0 1\/1\] CACHED/);
   }, 30_000);
 
   it("-t app:dev (no registry host) says how to write an archive instead", async () => {

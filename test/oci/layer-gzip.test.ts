@@ -460,6 +460,32 @@ describe("layer gzip: pieces that do not compress are stored", () => {
     expect(gunzipSync(sink.bytes).equals(tar)).toBe(true);
   });
 
+  it("a piece compressed while it fills (its bytes arriving in uneven writes) has the bytes of the whole piece compressed at once", async () => {
+    const inPieces = (b: Buffer) => {
+      const out: Buffer[] = [];
+      for (let off = 0, i = 0; off < b.length; i++) {
+        const n = 30_000 + ((i * 7_919) % 90_000);
+        out.push(b.subarray(off, off + n));
+        off += n;
+      }
+      return out;
+    };
+    const fed = async (input: Buffer) => collect(gzipMembers(6)(Readable.from(inPieces(input))));
+    // Text only, below one member and across two: deflated as it arrives.
+    const text = corpus(3 * MiB, 31);
+    expect((await fed(text)).equals(gzipSync(text, { level: 6 }))).toBe(true);
+    const long = corpus(GZIP_MEMBER_BYTES + MiB, 32);
+    const [l1, l2] = splitAt(long, GZIP_MEMBER_BYTES);
+    expect((await fed(long)).equals(Buffer.concat([gzipSync(l1!, { level: 6 }), gzipSync(l2!, { level: 6 })]))).toBe(true);
+    // A text start, then random bytes: deflating began, but the whole piece is stored.
+    const mostlyRandom = Buffer.concat([corpus(300_000, 33), randomBytes(GZIP_MEMBER_BYTES - 300_000)]);
+    expect(looksIncompressible(mostlyRandom)).toBe(true);
+    expect((await fed(mostlyRandom)).equals(await stored(mostlyRandom))).toBe(true);
+    // A random start, then text: the piece is deflated as a whole.
+    const mostlyText = Buffer.concat([randomBytes(200_000), corpus(3 * MiB, 34)]);
+    expect((await fed(mostlyText)).equals(gzipSync(mostlyText, { level: 6 }))).toBe(true);
+  });
+
   it("small pieces (under 64 KiB) are always deflated as asked; level 0 stays level 0", async () => {
     const small = randomBytes(60_000);
     expect(looksIncompressible(small)).toBe(false);

@@ -234,7 +234,9 @@ export const copyStep: Step<CopyInstr | AddInstr> = {
     const inputs: StepKeyInputs = { ...(instr.link ? { parent: "link", base: "link" } : {}), instruction: prep.text, workdir: workdirOf(state) };
     if (prep.tree) inputs.files = await copyKeyFiles(prep, prep.tree, env.ctx, env.keys.hashFile);
     else inputs.source = await sourceIdentity(prep.from!, state, env);
-    return layerPlan(state, inputs, prep.text, () => (instr.link ? linkedCopy(state, prep, env.ctx) : executeCopy(state, prep, env.ctx)));
+    // From the context, without downloads or checkouts: local work (StepPlan.local).
+    const local = prep.tree !== undefined && prep.downloads.length === 0 && prep.gits.length === 0;
+    return layerPlan(state, inputs, prep.text, () => (instr.link ? linkedCopy(state, prep, env.ctx) : executeCopy(state, prep, env.ctx)), local);
   },
 };
 

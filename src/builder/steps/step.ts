@@ -42,6 +42,12 @@ export interface StepPlan {
   readonly shown: string;
   /** The step for real (a cache miss). */
   execute(): Promise<StageState>;
+  /**
+   * execute() only reads local files (the build context) and writes the step's root: it
+   * starts no process, fetches nothing, and so may run while the push-permission check
+   * is made (cached-step.ts). Absent: it waits for the check.
+   */
+  readonly local?: boolean;
   /** The state a cache hit leads to, from the entry's history and layer. */
   applyHit(history: HistoryEntry, layer: LayerRecord | undefined): StageState;
 }
@@ -65,8 +71,8 @@ export function withStepResult(state: StageState, layer: LayerRecord | undefined
 }
 
 /** A layer step's plan: a hit puts the entry's layer (or empty history entry) on `onto`. */
-export function layerPlan(onto: StageState, inputs: StepKeyInputs, shown: string, execute: () => Promise<StageState>): StepPlan {
-  return { inputs, shown, execute, applyHit: (history, layer) => withStepResult(onto, layer, history) };
+export function layerPlan(onto: StageState, inputs: StepKeyInputs, shown: string, execute: () => Promise<StageState>, local = false): StepPlan {
+  return { inputs, shown, execute, local, applyHit: (history, layer) => withStepResult(onto, layer, history) };
 }
 
 /**
