@@ -11,6 +11,7 @@ import type { Redactor } from "../cache/redact.js";
 import type { HistoryEntry } from "../oci/manifest.js";
 import type { CacheHit, CacheRecord, CacheStore } from "../cache/store.js";
 import { formatPlatform } from "../oci/platform.js";
+import { monotonicMs } from "../clock.js";
 import { chainId } from "./fs/layer-store.js";
 import { layersExtracted } from "./fs/step-root.js";
 import { expansionEnv, type LayerRecord, type StageState } from "./stage-state.js";
@@ -104,7 +105,7 @@ export async function cachedStep(
   cache: CacheContext,
   opts: { args: ArgSources; step: number; slot: string; prevKey: string; base: string; parentUnknown: boolean },
 ): Promise<StepOutcome> {
-  const started = performance.now();
+  const started = monotonicMs();
   const step = stepFor(instr);
   // Expand once, exactly the arguments BuildKit expands (ARG expands its own defaults); the step and its key see the result.
   const expanded = expandInstruction(instr, { env: expansionEnv(state), escapeToken: ctx.escapeToken });
@@ -119,7 +120,7 @@ export async function cachedStep(
   const reason = await missReason(cache, found.corrupt, step.layered && opts.parentUnknown, opts.slot, inputs, ctx);
   if (cache.dryRun && step.layered) return { ...miss, state, reason, unknown: true };
   const executed = await executeChecked(plan, state, ctx);
-  const seconds = (performance.now() - started) / 1000;
+  const seconds = (monotonicMs() - started) / 1000;
   return { ...miss, state: await storeBuilt(state, executed, instr, cache, ctx, { key, slot: opts.slot, inputs, seconds }), reason };
 }
 

@@ -9,6 +9,7 @@
  * taken out of that step's time), or at the end of the stage.
  */
 import type { EventSink } from "./events.js";
+import { monotonicMs } from "../clock.js";
 import type { ResolvedBase } from "./base-resolve.js";
 import { layersExtracted, readyLayers } from "./fs/step-root.js";
 import type { LayerRecord, StageState } from "./stage-state.js";
@@ -44,7 +45,7 @@ export interface FromStepOptions {
   instruction: string;
   image: string;
   resolved: ResolvedBase;
-  /** When the stage started (performance.now()): resolving counts in the step's time. */
+  /** When the stage started (monotonicMs(), clock.ts): resolving counts in the step's time. */
   started: number;
 }
 
@@ -60,7 +61,7 @@ export class FromStep {
     const { state, resolved } = o.resolved;
     this.layers = state.layers;
     this.base = { image: o.image, digest: state.baseName.slice(state.baseName.lastIndexOf("@") + 1), resolved, pulledBytes: 0, pullSeconds: 0 };
-    this.seconds = (performance.now() - o.started) / 1000;
+    this.seconds = (monotonicMs() - o.started) / 1000;
   }
 
   /** The step started (step 1 of the stage), and ended at once when its layers are extracted here already. */
@@ -74,9 +75,9 @@ export class FromStep {
   /** StepContext.beforeRoot: a root over the base's layers needs them here; pulled (once) and the step ends. */
   async beforeRoot(state: StageState, ctx: StepContext): Promise<void> {
     if (this.report || !this.layers.every((l, i) => state.layers[i]?.descriptor.digest === l.descriptor.digest)) return;
-    const t = performance.now();
+    const t = monotonicMs();
     const bytes = await readyLayers(this.layers, ctx);
-    const waited = (performance.now() - t) / 1000;
+    const waited = (monotonicMs() - t) / 1000;
     this.waited += waited;
     this.base.pulledBytes = bytes;
     this.base.pullSeconds = waited;

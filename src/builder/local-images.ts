@@ -29,15 +29,13 @@ function readOptional(path: string): string | undefined {
 
 /** Store the artifact's config, manifest and index blobs, and its image ID's entry. */
 export async function recordBuiltImage(cacheDir: string, content: OciLayout, artifact: BuiltArtifact, signal?: AbortSignal): Promise<void> {
+  const blobs = new Map<string, Blob>();
+  for (const { image } of artifact.images) for (const b of [image.config, image.manifest]) blobs.set(b.digest, b);
+  if (artifact.index) blobs.set(artifact.index.digest, artifact.index);
+  // The blobs at the same time (each written atomically); the image ID's entry once they are in place.
   const put = (b: Blob) => content.writeBlob(b.bytes, { digest: b.digest, size: b.bytes.length }, signal);
-  for (const { image } of artifact.images) {
-    await put(image.config);
-    await put(image.manifest);
-  }
-  if (artifact.index) {
-    await put(artifact.index);
-    return;
-  }
+  await Promise.all([...[...blobs.values()].map(put), artifact.index ? undefined : mkdir(join(cacheDir, "images"), { recursive: true })]);
+  if (artifact.index) return;
   const { config, manifest } = artifact.images[0]!.image;
   const path = idFile(cacheDir, config.digest);
   const entry = JSON.stringify(descriptorOf(manifest));

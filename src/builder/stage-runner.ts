@@ -21,6 +21,7 @@ import { withConfig, type StageState } from "./stage-state.js";
 import type { ArgSources } from "./steps/index.js";
 import type { StepContext } from "./step-context.js";
 import { isOcibuildError, optionWords } from "../errors.js";
+import { monotonicMs } from "../clock.js";
 import type { Digest } from "../oci/digest.js";
 import { parseReference } from "../oci/reference.js";
 import type { Material } from "../attest/provenance.js";
@@ -115,7 +116,6 @@ function imageMaterial(ref: string, state: StageState): Material {
   const digest = state.baseName.slice(state.baseName.lastIndexOf("@") + 1) as Digest;
   return baseImageMaterial(r.name, r.digest ? undefined : r.tag, digest, state.platform);
 }
-
 
 export class StageRunner {
   private readonly memo = new Map<string, Promise<StageDone>>();
@@ -265,7 +265,7 @@ export class StageRunner {
 
   private async execute(plan: StagePlan, stage: Stage, target: Platform): Promise<StageDone> {
     const platform = stage.platform ?? target;
-    const started = performance.now();
+    const started = monotonicMs();
     const start = await this.start(plan, stage, target, platform);
     // ONBUILD triggers of the base run first, as if written right after FROM; the child does not inherit them.
     const triggers = start.state.config.OnBuild?.length
@@ -364,7 +364,7 @@ export class StageRunner {
     const text = instr.original.replace(/\s+/g, " ").trim();
     const runEmulated = walk.emulated && instr.kind === "run" ? { emulated: true } : {};
     o.emit({ type: "step-start", stage: label, step: n, total, instruction: text, line: instr.range.startLine, ...tag, ...runEmulated });
-    const started = performance.now();
+    const started = monotonicMs();
     const stepCtx: StepContext = {
       ...walk.ctx,
       current: { stage: label, step: n, instruction: instr },
@@ -381,7 +381,7 @@ export class StageRunner {
     });
     // The base's pull, when this step needed it, is the FROM step's time.
     const pulling = from?.takeWait() ?? 0;
-    const seconds = out.cached ? 0 : Math.max(0, (performance.now() - started) / 1000 - pulling);
+    const seconds = out.cached ? 0 : Math.max(0, (monotonicMs() - started) / 1000 - pulling);
     if (out.cached) {
       this.summary.hits++;
       this.summary.secondsSaved += out.savedSeconds;

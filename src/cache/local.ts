@@ -25,18 +25,28 @@ function readOptional(path: string): string {
 
 export class LocalCacheStore implements CacheStore {
   readonly name = "local";
+  // A key, a slot and a digest's hex are plain names: their paths are these directories
+  // joined by hand (path.join, uncompiled yet, cost ~7 us a call, four calls a step).
+  private readonly records: string;
+  private readonly slots: string;
+  private readonly verified: string;
+
   constructor(
     readonly dir: string,
     private readonly content: OciLayout,
     private readonly ttlSeconds?: number,
-  ) {}
+  ) {
+    this.records = join(dir, "records");
+    this.slots = join(dir, "slots");
+    this.verified = join(dir, "verified");
+  }
 
   private recordPath(key: string): string {
-    return join(this.dir, "records", `${key}.json`);
+    return `${this.records}/${key}.json`;
   }
 
   private slotPath(slot: string): string {
-    return join(this.dir, "slots", `${slot}.json`);
+    return `${this.slots}/${slot}.json`;
   }
 
   async get(key: string, signal?: AbortSignal): Promise<LookupResult> {
@@ -80,7 +90,7 @@ export class LocalCacheStore implements CacheStore {
   }
 
   private verifiedPath(digest: string): string {
-    return join(this.dir, "verified", digest.replace(/^sha256:/, ""));
+    return `${this.verified}/${digest.replace(/^sha256:/, "")}`;
   }
 
   /**

@@ -9,8 +9,21 @@ export interface CliIO {
   cwd: string;
 }
 
+/**
+ * This process's streams. stdin is a getter: `process.stdin` constructs its stream (a
+ * socket, a tty or a file stream, ~3 ms of a fully cached build) on first use, and only
+ * `-`, `-f -` and `run -i` read it.
+ */
 export function processIO(): CliIO {
-  return { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, env: process.env, cwd: process.cwd() };
+  return {
+    stdout: process.stdout,
+    stderr: process.stderr,
+    get stdin() {
+      return process.stdin;
+    },
+    env: process.env,
+    cwd: process.cwd(),
+  };
 }
 
 /** A command: parses its own arguments, returns an exit code, throws OcibuildError on failure. */

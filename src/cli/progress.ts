@@ -77,11 +77,36 @@ function plainRenderer(out: Stream): Renderer {
   };
 }
 
+/**
+ * One JSON line per event. The lines of the events of one turn of the event loop are
+ * written together at its end (setImmediate): a fully cached build's hundred events
+ * were a hundred writes (~1 ms). close() writes what is left at once.
+ */
+function jsonRenderer(out: Stream): Renderer {
+  let pending = "";
+  let timer: NodeJS.Immediate | undefined;
+  const flush = () => {
+    if (timer) clearImmediate(timer);
+    timer = undefined;
+    if (pending === "") return;
+    const text = pending;
+    pending = "";
+    out.write(text);
+  };
+  return {
+    onEvent: (e) => {
+      pending += `${JSON.stringify(e)}\n`;
+      timer ??= setImmediate(flush);
+    },
+    close: flush,
+  };
+}
+
 /** A renderer for `mode` writing to `out`. */
 export function createRenderer(mode: ProgressMode, out: Stream, tty: TtyOptions = {}): Renderer {
   switch (mode) {
     case "json":
-      return { onEvent: (e) => out.write(`${JSON.stringify(e)}\n`), close() {} };
+      return jsonRenderer(out);
     case "quiet":
       return { onEvent() {}, close() {} };
     case "tty":

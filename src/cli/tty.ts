@@ -15,6 +15,7 @@
  */
 import type { BuildEvent } from "../builder/events.js";
 import { flagWording } from "./errors.js";
+import { monotonicMs } from "../clock.js";
 import { formatBytes, shortDigest, stageLabel } from "./format.js";
 
 /** Receives events; `close()` ends the view (stops timers, leaves the final frame). */
@@ -24,7 +25,7 @@ export interface Renderer {
 }
 
 export interface TtyOptions {
-  /** Milliseconds clock (default performance.now). */
+  /** Milliseconds clock (default a monotonic clock). */
   now?: () => number;
   /** Spinner/redraw period in ms; false: redraw only on events and tick() (tests). Default 120. */
   interval?: number | false;
@@ -87,7 +88,7 @@ class TtyRenderer implements Renderer {
     private readonly out: TtyStream,
     opts: TtyOptions,
   ) {
-    this.now = opts.now ?? (() => performance.now());
+    this.now = opts.now ?? monotonicMs;
     this.tailLines = opts.tailLines ?? 3;
     this.timer = opts.interval === false ? undefined : setInterval(() => this.tick(), opts.interval ?? 120);
     this.timer?.unref?.();

@@ -333,8 +333,14 @@ function trailingAfterArray(s: string): string | undefined {
   return rest === "" ? undefined : rest;
 }
 
+/** Whether `s` can be JSON form at all (parseJSON's first test, without the cost of throwing). */
+function mayBeJSON(s: string): boolean {
+  return trimLeftSpace(s).startsWith("[");
+}
+
 function parseMaybeJSON(rest: string): Parsed {
   if (rest === "") return {};
+  if (!mayBeJSON(rest)) return { next: newNode(rest) };
   try {
     return parseJSON(rest);
   } catch (e) {
@@ -344,6 +350,7 @@ function parseMaybeJSON(rest: string): Parsed {
 }
 
 function parseMaybeJSONToList(rest: string): Parsed {
+  if (!mayBeJSON(rest)) return parseStringsWhitespaceDelimited(rest);
   try {
     return parseJSON(rest);
   } catch (e) {

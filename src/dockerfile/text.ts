@@ -113,6 +113,8 @@ export function escapedByte(ch: string): number | undefined {
 
 /** UTF-8 bytes of `s` as a string of U+0000..U+00FF, one char per byte (to mimic Go byte loops). */
 export function toByteString(s: string): string {
+  // ASCII is one byte per character already (and no escaped byte: those are U+DC80..U+DCFF).
+  if (isAscii(s)) return s;
   let out = "";
   for (const ch of s) {
     const raw = escapedByte(ch);
@@ -123,7 +125,11 @@ export function toByteString(s: string): string {
 
 /** Inverse of toByteString for a slice of the original bytes. */
 export function fromByteString(b: string): string {
-  return decodeUtf8Lossless(Buffer.from(b, "latin1"));
+  return isAscii(b) ? b : decodeUtf8Lossless(Buffer.from(b, "latin1"));
+}
+
+function isAscii(s: string): boolean {
+  return !/[^\x00-\x7f]/.test(s);
 }
 
 /** Go's json decoding turns invalid UTF-8 and lone surrogates into U+FFFD. */

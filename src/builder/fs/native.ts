@@ -16,6 +16,7 @@ import { join } from "node:path";
 import { constants as osc } from "node:os";
 import { getSystemErrorName } from "node:util";
 import { OcibuildError } from "../../errors.js";
+import { monotonicMs } from "../../clock.js";
 import { runProcess, type ProcessResult } from "../../process.js";
 import { isRealRoot } from "../privilege.js";
 import type { Libc } from "./libc.js";
@@ -72,11 +73,11 @@ async function sliced<T>(items: readonly T[], signal: AbortSignal | undefined, e
   let i = 0;
   while (i < items.length) {
     if (signal?.aborted) throw aborted(signal);
-    const start = performance.now();
+    const start = monotonicMs();
     do {
       each(items[i]!, i);
       i++;
-    } while (i < items.length && (i % 64 !== 0 || performance.now() - start < budgetMs));
+    } while (i < items.length && (i % 64 !== 0 || monotonicMs() - start < budgetMs));
     if (i < items.length) await new Promise((r) => setImmediate(r));
   }
 }

@@ -36,7 +36,9 @@ export function authenticating(auth: Authenticator, next: Send): Send {
     const { registry, signal } = ex.req;
     if (hop.url.host !== ex.origin.host) return next(ex, hop);
     for (;;) {
-      const authorization = auth.knowsChallenge(registry) ? await auth.authorize(registry, ex.scopes, signal) : undefined;
+      // A send whose scheme is still a guess (scheme.ts) carries no credentials: the host has not yet answered as a registry over it.
+      const guessing = ex.guess !== undefined && !ex.guess.confirmed;
+      const authorization = !guessing && auth.knowsChallenge(registry) ? await auth.authorize(registry, ex.scopes, signal) : undefined;
       const res = await next(ex, { ...hop, authorization });
       if (res.statusCode !== 401) return res;
       if (ex.authRetried) throw await refused(auth, ex, res);

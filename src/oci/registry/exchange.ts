@@ -47,6 +47,8 @@ export interface Exchange {
   scopes: Scope[];
   /** A 401 is answered with fresh credentials once per request. */
   authRetried: boolean;
+  /** Set when `origin`'s scheme is a guess (scheme.ts): confirmed by the host's first answer, or refuted. */
+  readonly guess?: { confirmed: boolean };
 }
 
 /** Where one send goes, and the Authorization the auth layer adds (only to the registry's own host). */

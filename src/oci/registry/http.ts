@@ -11,7 +11,7 @@
  */
 import { getMaxListeners, setMaxListeners } from "node:events";
 import http, { type IncomingMessage } from "node:http";
-import https from "node:https";
+import type https from "node:https";
 import type { Readable } from "node:stream";
 import type { SecureContext } from "node:tls";
 import { OcibuildError, optionWords } from "../../errors.js";
@@ -52,7 +52,11 @@ export const DEFAULT_TIMEOUT_MS = 60_000;
 /** Less than this many bytes in a timeout period is a stall, not a slow link. */
 const MIN_PROGRESS_BYTES = 1024;
 
-/** The connections to one host: plain and TLS keep-alive pools. */
+/**
+ * The connections to one host: plain and TLS keep-alive pools. node:https (and node:tls
+ * under it, ~2 ms to load) is loaded at the first HTTPS request: a build that only talks
+ * to a plain-HTTP registry never needs it.
+ */
 export class HostAgents {
   readonly plain = new http.Agent({ keepAlive: true });
   private tls?: Promise<https.Agent>;
@@ -64,7 +68,9 @@ export class HostAgents {
   forUrl(url: URL): Promise<http.Agent> {
     if (url.protocol !== "https:") return Promise.resolve(this.plain);
     if (!this.tls) {
-      const p = this.tlsOptions().then((o) => (this.made = new https.Agent({ keepAlive: true, secureContext: o.context, rejectUnauthorized: o.rejectUnauthorized })));
+      const p = Promise.all([import("node:https"), this.tlsOptions()]).then(
+        ([{ Agent }, o]) => (this.made = new Agent({ keepAlive: true, secureContext: o.context, rejectUnauthorized: o.rejectUnauthorized })),
+      );
       // A failure (an unreadable CA file) is reported to this request and asked again by the next.
       p.catch(() => (this.tls = undefined));
       this.tls = p;
@@ -190,16 +196,34 @@ function watchProgress(req: http.ClientRequest, host: string, timeoutMs: number)
   req.once("close", () => clearInterval(tick));
 }
 
-/** One request; resolves when the response head has arrived (the body is then the caller's to read or dump). */
+/**
+ * What http.request's own `signal` option does (an AbortError destroys the request, and
+ * its response), without the end-of-stream watch Node sets up for it: that cost ~0.7 ms
+ * at a process's first request.
+ */
+function abortWith(req: http.ClientRequest, signal: AbortSignal): void {
+  const onAbort = () => req.destroy(Object.assign(new Error("The operation was aborted", { cause: signal.reason }), { name: "AbortError", code: "ABORT_ERR" }));
+  if (signal.aborted) return void process.nextTick(onAbort);
+  signal.addEventListener("abort", onAbort, { once: true });
+  req.once("close", () => signal.removeEventListener("abort", onAbort));
+}
+
+/**
+ * One request; resolves when the response head has arrived (the body is then the caller's
+ * to read or dump). An https: URL goes through its host's https.Agent (HostAgents.forUrl),
+ * which makes the TLS connection: node:http's request takes the agent's protocol as the
+ * one expected (and throws ERR_INVALID_PROTOCOL on a mismatch), so node:https itself is
+ * not needed here.
+ */
 export function send(url: URL, agent: http.Agent, o: SendOptions): Promise<HttpResult> {
   return new Promise((resolve, reject) => {
-    const mod = url.protocol === "https:" ? https : http;
     let settled = false;
     // One abort listener per request in flight, on the caller's one signal: parallel blob
     // transfers pass Node's default of 10 without any leak (each is removed when its
     // request closes), so the warning's threshold is raised for that signal first.
     if (o.signal && getMaxListeners(o.signal) < MAX_PARALLEL) setMaxListeners(MAX_PARALLEL, o.signal);
-    const req = mod.request(url, { method: o.method, headers: o.headers, agent, signal: o.signal });
+    const req = http.request(url, { method: o.method, headers: o.headers, agent });
+    if (o.signal) abortWith(req, o.signal);
     // Errors after the head reach the body stream (an aborted or truncated body); this
     // listener keeps them from being unhandled on the request too.
     req.on("error", (e) => {

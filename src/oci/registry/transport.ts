@@ -1,7 +1,8 @@
 /**
  * HTTP to registries, as layers around one send:
  *
- *   scheme (scheme.ts: https, or http where allowed, per host)
+ *   scheme (scheme.ts: https, or http where allowed, per host; a first request's scheme
+ *           is a guess, which `confirming`, over the wire, checks against the answer)
  *   -> retry (retry.ts: the one policy: retryable failures, backoff, Retry-After, onRetry)
  *   -> redirects (redirects.ts: 3xx followed, to other hosts too)
  *   -> auth (auth-layer.ts: Authorization for the registry's own host, 401 challenges)
@@ -19,7 +20,7 @@ import { type Exchange, firstHeader, type HttpRequest, type HttpResponse, type R
 import { hostOf, isLoopbackHost } from "./hosts.js";
 import { redirecting } from "./redirects.js";
 import { abortError, RetryPolicy, statusCause } from "./retry.js";
-import { SchemeChooser } from "./scheme.js";
+import { confirming, SchemeChooser, SchemeRefuted } from "./scheme.js";
 import type { RegistryOptions } from "./types.js";
 import { Wire } from "./wire.js";
 
@@ -74,20 +75,27 @@ export class Transport {
     this.scheme = new SchemeChooser(opts, this.wire);
     const credentials = new CredentialStore({ authConfigPath: opts.authConfigPath, env: opts.env ?? {} });
     this.auth = new Authenticator(credentials, tokenSender(this.wire, this.retry));
-    this.send = retrying(this.retry, redirecting(authenticating(this.auth, onWire(this.wire))));
+    this.send = retrying(this.retry, redirecting(authenticating(this.auth, confirming(this.scheme, onWire(this.wire)))));
   }
 
   async request(req: HttpRequest): Promise<HttpResponse> {
-    const origin = new URL(await this.scheme.base(req.registry, req.signal));
-    const ex: Exchange = { req, origin, scopes: req.scopes ?? [], authRetried: false };
-    let res: Reply;
-    try {
-      res = await this.send(ex, { url: new URL(req.path, origin) });
-    } catch (e) {
-      if (req.signal?.aborted) throw abortError(req.signal);
-      throw networkError(req.registry, req.what, e);
+    let { base, guess } = await this.scheme.origin(req.registry);
+    for (;;) {
+      const origin = new URL(base);
+      const ex: Exchange = { req, origin, scopes: req.scopes ?? [], authRetried: false, guess: guess ? { confirmed: false } : undefined };
+      let res: Reply;
+      try {
+        res = await this.send(ex, { url: new URL(req.path, origin) });
+      } catch (e) {
+        if (req.signal?.aborted) throw abortError(req.signal);
+        if (!(e instanceof SchemeRefuted)) throw networkError(req.registry, req.what, e);
+        // The guessed scheme was wrong: the request again, at the base the probe picked.
+        base = await this.scheme.decide(req.registry, req.signal);
+        guess = false;
+        continue;
+      }
+      return accept(req, res);
     }
-    return accept(req, res);
   }
 
   async close(): Promise<void> {

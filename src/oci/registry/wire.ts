@@ -8,22 +8,29 @@ import type { Agent } from "node:http";
 import { VERSION } from "../../version.js";
 import { skipsVerify } from "./hosts.js";
 import { HostAgents, send, type HttpResult, type SendOptions } from "./http.js";
-import { TlsTrust } from "./tls.js";
+import type { TlsTrust } from "./tls.js";
 import type { RegistryOptions } from "./types.js";
 
 export class Wire {
   private readonly agents = new Map<string, HostAgents>();
-  /** CAs, client certificates and verification per host (tls.ts). */
-  private readonly tls: TlsTrust;
+  /**
+   * CAs, client certificates and verification per host (tls.ts), made at the first HTTPS
+   * request: tls.ts loads node:tls, which a build against a plain-HTTP registry never needs.
+   */
+  private tls?: Promise<TlsTrust>;
   private readonly userAgent: string;
 
   constructor(
-    opts: RegistryOptions,
+    private readonly opts: RegistryOptions,
     /** A request stalled this long fails with REGISTRY_TIMEOUT. */
     readonly timeoutMs: number,
   ) {
     this.userAgent = opts.userAgent ?? `ocibuild/${VERSION}`;
-    this.tls = new TlsTrust(opts, (host) => skipsVerify(opts, host));
+  }
+
+  private async tlsOptions(host: string): ReturnType<TlsTrust["options"]> {
+    this.tls ??= import("./tls.js").then(({ TlsTrust }) => new TlsTrust(this.opts, (h) => skipsVerify(this.opts, h)));
+    return (await this.tls).options(host);
   }
 
   /** The connection pools for a URL's host (plain or TLS by its scheme). */
@@ -31,7 +38,7 @@ export class Wire {
     let a = this.agents.get(url.host);
     if (!a) {
       const host = url.host;
-      a = new HostAgents(() => this.tls.options(host));
+      a = new HostAgents(() => this.tlsOptions(host));
       this.agents.set(host, a);
     }
     return a.forUrl(url);

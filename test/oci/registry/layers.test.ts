@@ -4,8 +4,9 @@
  * 503 and 429 with Retry-After, a dropped connection, a stalled answer, redirects
  * to another host, Basic and Bearer challenges, a token service that fails.
  */
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { createServer as createTlsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -16,6 +17,7 @@ import { parseReference } from "../../../src/oci/reference.js";
 import { mayUseHttp } from "../../../src/oci/registry/hosts.js";
 import { RegistryClient, type RegistryOptions, type RetryEvent } from "../../../src/oci/registry/index.js";
 import { type HttpRequest, Transport } from "../../../src/oci/registry/transport.js";
+import { haveOpenssl, makeCA } from "../../helpers/registry-tls.js";
 
 interface Seen {
   method: string;
@@ -31,14 +33,19 @@ interface TestServer {
   stop(): Promise<void>;
 }
 
-/** A server on `address` answering /v2/ as a registry does (unless `registry` is false) and everything else with `handle`. */
+/**
+ * A server on `address` answering as a registry does (unless `registry` is false): /v2/
+ * with 200, and its API version header on every answer (as Distribution sends it);
+ * everything else with `handle`.
+ */
 async function serve(handle: (req: IncomingMessage, res: ServerResponse, n: number) => void, o: { address?: string; registry?: boolean } = {}): Promise<TestServer> {
   const seen: Seen[] = [];
   const t: TestServer = { host: "", seen, clientErrors: 0, stop: async () => {} };
   const server = createServer((req, res) => {
     seen.push({ method: req.method!, url: req.url!, authorization: req.headers.authorization });
+    if (o.registry !== false) res.setHeader("docker-distribution-api-version", "registry/2.0");
     if (req.url === "/v2/" && o.registry !== false) {
-      res.writeHead(200, { "docker-distribution-api-version": "registry/2.0" }).end("{}");
+      res.writeHead(200).end("{}");
       return;
     }
     handle(req, res, seen.filter((s) => s.url === req.url).length);
@@ -199,9 +206,8 @@ describe("the auth layer and token requests", () => {
     const err = (await get({}, registry.host, "/v2/never/blobs/sha256:0000").catch((e: unknown) => e)) as OcibuildError;
     expect(err.code).toBe("REGISTRY_UNAUTHORIZED");
     expect(err.message).toContain(registry.host);
-    // The plain /v2/ probe, then the request twice: without a token and with one.
+    // No /v2/ probe first: the request twice, without a token and with one.
     expect(registry.seen.slice(before).map((x) => [x.url, x.authorization !== undefined])).toEqual([
-      ["/v2/", false],
       ["/v2/never/blobs/sha256:0000", false],
       ["/v2/never/blobs/sha256:0000", true],
     ]);
@@ -252,19 +258,45 @@ describe("the scheme layer", () => {
     expect(mayUseHttp({ registryMirrors: ["https://mirror.example:5000"] }, "mirror.example:5000")).toBe(false);
   });
 
-  it("speaks plain HTTP to a loopback registry at once, and probes HTTPS first when the host does not answer as a registry", async () => {
+  it("sends a loopback registry's first request over plain HTTP at once, and probes (HTTPS first) when the host does not answer as a registry", async () => {
     const reg = await serve((_req, res) => void res.writeHead(200).end("blob"));
     const other = await serve((req, res) => void res.writeHead(200).end(req.url === "/v2/" ? "{}" : "blob"), { registry: false });
     try {
+      // No /v2/ probe before the request: its answer (with the API version header) settles the scheme.
       expect(await get({}, reg.host)).toEqual({ status: 200, text: "blob" });
-      expect(reg.seen.map((x) => x.url)).toEqual(["/v2/", BLOB]);
+      expect(reg.seen.map((x) => x.url)).toEqual([BLOB]);
       expect(reg.clientErrors).toBe(0);
+      // An answer without it is held while the probe decides: plain /v2/ (no registry), HTTPS (refused), so plain HTTP after all.
       expect(await get({}, other.host)).toEqual({ status: 200, text: "blob" });
       expect(other.clientErrors).toBe(1);
-      expect(other.seen.map((x) => x.url)).toEqual(["/v2/", BLOB]);
+      expect(other.seen.map((x) => x.url)).toEqual([BLOB, "/v2/"]);
     } finally {
       await reg.stop();
       await other.stop();
+    }
+  });
+
+  it.skipIf(!haveOpenssl())("sends the first request again over HTTPS when a loopback host speaks only TLS", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "ocibuild-scheme-"));
+    const ca = await makeCA(dir);
+    const seen: string[] = [];
+    let plainTries = 0;
+    const server = createTlsServer({ cert: await readFile(ca.serverCert), key: await readFile(ca.serverKey) }, (req, res) => {
+      seen.push(req.url!);
+      res.writeHead(200, { "docker-distribution-api-version": "registry/2.0" }).end(req.url === "/v2/" ? "{}" : "blob");
+    });
+    server.on("tlsClientError", () => plainTries++);
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      expect(await get({ registryCertificates: { [host]: ca.caCert } }, host)).toEqual({ status: 200, text: "blob" });
+      // The guess (plain HTTP) and the plain /v2/ probe fail the handshake; HTTPS /v2/ answers; the request again over HTTPS.
+      expect(plainTries).toBe(2);
+      expect(seen).toEqual(["/v2/", BLOB]);
+    } finally {
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });
