@@ -15,6 +15,8 @@ export interface CliIO {
  * `-`, `-f -` and `run -i` read it.
  */
 export function processIO(): CliIO {
+  quietOnClosedPipe(process.stdout);
+  quietOnClosedPipe(process.stderr);
   return {
     stdout: process.stdout,
     stderr: process.stderr,
@@ -24,6 +26,18 @@ export function processIO(): CliIO {
     env: process.env,
     cwd: process.cwd(),
   };
+}
+
+/**
+ * A reader that goes away (`ocibuild ... | head`) makes the next write fail with EPIPE,
+ * an 'error' event that would end the process with a stack trace. What is written there
+ * is the command's report, not its work: the writes stop being seen and the command
+ * goes on to its own end and exit status, as it does when nobody reads a file it writes to.
+ */
+function quietOnClosedPipe(stream: NodeJS.WriteStream): void {
+  stream.on("error", (e: NodeJS.ErrnoException) => {
+    if (e.code !== "EPIPE" && e.code !== "ERR_STREAM_DESTROYED") throw e;
+  });
 }
 
 /** A command: parses its own arguments, returns an exit code, throws OcibuildError on failure. */

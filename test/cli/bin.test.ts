@@ -85,6 +85,15 @@ describe("bin/ocibuild runs the bundle", () => {
     expect(viaBin.stderr).toBe("");
   });
 
+  it("a reader that goes away (| head) ends no command with a stack trace: it finishes with its own status", async () => {
+    // A parse dump much larger than a pipe's buffer, read by a reader that takes one byte and leaves.
+    const dockerfile = join(work, "Dockerfile.long");
+    await writeFile(dockerfile, `FROM scratch\n${Array.from({ length: 4000 }, (_, i) => `ENV VARIABLE_NUMBER_${i}=value-${i}\n`).join("")}`);
+    const script = `"$0" parse "$1" | head -c 1 >/dev/null; echo "status ${"$"}{PIPESTATUS[0]}" >&2`;
+    const r = await exec("bash", ["-c", script, join(work, "bin/ocibuild"), dockerfile], { env: { ...process.env, NO_COLOR: "1" } });
+    expect(r.stderr).toBe("status 0\n");
+  });
+
   it("writes a code cache per command after a successful run, then reuses it unchanged", async () => {
     const cacheDir = join(work, "dist/.v8-cache");
     await rm(cacheDir, { recursive: true, force: true });
