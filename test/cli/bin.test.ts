@@ -94,7 +94,7 @@ describe("bin/ocibuild runs the bundle", () => {
     expect(r.stderr).toBe("status 0\n");
   });
 
-  it("writes a code cache per command after a successful run, then reuses it unchanged", async () => {
+  it("writes a code cache per command after a successful run, learns from the next runs, then reuses it unchanged", async () => {
     const cacheDir = join(work, "dist/.v8-cache");
     await rm(cacheDir, { recursive: true, force: true });
     const dockerfile = join(root, "testdata/hello/Dockerfile");
@@ -102,13 +102,26 @@ describe("bin/ocibuild runs the bundle", () => {
     const files = (await readdir(cacheDir)).filter((f) => f.endsWith(".bin"));
     expect(files).toHaveLength(1);
     expect(files[0]).toMatch(/^parse-v\d+\.\d+\.\d+-/);
+    const runs = () => readFile(join(cacheDir, `${files[0]!}.runs`), "utf8");
+    expect(await runs()).toBe("1");
+    const first = (await stat(join(cacheDir, files[0]!))).size;
+    // The next runs learn: each writes the cache again with what it compiled besides
+    // (--check validates every instruction, code the first run never compiled).
+    expect((await runBin(work, ["parse", "--check", dockerfile])).code).toBe(0);
+    expect(await runs()).toBe("2");
+    expect((await stat(join(cacheDir, files[0]!))).size).toBeGreaterThan(first);
+    for (const n of ["3", "4"]) {
+      expect((await runBin(work, ["parse", dockerfile])).code).toBe(0);
+      expect(await runs()).toBe(n);
+    }
+    // Then it is only read: V8 accepted it, so it is not rewritten.
     const before = await stat(join(cacheDir, files[0]!));
     const bytes = await readFile(join(cacheDir, files[0]!));
-    // A second run is served from the cache: V8 accepted it, so it is not rewritten.
     expect((await runBin(work, ["parse", dockerfile])).code).toBe(0);
     const after = await stat(join(cacheDir, files[0]!));
     expect(after.mtimeMs).toBe(before.mtimeMs);
     expect(await readFile(join(cacheDir, files[0]!))).toEqual(bytes);
+    expect(await runs()).toBe("4");
     // A failed run writes no cache for its command.
     expect((await runBin(work, ["inspect", "--no-such-flag"])).code).toBe(2);
     expect((await readdir(cacheDir)).filter((f) => f.startsWith("inspect-"))).toEqual([]);
