@@ -37,6 +37,7 @@ import { areOpaque, getXattrs } from "./native.js";
 import { lstatOrNull, lstatOrNullSync } from "./util.js";
 import { WH_OPAQUE, WH_PREFIX } from "./path.js";
 import { entryFor, joinRel, unchanged, whiteout, xattrChanges, type Item } from "./snapshot-compare.js";
+import { monotonicMs } from "../../clock.js";
 
 export interface SnapshotOptions {
   /**
@@ -112,7 +113,7 @@ class TreeDiff {
   /** Content and xattrs of what fullInto walks are read in the upperdir (see MountedRoot.plainUpper). */
   private readonly upperReads: boolean;
   /** When the synchronous walk last let the event loop run (see breathe). */
-  private sliceStart = performance.now();
+  private sliceStart = monotonicMs();
 
   /** The lower view of `lowerDirs`, and the paths in both trees whose xattrs differ. */
   static async open(root: MountedRoot, lowerDirs: string[], opts: SnapshotOptions): Promise<TreeDiff> {
@@ -277,9 +278,9 @@ class TreeDiff {
    * for the whole of a 100k-file tree.
    */
   private async breathe(): Promise<void> {
-    if (performance.now() - this.sliceStart < SLICE_MS) return;
+    if (monotonicMs() - this.sliceStart < SLICE_MS) return;
     await new Promise<void>((r) => setImmediate(r));
-    this.sliceStart = performance.now();
+    this.sliceStart = monotonicMs();
   }
 
   private withSelf(rel: string, self: Item | null, below: Item[]): Item[] {
