@@ -28,7 +28,7 @@ import type { BwrapOptions } from "./sandbox/bwrap.js";
 import { layerFormat } from "./layer-convert.js";
 import type { LayerCompression } from "../oci/layer-compression.js";
 import type { Executor } from "./sandbox/index.js";
-import type { CacheSummary, StepReport } from "./stage-runner.js";
+import type { CacheSummary, StepReport } from "./step-report.js";
 import { baseResolver, createRunner, layerConversion, noCacheStages, onceMode } from "./build-runner.js";
 import { resolveSecrets, startSshAgents, type SecretSpec, type SshAgents, type SshSpec } from "./secrets.js";
 import { FileHasher } from "../cache/file-hash.js";

@@ -51,6 +51,12 @@ export interface StepOutcome {
   unknown?: boolean;
   /** The step as the report shows it: RUN as written, the others expanded. */
   instruction: string;
+  /**
+   * A built step: resolves once its layer's blob is written (LayerRecord.written) and its
+   * cache record stored, which may be after the next step started; rejects with the
+   * blob write's error. Whoever runs the steps awaits it before the stage is done.
+   */
+  settled?: Promise<void>;
 }
 
 export function layerChain(state: StageState, memo?: Map<string, string>): string {
@@ -120,8 +126,8 @@ export async function cachedStep(
   const reason = await missReason(cache, found.corrupt, step.layered && opts.parentUnknown, opts.slot, inputs, ctx);
   if (cache.dryRun && step.layered) return { ...miss, state, reason, unknown: true };
   const executed = await executeChecked(plan, state, ctx);
-  const seconds = (monotonicMs() - started) / 1000;
-  return { ...miss, state: await storeBuilt(state, executed, instr, cache, ctx, { key, slot: opts.slot, inputs, seconds }), reason };
+  const built = storeBuilt(state, executed, instr, cache, ctx, { key, slot: opts.slot, inputs, started });
+  return { ...miss, state: built.state, settled: built.stored, reason };
 }
 
 /**
@@ -175,24 +181,31 @@ async function missReason(cache: CacheContext, corrupt: string | undefined, pare
  * A built step's cache record, stored: the layer it added, and its history entry,
  * which carries the time it was built (a later hit reuses it, so a fully cached
  * rebuild yields the same config, and so the same image digest). Returns the state
- * with that entry.
+ * with that entry at once, and the store, made once the layer's blob is written
+ * (`stored`; the time the record keeps runs until then).
  */
-async function storeBuilt(
+function storeBuilt(
   before: StageState,
   executed: StageState,
   instr: Instruction,
   cache: CacheContext,
   ctx: StepContext,
-  r: Pick<CacheRecord, "key" | "slot" | "inputs" | "seconds">,
-): Promise<StageState> {
+  r: Pick<CacheRecord, "key" | "slot" | "inputs"> & { started: number },
+): { state: StageState; stored: Promise<void> } {
   const added = executed.layers.length > before.layers.length ? executed.layers[executed.layers.length - 1]! : undefined;
   const created = new Date().toISOString().replace(/\.\d{3}Z$/, "Z");
   const last = executed.history[executed.history.length - 1] ?? { created_by: instr.original };
   const history = { created, created_by: last.created_by, comment: last.comment, ...(added ? {} : { empty_layer: true }) };
-  const rec: CacheRecord = { key: r.key, slot: r.slot, inputs: r.inputs, history: mapCreatedBy(history, (t) => cache.redactor.seal(t)), seconds: r.seconds, created };
-  if (added) rec.layer = { mediaType: added.descriptor.mediaType, digest: added.descriptor.digest, diffId: added.diffId, size: added.descriptor.size };
-  await store(cache, rec, ctx);
-  return { ...executed, history: [...executed.history.slice(0, -1), history] };
+  const stored = (async () => {
+    await added?.written;
+    const seconds = (monotonicMs() - r.started) / 1000;
+    const rec: CacheRecord = { key: r.key, slot: r.slot, inputs: r.inputs, history: mapCreatedBy(history, (t) => cache.redactor.seal(t)), seconds, created };
+    if (added) rec.layer = { mediaType: added.descriptor.mediaType, digest: added.descriptor.digest, diffId: added.diffId, size: added.descriptor.size };
+    await store(cache, rec, ctx);
+  })();
+  // Awaited by the stage runner; this keeps a failure from being unhandled until then.
+  stored.catch(() => {});
+  return { state: { ...executed, history: [...executed.history.slice(0, -1), history] }, stored };
 }
 
 function sealInputs(i: KeyInputs, r: Redactor): KeyInputs {

@@ -25,7 +25,7 @@ import type { DiffIdRecords } from "./fs/base-layers.js";
 import { assembleImage, assembleIndex, type BuiltArtifact, type BuiltImage } from "./image.js";
 import { stageImage } from "./stage-image.js";
 import type { StageState } from "./stage-state.js";
-import type { StepReport } from "./stage-runner.js";
+import type { StepReport } from "./step-report.js";
 
 /** A signing key (BuildOptions.sign): a PEM file, and its password for cosign's encrypted format. */
 export interface SignOptions {

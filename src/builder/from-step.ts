@@ -14,7 +14,7 @@ import type { ResolvedBase } from "./base-resolve.js";
 import { layersExtracted, readyLayers } from "./fs/step-root.js";
 import type { LayerRecord, StageState } from "./stage-state.js";
 import type { StepContext } from "./step-context.js";
-import type { StepReport } from "./stage-runner.js";
+import type { StepReport } from "./step-report.js";
 
 /** What a FROM step's report adds: the base, how it was resolved, what was pulled of it. */
 export interface BaseReport {

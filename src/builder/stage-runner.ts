@@ -6,19 +6,16 @@
  * the cache; a step that reads another stage waits for it, holding no slot of
  * the core limit (at most that many steps run at once).
  */
-import type pLimit from "p-limit";
-import { dockerfileError, locateError, parseOnbuildTriggers, suggest, type Instruction, type ParseResult, type Stage, type StagePlan } from "../dockerfile/index.js";
+import { dockerfileError, locateError, parseOnbuildTriggers, suggest, type Instruction, type Stage, type StagePlan } from "../dockerfile/index.js";
 import { findStage, instructionSources } from "../dockerfile/stages.js";
 import { formatPlatform, type Platform } from "../oci/platform.js";
 import { scratchState } from "./base.js";
-import type { RegistryClient } from "../oci/registry/index.js";
-import type { BaseResolver, ResolvedBase } from "./base-resolve.js";
-import { FromStep, type BaseReport } from "./from-step.js";
+import type { ResolvedBase } from "./base-resolve.js";
+import { FromStep } from "./from-step.js";
 import { cachedStep, layerChain, slotOf, type CacheContext } from "./cached-step.js";
 import { emulationError, emulationStatus, runsNatively } from "./emulation.js";
-import type { BuildEvent, EventSink } from "./events.js";
+import type { BuildEvent } from "./events.js";
 import { withConfig, type StageState } from "./stage-state.js";
-import type { ArgSources } from "./steps/index.js";
 import type { StepContext } from "./step-context.js";
 import { isOcibuildError, optionWords } from "../errors.js";
 import { monotonicMs } from "../clock.js";
@@ -26,89 +23,8 @@ import type { Digest } from "../oci/digest.js";
 import { parseReference } from "../oci/reference.js";
 import type { Material } from "../attest/provenance.js";
 import { baseImageMaterial } from "./attest.js";
-import type { NamedContexts } from "./named-contexts.js";
-
-export interface StepReport {
-  stage: string;
-  /** The platform the step ran for (multi-platform builds). */
-  platform?: string;
-  instruction: string;
-  line: number;
-  cached: boolean;
-  reason?: string;
-  seconds: number;
-  layer: string | null;
-  /** The step's cache key (what provenance's max mode records). */
-  key: string;
-  /** FROM of a registry image (step 1 of its stage): the base, how it was resolved, what this build pulled of it. */
-  base?: BaseReport;
-}
-
-export interface CacheSummary {
-  hits: number;
-  misses: number;
-  secondsSaved: number;
-  bytesReused: number;
-}
-
-interface StageDone {
-  state: StageState;
-  /** Key of the stage's last step (the identity a `FROM stage` child chains on). */
-  key: string;
-  /** Dry run: something in the stage would run, so its result is not known. */
-  unknown: boolean;
-  reports: StepReport[];
-}
-
-/** A stage as far as it got: its state, the key of its last step (or its base's identity), and whether a dry run left it unknown. */
-interface StageProgress {
-  state: StageState;
-  key: string;
-  unknown: boolean;
-}
-
-/** What every step of one stage execution shares. */
-interface StageWalk {
-  plan: StagePlan;
-  label: string;
-  platformText: string;
-  /** `{ platform }` on events and reports when several platforms are built. */
-  tag: { platform?: string };
-  emulated: boolean;
-  total: number;
-  /** How many ONBUILD triggers run before the stage's own instructions. */
-  triggers: number;
-  /** What the stage was based on, for the report. */
-  base: string;
-  /** The stage's FROM step (a registry image base), step 1: the instructions' steps come after it. */
-  from?: FromStep;
-  args: ArgSources;
-  ctx: Omit<StepContext, "current">;
-  cache: CacheContext;
-}
-
-export interface RunnerOptions {
-  parsed: ParseResult;
-  buildArgs: Record<string, string>;
-  host: Platform;
-  /** Label steps with their platform (several targets). */
-  multiPlatform: boolean;
-  project: string;
-  ctx: Omit<StepContext, "stage" | "image" | "current">;
-  cache: Omit<CacheContext, "stageChain">;
-  registry: RegistryClient;
-  /** The build's named contexts: they replace stages and images of their names. */
-  named?: NamedContexts;
-  /** Indexes of the stages whose steps are rebuilt without a cache lookup (the noCacheFilter option). */
-  noCacheStages: ReadonlySet<number>;
-  /** The build's base images, some already being resolved. */
-  bases: BaseResolver;
-  limit: ReturnType<typeof pLimit>;
-  emit: EventSink;
-  signal?: AbortSignal;
-  /** Aborted at the build's first stage failure: the steps' signal (ctx.signal) follows it, so running steps stop. */
-  stopSteps?: AbortController;
-}
+import { stepEnded, type CacheSummary, type StepReport } from "./step-report.js";
+import type { RunnerOptions, StageDone, StageProgress, StageWalk } from "./stage-walk.js";
 
 /** A resolved image as provenance names it: BuildKit's pkg:docker URI and its manifest digest. */
 function imageMaterial(ref: string, state: StageState): Material {
@@ -201,13 +117,18 @@ export class StageRunner {
       return await this.execute(plan, stage, target);
     } catch (e) {
       // A step stopped because another stage failed reports that stage's error.
-      if (this.failure) throw this.failure.error;
-      this.failure = { error: e };
-      this.o.stopSteps?.abort(e);
-      throw e;
+      throw this.stop(e);
     } finally {
       await settled;
     }
+  }
+
+  /** The build's first failure (kept, and the running steps stopped), which every later one reports as its own. */
+  private stop(e: unknown): unknown {
+    if (this.failure) return this.failure.error;
+    this.failure = { error: e };
+    this.o.stopSteps?.abort(e);
+    return e;
   }
 
   /** The core limit's slot for `work`, unless a stage of the build failed (then its error). */
@@ -298,15 +219,45 @@ export class StageRunner {
       cache: this.stageCache(plan, stage, target),
     };
     let done: StageProgress = { state: triggers.length > 0 ? withConfig(start.state, { OnBuild: null }) : start.state, key: start.key, unknown: start.unknown };
-    const reports: StepReport[] = [];
-    for (const [i, instr] of instructions.entries()) {
-      await this.sources(plan, instr, target);
-      this.o.signal?.throwIfAborted();
-      const before = done;
-      // The core limit holds per step that runs: a stage waiting for another holds no slot.
-      done = await this.slot(() => this.step(walk, i, instr, before, reports));
+    // Each step's report, once the step has settled (its layer's blob written, which may be while the next steps run).
+    const reports: Promise<StepReport>[] = [];
+    try {
+      for (let i = 0; i < instructions.length; ) {
+        await this.sources(plan, instructions[i]!, target);
+        this.o.signal?.throwIfAborted();
+        const [first, before] = [i, done];
+        // The core limit holds per step that runs: a stage waiting for another holds no slot.
+        [done, i] = await this.slot(() => this.steps(walk, instructions, first, before, reports));
+      }
+    } finally {
+      // A stage is done, or has failed, only once no blob of it is still being written.
+      await Promise.allSettled(reports);
     }
-    return { ...done, reports: from ? [from.end(), ...reports] : reports };
+    const settled = await Promise.all(reports);
+    return { ...done, reports: from ? [from.end(), ...settled] : settled };
+  }
+
+  /**
+   * Step `i` of a stage in a slot of the core limit, and the steps after it while each
+   * leaves its layer still compressed (StepOutcome.settled): the next step takes the slot
+   * over then, as the step itself would have gone on, unless it reads another stage. The
+   * slot is kept until the last one's layer is written, so a step and its layer's
+   * compression hold one slot. Returns the stage after them and the next step's index.
+   */
+  private async steps(walk: StageWalk, instructions: Instruction[], i: number, before: StageProgress, reports: Promise<StepReport>[]): Promise<[StageProgress, number]> {
+    let last = await this.step(walk, i, instructions[i]!, before, reports);
+    for (i++; last.pending && i < instructions.length && !this.readsStage(walk.plan, instructions[i]!); i++) {
+      if (this.failure) throw this.failure.error;
+      this.o.signal?.throwIfAborted();
+      last = await this.step(walk, i, instructions[i]!, last, reports);
+    }
+    await reports.at(-1);
+    return [last, i];
+  }
+
+  /** Whether `instr` reads another stage of `plan` (COPY --from, RUN --mount from=; not a named context). */
+  private readsStage(plan: StagePlan, instr: Instruction): boolean {
+    return instructionSources(instr).some((n) => !this.o.named?.has(n) && findStage(plan, n) !== undefined);
   }
 
   /** The FROM step of a stage on a registry image, begun (and ended at once when its layers are here already). */
@@ -356,8 +307,12 @@ export class StageRunner {
     };
   }
 
-  /** Instruction `i` of a stage through the cache (step i + 1, after FROM when the stage has one): its events, its report (pushed to `reports`), the stage after it. */
-  private async step(walk: StageWalk, i: number, instr: Instruction, before: StageProgress, reports: StepReport[]): Promise<StageProgress> {
+  /**
+   * Instruction `i` of a stage through the cache (step i + 1, after FROM when the stage
+   * has one): its events, its report (pushed to `reports`, settled once the step is:
+   * see StepOutcome.settled), the stage after it.
+   */
+  private async step(walk: StageWalk, i: number, instr: Instruction, before: StageProgress, reports: Promise<StepReport>[]): Promise<StageProgress & { pending: boolean }> {
     const o = this.o;
     const { label, tag, total, from } = walk;
     const n = i + 1 + (from ? 1 : 0);
@@ -370,6 +325,7 @@ export class StageRunner {
       current: { stage: label, step: n, instruction: instr },
       image: (ref, p) => this.imageAt(ref, p, instr, walk.plan).then((r) => r.state),
       beforeRoot: from ? (state) => from.beforeRoot(state, stepCtx) : undefined,
+      deferLayerBlobs: true,
     };
     const out = await cachedStep(before.state, instr, stepCtx, walk.cache, {
       args: walk.args,
@@ -381,19 +337,19 @@ export class StageRunner {
     });
     // The base's pull, when this step needed it, is the FROM step's time.
     const pulling = from?.takeWait() ?? 0;
-    const seconds = out.cached ? 0 : Math.max(0, (monotonicMs() - started) / 1000 - pulling);
     if (out.cached) {
       this.summary.hits++;
       this.summary.secondsSaved += out.savedSeconds;
       this.summary.bytesReused += out.reusedBytes;
     } else this.summary.misses++;
-    const layer = out.state.layers.length > before.state.layers.length ? out.state.layers[out.state.layers.length - 1]!.descriptor.digest : null;
-    const shown = out.instruction.replace(/ # ocibuild$/, "");
-    const report: StepReport = { stage: label, ...tag, instruction: shown, line: instr.range.startLine, cached: out.cached, seconds, layer, key: out.key };
-    if (!out.cached) report.reason = out.reason;
+    const end = () => stepEnded(out, before.state, { stage: label, step: n, total, instr, tag, seconds: out.cached ? 0 : Math.max(0, (monotonicMs() - started) / 1000 - pulling) }, o.emit);
+    // A step whose blob is still being written ends (its event, its report) once it is, and
+    // after the step before it ended (a stage's steps end in order); the next step starts now.
+    const prev = reports.at(-1);
+    const report = out.settled || prev ? Promise.all([prev, out.settled]).then(end) : Promise.resolve(end());
+    // Its failure stops the stage's later steps (and the build's), as a failure of the step itself would.
+    report.catch((e: unknown) => this.stop(e));
     reports.push(report);
-    const reason = out.reason && !out.cached ? { reason: out.reason } : {};
-    o.emit({ type: "step-end", stage: label, step: n, total, instruction: shown, line: instr.range.startLine, cached: out.cached, ...reason, seconds, layer, ...tag });
-    return { state: out.state, key: out.key, unknown: before.unknown || out.unknown === true };
+    return { state: out.state, key: out.key, unknown: before.unknown || out.unknown === true, pending: out.settled !== undefined };
   }
 }

@@ -16,6 +16,44 @@ export interface LayerRecord {
   readonly source: LayerSource;
   /** A directory holding this layer alone in overlay form, when already materialised. */
   readonly dir?: string;
+  /**
+   * Set on a layer a step has just made whose blob is still being compressed and
+   * written (see deferredLayer): resolves once `descriptor` can be read, and rejects
+   * with the write's error. Its DiffID and directory are there from the start.
+   */
+  readonly written?: Promise<void>;
+}
+
+/**
+ * A step's new layer, usable by the next step (its DiffID keys that step, its directory
+ * is that step's lower layer) while its blob is still being compressed: `blob` gives
+ * the descriptor once written. Reading `descriptor` before `written` resolves is an
+ * internal error, thrown loudly rather than passing a wrong digest on; a spread of
+ * the record reads it too, so it copies nothing unfinished either.
+ */
+export function deferredLayer(diffId: DiffID, dir: string | undefined, blob: Promise<Descriptor>): LayerRecord {
+  let descriptor: Descriptor | undefined;
+  const written = blob.then((d) => {
+    descriptor = d;
+  });
+  // The write's failure is the step's: whoever awaits `written` sees it; this only keeps
+  // it from being an unhandled rejection in between.
+  written.catch(() => {});
+  return {
+    get descriptor(): Descriptor {
+      if (descriptor === undefined) throw new Error(`internal: the descriptor of layer ${diffId} was read before its blob was written`);
+      return descriptor;
+    },
+    diffId,
+    source: { kind: "local" },
+    ...(dir !== undefined ? { dir } : {}),
+    written,
+  };
+}
+
+/** Resolves when every layer of `layers` has its blob written (rejects with the first write's error). */
+export async function layersWritten(layers: readonly LayerRecord[]): Promise<void> {
+  await Promise.all(layers.map((l) => l.written));
 }
 
 export interface StageState {

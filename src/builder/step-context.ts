@@ -60,6 +60,12 @@ export interface StepContext {
   /** Most bytes a pulled layer may decompress to (BuildOptions.maxLayerSize). */
   readonly maxLayerSize?: number;
   readonly forceCopySnapshots?: boolean;
+  /**
+   * A step's new layer may come back before its blob is compressed and written
+   * (fs/step-root.ts mutateRoot, LayerRecord.written): set by the stage runner, which
+   * awaits each step's StepOutcome.settled before its stage is done.
+   */
+  readonly deferLayerBlobs?: boolean;
   /** Where the base images and ADD sources the build resolves are recorded, for provenance. */
   readonly materials?: MaterialSet;
   readonly signal?: AbortSignal;

@@ -67,7 +67,11 @@ export class HashingStream extends Transform {
   size = 0;
   private hex?: string;
 
-  constructor(readonly algorithm = "sha256") {
+  /** `onEnd`: called with the digest and size as soon as the last input byte is hashed (the output may still be on its way downstream). */
+  constructor(
+    readonly algorithm = "sha256",
+    private readonly onEnd?: (hex: string, size: number) => void,
+  ) {
     super();
     this.hash = createHash(algorithm);
   }
@@ -80,6 +84,7 @@ export class HashingStream extends Transform {
 
   override _flush(cb: TransformCallback): void {
     this.hex = this.hash.digest("hex");
+    this.onEnd?.(this.hex, this.size);
     cb();
   }
 

@@ -60,6 +60,13 @@ export interface LayerWriteOptions {
   /** Seconds since the epoch (SOURCE_DATE_EPOCH): every mtime later than this is clamped down to it. */
   sourceDateEpoch?: number;
   signal?: AbortSignal;
+  /**
+   * Called once the whole tar has been produced and hashed, with its DiffID and size,
+   * while its compressed bytes may still be on their way (a small layer's gzip member
+   * takes tens of milliseconds after its last file was read). Every file of the layer
+   * has been read by then. The write's own promise still settles as before.
+   */
+  onTar?: (tar: { diffId: DiffID; size: number }) => void;
 }
 
 export interface WrittenLayer {
@@ -167,7 +174,8 @@ export async function writeLayer(
   checkLevel(compression, level);
   const { signal } = opts;
   checkAborted(signal, "writing the layer");
-  const tarHash = new HashingStream();
+  const onTar = opts.onTar;
+  const tarHash = new HashingStream("sha256", onTar && ((hex, size) => onTar({ diffId: `sha256:${hex}` as DiffID, size })));
   const blobHash = compression === "uncompressed" ? tarHash : new HashingStream();
   const source = Readable.from(tarChunks(entries, { sourceDateEpoch: opts.sourceDateEpoch, signal }), { objectMode: false });
   const popts = signal ? { signal } : {};

@@ -49,10 +49,14 @@ describe.skipIf(!ready)("stage scheduling: steps before a COPY --from overlap it
     expect(at(events, "step-start", "RUN echo early > /early")).toBeLessThan(srcEnd);
     // The COPY waits for its source: it starts after the source's RUN ended.
     expect(at(events, "step-start", "COPY --from=src /made /made")).toBeGreaterThan(srcEnd);
-    // Each stage's steps start and end in order.
+    // Each stage's steps start in order and end in order, each after its start (the next
+    // step may start before a step's end: see layer-overlap.test.ts).
     for (const stage of new Set(events.map((e) => e.stage))) {
       const mine = events.filter((e) => e.stage === stage && !e.instruction.startsWith("FROM "));
-      expect(mine.map((e) => `${e.type}:${e.step}`)).toEqual(mine.flatMap((e, i) => (i % 2 === 0 ? [`step-start:${e.step}`, `step-end:${e.step}`] : [])));
+      const starts = mine.filter((e) => e.type === "step-start").map((e) => e.step);
+      expect(starts).toEqual([...starts].sort((a, b) => a - b));
+      expect(mine.filter((e) => e.type === "step-end").map((e) => e.step)).toEqual(starts);
+      for (const [i, e] of mine.entries()) if (e.type === "step-end") expect(mine.findIndex((x) => x.type === "step-start" && x.step === e.step)).toBeLessThan(i);
     }
   }, 60_000);
 
@@ -77,10 +81,14 @@ describe.skipIf(!ready)("stage scheduling: steps before a COPY --from overlap it
     const { events, error } = await buildSteps("chain", dockerfile, { maxParallelism: 1 });
     expect(error).toBeUndefined();
     expect(events.filter((e) => e.type === "step-end" && !e.instruction.startsWith("FROM ")).length).toBe(10);
-    let running = 0;
+    // A step runs from its step-start to its step-end, or to the next step-start of its
+    // stage when that comes first: from then on only its layer's blob is being compressed,
+    // which holds no slot (the next step of the stage starts once the layer is hashed).
+    const running = new Map<string, number>();
     for (const e of events.filter((x) => !x.instruction.startsWith("FROM "))) {
-      running += e.type === "step-start" ? 1 : -1;
-      expect(running).toBeLessThanOrEqual(1);
+      if (e.type === "step-start") running.set(e.stage, e.step);
+      else if (running.get(e.stage) === e.step) running.delete(e.stage);
+      expect(running.size).toBeLessThanOrEqual(1);
     }
     expect(at(events, "step-start", "COPY --from=c /c /c")).toBeGreaterThan(at(events, "step-end", "RUN --mount=type=bind,from=a,target=/mnt cat /mnt/a /b > /c"));
   }, 60_000);

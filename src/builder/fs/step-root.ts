@@ -13,9 +13,11 @@ import type { LayerEntry } from "../../oci/layer.js";
 import { settleAll } from "../../oci/image.js";
 import { MediaType } from "../../oci/media-types.js";
 import { checkedBlob, layerName, needsDiffIdCheck } from "./base-layers.js";
-import { mountRoot } from "./overlay.js";
+import { type MountedRoot, mountRoot } from "./overlay.js";
 import { pruneExcluded, snapshotChanges } from "./snapshot.js";
-import type { LayerRecord, StageState } from "../stage-state.js";
+import { deferredLayer, type LayerRecord, type StageState } from "../stage-state.js";
+import type { DiffID } from "../../oci/digest.js";
+import type { Descriptor } from "../../oci/manifest.js";
 import type { StepContext } from "../step-context.js";
 
 /**
@@ -160,6 +162,12 @@ export interface MutationResult {
  * Run `fn` on a writable merged root of the stage and turn what it changed into a
  * layer. Returns the new layer, or undefined when nothing changed (BuildKit also
  * drops empty layers; the history entry is then marked empty_layer).
+ *
+ * With ctx.deferLayerBlobs, the layer comes back as soon as its tar is made and
+ * hashed (its DiffID known, its directory in the layer store, the root unmounted),
+ * while its blob is still being compressed and written (LayerRecord.written): the
+ * next step runs meanwhile, on the other core. It is what BuildKit gets from making
+ * blobs only at export.
  */
 export async function mutateRoot(
   state: StageState,
@@ -175,64 +183,86 @@ export async function mutateRoot(
       forceCopy: ctx.forceCopySnapshots,
       onLog: (m) => ctx.emit({ type: "log", level: "info", message: m }),
     });
-    let exclude: string[] = [];
     try {
-      exclude = (await fn(mounted.merged))?.exclude ?? [];
-      // Bytes going into the layer (uncompressed), reported about every 4 MiB for the live view.
-      let bytes = 0;
-      let reported = 0;
-      const cur = ctx.current;
-      // Nothing changed (a RUN that wrote nothing, a WORKDIR that exists): no layer, and
-      // none is written only to be dropped.
-      const changes = snapshotChanges(mounted, lowers, { exclude, signal: ctx.signal })[Symbol.asyncIterator]();
-      const first = await changes.next();
-      if (first.done) return undefined;
-      const entries = (async function* () {
-        for (let r: IteratorResult<LayerEntry> = first; !r.done; r = await changes.next()) {
-          const e = r.value;
-          bytes += e.size ?? 0;
-          if (cur && bytes - reported >= 4 << 20) {
-            reported = bytes;
-            ctx.emit({ type: "layer-write", stage: cur.stage, step: cur.step, bytes, done: false });
-          }
-          yield e;
-        }
-      })();
-      const written = await ctx.content.writeLayer(entries, {
-        compression: ctx.compression,
-        compressionLevel: ctx.compressionLevel,
-        sourceDateEpoch: ctx.sourceDateEpoch,
-        signal: ctx.signal,
-      });
-      if (cur) ctx.emit({ type: "layer-write", stage: cur.stage, step: cur.step, bytes, done: true, digest: written.digest });
-      await mounted.unmount();
-      let dir: string | undefined;
-      if (mounted.mode === "overlay") {
-        // The upperdir is this layer in overlay form: keep it as the layer's directory.
-        // Same rule as the snapshot: a mount point goes, unless something real was written below it.
-        await pruneExcluded(mounted.upper, exclude);
-        const target = ctx.layerStore.layerDir(written.diffId);
-        await mkdir(join(ctx.layerStore.dir, "layers"), { recursive: true, mode: 0o700 });
-        try {
-          await rename(mounted.upper, target);
-        } catch (e) {
-          const code = (e as NodeJS.ErrnoException).code;
-          if (code !== "ENOTEMPTY" && code !== "EEXIST") throw e;
-        }
-        dir = target;
+      const exclude = (await fn(mounted.merged))?.exclude ?? [];
+      const writing = await startLayerWrite(mounted, lowers, exclude, ctx);
+      if (writing === undefined) return undefined;
+      let tar: { diffId: DiffID };
+      try {
+        tar = await writing.tar;
+        await mounted.unmount();
+      } catch (e) {
+        // Nothing is left writing behind a failed step.
+        await writing.blob.catch(() => {});
+        throw e;
       }
-      return {
-        descriptor: { mediaType: written.mediaType, digest: written.digest, size: written.size },
-        diffId: written.diffId,
-        source: { kind: "local" },
-        dir,
-      };
+      const dir = await keepUpper(mounted, exclude, tar.diffId, ctx);
+      if (ctx.deferLayerBlobs) return deferredLayer(tar.diffId, dir, writing.blob);
+      return { descriptor: await writing.blob, diffId: tar.diffId, source: { kind: "local" }, dir };
     } finally {
       await mounted.unmount();
     }
   } finally {
     await rm(scratch, { recursive: true, force: true });
   }
+}
+
+/**
+ * The layer of what changed under `mounted`, begun: `tar` resolves once every change
+ * is read, packed and hashed (the DiffID), `blob` once the compressed blob is in the
+ * content store. Undefined when nothing changed (a RUN that wrote nothing, a WORKDIR
+ * that exists): no layer, and none is written only to be dropped.
+ */
+async function startLayerWrite(mounted: MountedRoot, lowers: string[], exclude: string[], ctx: StepContext): Promise<{ tar: Promise<{ diffId: DiffID }>; blob: Promise<Descriptor> } | undefined> {
+  // Bytes going into the layer (uncompressed), reported about every 4 MiB for the live view.
+  let bytes = 0;
+  let reported = 0;
+  const cur = ctx.current;
+  const changes = snapshotChanges(mounted, lowers, { exclude, signal: ctx.signal })[Symbol.asyncIterator]();
+  const first = await changes.next();
+  if (first.done) return undefined;
+  const entries = (async function* () {
+    for (let r: IteratorResult<LayerEntry> = first; !r.done; r = await changes.next()) {
+      const e = r.value;
+      bytes += e.size ?? 0;
+      if (cur && bytes - reported >= 4 << 20) {
+        reported = bytes;
+        ctx.emit({ type: "layer-write", stage: cur.stage, step: cur.step, bytes, done: false });
+      }
+      yield e;
+    }
+  })();
+  let tarDone!: (t: { diffId: DiffID }) => void;
+  const tarHashed = new Promise<{ diffId: DiffID }>((resolve) => (tarDone = resolve));
+  const written = ctx.content.writeLayer(entries, {
+    compression: ctx.compression,
+    compressionLevel: ctx.compressionLevel,
+    sourceDateEpoch: ctx.sourceDateEpoch,
+    signal: ctx.signal,
+    onTar: tarDone,
+  });
+  const blob = written.then((w): Descriptor => {
+    if (cur) ctx.emit({ type: "layer-write", stage: cur.stage, step: cur.step, bytes, done: true, digest: w.digest });
+    return { mediaType: w.mediaType, digest: w.digest, size: w.size };
+  });
+  // A write that fails before its tar is whole fails `tar` too.
+  return { tar: Promise.race([tarHashed, blob.then(() => tarHashed)]), blob };
+}
+
+/** With overlay, the upperdir is the layer in overlay form: kept as its directory in the layer store (returned). */
+async function keepUpper(mounted: MountedRoot, exclude: string[], diffId: DiffID, ctx: StepContext): Promise<string | undefined> {
+  if (mounted.mode !== "overlay") return undefined;
+  // Same rule as the snapshot: a mount point goes, unless something real was written below it.
+  await pruneExcluded(mounted.upper, exclude);
+  const target = ctx.layerStore.layerDir(diffId);
+  await mkdir(join(ctx.layerStore.dir, "layers"), { recursive: true, mode: 0o700 });
+  try {
+    await rename(mounted.upper, target);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== "ENOTEMPTY" && code !== "EEXIST") throw e;
+  }
+  return target;
 }
 
 /** Run `fn` with a merged view of the stage's filesystem (for reading: COPY --from). */
