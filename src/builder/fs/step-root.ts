@@ -4,6 +4,7 @@
  * COPY --from. Base layers are pulled once into the content store and extracted
  * once per DiffID into the layer store.
  */
+import { rmdirSync } from "node:fs";
 import { mkdir, mkdtemp, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
@@ -203,7 +204,24 @@ export async function mutateRoot(
       await mounted.unmount();
     }
   } finally {
-    await rm(scratch, { recursive: true, force: true });
+    if (!removeEmptied(scratch)) await rm(scratch, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Removes a step's scratch directory with blocking calls when all it still holds is
+ * the empty mount point (an overlay step whose upper directory became its layer):
+ * the async recursive rm is a thread-pool round trip per call, slow while the layer's
+ * gzip runs on the other core. False when anything else is there (a copy-mode root, a
+ * failed step's upper directory), for the caller's rm.
+ */
+function removeEmptied(scratch: string): boolean {
+  try {
+    rmdirSync(join(scratch, "merged"));
+    rmdirSync(scratch);
+    return true;
+  } catch {
+    return false;
   }
 }
 
