@@ -16,6 +16,7 @@ import { RegistryClient } from "../oci/registry/index.js";
 import type { RegistryOptions } from "../oci/registry/index.js";
 import type { BuildEvent, EventSink } from "./events.js";
 import { artifactSize, topBlob, type BuiltArtifact, type BuiltImage } from "./image.js";
+import type { Digest } from "../oci/digest.js";
 import { assembleImages, attachAttestations, attestationRecords, readSigningKey, signPushed, type AttestationRecord, type SignatureRecord, type SignOptions } from "./finish.js";
 import { MaterialSet, type AttestOptions } from "./attest.js";
 import { provenanceOf } from "./provenance-input.js";
@@ -348,7 +349,7 @@ async function runBuild(opts: BuildOptions, redactor: Redactor, { cacheDir, note
     const made = stageArtifact(artifact, blobs);
     let signatures: SignatureRecord[] | undefined;
     if (pushTo.length > 0) {
-      await pushBuilt(made, pushTo, registry, { onEvent: emit, signal: opts.signal, beforeWrite: beforeWork });
+      await pushBuilt(made, pushTo, registry, { onEvent: emit, signal: opts.signal, beforeWrite: beforeWork, isNew: newManifests(images, opts.sourceDateEpoch) });
       for (const t of pushTo) references.push(`${t.name}:${t.tag}@${top.digest}`);
       if (signingKey) signatures = await signPushed(signingKey, artifact, top.digest, pushTo, registry, emit, opts.signal);
     }
@@ -380,6 +381,17 @@ async function runBuild(opts: BuildOptions, redactor: Redactor, { cacheDir, note
     await registry.close().catch(() => {});
     await rm(scratchDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * PushOptions.isNew: an image with a layer this build wrote (LayerRecord.written) has
+ * that step's history stamped with this build's time, so its manifest is new to every
+ * repository, unless SOURCE_DATE_EPOCH pins the times (a reproducible rebuild may find
+ * it there).
+ */
+function newManifests(images: readonly { image: BuiltImage }[], sourceDateEpoch: number | undefined): (manifest: Digest) => boolean {
+  const made = new Set(sourceDateEpoch === undefined ? images.filter((i) => i.image.layers.some((l) => l.written !== undefined)).map((i) => i.image.manifest.digest) : []);
+  return (d) => made.has(d);
 }
 
 export type { ImageReference, BuildEvent, EventSink };

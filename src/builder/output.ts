@@ -9,6 +9,7 @@
  */
 import { writeDockerArchive } from "../oci/docker-archive.js";
 import type { Artifact } from "../oci/image.js";
+import type { Digest } from "../oci/digest.js";
 import { writeLayout } from "../oci/layout-sink.js";
 import { writeOciArchive } from "../oci/oci-archive.js";
 import { parseReference, withTag, type ImageReference } from "../oci/reference.js";
@@ -51,10 +52,16 @@ export function pushTargets(outputs: readonly BuildOutput[], tags: readonly Imag
  * platform's image by digest and then the index by tag. Each blob is told as a
  * `push` event.
  */
-export async function pushBuilt(a: Artifact, refs: readonly ImageReference[], registry: RegistryClient, opts: { onEvent?: EventSink; signal?: AbortSignal; beforeWrite?: () => Promise<void> } = {}): Promise<void> {
+export async function pushBuilt(
+  a: Artifact,
+  refs: readonly ImageReference[],
+  registry: RegistryClient,
+  opts: { onEvent?: EventSink; signal?: AbortSignal; beforeWrite?: () => Promise<void>; isNew?: (manifest: Digest) => boolean } = {},
+): Promise<void> {
   await pushArtifact(registry, a, refs, {
     signal: opts.signal,
     beforeWrite: opts.beforeWrite,
+    isNew: opts.isNew,
     onBlob: (ref, desc, status) => opts.onEvent?.({ type: "push", reference: ref.name, digest: desc.digest, status, size: desc.size }),
   }).catch(async (e: unknown) => {
     // A push-permission check that refuses says why (and how to keep the image local) better than the push's first error.

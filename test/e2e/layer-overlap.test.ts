@@ -16,6 +16,7 @@ import { build, isOcibuildError, type BuildEvent, type BuildOptions, type BuildR
 import { haveRegistry } from "../helpers/registry.js";
 import { have, isRoot } from "../helpers/tools.js";
 import { useBusyboxRegistry } from "../helpers/busybox-registry.js";
+import { startFaultProxy } from "../helpers/fault-proxy.js";
 
 const ready = isRoot && haveRegistry() && have("bwrap");
 
@@ -110,4 +111,33 @@ describe.skipIf(!ready)("a step's layer is compressed while the next step runs (
     expect(next.error).toBeUndefined();
     expect(next.result!.steps[1]).toMatchObject({ cached: false, reason: "no previous entry" });
   }, 120_000);
+
+  it("a push of an image with a layer the build wrote does not ask whether the repository holds its manifest; a cached rebuild's does, and puts nothing", async () => {
+    const dir = await context("push");
+    const cacheDir = join(f.work, "cache-push");
+    const proxy = await startFaultProxy({ port: f.reg.port });
+    try {
+      const tag = `${proxy.host}/overlap/app:v1`;
+      const manifestAsks = () => proxy.log.filter((r) => r.method === "HEAD" && /\/manifests\/sha256:/.test(r.path)).length;
+      const puts = () => proxy.log.filter((r) => r.method === "PUT").length;
+      const fresh = await run(dir, cacheDir, { tags: [tag], push: true });
+      expect(fresh.error).toBeUndefined();
+      expect(manifestAsks()).toBe(0);
+      expect(puts()).toBeGreaterThan(0);
+      proxy.log.length = 0;
+      // Nothing built: the manifest may well be there (it is), so it is asked for, and nothing is written.
+      const cached = await run(dir, cacheDir, { tags: [tag], push: true });
+      expect(cached.result!.digest).toBe(fresh.result!.digest);
+      expect(proxy.log.some((r) => r.method === "HEAD" && r.path.endsWith("/manifests/v1"))).toBe(true);
+      expect(puts()).toBe(0);
+      // SOURCE_DATE_EPOCH pins the history's times: a rebuild that writes its layers again may make a manifest already pushed.
+      proxy.log.length = 0;
+      const pinned = await run(dir, join(f.work, "cache-push-pinned"), { tags: [tag], push: true, sourceDateEpoch: 1_700_000_000 });
+      expect(pinned.error).toBeUndefined();
+      expect(manifestAsks()).toBe(1);
+    } finally {
+      await proxy.stop();
+    }
+  }, 120_000);
 });
+

@@ -39,6 +39,13 @@ export interface PushOptions {
    * wait for it.
    */
   beforeWrite?: () => Promise<void>;
+  /**
+   * Whether the manifest of this digest was just made, so that no repository can hold it
+   * yet (a build's image with a layer it wrote, its history stamped now): its blobs are
+   * pushed without first asking whether the repository has the manifest. Only a
+   * shortcut: were it there after all, its blobs are found there and it is put again.
+   */
+  isNew?: (manifest: Digest) => boolean;
 }
 
 /** One reference being pushed to. */
@@ -74,7 +81,7 @@ function pushBlob(t: Target, b: ImageBlob): Promise<void> {
 
 async function pushImageBlobs(t: Target, img: Image): Promise<void> {
   const blobs = img.blobs.filter((b) => !isForeign(b.descriptor));
-  if (await t.client.manifestExists(t.ref, img.manifest.digest, t.opts.signal)) {
+  if (!t.opts.isNew?.(img.manifest.digest) && (await t.client.manifestExists(t.ref, img.manifest.digest, t.opts.signal))) {
     for (const b of blobs) {
       if (t.jobs.has(b.descriptor.digest)) continue;
       t.jobs.set(b.descriptor.digest, Promise.resolve());
