@@ -70,6 +70,8 @@ export const libc = {
     mknodFn === undefined ? undefined : (path: string, mode: number, major: number, minor: number): number => result(mknodFn(path, mode, makedev(major, minor))),
   mount: (source: string, target: string, fstype: string, data: string): Promise<number> => onWorker(fn.mount, source, target, fstype, 0, data),
   umount2: (target: string, flags: number): Promise<number> => onWorker(fn.umount2, target, flags),
+  /** umount2 on this thread: for a mount known to unmount at once (an overlay mounted `volatile`, which syncs nothing). */
+  umount2Now: (target: string, flags: number): number => result(fn.umount2(target, flags) as number),
   strerror: (errno: number): string => fn.strerror(errno) as string,
   /** The inode flags (chattr's) of the file open at `fd`. */
   getFlags: (fd: number, out: Buffer): number => result(fn.ioctl(fd, FS_IOC_GETFLAGS, "void *", out) as number),

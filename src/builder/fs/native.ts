@@ -131,10 +131,12 @@ export async function mountFs(source: string, target: string, fstype: string, da
   if (r < 0) throw callError(c, "mount", r);
 }
 
-/** umount2(2); `flags` 2 is MNT_DETACH. Throws as mountFs does. */
-export async function umount(target: string, flags = 0): Promise<void> {
+/** umount2(2); `flags` 2 is MNT_DETACH. Throws as mountFs does. `quick`: made on this thread (see there). */
+export async function umount(target: string, flags = 0, opts: { quick?: boolean } = {}): Promise<void> {
   const c = await native();
-  const r = await c.umount2(target, flags);
+  // `quick` (a mount that syncs nothing on its way out): a worker thread's round trip,
+  // queued behind a layer's gzip on the thread pool, took 1-6 ms; the call itself ~0.6 ms.
+  const r = opts.quick ? c.umount2Now(target, flags) : await c.umount2(target, flags);
   if (r < 0) throw callError(c, "umount", r);
 }
 

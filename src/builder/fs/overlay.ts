@@ -4,7 +4,7 @@
  * of the merged tree ("copy" mode; snapshot.ts then diffs it against the lower
  * view, giving the same layer).
  */
-import { constants as fsc, rmSync } from "node:fs";
+import { constants as fsc, readdirSync, rmdirSync, rmSync, unlinkSync } from "node:fs";
 import { chmod, copyFile, lchown, link, lutimes, mkdir, open, readlink, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { OcibuildError } from "../../errors.js";
@@ -13,6 +13,7 @@ import { which } from "../../which.js";
 import { isRealRoot } from "../privilege.js";
 import { splitDev } from "../../oci/tar-entries.js";
 import { LowerView, type LowerEntry } from "./lowerview.js";
+import { lstatOrNullSync } from "./util.js";
 import { getXattrs, mknod, mountFs, NativeCallError, setXattrs, umount, type XattrOp } from "./native.js";
 
 const MNT_DETACH = 2;
@@ -97,10 +98,14 @@ async function mountOverlay(dir: string, data: (prefix: string) => string, signa
   return r.code === 0 ? "" : r.stderr.trim() || `mount exited with ${r.code}`;
 }
 
-/** umount(2) (lazily, MNT_DETACH, when busy), in-process or through the umount command. */
-async function unmountOverlay(target: string): Promise<string> {
+/**
+ * umount(2) (lazily, MNT_DETACH, when busy), in-process or through the umount command.
+ * `quick`: an overlay mounted `volatile`, whose unmount syncs nothing, is unmounted on
+ * the main thread.
+ */
+async function unmountOverlay(target: string, quick = false): Promise<string> {
   try {
-    await umount(target);
+    await umount(target, 0, { quick });
     return "";
   } catch (e) {
     if (e instanceof NativeCallError) {
@@ -208,7 +213,7 @@ async function mountFuseOverlay(scratchDir: string, count: number, signal?: Abor
  * The kernel's overlayfs over the `l/N` links of `scratchDir`. Returns "" once
  * mounted, otherwise why not (the last option set's failure).
  */
-async function mountKernelOverlay(scratchDir: string, count: number, signal?: AbortSignal): Promise<{ failure: string; plain: boolean }> {
+async function mountKernelOverlay(scratchDir: string, count: number, signal?: AbortSignal): Promise<{ failure: string; plain: boolean; volatile: boolean }> {
   const lowerOpt = (p: string) => Array.from({ length: count }, (_, i) => `${p}l/${count - 1 - i}`).join(":");
   // Outside the initial user namespace overlayfs keeps its metadata in user.overlay.* xattrs.
   const basic = (p: string) => [`lowerdir=${lowerOpt(p)}`, `upperdir=${p}upper`, `workdir=${p}work`, ...(isRealRoot() ? [] : ["userxattr"])];
@@ -221,21 +226,21 @@ async function mountKernelOverlay(scratchDir: string, count: number, signal?: Ab
   // to survive a crash more than any other file the build writes without fsync.
   const plain = (p: string) => [...basic(p), "index=off", "metacopy=off", "redirect_dir=off"];
   let failure = "";
-  const sets = [(p: string) => [...plain(p), "volatile"], plain, basic];
-  for (const o of sets) {
+  const volatile = (p: string) => [...plain(p), "volatile"];
+  for (const o of [volatile, plain, basic]) {
     try {
       failure = await mountOverlay(scratchDir, (p) => o(p).join(","), signal);
     } catch (e) {
       if (signal?.aborted) throw new OcibuildError("ROOTFS_ABORTED", "mounting the stage root was aborted", { cause: e });
       failure = (e as Error).message;
     }
-    if (failure === "") return { failure, plain: o !== basic };
+    if (failure === "") return { failure, plain: o !== basic, volatile: o === volatile };
   }
-  return { failure, plain: false };
+  return { failure, plain: false, volatile: false };
 }
 
 /** The root mounted (by either overlay) at `scratchDir`/merged; unmount() also removes the workdir and the `l/N` links. */
-function mountedOverlay(scratchDir: string, mode: "overlay" | "fuse-overlayfs", plainUpper = false): MountedRoot {
+function mountedOverlay(scratchDir: string, mode: "overlay" | "fuse-overlayfs", plainUpper = false, volatile = false): MountedRoot {
   const merged = join(scratchDir, "merged");
   const work = join(scratchDir, "work");
   let mounted = true;
@@ -247,16 +252,41 @@ function mountedOverlay(scratchDir: string, mode: "overlay" | "fuse-overlayfs", 
     plainUpper,
     async unmount() {
       if (!mounted) return;
-      const failed = await unmountOverlay(merged);
+      const failed = await unmountOverlay(merged, volatile);
+      if (process.env.OCIBUILD_T) process.stderr.write(`T umount2 done ${(process.uptime()*1000).toFixed(1)}\n`);
       if (failed !== "") throw new OcibuildError("ROOTFS_UNMOUNT_FAILED", `cannot unmount ${merged}: ${failed}`, { details: { path: merged } });
       mounted = false;
-      // Blocking calls: both hold a few entries (the kernel's empty work/work, a link per
-      // lower layer), and a thread-pool round trip each, behind a layer's gzip on the
-      // other core, made these two calls 15-20 ms.
-      rmSync(work, { recursive: true, force: true });
-      rmSync(join(scratchDir, "l"), { recursive: true, force: true });
+      removeOverlayDirs(work, join(scratchDir, "l"));
     },
   };
+}
+
+/**
+ * An unmounted overlay's work directory (the kernel's empty work/work in it) and its
+ * links to the lower layers, with blocking calls, one per entry: with a layer's gzip on
+ * the other core, a thread-pool round trip per call (async rm) made these 15-20 ms, and
+ * Node's recursive rmSync 1.5-4.5 ms. Anything unexpected there goes with rmSync.
+ */
+function removeOverlayDirs(work: string, links: string): void {
+  try {
+    // A `volatile` mount leaves work/work/incompat/volatile/dirty.
+    const volatile = join(work, "work", "incompat", "volatile");
+    if (lstatOrNullSync(volatile) !== null) {
+      unlinkSync(join(volatile, "dirty"));
+      rmdirSync(volatile);
+      rmdirSync(join(work, "work", "incompat"));
+    }
+    rmdirSync(join(work, "work"));
+    rmdirSync(work);
+  } catch {
+    rmSync(work, { recursive: true, force: true });
+  }
+  try {
+    for (const name of readdirSync(links)) unlinkSync(join(links, name));
+    rmdirSync(links);
+  } catch {
+    rmSync(links, { recursive: true, force: true });
+  }
 }
 
 /**
@@ -317,10 +347,10 @@ export async function mountRoot(lowerDirs: string[], scratchDir: string, opts: M
     return copyRoot(lowerDirs, scratchDir, signal, log);
   }
   const count = await prepareOverlayDirs(await flattenBottom(lowerDirs, scratchDir, opts, log), scratchDir);
-  const { failure, plain } = opts.forceFuse ? { failure: "skipped (fuse-overlayfs asked for)", plain: false } : await mountKernelOverlay(scratchDir, count, signal);
+  const { failure, plain, volatile } = opts.forceFuse ? { failure: "skipped (fuse-overlayfs asked for)", plain: false, volatile: false } : await mountKernelOverlay(scratchDir, count, signal);
   if (failure === "") {
     log(`root: overlayfs with ${count} lower layer(s) at ${merged}`);
-    return mountedOverlay(scratchDir, "overlay", plain);
+    return mountedOverlay(scratchDir, "overlay", plain, volatile);
   }
   const fuse = await mountFuseOverlay(scratchDir, count, signal);
   if (typeof fuse !== "string") {

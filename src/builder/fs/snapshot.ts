@@ -25,8 +25,8 @@
  * what the step added or replaced on a plain kernel overlay, from the upperdir, which
  * holds all of it: see MountedRoot.plainUpper).
  */
-import { readdirSync, type Stats } from "node:fs";
-import { lstat, readdir, rmdir, unlink } from "node:fs/promises";
+import { readdirSync, rmdirSync, unlinkSync, type Stats } from "node:fs";
+import { lstat, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { LayerEntry } from "../../oci/layer.js";
 import { byUtf8 } from "../../oci/tar-entries.js";
@@ -297,24 +297,28 @@ class TreeDiff {
  * Never follows a symlink: a path whose parent is not a real directory (the RUN
  * replaced it) is left alone.
  */
-export async function pruneExcluded(upper: string, exclude: string[]): Promise<void> {
+export function pruneExcluded(upper: string, exclude: string[]): void {
   const paths = [...new Set(exclude.map((p) => p.split("/").filter((c) => c !== "" && c !== ".")))]
     .filter((c) => c.length > 0 && !c.includes(".."))
     .sort((a, b) => b.length - a.length);
+  // Blocking calls: a few paths, one syscall each, made while the layer's gzip holds the thread pool.
   for (const comps of paths) {
     let real = true;
     for (let i = 1; i < comps.length && real; i++) {
-      const st = await lstatOrNull(join(upper, ...comps.slice(0, i)));
+      const st = lstatOrNullSync(join(upper, ...comps.slice(0, i)));
       real = st !== null && st.isDirectory();
     }
     if (!real) continue;
     const hostPath = join(upper, ...comps);
-    const st = await lstatOrNull(hostPath);
+    const st = lstatOrNullSync(hostPath);
     if (st === null) continue;
     if (st.isDirectory()) {
-      await rmdir(hostPath).catch((e: NodeJS.ErrnoException) => {
-        if (e.code !== "ENOTEMPTY" && e.code !== "EEXIST") throw e;
-      });
-    } else await unlink(hostPath);
+      try {
+        rmdirSync(hostPath);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code !== "ENOTEMPTY" && code !== "EEXIST") throw e;
+      }
+    } else unlinkSync(hostPath);
   }
 }
