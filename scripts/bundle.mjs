@@ -27,6 +27,9 @@ await build({
   // becomes a deferred require(): bin/ocibuild.cjs runs the bundle in a vm.Script, which
   // has no ES module loader to import() with ("A dynamic import callback was not specified").
   supported: { "dynamic-import": false },
+  // import.meta.url is the bundle's own URL (a CommonJS file has no import.meta; libc.ts asks for it only outside the bundle).
+  banner: { js: 'var __ocibuildImportMeta = { get url() { return require("node:url").pathToFileURL(__filename).href; } };' },
+  define: { "import.meta": "__ocibuildImportMeta" },
   logLevel: "warning",
 });
 

@@ -12,7 +12,33 @@
  * mount and umount2 run on koffi's worker threads: each takes milliseconds in the
  * kernel (more under load), which would stall the event loop.
  */
-import koffi from "koffi";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import type koffiModule from "koffi";
+
+/**
+ * koffi's native module. Where npm put koffi's prebuilt package for this platform
+ * beside ours (`@koromix/koffi-linux-x64`, hoisted), it is required straight from its
+ * file: koffi's own entry resolves three packages and probes the binary's ELF header
+ * for its C library first, 9.6-13 ms against 3.7-6.3 ms (a building run's first mount
+ * waits for it). The glibc build is tried; anything else (musl, another layout, a
+ * module that fails to load or lacks a function) goes through koffi's entry.
+ */
+function loadKoffi(): typeof koffiModule {
+  const req = typeof require === "function" ? require : createRequire(import.meta.url);
+  if (process.platform === "linux") {
+    try {
+      const pkg = req.resolve(`@koromix/koffi-linux-${process.arch}/package.json`);
+      const native = req(join(dirname(pkg), `linux_${process.arch}`, "koffi.node")) as typeof koffiModule;
+      if (typeof native.load === "function" && typeof native.errno === "function") return native;
+    } catch {
+      // koffi's entry decides.
+    }
+  }
+  return req("koffi") as typeof koffiModule;
+}
+
+const koffi = loadKoffi();
 
 // The process's own symbols include the C library's (glibc or musl, whichever Node was linked to).
 const lib = koffi.load(null);
