@@ -307,7 +307,7 @@ if (results.scenarios.length) {
     if (m) {
       const slow = [...m.steps].sort((a, b) => b.seconds - a.seconds).slice(0, 3).map((s) => `${s.instruction.slice(0, 40)} ${s.cached ? "CACHED" : `${s.seconds.toFixed(2)}s`}`);
       const outside = m.ms / 1000 - m.stepsSeconds;
-      const split = outside >= 0 ? `${m.stepsSeconds.toFixed(2)}s in steps, ${outside.toFixed(2)}s outside them (start, base config, push)` : `${m.stepsSeconds.toFixed(2)}s of steps overlapping (parallel stages)`;
+      const split = outside >= 0 ? `${m.stepsSeconds.toFixed(2)}s in steps, ${outside.toFixed(2)}s outside them (start, base config, push)` : `${m.stepsSeconds.toFixed(2)}s of steps overlapping (parallel stages, or a step's layer compressed while the next step runs)`;
       lines.push(`  ${r.scenario}/${r.phase} ocibuild: ${fmtSec(m.ms)} total, ${split}; slowest: ${slow.join("; ")}`);
       const p = m.parts ?? {};
       const layered = m.steps.filter((s) => s.atMs?.layerDone !== undefined && s.atMs.layerDone - s.atMs.start > 1000);
