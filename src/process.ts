@@ -4,7 +4,7 @@
  * that stay alive or whose output is streamed (RUN's sandbox, slirp4netns, agents,
  * decompressors) spawn their own children.
  */
-import { spawn } from "node:child_process";
+import { childProcess } from "./builtins.js";
 
 export interface RunProcessOptions {
   cwd?: string;
@@ -51,7 +51,7 @@ function sink(max: number): { add: (d: Buffer) => void; text: () => string } {
 export function runProcess(cmd: string, args: readonly string[], opts: RunProcessOptions = {}): Promise<ProcessResult> {
   const max = opts.maxOutput ?? DEFAULT_MAX_OUTPUT;
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, {
+    const child = childProcess().spawn(cmd, args, {
       cwd: opts.cwd,
       env: opts.env,
       signal: opts.signal,

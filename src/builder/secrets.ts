@@ -4,7 +4,8 @@
  * and file paths. An ssh spec is an agent socket, or key files for which an
  * ssh-agent of our own is started (and stopped when the build ends).
  */
-import { spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
+import { childProcess } from "../builtins.js";
 import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { OcibuildError, optionWords } from "../errors.js";
@@ -54,7 +55,7 @@ async function isSocket(p: string): Promise<boolean> {
 
 export async function startSshAgents(specs: readonly SshSpec[], env: Record<string, string | undefined>, dir: string): Promise<SshAgents> {
   const sockets = new Map<string, string>();
-  const children: ReturnType<typeof spawn>[] = [];
+  const children: ChildProcess[] = [];
   const stop = async () => {
     for (const c of children) c.kill("SIGTERM");
   };
@@ -68,7 +69,7 @@ export async function startSshAgents(specs: readonly SshSpec[], env: Record<stri
       if (paths[0] === "") throw new OcibuildError("BUILD_SSH_UNAVAILABLE", `${optionWords("ssh", s.id)}: SSH_AUTH_SOCK is not set; pass a socket or key files (${optionWords("ssh", `${s.id}=~/.ssh/id_ed25519`)})`);
       // Key files: an agent of our own holding them.
       const sock = join(dir, `ssh-agent-${n}.sock`);
-      const agent = spawn("ssh-agent", ["-D", "-a", sock], { stdio: ["ignore", "ignore", "pipe"] });
+      const agent = childProcess().spawn("ssh-agent", ["-D", "-a", sock], { stdio: ["ignore", "ignore", "pipe"] });
       children.push(agent);
       await new Promise<void>((resolve, reject) => {
         agent.on("error", (e) => reject(new OcibuildError("BUILD_SSH_UNAVAILABLE", `${optionWords("ssh", s.id)}: cannot start ssh-agent: ${e.message}`, { hint: "apt-get install openssh-client" })));

@@ -12,7 +12,7 @@
  * multi-threaded process), so the CLI starts itself again under util-linux's
  * `unshare`, held at a shell's `read` until the maps are written from outside.
  */
-import { spawn, spawnSync } from "node:child_process";
+import { childProcess } from "../builtins.js";
 import { readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { constants as osConstants, userInfo } from "node:os";
 import { NAMESPACE_HINT } from "../builder/sandbox/index.js";
@@ -74,7 +74,7 @@ export function planUserNamespace(env: Record<string, string | undefined>): User
       hint: "install util-linux, or use --executor buildkit with a BuildKit daemon",
     });
   }
-  const probe = spawnSync(unshare, ["--user", "--mount", "--", "true"], { stdio: ["ignore", "ignore", "pipe"], encoding: "utf8" });
+  const probe = childProcess().spawnSync(unshare, ["--user", "--mount", "--", "true"], { stdio: ["ignore", "ignore", "pipe"], encoding: "utf8" });
   if (probe.status !== 0) {
     const why = (probe.stderr || probe.error?.message || `exit ${probe.status}`).trim().replace(/^unshare: /, "");
     throw new OcibuildError("ROOTLESS_UNAVAILABLE", `cannot create a user namespace here (${why}), so this user cannot build with the bwrap executor`, {
@@ -111,7 +111,7 @@ function writeMaps(plan: UsernsPlan, pid: number): void {
   const r = plan.ranges;
   if (r !== undefined) {
     for (const [tool, own, range] of [[r.newuidmap, plan.uid, r.uid], [r.newgidmap, plan.gid, r.gid]] as const) {
-      const res = spawnSync(tool, [String(pid), "0", String(own), "1", "1", String(range.start), String(range.count)], { encoding: "utf8" });
+      const res = childProcess().spawnSync(tool, [String(pid), "0", String(own), "1", "1", String(range.start), String(range.count)], { encoding: "utf8" });
       if (res.status !== 0) {
         throw new OcibuildError("ROOTLESS_MAP_FAILED", `${tool} could not map the subordinate ids: ${(res.stderr || res.error?.message || "").trim()}`, {
           hint:
@@ -139,7 +139,7 @@ function writeMaps(plan: UsernsPlan, pid: number): void {
 export async function runInUserNamespace(plan: UsernsPlan, command: string[], env: Record<string, string | undefined>, signal: AbortSignal): Promise<number> {
   // The shell waits on fd 3 until the maps are written, then becomes the CLI as root.
   const hold = 'read -r _ <&3; exec 3<&-; exec "$@"';
-  const child = spawn(plan.unshare, ["--user", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", hold, "sh", ...command], {
+  const child = childProcess().spawn(plan.unshare, ["--user", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", hold, "sh", ...command], {
     stdio: ["inherit", "inherit", "inherit", "pipe"],
     env: { ...env, [USERNS_ENV]: plan.ranges ? "range" : "single", OCIBUILD_HOST_UID: String(plan.uid) },
   });

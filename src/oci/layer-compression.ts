@@ -3,7 +3,7 @@
  * says a blob has, and the streams that undo them. gzip and uncompressed are
  * node:zlib's and nothing; zstd is layer-zstd.ts's.
  */
-import { createGunzip } from "node:zlib";
+import { zlib } from "../builtins.js";
 import { OcibuildError } from "../errors.js";
 import { MediaType } from "./media-types.js";
 import { gzipMembers } from "./layer-gzip.js";
@@ -63,7 +63,7 @@ export function decompressorForMediaType(mediaType: string): NodeJS.ReadWriteStr
   const c = compressionOf(mediaType);
   if (c === undefined) return undefined;
   if (c === "uncompressed") return null;
-  return c === "gzip" ? createGunzip({ chunkSize: 256 * 1024 }) : zstdDecompressor();
+  return c === "gzip" ? zlib().createGunzip({ chunkSize: 256 * 1024 }) : zstdDecompressor();
 }
 
 /**

@@ -18,7 +18,8 @@
  * ends, so a streaming createGzip's bytes follow the write sizes; a member's are
  * those of createGzip given the piece in one write.
  */
-import { type Gzip, createGzip } from "node:zlib";
+import type { Gzip } from "node:zlib";
+import { zlib } from "../builtins.js";
 import { compressPieces, type PieceFeed, type PieceJob } from "./layer-pieces.js";
 
 /**
@@ -70,7 +71,7 @@ function compressMember(input: Buffer, level: number, stored: boolean): { done: 
 
 /** A gzip member to be written and ended by the caller (see compressMember for its options). */
 function streamingMember(level: number, stored = false): { done: Promise<Buffer[]>; gz: Gzip } {
-  const gz = createGzip(stored ? { level: 0, chunkSize: STORED_CHUNK } : level === 0 ? { level } : { level, chunkSize: OUTPUT_CHUNK });
+  const gz = zlib().createGzip(stored ? { level: 0, chunkSize: STORED_CHUNK } : level === 0 ? { level } : { level, chunkSize: OUTPUT_CHUNK });
   const parts: Buffer[] = [];
   const done = new Promise<Buffer[]>((resolve, reject) => {
     gz.on("data", (c: Buffer) => parts.push(c));

@@ -6,7 +6,7 @@
  * on first use: a build that reads no zstd layer never loads it.
  */
 import { Transform, type TransformCallback } from "node:stream";
-import * as zlib from "node:zlib";
+import { zlib } from "../builtins.js";
 import { ZstdFrameStream } from "./zstd-frames.js";
 
 interface ZlibWithZstd {
@@ -78,7 +78,7 @@ export function fzstdDecompressor(): NodeJS.ReadWriteStream {
  * after the first frame; both are kept from windows above MAX_WINDOW).
  */
 export function zstdDecompressor(): NodeJS.ReadWriteStream {
-  const z = zlib as unknown as ZlibWithZstd;
+  const z = zlib() as unknown as ZlibWithZstd;
   const native = z.createZstdDecompress;
   if (typeof native === "function") return new ZstdFrameStream(() => native(FRAME_DECODER_OPTIONS));
   return new ZstdFrameStream(() => new FzstdDecompress());

@@ -7,7 +7,7 @@
  * then waits StartInterval (default 5 s) between checks during StartPeriod and
  * Interval (default 30 s) after it. A command that exits first is unhealthy.
  */
-import { spawn } from "node:child_process";
+import { childProcess } from "../builtins.js";
 import { OcibuildError, optionWords } from "../errors.js";
 import type { HealthConfig } from "../oci/manifest.js";
 import { effectiveEnv, type RunSpec, type SandboxControl } from "../builder/sandbox/index.js";
@@ -77,7 +77,7 @@ function check(nsenter: string, pid: number, argv: string[], spec: RunSpec, time
   const args = ["--target", String(pid), "--mount", "--uts", "--ipc", "--net", "--pid", "--root", `--wd=${spec.cwd}`];
   if (spec.uid !== 0 || spec.gid !== 0) args.push(`--setuid=${spec.uid}`, `--setgid=${spec.gid}`);
   return new Promise((done) => {
-    const child = spawn(nsenter, [...args, "--", ...argv], { env, stdio: ["ignore", "pipe", "pipe"] });
+    const child = childProcess().spawn(nsenter, [...args, "--", ...argv], { env, stdio: ["ignore", "pipe", "pipe"] });
     let output = "";
     const add = (d: Buffer) => {
       if (output.length < MAX_OUTPUT) output = (output + d.toString("utf8")).slice(0, MAX_OUTPUT);

@@ -3,7 +3,8 @@
  * process, pushing to a plain-HTTP registry with every step from the cache, must not
  * load the Node builtins only other builds need (each costs a CLI run milliseconds to
  * load): node:https and node:tls (HTTPS registries), node:perf_hooks (nothing: the
- * clock is process.hrtime). The loaded builtins are read from process.moduleLoadList
+ * clock is process.hrtime), node:child_process (with node:dgram: processes a step
+ * starts) and node:zlib (layers written or read). The loaded builtins are read from process.moduleLoadList
  * when the process exits.
  */
 import { execFile } from "node:child_process";
@@ -52,13 +53,13 @@ describe.skipIf(!ready)("a fully cached rebuild through the bundle (needs root, 
     return { events, builtins: (await readFile(out, "utf8")).split("\n") };
   }
 
-  it("loads neither node:https, node:tls nor node:perf_hooks", async () => {
+  it("loads neither node:https, node:tls, node:perf_hooks, node:child_process, node:dgram nor node:zlib", async () => {
     await buildOnce("first");
     const { events, builtins } = await buildOnce("second");
     const steps = events.filter((e) => e.type === "step-end");
     expect(steps.length).toBeGreaterThan(0);
     expect(steps.every((e) => e.cached === true)).toBe(true);
     expect(builtins).toContain("http");
-    expect(builtins.filter((m) => ["https", "tls", "perf_hooks"].includes(m))).toEqual([]);
+    expect(builtins.filter((m) => ["https", "tls", "perf_hooks", "child_process", "dgram", "zlib"].includes(m))).toEqual([]);
   }, 120_000);
 });

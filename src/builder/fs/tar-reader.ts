@@ -7,7 +7,7 @@
  * the tar byte stream, sniffing the compression from magic bytes.
  */
 import { pipeline as pipelineCb, Readable } from "node:stream";
-import * as zlib from "node:zlib";
+import { zlib } from "../../builtins.js";
 import { OcibuildError } from "../../errors.js";
 import { zstdDecompressor } from "../../oci/zstd-decompress.js";
 import {
@@ -305,7 +305,7 @@ function entryOf(r: ByteReader, header: TarHeader): { entry: TarEntry; pending: 
 /** The decompressor for a layer blob starting with `head` (gzip or zstd), null for a plain tar; other compressions throw. */
 export function decompressorFor(head: Buffer, mediaType: string | undefined): NodeJS.ReadWriteStream | null {
   // Larger output chunks: fewer round trips through the stream and tar reader per byte.
-  if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) return zlib.createGunzip({ chunkSize: 256 * 1024 });
+  if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) return zlib().createGunzip({ chunkSize: 256 * 1024 });
   // node:zlib's zstd where Node has it, fzstd otherwise (loaded only now).
   if (head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528) return zstdDecompressor();
   if (head.length >= 3 && head.toString("latin1", 0, 3) === "BZh") {

@@ -17,7 +17,7 @@
  * loader; setpriv switches to uid/gid/groups and execs the command from the
  * image.
  */
-import { spawn } from "node:child_process";
+import { childProcess } from "../../builtins.js";
 import { existsSync } from "node:fs";
 import { constants as osConstants } from "node:os";
 import { chown, realpath } from "node:fs/promises";
@@ -267,7 +267,7 @@ export class BwrapExecutor implements Executor {
       const data = (v: string | undefined) => (v !== undefined ? "pipe" : "ignore");
       const stdin = spec.tty || spec.stdin === "inherit" ? "inherit" : spec.stdin !== undefined ? "pipe" : "ignore";
       const out = spec.tty ? "inherit" : "pipe";
-      const child = spawn(cmd!, cmdArgs, { env, stdio: [stdin, out, out, "pipe", extra, data(setup.resolvConf), data(setup.hosts)] });
+      const child = childProcess().spawn(cmd!, cmdArgs, { env, stdio: [stdin, out, out, "pipe", extra, data(setup.resolvConf), data(setup.hosts)] });
       if (child.stdin && typeof spec.stdin === "object") {
         child.stdin.on("error", () => {});
         spec.stdin.pipe(child.stdin);

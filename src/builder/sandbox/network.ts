@@ -12,7 +12,7 @@
  * loopback one (systemd-resolved's 127.0.0.53) included: the step's resolv.conf
  * is the host's, each loopback nameserver replaced by 10.0.2.3.
  */
-import { spawn } from "node:child_process";
+import { childProcess } from "../../builtins.js";
 import type { Writable } from "node:stream";
 import { OcibuildError } from "../../errors.js";
 
@@ -57,7 +57,7 @@ export interface UserNetwork {
  */
 export function startSlirp(slirp4netns: string, pid: number): UserNetwork {
   const args = ["--configure", "--mtu=65520", "--disable-host-loopback", "--enable-sandbox", "--enable-seccomp", "--ready-fd=3", "--exit-fd=4", String(pid), "tap0"];
-  const child = spawn(slirp4netns, args, { stdio: ["ignore", "ignore", "pipe", "pipe", "pipe"] });
+  const child = childProcess().spawn(slirp4netns, args, { stdio: ["ignore", "ignore", "pipe", "pipe", "pipe"] });
   let stderr = "";
   child.stderr!.setEncoding("utf8").on("data", (d: string) => {
     if (stderr.length < 4096) stderr += d;

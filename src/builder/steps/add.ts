@@ -5,13 +5,12 @@
  * with the same safety rules as image layers, as Docker's untar does: the archive's
  * root entry is not applied, and --chown owns every entry.
  */
-import { spawn } from "node:child_process";
+import { childProcess, zlib } from "../../builtins.js";
 import { createReadStream, createWriteStream } from "node:fs";
 import { chmod, mkdtemp, open, stat, utimes } from "node:fs/promises";
 import { join, posix } from "node:path";
 import { PassThrough } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { createGunzip } from "node:zlib";
 import { isOcibuildError, OcibuildError } from "../../errors.js";
 import { HashingStream } from "../../oci/digest.js";
 import { extractLayer } from "../fs/extract.js";
@@ -94,7 +93,7 @@ export async function archiveKind(path: string): Promise<ArchiveKind | undefined
 
 function decompressWith(cmd: string, path: string, signal?: AbortSignal): NodeJS.ReadableStream {
   const out = new PassThrough();
-  const child = spawn(cmd, ["-dc", path], { stdio: ["ignore", "pipe", "pipe"], signal });
+  const child = childProcess().spawn(cmd, ["-dc", path], { stdio: ["ignore", "pipe", "pipe"], signal });
   let err = "";
   child.stderr.on("data", (d) => (err += d));
   child.on("error", (e) =>
@@ -118,7 +117,7 @@ export async function extractArchive(
   let stream: NodeJS.ReadableStream;
   if (kind === "bzip2") stream = decompressWith("bzip2", path, signal);
   else if (kind === "xz") stream = decompressWith("xz", path, signal);
-  else if (kind === "gzip") stream = createReadStream(path, { signal }).pipe(createGunzip());
+  else if (kind === "gzip") stream = createReadStream(path, { signal }).pipe(zlib().createGunzip());
   else stream = createReadStream(path, { signal });
   // The archive's own "./" entry is not applied: the destination keeps its mode and owner (Docker's untar).
   await extractLayer(destDir, stream, { signal, skipRootEntry: true, owner: opts.owner });

@@ -1,0 +1,27 @@
+/**
+ * node:child_process and node:zlib, loaded at their first use rather than when the
+ * modules that use them are. A fully cached build starts no process and compresses
+ * nothing, and the CLI bundle initialises every module it holds at start-up: their
+ * static imports cost that build ~1.5 ms (child_process brings node:dgram and node:net
+ * along). A builtin once loaded is a lookup in the module cache.
+ */
+import { createRequire } from "node:module";
+import type * as ChildProcessModule from "node:child_process";
+import type * as ZlibModule from "node:zlib";
+
+/**
+ * The CLI bundle's own require (CommonJS); in the ES module library, one made for
+ * this file (there a static import would do as well: a program using the library
+ * does not start per build).
+ */
+function load(id: string): unknown {
+  return (typeof require === "function" ? require : createRequire(import.meta.url))(id);
+}
+
+export function childProcess(): typeof ChildProcessModule {
+  return load("node:child_process") as typeof ChildProcessModule;
+}
+
+export function zlib(): typeof ZlibModule {
+  return load("node:zlib") as typeof ZlibModule;
+}
