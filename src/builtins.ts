@@ -12,10 +12,18 @@ import type * as ZlibModule from "node:zlib";
 /**
  * The CLI bundle's own require (CommonJS); in the ES module library, one made for
  * this file (there a static import would do as well: a program using the library
- * does not start per build).
+ * does not start per build). An ES module bundle of the library (esbuild's) has a
+ * `require` that throws for what it did not bundle: then the made one too.
  */
 function load(id: string): unknown {
-  return (typeof require === "function" ? require : createRequire(import.meta.url))(id);
+  if (typeof require === "function") {
+    try {
+      return require(id);
+    } catch {
+      // An ES module bundle's stand-in.
+    }
+  }
+  return createRequire(import.meta.url)(id);
 }
 
 export function childProcess(): typeof ChildProcessModule {

@@ -25,9 +25,11 @@ import type koffiModule from "koffi";
  * module that fails to load or lacks a function) goes through koffi's entry.
  */
 function loadKoffi(): typeof koffiModule {
-  const req = typeof require === "function" ? require : createRequire(import.meta.url);
+  // The CLI bundle's require; in the ES module library (or an ES module bundle of it, whose `require` only throws), one made here.
+  const own = typeof require === "function" ? require : undefined;
   if (process.platform === "linux") {
     try {
+      const req = own ?? createRequire(import.meta.url);
       const pkg = req.resolve(`@koromix/koffi-linux-${process.arch}/package.json`);
       const native = req(join(dirname(pkg), `linux_${process.arch}`, "koffi.node")) as typeof koffiModule;
       if (typeof native.load === "function" && typeof native.errno === "function") return native;
@@ -35,7 +37,12 @@ function loadKoffi(): typeof koffiModule {
       // koffi's entry decides.
     }
   }
-  return req("koffi") as typeof koffiModule;
+  try {
+    if (own) return own("koffi") as typeof koffiModule;
+  } catch {
+    // An ES module bundle's stand-in.
+  }
+  return createRequire(import.meta.url)("koffi") as typeof koffiModule;
 }
 
 const koffi = loadKoffi();
