@@ -253,7 +253,6 @@ function mountedOverlay(scratchDir: string, mode: "overlay" | "fuse-overlayfs", 
     async unmount() {
       if (!mounted) return;
       const failed = await unmountOverlay(merged, volatile);
-      if (process.env.OCIBUILD_T) process.stderr.write(`T umount2 done ${(process.uptime()*1000).toFixed(1)}\n`);
       if (failed !== "") throw new OcibuildError("ROOTFS_UNMOUNT_FAILED", `cannot unmount ${merged}: ${failed}`, { details: { path: merged } });
       mounted = false;
       removeOverlayDirs(work, join(scratchDir, "l"));

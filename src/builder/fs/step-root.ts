@@ -189,18 +189,16 @@ export async function mutateRoot(
       const writing = await startLayerWrite(mounted, lowers, exclude, ctx);
       if (writing === undefined) return undefined;
       let tar: { diffId: DiffID };
+      let dir: string | undefined;
       try {
         tar = await writing.tar;
-        if (process.env.OCIBUILD_T) process.stderr.write(`T tar ${(process.uptime()*1000).toFixed(1)}\n`);
         await mounted.unmount();
+        dir = await keepUpper(mounted, exclude, tar.diffId, ctx);
       } catch (e) {
         // Nothing is left writing behind a failed step.
         await writing.blob.catch(() => {});
         throw e;
       }
-      if (process.env.OCIBUILD_T) process.stderr.write(`T unmounted ${(process.uptime()*1000).toFixed(1)}\n`);
-      const dir = await keepUpper(mounted, exclude, tar.diffId, ctx);
-      if (process.env.OCIBUILD_T) process.stderr.write(`T kept ${(process.uptime()*1000).toFixed(1)}\n`);
       if (ctx.deferLayerBlobs) return deferredLayer(tar.diffId, dir, writing.blob);
       return { descriptor: await writing.blob, diffId: tar.diffId, source: { kind: "local" }, dir };
     } finally {
