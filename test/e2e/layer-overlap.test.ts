@@ -85,6 +85,15 @@ describe.skipIf(!ready)("a step's layer is compressed while the next step runs (
     expect(again.result!.digest).toBe(first.result!.digest);
   }, 120_000);
 
+  it("with copy-mode roots (no upper directory kept), the RUN's root waits for the COPY's blob and extracts it: the same image as with overlayfs", async () => {
+    const dir = await context("copy-mode");
+    const overlay = await run(dir, join(f.work, "cache-copy-overlay"), { sourceDateEpoch: 1_700_000_000 });
+    const copied = await run(dir, join(f.work, "cache-copy-mode"), { sourceDateEpoch: 1_700_000_000, forceCopySnapshots: true });
+    expect(overlay.error).toBeUndefined();
+    expect(copied.error).toBeUndefined();
+    expect(copied.result!.image.manifest.parsed.layers.map((l) => l.digest)).toEqual(overlay.result!.image.manifest.parsed.layers.map((l) => l.digest));
+  }, 120_000);
+
   it("a build stopped while the COPY's blob is compressed fails as aborted and leaves no record, blob, temp file or mount of it", async () => {
     const dir = await context("stopped");
     const cacheDir = join(f.work, "cache-stopped");

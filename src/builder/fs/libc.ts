@@ -10,7 +10,8 @@
  * The xattr calls and mknod are synchronous: a few microseconds each, where one of
  * koffi's calls on a worker thread costs 20-50 µs (callers batch them in slices).
  * mount and umount2 run on koffi's worker threads: each takes milliseconds in the
- * kernel (more under load), which would stall the event loop.
+ * kernel (more under load), which would stall the event loop; umount2Now is for the
+ * one unmount that cannot take long (an overlay mounted `volatile`).
  */
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";

@@ -118,7 +118,10 @@ export async function readyLayers(layers: readonly LayerRecord[], ctx: StepConte
  * The layer's directory in the layer store, pulled and extracted if need be; one
  * download and extraction per DiffID however many stages ask at once (LayerStore.once).
  */
-function layerDir(layer: LayerRecord, ctx: StepContext): Promise<string> {
+async function layerDir(layer: LayerRecord, ctx: StepContext): Promise<string> {
+  // A step's layer whose blob is still being written (LayerRecord.written) and which kept
+  // no directory (copy mode, fuse-overlayfs) is extracted from that blob once it is there.
+  await layer.written;
   return ctx.layerStore.once(layer.diffId, () => readyLayer(layer, ctx));
 }
 
@@ -192,7 +195,7 @@ export async function mutateRoot(
       let dir: string | undefined;
       try {
         tar = await writing.tar;
-        await mounted.unmount();
+        await mounted.unmount({ small: writing.entries() <= SMALL_CHANGE });
         dir = await keepUpper(mounted, exclude, tar.diffId, ctx);
       } catch (e) {
         // Nothing is left writing behind a failed step.
@@ -226,15 +229,24 @@ function removeEmptied(scratch: string): boolean {
   }
 }
 
+/** Entries a layer may have for its root to be unmounted on the main thread (MountedRoot.unmount). */
+const SMALL_CHANGE = 2000;
+
 /**
  * The layer of what changed under `mounted`, begun: `tar` resolves once every change
  * is read, packed and hashed (the DiffID), `blob` once the compressed blob is in the
  * content store. Undefined when nothing changed (a RUN that wrote nothing, a WORKDIR
  * that exists): no layer, and none is written only to be dropped.
  */
-async function startLayerWrite(mounted: MountedRoot, lowers: string[], exclude: string[], ctx: StepContext): Promise<{ tar: Promise<{ diffId: DiffID }>; blob: Promise<Descriptor> } | undefined> {
+async function startLayerWrite(
+  mounted: MountedRoot,
+  lowers: string[],
+  exclude: string[],
+  ctx: StepContext,
+): Promise<{ tar: Promise<{ diffId: DiffID }>; blob: Promise<Descriptor>; entries: () => number } | undefined> {
   // Bytes going into the layer (uncompressed), reported about every 4 MiB for the live view.
   let bytes = 0;
+  let count = 0;
   let reported = 0;
   const cur = ctx.current;
   const changes = snapshotChanges(mounted, lowers, { exclude, signal: ctx.signal })[Symbol.asyncIterator]();
@@ -244,6 +256,7 @@ async function startLayerWrite(mounted: MountedRoot, lowers: string[], exclude: 
     for (let r: IteratorResult<LayerEntry> = first; !r.done; r = await changes.next()) {
       const e = r.value;
       bytes += e.size ?? 0;
+      count++;
       if (cur && bytes - reported >= 4 << 20) {
         reported = bytes;
         ctx.emit({ type: "layer-write", stage: cur.stage, step: cur.step, bytes, done: false });
@@ -265,7 +278,7 @@ async function startLayerWrite(mounted: MountedRoot, lowers: string[], exclude: 
     return { mediaType: w.mediaType, digest: w.digest, size: w.size };
   });
   // A write that fails before its tar is whole fails `tar` too.
-  return { tar: Promise.race([tarHashed, blob.then(() => tarHashed)]), blob };
+  return { tar: Promise.race([tarHashed, blob.then(() => tarHashed)]), blob, entries: () => count };
 }
 
 /** With overlay, the upperdir is the layer in overlay form: kept as its directory in the layer store (returned). */
