@@ -51,6 +51,11 @@ export function deferredLayer(diffId: DiffID, dir: string | undefined, blob: Pro
   };
 }
 
+/** Resolves once every layer of `layers` has its blob written (LayerRecord.written; rejects with the first write's error). */
+export async function layersWritten(layers: readonly LayerRecord[]): Promise<void> {
+  await Promise.all(layers.map((l) => l.written));
+}
+
 export interface StageState {
   readonly platform: Platform;
   /** The image config so far (rootfs/history are derived from layers/history below). */

@@ -27,7 +27,7 @@ import type { LlbDefinition } from "./buildkit/llb.js";
 import { llbMounts } from "./buildkit/mounts.js";
 import type { BuildkitVersion, WorkerRecord } from "./buildkit/messages.js";
 import { newLayerIndex, StatusFollower, stepDefinition, unsupported, type BuildkitStepSpec } from "./buildkit/step.js";
-import type { LayerRecord } from "../stage-state.js";
+import { layersWritten, type LayerRecord } from "../stage-state.js";
 import type { Availability, Executor, RunStepResult } from "./index.js";
 
 export interface BuildkitExecutorOptions extends BuildkitConnectOptions {
@@ -181,6 +181,8 @@ export class BuildkitExecutor implements Executor {
   private async stageInput(spec: BuildkitStepSpec): Promise<string | undefined> {
     const { state, ctx } = spec;
     if (state.layers.length === 0) return undefined;
+    // The previous step's layer may still be being compressed: its blob is what the daemon pulls.
+    await layersWritten(state.layers);
     const input = assembleImage(state, { sourceDateEpoch: 0 });
     const ref = withDigest(this.staging, input.manifest.digest);
     ctx.emit({ type: "log", level: "info", message: `buildkit: staging the step's input (${state.layers.length} layers) as ${ref}` });
