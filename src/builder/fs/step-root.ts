@@ -196,7 +196,7 @@ export async function mutateRoot(
       try {
         tar = await writing.tar;
         await mounted.unmount({ small: writing.entries() <= SMALL_CHANGE });
-        dir = await keepUpper(mounted, exclude, tar.diffId, ctx);
+        dir = keepUpper(mounted, exclude, tar.diffId, ctx);
       } catch (e) {
         // Nothing is left writing behind a failed step.
         await writing.blob.catch(() => {});
@@ -282,7 +282,7 @@ async function startLayerWrite(
 }
 
 /** With overlay, the upperdir is the layer in overlay form: kept as its directory in the layer store (returned). */
-async function keepUpper(mounted: MountedRoot, exclude: string[], diffId: DiffID, ctx: StepContext): Promise<string | undefined> {
+function keepUpper(mounted: MountedRoot, exclude: string[], diffId: DiffID, ctx: StepContext): string | undefined {
   if (mounted.mode !== "overlay") return undefined;
   // Same rule as the snapshot: a mount point goes, unless something real was written below it.
   pruneExcluded(mounted.upper, exclude);
