@@ -10,20 +10,25 @@ import type * as ChildProcessModule from "node:child_process";
 import type * as ZlibModule from "node:zlib";
 
 /**
- * The CLI bundle's own require (CommonJS); in the ES module library, one made for
- * this file (there a static import would do as well: a program using the library
- * does not start per build). An ES module bundle of the library (esbuild's) has a
- * `require` that throws for what it did not bundle: then the made one too.
+ * `use` given a require: the CLI bundle's own (CommonJS), or in the ES module library
+ * one made for this file (there a static import would do as well: a program using the
+ * library does not start per build). An ES module bundle of the library (esbuild's)
+ * has a `require` that throws for what it did not bundle: `use` is then given the made
+ * one too. For fs/libc.ts's koffi as well.
  */
-function load(id: string): unknown {
+export function withRequire<T>(use: (req: NodeJS.Require) => T): T {
   if (typeof require === "function") {
     try {
-      return require(id);
+      return use(require);
     } catch {
-      // An ES module bundle's stand-in.
+      // An ES module bundle's stand-in, or a real failure the made require meets again.
     }
   }
-  return createRequire(import.meta.url)(id);
+  return use(createRequire(import.meta.url));
+}
+
+function load(id: string): unknown {
+  return withRequire((req) => req(id));
 }
 
 export function childProcess(): typeof ChildProcessModule {

@@ -13,9 +13,9 @@
  * kernel (more under load), which would stall the event loop; umount2Now is for the
  * one unmount that cannot take long (an overlay mounted `volatile`).
  */
-import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import type koffiModule from "koffi";
+import { withRequire } from "../../builtins.js";
 
 /**
  * koffi's native module. Where npm put koffi's prebuilt package for this platform
@@ -26,24 +26,18 @@ import type koffiModule from "koffi";
  * module that fails to load or lacks a function) goes through koffi's entry.
  */
 function loadKoffi(): typeof koffiModule {
-  // The CLI bundle's require; in the ES module library (or an ES module bundle of it, whose `require` only throws), one made here.
-  const own = typeof require === "function" ? require : undefined;
   if (process.platform === "linux") {
     try {
-      const req = own ?? createRequire(import.meta.url);
-      const pkg = req.resolve(`@koromix/koffi-linux-${process.arch}/package.json`);
-      const native = req(join(dirname(pkg), `linux_${process.arch}`, "koffi.node")) as typeof koffiModule;
+      const native = withRequire((req) => {
+        const pkg = req.resolve(`@koromix/koffi-linux-${process.arch}/package.json`);
+        return req(join(dirname(pkg), `linux_${process.arch}`, "koffi.node")) as typeof koffiModule;
+      });
       if (typeof native.load === "function" && typeof native.errno === "function") return native;
     } catch {
       // koffi's entry decides.
     }
   }
-  try {
-    if (own) return own("koffi") as typeof koffiModule;
-  } catch {
-    // An ES module bundle's stand-in.
-  }
-  return createRequire(import.meta.url)("koffi") as typeof koffiModule;
+  return withRequire((req) => req("koffi") as typeof koffiModule);
 }
 
 const koffi = loadKoffi();
