@@ -5,14 +5,15 @@
  * what each entry cost on the main thread beside the system calls: a buffer per header,
  * per file and per padding, the copies gathering them into chunks, and an async
  * generator step for each. Small files with a sourcePath are read with open, read and
- * close straight into the chunk (no fstat, no buffer of their own); the rest stream.
+ * close straight into the chunk (no fstat, no buffer of their own), or come already
+ * read (LayerEntry.content); the rest stream.
  * Only where the bytes go and how they are cut into chunks differs from writing the
  * pieces one by one: the tar is the same, and gzip members and zstd frames are cut at
  * fixed offsets of it, so the layer's digest is too.
  */
 import { closeSync, openSync, readSync } from "node:fs";
 import { OcibuildError, isOcibuildError } from "../errors.js";
-import type { LayerEntry } from "./layer.js";
+import type { LayerEntries, LayerEntry, TarSegment } from "./layer.js";
 import { BLOCK, encodeHeaderInto, validateEntry } from "./layer-tar.js";
 
 /** Bytes a chunk buffer holds. */
@@ -68,6 +69,17 @@ class Chunk {
   put(b: Buffer): void {
     b.copy(this.buf, this.fill);
     this.fill += b.length;
+  }
+
+  /** `size` bytes of `src` from `at`: a short file's bytes one by one (Buffer.copy makes a view per call), a longer one's copied. */
+  putFrom(src: Buffer, at: number, size: number): void {
+    if (size > 256) {
+      this.fill += src.copy(this.buf, this.fill, at, at + size);
+      return;
+    }
+    const buf = this.buf;
+    for (let i = 0; i < size; i++) buf[this.fill + i] = src[at + i]!;
+    this.fill += size;
   }
 
   zeros(n: number): void {
@@ -131,51 +143,92 @@ async function* streamContent(e: LayerEntry, size: number, signal: AbortSignal |
   if (seen !== size) throw sizeMismatch(e, `has ${seen} bytes of content, but its declared size is ${size}`);
 }
 
+interface PackOptions {
+  /** The writer's sourceDateEpoch: a tar segment must have been packed with it. */
+  epoch: number | undefined;
+  /** An entry's mtime in whole seconds. */
+  mtimeOf: (e: LayerEntry) => number;
+  /** Called before each entry. */
+  checkAborted: () => void;
+  signal: AbortSignal | undefined;
+}
+
+function isSegment(e: LayerEntry | TarSegment): e is TarSegment {
+  return (e as TarSegment).tar !== undefined;
+}
+
+/** A tar segment's bytes: passed on as they are when large, else copied into the chunk. */
+function* packed(c: Chunk, s: TarSegment, epoch: number | undefined): Generator<Buffer> {
+  // A programming error, not the user's: the snapshot packs with the layer's own epoch.
+  if (s.sourceDateEpoch !== epoch) throw new Error(`a tar segment packed with sourceDateEpoch ${s.sourceDateEpoch} given to a writer with ${epoch}`);
+  const bytes = s.tar.subarray(s.at, s.at + s.length);
+  if (bytes.length >= PASS_THROUGH) {
+    if (c.fill > 0) yield c.take();
+    yield bytes;
+    return;
+  }
+  if (c.room() < bytes.length) yield c.take();
+  c.put(bytes);
+  if (c.fill >= FLUSH_BYTES) yield c.flush();
+}
+
 /**
  * The tar bytes of `entries` (each validated before any of its bytes), then the end
  * marker, as chunks of about FLUSH_BYTES (streamed pieces of PASS_THROUGH or more are
- * passed on as they come). `mtimeOf` gives an entry's mtime in whole seconds;
- * `checkAborted` is called before each entry.
+ * passed on as they come); tar segments are passed on, or copied, as they are.
  */
-export async function* packTar(
-  entries: Iterable<LayerEntry> | AsyncIterable<LayerEntry>,
-  mtimeOf: (e: LayerEntry) => number,
-  checkAborted: () => void,
-  signal: AbortSignal | undefined,
-): AsyncGenerator<Buffer> {
+export async function* packTar(entries: LayerEntries, opts: PackOptions): AsyncGenerator<Buffer> {
+  const { mtimeOf, checkAborted, signal } = opts;
   const c = new Chunk();
-  for await (const e of entries) {
-    checkAborted();
-    validateEntry(e);
-    if (c.room() < BLOCK) yield c.take();
-    const h = encodeHeaderInto(e, mtimeOf(e), c.buf, c.fill);
-    if (typeof h === "number") c.fill += h;
-    else {
-      // PAX records (long or non-ASCII names, xattrs): the header blocks come as a buffer.
-      if (c.room() < h.length) yield c.take();
-      if (h.length > c.room()) yield h;
-      else c.put(h);
-    }
-    const size = e.type === "file" ? (e.size ?? 0) : 0;
-    if (size === 0) continue;
-    if (e.sourcePath !== undefined && size <= SMALL_FILE) {
-      if (c.room() <= size) yield c.take();
-      c.readSmall(e, size);
-    } else {
-      for await (const piece of streamContent(e, size, signal)) {
-        if (piece.length >= PASS_THROUGH) {
-          if (c.fill > 0) yield c.take();
-          yield piece;
-          continue;
-        }
-        if (c.room() < piece.length) yield c.take();
-        c.put(piece);
+  for await (const got of entries) {
+    // A source may give its entries in arrays (LayerEntries): one await each.
+    const list = (Array.isArray(got) ? got : [got]) as readonly (LayerEntry | TarSegment)[];
+    for (const e of list) {
+      checkAborted();
+      if (isSegment(e)) {
+        yield* packed(c, e, opts.epoch);
+        continue;
       }
+      validateEntry(e);
+      if (c.room() < BLOCK) yield c.take();
+      const h = encodeHeaderInto(e, mtimeOf(e), c.buf, c.fill);
+      if (typeof h === "number") c.fill += h;
+      else {
+        // PAX records (long or non-ASCII names, xattrs): the header blocks come as a buffer.
+        if (c.room() < h.length) yield c.take();
+        if (h.length > c.room()) yield h;
+        else c.put(h);
+      }
+      const size = e.type === "file" ? (e.size ?? 0) : 0;
+      if (size === 0) continue;
+      if (e.content !== undefined) {
+        const at = e.contentAt ?? 0;
+        if (size >= PASS_THROUGH) {
+          if (c.fill > 0) yield c.take();
+          yield e.content.subarray(at, at + size);
+        } else {
+          if (c.room() <= size) yield c.take();
+          c.putFrom(e.content, at, size);
+        }
+      } else if (e.sourcePath !== undefined && size <= SMALL_FILE) {
+        if (c.room() <= size) yield c.take();
+        c.readSmall(e, size);
+      } else {
+        for await (const piece of streamContent(e, size, signal)) {
+          if (piece.length >= PASS_THROUGH) {
+            if (c.fill > 0) yield c.take();
+            yield piece;
+            continue;
+          }
+          if (c.room() < piece.length) yield c.take();
+          c.put(piece);
+        }
+      }
+      const pad = (BLOCK - (size % BLOCK)) % BLOCK;
+      if (c.room() < pad) yield c.take();
+      c.zeros(pad);
+      if (c.fill >= FLUSH_BYTES) yield c.flush();
     }
-    const pad = (BLOCK - (size % BLOCK)) % BLOCK;
-    if (c.room() < pad) yield c.take();
-    c.zeros(pad);
-    if (c.fill >= FLUSH_BYTES) yield c.flush();
   }
   if (c.room() < 2 * BLOCK) yield c.take();
   c.zeros(2 * BLOCK);

@@ -64,7 +64,11 @@ export function validateEntry(e: LayerEntry): void {
   if (!(e.mtime instanceof Date) || Number.isNaN(e.mtime.getTime())) invalid(p, "mtime is not a valid Date");
   if (e.type === "file") {
     if (e.size === undefined || !Number.isSafeInteger(e.size) || e.size < 0) invalid(p, "a file needs a non-negative integer size");
-    if (e.size > 0 && e.open === undefined) invalid(p, "a non-empty file needs open()");
+    if (e.size > 0 && e.open === undefined && e.content === undefined) invalid(p, "a non-empty file needs open()");
+    const at = e.contentAt ?? 0;
+    if (e.content !== undefined && (!Number.isSafeInteger(at) || at < 0 || at + e.size > e.content.length)) {
+      invalid(p, `content of ${e.content.length} bytes from ${at} for a size of ${e.size}`);
+    }
   }
   if (e.type === "symlink" || e.type === "hardlink") {
     if (typeof e.linkname !== "string" || e.linkname === "") invalid(p, `a ${e.type} needs a linkname`);
@@ -90,27 +94,13 @@ function paxRecord(key: string, value: Buffer): Buffer {
   return Buffer.concat([Buffer.from(String(len), "utf8"), body]);
 }
 
-function putString(h: Buffer, off: number, width: number, s: string): void {
-  // Callers only pass ASCII that fits (or a deliberate truncation), so latin1 is byte-exact.
-  h.write(s.slice(0, width), off, width, "latin1");
-}
-
-/** `n` (a non-negative integer that fits) as width - 1 octal digits and a NUL, digit by digit: no string per field. */
-function putOctal(h: Buffer, off: number, width: number, n: number): void {
-  for (let i = off + width - 2; i >= off; i--) {
-    h[i] = 0x30 + (n % 8);
-    n = Math.floor(n / 8);
-  }
-  h[off + width - 1] = 0;
-}
-
 /** Truncate to at most `width` ASCII bytes (non-ASCII replaced), for fields a PAX record overrides. */
 function asciiFit(s: string, width: number): string {
   if (s.length <= width && isAscii(s)) return s;
   return s.replace(/[^\x20-\x7e]/g, "_").slice(0, width);
 }
 
-interface HeaderFields {
+export interface HeaderFields {
   name: string;
   mode: number;
   uid: number;
@@ -125,28 +115,71 @@ interface HeaderFields {
   devminor: number;
 }
 
-/** The ustar header of `f`, written into the 512 bytes of `h` at `at`, which must be zeros. */
-function ustarInto(f: HeaderFields, h: Buffer, at: number): void {
-  putString(h, at, 100, f.name);
-  putOctal(h, at + 100, 8, f.mode);
-  putOctal(h, at + 108, 8, f.uid);
-  putOctal(h, at + 116, 8, f.gid);
-  putOctal(h, at + 124, 12, f.size);
-  putOctal(h, at + 136, 12, f.mtime);
-  for (let i = at + 148; i < at + 156; i++) h[i] = 0x20; // checksum is computed with its own field as spaces
-  putString(h, at + 156, 1, f.typeflag);
-  putString(h, at + 157, 100, f.linkname);
-  putString(h, at + 257, 6, "ustar");
-  h[at + 262] = 0;
-  putString(h, at + 263, 2, "00");
-  putString(h, at + 265, 32, f.uname);
-  putString(h, at + 297, 32, f.gname);
-  putOctal(h, at + 329, 8, f.devmajor);
-  putOctal(h, at + 337, 8, f.devminor);
-  let sum = 0;
-  for (let i = at; i < at + BLOCK; i++) sum += h[i]!;
-  putOctal(h, at + 148, 7, sum);
+/**
+ * The ustar header of `f`, written into the 512 bytes of `h` at `at`, which must be
+ * zeros: fields are written byte by byte (callers pass ASCII that fits, see asciiFit: one
+ * byte a character; a binding call per field cost more than a short name's bytes), empty
+ * ones skipped, and the checksum (the sum of the header's bytes, its own field counted
+ * as spaces) summed as they are written. Self-contained, it uses nothing outside its
+ * body: fs/file-readers.ts runs its source on worker threads.
+ */
+export function ustarInto(f: HeaderFields, h: Uint8Array, at: number): void {
+  /** `s`, at most `width` bytes of it; the sum of its bytes. */
+  const putString = (off: number, width: number, s: string): number => {
+    const n = Math.min(s.length, width);
+    let sum = 0;
+    for (let i = 0; i < n; i++) {
+      const c = s.charCodeAt(i) & 0xff;
+      h[off + i] = c;
+      sum += c;
+    }
+    return sum;
+  };
+  /** `n` (a non-negative integer that fits) as width - 1 octal digits and a NUL; the sum of the bytes. */
+  const putOctal = (off: number, width: number, n: number): number => {
+    let sum = 0;
+    for (let i = off + width - 2; i >= off; i--) {
+      const c = 0x30 + (n % 8);
+      h[i] = c;
+      sum += c;
+      n = Math.floor(n / 8);
+    }
+    h[off + width - 1] = 0;
+    return sum;
+  };
+  // The checksum field counted as eight spaces.
+  let sum = 8 * 0x20;
+  sum += putString(at, 100, f.name);
+  sum += putOctal(at + 100, 8, f.mode);
+  sum += putOctal(at + 108, 8, f.uid);
+  sum += putOctal(at + 116, 8, f.gid);
+  sum += putOctal(at + 124, 12, f.size);
+  sum += putOctal(at + 136, 12, f.mtime);
+  sum += putString(at + 156, 1, f.typeflag);
+  if (f.linkname !== "") sum += putString(at + 157, 100, f.linkname);
+  // The magic "ustar\0" and the version "00".
+  sum += putString(at + 257, 5, "ustar") + putString(at + 263, 2, "00");
+  if (f.uname !== "") sum += putString(at + 265, 32, f.uname);
+  if (f.gname !== "") sum += putString(at + 297, 32, f.gname);
+  sum += putOctal(at + 329, 8, f.devmajor);
+  sum += putOctal(at + 337, 8, f.devminor);
+  putOctal(at + 148, 7, sum);
   h[at + 155] = 0x20;
+}
+
+/**
+ * Whether a regular file's header is one ustar block (headerParts makes no PAX record
+ * for it) when it has no xattrs and no user or group name: a printable-ASCII path of
+ * at most 100 bytes, ids of at most 7 octal digits, a size and an mtime (whole seconds)
+ * of at most 11. Self-contained, as ustarInto (the workers that pack small files ask it).
+ */
+export function fitsUstar(path: string, uid: number, gid: number, size: number, mtimeSec: number): boolean {
+  if (path.length > 100 || uid > 0o7777777 || gid > 0o7777777 || size > 0o77777777777 || mtimeSec < 0 || mtimeSec > 0o77777777777) return false;
+  for (let i = 0; i < path.length; i++) {
+    const c = path.charCodeAt(i);
+    if (c < 0x20 || c > 0x7e) return false;
+  }
+  return true;
 }
 
 function ustarHeader(f: HeaderFields): Buffer {

@@ -47,7 +47,37 @@ export interface LayerEntry {
    * limited layers of many small files).
    */
   sourcePath?: string;
+  /**
+   * The content, already read: the `size` bytes of this buffer from `contentAt` (0 if
+   * unset), written as they are, before `sourcePath` or `open` (a snapshot's worker
+   * threads read small files ahead of the tar, many into one buffer).
+   */
+  content?: Buffer;
+  contentAt?: number;
 }
+
+/**
+ * Whole tar entries already encoded: `length` bytes of `tar` from `at`, each entry a
+ * ustar header, the content and its padding, as the tar writer would have written them
+ * with this `sourceDateEpoch` (writeLayer refuses another). A snapshot's worker threads
+ * pack small files this way (builder/fs/file-readers.ts).
+ */
+export interface TarSegment {
+  tar: Buffer;
+  at: number;
+  length: number;
+  /** How many entries, and how many bytes of content they hold. */
+  entries: number;
+  contentBytes: number;
+  sourceDateEpoch: number | undefined;
+}
+
+/**
+ * A layer's entries, in order. An async source may give them in arrays, with tar
+ * segments among them: a snapshot of 100,000 files does, one await per array instead
+ * of one per entry.
+ */
+export type LayerEntries = Iterable<LayerEntry> | AsyncIterable<LayerEntry | readonly (LayerEntry | TarSegment)[]>;
 
 export interface LayerWriteOptions {
   /** Default "gzip". zstd layers are written as independent frames (layer-zstd.ts). */
@@ -140,7 +170,7 @@ function mtimeSeconds(e: LayerEntry, epoch: number | undefined): number {
  * golden tests; writeLayer is the one-pass tar+gzip+hash path.
  */
 export async function* tarChunks(
-  entries: Iterable<LayerEntry> | AsyncIterable<LayerEntry>,
+  entries: LayerEntries,
   opts: { sourceDateEpoch?: number; signal?: AbortSignal } = {},
 ): AsyncGenerator<Buffer> {
   const epoch = opts.sourceDateEpoch;
@@ -148,7 +178,7 @@ export async function* tarChunks(
     throw new OcibuildError("LAYER_OPTIONS_INVALID", `sourceDateEpoch ${epoch} is not a non-negative integer number of seconds`);
   }
   const { signal } = opts;
-  yield* packTar(entries, (e) => mtimeSeconds(e, epoch), () => checkAborted(signal, "writing the layer"), signal);
+  yield* packTar(entries, { epoch, mtimeOf: (e) => mtimeSeconds(e, epoch), checkAborted: () => checkAborted(signal, "writing the layer"), signal });
 }
 
 function aborted(signal: AbortSignal | undefined, err: unknown): boolean {
@@ -165,7 +195,7 @@ function aborted(signal: AbortSignal | undefined, err: unknown): boolean {
  * equal digests on any machine and any thread count.
  */
 export async function writeLayer(
-  entries: Iterable<LayerEntry> | AsyncIterable<LayerEntry>,
+  entries: LayerEntries,
   out: NodeJS.WritableStream,
   opts: LayerWriteOptions = {},
 ): Promise<WrittenLayer> {
@@ -203,7 +233,7 @@ export async function writeLayer(
  * half-written is left behind.
  */
 export async function writeLayerToDir(
-  entries: Iterable<LayerEntry> | AsyncIterable<LayerEntry>,
+  entries: LayerEntries,
   dir: string,
   opts: LayerWriteOptions = {},
 ): Promise<WrittenLayer & { path: string }> {

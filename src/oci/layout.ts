@@ -14,7 +14,7 @@ import { pipeline } from "node:stream/promises";
 import { type ErrorCode, OcibuildError, isOcibuildError } from "../errors.js";
 import { makeDirs, removeQuietly } from "../user-path.js";
 import { type Digest, HashingStream, VerifyingStream, algorithmOf, hexOf, isDigestString } from "./digest.js";
-import { type LayerEntry, type LayerWriteOptions, type WrittenLayer, checkAborted, removeTemp, writeLayer } from "./layer.js";
+import { type LayerEntries, type LayerWriteOptions, type WrittenLayer, checkAborted, removeTemp, writeLayer } from "./layer.js";
 import { type Descriptor, type ImageIndex, parseManifest } from "./manifest.js";
 import { MediaType } from "./media-types.js";
 
@@ -215,7 +215,7 @@ export class OciLayout {
    * blob: the bytes are hashed once. On failure nothing is left; the layer writer's
    * error is the one reported.
    */
-  async writeLayer(entries: Iterable<LayerEntry> | AsyncIterable<LayerEntry>, opts: LayerWriteOptions = {}): Promise<WrittenLayer> {
+  async writeLayer(entries: LayerEntries, opts: LayerWriteOptions = {}): Promise<WrittenLayer> {
     const tmp = tmpName(this.dir);
     const file = createWriteStream(tmp, { flags: "wx" });
     let layer: WrittenLayer;

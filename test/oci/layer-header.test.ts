@@ -1,6 +1,8 @@
 /** The header encoder on values a ustar header cannot hold, read back by an independent parser. */
 import { describe, expect, it } from "vitest";
-import { encodeHeader } from "../../src/oci/layer-tar.js";
+import { Writable } from "node:stream";
+import { writeLayer, type TarSegment } from "../../src/oci/layer.js";
+import { encodeHeader, fitsUstar, ustarInto } from "../../src/oci/layer-tar.js";
 
 const T = new Date("2021-03-04T05:06:07Z");
 
@@ -52,5 +54,43 @@ describe("layer writer: values beyond ustar limits", () => {
     const h = parse(encodeHeader({ path: n101, type: "fifo", mode: 0o600, uid: 0, gid: 0, mtime: T }, 1));
     expect(h.pax).toEqual({ path: n101 });
     expect(h.cksumOk).toBe(true);
+  });
+
+  it("fitsUstar is true exactly where a plain file's header is one ustar block, and ustarInto writes it", () => {
+    const cases: [string, number, number, number, number][] = [
+      ["a".repeat(100), 0, 0, 0, 0],
+      ["a".repeat(101), 0, 0, 0, 0],
+      ["caf\u00e9", 0, 0, 0, 0],
+      ["tab\there", 0, 0, 0, 0],
+      ["p", 0o7777777, 0o7777777, 0o77777777777, 0o77777777777],
+      ["p", 0o7777777 + 1, 0, 0, 0],
+      ["p", 0, 0o7777777 + 1, 0, 0],
+      ["p", 0, 0, 0o77777777777 + 1, 0],
+      ["p", 0, 0, 0, 0o77777777777 + 1],
+      ["p", 0, 0, 0, -1],
+      ["dir/file.js", 1000, 1000, 4096, 1_700_000_000],
+    ];
+    for (const [path, uid, gid, size, mtime] of cases) {
+      const h = encodeHeader({ path, type: "file", mode: 0o644, uid, gid, size, mtime: T, open: () => null as never }, mtime);
+      expect(fitsUstar(path, uid, gid, size, mtime), path.slice(0, 20)).toBe(h.length === 512);
+      if (h.length !== 512) continue;
+      // The worker's call: what headerParts makes of such a file.
+      const own = Buffer.alloc(512);
+      ustarInto({ name: path, mode: 0o644, uid, gid, size, mtime, typeflag: "0", linkname: "", uname: "", gname: "", devmajor: 0, devminor: 0 }, own, 0);
+      expect(own.equals(h)).toBe(true);
+    }
+  });
+
+  it("refuses a tar segment packed with another sourceDateEpoch than the writer's", async () => {
+    const tar = Buffer.alloc(1024);
+    ustarInto({ name: "f", mode: 0o644, uid: 0, gid: 0, size: 1, mtime: 5, typeflag: "0", linkname: "", uname: "", gname: "", devmajor: 0, devminor: 0 }, tar, 0);
+    const segment: TarSegment = { tar, at: 0, length: 1024, entries: 1, contentBytes: 1, sourceDateEpoch: 5 };
+    const sink = () => new Writable({ write: (_c, _e, cb) => cb() });
+    async function* one() {
+      yield [segment];
+    }
+    const written = await writeLayer(one(), sink(), { sourceDateEpoch: 5 });
+    expect(written.uncompressedSize).toBe(1024 + 1024);
+    await expect(writeLayer(one(), sink(), { sourceDateEpoch: 6 })).rejects.toThrow(/sourceDateEpoch 5 given to a writer with 6/);
   });
 });
