@@ -1,5 +1,5 @@
 /**
- * node:child_process and node:zlib, loaded at their first use rather than when the
+ * node:child_process, node:zlib and node:worker_threads, loaded at their first use rather than when the
  * modules that use them are. A fully cached build starts no process and compresses
  * nothing, and the CLI bundle initialises every module it holds at start-up: their
  * static imports cost that build ~1.5 ms (child_process brings node:dgram and node:net
@@ -8,6 +8,7 @@
 import { createRequire } from "node:module";
 import type * as ChildProcessModule from "node:child_process";
 import type * as ZlibModule from "node:zlib";
+import type * as WorkerThreadsModule from "node:worker_threads";
 
 /**
  * `use` given a require: the CLI bundle's own (CommonJS), or in the ES module library
@@ -37,4 +38,9 @@ export function childProcess(): typeof ChildProcessModule {
 
 export function zlib(): typeof ZlibModule {
   return load("node:zlib") as typeof ZlibModule;
+}
+
+/** For fs/file-readers.ts, whose workers only a snapshot of many files starts. */
+export function workerThreads(): typeof WorkerThreadsModule {
+  return load("node:worker_threads") as typeof WorkerThreadsModule;
 }

@@ -185,6 +185,36 @@ describe.skipIf(missing !== undefined)(`rootless builds as a plain user (${missi
     expect(treeDifferences(await describeTree(rootless), await describeTree(await unpack(asRoot, "root")), ["rootless", "root"])).toEqual([]);
   }, 180_000);
 
+  it("a RUN that writes thousands of files (read and packed by worker threads) gives the same tree as a build as root", async () => {
+    const ctx = await context(
+      "many-files",
+      [
+        "ARG BASE",
+        "FROM ${BASE}",
+        // 2,500 files, some owned by 1000, a setuid one, a hardlink and a symlink among them.
+        'RUN i=0; while [ $i -lt 25 ]; do mkdir -p /deps/p$i; j=0; while [ $j -lt 100 ]; do echo "$i $j" > /deps/p$i/f$j; j=$((j+1)); done; i=$((i+1)); done; chown -R 1000:1000 /deps/p3; chmod 4755 /deps/p4/f1; ln /deps/p5/f1 /deps/p5/hard; ln -s f1 /deps/p5/soft',
+        "RUN find /deps -type f | wc -l > /count",
+        "",
+      ].join("\n"),
+    );
+    const ours = `${reg.host}/rootless/many:v1`;
+    const r = await asUser(user, ["--progress", "plain", "-t", ours, "--build-arg", `BASE=${busybox}`, "--cache-dir", join(user.home, "cache-many"), "."], ctx);
+    expect(r.stderr).not.toMatch(/error\[/);
+    expect(r.code).toBe(0);
+    const rootless = await unpack(ours, "many-rootless");
+    expect((await readFile(join(rootless, "count"), "utf8")).trim()).toBe("2501");
+    expect(await ownedBy(rootless, user.uid)).toEqual([]);
+    const p3 = await lstat(join(rootless, "deps/p3/f7"));
+    expect(`${p3.uid}:${p3.gid}`).toBe("1000:1000");
+    expect(((await lstat(join(rootless, "deps/p4/f1"))).mode & 0o7777).toString(8)).toBe("4755");
+    expect((await lstat(join(rootless, "deps/p5/hard"))).ino).toBe((await lstat(join(rootless, "deps/p5/f1"))).ino);
+
+    const asRoot = `${reg.host}/rootless/many-root:v1`;
+    const rr = await cli(["-t", asRoot, "--build-arg", `BASE=${busybox}`, "--cache-dir", join(work, "root-cache"), ctx]);
+    expect(rr.stderr).not.toMatch(/error\[/);
+    expect(treeDifferences(await describeTree(rootless), await describeTree(await unpack(asRoot, "many-root")), ["rootless", "root"])).toEqual([]);
+  }, 180_000);
+
   it("a rebuild by the same user takes every step from its cache", async () => {
     const ctx = await context("busybox", BUSYBOX_DF, { "greeting.txt": "hello from rootless\n", "plain.txt": "plain\n" });
     const r = await asUser(user, ["--progress", "plain", "--no-push", "-o", `oci:${join(user.home, "out")}:v1`, "--build-arg", `BASE=${busybox}`, "--cache-dir", join(user.home, "cache"), "."], ctx);

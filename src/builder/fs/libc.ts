@@ -25,22 +25,23 @@ import { withRequire } from "../../builtins.js";
  * waits for it). The glibc build is tried; anything else (musl, another layout, a
  * module that fails to load or lacks a function) goes through koffi's entry.
  */
-function loadKoffi(): typeof koffiModule {
+function loadKoffi(): { koffi: typeof koffiModule; path: string } {
   if (process.platform === "linux") {
     try {
-      const native = withRequire((req) => {
+      const loaded = withRequire((req) => {
         const pkg = req.resolve(`@koromix/koffi-linux-${process.arch}/package.json`);
-        return req(join(dirname(pkg), `linux_${process.arch}`, "koffi.node")) as typeof koffiModule;
+        const path = join(dirname(pkg), `linux_${process.arch}`, "koffi.node");
+        return { koffi: req(path) as typeof koffiModule, path };
       });
-      if (typeof native.load === "function" && typeof native.errno === "function") return native;
+      if (typeof loaded.koffi.load === "function" && typeof loaded.koffi.errno === "function") return loaded;
     } catch {
       // koffi's entry decides.
     }
   }
-  return withRequire((req) => req("koffi") as typeof koffiModule);
+  return withRequire((req) => ({ koffi: req("koffi") as typeof koffiModule, path: req.resolve("koffi") }));
 }
 
-const koffi = loadKoffi();
+const { koffi, path: koffiFile } = loadKoffi();
 
 // The process's own symbols include the C library's (glibc or musl, whichever Node was linked to).
 const lib = koffi.load(null);
@@ -88,6 +89,8 @@ function makedev(major: number, minor: number): bigint {
 }
 
 export const libc = {
+  /** The file koffi was loaded from, for worker threads to load the same (file-readers.ts). */
+  koffiPath: koffiFile,
   /** NUL-separated names into `buf`; the length used. */
   llistxattr: (path: string, buf: Buffer): number => result(fn.llistxattr(path, buf, buf.length) as number),
   /** `name` is NUL-terminated bytes (as llistxattr gives them); the value's length in `buf`. */

@@ -20,6 +20,7 @@ import { monotonicMs } from "../../clock.js";
 import { runProcess, type ProcessResult } from "../../process.js";
 import { isRealRoot } from "../privilege.js";
 import type { Libc } from "./libc.js";
+import { FileReaders } from "./file-readers.js";
 
 export type NodeKind = "char" | "block" | "fifo";
 
@@ -206,6 +207,16 @@ export async function setXattrs(ops: XattrOp[], signal?: AbortSignal): Promise<s
 
 /** Namespaces never reported: overlayfs' own attributes and SELinux labels (the host's, not the image's). */
 const SKIP = ["trusted.overlay.", "user.overlay.", "security.selinux"];
+
+/**
+ * Worker threads that read files' stat fields, xattrs (without SKIP's) and content
+ * (file-readers.ts), or undefined where they would not help (one core) or the native
+ * module cannot be loaded (the caller's getXattrs then says so).
+ */
+export async function startFileReaders(): Promise<FileReaders | undefined> {
+  const c = await native().catch(() => undefined);
+  return c === undefined ? undefined : FileReaders.start(c.koffiPath, SKIP);
+}
 
 /**
  * A buffer for llistxattr/lgetxattr that grows when a list or value does not fit.

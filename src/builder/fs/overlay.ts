@@ -249,18 +249,24 @@ function mountedOverlay(scratchDir: string, mode: "overlay" | "fuse-overlayfs", 
   const merged = join(scratchDir, "merged");
   const work = join(scratchDir, "work");
   let mounted = true;
+  /** The unmount under way: a second call waits for it (a failed one is tried again). */
+  let unmounting: Promise<void> | undefined;
+  const unmount = async (small: boolean) => {
+    const failed = await unmountOverlay(merged, volatile && small);
+    if (failed !== "") throw new OcibuildError("ROOTFS_UNMOUNT_FAILED", `cannot unmount ${merged}: ${failed}`, { details: { path: merged } });
+    mounted = false;
+    removeOverlayDirs(work, join(scratchDir, "l"));
+  };
   return {
     merged,
     upper: join(scratchDir, "upper"),
     work,
     mode,
     plainUpper,
-    async unmount(opts = {}) {
-      if (!mounted) return;
-      const failed = await unmountOverlay(merged, volatile && opts.small === true);
-      if (failed !== "") throw new OcibuildError("ROOTFS_UNMOUNT_FAILED", `cannot unmount ${merged}: ${failed}`, { details: { path: merged } });
-      mounted = false;
-      removeOverlayDirs(work, join(scratchDir, "l"));
+    unmount(opts = {}) {
+      if (!mounted) return Promise.resolve();
+      unmounting ??= unmount(opts.small === true).finally(() => (unmounting = undefined));
+      return unmounting;
     },
   };
 }

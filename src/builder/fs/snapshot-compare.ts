@@ -12,6 +12,7 @@ import type { EntryType, LayerEntry } from "../../oci/layer.js";
 import { splitDev } from "../../oci/tar-entries.js";
 import type { MountedRoot } from "./overlay.js";
 import type { LowerEntry, LowerView } from "./lowerview.js";
+import type { PendingFile } from "./snapshot-files.js";
 import { getXattrs } from "./native.js";
 import { lstatOrNull } from "./util.js";
 
@@ -54,6 +55,25 @@ export interface Item {
   hostPath?: string;
   /** dev:ino for files that have other links. */
   inode?: string;
+  /** A regular file listed by name only, its entry made later (snapshot-files.ts). */
+  pending?: PendingFile;
+  /** A pending file found gone: not in the layer. */
+  dropped?: boolean;
+}
+
+/** A file's entry: its stat fields, and its content read from `readPath`. */
+export function fileEntry(rel: string, readPath: string, st: { mode: number; uid: number; gid: number; mtime: Date; size: number }): LayerEntry {
+  return {
+    path: rel,
+    type: "file",
+    mode: st.mode & 0o7777,
+    uid: st.uid,
+    gid: st.gid,
+    mtime: st.mtime,
+    size: st.size,
+    open: (signal?: AbortSignal) => createReadStream(readPath, { signal }),
+    sourcePath: readPath,
+  };
 }
 
 /**
@@ -95,18 +115,20 @@ export async function unchanged(root: MountedRoot, m: Stats, mPath: string, l: L
 export function entryFor(rel: string, hostPath: string, st: Stats, readPath = hostPath): Item | null {
   const type = typeOf(st);
   if (type === null) return null;
-  const entry: LayerEntry = { path: rel, type, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: st.mtime };
-  const item: Item = { entry, hostPath: readPath };
   if (type === "file") {
-    entry.size = st.size;
-    entry.open = (signal?: AbortSignal) => createReadStream(readPath, { signal });
-    entry.sourcePath = readPath;
+    const item: Item = { entry: fileEntry(rel, readPath, st), hostPath: readPath };
     if (st.nlink > 1) {
-      // One key space for the whole snapshot: the merged tree's (st may be the upperdir's).
-      const k = readPath === hostPath ? st : lstatSync(hostPath);
+      // Keyed where it is read: one key space for the whole snapshot, as every file of
+      // one is read in the same tree (the upperdir with MountedRoot.plainUpper, else the
+      // merged tree). `st` may be the other tree's.
+      const k = readPath === hostPath ? st : lstatSync(readPath);
       item.inode = `${k.dev}:${k.ino}`;
     }
-  } else if (type === "symlink") {
+    return item;
+  }
+  const entry: LayerEntry = { path: rel, type, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: st.mtime };
+  const item: Item = { entry, hostPath: readPath };
+  if (type === "symlink") {
     entry.linkname = readlinkSync(hostPath);
   } else if (type === "char" || type === "block") {
     Object.assign(entry, splitDev(BigInt(st.rdev)));
