@@ -95,6 +95,8 @@ export class FileReaders {
       fields: FIELDS,
       // O_CLOEXEC (not in Node's constants): 0o2000000 on Linux.
       flags: fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK | 0o2000000,
+      noatime: fsc.O_NOATIME ?? 0,
+      eperm: osc.errno.EPERM,
       dirFlags: fsc.O_RDONLY | fsc.O_DIRECTORY | 0o2000000,
       atFdcwd: -100,
       erange: osc.errno.ERANGE,
