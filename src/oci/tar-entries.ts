@@ -50,9 +50,23 @@ export function splitDev(rdev: bigint): { devmajor: number; devminor: number } {
   return { devmajor, devminor };
 }
 
-/** Byte order of the names' UTF-8 (tar and Go's order), not UTF-16 code-unit order. */
+/**
+ * Byte order of the names' UTF-8 (tar and Go's order), not UTF-16 code-unit order. The
+ * two agree except where a surrogate (half of a character above U+FFFF) meets U+E000 to
+ * U+FFFF: up to the first unit that differs, where both are below U+D800, the units
+ * decide; otherwise the UTF-8 bytes do. Encoding both names for every comparison made
+ * sorting a directory of 250 names cost ~4,000 buffers (~60 ms of a 100,000-file walk).
+ */
 export function byUtf8(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8"));
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x === y) continue;
+    if (x < 0xd800 && y < 0xd800) return x < y ? -1 : 1;
+    return Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8"));
+  }
+  return a.length === b.length ? 0 : a.length < b.length ? -1 : 1;
 }
 
 /** The walk's root: a directory, or a symlink to one (the caller's choice; nothing below it is followed). */
