@@ -163,7 +163,7 @@ function* packed(c: Chunk, s: TarSegment, epoch: number | undefined): Generator<
   if (s.sourceDateEpoch !== epoch) throw new Error(`a tar segment packed with sourceDateEpoch ${s.sourceDateEpoch} given to a writer with ${epoch}`);
   const bytes = s.tar.subarray(s.at, s.at + s.length);
   if (bytes.length >= PASS_THROUGH) {
-    if (c.fill > 0) yield c.take();
+    if (c.fill > 0) yield c.flush();
     yield bytes;
     return;
   }
@@ -204,7 +204,7 @@ export async function* packTar(entries: LayerEntries, opts: PackOptions): AsyncG
       if (e.content !== undefined) {
         const at = e.contentAt ?? 0;
         if (size >= PASS_THROUGH) {
-          if (c.fill > 0) yield c.take();
+          if (c.fill > 0) yield c.flush();
           yield e.content.subarray(at, at + size);
         } else {
           if (c.room() <= size) yield c.take();
@@ -216,7 +216,7 @@ export async function* packTar(entries: LayerEntries, opts: PackOptions): AsyncG
       } else {
         for await (const piece of streamContent(e, size, signal)) {
           if (piece.length >= PASS_THROUGH) {
-            if (c.fill > 0) yield c.take();
+            if (c.fill > 0) yield c.flush();
             yield piece;
             continue;
           }

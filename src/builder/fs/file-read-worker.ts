@@ -167,7 +167,7 @@ function xattrReader(data: ReaderData, list: (fd: number, b: Buffer) => number, 
 function readBatch(req: BatchRequest, data: ReaderData, sys: Sys, tar: TarCode): BatchReply {
   const rels = req.rels.split("\0");
   rels.pop();
-  const out: Out = { meta: new Float64Array(rels.length * data.fields), content: Buffer.allocUnsafeSlow(64 * 1024), used: 0, xattrs: [], statx: Buffer.alloc(256) };
+  const out: Out = { meta: new Float64Array(rels.length * data.fields), content: Buffer.allocUnsafeSlow(1 << 20), used: 0, xattrs: [], statx: Buffer.alloc(256) };
   const dir = { rel: "", fd: -1 };
   try {
     for (let i = 0; i < rels.length; i++) {

@@ -177,7 +177,11 @@ export class PendingFiles {
     while (this.batches.length <= k && this.batches.length * BATCH < this.files.length) {
       const from = this.batches.length * BATCH;
       let rels = "";
-      for (let i = from; i < Math.min(from + BATCH, this.files.length); i++) rels += `${this.files[i]!.rel}\0`;
+      for (let i = from; i < Math.min(from + BATCH, this.files.length); i++) {
+        rels += `${this.files[i]!.rel}\0`;
+        // Asked for: its item holds it until taken (see snapshotBatches).
+        (this.files as (PendingFile | undefined)[])[i] = undefined;
+      }
       const n = this.batches.length;
       this.batches.push(readers.read(this.base, rels, this.opts.pack).then((b) => void this.ready.set(n, b)));
     }

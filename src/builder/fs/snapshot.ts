@@ -104,7 +104,11 @@ export async function* snapshotBatches(root: MountedRoot, lowerDirs: string[], o
     let out: (LayerEntry | TarSegment)[] = [];
     let taken = 0;
     let segment: TarSegment | undefined;
-    for (const item of items) {
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i]!;
+      // Let the garbage collector have what is done with: 100,000 items kept to the end made
+      // each of the collections a layer's buffers set off mark them all again.
+      (items as (Item | undefined)[])[i] = undefined;
       let t = files.take(item);
       if (typeof t !== "number") t = await t;
       if (t === Taken.NONE) continue;
