@@ -3,7 +3,8 @@
  * (snapshot.ts fullInto: readdir's file type says "regular file") and made into
  * entries afterwards: on the main thread (lstat, then xattrs in one batch) when there
  * are few, or, past BULK_MIN files, by worker threads (file-readers.ts) that read
- * each file's stat fields, xattrs and small content ahead of the tar. Either way an
+ * each file's stat fields, xattrs and small content ahead of the tar: they start while
+ * the walk goes on, and read its first files on the core the walk leaves free. Either way an
  * entry is what entryFor makes of the file, with the same xattrs: only where the
  * system calls are made differs. When the snapshot feeds a layer writer (its `pack`
  * option), the workers also write the plainest files (one link, no xattrs, a header
@@ -41,6 +42,8 @@ const BULK_MIN = 2000;
 const BATCH = 1024;
 /** Batches asked for ahead of the one the tar is at. */
 const AHEAD = 4;
+/** Batches asked for while the walk goes on (its one core leaves the other to the workers). */
+const EARLY = 16;
 
 /** The entry of every pending item until its own is made: nothing reads it. */
 const PLACEHOLDER: LayerEntry = Object.freeze({ path: "", type: "file", mode: 0, uid: 0, gid: 0, mtime: new Date(0) });
@@ -91,43 +94,67 @@ function fromBatch(item: Item, rel: string, read: string, b: FileBatch, i: numbe
 
 /** The pending files of a snapshot, made into entries in order (see the module comment). */
 export class PendingFiles {
+  /** Every pending file, numbered in the walk's order (asked-for ones let go). */
+  private readonly files: (PendingFile | undefined)[] = [];
+  private readers: FileReaders | undefined;
+  /** The workers starting (past BULK_MIN files), while the walk goes on. */
+  private starting: Promise<void> | undefined;
+  private walked = false;
+  private closed = false;
   /** Batches asked for, by number (released ones undefined). */
   private readonly batches: (Promise<void> | undefined)[] = [];
   /** Batches answered, by number: undefined when the workers could not read it. */
   private readonly ready = new Map<number, FileBatch | undefined>();
+  /** Files of each batch not taken yet: a batch (its buffer) is let go once all are. */
+  private readonly left: number[] = [];
   /** The last item taken as PACKED: its tar entry is `length` bytes of `tar` from `at`, `size` of them content. */
   readonly packed: { tar: Buffer; at: number; length: number; size: number } = { tar: Buffer.alloc(0), at: 0, length: 0, size: 0 };
 
-  private constructor(
+  /** Files read at `base`/rel. */
+  constructor(
     private readonly base: string,
-    private readonly files: PendingFile[],
-    private readonly readers: FileReaders | undefined,
     private readonly opts: PendingOptions,
   ) {}
 
   /**
-   * The pending files among `items`, read at `base`/rel. Few: each made into its entry
-   * now (a file found gone marked `dropped`), for the caller's one batch of xattrs.
-   * Many: workers start reading them.
+   * A file the walk listed by name. Past BULK_MIN files, workers start, and read the
+   * first EARLY batches while the walk goes on (the walk's order is the layer's: a
+   * directory's names are visited in byte order, and nothing the walk lists by name is
+   * reordered after).
    */
-  static async start(items: Item[], base: string, opts: PendingOptions): Promise<PendingFiles> {
-    const files: PendingFile[] = [];
-    for (const item of items) {
-      if (item.pending === undefined) continue;
-      item.pending.index = files.length;
-      files.push(item.pending);
+  add(item: Item): void {
+    const p = item.pending!;
+    p.index = this.files.length;
+    this.files.push(p);
+    if (this.files.length === BULK_MIN && this.opts.workers !== false) {
+      this.starting = startFileReaders()
+        .catch(() => undefined)
+        .then((r) => {
+          if (this.closed) r?.close();
+          else this.readers = r;
+          if (this.readers !== undefined) this.ask(EARLY - 1);
+        });
+    } else if (this.readers !== undefined && this.files.length % BATCH === 0) {
+      this.ask(EARLY - 1);
     }
-    const readers = files.length >= BULK_MIN && opts.workers !== false ? await startFileReaders() : undefined;
-    if (readers === undefined) {
-      for (const item of items) if (item.pending !== undefined && !resolveOnMain(item, item.pending.rel, `${base}/${item.pending.rel}`)) item.dropped = true;
-    }
-    return new PendingFiles(base, files, readers, opts);
+  }
+
+  /**
+   * The walk is over. Without workers (few files, one core, no koffi), each pending file
+   * among `items` is made into its entry now (a file found gone marked `dropped`), for
+   * the caller's one batch of xattrs.
+   */
+  async walkDone(items: Item[]): Promise<void> {
+    this.walked = true;
+    await this.starting;
+    if (this.readers !== undefined) return;
+    for (const item of items) if (item.pending !== undefined && !resolveOnMain(item, item.pending.rel, `${this.base}/${item.pending.rel}`)) item.dropped = true;
   }
 
   /**
    * What becomes of `item` (pending or not), its entry made if it was pending. Items
-   * are taken in order. A promise only when the item's batch is not answered yet (or
-   * it is read here after all): most are taken without an await.
+   * are taken in the layer's order. A promise only when the item's batch is not answered
+   * yet (or it is read here after all): most are taken without an await.
    */
   take(item: Item): Taken | Promise<Taken> {
     if (item.dropped === true) return Taken.NONE;
@@ -136,10 +163,11 @@ export class PendingFiles {
     const k = Math.floor(p.index / BATCH);
     this.ask(k + AHEAD);
     if (!this.ready.has(k)) return this.batches[k]!.then(() => this.take(item));
-    // The batch before is done with: its content goes with it.
-    this.batches[k - 1] = undefined;
-    this.ready.delete(k - 1);
     const b = this.ready.get(k);
+    if (--this.left[k]! === 0) {
+      this.batches[k] = undefined;
+      this.ready.delete(k);
+    }
     const i = p.index % BATCH;
     const status = b === undefined ? FileStatus.FALLBACK : fieldOf(b, i, Field.STATUS);
     if (status === FileStatus.PACKED) {
@@ -168,21 +196,24 @@ export class PendingFiles {
   }
 
   close(): void {
+    this.closed = true;
     this.readers?.close();
   }
 
-  /** Batches up to `k` asked for. */
+  /** Batches up to `k` asked for: whole ones while the walk goes on. */
   private ask(k: number): void {
     const readers = this.readers!;
-    while (this.batches.length <= k && this.batches.length * BATCH < this.files.length) {
-      const from = this.batches.length * BATCH;
+    for (let from = this.batches.length * BATCH; this.batches.length <= k && from < this.files.length; from += BATCH) {
+      const to = Math.min(from + BATCH, this.files.length);
+      if (to - from < BATCH && !this.walked) return;
       let rels = "";
-      for (let i = from; i < Math.min(from + BATCH, this.files.length); i++) {
+      for (let i = from; i < to; i++) {
         rels += `${this.files[i]!.rel}\0`;
         // Asked for: its item holds it until taken (see snapshotBatches).
-        (this.files as (PendingFile | undefined)[])[i] = undefined;
+        this.files[i] = undefined;
       }
       const n = this.batches.length;
+      this.left.push(to - from);
       this.batches.push(readers.read(this.base, rels, this.opts.pack).then((b) => void this.ready.set(n, b)));
     }
   }
@@ -210,4 +241,20 @@ export function addPacked(out: (LayerEntry | TarSegment)[], last: TarSegment | u
   const seg: TarSegment = { tar: p.tar, at: p.at, length: p.length, entries: 1, contentBytes: p.size, sourceDateEpoch: epoch };
   out.push(seg);
   return seg;
+}
+
+/** The entry of `item`, or a hardlink to the first path of its inode. */
+export function entryOf(item: Item, firstLink: Map<string, string>): LayerEntry {
+  const first = item.inode === undefined ? undefined : firstLink.get(item.inode);
+  if (first !== undefined) {
+    const { path, mode, uid, gid, mtime } = item.entry;
+    return { path, type: "hardlink", mode, uid, gid, mtime, linkname: first };
+  }
+  if (item.inode !== undefined) firstLink.set(item.inode, item.entry.path);
+  return item.entry;
+}
+
+/** Entries the tar has written: a worker's buffer of contents is freed once its last file is. */
+export function written(entries: (LayerEntry | TarSegment)[]): void {
+  for (const e of entries) if ("content" in e && e.content !== undefined) e.content = undefined;
 }

@@ -37,7 +37,7 @@ import { areOpaque, getXattrs } from "./native.js";
 import { lstatOrNull, lstatOrNullSync } from "./util.js";
 import { WH_OPAQUE, WH_PREFIX } from "./path.js";
 import { entryFor, joinRel, unchanged, whiteout, xattrChanges, type Item } from "./snapshot-compare.js";
-import { PendingFiles, Taken, addPacked, pendingItem } from "./snapshot-files.js";
+import { PendingFiles, Taken, addPacked, entryOf, pendingItem, written, type PendingOptions } from "./snapshot-files.js";
 import { monotonicMs } from "../../clock.js";
 
 export interface SnapshotOptions {
@@ -78,19 +78,19 @@ const ENTRIES_AT_ONCE = 256;
  */
 export async function* snapshotBatches(root: MountedRoot, lowerDirs: string[], opts: SnapshotOptions = {}): AsyncGenerator<(LayerEntry | TarSegment)[]> {
   const { signal } = opts;
-  const diff = await TreeDiff.open(root, lowerDirs, opts);
-  let items: Item[];
-  try {
-    items = await diff.changes();
-  } catch (e) {
-    if (signal?.aborted) throw new OcibuildError("SNAPSHOT_ABORTED", "snapshot was aborted", { cause: signal.reason });
-    if (e instanceof OcibuildError) throw e;
-    throw new OcibuildError("SNAPSHOT_FAILED", `cannot compute the change in ${root.merged}: ${(e as Error).message}`, { cause: e });
-  }
-
   const epoch = opts.pack?.sourceDateEpoch;
-  const files = await PendingFiles.start(items, diff.readBase, { signal, pack: opts.pack && { epoch }, workers: opts.fileWorkers });
+  const diff = await TreeDiff.open(root, lowerDirs, opts, { signal, pack: opts.pack && { epoch }, workers: opts.fileWorkers });
+  const files = diff.files;
   try {
+    let items: Item[];
+    try {
+      items = await diff.changes();
+      await files.walkDone(items);
+    } catch (e) {
+      if (signal?.aborted) throw new OcibuildError("SNAPSHOT_ABORTED", "snapshot was aborted", { cause: signal.reason });
+      if (e instanceof OcibuildError) throw e;
+      throw new OcibuildError("SNAPSHOT_FAILED", `cannot compute the change in ${root.merged}: ${(e as Error).message}`, { cause: e });
+    }
     // Extended attributes (file capabilities, user.*) of what is included, in one batch;
     // the files workers read come with theirs.
     const xattrs = await getXattrs(items.flatMap((i) => (i.hostPath === undefined || i.pending !== undefined || i.dropped ? [] : [i.hostPath])), signal);
@@ -125,17 +125,6 @@ export async function* snapshotBatches(root: MountedRoot, lowerDirs: string[], o
   }
 }
 
-/** The entry of `item`, or a hardlink to the first path of its inode. */
-function entryOf(item: Item, firstLink: Map<string, string>): LayerEntry {
-  const first = item.inode === undefined ? undefined : firstLink.get(item.inode);
-  if (first !== undefined) {
-    const { path, mode, uid, gid, mtime } = item.entry;
-    return { path, type: "hardlink", mode, uid, gid, mtime, linkname: first };
-  }
-  if (item.inode !== undefined) firstLink.set(item.inode, item.entry.path);
-  return item.entry;
-}
-
 /** The names to compare in one directory, and whether a name is visible in the lower view. */
 interface Candidates {
   names: string[];
@@ -148,11 +137,6 @@ interface WalkPath {
   rel: string;
   host: string;
   read: string;
-}
-
-/** Entries the tar has written: a worker's buffer of contents is freed once its last file is. */
-function written(entries: (LayerEntry | TarSegment)[]): void {
-  for (const e of entries) if ("content" in e && e.content !== undefined) e.content = undefined;
 }
 
 function byName(a: Dirent, b: Dirent): number {
@@ -183,11 +167,14 @@ class TreeDiff {
   /** When the synchronous walk last let the event loop run (see breathe). */
   private sliceStart = monotonicMs();
 
+  /** The regular files the walk lists by name (read as it goes on, when there are many). */
+  readonly files: PendingFiles;
+
   /** The lower view of `lowerDirs`, and the paths in both trees whose xattrs differ. */
-  static async open(root: MountedRoot, lowerDirs: string[], opts: SnapshotOptions): Promise<TreeDiff> {
+  static async open(root: MountedRoot, lowerDirs: string[], opts: SnapshotOptions, pending: PendingOptions): Promise<TreeDiff> {
     const view = await LowerView.open(lowerDirs, opts.signal);
     const xattrChanged = view.empty ? new Set<string>() : await xattrChanges(root, view, opts.signal);
-    return new TreeDiff(root, view, xattrChanged, opts);
+    return new TreeDiff(root, view, xattrChanged, opts, pending);
   }
 
   private constructor(
@@ -195,6 +182,7 @@ class TreeDiff {
     private readonly view: LowerView,
     private readonly xattrChanged: ReadonlySet<string>,
     opts: SnapshotOptions,
+    pending: PendingOptions,
   ) {
     this.excluded = new Set((opts.exclude ?? []).map((p) => p.split("/").filter((c) => c !== "" && c !== ".").join("/")));
     this.overlay = root.mode !== "copy";
@@ -202,6 +190,7 @@ class TreeDiff {
     this.signal = opts.signal;
     this.upperReads = root.mode === "overlay" && root.plainUpper === true;
     this.readBase = this.upperReads ? root.upper : root.merged;
+    this.files = new PendingFiles(this.readBase, pending);
   }
 
   /** Every change, in layer order (parents first, names in byte order). */
@@ -331,7 +320,9 @@ class TreeDiff {
         const name = d.name;
         const rel = `${at.rel}/${name}`;
         if (d.isFile() && !this.excluded.has(rel)) {
-          out.push(pendingItem(rel));
+          const item = pendingItem(rel);
+          out.push(item);
+          this.files.add(item);
           continue;
         }
         const child = { rel, host: `${at.host}/${name}`, read: `${at.read}/${name}` };
