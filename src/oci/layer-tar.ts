@@ -115,56 +115,66 @@ export interface HeaderFields {
   devminor: number;
 }
 
+/** `s` into `h` at `off`, at most `width` bytes of it; the sum of its bytes. Self-contained (see ustarInto). */
+function putString(h: Uint8Array, off: number, width: number, s: string): number {
+  const n = Math.min(s.length, width);
+  let sum = 0;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i) & 0xff;
+    h[off + i] = c;
+    sum += c;
+  }
+  return sum;
+}
+
+/**
+ * `n` (a non-negative integer that fits) into `h` at `off`, as width - 1 octal digits
+ * and a NUL; the sum of the bytes. Self-contained (see ustarInto).
+ */
+function putOctal(h: Uint8Array, off: number, width: number, n: number): number {
+  let sum = 0;
+  for (let i = off + width - 2; i >= off; i--) {
+    const c = 0x30 + (n % 8);
+    h[i] = c;
+    sum += c;
+    n = Math.floor(n / 8);
+  }
+  h[off + width - 1] = 0;
+  return sum;
+}
+
 /**
  * The ustar header of `f`, written into the 512 bytes of `h` at `at`, which must be
  * zeros: fields are written byte by byte (callers pass ASCII that fits, see asciiFit: one
  * byte a character; a binding call per field cost more than a short name's bytes), empty
  * ones skipped, and the checksum (the sum of the header's bytes, its own field counted
- * as spaces) summed as they are written. Self-contained, it uses nothing outside its
- * body: fs/file-readers.ts runs its source on worker threads.
+ * as spaces) summed as they are written. It and the functions it calls use nothing else
+ * outside their bodies: fs/file-readers.ts runs their source (USTAR_CODE) on worker threads.
  */
 export function ustarInto(f: HeaderFields, h: Uint8Array, at: number): void {
-  /** `s`, at most `width` bytes of it; the sum of its bytes. */
-  const putString = (off: number, width: number, s: string): number => {
-    const n = Math.min(s.length, width);
-    let sum = 0;
-    for (let i = 0; i < n; i++) {
-      const c = s.charCodeAt(i) & 0xff;
-      h[off + i] = c;
-      sum += c;
-    }
-    return sum;
-  };
-  /** `n` (a non-negative integer that fits) as width - 1 octal digits and a NUL; the sum of the bytes. */
-  const putOctal = (off: number, width: number, n: number): number => {
-    let sum = 0;
-    for (let i = off + width - 2; i >= off; i--) {
-      const c = 0x30 + (n % 8);
-      h[i] = c;
-      sum += c;
-      n = Math.floor(n / 8);
-    }
-    h[off + width - 1] = 0;
-    return sum;
-  };
   // The checksum field counted as eight spaces.
   let sum = 8 * 0x20;
-  sum += putString(at, 100, f.name);
-  sum += putOctal(at + 100, 8, f.mode);
-  sum += putOctal(at + 108, 8, f.uid);
-  sum += putOctal(at + 116, 8, f.gid);
-  sum += putOctal(at + 124, 12, f.size);
-  sum += putOctal(at + 136, 12, f.mtime);
-  sum += putString(at + 156, 1, f.typeflag);
-  if (f.linkname !== "") sum += putString(at + 157, 100, f.linkname);
+  sum += putString(h, at, 100, f.name);
+  sum += putOctal(h, at + 100, 8, f.mode);
+  sum += putOctal(h, at + 108, 8, f.uid);
+  sum += putOctal(h, at + 116, 8, f.gid);
+  sum += putOctal(h, at + 124, 12, f.size);
+  sum += putOctal(h, at + 136, 12, f.mtime);
+  sum += putString(h, at + 156, 1, f.typeflag);
+  if (f.linkname !== "") sum += putString(h, at + 157, 100, f.linkname);
   // The magic "ustar\0" and the version "00".
-  sum += putString(at + 257, 5, "ustar") + putString(at + 263, 2, "00");
-  if (f.uname !== "") sum += putString(at + 265, 32, f.uname);
-  if (f.gname !== "") sum += putString(at + 297, 32, f.gname);
-  sum += putOctal(at + 329, 8, f.devmajor);
-  sum += putOctal(at + 337, 8, f.devminor);
-  putOctal(at + 148, 7, sum);
+  sum += putString(h, at + 257, 5, "ustar") + putString(h, at + 263, 2, "00");
+  if (f.uname !== "") sum += putString(h, at + 265, 32, f.uname);
+  if (f.gname !== "") sum += putString(h, at + 297, 32, f.gname);
+  sum += putOctal(h, at + 329, 8, f.devmajor);
+  sum += putOctal(h, at + 337, 8, f.devminor);
+  putOctal(h, at + 148, 7, sum);
   h[at + 155] = 0x20;
+}
+
+/** The source of ustarInto and fitsUstar with what they call: function declarations, for a worker's program. */
+export function ustarCode(): string {
+  return [putString, putOctal, ustarInto, fitsUstar].map(String).join("\n");
 }
 
 /**

@@ -1,12 +1,12 @@
 /**
  * The program of file-readers.ts's worker threads, made from the source text of the
- * functions below and of layer-tar.ts's ustarInto and fitsUstar (workerSource). Each
+ * functions below and of layer-tar.ts's ustarInto and fitsUstar (ustarCode). Each
  * of these functions uses only its parameters, the others of this module (named
  * directly: a bundler renames a function and its calls alike), node's builtins and
  * koffi through `require`, and numbers written as literals where file-readers.ts
  * names them (Field, FileStatus): nothing else of the main thread exists in a worker.
  */
-import { fitsUstar, ustarInto } from "../../oci/layer-tar.js";
+import { fitsUstar, ustarCode, ustarInto } from "../../oci/layer-tar.js";
 
 /** The worker's settings (file-readers.ts fills them in). */
 export interface ReaderData {
@@ -76,7 +76,8 @@ interface Out {
 /** The source text of the worker's program. */
 export function workerSource(): string {
   const own = [readerMain, sysCalls, xattrReader, readBatch, readOne, readFile].map(String).join("\n");
-  return `${own}\nreaderMain({ ustarInto: (${String(ustarInto)}), fitsUstar: (${String(fitsUstar)}) });\n`;
+  // Declared once in the worker's scope (not closures made per call: each would be optimized anew).
+  return `${own}\n${ustarCode()}\nreaderMain({ ustarInto: ${ustarInto.name}, fitsUstar: ${fitsUstar.name} });\n`;
 }
 
 function readerMain(tar: TarCode): void {
