@@ -212,6 +212,9 @@ try {
       const med = r.median.ocibuild;
       const closest = r.ocibuildSteps.filter((x) => Number.isFinite(x.ms)).sort((a, b) => Math.abs(a.ms - med) - Math.abs(b.ms - med))[0];
       r.ocibuildMedianRun = closest ? { ms: closest.ms, parts: closest.parts, stepsSeconds: closest.steps.reduce((a, s) => a + s.seconds, 0), steps: closest.steps } : undefined;
+      // Every run's window from a step's last output to its end (x1's snapshot + layer write):
+      // its median is compared, not the one run whose whole build was the median.
+      r.afterOutputMs = r.ocibuildSteps.flatMap((x) => x.steps.filter((s) => s.atMs?.lastOutput !== undefined).slice(0, 1).map((s) => s.atMs.end - s.atMs.lastOutput));
       delete r.ocibuildSteps;
     }
     results.scenarios = agg;

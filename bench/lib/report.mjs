@@ -100,7 +100,7 @@ export function scaleLines(scale, limits) {
   const { x1, x2, x3, x4, x5 } = scale;
   if (x1) {
     out.push(
-      `  x1 ${x1.files} small files: snapshot + layer write ${fmtSec(x1.snapshotLayerMs)} (the RUN step's end minus its command's last output) against tar -c | gzip -1 of the same tree ${fmtSec(x1.tarGzipMs)} ` +
+      `  x1 ${x1.files} small files: snapshot + layer write ${fmtSec(x1.snapshotLayerMs)} (the RUN step's end minus its command's last output, median of the runs) against tar -c | gzip -1 of the same tree ${fmtSec(x1.tarGzipMs)} ` +
         `-> ${fmtRatio(x1.ratio)} (limit <= ${limits.snapshotToTarGzip}x: ${verdict(Number.isFinite(x1.ratio) ? x1.ratio <= limits.snapshotToTarGzip : undefined)}); ` +
         `peak RSS ${mib(x1.maxRssKiB)} (limit < ${limits.rssMiB} MiB: ${verdict(Number.isFinite(x1.maxRssKiB) ? x1.maxRssKiB / 1024 < limits.rssMiB : undefined)}); ` +
         `the RUN step ${fmtSec(x1.runStepMs)}, the same loop on the host ${fmtSec(x1.commandMs)}; the whole build against buildah/BuildKit: the table's x1 row`,
