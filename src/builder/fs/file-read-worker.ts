@@ -77,7 +77,7 @@ interface Out {
 export function workerSource(): string {
   const own = [readerMain, sysCalls, xattrReader, readBatch, readOne, readFile].map(String).join("\n");
   // Declared once in the worker's scope (not closures made per call: each would be optimized anew).
-  return `${own}\n${ustarCode()}\nreaderMain({ ustarInto: ${ustarInto.name}, fitsUstar: ${fitsUstar.name} });\n`;
+  return `${own}\n${ustarCode()}\n${readerMain.name}({ ustarInto: ${ustarInto.name}, fitsUstar: ${fitsUstar.name} });\n`;
 }
 
 function readerMain(tar: TarCode): void {
