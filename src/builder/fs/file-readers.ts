@@ -4,17 +4,19 @@
  * through Node's bindings (lstat and llistxattr in the walk, open, read and close in
  * the tar): ~10 us a file, 1-1.3 s of a snapshot of 100,000 files, one core, where
  * `tar -c | gzip -1` runs its calls on one core and gzip on the other. Here each file
- * is opened once (O_NOFOLLOW), and fstat, flistxattr/fgetxattr, read and close are
- * made on the open descriptor, on as many workers as there are cores, ahead of the
- * tar; the main thread only formats headers and copies bytes.
+ * is opened once, from its directory (openat, O_NOFOLLOW, O_NOATIME where allowed), and
+ * statx, flistxattr/fgetxattr, read and close are made on the open descriptor, straight
+ * to the C library through koffi, on as many workers as there are cores (up to four),
+ * ahead of the tar. The plainest files are packed there as whole tar entries; the main
+ * thread makes entries of the rest and copies bytes.
  *
  * A batch's answer is its files' stat fields, their xattrs (overlayfs' own and SELinux
  * labels left out, as getXattrs does) and the content of its small files in one buffer.
  * A file a worker cannot serve this way (not a regular file any more, an open or read
  * that fails, a size that changed under the read) is marked FALLBACK and read the usual
  * way on the main thread, which then reports what is wrong as it always did. A worker
- * that fails, or exits, fails its batches the same way: nothing depends on a worker
- * for correctness, only for speed.
+ * that fails, or exits, fails its batches the same way, and is given no more: nothing
+ * depends on a worker for correctness, only for speed.
  */
 import { constants as fsc } from "node:fs";
 import { availableParallelism, constants as osc } from "node:os";
@@ -77,6 +79,8 @@ interface Waiting {
 /** Worker threads reading files in batches (see the module comment). */
 export class FileReaders {
   private readonly waiting = new Map<number, Waiting>();
+  /** Workers that failed or exited. */
+  private readonly dead = new Set<Worker>();
   private nextId = 0;
   private turn = 0;
   private closed = false;
@@ -124,8 +128,9 @@ export class FileReaders {
    * layer's sourceDateEpoch); undefined when the batch could not be read here.
    */
   read(base: string, rels: string, pack: { epoch: number | undefined } | undefined): Promise<FileBatch | undefined> {
-    if (this.closed) return Promise.resolve(undefined);
-    const worker = this.workers[this.turn++ % this.workers.length]!;
+    const live = this.workers.filter((w) => !this.dead.has(w));
+    if (this.closed || live.length === 0) return Promise.resolve(undefined);
+    const worker = live[this.turn++ % live.length]!;
     const id = this.nextId++;
     return new Promise((resolve) => {
       this.waiting.set(id, { resolve, worker });
@@ -160,6 +165,7 @@ export class FileReaders {
   }
 
   private drop(w: Worker): void {
+    this.dead.add(w);
     for (const [id, wait] of this.waiting) {
       if (wait.worker !== w) continue;
       this.waiting.delete(id);

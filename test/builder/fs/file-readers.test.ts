@@ -62,6 +62,22 @@ describe.skipIf(availableParallelism() < 2)("file readers (worker threads; needs
     }
   });
 
+  it("gives no more batches to a worker that exited: the others read them", { timeout: 10_000 }, async () => {
+    const readers = FileReaders.start(libc.koffiPath, SKIP)!;
+    try {
+      const workers = (readers as unknown as { workers: { terminate(): Promise<number> }[] }).workers;
+      expect(workers.length).toBeGreaterThanOrEqual(2);
+      await workers[0]!.terminate();
+      // Before, every other batch went to the dead worker and was never answered.
+      for (let i = 0; i < 4; i++) {
+        const b = await readers.read(dir, "d/small\0", undefined);
+        expect(b && fieldOf(b, 0, Field.STATUS)).toBe(FileStatus.INLINE);
+      }
+    } finally {
+      readers.close();
+    }
+  });
+
   it("answers no batch after it is closed", async () => {
     const readers = FileReaders.start(libc.koffiPath, SKIP)!;
     readers.close();
