@@ -4,8 +4,8 @@
  * entries afterwards: on the main thread (lstat, then xattrs in one batch) when there
  * are few, or, past BULK_MIN files, by worker threads (file-readers.ts) that read
  * each file's stat fields, xattrs and small content ahead of the tar: they start while
- * the walk goes on, and read its first files on the core the walk leaves free. Either way an
- * entry is what entryFor makes of the file, with the same xattrs: only where the
+ * the walk goes on, and read its first files on the core the walk leaves free. Either
+ * way an entry is what entryFor makes of the file, with the same xattrs: only where the
  * system calls are made differs. When the snapshot feeds a layer writer (its `pack`
  * option), the workers also write the plainest files (one link, no xattrs, a header
  * without PAX records) as whole tar entries, and those come out as TarSegments: the
@@ -21,7 +21,7 @@ import { lstatOrNullSync } from "./util.js";
 /** A regular file of a new subtree, not yet read: root-relative (read at PendingFiles' base/rel). */
 export interface PendingFile {
   rel: string;
-  /** Its place among the snapshot's pending files (set by PendingFiles.start). */
+  /** Its place among the snapshot's pending files, in the walk's order (set by PendingFiles.add). */
   index: number;
 }
 
