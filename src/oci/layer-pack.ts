@@ -66,6 +66,17 @@ class Chunk {
     return out;
   }
 
+  /** `b`: passed on as it is when large (what is filled first), else copied in. */
+  *append(b: Buffer): Generator<Buffer> {
+    if (b.length >= PASS_THROUGH) {
+      if (this.fill > 0) yield this.flush();
+      yield b;
+      return;
+    }
+    if (this.room() < b.length) yield this.take();
+    this.put(b);
+  }
+
   put(b: Buffer): void {
     b.copy(this.buf, this.fill);
     this.fill += b.length;
@@ -157,18 +168,11 @@ function isSegment(e: LayerEntry | TarSegment): e is TarSegment {
   return (e as TarSegment).tar !== undefined;
 }
 
-/** A tar segment's bytes: passed on as they are when large, else copied into the chunk. */
+/** A tar segment's bytes, as they are (see Chunk.append). */
 function* packed(c: Chunk, s: TarSegment, epoch: number | undefined): Generator<Buffer> {
   // A programming error, not the user's: the snapshot packs with the layer's own epoch.
   if (s.sourceDateEpoch !== epoch) throw new Error(`a tar segment packed with sourceDateEpoch ${s.sourceDateEpoch} given to a writer with ${epoch}`);
-  const bytes = s.tar.subarray(s.at, s.at + s.length);
-  if (bytes.length >= PASS_THROUGH) {
-    if (c.fill > 0) yield c.flush();
-    yield bytes;
-    return;
-  }
-  if (c.room() < bytes.length) yield c.take();
-  c.put(bytes);
+  yield* c.append(s.tar.subarray(s.at, s.at + s.length));
   if (c.fill >= FLUSH_BYTES) yield c.flush();
 }
 
@@ -214,15 +218,7 @@ export async function* packTar(entries: LayerEntries, opts: PackOptions): AsyncG
         if (c.room() <= size) yield c.take();
         c.readSmall(e, size);
       } else {
-        for await (const piece of streamContent(e, size, signal)) {
-          if (piece.length >= PASS_THROUGH) {
-            if (c.fill > 0) yield c.flush();
-            yield piece;
-            continue;
-          }
-          if (c.room() < piece.length) yield c.take();
-          c.put(piece);
-        }
+        for await (const piece of streamContent(e, size, signal)) yield* c.append(piece);
       }
       const pad = (BLOCK - (size % BLOCK)) % BLOCK;
       if (c.room() < pad) yield c.take();
