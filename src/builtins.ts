@@ -1,7 +1,8 @@
 /**
- * node:child_process, node:zlib and node:worker_threads, loaded at their first use rather than when the
- * modules that use them are. A fully cached build starts no process and compresses
- * nothing, and the CLI bundle initialises every module it holds at start-up: their
+ * node:child_process, node:zlib and node:worker_threads, loaded at their first use
+ * rather than when the modules that use them are. A fully cached build starts no
+ * process, compresses nothing and starts no worker, and the CLI bundle initialises
+ * every module it holds at start-up: their
  * static imports cost that build ~1.5 ms (child_process brings node:dgram and node:net
  * along). A builtin once loaded is a lookup in the module cache.
  */
