@@ -1,12 +1,14 @@
 /**
  * The program of file-readers.ts's worker threads, made from the source text of the
- * functions below and of layer-tar.ts's ustarInto and fitsUstar (ustarCode). Each
+ * functions below, of layer-tar.ts's ustarInto and fitsUstar (ustarCode) and of
+ * xattr-list.ts (readXattrs, the main thread's way of reading xattrs too). Each
  * of these functions uses only its parameters, the others of this module (named
  * directly: a bundler renames a function and its calls alike), node's builtins and
  * koffi through `require`, and numbers written as literals where file-readers.ts
  * names them (Field, FileStatus): nothing else of the main thread exists in a worker.
  */
 import { fitsUstar, ustarCode, ustarInto } from "../../oci/layer-tar.js";
+import { readXattrs, xattrBuffers } from "./xattr-list.js";
 
 /** The worker's settings (file-readers.ts fills them in). */
 export interface ReaderData {
@@ -47,10 +49,12 @@ export interface BatchReply {
   xattrs?: [number, string, Uint8Array][];
 }
 
-/** layer-tar.ts's functions, as the worker has them. */
-interface TarCode {
+/** The other modules' functions, as the worker has them (declared in its program, and handed down). */
+interface Shared {
   ustarInto: typeof ustarInto;
   fitsUstar: typeof fitsUstar;
+  readXattrs: typeof readXattrs;
+  xattrBuffers: typeof xattrBuffers;
 }
 
 /** The C library's calls a worker makes (through koffi): each returns what the call does, or -errno. */
@@ -77,13 +81,14 @@ interface Out {
 export function workerSource(): string {
   const own = [readerMain, sysCalls, xattrReader, readBatch, readOne, readFile].map(String).join("\n");
   // Declared once in the worker's scope (not closures made per call: each would be optimized anew).
-  return `${own}\n${ustarCode()}\n${readerMain.name}({ ustarInto: ${ustarInto.name}, fitsUstar: ${fitsUstar.name} });\n`;
+  const shared = [readXattrs, xattrBuffers].map(String).join("\n");
+  return `${own}\n${ustarCode()}\n${shared}\n${readerMain.name}({ ustarInto: ${ustarInto.name}, fitsUstar: ${fitsUstar.name}, readXattrs: ${readXattrs.name}, xattrBuffers: ${xattrBuffers.name} });\n`;
 }
 
-function readerMain(tar: TarCode): void {
+function readerMain(tar: Shared): void {
   const { parentPort, workerData } = require("node:worker_threads") as typeof import("node:worker_threads");
   const data = workerData as ReaderData;
-  const sys = sysCalls(data);
+  const sys = sysCalls(data, tar);
   parentPort!.on("message", (req: BatchRequest) => {
     if (typeof sys === "string") {
       parentPort!.postMessage({ id: req.id, failed: sys });
@@ -99,7 +104,7 @@ function readerMain(tar: TarCode): void {
  * Node's fs calls (which also made a Stats object and two Dates a file), and openat
  * from the file's directory, not a path walk from /. Or why they cannot be made.
  */
-function sysCalls(data: ReaderData): Sys | string {
+function sysCalls(data: ReaderData, shared: Shared): Sys | string {
   try {
     const koffi = require(data.koffi);
     const lib = koffi.load(null);
@@ -126,37 +131,19 @@ function sysCalls(data: ReaderData): Sys | string {
       statx: (fd, buf) => r(statx(fd, "", 0x1000, 0x7ff, buf)),
       read: (fd, buf) => r(read(fd, buf, buf.length)),
       close: (fd) => r(close(fd)),
-      xattrs: xattrReader(data, list, get),
+      xattrs: xattrReader(data, list, get, shared),
     };
   } catch (e) {
     return String((e as Error)?.message ?? e);
   }
 }
 
-/** A reader of an open file's xattrs (buffers grow while the kernel says ERANGE, as native.ts's XattrBuffer). */
-function xattrReader(data: ReaderData, list: (fd: number, b: Buffer) => number, get: (fd: number, name: Buffer, b: Buffer) => number): Sys["xattrs"] {
-  const empty = Buffer.alloc(0);
-  const bufs = { names: Buffer.allocUnsafe(256), value: Buffer.allocUnsafe(256) };
-  const fill = (key: "names" | "value", call: (b: Buffer) => number): number => {
-    let n = call(bufs[key]);
-    while (n === -data.erange && (n = call(empty)) >= 0) {
-      bufs[key] = Buffer.allocUnsafe(Math.max(n, bufs[key].length * 2));
-      n = call(bufs[key]);
-    }
-    return n;
-  };
+/** A reader of an open file's xattrs (readXattrs, by descriptor), each appended to `out` with the file's index. */
+function xattrReader(data: ReaderData, list: (fd: number, b: Buffer) => number, get: (fd: number, name: Buffer, b: Buffer) => number, shared: Shared): Sys["xattrs"] {
+  const bufs = shared.xattrBuffers();
   return (fd, index, out) => {
-    const n = fill("names", (b) => list(fd, b));
-    for (let start = 0; start < n; ) {
-      const names = bufs.names;
-      const end = names.indexOf(0, start);
-      const name = names.toString("utf8", start, end);
-      const nameZ = Buffer.from(names.subarray(start, end + 1));
-      start = end + 1;
-      if (data.skip.some((s) => name.startsWith(s))) continue;
-      const m = fill("value", (b) => get(fd, nameZ, b));
-      if (m >= 0) out.push([index, name, Uint8Array.prototype.slice.call(bufs.value, 0, m)]);
-    }
+    const keep = (name: string, value: Buffer) => void out.push([index, name, Uint8Array.prototype.slice.call(value)]);
+    shared.readXattrs((b) => list(fd, b), (nameZ, b) => get(fd, nameZ, b), data.skip, data.erange, bufs, keep);
   };
 }
 
@@ -165,7 +152,7 @@ function xattrReader(data: ReaderData, list: (fd: number, b: Buffer) => number, 
  * and a small one's content read into the batch's buffer: as a whole tar entry
  * (header, content, padding) when it can be packed (see file-readers.ts), else as it is.
  */
-function readBatch(req: BatchRequest, data: ReaderData, sys: Sys, tar: TarCode): BatchReply {
+function readBatch(req: BatchRequest, data: ReaderData, sys: Sys, tar: Shared): BatchReply {
   const rels = req.rels.split("\0");
   rels.pop();
   const out: Out = { meta: new Float64Array(rels.length * data.fields), content: Buffer.allocUnsafeSlow(1 << 20), used: 0, xattrs: [], statx: Buffer.alloc(256) };
@@ -197,7 +184,7 @@ function readBatch(req: BatchRequest, data: ReaderData, sys: Sys, tar: TarCode):
 }
 
 /** File `i` of the batch, open at `fd`, into `out` (its fields, xattrs and content; left FALLBACK when anything is off). */
-function readOne(req: BatchRequest, data: ReaderData, sys: Sys, tar: TarCode, out: Out, i: number, rel: string, fd: number): void {
+function readOne(req: BatchRequest, data: ReaderData, sys: Sys, tar: Shared, out: Out, i: number, rel: string, fd: number): void {
   const x = out.statx;
   // struct statx: the basic fields asked for are there, and it is a regular file.
   if (sys.statx(fd, x) < 0 || (x.readUInt32LE(0) & 0x7ff) !== 0x7ff || (x.readUInt16LE(28) & 0o170000) !== 0o100000) return;

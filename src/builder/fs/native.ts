@@ -21,6 +21,7 @@ import { runProcess, type ProcessResult } from "../../process.js";
 import { isRealRoot } from "../privilege.js";
 import type { Libc } from "./libc.js";
 import { FileReaders } from "./file-readers.js";
+import { readXattrs, xattrBuffers } from "./xattr-list.js";
 
 export type NodeKind = "char" | "block" | "fifo";
 
@@ -219,36 +220,6 @@ export async function startFileReaders(): Promise<FileReaders | undefined> {
 }
 
 /**
- * A buffer for llistxattr/lgetxattr that grows when a list or value does not fit.
- * The kernel allocates (and zeroes) as much as it is offered on every call, so a
- * small first offer is the cheap one: 64 KiB each time cost twice the call.
- */
-class XattrBuffer {
-  bytes = Buffer.allocUnsafe(256);
-
-  /** The names of `path`, NUL-terminated, into `bytes`; their length, or -errno. */
-  list(c: Libc, path: string): number {
-    let n = c.llistxattr(path, this.bytes);
-    while (n === -ERANGE && (n = this.grow(c.llistxattr(path, EMPTY))) >= 0) n = c.llistxattr(path, this.bytes);
-    return n;
-  }
-
-  /** The value of `nameZ` (NUL-terminated) into `bytes`; its length, or -errno. */
-  get(c: Libc, path: string, nameZ: Buffer): number {
-    let n = c.lgetxattr(path, nameZ, this.bytes);
-    while (n === -ERANGE && (n = this.grow(c.lgetxattr(path, nameZ, EMPTY))) >= 0) n = c.lgetxattr(path, nameZ, this.bytes);
-    return n;
-  }
-
-  /** Room for `need` bytes (the size a call with an empty buffer reported), or the error it gave. */
-  private grow(need: number): number {
-    if (need >= 0) this.bytes = Buffer.allocUnsafe(Math.max(need, this.bytes.length * 2));
-    return need;
-  }
-}
-const EMPTY = Buffer.alloc(0);
-
-/**
  * Extended attributes of `paths` (never following a final symlink), without
  * overlayfs' own and SELinux labels. Paths with none, or unreadable, are absent from the result.
  */
@@ -256,23 +227,11 @@ export async function getXattrs(paths: string[], signal?: AbortSignal): Promise<
   const out = new Map<string, Record<string, Buffer>>();
   if (paths.length === 0) return out;
   const c = await xattrNative("reading extended attributes");
-  const list = new XattrBuffer();
-  const value = new XattrBuffer();
+  const bufs = xattrBuffers();
   await sliced(paths, signal, (p) => {
-    const n = list.list(c, p);
-    if (n <= 0) return;
-    const names = list.bytes;
     let found: Record<string, Buffer> | undefined;
-    for (let start = 0; start < n; ) {
-      const end = names.indexOf(0, start);
-      const name = names.toString("utf8", start, end);
-      const nameZ = names.subarray(start, end + 1);
-      start = end + 1;
-      if (SKIP.some((s) => name.startsWith(s))) continue;
-      const m = value.get(c, p, nameZ);
-      if (m < 0) continue; // removed since it was listed
-      (found ??= {})[name] = Buffer.from(value.bytes.subarray(0, m));
-    }
+    const keep = (name: string, value: Buffer) => void ((found ??= {})[name] = Buffer.from(value));
+    readXattrs((b) => c.llistxattr(p, b), (nameZ, b) => c.lgetxattr(p, nameZ, b), SKIP, ERANGE, bufs, keep);
     if (found !== undefined) out.set(p, found);
   });
   return out;
