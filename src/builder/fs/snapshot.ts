@@ -92,10 +92,10 @@ export async function* snapshotBatches(root: MountedRoot, lowerDirs: string[], o
       throw new OcibuildError("SNAPSHOT_FAILED", `cannot compute the change in ${root.merged}: ${(e as Error).message}`, { cause: e });
     }
     // Extended attributes (file capabilities, user.*) of what is included, in one batch;
-    // the files workers read come with theirs.
-    const xattrs = await getXattrs(items.flatMap((i) => (i.hostPath === undefined || i.pending !== undefined || i.dropped ? [] : [i.hostPath])), signal);
+    // a file still pending has no hostPath yet: the workers read its xattrs with it.
+    const xattrs = await getXattrs(items.flatMap((i) => (i.hostPath === undefined ? [] : [i.hostPath])), signal);
     for (const item of items) {
-      const x = item.hostPath === undefined || item.pending !== undefined ? undefined : xattrs.get(item.hostPath);
+      const x = item.hostPath === undefined ? undefined : xattrs.get(item.hostPath);
       if (x !== undefined) item.entry.xattrs = x;
     }
     if (diff.upperReads) opts.onMergedDone?.(items.length);
