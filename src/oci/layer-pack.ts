@@ -207,10 +207,8 @@ export async function* packTar(entries: LayerEntries, opts: PackOptions): AsyncG
       if (size === 0) continue;
       if (e.content !== undefined) {
         const at = e.contentAt ?? 0;
-        if (size >= PASS_THROUGH) {
-          if (c.fill > 0) yield c.flush();
-          yield e.content.subarray(at, at + size);
-        } else {
+        if (size >= PASS_THROUGH) yield* c.append(e.content.subarray(at, at + size));
+        else {
           if (c.room() <= size) yield c.take();
           c.putFrom(e.content, at, size);
         }

@@ -149,7 +149,7 @@ function putOctal(h: Uint8Array, off: number, width: number, n: number): number 
  * byte a character; a binding call per field cost more than a short name's bytes), empty
  * ones skipped, and the checksum (the sum of the header's bytes, its own field counted
  * as spaces) summed as they are written. It and the functions it calls use nothing else
- * outside their bodies: fs/file-readers.ts runs their source (USTAR_CODE) on worker threads.
+ * outside their bodies: the file readers run their source (ustarCode, fs/file-read-worker.ts).
  */
 export function ustarInto(f: HeaderFields, h: Uint8Array, at: number): void {
   // The checksum field counted as eight spaces.

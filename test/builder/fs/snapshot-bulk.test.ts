@@ -4,9 +4,9 @@
  * packed there as whole tar entries. Whatever reads them, the entries and the layer's
  * bytes are those of comparing the whole tree on the main thread (copy mode), with
  * and without SOURCE_DATE_EPOCH, for every kind of file that takes another way: xattrs,
- * hardlinks (also to a rewritten lower file), a file over the one-read size, long and
- * non-ASCII names, ids over the octal fields, setuid bits, sub-millisecond mtimes,
- * empty files, symlinks and fifos.
+ * hardlinks (also to a rewritten lower file), a file over the one-read size and one over
+ * the size the tar copies, long and non-ASCII names, ids over the octal fields, setuid
+ * bits, sub-millisecond mtimes, empty files, symlinks and fifos.
  */
 import { Writable } from "node:stream";
 import { chown, link, lutimes, mkdir, mkdtemp, rm, symlink, utimes, writeFile } from "node:fs/promises";
@@ -51,6 +51,9 @@ async function write(m: string): Promise<void> {
   await writeFile(join(m, "etc/conf"), "rewritten");
   await link(join(m, "etc/conf"), join(odd, "conf-link"));
   await writeFile(join(odd, "big.bin"), Buffer.alloc(300 * 1024, 7));
+  // Read by a worker, not packed (an xattr), and over the size the tar copies: passed on as it is.
+  await writeFile(join(odd, "mid.bin"), Buffer.alloc(100 * 1024, 9));
+  expect(await setXattrs([{ path: join(odd, "mid.bin"), name: "user.size", value: Buffer.from("mid") }])).toEqual([]);
   await writeFile(join(odd, `${"n".repeat(120)}.js`), "long");
   await writeFile(join(odd, "caf\u00e9.txt"), "accent");
   await writeFile(join(odd, "big-ids"), "ids");
@@ -61,7 +64,7 @@ async function write(m: string): Promise<void> {
   await mknod(join(odd, "fifo"), "fifo", 0o644);
   // The two trees are written at different times: every mtime is set (a sub-millisecond
   // one to 5.9996 s, which Node rounds to 6000 ms, and a tar header says 6).
-  for (const name of ["tool", "noted", "a", "big.bin", `${"n".repeat(120)}.js`, "caf\u00e9.txt", "big-ids", "suid", "empty", "fifo"]) paths.push(join(odd, name));
+  for (const name of ["tool", "noted", "a", "big.bin", "mid.bin", `${"n".repeat(120)}.js`, "caf\u00e9.txt", "big-ids", "suid", "empty", "fifo"]) paths.push(join(odd, name));
   for (const p of [...paths, join(m, "etc/conf"), odd, join(m, "deps"), join(m, "etc")]) await utimes(p, 1_600_000_000.25, 1_600_000_000.25);
   await writeFile(join(odd, "late"), "late");
   await utimes(join(odd, "late"), 5.9996, 5.9996);
