@@ -17,7 +17,7 @@ import { createGunzip, createGzip, gunzipSync, gzipSync } from "node:zlib";
 import { build } from "esbuild";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isOcibuildError } from "../../src/errors.js";
-import { GZIP_MEMBER_BYTES, gzipMembers, looksIncompressible } from "../../src/oci/layer-gzip.js";
+import { GZIP_MEMBER_BYTES, gzipMembers, isDense, looksIncompressible } from "../../src/oci/layer-gzip.js";
 import { type LayerEntry, tarChunks, writeLayer, writeLayerToDir } from "../../src/oci/layer.js";
 
 const pexec = promisify(execFile);
@@ -484,6 +484,46 @@ describe("layer gzip: pieces that do not compress are stored", () => {
     // A random start, then text: the piece is deflated as a whole.
     const mostlyText = Buffer.concat([randomBytes(200_000), corpus(3 * MiB, 34)]);
     expect((await fed(mostlyText)).equals(gzipSync(mostlyText, { level: 6 }))).toBe(true);
+  });
+
+  it("a sample's density check stops counting early only where the whole histogram gives the same answer", () => {
+    /** The whole histogram's entropy, in bits per byte: the definition isDense must agree with. */
+    const fullEntropy = (b: Uint8Array) => {
+      const c = new Array<number>(256).fill(0);
+      for (const x of b) c[x]!++;
+      return c.reduce((h, n) => (n === 0 ? h : h - (n / b.length) * Math.log2(n / b.length)), 0);
+    };
+    const counts = new Uint32Array(256);
+    const samples: Buffer[] = [Buffer.alloc(2048), corpus(2048, 40), randomBytes(2048), randomBytes(100)];
+    // The densest a sample with one value at a given share can be: that value, and the
+    // rest spread evenly over the other 255. Past a share of ~7% it is below 7.8 bits;
+    // the counting stops at 7.5% (154 of 2048). Shares of 4.9-9.8% go both sides of both.
+    for (let planted = 100; planted <= 200; planted += 2) {
+      const b = Buffer.alloc(2048);
+      for (let i = planted; i < b.length; i++) b[i] = 1 + ((i - planted) % 255);
+      samples.push(b);
+    }
+    // Random bytes with one value planted, and with two, around the same shares.
+    for (let planted = 120; planted <= 200; planted += 8) {
+      const one = randomBytes(2048);
+      const two = randomBytes(2048);
+      for (let i = 0; i < planted; i++) {
+        one[Math.floor((i * 2048) / planted)] = 0x41;
+        two[Math.floor((i * 2048) / planted)] = i % 2 ? 0x41 : 0x42;
+      }
+      samples.push(one, two);
+    }
+    // Entropies around the threshold (7.8 bits): random bytes drawn from 200-256 values.
+    for (let values = 200; values <= 256; values += 4) samples.push(Buffer.from(randomBytes(2048).map((x) => x % values)));
+    let dense = 0;
+    for (const b of samples) {
+      const want = fullEntropy(b) > 7.8;
+      expect(isDense(b, counts)).toBe(want);
+      if (want) dense++;
+    }
+    // Both answers were exercised.
+    expect(dense).toBeGreaterThan(3);
+    expect(dense).toBeLessThan(samples.length - 3);
   });
 
   it("small pieces (under 64 KiB) are always deflated as asked; level 0 stays level 0", async () => {
