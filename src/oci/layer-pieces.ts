@@ -47,11 +47,16 @@ export interface PieceFeed {
 }
 
 /**
- * Bytes gathered before a feed is written to (each write is a trip to the compressor's
- * thread and back): a small layer's compression starts after its first 64 KiB of tar,
- * overlapping the rest of its walk and reads, instead of after all of it.
+ * Bytes gathered before a feed is first written to (each write is a trip to the
+ * compressor's thread and back): a small layer's compression starts after its first
+ * 64 KiB of tar, overlapping the rest of its walk and reads, instead of after all of it.
+ * Each later write of the same piece waits for twice as much, up to FEED_MAX_BYTES: a
+ * 4 MiB piece is 7 writes, not 64. Each write costs the threads ~70 us besides the
+ * deflate itself (level 6 over x1's 100 MB tar: 373 ms of CPU fed by 64 KiB, 322 by
+ * 1 MiB, medians of 7), and the bytes are the same either way.
  */
 const FEED_BYTES = 64 * 1024;
+const FEED_MAX_BYTES = 1024 * 1024;
 
 interface Slot {
   job: PieceJob;
@@ -79,10 +84,13 @@ export function compressPieces(pieceBytes: number, inFlight: number, start: (inp
     /** The piece being filled, when `open` feeds it as it fills, and how much of it was written to the feed. */
     let feed: PieceFeed | undefined;
     let fed = 0;
+    /** Bytes the feed's next write waits for. */
+    let step = FEED_BYTES;
     const begin = (input: Buffer, whole: Buffer) => {
       const slot: Slot = { job: feed ? feed.finish(input) : start(input) };
       feed = undefined;
       fed = 0;
+      step = FEED_BYTES;
       slot.job.done.then(
         (out) => {
           slot.out = out;
@@ -116,9 +124,10 @@ export function compressPieces(pieceBytes: number, inFlight: number, start: (inp
           fill = 0;
           if (queue.length >= inFlight) yield* await next();
         }
-        if (feed && fill - fed >= FEED_BYTES) {
+        if (feed && fill - fed >= step) {
           feed.write(buf.subarray(fed, fill));
           fed = fill;
+          step = Math.min(step * 2, FEED_MAX_BYTES);
         }
         // Pass on what is already compressed, in order, without waiting for the rest.
         while (queue[0]?.out !== undefined) yield* queue.shift()!.out!;
