@@ -1,13 +1,15 @@
 /**
  * The program of file-readers.ts's worker threads, made from the source text of the
- * functions below, of layer-tar.ts's ustarInto and fitsUstar (ustarCode) and of
- * xattr-list.ts (readXattrs, the main thread's way of reading xattrs too). Each
+ * functions below, of layer-tar.ts's ustarInto and fitsUstar (ustarCode), of
+ * tar-entries.ts's byUtf8 (the walk's order) and of xattr-list.ts (readXattrs, the
+ * main thread's way of reading xattrs too). Each
  * of these functions uses only its parameters, the others of this module (named
  * directly: a bundler renames a function and its calls alike), node's builtins and
  * koffi through `require`, and numbers written as literals where file-readers.ts
  * names them (Field, FileStatus): nothing else of the main thread exists in a worker.
  */
 import { fitsUstar, ustarCode, ustarInto } from "../../oci/layer-tar.js";
+import { byUtf8 } from "../../oci/tar-entries.js";
 import { readXattrs, xattrBuffers } from "./xattr-list.js";
 
 /** The worker's settings (file-readers.ts fills them in). */
@@ -20,6 +22,8 @@ export interface ReaderData {
   noatime: number;
   eperm: number;
   dirFlags: number;
+  /** O_NOFOLLOW, for the directories of a subtree (readTree). */
+  noFollow: number;
   atFdcwd: number;
   erange: number;
 }
@@ -36,6 +40,8 @@ export interface BatchRequest {
   /** Whether files are packed as tar entries (see file-readers.ts), and with which sourceDateEpoch. */
   pack: boolean;
   epoch: number | null;
+  /** A whole subtree: `rels` is one directory's root-relative path (no NUL); see readTree. */
+  tree?: boolean;
 }
 
 /** One batch answered. */
@@ -47,12 +53,17 @@ export interface BatchReply {
   content?: ArrayBuffer;
   used?: number;
   xattrs?: [number, string, Uint8Array][];
+  /** A subtree's entries (BatchRequest.tree): their root-relative paths, each ended by a NUL, and where each starts. */
+  rels?: string;
+  starts?: Int32Array;
+  count?: number;
 }
 
 /** The other modules' functions, as the worker has them (declared in its program, and handed down). */
 interface Shared {
   ustarInto: typeof ustarInto;
   fitsUstar: typeof fitsUstar;
+  byUtf8: typeof byUtf8;
   readXattrs: typeof readXattrs;
   xattrBuffers: typeof xattrBuffers;
 }
@@ -61,6 +72,8 @@ interface Shared {
 interface Sys {
   openDir(path: string): number;
   openAt(dirfd: number, name: string): number;
+  /** A directory, from its parent's descriptor (O_DIRECTORY, O_NOFOLLOW). */
+  openDirAt(dirfd: number, name: string): number;
   /** statx of an open file into `buf` (256 bytes, struct statx). */
   statx(fd: number, buf: Buffer): number;
   read(fd: number, buf: Buffer): number;
@@ -79,10 +92,11 @@ interface Out {
 
 /** The source text of the worker's program. */
 export function workerSource(): string {
-  const own = [readerMain, sysCalls, xattrReader, readBatch, readOne, readFile].map(String).join("\n");
+  const own = [readerMain, sysCalls, xattrReader, readBatch, readOne, readFile, readTree, treeDir, treeEntry, dirFields].map(String).join("\n");
   // Declared once in the worker's scope (not closures made per call: each would be optimized anew).
-  const shared = [readXattrs, xattrBuffers].map(String).join("\n");
-  return `${own}\n${ustarCode()}\n${shared}\n${readerMain.name}({ ustarInto: ${ustarInto.name}, fitsUstar: ${fitsUstar.name}, readXattrs: ${readXattrs.name}, xattrBuffers: ${xattrBuffers.name} });\n`;
+  const shared = [readXattrs, xattrBuffers, byUtf8].map(String).join("\n");
+  const names = `ustarInto: ${ustarInto.name}, fitsUstar: ${fitsUstar.name}, byUtf8: ${byUtf8.name}, readXattrs: ${readXattrs.name}, xattrBuffers: ${xattrBuffers.name}`;
+  return `${own}\n${ustarCode()}\n${shared}\n${readerMain.name}({ ${names} });\n`;
 }
 
 function readerMain(tar: Shared): void {
@@ -94,8 +108,10 @@ function readerMain(tar: Shared): void {
       parentPort!.postMessage({ id: req.id, failed: sys });
       return;
     }
-    const reply = readBatch(req, data, sys, tar);
-    parentPort!.postMessage(reply, [reply.meta!.buffer as ArrayBuffer, reply.content!]);
+    const reply = req.tree === true ? readTree(req, data, sys, tar) : readBatch(req, data, sys, tar);
+    const moved = [reply.meta!.buffer as ArrayBuffer, reply.content!];
+    if (reply.starts !== undefined) moved.push(reply.starts.buffer as ArrayBuffer);
+    parentPort!.postMessage(reply, moved);
   });
 }
 
@@ -120,6 +136,7 @@ function sysCalls(data: ReaderData, shared: Shared): Sys | string {
     const get = (fd: number, name: Buffer, b: Buffer) => r(fget(fd, name, b, b.length));
     return {
       openDir: (path) => r(openat(data.atFdcwd, path, data.dirFlags)),
+      openDirAt: (dirfd, name) => r(openat(dirfd, name, data.dirFlags | data.noFollow)),
       // O_NOATIME: files a step just wrote have an atime no later than their mtime, so each
       // first read dirtied its inode to move the atime on (relatime), ~1-3 us a file. Only the
       // owner (or CAP_FOWNER) may ask; anyone else's file is opened without it.
@@ -181,6 +198,103 @@ function readBatch(req: BatchRequest, data: ReaderData, sys: Sys, tar: Shared): 
     if (dir.fd >= 0) sys.close(dir.fd);
   }
   return { id: req.id, meta: out.meta, content: out.content.buffer as ArrayBuffer, used: out.used, xattrs: out.xattrs };
+}
+
+/** What a subtree is read into: Out, and the entries' paths. */
+interface TreeOut extends Out {
+  rels: string;
+  starts: number[];
+  count: number;
+}
+
+/**
+ * A whole new subtree, in the walk's order (a directory, then its entries by name in
+ * UTF-8 byte order, each directory's own entries right after it): every directory's and
+ * regular file's stat fields and xattrs, and the files read and packed as readBatch
+ * does. Field.STATUS is 4 for a directory read whole, 5 for anything else (a symlink, a
+ * device, a fifo, an entry whose type readdir did not say): those the main thread
+ * makes. A directory or file that cannot be read here is left 0 (FileStatus.FALLBACK),
+ * a directory without its entries: the main thread reads it all.
+ */
+function readTree(req: BatchRequest, data: ReaderData, sys: Sys, tar: Shared): BatchReply {
+  const out: TreeOut = { meta: new Float64Array(256 * data.fields), content: Buffer.allocUnsafeSlow(1 << 20), used: 0, xattrs: [], statx: Buffer.alloc(256), rels: "", starts: [], count: 0 };
+  const slash = req.rels.lastIndexOf("/");
+  const parent = sys.openDir(slash < 0 ? req.base : `${req.base}/${req.rels.slice(0, slash)}`);
+  if (parent >= 0) {
+    try {
+      treeDir(req, data, sys, tar, out, parent, req.rels, req.rels.slice(slash + 1));
+    } finally {
+      sys.close(parent);
+    }
+  } else treeEntry(out, data, req.rels);
+  const meta = out.meta.slice(0, out.count * data.fields);
+  return { id: req.id, meta, content: out.content.buffer as ArrayBuffer, used: out.used, xattrs: out.xattrs, rels: out.rels, starts: Int32Array.from(out.starts), count: out.count };
+}
+
+/** Directory `rel` (`name` in the directory open at `parent`) and all below it, into `out`. */
+function treeDir(req: BatchRequest, data: ReaderData, sys: Sys, tar: Shared, out: TreeOut, parent: number, rel: string, name: string): void {
+  const i = treeEntry(out, data, rel);
+  const fd = sys.openDirAt(parent, name);
+  if (fd < 0) return;
+  try {
+    const fs = require("node:fs") as typeof import("node:fs");
+    let names: import("node:fs").Dirent[];
+    try {
+      if (!dirFields(sys, out, data, i, fd)) return;
+      names = fs.readdirSync(`${req.base}/${rel}`, { withFileTypes: true }).sort((a, b) => tar.byUtf8(a.name, b.name));
+    } catch {
+      out.meta[i * data.fields] = 0;
+      return;
+    }
+    sys.xattrs(fd, i, out.xattrs);
+    for (const d of names) {
+      const crel = `${rel}/${d.name}`;
+      if (d.isDirectory()) {
+        treeDir(req, data, sys, tar, out, fd, crel, d.name);
+        continue;
+      }
+      const k = treeEntry(out, data, crel);
+      if (!d.isFile()) {
+        out.meta[k * data.fields] = 5;
+        continue;
+      }
+      const ffd = sys.openAt(fd, d.name);
+      if (ffd < 0) continue;
+      try {
+        readOne(req, data, sys, tar, out, k, crel, ffd);
+      } finally {
+        sys.close(ffd);
+      }
+    }
+  } finally {
+    sys.close(fd);
+  }
+}
+
+/** A new entry of the subtree at `rel` (FileStatus.FALLBACK until read): its index. */
+function treeEntry(out: TreeOut, data: ReaderData, rel: string): number {
+  const i = out.count++;
+  if (out.count * data.fields > out.meta.length) {
+    const bigger = new Float64Array(out.meta.length * 2);
+    bigger.set(out.meta);
+    out.meta = bigger;
+  }
+  out.starts.push(out.rels.length);
+  out.rels += `${rel}\0`;
+  return i;
+}
+
+/** A directory's stat fields (Field.MODE, UID, GID, MTIME_MS as readOne's) at `i`, Field.STATUS 4; false when it is not one. */
+function dirFields(sys: Sys, out: Out, data: ReaderData, i: number, fd: number): boolean {
+  const x = out.statx;
+  if (sys.statx(fd, x) < 0 || (x.readUInt32LE(0) & 0x7ff) !== 0x7ff || (x.readUInt16LE(28) & 0o170000) !== 0o040000) return false;
+  const o = i * data.fields;
+  out.meta[o + 1] = x.readUInt16LE(28);
+  out.meta[o + 2] = x.readUInt32LE(20);
+  out.meta[o + 3] = x.readUInt32LE(24);
+  out.meta[o + 5] = Math.round((x.readInt32LE(116) * 2 ** 32 + x.readUInt32LE(112)) * 1000 + x.readUInt32LE(120) / 1e6);
+  out.meta[o] = 4;
+  return true;
 }
 
 /** File `i` of the batch, open at `fd`, into `out` (its fields, xattrs and content; left FALLBACK when anything is off). */

@@ -12,6 +12,8 @@
  *
  * A batch's answer is its files' stat fields, their xattrs (overlayfs' own and SELinux
  * labels left out, as getXattrs does) and the content of its small files in one buffer.
+ * A subtree's (readTree, snapshot-trees.ts) is the same for every directory and regular
+ * file below a directory, which the worker lists itself, in the walk's order.
  * A file a worker cannot serve this way (not a regular file any more, an open or read
  * that fails, a size that changed under the read) is marked FALLBACK and read the usual
  * way on the main thread, which then reports what is wrong as it always did. A worker
@@ -38,6 +40,10 @@ export const FileStatus = {
    * without PAX records (layer-tar.ts fitsUstar), when the batch was asked to pack.
    */
   PACKED: 3,
+  /** A subtree's directory (FileReaders.readTree): its stat fields and xattrs, its entries after it. */
+  DIR: 4,
+  /** A subtree's entry that is neither a regular file nor a directory: made on the main thread. */
+  OTHER: 5,
 } as const;
 
 /** Offsets in a file's FIELDS numbers of FileBatch.meta (the worker writes them as literals). */
@@ -64,6 +70,14 @@ export interface FileBatch {
   content: Buffer;
   /** xattrs by the file's index in the batch (files without any are absent). */
   xattrs: Map<number, Record<string, Buffer>>;
+}
+
+/** A subtree's answer (FileReaders.readTree): a FileBatch of all its entries, in the walk's order. */
+export interface TreeBatch extends FileBatch {
+  count: number;
+  /** Root-relative paths, each ended by a NUL; the entry at index i starts at starts[i]. */
+  rels: string;
+  starts: Int32Array;
 }
 
 /** Files at most this large are read by the worker; larger ones are streamed by the tar as before. */
@@ -102,6 +116,7 @@ export class FileReaders {
       noatime: fsc.O_NOATIME ?? 0,
       eperm: osc.errno.EPERM,
       dirFlags: fsc.O_RDONLY | fsc.O_DIRECTORY | 0o2000000,
+      noFollow: fsc.O_NOFOLLOW,
       atFdcwd: -100,
       erange: osc.errno.ERANGE,
     };
@@ -128,13 +143,26 @@ export class FileReaders {
    * layer's sourceDateEpoch); undefined when the batch could not be read here.
    */
   read(base: string, rels: string, pack: { epoch: number | undefined } | undefined): Promise<FileBatch | undefined> {
+    return this.ask(base, rels, pack, false);
+  }
+
+  /**
+   * The whole subtree at `rel` under `base` (a directory), in the walk's order: each
+   * directory's and regular file's stat fields and xattrs, small files read (and packed)
+   * as `read` does them (see FileStatus.DIR and OTHER); undefined when it could not be read here.
+   */
+  readTree(base: string, rel: string, pack: { epoch: number | undefined } | undefined): Promise<TreeBatch | undefined> {
+    return this.ask(base, rel, pack, true) as Promise<TreeBatch | undefined>;
+  }
+
+  private ask(base: string, rels: string, pack: { epoch: number | undefined } | undefined, tree: boolean): Promise<FileBatch | undefined> {
     const live = this.workers.filter((w) => !this.dead.has(w));
     if (this.closed || live.length === 0) return Promise.resolve(undefined);
     const worker = live[this.turn++ % live.length]!;
     const id = this.nextId++;
     return new Promise((resolve) => {
       this.waiting.set(id, { resolve, worker });
-      const req: BatchRequest = { id, base, rels, inlineMax: INLINE_MAX, budget: BATCH_CONTENT, pack: pack !== undefined, epoch: pack?.epoch ?? null };
+      const req: BatchRequest = { id, base, rels, inlineMax: INLINE_MAX, budget: BATCH_CONTENT, pack: pack !== undefined, epoch: pack?.epoch ?? null, tree };
       worker.postMessage(req);
     });
   }
@@ -161,7 +189,9 @@ export class FileReaders {
       if (x === undefined) xattrs.set(i, (x = {}));
       x[name] = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
     }
-    wait.resolve({ meta: m.meta, content: Buffer.from(m.content!, 0, m.used!), xattrs });
+    const batch: FileBatch = { meta: m.meta, content: Buffer.from(m.content!, 0, m.used!), xattrs };
+    const tree: TreeBatch | undefined = m.rels === undefined ? undefined : { ...batch, rels: m.rels, starts: m.starts!, count: m.count! };
+    wait.resolve(tree ?? batch);
   }
 
   private drop(w: Worker): void {

@@ -13,6 +13,7 @@ import { splitDev } from "../../oci/tar-entries.js";
 import type { MountedRoot } from "./overlay.js";
 import type { LowerEntry, LowerView } from "./lowerview.js";
 import type { PendingFile } from "./snapshot-files.js";
+import type { DeferredTree } from "./snapshot-trees.js";
 import { getXattrs } from "./native.js";
 import { lstatOrNull } from "./util.js";
 
@@ -59,6 +60,8 @@ export interface Item {
   pending?: PendingFile;
   /** A pending file found gone: not in the layer. */
   dropped?: boolean;
+  /** A subtree left to the workers, its entries read whole later (snapshot-trees.ts). */
+  tree?: DeferredTree;
 }
 
 /** A file's entry: its stat fields, and its content read from `readPath`. */

@@ -9,7 +9,8 @@
  * system calls are made differs. When the snapshot feeds a layer writer (its `pack`
  * option), the workers also write the plainest files (one link, no xattrs, a header
  * without PAX records) as whole tar entries, and those come out as TarSegments: the
- * bytes the writer would have made of their entries.
+ * bytes the writer would have made of their entries. Past BULK_MIN files the walk also
+ * leaves whole directories to the workers (snapshot-trees.ts).
  */
 import type { LayerEntry, TarSegment } from "../../oci/layer.js";
 import { OcibuildError } from "../../errors.js";
@@ -75,8 +76,8 @@ function resolveOnMain(item: Item, rel: string, read: string): boolean {
   return true;
 }
 
-/** The entry of the file at `i` of batch `b`, which a worker read (STAT or INLINE). */
-function fromBatch(item: Item, rel: string, read: string, b: FileBatch, i: number): void {
+/** The item of the file at `i` of batch `b` (`rel`, read at `read`), which a worker read (STAT or INLINE). */
+export function batchItem(rel: string, read: string, b: FileBatch, i: number): Item {
   const f = (field: number) => fieldOf(b, i, field);
   const entry: LayerEntry = fileEntry(rel, read, { mode: f(Field.MODE), uid: f(Field.UID), gid: f(Field.GID), mtime: new Date(f(Field.MTIME_MS)), size: f(Field.SIZE) });
   if (f(Field.STATUS) === FileStatus.INLINE) {
@@ -85,11 +86,10 @@ function fromBatch(item: Item, rel: string, read: string, b: FileBatch, i: numbe
   }
   const x = b.xattrs.get(i);
   if (x !== undefined) entry.xattrs = x;
-  item.entry = entry;
-  item.hostPath = read;
+  const item: Item = { entry, hostPath: read };
   // Keyed where it is read, as entryFor.
   if (f(Field.NLINK) > 1) item.inode = `${f(Field.DEV)}:${f(Field.INO)}`;
-  item.pending = undefined;
+  return item;
 }
 
 /** The pending files of a snapshot, made into entries in order (see the module comment). */
@@ -109,6 +109,25 @@ export class PendingFiles {
   private readonly left: number[] = [];
   /** The last item taken as PACKED: its tar entry is `length` bytes of `tar` from `at`, `size` of them content. */
   readonly packed: { tar: Buffer; at: number; length: number; size: number } = { tar: Buffer.alloc(0), at: 0, length: 0, size: 0 };
+
+  /**
+   * Whether the walk has listed BULK_MIN files, for workers to read: from then on it
+   * leaves whole subtrees to them (snapshot-trees.ts).
+   */
+  get bulk(): boolean {
+    return this.starting !== undefined;
+  }
+
+  /** The workers, once started (undefined: none, or not asked for). */
+  async readersReady(): Promise<FileReaders | undefined> {
+    await this.starting;
+    return this.readers;
+  }
+
+  /** The workers if they are up. */
+  readersNow(): FileReaders | undefined {
+    return this.readers;
+  }
 
   /** Files read at `base`/rel. */
   constructor(
@@ -181,7 +200,11 @@ export class PendingFiles {
       return Taken.PACKED;
     }
     if (status !== FileStatus.FALLBACK) {
-      fromBatch(item, p.rel, `${this.base}/${p.rel}`, b!, i);
+      const made = batchItem(p.rel, `${this.base}/${p.rel}`, b!, i);
+      item.entry = made.entry;
+      item.hostPath = made.hostPath;
+      item.inode = made.inode;
+      item.pending = undefined;
       return Taken.ENTRY;
     }
     return this.readHere(item, p);

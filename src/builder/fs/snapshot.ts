@@ -25,7 +25,7 @@
  * what the step added or replaced on a plain kernel overlay, from the upperdir, which
  * holds all of it: see MountedRoot.plainUpper).
  */
-import { readdirSync, rmdirSync, unlinkSync, type Dirent, type Stats } from "node:fs";
+import { readdirSync, type Dirent, type Stats } from "node:fs";
 import { lstat, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { LayerEntry, TarSegment } from "../../oci/layer.js";
@@ -38,6 +38,7 @@ import { lstatOrNull, lstatOrNullSync } from "./util.js";
 import { WH_OPAQUE, WH_PREFIX } from "./path.js";
 import { entryFor, joinRel, unchanged, whiteout, xattrChanges, type Item } from "./snapshot-compare.js";
 import { PendingFiles, Taken, addPacked, entryOf, pendingItem, written, type PendingOptions } from "./snapshot-files.js";
+import { DeferredTrees, Step } from "./snapshot-trees.js";
 import { monotonicMs } from "../../clock.js";
 
 export interface SnapshotOptions {
@@ -98,7 +99,8 @@ export async function* snapshotBatches(root: MountedRoot, lowerDirs: string[], o
       const x = item.hostPath === undefined ? undefined : xattrs.get(item.hostPath);
       if (x !== undefined) item.entry.xattrs = x;
     }
-    if (diff.upperReads) opts.onMergedDone?.(items.length);
+    // Subtrees left to the workers: many changes, however few items.
+    if (diff.upperReads) opts.onMergedDone?.(diff.trees === undefined ? items.length : Infinity);
 
     const firstLink = new Map<string, string>();
     let out: (LayerEntry | TarSegment)[] = [];
@@ -109,6 +111,21 @@ export async function* snapshotBatches(root: MountedRoot, lowerDirs: string[], o
       // Let the garbage collector have what is done with: 100,000 items kept to the end made
       // each of the collections a layer's buffers set off mark them all again.
       (items as (Item | undefined)[])[i] = undefined;
+      if (item.tree !== undefined) {
+        const c = await diff.trees!.take(item.tree);
+        for (let s = c.next(); ; s = c.next()) {
+          if (typeof s !== "number") s = await s;
+          if (s === Step.END) break;
+          if (s === Step.NONE) continue;
+          if (s === Step.PACKED) segment = addPacked(out, segment, files.packed, epoch);
+          else out.push(entryOf(c.item!, firstLink));
+          if (++taken % ENTRIES_AT_ONCE !== 0) continue;
+          yield out;
+          written(out);
+          out = [];
+        }
+        continue;
+      }
       let t = files.take(item);
       if (typeof t !== "number") t = await t;
       if (t === Taken.NONE) continue;
@@ -169,6 +186,9 @@ class TreeDiff {
 
   /** The regular files the walk lists by name (read as it goes on, when there are many). */
   readonly files: PendingFiles;
+  /** The subtrees the walk left to the workers, once it has (past BULK_MIN files). */
+  trees: DeferredTrees | undefined;
+  private readonly pack: PendingOptions["pack"];
 
   /** The lower view of `lowerDirs`, and the paths in both trees whose xattrs differ. */
   static async open(root: MountedRoot, lowerDirs: string[], opts: SnapshotOptions, pending: PendingOptions): Promise<TreeDiff> {
@@ -191,6 +211,7 @@ class TreeDiff {
     this.upperReads = root.mode === "overlay" && root.plainUpper === true;
     this.readBase = this.upperReads ? root.upper : root.merged;
     this.files = new PendingFiles(this.readBase, pending);
+    this.pack = pending.pack;
   }
 
   /** Every change, in layer order (parents first, names in byte order). */
@@ -325,6 +346,11 @@ class TreeDiff {
           this.files.add(item);
           continue;
         }
+        // Past BULK_MIN files, a directory is left whole to the workers (snapshot-trees.ts).
+        if (d.isDirectory() && this.files.bulk && !this.excludesAtOrBelow(rel)) {
+          out.push((this.trees ??= new DeferredTrees(this.files, this.readBase, this.pack)).defer(rel));
+          continue;
+        }
         const child = { rel, host: `${at.host}/${name}`, read: `${at.read}/${name}` };
         const cst = lstatOrNullSync(child.read);
         if (cst === null) continue;
@@ -350,42 +376,14 @@ class TreeDiff {
     this.sliceStart = monotonicMs();
   }
 
+  private excludesAtOrBelow(rel: string): boolean {
+    for (const e of this.excluded) if (e === rel || e.startsWith(`${rel}/`)) return true;
+    return false;
+  }
+
   private withSelf(rel: string, self: Item | null, below: Item[]): Item[] {
     if (self === null) return below;
     if (this.excluded.has(rel) && (self.entry.type !== "directory" || below.length === 0)) return below;
     return [self, ...below];
-  }
-}
-
-/**
- * Remove the excluded mount points from an upperdir that is kept as the layer's
- * directory, with the same rule as snapshotChanges: excluded files go; an
- * excluded directory goes only when nothing else is left in it. Deepest first.
- * Never follows a symlink: a path whose parent is not a real directory (the RUN
- * replaced it) is left alone.
- */
-export function pruneExcluded(upper: string, exclude: string[]): void {
-  const paths = [...new Set(exclude.map((p) => p.split("/").filter((c) => c !== "" && c !== ".")))]
-    .filter((c) => c.length > 0 && !c.includes(".."))
-    .sort((a, b) => b.length - a.length);
-  // Blocking calls: a few paths, one syscall each, made while the layer's gzip holds the thread pool.
-  for (const comps of paths) {
-    let real = true;
-    for (let i = 1; i < comps.length && real; i++) {
-      const st = lstatOrNullSync(join(upper, ...comps.slice(0, i)));
-      real = st !== null && st.isDirectory();
-    }
-    if (!real) continue;
-    const hostPath = join(upper, ...comps);
-    const st = lstatOrNullSync(hostPath);
-    if (st === null) continue;
-    if (st.isDirectory()) {
-      try {
-        rmdirSync(hostPath);
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code !== "ENOTEMPTY" && code !== "EEXIST") throw e;
-      }
-    } else unlinkSync(hostPath);
   }
 }

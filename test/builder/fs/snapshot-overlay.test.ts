@@ -3,7 +3,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { mountRoot, type MountedRoot } from "../../../src/builder/fs/overlay.js";
-import { pruneExcluded, snapshotChanges } from "../../../src/builder/fs/snapshot.js";
+import { snapshotChanges } from "../../../src/builder/fs/snapshot.js";
+import { pruneExcluded } from "../../../src/builder/fs/upper-prune.js";
 import type { LayerEntry } from "../../../src/oci/layer.js";
 import { canOverlay, haveTool } from "../../../testdata/builder/fixtures.js";
 
