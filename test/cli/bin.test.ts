@@ -71,7 +71,13 @@ describe("bin/ocibuild runs the bundle", () => {
     await symlink("../../bin/ocibuild", join(work, "node_modules/.bin/ocibuild"));
     const dockerfile = join(root, "testdata/hello/Dockerfile");
     const r = await exec(join(work, "node_modules/.bin/ocibuild"), ["parse", dockerfile], { cwd: tmpdir(), env: { ...process.env, NO_COLOR: "1" } });
-    expect(r.stdout).toBe((await cli(["parse", dockerfile])).stdout);
+    const want = (await cli(["parse", dockerfile])).stdout;
+    expect(r.stdout).toBe(want);
+    // Not a link (readlink is not run): through a linked directory, and by a bare name from its own directory.
+    await symlink("bin", join(work, "linked-bin"));
+    const env = { ...process.env, NO_COLOR: "1" };
+    expect((await exec(join(work, "linked-bin/ocibuild"), ["parse", dockerfile], { cwd: tmpdir(), env })).stdout).toBe(want);
+    expect((await exec("sh", ["ocibuild", "parse", dockerfile], { cwd: join(work, "bin"), env })).stdout).toBe(want);
   });
 
   it("starts Node without NODE_EXTRA_CA_CERTS (Node would parse it first; bin-tls.test.ts: the command still uses it)", async () => {
