@@ -38,7 +38,8 @@ function loadBundle() {
     // tsc rewrites every module: a bundle older than them is stale (made before the
     // last `tsc`), so the modules are what is current.
     if (statSync(join(dist, "cli", "main.js")).mtimeMs > st.mtimeMs) return undefined;
-    source = readFileSync(file, "utf8");
+    // ASCII (scripts/bundle.mjs makes sure): read as Latin-1, without UTF-8's decoding (~0.5 ms).
+    source = readFileSync(file, "latin1");
   } catch {
     return undefined;
   }
