@@ -92,7 +92,7 @@ interface Out {
 
 /** The source text of the worker's program. */
 export function workerSource(): string {
-  const own = [readerMain, sysCalls, xattrReader, readBatch, readOne, readFile, readTree, treeDir, treeEntry, dirFields].map(String).join("\n");
+  const own = [readerMain, sysCalls, xattrReader, readBatch, readOne, readFile, readTree, treeDir, treeEntry, dirFields, mtimeMsOf].map(String).join("\n");
   // Declared once in the worker's scope (not closures made per call: each would be optimized anew).
   const shared = [readXattrs, xattrBuffers, byUtf8].map(String).join("\n");
   const names = `ustarInto: ${ustarInto.name}, fitsUstar: ${fitsUstar.name}, byUtf8: ${byUtf8.name}, readXattrs: ${readXattrs.name}, xattrBuffers: ${xattrBuffers.name}`;
@@ -241,6 +241,7 @@ function treeDir(req: BatchRequest, data: ReaderData, sys: Sys, tar: Shared, out
     let names: import("node:fs").Dirent[];
     try {
       if (!dirFields(sys, out, data, i, fd)) return;
+      // Listed by path, as the walk lists (its names and types, the same library call).
       names = fs.readdirSync(`${req.base}/${rel}`, { withFileTypes: true }).sort((a, b) => tar.byUtf8(a.name, b.name));
     } catch {
       out.meta[i * data.fields] = 0;
@@ -292,9 +293,14 @@ function dirFields(sys: Sys, out: Out, data: ReaderData, i: number, fd: number):
   out.meta[o + 1] = x.readUInt16LE(28);
   out.meta[o + 2] = x.readUInt32LE(20);
   out.meta[o + 3] = x.readUInt32LE(24);
-  out.meta[o + 5] = Math.round((x.readInt32LE(116) * 2 ** 32 + x.readUInt32LE(112)) * 1000 + x.readUInt32LE(120) / 1e6);
+  out.meta[o + 5] = mtimeMsOf(x);
   out.meta[o] = 4;
   return true;
+}
+
+/** A struct statx's mtime as Node's Stats.mtime gives it: to the millisecond, rounded as Node rounds. */
+function mtimeMsOf(x: Buffer): number {
+  return Math.round((x.readInt32LE(116) * 2 ** 32 + x.readUInt32LE(112)) * 1000 + x.readUInt32LE(120) / 1e6);
 }
 
 /** File `i` of the batch, open at `fd`, into `out` (its fields, xattrs and content; left FALLBACK when anything is off). */
@@ -310,8 +316,7 @@ function readOne(req: BatchRequest, data: ReaderData, sys: Sys, tar: Shared, out
   const mode = x.readUInt16LE(28);
   // 64-bit fields as two halves (no BigInt a file).
   const size = x.readUInt32LE(44) * 2 ** 32 + x.readUInt32LE(40);
-  // Node's Stats.mtime for the same file, to the millisecond (rounded, as Node does).
-  const mtimeMs = Math.round((x.readInt32LE(116) * 2 ** 32 + x.readUInt32LE(112)) * 1000 + x.readUInt32LE(120) / 1e6);
+  const mtimeMs = mtimeMsOf(x);
   const o = i * data.fields;
   const meta = out.meta;
   // Field.MODE, UID, GID, SIZE, MTIME_MS, NLINK; DEV and INO as Node's fstat gives them, for a file with other links.

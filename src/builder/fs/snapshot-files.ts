@@ -76,8 +76,11 @@ function resolveOnMain(item: Item, rel: string, read: string): boolean {
   return true;
 }
 
-/** The item of the file at `i` of batch `b` (`rel`, read at `read`), which a worker read (STAT or INLINE). */
-export function batchItem(rel: string, read: string, b: FileBatch, i: number): Item {
+/**
+ * The item of the file at `i` of batch `b` (`rel`, read at `read`), which a worker read
+ * (STAT or INLINE): `item` (a pending one) made into it, or a new one.
+ */
+export function batchItem(rel: string, read: string, b: FileBatch, i: number, item: Item = { entry: PLACEHOLDER }): Item {
   const f = (field: number) => fieldOf(b, i, field);
   const entry: LayerEntry = fileEntry(rel, read, { mode: f(Field.MODE), uid: f(Field.UID), gid: f(Field.GID), mtime: new Date(f(Field.MTIME_MS)), size: f(Field.SIZE) });
   if (f(Field.STATUS) === FileStatus.INLINE) {
@@ -86,9 +89,11 @@ export function batchItem(rel: string, read: string, b: FileBatch, i: number): I
   }
   const x = b.xattrs.get(i);
   if (x !== undefined) entry.xattrs = x;
-  const item: Item = { entry, hostPath: read };
+  item.entry = entry;
+  item.hostPath = read;
   // Keyed where it is read, as entryFor.
   if (f(Field.NLINK) > 1) item.inode = `${f(Field.DEV)}:${f(Field.INO)}`;
+  item.pending = undefined;
   return item;
 }
 
@@ -200,11 +205,7 @@ export class PendingFiles {
       return Taken.PACKED;
     }
     if (status !== FileStatus.FALLBACK) {
-      const made = batchItem(p.rel, `${this.base}/${p.rel}`, b!, i);
-      item.entry = made.entry;
-      item.hostPath = made.hostPath;
-      item.inode = made.inode;
-      item.pending = undefined;
+      batchItem(p.rel, `${this.base}/${p.rel}`, b!, i, item);
       return Taken.ENTRY;
     }
     return this.readHere(item, p);

@@ -4,8 +4,8 @@
  * directory it meets further on in a new subtree (with no excluded path at or below it)
  * is not walked on the main thread but left as one item: a worker lists it, stats and
  * reads (and packs) what is in it, and answers with all of its entries in the walk's
- * order (FileReaders.readTree). The main thread then made no object, string or system
- * call for a packed file, where the walk had cost ~3 us a file (readdir's Dirents, the
+ * order (FileReaders.readTree). The main thread makes no object, string or system call
+ * for a packed file; walking them there had cost ~3 us a file (readdir's Dirents, the
  * items, their collection): ~0.3 s of a step that wrote 100,000 files, before its
  * layer's tar could start. The entries are those the walk would have made: the same
  * order, fields, xattrs and hardlinks; what a worker does not read (a symlink, a
