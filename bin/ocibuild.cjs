@@ -63,10 +63,10 @@ function loadBundle() {
   // compiled what they ran themselves (104.6 against 74.4 ms for s2 fully cached) until
   // one of those learned it. `.runs` counts the successful runs since the cache was made.
   const runsFile = `${cacheFile}.runs`;
-  let learned = 0;
+  let counted = 0;
   if (cachedData) {
     try {
-      learned = Number(readFileSync(runsFile, "utf8")) || 0;
+      counted = Number(readFileSync(runsFile, "utf8")) || 0;
     } catch {
       /* written before the count was kept */
     }
@@ -77,7 +77,7 @@ function loadBundle() {
   script.runInThisContext()(mod.exports, createRequire(file), mod, file, dist);
   const saveCache = () => {
     const usable = cachedData && !script.cachedDataRejected;
-    const run = usable ? learned + 1 : 1;
+    const run = usable ? counted + 1 : 1;
     const learn = run <= LEARNING_RUNS || Number.isInteger(Math.log2(run));
     const tmp = `${cacheFile}.${process.pid}.tmp`;
     try {
