@@ -92,7 +92,7 @@ interface Out {
 
 /** The source text of the worker's program. */
 export function workerSource(): string {
-  const own = [readerMain, sysCalls, xattrReader, readBatch, readOne, readFile, readTree, treeDir, treeEntry, dirFields, mtimeMsOf].map(String).join("\n");
+  const own = [readerMain, sysCalls, xattrReader, readBatch, readOne, readFile, readTree, treeDir, treeEntry, dirFields, mtimeMsOf, readAt].map(String).join("\n");
   // Declared once in the worker's scope (not closures made per call: each would be optimized anew).
   const shared = [readXattrs, xattrBuffers, byUtf8].map(String).join("\n");
   const names = `ustarInto: ${ustarInto.name}, fitsUstar: ${fitsUstar.name}, byUtf8: ${byUtf8.name}, readXattrs: ${readXattrs.name}, xattrBuffers: ${xattrBuffers.name}`;
@@ -185,14 +185,7 @@ function readBatch(req: BatchRequest, data: ReaderData, sys: Sys, tar: Shared): 
         dir.fd = sys.openDir(dirRel === "" ? req.base : `${req.base}/${dirRel}`);
       }
       // A directory that cannot be opened leaves its files to the main thread (Field.STATUS = FileStatus.FALLBACK).
-      if (dir.fd < 0) continue;
-      const fd = sys.openAt(dir.fd, rel.slice(slash + 1));
-      if (fd < 0) continue;
-      try {
-        readOne(req, data, sys, tar, out, i, rel, fd);
-      } finally {
-        sys.close(fd);
-      }
+      if (dir.fd >= 0) readAt(req, data, sys, tar, out, i, rel, dir.fd, rel.slice(slash + 1));
     }
   } finally {
     if (dir.fd >= 0) sys.close(dir.fd);
@@ -259,13 +252,7 @@ function treeDir(req: BatchRequest, data: ReaderData, sys: Sys, tar: Shared, out
         out.meta[k * data.fields] = 5;
         continue;
       }
-      const ffd = sys.openAt(fd, d.name);
-      if (ffd < 0) continue;
-      try {
-        readOne(req, data, sys, tar, out, k, crel, ffd);
-      } finally {
-        sys.close(ffd);
-      }
+      readAt(req, data, sys, tar, out, k, crel, fd, d.name);
     }
   } finally {
     sys.close(fd);
@@ -296,6 +283,17 @@ function dirFields(sys: Sys, out: Out, data: ReaderData, i: number, fd: number):
   out.meta[o + 5] = mtimeMsOf(x);
   out.meta[o] = 4;
   return true;
+}
+
+/** File `i` (`rel`, `name` in the directory open at `dirfd`) opened, read by readOne and closed; left FALLBACK when it cannot be opened. */
+function readAt(req: BatchRequest, data: ReaderData, sys: Sys, tar: Shared, out: Out, i: number, rel: string, dirfd: number, name: string): void {
+  const fd = sys.openAt(dirfd, name);
+  if (fd < 0) return;
+  try {
+    readOne(req, data, sys, tar, out, i, rel, fd);
+  } finally {
+    sys.close(fd);
+  }
 }
 
 /** A struct statx's mtime as Node's Stats.mtime gives it: to the millisecond, rounded as Node rounds. */
