@@ -195,12 +195,7 @@ export class PendingFiles {
     const i = p.index % BATCH;
     const status = b === undefined ? FileStatus.FALLBACK : fieldOf(b, i, Field.STATUS);
     if (status === FileStatus.PACKED) {
-      const size = fieldOf(b!, i, Field.SIZE);
-      const packed = this.packed;
-      packed.tar = b!.content;
-      packed.at = fieldOf(b!, i, Field.CONTENT_AT);
-      packed.length = 512 + Math.ceil(size / 512) * 512;
-      packed.size = size;
+      this.setPacked(b!, i);
       item.pending = undefined;
       return Taken.PACKED;
     }
@@ -209,6 +204,16 @@ export class PendingFiles {
       return Taken.ENTRY;
     }
     return this.readHere(item, p);
+  }
+
+  /** `packed` made the tar entry the worker packed for the file at `i` of `b` (FileStatus.PACKED). */
+  setPacked(b: FileBatch, i: number): void {
+    const size = fieldOf(b, i, Field.SIZE);
+    const packed = this.packed;
+    packed.tar = b.content;
+    packed.at = fieldOf(b, i, Field.CONTENT_AT);
+    packed.length = 512 + Math.ceil(size / 512) * 512;
+    packed.size = size;
   }
 
   /** A file the workers did not read: made on this thread, xattrs too. */

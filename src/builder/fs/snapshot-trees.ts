@@ -85,7 +85,7 @@ export class DeferredTrees {
   }
 
   /** Ask for the next subtrees, up to TREES_AHEAD not yet taken to their end. */
-  ask(): void {
+  private ask(): void {
     const readers = this.files.readersNow();
     if (readers === undefined) return;
     while (this.open < TREES_AHEAD && this.asked < this.trees.length) {
@@ -130,12 +130,7 @@ export class TreeCursor {
     const i = this.i++;
     const status = fieldOf(b, i, Field.STATUS);
     if (status === FileStatus.PACKED) {
-      const size = fieldOf(b, i, Field.SIZE);
-      const packed = this.files.packed;
-      packed.tar = b.content;
-      packed.at = fieldOf(b, i, Field.CONTENT_AT);
-      packed.length = 512 + Math.ceil(size / 512) * 512;
-      packed.size = size;
+      this.files.setPacked(b, i);
       return Step.PACKED;
     }
     const rel = b.rels.slice(b.starts[i], (i + 1 < b.count ? b.starts[i + 1]! : b.rels.length) - 1);
