@@ -1,7 +1,8 @@
 /**
  * A step that writes thousands of files: past snapshot-files.ts's threshold their
  * stat fields, xattrs and contents are read by worker threads, and the plainest are
- * packed there as whole tar entries. Whatever reads them, the entries and the layer's
+ * packed there as whole tar entries; the directories the walk meets after it are read
+ * whole by them (snapshot-trees.ts). Whatever reads them, the entries and the layer's
  * bytes are those of comparing the whole tree on the main thread (copy mode), with
  * and without SOURCE_DATE_EPOCH, for every kind of file that takes another way: xattrs,
  * hardlinks (also to a rewritten lower file), a file over the one-read size and one over
