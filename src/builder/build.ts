@@ -99,7 +99,7 @@ export interface BuildOptions {
    * is reused without asking the registry. A digest-pinned base is never re-asked.
    */
   pull?: boolean;
-  /** Do not check, before the first step that must run (or the push's first write), that the credentials at hand may push to every target (kaniko's --skip-push-permission-check). */
+  /** Do not check, before the first step that must run (or the first write of a push to several repositories, or after a failed push), that the credentials at hand may push to every target (kaniko's --skip-push-permission-check). */
   skipPushPermissionCheck?: boolean;
   /** Compute keys and report what would be cached or rebuilt, executing nothing. */
   dryRun?: boolean;
@@ -323,7 +323,8 @@ async function runBuild(opts: BuildOptions, redactor: Redactor, { cacheDir, note
     const bases = baseResolver(opts, cacheDir, registry, planned.named, content);
     bases.prefetch(plans);
     // May the credentials at hand push? Asked by the first step that must run, or by the push before it writes (push-check.ts).
-    const beforeWork = lazyPushCheck(registry, opts.skipPushPermissionCheck ? [] : pushTo, opts.signal);
+    const pushCheck = lazyPushCheck(registry, opts.skipPushPermissionCheck ? [] : pushTo, opts.signal);
+    const beforeWork = pushCheck.before;
     const secrets = await resolveSecrets(opts.secrets ?? [], env, planned.contextDir);
     agents = await startSshAgents(opts.ssh ?? [], env, scratchDir);
     const diffIds = new DiffIdRecords(join(cacheDir, "diffids"));
@@ -349,7 +350,7 @@ async function runBuild(opts: BuildOptions, redactor: Redactor, { cacheDir, note
     const made = stageArtifact(artifact, blobs);
     let signatures: SignatureRecord[] | undefined;
     if (pushTo.length > 0) {
-      await pushBuilt(made, pushTo, registry, { onEvent: emit, signal: opts.signal, beforeWrite: beforeWork, isNew: newManifests(images, opts.sourceDateEpoch) });
+      await pushBuilt(made, pushTo, registry, { onEvent: emit, signal: opts.signal, check: pushCheck, isNew: newManifests(images, opts.sourceDateEpoch) });
       for (const t of pushTo) references.push(`${t.name}:${t.tag}@${top.digest}`);
       if (signingKey) signatures = await signPushed(signingKey, artifact, top.digest, pushTo, registry, emit, opts.signal);
     }

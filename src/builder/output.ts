@@ -19,6 +19,7 @@ import { checkWritable, pathError } from "../user-path.js";
 import { pushArtifact } from "../oci/registry/push.js";
 import type { RegistryClient } from "../oci/registry/index.js";
 import type { EventSink } from "./events.js";
+import type { PushCheck } from "./push-check.js";
 
 /**
  * One place a build writes its image to (the CLI's `--output`, repeatable):
@@ -56,16 +57,15 @@ export async function pushBuilt(
   a: Artifact,
   refs: readonly ImageReference[],
   registry: RegistryClient,
-  opts: { onEvent?: EventSink; signal?: AbortSignal; beforeWrite?: () => Promise<void>; isNew?: (manifest: Digest) => boolean } = {},
+  opts: { onEvent?: EventSink; signal?: AbortSignal; check?: PushCheck; isNew?: (manifest: Digest) => boolean } = {},
 ): Promise<void> {
   await pushArtifact(registry, a, refs, {
     signal: opts.signal,
-    beforeWrite: opts.beforeWrite,
+    beforeWrite: opts.check?.beforePushWrite,
     isNew: opts.isNew,
     onBlob: (ref, desc, status) => opts.onEvent?.({ type: "push", reference: ref.name, digest: desc.digest, status, size: desc.size }),
   }).catch(async (e: unknown) => {
-    // A push-permission check that refuses says why (and how to keep the image local) better than the push's first error.
-    await opts.beforeWrite?.();
+    await opts.check?.afterPushFailed();
     throw e;
   });
 }

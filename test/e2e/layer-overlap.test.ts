@@ -121,7 +121,7 @@ describe.skipIf(!ready)("a step's layer is compressed while the next step runs (
     expect(next.result!.steps[1]).toMatchObject({ cached: false, reason: "no previous entry" });
   }, 120_000);
 
-  it("a push of an image with a layer the build wrote does not ask whether the repository holds its manifest; a cached rebuild's does, and puts nothing", async () => {
+  it("a push of an image with a layer the build wrote does not ask whether the repository holds its manifest; a cached rebuild's does, and puts nothing (or only the manifest, to a new tag)", async () => {
     const dir = await context("push");
     const cacheDir = join(f.work, "cache-push");
     const proxy = await startFaultProxy({ port: f.reg.port });
@@ -139,6 +139,13 @@ describe.skipIf(!ready)("a step's layer is compressed while the next step runs (
       expect(cached.result!.digest).toBe(fresh.result!.digest);
       expect(proxy.log.some((r) => r.method === "HEAD" && r.path.endsWith("/manifests/v1"))).toBe(true);
       expect(puts()).toBe(0);
+      // The same image to a new tag: the repository holds its manifest, so the push puts it
+      // under the tag, and that put is its only write: no upload session opened (the
+      // push-permission check) before it.
+      proxy.log.length = 0;
+      const retagged = await run(dir, cacheDir, { tags: [`${proxy.host}/overlap/app:v2`], push: true });
+      expect(retagged.result!.digest).toBe(fresh.result!.digest);
+      expect(proxy.log.filter((r) => r.method !== "HEAD").map((r) => `${r.method} ${r.path}`)).toEqual(["PUT /v2/overlap/app/manifests/v2"]);
       // SOURCE_DATE_EPOCH pins the history's times: a rebuild that writes its layers again may make a manifest already pushed.
       proxy.log.length = 0;
       const pinned = await run(dir, join(f.work, "cache-push-pinned"), { tags: [tag], push: true, sourceDateEpoch: 1_700_000_000 });
