@@ -4,7 +4,7 @@
  * (and an index for several platforms) -> pushes and outputs. Steps live in
  * steps/; this file only orchestrates.
  */
-import { readFile, rm } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { OcibuildError, optionWords } from "../errors.js";
 import { parseDockerfile, planStages, type ParseResult, type StagePlan } from "../dockerfile/index.js";
@@ -34,7 +34,7 @@ import { baseResolver, createRunner, layerConversion, noCacheStages, onceMode } 
 import { resolveSecrets, startSshAgents, type SecretSpec, type SshAgents, type SshSpec } from "./secrets.js";
 import { FileHasher } from "../cache/file-hash.js";
 import { KEY_VERSION } from "../cache/key.js";
-import { openCacheDir, resolveCacheDir } from "./cache-dir.js";
+import { closeScratchDir, openCacheDir, resolveCacheDir } from "./cache-dir.js";
 import { recordBuiltImage } from "./local-images.js";
 import { Redactor } from "../cache/redact.js";
 import { DiffIdRecords } from "./fs/base-layers.js";
@@ -380,7 +380,7 @@ async function runBuild(opts: BuildOptions, redactor: Redactor, { cacheDir, note
   } finally {
     await agents?.stop();
     await registry.close().catch(() => {});
-    await rm(scratchDir, { recursive: true, force: true });
+    await closeScratchDir(scratchDir);
   }
 }
 

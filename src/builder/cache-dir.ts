@@ -5,8 +5,8 @@
  * builds: the cache goes to a private directory under the temp dir for this
  * build, with a warning that says how to keep it.
  */
-import { statSync } from "node:fs";
-import { lstat, mkdir, mkdtemp } from "node:fs/promises";
+import { rmdirSync, statSync } from "node:fs";
+import { lstat, mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { isOcibuildError, optionWords } from "../errors.js";
@@ -112,5 +112,18 @@ export async function openCacheDir(cacheDir: string, defaultFrom: Record<string,
     if (isOcibuildError(e)) throw e;
     const from = defaultFrom === undefined ? "" : `it is the default, under ${defaultFrom.XDG_CACHE_HOME ? "XDG_CACHE_HOME" : "HOME"}; `;
     throw pathError("CACHE_DIR_UNWRITABLE", "cannot use the cache directory", cacheDir, e, `${from}choose a writable one with ${optionWords("cacheDir")}`);
+  }
+}
+
+/**
+ * Removes this build's scratch directory. A fully cached build left it empty: one rmdir,
+ * not rm's recursive walk (which loads a module of its own and makes four thread-pool
+ * calls for an empty directory: ~1 ms of a fully cached rebuild).
+ */
+export async function closeScratchDir(dir: string): Promise<void> {
+  try {
+    rmdirSync(dir);
+  } catch {
+    await rm(dir, { recursive: true, force: true });
   }
 }

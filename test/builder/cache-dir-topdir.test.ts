@@ -1,10 +1,10 @@
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { openCacheDir } from "../../src/builder/cache-dir.js";
+import { closeScratchDir, openCacheDir } from "../../src/builder/cache-dir.js";
 import { markTopDir } from "../../src/builder/fs/native.js";
 
 /** chattr's flag letters of a directory (lsattr -d), or undefined where the filesystem has none. */
@@ -62,5 +62,26 @@ describe("cache directories that hold unrelated trees are marked as tops of hier
     for (const d of ["rootfs", "rootfs/layers", "mounts", "git"]) expect(flagsOf(join(cache, d))).not.toContain("T");
     // The flag is not inherited: the build's own scratch is a plain directory under it.
     expect(flagsOf(scratch)).not.toContain("T");
+  });
+});
+
+describe("a build's scratch directory", () => {
+  it("is removed at the build's end, empty (a fully cached build) or holding a tree", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "ocibuild-scratch-"));
+    try {
+      const cache = join(dir, "cache");
+      const empty = await openCacheDir(cache, undefined);
+      const full = await openCacheDir(cache, undefined);
+      await mkdir(join(full, "step", "rootfs"), { recursive: true });
+      await writeFile(join(full, "step", "rootfs", "f"), "x");
+      expect((await readdir(join(cache, "tmp"))).sort()).toEqual([empty, full].map((d) => d.slice(join(cache, "tmp").length + 1)).sort());
+      await closeScratchDir(empty);
+      await closeScratchDir(full);
+      expect(await readdir(join(cache, "tmp"))).toEqual([]);
+      // Already gone: nothing to do, no error.
+      await closeScratchDir(empty);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
