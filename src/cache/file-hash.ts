@@ -23,7 +23,8 @@ interface StatEntry {
 
 export class FileHasher {
   private entries = new Map<string, StatEntry>();
-  private loaded = false;
+  /** The saved state being read: every caller waits for it (an early one then sees its entries). */
+  private loading?: Promise<void>;
   private dirty = false;
   /** Bytes actually read (for the report and tests). */
   bytesRead = 0;
@@ -31,9 +32,12 @@ export class FileHasher {
   /** `statePath`: where the stat cache lives; undefined keeps it in memory only. */
   constructor(private readonly statePath?: string) {}
 
-  private async load(): Promise<void> {
-    if (this.loaded) return;
-    this.loaded = true;
+  private load(): Promise<void> {
+    this.loading ??= this.read();
+    return this.loading;
+  }
+
+  private async read(): Promise<void> {
     if (!this.statePath) return;
     try {
       const data = JSON.parse(await readFile(this.statePath, "utf8")) as Record<string, StatEntry>;
