@@ -6,7 +6,7 @@
  * against their digest when written and when read.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
+import { createReadStream, createWriteStream, existsSync } from "node:fs";
 import { access, mkdir, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -143,6 +143,11 @@ export class OciLayout {
   blobPath(d: Digest): string {
     if (!isDigestString(d)) throw new OcibuildError("DIGEST_INVALID", `invalid digest "${d}"`);
     return `${this.blobs}/${algorithmOf(d)}/${hexOf(d)}`;
+  }
+
+  /** Whether the blob is here, with one blocking call (false too when it cannot be told: ask hasBlob). */
+  hasBlobNow(d: Digest): boolean {
+    return existsSync(this.blobPath(d));
   }
 
   async hasBlob(d: Digest, signal?: AbortSignal): Promise<boolean> {

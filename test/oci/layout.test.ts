@@ -94,6 +94,8 @@ describe("OciLayout: blobs", () => {
     expect(b).toEqual({ digest: `sha256:${hex(big)}`, size: big.length });
     expect(await layout.hasBlob(b.digest)).toBe(true);
     expect(await layout.hasBlob(digestOf("absent"))).toBe(false);
+    expect(layout.hasBlobNow(b.digest)).toBe(true);
+    expect(layout.hasBlobNow(digestOf("absent"))).toBe(false);
   });
 
   it("rejects content that does not match the expected digest or size, keeping nothing", async () => {
@@ -103,6 +105,7 @@ describe("OciLayout: blobs", () => {
     expect(await codeOf(layout.writeBlob(Buffer.from("content"), { digest: digestOf("content"), size: 3 }))).toBe("DIGEST_MISMATCH");
     expect(await layout.hasBlob(wrong)).toBe(false);
     expect(await layout.hasBlob(digestOf("content"))).toBe(false);
+    expect(layout.hasBlobNow(digestOf("content"))).toBe(false);
     expect((await readdir(tmp)).sort()).toEqual(["blobs", "index.json", "oci-layout"]);
     expect(await readdir(join(tmp, "blobs/sha256"))).toEqual([]);
   });

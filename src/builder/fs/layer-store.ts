@@ -3,6 +3,7 @@
  * by DiffID, ready to be an overlayfs lowerdir; and the OCI ChainID of a stack.
  */
 import { createHash, randomBytes } from "node:crypto";
+import { lstatSync } from "node:fs";
 import { mkdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { DiffID } from "../../oci/digest.js";
@@ -65,6 +66,11 @@ export class LayerStore {
 
   async has(diffId: DiffID): Promise<boolean> {
     return (await lstatOrNull(this.layerDir(diffId)))?.isDirectory() ?? false;
+  }
+
+  /** has(), with one blocking lstat: no thread-pool round trip, which waits behind a layer's gzip. */
+  hasNow(diffId: DiffID): boolean {
+    return lstatSync(this.layerDir(diffId), { throwIfNoEntry: false })?.isDirectory() ?? false;
   }
 
   async ensureLayer(

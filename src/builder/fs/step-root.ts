@@ -123,6 +123,9 @@ async function layerDir(layer: LayerRecord, ctx: StepContext): Promise<string> {
   // A step's layer whose blob is still being written (LayerRecord.written) and which kept
   // no directory (copy mode, fuse-overlayfs) is extracted from that blob once it is there.
   await layer.written;
+  // Extracted, its blob stored: what readyLayer would find, told by two blocking calls (its
+  // thread-pool round trips waited behind the last step's gzip: 2-12 ms of a RUN's start).
+  if (ctx.layerStore.hasNow(layer.diffId) && ctx.content.hasBlobNow(layer.descriptor.digest)) return ctx.layerStore.layerDir(layer.diffId);
   return ctx.layerStore.once(layer.diffId, () => readyLayer(layer, ctx));
 }
 

@@ -80,6 +80,14 @@ describe.skipIf(!haveRegistry())("lowerDirs pulls and extracts a base layer in o
     expect(Buffer.compare(await readFile(content.blobPath(digest)), gz)).toBe(0);
     // Nothing left behind in the layer store's temp area.
     expect(await readdir(join(layerStore.dir, "tmp"))).toEqual([]);
+    // Extracted with its blob stored: the same directory, told by blocking calls. Extracted
+    // but its blob gone: asked as before, so the blob is fetched again.
+    expect(layerStore.hasNow(diffId)).toBe(true);
+    expect(await lowerDirs(stateOf(layer), ctx)).toEqual([dir]);
+    await rm(content.blobPath(digest));
+    expect(content.hasBlobNow(digest)).toBe(false);
+    expect(await lowerDirs(stateOf(layer), ctx)).toEqual([dir]);
+    expect(Buffer.compare(await readFile(content.blobPath(digest)), gz)).toBe(0);
   });
 
   it("keeps neither the blob nor the layer when the downloaded bytes are not the layer's digest", async () => {
