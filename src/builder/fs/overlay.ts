@@ -4,8 +4,8 @@
  * of the merged tree ("copy" mode; snapshot.ts then diffs it against the lower
  * view, giving the same layer).
  */
-import { constants as fsc, readdirSync, rmdirSync, rmSync, unlinkSync } from "node:fs";
-import { chmod, copyFile, lchown, link, lutimes, mkdir, open, readlink, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { closeSync, constants as fsc, mkdirSync, openSync, readdirSync, rmdirSync, rmSync, symlinkSync, unlinkSync } from "node:fs";
+import { chmod, copyFile, lchown, link, lutimes, mkdir, readlink, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { OcibuildError } from "../../errors.js";
 import { runProcess } from "../../process.js";
@@ -84,9 +84,9 @@ export interface MountOptions {
  */
 async function mountOverlay(dir: string, data: (prefix: string) => string, signal?: AbortSignal): Promise<string> {
   signal?.throwIfAborted();
-  const fd = await open(dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
+  const fd = openSync(dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
   try {
-    await mountFs("overlay", join(dir, "merged"), "overlay", data(`/proc/self/fd/${fd.fd}/`), signal);
+    await mountFs("overlay", join(dir, "merged"), "overlay", data(`/proc/self/fd/${fd}/`), signal);
     // An abort that came while the kernel mounted: undo it here, nobody else knows of it.
     if (signal?.aborted) {
       await unmountOverlay(join(dir, "merged"));
@@ -97,7 +97,7 @@ async function mountOverlay(dir: string, data: (prefix: string) => string, signa
     if (e instanceof NativeCallError) return e.message;
     if (signal?.aborted || !(e instanceof OcibuildError) || e.code !== "ROOTFS_NATIVE_UNAVAILABLE") throw e;
   } finally {
-    await fd.close();
+    closeSync(fd);
   }
   const r = await runProcess("mount", ["-t", "overlay", "overlay", "-o", data(""), "merged"], { cwd: dir, signal });
   return r.code === 0 ? "" : r.stderr.trim() || `mount exited with ${r.code}`;
@@ -319,19 +319,21 @@ async function flattenBottom(lowers: string[], scratchDir: string, opts: MountOp
  * The upper and work directories, and the lower layers as links `l/0`, `l/1`...
  * (bottom first; an empty directory when there is none): short names behind a
  * /proc/self/fd prefix keep the mount options under the page-size limit however
- * deep scratchDir is. Returns how many links there are.
+ * deep scratchDir is. Returns how many links there are. Blocking calls, as the mount's
+ * other preparations (mountRoot, mountOverlay, step-root.ts mutateRoot): a thread-pool
+ * round trip each waited behind the previous step's gzip, 1-12 ms of a step's start.
  */
-async function prepareOverlayDirs(lowers: string[], scratchDir: string): Promise<number> {
-  await mkdir(join(scratchDir, "upper"), { recursive: true });
-  await mkdir(join(scratchDir, "work"), { recursive: true });
+function prepareOverlayDirs(lowers: string[], scratchDir: string): number {
+  mkdirSync(join(scratchDir, "upper"), { recursive: true });
+  mkdirSync(join(scratchDir, "work"), { recursive: true });
   const l = join(scratchDir, "l");
-  await rm(l, { recursive: true, force: true });
-  await mkdir(l);
+  if (lstatOrNullSync(l)) rmSync(l, { recursive: true, force: true });
+  mkdirSync(l);
   if (lowers.length === 0) {
-    await mkdir(join(scratchDir, "empty"), { recursive: true });
+    mkdirSync(join(scratchDir, "empty"), { recursive: true });
     lowers = [join(scratchDir, "empty")];
   }
-  for (let i = 0; i < lowers.length; i++) await symlink(lowers[i]!, join(l, String(i)));
+  for (let i = 0; i < lowers.length; i++) symlinkSync(lowers[i]!, join(l, String(i)));
   return lowers.length;
 }
 
@@ -351,12 +353,12 @@ export async function mountRoot(lowerDirs: string[], scratchDir: string, opts: M
   const log = opts.onLog ?? (() => {});
   if (signal?.aborted) throw new OcibuildError("ROOTFS_ABORTED", "mounting the stage root was aborted", { cause: signal.reason });
   const merged = join(scratchDir, "merged");
-  await mkdir(merged, { recursive: true });
+  mkdirSync(merged, { recursive: true });
   if (opts.forceCopy) {
     log("root: copy mode (forced)");
     return copyRoot(lowerDirs, scratchDir, signal, log);
   }
-  const count = await prepareOverlayDirs(await flattenBottom(lowerDirs, scratchDir, opts, log), scratchDir);
+  const count = prepareOverlayDirs(await flattenBottom(lowerDirs, scratchDir, opts, log), scratchDir);
   const { failure, plain, volatile } = opts.forceFuse ? { failure: "skipped (fuse-overlayfs asked for)", plain: false, volatile: false } : await mountKernelOverlay(scratchDir, count, signal);
   if (failure === "") {
     log(`root: overlayfs with ${count} lower layer(s) at ${merged}`);

@@ -4,8 +4,8 @@
  * COPY --from. Base layers are pulled once into the content store and extracted
  * once per DiffID into the layer store.
  */
-import { mkdirSync, renameSync, rmdirSync } from "node:fs";
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { mkdirSync, mkdtempSync, renameSync, rmdirSync } from "node:fs";
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
 import { OcibuildError } from "../../errors.js";
@@ -183,8 +183,8 @@ export async function mutateRoot(
   fn: (merged: string) => Promise<MutationResult | void>,
 ): Promise<LayerRecord | undefined> {
   const lowers = await lowerDirs(state, ctx);
-  await mkdir(ctx.scratchDir, { recursive: true });
-  const scratch = await mkdtemp(join(ctx.scratchDir, "step-"));
+  mkdirSync(ctx.scratchDir, { recursive: true });
+  const scratch = mkdtempSync(join(ctx.scratchDir, "step-"));
   try {
     const mounted = await mountRoot(lowers, scratch, {
       signal: ctx.signal,
@@ -318,12 +318,12 @@ function keepUpper(mounted: MountedRoot, exclude: string[], diffId: DiffID, ctx:
 /** Run `fn` with a merged view of the stage's filesystem (for reading: COPY --from). */
 export async function withRootView<T>(state: StageState, ctx: StepContext, fn: (root: string) => Promise<T>): Promise<T> {
   const lowers = await lowerDirs(state, ctx);
-  await mkdir(ctx.scratchDir, { recursive: true });
-  const scratch = await mkdtemp(join(ctx.scratchDir, "view-"));
+  mkdirSync(ctx.scratchDir, { recursive: true });
+  const scratch = mkdtempSync(join(ctx.scratchDir, "view-"));
   try {
     if (lowers.length === 0) {
       const empty = join(scratch, "empty");
-      await mkdir(empty);
+      mkdirSync(empty);
       return await fn(empty);
     }
     const mounted = await mountRoot(lowers, scratch, { signal: ctx.signal, forceCopy: ctx.forceCopySnapshots });
