@@ -334,7 +334,7 @@ async function runBuild(opts: BuildOptions, redactor: Redactor, { cacheDir, note
     const runner = await createRunner(opts, planned, { cacheDir, scratchDir, content, diffIds, hasher, registry, secrets, agents, bases, emit, redactor, materials, format, converter, beforeWork });
     const finals = await Promise.all(plans.map(({ plan, target }) => runner.final(plan, target)));
     // Long work after the steps (a conversion, an SBOM scan, a signature) waits for the check; a push, only before it writes.
-    if (pushTo.length > 0 && (opts.forceCompression || opts.attest?.sbom || opts.attest?.provenance || signingKey)) await beforeWork();
+    if (pushTo.length > 0 && (opts.forceCompression || opts.attest?.sbom || opts.attest?.provenance || signingKey)) await pushCheck.before("pushing");
     await hasher.save().catch(() => {});
     const steps = (await runner.reports(plans)).map((s) => redactor.maskFields(s));
     for (const w of warnings) emit({ type: "log", level: "warn", message: w });

@@ -56,8 +56,12 @@ export async function checkPushPermissions(registry: RegistryClient, refs: reado
 
 /** The push-permission check of a build, made at most once. */
 export interface PushCheck {
-  /** Makes the check (at the first call) and waits for it: the first step that must run, copy, pull or convert. */
-  before: () => Promise<void>;
+  /**
+   * Makes the check (at the first call) and waits for it: the first step that must run,
+   * copy, pull or convert ("building"), or the work after the last step that a push then
+   * needs (attestations, a signature, a conversion: "pushing", which its refusal says).
+   */
+  before: (moment?: "building" | "pushing") => Promise<void>;
   /**
    * What the push waits for before its first write: the check when a step made it already
    * (its error is then the push's), or when the push goes to more than one repository
@@ -94,7 +98,7 @@ export function lazyPushCheck(registry: RegistryClient, refs: readonly ImageRefe
   };
   const repositories = new Set(refs.map((r) => r.name)).size;
   return {
-    before: () => make("building"),
+    before: (moment = "building") => make(moment),
     beforePushWrite: () => check ?? (repositories > 1 ? make("pushing") : Promise.resolve()),
     afterPushFailed: () => make("failed"),
   };

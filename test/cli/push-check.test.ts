@@ -76,6 +76,14 @@ describe.skipIf(!haveRegistry() || !haveHtpasswd())("a registry that wants crede
   });
 
 
+  it("a fully cached rebuild with provenance is checked after its last step, before the attestation is made", async () => {
+    expect((await build(["--no-push", "-t", `${reg.host}/app/x:v1`])).code).toBe(0);
+    const r = await build(["-t", `${reg.host}/app/x:v1`, "--provenance=true", "--authfile", p("empty.json")]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/\[0 1\/1\] CACHED/);
+    expect(r.stderr).toMatch(new RegExp(`^error\\[REGISTRY_UNAUTHORIZED\\]: cannot push to ${reg.host.replaceAll(".", "\\.")}/app/x:v1 \\(checked before pushing; --skip-push-permission-check skips the check\\)`, "m"));
+  });
+
   it("good credentials pass the check and push", async () => {
     const r = await build(["-t", `${reg.host}/app/x:v2`, "--authfile", p("basic", "config.json")]);
     expect(r.stderr).not.toMatch(/error\[/);
