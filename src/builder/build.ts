@@ -324,14 +324,13 @@ async function runBuild(opts: BuildOptions, redactor: Redactor, { cacheDir, note
     bases.prefetch(plans);
     // May the credentials at hand push? Asked by the first step that must run, or by the push before it writes (push-check.ts).
     const pushCheck = lazyPushCheck(registry, opts.skipPushPermissionCheck ? [] : pushTo, opts.signal);
-    const beforeWork = pushCheck.before;
     const secrets = await resolveSecrets(opts.secrets ?? [], env, planned.contextDir);
     agents = await startSshAgents(opts.ssh ?? [], env, scratchDir);
     const diffIds = new DiffIdRecords(join(cacheDir, "diffids"));
     const hasher = new FileHasher(join(cacheDir, "cache", `v${KEY_VERSION}`, "stat-cache.json"));
     const materials = new MaterialSet();
     const { format, converter } = layerConversion(opts, cacheDir, content, registry, emit);
-    const runner = await createRunner(opts, planned, { cacheDir, scratchDir, content, diffIds, hasher, registry, secrets, agents, bases, emit, redactor, materials, format, converter, beforeWork });
+    const runner = await createRunner(opts, planned, { cacheDir, scratchDir, content, diffIds, hasher, registry, secrets, agents, bases, emit, redactor, materials, format, converter, beforeWork: () => pushCheck.before() });
     const finals = await Promise.all(plans.map(({ plan, target }) => runner.final(plan, target)));
     // Long work after the steps (a conversion, an SBOM scan, a signature) waits for the check; a push, only before it writes.
     if (pushTo.length > 0 && (opts.forceCompression || opts.attest?.sbom || opts.attest?.provenance || signingKey)) await pushCheck.before("pushing");
