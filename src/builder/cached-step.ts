@@ -12,7 +12,7 @@ import type { HistoryEntry } from "../oci/manifest.js";
 import type { CacheHit, CacheRecord, CacheStore } from "../cache/store.js";
 import { formatPlatform } from "../oci/platform.js";
 import { monotonicMs } from "../clock.js";
-import { chainId } from "./fs/layer-store.js";
+import { chainId, type ChainMemo } from "./fs/layer-store.js";
 import { layersExtracted } from "./fs/step-root.js";
 import { expansionEnv, type LayerRecord, type StageState } from "./stage-state.js";
 import type { StepContext } from "./step-context.js";
@@ -36,7 +36,7 @@ export interface CacheContext extends KeySources {
    * The build's chain IDs so far ("PARENT DIFFID" -> chain ID): step N of a stage keys on the
    * chain of its N layers, which is step N-1's chain and one hash, not N hashes again.
    */
-  chains?: Map<string, string>;
+  chains?: ChainMemo;
 }
 
 export interface StepOutcome {
@@ -59,7 +59,7 @@ export interface StepOutcome {
   settled?: Promise<void>;
 }
 
-export function layerChain(state: StageState, memo?: Map<string, string>): string {
+export function layerChain(state: StageState, memo?: ChainMemo): string {
   return state.layers.length === 0 ? "" : chainId(state.layers.map((l) => l.diffId), memo);
 }
 

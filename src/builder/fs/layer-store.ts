@@ -12,16 +12,28 @@ import { OcibuildError } from "../../errors.js";
 import { extractLayer } from "./extract.js";
 import { lstatOrNull } from "./util.js";
 
+/**
+ * ChainIDs already computed in a build: the chain so far, then the next layer's DiffID,
+ * to the chain with it. Looked up by strings the build holds already (their hashes are
+ * kept), not by a concatenation made again for every layer of every step's stack: a
+ * 50-step cached rebuild spent ~0.6 ms on those.
+ */
+export type ChainMemo = Map<string, Map<string, string>>;
+
 /** OCI ChainID of a stack of layers (bottom first). */
-export function chainId(diffIds: DiffID[], memo?: Map<string, string>): string {
+export function chainId(diffIds: DiffID[], memo?: ChainMemo): string {
   if (diffIds.length === 0) throw new OcibuildError("ROOTFS_EMPTY_CHAIN", "a chain ID needs at least one layer");
   let chain: string = diffIds[0]!;
-  for (const d of diffIds.slice(1)) {
-    const input = `${chain} ${d}`;
-    let next = memo?.get(input);
+  for (let i = 1; i < diffIds.length; i++) {
+    const d = diffIds[i]!;
+    let after = memo?.get(chain);
+    let next = after?.get(d);
     if (next === undefined) {
-      next = `sha256:${createHash("sha256").update(input).digest("hex")}`;
-      memo?.set(input, next);
+      next = `sha256:${createHash("sha256").update(`${chain} ${d}`).digest("hex")}`;
+      if (memo) {
+        if (!after) memo.set(chain, (after = new Map()));
+        after.set(d, next);
+      }
     }
     chain = next;
   }

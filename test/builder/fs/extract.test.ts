@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { OcibuildError } from "../../../src/errors.js";
 import type { DiffID } from "../../../src/oci/digest.js";
 import { extractLayer } from "../../../src/builder/fs/extract.js";
-import { chainId, LayerStore } from "../../../src/builder/fs/layer-store.js";
+import { chainId, LayerStore, type ChainMemo } from "../../../src/builder/fs/layer-store.js";
 import { findOpaqueDirs } from "../../../src/builder/fs/native.js";
 import { isRoot, makeLayer, makeTar, streamOf, type TarSpec, makeCanaryRoot } from "../../../testdata/builder/fixtures.js";
 
@@ -356,14 +356,19 @@ describe("chainId", () => {
     expect(() => chainId([])).toThrow(OcibuildError);
   });
   it("with a memo: the same IDs, and a longer chain hashes only what it adds", () => {
-    const memo = new Map<string, string>();
+    const memo: ChainMemo = new Map();
     expect(chainId([a, b], memo)).toBe(chainId([a, b]));
-    expect([...memo.keys()]).toEqual([`${a} ${b}`]);
+    expect([...memo.keys()]).toEqual([a]);
+    expect([...memo.get(a)!.keys()]).toEqual([b]);
+    const ab = chainId([a, b]);
     expect(chainId([a, b, c], memo)).toBe(chainId([a, b, c]));
-    expect(memo.size).toBe(2);
+    expect([...memo.keys()]).toEqual([a, ab]);
     // The memo's entry is what a longer chain starts from (not hashed again).
-    memo.set(`${a} ${b}`, "sha256:remembered");
+    memo.get(a)!.set(b, "sha256:remembered");
     expect(chainId([a, b, c], memo)).toBe(`sha256:${createHash("sha256").update(`sha256:remembered ${c}`).digest("hex")}`);
+    // Another layer on the same chain: a second entry under it.
+    expect(chainId([a, c], memo)).toBe(chainId([a, c]));
+    expect([...memo.get(a)!.keys()]).toEqual([b, c]);
   });
 });
 
