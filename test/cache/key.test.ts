@@ -20,6 +20,24 @@ describe("cache keys", () => {
 
   it("canonical JSON leaves out undefined fields", () => {
     expect(canonicalJson({ b: 1, a: undefined, c: [1, { z: 1, y: 2 }] })).toBe('{"b":1,"c":[1,{"y":2,"z":1}]}');
+    // An undefined array element is empty, as it always was (keys made before stay the same).
+    expect(canonicalJson([1, undefined, 2])).toBe("[1,,2]");
+  });
+
+  it("canonical JSON is JSON.stringify with every object's keys sorted", () => {
+    const sorted = (v: unknown): unknown =>
+      Array.isArray(v) ? v.map(sorted) : v !== null && typeof v === "object" ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, sorted((v as Record<string, unknown>)[k])])) : v;
+    const values: unknown[] = [
+      {},
+      [],
+      null,
+      "x\n\"y\u00e9",
+      -1.5e-7,
+      true,
+      { z: [], a: {}, m: [null, false, 0, ""], "\u00e9": { "b c": [[1], { y: 1, x: [2, { q: "r" }] }] } },
+      { files: Object.fromEntries(Array.from({ length: 50 }, (_, i) => [`src/f${(i * 37) % 50}.py`, `file:644:${i}`])), env: { PATH: "/bin", A: "1" }, shell: ["/bin/sh", "-c"] },
+    ];
+    for (const v of values) expect(canonicalJson(v)).toBe(JSON.stringify(sorted(v)));
   });
 
   it("explains a miss by the input that changed", () => {
