@@ -4,10 +4,11 @@
  * (an upload session opened with push scope, then cancelled), so a push that must
  * fail (no credentials, denied, unreachable) fails in seconds, before the first
  * RUN, not after the whole build. build.ts asks for it at the first step that must
- * run, copy or pull, or at the first write of a push to several repositories; a COPY
- * of context files goes on while it is made, and ends with its error (cached-step.ts
- * executeChecked). A fully cached rebuild pushed to one repository is not checked
- * first: its push's own first write asks (PushCheck.beforePushWrite).
+ * run, copy or pull (a COPY of context files goes on while it is made, and ends with
+ * its error: cached-step.ts executeChecked), or after the last step, before
+ * attestations, a signature or a conversion, or at the first write of a push to several
+ * repositories. A fully cached rebuild pushed to one repository is not checked first:
+ * its push's own first write asks (PushCheck.beforePushWrite).
  */
 import { isOcibuildError, OcibuildError, optionWords } from "../errors.js";
 import { DOCKER_HUB, type ImageReference } from "../oci/reference.js";
