@@ -187,3 +187,12 @@ export async function xattrChanges(root: MountedRoot, view: LowerView, signal?: 
 export function joinRel(comps: readonly string[]): string {
   return comps.join("/");
 }
+
+/** The extended attributes of the items that have a host path, read in one batch and set on their entries. */
+export async function attachXattrs(items: Item[], signal?: AbortSignal): Promise<void> {
+  const xattrs = await getXattrs(items.flatMap((i) => (i.hostPath === undefined ? [] : [i.hostPath])), signal);
+  for (const item of items) {
+    const x = item.hostPath === undefined ? undefined : xattrs.get(item.hostPath);
+    if (x !== undefined) item.entry.xattrs = x;
+  }
+}

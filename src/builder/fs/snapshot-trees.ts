@@ -16,8 +16,7 @@ import { OcibuildError } from "../../errors.js";
 import type { LayerEntry } from "../../oci/layer.js";
 import { byUtf8 } from "../../oci/tar-entries.js";
 import { Field, FileStatus, fieldOf, type TreeBatch } from "./file-readers.js";
-import { getXattrs } from "./native.js";
-import { entryFor, type Item } from "./snapshot-compare.js";
+import { attachXattrs, entryFor, type Item } from "./snapshot-compare.js";
 import { batchItem, type PendingFiles } from "./snapshot-files.js";
 import { lstatOrNullSync } from "./util.js";
 
@@ -161,11 +160,7 @@ export class TreeCursor {
     } catch (e) {
       throw new OcibuildError("SNAPSHOT_FAILED", `cannot read "${rel}" of the step's change: ${(e as Error).message}`, { cause: e });
     }
-    const xattrs = await getXattrs(items.flatMap((i) => (i.hostPath === undefined ? [] : [i.hostPath])));
-    for (const item of items) {
-      const x = item.hostPath === undefined ? undefined : xattrs.get(item.hostPath);
-      if (x !== undefined) item.entry.xattrs = x;
-    }
+    await attachXattrs(items);
     this.made = items;
     this.madeAt = 0;
     return items.length > 0 ? this.give(items[this.madeAt++]!) : Step.NONE;

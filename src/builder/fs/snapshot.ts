@@ -33,10 +33,10 @@ import { byUtf8 } from "../../oci/tar-entries.js";
 import { OcibuildError } from "../../errors.js";
 import type { MountedRoot } from "./overlay.js";
 import { LowerView } from "./lowerview.js";
-import { areOpaque, getXattrs } from "./native.js";
+import { areOpaque } from "./native.js";
 import { lstatOrNull, lstatOrNullSync } from "./util.js";
 import { WH_OPAQUE, WH_PREFIX } from "./path.js";
-import { entryFor, joinRel, unchanged, whiteout, xattrChanges, type Item } from "./snapshot-compare.js";
+import { attachXattrs, entryFor, joinRel, unchanged, whiteout, xattrChanges, type Item } from "./snapshot-compare.js";
 import { PendingFiles, Taken, addPacked, entryOf, pendingItem, written, type PendingOptions } from "./snapshot-files.js";
 import { DeferredTrees, Step } from "./snapshot-trees.js";
 import { monotonicMs } from "../../clock.js";
@@ -94,11 +94,7 @@ export async function* snapshotBatches(root: MountedRoot, lowerDirs: string[], o
     }
     // Extended attributes (file capabilities, user.*) of what is included, in one batch;
     // a file still pending has no hostPath yet: the workers read its xattrs with it.
-    const xattrs = await getXattrs(items.flatMap((i) => (i.hostPath === undefined ? [] : [i.hostPath])), signal);
-    for (const item of items) {
-      const x = item.hostPath === undefined ? undefined : xattrs.get(item.hostPath);
-      if (x !== undefined) item.entry.xattrs = x;
-    }
+    await attachXattrs(items, signal);
     // Subtrees left to the workers: many changes, however few items.
     if (diff.upperReads) opts.onMergedDone?.(diff.trees === undefined ? items.length : Infinity);
 
